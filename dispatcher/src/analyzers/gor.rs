@@ -1,0 +1,216 @@
+//! GoReplay's .gor files: each unit is a meta line `TYPE ID TIMESTAMP_NS LATENCY`, then the
+//! raw HTTP/1.1 message; units are separated by a line holding only the three monkeys
+//! ([`GOR_SEPARATOR`]). Type 1 (requests) is replayed; types 2 and 3 (responses) are
+//! skipped and counted. The fetcher hands over a unit without its separator line.
+
+use bytes::Bytes;
+
+use super::json::is_header_name;
+use super::{KeySource, Parsed, is_method, with_key};
+use crate::record::{Record, split_url};
+
+/// The separator line between GoReplay records (without its newline).
+pub const GOR_SEPARATOR: &str = "\u{1F435}\u{1F648}\u{1F649}";
+
+#[derive(Clone, Debug)]
+pub struct Gor {
+    key: Option<KeySource>,
+}
+
+impl Gor {
+    pub fn new(key: Option<KeySource>) -> Self {
+        Self { key }
+    }
+
+    pub fn parse(&self, unit: &[u8]) -> Parsed {
+        // GoReplay writes "\n" before the separator line; it is not part of the payload.
+        let unit = unit.strip_suffix(b"\n").unwrap_or(unit);
+        let Some(nl) = unit.iter().position(|&b| b == b'\n') else {
+            return Parsed::malformed("gor_truncated", "no payload after the meta line");
+        };
+        let meta = String::from_utf8_lossy(&unit[..nl]);
+        let mut parts = meta.split_ascii_whitespace();
+        let (kind, _id, ts) = (parts.next(), parts.next(), parts.next());
+        match kind {
+            Some("1") => {}
+            Some("2" | "3") => return Parsed::Skipped("gor_response"),
+            _ => return Parsed::malformed("gor_meta", meta.into_owned()),
+        }
+        let Some(ts) = ts.and_then(|t| t.parse::<i64>().ok()) else {
+            return Parsed::malformed("gor_meta", meta.into_owned());
+        };
+        match request(&unit[nl + 1..], ts) {
+            Ok(r) => Parsed::Record(with_key(r, self.key.as_ref())),
+            Err((reason, detail)) => Parsed::malformed(reason, detail),
+        }
+    }
+}
+
+type Bad = (&'static str, String);
+
+/// Parses a raw HTTP/1.x request.
+fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
+    let (head, body) =
+        split_head(raw).ok_or(("http_head", "no blank line ends the headers".to_owned()))?;
+    let head =
+        std::str::from_utf8(head).map_err(|_| ("http_head", "headers are not UTF-8".to_owned()))?;
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    let (Some(method), Some(target), Some(version)) = (method, target, version) else {
+        return Err(("http_request_line", request_line.to_owned()));
+    };
+    if !is_method(method) || !version.starts_with("HTTP/1.") {
+        return Err(("http_request_line", request_line.to_owned()));
+    }
+    let (url_host, path) =
+        split_url(target).ok_or(("http_request_line", request_line.to_owned()))?;
+    let mut headers = Vec::new();
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(("http_header", line.to_owned()))?;
+        if !is_header_name(name) {
+            return Err(("http_header", line.to_owned()));
+        }
+        headers.push((
+            name.to_owned(),
+            Bytes::copy_from_slice(value.trim().as_bytes()),
+        ));
+    }
+    let header = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
+    let body = if chunked {
+        dechunk(body).ok_or(("http_body", "bad chunked encoding".to_owned()))?
+    } else if let Some(len) = header("content-length") {
+        let len: usize = std::str::from_utf8(&len)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(("http_header", "bad Content-Length".to_owned()))?;
+        Bytes::copy_from_slice(&body[..len.min(body.len())])
+    } else {
+        Bytes::copy_from_slice(body)
+    };
+    let host =
+        url_host.or_else(|| header("host").map(|h| String::from_utf8_lossy(&h).into_owned()));
+    if chunked {
+        headers.retain(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding"));
+    }
+    Ok(Record {
+        ts,
+        method: method.to_owned(),
+        path,
+        host,
+        headers,
+        body,
+        key: None,
+    })
+}
+
+fn split_head(raw: &[u8]) -> Option<(&[u8], &[u8])> {
+    if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        return Some((&raw[..i], &raw[i + 4..]));
+    }
+    let i = raw.windows(2).position(|w| w == b"\n\n")?;
+    Some((&raw[..i], &raw[i + 2..]))
+}
+
+fn dechunk(mut raw: &[u8]) -> Option<Bytes> {
+    let mut out = Vec::new();
+    loop {
+        let nl = raw.iter().position(|&b| b == b'\n')?;
+        let size_line = std::str::from_utf8(&raw[..nl]).ok()?.trim();
+        let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
+        raw = &raw[nl + 1..];
+        if size == 0 {
+            return Some(out.into());
+        }
+        out.extend_from_slice(raw.get(..size)?);
+        raw = raw.get(size..)?;
+        raw = raw
+            .strip_prefix(b"\r\n")
+            .or_else(|| raw.strip_prefix(b"\n"))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As the fetcher hands a unit over: GoReplay's "\n" before the separator line included.
+    fn parse(unit: &str) -> Parsed {
+        let unit = format!("{unit}\n");
+        Gor::new(Some(KeySource::Header("X-Session".into()))).parse(unit.as_bytes())
+    }
+
+    #[test]
+    fn a_request_unit_becomes_a_record() {
+        let unit = "1 abc 1700000000123456789 0\nPOST /login?next=%2F HTTP/1.1\r\nHost: prod.example\r\nX-Session: s1\r\nContent-Length: 5\r\n\r\nhello";
+        let Parsed::Record(r) = parse(unit) else {
+            panic!("{:?}", parse(unit))
+        };
+        assert_eq!(r.ts, 1_700_000_000_123_456_789);
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("POST", "/login?next=%2F")
+        );
+        assert_eq!(r.host.as_deref(), Some("prod.example"));
+        assert_eq!(r.body, Bytes::from("hello"));
+        assert_eq!(r.key.as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn responses_are_skipped() {
+        assert_eq!(
+            parse("2 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"),
+            Parsed::Skipped("gor_response")
+        );
+        assert_eq!(
+            parse("3 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"),
+            Parsed::Skipped("gor_response")
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded() {
+        let unit = "1 a 5 0\nPUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let Parsed::Record(r) = parse(unit) else {
+            panic!()
+        };
+        assert_eq!(r.body, Bytes::from("abcde"));
+        assert!(r.header("transfer-encoding").is_none());
+    }
+
+    #[test]
+    fn malformed_units_are_named_by_reason() {
+        let reason = |u: &str| match parse(u) {
+            Parsed::Malformed { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reason("1 abc 5 0"), "gor_truncated");
+        assert_eq!(reason("9 abc 5 0\nGET / HTTP/1.1\r\n\r\n"), "gor_meta");
+        assert_eq!(
+            reason("1 abc notanumber 0\nGET / HTTP/1.1\r\n\r\n"),
+            "gor_meta"
+        );
+        assert_eq!(
+            reason("1 abc 5 0\nGET / HTTP/1.1\r\nHost: x\r\n"),
+            "http_head"
+        );
+        assert_eq!(reason("1 abc 5 0\nGET /\r\n\r\n"), "http_request_line");
+        assert_eq!(
+            reason("1 abc 5 0\nGET / HTTP/1.1\r\nbroken header\r\n\r\n"),
+            "http_header"
+        );
+        assert_eq!(
+            reason("1 a 5 0\nGET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            "http_body"
+        );
+    }
+}

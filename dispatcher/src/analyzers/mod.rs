@@ -1,0 +1,128 @@
+//! Analyzers turn the raw units a fetcher reads (a line, or a GoReplay record) into
+//! [`Record`]s. They are sync and pure: bytes in, a record or a counted reason out. A bad
+//! unit never stops the job.
+
+mod combined;
+mod gor;
+mod json;
+
+use crate::config::{self, Format};
+use crate::record::Record;
+
+pub use combined::Combined;
+pub use gor::{GOR_SEPARATOR, Gor};
+pub use json::Json;
+
+/// What came of one raw unit.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Record(Record),
+    /// Valid but not a request to replay (GoReplay responses), counted by reason.
+    Skipped(&'static str),
+    /// Not understood, counted by reason; `detail` goes into the few logged samples.
+    Malformed {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+impl Parsed {
+    fn malformed(reason: &'static str, detail: impl Into<String>) -> Self {
+        Parsed::Malformed {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// How a fetcher cuts a byte stream into units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// One unit per line.
+    Lines,
+    /// Units end with GoReplay's separator line.
+    Gor,
+}
+
+/// Where the hash key of a record comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    Header(String),
+    Query(String),
+    /// A top-level field of a json record.
+    Json(String),
+}
+
+impl KeySource {
+    /// Parses "header:NAME", "query:NAME" or "json:NAME" (checked by config validation).
+    pub fn parse(spec: &str) -> Option<Self> {
+        let (kind, name) = spec.split_once(':')?;
+        match kind {
+            "header" => Some(KeySource::Header(name.into())),
+            "query" => Some(KeySource::Query(name.into())),
+            "json" => Some(KeySource::Json(name.into())),
+            _ => None,
+        }
+    }
+
+    /// The key of a parsed record, for header and query sources.
+    fn key_of(&self, r: &Record) -> Option<String> {
+        match self {
+            KeySource::Header(n) => r.header(n).map(|v| String::from_utf8_lossy(v).into_owned()),
+            KeySource::Query(n) => r.query_param(n).map(str::to_owned),
+            KeySource::Json(_) => None,
+        }
+    }
+}
+
+/// The configured analyzer: a closed set.
+#[derive(Clone, Debug)]
+pub enum Analyzer {
+    Json(Json),
+    Gor(Gor),
+    Combined(Combined),
+}
+
+impl Analyzer {
+    pub fn build(cfg: &config::Analyzer) -> Self {
+        let key = cfg.hash_field.as_deref().and_then(KeySource::parse);
+        match cfg.format {
+            Format::Json => Analyzer::Json(Json::new(cfg.fields.clone(), cfg.timestamp_unit, key)),
+            Format::Gor => Analyzer::Gor(Gor::new(key)),
+            Format::Combined => Analyzer::Combined(Combined::new(key)),
+        }
+    }
+
+    pub fn framing(&self) -> Framing {
+        match self {
+            Analyzer::Gor(_) => Framing::Gor,
+            Analyzer::Json(_) | Analyzer::Combined(_) => Framing::Lines,
+        }
+    }
+
+    pub fn parse(&self, unit: &[u8]) -> Parsed {
+        match self {
+            Analyzer::Json(a) => a.parse(unit),
+            Analyzer::Gor(a) => a.parse(unit),
+            Analyzer::Combined(a) => a.parse(unit),
+        }
+    }
+}
+
+/// Sets the record's key from a header or query source.
+fn with_key(mut r: Record, key: Option<&KeySource>) -> Record {
+    if let Some(src) = key
+        && r.key.is_none()
+    {
+        r.key = src.key_of(&r);
+    }
+    r
+}
+
+/// A method is an HTTP token (RFC 9110): letters, digits and a few symbols.
+fn is_method(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= 32
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

@@ -1,0 +1,305 @@
+//! The job file (TOML): what to replay, from where, how fast, and against what.
+//!
+//! Havok's keys load as they are (`[job] rate speed begin end`, `[fetcher] type`,
+//! `[fetcher.file] path`, `[service] http grpc`); reprise's own keys sit beside them.
+//! Loading never stops at the first problem: unknown keys are collected while deserializing
+//! (serde_ignored, not `deny_unknown_fields`, so that every one is listed), then
+//! [`JobConfig::validate`] checks every rule. See docs/job-file.md for the reference.
+
+mod validate;
+pub mod values;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use validate::Problem;
+pub use values::{Instant, ListenAddr, Millis, Speed};
+
+/// A whole job file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct JobConfig {
+    pub job: Job,
+    pub fetcher: Fetcher,
+    pub analyzer: Analyzer,
+    pub proxy: Proxy,
+    pub replayer: Replayer,
+    pub service: Service,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Job {
+    /// Shown in reports and logs; defaults to the job file's stem.
+    pub id: Option<String>,
+    /// Base URL replacing the recorded scheme and host, or "builtin:echo".
+    pub target: Option<String>,
+    /// Copies per record: 2.0 each twice, 2.5 twice plus a third for half, 0.3 a 30 % sample.
+    pub rate: f64,
+    pub speed: Speed,
+    /// Records before this instant are skipped.
+    pub begin: Option<Instant>,
+    /// The job finishes at the first record after this instant (inclusive).
+    pub end: Option<Instant>,
+    /// Chooses which records get the fractional copy; the same seed picks the same records.
+    pub seed: u64,
+    /// Replayers started by `reprise run`.
+    pub replayers: u32,
+    /// The dispatcher starts the job once this many replayers have subscribed.
+    pub min_replayers: u32,
+    /// Records this much out of order are put back in order; later ones are late.
+    pub reorder_window: Millis,
+    /// What to do with a late record: send it at once, or drop it. Counted either way.
+    pub late: LatePolicy,
+}
+
+impl Default for Job {
+    fn default() -> Self {
+        Self {
+            id: None,
+            target: None,
+            rate: 1.0,
+            speed: Speed::default(),
+            begin: None,
+            end: None,
+            seed: 0,
+            replayers: 1,
+            min_replayers: 1,
+            reorder_window: Millis(std::time::Duration::from_secs(1)),
+            late: LatePolicy::Send,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePolicy {
+    #[default]
+    Send,
+    Drop,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Fetcher {
+    #[serde(rename = "type")]
+    pub kind: FetcherKind,
+    pub file: Option<FileFetcher>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FetcherKind {
+    #[default]
+    File,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FileFetcher {
+    /// A file, or a glob of files merged by timestamp; `.gz` files are decompressed.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Analyzer {
+    pub format: Format,
+    pub fields: JsonFields,
+    pub timestamp_unit: TimeUnit,
+    /// Where a record's hash key comes from: "header:NAME", "query:NAME" or "json:NAME".
+    pub hash_field: Option<String>,
+}
+
+impl Default for Analyzer {
+    fn default() -> Self {
+        Self {
+            format: Format::Json,
+            fields: JsonFields::default(),
+            timestamp_unit: TimeUnit::Ms,
+            hash_field: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    #[default]
+    Json,
+    Gor,
+    Combined,
+}
+
+/// Field names of the json format.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct JsonFields {
+    pub ts: String,
+    pub method: String,
+    pub url: String,
+    pub headers: String,
+    pub body: String,
+    pub body_base64: String,
+}
+
+impl Default for JsonFields {
+    fn default() -> Self {
+        Self {
+            ts: "ts".into(),
+            method: "method".into(),
+            url: "url".into(),
+            headers: "headers".into(),
+            body: "body".into(),
+            body_base64: "body_base64".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeUnit {
+    S,
+    #[default]
+    Ms,
+    Us,
+    Ns,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Proxy {
+    pub hash: HashStrategy,
+    /// Un-acknowledged records a replayer may hold.
+    pub credit_window: u32,
+    /// A replayer silent this long is missing; its keys move to the others.
+    pub heartbeat_timeout: Millis,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Self {
+            hash: HashStrategy::RoundRobin,
+            credit_window: 20_000,
+            heartbeat_timeout: Millis(std::time::Duration::from_secs(3)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashStrategy {
+    #[default]
+    RoundRobin,
+    Fnv,
+    Consistent,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Replayer {
+    /// Requests in flight at once, per replayer.
+    pub concurrency: u32,
+    /// Per request, from the send to the end of the body.
+    pub timeout: Millis,
+    /// Send the recorded Host header instead of the target's.
+    pub preserve_host: bool,
+    /// Accept any TLS certificate (self-signed staging targets).
+    pub insecure_tls: bool,
+}
+
+impl Default for Replayer {
+    fn default() -> Self {
+        Self {
+            concurrency: 256,
+            timeout: Millis(std::time::Duration::from_secs(10)),
+            preserve_host: false,
+            insecure_tls: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Service {
+    /// Admin HTTP API.
+    pub http: ListenAddr,
+    /// gRPC for replayers.
+    pub grpc: ListenAddr,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        // invariant: literal addresses.
+        #[allow(clippy::unwrap_used)]
+        Self {
+            http: ":8080".parse().unwrap(),
+            grpc: ":9090".parse().unwrap(),
+        }
+    }
+}
+
+/// Why a job file could not be used: every problem found, each with key, value and rule.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read job file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {} problem(s):\n{}", .problems.len(), list(.problems))]
+    Invalid {
+        path: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl JobConfig {
+    /// Reads, parses and validates a job file.
+    pub fn load(path: &Path) -> Result<JobConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text).map_err(|problems| ConfigError::Invalid {
+            path: path.display().to_string(),
+            problems,
+        })?;
+        if cfg.job.id.is_none() {
+            cfg.job.id = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates job-file text; `Err` lists every problem found.
+    pub fn parse(text: &str) -> Result<JobConfig, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let de = toml::de::Deserializer::parse(text).map_err(|e| vec![Problem::syntax(&e)])?;
+        let parsed: Result<JobConfig, _> = serde_ignored::deserialize(de, |path| {
+            problems.push(Problem::unknown_key(&path.to_string()));
+        });
+        match parsed {
+            Ok(cfg) => {
+                problems.extend(cfg.validate());
+                if problems.is_empty() {
+                    Ok(cfg)
+                } else {
+                    Err(problems)
+                }
+            }
+            Err(e) => {
+                problems.push(Problem::syntax(&e));
+                Err(problems)
+            }
+        }
+    }
+}

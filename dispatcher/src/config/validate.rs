@@ -1,0 +1,295 @@
+//! Every rule of the job file, checked at once: `reprise validate` lists all problems, each
+//! naming its key path, the value found and the rule it breaks.
+
+use std::fmt;
+
+use super::{FetcherKind, JobConfig, Speed};
+
+/// One problem in a job file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `job.speed`; empty when the file itself cannot be parsed.
+    pub key: String,
+    /// The value found, as written; empty when the key is missing or unknown.
+    pub value: String,
+    /// What the key must be, and how to fix it.
+    pub rule: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.key.is_empty(), self.value.is_empty()) {
+            (true, _) => write!(f, "{}", self.rule),
+            (false, true) => write!(f, "{}: {}", self.key, self.rule),
+            (false, false) => write!(f, "{} = {}: {}", self.key, self.value, self.rule),
+        }
+    }
+}
+
+impl Problem {
+    fn new(key: &str, value: impl fmt::Display, rule: &str) -> Self {
+        Self {
+            key: key.into(),
+            value: value.to_string(),
+            rule: rule.into(),
+        }
+    }
+
+    pub(super) fn unknown_key(key: &str) -> Self {
+        Self::new(
+            key,
+            "",
+            "unknown key; see docs/job-file.md for the keys a job file takes",
+        )
+    }
+
+    /// A TOML syntax or type error; toml's message already names the line and key.
+    pub(super) fn syntax(e: &toml::de::Error) -> Self {
+        Self::new("", "", e.to_string().trim_end())
+    }
+}
+
+impl JobConfig {
+    /// Checks every rule the types cannot express; returns all problems found.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut p = Vec::new();
+        let job = &self.job;
+        if !(job.rate.is_finite() && job.rate > 0.0 && job.rate <= 1000.0) {
+            p.push(Problem::new(
+                "job.rate",
+                job.rate,
+                "must be a number > 0 and ≤ 1000 (copies per record)",
+            ));
+        }
+        if let Speed::Factor(x) = job.speed
+            && !(x.is_finite() && x > 0.0)
+        {
+            p.push(Problem::new(
+                "job.speed",
+                x,
+                "must be a number > 0 (2 = twice as fast) or \"max\"",
+            ));
+        }
+        if let (Some(b), Some(e)) = (job.begin, job.end)
+            && b > e
+        {
+            p.push(Problem::new(
+                "job.end",
+                e.0 / 1_000_000,
+                "must not be before job.begin",
+            ));
+        }
+        match job.target.as_deref() {
+            None => p.push(Problem::new(
+                "job.target",
+                "",
+                "is required: the base URL to replay against, e.g. \"http://127.0.0.1:8080\", or \"builtin:echo\"",
+            )),
+            Some(t) => {
+                if let Err(rule) = check_target(t) {
+                    p.push(Problem::new("job.target", format!("{t:?}"), &rule));
+                }
+            }
+        }
+        if job.replayers == 0 || job.replayers > 1024 {
+            p.push(Problem::new(
+                "job.replayers",
+                job.replayers,
+                "must be between 1 and 1024",
+            ));
+        }
+        if job.min_replayers == 0 {
+            p.push(Problem::new("job.min_replayers", 0, "must be at least 1"));
+        }
+        if job.reorder_window.0 > std::time::Duration::from_secs(600) {
+            p.push(Problem::new(
+                "job.reorder_window",
+                format!("{:?}", job.reorder_window.0),
+                "must be at most 10 minutes",
+            ));
+        }
+        self.validate_fetcher(&mut p);
+        self.validate_analyzer(&mut p);
+        self.validate_runtime(&mut p);
+        p
+    }
+
+    fn validate_fetcher(&self, p: &mut Vec<Problem>) {
+        match self.fetcher.kind {
+            FetcherKind::File => match &self.fetcher.file {
+                None => p.push(Problem::new(
+                    "fetcher.file",
+                    "",
+                    "is required when fetcher.type = \"file\": add [fetcher.file] with path = \"recording.jsonl\"",
+                )),
+                Some(f) if f.path.trim().is_empty() => {
+                    p.push(Problem::new("fetcher.file.path", "\"\"", "must name a file or a glob of files"));
+                }
+                Some(f) => {
+                    if let Err(e) = glob::Pattern::new(&f.path) {
+                        p.push(Problem::new("fetcher.file.path", format!("{:?}", f.path), &format!("is not a valid glob: {e}")));
+                    }
+                }
+            },
+        }
+    }
+
+    fn validate_analyzer(&self, p: &mut Vec<Problem>) {
+        if let Some(h) = &self.analyzer.hash_field {
+            let ok = h.split_once(':').is_some_and(|(kind, name)| {
+                matches!(kind, "header" | "query" | "json") && !name.is_empty()
+            });
+            if !ok {
+                p.push(Problem::new(
+                    "analyzer.hash_field",
+                    format!("{h:?}"),
+                    "must be \"header:NAME\", \"query:NAME\" or \"json:NAME\"",
+                ));
+            }
+        }
+        let f = &self.analyzer.fields;
+        for (key, v) in [
+            ("ts", &f.ts),
+            ("method", &f.method),
+            ("url", &f.url),
+            ("headers", &f.headers),
+            ("body", &f.body),
+            ("body_base64", &f.body_base64),
+        ] {
+            if v.is_empty() {
+                p.push(Problem::new(
+                    &format!("analyzer.fields.{key}"),
+                    "\"\"",
+                    "must name a JSON field",
+                ));
+            }
+        }
+    }
+
+    fn validate_runtime(&self, p: &mut Vec<Problem>) {
+        if self.proxy.credit_window < 16 {
+            p.push(Problem::new(
+                "proxy.credit_window",
+                self.proxy.credit_window,
+                "must be at least 16 records",
+            ));
+        }
+        if self.proxy.heartbeat_timeout.0 < std::time::Duration::from_millis(1500) {
+            p.push(Problem::new(
+                "proxy.heartbeat_timeout",
+                format!("{:?}", self.proxy.heartbeat_timeout.0),
+                "must be at least 1.5s (replayers report every second)",
+            ));
+        }
+        if self.replayer.concurrency == 0 {
+            p.push(Problem::new(
+                "replayer.concurrency",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.replayer.timeout.0.is_zero() {
+            p.push(Problem::new(
+                "replayer.timeout",
+                "0",
+                "must be longer than zero",
+            ));
+        }
+    }
+}
+
+/// A target is "builtin:echo" or an absolute http(s) URL with a host and no query.
+pub fn check_target(t: &str) -> Result<(), String> {
+    if t == "builtin:echo" {
+        return Ok(());
+    }
+    let rule = "must be an http:// or https:// base URL with a host, e.g. \"http://127.0.0.1:8080\", or \"builtin:echo\"";
+    let uri: http_uri::Uri = t.parse().map_err(|_| rule.to_owned())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    if !scheme_ok || uri.host().is_none_or(str::is_empty) || uri.query().is_some() {
+        return Err(rule.to_owned());
+    }
+    Ok(())
+}
+
+mod http_uri {
+    pub use axum::http::Uri;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<Problem> {
+        JobConfig::parse(text).expect_err("should be invalid")
+    }
+
+    const MINIMAL: &str =
+        "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x.jsonl\"\n";
+
+    #[test]
+    fn a_minimal_file_is_valid_with_defaults() {
+        let cfg = JobConfig::parse(MINIMAL).expect("valid");
+        assert_eq!(cfg.job.rate, 1.0);
+        assert_eq!(cfg.job.speed, Speed::Factor(1.0));
+        assert_eq!(cfg.job.min_replayers, 1);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_key_value_and_rule() {
+        let text = "[job]\nrate = -1\nspeed = 0\ntargte = \"x\"\n[fetcher.file]\npath = \"\"\n[analyzer]\nhash_field = \"cookie\"\n[replayer]\nconcurrency = 0\n";
+        let ps = problems(text);
+        let keys: Vec<&str> = ps.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "job.targte",
+            "job.rate",
+            "job.speed",
+            "job.target",
+            "fetcher.file.path",
+            "analyzer.hash_field",
+            "replayer.concurrency",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {ps:?}");
+        }
+        let rate = ps.iter().find(|p| p.key == "job.rate").expect("rate");
+        assert_eq!(rate.value, "-1");
+        assert!(rate.to_string().contains("must be a number > 0"), "{rate}");
+    }
+
+    #[test]
+    fn a_type_error_names_the_key() {
+        let ps = problems(
+            "[job]\ntarget = \"http://h\"\nrate = \"fast\"\n[fetcher.file]\npath = \"x\"\n",
+        );
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(ps[0].rule.contains("rate"), "{}", ps[0]);
+    }
+
+    #[test]
+    fn havok_keys_load_as_they_are() {
+        let text = "[job]\nrate = 2.0\nspeed = 1.5\nbegin = 1700000000000\nend = \"2023-11-14T22:20:00Z\"\ntarget = \"http://127.0.0.1:9\"\n[fetcher]\ntype = \"file\"\n[fetcher.file]\npath = \"/tmp/r.log\"\n[service]\nhttp = \":8080\"\ngrpc = \":8081\"\n";
+        let cfg = JobConfig::parse(text).expect("havok file");
+        assert_eq!(
+            cfg.job.begin,
+            Some(super::super::Instant(1_700_000_000_000_000_000))
+        );
+        assert_eq!(cfg.service.grpc.0.port(), 8081);
+    }
+
+    #[test]
+    fn targets_must_be_base_urls() {
+        assert!(check_target("builtin:echo").is_ok());
+        assert!(check_target("https://staging.example:8443").is_ok());
+        assert!(check_target("ftp://x").is_err());
+        assert!(check_target("/just/a/path").is_err());
+        assert!(check_target("http://h/?q=1").is_err());
+    }
+
+    #[test]
+    fn begin_after_end_is_refused() {
+        let ps = problems(
+            "[job]\ntarget = \"http://h\"\nbegin = 2000\nend = 1000\n[fetcher.file]\npath = \"x\"\n",
+        );
+        assert_eq!(ps[0].key, "job.end");
+    }
+}

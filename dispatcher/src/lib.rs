@@ -1,0 +1,15 @@
+//! reprise-dispatcher: reads a recording, schedules every request on a time wheel and streams
+//! it to replayers over gRPC.
+//!
+//! # Layout
+//! The data path, in order: [`fetchers`] read raw units (lines, GoReplay records) from the
+//! source → [`analyzers`] parse them into [`record::Record`]s → [`fetchers::merge`] merges
+//! sources by timestamp and puts them in order within the reorder window → [`timewheel`]
+//! assigns each record its due instant and copies (speed, rate, begin/end) → [`proxy`] picks a
+//! replayer → [`fleet`] holds the replayers, their credits and acks → [`service`] streams
+//! batches over gRPC and merges the reports. [`job`] runs the whole, [`admin`] serves the HTTP
+//! API, [`accounting`] counts every record and [`report`] renders the results.
+
+pub mod analyzers;
+pub mod config;
+pub mod record;

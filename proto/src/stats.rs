@@ -1,0 +1,240 @@
+//! Per-endpoint statistics: what a replayer records for each request, ships as an interval
+//! delta, and what the dispatcher merges exactly (HdrHistogram `add`, counter sums).
+//! Percentiles are never shipped; only histograms are.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+
+use crate::pb;
+
+/// Largest latency a histogram holds, in µs (60 s); longer values are clamped to it.
+pub const MAX_MICROS: u64 = 60_000_000;
+
+/// A bad histogram in a report.
+#[derive(Debug, thiserror::Error)]
+#[error("endpoint `{endpoint}`: cannot decode {which} histogram: {reason}")]
+pub struct DecodeError {
+    pub endpoint: String,
+    pub which: &'static str,
+    pub reason: String,
+}
+
+/// Statistics of one endpoint over some interval.
+#[derive(Clone, Debug)]
+pub struct EndpointStats {
+    pub ok: u64,
+    pub failed: u64,
+    /// Count per HTTP status code received.
+    pub status: BTreeMap<u32, u64>,
+    /// Count per error kind (connect, timeout, reset, tls, body, other).
+    pub errors: BTreeMap<String, u64>,
+    /// µs from the due instant to the end of the response: free of coordinated omission.
+    pub latency: Histogram<u64>,
+    /// µs from the actual send to the end of the response.
+    pub service: Histogram<u64>,
+    /// µs from the due instant to the actual send: the schedule error.
+    pub lag: Histogram<u64>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // invariant: constant, valid bounds (low 1 ≥ 1, high ≥ 2 × low, 3 significant figures).
+    #[allow(clippy::unwrap_used)]
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).unwrap()
+}
+
+impl Default for EndpointStats {
+    fn default() -> Self {
+        Self {
+            ok: 0,
+            failed: 0,
+            status: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            latency: new_histogram(),
+            service: new_histogram(),
+            lag: new_histogram(),
+        }
+    }
+}
+
+/// One finished request, as the replayer measured it.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome<'a> {
+    /// HTTP status, or `None` when no response came.
+    pub status: Option<u16>,
+    /// Error kind when the request failed without a response (or its body failed).
+    pub error: Option<&'a str>,
+    pub latency_us: u64,
+    pub service_us: u64,
+    pub lag_us: u64,
+}
+
+impl EndpointStats {
+    pub fn count(&self) -> u64 {
+        self.ok + self.failed
+    }
+
+    /// A request is ok when a response came with a status below 400 (as k6 and Locust count).
+    pub fn record(&mut self, outcome: &Outcome<'_>) {
+        let failed = outcome.error.is_some() || outcome.status.is_none_or(|s| s >= 400);
+        if failed {
+            self.failed += 1;
+        } else {
+            self.ok += 1;
+        }
+        if let Some(status) = outcome.status {
+            *self.status.entry(u32::from(status)).or_default() += 1;
+        }
+        if let Some(kind) = outcome.error {
+            *self.errors.entry(kind.to_owned()).or_default() += 1;
+        }
+        self.latency
+            .saturating_record(outcome.latency_us.clamp(1, MAX_MICROS));
+        self.service
+            .saturating_record(outcome.service_us.clamp(1, MAX_MICROS));
+        self.lag
+            .saturating_record(outcome.lag_us.clamp(1, MAX_MICROS));
+    }
+
+    /// Adds `other` into `self`, exactly: merging two halves gives the whole.
+    pub fn merge(&mut self, other: &EndpointStats) {
+        self.ok += other.ok;
+        self.failed += other.failed;
+        for (code, n) in &other.status {
+            *self.status.entry(*code).or_default() += n;
+        }
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_default() += n;
+        }
+        // invariant: all histograms share the same bounds, so `add` cannot fail.
+        #[allow(clippy::unwrap_used)]
+        {
+            self.latency.add(&other.latency).unwrap();
+            self.service.add(&other.service).unwrap();
+            self.lag.add(&other.lag).unwrap();
+        }
+    }
+
+    pub fn to_wire(&self, endpoint: &str) -> pb::EndpointDelta {
+        pb::EndpointDelta {
+            endpoint: endpoint.to_owned(),
+            ok: self.ok,
+            failed: self.failed,
+            status: self.status.iter().map(|(k, v)| (*k, *v)).collect(),
+            errors: self.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            latency_hist: encode(&self.latency).into(),
+            service_hist: encode(&self.service).into(),
+            lag_hist: encode(&self.lag).into(),
+        }
+    }
+
+    pub fn from_wire(delta: &pb::EndpointDelta) -> Result<Self, DecodeError> {
+        let decode = |bytes: &[u8], which: &'static str| {
+            decode(bytes).map_err(|reason| DecodeError {
+                endpoint: delta.endpoint.clone(),
+                which,
+                reason,
+            })
+        };
+        Ok(Self {
+            ok: delta.ok,
+            failed: delta.failed,
+            status: delta.status.iter().map(|(k, v)| (*k, *v)).collect(),
+            errors: delta.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            latency: decode(&delta.latency_hist, "latency")?,
+            service: decode(&delta.service_hist, "service")?,
+            lag: decode(&delta.lag_hist, "lag")?,
+        })
+    }
+}
+
+fn encode(h: &Histogram<u64>) -> Vec<u8> {
+    let mut out = Vec::new();
+    // invariant: serializing into a Vec cannot fail for a histogram within its own bounds.
+    #[allow(clippy::unwrap_used)]
+    V2DeflateSerializer::new().serialize(h, &mut out).unwrap();
+    out
+}
+
+fn decode(bytes: &[u8]) -> Result<Histogram<u64>, String> {
+    let decoded: Histogram<u64> = Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| format!("{e:?}"))?;
+    // Re-home into the standard bounds so later merges cannot fail on a foreign histogram.
+    let mut h = new_histogram();
+    h.add(&decoded).map_err(|e| format!("{e:?}"))?;
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(status: Option<u16>, error: Option<&str>, us: u64) -> Outcome<'_> {
+        Outcome {
+            status,
+            error,
+            latency_us: us,
+            service_us: us / 2,
+            lag_us: 3,
+        }
+    }
+
+    #[test]
+    fn merging_two_halves_equals_the_whole() {
+        let mut whole = EndpointStats::default();
+        let mut a = EndpointStats::default();
+        let mut b = EndpointStats::default();
+        for i in 0..1000u64 {
+            let o = if i % 7 == 0 {
+                outcome(None, Some("timeout"), 1_000 + i * 37)
+            } else {
+                outcome(
+                    Some(if i % 5 == 0 { 503 } else { 200 }),
+                    None,
+                    1_000 + i * 37,
+                )
+            };
+            whole.record(&o);
+            if i % 2 == 0 {
+                a.record(&o)
+            } else {
+                b.record(&o)
+            }
+        }
+        a.merge(&b);
+        assert_eq!((a.ok, a.failed), (whole.ok, whole.failed));
+        assert_eq!(a.status, whole.status);
+        assert_eq!(a.errors, whole.errors);
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                a.latency.value_at_quantile(q),
+                whole.latency.value_at_quantile(q)
+            );
+        }
+        assert_eq!(a.latency.len(), 1000);
+    }
+
+    #[test]
+    fn wire_round_trip_keeps_everything() {
+        let mut s = EndpointStats::default();
+        s.record(&outcome(Some(200), None, 12_345));
+        s.record(&outcome(Some(404), None, 99));
+        s.record(&outcome(None, Some("connect"), 7));
+        let back = EndpointStats::from_wire(&s.to_wire("GET /x")).expect("decodes");
+        assert_eq!((back.ok, back.failed), (1, 2));
+        assert_eq!(back.status.get(&404), Some(&1));
+        assert_eq!(back.errors.get("connect"), Some(&1));
+        assert_eq!(back.latency.max(), s.latency.max());
+        assert_eq!(back.service.len(), 3);
+    }
+
+    #[test]
+    fn a_corrupt_histogram_is_an_error_not_a_panic() {
+        let mut wire = EndpointStats::default().to_wire("GET /x");
+        wire.latency_hist = vec![1, 2, 3].into();
+        let err = EndpointStats::from_wire(&wire).expect_err("corrupt");
+        assert!(err.to_string().contains("latency"), "{err}");
+    }
+}
