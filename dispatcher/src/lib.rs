@@ -10,6 +10,8 @@
 //! batches over gRPC and merges the reports. [`job`] runs the whole, [`admin`] serves the HTTP
 //! API, [`accounting`] counts every record and [`report`] renders the results.
 
+pub mod accounting;
 pub mod analyzers;
 pub mod config;
+pub mod fetchers;
 pub mod record;

@@ -1,0 +1,161 @@
+//! Every record is accounted for. Two identities hold at the end of a job (and are shown in
+//! /status, the table and the JSON report):
+//!
+//! - `scheduled = sent + Σ dropped{reason}`, where `scheduled` is the copies realised from the
+//!   in-range input (`rate` applied) and `sent` is what the replayers fired;
+//! - `sent = ok + failed`.
+//!
+//! Records outside `[begin, end]`, malformed units and skipped units (GoReplay responses) are
+//! counted beside the identity: they never become copies.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Samples logged per malformed reason; the rest are only counted.
+const SAMPLES_PER_REASON: u64 = 5;
+
+/// Why a scheduled copy was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// Later than the reorder window, with `late = "drop"`.
+    Late,
+    /// No replayer was connected when it was due.
+    NoReplayer,
+    /// Held, un-acknowledged, by a replayer that went away.
+    LostInFlight,
+    /// The job was stopped before it was sent.
+    Stopped,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Late => "late",
+            DropReason::NoReplayer => "no_replayer",
+            DropReason::LostInFlight => "lost_in_flight",
+            DropReason::Stopped => "stopped",
+        }
+    }
+}
+
+/// Counters shared by the pipeline's stages (cheap atomics on the hot path).
+#[derive(Debug, Default)]
+pub struct Accounting {
+    input: AtomicU64,
+    bytes: AtomicU64,
+    out_of_range: AtomicU64,
+    late: AtomicU64,
+    scheduled: AtomicU64,
+    dispatched: AtomicU64,
+    malformed: Mutex<BTreeMap<&'static str, u64>>,
+    skipped: Mutex<BTreeMap<&'static str, u64>>,
+    dropped: Mutex<BTreeMap<DropReason, u64>>,
+}
+
+/// A consistent-enough copy of the counters for reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Records parsed from the source.
+    pub input: u64,
+    /// Bytes read from the source (after decompression).
+    pub bytes: u64,
+    /// Records before `begin` (not scheduled).
+    pub out_of_range: u64,
+    /// Records later than the reorder window (sent at once or dropped, per `late`).
+    pub late: u64,
+    /// Copies realised from in-range records (`rate` applied).
+    pub scheduled: u64,
+    /// Copies handed to replayers.
+    pub dispatched: u64,
+    pub malformed: BTreeMap<&'static str, u64>,
+    pub skipped: BTreeMap<&'static str, u64>,
+    pub dropped: BTreeMap<DropReason, u64>,
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) -> u64 {
+    let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    let v = m.entry(key).or_default();
+    *v += n;
+    *v
+}
+
+impl Accounting {
+    pub fn input(&self, bytes: u64) {
+        self.input.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn unit_bytes(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Counts a malformed unit and logs the first few samples of each reason.
+    pub fn malformed(&self, reason: &'static str, detail: &str, source: &str) {
+        let n = bump(&self.malformed, reason, 1);
+        if n <= SAMPLES_PER_REASON {
+            let sample: String = detail.chars().take(200).collect();
+            tracing::warn!(reason, source, sample = %sample, "malformed input skipped");
+        }
+    }
+
+    pub fn skipped(&self, reason: &'static str) {
+        bump(&self.skipped, reason, 1);
+    }
+
+    pub fn out_of_range(&self) {
+        self.out_of_range.fetch_add(1, Relaxed);
+    }
+
+    pub fn late(&self) {
+        self.late.fetch_add(1, Relaxed);
+    }
+
+    pub fn scheduled(&self, copies: u64) {
+        self.scheduled.fetch_add(copies, Relaxed);
+    }
+
+    pub fn dispatched(&self, n: u64) {
+        self.dispatched.fetch_add(n, Relaxed);
+    }
+
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            bump(&self.dropped, reason, n);
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        let lock = |m: &Mutex<BTreeMap<&'static str, u64>>| {
+            m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        };
+        Counts {
+            input: self.input.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            out_of_range: self.out_of_range.load(Relaxed),
+            late: self.late.load(Relaxed),
+            scheduled: self.scheduled.load(Relaxed),
+            dispatched: self.dispatched.load(Relaxed),
+            malformed: lock(&self.malformed),
+            skipped: lock(&self.skipped),
+            dropped: self
+                .dropped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+impl Counts {
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.values().sum()
+    }
+}
