@@ -14,4 +14,6 @@ pub mod accounting;
 pub mod analyzers;
 pub mod config;
 pub mod fetchers;
+pub mod proxy;
 pub mod record;
+pub mod timewheel;

@@ -1,0 +1,149 @@
+//! The replayer proxy: which replayer gets a record. Round-robin by default; FNV or
+//! consistent hashing on the record's key keeps a key (a user, a session) on one replayer.
+//! Consistent hashing places 128 virtual nodes per replayer on a ring, so when one leaves only
+//! its keys move. Records without a key go round-robin under every strategy.
+
+use crate::config::HashStrategy;
+
+const VNODES: u32 = 128;
+
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    strategy: HashStrategy,
+    members: Vec<String>,
+    ring: Vec<(u64, usize)>,
+    next: usize,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
+/// FNV-1a spreads short, similar keys poorly over the high bits; a 64-bit finalizer
+/// (murmur3's fmix64) evens the ring without changing which key maps where on reruns.
+fn ring_hash(bytes: &[u8]) -> u64 {
+    let mut z = fnv1a(bytes);
+    z = (z ^ (z >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    z = (z ^ (z >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    z ^ (z >> 33)
+}
+
+impl Proxy {
+    pub fn new(strategy: HashStrategy) -> Self {
+        Self {
+            strategy,
+            members: Vec::new(),
+            ring: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Replaces the membership (ids, in any order); keys on remaining members stay put under
+    /// consistent hashing.
+    pub fn set_members(&mut self, mut ids: Vec<String>) {
+        ids.sort();
+        self.ring.clear();
+        if self.strategy == HashStrategy::Consistent {
+            for (i, id) in ids.iter().enumerate() {
+                for v in 0..VNODES {
+                    self.ring
+                        .push((ring_hash(format!("{id}#{v}").as_bytes()), i));
+                }
+            }
+            self.ring.sort_unstable();
+        }
+        self.members = ids;
+    }
+
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    /// The replayer for a record with this key; `None` when there is none.
+    pub fn pick(&mut self, key: Option<&str>) -> Option<&str> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let i = match (self.strategy, key) {
+            (HashStrategy::Fnv, Some(k)) => {
+                (fnv1a(k.as_bytes()) % self.members.len() as u64) as usize
+            }
+            (HashStrategy::Consistent, Some(k)) => {
+                let h = ring_hash(k.as_bytes());
+                let at = self.ring.partition_point(|(p, _)| *p < h);
+                self.ring[at % self.ring.len()].1
+            }
+            _ => self.round_robin(),
+        };
+        Some(&self.members[i])
+    }
+
+    /// The next member in turn.
+    pub fn round_robin(&mut self) -> usize {
+        self.next = (self.next + 1) % self.members.len().max(1);
+        self.next
+    }
+
+    /// Whether a full member may be skipped for another (only without key affinity).
+    pub fn may_skip(&self, key: Option<&str>) -> bool {
+        key.is_none() || self.strategy == HashStrategy::RoundRobin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("r{i}")).collect()
+    }
+
+    #[test]
+    fn round_robin_takes_turns() {
+        let mut p = Proxy::new(HashStrategy::RoundRobin);
+        p.set_members(ids(3));
+        let picks: Vec<String> = (0..6)
+            .map(|_| p.pick(Some("k")).expect("member").to_owned())
+            .collect();
+        assert_eq!(picks, ["r1", "r2", "r0", "r1", "r2", "r0"]);
+    }
+
+    #[test]
+    fn hashing_sticks_a_key_to_one_member() {
+        for s in [HashStrategy::Fnv, HashStrategy::Consistent] {
+            let mut p = Proxy::new(s);
+            p.set_members(ids(4));
+            let first = p.pick(Some("user-7")).expect("member").to_owned();
+            assert!((0..50).all(|_| p.pick(Some("user-7")) == Some(first.as_str())));
+        }
+    }
+
+    #[test]
+    fn consistent_hashing_moves_only_the_leavers_keys() {
+        let mut p = Proxy::new(HashStrategy::Consistent);
+        p.set_members(ids(4));
+        let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
+        let before: Vec<String> = keys
+            .iter()
+            .map(|k| p.pick(Some(k)).expect("m").to_owned())
+            .collect();
+        p.set_members(vec!["r0".into(), "r1".into(), "r3".into()]);
+        for (k, was) in keys.iter().zip(&before) {
+            let now = p.pick(Some(k)).expect("m");
+            if was != "r2" {
+                assert_eq!(now, was, "key {k} moved although its member stayed");
+            }
+        }
+        let on_r2 = before.iter().filter(|m| *m == "r2").count();
+        assert!((300..=700).contains(&on_r2), "uneven ring: {on_r2}");
+    }
+
+    #[test]
+    fn no_members_no_pick() {
+        let mut p = Proxy::new(HashStrategy::Fnv);
+        assert_eq!(p.pick(Some("k")), None);
+    }
+}

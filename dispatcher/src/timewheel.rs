@@ -1,0 +1,161 @@
+//! The time wheel: when each record is due and how many copies of it go out.
+//!
+//! The schedule is absolute, never a chain of relative sleeps:
+//! `due = start + (t - t0) / speed`, with `t0` = `[job] begin` when set, else the first
+//! record's time. Records are released slot by slot (10 ms slots), [`LEAD`] ahead of their
+//! due instant, so a replayer holds each one before its instant and fires it on time; the
+//! dispatcher sleeps until a slot's absolute start, so no error accumulates over a long job.
+//!
+//! `rate` is copies per record: `floor(rate)` copies always, plus one more with probability
+//! `fract(rate)`, decided by a hash of `(seed, record index)`: the same seed chooses the same
+//! records on every run.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Speed;
+
+/// Width of one slot.
+pub const SLOT: Duration = Duration::from_millis(10);
+/// How long before its due instant a record is handed to a replayer.
+pub const LEAD: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug)]
+pub struct TimeWheel {
+    speed: Speed,
+    start: Instant,
+    t0: Option<i64>,
+    rate: f64,
+    seed: u64,
+}
+
+impl TimeWheel {
+    /// `start` is the instant recorded time `t0` maps to.
+    pub fn new(speed: Speed, start: Instant, t0: Option<i64>, rate: f64, seed: u64) -> Self {
+        Self {
+            speed,
+            start,
+            t0,
+            rate,
+            seed,
+        }
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// The instant a record recorded at `ts` is due.
+    pub fn due(&mut self, ts: i64) -> Instant {
+        let t0 = *self.t0.get_or_insert(ts);
+        match self.speed {
+            Speed::Max => self.start,
+            Speed::Factor(f) => {
+                let ns = (ts.saturating_sub(t0)).max(0) as f64 / f;
+                self.start + Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
+            }
+        }
+    }
+
+    /// The start of the slot in which a record due at `due` is released.
+    pub fn release_at(&self, due: Instant) -> Instant {
+        let from_start = due
+            .saturating_duration_since(self.start)
+            .saturating_sub(LEAD);
+        let slot = from_start.as_nanos() / SLOT.as_nanos();
+        self.start + SLOT * (slot as u32)
+    }
+
+    /// Copies of the record with this index (0, 1, …, in time order).
+    pub fn copies(&self, index: u64) -> u32 {
+        let whole = self.rate.floor();
+        let frac = self.rate - whole;
+        let extra = frac > 0.0 && unit_hash(self.seed, index) < frac;
+        whole as u32 + u32::from(extra)
+    }
+}
+
+/// A uniform number in [0, 1) from (seed, index): splitmix64.
+fn unit_hash(seed: u64, index: u64) -> f64 {
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: i64 = 1_000_000;
+
+    #[tokio::test(start_paused = true)]
+    async fn due_instants_are_absolute_and_scaled_by_speed() {
+        let start = Instant::now();
+        let mut w = TimeWheel::new(Speed::Factor(2.0), start, None, 1.0, 0);
+        assert_eq!(w.due(1_000 * MS), start);
+        assert_eq!(w.due(1_500 * MS), start + Duration::from_millis(250));
+        // an hour in: no drift, the same formula
+        assert_eq!(
+            w.due(1_000 * MS + 3_600_000 * MS),
+            start + Duration::from_secs(1800)
+        );
+        let mut max = TimeWheel::new(Speed::Max, start, None, 1.0, 0);
+        assert_eq!(max.due(9_999 * MS), start);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn begin_anchors_the_schedule() {
+        let start = Instant::now();
+        let mut w = TimeWheel::new(Speed::Factor(1.0), start, Some(0), 1.0, 0);
+        assert_eq!(w.due(500 * MS), start + Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_are_released_a_lead_ahead_on_slot_boundaries() {
+        let start = Instant::now();
+        let w = TimeWheel::new(Speed::Factor(1.0), start, None, 1.0, 0);
+        assert_eq!(w.release_at(start + Duration::from_millis(100)), start);
+        assert_eq!(
+            w.release_at(start + Duration::from_millis(1_234)),
+            start + Duration::from_millis(1_030)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_wheel_sleeps_until_slots_without_drift() {
+        let start = Instant::now();
+        let w = TimeWheel::new(Speed::Factor(1.0), start, None, 1.0, 0);
+        for i in 0..1000u64 {
+            let due = start + Duration::from_millis(10 * i + 200);
+            tokio::time::sleep_until(w.release_at(due)).await;
+            assert_eq!(Instant::now() - start, Duration::from_millis(10 * i));
+        }
+    }
+
+    #[test]
+    fn whole_rates_copy_exactly() {
+        let w = TimeWheel::new(Speed::Max, Instant::now(), None, 2.0, 7);
+        assert!((0..1000).all(|i| w.copies(i) == 2));
+    }
+
+    #[test]
+    fn fractional_rates_sample_deterministically() {
+        let w = TimeWheel::new(Speed::Max, Instant::now(), None, 0.3, 42);
+        let picks: Vec<u32> = (0..10_000).map(|i| w.copies(i)).collect();
+        let n: u32 = picks.iter().sum();
+        assert!((2_850..=3_150).contains(&n), "{n}");
+        let again: Vec<u32> = (0..10_000).map(|i| w.copies(i)).collect();
+        assert_eq!(picks, again);
+        let other = TimeWheel::new(Speed::Max, Instant::now(), None, 0.3, 43);
+        assert_ne!(
+            picks,
+            (0..10_000).map(|i| other.copies(i)).collect::<Vec<_>>()
+        );
+        let two_and_half = TimeWheel::new(Speed::Max, Instant::now(), None, 2.5, 1);
+        let n: u32 = (0..10_000).map(|i| two_and_half.copies(i)).sum();
+        assert!((24_700..=25_300).contains(&n), "{n}");
+    }
+}
