@@ -11,9 +11,16 @@
 //! API, [`accounting`] counts every record and [`report`] renders the results.
 
 pub mod accounting;
+pub mod admin;
 pub mod analyzers;
 pub mod config;
+pub mod dispatch;
 pub mod fetchers;
+pub mod fleet;
+pub mod job;
 pub mod proxy;
 pub mod record;
+pub mod report;
+pub mod server;
+pub mod service;
 pub mod timewheel;

@@ -1,0 +1,359 @@
+//! The fleet: the replayers subscribed to this dispatcher, what each holds and what it
+//! reported. Credits: a replayer never has more than `credit_window` records dispatched and
+//! not yet acknowledged. When one leaves (its stream closes, or it is silent longer than the
+//! heartbeat timeout) what it held un-acknowledged is counted `lost_in_flight` and its keys
+//! move to the others. Reports are merged once each (sequence numbers per session).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use reprise_proto::pb;
+use reprise_proto::stats::EndpointStats;
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tonic::Status;
+
+use crate::accounting::{Accounting, DropReason};
+use crate::config::HashStrategy;
+use crate::proxy::Proxy;
+
+pub type EventTx = mpsc::Sender<Result<pb::DispatcherEvent, Status>>;
+
+#[derive(Debug)]
+struct Member {
+    session: u64,
+    tx: EventTx,
+    dispatched: u64,
+    acked: u64,
+    cancelled: u64,
+    sent: u64,
+    pending: u64,
+    last_seq: u64,
+    last_report: Instant,
+}
+
+/// Merged results of the current job.
+#[derive(Debug, Default)]
+pub struct JobStats {
+    pub endpoints: BTreeMap<String, EndpointStats>,
+    pub reports: u64,
+    pub lost_reports: u64,
+    pub duplicate_reports: u64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    members: BTreeMap<String, Member>,
+    proxy: Proxy,
+    next_session: u64,
+    job: Option<pb::JobConfig>,
+    stats: JobStats,
+}
+
+/// Where a record goes.
+#[derive(Debug)]
+pub enum Reserve {
+    /// A credit was taken at this member.
+    Member {
+        id: String,
+        session: u64,
+        tx: EventTx,
+    },
+    /// The chosen member (or, without affinity, every member) has no credit left.
+    Full,
+    /// No replayer is connected.
+    Empty,
+}
+
+/// What /status and the report show of a replayer.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberStatus {
+    pub id: String,
+    pub dispatched: u64,
+    pub acked: u64,
+    pub in_flight: u64,
+    pub sent: u64,
+    pub pending: u64,
+    pub last_report_ms_ago: u64,
+}
+
+#[derive(Debug)]
+pub struct Fleet {
+    inner: Mutex<Inner>,
+    window: u64,
+    accounting: Arc<Accounting>,
+    /// Signalled when credits come back or membership changes.
+    pub changed: Notify,
+}
+
+impl Fleet {
+    pub fn new(strategy: HashStrategy, window: u32, accounting: Arc<Accounting>) -> Self {
+        let inner = Inner {
+            members: BTreeMap::new(),
+            proxy: Proxy::new(strategy),
+            next_session: 0,
+            job: None,
+            stats: JobStats::default(),
+        };
+        Self {
+            inner: Mutex::new(inner),
+            window: u64::from(window),
+            accounting,
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a replayer; a live one with the same id is replaced (and its load counted lost).
+    /// Returns its session; it receives the job configuration now if the job has started.
+    pub fn join(&self, id: &str, tx: EventTx) -> u64 {
+        let mut inner = self.lock();
+        if let Some(old) = inner.members.get(id).map(|m| m.session) {
+            self.remove(&mut inner, id, old, "replaced by a new subscription");
+        }
+        inner.next_session += 1;
+        let session = inner.next_session;
+        if let Some(job) = &inner.job {
+            let event = config_event(job, session);
+            // invariant: the channel is new and empty, so try_send has room.
+            let _ = tx.try_send(Ok(event));
+        }
+        let member = Member {
+            session,
+            tx,
+            dispatched: 0,
+            acked: 0,
+            cancelled: 0,
+            sent: 0,
+            pending: 0,
+            last_seq: 0,
+            last_report: Instant::now(),
+        };
+        inner.members.insert(id.to_owned(), member);
+        Self::rebuild(&mut inner);
+        tracing::info!(
+            replayer = id,
+            session,
+            members = inner.members.len(),
+            "replayer joined"
+        );
+        drop(inner);
+        self.changed.notify_waiters();
+        session
+    }
+
+    /// Removes a replayer if `session` is still its live one.
+    pub fn leave(&self, id: &str, session: u64, why: &str) {
+        let mut inner = self.lock();
+        if inner.members.get(id).is_some_and(|m| m.session == session) {
+            self.remove(&mut inner, id, session, why);
+            drop(inner);
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn remove(&self, inner: &mut Inner, id: &str, session: u64, why: &str) {
+        if let Some(m) = inner.members.remove(id) {
+            let lost = m.dispatched.saturating_sub(m.acked);
+            self.accounting.dropped(DropReason::LostInFlight, lost);
+            Self::rebuild(inner);
+            tracing::warn!(
+                replayer = id,
+                session,
+                lost_in_flight = lost,
+                reason = why,
+                "replayer left"
+            );
+        }
+    }
+
+    fn rebuild(inner: &mut Inner) {
+        let ids = inner.members.keys().cloned().collect();
+        inner.proxy.set_members(ids);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts the job: every member, and every later one, gets `job` before any record.
+    pub fn start(&self, job: pb::JobConfig) {
+        let mut inner = self.lock();
+        for m in inner.members.values() {
+            let _ = m.tx.try_send(Ok(config_event(&job, m.session)));
+        }
+        inner.job = Some(job);
+    }
+
+    /// Takes one credit for a record with this key.
+    pub fn reserve(&self, key: Option<&str>) -> Reserve {
+        let mut inner = self.lock();
+        let Some(id) = inner.proxy.pick(key).map(str::to_owned) else {
+            return Reserve::Empty;
+        };
+        let mut candidates = vec![id];
+        if inner.proxy.may_skip(key) {
+            candidates.extend(inner.proxy.members().iter().cloned());
+        }
+        for id in candidates {
+            // invariant: ids come from the proxy, which mirrors `members`.
+            let Some(m) = inner.members.get_mut(&id) else {
+                continue;
+            };
+            if m.dispatched - m.acked < self.window {
+                m.dispatched += 1;
+                return Reserve::Member {
+                    id,
+                    session: m.session,
+                    tx: m.tx.clone(),
+                };
+            }
+        }
+        Reserve::Full
+    }
+
+    /// Gives back credits taken for records that were never sent (job stopped).
+    pub fn unreserve(&self, id: &str, session: u64, n: u64) {
+        if let Some(m) = self
+            .lock()
+            .members
+            .get_mut(id)
+            .filter(|m| m.session == session)
+        {
+            m.dispatched -= n.min(m.dispatched);
+        }
+    }
+
+    /// Merges one report. A repeated sequence number is counted and merged once.
+    pub fn report(&self, r: &pb::StatsReport) -> Result<(), Status> {
+        let mut decoded = Vec::with_capacity(r.endpoints.len());
+        for e in &r.endpoints {
+            decoded.push((
+                e.endpoint.clone(),
+                EndpointStats::from_wire(e).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ));
+        }
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let Some(m) = inner
+            .members
+            .get_mut(&r.replayer_id)
+            .filter(|m| m.session == r.session)
+        else {
+            return Err(Status::failed_precondition(format!(
+                "replayer `{}` session {} is not subscribed here; subscribe again",
+                r.replayer_id, r.session
+            )));
+        };
+        m.last_report = Instant::now();
+        if r.seq <= m.last_seq {
+            inner.stats.duplicate_reports += 1;
+            return Ok(());
+        }
+        inner.stats.lost_reports += r.seq - m.last_seq - 1;
+        inner.stats.reports += 1;
+        m.last_seq = r.seq;
+        m.acked = r.completed_total.min(m.dispatched);
+        m.pending = r.pending;
+        let cancelled = r.cancelled_total.saturating_sub(m.cancelled);
+        m.cancelled = r.cancelled_total;
+        self.accounting.dropped(DropReason::Stopped, cancelled);
+        for (name, stats) in decoded {
+            m.sent += stats.count();
+            inner.stats.endpoints.entry(name).or_default().merge(&stats);
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Removes members silent for longer than `timeout`.
+    pub fn reap(&self, timeout: Duration) {
+        let now = Instant::now();
+        let silent: Vec<(String, u64)> = self
+            .lock()
+            .members
+            .iter()
+            .filter(|(_, m)| now - m.last_report > timeout)
+            .map(|(id, m)| (id.clone(), m.session))
+            .collect();
+        for (id, session) in silent {
+            self.leave(&id, session, "missed heartbeats");
+        }
+    }
+
+    /// Records dispatched and not yet acknowledged, over all members.
+    pub fn in_flight(&self) -> u64 {
+        self.lock()
+            .members
+            .values()
+            .map(|m| m.dispatched - m.acked)
+            .sum()
+    }
+
+    /// Ends the books: whatever is still un-acknowledged will never be, and counts as lost.
+    pub fn close_books(&self) {
+        let mut inner = self.lock();
+        for (id, m) in inner.members.iter_mut() {
+            let lost = m.dispatched - m.acked;
+            if lost > 0 {
+                tracing::warn!(replayer = %id, lost_in_flight = lost, "no ack before the job ended");
+                self.accounting.dropped(DropReason::LostInFlight, lost);
+                m.acked = m.dispatched;
+            }
+        }
+    }
+
+    /// Sends the end of the job to every member.
+    pub async fn end(&self, reason: &str) {
+        let txs: Vec<EventTx> = self.lock().members.values().map(|m| m.tx.clone()).collect();
+        let event = pb::DispatcherEvent {
+            event: Some(pb::dispatcher_event::Event::End(pb::JobEnd {
+                reason: reason.to_owned(),
+            })),
+        };
+        for tx in txs {
+            let _ = tx
+                .send_timeout(Ok(event.clone()), Duration::from_secs(1))
+                .await;
+        }
+    }
+
+    pub fn members(&self) -> Vec<MemberStatus> {
+        let now = Instant::now();
+        self.lock()
+            .members
+            .iter()
+            .map(|(id, m)| MemberStatus {
+                id: id.clone(),
+                dispatched: m.dispatched,
+                acked: m.acked,
+                in_flight: m.dispatched - m.acked,
+                sent: m.sent,
+                pending: m.pending,
+                last_report_ms_ago: (now - m.last_report).as_millis() as u64,
+            })
+            .collect()
+    }
+
+    /// Runs `f` on the merged statistics.
+    pub fn with_stats<T>(&self, f: impl FnOnce(&JobStats) -> T) -> T {
+        f(&self.lock().stats)
+    }
+}
+
+fn config_event(job: &pb::JobConfig, session: u64) -> pb::DispatcherEvent {
+    let mut job = job.clone();
+    job.session = session;
+    pb::DispatcherEvent {
+        event: Some(pb::dispatcher_event::Event::Job(job)),
+    }
+}

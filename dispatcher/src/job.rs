@@ -1,0 +1,274 @@
+//! A job from start to end: waits for `min_replayers` (or POST /job/start), starts the
+//! fetchers, the merge and the dispatch loop, drains until every replayer has acknowledged
+//! what it got (the final statistics ride on those acks), then ends the job at every replayer.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reprise_proto::pb;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::accounting::Accounting;
+use crate::analyzers::Analyzer;
+use crate::config::{JobConfig, LatePolicy, Speed};
+use crate::fetchers::{self, FetchError, SourceContext, merge};
+use crate::fleet::Fleet;
+use crate::timewheel::TimeWheel;
+
+/// Ordered records buffered between the merge and the dispatch loop.
+const ORDERED_CAPACITY: usize = 4096;
+/// Time given to replayers to receive the configuration before the first instant.
+const START_DELAY: Duration = Duration::from_millis(300);
+/// How long a stopped job waits for replayers to report what they cancelled.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Distinct endpoints kept apart per replayer before the rest count as "other".
+const MAX_ENDPOINTS: u32 = 1000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for `min_replayers` or POST /job/start.
+    Waiting,
+    Running,
+    /// Input done; waiting for the replayers' last acks.
+    Draining,
+    Finished,
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("the job was cancelled before it started")]
+    NotStarted,
+}
+
+/// Settings of one run that are not in the job file.
+#[derive(Clone, Debug, Default)]
+pub struct JobOptions {
+    /// Replaces `[job] target` (e.g. the address of a built-in echo target).
+    pub target: Option<String>,
+    /// Replayers do everything but the HTTP call.
+    pub dry_run: bool,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    cfg: JobConfig,
+    opts: JobOptions,
+    accounting: Arc<Accounting>,
+    fleet: Fleet,
+    state: watch::Sender<JobState>,
+    start: CancellationToken,
+    stop: CancellationToken,
+    times: Mutex<Times>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Times {
+    started: Option<(Instant, SystemTime)>,
+    ended: Option<Instant>,
+}
+
+impl Job {
+    pub fn new(cfg: JobConfig, opts: JobOptions) -> Arc<Job> {
+        let accounting = Arc::new(Accounting::default());
+        let fleet = Fleet::new(
+            cfg.proxy.hash,
+            cfg.proxy.credit_window,
+            Arc::clone(&accounting),
+        );
+        Arc::new(Job {
+            cfg,
+            opts,
+            accounting,
+            fleet,
+            state: watch::channel(JobState::Waiting).0,
+            start: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            times: Mutex::default(),
+        })
+    }
+
+    pub fn config(&self) -> &JobConfig {
+        &self.cfg
+    }
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+    pub fn accounting(&self) -> &Accounting {
+        &self.accounting
+    }
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.cfg.proxy.heartbeat_timeout.0
+    }
+    pub fn late_policy(&self) -> LatePolicy {
+        self.cfg.job.late
+    }
+    pub fn state(&self) -> JobState {
+        *self.state.borrow()
+    }
+    pub fn subscribe_state(&self) -> watch::Receiver<JobState> {
+        self.state.subscribe()
+    }
+    pub fn is_over(&self) -> bool {
+        matches!(self.state(), JobState::Finished | JobState::Stopped)
+    }
+    pub fn id(&self) -> &str {
+        self.cfg.job.id.as_deref().unwrap_or("job")
+    }
+
+    /// Seconds from the job's start to its end (or to now).
+    pub fn elapsed(&self) -> Duration {
+        let t = *self.times.lock().unwrap_or_else(|p| p.into_inner());
+        match t.started {
+            Some((s, _)) => t
+                .ended
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(s),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Starts the job once enough replayers have subscribed.
+    pub fn replayer_joined(&self) {
+        if self.fleet.len() >= self.cfg.job.min_replayers as usize {
+            self.start.cancel();
+        }
+    }
+
+    /// POST /job/start: start now, whatever the number of replayers.
+    pub fn request_start(&self) {
+        self.start.cancel();
+    }
+
+    /// POST /job/stop: stop dispatching; replayers drop what they have not sent.
+    pub fn request_stop(&self) {
+        self.start.cancel();
+        self.stop.cancel();
+    }
+
+    fn target(&self) -> String {
+        self.opts
+            .target
+            .clone()
+            .or_else(|| self.cfg.job.target.clone())
+            .unwrap_or_default()
+    }
+
+    fn wire_config(&self, start_unix_ns: i64) -> pb::JobConfig {
+        let r = &self.cfg.replayer;
+        pb::JobConfig {
+            job_id: self.id().to_owned(),
+            target: self.target(),
+            concurrency: r.concurrency,
+            timeout_ms: r.timeout.0.as_millis() as u64,
+            preserve_host: r.preserve_host,
+            insecure_tls: r.insecure_tls,
+            start_unix_ns,
+            credit_window: self.cfg.proxy.credit_window,
+            dry_run: self.opts.dry_run,
+            max_endpoints: MAX_ENDPOINTS,
+            session: 0,
+        }
+    }
+
+    /// Runs the job to its end; `cancel` (shutdown) stops it like POST /job/stop.
+    pub async fn run(self: &Arc<Self>, cancel: CancellationToken) -> Result<(), JobError> {
+        tokio::select! {
+            () = self.start.cancelled() => {}
+            () = cancel.cancelled() => return Err(JobError::NotStarted),
+        }
+        let stop = self.stop.clone();
+        let _stop_on_cancel = {
+            let stop = stop.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                stop.cancel();
+            })
+        };
+        let ctx = SourceContext {
+            accounting: Arc::clone(&self.accounting),
+            cancel: stop.child_token(),
+            analyzer: Analyzer::build(&self.cfg.analyzer),
+        };
+        let streams = fetchers::build(&self.cfg, &ctx)?;
+        let delay = if self.cfg.job.speed == Speed::Max {
+            Duration::ZERO
+        } else {
+            START_DELAY
+        };
+        let start = Instant::now() + delay;
+        let wall = SystemTime::now() + delay;
+        let start_unix_ns = wall
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or_default();
+        self.times.lock().unwrap_or_else(|p| p.into_inner()).started = Some((start, wall));
+        self.fleet.start(self.wire_config(start_unix_ns));
+        self.state.send_replace(JobState::Running);
+        tracing::info!(job = self.id(), replayers = self.fleet.len(), "job started");
+
+        let (tx, rx) = mpsc::channel(ORDERED_CAPACITY);
+        let opts = merge::MergeOptions {
+            window_ns: self.cfg.job.reorder_window.0.as_nanos() as i64,
+            begin: self.cfg.job.begin.map(|b| b.0),
+            end: self.cfg.job.end.map(|e| e.0),
+        };
+        let merging = tokio::spawn(merge::run(streams, opts, Arc::clone(&self.accounting), tx));
+        let reaper = self.spawn_reaper();
+        let wheel = TimeWheel::new(
+            self.cfg.job.speed,
+            start,
+            opts.begin,
+            self.cfg.job.rate,
+            self.cfg.job.seed,
+        );
+        let stopped = crate::dispatch::run(self, rx, wheel, &stop).await;
+        ctx.cancel.cancel();
+        merging.abort();
+        self.state.send_replace(JobState::Draining);
+        self.drain(stopped).await;
+        reaper.abort();
+        self.fleet.close_books();
+        self.fleet
+            .end(if stopped { "stopped" } else { "finished" })
+            .await;
+        self.times.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Instant::now());
+        self.state.send_replace(if stopped {
+            JobState::Stopped
+        } else {
+            JobState::Finished
+        });
+        tracing::info!(job = self.id(), stopped, "job ended");
+        Ok(())
+    }
+
+    fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let job = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                job.fleet.reap(job.heartbeat_timeout());
+            }
+        })
+    }
+
+    /// Waits until every replayer has acknowledged all it got, or has left.
+    async fn drain(&self, stopped: bool) {
+        if stopped {
+            self.fleet.end("stopped").await;
+        }
+        let deadline = stopped.then(|| Instant::now() + STOP_GRACE);
+        while self.fleet.in_flight() > 0 && deadline.is_none_or(|d| Instant::now() < d) {
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.fleet.changed.notified())
+                .await;
+        }
+    }
+}

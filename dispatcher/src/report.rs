@@ -1,0 +1,237 @@
+//! The results of a job: totals with the accounting identities, per-endpoint counts and
+//! latency percentiles (read off the merged HdrHistograms, never averaged percentiles), per
+//! replayer figures. Serialized for --report-json and GET /status, rendered as the table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use reprise_proto::stats::EndpointStats;
+use serde::Serialize;
+
+use crate::accounting::Counts;
+use crate::fleet::MemberStatus;
+use crate::job::{Job, JobState};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub job: String,
+    pub state: JobState,
+    pub duration_s: f64,
+    pub totals: Totals,
+    /// All endpoints together.
+    pub total: EndpointReport,
+    pub endpoints: Vec<EndpointReport>,
+    pub replayers: Vec<MemberStatus>,
+    pub reports: ReportCounts,
+    /// Peak resident memory of this process (VmHWM), when the platform tells it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Totals {
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub sent: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub dropped_total: u64,
+    /// `scheduled = sent + dropped_total` and `sent = ok + failed` both hold.
+    pub balanced: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportCounts {
+    pub received: u64,
+    pub lost: u64,
+    pub duplicate: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointReport {
+    pub endpoint: String,
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub rps: f64,
+    /// From the due instant to the end of the response (coordinated omission included).
+    pub latency_ms: Percentiles,
+    /// From the actual send to the end of the response.
+    pub service_ms: Percentiles,
+    /// From the due instant to the actual send.
+    pub schedule_lag_ms: Percentiles,
+    pub status: BTreeMap<u32, u64>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub min: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            min: ms(h.min()),
+            mean: h.mean() / 1000.0,
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+fn endpoint(name: &str, s: &EndpointStats, secs: f64) -> EndpointReport {
+    EndpointReport {
+        endpoint: name.to_owned(),
+        requests: s.count(),
+        ok: s.ok,
+        failed: s.failed,
+        rps: if secs > 0.0 {
+            s.count() as f64 / secs
+        } else {
+            0.0
+        },
+        latency_ms: Percentiles::of(&s.latency),
+        service_ms: Percentiles::of(&s.service),
+        schedule_lag_ms: Percentiles::of(&s.lag),
+        status: s.status.clone(),
+        errors: s.errors.clone(),
+    }
+}
+
+/// Peak resident set of this process, from /proc (Linux).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+impl Report {
+    pub fn of(job: &Job) -> Report {
+        let secs = job.elapsed().as_secs_f64();
+        let counts = job.accounting().counts();
+        let (endpoints, total, reports) = job.fleet().with_stats(|s| {
+            let mut all = EndpointStats::default();
+            let eps: Vec<EndpointReport> = s
+                .endpoints
+                .iter()
+                .map(|(name, st)| {
+                    all.merge(st);
+                    endpoint(name, st, secs)
+                })
+                .collect();
+            let reports = ReportCounts {
+                received: s.reports,
+                lost: s.lost_reports,
+                duplicate: s.duplicate_reports,
+            };
+            (eps, endpoint("*", &all, secs), reports)
+        });
+        let dropped_total = counts.dropped_total();
+        let balanced = counts.scheduled == total.requests + dropped_total
+            && total.requests == total.ok + total.failed;
+        Report {
+            job: job.id().to_owned(),
+            state: job.state(),
+            duration_s: secs,
+            totals: Totals {
+                sent: total.requests,
+                ok: total.ok,
+                failed: total.failed,
+                dropped_total,
+                balanced,
+                counts,
+            },
+            total,
+            endpoints,
+            replayers: job.fleet().members(),
+            reports,
+            peak_rss_bytes: peak_rss_bytes(),
+        }
+    }
+
+    /// The accounting line: both identities with their figures.
+    pub fn accounting_line(&self) -> String {
+        let t = &self.totals;
+        let dropped: Vec<String> = t
+            .counts
+            .dropped
+            .iter()
+            .map(|(k, v)| format!("{} {v}", k.as_str()))
+            .collect();
+        let dropped = if dropped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", dropped.join(", "))
+        };
+        format!(
+            "accounting: scheduled {} = sent {} + dropped {}{dropped} {}; sent {} = ok {} + failed {}; input {} (malformed {}, skipped {}, out of range {}, late {})",
+            t.counts.scheduled,
+            t.sent,
+            t.dropped_total,
+            if t.balanced {
+                "[balanced]"
+            } else {
+                "[UNBALANCED]"
+            },
+            t.sent,
+            t.ok,
+            t.failed,
+            t.counts.input,
+            t.counts.malformed_total(),
+            t.counts.skipped.values().sum::<u64>(),
+            t.counts.out_of_range,
+            t.counts.late,
+        )
+    }
+
+    /// The per-endpoint table and the accounting line.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let width = self
+            .endpoints
+            .iter()
+            .map(|e| e.endpoint.len())
+            .max()
+            .unwrap_or(8)
+            .clamp(8, 60);
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "endpoint", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        );
+        for e in self.endpoints.iter().chain(std::iter::once(&self.total)) {
+            let name = if e.endpoint == "*" {
+                "total"
+            } else {
+                e.endpoint.as_str()
+            };
+            let l = &e.latency_ms;
+            let _ = writeln!(
+                out,
+                "{name:<width$} {:>9} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                e.requests, e.failed, l.p50, l.p90, l.p99, l.max
+            );
+        }
+        let lag = &self.total.schedule_lag_ms;
+        let _ = writeln!(
+            out,
+            "duration {:.2}s, {:.1} req/s, schedule lag p50 {:.2} ms p99 {:.2} ms",
+            self.duration_s, self.total.rps, lag.p50, lag.p99
+        );
+        let _ = writeln!(out, "{}", self.accounting_line());
+        out
+    }
+}

@@ -1,0 +1,100 @@
+//! Binds the gRPC and admin listeners and runs a job behind them: what both
+//! `reprise dispatcher` and `reprise run` start.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin;
+use crate::config::JobConfig;
+use crate::job::{Job, JobError, JobOptions};
+use crate::service::Service;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A dispatcher with its listeners bound.
+pub struct Running {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub job: Arc<Job>,
+    /// Ends when the job has ended (finished or stopped) and its books are closed.
+    pub done: JoinHandle<Result<(), JobError>>,
+    servers: CancellationToken,
+}
+
+impl Running {
+    /// Stops serving gRPC and HTTP (after the job's end has been sent).
+    pub fn shutdown(&self) {
+        self.servers.cancel();
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { what, addr, source })
+}
+
+/// Binds both listeners and starts the job; it begins once enough replayers subscribe.
+pub async fn start(
+    cfg: JobConfig,
+    opts: JobOptions,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    cancel: CancellationToken,
+) -> Result<Running, ServeError> {
+    let grpc_listener = bind("gRPC", grpc).await?;
+    let http_listener = bind("admin HTTP", http).await?;
+    let (grpc, http) = (local(&grpc_listener, grpc), local(&http_listener, http));
+    let job = Job::new(cfg, opts);
+    let servers = CancellationToken::new();
+
+    let svc = Service::server(Arc::clone(&job));
+    let stop = servers.clone();
+    tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(grpc_listener);
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+    let app = admin::router(Arc::clone(&job));
+    let stop = servers.clone();
+    tokio::spawn(async move {
+        let result = axum::serve(http_listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    });
+    let runner = Arc::clone(&job);
+    let done = tokio::spawn(async move { runner.run(cancel).await });
+    Ok(Running {
+        grpc,
+        http,
+        job,
+        done,
+        servers,
+    })
+}
+
+fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    l.local_addr().unwrap_or(fallback)
+}
