@@ -1,1 +1,195 @@
-fn main() {}
+//! reprise: replays recorded HTTP traffic against a service.
+//!
+//! Thin edge: clap → tracing → config → the dispatcher and replayer crates. Exit codes:
+//! 0 the job ran, 2 a bad job file, 3 it could not run.
+
+mod echo;
+mod run;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a bad job file.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code when the job could not run (target unreachable, no recording, no replayer).
+const EXIT_CANNOT_RUN: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "reprise",
+    version,
+    about = "Replays recorded HTTP traffic against a service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job on this machine: a dispatcher and N replayers in one process.
+    Run {
+        job: PathBuf,
+        /// Replayers to start (default: [job] replayers).
+        #[arg(long)]
+        replayers: Option<u32>,
+        /// Write the report as JSON to this file.
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+        /// Do everything but the HTTP calls (measures the dispatch path).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Serve a job to replayer daemons over gRPC, with an admin HTTP API.
+    Dispatcher {
+        #[arg(long)]
+        config: PathBuf,
+        /// gRPC listen address (default: [service] grpc).
+        #[arg(long)]
+        grpc: Option<String>,
+        /// Admin HTTP listen address (default: [service] http).
+        #[arg(long)]
+        http: Option<String>,
+        /// Keep serving after the job has ended.
+        #[arg(long)]
+        serve_forever: bool,
+        #[arg(long)]
+        report_json: Option<PathBuf>,
+    },
+    /// Receive records from a dispatcher and fire them at the target.
+    Replayer {
+        /// e.g. http://127.0.0.1:9090
+        #[arg(long)]
+        dispatcher: String,
+        /// Name of this replayer (default: host name and process id).
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        dry_run: bool,
+        /// Exit after one job.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Check a job file; lists every problem and exits 2 if there is any.
+    Validate { job: PathBuf },
+    /// A local HTTP target answering 200 with the request body (for tries and benchmarks).
+    EchoServer {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Run { .. } | Command::Validate { .. });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_CANNOT_RUN);
+        }
+    };
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        match cli.command {
+            Command::Run {
+                job,
+                replayers,
+                report_json,
+                dry_run,
+            } => run::local(&job, replayers, report_json.as_deref(), dry_run, cancel).await,
+            Command::Dispatcher {
+                config,
+                grpc,
+                http,
+                serve_forever,
+                report_json,
+            } => {
+                let args = run::DaemonArgs {
+                    grpc,
+                    http,
+                    serve_forever,
+                    report_json,
+                };
+                run::dispatcher(&config, args, cancel).await
+            }
+            Command::Replayer {
+                dispatcher,
+                id,
+                dry_run,
+                once,
+            } => {
+                let id = id.unwrap_or_else(default_id);
+                let opts = reprise_replayer::ReplayerOptions {
+                    dispatcher,
+                    id,
+                    dry_run,
+                    once,
+                };
+                match reprise_replayer::run(opts, cancel).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(EXIT_CANNOT_RUN)
+                    }
+                }
+            }
+            Command::Validate { job } => run::validate(&job),
+            Command::EchoServer { listen } => echo_server(listen, cancel).await,
+        }
+    })
+}
+
+async fn echo_server(listen: SocketAddr, cancel: CancellationToken) -> ExitCode {
+    match echo::start(listen, cancel.clone()).await {
+        Ok(addr) => {
+            println!("listening addr={addr}");
+            cancel.cancelled().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            ExitCode::from(EXIT_CANNOT_RUN)
+        }
+    }
+}
+
+fn default_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "replayer".into());
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+/// First SIGINT/SIGTERM stops the job and drains; a second one exits at once.
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for round in 0..2 {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                Some(_) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => {}
+            }
+            if round == 0 {
+                eprintln!("stopping: draining the job (signal again to exit at once)");
+                cancel.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+}

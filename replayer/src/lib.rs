@@ -1,1 +1,15 @@
+//! reprise-replayer: receives records from a dispatcher and fires each at the target at its
+//! due instant, measuring latency from that instant and from the send.
+//!
+//! # Layout
+//! [`client`] subscribes, reconnects and reports; [`executor`] waits for each record's
+//! instant and sends it (HTTP/1.1 keep-alive pool, rustls for https); [`stats`] keeps the
+//! interval deltas; [`errors`] classifies failures into a bounded set of kinds.
 
+pub mod client;
+pub mod errors;
+pub mod executor;
+pub mod stats;
+mod tls;
+
+pub use client::{ReplayerError, ReplayerOptions, run};

@@ -1,0 +1,245 @@
+//! The replayer's side of the wire: subscribes (reconnecting with backoff while the
+//! dispatcher is absent or gone), runs one [`Executor`] per job, and reports every second
+//! (the heartbeat) and whenever acks pile up. A report that fails is retried with the same
+//! sequence number, which the dispatcher merges once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reprise_proto::pb;
+use reprise_proto::pb::dispatcher_client::DispatcherClient;
+use reprise_proto::pb::dispatcher_event::Event;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::executor::Executor;
+
+/// Batches buffered between the stream and the executor (credits bound them further).
+const BATCH_CAPACITY: usize = 256;
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct ReplayerOptions {
+    /// e.g. "http://127.0.0.1:9090".
+    pub dispatcher: String,
+    pub id: String,
+    /// Do everything but the HTTP call.
+    pub dry_run: bool,
+    /// Exit after one job instead of waiting for the next.
+    pub once: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayerError {
+    #[error("dispatcher URL `{0}` is invalid; write e.g. http://127.0.0.1:9090")]
+    BadUrl(String),
+    #[error("the dispatcher refused this replayer: {0}")]
+    Refused(String),
+    #[error("job configuration refused: {0}")]
+    BadJob(String),
+}
+
+/// Runs until cancelled (or, with `once`, until one job has ended).
+pub async fn run(opts: ReplayerOptions, cancel: CancellationToken) -> Result<(), ReplayerError> {
+    let endpoint = Endpoint::from_shared(opts.dispatcher.clone())
+        .map_err(|_| ReplayerError::BadUrl(opts.dispatcher.clone()))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2));
+    let mut backoff = BACKOFF_MIN;
+    while !cancel.is_cancelled() {
+        match connect_and_serve(&endpoint, &opts, &cancel).await {
+            Ok(true) if opts.once => return Ok(()),
+            Ok(_) => backoff = BACKOFF_MIN,
+            Err(e) if e.code() == Code::FailedPrecondition || e.code() == Code::InvalidArgument => {
+                return Err(ReplayerError::Refused(e.message().to_owned()));
+            }
+            Err(e) => {
+                tracing::info!(replayer = %opts.id, error = %e.message(), retry_in = ?backoff, "dispatcher not reachable")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = cancel.cancelled() => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    Ok(())
+}
+
+/// One subscription. Returns Ok(true) when a job ended, Ok(false) when the stream closed.
+async fn connect_and_serve(
+    endpoint: &Endpoint,
+    opts: &ReplayerOptions,
+    cancel: &CancellationToken,
+) -> Result<bool, Status> {
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut client = DispatcherClient::new(channel.clone())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let reg = pb::Registration {
+        replayer_id: opts.id.clone(),
+        version: reprise_proto::VERSION.to_owned(),
+    };
+    let mut stream = client.subscribe(reg).await?.into_inner();
+    tracing::info!(replayer = %opts.id, dispatcher = %opts.dispatcher, "subscribed");
+    let mut session: Option<Session> = None;
+    loop {
+        let msg = tokio::select! {
+            m = stream.message() => m,
+            () = cancel.cancelled() => {
+                if let Some(s) = session.take() { s.finish(true).await; }
+                return Ok(false);
+            }
+        };
+        let event = match msg {
+            Ok(Some(ev)) => ev.event,
+            Ok(None) | Err(_) => {
+                if let Some(s) = session.take() {
+                    s.abandon();
+                }
+                return Ok(false);
+            }
+        };
+        match event {
+            Some(Event::Job(cfg)) => {
+                if let Some(old) = session.take() {
+                    old.abandon();
+                }
+                session = Some(
+                    Session::start(cfg, opts, channel.clone())
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?,
+                );
+            }
+            Some(Event::Batch(b)) => {
+                if let Some(s) = &session {
+                    let _ = s.batches.send(b.records).await;
+                }
+            }
+            Some(Event::End(end)) => {
+                if let Some(s) = session.take() {
+                    s.finish(end.reason == "stopped").await;
+                }
+                tracing::info!(replayer = %opts.id, reason = %end.reason, "job ended");
+                return Ok(true);
+            }
+            None => {}
+        }
+    }
+}
+
+/// One job at this replayer: the executor and its reporter.
+struct Session {
+    batches: mpsc::Sender<Vec<pb::Record>>,
+    stop: CancellationToken,
+    executor: tokio::task::JoinHandle<()>,
+    reporter: tokio::task::JoinHandle<()>,
+    done: CancellationToken,
+    exec: Arc<Executor>,
+    reports: Reports,
+}
+
+impl Session {
+    fn start(
+        cfg: pb::JobConfig,
+        opts: &ReplayerOptions,
+        channel: Channel,
+    ) -> Result<Session, crate::executor::ExecError> {
+        let exec = Executor::new(cfg, opts.dry_run)?;
+        let (tx, rx) = mpsc::channel(BATCH_CAPACITY);
+        let stop = CancellationToken::new();
+        let executor = tokio::spawn(Arc::clone(&exec).run(rx, stop.clone()));
+        let reports = Reports {
+            client: DispatcherClient::new(channel),
+            id: opts.id.clone(),
+            seq: Arc::default(),
+        };
+        let done = CancellationToken::new();
+        let reporter = tokio::spawn(
+            reports
+                .clone()
+                .every_second(Arc::clone(&exec), done.clone()),
+        );
+        Ok(Session {
+            batches: tx,
+            stop,
+            executor,
+            reporter,
+            done,
+            exec,
+            reports,
+        })
+    }
+
+    /// The job ended: let the executor finish (or cancel what is left), then report the rest.
+    async fn finish(self, stopped: bool) {
+        if stopped {
+            self.stop.cancel();
+        }
+        drop(self.batches);
+        let _ = self.executor.await;
+        self.done.cancel();
+        let _ = self.reporter.await;
+        self.reports.send(&self.exec).await;
+    }
+
+    /// The dispatcher is gone: nothing more will be acknowledged.
+    fn abandon(self) {
+        self.stop.cancel();
+        self.done.cancel();
+    }
+}
+
+#[derive(Clone)]
+struct Reports {
+    client: DispatcherClient<Channel>,
+    id: String,
+    seq: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Reports {
+    async fn every_second(self, exec: Arc<Executor>, done: CancellationToken) {
+        let mut tick = tokio::time::interval(REPORT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = exec.ack_due.notified() => {}
+                () = done.cancelled() => return,
+            }
+            self.send(&exec).await;
+        }
+    }
+
+    /// Sends the delta since the last report; retries it (same seq) a few times.
+    async fn send(&self, exec: &Executor) {
+        let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let delta = exec.recorder().take();
+        let report = pb::StatsReport {
+            replayer_id: self.id.clone(),
+            job_id: exec.config().job_id.clone(),
+            seq,
+            completed_total: delta.completed_total,
+            endpoints: delta.endpoints,
+            pending: exec.pending(),
+            cancelled_total: delta.cancelled_total,
+            session: exec.config().session,
+        };
+        for attempt in 0..5u32 {
+            match self.client.clone().report(report.clone()).await {
+                Ok(_) => return,
+                Err(e) if e.code() == Code::FailedPrecondition => return,
+                Err(e) => {
+                    tracing::warn!(replayer = %self.id, seq, attempt, error = %e.message(), "report failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+    }
+}

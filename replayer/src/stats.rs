@@ -1,0 +1,140 @@
+//! What a replayer measured since its last report. Counters and acks change under one lock,
+//! so each report's statistics match its ack exactly.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+
+use reprise_proto::pb;
+use reprise_proto::stats::{EndpointStats, Outcome};
+
+/// Name used for endpoints past the cap.
+pub const OTHER: &str = "other";
+
+#[derive(Debug, Default)]
+struct Inner {
+    delta: BTreeMap<String, EndpointStats>,
+    seen: HashSet<String>,
+    completed: u64,
+    cancelled: u64,
+    unreported: u64,
+}
+
+/// A delta ready to ship.
+#[derive(Debug)]
+pub struct Delta {
+    pub endpoints: Vec<pb::EndpointDelta>,
+    pub completed_total: u64,
+    pub cancelled_total: u64,
+}
+
+#[derive(Debug)]
+pub struct Recorder {
+    inner: Mutex<Inner>,
+    max_endpoints: usize,
+}
+
+/// "METHOD /path" without the query.
+pub fn endpoint_name(method: &str, path: &str) -> String {
+    let path = path.split('?').next().unwrap_or(path);
+    format!("{method} {path}")
+}
+
+impl Recorder {
+    pub fn new(max_endpoints: u32) -> Self {
+        Self {
+            inner: Mutex::default(),
+            max_endpoints: max_endpoints.max(1) as usize,
+        }
+    }
+
+    /// Records one finished request; returns how many completions are not yet reported.
+    pub fn record(&self, endpoint: String, outcome: &Outcome<'_>) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let name = if inner.seen.contains(&endpoint) {
+            endpoint
+        } else if inner.seen.len() < self.max_endpoints {
+            inner.seen.insert(endpoint.clone());
+            endpoint
+        } else {
+            OTHER.to_owned()
+        };
+        inner.delta.entry(name).or_default().record(outcome);
+        inner.completed += 1;
+        inner.unreported += 1;
+        inner.unreported
+    }
+
+    /// Records dropped unsent because the job was stopped.
+    pub fn cancel(&self, n: u64) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.completed += n;
+        inner.cancelled += n;
+    }
+
+    pub fn completed(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .completed
+    }
+
+    /// Takes everything since the last call.
+    pub fn take(&self) -> Delta {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let delta = std::mem::take(&mut inner.delta);
+        inner.unreported = 0;
+        Delta {
+            endpoints: delta.iter().map(|(name, s)| s.to_wire(name)).collect(),
+            completed_total: inner.completed,
+            cancelled_total: inner.cancelled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok() -> Outcome<'static> {
+        Outcome {
+            status: Some(200),
+            error: None,
+            latency_us: 10,
+            service_us: 5,
+            lag_us: 1,
+        }
+    }
+
+    #[test]
+    fn deltas_and_acks_move_together() {
+        let r = Recorder::new(10);
+        r.record(endpoint_name("GET", "/a?x=1"), &ok());
+        r.record(endpoint_name("GET", "/a?x=2"), &ok());
+        let d = r.take();
+        assert_eq!(d.completed_total, 2);
+        assert_eq!(d.endpoints.len(), 1);
+        assert_eq!(d.endpoints[0].endpoint, "GET /a");
+        assert_eq!(d.endpoints[0].ok, 2);
+        r.cancel(3);
+        let d = r.take();
+        assert_eq!(
+            (d.completed_total, d.cancelled_total, d.endpoints.len()),
+            (5, 3, 0)
+        );
+    }
+
+    #[test]
+    fn endpoints_past_the_cap_count_as_other() {
+        let r = Recorder::new(2);
+        for p in ["/a", "/b", "/c", "/d", "/a"] {
+            r.record(endpoint_name("GET", p), &ok());
+        }
+        let d = r.take();
+        let names: Vec<(&str, u64)> = d
+            .endpoints
+            .iter()
+            .map(|e| (e.endpoint.as_str(), e.ok))
+            .collect();
+        assert_eq!(names, vec![("GET /a", 2), ("GET /b", 1), ("other", 2)]);
+    }
+}

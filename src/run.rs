@@ -1,0 +1,249 @@
+//! The commands that run jobs: `run` (dispatcher and replayers in one process, talking
+//! gRPC over loopback, the same path as a fleet), `dispatcher` (the daemon) and `validate`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use reprise_dispatcher::config::{JobConfig, ListenAddr};
+use reprise_dispatcher::job::{Job, JobOptions};
+use reprise_dispatcher::report::Report;
+use reprise_dispatcher::server;
+use tokio_util::sync::CancellationToken;
+
+use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG};
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+fn load(path: &Path) -> Result<JobConfig, ExitCode> {
+    JobConfig::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn cannot_run(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(EXIT_CANNOT_RUN)
+}
+
+pub fn validate(path: &Path) -> ExitCode {
+    match load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Resolves "builtin:echo" to a local echo target; leaves other targets as they are.
+async fn resolve_target(target: &str, cancel: &CancellationToken) -> Result<String, ExitCode> {
+    if target != "builtin:echo" {
+        return Ok(target.to_owned());
+    }
+    let addr = crate::echo::start(([127, 0, 0, 1], 0).into(), cancel.child_token())
+        .await
+        .map_err(|e| cannot_run(format!("cannot start the built-in echo target: {e}")))?;
+    Ok(format!("http://{addr}"))
+}
+
+/// Checks that the target accepts TCP connections before replaying against it.
+async fn probe(target: &str) -> Result<(), String> {
+    let uri: hyper::Uri = target
+        .parse()
+        .map_err(|_| format!("job.target = {target:?} is not a URL"))?;
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "target {target} is unreachable ({e}); start it, or fix job.target"
+        )),
+        Err(_) => Err(format!(
+            "target {target} did not accept a connection within 3s; fix job.target"
+        )),
+    }
+}
+
+pub async fn local(
+    path: &Path,
+    replayers: Option<u32>,
+    report_json: Option<&Path>,
+    dry_run: bool,
+    cancel: CancellationToken,
+) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let replayers = replayers.unwrap_or(cfg.job.replayers).max(1);
+    let target = match resolve_target(cfg.job.target.as_deref().unwrap_or_default(), &cancel).await
+    {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    if !dry_run && let Err(e) = probe(&target).await {
+        return cannot_run(e);
+    }
+    let mut cfg = cfg;
+    cfg.job.min_replayers = replayers;
+    let loopback = ([127, 0, 0, 1], 0).into();
+    let opts = JobOptions {
+        target: Some(target),
+        dry_run,
+    };
+    let mut running = match server::start(cfg, opts, loopback, loopback, cancel.clone()).await {
+        Ok(r) => r,
+        Err(e) => return cannot_run(e),
+    };
+    let url = format!("http://{}", running.grpc);
+    let stop_replayers = CancellationToken::new();
+    for i in 1..=replayers {
+        let opts = reprise_replayer::ReplayerOptions {
+            dispatcher: url.clone(),
+            id: format!("local-{i}"),
+            dry_run,
+            once: true,
+        };
+        let cancel = stop_replayers.clone();
+        tokio::spawn(async move {
+            if let Err(e) = reprise_replayer::run(opts, cancel).await {
+                eprintln!("error: replayer: {e}");
+            }
+        });
+    }
+    let progress = tokio::spawn(progress(running.job.clone()));
+    let result = (&mut running.done).await;
+    progress.abort();
+    finish(&running.job, report_json, result, || {
+        stop_replayers.cancel();
+        running.shutdown();
+    })
+}
+
+/// Prints the report and maps the job's result to an exit code.
+fn finish(
+    job: &Job,
+    report_json: Option<&Path>,
+    result: Result<Result<(), reprise_dispatcher::job::JobError>, tokio::task::JoinError>,
+    shutdown: impl FnOnce(),
+) -> ExitCode {
+    let code = match result {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => cannot_run(e),
+        Err(e) => cannot_run(format!("the job task failed: {e}")),
+    };
+    let report = Report::of(job);
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    print!("{}", report.table());
+    let _ = std::io::stdout().flush();
+    shutdown();
+    if let Some(path) = report_json {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            return cannot_run(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    code
+}
+
+/// One line a second on stderr: sent/scheduled, rate, errors, in flight.
+async fn progress(job: std::sync::Arc<Job>) {
+    let tty = std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let r = Report::of(&job);
+        let line = format!(
+            "[{:>6.1}s] sent {}/{} scheduled, {:.0} req/s, errors {}, dropped {}, in flight {}",
+            r.duration_s,
+            r.totals.sent,
+            r.totals.counts.scheduled,
+            r.total.rps,
+            r.totals.failed,
+            r.totals.dropped_total,
+            job.fleet().in_flight()
+        );
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
+pub struct DaemonArgs {
+    pub grpc: Option<String>,
+    pub http: Option<String>,
+    pub serve_forever: bool,
+    pub report_json: Option<PathBuf>,
+}
+
+fn addr(
+    flag: Option<String>,
+    default: ListenAddr,
+    name: &str,
+) -> Result<std::net::SocketAddr, ExitCode> {
+    match flag {
+        None => Ok(default.0),
+        Some(s) => s.parse::<ListenAddr>().map(|a| a.0).map_err(|e| {
+            eprintln!("error: --{name}: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }),
+    }
+}
+
+pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let (grpc, http) = match (
+        addr(args.grpc, cfg.service.grpc, "grpc"),
+        addr(args.http, cfg.service.http, "http"),
+    ) {
+        (Ok(g), Ok(h)) => (g, h),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let target = match resolve_target(cfg.job.target.as_deref().unwrap_or_default(), &cancel).await
+    {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let opts = JobOptions {
+        target: Some(target),
+        dry_run: false,
+    };
+    let mut running = match server::start(cfg, opts, grpc, http, cancel.clone()).await {
+        Ok(r) => r,
+        Err(e) => return cannot_run(e),
+    };
+    println!("listening grpc={} http={}", running.grpc, running.http);
+    let _ = std::io::stdout().flush();
+    let result = (&mut running.done).await;
+    if args.serve_forever {
+        cancel.cancelled().await;
+    }
+    finish(&running.job, args.report_json.as_deref(), result, || {
+        running.shutdown()
+    })
+}
