@@ -1,0 +1,225 @@
+//! Shared by the end-to-end tests: a capture target that records every request and when it
+//! arrived, a guard that kills child processes, and helpers to write jobs and recordings.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reprise");
+
+/// One request as the target saw it.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Captured {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// An HTTP target on 127.0.0.1 that records what arrives. Answers 200, or the status in
+/// the request's `x-status` header.
+pub struct Capture {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Captured>>>,
+}
+
+impl Capture {
+    pub async fn start() -> Capture {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind capture target");
+        let addr = listener.local_addr().expect("addr");
+        let seen: Arc<Mutex<Vec<Captured>>> = Arc::default();
+        let store = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let store = Arc::clone(&store);
+                        async move {
+                            let at = Instant::now();
+                            let method = req.method().to_string();
+                            let path = req
+                                .uri()
+                                .path_and_query()
+                                .map(|p| p.to_string())
+                                .unwrap_or_default();
+                            let headers: Vec<(String, Vec<u8>)> = req
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                                .collect();
+                            let status = req
+                                .headers()
+                                .get("x-status")
+                                .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
+                                .unwrap_or(200);
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes().to_vec())
+                                .unwrap_or_default();
+                            store.lock().expect("lock").push(Captured {
+                                method,
+                                path,
+                                headers,
+                                body,
+                                at,
+                            });
+                            let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *resp.status_mut() =
+                                hyper::StatusCode::from_u16(status).expect("status");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Capture { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+/// Kills its child when dropped, so a failing test leaves nothing running.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("reprise-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Writes a job file replaying `recording` against `target` with extra TOML lines.
+pub fn write_job(
+    dir: &Path,
+    target: &str,
+    recording: &Path,
+    extra_job: &str,
+    extra: &str,
+) -> PathBuf {
+    let text = format!(
+        "[job]\ntarget = \"{target}\"\n{extra_job}\n[fetcher]\ntype = \"file\"\n[fetcher.file]\npath = \"{}\"\n{extra}\n",
+        recording.display()
+    );
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).expect("write job");
+    path
+}
+
+/// Runs `reprise ARGS` to its end (in a blocking thread, so the capture target keeps serving).
+pub async fn reprise(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run reprise")
+    })
+    .await
+    .expect("join")
+}
+
+pub fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// Starts a daemon and reads the `listening …` line it prints once bound.
+pub fn spawn_daemon(args: &[&str]) -> (Guard, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn daemon");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("listening line");
+    assert!(
+        line.starts_with("listening "),
+        "unexpected first line: {line:?}"
+    );
+    // Keep draining stdout so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+        print!("{rest}");
+    });
+    (Guard(child), line.trim().to_owned())
+}
+
+/// The value of `key=` in a `listening` line.
+pub fn field(line: &str, key: &str) -> String {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .expect("field in listening line")
+        .to_owned()
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("report file")).expect("report json")
+}
+
+/// p-th percentile (0..=100) of a list.
+pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i]
+}
+
+pub async fn wait_until(mut f: impl FnMut() -> bool, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}

@@ -1,0 +1,265 @@
+//! The spine end to end: `reprise run` replays a recording against a capture target.
+//! Asserts exact copies with identical bytes, timing at speed 1 and 2, begin/end, order per
+//! hash key, deterministic sampling, and the report's accounting.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::json;
+
+const T0: i64 = 1_714_564_800_000;
+
+/// Writes `n` json records `offset_ms(i)` apart in recorded time; record i carries `x-id: i`.
+fn recording(dir: &Path, n: usize, offset_ms: impl Fn(usize) -> i64) -> PathBuf {
+    let mut out = String::new();
+    for i in 0..n {
+        let method = ["GET", "POST", "PUT", "DELETE", "PATCH"][i % 5];
+        let mut rec = json!({
+            "ts": T0 + offset_ms(i),
+            "method": method,
+            "url": format!("/items/{i}?page={}&q=a%20b", i % 3),
+            "headers": {"X-Id": i.to_string(), "X-User": format!("u{}", i % 6), "Cookie": ["a=1", format!("b={i}")]},
+        });
+        if i % 4 == 1 {
+            rec["body"] = json!(format!("{{\"n\":{i},\"text\":\"héllo\"}}"));
+        }
+        if i % 4 == 2 {
+            let bytes: Vec<u8> = (0..=255u8).chain([0, i as u8]).collect();
+            rec["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+        }
+        if i % 10 == 9 {
+            rec["headers"]["X-Status"] = json!("404");
+        }
+        out.push_str(&rec.to_string());
+        out.push('\n');
+    }
+    let path = dir.join("recording.jsonl");
+    std::fs::write(&path, out).expect("recording");
+    path
+}
+
+fn id_of(c: &Captured) -> usize {
+    std::str::from_utf8(c.header("x-id").expect("x-id"))
+        .expect("utf8")
+        .parse()
+        .expect("number")
+}
+
+async fn run_job(job: &Path, dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let report = dir.join("report.json");
+    let mut a = args(&[
+        "run",
+        job.to_str().expect("path"),
+        "--report-json",
+        report.to_str().expect("path"),
+    ]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    let out = reprise(a).await;
+    assert!(
+        out.status.success(),
+        "reprise run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_json(&report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_arrives_rate_times_with_identical_bytes() {
+    let target = Capture::start().await;
+    let dir = temp_dir("exact");
+    let rec = recording(&dir, 30, |i| i as i64 * 7);
+    let job = write_job(&dir, &target.url(), &rec, "rate = 2.0\nspeed = \"max\"", "");
+    let report = run_job(&job, &dir, &["--replayers", "2"]).await;
+
+    let got = target.requests();
+    assert_eq!(got.len(), 60, "30 records × rate 2");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&rec)
+        .expect("read")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let mut per_id: BTreeMap<usize, usize> = BTreeMap::new();
+    for c in &got {
+        let i = id_of(c);
+        *per_id.entry(i).or_default() += 1;
+        let want = &lines[i];
+        assert_eq!(c.method, want["method"].as_str().expect("method"));
+        assert_eq!(c.path, want["url"].as_str().expect("url"));
+        let cookies: Vec<&[u8]> = c
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "cookie")
+            .map(|(_, v)| v.as_slice())
+            .collect();
+        assert_eq!(
+            cookies,
+            vec![b"a=1".as_slice(), format!("b={i}").as_bytes()],
+            "repeated headers in order"
+        );
+        assert_eq!(c.header("x-user"), Some(format!("u{}", i % 6).as_bytes()));
+        let body: Vec<u8> = if let Some(b) = want["body_base64"].as_str() {
+            base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .expect("b64")
+        } else {
+            want["body"].as_str().unwrap_or("").as_bytes().to_vec()
+        };
+        assert_eq!(c.body, body, "body of record {i}");
+    }
+    assert!(
+        per_id.values().all(|&n| n == 2),
+        "each record exactly twice: {per_id:?}"
+    );
+
+    let t = &report["totals"];
+    assert_eq!(t["input"], 30);
+    assert_eq!(t["scheduled"], 60);
+    assert_eq!(t["sent"], 60);
+    assert_eq!(t["failed"], 6, "x-status 404 on records 9, 19, 29 (×2)");
+    assert_eq!(t["ok"], 54);
+    assert_eq!(t["balanced"], true);
+    assert_eq!(report["total"]["status"]["404"], 6);
+}
+
+/// Arrival offsets (from the first arrival) against recorded offsets, in ms.
+fn schedule_errors(got: &[Captured], recorded_ms: impl Fn(usize) -> f64, speed: f64) -> Vec<f64> {
+    let first = got.iter().min_by_key(|c| c.at).expect("requests");
+    let base_rec = recorded_ms(id_of(first));
+    got.iter()
+        .map(|c| {
+            let arrived = c.at.duration_since(first.at).as_secs_f64() * 1000.0;
+            let want = (recorded_ms(id_of(c)) - base_rec) / speed;
+            (arrived - want).abs()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speed_one_keeps_the_recorded_timing() {
+    let target = Capture::start().await;
+    let dir = temp_dir("timing");
+    let offset = |i: usize| (i as i64 * 47) + (i as i64 % 3) * 11;
+    let rec = recording(&dir, 40, offset);
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
+    run_job(&job, &dir, &[]).await;
+    let got = target.requests();
+    assert_eq!(got.len(), 40);
+    let errors = schedule_errors(&got, |i| offset(i) as f64, 1.0);
+    let p99 = percentile(errors, 99.0);
+    assert!(p99 < 50.0, "p99 schedule error {p99:.1} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn speed_two_halves_the_span() {
+    let target = Capture::start().await;
+    let dir = temp_dir("speed2");
+    let rec = recording(&dir, 21, |i| i as i64 * 100);
+    let job = write_job(&dir, &target.url(), &rec, "speed = 2.0", "");
+    run_job(&job, &dir, &[]).await;
+    let got = target.requests();
+    assert_eq!(got.len(), 21);
+    let first = got.iter().map(|c| c.at).min().expect("first");
+    let last = got.iter().map(|c| c.at).max().expect("last");
+    let span = last.duration_since(first);
+    assert!(
+        span > Duration::from_millis(950) && span < Duration::from_millis(1050),
+        "span {span:?} for 2 s at speed 2"
+    );
+    let p99 = percentile(schedule_errors(&got, |i| i as f64 * 100.0, 2.0), 99.0);
+    assert!(p99 < 50.0, "p99 schedule error {p99:.1} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn begin_and_end_bound_the_replay() {
+    let target = Capture::start().await;
+    let dir = temp_dir("range");
+    let rec = recording(&dir, 20, |i| i as i64 * 100);
+    let range = format!(
+        "speed = \"max\"\nbegin = {}\nend = \"{}\"",
+        T0 + 500,
+        "2024-05-01T12:00:01.500Z"
+    );
+    let job = write_job(&dir, &target.url(), &rec, &range, "");
+    let report = run_job(&job, &dir, &[]).await;
+    let mut ids: Vec<usize> = target.requests().iter().map(id_of).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        (5..=15).collect::<Vec<_>>(),
+        "records 500 ms..=1500 ms"
+    );
+    assert_eq!(report["totals"]["out_of_range"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_is_kept_per_hash_key_across_replayers() {
+    let target = Capture::start().await;
+    let dir = temp_dir("order");
+    let rec = recording(&dir, 60, |i| i as i64 * 20);
+    let extra = "[analyzer]\nhash_field = \"header:X-User\"\n[proxy]\nhash = \"consistent\"\n";
+    let job = write_job(&dir, &target.url(), &rec, "speed = 2.0", extra);
+    let report = run_job(&job, &dir, &["--replayers", "3"]).await;
+    let mut got = target.requests();
+    got.sort_by_key(|c| c.at);
+    let mut per_user: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
+    for c in &got {
+        per_user
+            .entry(c.header("x-user").expect("user").to_vec())
+            .or_default()
+            .push(id_of(c));
+    }
+    assert_eq!(per_user.len(), 6);
+    for (user, ids) in &per_user {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(
+            ids,
+            &sorted,
+            "order for user {}",
+            String::from_utf8_lossy(user)
+        );
+    }
+    // Each user stuck to one replayer: 6 keys over 3 replayers, all of them used once joined.
+    let replayers = report["replayers"].as_array().expect("replayers");
+    let busy = replayers
+        .iter()
+        .filter(|r| r["sent"].as_u64() > Some(0))
+        .count();
+    assert!(busy >= 2, "keys spread over replayers: {replayers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fractional_rates_choose_the_same_records_every_run() {
+    let dir = temp_dir("sample");
+    let rec = recording(&dir, 100, |i| i as i64);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let target = Capture::start().await;
+        let job = write_job(
+            &dir,
+            &target.url(),
+            &rec,
+            "speed = \"max\"\nrate = 0.3\nseed = 7",
+            "",
+        );
+        let report = run_job(&job, &dir, &[]).await;
+        let mut ids: Vec<usize> = target.requests().iter().map(id_of).collect();
+        ids.sort();
+        assert_eq!(
+            report["totals"]["scheduled"].as_u64(),
+            Some(ids.len() as u64)
+        );
+        runs.push(ids);
+    }
+    assert_eq!(runs[0], runs[1], "same seed, same sample");
+    assert!(
+        (15..=45).contains(&runs[0].len()),
+        "about 30 % of 100: {}",
+        runs[0].len()
+    );
+}
