@@ -6,10 +6,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     // Bodies and header values as `Bytes`: a record's body is not copied on its way out.
     config.bytes(["."]);
-    tonic_prost_build::configure().compile_with_config(
-        config,
-        &["proto/reprise.proto"],
-        &["proto"],
-    )?;
+    tonic_prost_build::configure().compile_with_config(config, &["proto/reprise.proto"], &["proto"])?;
     Ok(())
 }

@@ -19,11 +19,7 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_CANNOT_RUN: u8 = 3;
 
 #[derive(Parser)]
-#[command(
-    name = "reprise",
-    version,
-    about = "Replays recorded HTTP traffic against a service"
-)]
+#[command(name = "reprise", version, about = "Replays recorded HTTP traffic against a service")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,17 +82,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Run { .. } | Command::Validate { .. });
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" }));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -107,40 +96,16 @@ fn main() -> ExitCode {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         match cli.command {
-            Command::Run {
-                job,
-                replayers,
-                report_json,
-                dry_run,
-            } => run::local(&job, replayers, report_json.as_deref(), dry_run, cancel).await,
-            Command::Dispatcher {
-                config,
-                grpc,
-                http,
-                serve_forever,
-                report_json,
-            } => {
-                let args = run::DaemonArgs {
-                    grpc,
-                    http,
-                    serve_forever,
-                    report_json,
-                };
+            Command::Run { job, replayers, report_json, dry_run } => {
+                run::local(&job, replayers, report_json.as_deref(), dry_run, cancel).await
+            }
+            Command::Dispatcher { config, grpc, http, serve_forever, report_json } => {
+                let args = run::DaemonArgs { grpc, http, serve_forever, report_json };
                 run::dispatcher(&config, args, cancel).await
             }
-            Command::Replayer {
-                dispatcher,
-                id,
-                dry_run,
-                once,
-            } => {
+            Command::Replayer { dispatcher, id, dry_run, once } => {
                 let id = id.unwrap_or_else(default_id);
-                let opts = reprise_replayer::ReplayerOptions {
-                    dispatcher,
-                    id,
-                    dry_run,
-                    once,
-                };
+                let opts = reprise_replayer::ReplayerOptions { dispatcher, id, dry_run, once };
                 match reprise_replayer::run(opts, cancel).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
@@ -177,8 +142,7 @@ fn default_id() -> String {
 /// First SIGINT/SIGTERM stops the job and drains; a second one exits at once.
 fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         for round in 0..2 {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}

@@ -51,31 +51,14 @@ async fn resolve_target(target: &str, cancel: &CancellationToken) -> Result<Stri
 
 /// Checks that the target accepts TCP connections before replaying against it.
 async fn probe(target: &str) -> Result<(), String> {
-    let uri: hyper::Uri = target
-        .parse()
-        .map_err(|_| format!("job.target = {target:?} is not a URL"))?;
-    let host = uri
-        .host()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = uri
-        .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("https") {
-            443
-        } else {
-            80
-        });
+    let uri: hyper::Uri = target.parse().map_err(|_| format!("job.target = {target:?} is not a URL"))?;
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
     let connect = tokio::net::TcpStream::connect((host.as_str(), port));
     match tokio::time::timeout(Duration::from_secs(3), connect).await {
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(format!(
-            "target {target} is unreachable ({e}); start it, or fix job.target"
-        )),
-        Err(_) => Err(format!(
-            "target {target} did not accept a connection within 3s; fix job.target"
-        )),
+        Ok(Err(e)) => Err(format!("target {target} is unreachable ({e}); start it, or fix job.target")),
+        Err(_) => Err(format!("target {target} did not accept a connection within 3s; fix job.target")),
     }
 }
 
@@ -91,8 +74,7 @@ pub async fn local(
         Err(code) => return code,
     };
     let replayers = replayers.unwrap_or(cfg.job.replayers).max(1);
-    let target = match resolve_target(cfg.job.target.as_deref().unwrap_or_default(), &cancel).await
-    {
+    let target = match resolve_target(cfg.job.target.as_deref().unwrap_or_default(), &cancel).await {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -102,10 +84,7 @@ pub async fn local(
     let mut cfg = cfg;
     cfg.job.min_replayers = replayers;
     let loopback = ([127, 0, 0, 1], 0).into();
-    let opts = JobOptions {
-        target: Some(target),
-        dry_run,
-    };
+    let opts = JobOptions { target: Some(target), dry_run };
     let mut running = match server::start(cfg, opts, loopback, loopback, cancel.clone()).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
@@ -198,11 +177,7 @@ pub struct DaemonArgs {
     pub report_json: Option<PathBuf>,
 }
 
-fn addr(
-    flag: Option<String>,
-    default: ListenAddr,
-    name: &str,
-) -> Result<std::net::SocketAddr, ExitCode> {
+fn addr(flag: Option<String>, default: ListenAddr, name: &str) -> Result<std::net::SocketAddr, ExitCode> {
     match flag {
         None => Ok(default.0),
         Some(s) => s.parse::<ListenAddr>().map(|a| a.0).map_err(|e| {
@@ -217,22 +192,16 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
         Ok(c) => c,
         Err(code) => return code,
     };
-    let (grpc, http) = match (
-        addr(args.grpc, cfg.service.grpc, "grpc"),
-        addr(args.http, cfg.service.http, "http"),
-    ) {
-        (Ok(g), Ok(h)) => (g, h),
-        (Err(code), _) | (_, Err(code)) => return code,
-    };
-    let target = match resolve_target(cfg.job.target.as_deref().unwrap_or_default(), &cancel).await
-    {
+    let (grpc, http) =
+        match (addr(args.grpc, cfg.service.grpc, "grpc"), addr(args.http, cfg.service.http, "http")) {
+            (Ok(g), Ok(h)) => (g, h),
+            (Err(code), _) | (_, Err(code)) => return code,
+        };
+    let target = match resolve_target(cfg.job.target.as_deref().unwrap_or_default(), &cancel).await {
         Ok(t) => t,
         Err(code) => return code,
     };
-    let opts = JobOptions {
-        target: Some(target),
-        dry_run: false,
-    };
+    let opts = JobOptions { target: Some(target), dry_run: false };
     let mut running = match server::start(cfg, opts, grpc, http, cancel.clone()).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
@@ -243,7 +212,5 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
     if args.serve_forever {
         cancel.cancelled().await;
     }
-    finish(&running.job, args.report_json.as_deref(), result, || {
-        running.shutdown()
-    })
+    finish(&running.job, args.report_json.as_deref(), result, || running.shutdown())
 }

@@ -44,27 +44,15 @@ fn recording(dir: &Path, n: usize, offset_ms: impl Fn(usize) -> i64) -> PathBuf 
 }
 
 fn id_of(c: &Captured) -> usize {
-    std::str::from_utf8(c.header("x-id").expect("x-id"))
-        .expect("utf8")
-        .parse()
-        .expect("number")
+    std::str::from_utf8(c.header("x-id").expect("x-id")).expect("utf8").parse().expect("number")
 }
 
 async fn run_job(job: &Path, dir: &Path, extra: &[&str]) -> serde_json::Value {
     let report = dir.join("report.json");
-    let mut a = args(&[
-        "run",
-        job.to_str().expect("path"),
-        "--report-json",
-        report.to_str().expect("path"),
-    ]);
+    let mut a = args(&["run", job.to_str().expect("path"), "--report-json", report.to_str().expect("path")]);
     a.extend(extra.iter().map(|s| s.to_string()));
     let out = reprise(a).await;
-    assert!(
-        out.status.success(),
-        "reprise run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "reprise run failed: {}", String::from_utf8_lossy(&out.stderr));
     read_json(&report)
 }
 
@@ -90,12 +78,8 @@ async fn every_record_arrives_rate_times_with_identical_bytes() {
         let want = &lines[i];
         assert_eq!(c.method, want["method"].as_str().expect("method"));
         assert_eq!(c.path, want["url"].as_str().expect("url"));
-        let cookies: Vec<&[u8]> = c
-            .headers
-            .iter()
-            .filter(|(n, _)| n == "cookie")
-            .map(|(_, v)| v.as_slice())
-            .collect();
+        let cookies: Vec<&[u8]> =
+            c.headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_slice()).collect();
         assert_eq!(
             cookies,
             vec![b"a=1".as_slice(), format!("b={i}").as_bytes()],
@@ -103,18 +87,13 @@ async fn every_record_arrives_rate_times_with_identical_bytes() {
         );
         assert_eq!(c.header("x-user"), Some(format!("u{}", i % 6).as_bytes()));
         let body: Vec<u8> = if let Some(b) = want["body_base64"].as_str() {
-            base64::engine::general_purpose::STANDARD
-                .decode(b)
-                .expect("b64")
+            base64::engine::general_purpose::STANDARD.decode(b).expect("b64")
         } else {
             want["body"].as_str().unwrap_or("").as_bytes().to_vec()
         };
         assert_eq!(c.body, body, "body of record {i}");
     }
-    assert!(
-        per_id.values().all(|&n| n == 2),
-        "each record exactly twice: {per_id:?}"
-    );
+    assert!(per_id.values().all(|&n| n == 2), "each record exactly twice: {per_id:?}");
 
     let t = &report["totals"];
     assert_eq!(t["input"], 30);
@@ -179,20 +158,12 @@ async fn begin_and_end_bound_the_replay() {
     let target = Capture::start().await;
     let dir = temp_dir("range");
     let rec = recording(&dir, 20, |i| i as i64 * 100);
-    let range = format!(
-        "speed = \"max\"\nbegin = {}\nend = \"{}\"",
-        T0 + 500,
-        "2024-05-01T12:00:01.500Z"
-    );
+    let range = format!("speed = \"max\"\nbegin = {}\nend = \"{}\"", T0 + 500, "2024-05-01T12:00:01.500Z");
     let job = write_job(&dir, &target.url(), &rec, &range, "");
     let report = run_job(&job, &dir, &[]).await;
     let mut ids: Vec<usize> = target.requests().iter().map(id_of).collect();
     ids.sort();
-    assert_eq!(
-        ids,
-        (5..=15).collect::<Vec<_>>(),
-        "records 500 ms..=1500 ms"
-    );
+    assert_eq!(ids, (5..=15).collect::<Vec<_>>(), "records 500 ms..=1500 ms");
     assert_eq!(report["totals"]["out_of_range"], 5);
 }
 
@@ -208,28 +179,17 @@ async fn order_is_kept_per_hash_key_across_replayers() {
     got.sort_by_key(|c| c.at);
     let mut per_user: BTreeMap<Vec<u8>, Vec<usize>> = BTreeMap::new();
     for c in &got {
-        per_user
-            .entry(c.header("x-user").expect("user").to_vec())
-            .or_default()
-            .push(id_of(c));
+        per_user.entry(c.header("x-user").expect("user").to_vec()).or_default().push(id_of(c));
     }
     assert_eq!(per_user.len(), 6);
     for (user, ids) in &per_user {
         let mut sorted = ids.clone();
         sorted.sort();
-        assert_eq!(
-            ids,
-            &sorted,
-            "order for user {}",
-            String::from_utf8_lossy(user)
-        );
+        assert_eq!(ids, &sorted, "order for user {}", String::from_utf8_lossy(user));
     }
     // Each user stuck to one replayer: 6 keys over 3 replayers, all of them used once joined.
     let replayers = report["replayers"].as_array().expect("replayers");
-    let busy = replayers
-        .iter()
-        .filter(|r| r["sent"].as_u64() > Some(0))
-        .count();
+    let busy = replayers.iter().filter(|r| r["sent"].as_u64() > Some(0)).count();
     assert!(busy >= 2, "keys spread over replayers: {replayers:?}");
 }
 
@@ -240,26 +200,13 @@ async fn fractional_rates_choose_the_same_records_every_run() {
     let mut runs = Vec::new();
     for _ in 0..2 {
         let target = Capture::start().await;
-        let job = write_job(
-            &dir,
-            &target.url(),
-            &rec,
-            "speed = \"max\"\nrate = 0.3\nseed = 7",
-            "",
-        );
+        let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"\nrate = 0.3\nseed = 7", "");
         let report = run_job(&job, &dir, &[]).await;
         let mut ids: Vec<usize> = target.requests().iter().map(id_of).collect();
         ids.sort();
-        assert_eq!(
-            report["totals"]["scheduled"].as_u64(),
-            Some(ids.len() as u64)
-        );
+        assert_eq!(report["totals"]["scheduled"].as_u64(), Some(ids.len() as u64));
         runs.push(ids);
     }
     assert_eq!(runs[0], runs[1], "same seed, same sample");
-    assert!(
-        (15..=45).contains(&runs[0].len()),
-        "about 30 % of 100: {}",
-        runs[0].len()
-    );
+    assert!((15..=45).contains(&runs[0].len()), "about 30 % of 100: {}", runs[0].len());
 }

@@ -63,9 +63,7 @@ async fn a_dispatcher_and_two_replayer_processes_replay_like_run() {
             .spawn()
             .expect("r2"),
     );
-    let status = tokio::task::spawn_blocking(move || dispatcher.0.wait().expect("wait"))
-        .await
-        .expect("join");
+    let status = tokio::task::spawn_blocking(move || dispatcher.0.wait().expect("wait")).await.expect("join");
     assert!(status.success(), "dispatcher exit {status:?}");
     let split = read_json(&report);
     let split_ids = ids(&target.requests());
@@ -88,27 +86,12 @@ async fn a_dispatcher_and_two_replayer_processes_replay_like_run() {
         run_report.to_str().expect("p"),
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let run = read_json(&run_report);
 
-    assert_eq!(
-        split_ids,
-        ids(&target2.requests()),
-        "same requests arrive in both modes"
-    );
+    assert_eq!(split_ids, ids(&target2.requests()), "same requests arrive in both modes");
     assert_eq!(split_ids.len(), 80);
-    for key in [
-        "input",
-        "scheduled",
-        "sent",
-        "ok",
-        "failed",
-        "dropped_total",
-    ] {
+    for key in ["input", "scheduled", "sent", "ok", "failed", "dropped_total"] {
         assert_eq!(split["totals"][key], run["totals"][key], "totals.{key}");
     }
     let sent: Vec<u64> = split["replayers"]
@@ -118,10 +101,7 @@ async fn a_dispatcher_and_two_replayer_processes_replay_like_run() {
         .map(|r| r["sent"].as_u64().expect("n"))
         .collect();
     assert_eq!(sent.len(), 2);
-    assert!(
-        sent.iter().all(|&n| n > 0),
-        "both replayers worked: {sent:?}"
-    );
+    assert!(sent.iter().all(|&n| n > 0), "both replayers worked: {sent:?}");
 }
 
 fn ids(got: &[Captured]) -> Vec<String> {
@@ -135,13 +115,7 @@ async fn a_replayer_killed_mid_job_is_counted_and_the_job_finishes() {
     let dir = temp_dir("kill");
     let rec = recording(&dir, 120, 25); // 3 s of traffic
     let target = Capture::start().await;
-    let job = write_job(
-        &dir,
-        &target.url(),
-        &rec,
-        "speed = 1\nmin_replayers = 2",
-        "",
-    );
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1\nmin_replayers = 2", "");
     let report = dir.join("kill.json");
     let (mut dispatcher, line) = spawn_daemon(&[
         "dispatcher",
@@ -167,28 +141,17 @@ async fn a_replayer_killed_mid_job_is_counted_and_the_job_finishes() {
             .spawn()
             .expect("r2"),
     );
-    assert!(
-        wait_until(|| target.requests().len() >= 20, Duration::from_secs(10)).await,
-        "replay began"
-    );
+    assert!(wait_until(|| target.requests().len() >= 20, Duration::from_secs(10)).await, "replay began");
     doomed.0.kill().expect("kill replayer");
-    let status = tokio::task::spawn_blocking(move || dispatcher.0.wait().expect("wait"))
-        .await
-        .expect("join");
+    let status = tokio::task::spawn_blocking(move || dispatcher.0.wait().expect("wait")).await.expect("join");
     assert!(status.success(), "dispatcher exit {status:?}");
     let r = read_json(&report);
     let t = &r["totals"];
     assert_eq!(t["scheduled"], 120);
     assert_eq!(t["balanced"], true, "{t}");
     let lost = t["dropped"]["lost_in_flight"].as_u64().unwrap_or(0);
-    assert!(
-        lost > 0,
-        "the killed replayer's records are counted lost: {t}"
-    );
-    assert!(
-        lost <= 40,
-        "loss bounded by what it held (lead + ack interval): {lost}"
-    );
+    assert!(lost > 0, "the killed replayer's records are counted lost: {t}");
+    assert!(lost <= 40, "loss bounded by what it held (lead + ack interval): {lost}");
     assert_eq!(t["sent"].as_u64().expect("sent") + lost, 120);
     assert!(target.requests().len() as u64 >= t["sent"].as_u64().expect("sent"));
 }

@@ -129,9 +129,8 @@ impl Accounting {
     }
 
     pub fn counts(&self) -> Counts {
-        let lock = |m: &Mutex<BTreeMap<&'static str, u64>>| {
-            m.lock().unwrap_or_else(|p| p.into_inner()).clone()
-        };
+        let lock =
+            |m: &Mutex<BTreeMap<&'static str, u64>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Counts {
             input: self.input.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
@@ -141,11 +140,7 @@ impl Accounting {
             dispatched: self.dispatched.load(Relaxed),
             malformed: lock(&self.malformed),
             skipped: lock(&self.skipped),
-            dropped: self
-                .dropped
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            dropped: self.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 }

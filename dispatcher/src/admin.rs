@@ -27,10 +27,7 @@ async fn status(State(job): State<Arc<Job>>) -> Json<Report> {
 
 async fn start(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {
     if job.is_over() {
-        return (
-            StatusCode::CONFLICT,
-            Json(json!({"error": "the job is over"})),
-        );
+        return (StatusCode::CONFLICT, Json(json!({"error": "the job is over"})));
     }
     job.request_start();
     (StatusCode::ACCEPTED, Json(json!({"state": job.state()})))

@@ -37,12 +37,7 @@ struct Batches(HashMap<u64, Pending>);
 
 impl Batches {
     fn push(&mut self, id: String, session: u64, tx: EventTx, record: pb::Record) -> bool {
-        let p = self.0.entry(session).or_insert_with(|| Pending {
-            id,
-            session,
-            tx,
-            records: Vec::new(),
-        });
+        let p = self.0.entry(session).or_insert_with(|| Pending { id, session, tx, records: Vec::new() });
         p.records.push(record);
         p.records.len() >= BATCH_MAX
     }
@@ -73,16 +68,12 @@ impl Batches {
 async fn send(job: &Job, p: Pending) {
     let n = p.records.len() as u64;
     let event = pb::DispatcherEvent {
-        event: Some(pb::dispatcher_event::Event::Batch(pb::RecordBatch {
-            records: p.records,
-        })),
+        event: Some(pb::dispatcher_event::Event::Batch(pb::RecordBatch { records: p.records })),
     };
     match p.tx.send_timeout(Ok(event), job.heartbeat_timeout()).await {
         Ok(()) => job.accounting().dispatched(n),
         // Its reserved records count as lost in flight when it is removed.
-        Err(_) => job
-            .fleet()
-            .leave(&p.id, p.session, "stream stalled or closed"),
+        Err(_) => job.fleet().leave(&p.id, p.session, "stream stalled or closed"),
     }
 }
 
@@ -91,14 +82,7 @@ fn to_wire(r: &Record, offset: Duration) -> pb::Record {
         due_offset_ns: offset.as_nanos() as i64,
         method: r.method.clone(),
         path: r.path.clone(),
-        headers: r
-            .headers
-            .iter()
-            .map(|(n, v)| pb::Header {
-                name: n.clone(),
-                value: v.clone(),
-            })
-            .collect(),
+        headers: r.headers.iter().map(|(n, v)| pb::Header { name: n.clone(), value: v.clone() }).collect(),
         body: r.body.clone(),
         host: r.host.clone().unwrap_or_default(),
     }
@@ -132,11 +116,7 @@ pub async fn run(
             acc.dropped(DropReason::Late, u64::from(copies));
             continue;
         }
-        let due = if late {
-            Instant::now().max(wheel.start())
-        } else {
-            wheel.due(record.ts)
-        };
+        let due = if late { Instant::now().max(wheel.start()) } else { wheel.due(record.ts) };
         let release = wheel.release_at(due);
         if release > Instant::now() {
             batches.flush_all(job).await;

@@ -56,11 +56,7 @@ struct Inner {
 #[derive(Debug)]
 pub enum Reserve {
     /// A credit was taken at this member.
-    Member {
-        id: String,
-        session: u64,
-        tx: EventTx,
-    },
+    Member { id: String, session: u64, tx: EventTx },
     /// The chosen member (or, without affinity, every member) has no credit left.
     Full,
     /// No replayer is connected.
@@ -97,12 +93,7 @@ impl Fleet {
             job: None,
             stats: JobStats::default(),
         };
-        Self {
-            inner: Mutex::new(inner),
-            window: u64::from(window),
-            accounting,
-            changed: Notify::new(),
-        }
+        Self { inner: Mutex::new(inner), window: u64::from(window), accounting, changed: Notify::new() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -136,12 +127,7 @@ impl Fleet {
         };
         inner.members.insert(id.to_owned(), member);
         Self::rebuild(&mut inner);
-        tracing::info!(
-            replayer = id,
-            session,
-            members = inner.members.len(),
-            "replayer joined"
-        );
+        tracing::info!(replayer = id, session, members = inner.members.len(), "replayer joined");
         drop(inner);
         self.changed.notify_waiters();
         session
@@ -162,13 +148,7 @@ impl Fleet {
             let lost = m.dispatched.saturating_sub(m.acked);
             self.accounting.dropped(DropReason::LostInFlight, lost);
             Self::rebuild(inner);
-            tracing::warn!(
-                replayer = id,
-                session,
-                lost_in_flight = lost,
-                reason = why,
-                "replayer left"
-            );
+            tracing::warn!(replayer = id, session, lost_in_flight = lost, reason = why, "replayer left");
         }
     }
 
@@ -211,11 +191,7 @@ impl Fleet {
             };
             if m.dispatched - m.acked < self.window {
                 m.dispatched += 1;
-                return Reserve::Member {
-                    id,
-                    session: m.session,
-                    tx: m.tx.clone(),
-                };
+                return Reserve::Member { id, session: m.session, tx: m.tx.clone() };
             }
         }
         Reserve::Full
@@ -223,12 +199,7 @@ impl Fleet {
 
     /// Gives back credits taken for records that were never sent (job stopped).
     pub fn unreserve(&self, id: &str, session: u64, n: u64) {
-        if let Some(m) = self
-            .lock()
-            .members
-            .get_mut(id)
-            .filter(|m| m.session == session)
-        {
+        if let Some(m) = self.lock().members.get_mut(id).filter(|m| m.session == session) {
             m.dispatched -= n.min(m.dispatched);
         }
     }
@@ -244,11 +215,7 @@ impl Fleet {
         }
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let Some(m) = inner
-            .members
-            .get_mut(&r.replayer_id)
-            .filter(|m| m.session == r.session)
-        else {
+        let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| m.session == r.session) else {
             return Err(Status::failed_precondition(format!(
                 "replayer `{}` session {} is not subscribed here; subscribe again",
                 r.replayer_id, r.session
@@ -292,11 +259,7 @@ impl Fleet {
 
     /// Records dispatched and not yet acknowledged, over all members.
     pub fn in_flight(&self) -> u64 {
-        self.lock()
-            .members
-            .values()
-            .map(|m| m.dispatched - m.acked)
-            .sum()
+        self.lock().members.values().map(|m| m.dispatched - m.acked).sum()
     }
 
     /// Ends the books: whatever is still un-acknowledged will never be, and counts as lost.
@@ -316,14 +279,10 @@ impl Fleet {
     pub async fn end(&self, reason: &str) {
         let txs: Vec<EventTx> = self.lock().members.values().map(|m| m.tx.clone()).collect();
         let event = pb::DispatcherEvent {
-            event: Some(pb::dispatcher_event::Event::End(pb::JobEnd {
-                reason: reason.to_owned(),
-            })),
+            event: Some(pb::dispatcher_event::Event::End(pb::JobEnd { reason: reason.to_owned() })),
         };
         for tx in txs {
-            let _ = tx
-                .send_timeout(Ok(event.clone()), Duration::from_secs(1))
-                .await;
+            let _ = tx.send_timeout(Ok(event.clone()), Duration::from_secs(1)).await;
         }
     }
 
@@ -353,7 +312,5 @@ impl Fleet {
 fn config_event(job: &pb::JobConfig, session: u64) -> pb::DispatcherEvent {
     let mut job = job.clone();
     job.session = session;
-    pb::DispatcherEvent {
-        event: Some(pb::dispatcher_event::Event::Job(job)),
-    }
+    pb::DispatcherEvent { event: Some(pb::dispatcher_event::Event::Job(job)) }
 }

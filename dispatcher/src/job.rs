@@ -77,11 +77,7 @@ struct Times {
 impl Job {
     pub fn new(cfg: JobConfig, opts: JobOptions) -> Arc<Job> {
         let accounting = Arc::new(Accounting::default());
-        let fleet = Fleet::new(
-            cfg.proxy.hash,
-            cfg.proxy.credit_window,
-            Arc::clone(&accounting),
-        );
+        let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting));
         Arc::new(Job {
             cfg,
             opts,
@@ -126,10 +122,7 @@ impl Job {
     pub fn elapsed(&self) -> Duration {
         let t = *self.times.lock().unwrap_or_else(|p| p.into_inner());
         match t.started {
-            Some((s, _)) => t
-                .ended
-                .unwrap_or_else(Instant::now)
-                .saturating_duration_since(s),
+            Some((s, _)) => t.ended.unwrap_or_else(Instant::now).saturating_duration_since(s),
             None => Duration::ZERO,
         }
     }
@@ -153,11 +146,7 @@ impl Job {
     }
 
     fn target(&self) -> String {
-        self.opts
-            .target
-            .clone()
-            .or_else(|| self.cfg.job.target.clone())
-            .unwrap_or_default()
+        self.opts.target.clone().or_else(|| self.cfg.job.target.clone()).unwrap_or_default()
     }
 
     fn wire_config(&self, start_unix_ns: i64) -> pb::JobConfig {
@@ -198,17 +187,10 @@ impl Job {
             analyzer: Analyzer::build(&self.cfg.analyzer),
         };
         let streams = fetchers::build(&self.cfg, &ctx)?;
-        let delay = if self.cfg.job.speed == Speed::Max {
-            Duration::ZERO
-        } else {
-            START_DELAY
-        };
+        let delay = if self.cfg.job.speed == Speed::Max { Duration::ZERO } else { START_DELAY };
         let start = Instant::now() + delay;
         let wall = SystemTime::now() + delay;
-        let start_unix_ns = wall
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or_default();
+        let start_unix_ns = wall.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default();
         self.times.lock().unwrap_or_else(|p| p.into_inner()).started = Some((start, wall));
         self.fleet.start(self.wire_config(start_unix_ns));
         self.state.send_replace(JobState::Running);
@@ -222,13 +204,8 @@ impl Job {
         };
         let merging = tokio::spawn(merge::run(streams, opts, Arc::clone(&self.accounting), tx));
         let reaper = self.spawn_reaper();
-        let wheel = TimeWheel::new(
-            self.cfg.job.speed,
-            start,
-            opts.begin,
-            self.cfg.job.rate,
-            self.cfg.job.seed,
-        );
+        let wheel =
+            TimeWheel::new(self.cfg.job.speed, start, opts.begin, self.cfg.job.rate, self.cfg.job.seed);
         let stopped = crate::dispatch::run(self, rx, wheel, &stop).await;
         ctx.cancel.cancel();
         merging.abort();
@@ -236,15 +213,9 @@ impl Job {
         self.drain(stopped).await;
         reaper.abort();
         self.fleet.close_books();
-        self.fleet
-            .end(if stopped { "stopped" } else { "finished" })
-            .await;
+        self.fleet.end(if stopped { "stopped" } else { "finished" }).await;
         self.times.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Instant::now());
-        self.state.send_replace(if stopped {
-            JobState::Stopped
-        } else {
-            JobState::Finished
-        });
+        self.state.send_replace(if stopped { JobState::Stopped } else { JobState::Finished });
         tracing::info!(job = self.id(), stopped, "job ended");
         Ok(())
     }
@@ -267,8 +238,7 @@ impl Job {
         }
         let deadline = stopped.then(|| Instant::now() + STOP_GRACE);
         while self.fleet.in_flight() > 0 && deadline.is_none_or(|d| Instant::now() < d) {
-            let _ = tokio::time::timeout(Duration::from_millis(50), self.fleet.changed.notified())
-                .await;
+            let _ = tokio::time::timeout(Duration::from_millis(50), self.fleet.changed.notified()).await;
         }
     }
 }

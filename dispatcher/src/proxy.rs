@@ -33,12 +33,7 @@ fn ring_hash(bytes: &[u8]) -> u64 {
 
 impl Proxy {
     pub fn new(strategy: HashStrategy) -> Self {
-        Self {
-            strategy,
-            members: Vec::new(),
-            ring: Vec::new(),
-            next: 0,
-        }
+        Self { strategy, members: Vec::new(), ring: Vec::new(), next: 0 }
     }
 
     /// Replaces the membership (ids, in any order); keys on remaining members stay put under
@@ -49,8 +44,7 @@ impl Proxy {
         if self.strategy == HashStrategy::Consistent {
             for (i, id) in ids.iter().enumerate() {
                 for v in 0..VNODES {
-                    self.ring
-                        .push((ring_hash(format!("{id}#{v}").as_bytes()), i));
+                    self.ring.push((ring_hash(format!("{id}#{v}").as_bytes()), i));
                 }
             }
             self.ring.sort_unstable();
@@ -68,9 +62,7 @@ impl Proxy {
             return None;
         }
         let i = match (self.strategy, key) {
-            (HashStrategy::Fnv, Some(k)) => {
-                (fnv1a(k.as_bytes()) % self.members.len() as u64) as usize
-            }
+            (HashStrategy::Fnv, Some(k)) => (fnv1a(k.as_bytes()) % self.members.len() as u64) as usize,
             (HashStrategy::Consistent, Some(k)) => {
                 let h = ring_hash(k.as_bytes());
                 let at = self.ring.partition_point(|(p, _)| *p < h);
@@ -105,9 +97,7 @@ mod tests {
     fn round_robin_takes_turns() {
         let mut p = Proxy::new(HashStrategy::RoundRobin);
         p.set_members(ids(3));
-        let picks: Vec<String> = (0..6)
-            .map(|_| p.pick(Some("k")).expect("member").to_owned())
-            .collect();
+        let picks: Vec<String> = (0..6).map(|_| p.pick(Some("k")).expect("member").to_owned()).collect();
         assert_eq!(picks, ["r1", "r2", "r0", "r1", "r2", "r0"]);
     }
 
@@ -126,10 +116,7 @@ mod tests {
         let mut p = Proxy::new(HashStrategy::Consistent);
         p.set_members(ids(4));
         let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
-        let before: Vec<String> = keys
-            .iter()
-            .map(|k| p.pick(Some(k)).expect("m").to_owned())
-            .collect();
+        let before: Vec<String> = keys.iter().map(|k| p.pick(Some(k)).expect("m").to_owned()).collect();
         p.set_members(vec!["r0".into(), "r1".into(), "r3".into()]);
         for (k, was) in keys.iter().zip(&before) {
             let now = p.pick(Some(k)).expect("m");

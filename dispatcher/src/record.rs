@@ -22,10 +22,7 @@ pub struct Record {
 impl Record {
     /// First value of a header, compared case-insensitively.
     pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// First value of a query parameter (not percent-decoded).
@@ -43,9 +40,7 @@ pub fn split_url(url: &str) -> Option<(Option<String>, String)> {
     if url.starts_with('/') {
         return Some((None, url.to_owned()));
     }
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))?;
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -53,11 +48,7 @@ pub fn split_url(url: &str) -> Option<(Option<String>, String)> {
     if authority.is_empty() {
         return None;
     }
-    let path = if path.starts_with('?') {
-        format!("/{path}")
-    } else {
-        path.to_owned()
-    };
+    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_owned() };
     Some((Some(authority.to_owned()), path))
 }
 
@@ -68,15 +59,9 @@ mod tests {
     #[test]
     fn absolute_urls_split_into_host_and_path() {
         assert_eq!(split_url("/a?b=1"), Some((None, "/a?b=1".into())));
-        assert_eq!(
-            split_url("http://h:8/x/y?z"),
-            Some((Some("h:8".into()), "/x/y?z".into()))
-        );
+        assert_eq!(split_url("http://h:8/x/y?z"), Some((Some("h:8".into()), "/x/y?z".into())));
         assert_eq!(split_url("https://h"), Some((Some("h".into()), "/".into())));
-        assert_eq!(
-            split_url("https://h?q=1"),
-            Some((Some("h".into()), "/?q=1".into()))
-        );
+        assert_eq!(split_url("https://h?q=1"), Some((Some("h".into()), "/?q=1".into())));
         assert_eq!(split_url("ftp://h/x"), None);
         assert_eq!(split_url("relative"), None);
     }

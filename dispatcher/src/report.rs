@@ -97,11 +97,7 @@ fn endpoint(name: &str, s: &EndpointStats, secs: f64) -> EndpointReport {
         requests: s.count(),
         ok: s.ok,
         failed: s.failed,
-        rps: if secs > 0.0 {
-            s.count() as f64 / secs
-        } else {
-            0.0
-        },
+        rps: if secs > 0.0 { s.count() as f64 / secs } else { 0.0 },
         latency_ms: Percentiles::of(&s.latency),
         service_ms: Percentiles::of(&s.service),
         schedule_lag_ms: Percentiles::of(&s.lag),
@@ -132,16 +128,13 @@ impl Report {
                     endpoint(name, st, secs)
                 })
                 .collect();
-            let reports = ReportCounts {
-                received: s.reports,
-                lost: s.lost_reports,
-                duplicate: s.duplicate_reports,
-            };
+            let reports =
+                ReportCounts { received: s.reports, lost: s.lost_reports, duplicate: s.duplicate_reports };
             (eps, endpoint("*", &all, secs), reports)
         });
         let dropped_total = counts.dropped_total();
-        let balanced = counts.scheduled == total.requests + dropped_total
-            && total.requests == total.ok + total.failed;
+        let balanced =
+            counts.scheduled == total.requests + dropped_total && total.requests == total.ok + total.failed;
         Report {
             job: job.id().to_owned(),
             state: job.state(),
@@ -165,27 +158,15 @@ impl Report {
     /// The accounting line: both identities with their figures.
     pub fn accounting_line(&self) -> String {
         let t = &self.totals;
-        let dropped: Vec<String> = t
-            .counts
-            .dropped
-            .iter()
-            .map(|(k, v)| format!("{} {v}", k.as_str()))
-            .collect();
-        let dropped = if dropped.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", dropped.join(", "))
-        };
+        let dropped: Vec<String> =
+            t.counts.dropped.iter().map(|(k, v)| format!("{} {v}", k.as_str())).collect();
+        let dropped = if dropped.is_empty() { String::new() } else { format!(" ({})", dropped.join(", ")) };
         format!(
             "accounting: scheduled {} = sent {} + dropped {}{dropped} {}; sent {} = ok {} + failed {}; input {} (malformed {}, skipped {}, out of range {}, late {})",
             t.counts.scheduled,
             t.sent,
             t.dropped_total,
-            if t.balanced {
-                "[balanced]"
-            } else {
-                "[UNBALANCED]"
-            },
+            if t.balanced { "[balanced]" } else { "[UNBALANCED]" },
             t.sent,
             t.ok,
             t.failed,
@@ -200,24 +181,14 @@ impl Report {
     /// The per-endpoint table and the accounting line.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let width = self
-            .endpoints
-            .iter()
-            .map(|e| e.endpoint.len())
-            .max()
-            .unwrap_or(8)
-            .clamp(8, 60);
+        let width = self.endpoints.iter().map(|e| e.endpoint.len()).max().unwrap_or(8).clamp(8, 60);
         let _ = writeln!(
             out,
             "{:<width$} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
             "endpoint", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
         );
         for e in self.endpoints.iter().chain(std::iter::once(&self.total)) {
-            let name = if e.endpoint == "*" {
-                "total"
-            } else {
-                e.endpoint.as_str()
-            };
+            let name = if e.endpoint == "*" { "total" } else { e.endpoint.as_str() };
             let l = &e.latency_ms;
             let _ = writeln!(
                 out,

@@ -17,11 +17,7 @@ use crate::service::Service;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr} for {what}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
 }
 
 /// A dispatcher with its listeners bound.
@@ -42,9 +38,7 @@ impl Running {
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { what, addr, source })
+    TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { what, addr, source })
 }
 
 /// Binds both listeners and starts the job; it begins once enough replayers subscribe.
@@ -77,22 +71,14 @@ pub async fn start(
     let app = admin::router(Arc::clone(&job));
     let stop = servers.clone();
     tokio::spawn(async move {
-        let result = axum::serve(http_listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        let result = axum::serve(http_listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "admin server failed");
         }
     });
     let runner = Arc::clone(&job);
     let done = tokio::spawn(async move { runner.run(cancel).await });
-    Ok(Running {
-        grpc,
-        http,
-        job,
-        done,
-        servers,
-    })
+    Ok(Running { grpc, http, job, done, servers })
 }
 
 fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {

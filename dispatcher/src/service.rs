@@ -35,10 +35,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::DispatcherEvent, Status>
 impl Dispatcher for Service {
     type SubscribeStream = EventStream;
 
-    async fn subscribe(
-        &self,
-        req: Request<pb::Registration>,
-    ) -> Result<Response<EventStream>, Status> {
+    async fn subscribe(&self, req: Request<pb::Registration>) -> Result<Response<EventStream>, Status> {
         let reg = req.into_inner();
         if reg.version != reprise_proto::VERSION {
             tracing::warn!(replayer = %reg.replayer_id, version = %reg.version, "refused: version mismatch");
@@ -49,14 +46,10 @@ impl Dispatcher for Service {
             )));
         }
         if reg.replayer_id.is_empty() || reg.replayer_id.len() > 128 {
-            return Err(Status::invalid_argument(
-                "replayer_id must be 1 to 128 characters",
-            ));
+            return Err(Status::invalid_argument("replayer_id must be 1 to 128 characters"));
         }
         if self.job.is_over() {
-            return Err(Status::unavailable(
-                "the job is over; this dispatcher takes no more replayers",
-            ));
+            return Err(Status::unavailable("the job is over; this dispatcher takes no more replayers"));
         }
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
         let fleet = self.job.fleet();
@@ -72,14 +65,8 @@ impl Dispatcher for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn report(
-        &self,
-        req: Request<pb::StatsReport>,
-    ) -> Result<Response<pb::ReportReturn>, Status> {
+    async fn report(&self, req: Request<pb::StatsReport>) -> Result<Response<pb::ReportReturn>, Status> {
         self.job.fleet().report(&req.into_inner())?;
-        Ok(Response::new(pb::ReportReturn {
-            accepted: true,
-            message: String::new(),
-        }))
+        Ok(Response::new(pb::ReportReturn { accepted: true, message: String::new() }))
     }
 }

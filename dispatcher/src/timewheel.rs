@@ -33,13 +33,7 @@ pub struct TimeWheel {
 impl TimeWheel {
     /// `start` is the instant recorded time `t0` maps to.
     pub fn new(speed: Speed, start: Instant, t0: Option<i64>, rate: f64, seed: u64) -> Self {
-        Self {
-            speed,
-            start,
-            t0,
-            rate,
-            seed,
-        }
+        Self { speed, start, t0, rate, seed }
     }
 
     pub fn start(&self) -> Instant {
@@ -60,9 +54,7 @@ impl TimeWheel {
 
     /// The start of the slot in which a record due at `due` is released.
     pub fn release_at(&self, due: Instant) -> Instant {
-        let from_start = due
-            .saturating_duration_since(self.start)
-            .saturating_sub(LEAD);
+        let from_start = due.saturating_duration_since(self.start).saturating_sub(LEAD);
         let slot = from_start.as_nanos() / SLOT.as_nanos();
         self.start + SLOT * (slot as u32)
     }
@@ -98,10 +90,7 @@ mod tests {
         assert_eq!(w.due(1_000 * MS), start);
         assert_eq!(w.due(1_500 * MS), start + Duration::from_millis(250));
         // an hour in: no drift, the same formula
-        assert_eq!(
-            w.due(1_000 * MS + 3_600_000 * MS),
-            start + Duration::from_secs(1800)
-        );
+        assert_eq!(w.due(1_000 * MS + 3_600_000 * MS), start + Duration::from_secs(1800));
         let mut max = TimeWheel::new(Speed::Max, start, None, 1.0, 0);
         assert_eq!(max.due(9_999 * MS), start);
     }
@@ -118,10 +107,7 @@ mod tests {
         let start = Instant::now();
         let w = TimeWheel::new(Speed::Factor(1.0), start, None, 1.0, 0);
         assert_eq!(w.release_at(start + Duration::from_millis(100)), start);
-        assert_eq!(
-            w.release_at(start + Duration::from_millis(1_234)),
-            start + Duration::from_millis(1_030)
-        );
+        assert_eq!(w.release_at(start + Duration::from_millis(1_234)), start + Duration::from_millis(1_030));
     }
 
     #[tokio::test(start_paused = true)]
@@ -150,10 +136,7 @@ mod tests {
         let again: Vec<u32> = (0..10_000).map(|i| w.copies(i)).collect();
         assert_eq!(picks, again);
         let other = TimeWheel::new(Speed::Max, Instant::now(), None, 0.3, 43);
-        assert_ne!(
-            picks,
-            (0..10_000).map(|i| other.copies(i)).collect::<Vec<_>>()
-        );
+        assert_ne!(picks, (0..10_000).map(|i| other.copies(i)).collect::<Vec<_>>());
         let two_and_half = TimeWheel::new(Speed::Max, Instant::now(), None, 2.5, 1);
         let n: u32 = (0..10_000).map(|i| two_and_half.copies(i)).sum();
         assert!((24_700..=25_300).contains(&n), "{n}");

@@ -89,12 +89,9 @@ impl EndpointStats {
         if let Some(kind) = outcome.error {
             *self.errors.entry(kind.to_owned()).or_default() += 1;
         }
-        self.latency
-            .saturating_record(outcome.latency_us.clamp(1, MAX_MICROS));
-        self.service
-            .saturating_record(outcome.service_us.clamp(1, MAX_MICROS));
-        self.lag
-            .saturating_record(outcome.lag_us.clamp(1, MAX_MICROS));
+        self.latency.saturating_record(outcome.latency_us.clamp(1, MAX_MICROS));
+        self.service.saturating_record(outcome.service_us.clamp(1, MAX_MICROS));
+        self.lag.saturating_record(outcome.lag_us.clamp(1, MAX_MICROS));
     }
 
     /// Adds `other` into `self`, exactly: merging two halves gives the whole.
@@ -131,11 +128,7 @@ impl EndpointStats {
 
     pub fn from_wire(delta: &pb::EndpointDelta) -> Result<Self, DecodeError> {
         let decode = |bytes: &[u8], which: &'static str| {
-            decode(bytes).map_err(|reason| DecodeError {
-                endpoint: delta.endpoint.clone(),
-                which,
-                reason,
-            })
+            decode(bytes).map_err(|reason| DecodeError { endpoint: delta.endpoint.clone(), which, reason })
         };
         Ok(Self {
             ok: delta.ok,
@@ -158,9 +151,8 @@ fn encode(h: &Histogram<u64>) -> Vec<u8> {
 }
 
 fn decode(bytes: &[u8]) -> Result<Histogram<u64>, String> {
-    let decoded: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut std::io::Cursor::new(bytes))
-        .map_err(|e| format!("{e:?}"))?;
+    let decoded: Histogram<u64> =
+        Deserializer::new().deserialize(&mut std::io::Cursor::new(bytes)).map_err(|e| format!("{e:?}"))?;
     // Re-home into the standard bounds so later merges cannot fail on a foreign histogram.
     let mut h = new_histogram();
     h.add(&decoded).map_err(|e| format!("{e:?}"))?;
@@ -172,13 +164,7 @@ mod tests {
     use super::*;
 
     fn outcome(status: Option<u16>, error: Option<&str>, us: u64) -> Outcome<'_> {
-        Outcome {
-            status,
-            error,
-            latency_us: us,
-            service_us: us / 2,
-            lag_us: 3,
-        }
+        Outcome { status, error, latency_us: us, service_us: us / 2, lag_us: 3 }
     }
 
     #[test]
@@ -190,28 +176,17 @@ mod tests {
             let o = if i % 7 == 0 {
                 outcome(None, Some("timeout"), 1_000 + i * 37)
             } else {
-                outcome(
-                    Some(if i % 5 == 0 { 503 } else { 200 }),
-                    None,
-                    1_000 + i * 37,
-                )
+                outcome(Some(if i % 5 == 0 { 503 } else { 200 }), None, 1_000 + i * 37)
             };
             whole.record(&o);
-            if i % 2 == 0 {
-                a.record(&o)
-            } else {
-                b.record(&o)
-            }
+            if i % 2 == 0 { a.record(&o) } else { b.record(&o) }
         }
         a.merge(&b);
         assert_eq!((a.ok, a.failed), (whole.ok, whole.failed));
         assert_eq!(a.status, whole.status);
         assert_eq!(a.errors, whole.errors);
         for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
-            assert_eq!(
-                a.latency.value_at_quantile(q),
-                whole.latency.value_at_quantile(q)
-            );
+            assert_eq!(a.latency.value_at_quantile(q), whole.latency.value_at_quantile(q));
         }
         assert_eq!(a.latency.len(), 1000);
     }

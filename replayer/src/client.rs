@@ -76,17 +76,11 @@ async fn connect_and_serve(
     opts: &ReplayerOptions,
     cancel: &CancellationToken,
 ) -> Result<bool, Status> {
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let channel = endpoint.connect().await.map_err(|e| Status::unavailable(e.to_string()))?;
     let mut client = DispatcherClient::new(channel.clone())
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
-    let reg = pb::Registration {
-        replayer_id: opts.id.clone(),
-        version: reprise_proto::VERSION.to_owned(),
-    };
+    let reg = pb::Registration { replayer_id: opts.id.clone(), version: reprise_proto::VERSION.to_owned() };
     let mut stream = client.subscribe(reg).await?.into_inner();
     tracing::info!(replayer = %opts.id, dispatcher = %opts.dispatcher, "subscribed");
     let mut session: Option<Session> = None;
@@ -155,26 +149,11 @@ impl Session {
         let (tx, rx) = mpsc::channel(BATCH_CAPACITY);
         let stop = CancellationToken::new();
         let executor = tokio::spawn(Arc::clone(&exec).run(rx, stop.clone()));
-        let reports = Reports {
-            client: DispatcherClient::new(channel),
-            id: opts.id.clone(),
-            seq: Arc::default(),
-        };
+        let reports =
+            Reports { client: DispatcherClient::new(channel), id: opts.id.clone(), seq: Arc::default() };
         let done = CancellationToken::new();
-        let reporter = tokio::spawn(
-            reports
-                .clone()
-                .every_second(Arc::clone(&exec), done.clone()),
-        );
-        Ok(Session {
-            batches: tx,
-            stop,
-            executor,
-            reporter,
-            done,
-            exec,
-            reports,
-        })
+        let reporter = tokio::spawn(reports.clone().every_second(Arc::clone(&exec), done.clone()));
+        Ok(Session { batches: tx, stop, executor, reporter, done, exec, reports })
     }
 
     /// The job ended: let the executor finish (or cancel what is left), then report the rest.

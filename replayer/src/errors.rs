@@ -14,10 +14,7 @@ pub fn kind_of_client(e: &hyper_util::client::legacy::Error) -> &'static str {
             tls = true;
         }
         if let Some(io) = s.downcast_ref::<io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
+            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
                 tls = true;
             }
             if matches!(

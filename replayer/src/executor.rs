@@ -58,9 +58,7 @@ pub struct Executor {
 impl Executor {
     pub fn new(cfg: pb::JobConfig, dry_run: bool) -> Result<Arc<Self>, ExecError> {
         let base = cfg.target.trim_end_matches('/').to_owned();
-        let uri: Uri = base
-            .parse()
-            .map_err(|_| ExecError::BadTarget(cfg.target.clone()))?;
+        let uri: Uri = base.parse().map_err(|_| ExecError::BadTarget(cfg.target.clone()))?;
         if !dry_run && !matches!(uri.scheme_str(), Some("http" | "https")) {
             return Err(ExecError::BadTarget(cfg.target.clone()));
         }
@@ -100,9 +98,7 @@ impl Executor {
 
     /// Records received and not yet done with.
     pub fn pending(&self) -> u64 {
-        self.received
-            .load(Relaxed)
-            .saturating_sub(self.recorder.completed())
+        self.received.load(Relaxed).saturating_sub(self.recorder.completed())
     }
 
     /// Sends every record of every batch at its instant, until the batches end or `cancel`
@@ -151,11 +147,7 @@ impl Executor {
     async fn fire(&self, rec: pb::Record, due: Instant) {
         let sent = Instant::now();
         let endpoint = endpoint_name(&rec.method, &rec.path);
-        let (status, error) = if self.dry_run {
-            (None, None)
-        } else {
-            self.send(rec).await
-        };
+        let (status, error) = if self.dry_run { (None, None) } else { self.send(rec).await };
         let end = Instant::now();
         let us = |d: Duration| d.as_micros() as u64;
         let outcome = Outcome {
@@ -178,11 +170,7 @@ impl Executor {
         };
         let timeout = Duration::from_millis(self.cfg.timeout_ms.max(1));
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| crate::errors::kind_of_client(&e))?;
+            let resp = self.client.request(req).await.map_err(|e| crate::errors::kind_of_client(&e))?;
             let status = resp.status().as_u16();
             match resp.into_body().collect().await {
                 Ok(_) => Ok(status),
@@ -197,9 +185,7 @@ impl Executor {
     }
 
     fn request(&self, rec: pb::Record) -> Result<Request<Full<Bytes>>, ()> {
-        let uri: Uri = format!("{}{}", self.base, rec.path)
-            .parse()
-            .map_err(|_| ())?;
+        let uri: Uri = format!("{}{}", self.base, rec.path).parse().map_err(|_| ())?;
         let mut req = Request::builder()
             .method(rec.method.as_str())
             .uri(uri)
@@ -211,10 +197,9 @@ impl Executor {
             if HOP_BY_HOP.contains(&lower.as_str()) || lower == "host" {
                 continue;
             }
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_maybe_shared(h.value),
-            ) {
+            if let (Ok(n), Ok(v)) =
+                (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_maybe_shared(h.value))
+            {
                 headers.append(n, v);
             }
         }
@@ -228,16 +213,13 @@ impl Executor {
 
 /// The tokio instant of a wall-clock time (Unix ns).
 fn instant_of(unix_ns: i64) -> Instant {
-    let now_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default();
+    let now_ns =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default();
     let now = Instant::now();
     let delta = unix_ns - now_ns;
     if delta >= 0 {
         now + Duration::from_nanos(delta as u64)
     } else {
-        now.checked_sub(Duration::from_nanos(delta.unsigned_abs()))
-            .unwrap_or(now)
+        now.checked_sub(Duration::from_nanos(delta.unsigned_abs())).unwrap_or(now)
     }
 }

@@ -41,10 +41,7 @@ pub fn endpoint_name(method: &str, path: &str) -> String {
 
 impl Recorder {
     pub fn new(max_endpoints: u32) -> Self {
-        Self {
-            inner: Mutex::default(),
-            max_endpoints: max_endpoints.max(1) as usize,
-        }
+        Self { inner: Mutex::default(), max_endpoints: max_endpoints.max(1) as usize }
     }
 
     /// Records one finished request; returns how many completions are not yet reported.
@@ -72,10 +69,7 @@ impl Recorder {
     }
 
     pub fn completed(&self) -> u64 {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .completed
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).completed
     }
 
     /// Takes everything since the last call.
@@ -96,13 +90,7 @@ mod tests {
     use super::*;
 
     fn ok() -> Outcome<'static> {
-        Outcome {
-            status: Some(200),
-            error: None,
-            latency_us: 10,
-            service_us: 5,
-            lag_us: 1,
-        }
+        Outcome { status: Some(200), error: None, latency_us: 10, service_us: 5, lag_us: 1 }
     }
 
     #[test]
@@ -117,10 +105,7 @@ mod tests {
         assert_eq!(d.endpoints[0].ok, 2);
         r.cancel(3);
         let d = r.take();
-        assert_eq!(
-            (d.completed_total, d.cancelled_total, d.endpoints.len()),
-            (5, 3, 0)
-        );
+        assert_eq!((d.completed_total, d.cancelled_total, d.endpoints.len()), (5, 3, 0));
     }
 
     #[test]
@@ -130,11 +115,7 @@ mod tests {
             r.record(endpoint_name("GET", p), &ok());
         }
         let d = r.take();
-        let names: Vec<(&str, u64)> = d
-            .endpoints
-            .iter()
-            .map(|e| (e.endpoint.as_str(), e.ok))
-            .collect();
+        let names: Vec<(&str, u64)> = d.endpoints.iter().map(|e| (e.endpoint.as_str(), e.ok)).collect();
         assert_eq!(names, vec![("GET /a", 2), ("GET /b", 1), ("other", 2)]);
     }
 }

@@ -33,10 +33,7 @@ pub struct Captured {
 
 impl Captured {
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 }
 
@@ -49,9 +46,7 @@ pub struct Capture {
 
 impl Capture {
     pub async fn start() -> Capture {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind capture target");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind capture target");
         let addr = listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Captured>>> = Arc::default();
         let store = Arc::clone(&seen);
@@ -64,11 +59,7 @@ impl Capture {
                         async move {
                             let at = Instant::now();
                             let method = req.method().to_string();
-                            let path = req
-                                .uri()
-                                .path_and_query()
-                                .map(|p| p.to_string())
-                                .unwrap_or_default();
+                            let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
                             let headers: Vec<(String, Vec<u8>)> = req
                                 .headers()
                                 .iter()
@@ -85,22 +76,13 @@ impl Capture {
                                 .await
                                 .map(|b| b.to_bytes().to_vec())
                                 .unwrap_or_default();
-                            store.lock().expect("lock").push(Captured {
-                                method,
-                                path,
-                                headers,
-                                body,
-                                at,
-                            });
+                            store.lock().expect("lock").push(Captured { method, path, headers, body, at });
                             let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
-                            *resp.status_mut() =
-                                hyper::StatusCode::from_u16(status).expect("status");
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
@@ -135,13 +117,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Writes a job file replaying `recording` against `target` with extra TOML lines.
-pub fn write_job(
-    dir: &Path,
-    target: &str,
-    recording: &Path,
-    extra_job: &str,
-    extra: &str,
-) -> PathBuf {
+pub fn write_job(dir: &Path, target: &str, recording: &Path, extra_job: &str, extra: &str) -> PathBuf {
     let text = format!(
         "[job]\ntarget = \"{target}\"\n{extra_job}\n[fetcher]\ntype = \"file\"\n[fetcher.file]\npath = \"{}\"\n{extra}\n",
         recording.display()
@@ -154,11 +130,7 @@ pub fn write_job(
 /// Runs `reprise ARGS` to its end (in a blocking thread, so the capture target keeps serving).
 pub async fn reprise(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run reprise")
+        Command::new(BIN).args(&args).env("RUST_LOG", "warn").output().expect("run reprise")
     })
     .await
     .expect("join")
@@ -181,10 +153,7 @@ pub fn spawn_daemon(args: &[&str]) -> (Guard, String) {
     let mut reader = BufReader::new(stdout);
     let mut line = String::new();
     reader.read_line(&mut line).expect("listening line");
-    assert!(
-        line.starts_with("listening "),
-        "unexpected first line: {line:?}"
-    );
+    assert!(line.starts_with("listening "), "unexpected first line: {line:?}");
     // Keep draining stdout so the daemon never blocks on a full pipe.
     std::thread::spawn(move || {
         let mut rest = String::new();

@@ -39,10 +39,7 @@ fn parse_line(line: &str) -> Result<Record, &'static str> {
     let mut quoted = Quoted(&line[close + 1..]);
     let request = quoted.next().ok_or("no_request")?;
     let mut parts = request.split(' ');
-    let (method, target) = (
-        parts.next().unwrap_or_default(),
-        parts.next().ok_or("bad_request")?,
-    );
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().ok_or("bad_request")?);
     if !is_method(method) {
         return Err("bad_request");
     }
@@ -55,15 +52,7 @@ fn parse_line(line: &str) -> Result<Record, &'static str> {
             headers.push((name.to_owned(), Bytes::from(unescape(v))));
         }
     }
-    Ok(Record {
-        ts,
-        method: method.to_owned(),
-        path,
-        host,
-        headers,
-        body: Bytes::new(),
-        key: None,
-    })
+    Ok(Record { ts, method: method.to_owned(), path, host, headers, body: Bytes::new(), key: None })
 }
 
 /// Yields the double-quoted fields of a log line, honouring `\"` inside them.
@@ -105,19 +94,11 @@ mod tests {
     #[test]
     fn a_combined_line_becomes_a_record() {
         let line = r#"10.0.0.1 - bob [10/Oct/2023:13:55:36 -0700] "GET /a/b?c=1 HTTP/1.1" 200 2326 "http://ref.example/x" "Mozilla/5.0 \"quoted\"""#;
-        let Parsed::Record(r) = parse(line) else {
-            panic!("{:?}", parse(line))
-        };
+        let Parsed::Record(r) = parse(line) else { panic!("{:?}", parse(line)) };
         assert_eq!(r.ts, 1_696_971_336_000_000_000);
         assert_eq!((r.method.as_str(), r.path.as_str()), ("GET", "/a/b?c=1"));
-        assert_eq!(
-            r.header("referer"),
-            Some(&Bytes::from("http://ref.example/x"))
-        );
-        assert_eq!(
-            r.header("user-agent"),
-            Some(&Bytes::from("Mozilla/5.0 \"quoted\""))
-        );
+        assert_eq!(r.header("referer"), Some(&Bytes::from("http://ref.example/x")));
+        assert_eq!(r.header("user-agent"), Some(&Bytes::from("Mozilla/5.0 \"quoted\"")));
     }
 
     #[test]
@@ -138,18 +119,9 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(reason("just text"), "no_time");
-        assert_eq!(
-            reason(r#"h - - [yesterday] "GET / HTTP/1.1" 200 1"#),
-            "bad_time"
-        );
-        assert_eq!(
-            reason(r#"h - - [01/Jan/2024:00:00:00 +0000] 200 1"#),
-            "no_request"
-        );
-        assert_eq!(
-            reason(r#"h - - [01/Jan/2024:00:00:00 +0000] "-" 400 0 "-" "-""#),
-            "bad_request"
-        );
+        assert_eq!(reason(r#"h - - [yesterday] "GET / HTTP/1.1" 200 1"#), "bad_time");
+        assert_eq!(reason(r#"h - - [01/Jan/2024:00:00:00 +0000] 200 1"#), "no_request");
+        assert_eq!(reason(r#"h - - [01/Jan/2024:00:00:00 +0000] "-" 400 0 "-" "-""#), "bad_request");
         assert_eq!(
             reason(r#"h - - [01/Jan/2024:00:00:00 +0000] "GET nopath HTTP/1.1" 400 0"#),
             "bad_request"

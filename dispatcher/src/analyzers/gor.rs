@@ -50,10 +50,8 @@ type Bad = (&'static str, String);
 
 /// Parses a raw HTTP/1.x request.
 fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
-    let (head, body) =
-        split_head(raw).ok_or(("http_head", "no blank line ends the headers".to_owned()))?;
-    let head =
-        std::str::from_utf8(head).map_err(|_| ("http_head", "headers are not UTF-8".to_owned()))?;
+    let (head, body) = split_head(raw).ok_or(("http_head", "no blank line ends the headers".to_owned()))?;
+    let head = std::str::from_utf8(head).map_err(|_| ("http_head", "headers are not UTF-8".to_owned()))?;
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(' ');
@@ -64,27 +62,16 @@ fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
     if !is_method(method) || !version.starts_with("HTTP/1.") {
         return Err(("http_request_line", request_line.to_owned()));
     }
-    let (url_host, path) =
-        split_url(target).ok_or(("http_request_line", request_line.to_owned()))?;
+    let (url_host, path) = split_url(target).ok_or(("http_request_line", request_line.to_owned()))?;
     let mut headers = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or(("http_header", line.to_owned()))?;
+        let (name, value) = line.split_once(':').ok_or(("http_header", line.to_owned()))?;
         if !is_header_name(name) {
             return Err(("http_header", line.to_owned()));
         }
-        headers.push((
-            name.to_owned(),
-            Bytes::copy_from_slice(value.trim().as_bytes()),
-        ));
+        headers.push((name.to_owned(), Bytes::copy_from_slice(value.trim().as_bytes())));
     }
-    let header = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.clone())
-    };
+    let header = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
     let body = if chunked {
         dechunk(body).ok_or(("http_body", "bad chunked encoding".to_owned()))?
@@ -97,20 +84,11 @@ fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
     } else {
         Bytes::copy_from_slice(body)
     };
-    let host =
-        url_host.or_else(|| header("host").map(|h| String::from_utf8_lossy(&h).into_owned()));
+    let host = url_host.or_else(|| header("host").map(|h| String::from_utf8_lossy(&h).into_owned()));
     if chunked {
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding"));
     }
-    Ok(Record {
-        ts,
-        method: method.to_owned(),
-        path,
-        host,
-        headers,
-        body,
-        key: None,
-    })
+    Ok(Record { ts, method: method.to_owned(), path, host, headers, body, key: None })
 }
 
 fn split_head(raw: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -133,9 +111,7 @@ fn dechunk(mut raw: &[u8]) -> Option<Bytes> {
         }
         out.extend_from_slice(raw.get(..size)?);
         raw = raw.get(size..)?;
-        raw = raw
-            .strip_prefix(b"\r\n")
-            .or_else(|| raw.strip_prefix(b"\n"))?;
+        raw = raw.strip_prefix(b"\r\n").or_else(|| raw.strip_prefix(b"\n"))?;
     }
 }
 
@@ -152,14 +128,9 @@ mod tests {
     #[test]
     fn a_request_unit_becomes_a_record() {
         let unit = "1 abc 1700000000123456789 0\nPOST /login?next=%2F HTTP/1.1\r\nHost: prod.example\r\nX-Session: s1\r\nContent-Length: 5\r\n\r\nhello";
-        let Parsed::Record(r) = parse(unit) else {
-            panic!("{:?}", parse(unit))
-        };
+        let Parsed::Record(r) = parse(unit) else { panic!("{:?}", parse(unit)) };
         assert_eq!(r.ts, 1_700_000_000_123_456_789);
-        assert_eq!(
-            (r.method.as_str(), r.path.as_str()),
-            ("POST", "/login?next=%2F")
-        );
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/login?next=%2F"));
         assert_eq!(r.host.as_deref(), Some("prod.example"));
         assert_eq!(r.body, Bytes::from("hello"));
         assert_eq!(r.key.as_deref(), Some("s1"));
@@ -167,22 +138,15 @@ mod tests {
 
     #[test]
     fn responses_are_skipped() {
-        assert_eq!(
-            parse("2 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"),
-            Parsed::Skipped("gor_response")
-        );
-        assert_eq!(
-            parse("3 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"),
-            Parsed::Skipped("gor_response")
-        );
+        assert_eq!(parse("2 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"), Parsed::Skipped("gor_response"));
+        assert_eq!(parse("3 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"), Parsed::Skipped("gor_response"));
     }
 
     #[test]
     fn chunked_bodies_are_decoded() {
-        let unit = "1 a 5 0\nPUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        let Parsed::Record(r) = parse(unit) else {
-            panic!()
-        };
+        let unit =
+            "1 a 5 0\nPUT /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let Parsed::Record(r) = parse(unit) else { panic!() };
         assert_eq!(r.body, Bytes::from("abcde"));
         assert!(r.header("transfer-encoding").is_none());
     }
@@ -195,19 +159,10 @@ mod tests {
         };
         assert_eq!(reason("1 abc 5 0"), "gor_truncated");
         assert_eq!(reason("9 abc 5 0\nGET / HTTP/1.1\r\n\r\n"), "gor_meta");
-        assert_eq!(
-            reason("1 abc notanumber 0\nGET / HTTP/1.1\r\n\r\n"),
-            "gor_meta"
-        );
-        assert_eq!(
-            reason("1 abc 5 0\nGET / HTTP/1.1\r\nHost: x\r\n"),
-            "http_head"
-        );
+        assert_eq!(reason("1 abc notanumber 0\nGET / HTTP/1.1\r\n\r\n"), "gor_meta");
+        assert_eq!(reason("1 abc 5 0\nGET / HTTP/1.1\r\nHost: x\r\n"), "http_head");
         assert_eq!(reason("1 abc 5 0\nGET /\r\n\r\n"), "http_request_line");
-        assert_eq!(
-            reason("1 abc 5 0\nGET / HTTP/1.1\r\nbroken header\r\n\r\n"),
-            "http_header"
-        );
+        assert_eq!(reason("1 abc 5 0\nGET / HTTP/1.1\r\nbroken header\r\n\r\n"), "http_header");
         assert_eq!(
             reason("1 a 5 0\nGET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
             "http_body"

@@ -32,51 +32,36 @@ impl Json {
         };
         match self.record(&obj) {
             Ok(r) => Parsed::Record(with_key(r, self.key.as_ref())),
-            Err(bad) => bad,
+            Err(bad) => Parsed::malformed(bad.reason, bad.detail),
         }
     }
 
-    fn record(&self, obj: &Map<String, Value>) -> Result<Record, Parsed> {
+    fn record(&self, obj: &Map<String, Value>) -> Result<Record, Bad> {
         let f = &self.fields;
         let ts = match obj.get(&f.ts) {
             None => {
-                return Err(Parsed::malformed(
-                    "missing_ts",
-                    format!("no field `{}`", f.ts),
-                ));
+                return Err(Bad::new("missing_ts", format!("no field `{}`", f.ts)));
             }
-            Some(v) => self
-                .timestamp(v)
-                .ok_or_else(|| Parsed::malformed("bad_ts", v.to_string()))?,
+            Some(v) => self.timestamp(v).ok_or_else(|| Bad::new("bad_ts", v.to_string()))?,
         };
         let method = match obj.get(&f.method) {
             Some(Value::String(m)) if is_method(m) => m.clone(),
-            Some(v) => return Err(Parsed::malformed("bad_method", v.to_string())),
+            Some(v) => return Err(Bad::new("bad_method", v.to_string())),
             None => {
-                return Err(Parsed::malformed(
-                    "missing_method",
-                    format!("no field `{}`", f.method),
-                ));
+                return Err(Bad::new("missing_method", format!("no field `{}`", f.method)));
             }
         };
         let (host, path) = match obj.get(&f.url) {
-            Some(Value::String(u)) => {
-                split_url(u).ok_or_else(|| Parsed::malformed("bad_url", u.clone()))?
-            }
-            Some(v) => return Err(Parsed::malformed("bad_url", v.to_string())),
+            Some(Value::String(u)) => split_url(u).ok_or_else(|| Bad::new("bad_url", u.clone()))?,
+            Some(v) => return Err(Bad::new("bad_url", v.to_string())),
             None => {
-                return Err(Parsed::malformed(
-                    "missing_url",
-                    format!("no field `{}`", f.url),
-                ));
+                return Err(Bad::new("missing_url", format!("no field `{}`", f.url)));
             }
         };
         let headers = match obj.get(&f.headers) {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(h)) => {
-                headers(h).map_err(|d| Parsed::malformed("bad_headers", d))?
-            }
-            Some(v) => return Err(Parsed::malformed("bad_headers", v.to_string())),
+            Some(Value::Object(h)) => headers(h).map_err(|d| Bad::new("bad_headers", d))?,
+            Some(v) => return Err(Bad::new("bad_headers", v.to_string())),
         };
         let body = self.body(obj)?;
         let host = host.or_else(|| host_header(&headers));
@@ -84,34 +69,23 @@ impl Json {
             Some(KeySource::Json(name)) => obj.get(name).and_then(scalar_text),
             _ => None,
         };
-        Ok(Record {
-            ts,
-            method,
-            path,
-            host,
-            headers,
-            body,
-            key,
-        })
+        Ok(Record { ts, method, path, host, headers, body, key })
     }
 
-    fn body(&self, obj: &Map<String, Value>) -> Result<Bytes, Parsed> {
+    fn body(&self, obj: &Map<String, Value>) -> Result<Bytes, Bad> {
         if let Some(v) = obj.get(&self.fields.body_base64).filter(|v| !v.is_null()) {
             let Value::String(s) = v else {
-                return Err(Parsed::malformed("bad_body", "body_base64 is not a string"));
+                return Err(Bad::new("bad_body", "body_base64 is not a string"));
             };
             return base64::engine::general_purpose::STANDARD
                 .decode(s)
                 .map(Bytes::from)
-                .map_err(|e| Parsed::malformed("bad_body", format!("body_base64: {e}")));
+                .map_err(|e| Bad::new("bad_body", format!("body_base64: {e}")));
         }
         match obj.get(&self.fields.body) {
             None | Some(Value::Null) => Ok(Bytes::new()),
             Some(Value::String(s)) => Ok(Bytes::from(s.clone())),
-            Some(v) => Err(Parsed::malformed(
-                "bad_body",
-                format!("body is not a string: {v}"),
-            )),
+            Some(v) => Err(Bad::new("bad_body", format!("body is not a string: {v}"))),
         }
     }
 
@@ -133,6 +107,18 @@ impl Json {
             }
             _ => None,
         }
+    }
+}
+
+/// Why a line is malformed (kept small: the Ok side is a whole record).
+struct Bad {
+    reason: &'static str,
+    detail: String,
+}
+
+impl Bad {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Self { reason, detail: detail.into() }
     }
 }
 
@@ -215,14 +201,9 @@ mod tests {
 
     #[test]
     fn numeric_timestamps_follow_the_unit() {
-        assert_eq!(
-            record(r#"{"ts":1500,"method":"GET","url":"/"}"#).ts,
-            1_500_000_000
-        );
+        assert_eq!(record(r#"{"ts":1500,"method":"GET","url":"/"}"#).ts, 1_500_000_000);
         let s = Json::new(JsonFields::default(), TimeUnit::S, None);
-        let Parsed::Record(r) = s.parse(br#"{"ts":1.5,"method":"GET","url":"/"}"#) else {
-            panic!()
-        };
+        let Parsed::Record(r) = s.parse(br#"{"ts":1.5,"method":"GET","url":"/"}"#) else { panic!() };
         assert_eq!(r.ts, 1_500_000_000);
     }
 
@@ -234,8 +215,7 @@ mod tests {
 
     #[test]
     fn keys_come_from_json_headers_or_query() {
-        let line =
-            br#"{"ts":1,"method":"GET","url":"/x?u=7","headers":{"X-User":"ann"},"user":42}"#;
+        let line = br#"{"ts":1,"method":"GET","url":"/x?u=7","headers":{"X-User":"ann"},"user":42}"#;
         let key = |k| match json(Some(k)).parse(line) {
             Parsed::Record(r) => r.key,
             _ => None,
@@ -249,27 +229,12 @@ mod tests {
     fn malformed_lines_are_named_by_reason() {
         assert_eq!(reason("{not json"), "json_syntax");
         assert_eq!(reason(r#"{"method":"GET","url":"/"}"#), "missing_ts");
-        assert_eq!(
-            reason(r#"{"ts":"noon","method":"GET","url":"/"}"#),
-            "bad_ts"
-        );
-        assert_eq!(
-            reason(r#"{"ts":1,"method":"G ET","url":"/"}"#),
-            "bad_method"
-        );
+        assert_eq!(reason(r#"{"ts":"noon","method":"GET","url":"/"}"#), "bad_ts");
+        assert_eq!(reason(r#"{"ts":1,"method":"G ET","url":"/"}"#), "bad_method");
         assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"x"}"#), "bad_url");
-        assert_eq!(
-            reason(r#"{"ts":1,"method":"GET","url":"/","headers":{"A":1}}"#),
-            "bad_headers"
-        );
-        assert_eq!(
-            reason(r#"{"ts":1,"method":"GET","url":"/","headers":{"A B":"1"}}"#),
-            "bad_headers"
-        );
-        assert_eq!(
-            reason(r#"{"ts":1,"method":"GET","url":"/","body_base64":"%%"}"#),
-            "bad_body"
-        );
+        assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"/","headers":{"A":1}}"#), "bad_headers");
+        assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"/","headers":{"A B":"1"}}"#), "bad_headers");
+        assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"/","body_base64":"%%"}"#), "bad_body");
         assert_eq!(reason(r#"[1,2]"#), "json_syntax");
         assert_eq!(reason(r#"{"ts":1e300,"method":"GET","url":"/"}"#), "bad_ts");
     }

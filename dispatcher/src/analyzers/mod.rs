@@ -28,10 +28,7 @@ pub enum Parsed {
 
 impl Parsed {
     fn malformed(reason: &'static str, detail: impl Into<String>) -> Self {
-        Parsed::Malformed {
-            reason,
-            detail: detail.into(),
-        }
+        Parsed::Malformed { reason, detail: detail.into() }
     }
 }
 
@@ -123,6 +120,5 @@ fn with_key(mut r: Record, key: Option<&KeySource>) -> Record {
 fn is_method(m: &str) -> bool {
     !m.is_empty()
         && m.len() <= 32
-        && m.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

@@ -233,10 +233,7 @@ impl Default for Service {
     fn default() -> Self {
         // invariant: literal addresses.
         #[allow(clippy::unwrap_used)]
-        Self {
-            http: ":8080".parse().unwrap(),
-            grpc: ":9090".parse().unwrap(),
-        }
+        Self { http: ":8080".parse().unwrap(), grpc: ":9090".parse().unwrap() }
     }
 }
 
@@ -244,36 +241,22 @@ impl Default for Service {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read job file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path}: {} problem(s):\n{}", .problems.len(), list(.problems))]
-    Invalid {
-        path: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: String, problems: Vec<Problem> },
 }
 
 fn list(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
 }
 
 impl JobConfig {
     /// Reads, parses and validates a job file.
     pub fn load(path: &Path) -> Result<JobConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let mut cfg = Self::parse(&text).map_err(|problems| ConfigError::Invalid {
-            path: path.display().to_string(),
-            problems,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let mut cfg = Self::parse(&text)
+            .map_err(|problems| ConfigError::Invalid { path: path.display().to_string(), problems })?;
         if cfg.job.id.is_none() {
             cfg.job.id = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
@@ -290,11 +273,7 @@ impl JobConfig {
         match parsed {
             Ok(cfg) => {
                 problems.extend(cfg.validate());
-                if problems.is_empty() {
-                    Ok(cfg)
-                } else {
-                    Err(problems)
-                }
+                if problems.is_empty() { Ok(cfg) } else { Err(problems) }
             }
             Err(e) => {
                 problems.push(Problem::syntax(&e));

@@ -28,19 +28,11 @@ impl fmt::Display for Problem {
 
 impl Problem {
     fn new(key: &str, value: impl fmt::Display, rule: &str) -> Self {
-        Self {
-            key: key.into(),
-            value: value.to_string(),
-            rule: rule.into(),
-        }
+        Self { key: key.into(), value: value.to_string(), rule: rule.into() }
     }
 
     pub(super) fn unknown_key(key: &str) -> Self {
-        Self::new(
-            key,
-            "",
-            "unknown key; see docs/job-file.md for the keys a job file takes",
-        )
+        Self::new(key, "", "unknown key; see docs/job-file.md for the keys a job file takes")
     }
 
     /// A TOML syntax or type error; toml's message already names the line and key.
@@ -55,29 +47,17 @@ impl JobConfig {
         let mut p = Vec::new();
         let job = &self.job;
         if !(job.rate.is_finite() && job.rate > 0.0 && job.rate <= 1000.0) {
-            p.push(Problem::new(
-                "job.rate",
-                job.rate,
-                "must be a number > 0 and ≤ 1000 (copies per record)",
-            ));
+            p.push(Problem::new("job.rate", job.rate, "must be a number > 0 and ≤ 1000 (copies per record)"));
         }
         if let Speed::Factor(x) = job.speed
             && !(x.is_finite() && x > 0.0)
         {
-            p.push(Problem::new(
-                "job.speed",
-                x,
-                "must be a number > 0 (2 = twice as fast) or \"max\"",
-            ));
+            p.push(Problem::new("job.speed", x, "must be a number > 0 (2 = twice as fast) or \"max\""));
         }
         if let (Some(b), Some(e)) = (job.begin, job.end)
             && b > e
         {
-            p.push(Problem::new(
-                "job.end",
-                e.0 / 1_000_000,
-                "must not be before job.begin",
-            ));
+            p.push(Problem::new("job.end", e.0 / 1_000_000, "must not be before job.begin"));
         }
         match job.target.as_deref() {
             None => p.push(Problem::new(
@@ -92,11 +72,7 @@ impl JobConfig {
             }
         }
         if job.replayers == 0 || job.replayers > 1024 {
-            p.push(Problem::new(
-                "job.replayers",
-                job.replayers,
-                "must be between 1 and 1024",
-            ));
+            p.push(Problem::new("job.replayers", job.replayers, "must be between 1 and 1024"));
         }
         if job.min_replayers == 0 {
             p.push(Problem::new("job.min_replayers", 0, "must be at least 1"));
@@ -136,9 +112,9 @@ impl JobConfig {
 
     fn validate_analyzer(&self, p: &mut Vec<Problem>) {
         if let Some(h) = &self.analyzer.hash_field {
-            let ok = h.split_once(':').is_some_and(|(kind, name)| {
-                matches!(kind, "header" | "query" | "json") && !name.is_empty()
-            });
+            let ok = h
+                .split_once(':')
+                .is_some_and(|(kind, name)| matches!(kind, "header" | "query" | "json") && !name.is_empty());
             if !ok {
                 p.push(Problem::new(
                     "analyzer.hash_field",
@@ -157,11 +133,7 @@ impl JobConfig {
             ("body_base64", &f.body_base64),
         ] {
             if v.is_empty() {
-                p.push(Problem::new(
-                    &format!("analyzer.fields.{key}"),
-                    "\"\"",
-                    "must name a JSON field",
-                ));
+                p.push(Problem::new(&format!("analyzer.fields.{key}"), "\"\"", "must name a JSON field"));
             }
         }
     }
@@ -182,18 +154,10 @@ impl JobConfig {
             ));
         }
         if self.replayer.concurrency == 0 {
-            p.push(Problem::new(
-                "replayer.concurrency",
-                0,
-                "must be at least 1",
-            ));
+            p.push(Problem::new("replayer.concurrency", 0, "must be at least 1"));
         }
         if self.replayer.timeout.0.is_zero() {
-            p.push(Problem::new(
-                "replayer.timeout",
-                "0",
-                "must be longer than zero",
-            ));
+            p.push(Problem::new("replayer.timeout", "0", "must be longer than zero"));
         }
     }
 }
@@ -224,8 +188,7 @@ mod tests {
         JobConfig::parse(text).expect_err("should be invalid")
     }
 
-    const MINIMAL: &str =
-        "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x.jsonl\"\n";
+    const MINIMAL: &str = "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x.jsonl\"\n";
 
     #[test]
     fn a_minimal_file_is_valid_with_defaults() {
@@ -258,9 +221,7 @@ mod tests {
 
     #[test]
     fn a_type_error_names_the_key() {
-        let ps = problems(
-            "[job]\ntarget = \"http://h\"\nrate = \"fast\"\n[fetcher.file]\npath = \"x\"\n",
-        );
+        let ps = problems("[job]\ntarget = \"http://h\"\nrate = \"fast\"\n[fetcher.file]\npath = \"x\"\n");
         assert_eq!(ps.len(), 1, "{ps:?}");
         assert!(ps[0].rule.contains("rate"), "{}", ps[0]);
     }
@@ -269,10 +230,7 @@ mod tests {
     fn havok_keys_load_as_they_are() {
         let text = "[job]\nrate = 2.0\nspeed = 1.5\nbegin = 1700000000000\nend = \"2023-11-14T22:20:00Z\"\ntarget = \"http://127.0.0.1:9\"\n[fetcher]\ntype = \"file\"\n[fetcher.file]\npath = \"/tmp/r.log\"\n[service]\nhttp = \":8080\"\ngrpc = \":8081\"\n";
         let cfg = JobConfig::parse(text).expect("havok file");
-        assert_eq!(
-            cfg.job.begin,
-            Some(super::super::Instant(1_700_000_000_000_000_000))
-        );
+        assert_eq!(cfg.job.begin, Some(super::super::Instant(1_700_000_000_000_000_000)));
         assert_eq!(cfg.service.grpc.0.port(), 8081);
     }
 

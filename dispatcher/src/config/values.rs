@@ -59,9 +59,7 @@ impl<'de> Deserialize<'de> for Instant {
 
 /// Parses an RFC 3339 time into Unix nanoseconds.
 pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
+    chrono::DateTime::parse_from_rfc3339(s.trim()).ok().and_then(|t| t.timestamp_nanos_opt())
 }
 
 /// How fast recorded time passes during replay.
@@ -115,15 +113,9 @@ pub struct ListenAddr(pub SocketAddr);
 impl std::str::FromStr for ListenAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let full = if s.starts_with(':') {
-            format!("0.0.0.0{s}")
-        } else {
-            s.to_owned()
-        };
+        let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
         full.parse::<SocketAddr>().map(ListenAddr).map_err(|_| {
-            format!(
-                "`{s}` is not a listen address; write \"127.0.0.1:8080\", \"[::1]:0\" or \":8080\""
-            )
+            format!("`{s}` is not a listen address; write \"127.0.0.1:8080\", \"[::1]:0\" or \":8080\"")
         })
     }
 }
@@ -152,34 +144,17 @@ mod tests {
 
     #[test]
     fn durations_take_text_or_ms() {
-        assert_eq!(
-            parse("d = 250").expect("ms").d,
-            Some(Millis(Duration::from_millis(250)))
-        );
-        assert_eq!(
-            parse("d = \"3s\"").expect("text").d,
-            Some(Millis(Duration::from_secs(3)))
-        );
-        assert!(
-            parse("d = \"soon\"")
-                .expect_err("bad")
-                .contains("not a duration")
-        );
+        assert_eq!(parse("d = 250").expect("ms").d, Some(Millis(Duration::from_millis(250))));
+        assert_eq!(parse("d = \"3s\"").expect("text").d, Some(Millis(Duration::from_secs(3))));
+        assert!(parse("d = \"soon\"").expect_err("bad").contains("not a duration"));
     }
 
     #[test]
     fn instants_take_epoch_ms_or_rfc3339() {
-        assert_eq!(
-            parse("i = 1000").expect("ms").i,
-            Some(Instant(1_000_000_000))
-        );
+        assert_eq!(parse("i = 1000").expect("ms").i, Some(Instant(1_000_000_000)));
         let t = parse("i = \"1970-01-01T00:00:01.5Z\"").expect("rfc");
         assert_eq!(t.i, Some(Instant(1_500_000_000)));
-        assert!(
-            parse("i = \"yesterday\"")
-                .expect_err("bad")
-                .contains("RFC 3339")
-        );
+        assert!(parse("i = \"yesterday\"").expect_err("bad").contains("RFC 3339"));
     }
 
     #[test]
@@ -187,21 +162,13 @@ mod tests {
         assert_eq!(parse("s = 2").expect("int").s, Some(Speed::Factor(2.0)));
         assert_eq!(parse("s = 0.5").expect("float").s, Some(Speed::Factor(0.5)));
         assert_eq!(parse("s = \"max\"").expect("max").s, Some(Speed::Max));
-        assert!(
-            parse("s = \"fast\"")
-                .expect_err("bad")
-                .contains("not a speed")
-        );
+        assert!(parse("s = \"fast\"").expect_err("bad").contains("not a speed"));
     }
 
     #[test]
     fn listen_addresses_accept_go_style() {
         let a = parse("a = \":8080\"").expect("go").a.expect("set");
         assert_eq!(a.0.port(), 8080);
-        assert!(
-            parse("a = \"localhost\"")
-                .expect_err("bad")
-                .contains("listen address")
-        );
+        assert!(parse("a = \"localhost\"").expect_err("bad").contains("listen address"));
     }
 }

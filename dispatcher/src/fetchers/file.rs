@@ -18,10 +18,7 @@ use crate::record::Record;
 const READ_BUFFER: usize = 256 << 10;
 
 /// Expands `pattern` and starts one reader per file, in name order.
-pub fn start(
-    pattern: &str,
-    ctx: &SourceContext,
-) -> Result<Vec<mpsc::Receiver<Record>>, FetchError> {
+pub fn start(pattern: &str, ctx: &SourceContext) -> Result<Vec<mpsc::Receiver<Record>>, FetchError> {
     let files = expand(pattern)?;
     let mut streams = Vec::with_capacity(files.len());
     for path in files {
@@ -34,10 +31,7 @@ pub fn start(
 }
 
 fn expand(pattern: &str) -> Result<Vec<PathBuf>, FetchError> {
-    let bad = |reason: String| FetchError::BadPattern {
-        pattern: pattern.to_owned(),
-        reason,
-    };
+    let bad = |reason: String| FetchError::BadPattern { pattern: pattern.to_owned(), reason };
     let mut files: Vec<PathBuf> = glob::glob(pattern)
         .map_err(|e| bad(e.to_string()))?
         .filter_map(Result::ok)
@@ -45,9 +39,7 @@ fn expand(pattern: &str) -> Result<Vec<PathBuf>, FetchError> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(FetchError::NoFiles {
-            pattern: pattern.to_owned(),
-        });
+        return Err(FetchError::NoFiles { pattern: pattern.to_owned() });
     }
     Ok(files)
 }
@@ -58,10 +50,7 @@ fn open(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
     let n = file.read(&mut magic)?;
     let file = File::open(path)?;
     if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(BufReader::with_capacity(
-            READ_BUFFER,
-            MultiGzDecoder::new(BufReader::new(file)),
-        )))
+        Ok(Box::new(BufReader::with_capacity(READ_BUFFER, MultiGzDecoder::new(BufReader::new(file)))))
     } else {
         Ok(Box::new(BufReader::with_capacity(READ_BUFFER, file)))
     }
@@ -74,8 +63,7 @@ fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Record>) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(path = %source, error = %e, "cannot open recording; its records are missing");
-            ctx.accounting
-                .malformed("unreadable_file", &e.to_string(), &source);
+            ctx.accounting.malformed("unreadable_file", &e.to_string(), &source);
             return;
         }
     };
@@ -84,10 +72,7 @@ fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Record>) {
     while !ctx.cancel.is_cancelled() {
         match read_unit(&mut reader, framing, &mut buf, &mut line) {
             Ok(Unit::Eof) => return,
-            Ok(Unit::TooLong) => {
-                ctx.accounting
-                    .malformed("too_long", "unit longer than 16 MiB", &source)
-            }
+            Ok(Unit::TooLong) => ctx.accounting.malformed("too_long", "unit longer than 16 MiB", &source),
             Ok(Unit::Ready) if buf.iter().all(u8::is_ascii_whitespace) => {}
             Ok(Unit::Ready) => match ctx.analyzer.parse(&buf) {
                 Parsed::Record(r) => {
@@ -100,14 +85,11 @@ fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Record>) {
                     ctx.accounting.unit_bytes(buf.len() as u64);
                     ctx.accounting.skipped(reason);
                 }
-                Parsed::Malformed { reason, detail } => {
-                    ctx.accounting.malformed(reason, &detail, &source)
-                }
+                Parsed::Malformed { reason, detail } => ctx.accounting.malformed(reason, &detail, &source),
             },
             Err(e) => {
                 tracing::error!(path = %source, error = %e, "read error; the rest of this file is skipped");
-                ctx.accounting
-                    .malformed("read_error", &e.to_string(), &source);
+                ctx.accounting.malformed("read_error", &e.to_string(), &source);
                 return;
             }
         }
@@ -138,14 +120,10 @@ mod tests {
     async fn plain_and_gzip_files_are_read_and_bad_lines_counted() {
         let dir = std::env::temp_dir().join(format!("reprise-file-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(
-            dir.join("a.jsonl"),
-            "{\"ts\":1,\"method\":\"GET\",\"url\":\"/a\"}\nnot json\n\n",
-        )
-        .expect("a");
+        std::fs::write(dir.join("a.jsonl"), "{\"ts\":1,\"method\":\"GET\",\"url\":\"/a\"}\nnot json\n\n")
+            .expect("a");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(b"{\"ts\":2,\"method\":\"GET\",\"url\":\"/b\"}\n")
-            .expect("gz");
+        gz.write_all(b"{\"ts\":2,\"method\":\"GET\",\"url\":\"/b\"}\n").expect("gz");
         std::fs::write(dir.join("b.jsonl.gz"), gz.finish().expect("gz")).expect("b");
         let ctx = ctx();
         let streams = start(&format!("{}/*", dir.display()), &ctx).expect("files");
@@ -156,10 +134,7 @@ mod tests {
         }
         assert_eq!(all, vec![1_000_000, 2_000_000]);
         let counts = ctx.accounting.counts();
-        assert_eq!(
-            (counts.input, counts.malformed.get("json_syntax")),
-            (2, Some(&1))
-        );
+        assert_eq!((counts.input, counts.malformed.get("json_syntax")), (2, Some(&1)));
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -80,11 +80,7 @@ impl Reorder {
         }
         self.seq += 1;
         self.newest = self.newest.max(ts);
-        self.heap.push(Reverse(Entry {
-            ts,
-            seq: self.seq,
-            record,
-        }));
+        self.heap.push(Reverse(Entry { ts, seq: self.seq, record }));
         let horizon = self.newest.saturating_sub(self.opts.window_ns);
         while self.heap.peek().is_some_and(|Reverse(e)| e.ts <= horizon) {
             if let Flow::Stop = self.pop(out).await {
@@ -114,9 +110,7 @@ impl Reorder {
         if self.opts.end.is_some_and(|end| record.ts > end) && !late {
             return Flow::Stop;
         }
-        if self.opts.begin.is_some_and(|b| record.ts < b)
-            || self.opts.end.is_some_and(|e| record.ts > e)
-        {
+        if self.opts.begin.is_some_and(|b| record.ts < b) || self.opts.end.is_some_and(|e| record.ts > e) {
             self.accounting.out_of_range();
             return Flow::Continue;
         }
@@ -143,14 +137,8 @@ pub async fn run(
         }
         pending.push(head);
     }
-    let mut reorder = Reorder {
-        opts,
-        heap: BinaryHeap::new(),
-        newest: i64::MIN,
-        released: i64::MIN,
-        seq: 0,
-        accounting,
-    };
+    let mut reorder =
+        Reorder { opts, heap: BinaryHeap::new(), newest: i64::MIN, released: i64::MIN, seq: 0, accounting };
     while let Some(Reverse((_, i))) = heads.pop() {
         let Some(record) = pending[i].take() else {
             continue;
@@ -184,10 +172,7 @@ mod tests {
         }
     }
 
-    async fn merged(
-        parts: Vec<Vec<i64>>,
-        opts: MergeOptions,
-    ) -> (Vec<(i64, bool)>, Arc<Accounting>) {
+    async fn merged(parts: Vec<Vec<i64>>, opts: MergeOptions) -> (Vec<(i64, bool)>, Arc<Accounting>) {
         let mut streams = Vec::new();
         for part in parts {
             let (tx, rx) = mpsc::channel(part.len().max(1));
@@ -206,11 +191,7 @@ mod tests {
         (out, acc)
     }
 
-    const NONE: MergeOptions = MergeOptions {
-        window_ns: 1_000_000_000,
-        begin: None,
-        end: None,
-    };
+    const NONE: MergeOptions = MergeOptions { window_ns: 1_000_000_000, begin: None, end: None };
 
     #[tokio::test]
     async fn streams_merge_in_time_order() {
@@ -221,33 +202,18 @@ mod tests {
 
     #[tokio::test]
     async fn disorder_within_the_window_is_put_right_and_later_is_late() {
-        let opts = MergeOptions {
-            window_ns: 100_000_000,
-            ..NONE
-        };
+        let opts = MergeOptions { window_ns: 100_000_000, ..NONE };
         let (out, acc) = merged(vec![vec![0, 50, 20, 300, 400, 10, 500]], opts).await;
         assert_eq!(
             out,
-            vec![
-                (0, false),
-                (20, false),
-                (50, false),
-                (300, false),
-                (10, true),
-                (400, false),
-                (500, false)
-            ]
+            vec![(0, false), (20, false), (50, false), (300, false), (10, true), (400, false), (500, false)]
         );
         assert_eq!(acc.counts().late, 1);
     }
 
     #[tokio::test]
     async fn begin_and_end_are_inclusive_and_end_stops_the_input() {
-        let opts = MergeOptions {
-            window_ns: 0,
-            begin: Some(2_000_000),
-            end: Some(4_000_000),
-        };
+        let opts = MergeOptions { window_ns: 0, begin: Some(2_000_000), end: Some(4_000_000) };
         let (out, acc) = merged(vec![vec![1, 2, 3, 4, 5, 6]], opts).await;
         assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![2, 3, 4]);
         assert_eq!(acc.counts().out_of_range, 1);

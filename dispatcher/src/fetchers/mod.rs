@@ -29,11 +29,7 @@ pub struct SourceContext {
 
 impl SourceContext {
     pub fn for_test(analyzer: Analyzer) -> Self {
-        Self {
-            accounting: Arc::default(),
-            cancel: CancellationToken::new(),
-            analyzer,
-        }
+        Self { accounting: Arc::default(), cancel: CancellationToken::new(), analyzer }
     }
 }
 
@@ -48,18 +44,10 @@ pub enum FetchError {
 }
 
 /// Starts the configured fetcher; returns one ordered stream per source part.
-pub fn build(
-    cfg: &JobConfig,
-    ctx: &SourceContext,
-) -> Result<Vec<mpsc::Receiver<Record>>, FetchError> {
+pub fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<mpsc::Receiver<Record>>, FetchError> {
     match cfg.fetcher.kind {
         FetcherKind::File => {
-            let path = cfg
-                .fetcher
-                .file
-                .as_ref()
-                .map(|f| f.path.as_str())
-                .unwrap_or_default();
+            let path = cfg.fetcher.file.as_ref().map(|f| f.path.as_str()).unwrap_or_default();
             file::start(path, ctx)
         }
     }

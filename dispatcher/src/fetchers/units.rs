@@ -118,15 +118,7 @@ mod tests {
     #[test]
     fn lines_are_cut_at_newlines_with_or_without_a_last_one() {
         let got = units(b"a\nbcdefghij\n\nlast", Framing::Lines);
-        assert_eq!(
-            got,
-            vec![
-                Ok(b"a".to_vec()),
-                Ok(b"bcdefghij".to_vec()),
-                Ok(vec![]),
-                Ok(b"last".to_vec())
-            ]
-        );
+        assert_eq!(got, vec![Ok(b"a".to_vec()), Ok(b"bcdefghij".to_vec()), Ok(vec![]), Ok(b"last".to_vec())]);
     }
 
     #[test]
@@ -149,14 +141,10 @@ mod tests {
     #[test]
     fn gor_units_end_at_the_separator_line() {
         let sep = GOR_SEPARATOR;
-        let input = format!(
-            "1 a 1 0\nGET / HTTP/1.1\r\n\r\n\n{sep}\n2 b 2 0\nHTTP/1.1 200 OK\r\n\r\n\n{sep}\n"
-        );
+        let input =
+            format!("1 a 1 0\nGET / HTTP/1.1\r\n\r\n\n{sep}\n2 b 2 0\nHTTP/1.1 200 OK\r\n\r\n\n{sep}\n");
         let got = units(input.as_bytes(), Framing::Gor);
         assert_eq!(got.len(), 2);
-        assert_eq!(
-            got[0].as_ref().expect("unit"),
-            b"1 a 1 0\nGET / HTTP/1.1\r\n\r\n\n"
-        );
+        assert_eq!(got[0].as_ref().expect("unit"), b"1 a 1 0\nGET / HTTP/1.1\r\n\r\n\n");
     }
 }
