@@ -1,8 +1,10 @@
 //! The fleet: the replayers subscribed to this dispatcher, what each holds and what it
 //! reported. Credits: a replayer never has more than `credit_window` records dispatched and
-//! not yet acknowledged. When one leaves (its stream closes, or it is silent longer than the
-//! heartbeat timeout) what it held un-acknowledged is counted `lost_in_flight` and its keys
-//! move to the others. Reports are merged once each (sequence numbers per session).
+//! not yet acknowledged. Acks (cheap, frequent) give credits back; statistics (once a second)
+//! account for records: a record is *accounted* once its outcome has been merged (or it was
+//! cancelled). When a replayer leaves (its stream closes, or it is silent longer than the
+//! heartbeat timeout) what it held unaccounted is counted `lost_in_flight` and its keys move
+//! to the others. Statistics reports are merged once each (sequence numbers per session).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +29,8 @@ struct Member {
     tx: EventTx,
     dispatched: u64,
     acked: u64,
+    /// Records whose outcome (or cancellation) has been merged.
+    accounted: u64,
     cancelled: u64,
     sent: u64,
     pending: u64,
@@ -119,6 +123,7 @@ impl Fleet {
             tx,
             dispatched: 0,
             acked: 0,
+            accounted: 0,
             cancelled: 0,
             sent: 0,
             pending: 0,
@@ -145,7 +150,7 @@ impl Fleet {
 
     fn remove(&self, inner: &mut Inner, id: &str, session: u64, why: &str) {
         if let Some(m) = inner.members.remove(id) {
-            let lost = m.dispatched.saturating_sub(m.acked);
+            let lost = m.dispatched.saturating_sub(m.accounted);
             self.accounting.dropped(DropReason::LostInFlight, lost);
             Self::rebuild(inner);
             tracing::warn!(replayer = id, session, lost_in_flight = lost, reason = why, "replayer left");
@@ -222,6 +227,12 @@ impl Fleet {
             )));
         };
         m.last_report = Instant::now();
+        m.acked = m.acked.max(r.completed_total.min(m.dispatched));
+        m.pending = r.pending;
+        if r.seq == 0 {
+            self.changed.notify_waiters();
+            return Ok(());
+        }
         if r.seq <= m.last_seq {
             inner.stats.duplicate_reports += 1;
             return Ok(());
@@ -229,13 +240,13 @@ impl Fleet {
         inner.stats.lost_reports += r.seq - m.last_seq - 1;
         inner.stats.reports += 1;
         m.last_seq = r.seq;
-        m.acked = r.completed_total.min(m.dispatched);
-        m.pending = r.pending;
         let cancelled = r.cancelled_total.saturating_sub(m.cancelled);
         m.cancelled = r.cancelled_total;
+        m.accounted += cancelled;
         self.accounting.dropped(DropReason::Stopped, cancelled);
         for (name, stats) in decoded {
             m.sent += stats.count();
+            m.accounted += stats.count();
             inner.stats.endpoints.entry(name).or_default().merge(&stats);
         }
         self.changed.notify_waiters();
@@ -262,14 +273,20 @@ impl Fleet {
         self.lock().members.values().map(|m| m.dispatched - m.acked).sum()
     }
 
+    /// Records dispatched whose outcome has not been merged yet, over all members.
+    pub fn unaccounted(&self) -> u64 {
+        self.lock().members.values().map(|m| m.dispatched.saturating_sub(m.accounted)).sum()
+    }
+
     /// Ends the books: whatever is still un-acknowledged will never be, and counts as lost.
     pub fn close_books(&self) {
         let mut inner = self.lock();
         for (id, m) in inner.members.iter_mut() {
-            let lost = m.dispatched - m.acked;
+            let lost = m.dispatched.saturating_sub(m.accounted);
             if lost > 0 {
-                tracing::warn!(replayer = %id, lost_in_flight = lost, "no ack before the job ended");
+                tracing::warn!(replayer = %id, lost_in_flight = lost, "no outcome before the job ended");
                 self.accounting.dropped(DropReason::LostInFlight, lost);
+                m.accounted = m.dispatched;
                 m.acked = m.dispatched;
             }
         }

@@ -1,6 +1,6 @@
 //! A job from start to end: waits for `min_replayers` (or POST /job/start), starts the
-//! fetchers, the merge and the dispatch loop, drains until every replayer has acknowledged
-//! what it got (the final statistics ride on those acks), then ends the job at every replayer.
+//! fetchers, the merge and the dispatch loop, drains until the outcome of every dispatched
+//! record has been merged, then ends the job at every replayer.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -231,13 +231,13 @@ impl Job {
         })
     }
 
-    /// Waits until every replayer has acknowledged all it got, or has left.
+    /// Waits until the outcome of everything dispatched is merged (or its replayer has left).
     async fn drain(&self, stopped: bool) {
         if stopped {
             self.fleet.end("stopped").await;
         }
         let deadline = stopped.then(|| Instant::now() + STOP_GRACE);
-        while self.fleet.in_flight() > 0 && deadline.is_none_or(|d| Instant::now() < d) {
+        while self.fleet.unaccounted() > 0 && deadline.is_none_or(|d| Instant::now() < d) {
             let _ = tokio::time::timeout(Duration::from_millis(50), self.fleet.changed.notified()).await;
         }
     }

@@ -75,9 +75,10 @@ impl EndpointStats {
         self.ok + self.failed
     }
 
-    /// A request is ok when a response came with a status below 400 (as k6 and Locust count).
+    /// A request failed when it got no response (an error kind) or a status of 400 or more, as
+    /// k6 and Locust count. An outcome with neither status nor error is a dry run: ok.
     pub fn record(&mut self, outcome: &Outcome<'_>) {
-        let failed = outcome.error.is_some() || outcome.status.is_none_or(|s| s >= 400);
+        let failed = outcome.error.is_some() || outcome.status.is_some_and(|s| s >= 400);
         if failed {
             self.failed += 1;
         } else {

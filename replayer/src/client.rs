@@ -1,7 +1,8 @@
 //! The replayer's side of the wire: subscribes (reconnecting with backoff while the
-//! dispatcher is absent or gone), runs one [`Executor`] per job, and reports every second
-//! (the heartbeat) and whenever acks pile up. A report that fails is retried with the same
-//! sequence number, which the dispatcher merges once.
+//! dispatcher is absent or gone), runs one [`Executor`] per job, reports statistics every
+//! second (the heartbeat) and sends ack-only reports whenever acks pile up. A statistics
+//! report that fails is retried with the same sequence number, which the dispatcher merges
+//! once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,8 @@ use crate::executor::Executor;
 /// Batches buffered between the stream and the executor (credits bound them further).
 const BATCH_CAPACITY: usize = 256;
 const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Shortest gap between two ack-only reports.
+const ACK_GAP: Duration = Duration::from_millis(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -188,11 +191,30 @@ impl Reports {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
-                () = exec.ack_due.notified() => {}
+                _ = tick.tick() => self.send(&exec).await,
+                () = exec.ack_due.notified() => {
+                    self.ack(&exec).await;
+                    tokio::time::sleep(ACK_GAP).await;
+                }
                 () = done.cancelled() => return,
             }
-            self.send(&exec).await;
+        }
+    }
+
+    /// An ack-only report: gives credits back without the cost of statistics.
+    async fn ack(&self, exec: &Executor) {
+        let report = pb::StatsReport {
+            replayer_id: self.id.clone(),
+            job_id: exec.config().job_id.clone(),
+            seq: 0,
+            completed_total: exec.recorder().ack(),
+            endpoints: Vec::new(),
+            pending: exec.pending(),
+            cancelled_total: 0,
+            session: exec.config().session,
+        };
+        if let Err(e) = self.client.clone().report(report).await {
+            tracing::debug!(replayer = %self.id, error = %e.message(), "ack failed; the next report carries it");
         }
     }
 

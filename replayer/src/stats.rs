@@ -1,5 +1,5 @@
-//! What a replayer measured since its last report. Counters and acks change under one lock,
-//! so each report's statistics match its ack exactly.
+//! What a replayer measured since its last statistics report, and how many records it is
+//! done with (the ack). Acks go out as often as credits need; statistics once a second.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
@@ -70,6 +70,13 @@ impl Recorder {
 
     pub fn completed(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).completed
+    }
+
+    /// The ack to send now: records done with; resets the count of unacknowledged ones.
+    pub fn ack(&self) -> u64 {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.unreported = 0;
+        inner.completed
     }
 
     /// Takes everything since the last call.
