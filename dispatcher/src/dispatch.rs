@@ -7,14 +7,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use reprise_proto::pb;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::accounting::DropReason;
 use crate::config::LatePolicy;
-use crate::fetchers::merge::Ordered;
+use crate::fetchers::merge::{Merger, Ordered};
 use crate::fleet::{EventTx, Reserve};
+
 use crate::job::Job;
 use crate::record::Record;
 use crate::timewheel::TimeWheel;
@@ -36,8 +36,16 @@ struct Pending {
 struct Batches(HashMap<u64, Pending>);
 
 impl Batches {
-    fn push(&mut self, id: String, session: u64, tx: EventTx, record: pb::Record) -> bool {
-        let p = self.0.entry(session).or_insert_with(|| Pending { id, session, tx, records: Vec::new() });
+    /// Adds a record to its replayer's batch; true when the batch is full. A record for a
+    /// replayer that left in the meantime is counted lost (its credit was counted with it).
+    fn push(&mut self, job: &Job, session: u64, record: pb::Record) -> bool {
+        let p = match self.0.entry(session) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => match job.fleet().sender(session) {
+                Some((id, tx)) => e.insert(Pending { id, session, tx, records: Vec::with_capacity(64) }),
+                None => return false,
+            },
+        };
         p.records.push(record);
         p.records.len() >= BATCH_MAX
     }
@@ -77,21 +85,21 @@ async fn send(job: &Job, p: Pending) {
     }
 }
 
-fn to_wire(r: &Record, offset: Duration) -> pb::Record {
+fn into_wire(r: Record, offset: Duration) -> pb::Record {
     pb::Record {
         due_offset_ns: offset.as_nanos() as i64,
-        method: r.method.clone(),
-        path: r.path.clone(),
-        headers: r.headers.iter().map(|(n, v)| pb::Header { name: n.clone(), value: v.clone() }).collect(),
-        body: r.body.clone(),
-        host: r.host.clone().unwrap_or_default(),
+        method: r.method,
+        path: r.path,
+        headers: r.headers.into_iter().map(|(name, value)| pb::Header { name, value }).collect(),
+        body: r.body,
+        host: r.host.unwrap_or_default(),
     }
 }
 
 /// Runs until the input ends or `stop` fires. Returns whether it was stopped.
 pub async fn run(
     job: &Job,
-    mut input: mpsc::Receiver<Ordered>,
+    input: &mut Merger,
     mut wheel: TimeWheel,
     stop: &CancellationToken,
 ) -> bool {
@@ -100,7 +108,7 @@ pub async fn run(
     let mut index = 0u64;
     let stopped = loop {
         let next = tokio::select! {
-            o = input.recv() => o,
+            o = input.next() => o,
             () = stop.cancelled() => break true,
         };
         let Some(Ordered { record, late }) = next else {
@@ -128,10 +136,12 @@ pub async fn run(
                 }
             }
         }
-        let wire = to_wire(&record, due.saturating_duration_since(wheel.start()));
-        for _ in 0..copies {
-            place(job, &mut batches, wire.clone(), record.key.as_deref(), stop).await;
+        let key = record.key.clone();
+        let wire = into_wire(record, due.saturating_duration_since(wheel.start()));
+        for _ in 1..copies {
+            place(job, &mut batches, wire.clone(), key.as_deref(), stop).await;
         }
+        place(job, &mut batches, wire, key.as_deref(), stop).await;
     };
     if stopped {
         batches.discard(job);
@@ -142,17 +152,12 @@ pub async fn run(
 }
 
 /// Reserves a credit for one copy and adds it to its replayer's batch.
-async fn place(
-    job: &Job,
-    batches: &mut Batches,
-    record: pb::Record,
-    key: Option<&str>,
-    stop: &CancellationToken,
-) {
+async fn place(job: &Job, batches: &mut Batches, record: pb::Record, key: Option<&str>, stop: &CancellationToken) {
+    let mut waiter = None;
     loop {
         match job.fleet().reserve(key) {
-            Reserve::Member { id, session, tx } => {
-                if batches.push(id, session, tx, record) {
+            Reserve::Member { session } => {
+                if batches.push(job, session, record) {
                     batches.flush_one(job, session).await;
                 }
                 return;
@@ -161,14 +166,22 @@ async fn place(
                 job.accounting().dropped(DropReason::NoReplayer, 1);
                 return;
             }
-            Reserve::Full => {
-                batches.flush_all(job).await;
-                if stop.is_cancelled() {
-                    job.accounting().dropped(DropReason::Stopped, 1);
-                    return;
-                }
-                let _ = timeout(CREDIT_WAIT, job.fleet().changed.notified()).await;
+            Reserve::Full if stop.is_cancelled() => {
+                job.accounting().dropped(DropReason::Stopped, 1);
+                return;
             }
+            Reserve::Full => match waiter.take() {
+                // Armed before the last look, so an ack in between is not missed.
+                Some(w) => {
+                    let _ = timeout(CREDIT_WAIT, w).await;
+                }
+                None => {
+                    batches.flush_all(job).await;
+                    let mut w = Box::pin(job.fleet().changed.notified());
+                    w.as_mut().enable();
+                    waiter = Some(w);
+                }
+            },
         }
     }
 }

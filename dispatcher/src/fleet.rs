@@ -53,14 +53,16 @@ struct Inner {
     proxy: Proxy,
     next_session: u64,
     job: Option<pb::JobConfig>,
+    /// Set once no more records will be dispatched.
+    ended: Option<String>,
     stats: JobStats,
 }
 
 /// Where a record goes.
 #[derive(Debug)]
 pub enum Reserve {
-    /// A credit was taken at this member.
-    Member { id: String, session: u64, tx: EventTx },
+    /// A credit was taken at the member with this session.
+    Member { session: u64 },
     /// The chosen member (or, without affinity, every member) has no credit left.
     Full,
     /// No replayer is connected.
@@ -95,6 +97,7 @@ impl Fleet {
             proxy: Proxy::new(strategy),
             next_session: 0,
             job: None,
+            ended: None,
             stats: JobStats::default(),
         };
         Self { inner: Mutex::new(inner), window: u64::from(window), accounting, changed: Notify::new() }
@@ -114,9 +117,11 @@ impl Fleet {
         inner.next_session += 1;
         let session = inner.next_session;
         if let Some(job) = &inner.job {
-            let event = config_event(job, session);
-            // invariant: the channel is new and empty, so try_send has room.
-            let _ = tx.try_send(Ok(event));
+            // invariant: the channel is new and empty, so try_send has room for both.
+            let _ = tx.try_send(Ok(config_event(job, session)));
+            if let Some(reason) = &inner.ended {
+                let _ = tx.try_send(Ok(end_event(reason)));
+            }
         }
         let member = Member {
             session,
@@ -179,27 +184,33 @@ impl Fleet {
         inner.job = Some(job);
     }
 
-    /// Takes one credit for a record with this key.
+    /// Takes one credit for a record with this key. Without key affinity a full replayer is
+    /// skipped for the next one with credit; with it, the record waits for its replayer.
     pub fn reserve(&self, key: Option<&str>) -> Reserve {
         let mut inner = self.lock();
-        let Some(id) = inner.proxy.pick(key).map(str::to_owned) else {
+        let inner = &mut *inner;
+        let Some(first) = inner.proxy.pick(key) else {
             return Reserve::Empty;
         };
-        let mut candidates = vec![id];
-        if inner.proxy.may_skip(key) {
-            candidates.extend(inner.proxy.members().iter().cloned());
-        }
-        for id in candidates {
-            // invariant: ids come from the proxy, which mirrors `members`.
-            let Some(m) = inner.members.get_mut(&id) else {
+        let n = inner.proxy.members().len();
+        let tries = if inner.proxy.may_skip(key) { n } else { 1 };
+        for k in 0..tries {
+            let id = &inner.proxy.members()[(first + k) % n];
+            // invariant: the proxy mirrors `members`; a miss would only skip a candidate.
+            let Some(m) = inner.members.get_mut(id) else {
                 continue;
             };
             if m.dispatched - m.acked < self.window {
                 m.dispatched += 1;
-                return Reserve::Member { id, session: m.session, tx: m.tx.clone() };
+                return Reserve::Member { session: m.session };
             }
         }
         Reserve::Full
+    }
+
+    /// The id and stream of the member with this session, if it is still here.
+    pub fn sender(&self, session: u64) -> Option<(String, EventTx)> {
+        self.lock().members.iter().find(|(_, m)| m.session == session).map(|(id, m)| (id.clone(), m.tx.clone()))
     }
 
     /// Gives back credits taken for records that were never sent (job stopped).
@@ -294,10 +305,12 @@ impl Fleet {
 
     /// Sends the end of the job to every member.
     pub async fn end(&self, reason: &str) {
-        let txs: Vec<EventTx> = self.lock().members.values().map(|m| m.tx.clone()).collect();
-        let event = pb::DispatcherEvent {
-            event: Some(pb::dispatcher_event::Event::End(pb::JobEnd { reason: reason.to_owned() })),
+        let txs: Vec<EventTx> = {
+            let mut inner = self.lock();
+            inner.ended = Some(reason.to_owned());
+            inner.members.values().map(|m| m.tx.clone()).collect()
         };
+        let event = end_event(reason);
         for tx in txs {
             let _ = tx.send_timeout(Ok(event.clone()), Duration::from_secs(1)).await;
         }
@@ -324,6 +337,10 @@ impl Fleet {
     pub fn with_stats<T>(&self, f: impl FnOnce(&JobStats) -> T) -> T {
         f(&self.lock().stats)
     }
+}
+
+fn end_event(reason: &str) -> pb::DispatcherEvent {
+    pb::DispatcherEvent { event: Some(pb::dispatcher_event::Event::End(pb::JobEnd { reason: reason.to_owned() })) }
 }
 
 fn config_event(job: &pb::JobConfig, session: u64) -> pb::DispatcherEvent {

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reprise_proto::pb;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -18,8 +18,6 @@ use crate::fetchers::{self, FetchError, SourceContext, merge};
 use crate::fleet::Fleet;
 use crate::timewheel::TimeWheel;
 
-/// Ordered records buffered between the merge and the dispatch loop.
-const ORDERED_CAPACITY: usize = 4096;
 /// Time given to replayers to receive the configuration before the first instant.
 const START_DELAY: Duration = Duration::from_millis(300);
 /// How long a stopped job waits for replayers to report what they cancelled.
@@ -196,24 +194,22 @@ impl Job {
         self.state.send_replace(JobState::Running);
         tracing::info!(job = self.id(), replayers = self.fleet.len(), "job started");
 
-        let (tx, rx) = mpsc::channel(ORDERED_CAPACITY);
         let opts = merge::MergeOptions {
             window_ns: self.cfg.job.reorder_window.0.as_nanos() as i64,
             begin: self.cfg.job.begin.map(|b| b.0),
             end: self.cfg.job.end.map(|e| e.0),
         };
-        let merging = tokio::spawn(merge::run(streams, opts, Arc::clone(&self.accounting), tx));
+        let mut input = merge::Merger::new(streams, opts, Arc::clone(&self.accounting));
         let reaper = self.spawn_reaper();
         let wheel =
             TimeWheel::new(self.cfg.job.speed, start, opts.begin, self.cfg.job.rate, self.cfg.job.seed);
-        let stopped = crate::dispatch::run(self, rx, wheel, &stop).await;
+        let stopped = crate::dispatch::run(self, &mut input, wheel, &stop).await;
         ctx.cancel.cancel();
-        merging.abort();
+        drop(input);
         self.state.send_replace(JobState::Draining);
         self.drain(stopped).await;
         reaper.abort();
         self.fleet.close_books();
-        self.fleet.end(if stopped { "stopped" } else { "finished" }).await;
         self.times.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Instant::now());
         self.state.send_replace(if stopped { JobState::Stopped } else { JobState::Finished });
         tracing::info!(job = self.id(), stopped, "job ended");
@@ -232,13 +228,19 @@ impl Job {
     }
 
     /// Waits until the outcome of everything dispatched is merged (or its replayer has left).
+    /// Replayers learn at once that no more records come, so they report their last
+    /// outcomes as soon as they are done instead of at their next heartbeat.
     async fn drain(&self, stopped: bool) {
-        if stopped {
-            self.fleet.end("stopped").await;
-        }
+        self.fleet.end(if stopped { "stopped" } else { "finished" }).await;
         let deadline = stopped.then(|| Instant::now() + STOP_GRACE);
-        while self.fleet.unaccounted() > 0 && deadline.is_none_or(|d| Instant::now() < d) {
-            let _ = tokio::time::timeout(Duration::from_millis(50), self.fleet.changed.notified()).await;
+        loop {
+            let changed = self.fleet.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.fleet.unaccounted() == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;
         }
     }
 }

@@ -61,6 +61,8 @@ pub async fn start(
         let incoming = TcpListenerStream::new(grpc_listener);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(8 << 20))
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await;

@@ -22,6 +22,7 @@ const BATCH_CAPACITY: usize = 256;
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Shortest gap between two ack-only reports.
 const ACK_GAP: Duration = Duration::from_millis(5);
+const STREAM_WINDOW: u32 = 8 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -51,6 +52,10 @@ pub async fn run(opts: ReplayerOptions, cancel: CancellationToken) -> Result<(),
     let endpoint = Endpoint::from_shared(opts.dispatcher.clone())
         .map_err(|_| ReplayerError::BadUrl(opts.dispatcher.clone()))?
         .tcp_nodelay(true)
+        // Record batches flow to us: HTTP/2's default 64 KiB window would make the dispatcher
+        // wait for a window update after almost every batch.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(STREAM_WINDOW * 2)
         .connect_timeout(Duration::from_secs(2));
     let mut backoff = BACKOFF_MIN;
     while !cancel.is_cancelled() {

@@ -119,7 +119,10 @@ impl Executor {
                 let due = self.start + Duration::from_nanos(rec.due_offset_ns.max(0) as u64);
                 let permit = tokio::select! {
                     p = async {
-                        tokio::time::sleep_until(due).await;
+                        // A timer only for a record still ahead: at speed "max" none is.
+                        if due > Instant::now() {
+                            tokio::time::sleep_until(due).await;
+                        }
                         Arc::clone(&permits).acquire_owned().await
                     } => p,
                     () = cancel.cancelled() => {
@@ -221,5 +224,22 @@ fn instant_of(unix_ns: i64) -> Instant {
         now + Duration::from_nanos(delta as u64)
     } else {
         now.checked_sub(Duration::from_nanos(delta.unsigned_abs())).unwrap_or(now)
+    }
+}
+
+#[cfg(test)]
+mod size_probe {
+    use super::*;
+    #[test]
+    fn probe() {
+        let cfg = pb::JobConfig { target: "http://127.0.0.1:1".into(), concurrency: 1, timeout_ms: 10, ..Default::default() };
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        rt.block_on(async {
+            let e = Executor::new(cfg, true).expect("exec");
+            let f = e.fire(pb::Record::default(), Instant::now());
+            eprintln!("fire future: {} bytes", std::mem::size_of_val(&f));
+            let r = Arc::clone(&e).run(mpsc::channel(1).1, CancellationToken::new());
+            eprintln!("run future: {} bytes", std::mem::size_of_val(&r));
+        });
     }
 }

@@ -4,15 +4,22 @@
 //! `ts` is an RFC 3339 string or a number in `[analyzer] timestamp_unit`; `url` is a path
 //! with query or an absolute URL; `body` is UTF-8 text, `body_base64` any bytes.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use base64::Engine as _;
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::{KeySource, Parsed, is_method, with_key};
 use crate::config::values::parse_rfc3339_ns;
 use crate::config::{JsonFields, TimeUnit};
 use crate::record::{Record, split_url};
 
+/// The json analyzer. One pass over the line picks out the configured fields as raw JSON
+/// slices (borrowed, unparsed) and skips the rest; only those fields are then parsed. No
+/// tree of the whole object is built: this is the dispatcher's hottest loop.
 #[derive(Clone, Debug)]
 pub struct Json {
     fields: JsonFields,
@@ -20,94 +27,16 @@ pub struct Json {
     key: Option<KeySource>,
 }
 
-impl Json {
-    pub fn new(fields: JsonFields, unit: TimeUnit, key: Option<KeySource>) -> Self {
-        Self { fields, unit, key }
-    }
-
-    pub fn parse(&self, line: &[u8]) -> Parsed {
-        let obj: Map<String, Value> = match serde_json::from_slice(line) {
-            Ok(o) => o,
-            Err(e) => return Parsed::malformed("json_syntax", e.to_string()),
-        };
-        match self.record(&obj) {
-            Ok(r) => Parsed::Record(with_key(r, self.key.as_ref())),
-            Err(bad) => Parsed::malformed(bad.reason, bad.detail),
-        }
-    }
-
-    fn record(&self, obj: &Map<String, Value>) -> Result<Record, Bad> {
-        let f = &self.fields;
-        let ts = match obj.get(&f.ts) {
-            None => {
-                return Err(Bad::new("missing_ts", format!("no field `{}`", f.ts)));
-            }
-            Some(v) => self.timestamp(v).ok_or_else(|| Bad::new("bad_ts", v.to_string()))?,
-        };
-        let method = match obj.get(&f.method) {
-            Some(Value::String(m)) if is_method(m) => m.clone(),
-            Some(v) => return Err(Bad::new("bad_method", v.to_string())),
-            None => {
-                return Err(Bad::new("missing_method", format!("no field `{}`", f.method)));
-            }
-        };
-        let (host, path) = match obj.get(&f.url) {
-            Some(Value::String(u)) => split_url(u).ok_or_else(|| Bad::new("bad_url", u.clone()))?,
-            Some(v) => return Err(Bad::new("bad_url", v.to_string())),
-            None => {
-                return Err(Bad::new("missing_url", format!("no field `{}`", f.url)));
-            }
-        };
-        let headers = match obj.get(&f.headers) {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(h)) => headers(h).map_err(|d| Bad::new("bad_headers", d))?,
-            Some(v) => return Err(Bad::new("bad_headers", v.to_string())),
-        };
-        let body = self.body(obj)?;
-        let host = host.or_else(|| host_header(&headers));
-        let key = match &self.key {
-            Some(KeySource::Json(name)) => obj.get(name).and_then(scalar_text),
-            _ => None,
-        };
-        Ok(Record { ts, method, path, host, headers, body, key })
-    }
-
-    fn body(&self, obj: &Map<String, Value>) -> Result<Bytes, Bad> {
-        if let Some(v) = obj.get(&self.fields.body_base64).filter(|v| !v.is_null()) {
-            let Value::String(s) = v else {
-                return Err(Bad::new("bad_body", "body_base64 is not a string"));
-            };
-            return base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map(Bytes::from)
-                .map_err(|e| Bad::new("bad_body", format!("body_base64: {e}")));
-        }
-        match obj.get(&self.fields.body) {
-            None | Some(Value::Null) => Ok(Bytes::new()),
-            Some(Value::String(s)) => Ok(Bytes::from(s.clone())),
-            Some(v) => Err(Bad::new("bad_body", format!("body is not a string: {v}"))),
-        }
-    }
-
-    fn timestamp(&self, v: &Value) -> Option<i64> {
-        match v {
-            Value::String(s) => parse_rfc3339_ns(s),
-            Value::Number(n) => {
-                let scale = match self.unit {
-                    TimeUnit::S => 1e9,
-                    TimeUnit::Ms => 1e6,
-                    TimeUnit::Us => 1e3,
-                    TimeUnit::Ns => 1.0,
-                };
-                if let Some(i) = n.as_i64() {
-                    return i.checked_mul(scale as i64);
-                }
-                let ns = n.as_f64()? * scale;
-                (ns.is_finite() && ns.abs() < 9.2e18).then_some(ns as i64)
-            }
-            _ => None,
-        }
-    }
+/// The configured fields of one line, as raw JSON.
+#[derive(Default)]
+struct Raw<'a> {
+    ts: Option<&'a RawValue>,
+    method: Option<&'a RawValue>,
+    url: Option<&'a RawValue>,
+    headers: Option<&'a RawValue>,
+    body: Option<&'a RawValue>,
+    body_base64: Option<&'a RawValue>,
+    key: Option<&'a RawValue>,
 }
 
 /// Why a line is malformed (kept small: the Ok side is a whole record).
@@ -122,35 +51,234 @@ impl Bad {
     }
 }
 
-fn scalar_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
+impl Json {
+    pub fn new(fields: JsonFields, unit: TimeUnit, key: Option<KeySource>) -> Self {
+        Self { fields, unit, key }
+    }
+
+    pub fn parse(&self, line: &[u8]) -> Parsed {
+        let json_key = match &self.key {
+            Some(KeySource::Json(name)) => Some(name.as_str()),
+            _ => None,
+        };
+        let seed = Pick { names: &self.fields, key: json_key };
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let raw = match seed.deserialize(&mut de).and_then(|raw| de.end().map(|()| raw)) {
+            Ok(raw) => raw,
+            Err(e) => return Parsed::malformed("json_syntax", e.to_string()),
+        };
+        match self.record(&raw) {
+            Ok(r) => Parsed::Record(with_key(r, self.key.as_ref())),
+            Err(bad) => Parsed::malformed(bad.reason, bad.detail),
+        }
+    }
+
+    fn record(&self, raw: &Raw<'_>) -> Result<Record, Bad> {
+        let f = &self.fields;
+        let ts = match raw.ts {
+            None => return Err(Bad::new("missing_ts", format!("no field `{}`", f.ts))),
+            Some(v) => self.timestamp(v).ok_or_else(|| Bad::new("bad_ts", v.get()))?,
+        };
+        let method = match raw.method.map(text) {
+            Some(Some(m)) if is_method(&m) => m.into_owned(),
+            Some(_) => return Err(Bad::new("bad_method", raw.method.map(RawValue::get).unwrap_or_default())),
+            None => return Err(Bad::new("missing_method", format!("no field `{}`", f.method))),
+        };
+        let (host, path) = match raw.url.map(text) {
+            Some(Some(u)) => split_url(&u).ok_or_else(|| Bad::new("bad_url", u.into_owned()))?,
+            Some(None) => return Err(Bad::new("bad_url", raw.url.map(RawValue::get).unwrap_or_default())),
+            None => return Err(Bad::new("missing_url", format!("no field `{}`", f.url))),
+        };
+        let headers = match raw.headers.filter(|v| !is_null(v)) {
+            None => Vec::new(),
+            Some(h) => serde_json::from_str::<Headers>(h.get()).map_err(|e| Bad::new("bad_headers", e.to_string()))?.0,
+        };
+        let body = self.body(raw)?;
+        let host = host.or_else(|| host_header(&headers));
+        let key = raw.key.and_then(|v| text(v).map(Cow::into_owned).or_else(|| scalar(v)));
+        Ok(Record { ts, method, path, host, headers, body, key })
+    }
+
+    fn body(&self, raw: &Raw<'_>) -> Result<Bytes, Bad> {
+        if let Some(v) = raw.body_base64.filter(|v| !is_null(v)) {
+            let s = text(v).ok_or_else(|| Bad::new("bad_body", "body_base64 is not a string"))?;
+            return base64::engine::general_purpose::STANDARD
+                .decode(s.as_bytes())
+                .map(Bytes::from)
+                .map_err(|e| Bad::new("bad_body", format!("body_base64: {e}")));
+        }
+        match raw.body.filter(|v| !is_null(v)) {
+            None => Ok(Bytes::new()),
+            Some(v) => match text(v) {
+                Some(s) => Ok(Bytes::from(s.into_owned())),
+                None => Err(Bad::new("bad_body", format!("body is not a string: {}", v.get()))),
+            },
+        }
+    }
+
+    fn timestamp(&self, v: &RawValue) -> Option<i64> {
+        if let Some(s) = text(v) {
+            return parse_rfc3339_ns(&s);
+        }
+        let n: serde_json::Number = serde_json::from_str(v.get()).ok()?;
+        let scale = match self.unit {
+            TimeUnit::S => 1e9,
+            TimeUnit::Ms => 1e6,
+            TimeUnit::Us => 1e3,
+            TimeUnit::Ns => 1.0,
+        };
+        if let Some(i) = n.as_i64() {
+            return i.checked_mul(scale as i64);
+        }
+        let ns = n.as_f64()? * scale;
+        (ns.is_finite() && ns.abs() < 9.2e18).then_some(ns as i64)
     }
 }
 
-fn headers(h: &Map<String, Value>) -> Result<Vec<(String, Bytes)>, String> {
-    let mut out = Vec::with_capacity(h.len());
-    for (name, value) in h {
-        if !is_header_name(name) {
-            return Err(format!("`{name}` is not a header name"));
-        }
-        match value {
-            Value::String(s) => out.push((name.clone(), Bytes::from(s.clone()))),
-            Value::Array(items) => {
-                for item in items {
-                    let Value::String(s) = item else {
-                        return Err(format!("header `{name}` has a non-string value {item}"));
-                    };
-                    out.push((name.clone(), Bytes::from(s.clone())));
-                }
-            }
-            other => return Err(format!("header `{name}` has a non-string value {other}")),
-        }
+fn is_null(v: &RawValue) -> bool {
+    v.get() == "null"
+}
+
+/// The text of a JSON string (borrowed when it has no escapes); `None` for other values.
+fn text(v: &RawValue) -> Option<Cow<'_, str>> {
+    if !v.get().starts_with('"') {
+        return None;
     }
-    Ok(out)
+    serde_json::from_str::<Text<'_>>(v.get()).ok().map(|t| t.0)
+}
+
+/// A number or boolean as its JSON text.
+fn scalar(v: &RawValue) -> Option<String> {
+    let t = v.get();
+    (t == "true" || t == "false" || t.starts_with(|c: char| c == '-' || c.is_ascii_digit())).then(|| t.to_owned())
+}
+
+/// Picks the configured fields out of a JSON object in one pass.
+struct Pick<'s> {
+    names: &'s JsonFields,
+    key: Option<&'s str>,
+}
+
+impl<'de> DeserializeSeed<'de> for Pick<'_> {
+    type Value = Raw<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Raw<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Pick<'_> {
+    type Value = Raw<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
+        let n = self.names;
+        let mut raw = Raw::default();
+        while let Some(Text(k)) = map.next_key::<Text<'de>>()? {
+            let k = k.as_ref();
+            let slot = if k == n.ts {
+                &mut raw.ts
+            } else if k == n.method {
+                &mut raw.method
+            } else if k == n.url {
+                &mut raw.url
+            } else if k == n.headers {
+                &mut raw.headers
+            } else if k == n.body {
+                &mut raw.body
+            } else if k == n.body_base64 {
+                &mut raw.body_base64
+            } else if Some(k) == self.key {
+                &mut raw.key
+            } else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            *slot = Some(map.next_value::<&'de RawValue>()?);
+        }
+        Ok(raw)
+    }
+}
+
+/// A string, borrowed from the input when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Headers: an object of strings, or of arrays of strings for repeated headers; order kept.
+struct Headers(Vec<(String, Bytes)>);
+
+impl<'de> de::Deserialize<'de> for Headers {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Headers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of header names to a string or an array of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
+                    if !is_header_name(&name) {
+                        return Err(de::Error::custom(format!("`{name}` is not a header name")));
+                    }
+                    for value in map.next_value::<Values>()?.0 {
+                        out.push((name.clone().into_owned(), value));
+                    }
+                }
+                Ok(Headers(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One header's value or values.
+struct Values(Vec<Bytes>);
+
+impl<'de> de::Deserialize<'de> for Values {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Values;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Values, E> {
+                Ok(Values(vec![Bytes::copy_from_slice(v.as_bytes())]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Text(v)) = seq.next_element::<Text<'de>>()? {
+                    out.push(Bytes::copy_from_slice(v.as_bytes()));
+                }
+                Ok(Values(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn host_header(headers: &[(String, Bytes)]) -> Option<String> {
@@ -208,6 +336,14 @@ mod tests {
     }
 
     #[test]
+    fn escaped_strings_and_unknown_fields_are_handled() {
+        let r = record(r#"{"x":{"deep":[1,{"a":null}]},"ts":1,"method":"GET","url":"/a\u0020b","body":"q\"x","headers":null}"#);
+        assert_eq!(r.path, "/a b");
+        assert_eq!(r.body, Bytes::from("q\"x"));
+        assert!(r.headers.is_empty());
+    }
+
+    #[test]
     fn base64_bodies_carry_any_bytes() {
         let r = record(r#"{"ts":1,"method":"PUT","url":"/b","body_base64":"AP8Q"}"#);
         assert_eq!(r.body.as_ref(), &[0u8, 255, 16]);
@@ -236,6 +372,9 @@ mod tests {
         assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"/","headers":{"A B":"1"}}"#), "bad_headers");
         assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"/","body_base64":"%%"}"#), "bad_body");
         assert_eq!(reason(r#"[1,2]"#), "json_syntax");
+        assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"/"} trailing"#), "json_syntax");
+        assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"/","body":5}"#), "bad_body");
+        assert_eq!(reason(r#"{"ts":1,"method":7,"url":"/"}"#), "bad_method");
         assert_eq!(reason(r#"{"ts":1e300,"method":"GET","url":"/"}"#), "bad_ts");
     }
 }

@@ -1,7 +1,7 @@
 //! The file fetcher: a file or a glob of files, plain or gzip (by magic bytes, so a `.gz`
 //! name is not required), each read and parsed on a blocking thread into its own bounded
 //! stream. The streams are merged by timestamp in [`super::merge`]. Memory per file is one
-//! unit plus [`super::STREAM_CAPACITY`] records, whatever the file's size.
+//! unit plus [`super::STREAM_CAPACITY`] chunks of [`CHUNK`] records, whatever the file's size.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -16,9 +16,11 @@ use crate::analyzers::Parsed;
 use crate::record::Record;
 
 const READ_BUFFER: usize = 256 << 10;
+/// Records per chunk handed to the merge: one channel operation per chunk, not per record.
+const CHUNK: usize = 256;
 
 /// Expands `pattern` and starts one reader per file, in name order.
-pub fn start(pattern: &str, ctx: &SourceContext) -> Result<Vec<mpsc::Receiver<Record>>, FetchError> {
+pub fn start(pattern: &str, ctx: &SourceContext) -> Result<Vec<mpsc::Receiver<Vec<Record>>>, FetchError> {
     let files = expand(pattern)?;
     let mut streams = Vec::with_capacity(files.len());
     for path in files {
@@ -56,8 +58,25 @@ fn open(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
     }
 }
 
-/// Reads and parses one file into `tx` until its end, a read error or cancellation.
-fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Record>) {
+/// Reads and parses one file into `tx`, in chunks, until its end, a read error or
+/// cancellation.
+fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Vec<Record>>) {
+    let mut chunk = Vec::with_capacity(CHUNK);
+    read_units(path, ctx, |record| {
+        chunk.push(record);
+        if chunk.len() < CHUNK {
+            return true;
+        }
+        // The merge gone means the job ended or was stopped.
+        tx.blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_ok()
+    });
+    if !chunk.is_empty() {
+        let _ = tx.blocking_send(chunk);
+    }
+}
+
+/// Parses every unit of a file, handing each record to `emit` until it returns false.
+fn read_units(path: &Path, ctx: &SourceContext, mut emit: impl FnMut(Record) -> bool) {
     let source = path.display().to_string();
     let mut reader = match open(path) {
         Ok(r) => r,
@@ -77,8 +96,8 @@ fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Record>) {
             Ok(Unit::Ready) => match ctx.analyzer.parse(&buf) {
                 Parsed::Record(r) => {
                     ctx.accounting.input(buf.len() as u64);
-                    if tx.blocking_send(r).is_err() {
-                        return; // the merge is gone: the job ended or was stopped
+                    if !emit(r) {
+                        return;
                     }
                 }
                 Parsed::Skipped(reason) => {
@@ -108,10 +127,10 @@ mod tests {
         SourceContext::for_test(Analyzer::build(&config::Analyzer::default()))
     }
 
-    async fn drain(mut rx: mpsc::Receiver<Record>) -> Vec<i64> {
+    async fn drain(mut rx: mpsc::Receiver<Vec<Record>>) -> Vec<i64> {
         let mut out = Vec::new();
-        while let Some(r) = rx.recv().await {
-            out.push(r.ts);
+        while let Some(chunk) = rx.recv().await {
+            out.extend(chunk.iter().map(|r| r.ts));
         }
         out
     }

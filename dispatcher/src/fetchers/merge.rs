@@ -1,14 +1,16 @@
-//! Puts the fetchers' streams in time order: a k-way merge across streams (each stream is
-//! nearly ordered), then a reorder buffer that holds records until the newest one seen is a
-//! window ahead of them. A record older than what was already released is late: counted and
-//! passed on flagged, for the wheel to send at once or drop. `[begin, end]` is applied on the
-//! ordered output: earlier records are counted out of range, and the first record after `end`
-//! ends the input (end inclusive).
+//! Puts the fetchers' streams in time order, pulled by the dispatch loop through
+//! [`Merger::next`]: a k-way merge across streams (each stream is nearly ordered), then a
+//! reorder buffer that holds records until the newest one seen is a window ahead of them. A
+//! record older than what was already released is late: counted and passed on flagged, for
+//! the wheel to send at once or drop. `[begin, end]` is applied to the ordered output: earlier
+//! records are counted out of range, and the first record after `end` ends the input.
 //!
-//! Memory: one head per stream plus the records inside the window.
+//! The reorder buffer keeps in-order records in a queue (each moved once) and only the
+//! stragglers in a heap, so the common, ordered case costs no heap sifting of whole records.
+//! Memory: one chunk per stream plus the records inside the window.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -30,128 +32,190 @@ pub struct MergeOptions {
     pub end: Option<i64>,
 }
 
-/// Heap entry ordered by (ts, arrival) so equal timestamps keep their arrival order.
-struct Entry {
+/// A straggler, ordered by (ts, arrival) so equal timestamps keep their arrival order.
+struct Straggler {
     ts: i64,
     seq: u64,
-    record: Record,
+    record: Box<Record>,
 }
 
-impl PartialEq for Entry {
+impl PartialEq for Straggler {
     fn eq(&self, o: &Self) -> bool {
         (self.ts, self.seq) == (o.ts, o.seq)
     }
 }
-impl Eq for Entry {}
-impl PartialOrd for Entry {
+impl Eq for Straggler {}
+impl PartialOrd for Straggler {
     fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(o))
     }
 }
-impl Ord for Entry {
+impl Ord for Straggler {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         (self.ts, self.seq).cmp(&(o.ts, o.seq))
     }
 }
 
-/// The reorder buffer and range filter, fed in merge order.
+/// The reorder buffer.
+#[derive(Default)]
 struct Reorder {
-    opts: MergeOptions,
-    heap: BinaryHeap<Reverse<Entry>>,
-    newest: i64,
-    released: i64,
+    run: VecDeque<(u64, Record)>,
+    stragglers: BinaryHeap<Reverse<Straggler>>,
+    newest: Option<i64>,
+    released: Option<i64>,
     seq: u64,
-    accounting: Arc<Accounting>,
-}
-
-/// What the consumer should do next.
-enum Flow {
-    Continue,
-    /// The end of the range was passed, or the consumer is gone.
-    Stop,
 }
 
 impl Reorder {
-    async fn push(&mut self, record: Record, out: &mpsc::Sender<Ordered>) -> Flow {
-        let ts = record.ts;
-        if ts < self.released {
-            self.accounting.late();
-            return self.emit(record, true, out).await;
+    /// Takes a record in; returns it back if it is late.
+    fn push(&mut self, record: Record) -> Option<Record> {
+        if self.released.is_some_and(|r| record.ts < r) {
+            return Some(record);
         }
         self.seq += 1;
-        self.newest = self.newest.max(ts);
-        self.heap.push(Reverse(Entry { ts, seq: self.seq, record }));
-        let horizon = self.newest.saturating_sub(self.opts.window_ns);
-        while self.heap.peek().is_some_and(|Reverse(e)| e.ts <= horizon) {
-            if let Flow::Stop = self.pop(out).await {
-                return Flow::Stop;
-            }
+        self.newest = Some(self.newest.map_or(record.ts, |n| n.max(record.ts)));
+        if self.run.back().is_none_or(|(_, b)| record.ts >= b.ts) {
+            self.run.push_back((self.seq, record));
+        } else {
+            self.stragglers.push(Reverse(Straggler { ts: record.ts, seq: self.seq, record: Box::new(record) }));
         }
-        Flow::Continue
+        None
     }
 
-    async fn pop(&mut self, out: &mpsc::Sender<Ordered>) -> Flow {
-        let Some(Reverse(e)) = self.heap.pop() else {
-            return Flow::Continue;
-        };
-        self.released = e.ts;
-        self.emit(e.record, false, out).await
+    /// The oldest record at or before `horizon`, if any.
+    fn pop_until(&mut self, horizon: i64) -> Option<Record> {
+        let run = self.run.front().map(|(s, r)| (r.ts, *s));
+        let straggler = self.stragglers.peek().map(|Reverse(s)| (s.ts, s.seq));
+        let record = match (run, straggler) {
+            (Some(a), Some(b)) if b < a && b.0 <= horizon => self.stragglers.pop().map(|Reverse(s)| *s.record),
+            (Some(a), _) if a.0 <= horizon => self.run.pop_front().map(|(_, r)| r),
+            (None, Some(b)) if b.0 <= horizon => self.stragglers.pop().map(|Reverse(s)| *s.record),
+            _ => None,
+        }?;
+        self.released = Some(record.ts);
+        Some(record)
     }
 
-    async fn drain(&mut self, out: &mpsc::Sender<Ordered>) {
-        while !self.heap.is_empty() {
-            if let Flow::Stop = self.pop(out).await {
-                return;
-            }
-        }
-    }
-
-    async fn emit(&mut self, record: Record, late: bool, out: &mpsc::Sender<Ordered>) -> Flow {
-        if self.opts.end.is_some_and(|end| record.ts > end) && !late {
-            return Flow::Stop;
-        }
-        if self.opts.begin.is_some_and(|b| record.ts < b) || self.opts.end.is_some_and(|e| record.ts > e) {
-            self.accounting.out_of_range();
-            return Flow::Continue;
-        }
-        match out.send(Ordered { record, late }).await {
-            Ok(()) => Flow::Continue,
-            Err(_) => Flow::Stop,
-        }
+    fn horizon(&self, window_ns: i64) -> i64 {
+        self.newest.map_or(i64::MIN, |n| n.saturating_sub(window_ns))
     }
 }
 
-/// Merges `streams` into `out` in time order until all are exhausted or `end` is passed.
-pub async fn run(
-    mut streams: Vec<mpsc::Receiver<Record>>,
+/// Merges chunked streams into one ordered sequence.
+pub struct Merger {
+    streams: Vec<mpsc::Receiver<Vec<Record>>>,
+    buffers: Vec<VecDeque<Record>>,
+    heads: BinaryHeap<Reverse<(i64, usize)>>,
+    started: bool,
+    reorder: Reorder,
+    ready: VecDeque<Ordered>,
+    done: bool,
     opts: MergeOptions,
     accounting: Arc<Accounting>,
-    out: mpsc::Sender<Ordered>,
-) {
-    let mut heads: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
-    let mut pending: Vec<Option<Record>> = Vec::with_capacity(streams.len());
-    for (i, s) in streams.iter_mut().enumerate() {
-        let head = s.recv().await;
-        if let Some(r) = &head {
-            heads.push(Reverse((r.ts, i)));
+}
+
+impl Merger {
+    pub fn new(streams: Vec<mpsc::Receiver<Vec<Record>>>, opts: MergeOptions, accounting: Arc<Accounting>) -> Self {
+        let n = streams.len();
+        Self {
+            streams,
+            buffers: (0..n).map(|_| VecDeque::new()).collect(),
+            heads: BinaryHeap::with_capacity(n),
+            started: false,
+            reorder: Reorder::default(),
+            ready: VecDeque::new(),
+            done: false,
+            opts,
+            accounting,
         }
-        pending.push(head);
     }
-    let mut reorder =
-        Reorder { opts, heap: BinaryHeap::new(), newest: i64::MIN, released: i64::MIN, seq: 0, accounting };
-    while let Some(Reverse((_, i))) = heads.pop() {
-        let Some(record) = pending[i].take() else {
-            continue;
-        };
-        if let Flow::Stop = reorder.push(record, &out).await {
+
+    /// The next record in time order (or a late one), or `None` at the end of the input.
+    pub async fn next(&mut self) -> Option<Ordered> {
+        loop {
+            if let Some(o) = self.ready.pop_front() {
+                return Some(o);
+            }
+            if self.done {
+                return None;
+            }
+            match self.next_merged().await {
+                Some(record) => {
+                    if let Some(late) = self.reorder.push(record) {
+                        self.accounting.late();
+                        self.release(late, true);
+                    }
+                    let horizon = self.reorder.horizon(self.opts.window_ns);
+                    while !self.done
+                        && let Some(r) = self.reorder.pop_until(horizon)
+                    {
+                        self.release(r, false);
+                    }
+                }
+                None => {
+                    while !self.done
+                        && let Some(r) = self.reorder.pop_until(i64::MAX)
+                    {
+                        self.release(r, false);
+                    }
+                    self.finish();
+                }
+            }
+        }
+    }
+
+    /// Applies the range to a released record.
+    fn release(&mut self, record: Record, late: bool) {
+        if !late && self.opts.end.is_some_and(|end| record.ts > end) {
+            self.finish();
             return;
         }
-        if let Some(next) = streams[i].recv().await {
-            heads.push(Reverse((next.ts, i)));
-            pending[i] = Some(next);
+        let before = self.opts.begin.is_some_and(|b| record.ts < b);
+        let after = self.opts.end.is_some_and(|e| record.ts > e);
+        if before || after {
+            self.accounting.out_of_range();
+            return;
+        }
+        self.ready.push_back(Ordered { record, late });
+    }
+
+    /// Ends the input: the fetchers see their streams closed and stop.
+    fn finish(&mut self) {
+        self.done = true;
+        self.streams.clear();
+        self.buffers.clear();
+        self.heads.clear();
+    }
+
+    /// The next record of the k-way merge.
+    async fn next_merged(&mut self) -> Option<Record> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.streams.len() {
+                self.refill(i).await;
+            }
+        }
+        let Reverse((_, i)) = self.heads.pop()?;
+        let record = self.buffers[i].pop_front()?;
+        if self.buffers[i].is_empty() {
+            self.refill(i).await;
+        } else if let Some(next) = self.buffers[i].front() {
+            self.heads.push(Reverse((next.ts, i)));
+        }
+        Some(record)
+    }
+
+    async fn refill(&mut self, i: usize) {
+        while self.buffers[i].is_empty() {
+            match self.streams[i].recv().await {
+                Some(chunk) => self.buffers[i].extend(chunk),
+                None => return,
+            }
+        }
+        if let Some(head) = self.buffers[i].front() {
+            self.heads.push(Reverse((head.ts, i)));
         }
     }
-    reorder.drain(&out).await;
 }
 
 #[cfg(test)]
@@ -176,16 +240,16 @@ mod tests {
         let mut streams = Vec::new();
         for part in parts {
             let (tx, rx) = mpsc::channel(part.len().max(1));
-            for ts in part {
-                tx.send(rec(ts)).await.expect("send");
+            // Chunks of two, to cross chunk boundaries.
+            for chunk in part.chunks(2) {
+                tx.send(chunk.iter().map(|&t| rec(t)).collect()).await.expect("send");
             }
             streams.push(rx);
         }
         let acc = Arc::new(Accounting::default());
-        let (tx, mut rx) = mpsc::channel(1024);
-        run(streams, opts, acc.clone(), tx).await;
+        let mut m = Merger::new(streams, opts, acc.clone());
         let mut out = Vec::new();
-        while let Some(o) = rx.recv().await {
+        while let Some(o) = m.next().await {
             out.push((o.record.ts / 1_000_000, o.late));
         }
         (out, acc)
@@ -209,6 +273,25 @@ mod tests {
             vec![(0, false), (20, false), (50, false), (300, false), (10, true), (400, false), (500, false)]
         );
         assert_eq!(acc.counts().late, 1);
+    }
+
+    #[tokio::test]
+    async fn equal_timestamps_keep_their_arrival_order() {
+        let mut streams = Vec::new();
+        let (tx, rx) = mpsc::channel(4);
+        let mut a = rec(5);
+        a.path = "/first".into();
+        let mut b = rec(5);
+        b.path = "/second".into();
+        tx.send(vec![rec(9), a, b]).await.expect("send");
+        drop(tx);
+        streams.push(rx);
+        let mut m = Merger::new(streams, NONE, Arc::default());
+        let mut paths = Vec::new();
+        while let Some(o) = m.next().await {
+            paths.push(o.record.path);
+        }
+        assert_eq!(paths, ["/first", "/second", "/9"]);
     }
 
     #[tokio::test]

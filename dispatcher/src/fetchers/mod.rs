@@ -1,6 +1,6 @@
-//! Fetchers read a recording and hand over parsed records, one ordered stream per source
-//! part (a file of a glob). A fetcher is "a task that pushes into a bounded sender until
-//! exhausted or cancelled"; [`merge`] then merges the streams by timestamp.
+//! Fetchers read a recording and hand over parsed records in chunks, one nearly ordered
+//! stream per source part (a file of a glob). A fetcher is "a task that pushes into a bounded
+//! sender until exhausted or cancelled"; [`merge`] then merges the streams by timestamp.
 
 pub mod file;
 pub mod merge;
@@ -16,8 +16,8 @@ use crate::analyzers::Analyzer;
 use crate::config::{FetcherKind, JobConfig};
 use crate::record::Record;
 
-/// Records buffered per stream between a fetcher and the merge.
-pub const STREAM_CAPACITY: usize = 1024;
+/// Chunks of records buffered per stream between a fetcher and the merge.
+pub const STREAM_CAPACITY: usize = 8;
 
 /// Runtime handles a fetcher needs; `for_test` builds one for a fetcher alone.
 #[derive(Clone, Debug)]
@@ -44,7 +44,7 @@ pub enum FetchError {
 }
 
 /// Starts the configured fetcher; returns one ordered stream per source part.
-pub fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<mpsc::Receiver<Record>>, FetchError> {
+pub fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<mpsc::Receiver<Vec<Record>>>, FetchError> {
     match cfg.fetcher.kind {
         FetcherKind::File => {
             let path = cfg.fetcher.file.as_ref().map(|f| f.path.as_str()).unwrap_or_default();
