@@ -13,6 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+// The dispatch path allocates a few small strings per record; glibc's malloc took ~17% of
+// the CPU at 450k records/s (perf), mimalloc much less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a bad job file.
 const EXIT_CONFIG: u8 = 2;
 /// Exit code when the job could not run (target unreachable, no recording, no replayer).

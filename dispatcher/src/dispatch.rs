@@ -97,12 +97,7 @@ fn into_wire(r: Record, offset: Duration) -> pb::Record {
 }
 
 /// Runs until the input ends or `stop` fires. Returns whether it was stopped.
-pub async fn run(
-    job: &Job,
-    input: &mut Merger,
-    mut wheel: TimeWheel,
-    stop: &CancellationToken,
-) -> bool {
+pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &CancellationToken) -> bool {
     let acc = job.accounting();
     let mut batches = Batches::default();
     let mut index = 0u64;
@@ -152,7 +147,13 @@ pub async fn run(
 }
 
 /// Reserves a credit for one copy and adds it to its replayer's batch.
-async fn place(job: &Job, batches: &mut Batches, record: pb::Record, key: Option<&str>, stop: &CancellationToken) {
+async fn place(
+    job: &Job,
+    batches: &mut Batches,
+    record: pb::Record,
+    key: Option<&str>,
+    stop: &CancellationToken,
+) {
     let mut waiter = None;
     loop {
         match job.fleet().reserve(key) {

@@ -210,7 +210,11 @@ impl Fleet {
 
     /// The id and stream of the member with this session, if it is still here.
     pub fn sender(&self, session: u64) -> Option<(String, EventTx)> {
-        self.lock().members.iter().find(|(_, m)| m.session == session).map(|(id, m)| (id.clone(), m.tx.clone()))
+        self.lock()
+            .members
+            .iter()
+            .find(|(_, m)| m.session == session)
+            .map(|(id, m)| (id.clone(), m.tx.clone()))
     }
 
     /// Gives back credits taken for records that were never sent (job stopped).
@@ -340,7 +344,9 @@ impl Fleet {
 }
 
 fn end_event(reason: &str) -> pb::DispatcherEvent {
-    pb::DispatcherEvent { event: Some(pb::dispatcher_event::Event::End(pb::JobEnd { reason: reason.to_owned() })) }
+    pb::DispatcherEvent {
+        event: Some(pb::dispatcher_event::Event::End(pb::JobEnd { reason: reason.to_owned() })),
+    }
 }
 
 fn config_event(job: &pb::JobConfig, session: u64) -> pb::DispatcherEvent {

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::stats::{Recorder, endpoint_name};
+use crate::stats::Recorder;
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -149,8 +149,8 @@ impl Executor {
 
     async fn fire(&self, rec: pb::Record, due: Instant) {
         let sent = Instant::now();
-        let endpoint = endpoint_name(&rec.method, &rec.path);
-        let (status, error) = if self.dry_run { (None, None) } else { self.send(rec).await };
+        // Boxed: the HTTP exchange's state is large, and a dry run should not carry it.
+        let (status, error) = if self.dry_run { (None, None) } else { Box::pin(self.send(&rec)).await };
         let end = Instant::now();
         let us = |d: Duration| d.as_micros() as u64;
         let outcome = Outcome {
@@ -160,13 +160,13 @@ impl Executor {
             service_us: us(end - sent),
             lag_us: us(sent.saturating_duration_since(due)),
         };
-        let unreported = self.recorder.record(endpoint, &outcome);
+        let unreported = self.recorder.record(&rec.method, &rec.path, &outcome);
         if unreported >= u64::from(self.cfg.credit_window / 4).max(1) {
             self.ack_due.notify_one();
         }
     }
 
-    async fn send(&self, rec: pb::Record) -> (Option<u16>, Option<&'static str>) {
+    async fn send(&self, rec: &pb::Record) -> (Option<u16>, Option<&'static str>) {
         let req = match self.request(rec) {
             Ok(r) => r,
             Err(()) => return (None, Some("other")),
@@ -187,21 +187,22 @@ impl Executor {
         }
     }
 
-    fn request(&self, rec: pb::Record) -> Result<Request<Full<Bytes>>, ()> {
+    fn request(&self, rec: &pb::Record) -> Result<Request<Full<Bytes>>, ()> {
         let uri: Uri = format!("{}{}", self.base, rec.path).parse().map_err(|_| ())?;
         let mut req = Request::builder()
             .method(rec.method.as_str())
             .uri(uri)
-            .body(Full::new(rec.body))
+            .body(Full::new(rec.body.clone()))
             .map_err(|_| ())?;
         let headers = req.headers_mut();
-        for h in rec.headers {
-            let lower = h.name.to_ascii_lowercase();
-            if HOP_BY_HOP.contains(&lower.as_str()) || lower == "host" {
+        for h in &rec.headers {
+            let skip = h.name.eq_ignore_ascii_case("host")
+                || HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n));
+            if skip {
                 continue;
             }
             if let (Ok(n), Ok(v)) =
-                (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_maybe_shared(h.value))
+                (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_maybe_shared(h.value.clone()))
             {
                 headers.append(n, v);
             }
@@ -224,22 +225,5 @@ fn instant_of(unix_ns: i64) -> Instant {
         now + Duration::from_nanos(delta as u64)
     } else {
         now.checked_sub(Duration::from_nanos(delta.unsigned_abs())).unwrap_or(now)
-    }
-}
-
-#[cfg(test)]
-mod size_probe {
-    use super::*;
-    #[test]
-    fn probe() {
-        let cfg = pb::JobConfig { target: "http://127.0.0.1:1".into(), concurrency: 1, timeout_ms: 10, ..Default::default() };
-        let rt = tokio::runtime::Runtime::new().expect("rt");
-        rt.block_on(async {
-            let e = Executor::new(cfg, true).expect("exec");
-            let f = e.fire(pb::Record::default(), Instant::now());
-            eprintln!("fire future: {} bytes", std::mem::size_of_val(&f));
-            let r = Arc::clone(&e).run(mpsc::channel(1).1, CancellationToken::new());
-            eprintln!("run future: {} bytes", std::mem::size_of_val(&r));
-        });
     }
 }

@@ -1,7 +1,7 @@
 //! What a replayer measured since its last statistics report, and how many records it is
 //! done with (the ack). Acks go out as often as credits need; statistics once a second.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use reprise_proto::pb;
@@ -12,11 +12,42 @@ pub const OTHER: &str = "other";
 
 #[derive(Debug, Default)]
 struct Inner {
-    delta: BTreeMap<String, EndpointStats>,
-    seen: HashSet<String>,
+    /// method → path (without query) → endpoint index; looked up without allocating.
+    index: HashMap<String, HashMap<String, usize>>,
+    /// Endpoint names by index; "other" once the cap is reached.
+    names: Vec<String>,
+    other: Option<usize>,
+    /// Statistics since the last report, by endpoint index.
+    delta: Vec<Option<EndpointStats>>,
     completed: u64,
     cancelled: u64,
     unreported: u64,
+}
+
+impl Inner {
+    fn endpoint(&mut self, method: &str, path: &str, cap: usize) -> usize {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(&i) = self.index.get(method).and_then(|paths| paths.get(path)) {
+            return i;
+        }
+        let i = if self.names.len() - usize::from(self.other.is_some()) < cap {
+            self.push(endpoint_name(method, path))
+        } else if let Some(o) = self.other {
+            o
+        } else {
+            let o = self.push(OTHER.to_owned());
+            self.other = Some(o);
+            o
+        };
+        self.index.entry(method.to_owned()).or_default().insert(path.to_owned(), i);
+        i
+    }
+
+    fn push(&mut self, name: String) -> usize {
+        self.names.push(name);
+        self.delta.push(None);
+        self.names.len() - 1
+    }
 }
 
 /// A delta ready to ship.
@@ -44,18 +75,11 @@ impl Recorder {
         Self { inner: Mutex::default(), max_endpoints: max_endpoints.max(1) as usize }
     }
 
-    /// Records one finished request; returns how many completions are not yet reported.
-    pub fn record(&self, endpoint: String, outcome: &Outcome<'_>) -> u64 {
+    /// Records one finished request; returns how many completions are not yet acknowledged.
+    pub fn record(&self, method: &str, path: &str, outcome: &Outcome<'_>) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let name = if inner.seen.contains(&endpoint) {
-            endpoint
-        } else if inner.seen.len() < self.max_endpoints {
-            inner.seen.insert(endpoint.clone());
-            endpoint
-        } else {
-            OTHER.to_owned()
-        };
-        inner.delta.entry(name).or_default().record(outcome);
+        let i = inner.endpoint(method, path, self.max_endpoints);
+        inner.delta[i].get_or_insert_with(EndpointStats::default).record(outcome);
         inner.completed += 1;
         inner.unreported += 1;
         inner.unreported
@@ -82,13 +106,15 @@ impl Recorder {
     /// Takes everything since the last call.
     pub fn take(&self) -> Delta {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let delta = std::mem::take(&mut inner.delta);
+        let inner = &mut *inner;
         inner.unreported = 0;
-        Delta {
-            endpoints: delta.iter().map(|(name, s)| s.to_wire(name)).collect(),
-            completed_total: inner.completed,
-            cancelled_total: inner.cancelled,
-        }
+        let endpoints = inner
+            .delta
+            .iter_mut()
+            .zip(&inner.names)
+            .filter_map(|(slot, name)| slot.take().map(|s| s.to_wire(name)))
+            .collect();
+        Delta { endpoints, completed_total: inner.completed, cancelled_total: inner.cancelled }
     }
 }
 
@@ -103,8 +129,8 @@ mod tests {
     #[test]
     fn deltas_and_acks_move_together() {
         let r = Recorder::new(10);
-        r.record(endpoint_name("GET", "/a?x=1"), &ok());
-        r.record(endpoint_name("GET", "/a?x=2"), &ok());
+        r.record("GET", "/a?x=1", &ok());
+        r.record("GET", "/a?x=2", &ok());
         let d = r.take();
         assert_eq!(d.completed_total, 2);
         assert_eq!(d.endpoints.len(), 1);
@@ -118,11 +144,11 @@ mod tests {
     #[test]
     fn endpoints_past_the_cap_count_as_other() {
         let r = Recorder::new(2);
-        for p in ["/a", "/b", "/c", "/d", "/a"] {
-            r.record(endpoint_name("GET", p), &ok());
+        for p in ["/a", "/b", "/c", "/d", "/a", "/c?q"] {
+            r.record("GET", p, &ok());
         }
         let d = r.take();
         let names: Vec<(&str, u64)> = d.endpoints.iter().map(|e| (e.endpoint.as_str(), e.ok)).collect();
-        assert_eq!(names, vec![("GET /a", 2), ("GET /b", 1), ("other", 2)]);
+        assert_eq!(names, vec![("GET /a", 2), ("GET /b", 1), ("other", 3)]);
     }
 }

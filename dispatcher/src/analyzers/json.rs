@@ -91,7 +91,11 @@ impl Json {
         };
         let headers = match raw.headers.filter(|v| !is_null(v)) {
             None => Vec::new(),
-            Some(h) => serde_json::from_str::<Headers>(h.get()).map_err(|e| Bad::new("bad_headers", e.to_string()))?.0,
+            Some(h) => {
+                serde_json::from_str::<Headers>(h.get())
+                    .map_err(|e| Bad::new("bad_headers", e.to_string()))?
+                    .0
+            }
         };
         let body = self.body(raw)?;
         let host = host.or_else(|| host_header(&headers));
@@ -150,7 +154,8 @@ fn text(v: &RawValue) -> Option<Cow<'_, str>> {
 /// A number or boolean as its JSON text.
 fn scalar(v: &RawValue) -> Option<String> {
     let t = v.get();
-    (t == "true" || t == "false" || t.starts_with(|c: char| c == '-' || c.is_ascii_digit())).then(|| t.to_owned())
+    (t == "true" || t == "false" || t.starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+        .then(|| t.to_owned())
 }
 
 /// Picks the configured fields out of a JSON object in one pass.
@@ -337,7 +342,9 @@ mod tests {
 
     #[test]
     fn escaped_strings_and_unknown_fields_are_handled() {
-        let r = record(r#"{"x":{"deep":[1,{"a":null}]},"ts":1,"method":"GET","url":"/a\u0020b","body":"q\"x","headers":null}"#);
+        let r = record(
+            r#"{"x":{"deep":[1,{"a":null}]},"ts":1,"method":"GET","url":"/a\u0020b","body":"q\"x","headers":null}"#,
+        );
         assert_eq!(r.path, "/a b");
         assert_eq!(r.body, Bytes::from("q\"x"));
         assert!(r.headers.is_empty());

@@ -77,7 +77,11 @@ impl Reorder {
         if self.run.back().is_none_or(|(_, b)| record.ts >= b.ts) {
             self.run.push_back((self.seq, record));
         } else {
-            self.stragglers.push(Reverse(Straggler { ts: record.ts, seq: self.seq, record: Box::new(record) }));
+            self.stragglers.push(Reverse(Straggler {
+                ts: record.ts,
+                seq: self.seq,
+                record: Box::new(record),
+            }));
         }
         None
     }
@@ -87,7 +91,9 @@ impl Reorder {
         let run = self.run.front().map(|(s, r)| (r.ts, *s));
         let straggler = self.stragglers.peek().map(|Reverse(s)| (s.ts, s.seq));
         let record = match (run, straggler) {
-            (Some(a), Some(b)) if b < a && b.0 <= horizon => self.stragglers.pop().map(|Reverse(s)| *s.record),
+            (Some(a), Some(b)) if b < a && b.0 <= horizon => {
+                self.stragglers.pop().map(|Reverse(s)| *s.record)
+            }
             (Some(a), _) if a.0 <= horizon => self.run.pop_front().map(|(_, r)| r),
             (None, Some(b)) if b.0 <= horizon => self.stragglers.pop().map(|Reverse(s)| *s.record),
             _ => None,
@@ -108,14 +114,19 @@ pub struct Merger {
     heads: BinaryHeap<Reverse<(i64, usize)>>,
     started: bool,
     reorder: Reorder,
-    ready: VecDeque<Ordered>,
+    /// Every stream has ended; what the reorder buffer holds is all that is left.
+    exhausted: bool,
     done: bool,
     opts: MergeOptions,
     accounting: Arc<Accounting>,
 }
 
 impl Merger {
-    pub fn new(streams: Vec<mpsc::Receiver<Vec<Record>>>, opts: MergeOptions, accounting: Arc<Accounting>) -> Self {
+    pub fn new(
+        streams: Vec<mpsc::Receiver<Vec<Record>>>,
+        opts: MergeOptions,
+        accounting: Arc<Accounting>,
+    ) -> Self {
         let n = streams.len();
         Self {
             streams,
@@ -123,7 +134,7 @@ impl Merger {
             heads: BinaryHeap::with_capacity(n),
             started: false,
             reorder: Reorder::default(),
-            ready: VecDeque::new(),
+            exhausted: false,
             done: false,
             opts,
             accounting,
@@ -133,50 +144,47 @@ impl Merger {
     /// The next record in time order (or a late one), or `None` at the end of the input.
     pub async fn next(&mut self) -> Option<Ordered> {
         loop {
-            if let Some(o) = self.ready.pop_front() {
-                return Some(o);
-            }
             if self.done {
+                return None;
+            }
+            let horizon = if self.exhausted { i64::MAX } else { self.reorder.horizon(self.opts.window_ns) };
+            if let Some(r) = self.reorder.pop_until(horizon) {
+                match self.release(r, false) {
+                    Some(o) => return Some(o),
+                    None => continue,
+                }
+            }
+            if self.exhausted {
+                self.finish();
                 return None;
             }
             match self.next_merged().await {
                 Some(record) => {
                     if let Some(late) = self.reorder.push(record) {
                         self.accounting.late();
-                        self.release(late, true);
-                    }
-                    let horizon = self.reorder.horizon(self.opts.window_ns);
-                    while !self.done
-                        && let Some(r) = self.reorder.pop_until(horizon)
-                    {
-                        self.release(r, false);
+                        if let Some(o) = self.release(late, true) {
+                            return Some(o);
+                        }
                     }
                 }
-                None => {
-                    while !self.done
-                        && let Some(r) = self.reorder.pop_until(i64::MAX)
-                    {
-                        self.release(r, false);
-                    }
-                    self.finish();
-                }
+                None => self.exhausted = true,
             }
         }
     }
 
-    /// Applies the range to a released record.
-    fn release(&mut self, record: Record, late: bool) {
+    /// Applies the range to a released record: `None` when it is out of range or past the end.
+    fn release(&mut self, record: Record, late: bool) -> Option<Ordered> {
         if !late && self.opts.end.is_some_and(|end| record.ts > end) {
             self.finish();
-            return;
+            return None;
         }
         let before = self.opts.begin.is_some_and(|b| record.ts < b);
         let after = self.opts.end.is_some_and(|e| record.ts > e);
         if before || after {
             self.accounting.out_of_range();
-            return;
+            return None;
         }
-        self.ready.push_back(Ordered { record, late });
+        Some(Ordered { record, late })
     }
 
     /// Ends the input: the fetchers see their streams closed and stop.
