@@ -153,5 +153,9 @@ async fn a_replayer_killed_mid_job_is_counted_and_the_job_finishes() {
     assert!(lost > 0, "the killed replayer's records are counted lost: {t}");
     assert!(lost <= 40, "loss bounded by what it held (lead + ack interval): {lost}");
     assert_eq!(t["sent"].as_u64().expect("sent") + lost, 120);
+    let doomed = r["replayers"].as_array().expect("replayers").iter().find(|m| m["id"] == "doomed").cloned();
+    let doomed = doomed.expect("the killed replayer stays in the report");
+    assert_eq!(doomed["state"], "left");
+    assert_eq!(doomed["lost_in_flight"].as_u64(), Some(lost), "{doomed}");
     assert!(target.requests().len() as u64 >= t["sent"].as_u64().expect("sent"));
 }

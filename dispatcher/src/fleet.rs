@@ -38,6 +38,26 @@ struct Member {
     last_report: Instant,
 }
 
+impl Member {
+    fn status(&self, id: &str, now: Instant) -> MemberStatus {
+        MemberStatus {
+            id: id.to_owned(),
+            state: "connected",
+            left: None,
+            lost_in_flight: 0,
+            dispatched: self.dispatched,
+            acked: self.acked,
+            in_flight: self.dispatched - self.acked,
+            sent: self.sent,
+            pending: self.pending,
+            last_report_ms_ago: (now - self.last_report).as_millis() as u64,
+        }
+    }
+}
+
+/// Departed replayers remembered for the report.
+const MAX_DEPARTED: usize = 1024;
+
 /// Merged results of the current job.
 #[derive(Debug, Default)]
 pub struct JobStats {
@@ -55,6 +75,7 @@ struct Inner {
     job: Option<pb::JobConfig>,
     /// Set once no more records will be dispatched.
     ended: Option<String>,
+    departed: Vec<MemberStatus>,
     stats: JobStats,
 }
 
@@ -73,6 +94,12 @@ pub enum Reserve {
 #[derive(Clone, Debug, Serialize)]
 pub struct MemberStatus {
     pub id: String,
+    /// "connected", or "left" with the reason in `left`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
+    /// Records it held unaccounted when it left.
+    pub lost_in_flight: u64,
     pub dispatched: u64,
     pub acked: u64,
     pub in_flight: u64,
@@ -98,6 +125,7 @@ impl Fleet {
             next_session: 0,
             job: None,
             ended: None,
+            departed: Vec::new(),
             stats: JobStats::default(),
         };
         Self { inner: Mutex::new(inner), window: u64::from(window), accounting, changed: Notify::new() }
@@ -158,7 +186,18 @@ impl Fleet {
             let lost = m.dispatched.saturating_sub(m.accounted);
             self.accounting.dropped(DropReason::LostInFlight, lost);
             Self::rebuild(inner);
-            tracing::warn!(replayer = id, session, lost_in_flight = lost, reason = why, "replayer left");
+            if lost > 0 {
+                tracing::warn!(replayer = id, session, lost_in_flight = lost, reason = why, "replayer left");
+            } else {
+                tracing::info!(replayer = id, session, reason = why, "replayer left");
+            }
+            if m.dispatched > 0 && inner.departed.len() < MAX_DEPARTED {
+                let mut status = m.status(id, Instant::now());
+                status.state = "left";
+                status.left = Some(why.to_owned());
+                status.lost_in_flight = lost;
+                inner.departed.push(status);
+            }
         }
     }
 
@@ -320,21 +359,12 @@ impl Fleet {
         }
     }
 
+    /// Every replayer of this job: those connected, then those that left (with their figures).
     pub fn members(&self) -> Vec<MemberStatus> {
         let now = Instant::now();
-        self.lock()
-            .members
-            .iter()
-            .map(|(id, m)| MemberStatus {
-                id: id.clone(),
-                dispatched: m.dispatched,
-                acked: m.acked,
-                in_flight: m.dispatched - m.acked,
-                sent: m.sent,
-                pending: m.pending,
-                last_report_ms_ago: (now - m.last_report).as_millis() as u64,
-            })
-            .collect()
+        let inner = self.lock();
+        let live = inner.members.iter().map(|(id, m)| m.status(id, now));
+        live.chain(inner.departed.iter().cloned()).collect()
     }
 
     /// Runs `f` on the merged statistics.
