@@ -164,7 +164,9 @@ async fn begin_and_end_bound_the_replay() {
     let mut ids: Vec<usize> = target.requests().iter().map(id_of).collect();
     ids.sort();
     assert_eq!(ids, (5..=15).collect::<Vec<_>>(), "records 500 ms..=1500 ms");
-    assert_eq!(report["totals"]["out_of_range"], 5);
+    assert_eq!(report["totals"]["out_of_range"], 9, "5 before begin, 4 after end");
+    assert_eq!(report["totals"]["in_range"], 11);
+    assert_eq!(report["totals"]["input"], 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,9 @@
 //!   in-range input (`rate` applied) and `sent` is what the replayers fired;
 //! - `sent = ok + failed`.
 //!
-//! Records outside `[begin, end]`, malformed units and skipped units (GoReplay responses) are
-//! counted beside the identity: they never become copies.
+//! Beside it: `input = in_range + out_of_range`, and `scheduled` is `in_range` × `rate` as
+//! realised. Malformed units and skipped units (GoReplay responses) are counted apart: they
+//! never become records.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -46,6 +47,7 @@ impl DropReason {
 #[derive(Debug, Default)]
 pub struct Accounting {
     input: AtomicU64,
+    in_range: AtomicU64,
     bytes: AtomicU64,
     out_of_range: AtomicU64,
     late: AtomicU64,
@@ -59,11 +61,14 @@ pub struct Accounting {
 /// A consistent-enough copy of the counters for reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
-    /// Records parsed from the source.
+    /// Records taken from the source (parsed, merged in time order).
     pub input: u64,
+    /// Records inside `[begin, end]` handed to the wheel; `input = in_range + out_of_range`
+    /// (plus, for a stopped job, what was still in the reorder window).
+    pub in_range: u64,
     /// Bytes read from the source (after decompression).
     pub bytes: u64,
-    /// Records before `begin` (not scheduled).
+    /// Records outside `[begin, end]` (not scheduled).
     pub out_of_range: u64,
     /// Records later than the reorder window (sent at once or dropped, per `late`).
     pub late: u64,
@@ -84,9 +89,18 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) -> u64 {
 }
 
 impl Accounting {
-    pub fn input(&self, bytes: u64) {
+    /// A record taken from the source's merge.
+    pub fn input(&self) {
         self.input.fetch_add(1, Relaxed);
-        self.bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// A record handed to the wheel (inside `[begin, end]`).
+    pub fn in_range(&self) {
+        self.in_range.fetch_add(1, Relaxed);
+    }
+
+    pub fn out_of_range_n(&self, n: u64) {
+        self.out_of_range.fetch_add(n, Relaxed);
     }
 
     pub fn unit_bytes(&self, bytes: u64) {
@@ -133,6 +147,7 @@ impl Accounting {
             |m: &Mutex<BTreeMap<&'static str, u64>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Counts {
             input: self.input.load(Relaxed),
+            in_range: self.in_range.load(Relaxed),
             bytes: self.bytes.load(Relaxed),
             out_of_range: self.out_of_range.load(Relaxed),
             late: self.late.load(Relaxed),

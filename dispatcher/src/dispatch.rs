@@ -109,6 +109,7 @@ pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &Can
         let Some(Ordered { record, late }) = next else {
             break false;
         };
+        acc.in_range();
         let copies = wheel.copies(index);
         index += 1;
         if copies == 0 {

@@ -162,7 +162,7 @@ impl Report {
             t.counts.dropped.iter().map(|(k, v)| format!("{} {v}", k.as_str())).collect();
         let dropped = if dropped.is_empty() { String::new() } else { format!(" ({})", dropped.join(", ")) };
         format!(
-            "accounting: scheduled {} = sent {} + dropped {}{dropped} {}; sent {} = ok {} + failed {}; input {} (malformed {}, skipped {}, out of range {}, late {})",
+            "accounting: scheduled {} = sent {} + dropped {}{dropped} {}; sent {} = ok {} + failed {}; input {} = in range {} + out of range {} (late {}, malformed {}, skipped {})",
             t.counts.scheduled,
             t.sent,
             t.dropped_total,
@@ -171,10 +171,11 @@ impl Report {
             t.ok,
             t.failed,
             t.counts.input,
-            t.counts.malformed_total(),
-            t.counts.skipped.values().sum::<u64>(),
+            t.counts.in_range,
             t.counts.out_of_range,
             t.counts.late,
+            t.counts.malformed_total(),
+            t.counts.skipped.values().sum::<u64>(),
         )
     }
 

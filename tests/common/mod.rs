@@ -192,3 +192,34 @@ pub async fn wait_until(mut f: impl FnMut() -> bool, limit: Duration) -> bool {
     }
     f()
 }
+
+/// A plain HTTP/1.1 request to a daemon's admin port; returns (status, body).
+pub async fn http(method: &str, addr: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut resp = Vec::new();
+    stream.read_to_end(&mut resp).await.expect("read");
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// Waits for a daemon to exit, off the async threads.
+pub async fn wait_exit(mut guard: Guard) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || guard.0.wait().expect("wait")).await.expect("join")
+}
+
+/// Starts a replayer daemon process.
+pub fn spawn_replayer(url: &str, id: &str) -> Guard {
+    Guard(
+        Command::new(BIN)
+            .args(["replayer", "--dispatcher", url, "--id", id])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("replayer"),
+    )
+}

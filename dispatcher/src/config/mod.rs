@@ -98,7 +98,8 @@ pub enum FetcherKind {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct FileFetcher {
-    /// A file, or a glob of files merged by timestamp; `.gz` files are decompressed.
+    /// A file, or a glob of files merged by timestamp; gzip files are decompressed. A
+    /// relative path is relative to the job file.
     pub path: String,
 }
 
@@ -260,7 +261,18 @@ impl JobConfig {
         if cfg.job.id.is_none() {
             cfg.job.id = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
+    }
+
+    /// Relative recording paths are relative to the job file, so a job runs from anywhere.
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(f) = &mut self.fetcher.file
+            && !f.path.is_empty()
+            && Path::new(&f.path).is_relative()
+        {
+            f.path = base.join(&f.path).to_string_lossy().into_owned();
+        }
     }
 
     /// Parses and validates job-file text; `Err` lists every problem found.

@@ -175,6 +175,9 @@ impl Merger {
     /// Applies the range to a released record: `None` when it is out of range or past the end.
     fn release(&mut self, record: Record, late: bool) -> Option<Ordered> {
         if !late && self.opts.end.is_some_and(|end| record.ts > end) {
+            // It and all the reorder buffer holds (all later still) are past the end.
+            let held = self.reorder.run.len() + self.reorder.stragglers.len();
+            self.accounting.out_of_range_n(1 + held as u64);
             self.finish();
             return None;
         }
@@ -205,6 +208,7 @@ impl Merger {
         }
         let Reverse((_, i)) = self.heads.pop()?;
         let record = self.buffers[i].pop_front()?;
+        self.accounting.input();
         if self.buffers[i].is_empty() {
             self.refill(i).await;
         } else if let Some(next) = self.buffers[i].front() {
@@ -307,6 +311,8 @@ mod tests {
         let opts = MergeOptions { window_ns: 0, begin: Some(2_000_000), end: Some(4_000_000) };
         let (out, acc) = merged(vec![vec![1, 2, 3, 4, 5, 6]], opts).await;
         assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![2, 3, 4]);
-        assert_eq!(acc.counts().out_of_range, 1);
+        let c = acc.counts();
+        assert_eq!(c.out_of_range, 2, "1 before begin, 5 after end (6 never taken)");
+        assert_eq!(c.input, 5, "records taken: 1..=5");
     }
 }

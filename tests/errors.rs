@@ -1,0 +1,148 @@
+//! Bad input gets a clear error and loses nothing else: bad job files (exit 2, every problem
+//! listed), unreachable targets and missing recordings (exit 3), malformed lines (counted by
+//! reason, the job goes on), a replayer of another version (refused with both versions).
+
+mod common;
+
+use common::*;
+
+#[tokio::test]
+async fn validate_lists_every_problem_with_key_value_and_rule() {
+    let dir = temp_dir("validate");
+    let job = dir.join("bad.toml");
+    std::fs::write(
+        &job,
+        "[job]\nrate = -1\nspeed = 0\ntargte = \"http://x\"\n[fetcher.file]\npath = \"\"\n[replayer]\nconcurrency = 0\n[proxy]\nhash = \"random\"\n",
+    )
+    .expect("write");
+    let out = reprise(args(&["validate", job.to_str().expect("p")])).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // A type error (proxy.hash) stops typed checks; fix it and the rest are listed.
+    assert!(err.contains("proxy.hash") || err.contains("random"), "{err}");
+    std::fs::write(&job, "[job]\nrate = -1\nspeed = 0\ntargte = \"http://x\"\n[fetcher.file]\npath = \"\"\n[replayer]\nconcurrency = 0\n").expect("write");
+    let out = reprise(args(&["validate", job.to_str().expect("p")])).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "job.targte: unknown key",
+        "job.rate = -1: must be a number > 0",
+        "job.speed = 0",
+        "job.target: is required",
+        "fetcher.file.path = \"\"",
+        "replayer.concurrency = 0: must be at least 1",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}
+
+#[tokio::test]
+async fn every_shipped_config_validates() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir("configs").expect("configs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = reprise(args(&["validate", path.to_str().expect("p")])).await;
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "configs/ holds example jobs");
+}
+
+#[tokio::test]
+async fn a_bad_job_file_exits_2_from_run_and_dispatcher() {
+    let dir = temp_dir("badrun");
+    let job = dir.join("bad.toml");
+    std::fs::write(&job, "[job]\nspeed = \"fast\"\n").expect("write");
+    let run = reprise(args(&["run", job.to_str().expect("p")])).await;
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("not a speed"));
+    let d = reprise(args(&["dispatcher", "--config", job.to_str().expect("p")])).await;
+    assert_eq!(d.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn an_unreachable_target_exits_3_before_replaying() {
+    let dir = temp_dir("unreachable");
+    let rec = dir.join("r.jsonl");
+    std::fs::write(&rec, "{\"ts\":1,\"method\":\"GET\",\"url\":\"/\"}\n").expect("write");
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let job = write_job(&dir, &format!("http://127.0.0.1:{port}"), &rec, "", "");
+    let out = reprise(args(&["run", job.to_str().expect("p")])).await;
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unreachable") && err.contains(&port.to_string()), "{err}");
+}
+
+#[tokio::test]
+async fn a_recording_that_matches_nothing_exits_3() {
+    let target = Capture::start().await;
+    let dir = temp_dir("nofile");
+    let job = write_job(&dir, &target.url(), &dir.join("missing-*.jsonl"), "", "");
+    let out = reprise(args(&["run", job.to_str().expect("p")])).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no file matches"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_lines_are_counted_by_reason_and_the_rest_replays() {
+    let target = Capture::start().await;
+    let dir = temp_dir("malformed");
+    let rec = dir.join("r.jsonl");
+    let lines = [
+        r#"{"ts":1,"method":"GET","url":"/ok/1"}"#,
+        r#"{not json"#,
+        r#"{"ts":2,"method":"GET","url":"/ok/2"}"#,
+        r#"{"method":"GET","url":"/no-ts"}"#,
+        r#"{"ts":3,"method":"G E T","url":"/bad-method"}"#,
+        "\u{0}\u{1}binary garbage",
+        r#"{"ts":4,"method":"POST","url":"/ok/3","body":"x"}"#,
+    ];
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", "");
+    let report = dir.join("report.json");
+    let out =
+        reprise(args(&["run", job.to_str().expect("p"), "--report-json", report.to_str().expect("p")])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut paths: Vec<String> = target.requests().into_iter().map(|c| c.path).collect();
+    paths.sort();
+    assert_eq!(paths, ["/ok/1", "/ok/2", "/ok/3"]);
+    let r = read_json(&report);
+    let m = &r["totals"]["malformed"];
+    assert_eq!(m["json_syntax"], 2, "{m}");
+    assert_eq!(m["missing_ts"], 1, "{m}");
+    assert_eq!(m["bad_method"], 1, "{m}");
+    assert_eq!(r["totals"]["input"], 3);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("malformed 4"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayer_of_another_version_is_refused_with_both_versions() {
+    let dir = temp_dir("version");
+    let rec = dir.join("r.jsonl");
+    std::fs::write(&rec, "{\"ts\":1,\"method\":\"GET\",\"url\":\"/\"}\n").expect("write");
+    let job = write_job(&dir, "http://127.0.0.1:9", &rec, "", "");
+    let (_d, line) = spawn_daemon(&[
+        "dispatcher",
+        "--config",
+        job.to_str().expect("p"),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let url = format!("http://{}", field(&line, "grpc"));
+    let mut client =
+        reprise_proto::pb::dispatcher_client::DispatcherClient::connect(url).await.expect("connect");
+    let reg = reprise_proto::pb::Registration { replayer_id: "old".into(), version: "0.0.1-old".into() };
+    let err = client.subscribe(reg).await.err().expect("refused");
+    assert!(
+        err.message().contains("0.0.1-old") && err.message().contains(reprise_proto::VERSION),
+        "{}",
+        err.message()
+    );
+    assert!(format!("{:?}", err.code()).contains("FailedPrecondition"));
+}
