@@ -138,7 +138,7 @@ async fn a_replayer_of_another_version_is_refused_with_both_versions() {
     let mut client =
         reprise_proto::pb::dispatcher_client::DispatcherClient::connect(url).await.expect("connect");
     let reg = reprise_proto::pb::Registration { replayer_id: "old".into(), version: "0.0.1-old".into() };
-    let err = client.subscribe(reg).await.err().expect("refused");
+    let err = client.subscribe(reg).await.expect_err("refused");
     assert!(
         err.message().contains("0.0.1-old") && err.message().contains(reprise_proto::VERSION),
         "{}",
