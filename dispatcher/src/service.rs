@@ -66,7 +66,12 @@ impl Dispatcher for Service {
     }
 
     async fn report(&self, req: Request<pb::StatsReport>) -> Result<Response<pb::ReportReturn>, Status> {
-        self.job.fleet().report(&req.into_inner())?;
+        // Inflating and merging histograms is CPU work: off the runtime's workers.
+        let job = Arc::clone(&self.job);
+        let report = req.into_inner();
+        tokio::task::spawn_blocking(move || job.fleet().report(&report))
+            .await
+            .map_err(|e| Status::internal(format!("merging the report failed: {e}")))??;
         Ok(Response::new(pb::ReportReturn { accepted: true, message: String::new() }))
     }
 }

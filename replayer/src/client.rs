@@ -226,7 +226,16 @@ impl Reports {
     /// Sends the delta since the last report; retries it (same seq) a few times.
     async fn send(&self, exec: &Executor) {
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let delta = exec.recorder().take();
+        // Deflating histograms is CPU work: off the runtime's workers, so requests due
+        // meanwhile are not held up behind it.
+        let recorder = exec.recorder_handle();
+        let delta = match tokio::task::spawn_blocking(move || recorder.take()).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(replayer = %self.id, error = %e, "taking statistics failed");
+                return;
+            }
+        };
         let report = pb::StatsReport {
             replayer_id: self.id.clone(),
             job_id: exec.config().job_id.clone(),

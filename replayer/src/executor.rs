@@ -96,6 +96,10 @@ impl Executor {
         &self.recorder
     }
 
+    pub fn recorder_handle(&self) -> Arc<Recorder> {
+        Arc::clone(&self.recorder)
+    }
+
     /// Records received and not yet done with.
     pub fn pending(&self) -> u64 {
         self.received.load(Relaxed).saturating_sub(self.recorder.completed())

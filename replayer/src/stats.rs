@@ -105,16 +105,21 @@ impl Recorder {
 
     /// Takes everything since the last call.
     pub fn take(&self) -> Delta {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let inner = &mut *inner;
-        inner.unreported = 0;
-        let endpoints = inner
-            .delta
-            .iter_mut()
-            .zip(&inner.names)
-            .filter_map(|(slot, name)| slot.take().map(|s| s.to_wire(name)))
-            .collect();
-        Delta { endpoints, completed_total: inner.completed, cancelled_total: inner.cancelled }
+        let (taken, completed_total, cancelled_total) = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let inner = &mut *inner;
+            inner.unreported = 0;
+            let taken: Vec<(String, EndpointStats)> = inner
+                .delta
+                .iter_mut()
+                .zip(&inner.names)
+                .filter_map(|(slot, name)| slot.take().map(|s| (name.clone(), s)))
+                .collect();
+            (taken, inner.completed, inner.cancelled)
+        };
+        // Serialized (deflated) outside the lock: requests finishing meanwhile must not wait.
+        let endpoints = taken.iter().map(|(name, s)| s.to_wire(name)).collect();
+        Delta { endpoints, completed_total, cancelled_total }
     }
 }
 

@@ -1,0 +1,131 @@
+//! Every record format end to end, and sources made of several files: GoReplay captures,
+//! combined access logs, a glob of gzip files merged by timestamp, and late records.
+
+mod common;
+
+use std::io::Write;
+
+use common::*;
+
+const SEP: &str = "\u{1F435}\u{1F648}\u{1F649}";
+
+async fn run_report(job: &std::path::Path, dir: &std::path::Path) -> serde_json::Value {
+    let report = dir.join("report.json");
+    let out =
+        reprise(args(&["run", job.to_str().expect("p"), "--report-json", report.to_str().expect("p")])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    read_json(&report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gor_requests_replay_with_their_bodies_and_responses_are_skipped() {
+    let target = Capture::start().await;
+    let dir = temp_dir("gor");
+    let binary: Vec<u8> = vec![0, 159, 146, 150, b'\n', 255];
+    let mut file = Vec::new();
+    for i in 0..4u8 {
+        let ts = 1_700_000_000_000_000_000u64 + u64::from(i) * 10_000_000;
+        file.extend_from_slice(format!("1 id{i} {ts} 0\n").as_bytes());
+        file.extend_from_slice(
+            format!(
+                "PUT /blob/{i} HTTP/1.1\r\nHost: prod\r\nX-N: {i}\r\nContent-Length: {}\r\n\r\n",
+                binary.len()
+            )
+            .as_bytes(),
+        );
+        file.extend_from_slice(&binary);
+        file.extend_from_slice(format!("\n{SEP}\n").as_bytes());
+        file.extend_from_slice(format!("2 id{i} {ts} 1000\nHTTP/1.1 200 OK\r\n\r\n\n{SEP}\n").as_bytes());
+    }
+    let rec = dir.join("capture.gor");
+    std::fs::write(&rec, file).expect("write");
+    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", "[analyzer]\nformat = \"gor\"\n");
+    let report = run_report(&job, &dir).await;
+    let mut got = target.requests();
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    assert_eq!(got.len(), 4);
+    for (i, c) in got.iter().enumerate() {
+        assert_eq!((c.method.as_str(), c.path.as_str()), ("PUT", format!("/blob/{i}").as_str()));
+        assert_eq!(c.body, binary, "binary body kept byte for byte");
+        assert_eq!(c.header("x-n"), Some(i.to_string().as_bytes()));
+    }
+    assert_eq!(report["totals"]["skipped"]["gor_response"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_log_lines_replay_with_agent_and_referer() {
+    let target = Capture::start().await;
+    let dir = temp_dir("combined");
+    let rec = dir.join("access.log");
+    std::fs::write(
+        &rec,
+        concat!(
+            "10.1.1.1 - - [01/May/2024:12:00:00 +0000] \"GET /a?x=1 HTTP/1.1\" 200 5 \"https://ref/\" \"agent/1\"\n",
+            "10.1.1.2 - - [01/May/2024:12:00:01 +0000] \"DELETE /b HTTP/1.1\" 204 0 \"-\" \"agent/2\"\n",
+            "this line is not a log line\n",
+        ),
+    )
+    .expect("write");
+    let job = write_job(&dir, &target.url(), &rec, "speed = 20", "[analyzer]\nformat = \"combined\"\n");
+    let report = run_report(&job, &dir).await;
+    let mut got = target.requests();
+    got.sort_by_key(|c| c.at);
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].method.as_str(), got[0].path.as_str()), ("GET", "/a?x=1"));
+    assert_eq!(got[0].header("user-agent"), Some(b"agent/1".as_slice()));
+    assert_eq!(got[0].header("referer"), Some(b"https://ref/".as_slice()));
+    assert_eq!((got[1].method.as_str(), got[1].header("referer")), ("DELETE", None));
+    let gap = got[1].at.duration_since(got[0].at).as_millis();
+    assert!((30..=80).contains(&gap), "1 s apart at speed 20: {gap} ms");
+    assert_eq!(report["totals"]["malformed"]["no_time"], 1);
+}
+
+fn gz(path: &std::path::Path, lines: &[String]) {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(lines.join("\n").as_bytes()).expect("gz");
+    std::fs::write(path, enc.finish().expect("gz")).expect("write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glob_of_gzip_files_is_merged_in_time_order() {
+    let target = Capture::start().await;
+    let dir = temp_dir("glob");
+    let line = |i: i64| format!(r#"{{"ts":{},"method":"GET","url":"/m/{i}"}}"#, 1_000 + i * 15);
+    // Three files, records interleaved across them: file k holds i ≡ k (mod 3).
+    for k in 0..3 {
+        let lines: Vec<String> = (0..60).filter(|i| i % 3 == k).map(line).collect();
+        gz(&dir.join(format!("part-{k}.jsonl.gz")), &lines);
+    }
+    std::fs::write(dir.join("ignored.txt"), "not matched by the glob").expect("write");
+    let job = write_job(&dir, &target.url(), &dir.join("part-*.jsonl.gz"), "speed = 1", "");
+    let report = run_report(&job, &dir).await;
+    let mut got = target.requests();
+    got.sort_by_key(|c| c.at);
+    let order: Vec<i64> = got.iter().map(|c| c.path.trim_start_matches("/m/").parse().expect("n")).collect();
+    assert_eq!(order, (0..60).collect::<Vec<_>>(), "time order across files");
+    assert_eq!(report["totals"]["input"], 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_later_than_the_window_are_counted_and_sent_or_dropped() {
+    let dir = temp_dir("late");
+    let rec = dir.join("r.jsonl");
+    // 0, 100, …, 1900 ms, then one at 200 ms: 1.7 s late against a 500 ms window.
+    let mut lines: Vec<String> =
+        (0..20).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/t/{i}"}}"#, i * 100)).collect();
+    lines.push(r#"{"ts":200,"method":"GET","url":"/late"}"#.to_owned());
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    for (policy, arrives) in [("send", true), ("drop", false)] {
+        let target = Capture::start().await;
+        let extra = format!("speed = 10\nreorder_window = \"500ms\"\nlate = \"{policy}\"");
+        let job = write_job(&dir, &target.url(), &rec, &extra, "");
+        let report = run_report(&job, &dir).await;
+        let got = target.requests();
+        assert_eq!(got.iter().any(|c| c.path == "/late"), arrives, "late = {policy}");
+        assert_eq!(report["totals"]["late"], 1);
+        assert_eq!(report["totals"]["balanced"], true);
+        let dropped = report["totals"]["dropped"]["late"].as_u64().unwrap_or(0);
+        assert_eq!(dropped, u64::from(!arrives));
+        assert_eq!(got.len(), if arrives { 21 } else { 20 });
+    }
+}
