@@ -28,8 +28,15 @@ async fn a_waiting_job_shows_in_status_and_starts_on_request() {
     let dir = temp_dir("admin-start");
     let rec = recording(&dir, 30, 10);
     let job = write_job(&dir, &target.url(), &rec, "speed = 5\nmin_replayers = 2", "");
-    let (dispatcher, line) =
-        spawn_daemon(&["dispatcher", "--config", job.to_str().expect("p"), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    let (dispatcher, line) = spawn_daemon(&[
+        "dispatcher",
+        "--config",
+        job.to_str().expect("p"),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ]);
     let (grpc, admin) = (field(&line, "grpc"), field(&line, "http"));
     assert_eq!(http("GET", &admin, "/healthz").await, (200, "ok\n".to_owned()));
     let _r = spawn_replayer(&format!("http://{grpc}"), "only");
@@ -61,8 +68,15 @@ async fn a_job_stopped_mid_way_ends_with_balanced_books() {
     let report = dir.join("report.json");
     let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
     let (dispatcher, line) = spawn_daemon(&[
-        "dispatcher", "--config", job.to_str().expect("p"), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
-        "--report-json", report.to_str().expect("p"),
+        "dispatcher",
+        "--config",
+        job.to_str().expect("p"),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--report-json",
+        report.to_str().expect("p"),
     ]);
     let _r = spawn_replayer(&format!("http://{}", field(&line, "grpc")), "r1");
     assert!(wait_until(|| target.requests().len() >= 10, Duration::from_secs(10)).await);
@@ -91,8 +105,15 @@ async fn a_replayer_waits_for_its_dispatcher_and_connects_when_it_comes() {
     let _r = spawn_replayer(&format!("http://127.0.0.1:{port}"), "early");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let grpc = format!("127.0.0.1:{port}");
-    let (dispatcher, _) =
-        spawn_daemon(&["dispatcher", "--config", job.to_str().expect("p"), "--grpc", &grpc, "--http", "127.0.0.1:0"]);
+    let (dispatcher, _) = spawn_daemon(&[
+        "dispatcher",
+        "--config",
+        job.to_str().expect("p"),
+        "--grpc",
+        &grpc,
+        "--http",
+        "127.0.0.1:0",
+    ]);
     let exit = wait_exit(dispatcher).await;
     assert!(exit.success(), "{exit:?}");
     assert_eq!(target.requests().len(), 20);

@@ -146,3 +146,28 @@ async fn a_replayer_of_another_version_is_refused_with_both_versions() {
     );
     assert!(format!("{:?}", err.code()).contains("FailedPrecondition"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_responses_count_as_timeouts_and_statuses_are_kept() {
+    let target = Capture::start().await;
+    let dir = temp_dir("timeouts");
+    let rec = dir.join("r.jsonl");
+    let lines = [
+        r#"{"ts":1,"method":"GET","url":"/slow","headers":{"X-Delay-Ms":"3000"}}"#,
+        r#"{"ts":2,"method":"GET","url":"/fast"}"#,
+        r#"{"ts":3,"method":"GET","url":"/gone","headers":{"X-Status":"503"}}"#,
+    ];
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", "[replayer]\ntimeout = \"300ms\"\n");
+    let report = dir.join("report.json");
+    let out =
+        reprise(args(&["run", job.to_str().expect("p"), "--report-json", report.to_str().expect("p")])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = read_json(&report);
+    let t = &r["total"];
+    assert_eq!(t["errors"]["timeout"], 1, "{t}");
+    assert_eq!(t["status"]["503"], 1, "{t}");
+    assert_eq!(t["status"]["200"], 1, "{t}");
+    assert_eq!((t["ok"].as_u64(), t["failed"].as_u64()), (Some(1), Some(2)));
+    assert!(r["duration_s"].as_f64().expect("duration") < 2.5, "the timeout cut the slow request short");
+}

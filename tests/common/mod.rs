@@ -38,7 +38,7 @@ impl Captured {
 }
 
 /// An HTTP target on 127.0.0.1 that records what arrives. Answers 200, or the status in
-/// the request's `x-status` header.
+/// the request's `x-status` header, after the delay in its `x-delay-ms` header.
 pub struct Capture {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Captured>>>,
@@ -70,6 +70,11 @@ impl Capture {
                                 .get("x-status")
                                 .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
                                 .unwrap_or(200);
+                            let delay = req
+                                .headers()
+                                .get("x-delay-ms")
+                                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                                .unwrap_or(0);
                             let body = req
                                 .into_body()
                                 .collect()
@@ -77,6 +82,7 @@ impl Capture {
                                 .map(|b| b.to_bytes().to_vec())
                                 .unwrap_or_default();
                             store.lock().expect("lock").push(Captured { method, path, headers, body, at });
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
                             let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
                             Ok::<_, std::convert::Infallible>(resp)
