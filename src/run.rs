@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use reprise_dispatcher::accounting::DropReason;
 use reprise_dispatcher::config::{JobConfig, ListenAddr};
 use reprise_dispatcher::job::{Job, JobOptions};
 use reprise_dispatcher::report::Report;
@@ -130,6 +131,12 @@ fn finish(
     if std::io::stderr().is_terminal() {
         eprintln!();
     }
+    let no_replayer = report.totals.counts.dropped.get(&DropReason::NoReplayer).copied().unwrap_or(0);
+    let code = if report.totals.sent == 0 && no_replayer > 0 {
+        cannot_run(format!("no replayer took the job: {no_replayer} records dropped (no_replayer)"))
+    } else {
+        code
+    };
     print!("{}", report.table());
     let _ = std::io::stdout().flush();
     shutdown();

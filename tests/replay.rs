@@ -212,3 +212,24 @@ async fn fractional_rates_choose_the_same_records_every_run() {
     assert_eq!(runs[0], runs[1], "same seed, same sample");
     assert!((15..=45).contains(&runs[0].len()), "about 30 % of 100: {}", runs[0].len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_host_is_sent_only_with_preserve_host() {
+    let dir = temp_dir("host");
+    let rec = dir.join("r.jsonl");
+    std::fs::write(&rec, r#"{"ts":1,"method":"GET","url":"http://shop.example:8443/p?q=1"}"#).expect("write");
+    for (preserve, want) in [(false, None), (true, Some("shop.example:8443"))] {
+        let target = Capture::start().await;
+        let extra = format!("[replayer]\npreserve_host = {preserve}\n");
+        let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", &extra);
+        run_job(&job, &dir, &[]).await;
+        let got = target.requests();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].path, "/p?q=1");
+        let host = String::from_utf8_lossy(got[0].header("host").expect("host")).into_owned();
+        match want {
+            Some(h) => assert_eq!(host, h),
+            None => assert_eq!(host, target.addr.to_string()),
+        }
+    }
+}

@@ -159,3 +159,35 @@ async fn a_replayer_killed_mid_job_is_counted_and_the_job_finishes() {
     assert_eq!(doomed["lost_in_flight"].as_u64(), Some(lost), "{doomed}");
     assert!(target.requests().len() as u64 >= t["sent"].as_u64().expect("sent"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayer_joining_mid_job_gets_the_job_and_takes_a_share() {
+    let dir = temp_dir("join");
+    let rec = recording(&dir, 100, 20); // 2 s of traffic
+    let target = Capture::start().await;
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
+    let report = dir.join("join.json");
+    let (dispatcher, line) = spawn_daemon(&[
+        "dispatcher",
+        "--config",
+        job.to_str().expect("p"),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--report-json",
+        report.to_str().expect("p"),
+    ]);
+    let url = format!("http://{}", field(&line, "grpc"));
+    let _first = spawn_replayer(&url, "first");
+    assert!(wait_until(|| target.requests().len() >= 15, Duration::from_secs(10)).await, "replay began");
+    let _late = spawn_replayer(&url, "late");
+    let exit = wait_exit(dispatcher).await;
+    assert!(exit.success(), "{exit:?}");
+    let r = read_json(&report);
+    assert_eq!(r["totals"]["sent"], 100);
+    assert_eq!(ids(&target.requests()).len(), 100);
+    let late = r["replayers"].as_array().expect("replayers").iter().find(|m| m["id"] == "late").cloned();
+    let late_sent = late.expect("late replayer in the report")["sent"].as_u64().expect("sent");
+    assert!(late_sent > 10, "the late joiner took a share: {late_sent}");
+}
