@@ -42,7 +42,9 @@ impl Batches {
         let p = match self.0.entry(session) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => match job.fleet().sender(session) {
-                Some((id, tx)) => e.insert(Pending { id, session, tx, records: Vec::with_capacity(BATCH_MAX) }),
+                Some((id, tx)) => {
+                    e.insert(Pending { id, session, tx, records: Vec::with_capacity(BATCH_MAX) })
+                }
                 None => return false,
             },
         };

@@ -152,7 +152,7 @@ impl Session {
         cfg: pb::JobConfig,
         opts: &ReplayerOptions,
         channel: Channel,
-    ) -> Result<Session, crate::executor::ExecError> {
+    ) -> Result<Session, crate::http::TargetError> {
         let exec = Executor::new(cfg, opts.dry_run)?;
         let (tx, rx) = mpsc::channel(BATCH_CAPACITY);
         let stop = CancellationToken::new();

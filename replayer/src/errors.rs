@@ -20,16 +20,16 @@ fn any_in_chain(e: &Dyn, f: &mut impl FnMut(&Dyn) -> bool) -> bool {
     e.source().is_some_and(|s| any_in_chain(s, f))
 }
 
-/// Classifies a client error.
-pub fn kind_of_client(e: &hyper_util::client::legacy::Error) -> &'static str {
-    let Some(source) = e.source() else { return if e.is_connect() { "connect" } else { "other" } };
-    if any_in_chain(source, &mut |s| s.is::<rustls::Error>()) {
+/// Classifies an error from opening a connection (`connecting`) or from an exchange on one.
+pub fn kind_of(e: &(dyn StdError + Send + Sync + 'static), connecting: bool) -> &'static str {
+    let e: &Dyn = e;
+    if any_in_chain(e, &mut |s| s.is::<rustls::Error>()) {
         return "tls";
     }
-    if e.is_connect() {
+    if connecting {
         return "connect";
     }
-    let reset = any_in_chain(source, &mut |s| {
+    let reset = any_in_chain(e, &mut |s| {
         let io_reset = s.downcast_ref::<io::Error>().is_some_and(|io| {
             matches!(
                 io.kind(),
@@ -52,11 +52,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_rustls_error_nested_in_io_errors_is_found() {
+    fn a_rustls_error_nested_in_io_errors_is_tls() {
         let tls = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
         let outer = io::Error::other(tls);
-        assert!(any_in_chain(&outer, &mut |s| s.is::<rustls::Error>()));
-        let plain = io::Error::other("x");
-        assert!(!any_in_chain(&plain, &mut |s| s.is::<rustls::Error>()));
+        assert_eq!(kind_of(&outer, true), "tls");
+        assert_eq!(kind_of(&outer, false), "tls");
+    }
+
+    #[test]
+    fn connection_failures_and_resets_are_told_apart() {
+        assert_eq!(kind_of(&io::Error::from(io::ErrorKind::ConnectionRefused), true), "connect");
+        assert_eq!(kind_of(&io::Error::from(io::ErrorKind::ConnectionReset), false), "reset");
+        assert_eq!(kind_of(&io::Error::other("odd"), false), "other");
     }
 }
