@@ -76,7 +76,6 @@ struct Inner {
     /// Set once no more records will be dispatched.
     ended: Option<String>,
     departed: Vec<MemberStatus>,
-    stats: JobStats,
 }
 
 /// Where a record goes.
@@ -108,9 +107,15 @@ pub struct MemberStatus {
     pub last_report_ms_ago: u64,
 }
 
+/// Two locks: `inner` (membership, credits; taken per record by the dispatch loop) and
+/// `stats` (merged histograms; merging a report takes milliseconds). A report merges with
+/// only `stats` held, so the dispatch loop never waits on a merge. Lock order: `stats` before
+/// `inner`; removing a member takes both, so a report merged meanwhile is never also counted
+/// lost.
 #[derive(Debug)]
 pub struct Fleet {
     inner: Mutex<Inner>,
+    stats: Mutex<JobStats>,
     window: u64,
     accounting: Arc<Accounting>,
     /// Signalled when credits come back or membership changes.
@@ -126,18 +131,28 @@ impl Fleet {
             job: None,
             ended: None,
             departed: Vec::new(),
-            stats: JobStats::default(),
         };
-        Self { inner: Mutex::new(inner), window: u64::from(window), accounting, changed: Notify::new() }
+        Self {
+            inner: Mutex::new(inner),
+            stats: Mutex::default(),
+            window: u64::from(window),
+            accounting,
+            changed: Notify::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_stats(&self) -> MutexGuard<'_, JobStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Adds a replayer; a live one with the same id is replaced (and its load counted lost).
     /// Returns its session; it receives the job configuration now if the job has started.
     pub fn join(&self, id: &str, tx: EventTx) -> u64 {
+        let _stats = self.lock_stats();
         let mut inner = self.lock();
         if let Some(old) = inner.members.get(id).map(|m| m.session) {
             self.remove(&mut inner, id, old, "replaced by a new subscription");
@@ -173,6 +188,7 @@ impl Fleet {
 
     /// Removes a replayer if `session` is still its live one.
     pub fn leave(&self, id: &str, session: u64, why: &str) {
+        let _stats = self.lock_stats();
         let mut inner = self.lock();
         if inner.members.get(id).is_some_and(|m| m.session == session) {
             self.remove(&mut inner, id, session, why);
@@ -272,37 +288,50 @@ impl Fleet {
                 EndpointStats::from_wire(e).map_err(|e| Status::invalid_argument(e.to_string()))?,
             ));
         }
-        let mut inner = self.lock();
-        let inner = &mut *inner;
-        let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| m.session == r.session) else {
-            return Err(Status::failed_precondition(format!(
-                "replayer `{}` session {} is not subscribed here; subscribe again",
-                r.replayer_id, r.session
-            )));
-        };
-        m.last_report = Instant::now();
-        m.acked = m.acked.max(r.completed_total.min(m.dispatched));
-        m.pending = r.pending;
-        if r.seq == 0 {
-            self.changed.notify_waiters();
-            return Ok(());
+        // Acks (seq 0) take only the membership lock: they never wait for a merge.
+        let mut stats = if r.seq == 0 { None } else { Some(self.lock_stats()) };
+        {
+            let mut inner = self.lock();
+            let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| m.session == r.session) else {
+                return Err(Status::failed_precondition(format!(
+                    "replayer `{}` session {} is not subscribed here; subscribe again",
+                    r.replayer_id, r.session
+                )));
+            };
+            m.last_report = Instant::now();
+            m.acked = m.acked.max(r.completed_total.min(m.dispatched));
+            m.pending = r.pending;
+            let Some(stats) = stats.as_mut() else {
+                drop(inner);
+                self.changed.notify_waiters();
+                return Ok(());
+            };
+            if r.seq <= m.last_seq {
+                stats.duplicate_reports += 1;
+                return Ok(());
+            }
+            stats.lost_reports += r.seq - m.last_seq - 1;
+            stats.reports += 1;
+            m.last_seq = r.seq;
         }
-        if r.seq <= m.last_seq {
-            inner.stats.duplicate_reports += 1;
-            return Ok(());
+        // The slow part, with only `stats` held: a member cannot be removed meanwhile.
+        let Some(mut stats) = stats else { return Ok(()) };
+        let mut count = 0;
+        for (name, delta) in decoded {
+            count += delta.count();
+            stats.endpoints.entry(name).or_default().merge(&delta);
         }
-        inner.stats.lost_reports += r.seq - m.last_seq - 1;
-        inner.stats.reports += 1;
-        m.last_seq = r.seq;
-        let cancelled = r.cancelled_total.saturating_sub(m.cancelled);
-        m.cancelled = r.cancelled_total;
-        m.accounted += cancelled;
-        self.accounting.dropped(DropReason::Stopped, cancelled);
-        for (name, stats) in decoded {
-            m.sent += stats.count();
-            m.accounted += stats.count();
-            inner.stats.endpoints.entry(name).or_default().merge(&stats);
+        {
+            let mut inner = self.lock();
+            if let Some(m) = inner.members.get_mut(&r.replayer_id) {
+                let cancelled = r.cancelled_total.saturating_sub(m.cancelled);
+                m.cancelled = r.cancelled_total;
+                m.sent += count;
+                m.accounted += count + cancelled;
+                self.accounting.dropped(DropReason::Stopped, cancelled);
+            }
         }
+        drop(stats);
         self.changed.notify_waiters();
         Ok(())
     }
@@ -334,6 +363,7 @@ impl Fleet {
 
     /// Ends the books: whatever is still un-acknowledged will never be, and counts as lost.
     pub fn close_books(&self) {
+        let _stats = self.lock_stats();
         let mut inner = self.lock();
         for (id, m) in inner.members.iter_mut() {
             let lost = m.dispatched.saturating_sub(m.accounted);
@@ -369,7 +399,7 @@ impl Fleet {
 
     /// Runs `f` on the merged statistics.
     pub fn with_stats<T>(&self, f: impl FnOnce(&JobStats) -> T) -> T {
-        f(&self.lock().stats)
+        f(&self.lock_stats())
     }
 }
 

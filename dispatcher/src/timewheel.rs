@@ -52,11 +52,15 @@ impl TimeWheel {
         }
     }
 
-    /// The start of the slot in which a record due at `due` is released.
+    /// The start of the slot in which a record due at `due` is released: [`LEAD`] before it,
+    /// on the slot grid. Records due within `LEAD` of the start go out before the start (the
+    /// job starts a little after replayers get its configuration), so none arrives late.
     pub fn release_at(&self, due: Instant) -> Instant {
-        let from_start = due.saturating_duration_since(self.start).saturating_sub(LEAD);
-        let slot = from_start.as_nanos() / SLOT.as_nanos();
-        self.start + SLOT * (slot as u32)
+        let from_start = due.saturating_duration_since(self.start);
+        match from_start.checked_sub(LEAD) {
+            Some(after) => self.start + SLOT * (after.as_nanos() / SLOT.as_nanos()) as u32,
+            None => due.checked_sub(LEAD).unwrap_or(self.start.min(due)),
+        }
     }
 
     /// Copies of the record with this index (0, 1, …, in time order).
@@ -104,9 +108,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn records_are_released_a_lead_ahead_on_slot_boundaries() {
-        let start = Instant::now();
+        let start = Instant::now() + Duration::from_secs(1);
         let w = TimeWheel::new(Speed::Factor(1.0), start, None, 1.0, 0);
-        assert_eq!(w.release_at(start + Duration::from_millis(100)), start);
+        assert_eq!(w.release_at(start + Duration::from_millis(100)), start - Duration::from_millis(100));
+        assert_eq!(w.release_at(start + Duration::from_millis(200)), start);
         assert_eq!(w.release_at(start + Duration::from_millis(1_234)), start + Duration::from_millis(1_030));
     }
 

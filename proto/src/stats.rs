@@ -75,6 +75,17 @@ impl EndpointStats {
         self.ok + self.failed
     }
 
+    /// Back to empty, keeping the histograms' memory.
+    pub fn reset(&mut self) {
+        self.ok = 0;
+        self.failed = 0;
+        self.status.clear();
+        self.errors.clear();
+        self.latency.reset();
+        self.service.reset();
+        self.lag.reset();
+    }
+
     /// A request failed when it got no response (an error kind) or a status of 400 or more, as
     /// k6 and Locust count. An outcome with neither status nor error is a dry run: ok.
     pub fn record(&mut self, outcome: &Outcome<'_>) {

@@ -1,5 +1,10 @@
 //! What a replayer measured since its last statistics report, and how many records it is
 //! done with (the ack). Acks go out as often as credits need; statistics once a second.
+//!
+//! Every request records under one lock, so nothing slow may happen under it: histograms are
+//! large (three of ~140 KB per endpoint), and allocating and zeroing them there stalled every
+//! worker once a second. Taking a delta swaps in clean spares prepared outside the lock;
+//! the taken ones are encoded, reset and kept as the next spares, also outside the lock.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,8 +22,8 @@ struct Inner {
     /// Endpoint names by index; "other" once the cap is reached.
     names: Vec<String>,
     other: Option<usize>,
-    /// Statistics since the last report, by endpoint index.
-    delta: Vec<Option<EndpointStats>>,
+    /// Statistics since the last report, by endpoint index (always allocated).
+    delta: Vec<EndpointStats>,
     completed: u64,
     cancelled: u64,
     unreported: u64,
@@ -45,7 +50,8 @@ impl Inner {
 
     fn push(&mut self, name: String) -> usize {
         self.names.push(name);
-        self.delta.push(None);
+        // Once per endpoint and job: the only allocation of statistics under the lock.
+        self.delta.push(EndpointStats::default());
         self.names.len() - 1
     }
 }
@@ -61,6 +67,8 @@ pub struct Delta {
 #[derive(Debug)]
 pub struct Recorder {
     inner: Mutex<Inner>,
+    /// Clean statistics to swap in at the next take.
+    spares: Mutex<Vec<EndpointStats>>,
     max_endpoints: usize,
 }
 
@@ -72,14 +80,18 @@ pub fn endpoint_name(method: &str, path: &str) -> String {
 
 impl Recorder {
     pub fn new(max_endpoints: u32) -> Self {
-        Self { inner: Mutex::default(), max_endpoints: max_endpoints.max(1) as usize }
+        Self {
+            inner: Mutex::default(),
+            spares: Mutex::default(),
+            max_endpoints: max_endpoints.max(1) as usize,
+        }
     }
 
     /// Records one finished request; returns how many completions are not yet acknowledged.
     pub fn record(&self, method: &str, path: &str, outcome: &Outcome<'_>) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let i = inner.endpoint(method, path, self.max_endpoints);
-        inner.delta[i].get_or_insert_with(EndpointStats::default).record(outcome);
+        inner.delta[i].record(outcome);
         inner.completed += 1;
         inner.unreported += 1;
         inner.unreported
@@ -105,20 +117,28 @@ impl Recorder {
 
     /// Takes everything since the last call.
     pub fn take(&self) -> Delta {
+        let endpoints = self.inner.lock().unwrap_or_else(|p| p.into_inner()).names.len();
+        let mut spares = std::mem::take(&mut *self.spares.lock().unwrap_or_else(|p| p.into_inner()));
+        spares.resize_with(endpoints.max(spares.len()), EndpointStats::default);
         let (taken, completed_total, cancelled_total) = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             let inner = &mut *inner;
             inner.unreported = 0;
-            let taken: Vec<(String, EndpointStats)> = inner
-                .delta
-                .iter_mut()
-                .zip(&inner.names)
-                .filter_map(|(slot, name)| slot.take().map(|s| (name.clone(), s)))
-                .collect();
+            let mut taken = Vec::new();
+            for (slot, name) in inner.delta.iter_mut().zip(&inner.names) {
+                if slot.count() > 0 {
+                    let fresh = spares.pop().unwrap_or_default();
+                    taken.push((name.clone(), std::mem::replace(slot, fresh)));
+                }
+            }
             (taken, inner.completed, inner.cancelled)
         };
-        // Serialized (deflated) outside the lock: requests finishing meanwhile must not wait.
         let endpoints = taken.iter().map(|(name, s)| s.to_wire(name)).collect();
+        for (_, mut used) in taken {
+            used.reset();
+            spares.push(used);
+        }
+        *self.spares.lock().unwrap_or_else(|p| p.into_inner()) = spares;
         Delta { endpoints, completed_total, cancelled_total }
     }
 }
