@@ -8,7 +8,7 @@
 //! actual send.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reprise_proto::pb;
@@ -20,6 +20,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::http::{Conn, Target, TargetError};
 use crate::stats::Recorder;
+
+/// Workers (and connections) opened when a job starts.
+const WARM_WORKERS: usize = 4;
+/// Chunks of due records between the timekeeping thread and the workers' feeder.
+const CHUNKS_IN_FLIGHT: usize = 64;
 
 /// A record due at an instant, on its way to a worker.
 type Due = (pb::Record, Instant);
@@ -33,6 +38,10 @@ pub struct Executor {
     dry_run: bool,
     received: AtomicU64,
     workers: AtomicUsize,
+    /// Workers opening their connection right now.
+    connecting: Arc<AtomicUsize>,
+    /// Set when the job is cancelled; read per record (the token's own check takes a lock).
+    stopped: Arc<AtomicBool>,
     /// Signalled when enough completions wait to be acknowledged.
     pub ack_due: Notify,
 }
@@ -47,6 +56,8 @@ impl Executor {
             dry_run: dry_run || cfg.dry_run,
             received: AtomicU64::new(0),
             workers: AtomicUsize::new(0),
+            connecting: Arc::default(),
+            stopped: Arc::default(),
             ack_due: Notify::new(),
             cfg,
         }))
@@ -76,66 +87,107 @@ impl Executor {
 
     /// Sends every record of every batch at its instant, until the batches end or `cancel`
     /// fires (then what is left is counted cancelled). Waits for requests in flight.
-    pub async fn run(
-        self: Arc<Self>,
-        mut batches: mpsc::Receiver<Vec<pb::Record>>,
-        cancel: CancellationToken,
-    ) {
+    pub async fn run(self: Arc<Self>, batches: mpsc::Receiver<Vec<pb::Record>>, cancel: CancellationToken) {
         let limit = self.cfg.concurrency.max(1) as usize;
         let (tx, rx) = async_channel::bounded::<Due>(limit);
         let tracker = TaskTracker::new();
-        self.spawn_worker(&tracker, &rx, &cancel);
-        'batches: while let Some(batch) =
-            tokio::select! { b = batches.recv() => b, () = cancel.cancelled() => None }
-        {
-            self.received.fetch_add(batch.len() as u64, Relaxed);
-            let mut records = batch.into_iter();
-            while let Some(rec) = records.next() {
-                let due = self.start + Duration::from_nanos(rec.due_offset_ns.max(0) as u64);
-                // A timer only for a record still ahead: at speed "max" none is.
-                if due > Instant::now() {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(due) => {}
-                        () = cancel.cancelled() => {
-                            self.recorder.cancel(1 + records.len() as u64);
-                            break 'batches;
-                        }
-                    }
-                }
-                if !tx.is_empty() && self.workers() < limit {
-                    self.spawn_worker(&tracker, &rx, &cancel);
+        let stopped = Arc::clone(&self.stopped);
+        let watch = cancel.clone();
+        let flag = tokio::spawn(async move {
+            watch.cancelled().await;
+            stopped.store(true, Relaxed);
+        });
+        // A few connections open before the first instant; more while records wait.
+        for _ in 0..limit.min(WARM_WORKERS) {
+            self.spawn_worker(&tracker, &rx);
+        }
+        // Timekeeping has a thread of its own: tokio's timer rounds deadlines up to the next
+        // millisecond and shares its threads with everything else; a thread sleeping to the
+        // instant does neither. It hands over chunks of due records (a whole batch at speed
+        // "max"), so crossing threads costs one wake per instant, not one per record.
+        let (chunks_tx, mut chunks) = mpsc::channel::<Vec<Due>>(CHUNKS_IN_FLIGHT);
+        let me = Arc::clone(&self);
+        let timekeeper = tokio::task::spawn_blocking(move || me.keep_time(batches, &chunks_tx));
+        'chunks: while let Some(chunk) = chunks.recv().await {
+            let mut due_now = chunk.into_iter();
+            while let Some(due) = due_now.next() {
+                // More records waiting than connections on their way: one more worker. (Not
+                // one per waiting record: a slow connect would open hundreds at once.)
+                if tx.len() > self.connecting.load(Relaxed) && self.workers() < limit {
+                    self.spawn_worker(&tracker, &rx);
                 }
                 tokio::select! {
-                    sent = tx.send((rec, due)) => if sent.is_err() { break 'batches },
+                    sent = tx.send(due) => if sent.is_err() { break 'chunks },
                     () = cancel.cancelled() => {
-                        self.recorder.cancel(1 + records.len() as u64);
-                        break 'batches;
+                        self.recorder.cancel(1 + due_now.len() as u64);
+                        break 'chunks;
                     }
                 }
             }
         }
         tx.close();
-        batches.close();
-        while let Ok(rest) = batches.try_recv() {
-            self.received.fetch_add(rest.len() as u64, Relaxed);
+        chunks.close();
+        while let Ok(rest) = chunks.try_recv() {
             self.recorder.cancel(rest.len() as u64);
+        }
+        if let Err(e) = timekeeper.await {
+            tracing::error!(error = %e, "the timekeeping thread failed");
         }
         tracker.close();
         tracker.wait().await;
+        flag.abort();
     }
 
-    fn spawn_worker(
-        self: &Arc<Self>,
-        tracker: &TaskTracker,
-        rx: &async_channel::Receiver<Due>,
-        cancel: &CancellationToken,
-    ) {
+    /// The timekeeper: records in order, each released at its due instant. Runs until the
+    /// batches end; once the job is stopped, what is left is counted cancelled.
+    fn keep_time(&self, mut batches: mpsc::Receiver<Vec<pb::Record>>, out: &mpsc::Sender<Vec<Due>>) {
+        let mut chunk = Vec::new();
+        let mut open = true;
+        while let Some(batch) = batches.blocking_recv() {
+            self.received.fetch_add(batch.len() as u64, Relaxed);
+            let mut records = batch.into_iter();
+            while let Some(rec) = records.next() {
+                let due = self.start + Duration::from_nanos(rec.due_offset_ns.max(0) as u64);
+                if due > Instant::now() && !chunk.is_empty() {
+                    open = self.hand_over(&mut chunk, out) && open;
+                }
+                if !open || !sleep_until(due, &self.stopped) {
+                    self.recorder.cancel(1 + records.len() as u64);
+                    break;
+                }
+                chunk.push((rec, due));
+            }
+            if !chunk.is_empty() {
+                open = self.hand_over(&mut chunk, out) && open;
+            }
+        }
+    }
+
+    /// Passes due records to the feeder; false (and counted cancelled) once it is gone.
+    fn hand_over(&self, chunk: &mut Vec<Due>, out: &mpsc::Sender<Vec<Due>>) -> bool {
+        let records = std::mem::take(chunk);
+        let n = records.len() as u64;
+        match out.blocking_send(records) {
+            Ok(()) => true,
+            Err(_) => {
+                self.recorder.cancel(n);
+                false
+            }
+        }
+    }
+
+    fn spawn_worker(self: &Arc<Self>, tracker: &TaskTracker, rx: &async_channel::Receiver<Due>) {
         self.workers.fetch_add(1, Relaxed);
-        let (me, rx, cancel) = (Arc::clone(self), rx.clone(), cancel.clone());
+        let (me, rx) = (Arc::clone(self), rx.clone());
         tracker.spawn(async move {
             let mut conn: Option<Conn> = None;
+            if !me.dry_run {
+                me.connecting.fetch_add(1, Relaxed);
+                conn = me.target.connect().await.ok();
+                me.connecting.fetch_sub(1, Relaxed);
+            }
             while let Ok((rec, due)) = rx.recv().await {
-                if cancel.is_cancelled() {
+                if me.stopped.load(Relaxed) {
                     me.recorder.cancel(1);
                 } else {
                     me.fire(&mut conn, &rec, due).await;
@@ -160,6 +212,22 @@ impl Executor {
         if unreported >= u64::from(self.cfg.credit_window / 4).max(1) {
             self.ack_due.notify_one();
         }
+    }
+}
+
+/// Sleeps the thread until `due` (no timer wheel: to within the OS's wake-up latency, tens of
+/// µs); false if the job was stopped first.
+fn sleep_until(due: Instant, stopped: &AtomicBool) -> bool {
+    const CHECK_CANCEL_EVERY: Duration = Duration::from_millis(20);
+    loop {
+        if stopped.load(Relaxed) {
+            return false;
+        }
+        let left = due.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(CHECK_CANCEL_EVERY));
     }
 }
 

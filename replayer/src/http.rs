@@ -114,7 +114,8 @@ impl Target {
         Ok(status)
     }
 
-    async fn connect(&self) -> Result<Conn, &'static str> {
+    /// Opens a connection to the target.
+    pub async fn connect(&self) -> Result<Conn, &'static str> {
         let io =
             self.connector.clone().call(self.origin.clone()).await.map_err(|e| kind_of(e.as_ref(), true))?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| kind_of(&e, true))?;
