@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
 use crate::pb;
 
@@ -38,10 +38,16 @@ pub struct EndpointStats {
     pub lag: Histogram<u64>,
 }
 
+/// µs, 3 significant figures, sized to the largest value recorded so far. Values are clamped
+/// to [`MAX_MICROS`], so a histogram never outgrows the fixed 1 µs..60 s layout, but one that
+/// has only seen milliseconds is a quarter of that: cheaper to zero, encode and merge every
+/// second. Merging auto-sized histograms is exact (`add` grows the target).
 fn new_histogram() -> Histogram<u64> {
-    // invariant: constant, valid bounds (low 1 ≥ 1, high ≥ 2 × low, 3 significant figures).
+    // invariant: 3 significant figures is within hdrhistogram's 0..=5.
     #[allow(clippy::unwrap_used)]
-    Histogram::new_with_bounds(1, MAX_MICROS, 3).unwrap()
+    let mut h = Histogram::new(3).unwrap();
+    h.auto(true);
+    h
 }
 
 impl Default for EndpointStats {
@@ -101,9 +107,11 @@ impl EndpointStats {
         if let Some(kind) = outcome.error {
             *self.errors.entry(kind.to_owned()).or_default() += 1;
         }
-        self.latency.saturating_record(outcome.latency_us.clamp(1, MAX_MICROS));
-        self.service.saturating_record(outcome.service_us.clamp(1, MAX_MICROS));
-        self.lag.saturating_record(outcome.lag_us.clamp(1, MAX_MICROS));
+        // `record` grows an auto-sized histogram (`saturating_record` would clamp to its
+        // current size); the clamp keeps it within 60 s, so it cannot fail.
+        let _ = self.latency.record(outcome.latency_us.clamp(1, MAX_MICROS));
+        let _ = self.service.record(outcome.service_us.clamp(1, MAX_MICROS));
+        let _ = self.lag.record(outcome.lag_us.clamp(1, MAX_MICROS));
     }
 
     /// Adds `other` into `self`, exactly: merging two halves gives the whole.
@@ -116,7 +124,7 @@ impl EndpointStats {
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;
         }
-        // invariant: all histograms share the same bounds, so `add` cannot fail.
+        // invariant: auto-sized targets grow to fit, so `add` cannot fail.
         #[allow(clippy::unwrap_used)]
         {
             self.latency.add(&other.latency).unwrap();
@@ -156,9 +164,11 @@ impl EndpointStats {
 
 fn encode(h: &Histogram<u64>) -> Vec<u8> {
     let mut out = Vec::new();
+    // V2 without deflate: it already run-length encodes the empty buckets, and compressing
+    // every endpoint's histograms each second cost CPU right when requests were due.
     // invariant: serializing into a Vec cannot fail for a histogram within its own bounds.
     #[allow(clippy::unwrap_used)]
-    V2DeflateSerializer::new().serialize(h, &mut out).unwrap();
+    V2Serializer::new().serialize(h, &mut out).unwrap();
     out
 }
 
@@ -215,6 +225,18 @@ mod tests {
         assert_eq!(back.errors.get("connect"), Some(&1));
         assert_eq!(back.latency.max(), s.latency.max());
         assert_eq!(back.service.len(), 3);
+    }
+
+    #[test]
+    fn values_up_to_a_minute_keep_three_significant_figures() {
+        let mut s = EndpointStats::default();
+        for us in [3, 1_500, 2_345_678, 59_000_000, 90_000_000] {
+            s.record(&outcome(Some(200), None, us));
+        }
+        let back = EndpointStats::from_wire(&s.to_wire("GET /x")).expect("decodes");
+        assert_eq!(back.latency.min(), 3);
+        assert!(back.latency.equivalent(back.latency.value_at_quantile(0.6), 2_345_678));
+        assert!(back.latency.equivalent(back.latency.max(), MAX_MICROS), "clamped at 60 s");
     }
 
     #[test]

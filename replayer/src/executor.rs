@@ -38,8 +38,8 @@ pub struct Executor {
     dry_run: bool,
     received: AtomicU64,
     workers: AtomicUsize,
-    /// Workers opening their connection right now.
-    connecting: Arc<AtomicUsize>,
+    /// Workers opening their connection, or waiting for a record: those not busy.
+    available: Arc<AtomicUsize>,
     /// Set when the job is cancelled; read per record (the token's own check takes a lock).
     stopped: Arc<AtomicBool>,
     /// Signalled when enough completions wait to be acknowledged.
@@ -56,7 +56,7 @@ impl Executor {
             dry_run: dry_run || cfg.dry_run,
             received: AtomicU64::new(0),
             workers: AtomicUsize::new(0),
-            connecting: Arc::default(),
+            available: Arc::default(),
             stopped: Arc::default(),
             ack_due: Notify::new(),
             cfg,
@@ -111,9 +111,9 @@ impl Executor {
         'chunks: while let Some(chunk) = chunks.recv().await {
             let mut due_now = chunk.into_iter();
             while let Some(due) = due_now.next() {
-                // More records waiting than connections on their way: one more worker. (Not
-                // one per waiting record: a slow connect would open hundreds at once.)
-                if tx.len() > self.connecting.load(Relaxed) && self.workers() < limit {
+                // A record waits and every worker is busy: one more worker. (Not one per
+                // waiting record: a slow connect would open hundreds at once.)
+                if !tx.is_empty() && self.available.load(Relaxed) == 0 && self.workers() < limit {
                     self.spawn_worker(&tracker, &rx);
                 }
                 tokio::select! {
@@ -181,18 +181,20 @@ impl Executor {
         let (me, rx) = (Arc::clone(self), rx.clone());
         tracker.spawn(async move {
             let mut conn: Option<Conn> = None;
+            me.available.fetch_add(1, Relaxed);
             if !me.dry_run {
-                me.connecting.fetch_add(1, Relaxed);
                 conn = me.target.connect().await.ok();
-                me.connecting.fetch_sub(1, Relaxed);
             }
             while let Ok((rec, due)) = rx.recv().await {
+                me.available.fetch_sub(1, Relaxed);
                 if me.stopped.load(Relaxed) {
                     me.recorder.cancel(1);
                 } else {
                     me.fire(&mut conn, &rec, due).await;
                 }
+                me.available.fetch_add(1, Relaxed);
             }
+            me.available.fetch_sub(1, Relaxed);
         });
     }
 
