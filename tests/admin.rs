@@ -28,18 +28,10 @@ async fn a_waiting_job_shows_in_status_and_starts_on_request() {
     let dir = temp_dir("admin-start");
     let rec = recording(&dir, 30, 10);
     let job = write_job(&dir, &target.url(), &rec, "speed = 5\nmin_replayers = 2", "");
-    let (dispatcher, line) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("p"),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    let (grpc, admin) = (field(&line, "grpc"), field(&line, "http"));
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", None);
+    let admin = dispatcher.admin.clone();
     assert_eq!(http("GET", &admin, "/healthz").await, (200, "ok\n".to_owned()));
-    let _r = spawn_replayer(&format!("http://{grpc}"), "only");
+    let _r = spawn_replayer(&dispatcher.grpc_url, "only");
 
     let mut waiting = serde_json::Value::Null;
     for _ in 0..100 {
@@ -55,7 +47,7 @@ async fn a_waiting_job_shows_in_status_and_starts_on_request() {
 
     let (code, _) = http("POST", &admin, "/job/start").await;
     assert_eq!(code, 202);
-    let exit = wait_exit(dispatcher).await;
+    let exit = wait_exit(dispatcher.guard).await;
     assert!(exit.success(), "{exit:?}");
     assert_eq!(target.requests().len(), 30);
 }
@@ -67,24 +59,14 @@ async fn a_job_stopped_mid_way_ends_with_balanced_books() {
     let rec = recording(&dir, 200, 50); // 10 s at speed 1
     let report = dir.join("report.json");
     let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
-    let (dispatcher, line) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("p"),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--report-json",
-        report.to_str().expect("p"),
-    ]);
-    let _r = spawn_replayer(&format!("http://{}", field(&line, "grpc")), "r1");
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let _r = spawn_replayer(&dispatcher.grpc_url, "r1");
     assert!(wait_until(|| target.requests().len() >= 10, Duration::from_secs(10)).await);
-    let running = status(&field(&line, "http")).await;
+    let running = status(&dispatcher.admin).await;
     assert_eq!(running["state"], "running");
-    let (code, _) = http("POST", &field(&line, "http"), "/job/stop").await;
+    let (code, _) = http("POST", &dispatcher.admin, "/job/stop").await;
     assert_eq!(code, 202);
-    let exit = wait_exit(dispatcher).await;
+    let exit = wait_exit(dispatcher.guard).await;
     assert!(exit.success(), "{exit:?}");
     let r = read_json(&report);
     assert_eq!(r["state"], "stopped");
@@ -105,16 +87,8 @@ async fn a_replayer_waits_for_its_dispatcher_and_connects_when_it_comes() {
     let _r = spawn_replayer(&format!("http://127.0.0.1:{port}"), "early");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let grpc = format!("127.0.0.1:{port}");
-    let (dispatcher, _) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("p"),
-        "--grpc",
-        &grpc,
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    let exit = wait_exit(dispatcher).await;
+    let dispatcher = start_dispatcher(&job, &grpc, None);
+    let exit = wait_exit(dispatcher.guard).await;
     assert!(exit.success(), "{exit:?}");
     assert_eq!(target.requests().len(), 20);
 }

@@ -125,16 +125,8 @@ async fn a_replayer_of_another_version_is_refused_with_both_versions() {
     let rec = dir.join("r.jsonl");
     std::fs::write(&rec, "{\"ts\":1,\"method\":\"GET\",\"url\":\"/\"}\n").expect("write");
     let job = write_job(&dir, "http://127.0.0.1:9", &rec, "", "");
-    let (_d, line) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("p"),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-    ]);
-    let url = format!("http://{}", field(&line, "grpc"));
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", None);
+    let url = dispatcher.grpc_url.clone();
     let mut client =
         reprise_proto::pb::dispatcher_client::DispatcherClient::connect(url).await.expect("connect");
     let reg = reprise_proto::pb::Registration { replayer_id: "old".into(), version: "0.0.1-old".into() };

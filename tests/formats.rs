@@ -9,14 +9,6 @@ use common::*;
 
 const SEP: &str = "\u{1F435}\u{1F648}\u{1F649}";
 
-async fn run_report(job: &std::path::Path, dir: &std::path::Path) -> serde_json::Value {
-    let report = dir.join("report.json");
-    let out =
-        reprise(args(&["run", job.to_str().expect("p"), "--report-json", report.to_str().expect("p")])).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    read_json(&report)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gor_requests_replay_with_their_bodies_and_responses_are_skipped() {
     let target = Capture::start().await;
@@ -40,7 +32,7 @@ async fn gor_requests_replay_with_their_bodies_and_responses_are_skipped() {
     let rec = dir.join("capture.gor");
     std::fs::write(&rec, file).expect("write");
     let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", "[analyzer]\nformat = \"gor\"\n");
-    let report = run_report(&job, &dir).await;
+    let report = run_job(&job, &dir, &[]).await;
     let mut got = target.requests();
     got.sort_by(|a, b| a.path.cmp(&b.path));
     assert_eq!(got.len(), 4);
@@ -67,7 +59,7 @@ async fn combined_log_lines_replay_with_agent_and_referer() {
     )
     .expect("write");
     let job = write_job(&dir, &target.url(), &rec, "speed = 20", "[analyzer]\nformat = \"combined\"\n");
-    let report = run_report(&job, &dir).await;
+    let report = run_job(&job, &dir, &[]).await;
     let mut got = target.requests();
     got.sort_by_key(|c| c.at);
     assert_eq!(got.len(), 2);
@@ -98,7 +90,7 @@ async fn a_glob_of_gzip_files_is_merged_in_time_order() {
     }
     std::fs::write(dir.join("ignored.txt"), "not matched by the glob").expect("write");
     let job = write_job(&dir, &target.url(), &dir.join("part-*.jsonl.gz"), "speed = 1", "");
-    let report = run_report(&job, &dir).await;
+    let report = run_job(&job, &dir, &[]).await;
     let mut got = target.requests();
     got.sort_by_key(|c| c.at);
     let order: Vec<i64> = got.iter().map(|c| c.path.trim_start_matches("/m/").parse().expect("n")).collect();
@@ -119,7 +111,7 @@ async fn records_later_than_the_window_are_counted_and_sent_or_dropped() {
         let target = Capture::start().await;
         let extra = format!("speed = 10\nreorder_window = \"500ms\"\nlate = \"{policy}\"");
         let job = write_job(&dir, &target.url(), &rec, &extra, "");
-        let report = run_report(&job, &dir).await;
+        let report = run_job(&job, &dir, &[]).await;
         let got = target.requests();
         assert_eq!(got.iter().any(|c| c.path == "/late"), arrives, "late = {policy}");
         assert_eq!(report["totals"]["late"], 1);

@@ -47,15 +47,6 @@ fn id_of(c: &Captured) -> usize {
     std::str::from_utf8(c.header("x-id").expect("x-id")).expect("utf8").parse().expect("number")
 }
 
-async fn run_job(job: &Path, dir: &Path, extra: &[&str]) -> serde_json::Value {
-    let report = dir.join("report.json");
-    let mut a = args(&["run", job.to_str().expect("path"), "--report-json", report.to_str().expect("path")]);
-    a.extend(extra.iter().map(|s| s.to_string()));
-    let out = reprise(a).await;
-    assert!(out.status.success(), "reprise run failed: {}", String::from_utf8_lossy(&out.stderr));
-    read_json(&report)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_arrives_rate_times_with_identical_bytes() {
     let target = Capture::start().await;

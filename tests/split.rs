@@ -39,31 +39,11 @@ async fn a_dispatcher_and_two_replayer_processes_replay_like_run() {
         "[analyzer]\nhash_field = \"header:X-User\"\n[proxy]\nhash = \"fnv\"\n",
     );
     let report = dir.join("split.json");
-    let (mut dispatcher, line) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("p"),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--report-json",
-        report.to_str().expect("p"),
-    ]);
-    let url = format!("http://{}", field(&line, "grpc"));
-    let _r1 = Guard(
-        std::process::Command::new(BIN)
-            .args(["replayer", "--dispatcher", &url, "--id", "one"])
-            .spawn()
-            .expect("r1"),
-    );
-    let _r2 = Guard(
-        std::process::Command::new(BIN)
-            .args(["replayer", "--dispatcher", &url, "--id", "two"])
-            .spawn()
-            .expect("r2"),
-    );
-    let status = tokio::task::spawn_blocking(move || dispatcher.0.wait().expect("wait")).await.expect("join");
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let url = dispatcher.grpc_url.clone();
+    let _r1 = spawn_replayer(&url, "one");
+    let _r2 = spawn_replayer(&url, "two");
+    let status = wait_exit(dispatcher.guard).await;
     assert!(status.success(), "dispatcher exit {status:?}");
     let split = read_json(&report);
     let split_ids = ids(&target.requests());
@@ -117,33 +97,13 @@ async fn a_replayer_killed_mid_job_is_counted_and_the_job_finishes() {
     let target = Capture::start().await;
     let job = write_job(&dir, &target.url(), &rec, "speed = 1\nmin_replayers = 2", "");
     let report = dir.join("kill.json");
-    let (mut dispatcher, line) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("p"),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--report-json",
-        report.to_str().expect("p"),
-    ]);
-    let url = format!("http://{}", field(&line, "grpc"));
-    let _stays = Guard(
-        std::process::Command::new(BIN)
-            .args(["replayer", "--dispatcher", &url, "--id", "stays"])
-            .spawn()
-            .expect("r1"),
-    );
-    let mut doomed = Guard(
-        std::process::Command::new(BIN)
-            .args(["replayer", "--dispatcher", &url, "--id", "doomed"])
-            .spawn()
-            .expect("r2"),
-    );
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let url = dispatcher.grpc_url.clone();
+    let _stays = spawn_replayer(&url, "stays");
+    let mut doomed = spawn_replayer(&url, "doomed");
     assert!(wait_until(|| target.requests().len() >= 20, Duration::from_secs(10)).await, "replay began");
     doomed.0.kill().expect("kill replayer");
-    let status = tokio::task::spawn_blocking(move || dispatcher.0.wait().expect("wait")).await.expect("join");
+    let status = wait_exit(dispatcher.guard).await;
     assert!(status.success(), "dispatcher exit {status:?}");
     let r = read_json(&report);
     let t = &r["totals"];
@@ -167,22 +127,12 @@ async fn a_replayer_joining_mid_job_gets_the_job_and_takes_a_share() {
     let target = Capture::start().await;
     let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
     let report = dir.join("join.json");
-    let (dispatcher, line) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("p"),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--report-json",
-        report.to_str().expect("p"),
-    ]);
-    let url = format!("http://{}", field(&line, "grpc"));
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let url = dispatcher.grpc_url.clone();
     let _first = spawn_replayer(&url, "first");
     assert!(wait_until(|| target.requests().len() >= 15, Duration::from_secs(10)).await, "replay began");
     let _late = spawn_replayer(&url, "late");
-    let exit = wait_exit(dispatcher).await;
+    let exit = wait_exit(dispatcher.guard).await;
     assert!(exit.success(), "{exit:?}");
     let r = read_json(&report);
     assert_eq!(r["totals"]["sent"], 100);

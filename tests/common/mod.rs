@@ -142,6 +142,16 @@ pub async fn reprise(args: Vec<String>) -> Output {
     .expect("join")
 }
 
+/// `reprise run JOB --report-json DIR/report.json EXTRA…`, which must succeed; the report.
+pub async fn run_job(job: &Path, dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let report = dir.join("report.json");
+    let mut a = args(&["run", job.to_str().expect("path"), "--report-json", report.to_str().expect("path")]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    let out = reprise(a).await;
+    assert!(out.status.success(), "reprise run failed: {}", String::from_utf8_lossy(&out.stderr));
+    read_json(&report)
+}
+
 pub fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
@@ -228,4 +238,25 @@ pub fn spawn_replayer(url: &str, id: &str) -> Guard {
             .spawn()
             .expect("replayer"),
     )
+}
+
+/// A dispatcher daemon started by a test, with its addresses.
+pub struct Daemon {
+    pub guard: Guard,
+    /// "http://ADDR" for replayers.
+    pub grpc_url: String,
+    /// "ADDR" of the admin API.
+    pub admin: String,
+}
+
+/// Starts `reprise dispatcher` for `job` on `grpc` (e.g. "127.0.0.1:0"), writing its report
+/// to `report` when given.
+pub fn start_dispatcher(job: &Path, grpc: &str, report: Option<&Path>) -> Daemon {
+    let mut a =
+        vec!["dispatcher", "--config", job.to_str().expect("path"), "--grpc", grpc, "--http", "127.0.0.1:0"];
+    if let Some(r) = report {
+        a.extend(["--report-json", r.to_str().expect("path")]);
+    }
+    let (guard, line) = spawn_daemon(&a);
+    Daemon { guard, grpc_url: format!("http://{}", field(&line, "grpc")), admin: field(&line, "http") }
 }

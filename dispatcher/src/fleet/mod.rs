@@ -4,14 +4,17 @@
 //! account for records: a record is *accounted* once its outcome has been merged (or it was
 //! cancelled). When a replayer leaves (its stream closes, or it is silent longer than the
 //! heartbeat timeout) what it held unaccounted is counted `lost_in_flight` and its keys move
-//! to the others. Statistics reports are merged once each (sequence numbers per session).
+//! to the others. Reports are merged in [`reports`].
+
+mod reports;
+
+pub use reports::JobStats;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use reprise_proto::pb;
-use reprise_proto::stats::EndpointStats;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -57,15 +60,6 @@ impl Member {
 
 /// Departed replayers remembered for the report.
 const MAX_DEPARTED: usize = 1024;
-
-/// Merged results of the current job.
-#[derive(Debug, Default)]
-pub struct JobStats {
-    pub endpoints: BTreeMap<String, EndpointStats>,
-    pub reports: u64,
-    pub lost_reports: u64,
-    pub duplicate_reports: u64,
-}
 
 #[derive(Debug)]
 struct Inner {
@@ -279,63 +273,6 @@ impl Fleet {
         }
     }
 
-    /// Merges one report. A repeated sequence number is counted and merged once.
-    pub fn report(&self, r: &pb::StatsReport) -> Result<(), Status> {
-        let mut decoded = Vec::with_capacity(r.endpoints.len());
-        for e in &r.endpoints {
-            decoded.push((
-                e.endpoint.clone(),
-                EndpointStats::from_wire(e).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            ));
-        }
-        // Acks (seq 0) take only the membership lock: they never wait for a merge.
-        let mut stats = if r.seq == 0 { None } else { Some(self.lock_stats()) };
-        {
-            let mut inner = self.lock();
-            let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| m.session == r.session) else {
-                return Err(Status::failed_precondition(format!(
-                    "replayer `{}` session {} is not subscribed here; subscribe again",
-                    r.replayer_id, r.session
-                )));
-            };
-            m.last_report = Instant::now();
-            m.acked = m.acked.max(r.completed_total.min(m.dispatched));
-            m.pending = r.pending;
-            let Some(stats) = stats.as_mut() else {
-                drop(inner);
-                self.changed.notify_waiters();
-                return Ok(());
-            };
-            if r.seq <= m.last_seq {
-                stats.duplicate_reports += 1;
-                return Ok(());
-            }
-            stats.lost_reports += r.seq - m.last_seq - 1;
-            stats.reports += 1;
-            m.last_seq = r.seq;
-        }
-        // The slow part, with only `stats` held: a member cannot be removed meanwhile.
-        let Some(mut stats) = stats else { return Ok(()) };
-        let mut count = 0;
-        for (name, delta) in decoded {
-            count += delta.count();
-            stats.endpoints.entry(name).or_default().merge(&delta);
-        }
-        {
-            let mut inner = self.lock();
-            if let Some(m) = inner.members.get_mut(&r.replayer_id) {
-                let cancelled = r.cancelled_total.saturating_sub(m.cancelled);
-                m.cancelled = r.cancelled_total;
-                m.sent += count;
-                m.accounted += count + cancelled;
-                self.accounting.dropped(DropReason::Stopped, cancelled);
-            }
-        }
-        drop(stats);
-        self.changed.notify_waiters();
-        Ok(())
-    }
-
     /// Removes members silent for longer than `timeout`.
     pub fn reap(&self, timeout: Duration) {
         let now = Instant::now();
@@ -395,11 +332,6 @@ impl Fleet {
         let inner = self.lock();
         let live = inner.members.iter().map(|(id, m)| m.status(id, now));
         live.chain(inner.departed.iter().cloned()).collect()
-    }
-
-    /// Runs `f` on the merged statistics.
-    pub fn with_stats<T>(&self, f: impl FnOnce(&JobStats) -> T) -> T {
-        f(&self.lock_stats())
     }
 }
 
