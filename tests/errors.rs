@@ -163,3 +163,36 @@ async fn slow_responses_count_as_timeouts_and_statuses_are_kept() {
     assert_eq!((t["ok"].as_u64(), t["failed"].as_u64()), (Some(1), Some(2)));
     assert!(r["duration_s"].as_f64().expect("duration") < 2.5, "the timeout cut the slow request short");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_target_closes_are_reopened_without_failures() {
+    let target = Capture::start().await;
+    let dir = temp_dir("close");
+    let rec = dir.join("r.jsonl");
+    // Every other response closes its connection; records 5 ms apart reuse the one left.
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            let close = if i % 2 == 0 { r#","headers":{"X-Close":"1"}"# } else { "" };
+            format!(r#"{{"ts":{},"method":"GET","url":"/c/{i}"{close}}}"#, i * 5)
+        })
+        .collect();
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", "[replayer]\nconcurrency = 2\n");
+    let r = run_job(&job, &dir, &[]).await;
+    assert_eq!(target.requests().len(), 40);
+    assert_eq!(r["totals"]["ok"], 40, "{}", r["total"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_while_idle_are_reopened_without_failures() {
+    let target = Capture::start_with(Some(std::time::Duration::from_millis(100))).await;
+    let dir = temp_dir("idle");
+    let rec = dir.join("r.jsonl");
+    let lines: Vec<String> =
+        (0..4).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/i/{i}"}}"#, i * 300)).collect();
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", "[replayer]\nconcurrency = 1\n");
+    let r = run_job(&job, &dir, &[]).await;
+    assert_eq!(target.requests().len(), 4);
+    assert_eq!(r["totals"]["ok"], 4, "{}", r["total"]);
+}

@@ -38,7 +38,8 @@ impl Captured {
 }
 
 /// An HTTP target on 127.0.0.1 that records what arrives. Answers 200, or the status in
-/// the request's `x-status` header, after the delay in its `x-delay-ms` header.
+/// the request's `x-status` header, after the delay in its `x-delay-ms` header, closing the
+/// connection after it when the request has an `x-close` header.
 pub struct Capture {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Captured>>>,
@@ -46,6 +47,12 @@ pub struct Capture {
 
 impl Capture {
     pub async fn start() -> Capture {
+        Self::start_with(None).await
+    }
+
+    /// Like [`Capture::start`], closing connections idle for `idle` (as servers' keep-alive
+    /// timeouts do, without a `Connection: close`).
+    pub async fn start_with(idle: Option<Duration>) -> Capture {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind capture target");
         let addr = listener.local_addr().expect("addr");
         let seen: Arc<Mutex<Vec<Captured>>> = Arc::default();
@@ -70,6 +77,7 @@ impl Capture {
                                 .get("x-status")
                                 .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
                                 .unwrap_or(200);
+                            let close = req.headers().contains_key("x-close");
                             let delay = req
                                 .headers()
                                 .get("x-delay-ms")
@@ -85,10 +93,18 @@ impl Capture {
                             tokio::time::sleep(Duration::from_millis(delay)).await;
                             let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                            if close {
+                                resp.headers_mut()
+                                    .insert("connection", hyper::header::HeaderValue::from_static("close"));
+                            }
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let mut builder = http1::Builder::new();
+                    if let Some(idle) = idle {
+                        builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle);
+                    }
+                    let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
