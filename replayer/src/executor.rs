@@ -116,12 +116,14 @@ impl Executor {
                 if !tx.is_empty() && self.available.load(Relaxed) == 0 && self.workers() < limit {
                     self.spawn_worker(&tracker, &rx);
                 }
-                tokio::select! {
-                    sent = tx.send(due) => if sent.is_err() { break 'chunks },
-                    () = cancel.cancelled() => {
-                        self.recorder.cancel(1 + due_now.len() as u64);
-                        break 'chunks;
-                    }
+                // Cancellation is read from the flag, not the token (whose check takes a lock):
+                // once stopped, workers drain the queue, so a blocked send returns soon.
+                if self.stopped.load(Relaxed) {
+                    self.recorder.cancel(1 + due_now.len() as u64);
+                    break 'chunks;
+                }
+                if tx.send(due).await.is_err() {
+                    break 'chunks;
                 }
             }
         }
