@@ -346,3 +346,70 @@ fn config_event(job: &pb::JobConfig, session: u64) -> pb::DispatcherEvent {
     job.session = session;
     pb::DispatcherEvent { event: Some(pb::dispatcher_event::Event::Job(job)) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(window: u32) -> (Fleet, Arc<Accounting>) {
+        let acc = Arc::new(Accounting::default());
+        (Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&acc)), acc)
+    }
+
+    fn ack(id: &str, session: u64, completed: u64) -> pb::StatsReport {
+        pb::StatsReport { replayer_id: id.into(), session, completed_total: completed, ..Default::default() }
+    }
+
+    #[test]
+    fn a_stalled_replayer_gets_no_more_than_its_window() {
+        let (f, _) = fleet(16);
+        let (tx, _rx) = mpsc::channel(1);
+        let s = f.join("slow", tx);
+        for _ in 0..16 {
+            assert!(matches!(f.reserve(None), Reserve::Member { session } if session == s));
+        }
+        assert!(matches!(f.reserve(None), Reserve::Full), "17th record must wait");
+        f.report(&ack("slow", s, 10)).expect("ack");
+        let more = (0..20).filter(|_| matches!(f.reserve(None), Reserve::Member { .. })).count();
+        assert_eq!(more, 10, "an ack of 10 gives back exactly 10 credits");
+    }
+
+    #[test]
+    fn round_robin_skips_a_full_replayer_but_a_key_waits_for_its_own() {
+        let acc = Arc::new(Accounting::default());
+        let f = Fleet::new(HashStrategy::Consistent, 16, acc);
+        let (tx1, _r1) = mpsc::channel(1);
+        let (tx2, _r2) = mpsc::channel(1);
+        f.join("a", tx1);
+        f.join("b", tx2);
+        let owner = match f.reserve(Some("user-1")) {
+            Reserve::Member { session } => session,
+            other => panic!("{other:?}"),
+        };
+        for _ in 0..15 {
+            assert!(matches!(f.reserve(Some("user-1")), Reserve::Member { session } if session == owner));
+        }
+        assert!(matches!(f.reserve(Some("user-1")), Reserve::Full), "the key's replayer is full");
+        assert!(
+            matches!(f.reserve(None), Reserve::Member { session } if session != owner),
+            "no key: the other"
+        );
+    }
+
+    #[test]
+    fn a_replayer_that_leaves_loses_what_it_held_unaccounted() {
+        let (f, acc) = fleet(100);
+        let (tx, _rx) = mpsc::channel(1);
+        let s = f.join("gone", tx);
+        for _ in 0..30 {
+            f.reserve(None);
+        }
+        f.report(&ack("gone", s, 30)).expect("ack only: credits back, nothing accounted");
+        f.leave("gone", s, "test");
+        assert_eq!(acc.counts().dropped.get(&DropReason::LostInFlight), Some(&30));
+        assert!(matches!(f.reserve(None), Reserve::Empty));
+        let left = f.members();
+        assert_eq!((left[0].state, left[0].lost_in_flight), ("left", 30));
+        assert!(f.report(&ack("gone", s, 30)).is_err(), "a departed session's report is refused");
+    }
+}
