@@ -91,6 +91,7 @@ pub async fn local(
         Err(e) => return cannot_run(e),
     };
     let url = format!("http://{}", running.grpc);
+    eprintln!("reprise: replaying {} — live status at http://{}/status", path.display(), running.http);
     let stop_replayers = CancellationToken::new();
     for i in 1..=replayers {
         let opts = reprise_replayer::ReplayerOptions {

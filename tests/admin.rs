@@ -92,3 +92,28 @@ async fn a_replayer_waits_for_its_dispatcher_and_connects_when_it_comes() {
     assert!(exit.success(), "{exit:?}");
     assert_eq!(target.requests().len(), 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayer_outlives_its_dispatcher_and_serves_the_next_one() {
+    let dir = temp_dir("admin-restart");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let grpc = format!("127.0.0.1:{port}");
+    let first_target = Capture::start().await;
+    let long = recording(&dir, 200, 50); // 10 s: it will not finish
+    let job = write_job(&dir, &first_target.url(), &long, "speed = 1", "");
+    let first = start_dispatcher(&job, &grpc, None);
+    let _replayer = spawn_replayer(&first.grpc_url, "survivor");
+    assert!(wait_until(|| first_target.requests().len() >= 5, Duration::from_secs(10)).await);
+    drop(first); // killed mid-job
+
+    let second_target = Capture::start().await;
+    let short = dir.join("short.jsonl");
+    let lines: Vec<String> =
+        (0..10).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/b/{i}"}}"#, i * 10)).collect();
+    std::fs::write(&short, lines.join("\n")).expect("write");
+    let job2 = write_job(&dir, &second_target.url(), &short, "speed = 2", "");
+    let second = start_dispatcher(&job2, &grpc, None);
+    let exit = wait_exit(second.guard).await;
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(second_target.requests().len(), 10, "the same replayer served the next dispatcher");
+}

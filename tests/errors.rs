@@ -159,6 +159,7 @@ async fn slow_responses_count_as_timeouts_and_statuses_are_kept() {
     let t = &r["total"];
     assert_eq!(t["errors"]["timeout"], 1, "{t}");
     assert_eq!(t["status"]["503"], 1, "{t}");
+    assert_eq!((t["status_class"]["5xx"].as_u64(), t["status_class"]["2xx"].as_u64()), (Some(1), Some(1)));
     assert_eq!(t["status"]["200"], 1, "{t}");
     assert_eq!((t["ok"].as_u64(), t["failed"].as_u64()), (Some(1), Some(2)));
     assert!(r["duration_s"].as_f64().expect("duration") < 2.5, "the timeout cut the slow request short");

@@ -61,6 +61,8 @@ pub struct EndpointReport {
     /// From the due instant to the actual send.
     pub schedule_lag_ms: Percentiles,
     pub status: BTreeMap<u32, u64>,
+    /// Responses by class: "1xx" … "5xx".
+    pub status_class: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -102,6 +104,10 @@ fn endpoint(name: &str, s: &EndpointStats, secs: f64) -> EndpointReport {
         service_ms: Percentiles::of(&s.service),
         schedule_lag_ms: Percentiles::of(&s.lag),
         status: s.status.clone(),
+        status_class: s.status.iter().fold(BTreeMap::new(), |mut classes, (code, n)| {
+            *classes.entry(format!("{}xx", code / 100)).or_default() += n;
+            classes
+        }),
         errors: s.errors.clone(),
     }
 }
