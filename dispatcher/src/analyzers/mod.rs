@@ -122,3 +122,64 @@ fn is_method(m: &str) -> bool {
         && m.len() <= 32
         && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (no dependency needed for a fuzz-style sweep).
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            self.0 >> 33
+        }
+    }
+
+    const SEEDS: [&[u8]; 3] = [
+        br#"{"ts":"2024-05-01T12:00:00Z","method":"POST","url":"http://h/a?b=1","headers":{"A":["x","y"]},"body":"h\u00e9"}"#,
+        b"1 id 1700000000000000000 0\nPOST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\n",
+        br#"1.2.3.4 - - [10/Oct/2023:13:55:36 -0700] "GET /a?b=1 HTTP/1.1" 200 5 "r\"x" "ua""#,
+    ];
+
+    /// Random bytes and random mutations (flips, cuts, insertions of multi-byte UTF-8) of
+    /// valid units: every analyzer answers a record, a skip or a reason, and never panics.
+    #[test]
+    fn no_input_makes_an_analyzer_panic() {
+        let analyzers = [
+            Analyzer::build(&config::Analyzer { hash_field: Some("json:ts".into()), ..Default::default() }),
+            Analyzer::build(&config::Analyzer {
+                format: Format::Gor,
+                hash_field: Some("header:Host".into()),
+                ..Default::default()
+            }),
+            Analyzer::build(&config::Analyzer {
+                format: Format::Combined,
+                hash_field: Some("query:b".into()),
+                ..Default::default()
+            }),
+        ];
+        let mut rng = Lcg(42);
+        let mut records = 0;
+        for round in 0..20_000 {
+            let mut unit = SEEDS[round % 3].to_vec();
+            for _ in 0..rng.next() % 4 {
+                let at = (rng.next() as usize) % (unit.len() + 1);
+                match rng.next() % 4 {
+                    0 if at < unit.len() => unit[at] ^= 1 << (rng.next() % 8),
+                    1 => unit.truncate(at),
+                    2 => unit.splice(at..at, "é🙈\"\\{}[]\r\n".bytes()).for_each(drop),
+                    _ => unit = (0..rng.next() % 64).map(|_| rng.next() as u8).collect(),
+                }
+            }
+            for a in &analyzers {
+                if let Parsed::Record(r) = a.parse(&unit) {
+                    assert!(r.path.starts_with('/'), "{r:?}");
+                    records += 1;
+                }
+            }
+        }
+        assert!(records > 1000, "mutations keep many units valid: {records}");
+    }
+}
