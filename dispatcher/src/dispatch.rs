@@ -14,7 +14,6 @@ use crate::accounting::DropReason;
 use crate::config::LatePolicy;
 use crate::fetchers::merge::{Merger, Ordered};
 use crate::fleet::{EventTx, Reserve};
-
 use crate::job::Job;
 use crate::record::Record;
 use crate::timewheel::TimeWheel;
@@ -33,17 +32,22 @@ struct Pending {
 
 /// Batches being filled, one per replayer session.
 #[derive(Default)]
-struct Batches(HashMap<u64, Pending>);
+struct Batches {
+    pending: HashMap<u64, Pending>,
+    /// Size of the last batch sent: the next one is allocated that large (a full batch at
+    /// speed "max", a slot's few records when paced).
+    hint: usize,
+}
 
 impl Batches {
     /// Adds a record to its replayer's batch; true when the batch is full. A record for a
     /// replayer that left in the meantime is counted lost (its credit was counted with it).
     fn push(&mut self, job: &Job, session: u64, record: pb::Record) -> bool {
-        let p = match self.0.entry(session) {
+        let p = match self.pending.entry(session) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => match job.fleet().sender(session) {
                 Some((id, tx)) => {
-                    e.insert(Pending { id, session, tx, records: Vec::with_capacity(BATCH_MAX) })
+                    e.insert(Pending { id, session, tx, records: Vec::with_capacity(self.hint.max(16)) })
                 }
                 None => return false,
             },
@@ -53,21 +57,23 @@ impl Batches {
     }
 
     async fn flush_one(&mut self, job: &Job, session: u64) {
-        let Some(p) = self.0.remove(&session) else {
+        let Some(p) = self.pending.remove(&session) else {
             return;
         };
+        self.hint = p.records.len();
         send(job, p).await;
     }
 
     async fn flush_all(&mut self, job: &Job) {
-        for (_, p) in self.0.drain() {
+        for (_, p) in self.pending.drain() {
+            self.hint = p.records.len();
             send(job, p).await;
         }
     }
 
     /// The job was stopped: what was reserved but not sent is given back and counted.
     fn discard(&mut self, job: &Job) {
-        for (_, p) in self.0.drain() {
+        for (_, p) in self.pending.drain() {
             let n = p.records.len() as u64;
             job.fleet().unreserve(&p.id, p.session, n);
             job.accounting().dropped(DropReason::Stopped, n);
