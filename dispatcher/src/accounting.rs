@@ -107,12 +107,14 @@ impl Accounting {
         self.bytes.fetch_add(bytes, Relaxed);
     }
 
-    /// Counts a malformed unit and logs the first few samples of each reason.
-    pub fn malformed(&self, reason: &'static str, detail: &str, source: &str) {
+    /// Counts a malformed unit and logs the first few of each reason: where (`source`, and the
+    /// unit's number in it, 1-based: the line number for line formats), what is wrong, and the
+    /// start of the unit itself.
+    pub fn malformed(&self, reason: &'static str, detail: &str, unit: &[u8], source: &str, at: u64) {
         let n = bump(&self.malformed, reason, 1);
         if n <= SAMPLES_PER_REASON {
-            let sample: String = detail.chars().take(200).collect();
-            tracing::warn!(reason, source, sample = %sample, "malformed input skipped");
+            let sample: String = String::from_utf8_lossy(&unit[..unit.len().min(160)]).into_owned();
+            tracing::warn!(reason, source, unit = at, detail, sample = %sample.escape_debug(), "malformed input skipped");
         }
     }
 

@@ -82,16 +82,20 @@ fn read_units(path: &Path, ctx: &SourceContext, mut emit: impl FnMut(Record) -> 
         Ok(r) => r,
         Err(e) => {
             tracing::error!(path = %source, error = %e, "cannot open recording; its records are missing");
-            ctx.accounting.malformed("unreadable_file", &e.to_string(), &source);
+            ctx.accounting.malformed("unreadable_file", &e.to_string(), b"", &source, 0);
             return;
         }
     };
     let framing = ctx.analyzer.framing();
     let (mut buf, mut line) = (Vec::new(), Vec::new());
+    let mut at = 0u64;
     while !ctx.cancel.is_cancelled() {
+        at += 1;
         match read_unit(&mut reader, framing, &mut buf, &mut line) {
             Ok(Unit::Eof) => return,
-            Ok(Unit::TooLong) => ctx.accounting.malformed("too_long", "unit longer than 16 MiB", &source),
+            Ok(Unit::TooLong) => {
+                ctx.accounting.malformed("too_long", "unit longer than 16 MiB", b"", &source, at)
+            }
             Ok(Unit::Ready) if buf.iter().all(u8::is_ascii_whitespace) => {}
             Ok(Unit::Ready) => match ctx.analyzer.parse(&buf) {
                 Parsed::Record(r) => {
@@ -104,11 +108,13 @@ fn read_units(path: &Path, ctx: &SourceContext, mut emit: impl FnMut(Record) -> 
                     ctx.accounting.unit_bytes(buf.len() as u64);
                     ctx.accounting.skipped(reason);
                 }
-                Parsed::Malformed { reason, detail } => ctx.accounting.malformed(reason, &detail, &source),
+                Parsed::Malformed { reason, detail } => {
+                    ctx.accounting.malformed(reason, &detail, &buf, &source, at)
+                }
             },
             Err(e) => {
                 tracing::error!(path = %source, error = %e, "read error; the rest of this file is skipped");
-                ctx.accounting.malformed("read_error", &e.to_string(), &source);
+                ctx.accounting.malformed("read_error", &e.to_string(), b"", &source, at);
                 return;
             }
         }
