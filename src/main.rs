@@ -1,7 +1,7 @@
 //! reprise: replays recorded HTTP traffic against a service.
 //!
 //! Thin edge: clap → tracing → config → the dispatcher and replayer crates. Exit codes:
-//! 0 the job ran, 2 a bad job file, 3 it could not run.
+//! 0 the job ran, 2 a bad job file, 3 it could not run, 99 a threshold failed.
 
 mod echo;
 mod run;
@@ -22,6 +22,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_CONFIG: u8 = 2;
 /// Exit code when the job could not run (target unreachable, no recording, no replayer).
 const EXIT_CANNOT_RUN: u8 = 3;
+/// Exit code when the job ran and a threshold failed (the CI gate).
+const EXIT_THRESHOLDS: u8 = 99;
 
 #[derive(Parser)]
 #[command(name = "reprise", version, about = "Replays recorded HTTP traffic against a service")]

@@ -13,7 +13,7 @@ use reprise_dispatcher::report::Report;
 use reprise_dispatcher::server;
 use tokio_util::sync::CancellationToken;
 
-use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG};
+use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG, EXIT_THRESHOLDS};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -135,6 +135,14 @@ fn finish(
     let no_replayer = report.totals.counts.dropped.get(&DropReason::NoReplayer).copied().unwrap_or(0);
     let code = if report.totals.sent == 0 && no_replayer > 0 {
         cannot_run(format!("no replayer took the job: {no_replayer} records dropped (no_replayer)"))
+    } else if code == ExitCode::SUCCESS && !report.thresholds_passed {
+        let mut failed: Vec<String> =
+            report.thresholds.iter().filter(|v| !v.pass).map(|v| v.to_string()).collect();
+        if let Some(why) = &report.aborted_by {
+            failed.push(format!("stopped early by: {why}"));
+        }
+        eprintln!("error: thresholds failed:\n  {}", failed.join("\n  "));
+        ExitCode::from(EXIT_THRESHOLDS)
     } else {
         code
     };

@@ -64,7 +64,12 @@ pub struct Job {
     start: CancellationToken,
     stop: CancellationToken,
     times: Mutex<Times>,
+    /// The threshold that stopped the job (`abort_on_fail`).
+    aborted_by: Mutex<Option<String>>,
 }
+
+/// Requests merged before `abort_on_fail` judges a threshold: fewer say little.
+const ABORT_MIN_REQUESTS: u64 = 100;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Times {
@@ -85,6 +90,7 @@ impl Job {
             start: CancellationToken::new(),
             stop: CancellationToken::new(),
             times: Mutex::default(),
+            aborted_by: Mutex::default(),
         })
     }
 
@@ -123,6 +129,11 @@ impl Job {
             Some((s, _)) => t.ended.unwrap_or_else(Instant::now).saturating_duration_since(s),
             None => Duration::ZERO,
         }
+    }
+
+    /// The threshold that stopped the job, if `abort_on_fail` did.
+    pub fn aborted_by(&self) -> Option<String> {
+        self.aborted_by.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Starts the job once enough replayers have subscribed.
@@ -201,6 +212,7 @@ impl Job {
         };
         let mut input = merge::Merger::new(streams, opts, Arc::clone(&self.accounting));
         let reaper = self.spawn_reaper();
+        let gate = self.spawn_threshold_watch();
         let wheel =
             TimeWheel::new(self.cfg.job.speed, start, opts.begin, self.cfg.job.rate, self.cfg.job.seed);
         let stopped = crate::dispatch::run(self, &mut input, wheel, &stop).await;
@@ -209,6 +221,9 @@ impl Job {
         self.state.send_replace(JobState::Draining);
         self.drain(stopped).await;
         reaper.abort();
+        if let Some(g) = gate {
+            g.abort();
+        }
         self.fleet.close_books();
         self.times.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Instant::now());
         self.state.send_replace(if stopped { JobState::Stopped } else { JobState::Finished });
@@ -225,6 +240,37 @@ impl Job {
                 job.fleet.reap(job.heartbeat_timeout());
             }
         })
+    }
+
+    /// With `abort_on_fail`: each second, latency and error-rate thresholds are judged on the
+    /// merged results (once enough requests are in); the first failure stops the job.
+    fn spawn_threshold_watch(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.cfg.abort_on_fail() {
+            return None;
+        }
+        let job = Arc::clone(self);
+        Some(tokio::spawn(async move {
+            let thresholds = job.cfg.thresholds();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let report = crate::report::Report::of(&job);
+                if report.total.requests < ABORT_MIN_REQUESTS {
+                    continue;
+                }
+                let failed = report
+                    .thresholds
+                    .iter()
+                    .zip(&thresholds)
+                    .find(|(v, t)| !v.pass && t.expr.checkable_midway());
+                if let Some((verdict, _)) = failed {
+                    tracing::warn!(threshold = %verdict, "threshold failed: stopping the job (abort_on_fail)");
+                    *job.aborted_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict.to_string());
+                    job.request_stop();
+                    return;
+                }
+            }
+        }))
     }
 
     /// Waits until the outcome of everything dispatched is merged (or its replayer has left).

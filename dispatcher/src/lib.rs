@@ -23,4 +23,5 @@ pub mod record;
 pub mod report;
 pub mod server;
 pub mod service;
+pub mod thresholds;
 pub mod timewheel;

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::accounting::Counts;
 use crate::fleet::MemberStatus;
 use crate::job::{Job, JobState};
+use crate::thresholds::Verdict;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -24,6 +25,13 @@ pub struct Report {
     pub endpoints: Vec<EndpointReport>,
     pub replayers: Vec<MemberStatus>,
     pub reports: ReportCounts,
+    /// The CI gate: every threshold with what was measured.
+    pub thresholds: Vec<Verdict>,
+    /// No threshold failed (true when there are none), and none stopped the job.
+    pub thresholds_passed: bool,
+    /// The threshold that stopped the job early (`abort_on_fail`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted_by: Option<String>,
     /// Peak resident memory of this process (VmHWM), when the platform tells it.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -124,7 +132,8 @@ impl Report {
     pub fn of(job: &Job) -> Report {
         let secs = job.elapsed().as_secs_f64();
         let counts = job.accounting().counts();
-        let (endpoints, total, reports) = job.fleet().with_stats(|s| {
+        let thresholds = job.config().thresholds();
+        let (endpoints, total, reports, verdicts) = job.fleet().with_stats(|s| {
             let mut all = EndpointStats::default();
             let eps: Vec<EndpointReport> = s
                 .endpoints
@@ -136,7 +145,16 @@ impl Report {
                 .collect();
             let reports =
                 ReportCounts { received: s.reports, lost: s.lost_reports, duplicate: s.duplicate_reports };
-            (eps, endpoint("*", &all, secs), reports)
+            let verdicts: Vec<Verdict> = thresholds
+                .iter()
+                .map(|t| {
+                    let stats = if t.endpoint == "*" { Some(&all) } else { s.endpoints.get(&t.endpoint) };
+                    let (measured, pass) = t.expr.evaluate(stats, secs);
+                    let unit = t.expr.aggregation.unit();
+                    Verdict { endpoint: t.endpoint.clone(), expression: t.text.clone(), measured, unit, pass }
+                })
+                .collect();
+            (eps, endpoint("*", &all, secs), reports, verdicts)
         });
         let dropped_total = counts.dropped_total();
         let balanced =
@@ -157,6 +175,9 @@ impl Report {
             endpoints,
             replayers: job.fleet().members(),
             reports,
+            thresholds_passed: verdicts.iter().all(|v| v.pass) && job.aborted_by().is_none(),
+            aborted_by: job.aborted_by(),
+            thresholds: verdicts,
             peak_rss_bytes: peak_rss_bytes(),
         }
     }
@@ -210,6 +231,16 @@ impl Report {
             self.duration_s, self.total.rps, lag.p50, lag.p99
         );
         let _ = writeln!(out, "{}", self.accounting_line());
+        if !self.thresholds.is_empty() {
+            let failed = self.thresholds.iter().filter(|v| !v.pass).count();
+            let _ = writeln!(out, "thresholds: {} passed, {failed} failed", self.thresholds.len() - failed);
+            if let Some(why) = &self.aborted_by {
+                let _ = writeln!(out, "  the job was stopped early by: {why}");
+            }
+            for v in &self.thresholds {
+                let _ = writeln!(out, "  {v}");
+            }
+        }
         out
     }
 }

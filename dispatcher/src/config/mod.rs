@@ -9,6 +9,7 @@
 mod validate;
 pub mod values;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -26,6 +27,28 @@ pub struct JobConfig {
     pub proxy: Proxy,
     pub replayer: Replayer,
     pub service: Service,
+    /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
+    /// stops the job at the first failure. See [`crate::thresholds`].
+    pub thresholds: BTreeMap<String, ThresholdEntry>,
+}
+
+/// A `[thresholds]` entry: an endpoint's expressions, or the `abort_on_fail` flag.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ThresholdEntry {
+    Rules(Vec<String>),
+    Flag(bool),
+}
+
+/// The `[thresholds]` key that is a flag, not an endpoint.
+pub const ABORT_ON_FAIL: &str = "abort_on_fail";
+
+/// One parsed threshold.
+#[derive(Clone, Debug)]
+pub struct Threshold {
+    pub endpoint: String,
+    pub text: String,
+    pub expr: crate::thresholds::Expr,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -263,6 +286,26 @@ impl JobConfig {
         }
         cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
+    }
+
+    /// The parsed thresholds (validation has refused any that do not parse).
+    pub fn thresholds(&self) -> Vec<Threshold> {
+        let mut out = Vec::new();
+        for (endpoint, entry) in &self.thresholds {
+            if let ThresholdEntry::Rules(rules) = entry {
+                for text in rules {
+                    if let Ok(expr) = crate::thresholds::parse(text) {
+                        out.push(Threshold { endpoint: endpoint.clone(), text: text.clone(), expr });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a failing threshold stops the job while it runs.
+    pub fn abort_on_fail(&self) -> bool {
+        matches!(self.thresholds.get(ABORT_ON_FAIL), Some(ThresholdEntry::Flag(true)))
     }
 
     /// Relative recording paths are relative to the job file, so a job runs from anywhere.

@@ -87,7 +87,33 @@ impl JobConfig {
         self.validate_fetcher(&mut p);
         self.validate_analyzer(&mut p);
         self.validate_runtime(&mut p);
+        self.validate_thresholds(&mut p);
         p
+    }
+
+    fn validate_thresholds(&self, p: &mut Vec<Problem>) {
+        use super::{ABORT_ON_FAIL, ThresholdEntry};
+        for (endpoint, entry) in &self.thresholds {
+            let key = format!("thresholds.{endpoint:?}");
+            match (endpoint.as_str(), entry) {
+                (ABORT_ON_FAIL, ThresholdEntry::Flag(_)) => {}
+                (ABORT_ON_FAIL, ThresholdEntry::Rules(_)) => {
+                    p.push(Problem::new(&key, "[…]", "must be true or false"));
+                }
+                (_, ThresholdEntry::Flag(b)) => p.push(Problem::new(
+                    &key,
+                    b,
+                    "must be a list of expressions, e.g. [\"p99 < 300ms\", \"error_rate < 1%\"]",
+                )),
+                (_, ThresholdEntry::Rules(rules)) => {
+                    for text in rules {
+                        if let Err(rule) = crate::thresholds::parse(text) {
+                            p.push(Problem::new(&key, format!("{text:?}"), &rule));
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn validate_fetcher(&self, p: &mut Vec<Problem>) {
@@ -241,6 +267,25 @@ mod tests {
         assert!(check_target("ftp://x").is_err());
         assert!(check_target("/just/a/path").is_err());
         assert!(check_target("http://h/?q=1").is_err());
+    }
+
+    #[test]
+    fn thresholds_are_checked_and_each_bad_expression_named() {
+        let ok = format!(
+            "{MINIMAL}[thresholds]\n\"*\" = [\"p99 < 300ms\", \"error_rate < 1%\"]\n\"GET /a\" = [\"p95<100\"]\nabort_on_fail = true\n"
+        );
+        let cfg = JobConfig::parse(&ok).expect("valid thresholds");
+        assert_eq!(cfg.thresholds().len(), 3);
+        assert!(cfg.abort_on_fail());
+        let bad =
+            format!("{MINIMAL}[thresholds]\n\"*\" = [\"p99 < 3h\", \"speed > 1\"]\n\"GET /a\" = true\n");
+        let ps = problems(&bad);
+        assert_eq!(ps.len(), 3, "{ps:?}");
+        assert!(ps.iter().any(|p| p.value == "\"p99 < 3h\"" && p.rule.contains("unit `h`")), "{ps:?}");
+        assert!(ps.iter().any(|p| p.value == "\"speed > 1\"" && p.key == "thresholds.\"*\""), "{ps:?}");
+        assert!(
+            ps.iter().any(|p| p.key == "thresholds.\"GET /a\"" && p.rule.contains("list of expressions"))
+        );
     }
 
     #[test]

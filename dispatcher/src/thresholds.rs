@@ -1,0 +1,252 @@
+//! The CI gate: k6-style thresholds keyed by endpoint name ("*" for all traffic), evaluated
+//! on the merged statistics at the end of the job (and, with `abort_on_fail`, each second
+//! while it runs). A failed threshold makes `reprise run` and the dispatcher exit 99.
+//!
+//! An expression is `AGGREGATION OP VALUE[UNIT]`:
+//! - aggregations: `min`, `max`, `avg`, `med`, `pN` or `p(N)` (any percentile, `p99.9`),
+//!   over the latency from the due instant; `error_rate`; `rps`; `count`;
+//! - operators: `<`, `<=`, `>`, `>=`, `==`, `!=`;
+//! - values: latencies in `us`, `ms` (the default) or `s`; `error_rate` as `1%` or `0.01`;
+//!   `rps` and `count` as plain numbers.
+
+use std::fmt;
+
+use reprise_proto::stats::EndpointStats;
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Aggregation {
+    Min,
+    Max,
+    Avg,
+    /// Percentile, 0 < N ≤ 100.
+    Percentile(f64),
+    ErrorRate,
+    Rps,
+    Count,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+}
+
+impl Op {
+    fn holds(self, measured: f64, limit: f64) -> bool {
+        match self {
+            Op::Lt => measured < limit,
+            Op::Le => measured <= limit,
+            Op::Gt => measured > limit,
+            Op::Ge => measured >= limit,
+            Op::Eq => measured == limit,
+            Op::Ne => measured != limit,
+        }
+    }
+}
+
+/// A parsed threshold expression; `value` is in ms for latencies, a fraction for
+/// `error_rate`, a plain number for `rps` and `count`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expr {
+    pub aggregation: Aggregation,
+    pub op: Op,
+    pub value: f64,
+}
+
+impl Aggregation {
+    fn parse(s: &str) -> Option<Aggregation> {
+        Some(match s {
+            "min" => Aggregation::Min,
+            "max" => Aggregation::Max,
+            "avg" | "mean" => Aggregation::Avg,
+            "med" | "median" => Aggregation::Percentile(50.0),
+            "error_rate" => Aggregation::ErrorRate,
+            "rps" => Aggregation::Rps,
+            "count" => Aggregation::Count,
+            p => {
+                let n =
+                    p.strip_prefix("p(").and_then(|r| r.strip_suffix(')')).or_else(|| p.strip_prefix('p'))?;
+                let n: f64 = n.parse().ok()?;
+                if !(n > 0.0 && n <= 100.0) {
+                    return None;
+                }
+                Aggregation::Percentile(n)
+            }
+        })
+    }
+
+    fn is_latency(self) -> bool {
+        matches!(self, Aggregation::Min | Aggregation::Max | Aggregation::Avg | Aggregation::Percentile(_))
+    }
+
+    /// The unit measured values are shown in.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Aggregation::ErrorRate => "%",
+            Aggregation::Rps => "req/s",
+            Aggregation::Count => "",
+            _ => "ms",
+        }
+    }
+}
+
+/// Parses one expression; the error says what is wrong and how to write it.
+pub fn parse(text: &str) -> Result<Expr, String> {
+    const HOW: &str = "write e.g. \"p99 < 300ms\", \"error_rate < 1%\", \"rps > 100\"";
+    let t = text.trim();
+    let at =
+        t.find(['<', '>', '=', '!']).ok_or_else(|| format!("no comparison (<, <=, >, >=, ==, !=); {HOW}"))?;
+    let (agg, rest) = t.split_at(at);
+    let (op, value) =
+        [("<=", Op::Le), (">=", Op::Ge), ("==", Op::Eq), ("!=", Op::Ne), ("<", Op::Lt), (">", Op::Gt)]
+            .iter()
+            .find_map(|(sym, op)| rest.strip_prefix(sym).map(|v| (*op, v.trim())))
+            .ok_or_else(|| format!("`{rest}` is not a comparison; {HOW}"))?;
+    let agg = agg.trim();
+    let aggregation = Aggregation::parse(agg).ok_or_else(|| {
+        format!("`{agg}` is not an aggregation: use min, max, avg, med, pN or p(N) with 0 < N ≤ 100, error_rate, rps or count")
+    })?;
+    let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("`{value}` is not a number with a unit; {HOW}"))?;
+    let unit = unit.trim();
+    let scaled = match (aggregation, unit) {
+        (a, "ms" | "") if a.is_latency() => number,
+        (a, "s") if a.is_latency() => number * 1000.0,
+        (a, "us" | "µs") if a.is_latency() => number / 1000.0,
+        (Aggregation::ErrorRate, "%") => number / 100.0,
+        (Aggregation::ErrorRate, "") if number <= 1.0 => number,
+        (Aggregation::Rps | Aggregation::Count, "") => number,
+        (a, u) => {
+            let allowed = match a {
+                Aggregation::ErrorRate => "% (or a fraction ≤ 1 without unit)",
+                Aggregation::Rps | Aggregation::Count => "no unit",
+                _ => "us, ms or s",
+            };
+            return Err(format!("unit `{u}` does not fit `{agg}`: use {allowed}"));
+        }
+    };
+    Ok(Expr { aggregation, op, value: scaled })
+}
+
+/// One threshold's verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    pub endpoint: String,
+    pub expression: String,
+    /// The measured value in `unit`; `None` when the endpoint had no requests.
+    pub measured: Option<f64>,
+    pub unit: &'static str,
+    pub pass: bool,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.pass { "pass" } else { "FAIL" };
+        match self.measured {
+            Some(m) => {
+                write!(f, "{mark} {:?} {}: measured {m:.3}{}", self.endpoint, self.expression, self.unit)
+            }
+            None => write!(f, "{mark} {:?} {}: no requests", self.endpoint, self.expression),
+        }
+    }
+}
+
+impl Expr {
+    /// The measured value (in the expression's unit) and whether it holds. No requests: fails.
+    pub fn evaluate(&self, stats: Option<&EndpointStats>, seconds: f64) -> (Option<f64>, bool) {
+        let Some(s) = stats.filter(|s| s.count() > 0) else { return (None, false) };
+        let ms = |us: u64| us as f64 / 1000.0;
+        let measured = match self.aggregation {
+            Aggregation::Min => ms(s.latency.min()),
+            Aggregation::Max => ms(s.latency.max()),
+            Aggregation::Avg => s.latency.mean() / 1000.0,
+            Aggregation::Percentile(n) => ms(s.latency.value_at_quantile(n / 100.0)),
+            Aggregation::ErrorRate => s.failed as f64 / s.count() as f64,
+            Aggregation::Rps => s.count() as f64 / seconds.max(f64::MIN_POSITIVE),
+            Aggregation::Count => s.count() as f64,
+        };
+        let shown = if self.aggregation == Aggregation::ErrorRate { measured * 100.0 } else { measured };
+        (Some(shown), self.op.holds(measured, self.value))
+    }
+
+    /// Whether this threshold means something before the job has ended (latency, error
+    /// rate); `rps` and `count` only do at the end.
+    pub fn checkable_midway(&self) -> bool {
+        !matches!(self.aggregation, Aggregation::Rps | Aggregation::Count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reprise_proto::stats::Outcome;
+
+    use super::*;
+
+    #[test]
+    fn expressions_parse_with_units() {
+        let p = |t| parse(t).expect(t);
+        assert_eq!(
+            p("p99 < 300ms"),
+            Expr { aggregation: Aggregation::Percentile(99.0), op: Op::Lt, value: 300.0 }
+        );
+        assert_eq!(p("p(99.9)<=1s").value, 1000.0);
+        assert_eq!(p("p99.9 <= 1s").aggregation, Aggregation::Percentile(99.9));
+        assert_eq!(p("avg > 250us").value, 0.25);
+        assert_eq!(p("med < 20").value, 20.0);
+        assert_eq!(p("error_rate < 1%").value, 0.01);
+        assert_eq!(p("error_rate<0.05").value, 0.05);
+        assert_eq!(p("rps >= 100").op, Op::Ge);
+        assert_eq!(p("count != 0").op, Op::Ne);
+        assert_eq!(p("max == 5ms").op, Op::Eq);
+    }
+
+    #[test]
+    fn bad_expressions_say_what_is_wrong() {
+        let e = |t| parse(t).expect_err(t);
+        assert!(e("p99 300ms").contains("no comparison"));
+        assert!(e("p101 < 1ms").contains("not an aggregation"));
+        assert!(e("p0 < 1ms").contains("not an aggregation"));
+        assert!(e("latency < 1ms").contains("not an aggregation"));
+        assert!(e("p99 < fast").contains("not a number"));
+        assert!(e("p99 < 3h").contains("unit `h`"));
+        assert!(e("rps > 100ms").contains("no unit"));
+        assert!(e("error_rate < 5").contains("%"));
+        assert!(e("p99 =< 3ms").contains("not a comparison"));
+        assert!(e("").contains("no comparison"));
+    }
+
+    fn stats(latencies_ms: &[u64], failed: usize) -> EndpointStats {
+        let mut s = EndpointStats::default();
+        for (i, ms) in latencies_ms.iter().enumerate() {
+            let status = if i < failed { 500 } else { 200 };
+            s.record(&Outcome {
+                status: Some(status),
+                error: None,
+                latency_us: ms * 1000,
+                service_us: 1,
+                lag_us: 1,
+            });
+        }
+        s
+    }
+
+    #[test]
+    fn thresholds_are_evaluated_on_the_histograms() {
+        let s = stats(&[10, 20, 30, 40, 1000], 1);
+        let check = |t: &str| parse(t).expect(t).evaluate(Some(&s), 2.0);
+        assert!(check("p50 < 31ms").1);
+        assert!(!check("p99 < 900ms").1);
+        assert_eq!(check("error_rate < 25%"), (Some(20.0), true));
+        assert_eq!(check("rps > 2").0, Some(2.5));
+        assert_eq!(check("count == 5"), (Some(5.0), true));
+        let (max, pass) = check("max < 2s");
+        assert!(pass && (max.expect("max") - 1000.0).abs() < 1.0);
+        assert_eq!(parse("p99 < 1s").expect("ok").evaluate(None, 1.0), (None, false), "no requests fails");
+    }
+}
