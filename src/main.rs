@@ -43,6 +43,9 @@ enum Command {
         /// Write the report as JSON to this file.
         #[arg(long)]
         report_json: Option<PathBuf>,
+        /// Write Locust-style CSV files PREFIX_stats.csv and PREFIX_stats_history.csv.
+        #[arg(long, value_name = "PREFIX")]
+        report_csv: Option<PathBuf>,
         /// Do everything but the HTTP calls (measures the dispatch path).
         #[arg(long)]
         dry_run: bool,
@@ -62,6 +65,9 @@ enum Command {
         serve_forever: bool,
         #[arg(long)]
         report_json: Option<PathBuf>,
+        /// Write Locust-style CSV files PREFIX_stats.csv and PREFIX_stats_history.csv.
+        #[arg(long, value_name = "PREFIX")]
+        report_csv: Option<PathBuf>,
     },
     /// Receive records from a dispatcher and fire them at the target.
     Replayer {
@@ -103,11 +109,13 @@ fn main() -> ExitCode {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         match cli.command {
-            Command::Run { job, replayers, report_json, dry_run } => {
-                run::local(&job, replayers, report_json.as_deref(), dry_run, cancel).await
+            Command::Run { job, replayers, report_json, report_csv, dry_run } => {
+                let outputs = run::Outputs { json: report_json, csv: report_csv };
+                run::local(&job, replayers, &outputs, dry_run, cancel).await
             }
-            Command::Dispatcher { config, grpc, http, serve_forever, report_json } => {
-                let args = run::DaemonArgs { grpc, http, serve_forever, report_json };
+            Command::Dispatcher { config, grpc, http, serve_forever, report_json, report_csv } => {
+                let outputs = run::Outputs { json: report_json, csv: report_csv };
+                let args = run::DaemonArgs { grpc, http, serve_forever, outputs };
                 run::dispatcher(&config, args, cancel).await
             }
             Command::Replayer { dispatcher, id, dry_run, once } => {

@@ -63,10 +63,17 @@ async fn probe(target: &str) -> Result<(), String> {
     }
 }
 
+/// Where the report goes besides the terminal.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub json: Option<PathBuf>,
+    pub csv: Option<PathBuf>,
+}
+
 pub async fn local(
     path: &Path,
     replayers: Option<u32>,
-    report_json: Option<&Path>,
+    outputs: &Outputs,
     dry_run: bool,
     cancel: CancellationToken,
 ) -> ExitCode {
@@ -110,7 +117,7 @@ pub async fn local(
     let progress = tokio::spawn(progress(running.job.clone()));
     let result = (&mut running.done).await;
     progress.abort();
-    finish(&running.job, report_json, result, || {
+    finish(&running.job, outputs, result, || {
         stop_replayers.cancel();
         running.shutdown();
     })
@@ -119,7 +126,7 @@ pub async fn local(
 /// Prints the report and maps the job's result to an exit code.
 fn finish(
     job: &Job,
-    report_json: Option<&Path>,
+    outputs: &Outputs,
     result: Result<Result<(), reprise_dispatcher::job::JobError>, tokio::task::JoinError>,
     shutdown: impl FnOnce(),
 ) -> ExitCode {
@@ -149,13 +156,18 @@ fn finish(
     print!("{}", report.table());
     let _ = std::io::stdout().flush();
     shutdown();
-    if let Some(path) = report_json {
+    if let Some(path) = &outputs.json {
         let written = serde_json::to_vec_pretty(&report)
             .map_err(|e| e.to_string())
             .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
         if let Err(e) = written {
             return cannot_run(format!("cannot write {}: {e}", path.display()));
         }
+    }
+    if let Some(prefix) = &outputs.csv
+        && let Err(e) = reprise_dispatcher::report_csv::write(job, &report, prefix)
+    {
+        return cannot_run(format!("cannot write CSV files {}_*.csv: {e}", prefix.display()));
     }
     code
 }
@@ -190,7 +202,7 @@ pub struct DaemonArgs {
     pub grpc: Option<String>,
     pub http: Option<String>,
     pub serve_forever: bool,
-    pub report_json: Option<PathBuf>,
+    pub outputs: Outputs,
 }
 
 fn addr(flag: Option<String>, default: ListenAddr, name: &str) -> Result<std::net::SocketAddr, ExitCode> {
@@ -228,5 +240,5 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
     if args.serve_forever {
         cancel.cancelled().await;
     }
-    finish(&running.job, args.report_json.as_deref(), result, || running.shutdown())
+    finish(&running.job, &args.outputs, result, || running.shutdown())
 }

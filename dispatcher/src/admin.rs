@@ -1,5 +1,6 @@
-//! The admin HTTP API: GET /healthz, GET /status (state, replayers, accounting, results so
-//! far), POST /job/start (start without waiting for min_replayers), POST /job/stop.
+//! The admin HTTP API: GET /healthz, GET /status and GET /report (the current merged report:
+//! state, replayers, accounting, results so far, as `--report-json` writes it at the end),
+//! POST /job/start (start without waiting for min_replayers), POST /job/stop.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ pub fn router(job: Arc<Job>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
+        .route("/report", get(status))
         .route("/job/start", post(start))
         .route("/job/stop", post(stop))
         .with_state(job)

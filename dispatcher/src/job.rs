@@ -131,6 +131,12 @@ impl Job {
         }
     }
 
+    /// When the job started, in Unix seconds (0 before it has).
+    pub fn started_unix(&self) -> f64 {
+        let t = *self.times.lock().unwrap_or_else(|p| p.into_inner());
+        t.started.and_then(|(_, wall)| wall.duration_since(UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
+    }
+
     /// The threshold that stopped the job, if `abort_on_fail` did.
     pub fn aborted_by(&self) -> Option<String> {
         self.aborted_by.lock().unwrap_or_else(|p| p.into_inner()).clone()

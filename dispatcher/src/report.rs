@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::accounting::Counts;
 use crate::fleet::MemberStatus;
+use crate::history::Row;
 use crate::job::{Job, JobState};
 use crate::thresholds::Verdict;
 
@@ -27,6 +28,8 @@ pub struct Report {
     pub reports: ReportCounts,
     /// The CI gate: every threshold with what was measured.
     pub thresholds: Vec<Verdict>,
+    /// All traffic second by second.
+    pub history: Vec<Row>,
     /// No threshold failed (true when there are none), and none stopped the job.
     pub thresholds_passed: bool,
     /// The threshold that stopped the job early (`abort_on_fail`).
@@ -80,7 +83,10 @@ pub struct Percentiles {
     pub mean: f64,
     pub p50: f64,
     pub p90: f64,
+    pub p95: f64,
     pub p99: f64,
+    #[serde(rename = "p99.9")]
+    pub p99_9: f64,
     pub max: f64,
 }
 
@@ -95,7 +101,9 @@ impl Percentiles {
             mean: h.mean() / 1000.0,
             p50: ms(h.value_at_quantile(0.5)),
             p90: ms(h.value_at_quantile(0.9)),
+            p95: ms(h.value_at_quantile(0.95)),
             p99: ms(h.value_at_quantile(0.99)),
+            p99_9: ms(h.value_at_quantile(0.999)),
             max: ms(h.max()),
         }
     }
@@ -133,7 +141,7 @@ impl Report {
         let secs = job.elapsed().as_secs_f64();
         let counts = job.accounting().counts();
         let thresholds = job.config().thresholds();
-        let (endpoints, total, reports, verdicts) = job.fleet().with_stats(|s| {
+        let (endpoints, total, reports, verdicts, history) = job.fleet().with_stats(|s| {
             let mut all = EndpointStats::default();
             let eps: Vec<EndpointReport> = s
                 .endpoints
@@ -154,7 +162,7 @@ impl Report {
                     Verdict { endpoint: t.endpoint.clone(), expression: t.text.clone(), measured, unit, pass }
                 })
                 .collect();
-            (eps, endpoint("*", &all, secs), reports, verdicts)
+            (eps, endpoint("*", &all, secs), reports, verdicts, s.history.rows())
         });
         let dropped_total = counts.dropped_total();
         let balanced =
@@ -175,6 +183,7 @@ impl Report {
             endpoints,
             replayers: job.fleet().members(),
             reports,
+            history,
             thresholds_passed: verdicts.iter().all(|v| v.pass) && job.aborted_by().is_none(),
             aborted_by: job.aborted_by(),
             thresholds: verdicts,

@@ -226,6 +226,7 @@ impl Fleet {
 
     /// Starts the job: every member, and every later one, gets `job` before any record.
     pub fn start(&self, job: pb::JobConfig) {
+        self.lock_stats().history.start(Instant::now());
         let mut inner = self.lock();
         for m in inner.members.values() {
             let _ = m.tx.try_send(Ok(config_event(&job, m.session)));

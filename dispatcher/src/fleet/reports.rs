@@ -10,6 +10,7 @@ use tonic::Status;
 
 use super::Fleet;
 use crate::accounting::DropReason;
+use crate::history::History;
 
 /// Merged results of the current job.
 #[derive(Debug, Default)]
@@ -18,6 +19,8 @@ pub struct JobStats {
     pub reports: u64,
     pub lost_reports: u64,
     pub duplicate_reports: u64,
+    /// All endpoints together, second by second.
+    pub history: History,
 }
 
 impl Fleet {
@@ -59,10 +62,13 @@ impl Fleet {
         // The slow part, with only `stats` held: a member cannot be removed meanwhile.
         let Some(mut stats) = stats else { return Ok(()) };
         let mut count = 0;
+        let mut second = EndpointStats::default();
         for (name, delta) in decoded {
             count += delta.count();
+            second.merge(&delta);
             stats.endpoints.entry(name).or_default().merge(&delta);
         }
+        stats.history.add(&second);
         {
             let mut inner = self.lock();
             if let Some(m) = inner.members.get_mut(&r.replayer_id) {
@@ -79,7 +85,7 @@ impl Fleet {
     }
 
     /// Runs `f` on the merged statistics.
-    pub fn with_stats<T>(&self, f: impl FnOnce(&JobStats) -> T) -> T {
-        f(&self.lock_stats())
+    pub fn with_stats<T>(&self, f: impl FnOnce(&mut JobStats) -> T) -> T {
+        f(&mut self.lock_stats())
     }
 }

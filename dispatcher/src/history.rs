@@ -1,0 +1,127 @@
+//! Per-second history of a job: each statistics report merged is also added to the bucket
+//! of the second (since the job's start) it arrived in. Replayers report once a second, so a
+//! bucket holds about one second of traffic; seconds without reports appear as empty rows,
+//! so a chart's time axis has no holes.
+
+use reprise_proto::stats::EndpointStats;
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// One second of traffic.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// Seconds since the job started (the row covers [second, second + 1)).
+    pub second: u64,
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    /// Latency from the due instant, ms.
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Row {
+    fn of(second: u64, s: &EndpointStats) -> Row {
+        let ms =
+            |q: f64| if s.latency.is_empty() { 0.0 } else { s.latency.value_at_quantile(q) as f64 / 1000.0 };
+        Row {
+            second,
+            requests: s.count(),
+            ok: s.ok,
+            failed: s.failed,
+            p50_ms: ms(0.5),
+            p90_ms: ms(0.9),
+            p99_ms: ms(0.99),
+            max_ms: if s.latency.is_empty() { 0.0 } else { s.latency.max() as f64 / 1000.0 },
+        }
+    }
+}
+
+/// Rows are kept for at most this many seconds (a week); older ones are dropped first.
+const MAX_ROWS: usize = 7 * 24 * 3600;
+
+#[derive(Debug, Default)]
+pub struct History {
+    start: Option<Instant>,
+    rows: std::collections::VecDeque<Row>,
+    second: u64,
+    current: EndpointStats,
+}
+
+impl History {
+    pub fn start(&mut self, at: Instant) {
+        self.start = Some(at);
+    }
+
+    fn now_second(&self) -> u64 {
+        self.start.map_or(0, |s| Instant::now().saturating_duration_since(s).as_secs())
+    }
+
+    /// Closes the buckets of the seconds that have passed.
+    fn roll(&mut self) {
+        let now = self.now_second();
+        while self.second < now {
+            let done = std::mem::take(&mut self.current);
+            self.rows.push_back(Row::of(self.second, &done));
+            if self.rows.len() > MAX_ROWS {
+                self.rows.pop_front();
+            }
+            self.second += 1;
+        }
+    }
+
+    /// Adds a merged delta to the current second.
+    pub fn add(&mut self, delta: &EndpointStats) {
+        self.roll();
+        self.current.merge(delta);
+    }
+
+    /// Every closed second, and the current one so far.
+    pub fn rows(&mut self) -> Vec<Row> {
+        self.roll();
+        let mut rows: Vec<Row> = self.rows.iter().cloned().collect();
+        if self.current.count() > 0 {
+            rows.push(Row::of(self.second, &self.current));
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use reprise_proto::stats::Outcome;
+
+    use super::*;
+
+    fn delta(n: u64) -> EndpointStats {
+        let mut s = EndpointStats::default();
+        for i in 0..n {
+            s.record(&Outcome {
+                status: Some(200),
+                error: None,
+                latency_us: 1000 + i,
+                service_us: 1,
+                lag_us: 1,
+            });
+        }
+        s
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deltas_land_in_the_second_they_arrive_and_gaps_are_empty_rows() {
+        let mut h = History::default();
+        h.start(Instant::now());
+        h.add(&delta(3));
+        h.add(&delta(2));
+        tokio::time::advance(Duration::from_millis(2500)).await;
+        h.add(&delta(4));
+        let rows = h.rows();
+        let counts: Vec<(u64, u64)> = rows.iter().map(|r| (r.second, r.requests)).collect();
+        assert_eq!(counts, vec![(0, 5), (1, 0), (2, 4)]);
+        assert!((rows[0].p50_ms - 1.0).abs() < 0.01);
+    }
+}

@@ -1,0 +1,102 @@
+//! Reports a person and a pipeline read: the JSON report's percentiles and per-second
+//! history, Locust-style CSV files, and GET /report on a running dispatcher.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn recording(dir: &std::path::Path, n: usize, gap_ms: usize) -> std::path::PathBuf {
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let url = ["/a", "/b,c", "/d"][i % 3];
+            let status = if i % 10 == 0 { r#","headers":{"X-Status":"503"}"# } else { "" };
+            format!(r#"{{"ts":{},"method":"GET","url":"{url}"{status}}}"#, i * gap_ms)
+        })
+        .collect();
+    let path = dir.join("r.jsonl");
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    path
+}
+
+/// Splits CSV lines (RFC 4180 quoting).
+fn csv_rows(path: &std::path::Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(path).expect("csv");
+    text.lines()
+        .map(|line| {
+            let mut fields = vec![String::new()];
+            let mut quoted = false;
+            let mut chars = line.chars().peekable();
+            while let Some(c) = chars.next() {
+                let field = fields.last_mut().expect("a field");
+                match (c, quoted) {
+                    ('"', true) if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    ('"', _) => quoted = !quoted,
+                    (',', false) => fields.push(String::new()),
+                    (c, _) => field.push(c),
+                }
+            }
+            fields
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_csv_reports_agree_and_carry_the_history() {
+    let target = Capture::start().await;
+    let dir = temp_dir("reports");
+    let rec = recording(&dir, 90, 30); // 2.7 s at speed 1: three history seconds or more
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
+    let prefix = dir.join("out");
+    let r = run_job(&job, &dir, &["--report-csv", prefix.to_str().expect("p")]).await;
+
+    let total = &r["total"];
+    assert_eq!(total["requests"], 90);
+    for k in ["min", "p50", "p90", "p95", "p99", "p99.9", "max"] {
+        assert!(total["latency_ms"][k].as_f64().is_some(), "latency_ms.{k} in {total}");
+    }
+    let p = |k: &str| total["latency_ms"][k].as_f64().expect("number");
+    assert!(p("p50") <= p("p95") && p("p95") <= p("p99.9") && p("p99.9") <= p("max"), "{total}");
+    let history = r["history"].as_array().expect("history");
+    assert!(history.len() >= 3, "{history:?}");
+    let summed: u64 = history.iter().map(|h| h["requests"].as_u64().expect("n")).sum();
+    assert_eq!(summed, 90, "every request is in one second of the history");
+
+    let stats = csv_rows(&dir.join("out_stats.csv"));
+    assert_eq!(stats[0][0..4], ["Type", "Name", "Request Count", "Failure Count"]);
+    assert_eq!(stats.len(), 1 + 3 + 1, "header, three endpoints, Aggregated");
+    let agg = stats.last().expect("aggregated");
+    assert_eq!((agg[1].as_str(), agg[2].as_str(), agg[3].as_str()), ("Aggregated", "90", "9"));
+    let bc = stats.iter().find(|row| row[1] == "/b,c").expect("a quoted name survives");
+    assert_eq!(bc[2], "30");
+    assert_eq!(stats[0].len(), agg.len(), "every row has every column");
+
+    let hist = csv_rows(&dir.join("out_stats_history.csv"));
+    assert_eq!(hist.len(), history.len() + 1);
+    assert_eq!(hist.last().expect("last")[9], "90", "running total of requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_report_serves_the_merged_report_while_the_job_runs() {
+    let target = Capture::start().await;
+    let dir = temp_dir("report-live");
+    let rec = recording(&dir, 100, 30); // 3 s
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", None);
+    let _r = spawn_replayer(&dispatcher.grpc_url, "r1");
+    assert!(wait_until(|| target.requests().len() >= 50, Duration::from_secs(10)).await);
+    tokio::time::sleep(Duration::from_millis(1200)).await; // a statistics report has come in
+    let (code, body) = http("GET", &dispatcher.admin, "/report").await;
+    assert_eq!(code, 200);
+    let live: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(live["state"], "running");
+    let sent = live["totals"]["sent"].as_u64().expect("sent");
+    assert!(sent > 0 && sent < 100, "merged so far: {sent}");
+    assert!(!live["history"].as_array().expect("history").is_empty());
+    let exit = wait_exit(dispatcher.guard).await;
+    assert!(exit.success());
+}
