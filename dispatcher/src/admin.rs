@@ -1,6 +1,8 @@
 //! The admin HTTP API: GET /healthz, GET /status and GET /report (the current merged report:
 //! state, replayers, accounting, results so far, as `--report-json` writes it at the end),
-//! POST /job/start (start without waiting for min_replayers), POST /job/stop.
+//! POST /job/start (start without waiting for min_replayers), POST /job/stop, POST
+//! /job/config (`{"speed": 2, "rate": 1.5}`, either or both; applied within a slot, the
+//! schedule continuing from the last record released), POST /job/pause, POST /job/resume.
 
 use std::sync::Arc;
 
@@ -10,6 +12,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use serde::Deserialize;
+
+use crate::config::Speed;
 use crate::job::Job;
 use crate::report::Report;
 
@@ -20,6 +25,9 @@ pub fn router(job: Arc<Job>) -> Router {
         .route("/report", get(status))
         .route("/job/start", post(start))
         .route("/job/stop", post(stop))
+        .route("/job/config", post(config))
+        .route("/job/pause", post(pause))
+        .route("/job/resume", post(resume))
         .with_state(job)
 }
 
@@ -33,6 +41,39 @@ async fn start(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {
     }
     job.request_start();
     (StatusCode::ACCEPTED, Json(json!({"state": job.state()})))
+}
+
+/// Body of POST /job/config: either or both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigChange {
+    speed: Option<Speed>,
+    rate: Option<f64>,
+}
+
+async fn config(State(job): State<Arc<Job>>, Json(change): Json<ConfigChange>) -> (StatusCode, Json<Value>) {
+    if job.is_over() {
+        return (StatusCode::CONFLICT, Json(json!({"error": "the job is over"})));
+    }
+    match job.set_config(change.speed, change.rate) {
+        Ok(control) => (StatusCode::OK, Json(json!(control))),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))),
+    }
+}
+
+async fn pause(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {
+    paused(&job, true)
+}
+
+async fn resume(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {
+    paused(&job, false)
+}
+
+fn paused(job: &Job, paused: bool) -> (StatusCode, Json<Value>) {
+    if job.is_over() {
+        return (StatusCode::CONFLICT, Json(json!({"error": "the job is over"})));
+    }
+    (StatusCode::OK, Json(json!(job.set_paused(paused))))
 }
 
 async fn stop(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use reprise_proto::pb;
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
@@ -14,7 +15,7 @@ use crate::accounting::DropReason;
 use crate::config::LatePolicy;
 use crate::fetchers::merge::{Merger, Ordered};
 use crate::fleet::{EventTx, Reserve};
-use crate::job::Job;
+use crate::job::{Control, Job, JobState};
 use crate::record::Record;
 use crate::timewheel::TimeWheel;
 
@@ -104,10 +105,93 @@ fn into_wire(r: Record, offset: Duration) -> pb::Record {
     }
 }
 
+/// Live changes (POST /job/config, /job/pause, /job/resume) as the loop applies them.
+struct Live {
+    rx: watch::Receiver<Control>,
+    /// What the wheel runs with (compared, not `has_changed`: awaiting `changed` marks a value
+    /// seen before it is applied).
+    applied: Control,
+    paused_at: Option<Instant>,
+}
+
+impl Live {
+    /// Applies a pending change: speed and rate to the wheel; a pause starts; a resume
+    /// moves the schedule by the pause's length.
+    fn apply(&mut self, job: &Job, wheel: &mut TimeWheel) {
+        let c = *self.rx.borrow_and_update();
+        if c == self.applied {
+            return;
+        }
+        self.applied = c;
+        if c.speed != wheel.speed() {
+            wheel.set_speed(c.speed);
+        }
+        if c.rate != wheel.rate() {
+            wheel.set_rate(c.rate);
+        }
+        match (c.paused, self.paused_at) {
+            (true, None) => {
+                self.paused_at = Some(Instant::now());
+                job.set_state(JobState::Paused);
+            }
+            (false, Some(at)) => {
+                wheel.shift(Instant::now() - at);
+                self.paused_at = None;
+                job.set_state(JobState::Running);
+            }
+            _ => {}
+        }
+        tracing::info!(speed = %c.speed, rate = c.rate, paused = c.paused, "job settings changed");
+    }
+
+    async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Waits until the record recorded at `ts` may be released; its due instant, or `None`
+/// when the job was stopped meanwhile. Live changes are applied while waiting, so they take
+/// effect within a slot.
+async fn wait_release(
+    job: &Job,
+    wheel: &mut TimeWheel,
+    live: &mut Live,
+    batches: &mut Batches,
+    (ts, late): (i64, bool),
+    stop: &CancellationToken,
+) -> Option<Instant> {
+    loop {
+        live.apply(job, wheel);
+        if live.paused_at.is_some() {
+            batches.flush_all(job).await;
+            tokio::select! {
+                () = live.changed() => continue,
+                () = stop.cancelled() => return None,
+            }
+        }
+        let due = if late { Instant::now().max(wheel.start()) } else { wheel.due(ts) };
+        let release = wheel.release_at(due);
+        if release <= Instant::now() {
+            return Some(due);
+        }
+        batches.flush_all(job).await;
+        tokio::select! {
+            () = sleep_until(release) => return Some(due),
+            () = live.changed() => {}
+            () = stop.cancelled() => return None,
+        }
+    }
+}
+
 /// Runs until the input ends or `stop` fires. Returns whether it was stopped.
 pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &CancellationToken) -> bool {
     let acc = job.accounting();
     let mut batches = Batches::default();
+    let rx = job.subscribe_control();
+    let applied = *rx.borrow();
+    let mut live = Live { rx, applied, paused_at: None };
     let mut index = 0u64;
     let stopped = loop {
         let next = tokio::select! {
@@ -118,6 +202,7 @@ pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &Can
             break false;
         };
         acc.in_range();
+        live.apply(job, &mut wheel);
         let copies = wheel.copies(index);
         index += 1;
         if copies == 0 {
@@ -128,17 +213,13 @@ pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &Can
             acc.dropped(DropReason::Late, u64::from(copies));
             continue;
         }
-        let due = if late { Instant::now().max(wheel.start()) } else { wheel.due(record.ts) };
-        let release = wheel.release_at(due);
-        if release > Instant::now() {
-            batches.flush_all(job).await;
-            tokio::select! {
-                () = sleep_until(release) => {}
-                () = stop.cancelled() => {
-                    acc.dropped(DropReason::Stopped, u64::from(copies));
-                    break true;
-                }
-            }
+        let Some(due) = wait_release(job, &mut wheel, &mut live, &mut batches, (record.ts, late), stop).await
+        else {
+            acc.dropped(DropReason::Stopped, u64::from(copies));
+            break true;
+        };
+        if !late {
+            wheel.released(record.ts, due);
         }
         let key = record.key.clone();
         let wire = into_wire(record, due.saturating_duration_since(wheel.start()));

@@ -31,6 +31,8 @@ pub enum JobState {
     /// Waiting for `min_replayers` or POST /job/start.
     Waiting,
     Running,
+    /// POST /job/pause: nothing more is released until POST /job/resume.
+    Paused,
     /// Input done; waiting for the replayers' last acks.
     Draining,
     Finished,
@@ -43,6 +45,22 @@ pub enum JobError {
     Fetch(#[from] FetchError),
     #[error("the job was cancelled before it started")]
     NotStarted,
+}
+
+/// What can change while a job runs (POST /job/config, /job/pause, /job/resume).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Control {
+    #[serde(serialize_with = "speed_json")]
+    pub speed: Speed,
+    pub rate: f64,
+    pub paused: bool,
+}
+
+fn speed_json<S: serde::Serializer>(speed: &Speed, s: S) -> Result<S::Ok, S::Error> {
+    match speed {
+        Speed::Max => s.serialize_str("max"),
+        Speed::Factor(f) => s.serialize_f64(*f),
+    }
 }
 
 /// Settings of one run that are not in the job file.
@@ -61,6 +79,7 @@ pub struct Job {
     accounting: Arc<Accounting>,
     fleet: Fleet,
     state: watch::Sender<JobState>,
+    control: watch::Sender<Control>,
     start: CancellationToken,
     stop: CancellationToken,
     times: Mutex<Times>,
@@ -79,6 +98,7 @@ struct Times {
 
 impl Job {
     pub fn new(cfg: JobConfig, opts: JobOptions) -> Arc<Job> {
+        let control = Control { speed: cfg.job.speed, rate: cfg.job.rate, paused: false };
         let accounting = Arc::new(Accounting::default());
         let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting));
         Arc::new(Job {
@@ -87,6 +107,7 @@ impl Job {
             accounting,
             fleet,
             state: watch::channel(JobState::Waiting).0,
+            control: watch::channel(control).0,
             start: CancellationToken::new(),
             stop: CancellationToken::new(),
             times: Mutex::default(),
@@ -115,6 +136,44 @@ impl Job {
     pub fn subscribe_state(&self) -> watch::Receiver<JobState> {
         self.state.subscribe()
     }
+    pub(crate) fn set_state(&self, state: JobState) {
+        self.state.send_replace(state);
+    }
+
+    /// The current speed, rate and pause.
+    pub fn control(&self) -> Control {
+        *self.control.borrow()
+    }
+
+    pub(crate) fn subscribe_control(&self) -> watch::Receiver<Control> {
+        self.control.subscribe()
+    }
+
+    /// Changes speed and/or rate mid-job; the wheel applies them within a slot.
+    pub fn set_config(&self, speed: Option<Speed>, rate: Option<f64>) -> Result<Control, String> {
+        if let Some(Speed::Factor(f)) = speed
+            && !(f.is_finite() && f > 0.0)
+        {
+            return Err(format!("speed = {f}: must be a number > 0 or \"max\""));
+        }
+        if let Some(r) = rate
+            && !(r.is_finite() && r > 0.0 && r <= 1000.0)
+        {
+            return Err(format!("rate = {r}: must be a number > 0 and ≤ 1000"));
+        }
+        self.control.send_modify(|c| {
+            c.speed = speed.unwrap_or(c.speed);
+            c.rate = rate.unwrap_or(c.rate);
+        });
+        Ok(self.control())
+    }
+
+    /// Pauses (true) or resumes (false) the release of records.
+    pub fn set_paused(&self, paused: bool) -> Control {
+        self.control.send_modify(|c| c.paused = paused);
+        self.control()
+    }
+
     pub fn is_over(&self) -> bool {
         matches!(self.state(), JobState::Finished | JobState::Stopped)
     }

@@ -12,13 +12,15 @@ use serde::Serialize;
 use crate::accounting::Counts;
 use crate::fleet::MemberStatus;
 use crate::history::Row;
-use crate::job::{Job, JobState};
+use crate::job::{Control, Job, JobState};
 use crate::thresholds::Verdict;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub job: String,
     pub state: JobState,
+    /// Speed, rate and pause as they are now.
+    pub settings: Control,
     pub duration_s: f64,
     pub totals: Totals,
     /// All endpoints together.
@@ -170,6 +172,7 @@ impl Report {
         Report {
             job: job.id().to_owned(),
             state: job.state(),
+            settings: job.control(),
             duration_s: secs,
             totals: Totals {
                 sent: total.requests,

@@ -1,8 +1,11 @@
 //! The time wheel: when each record is due and how many copies of it go out.
 //!
 //! The schedule is absolute, never a chain of relative sleeps:
-//! `due = start + (t - t0) / speed`, with `t0` = `[job] begin` when set, else the first
-//! record's time. Records are released slot by slot (10 ms slots), [`LEAD`] ahead of their
+//! `due = anchor + (t - t0) / speed`, with `anchor` the job's start and `t0` = `[job] begin`
+//! when set, else the first record's time. A live change of speed re-anchors the schedule at
+//! the last record released (or now, if that is past): the new speed applies from the next
+//! record on, continuing from the last one, so there is neither a burst nor a gap. A pause
+//! moves the anchor by its length. At speed "max" a record is due when it is released. Records are released slot by slot (10 ms slots), [`LEAD`] ahead of their
 //! due instant, so a replayer holds each one before its instant and fires it on time; the
 //! dispatcher sleeps until a slot's absolute start, so no error accumulates over a long job.
 //!
@@ -24,32 +27,69 @@ pub const LEAD: Duration = Duration::from_millis(200);
 #[derive(Clone, Debug)]
 pub struct TimeWheel {
     speed: Speed,
+    /// The job's start: due offsets on the wire count from it; the slot grid starts at it.
     start: Instant,
+    /// The schedule: recorded time `t0` is due at `anchor`.
+    anchor: Instant,
     t0: Option<i64>,
     rate: f64,
     seed: u64,
+    /// The last record released: (recorded time, due).
+    last: Option<(i64, Instant)>,
 }
 
 impl TimeWheel {
     /// `start` is the instant recorded time `t0` maps to.
     pub fn new(speed: Speed, start: Instant, t0: Option<i64>, rate: f64, seed: u64) -> Self {
-        Self { speed, start, t0, rate, seed }
+        Self { speed, start, anchor: start, t0, rate, seed, last: None }
     }
 
     pub fn start(&self) -> Instant {
         self.start
     }
 
+    pub fn speed(&self) -> Speed {
+        self.speed
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
     /// The instant a record recorded at `ts` is due.
     pub fn due(&mut self, ts: i64) -> Instant {
         let t0 = *self.t0.get_or_insert(ts);
         match self.speed {
-            Speed::Max => self.start,
+            Speed::Max => Instant::now().max(self.start),
             Speed::Factor(f) => {
                 let ns = (ts.saturating_sub(t0)).max(0) as f64 / f;
-                self.start + Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
+                self.anchor + Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
             }
         }
+    }
+
+    /// Notes that the record recorded at `ts` was released, due at `due`.
+    pub fn released(&mut self, ts: i64, due: Instant) {
+        self.last = Some((ts, due));
+    }
+
+    /// A new speed, from the next record on: the schedule continues from the last record
+    /// released (or from now, if that one is already past).
+    pub fn set_speed(&mut self, speed: Speed) {
+        if let Some((ts, due)) = self.last {
+            self.anchor = due.max(Instant::now());
+            self.t0 = Some(ts);
+        }
+        self.speed = speed;
+    }
+
+    pub fn set_rate(&mut self, rate: f64) {
+        self.rate = rate;
+    }
+
+    /// After a pause: everything not yet released moves later by its length.
+    pub fn shift(&mut self, paused: Duration) {
+        self.anchor += paused;
     }
 
     /// The start of the slot in which a record due at `due` is released: [`LEAD`] before it,
@@ -96,7 +136,8 @@ mod tests {
         // an hour in: no drift, the same formula
         assert_eq!(w.due(1_000 * MS + 3_600_000 * MS), start + Duration::from_secs(1800));
         let mut max = TimeWheel::new(Speed::Max, start, None, 1.0, 0);
-        assert_eq!(max.due(9_999 * MS), start);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        assert_eq!(max.due(9_999 * MS), start + Duration::from_millis(5), "at max, due when released");
     }
 
     #[tokio::test(start_paused = true)]
@@ -124,6 +165,34 @@ mod tests {
             tokio::time::sleep_until(w.release_at(due)).await;
             assert_eq!(Instant::now() - start, Duration::from_millis(10 * i));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_speed_change_continues_from_the_last_record_released() {
+        let start = Instant::now();
+        let mut w = TimeWheel::new(Speed::Factor(1.0), start, None, 1.0, 0);
+        for t in [0, 100, 200] {
+            let due = w.due(t * MS);
+            w.released(t * MS, due);
+        }
+        w.set_speed(Speed::Factor(2.0));
+        // 200 ms was due at start + 200 ms; 300 ms recorded is 50 ms after it at speed 2.
+        assert_eq!(w.due(300 * MS), start + Duration::from_millis(250));
+        assert_eq!(w.due(600 * MS), start + Duration::from_millis(400));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        w.released(600 * MS, start + Duration::from_millis(400));
+        w.set_speed(Speed::Factor(1.0));
+        // The last release is past: the schedule goes on from now, not in a burst.
+        assert_eq!(w.due(700 * MS), start + Duration::from_millis(1100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_moves_what_is_not_released_by_its_length() {
+        let start = Instant::now();
+        let mut w = TimeWheel::new(Speed::Factor(1.0), start, None, 1.0, 0);
+        assert_eq!(w.due(0), start);
+        w.shift(Duration::from_secs(3));
+        assert_eq!(w.due(500 * MS), start + Duration::from_millis(3500));
     }
 
     #[test]

@@ -227,10 +227,17 @@ pub async fn wait_until(mut f: impl FnMut() -> bool, limit: Duration) -> bool {
 
 /// A plain HTTP/1.1 request to a daemon's admin port; returns (status, body).
 pub async fn http(method: &str, addr: &str, path: &str) -> (u16, String) {
+    http_json(method, addr, path, "").await
+}
+
+/// Like [`http`], with a JSON body.
+pub async fn http_json(method: &str, addr: &str, path: &str, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
-    let req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let len = body.len();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{body}"
+    );
     stream.write_all(req.as_bytes()).await.expect("write");
     let mut resp = Vec::new();
     stream.read_to_end(&mut resp).await.expect("read");

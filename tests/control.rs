@@ -1,0 +1,106 @@
+//! Live control through the real daemon: a speed change mid-job continues the schedule
+//! without a burst or a gap, pause holds every record until resume, a rate change applies to
+//! the records after it, and bad changes are refused with a message.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn recording(dir: &std::path::Path, n: usize, gap_ms: usize) -> std::path::PathBuf {
+    let lines: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/c/{i}"}}"#, i * gap_ms)).collect();
+    let path = dir.join("r.jsonl");
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    path
+}
+
+/// Gaps between consecutive arrivals, ms.
+fn gaps(target: &Capture) -> Vec<f64> {
+    let mut at: Vec<Instant> = target.requests().iter().map(|c| c.at).collect();
+    at.sort();
+    at.windows(2).map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1000.0).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    v[v.len() / 2]
+}
+
+async fn start(n: usize, gap_ms: usize, name: &str) -> (Capture, Daemon, Guard) {
+    let target = Capture::start().await;
+    let dir = temp_dir(name);
+    let job = write_job(&dir, &target.url(), &recording(&dir, n, gap_ms), "speed = 1", "");
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", None);
+    let replayer = spawn_replayer(&dispatcher.grpc_url, "r1");
+    (target, dispatcher, replayer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_speed_change_continues_the_schedule_without_burst_or_gap() {
+    let (target, dispatcher, _r) = start(80, 40, "ctl-speed").await;
+    assert!(wait_until(|| target.requests().len() >= 20, Duration::from_secs(10)).await);
+    let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": 2}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"speed\":2.0"), "{body}");
+    assert!(wait_exit(dispatcher.guard).await.success());
+    assert_eq!(target.requests().len(), 80);
+    let g = gaps(&target);
+    let (before, after) = (median(g[..15].to_vec()), median(g[g.len() - 20..].to_vec()));
+    assert!((35.0..45.0).contains(&before), "40 ms apart at speed 1: {before:.1}");
+    assert!((16.0..24.0).contains(&after), "20 ms apart at speed 2: {after:.1}");
+    let (min, max) = g.iter().fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    assert!(min > 8.0, "no burst at the change: smallest gap {min:.1} ms");
+    assert!(max < 70.0, "no hole at the change: largest gap {max:.1} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_every_record_until_resume() {
+    let (target, dispatcher, _r) = start(60, 40, "ctl-pause").await;
+    assert!(wait_until(|| target.requests().len() >= 10, Duration::from_secs(10)).await);
+    let (code, _) = http("POST", &dispatcher.admin, "/job/pause").await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await; // what was already released lands
+    let (_, status) = http("GET", &dispatcher.admin, "/status").await;
+    assert!(status.contains("\"state\":\"paused\"") && status.contains("\"paused\":true"), "{status}");
+    let held = target.requests().len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(target.requests().len(), held, "nothing is sent while paused");
+    let (code, _) = http("POST", &dispatcher.admin, "/job/resume").await;
+    assert_eq!(code, 200);
+    assert!(wait_exit(dispatcher.guard).await.success());
+    assert_eq!(target.requests().len(), 60, "every record arrives after the resume");
+    let g = gaps(&target);
+    assert!(g.iter().any(|&x| x > 1000.0), "the pause shows as one long gap");
+    assert!(g.iter().all(|&x| x > 8.0), "no burst after the resume: {g:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_change_applies_to_the_records_after_it() {
+    let (target, dispatcher, _r) = start(40, 50, "ctl-rate").await;
+    assert!(wait_until(|| target.requests().len() >= 10, Duration::from_secs(10)).await);
+    let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"rate": 2}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(wait_exit(dispatcher.guard).await.success());
+    let got = target.requests();
+    let last = |i: usize| got.iter().filter(|c| c.path == format!("/c/{i}")).count();
+    assert_eq!(last(0), 1, "records before the change once");
+    assert_eq!(last(39), 2, "records after the change twice");
+    assert!(got.len() > 60, "{}", got.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_changes_are_refused_with_a_message() {
+    let (_target, dispatcher, _r) = start(100, 50, "ctl-bad").await;
+    let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": 0}"#).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("speed = 0"), "{body}");
+    let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"sped": 2}"#).await;
+    assert!((400..500).contains(&code), "{code} {body}");
+    assert!(body.contains("unknown field"), "{body}");
+    let (code, body) =
+        http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": "max", "rate": 0.5}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"speed\":\"max\""), "{body}");
+}
