@@ -43,6 +43,8 @@ async fn a_waiting_job_shows_in_status_and_starts_on_request() {
     }
     assert_eq!(waiting["state"], "waiting", "one of two replayers: {waiting}");
     assert_eq!(waiting["replayers"][0]["id"], "only");
+    assert_eq!(waiting["replayers"][0]["state"], "ready", "subscribed, no job running yet");
+    assert_eq!(waiting["replayers"][0]["credits"], 20000);
     assert!(target.requests().is_empty());
 
     let (code, _) = http("POST", &admin, "/job/start").await;

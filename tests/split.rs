@@ -141,3 +141,45 @@ async fn a_replayer_joining_mid_job_gets_the_job_and_takes_a_share() {
     let late_sent = late.expect("late replayer in the report")["sent"].as_u64().expect("sent");
     assert!(late_sent > 10, "the late joiner took a share: {late_sent}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_replayer_shows_missing_then_is_dropped_and_its_load_moves() {
+    let dir = temp_dir("frozen");
+    let rec = recording(&dir, 150, 20); // 3 s of traffic
+    let target = Capture::start().await;
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1\nmin_replayers = 2", "");
+    let report = dir.join("frozen.json");
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let _ok = spawn_replayer(&dispatcher.grpc_url, "steady");
+    let frozen = spawn_replayer(&dispatcher.grpc_url, "frozen");
+    assert!(wait_until(|| target.requests().len() >= 20, Duration::from_secs(10)).await, "replay began");
+    let (_, running) = http("GET", &dispatcher.admin, "/status").await;
+    let running: serde_json::Value = serde_json::from_str(&running).expect("json");
+    let steady = running["replayers"].as_array().expect("r").iter().find(|m| m["id"] == "steady").cloned();
+    let steady = steady.expect("steady");
+    assert_eq!(steady["state"], "running");
+    assert!(steady["credits"].as_u64().expect("credits") > 0);
+    // SIGSTOP: its connection stays open but it falls silent, as a hung process does.
+    let pid = frozen.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().expect("kill").success());
+    let mut seen_missing = false;
+    for _ in 0..60 {
+        let (_, body) = http("GET", &dispatcher.admin, "/status").await;
+        if body.contains(r#""id":"frozen","state":"missing""#) {
+            seen_missing = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen_missing, "a silent replayer shows as missing before it is dropped");
+    let status = wait_exit(dispatcher.guard).await;
+    assert!(status.success(), "{status:?}");
+    let r = read_json(&report);
+    let gone = r["replayers"].as_array().expect("r").iter().find(|m| m["id"] == "frozen").cloned();
+    let gone = gone.expect("frozen replayer in the report");
+    assert_eq!(gone["state"], "left");
+    assert!(gone["left"].as_str().expect("why").contains("heartbeat"), "{gone}");
+    assert_eq!(r["totals"]["balanced"], true, "{}", r["totals"]);
+    let lost = r["totals"]["dropped"]["lost_in_flight"].as_u64().unwrap_or(0);
+    assert_eq!(r["totals"]["sent"].as_u64().expect("sent") + lost, 150);
+}

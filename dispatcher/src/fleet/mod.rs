@@ -20,6 +20,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tonic::Status;
 
+use reprise_proto::stats::EndpointStats;
+
 use crate::accounting::{Accounting, DropReason};
 use crate::config::HashStrategy;
 use crate::proxy::Proxy;
@@ -42,18 +44,40 @@ struct Member {
 }
 
 impl Member {
-    fn status(&self, id: &str, now: Instant) -> MemberStatus {
+    fn status(
+        &self,
+        id: &str,
+        now: Instant,
+        running: bool,
+        window: u64,
+        lag: Option<&EndpointStats>,
+    ) -> MemberStatus {
+        let silent = now - self.last_report;
+        let state = if silent > MISSING_AFTER {
+            "missing"
+        } else if running {
+            "running"
+        } else {
+            "ready"
+        };
+        let lag_ms = |q: f64| {
+            lag.filter(|l| !l.lag.is_empty()).map_or(0.0, |l| l.lag.value_at_quantile(q) as f64 / 1000.0)
+        };
+        let in_flight = self.dispatched - self.acked;
         MemberStatus {
             id: id.to_owned(),
-            state: "connected",
+            state,
             left: None,
             lost_in_flight: 0,
-            dispatched: self.dispatched,
+            received: self.dispatched,
             acked: self.acked,
-            in_flight: self.dispatched - self.acked,
+            in_flight,
+            credits: window.saturating_sub(in_flight),
             sent: self.sent,
             pending: self.pending,
-            last_report_ms_ago: (now - self.last_report).as_millis() as u64,
+            lag_p50_ms: lag_ms(0.5),
+            lag_p99_ms: lag_ms(0.99),
+            last_report_ms_ago: silent.as_millis() as u64,
         }
     }
 }
@@ -87,19 +111,31 @@ pub enum Reserve {
 #[derive(Clone, Debug, Serialize)]
 pub struct MemberStatus {
     pub id: String,
-    /// "connected", or "left" with the reason in `left`.
+    /// "ready" (subscribed, no job running), "running", "missing" (no report for over 1.5 s;
+    /// removed at the heartbeat timeout), or "left" with the reason in `left`.
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub left: Option<String>,
     /// Records it held unaccounted when it left.
     pub lost_in_flight: u64,
-    pub dispatched: u64,
+    /// Records handed to it.
+    pub received: u64,
     pub acked: u64,
     pub in_flight: u64,
+    /// Credits it has left (`credit_window - in_flight`).
+    pub credits: u64,
+    /// Requests it sent (outcomes merged).
     pub sent: u64,
+    /// Records it holds, waiting for their instant or in flight, at its last report.
     pub pending: u64,
+    /// Its schedule error (due instant to send), ms.
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
     pub last_report_ms_ago: u64,
 }
+
+/// A replayer silent this long shows as missing (it reports every second).
+const MISSING_AFTER: Duration = Duration::from_millis(1500);
 
 /// Two locks: `inner` (membership, credits; taken per record by the dispatch loop) and
 /// `stats` (merged histograms; merging a report takes milliseconds). A report merges with
@@ -202,7 +238,7 @@ impl Fleet {
                 tracing::info!(replayer = id, session, reason = why, "replayer left");
             }
             if m.dispatched > 0 && inner.departed.len() < MAX_DEPARTED {
-                let mut status = m.status(id, Instant::now());
+                let mut status = m.status(id, Instant::now(), false, self.window, None);
                 status.state = "left";
                 status.left = Some(why.to_owned());
                 status.lost_in_flight = lost;
@@ -330,8 +366,13 @@ impl Fleet {
     /// Every replayer of this job: those connected, then those that left (with their figures).
     pub fn members(&self) -> Vec<MemberStatus> {
         let now = Instant::now();
+        let stats = self.lock_stats();
         let inner = self.lock();
-        let live = inner.members.iter().map(|(id, m)| m.status(id, now));
+        let running = inner.job.is_some() && inner.ended.is_none();
+        let live = inner
+            .members
+            .iter()
+            .map(|(id, m)| m.status(id, now, running, self.window, stats.per_replayer.get(id)));
         live.chain(inner.departed.iter().cloned()).collect()
     }
 }

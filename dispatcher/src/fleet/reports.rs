@@ -21,6 +21,8 @@ pub struct JobStats {
     pub duplicate_reports: u64,
     /// All endpoints together, second by second.
     pub history: History,
+    /// All endpoints together, per replayer (for its schedule error).
+    pub per_replayer: BTreeMap<String, EndpointStats>,
 }
 
 impl Fleet {
@@ -69,6 +71,7 @@ impl Fleet {
             stats.endpoints.entry(name).or_default().merge(&delta);
         }
         stats.history.add(&second);
+        stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&second);
         {
             let mut inner = self.lock();
             if let Some(m) = inner.members.get_mut(&r.replayer_id) {
