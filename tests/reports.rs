@@ -100,3 +100,45 @@ async fn get_report_serves_the_merged_report_while_the_job_runs() {
     let exit = wait_exit(dispatcher.guard).await;
     assert!(exit.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_grouped_by_rules_and_capped() {
+    let target = Capture::start().await;
+    let dir = temp_dir("grouping");
+    let rec = dir.join("r.jsonl");
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            let (m, url) = match i % 4 {
+                0 => ("GET", format!("/users/{i}")),
+                1 => ("POST", format!("/users/{i}")),
+                2 => ("GET", format!("/items/sku-{i}?v=1")),
+                _ => ("GET", format!("/misc/{i}")),
+            };
+            format!(r#"{{"ts":{i},"method":"{m}","url":"{url}"}}"#)
+        })
+        .collect();
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let stats = concat!(
+        "[stats]\nmax_endpoints = 5\nendpoints = [\n",
+        "  { pattern = \"^/users/[0-9]+$\", name = \"GET /users/{id}\" },\n",
+        "  { pattern = \"^/items/[^/]+$\", name = \"/items/{sku}\" },\n]\n",
+        "[thresholds]\n\"GET /users/{id}\" = [\"count == 10\"]\n",
+    );
+    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", stats);
+    let r = run_job(&job, &dir, &[]).await;
+    let count = |name: &str| {
+        r["endpoints"]
+            .as_array()
+            .expect("e")
+            .iter()
+            .find(|e| e["endpoint"] == name)
+            .map(|e| e["requests"].clone())
+    };
+    assert_eq!(count("GET /users/{id}"), Some(10.into()), "{}", r["endpoints"]);
+    assert_eq!(count("GET /items/{sku}"), Some(10.into()));
+    // POST /users/N (10 paths) and /misc/N (10): 3 slots are left under the cap of 5.
+    let others = count("other").and_then(|v| v.as_u64()).expect("other");
+    assert_eq!(others, 20 - 3, "past the cap, requests count as other");
+    assert_eq!(r["total"]["requests"], 40);
+    assert_eq!(r["thresholds_passed"], true, "thresholds address grouped names");
+}

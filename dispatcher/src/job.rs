@@ -22,8 +22,6 @@ use crate::timewheel::TimeWheel;
 const START_DELAY: Duration = Duration::from_millis(300);
 /// How long a stopped job waits for replayers to report what they cancelled.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Distinct endpoints kept apart per replayer before the rest count as "other".
-const MAX_ENDPOINTS: u32 = 1000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -235,8 +233,15 @@ impl Job {
             start_unix_ns,
             credit_window: self.cfg.proxy.credit_window,
             dry_run: self.opts.dry_run,
-            max_endpoints: MAX_ENDPOINTS,
+            max_endpoints: self.cfg.stats.max_endpoints,
             session: 0,
+            endpoint_rules: self
+                .cfg
+                .stats
+                .endpoints
+                .iter()
+                .map(|r| pb::EndpointRule { pattern: r.pattern.clone(), name: r.name.clone() })
+                .collect(),
         }
     }
 

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::{Conn, Target, TargetError};
-use crate::stats::Recorder;
+use crate::stats::{Recorder, Rule};
 
 /// Workers (and connections) opened when a job starts.
 const WARM_WORKERS: usize = 4;
@@ -49,8 +49,15 @@ pub struct Executor {
 impl Executor {
     pub fn new(cfg: pb::JobConfig, dry_run: bool) -> Result<Arc<Self>, TargetError> {
         let target = Target::new(&cfg)?;
+        let mut rules = Vec::with_capacity(cfg.endpoint_rules.len());
+        for r in &cfg.endpoint_rules {
+            rules.push(
+                Rule::new(&r.pattern, &r.name)
+                    .map_err(|e| TargetError::BadRule(r.pattern.clone(), e.to_string()))?,
+            );
+        }
         Ok(Arc::new(Self {
-            recorder: Arc::new(Recorder::new(cfg.max_endpoints)),
+            recorder: Arc::new(Recorder::new(cfg.max_endpoints, rules)),
             target,
             start: instant_of(cfg.start_unix_ns),
             dry_run: dry_run || cfg.dry_run,

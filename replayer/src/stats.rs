@@ -15,10 +15,46 @@ use reprise_proto::stats::{EndpointStats, Outcome};
 /// Name used for endpoints past the cap.
 pub const OTHER: &str = "other";
 
+/// Raw (method, path) pairs remembered for their endpoint; past this the memo starts over, so
+/// paths full of ids cannot grow it without bound.
+const MEMO_MAX: usize = 100_000;
+
+/// An endpoint grouping rule from `[stats] endpoints`.
+#[derive(Debug)]
+pub struct Rule {
+    method: Option<String>,
+    pattern: regex::Regex,
+    name: String,
+}
+
+impl Rule {
+    /// "GET /users/{id}" matches GETs only; "/users/{id}" any method, named "METHOD /users/{id}".
+    pub fn new(pattern: &str, name: &str) -> Result<Rule, regex::Error> {
+        let pattern = regex::Regex::new(pattern)?;
+        let method = name
+            .split_once(' ')
+            .filter(|(m, rest)| {
+                !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) && rest.starts_with('/')
+            })
+            .map(|(m, _)| m.to_owned());
+        Ok(Rule { method, pattern, name: name.to_owned() })
+    }
+
+    fn name_for(&self, method: &str, path: &str) -> Option<String> {
+        if self.method.as_deref().is_some_and(|m| m != method) || !self.pattern.is_match(path) {
+            return None;
+        }
+        Some(if self.method.is_some() { self.name.clone() } else { format!("{method} {}", self.name) })
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     /// method → path (without query) → endpoint index; looked up without allocating.
     index: HashMap<String, HashMap<String, usize>>,
+    memo: usize,
+    /// Endpoint name → index.
+    by_name: HashMap<String, usize>,
     /// Endpoint names by index; "other" once the cap is reached.
     names: Vec<String>,
     other: Option<usize>,
@@ -30,20 +66,36 @@ struct Inner {
 }
 
 impl Inner {
-    fn endpoint(&mut self, method: &str, path: &str, cap: usize) -> usize {
+    fn endpoint(&mut self, method: &str, path: &str, cap: usize, rules: &[Rule]) -> usize {
         let path = path.split('?').next().unwrap_or(path);
         if let Some(&i) = self.index.get(method).and_then(|paths| paths.get(path)) {
             return i;
         }
-        let i = if self.names.len() - usize::from(self.other.is_some()) < cap {
-            self.push(endpoint_name(method, path))
-        } else if let Some(o) = self.other {
-            o
-        } else {
-            let o = self.push(OTHER.to_owned());
-            self.other = Some(o);
-            o
+        let name = rules
+            .iter()
+            .find_map(|r| r.name_for(method, path))
+            .unwrap_or_else(|| endpoint_name(method, path));
+        let i = match self.by_name.get(&name) {
+            Some(&i) => i,
+            None if self.names.len() - usize::from(self.other.is_some()) < cap => {
+                let i = self.push(name.clone());
+                self.by_name.insert(name, i);
+                i
+            }
+            None => match self.other {
+                Some(o) => o,
+                None => {
+                    let o = self.push(OTHER.to_owned());
+                    self.other = Some(o);
+                    o
+                }
+            },
         };
+        if self.memo >= MEMO_MAX {
+            self.index.clear();
+            self.memo = 0;
+        }
+        self.memo += 1;
         self.index.entry(method.to_owned()).or_default().insert(path.to_owned(), i);
         i
     }
@@ -67,6 +119,7 @@ pub struct Delta {
 #[derive(Debug)]
 pub struct Recorder {
     inner: Mutex<Inner>,
+    rules: Vec<Rule>,
     /// Clean statistics to swap in at the next take.
     spares: Mutex<Vec<EndpointStats>>,
     max_endpoints: usize,
@@ -79,9 +132,10 @@ pub fn endpoint_name(method: &str, path: &str) -> String {
 }
 
 impl Recorder {
-    pub fn new(max_endpoints: u32) -> Self {
+    pub fn new(max_endpoints: u32, rules: Vec<Rule>) -> Self {
         Self {
             inner: Mutex::default(),
+            rules,
             spares: Mutex::default(),
             max_endpoints: max_endpoints.max(1) as usize,
         }
@@ -90,7 +144,7 @@ impl Recorder {
     /// Records one finished request; returns how many completions are not yet acknowledged.
     pub fn record(&self, method: &str, path: &str, outcome: &Outcome<'_>) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let i = inner.endpoint(method, path, self.max_endpoints);
+        let i = inner.endpoint(method, path, self.max_endpoints, &self.rules);
         inner.delta[i].record(outcome);
         inner.completed += 1;
         inner.unreported += 1;
@@ -153,7 +207,7 @@ mod tests {
 
     #[test]
     fn deltas_and_acks_move_together() {
-        let r = Recorder::new(10);
+        let r = Recorder::new(10, Vec::new());
         r.record("GET", "/a?x=1", &ok());
         r.record("GET", "/a?x=2", &ok());
         let d = r.take();
@@ -167,8 +221,37 @@ mod tests {
     }
 
     #[test]
+    fn rules_group_paths_and_a_method_in_the_name_filters() {
+        let rules = vec![
+            Rule::new("^/users/[0-9]+$", "GET /users/{id}").expect("rule"),
+            Rule::new("^/items/[^/]+$", "/items/{sku}").expect("rule"),
+        ];
+        let r = Recorder::new(10, rules);
+        for (m, p) in [
+            ("GET", "/users/1"),
+            ("GET", "/users/22?x"),
+            ("POST", "/users/3"),
+            ("GET", "/items/a"),
+            ("PUT", "/items/b"),
+        ] {
+            r.record(m, p, &ok());
+        }
+        let d = r.take();
+        let names: Vec<(&str, u64)> = d.endpoints.iter().map(|e| (e.endpoint.as_str(), e.ok)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("GET /users/{id}", 2),
+                ("POST /users/3", 1),
+                ("GET /items/{sku}", 1),
+                ("PUT /items/{sku}", 1)
+            ]
+        );
+    }
+
+    #[test]
     fn endpoints_past_the_cap_count_as_other() {
-        let r = Recorder::new(2);
+        let r = Recorder::new(2, Vec::new());
         for p in ["/a", "/b", "/c", "/d", "/a", "/c?q"] {
             r.record("GET", p, &ok());
         }

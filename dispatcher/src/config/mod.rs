@@ -27,9 +27,34 @@ pub struct JobConfig {
     pub proxy: Proxy,
     pub replayer: Replayer,
     pub service: Service,
+    pub stats: Stats,
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
     /// stops the job at the first failure. See [`crate::thresholds`].
     pub thresholds: BTreeMap<String, ThresholdEntry>,
+}
+
+/// `[stats]`: how requests are grouped into endpoints.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Stats {
+    /// First match wins: `{ pattern = "^/users/[0-9]+$", name = "GET /users/{id}" }`.
+    pub endpoints: Vec<EndpointRule>,
+    /// Distinct endpoints kept apart per replayer; the rest count as "other".
+    pub max_endpoints: u32,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self { endpoints: Vec::new(), max_endpoints: 1000 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct EndpointRule {
+    /// A regex on the path (without the query).
+    pub pattern: String,
+    /// The endpoint's name; "GET /x" matches only GET, "/x" any method (shown as "METHOD /x").
+    pub name: String,
 }
 
 /// A `[thresholds]` entry: an endpoint's expressions, or the `abort_on_fail` flag.

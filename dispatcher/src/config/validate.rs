@@ -88,7 +88,32 @@ impl JobConfig {
         self.validate_analyzer(&mut p);
         self.validate_runtime(&mut p);
         self.validate_thresholds(&mut p);
+        self.validate_stats(&mut p);
         p
+    }
+
+    fn validate_stats(&self, p: &mut Vec<Problem>) {
+        for (i, rule) in self.stats.endpoints.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(&rule.pattern) {
+                let rule_text =
+                    format!("is not a regex: {}", e.to_string().lines().last().unwrap_or_default());
+                p.push(Problem::new(
+                    &format!("stats.endpoints[{i}].pattern"),
+                    format!("{:?}", rule.pattern),
+                    &rule_text,
+                ));
+            }
+            if rule.name.trim().is_empty() {
+                p.push(Problem::new(&format!("stats.endpoints[{i}].name"), "\"\"", "must name the endpoint"));
+            }
+        }
+        if self.stats.max_endpoints == 0 || self.stats.max_endpoints > 100_000 {
+            p.push(Problem::new(
+                "stats.max_endpoints",
+                self.stats.max_endpoints,
+                "must be between 1 and 100000",
+            ));
+        }
     }
 
     fn validate_thresholds(&self, p: &mut Vec<Problem>) {
@@ -286,6 +311,16 @@ mod tests {
         assert!(
             ps.iter().any(|p| p.key == "thresholds.\"GET /a\"" && p.rule.contains("list of expressions"))
         );
+    }
+
+    #[test]
+    fn endpoint_rules_must_be_regexes() {
+        let bad = format!(
+            "{MINIMAL}[stats]\nendpoints = [{{ pattern = \"^/users/[0-9+$\", name = \"GET /users/{{id}}\" }}]\n"
+        );
+        let ps = problems(&bad);
+        assert_eq!(ps[0].key, "stats.endpoints[0].pattern", "{ps:?}");
+        assert!(ps[0].rule.contains("not a regex"), "{}", ps[0]);
     }
 
     #[test]
