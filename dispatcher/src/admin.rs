@@ -1,4 +1,4 @@
-//! The admin HTTP API: GET /healthz, GET /status and GET /report (the current merged report:
+//! The admin HTTP API: GET /healthz, GET /metrics (Prometheus), GET /status and GET /report (the current merged report:
 //! state, replayers, accounting, results so far, as `--report-json` writes it at the end),
 //! POST /job/start (start without waiting for min_replayers), POST /job/stop, POST
 //! /job/config (`{"speed": 2, "rate": 1.5}`, either or both; applied within a slot, the
@@ -23,6 +23,7 @@ pub fn router(job: Arc<Job>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
         .route("/report", get(status))
+        .route("/metrics", get(metrics))
         .route("/job/start", post(start))
         .route("/job/stop", post(stop))
         .route("/job/config", post(config))
@@ -33,6 +34,12 @@ pub fn router(job: Arc<Job>) -> Router {
 
 async fn status(State(job): State<Arc<Job>>) -> Json<Report> {
     Json(Report::of(&job))
+}
+
+async fn metrics(
+    State(job): State<Arc<Job>>,
+) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&job))
 }
 
 async fn start(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {

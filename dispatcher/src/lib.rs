@@ -19,6 +19,7 @@ pub mod fetchers;
 pub mod fleet;
 pub mod history;
 pub mod job;
+pub mod metrics;
 pub mod proxy;
 pub mod record;
 pub mod report;

@@ -1,0 +1,210 @@
+//! GET /metrics: the job's merged results in Prometheus' text exposition format, rendered
+//! from the same merged histograms and counters as the report (a snapshot each scrape).
+//!
+//! - `reprise_latency_seconds` and `reprise_service_seconds`: histograms per endpoint
+//!   (from the due instant / from the send), cumulative buckets read off the HdrHistograms;
+//! - counters: requests by outcome, responses by status class, errors by kind (per
+//!   endpoint), and the accounting (input, scheduled, sent, dropped by reason, malformed);
+//! - gauges: replayers connected, records in flight (credits used), schedule error quantiles,
+//!   job state and elapsed time.
+//!
+//! Label cardinality is bounded by `[stats] max_endpoints` and the fixed sets of classes,
+//! kinds and reasons.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use crate::job::{Job, JobState};
+
+/// Bucket bounds, seconds.
+const BUCKETS: [f64; 14] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// A label value, escaped as the format requires.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
+    for le in BUCKETS {
+        let below = if h.is_empty() { 0 } else { h.count_between(0, (le * 1e6) as u64) };
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {below}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.len());
+    let sum = if h.is_empty() { 0.0 } else { h.mean() * h.len() as f64 / 1e6 };
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The exposition text for one scrape.
+pub fn render(job: &Job) -> String {
+    let mut out = String::with_capacity(16 << 10);
+    let j = format!("job_id=\"{}\"", esc(job.id()));
+    job.fleet().with_stats(|s| {
+        header(
+            &mut out,
+            "reprise_latency_seconds",
+            "histogram",
+            "From the due instant to the end of the response.",
+        );
+        for (name, st) in &s.endpoints {
+            histogram(
+                &mut out,
+                "reprise_latency_seconds",
+                &format!("{j},endpoint=\"{}\"", esc(name)),
+                &st.latency,
+            );
+        }
+        header(
+            &mut out,
+            "reprise_service_seconds",
+            "histogram",
+            "From the actual send to the end of the response.",
+        );
+        for (name, st) in &s.endpoints {
+            histogram(
+                &mut out,
+                "reprise_service_seconds",
+                &format!("{j},endpoint=\"{}\"", esc(name)),
+                &st.service,
+            );
+        }
+        header(
+            &mut out,
+            "reprise_requests_total",
+            "counter",
+            "Requests sent, by outcome (failed: no response or status >= 400).",
+        );
+        for (name, st) in &s.endpoints {
+            let e = esc(name);
+            let _ = writeln!(out, "reprise_requests_total{{{j},endpoint=\"{e}\",outcome=\"ok\"}} {}", st.ok);
+            let _ = writeln!(
+                out,
+                "reprise_requests_total{{{j},endpoint=\"{e}\",outcome=\"failed\"}} {}",
+                st.failed
+            );
+        }
+        header(&mut out, "reprise_responses_total", "counter", "Responses by status class.");
+        for (name, st) in &s.endpoints {
+            let mut classes = [0u64; 6];
+            for (code, n) in &st.status {
+                classes[(*code as usize / 100).min(5)] += n;
+            }
+            for (c, n) in classes.iter().enumerate().skip(1).filter(|(_, n)| **n > 0) {
+                let _ = writeln!(
+                    out,
+                    "reprise_responses_total{{{j},endpoint=\"{}\",class=\"{c}xx\"}} {n}",
+                    esc(name)
+                );
+            }
+        }
+        header(&mut out, "reprise_errors_total", "counter", "Requests without a response, by kind.");
+        for (name, st) in &s.endpoints {
+            for (kind, n) in &st.errors {
+                let _ = writeln!(
+                    out,
+                    "reprise_errors_total{{{j},endpoint=\"{}\",kind=\"{}\"}} {n}",
+                    esc(name),
+                    esc(kind)
+                );
+            }
+        }
+    });
+    accounting(&mut out, job, &j);
+    gauges(&mut out, job, &j);
+    out
+}
+
+fn accounting(out: &mut String, job: &Job, j: &str) {
+    let c = job.accounting().counts();
+    for (name, help, v) in [
+        ("reprise_input_records_total", "Records taken from the recording.", c.input),
+        ("reprise_scheduled_total", "Copies scheduled (rate applied).", c.scheduled),
+        ("reprise_dispatched_total", "Copies handed to replayers.", c.dispatched),
+        ("reprise_out_of_range_total", "Records outside [begin, end].", c.out_of_range),
+        ("reprise_late_total", "Records later than the reorder window.", c.late),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name}{{{j}}} {v}");
+    }
+    header(out, "reprise_dropped_total", "counter", "Scheduled copies not sent, by reason.");
+    for (reason, n) in &c.dropped {
+        let _ = writeln!(out, "reprise_dropped_total{{{j},reason=\"{}\"}} {n}", reason.as_str());
+    }
+    header(out, "reprise_malformed_total", "counter", "Units of the recording not understood, by reason.");
+    for (reason, n) in &c.malformed {
+        let _ = writeln!(out, "reprise_malformed_total{{{j},reason=\"{reason}\"}} {n}");
+    }
+}
+
+fn gauges(out: &mut String, job: &Job, j: &str) {
+    let members = job.fleet().members();
+    let connected = members.iter().filter(|m| m.state != "left").count();
+    header(out, "reprise_replayers_connected", "gauge", "Replayers subscribed now.");
+    let _ = writeln!(out, "reprise_replayers_connected{{{j}}} {connected}");
+    header(
+        out,
+        "reprise_in_flight_records",
+        "gauge",
+        "Records dispatched and not yet acknowledged (credits in use).",
+    );
+    let _ = writeln!(out, "reprise_in_flight_records{{{j}}} {}", job.fleet().in_flight());
+    let lag = job.fleet().with_stats(|s| {
+        let mut all: Option<Histogram<u64>> = None;
+        for st in s.endpoints.values() {
+            match &mut all {
+                Some(h) => {
+                    let _ = h.add(&st.lag);
+                }
+                None => all = Some(st.lag.clone()),
+            }
+        }
+        all
+    });
+    header(
+        out,
+        "reprise_schedule_lag_seconds",
+        "gauge",
+        "Schedule error (due instant to send) over the job.",
+    );
+    for q in [0.5, 0.99] {
+        let v = lag.as_ref().filter(|h| !h.is_empty()).map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1e6);
+        let _ = writeln!(out, "reprise_schedule_lag_seconds{{{j},quantile=\"{q}\"}} {v}");
+    }
+    header(out, "reprise_job_running", "gauge", "1 while the job runs (or is paused), else 0.");
+    let running = matches!(job.state(), JobState::Running | JobState::Paused | JobState::Draining);
+    let _ = writeln!(out, "reprise_job_running{{{j}}} {}", u8::from(running));
+    header(out, "reprise_job_elapsed_seconds", "gauge", "Seconds since the job started.");
+    let _ = writeln!(out, "reprise_job_elapsed_seconds{{{j}}} {}", job.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc(r#"GET /a"b\c"#), r#"GET /a\"b\\c"#);
+    }
+
+    #[test]
+    fn buckets_are_cumulative_and_end_at_the_count() {
+        let mut h = Histogram::<u64>::new(3).expect("h");
+        h.auto(true);
+        for us in [500, 3_000, 40_000, 2_000_000] {
+            h.record(us).expect("record");
+        }
+        let mut out = String::new();
+        histogram(&mut out, "x", "a=\"b\"", &h);
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.001\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.05\"} 3\n"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 4\n"), "{out}");
+        assert!(out.contains("x_count{a=\"b\"} 4\n"), "{out}");
+    }
+}
