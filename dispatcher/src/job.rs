@@ -16,6 +16,7 @@ use crate::analyzers::Analyzer;
 use crate::config::{JobConfig, LatePolicy, Speed};
 use crate::fetchers::{self, FetchError, SourceContext, merge};
 use crate::fleet::Fleet;
+use crate::reporters::Sinks;
 use crate::timewheel::TimeWheel;
 
 /// Time given to replayers to receive the configuration before the first instant.
@@ -83,7 +84,11 @@ pub struct Job {
     times: Mutex<Times>,
     /// The threshold that stopped the job (`abort_on_fail`).
     aborted_by: Mutex<Option<String>>,
+    sinks_stop: CancellationToken,
 }
+
+/// How long the job's end waits for sinks to deliver what is queued.
+const SINK_FLUSH: Duration = Duration::from_secs(3);
 
 /// Requests merged before `abort_on_fail` judges a threshold: fewer say little.
 const ABORT_MIN_REQUESTS: u64 = 100;
@@ -97,8 +102,10 @@ struct Times {
 impl Job {
     pub fn new(cfg: JobConfig, opts: JobOptions) -> Arc<Job> {
         let control = Control { speed: cfg.job.speed, rate: cfg.job.rate, paused: false };
+        let sinks_stop = CancellationToken::new();
         let accounting = Arc::new(Accounting::default());
-        let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting));
+        let sinks = Sinks::start(&cfg.reporter, cfg.job.id.as_deref().unwrap_or("job"), &sinks_stop);
+        let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), sinks);
         Arc::new(Job {
             cfg,
             opts,
@@ -110,6 +117,7 @@ impl Job {
             stop: CancellationToken::new(),
             times: Mutex::default(),
             aborted_by: Mutex::default(),
+            sinks_stop,
         })
     }
 
@@ -192,6 +200,10 @@ impl Job {
     pub fn started_unix(&self) -> f64 {
         let t = *self.times.lock().unwrap_or_else(|p| p.into_inner());
         t.started.and_then(|(_, wall)| wall.duration_since(UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    pub fn sinks(&self) -> &Sinks {
+        self.fleet.sinks()
     }
 
     /// The threshold that stopped the job, if `abort_on_fail` did.
@@ -295,6 +307,8 @@ impl Job {
             g.abort();
         }
         self.fleet.close_books();
+        self.fleet.sinks().flush(SINK_FLUSH).await;
+        self.sinks_stop.cancel();
         self.times.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Instant::now());
         self.state.send_replace(if stopped { JobState::Stopped } else { JobState::Finished });
         tracing::info!(job = self.id(), stopped, "job ended");

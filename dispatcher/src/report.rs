@@ -13,6 +13,7 @@ use crate::accounting::Counts;
 use crate::fleet::MemberStatus;
 use crate::history::Row;
 use crate::job::{Control, Job, JobState};
+use crate::reporters::SinkCounts;
 use crate::thresholds::Verdict;
 
 #[derive(Clone, Debug, Serialize)]
@@ -34,6 +35,8 @@ pub struct Report {
     pub history: Vec<Row>,
     /// No threshold failed (true when there are none), and none stopped the job.
     pub thresholds_passed: bool,
+    /// Live sinks: points written and dropped.
+    pub sinks: Vec<SinkCounts>,
     /// The threshold that stopped the job early (`abort_on_fail`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aborted_by: Option<String>,
@@ -189,6 +192,7 @@ impl Report {
             history,
             thresholds_passed: verdicts.iter().all(|v| v.pass) && job.aborted_by().is_none(),
             aborted_by: job.aborted_by(),
+            sinks: job.sinks().counts(),
             thresholds: verdicts,
             peak_rss_bytes: peak_rss_bytes(),
         }

@@ -28,9 +28,94 @@ pub struct JobConfig {
     pub replayer: Replayer,
     pub service: Service,
     pub stats: Stats,
+    pub reporter: Reporter,
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
     /// stops the job at the first failure. See [`crate::thresholds`].
     pub thresholds: BTreeMap<String, ThresholdEntry>,
+}
+
+/// `[reporter.*]`: live sinks.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Reporter {
+    pub influxdb: Option<InfluxDb>,
+}
+
+/// `[reporter.influxdb]`: Havok's keys (url, database, user, password) for API v1, or org,
+/// bucket and a token from the environment for v2.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct InfluxDb {
+    pub url: String,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    /// Havok kept it in the file; prefer `password_env`.
+    pub password: Option<String>,
+    /// Environment variable holding the v1 password.
+    pub password_env: Option<String>,
+    pub org: Option<String>,
+    pub bucket: Option<String>,
+    /// Environment variable holding the v2 token.
+    pub token_env: String,
+    pub timeout: Millis,
+}
+
+impl Default for InfluxDb {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            database: None,
+            user: None,
+            password: None,
+            password_env: None,
+            org: None,
+            bucket: None,
+            token_env: "INFLUX_TOKEN".into(),
+            timeout: Millis(std::time::Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Percent-encodes a query parameter value.
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl InfluxDb {
+    /// The write endpoint: v1 when `database` is set, else v2 (validation requires one).
+    pub fn write_url(&self) -> String {
+        let base = self.url.trim_end_matches('/');
+        if let Some(db) = &self.database {
+            let mut url = format!("{base}/write?precision=ms&db={}", query_value(db));
+            if let Some(u) = &self.user {
+                let _ = std::fmt::Write::write_fmt(&mut url, format_args!("&u={}", query_value(u)));
+            }
+            let password =
+                self.password_env.as_ref().and_then(|k| std::env::var(k).ok()).or(self.password.clone());
+            if let Some(p) = password {
+                let _ = std::fmt::Write::write_fmt(&mut url, format_args!("&p={}", query_value(&p)));
+            }
+            url
+        } else {
+            let org = self.org.as_deref().unwrap_or_default();
+            let bucket = self.bucket.as_deref().unwrap_or_default();
+            format!(
+                "{base}/api/v2/write?precision=ms&org={}&bucket={}",
+                query_value(org),
+                query_value(bucket)
+            )
+        }
+    }
+
+    /// The v2 token, from the environment.
+    pub fn token(&self) -> Option<String> {
+        if self.database.is_some() { None } else { std::env::var(&self.token_env).ok() }
+    }
 }
 
 /// `[stats]`: how requests are grouped into endpoints.

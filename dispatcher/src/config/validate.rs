@@ -89,7 +89,32 @@ impl JobConfig {
         self.validate_runtime(&mut p);
         self.validate_thresholds(&mut p);
         self.validate_stats(&mut p);
+        self.validate_reporters(&mut p);
         p
+    }
+
+    fn validate_reporters(&self, p: &mut Vec<Problem>) {
+        let Some(i) = &self.reporter.influxdb else { return };
+        if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
+            p.push(Problem::new(
+                "reporter.influxdb.url",
+                format!("{:?}", i.url),
+                "must be the InfluxDB base URL, e.g. \"http://127.0.0.1:8086\"",
+            ));
+        }
+        match (&i.database, &i.bucket) {
+            (Some(_), Some(_)) => p.push(Problem::new(
+                "reporter.influxdb",
+                "",
+                "set database (API v1) or bucket (API v2), not both",
+            )),
+            (None, None) => p.push(Problem::new(
+                "reporter.influxdb",
+                "",
+                "needs database (API v1: database, user, password) or bucket (API v2: org, bucket, token from $INFLUX_TOKEN)",
+            )),
+            _ => {}
+        }
     }
 
     fn validate_stats(&self, p: &mut Vec<Problem>) {

@@ -25,6 +25,7 @@ use reprise_proto::stats::EndpointStats;
 use crate::accounting::{Accounting, DropReason};
 use crate::config::HashStrategy;
 use crate::proxy::Proxy;
+use crate::reporters::Sinks;
 
 pub type EventTx = mpsc::Sender<Result<pb::DispatcherEvent, Status>>;
 
@@ -146,6 +147,8 @@ const MISSING_AFTER: Duration = Duration::from_millis(1500);
 pub struct Fleet {
     inner: Mutex<Inner>,
     stats: Mutex<JobStats>,
+    /// Live sinks each merged interval is offered to.
+    sinks: Sinks,
     window: u64,
     accounting: Arc<Accounting>,
     /// Signalled when credits come back or membership changes.
@@ -153,7 +156,7 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    pub fn new(strategy: HashStrategy, window: u32, accounting: Arc<Accounting>) -> Self {
+    pub fn new(strategy: HashStrategy, window: u32, accounting: Arc<Accounting>, sinks: Sinks) -> Self {
         let inner = Inner {
             members: BTreeMap::new(),
             proxy: Proxy::new(strategy),
@@ -165,6 +168,7 @@ impl Fleet {
         Self {
             inner: Mutex::new(inner),
             stats: Mutex::default(),
+            sinks,
             window: u64::from(window),
             accounting,
             changed: Notify::new(),
@@ -173,6 +177,10 @@ impl Fleet {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn sinks(&self) -> &Sinks {
+        &self.sinks
     }
 
     fn lock_stats(&self) -> MutexGuard<'_, JobStats> {
@@ -395,7 +403,7 @@ mod tests {
 
     fn fleet(window: u32) -> (Fleet, Arc<Accounting>) {
         let acc = Arc::new(Accounting::default());
-        (Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&acc)), acc)
+        (Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&acc), Sinks::default()), acc)
     }
 
     fn ack(id: &str, session: u64, completed: u64) -> pb::StatsReport {
@@ -419,7 +427,7 @@ mod tests {
     #[test]
     fn round_robin_skips_a_full_replayer_but_a_key_waits_for_its_own() {
         let acc = Arc::new(Accounting::default());
-        let f = Fleet::new(HashStrategy::Consistent, 16, acc);
+        let f = Fleet::new(HashStrategy::Consistent, 16, acc, Sinks::default());
         let (tx1, _r1) = mpsc::channel(1);
         let (tx2, _r2) = mpsc::channel(1);
         f.join("a", tx1);

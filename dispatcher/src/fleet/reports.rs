@@ -26,7 +26,9 @@ pub struct JobStats {
 }
 
 impl Fleet {
-    /// Merges one report. A repeated sequence number is counted and merged once.
+    /// Merges one report. A repeated sequence number is counted and merged once. The merged
+    /// interval goes to the sinks before its records count as accounted, so the job cannot end
+    /// (and close its sinks) between the two.
     pub fn report(&self, r: &pb::StatsReport) -> Result<(), Status> {
         let mut decoded = Vec::with_capacity(r.endpoints.len());
         for e in &r.endpoints {
@@ -65,13 +67,14 @@ impl Fleet {
         let Some(mut stats) = stats else { return Ok(()) };
         let mut count = 0;
         let mut second = EndpointStats::default();
-        for (name, delta) in decoded {
+        for (name, delta) in &decoded {
             count += delta.count();
-            second.merge(&delta);
-            stats.endpoints.entry(name).or_default().merge(&delta);
+            second.merge(delta);
+            stats.endpoints.entry(name.clone()).or_default().merge(delta);
         }
         stats.history.add(&second);
         stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&second);
+        self.sinks.publish(&r.replayer_id, &decoded);
         {
             let mut inner = self.lock();
             if let Some(m) = inner.members.get_mut(&r.replayer_id) {
