@@ -142,3 +142,46 @@ async fn endpoints_are_grouped_by_rules_and_capped() {
     assert_eq!(r["total"]["requests"], 40);
     assert_eq!(r["thresholds_passed"], true, "thresholds address grouped names");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_results_have_a_line_per_request_rolled_every_n_lines() {
+    let target = Capture::start().await;
+    let dir = temp_dir("raw");
+    let rec = recording(&dir, 120, 5);
+    let raw = dir.join("raw");
+    let sink = format!("[reporter.raw]\ndir = \"{}\"\nrotate_lines = 50\n", raw.display());
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", &sink);
+    let r = run_job(&job, &dir, &["--replayers", "2"]).await;
+    let raw_counts = r["sinks"].as_array().expect("sinks").iter().find(|s| s["name"] == "raw").cloned();
+    assert_eq!(raw_counts.expect("raw sink")["written"], 120);
+
+    let mut files: Vec<_> = std::fs::read_dir(&raw).expect("dir").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    let rolled: Vec<_> = files.iter().filter(|p| p.to_string_lossy().ends_with(".tsv")).collect();
+    assert_eq!(rolled.len(), 2, "{files:?}");
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p).expect("read").lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+    assert_eq!(lines(rolled[0]).len(), 50);
+    assert_eq!(lines(&raw.join("current")).len(), 20);
+    let all: Vec<String> = files.iter().flat_map(|p| lines(p)).collect();
+    assert_eq!(all.len(), 120);
+    let mut statuses = std::collections::BTreeMap::new();
+    for line in &all {
+        let f: Vec<&str> = line.split('\t').collect();
+        assert_eq!(f.len(), 7, "{line}");
+        let (due, sent): (i64, i64) = (f[0].parse().expect("due"), f[1].parse().expect("sent"));
+        assert!(sent >= due && due > 1_700_000_000_000_000, "{line}");
+        assert!(["local-1", "local-2"].contains(&f[5]), "{line}");
+        *statuses.entry(f[3].to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.get("503"), Some(&12), "{statuses:?}");
+
+    // The next job rolls the `current` it finds before writing its own.
+    run_job(&job, &dir, &[]).await;
+    let tsv = std::fs::read_dir(&raw)
+        .expect("dir")
+        .filter(|e| e.as_ref().expect("e").path().to_string_lossy().ends_with(".tsv"))
+        .count();
+    assert_eq!(tsv, 2 + 1 + 2, "earlier files kept, the old current rolled, two new rolls");
+}

@@ -44,6 +44,8 @@ pub enum JobError {
     Fetch(#[from] FetchError),
     #[error("the job was cancelled before it started")]
     NotStarted,
+    #[error("reporter: {0}; check [reporter.raw] dir")]
+    Sink(#[from] std::io::Error),
 }
 
 /// What can change while a job runs (POST /job/config, /job/pause, /job/resume).
@@ -100,13 +102,13 @@ struct Times {
 }
 
 impl Job {
-    pub fn new(cfg: JobConfig, opts: JobOptions) -> Arc<Job> {
+    pub fn new(cfg: JobConfig, opts: JobOptions) -> Result<Arc<Job>, JobError> {
         let control = Control { speed: cfg.job.speed, rate: cfg.job.rate, paused: false };
         let sinks_stop = CancellationToken::new();
         let accounting = Arc::new(Accounting::default());
-        let sinks = Sinks::start(&cfg.reporter, cfg.job.id.as_deref().unwrap_or("job"), &sinks_stop);
+        let sinks = Sinks::start(&cfg.reporter, cfg.job.id.as_deref().unwrap_or("job"), &sinks_stop)?;
         let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), sinks);
-        Arc::new(Job {
+        Ok(Arc::new(Job {
             cfg,
             opts,
             accounting,
@@ -118,7 +120,7 @@ impl Job {
             times: Mutex::default(),
             aborted_by: Mutex::default(),
             sinks_stop,
-        })
+        }))
     }
 
     pub fn config(&self) -> &JobConfig {
@@ -254,6 +256,7 @@ impl Job {
                 .iter()
                 .map(|r| pb::EndpointRule { pattern: r.pattern.clone(), name: r.name.clone() })
                 .collect(),
+            raw_results: self.fleet.sinks().wants_raw(),
         }
     }
 

@@ -18,6 +18,8 @@ use crate::service::Service;
 pub enum ServeError {
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Job(#[from] JobError),
 }
 
 /// A dispatcher with its listeners bound.
@@ -52,7 +54,7 @@ pub async fn start(
     let grpc_listener = bind("gRPC", grpc).await?;
     let http_listener = bind("admin HTTP", http).await?;
     let (grpc, http) = (local(&grpc_listener, grpc), local(&http_listener, http));
-    let job = Job::new(cfg, opts);
+    let job = Job::new(cfg, opts)?;
     let servers = CancellationToken::new();
 
     let svc = Service::server(Arc::clone(&job));

@@ -217,6 +217,8 @@ impl Reports {
             pending: exec.pending(),
             cancelled_total: 0,
             session: exec.config().session,
+            raw: Vec::new(),
+            raw_dropped: 0,
         };
         if let Err(e) = self.client.clone().report(report).await {
             tracing::debug!(replayer = %self.id, error = %e.message(), "ack failed; the next report carries it");
@@ -245,6 +247,8 @@ impl Reports {
             pending: exec.pending(),
             cancelled_total: delta.cancelled_total,
             session: exec.config().session,
+            raw: delta.raw,
+            raw_dropped: delta.raw_dropped,
         };
         for attempt in 0..5u32 {
             match self.client.clone().report(report.clone()).await {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::{Conn, Target, TargetError};
-use crate::stats::{Recorder, Rule};
+use crate::stats::{RawTimes, Recorder, Rule};
 
 /// Workers (and connections) opened when a job starts.
 const WARM_WORKERS: usize = 4;
@@ -219,7 +219,11 @@ impl Executor {
             service_us: us(end - sent),
             lag_us: us(sent.saturating_duration_since(due)),
         };
-        let unreported = self.recorder.record(&rec.method, &rec.path, &outcome);
+        let raw = self.cfg.raw_results.then(|| {
+            let due_unix_us = (self.cfg.start_unix_ns + rec.due_offset_ns) / 1000;
+            RawTimes { due_unix_us, sent_unix_us: due_unix_us + outcome.lag_us as i64 }
+        });
+        let unreported = self.recorder.record(&rec.method, &rec.path, &outcome, raw);
         if unreported >= u64::from(self.cfg.credit_window / 4).max(1) {
             self.ack_due.notify_one();
         }

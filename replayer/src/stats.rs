@@ -63,6 +63,19 @@ struct Inner {
     completed: u64,
     cancelled: u64,
     unreported: u64,
+    /// Rows of this interval, when raw results are on.
+    raw: Vec<pb::RawResult>,
+    raw_dropped: u64,
+}
+
+/// Raw rows kept per interval (a second); past this they are counted, not kept.
+const RAW_MAX: usize = 100_000;
+
+/// When a request was due and sent, Unix µs: what a raw result row needs beyond the outcome.
+#[derive(Clone, Copy, Debug)]
+pub struct RawTimes {
+    pub due_unix_us: i64,
+    pub sent_unix_us: i64,
 }
 
 impl Inner {
@@ -114,6 +127,8 @@ pub struct Delta {
     pub endpoints: Vec<pb::EndpointDelta>,
     pub completed_total: u64,
     pub cancelled_total: u64,
+    pub raw: Vec<pb::RawResult>,
+    pub raw_dropped: u64,
 }
 
 #[derive(Debug)]
@@ -141,11 +156,27 @@ impl Recorder {
         }
     }
 
-    /// Records one finished request; returns how many completions are not yet acknowledged.
-    pub fn record(&self, method: &str, path: &str, outcome: &Outcome<'_>) -> u64 {
+    /// Records one finished request (and its raw row, when given); returns how many
+    /// completions are not yet acknowledged.
+    pub fn record(&self, method: &str, path: &str, outcome: &Outcome<'_>, raw: Option<RawTimes>) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let i = inner.endpoint(method, path, self.max_endpoints, &self.rules);
         inner.delta[i].record(outcome);
+        if let Some(t) = raw {
+            if inner.raw.len() < RAW_MAX {
+                let row = pb::RawResult {
+                    due_unix_us: t.due_unix_us,
+                    sent_unix_us: t.sent_unix_us,
+                    latency_us: outcome.latency_us,
+                    status: outcome.status.map_or(0, u32::from),
+                    endpoint: inner.names[i].clone(),
+                    error: outcome.error.unwrap_or_default().to_owned(),
+                };
+                inner.raw.push(row);
+            } else {
+                inner.raw_dropped += 1;
+            }
+        }
         inner.completed += 1;
         inner.unreported += 1;
         inner.unreported
@@ -174,7 +205,7 @@ impl Recorder {
         let endpoints = self.inner.lock().unwrap_or_else(|p| p.into_inner()).names.len();
         let mut spares = std::mem::take(&mut *self.spares.lock().unwrap_or_else(|p| p.into_inner()));
         spares.resize_with(endpoints.max(spares.len()), EndpointStats::default);
-        let (taken, completed_total, cancelled_total) = {
+        let (taken, completed_total, cancelled_total, raw) = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             let inner = &mut *inner;
             inner.unreported = 0;
@@ -185,7 +216,8 @@ impl Recorder {
                     taken.push((name.clone(), std::mem::replace(slot, fresh)));
                 }
             }
-            (taken, inner.completed, inner.cancelled)
+            let raw = (std::mem::take(&mut inner.raw), std::mem::take(&mut inner.raw_dropped));
+            (taken, inner.completed, inner.cancelled, raw)
         };
         let endpoints = taken.iter().map(|(name, s)| s.to_wire(name)).collect();
         for (_, mut used) in taken {
@@ -193,7 +225,7 @@ impl Recorder {
             spares.push(used);
         }
         *self.spares.lock().unwrap_or_else(|p| p.into_inner()) = spares;
-        Delta { endpoints, completed_total, cancelled_total }
+        Delta { endpoints, completed_total, cancelled_total, raw: raw.0, raw_dropped: raw.1 }
     }
 }
 
@@ -208,10 +240,12 @@ mod tests {
     #[test]
     fn deltas_and_acks_move_together() {
         let r = Recorder::new(10, Vec::new());
-        r.record("GET", "/a?x=1", &ok());
-        r.record("GET", "/a?x=2", &ok());
+        r.record("GET", "/a?x=1", &ok(), None);
+        r.record("GET", "/a?x=2", &ok(), Some(RawTimes { due_unix_us: 5, sent_unix_us: 7 }));
         let d = r.take();
         assert_eq!(d.completed_total, 2);
+        assert_eq!(d.raw.len(), 1, "a row only where raw times were given");
+        assert_eq!((d.raw[0].endpoint.as_str(), d.raw[0].status, d.raw[0].sent_unix_us), ("GET /a", 200, 7));
         assert_eq!(d.endpoints.len(), 1);
         assert_eq!(d.endpoints[0].endpoint, "GET /a");
         assert_eq!(d.endpoints[0].ok, 2);
@@ -234,7 +268,7 @@ mod tests {
             ("GET", "/items/a"),
             ("PUT", "/items/b"),
         ] {
-            r.record(m, p, &ok());
+            r.record(m, p, &ok(), None);
         }
         let d = r.take();
         let names: Vec<(&str, u64)> = d.endpoints.iter().map(|e| (e.endpoint.as_str(), e.ok)).collect();
@@ -253,7 +287,7 @@ mod tests {
     fn endpoints_past_the_cap_count_as_other() {
         let r = Recorder::new(2, Vec::new());
         for p in ["/a", "/b", "/c", "/d", "/a", "/c?q"] {
-            r.record("GET", p, &ok());
+            r.record("GET", p, &ok(), None);
         }
         let d = r.take();
         let names: Vec<(&str, u64)> = d.endpoints.iter().map(|e| (e.endpoint.as_str(), e.ok)).collect();

@@ -39,6 +39,21 @@ pub struct JobConfig {
 #[serde(default)]
 pub struct Reporter {
     pub influxdb: Option<InfluxDb>,
+    pub raw: Option<Raw>,
+}
+
+/// `[reporter.raw]`: a line per request into `dir/current`, rolled every `rotate_lines`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Raw {
+    pub dir: String,
+    pub rotate_lines: u64,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Self { dir: String::new(), rotate_lines: 100_000 }
+    }
 }
 
 /// `[reporter.influxdb]`: Havok's keys (url, database, user, password) for API v1, or org,
@@ -418,13 +433,20 @@ impl JobConfig {
         matches!(self.thresholds.get(ABORT_ON_FAIL), Some(ThresholdEntry::Flag(true)))
     }
 
-    /// Relative recording paths are relative to the job file, so a job runs from anywhere.
+    /// Relative paths (recording, raw results) are relative to the job file, so a job runs
+    /// from anywhere.
     fn resolve_paths(&mut self, base: &Path) {
         if let Some(f) = &mut self.fetcher.file
             && !f.path.is_empty()
             && Path::new(&f.path).is_relative()
         {
             f.path = base.join(&f.path).to_string_lossy().into_owned();
+        }
+        if let Some(r) = &mut self.reporter.raw
+            && !r.dir.is_empty()
+            && Path::new(&r.dir).is_relative()
+        {
+            r.dir = base.join(&r.dir).to_string_lossy().into_owned();
         }
     }
 

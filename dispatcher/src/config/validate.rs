@@ -94,6 +94,14 @@ impl JobConfig {
     }
 
     fn validate_reporters(&self, p: &mut Vec<Problem>) {
+        if let Some(r) = &self.reporter.raw {
+            if r.dir.trim().is_empty() {
+                p.push(Problem::new("reporter.raw.dir", "\"\"", "must name a directory for the raw results"));
+            }
+            if r.rotate_lines == 0 {
+                p.push(Problem::new("reporter.raw.rotate_lines", 0, "must be at least 1"));
+            }
+        }
         let Some(i) = &self.reporter.influxdb else { return };
         if !(i.url.starts_with("http://") || i.url.starts_with("https://")) {
             p.push(Problem::new(

@@ -74,7 +74,7 @@ impl Fleet {
         }
         stats.history.add(&second);
         stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&second);
-        self.sinks.publish(&r.replayer_id, &decoded);
+        self.sinks.publish(&r.replayer_id, &decoded, &r.raw, r.raw_dropped);
         {
             let mut inner = self.lock();
             if let Some(m) = inner.members.get_mut(&r.replayer_id) {

@@ -1,0 +1,157 @@
+//! `[reporter.raw]`: one line per request, as mite's collector keeps them. Replayers send the
+//! rows with their statistics; they are appended here to `DIR/current`, which is rolled into
+//! `DIR/results-<UTC time>.tsv` every `rotate_lines` lines (and a `current` left by an earlier
+//! job is rolled before a new one starts). Columns, tab-separated: due (Unix µs), sent (Unix
+//! µs), latency (µs from the due instant), status (0: no response), endpoint, replayer, error.
+//!
+//! Writing is a thread of its own behind a bounded queue: a slow disk drops rows (counted)
+//! and never holds up the merge.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use reprise_proto::pb;
+
+use super::SinkCounts;
+use crate::config::Raw;
+
+/// Batches of rows waiting for the disk.
+const QUEUE: usize = 64;
+
+#[derive(Debug)]
+pub struct RawSink {
+    tx: SyncSender<String>,
+    written: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    queued: Arc<AtomicU64>,
+}
+
+fn escape(v: &str) -> String {
+    v.replace(['\t', '\n'], " ")
+}
+
+impl RawSink {
+    /// Opens the directory and starts the writer; an unusable directory is an error now, not
+    /// rows lost later.
+    pub fn start(cfg: &Raw) -> std::io::Result<RawSink> {
+        let dir = PathBuf::from(&cfg.dir);
+        std::fs::create_dir_all(&dir)?;
+        let current = dir.join("current");
+        if current.exists() {
+            std::fs::rename(&current, rolled_name(&dir))?;
+        }
+        let file = open(&current)?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let sink = RawSink { tx, written: Arc::default(), dropped: Arc::default(), queued: Arc::default() };
+        let writer = Writer {
+            dir,
+            file,
+            lines: 0,
+            rotate: cfg.rotate_lines.max(1),
+            written: Arc::clone(&sink.written),
+            dropped: Arc::clone(&sink.dropped),
+            queued: Arc::clone(&sink.queued),
+        };
+        std::thread::Builder::new().name("reprise-raw".into()).spawn(move || writer.run(&rx))?;
+        Ok(sink)
+    }
+
+    /// Queues one report's rows; never waits (a full queue drops them, counted).
+    pub fn offer(&self, replayer: &str, rows: &[pb::RawResult], dropped_at_replayer: u64) {
+        self.dropped.fetch_add(dropped_at_replayer, Relaxed);
+        if rows.is_empty() {
+            return;
+        }
+        let replayer = escape(replayer);
+        let mut batch = String::with_capacity(rows.len() * 64);
+        for r in rows {
+            let _ = std::fmt::Write::write_fmt(
+                &mut batch,
+                format_args!(
+                    "{}\t{}\t{}\t{}\t{}\t{replayer}\t{}\n",
+                    r.due_unix_us,
+                    r.sent_unix_us,
+                    r.latency_us,
+                    r.status,
+                    escape(&r.endpoint),
+                    escape(&r.error)
+                ),
+            );
+        }
+        self.queued.fetch_add(1, Relaxed);
+        if self.tx.try_send(batch).is_err() {
+            self.queued.fetch_sub(1, Relaxed);
+            self.dropped.fetch_add(rows.len() as u64, Relaxed);
+        }
+    }
+
+    pub fn counts(&self) -> SinkCounts {
+        SinkCounts { name: "raw", written: self.written.load(Relaxed), dropped: self.dropped.load(Relaxed) }
+    }
+
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Relaxed)
+    }
+}
+
+fn open(path: &Path) -> std::io::Result<BufWriter<File>> {
+    Ok(BufWriter::with_capacity(1 << 20, OpenOptions::new().create(true).append(true).open(path)?))
+}
+
+/// `results-YYYYMMDDTHHMMSS.mmmZ.tsv`, made unique if needed.
+fn rolled_name(dir: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut path = dir.join(format!("results-{stamp}.tsv"));
+    let mut n = 1;
+    while path.exists() {
+        path = dir.join(format!("results-{stamp}-{n}.tsv"));
+        n += 1;
+    }
+    path
+}
+
+struct Writer {
+    dir: PathBuf,
+    file: BufWriter<File>,
+    lines: u64,
+    rotate: u64,
+    written: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    queued: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(mut self, rx: &Receiver<String>) {
+        while let Ok(batch) = rx.recv() {
+            for line in batch.lines() {
+                match self.write(line) {
+                    Ok(()) => self.written.fetch_add(1, Relaxed),
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write raw results; row dropped");
+                        self.dropped.fetch_add(1, Relaxed)
+                    }
+                };
+            }
+            let _ = self.file.flush();
+            self.queued.fetch_sub(1, Relaxed);
+        }
+        let _ = self.file.flush();
+    }
+
+    fn write(&mut self, line: &str) -> std::io::Result<()> {
+        if self.lines >= self.rotate {
+            self.file.flush()?;
+            let current = self.dir.join("current");
+            std::fs::rename(&current, rolled_name(&self.dir))?;
+            self.file = open(&current)?;
+            self.lines = 0;
+        }
+        writeln!(self.file, "{line}")?;
+        self.lines += 1;
+        Ok(())
+    }
+}
