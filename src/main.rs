@@ -46,6 +46,9 @@ enum Command {
         /// Write Locust-style CSV files PREFIX_stats.csv and PREFIX_stats_history.csv.
         #[arg(long, value_name = "PREFIX")]
         report_csv: Option<PathBuf>,
+        /// Write a self-contained HTML report with charts to this file.
+        #[arg(long)]
+        report_html: Option<PathBuf>,
         /// Do everything but the HTTP calls (measures the dispatch path).
         #[arg(long)]
         dry_run: bool,
@@ -68,6 +71,9 @@ enum Command {
         /// Write Locust-style CSV files PREFIX_stats.csv and PREFIX_stats_history.csv.
         #[arg(long, value_name = "PREFIX")]
         report_csv: Option<PathBuf>,
+        /// Write a self-contained HTML report with charts to this file.
+        #[arg(long)]
+        report_html: Option<PathBuf>,
     },
     /// Receive records from a dispatcher and fire them at the target.
     Replayer {
@@ -109,12 +115,20 @@ fn main() -> ExitCode {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         match cli.command {
-            Command::Run { job, replayers, report_json, report_csv, dry_run } => {
-                let outputs = run::Outputs { json: report_json, csv: report_csv };
+            Command::Run { job, replayers, report_json, report_csv, report_html, dry_run } => {
+                let outputs = run::Outputs { json: report_json, csv: report_csv, html: report_html };
                 run::local(&job, replayers, &outputs, dry_run, cancel).await
             }
-            Command::Dispatcher { config, grpc, http, serve_forever, report_json, report_csv } => {
-                let outputs = run::Outputs { json: report_json, csv: report_csv };
+            Command::Dispatcher {
+                config,
+                grpc,
+                http,
+                serve_forever,
+                report_json,
+                report_csv,
+                report_html,
+            } => {
+                let outputs = run::Outputs { json: report_json, csv: report_csv, html: report_html };
                 let args = run::DaemonArgs { grpc, http, serve_forever, outputs };
                 run::dispatcher(&config, args, cancel).await
             }

@@ -68,6 +68,7 @@ async fn probe(target: &str) -> Result<(), String> {
 pub struct Outputs {
     pub json: Option<PathBuf>,
     pub csv: Option<PathBuf>,
+    pub html: Option<PathBuf>,
 }
 
 pub async fn local(
@@ -163,6 +164,11 @@ fn finish(
         if let Err(e) = written {
             return cannot_run(format!("cannot write {}: {e}", path.display()));
         }
+    }
+    if let Some(path) = &outputs.html
+        && let Err(e) = std::fs::write(path, reprise_dispatcher::report_html::render(&report))
+    {
+        return cannot_run(format!("cannot write {}: {e}", path.display()));
     }
     if let Some(prefix) = &outputs.csv
         && let Err(e) = reprise_dispatcher::report_csv::write(job, &report, prefix)

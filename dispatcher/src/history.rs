@@ -1,7 +1,8 @@
-//! Per-second history of a job: each statistics report merged is also added to the bucket
-//! of the second (since the job's start) it arrived in. Replayers report once a second, so a
-//! bucket holds about one second of traffic; seconds without reports appear as empty rows,
-//! so a chart's time axis has no holes.
+//! Per-second history of a job: each statistics report merged is also added to a bucket of
+//! one second since the job's start. A report covers the second before it arrives (replayers
+//! report once a second), so it counts for the middle of that interval, half a second before
+//! its arrival. Seconds without reports appear as empty rows, so a chart's time axis has no
+//! holes.
 
 use reprise_proto::stats::EndpointStats;
 use serde::Serialize;
@@ -55,8 +56,12 @@ impl History {
         self.start = Some(at);
     }
 
+    /// The bucket a report arriving now belongs to.
     fn now_second(&self) -> u64 {
-        self.start.map_or(0, |s| Instant::now().saturating_duration_since(s).as_secs())
+        const HALF_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+        self.start.map_or(0, |s| {
+            Instant::now().saturating_duration_since(s).saturating_sub(HALF_INTERVAL).as_secs()
+        })
     }
 
     /// Closes the buckets of the seconds that have passed.
@@ -112,13 +117,14 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn deltas_land_in_the_second_they_arrive_and_gaps_are_empty_rows() {
+    async fn deltas_land_in_the_second_they_cover_and_gaps_are_empty_rows() {
         let mut h = History::default();
         h.start(Instant::now());
-        h.add(&delta(3));
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        h.add(&delta(3)); // arrives at 1.0 s: covers 0..1 s
         h.add(&delta(2));
-        tokio::time::advance(Duration::from_millis(2500)).await;
-        h.add(&delta(4));
+        tokio::time::advance(Duration::from_millis(2200)).await;
+        h.add(&delta(4)); // arrives at 3.2 s: covers 2.2..3.2 s
         let rows = h.rows();
         let counts: Vec<(u64, u64)> = rows.iter().map(|r| (r.second, r.requests)).collect();
         assert_eq!(counts, vec![(0, 5), (1, 0), (2, 4)]);

@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod record;
 pub mod report;
 pub mod report_csv;
+pub mod report_html;
 pub mod reporters;
 pub mod server;
 pub mod service;

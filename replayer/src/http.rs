@@ -72,6 +72,21 @@ impl Conn {
     }
 }
 
+/// Percent-encodes the bytes of a path that may not appear in a URI as they are (keeps
+/// existing escapes, reserved and unreserved characters).
+fn percent_encode_invalid(path: &str) -> String {
+    const KEEP: &[u8] = b"-._~:/?#[]@!$&'()*+,;=%";
+    let mut out = String::with_capacity(path.len() + 16);
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || KEEP.contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Runs `fut` to its end while driving the connection's I/O. The connection may end in the
 /// same poll that completes `fut`, or before a later step of the same exchange (a response
 /// with `Connection: close`: head, then body), so once it has ended `fut` is looked at once
@@ -201,11 +216,11 @@ impl Target {
     /// The record as a request to the target: its method, path, query, headers and body;
     /// the target's host (or the recorded one with `preserve_host`).
     fn request(&self, rec: &pb::Record) -> Result<Request<Full<Bytes>>, ()> {
-        let uri: Uri = if self.prefix.is_empty() {
-            rec.path.parse().map_err(|_| ())?
-        } else {
-            format!("{}{}", self.prefix, rec.path).parse().map_err(|_| ())?
-        };
+        let path =
+            if self.prefix.is_empty() { rec.path.clone() } else { format!("{}{}", self.prefix, rec.path) };
+        // Logs hold paths a strict URI parser refuses (`?q=<x>`, spaces, UTF-8): send them
+        // percent-encoded rather than not at all.
+        let uri: Uri = path.parse().or_else(|_| percent_encode_invalid(&path).parse()).map_err(|_| ())?;
         let mut req = Request::builder()
             .method(rec.method.as_str())
             .uri(uri)
@@ -228,5 +243,17 @@ impl Target {
         };
         headers.insert(http::header::HOST, host);
         Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_a_uri_refuses_are_percent_encoded() {
+        assert_eq!(percent_encode_invalid("/s?q=<x> y"), "/s?q=%3Cx%3E%20y");
+        assert_eq!(percent_encode_invalid("/caf\u{e9}?a=%20"), "/caf%C3%A9?a=%20");
+        assert!(percent_encode_invalid("/a b|c{d}").parse::<Uri>().is_ok());
     }
 }

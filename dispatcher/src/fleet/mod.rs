@@ -190,10 +190,10 @@ impl Fleet {
     /// Adds a replayer; a live one with the same id is replaced (and its load counted lost).
     /// Returns its session; it receives the job configuration now if the job has started.
     pub fn join(&self, id: &str, tx: EventTx) -> u64 {
-        let _stats = self.lock_stats();
+        let stats = self.lock_stats();
         let mut inner = self.lock();
         if let Some(old) = inner.members.get(id).map(|m| m.session) {
-            self.remove(&mut inner, id, old, "replaced by a new subscription");
+            self.remove(&mut inner, &stats, id, old, "replaced by a new subscription");
         }
         inner.next_session += 1;
         let session = inner.next_session;
@@ -226,16 +226,16 @@ impl Fleet {
 
     /// Removes a replayer if `session` is still its live one.
     pub fn leave(&self, id: &str, session: u64, why: &str) {
-        let _stats = self.lock_stats();
+        let stats = self.lock_stats();
         let mut inner = self.lock();
         if inner.members.get(id).is_some_and(|m| m.session == session) {
-            self.remove(&mut inner, id, session, why);
+            self.remove(&mut inner, &stats, id, session, why);
             drop(inner);
             self.changed.notify_waiters();
         }
     }
 
-    fn remove(&self, inner: &mut Inner, id: &str, session: u64, why: &str) {
+    fn remove(&self, inner: &mut Inner, stats: &JobStats, id: &str, session: u64, why: &str) {
         if let Some(m) = inner.members.remove(id) {
             let lost = m.dispatched.saturating_sub(m.accounted);
             self.accounting.dropped(DropReason::LostInFlight, lost);
@@ -246,7 +246,7 @@ impl Fleet {
                 tracing::info!(replayer = id, session, reason = why, "replayer left");
             }
             if m.dispatched > 0 && inner.departed.len() < MAX_DEPARTED {
-                let mut status = m.status(id, Instant::now(), false, self.window, None);
+                let mut status = m.status(id, Instant::now(), false, self.window, stats.per_replayer.get(id));
                 status.state = "left";
                 status.left = Some(why.to_owned());
                 status.lost_in_flight = lost;
