@@ -104,6 +104,11 @@ async fn prometheus_scrapes_the_same_counts_as_the_report() {
     assert_eq!(query(&prom, r#"sum(reprise_latency_seconds_count{job_id="prom"})"#).await, Some(sent));
     assert_eq!(query(&prom, r#"sum(reprise_responses_total{job_id="prom",class="5xx"})"#).await, Some(30.0));
     assert_eq!(query(&prom, r#"reprise_scheduled_total{job_id="prom"}"#).await, Some(150.0));
+    assert_eq!(
+        query(&prom, r#"reprise_job_recorded_seconds{job_id="prom"}"#).await,
+        Some(2.98),
+        "149 × 20 ms replayed"
+    );
     let p99 = query(
         &prom,
         r#"histogram_quantile(0.99, sum by (le) (reprise_latency_seconds_bucket{job_id="prom"}))"#,

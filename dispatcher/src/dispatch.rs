@@ -193,6 +193,7 @@ pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &Can
     let applied = *rx.borrow();
     let mut live = Live { rx, applied, paused_at: None };
     let mut index = 0u64;
+    let mut first_ts: Option<i64> = None;
     let stopped = loop {
         let next = tokio::select! {
             o = input.next() => o,
@@ -220,6 +221,7 @@ pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &Can
         };
         if !late {
             wheel.released(record.ts, due);
+            job.set_progress(record.ts - *first_ts.get_or_insert(record.ts));
         }
         let key = record.key.clone();
         let wire = into_wire(record, due.saturating_duration_since(wheel.start()));

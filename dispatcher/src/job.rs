@@ -87,6 +87,8 @@ pub struct Job {
     /// The threshold that stopped the job (`abort_on_fail`).
     aborted_by: Mutex<Option<String>>,
     sinks_stop: CancellationToken,
+    /// Recorded time released so far, ns since the first record (job progress).
+    progress_ns: std::sync::atomic::AtomicI64,
 }
 
 /// How long the job's end waits for sinks to deliver what is queued.
@@ -120,6 +122,7 @@ impl Job {
             times: Mutex::default(),
             aborted_by: Mutex::default(),
             sinks_stop,
+            progress_ns: std::sync::atomic::AtomicI64::new(0),
         }))
     }
 
@@ -206,6 +209,15 @@ impl Job {
 
     pub fn sinks(&self) -> &Sinks {
         self.fleet.sinks()
+    }
+
+    /// Recorded time released so far (how far into the recording the job is).
+    pub fn progress(&self) -> Duration {
+        Duration::from_nanos(self.progress_ns.load(std::sync::atomic::Ordering::Relaxed).max(0) as u64)
+    }
+
+    pub(crate) fn set_progress(&self, recorded_ns: i64) {
+        self.progress_ns.store(recorded_ns, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The threshold that stopped the job, if `abort_on_fail` did.

@@ -6,7 +6,7 @@
 //! - counters: requests by outcome, responses by status class, errors by kind (per
 //!   endpoint), and the accounting (input, scheduled, sent, dropped by reason, malformed);
 //! - gauges: replayers connected, records in flight (credits used), schedule error quantiles,
-//!   job state and elapsed time.
+//!   job state, elapsed time and progress (recorded time replayed so far).
 //!
 //! Label cardinality is bounded by `[stats] max_endpoints` and the fixed sets of classes,
 //! kinds and reasons.
@@ -182,6 +182,8 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
     let _ = writeln!(out, "reprise_job_running{{{j}}} {}", u8::from(running));
     header(out, "reprise_job_elapsed_seconds", "gauge", "Seconds since the job started.");
     let _ = writeln!(out, "reprise_job_elapsed_seconds{{{j}}} {}", job.elapsed().as_secs_f64());
+    header(out, "reprise_job_recorded_seconds", "gauge", "Recorded time replayed so far (job progress).");
+    let _ = writeln!(out, "reprise_job_recorded_seconds{{{j}}} {}", job.progress().as_secs_f64());
 }
 
 #[cfg(test)]
