@@ -141,8 +141,11 @@ fn finish(
         eprintln!();
     }
     let no_replayer = report.totals.counts.dropped.get(&DropReason::NoReplayer).copied().unwrap_or(0);
-    let code = if report.totals.sent == 0 && no_replayer > 0 {
-        cannot_run(format!("no replayer took the job: {no_replayer} records dropped (no_replayer)"))
+    let code = if no_replayer > 0 {
+        // Every replayer was gone while records fell due: the job did not run as recorded.
+        cannot_run(format!(
+            "{no_replayer} records found no replayer (all replayers were lost); see the report"
+        ))
     } else if code == ExitCode::SUCCESS && !report.thresholds_passed {
         let mut failed: Vec<String> =
             report.thresholds.iter().filter(|v| !v.pass).map(|v| v.to_string()).collect();

@@ -183,3 +183,21 @@ async fn a_frozen_replayer_shows_missing_then_is_dropped_and_its_load_moves() {
     let lost = r["totals"]["dropped"]["lost_in_flight"].as_u64().unwrap_or(0);
     assert_eq!(r["totals"]["sent"].as_u64().expect("sent") + lost, 150);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_every_replayer_mid_job_exits_3() {
+    let dir = temp_dir("lost-all");
+    let rec = recording(&dir, 100, 20); // 2 s
+    let target = Capture::start().await;
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
+    let report = dir.join("lost.json");
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let mut only = spawn_replayer(&dispatcher.grpc_url, "only");
+    assert!(wait_until(|| target.requests().len() >= 10, Duration::from_secs(10)).await);
+    only.0.kill().expect("kill");
+    let status = wait_exit(dispatcher.guard).await;
+    assert_eq!(status.code(), Some(3), "the job could not run as recorded");
+    let r = read_json(&report);
+    assert!(r["totals"]["dropped"]["no_replayer"].as_u64().expect("no_replayer") > 0, "{}", r["totals"]);
+    assert_eq!(r["totals"]["balanced"], true);
+}
