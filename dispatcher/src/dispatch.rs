@@ -108,9 +108,11 @@ fn into_wire(r: Record, offset: Duration) -> pb::Record {
 /// Live changes (POST /job/config, /job/pause, /job/resume) as the loop applies them.
 struct Live {
     rx: watch::Receiver<Control>,
-    /// What the wheel runs with (compared, not `has_changed`: awaiting `changed` marks a value
-    /// seen before it is applied).
+    /// What the wheel runs with.
     applied: Control,
+    /// `changed()` returned: awaiting it marks the value seen before it is applied, so
+    /// `has_changed` alone would miss it.
+    woken: bool,
     paused_at: Option<Instant>,
 }
 
@@ -118,6 +120,11 @@ impl Live {
     /// Applies a pending change: speed and rate to the wheel; a pause starts; a resume
     /// moves the schedule by the pause's length.
     fn apply(&mut self, job: &Job, wheel: &mut TimeWheel) {
+        // Per record: the common case is a version check, not the channel's lock.
+        if !self.woken && !self.rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        self.woken = false;
         let c = *self.rx.borrow_and_update();
         if c == self.applied {
             return;
@@ -148,6 +155,7 @@ impl Live {
         if self.rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+        self.woken = true;
     }
 }
 
@@ -191,7 +199,7 @@ pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &Can
     let mut batches = Batches::default();
     let rx = job.subscribe_control();
     let applied = *rx.borrow();
-    let mut live = Live { rx, applied, paused_at: None };
+    let mut live = Live { rx, applied, woken: false, paused_at: None };
     let mut index = 0u64;
     let mut first_ts: Option<i64> = None;
     let stopped = loop {
