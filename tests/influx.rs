@@ -139,3 +139,28 @@ async fn a_dead_sink_drops_its_points_and_the_replay_goes_on() {
     assert_eq!(r["sinks"][0]["written"], 0);
     assert!(r["sinks"][0]["dropped"].as_u64().expect("dropped") > 0, "{}", r["sinks"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_never_answers_costs_the_replay_nothing() {
+    // Accepts connections and reads, but never answers: every write times out.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = hole.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hole.accept().await {
+            held.push(conn);
+        }
+    });
+    let dir = temp_dir("influx-slow");
+    let target = Capture::start().await;
+    let rec = recording(&dir);
+    let sink =
+        format!("[reporter.influxdb]\nurl = \"http://{addr}\"\ndatabase = \"x\"\ntimeout = \"300ms\"\n");
+    let job = write_job(&dir, &target.url(), &rec, "speed = 2", &sink);
+    let r = run_job(&job, &dir, &[]).await;
+    assert_eq!(target.requests().len(), 120, "the replay is whole");
+    let lag = r["total"]["schedule_lag_ms"]["p99"].as_f64().expect("lag");
+    assert!(lag < 50.0, "requests stayed on schedule: p99 lag {lag} ms");
+    assert_eq!(r["sinks"][0]["written"], 0);
+    assert!(r["sinks"][0]["dropped"].as_u64().expect("dropped") > 0, "{}", r["sinks"]);
+}

@@ -6,7 +6,6 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use reprise_proto::stats::EndpointStats;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::SinkCounts;
+use super::{Ledger, SinkCounts};
 use crate::config::InfluxDb;
 
 /// Batches waiting to be written; past this, new ones are dropped (and counted).
@@ -32,9 +31,7 @@ type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes
 pub struct Influx {
     tx: mpsc::Sender<Batch>,
     job: String,
-    written: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
-    queued: Arc<AtomicU64>,
+    ledger: Arc<Ledger>,
 }
 
 #[derive(Debug)]
@@ -100,21 +97,13 @@ pub(super) fn lines(
 impl Influx {
     pub fn start(cfg: InfluxDb, job: &str, cancel: CancellationToken) -> Arc<Influx> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let sink = Arc::new(Influx {
-            tx,
-            job: job.to_owned(),
-            written: Arc::default(),
-            dropped: Arc::default(),
-            queued: Arc::default(),
-        });
+        let sink = Arc::new(Influx { tx, job: job.to_owned(), ledger: Arc::default() });
         let writer = Writer {
             url: cfg.write_url(),
             token: cfg.token(),
             timeout: cfg.timeout.0,
             client: client(),
-            written: Arc::clone(&sink.written),
-            dropped: Arc::clone(&sink.dropped),
-            queued: Arc::clone(&sink.queued),
+            ledger: Arc::clone(&sink.ledger),
         };
         tokio::spawn(writer.run(rx, cancel));
         sink
@@ -127,26 +116,18 @@ impl Influx {
         if points == 0 {
             return;
         }
-        self.queued.fetch_add(1, Relaxed);
+        self.ledger.offered(points);
         if self.tx.try_send(Batch { body, points }).is_err() {
-            self.queued.fetch_sub(1, Relaxed);
-            self.dropped.fetch_add(points, Relaxed);
+            self.ledger.refused(points);
         }
     }
 
     pub fn counts(&self) -> SinkCounts {
-        SinkCounts {
-            name: "influxdb",
-            written: self.written.load(Relaxed),
-            dropped: self.dropped.load(Relaxed),
-        }
+        self.ledger.counts("influxdb")
     }
 
-    pub async fn flush(&self, limit: Duration) {
-        let end = tokio::time::Instant::now() + limit;
-        while self.queued.load(Relaxed) > 0 && tokio::time::Instant::now() < end {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 }
 
@@ -161,9 +142,7 @@ struct Writer {
     token: Option<String>,
     timeout: Duration,
     client: HttpClient,
-    written: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
-    queued: Arc<AtomicU64>,
+    ledger: Arc<Ledger>,
 }
 
 impl Writer {
@@ -171,18 +150,15 @@ impl Writer {
         let mut failures = 0u64;
         while let Some(batch) = tokio::select! { b = rx.recv() => b, () = cancel.cancelled() => None } {
             match self.deliver(&batch).await {
-                Ok(()) => {
-                    self.written.fetch_add(batch.points, Relaxed);
-                }
+                Ok(()) => self.ledger.done(batch.points, true),
                 Err(e) => {
                     failures += 1;
-                    self.dropped.fetch_add(batch.points, Relaxed);
+                    self.ledger.done(batch.points, false);
                     if failures == 1 || failures.is_multiple_of(100) {
                         tracing::warn!(url = %self.url, error = %e, failures, "influxdb write failed; points dropped");
                     }
                 }
             }
-            self.queued.fetch_sub(1, Relaxed);
         }
     }
 

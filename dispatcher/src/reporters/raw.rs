@@ -11,12 +11,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use reprise_proto::pb;
 
-use super::SinkCounts;
+use super::{Ledger, SinkCounts};
 use crate::config::Raw;
 
 /// Batches of rows waiting for the disk.
@@ -24,10 +23,8 @@ const QUEUE: usize = 64;
 
 #[derive(Debug)]
 pub struct RawSink {
-    tx: SyncSender<String>,
-    written: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
-    queued: Arc<AtomicU64>,
+    tx: SyncSender<(String, u64)>,
+    ledger: Arc<Ledger>,
 }
 
 fn escape(v: &str) -> String {
@@ -46,23 +43,16 @@ impl RawSink {
         }
         let file = open(&current)?;
         let (tx, rx) = sync_channel(QUEUE);
-        let sink = RawSink { tx, written: Arc::default(), dropped: Arc::default(), queued: Arc::default() };
-        let writer = Writer {
-            dir,
-            file,
-            lines: 0,
-            rotate: cfg.rotate_lines.max(1),
-            written: Arc::clone(&sink.written),
-            dropped: Arc::clone(&sink.dropped),
-            queued: Arc::clone(&sink.queued),
-        };
+        let sink = RawSink { tx, ledger: Arc::default() };
+        let writer =
+            Writer { dir, file, lines: 0, rotate: cfg.rotate_lines.max(1), ledger: Arc::clone(&sink.ledger) };
         std::thread::Builder::new().name("reprise-raw".into()).spawn(move || writer.run(&rx))?;
         Ok(sink)
     }
 
     /// Queues one report's rows; never waits (a full queue drops them, counted).
     pub fn offer(&self, replayer: &str, rows: &[pb::RawResult], dropped_at_replayer: u64) {
-        self.dropped.fetch_add(dropped_at_replayer, Relaxed);
+        self.ledger.lost(dropped_at_replayer);
         if rows.is_empty() {
             return;
         }
@@ -82,19 +72,19 @@ impl RawSink {
                 ),
             );
         }
-        self.queued.fetch_add(1, Relaxed);
-        if self.tx.try_send(batch).is_err() {
-            self.queued.fetch_sub(1, Relaxed);
-            self.dropped.fetch_add(rows.len() as u64, Relaxed);
+        let n = rows.len() as u64;
+        self.ledger.offered(n);
+        if self.tx.try_send((batch, n)).is_err() {
+            self.ledger.refused(n);
         }
     }
 
     pub fn counts(&self) -> SinkCounts {
-        SinkCounts { name: "raw", written: self.written.load(Relaxed), dropped: self.dropped.load(Relaxed) }
+        self.ledger.counts("raw")
     }
 
-    pub fn queued(&self) -> u64 {
-        self.queued.load(Relaxed)
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 }
 
@@ -119,25 +109,24 @@ struct Writer {
     file: BufWriter<File>,
     lines: u64,
     rotate: u64,
-    written: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
-    queued: Arc<AtomicU64>,
+    ledger: Arc<Ledger>,
 }
 
 impl Writer {
-    fn run(mut self, rx: &Receiver<String>) {
-        while let Ok(batch) = rx.recv() {
+    fn run(mut self, rx: &Receiver<(String, u64)>) {
+        while let Ok((batch, n)) = rx.recv() {
+            let mut written = 0;
             for line in batch.lines() {
                 match self.write(line) {
-                    Ok(()) => self.written.fetch_add(1, Relaxed),
+                    Ok(()) => written += 1,
                     Err(e) => {
-                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write raw results; row dropped");
-                        self.dropped.fetch_add(1, Relaxed)
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write raw results; row dropped")
                     }
-                };
+                }
             }
             let _ = self.file.flush();
-            self.queued.fetch_sub(1, Relaxed);
+            self.ledger.done(written, true);
+            self.ledger.done(n - written, false);
         }
         let _ = self.file.flush();
     }
