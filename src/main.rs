@@ -40,15 +40,8 @@ enum Command {
         /// Replayers to start (default: [job] replayers).
         #[arg(long)]
         replayers: Option<u32>,
-        /// Write the report as JSON to this file.
-        #[arg(long)]
-        report_json: Option<PathBuf>,
-        /// Write Locust-style CSV files PREFIX_stats.csv and PREFIX_stats_history.csv.
-        #[arg(long, value_name = "PREFIX")]
-        report_csv: Option<PathBuf>,
-        /// Write a self-contained HTML report with charts to this file.
-        #[arg(long)]
-        report_html: Option<PathBuf>,
+        #[command(flatten)]
+        outputs: run::Outputs,
         /// Do everything but the HTTP calls (measures the dispatch path).
         #[arg(long)]
         dry_run: bool,
@@ -66,14 +59,8 @@ enum Command {
         /// Keep serving after the job has ended.
         #[arg(long)]
         serve_forever: bool,
-        #[arg(long)]
-        report_json: Option<PathBuf>,
-        /// Write Locust-style CSV files PREFIX_stats.csv and PREFIX_stats_history.csv.
-        #[arg(long, value_name = "PREFIX")]
-        report_csv: Option<PathBuf>,
-        /// Write a self-contained HTML report with charts to this file.
-        #[arg(long)]
-        report_html: Option<PathBuf>,
+        #[command(flatten)]
+        outputs: run::Outputs,
     },
     /// Receive records from a dispatcher and fire them at the target.
     Replayer {
@@ -115,20 +102,10 @@ fn main() -> ExitCode {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         match cli.command {
-            Command::Run { job, replayers, report_json, report_csv, report_html, dry_run } => {
-                let outputs = run::Outputs { json: report_json, csv: report_csv, html: report_html };
+            Command::Run { job, replayers, outputs, dry_run } => {
                 run::local(&job, replayers, &outputs, dry_run, cancel).await
             }
-            Command::Dispatcher {
-                config,
-                grpc,
-                http,
-                serve_forever,
-                report_json,
-                report_csv,
-                report_html,
-            } => {
-                let outputs = run::Outputs { json: report_json, csv: report_csv, html: report_html };
+            Command::Dispatcher { config, grpc, http, serve_forever, outputs } => {
                 let args = run::DaemonArgs { grpc, http, serve_forever, outputs };
                 run::dispatcher(&config, args, cancel).await
             }

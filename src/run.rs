@@ -63,11 +63,17 @@ async fn probe(target: &str) -> Result<(), String> {
     }
 }
 
-/// Where the report goes besides the terminal.
-#[derive(Debug, Default)]
+/// Where the report goes besides the terminal (flags shared by `run` and `dispatcher`).
+#[derive(Debug, Default, clap::Args)]
 pub struct Outputs {
+    /// Write the report as JSON to this file.
+    #[arg(long = "report-json", value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write Locust-style CSV files PREFIX_stats.csv and PREFIX_stats_history.csv.
+    #[arg(long = "report-csv", value_name = "PREFIX")]
     pub csv: Option<PathBuf>,
+    /// Write a self-contained HTML report with charts to this file.
+    #[arg(long = "report-html", value_name = "FILE")]
     pub html: Option<PathBuf>,
 }
 

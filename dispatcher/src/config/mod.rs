@@ -6,6 +6,7 @@
 //! (serde_ignored, not `deny_unknown_fields`, so that every one is listed), then
 //! [`JobConfig::validate`] checks every rule. See docs/job-file.md for the reference.
 
+mod results;
 mod validate;
 pub mod values;
 
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use results::{ABORT_ON_FAIL, EndpointRule, InfluxDb, Raw, Reporter, Stats, Threshold, ThresholdEntry};
 pub use validate::Problem;
 pub use values::{Instant, ListenAddr, Millis, Speed};
 
@@ -32,148 +34,6 @@ pub struct JobConfig {
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
     /// stops the job at the first failure. See [`crate::thresholds`].
     pub thresholds: BTreeMap<String, ThresholdEntry>,
-}
-
-/// `[reporter.*]`: live sinks.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Reporter {
-    pub influxdb: Option<InfluxDb>,
-    pub raw: Option<Raw>,
-}
-
-/// `[reporter.raw]`: a line per request into `dir/current`, rolled every `rotate_lines`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default)]
-pub struct Raw {
-    pub dir: String,
-    pub rotate_lines: u64,
-}
-
-impl Default for Raw {
-    fn default() -> Self {
-        Self { dir: String::new(), rotate_lines: 100_000 }
-    }
-}
-
-/// `[reporter.influxdb]`: Havok's keys (url, database, user, password) for API v1, or org,
-/// bucket and a token from the environment for v2.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default)]
-pub struct InfluxDb {
-    pub url: String,
-    pub database: Option<String>,
-    pub user: Option<String>,
-    /// Havok kept it in the file; prefer `password_env`.
-    pub password: Option<String>,
-    /// Environment variable holding the v1 password.
-    pub password_env: Option<String>,
-    pub org: Option<String>,
-    pub bucket: Option<String>,
-    /// Environment variable holding the v2 token.
-    pub token_env: String,
-    pub timeout: Millis,
-}
-
-impl Default for InfluxDb {
-    fn default() -> Self {
-        Self {
-            url: String::new(),
-            database: None,
-            user: None,
-            password: None,
-            password_env: None,
-            org: None,
-            bucket: None,
-            token_env: "INFLUX_TOKEN".into(),
-            timeout: Millis(std::time::Duration::from_secs(5)),
-        }
-    }
-}
-
-/// Percent-encodes a query parameter value.
-fn query_value(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-impl InfluxDb {
-    /// The write endpoint: v1 when `database` is set, else v2 (validation requires one).
-    pub fn write_url(&self) -> String {
-        let base = self.url.trim_end_matches('/');
-        if let Some(db) = &self.database {
-            let mut url = format!("{base}/write?precision=ms&db={}", query_value(db));
-            if let Some(u) = &self.user {
-                let _ = std::fmt::Write::write_fmt(&mut url, format_args!("&u={}", query_value(u)));
-            }
-            let password =
-                self.password_env.as_ref().and_then(|k| std::env::var(k).ok()).or(self.password.clone());
-            if let Some(p) = password {
-                let _ = std::fmt::Write::write_fmt(&mut url, format_args!("&p={}", query_value(&p)));
-            }
-            url
-        } else {
-            let org = self.org.as_deref().unwrap_or_default();
-            let bucket = self.bucket.as_deref().unwrap_or_default();
-            format!(
-                "{base}/api/v2/write?precision=ms&org={}&bucket={}",
-                query_value(org),
-                query_value(bucket)
-            )
-        }
-    }
-
-    /// The v2 token, from the environment.
-    pub fn token(&self) -> Option<String> {
-        if self.database.is_some() { None } else { std::env::var(&self.token_env).ok() }
-    }
-}
-
-/// `[stats]`: how requests are grouped into endpoints.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default)]
-pub struct Stats {
-    /// First match wins: `{ pattern = "^/users/[0-9]+$", name = "GET /users/{id}" }`.
-    pub endpoints: Vec<EndpointRule>,
-    /// Distinct endpoints kept apart per replayer; the rest count as "other".
-    pub max_endpoints: u32,
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Self { endpoints: Vec::new(), max_endpoints: 1000 }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-pub struct EndpointRule {
-    /// A regex on the path (without the query).
-    pub pattern: String,
-    /// The endpoint's name; "GET /x" matches only GET, "/x" any method (shown as "METHOD /x").
-    pub name: String,
-}
-
-/// A `[thresholds]` entry: an endpoint's expressions, or the `abort_on_fail` flag.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
-pub enum ThresholdEntry {
-    Rules(Vec<String>),
-    Flag(bool),
-}
-
-/// The `[thresholds]` key that is a flag, not an endpoint.
-pub const ABORT_ON_FAIL: &str = "abort_on_fail";
-
-/// One parsed threshold.
-#[derive(Clone, Debug)]
-pub struct Threshold {
-    pub endpoint: String,
-    pub text: String,
-    pub expr: crate::thresholds::Expr,
 }
 
 #[derive(Clone, Debug, Deserialize)]
