@@ -92,14 +92,10 @@ pub fn render(job: &Job) -> String {
         }
         header(&mut out, "reprise_responses_total", "counter", "Responses by status class.");
         for (name, st) in &s.endpoints {
-            let mut classes = [0u64; 6];
-            for (code, n) in &st.status {
-                classes[(*code as usize / 100).min(5)] += n;
-            }
-            for (c, n) in classes.iter().enumerate().skip(1).filter(|(_, n)| **n > 0) {
+            for (class, n) in st.status_classes() {
                 let _ = writeln!(
                     out,
-                    "reprise_responses_total{{{j},endpoint=\"{}\",class=\"{c}xx\"}} {n}",
+                    "reprise_responses_total{{{j},endpoint=\"{}\",class=\"{class}\"}} {n}",
                     esc(name)
                 );
             }

@@ -125,10 +125,7 @@ fn endpoint(name: &str, s: &EndpointStats, secs: f64) -> EndpointReport {
         service_ms: Percentiles::of(&s.service),
         schedule_lag_ms: Percentiles::of(&s.lag),
         status: s.status.clone(),
-        status_class: s.status.iter().fold(BTreeMap::new(), |mut classes, (code, n)| {
-            *classes.entry(format!("{}xx", code / 100)).or_default() += n;
-            classes
-        }),
+        status_class: s.status_classes().into_iter().collect(),
         errors: s.errors.clone(),
     }
 }

@@ -81,6 +81,21 @@ impl EndpointStats {
         self.ok + self.failed
     }
 
+    /// Responses by status class, as ("1xx" … "5xx", count), classes without responses left out.
+    pub fn status_classes(&self) -> Vec<(String, u64)> {
+        let mut classes = [0u64; 6];
+        for (code, n) in &self.status {
+            classes[(*code as usize / 100).min(5)] += n;
+        }
+        classes
+            .iter()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, n)| **n > 0)
+            .map(|(c, n)| (format!("{c}xx"), *n))
+            .collect()
+    }
+
     /// Back to empty, keeping the histograms' memory.
     pub fn reset(&mut self) {
         self.ok = 0;
@@ -222,6 +237,7 @@ mod tests {
         let back = EndpointStats::from_wire(&s.to_wire("GET /x")).expect("decodes");
         assert_eq!((back.ok, back.failed), (1, 2));
         assert_eq!(back.status.get(&404), Some(&1));
+        assert_eq!(back.status_classes(), vec![("2xx".to_owned(), 1), ("4xx".to_owned(), 1)]);
         assert_eq!(back.errors.get("connect"), Some(&1));
         assert_eq!(back.latency.max(), s.latency.max());
         assert_eq!(back.service.len(), 3);

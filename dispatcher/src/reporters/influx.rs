@@ -78,12 +78,8 @@ pub(super) fn lines(
         let _ = writeln!(out, "reprise_latency,{tags} {} {ts_ms}", quantiles(&s.latency));
         let _ = writeln!(out, "reprise_service,{tags} {} {ts_ms}", quantiles(&s.service));
         points += 3;
-        let mut classes = [0u64; 6];
-        for (code, n) in &s.status {
-            classes[(*code as usize / 100).min(5)] += n;
-        }
-        for (c, n) in classes.iter().enumerate().skip(1).filter(|(_, n)| **n > 0) {
-            let _ = writeln!(out, "reprise_status,{tags},class={c}xx count={n}i {ts_ms}");
+        for (class, n) in s.status_classes() {
+            let _ = writeln!(out, "reprise_status,{tags},class={class} count={n}i {ts_ms}");
             points += 1;
         }
         for (kind, n) in &s.errors {
