@@ -17,11 +17,16 @@ use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG, EXIT_THRESHOLDS};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// Loads a job file; Havok keys reprise does not use are printed once each as warnings.
 fn load(path: &Path) -> Result<JobConfig, ExitCode> {
-    JobConfig::load(path).map_err(|e| {
+    let cfg = JobConfig::load(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    })?;
+    for w in &cfg.warnings {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    Ok(cfg)
 }
 
 fn cannot_run(msg: impl std::fmt::Display) -> ExitCode {

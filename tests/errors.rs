@@ -51,6 +51,42 @@ async fn every_shipped_config_validates() {
 }
 
 #[tokio::test]
+async fn a_havok_file_validates_with_a_warning_per_unused_key_and_typos_stay_errors() {
+    let out = reprise(args(&["validate", "configs/havok.toml"])).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for key in [
+        "fetcher.sls.access_key_id",
+        "fetcher.sls.access_key_secret",
+        "fetcher.sls.project",
+        "fetcher.sls.logstore",
+        "fetcher.sls.expression",
+        "analyzer.name",
+        "analyzer.handler",
+        "reporter.style",
+    ] {
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains(&format!(" {key}:"))).collect();
+        assert_eq!(lines.len(), 1, "one warning for {key}:\n{err}");
+        assert!(lines[0].starts_with("warning:") && lines[0].contains("Havok key not used"), "{}", lines[0]);
+    }
+    assert!(
+        !err.contains("fetcher.sls.region") && !err.contains("pre-download"),
+        "used keys are not warned of: {err}"
+    );
+
+    let dir = temp_dir("havok-typo");
+    let text = std::fs::read_to_string("configs/havok.toml")
+        .expect("read")
+        .replace("[fetcher.sls]", "[fetcher.sls]\nlogstor = \"x\"");
+    let job = dir.join("typo.toml");
+    std::fs::write(&job, text.replace("../samples", "samples")).expect("write");
+    let out = reprise(args(&["validate", job.to_str().expect("p")])).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("fetcher.sls.logstor: unknown key"), "{err}");
+}
+
+#[tokio::test]
 async fn a_bad_job_file_exits_2_from_run_and_dispatcher() {
     let dir = temp_dir("badrun");
     let job = dir.join("bad.toml");

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounting::Accounting;
 use crate::analyzers::Analyzer;
 use crate::config::{JobConfig, LatePolicy, Speed};
+use crate::fetchers::progress::{SourceProgress, SourceStatus};
 use crate::fetchers::{self, FetchError, SourceContext, merge};
 use crate::fleet::Fleet;
 use crate::reporters::Sinks;
@@ -78,6 +79,8 @@ pub struct Job {
     cfg: JobConfig,
     opts: JobOptions,
     accounting: Arc<Accounting>,
+    /// How far the fetcher has read its source.
+    source: Arc<SourceProgress>,
     fleet: Fleet,
     state: watch::Sender<JobState>,
     control: watch::Sender<Control>,
@@ -114,6 +117,7 @@ impl Job {
             cfg,
             opts,
             accounting,
+            source: Arc::default(),
             fleet,
             state: watch::channel(JobState::Waiting).0,
             control: watch::channel(control).0,
@@ -134,6 +138,9 @@ impl Job {
     }
     pub fn accounting(&self) -> &Accounting {
         &self.accounting
+    }
+    pub fn source(&self) -> SourceStatus {
+        self.source.status()
     }
     pub fn heartbeat_timeout(&self) -> Duration {
         self.cfg.proxy.heartbeat_timeout.0
@@ -289,10 +296,11 @@ impl Job {
         };
         let ctx = SourceContext {
             accounting: Arc::clone(&self.accounting),
+            progress: Arc::clone(&self.source),
             cancel: stop.child_token(),
             analyzer: Analyzer::build(&self.cfg.analyzer),
         };
-        let streams = fetchers::build(&self.cfg, &ctx)?;
+        let streams = fetchers::build(&self.cfg, &ctx).await?;
         let delay = if self.cfg.job.speed == Speed::Max { Duration::ZERO } else { START_DELAY };
         let start = Instant::now() + delay;
         let wall = SystemTime::now() + delay;

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::fetchers::progress::SourceStatus;
 use crate::job::{Job, JobState};
 
 /// Bucket bounds, seconds.
@@ -180,6 +181,23 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
     let _ = writeln!(out, "reprise_job_elapsed_seconds{{{j}}} {}", job.elapsed().as_secs_f64());
     header(out, "reprise_job_recorded_seconds", "gauge", "Recorded time replayed so far (job progress).");
     let _ = writeln!(out, "reprise_job_recorded_seconds{{{j}}} {}", job.progress().as_secs_f64());
+    source(out, j, &job.source());
+}
+
+/// The fetcher's progress: parts (files, partitions, objects), bytes, records, lag.
+fn source(out: &mut String, j: &str, src: &SourceStatus) {
+    header(out, "reprise_source_parts", "gauge", "Source parts (files, partitions or objects) by state.");
+    for (state, n) in [("total", src.parts), ("done", src.parts_done), ("failed", src.parts_failed)] {
+        let _ = writeln!(out, "reprise_source_parts{{{j},kind=\"{}\",state=\"{state}\"}} {n}", src.kind);
+    }
+    header(out, "reprise_source_bytes_total", "counter", "Bytes fetched from the source, as stored.");
+    let _ = writeln!(out, "reprise_source_bytes_total{{{j}}} {}", src.bytes);
+    header(out, "reprise_source_records_total", "counter", "Records the fetcher parsed.");
+    let _ = writeln!(out, "reprise_source_records_total{{{j}}} {}", src.records);
+    if let Some(lag) = src.lag_s {
+        header(out, "reprise_source_lag_seconds", "gauge", "Follow mode: newest record's age.");
+        let _ = writeln!(out, "reprise_source_lag_seconds{{{j}}} {lag}");
+    }
 }
 
 #[cfg(test)]

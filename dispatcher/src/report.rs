@@ -10,6 +10,7 @@ use reprise_proto::stats::EndpointStats;
 use serde::Serialize;
 
 use crate::accounting::Counts;
+use crate::fetchers::progress::SourceStatus;
 use crate::fleet::MemberStatus;
 use crate::history::Row;
 use crate::job::{Control, Job, JobState};
@@ -24,6 +25,8 @@ pub struct Report {
     pub settings: Control,
     pub duration_s: f64,
     pub totals: Totals,
+    /// How far the source was read: parts done and failed (each failed one named), bytes.
+    pub source: SourceStatus,
     /// All endpoints together.
     pub total: EndpointReport,
     pub endpoints: Vec<EndpointReport>,
@@ -182,6 +185,7 @@ impl Report {
                 balanced,
                 counts,
             },
+            source: job.source(),
             total,
             endpoints,
             replayers: job.fleet().members(),
@@ -244,6 +248,19 @@ impl Report {
             self.duration_s, self.total.rps, lag.p50, lag.p99
         );
         let _ = writeln!(out, "{}", self.accounting_line());
+        let src = &self.source;
+        let _ = write!(
+            out,
+            "source {}: {} of {} {}s read, {} failed, {} bytes, {} records",
+            src.kind, src.parts_done, src.parts, src.unit, src.parts_failed, src.bytes, src.records
+        );
+        if let Some(lag) = src.lag_s {
+            let _ = write!(out, ", {lag:.1}s behind real time");
+        }
+        let _ = writeln!(out);
+        for f in &src.failed {
+            let _ = writeln!(out, "  not read: {}: {}", f.part, f.reason);
+        }
         if !self.thresholds.is_empty() {
             let failed = self.thresholds.iter().filter(|v| !v.pass).count();
             let _ = writeln!(out, "thresholds: {} passed, {failed} failed", self.thresholds.len() - failed);

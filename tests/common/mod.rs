@@ -151,8 +151,14 @@ pub fn write_job(dir: &Path, target: &str, recording: &Path, extra_job: &str, ex
 
 /// Runs `reprise ARGS` to its end (in a blocking thread, so the capture target keeps serving).
 pub async fn reprise(args: Vec<String>) -> Output {
+    reprise_env(args, &[]).await
+}
+
+/// [`reprise`] with extra environment variables.
+pub async fn reprise_env(args: Vec<String>, env: &[(&str, &str)]) -> Output {
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     tokio::task::spawn_blocking(move || {
-        Command::new(BIN).args(&args).env("RUST_LOG", "warn").output().expect("run reprise")
+        Command::new(BIN).args(&args).env("RUST_LOG", "warn").envs(env).output().expect("run reprise")
     })
     .await
     .expect("join")

@@ -6,7 +6,9 @@
 //! (serde_ignored, not `deny_unknown_fields`, so that every one is listed), then
 //! [`JobConfig::validate`] checks every rule. See docs/job-file.md for the reference.
 
+mod havok;
 mod results;
+mod sources;
 mod validate;
 pub mod values;
 
@@ -16,6 +18,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 pub use results::{ABORT_ON_FAIL, EndpointRule, InfluxDb, Raw, Reporter, Stats, Threshold, ThresholdEntry};
+pub use sources::{Brokers, HavokSls, KafkaFetcher, KafkaTimestamp, S3Fetcher, S3Settings};
 pub use validate::Problem;
 pub use values::{Instant, ListenAddr, Millis, Speed};
 
@@ -34,6 +37,9 @@ pub struct JobConfig {
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
     /// stops the job at the first failure. See [`crate::thresholds`].
     pub thresholds: BTreeMap<String, ThresholdEntry>,
+    /// Havok keys reprise has no use for, each with why (see [`havok`]); not errors.
+    #[serde(skip)]
+    pub warnings: Vec<Problem>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -94,13 +100,37 @@ pub struct Fetcher {
     #[serde(rename = "type")]
     pub kind: FetcherKind,
     pub file: Option<FileFetcher>,
+    pub kafka: Option<KafkaFetcher>,
+    pub s3: Option<S3Fetcher>,
+    /// Havok's SLS section: its region and download knobs are defaults for `[fetcher.s3]`.
+    pub sls: Option<HavokSls>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum FetcherKind {
     #[default]
     File,
+    /// Every partition (or those listed), merged by time.
+    Kafka,
+    /// Havok's name: partition 0 only, as Havok read it.
+    KafkaSinglePartition,
+    /// An S3-compatible object store.
+    S3,
+    /// Havok's name for SLS logs; reprise reads them where SLS ships them (OSS) via `[fetcher.s3]`.
+    Sls,
+}
+
+impl FetcherKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FetcherKind::File => "file",
+            FetcherKind::Kafka => "kafka",
+            FetcherKind::KafkaSinglePartition => "kafka-single-partition",
+            FetcherKind::S3 => "s3",
+            FetcherKind::Sls => "sls",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -312,13 +342,18 @@ impl JobConfig {
 
     /// Parses and validates job-file text; `Err` lists every problem found.
     pub fn parse(text: &str) -> Result<JobConfig, Vec<Problem>> {
-        let mut problems = Vec::new();
+        let (mut problems, mut warnings) = (Vec::new(), Vec::new());
         let de = toml::de::Deserializer::parse(text).map_err(|e| vec![Problem::syntax(&e)])?;
         let parsed: Result<JobConfig, _> = serde_ignored::deserialize(de, |path| {
-            problems.push(Problem::unknown_key(&path.to_string()));
+            let path = path.to_string();
+            match havok::ignored_havok_key(&path) {
+                Some(why) => warnings.push(Problem::havok_key(&path, why)),
+                None => problems.push(Problem::unknown_key(&path)),
+            }
         });
         match parsed {
-            Ok(cfg) => {
+            Ok(mut cfg) => {
+                cfg.warnings = warnings;
                 problems.extend(cfg.validate());
                 if problems.is_empty() { Ok(cfg) } else { Err(problems) }
             }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{FetcherKind, JobConfig, Speed};
+use super::{FetcherKind, JobConfig, KafkaFetcher, S3Fetcher, S3Settings, Speed};
 
 /// One problem in a job file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +33,10 @@ impl Problem {
 
     pub(super) fn unknown_key(key: &str) -> Self {
         Self::new(key, "", "unknown key; see docs/job-file.md for the keys a job file takes")
+    }
+
+    pub(super) fn havok_key(key: &str, why: &str) -> Self {
+        Self::new(key, "", &format!("Havok key not used by reprise: {why}"))
     }
 
     /// A TOML syntax or type error; toml's message already names the line and key.
@@ -175,6 +179,7 @@ impl JobConfig {
     }
 
     fn validate_fetcher(&self, p: &mut Vec<Problem>) {
+        let kind = self.fetcher.kind.as_str();
         match self.fetcher.kind {
             FetcherKind::File => match &self.fetcher.file {
                 None => p.push(Problem::new(
@@ -191,6 +196,100 @@ impl JobConfig {
                     }
                 }
             },
+            FetcherKind::Kafka | FetcherKind::KafkaSinglePartition => match &self.fetcher.kafka {
+                None => p.push(Problem::new(
+                    "fetcher.kafka",
+                    "",
+                    &format!("is required when fetcher.type = \"{kind}\": add [fetcher.kafka] with brokers and topic"),
+                )),
+                Some(k) => self.validate_kafka(k, p),
+            },
+            FetcherKind::S3 | FetcherKind::Sls => match &self.fetcher.s3 {
+                None => p.push(Problem::new(
+                    "fetcher.s3",
+                    "",
+                    &format!(
+                        "is required when fetcher.type = \"{kind}\": add [fetcher.s3] with bucket and key \
+                         (SLS logs are read where SLS ships them, an OSS bucket)"
+                    ),
+                )),
+                Some(s3) => validate_s3(&s3.settings(self.fetcher.sls.as_ref()), s3, p),
+            },
+        }
+    }
+
+    fn validate_kafka(&self, k: &KafkaFetcher, p: &mut Vec<Problem>) {
+        if k.brokers.joined().is_empty() {
+            p.push(Problem::new(
+                "fetcher.kafka.brokers",
+                "\"\"",
+                "must list the brokers, e.g. \"127.0.0.1:9092\"",
+            ));
+        }
+        if k.topic.trim().is_empty() {
+            p.push(Problem::new("fetcher.kafka.topic", "\"\"", "must name the topic holding the recording"));
+        }
+        if let Some(parts) = &k.partitions {
+            if parts.is_empty() || parts.iter().any(|&n| n < 0) {
+                p.push(Problem::new(
+                    "fetcher.kafka.partitions",
+                    format!("{parts:?}"),
+                    "must list partition numbers (0 or more), or be left out to read them all",
+                ));
+            }
+            if self.fetcher.kind == FetcherKind::KafkaSinglePartition {
+                p.push(Problem::new(
+                    "fetcher.kafka.partitions",
+                    format!("{parts:?}"),
+                    "kafka-single-partition reads partition 0 only (as Havok did); use fetcher.type = \"kafka\" to choose partitions",
+                ));
+            }
+        }
+        if let Some(o) = k.offset
+            && o < -2
+        {
+            p.push(Problem::new(
+                "fetcher.kafka.offset",
+                o,
+                "must be -2 (oldest), -1 (newest) or an offset ≥ 0",
+            ));
+        }
+        if let Some(sp) = &k.security_protocol
+            && !matches!(
+                sp.to_ascii_lowercase().as_str(),
+                "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl"
+            )
+        {
+            p.push(Problem::new(
+                "fetcher.kafka.security_protocol",
+                format!("{sp:?}"),
+                "must be plaintext, ssl, sasl_plaintext or sasl_ssl",
+            ));
+        }
+        if let Some(m) = &k.sasl_mechanism {
+            if !matches!(m.to_ascii_uppercase().as_str(), "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512") {
+                p.push(Problem::new(
+                    "fetcher.kafka.sasl_mechanism",
+                    format!("{m:?}"),
+                    "must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                ));
+            }
+            if k.sasl_username.as_deref().is_none_or(str::is_empty) {
+                p.push(Problem::new(
+                    "fetcher.kafka.sasl_username",
+                    "",
+                    "is required with sasl_mechanism (the password comes from the environment variable named by sasl_password_env)",
+                ));
+            }
+        }
+        for (key, v) in &k.properties {
+            if matches!(v, toml::Value::Table(_) | toml::Value::Array(_)) {
+                p.push(Problem::new(
+                    &format!("fetcher.kafka.properties.{key}"),
+                    v,
+                    "must be a string, number or boolean (a librdkafka property value)",
+                ));
+            }
         }
     }
 
@@ -262,6 +361,34 @@ pub fn check_target(t: &str) -> Result<(), String> {
 
 mod http_uri {
     pub use axum::http::Uri;
+}
+
+fn validate_s3(s: &S3Settings, raw: &S3Fetcher, p: &mut Vec<Problem>) {
+    if s.bucket.trim().is_empty() {
+        p.push(Problem::new("fetcher.s3.bucket", "\"\"", "must name the bucket holding the recording"));
+    }
+    if let Some(e) = &s.endpoint
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        p.push(Problem::new(
+            "fetcher.s3.endpoint",
+            format!("{e:?}"),
+            "must be a URL such as \"https://oss-cn-hangzhou.aliyuncs.com\" or \"http://127.0.0.1:9000\"; leave it out for AWS",
+        ));
+    }
+    if let Err(e) = crate::fetchers::keys::KeyPattern::parse(&s.pattern) {
+        let key = if raw.key.is_some() { "fetcher.s3.key" } else { "fetcher.s3.prefix" };
+        p.push(Problem::new(key, format!("{:?}", s.pattern), &e));
+    }
+    if !(1..=256).contains(&s.concurrency) {
+        p.push(Problem::new("fetcher.s3.concurrency", s.concurrency, "must be between 1 and 256"));
+    }
+    if s.pre_download == 0 {
+        p.push(Problem::new("fetcher.s3.pre_download", 0, "must be at least 1 (records buffered ahead)"));
+    }
+    if s.retries > 20 {
+        p.push(Problem::new("fetcher.s3.retries", s.retries, "must be at most 20"));
+    }
 }
 
 #[cfg(test)]

@@ -5,18 +5,82 @@
 //! the wheel to send at once or drop. `[begin, end]` is applied to the ordered output: earlier
 //! records are counted out of range, and the first record after `end` ends the input.
 //!
+//! Two kinds of stream beside the plain one (a file):
+//! - A *lazy* stream (an object whose key says it holds nothing before some time) sits in the
+//!   merge as a placeholder keyed by that time and is opened when the merge reaches it, so
+//!   a bucket of many objects is read a few at a time, in order, in bounded memory.
+//! - A *live* stream (a Kafka partition in follow mode) sends an empty chunk when it has
+//!   caught up. The merge then stops waiting for it: an idle partition must not hold up the
+//!   others. When every open stream is idle, what the reorder buffer holds is released once
+//!   a window of real time has passed without news, so the tail of live traffic is not held
+//!   back until more arrives.
+//!
 //! The reorder buffer keeps in-order records in a queue (each moved once) and only the
 //! stragglers in a heap, so the common, ordered case costs no heap sifting of whole records.
-//! Memory: one chunk per stream plus the records inside the window.
+//! Memory: one chunk per open stream plus the records inside the window.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::accounting::Accounting;
 use crate::record::Record;
+
+/// Shortest real-time wait before idle live streams let the reorder buffer go.
+const MIN_IDLE_FLUSH: Duration = Duration::from_millis(100);
+
+/// One nearly ordered stream of record chunks into the merge.
+pub struct Stream {
+    rx: mpsc::Receiver<Vec<Record>>,
+    /// Lazy: holds no record before this instant (ns) and is opened when the merge gets there.
+    opens_at: Option<i64>,
+    /// Told when a lazy stream is opened, so its producer may start.
+    on_open: Option<oneshot::Sender<()>>,
+}
+
+impl Stream {
+    pub fn new(rx: mpsc::Receiver<Vec<Record>>) -> Self {
+        Self { rx, opens_at: None, on_open: None }
+    }
+
+    /// The channel itself (for tests of a fetcher alone).
+    pub fn into_receiver(self) -> mpsc::Receiver<Vec<Record>> {
+        self.rx
+    }
+
+    pub fn lazy(rx: mpsc::Receiver<Vec<Record>>, opens_at: i64, on_open: oneshot::Sender<()>) -> Self {
+        Self { rx, opens_at: Some(opens_at), on_open: Some(on_open) }
+    }
+}
+
+impl From<mpsc::Receiver<Vec<Record>>> for Stream {
+    fn from(rx: mpsc::Receiver<Vec<Record>>) -> Self {
+        Self::new(rx)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Lazy, not opened yet; its placeholder is in the heap.
+    Pending,
+    /// Has a head in the heap, or is being refilled.
+    Active,
+    /// Live and caught up: not waited for until it sends records.
+    Idle,
+    Closed,
+}
+
+/// What the k-way merge yields.
+enum Merged {
+    Record(Record),
+    /// Every open stream is idle and a window passed: release what the buffer holds.
+    Flush,
+    End,
+}
 
 /// A record in time order, or a late one.
 #[derive(Debug)]
@@ -109,32 +173,33 @@ impl Reorder {
 
 /// Merges chunked streams into one ordered sequence.
 pub struct Merger {
-    streams: Vec<mpsc::Receiver<Vec<Record>>>,
+    streams: Vec<Stream>,
+    state: Vec<State>,
     buffers: Vec<VecDeque<Record>>,
     heads: BinaryHeap<Reverse<(i64, usize)>>,
     started: bool,
     reorder: Reorder,
     /// Every stream has ended; what the reorder buffer holds is all that is left.
     exhausted: bool,
+    /// Idle live streams: release the whole reorder buffer.
+    flushing: bool,
     done: bool,
     opts: MergeOptions,
     accounting: Arc<Accounting>,
 }
 
 impl Merger {
-    pub fn new(
-        streams: Vec<mpsc::Receiver<Vec<Record>>>,
-        opts: MergeOptions,
-        accounting: Arc<Accounting>,
-    ) -> Self {
+    pub fn new(streams: Vec<Stream>, opts: MergeOptions, accounting: Arc<Accounting>) -> Self {
         let n = streams.len();
         Self {
             streams,
+            state: vec![State::Active; n],
             buffers: (0..n).map(|_| VecDeque::new()).collect(),
             heads: BinaryHeap::with_capacity(n),
             started: false,
             reorder: Reorder::default(),
             exhausted: false,
+            flushing: false,
             done: false,
             opts,
             accounting,
@@ -147,19 +212,24 @@ impl Merger {
             if self.done {
                 return None;
             }
-            let horizon = if self.exhausted { i64::MAX } else { self.reorder.horizon(self.opts.window_ns) };
+            let horizon = if self.exhausted || self.flushing {
+                i64::MAX
+            } else {
+                self.reorder.horizon(self.opts.window_ns)
+            };
             if let Some(r) = self.reorder.pop_until(horizon) {
                 match self.release(r, false) {
                     Some(o) => return Some(o),
                     None => continue,
                 }
             }
+            self.flushing = false;
             if self.exhausted {
                 self.finish();
                 return None;
             }
             match self.next_merged().await {
-                Some(record) => {
+                Merged::Record(record) => {
                     if let Some(late) = self.reorder.push(record) {
                         self.accounting.late();
                         if let Some(o) = self.release(late, true) {
@@ -167,7 +237,8 @@ impl Merger {
                         }
                     }
                 }
-                None => self.exhausted = true,
+                Merged::Flush => self.flushing = true,
+                Merged::End => self.exhausted = true,
             }
         }
     }
@@ -194,39 +265,118 @@ impl Merger {
     fn finish(&mut self) {
         self.done = true;
         self.streams.clear();
+        self.state.clear();
         self.buffers.clear();
         self.heads.clear();
     }
 
     /// The next record of the k-way merge.
-    async fn next_merged(&mut self) -> Option<Record> {
+    async fn next_merged(&mut self) -> Merged {
         if !self.started {
             self.started = true;
             for i in 0..self.streams.len() {
-                self.refill(i).await;
+                match self.streams[i].opens_at {
+                    Some(at) => {
+                        self.state[i] = State::Pending;
+                        self.heads.push(Reverse((at, i)));
+                    }
+                    None => self.refill(i).await,
+                }
             }
         }
-        let Reverse((_, i)) = self.heads.pop()?;
-        let record = self.buffers[i].pop_front()?;
-        self.accounting.input();
-        if self.buffers[i].is_empty() {
-            self.refill(i).await;
-        } else if let Some(next) = self.buffers[i].front() {
-            self.heads.push(Reverse((next.ts, i)));
+        loop {
+            self.poll_idle();
+            if let Some(Reverse((_, i))) = self.heads.pop() {
+                if self.state[i] == State::Pending {
+                    if let Some(tx) = self.streams[i].on_open.take() {
+                        let _ = tx.send(());
+                    }
+                    self.refill(i).await;
+                    continue;
+                }
+                let Some(record) = self.buffers[i].pop_front() else { continue };
+                self.accounting.input();
+                match self.buffers[i].front() {
+                    Some(next) => self.heads.push(Reverse((next.ts, i))),
+                    None => self.refill(i).await,
+                }
+                return Merged::Record(record);
+            }
+            if !self.state.contains(&State::Idle) {
+                return Merged::End;
+            }
+            let holding = self.reorder.run.len() + self.reorder.stragglers.len() > 0;
+            let quiet = Duration::from_nanos(self.opts.window_ns.max(0) as u64).max(MIN_IDLE_FLUSH);
+            let woken = if holding {
+                tokio::time::timeout(quiet, self.wait_idle()).await
+            } else {
+                Ok(self.wait_idle().await)
+            };
+            match woken {
+                Ok((i, chunk)) => self.take(i, chunk),
+                Err(_) => return Merged::Flush,
+            }
         }
-        Some(record)
     }
 
+    /// Refills an open stream's buffer, waiting for its next chunk.
     async fn refill(&mut self, i: usize) {
-        while self.buffers[i].is_empty() {
-            match self.streams[i].recv().await {
-                Some(chunk) => self.buffers[i].extend(chunk),
-                None => return,
+        while self.state[i] != State::Closed && self.buffers[i].is_empty() {
+            let chunk = self.streams[i].rx.recv().await;
+            self.take(i, chunk);
+            if self.state[i] == State::Idle {
+                return;
             }
         }
-        if let Some(head) = self.buffers[i].front() {
-            self.heads.push(Reverse((head.ts, i)));
+    }
+
+    /// Takes what a stream sent: records (its head goes in the heap), an idle mark, or its end.
+    fn take(&mut self, i: usize, chunk: Option<Vec<Record>>) {
+        match chunk {
+            None => self.state[i] = State::Closed,
+            Some(c) if c.is_empty() => {
+                if self.buffers[i].is_empty() {
+                    self.state[i] = State::Idle;
+                }
+            }
+            Some(c) => {
+                let had_head = !self.buffers[i].is_empty();
+                self.buffers[i].extend(c);
+                self.state[i] = State::Active;
+                if !had_head && let Some(head) = self.buffers[i].front() {
+                    self.heads.push(Reverse((head.ts, i)));
+                }
+            }
         }
+    }
+
+    /// Takes whatever idle streams have sent since, without waiting.
+    fn poll_idle(&mut self) {
+        for i in 0..self.streams.len() {
+            while self.state[i] == State::Idle {
+                match self.streams[i].rx.try_recv() {
+                    Ok(chunk) => self.take(i, Some(chunk)),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => self.take(i, None),
+                }
+            }
+        }
+    }
+
+    /// Waits for any idle stream to send something (or end).
+    async fn wait_idle(&mut self) -> (usize, Option<Vec<Record>>) {
+        let (streams, state) = (&mut self.streams, &self.state);
+        std::future::poll_fn(|cx| {
+            for (i, s) in streams.iter_mut().enumerate() {
+                if state[i] == State::Idle
+                    && let Poll::Ready(chunk) = s.rx.poll_recv(cx)
+                {
+                    return Poll::Ready((i, chunk));
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -259,7 +409,7 @@ mod tests {
             streams.push(rx);
         }
         let acc = Arc::new(Accounting::default());
-        let mut m = Merger::new(streams, opts, acc.clone());
+        let mut m = Merger::new(streams.into_iter().map(Stream::from).collect(), opts, acc.clone());
         let mut out = Vec::new();
         while let Some(o) = m.next().await {
             out.push((o.record.ts / 1_000_000, o.late));
@@ -298,7 +448,7 @@ mod tests {
         tx.send(vec![rec(9), a, b]).await.expect("send");
         drop(tx);
         streams.push(rx);
-        let mut m = Merger::new(streams, NONE, Arc::default());
+        let mut m = Merger::new(streams.into_iter().map(Stream::from).collect(), NONE, Arc::default());
         let mut paths = Vec::new();
         while let Some(o) = m.next().await {
             paths.push(o.record.path);
@@ -314,5 +464,49 @@ mod tests {
         let c = acc.counts();
         assert_eq!(c.out_of_range, 2, "1 before begin, 5 after end (6 never taken)");
         assert_eq!(c.input, 5, "records taken: 1..=5");
+    }
+
+    #[tokio::test]
+    async fn a_lazy_stream_opens_when_the_merge_reaches_its_time() {
+        let mut streams = Vec::new();
+        let mut opened = Vec::new();
+        for (at, ts) in [(0, vec![0, 5, 20]), (10, vec![10, 12]), (100, vec![100])] {
+            let (tx, rx) = mpsc::channel(4);
+            tx.send(ts.into_iter().map(rec).collect()).await.expect("send");
+            let (open_tx, open_rx) = oneshot::channel();
+            streams.push(Stream::lazy(rx, at * 1_000_000, open_tx));
+            opened.push(open_rx);
+        }
+        let mut m = Merger::new(streams, MergeOptions { window_ns: 0, ..NONE }, Arc::default());
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(m.next().await.expect("record").record.ts / 1_000_000);
+        }
+        assert_eq!(got, [0, 5, 10, 12, 20]);
+        assert!(opened[1].try_recv().is_ok(), "the 10 ms object was opened");
+        assert!(opened[2].try_recv().is_err(), "the 100 ms object is not opened before the merge gets there");
+        assert_eq!(m.next().await.map(|o| o.record.ts / 1_000_000), Some(100));
+        assert!(m.next().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_live_stream_does_not_hold_back_the_others() {
+        let (live_tx, live_rx) = mpsc::channel(4);
+        let (other_tx, other_rx) = mpsc::channel(4);
+        live_tx.send(vec![rec(1), rec(2)]).await.expect("send");
+        live_tx.send(Vec::new()).await.expect("idle mark");
+        other_tx.send(vec![rec(3), rec(4)]).await.expect("send");
+        drop(other_tx);
+        let opts = MergeOptions { window_ns: 50_000_000, ..NONE };
+        let mut m = Merger::new(vec![Stream::new(live_rx), Stream::new(other_rx)], opts, Arc::default());
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(m.next().await.expect("released after a quiet window").record.ts / 1_000_000);
+        }
+        assert_eq!(got, [1, 2, 3, 4], "the live stream is open and silent, yet the rest flows");
+        live_tx.send(vec![rec(10)]).await.expect("send");
+        drop(live_tx);
+        assert_eq!(m.next().await.map(|o| (o.record.ts / 1_000_000, o.late)), Some((10, false)));
+        assert!(m.next().await.is_none());
     }
 }

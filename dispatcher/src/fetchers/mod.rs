@@ -1,13 +1,21 @@
 //! Fetchers read a recording and hand over parsed records in chunks, one nearly ordered
-//! stream per source part (a file of a glob). A fetcher is "a task that pushes into a bounded
-//! sender until exhausted or cancelled"; [`merge`] then merges the streams by timestamp.
+//! stream per source part: a file of a glob ([`file`]), a Kafka partition ([`kafka`]) or an
+//! object of a bucket ([`s3`]). A fetcher is "a task that pushes into a bounded sender until
+//! exhausted or cancelled"; [`merge`] then merges the streams by timestamp. Each fetcher
+//! reports how far it has read in [`progress::SourceProgress`].
 
 pub mod file;
+pub mod kafka;
+pub mod keys;
 pub mod merge;
+pub mod progress;
+pub mod s3;
 mod units;
 
+use std::io::{self, BufRead, BufReader, Read};
 use std::sync::Arc;
 
+use flate2::read::MultiGzDecoder;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -15,24 +23,36 @@ use crate::accounting::Accounting;
 use crate::analyzers::Analyzer;
 use crate::config::{FetcherKind, JobConfig};
 use crate::record::Record;
+use merge::Stream;
+use progress::SourceProgress;
 
 /// Chunks of records buffered per stream between a fetcher and the merge.
 pub const STREAM_CAPACITY: usize = 8;
+/// Records per chunk handed to the merge: one channel operation per chunk, not per record.
+pub const CHUNK: usize = 256;
+const READ_BUFFER: usize = 256 << 10;
 
 /// Runtime handles a fetcher needs; `for_test` builds one for a fetcher alone.
 #[derive(Clone, Debug)]
 pub struct SourceContext {
     pub accounting: Arc<Accounting>,
+    pub progress: Arc<SourceProgress>,
     pub cancel: CancellationToken,
     pub analyzer: Analyzer,
 }
 
 impl SourceContext {
     pub fn for_test(analyzer: Analyzer) -> Self {
-        Self { accounting: Arc::default(), cancel: CancellationToken::new(), analyzer }
+        Self {
+            accounting: Arc::default(),
+            progress: Arc::default(),
+            cancel: CancellationToken::new(),
+            analyzer,
+        }
     }
 }
 
+/// Why a source could not be opened at all (the job does not start).
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error(
@@ -41,14 +61,104 @@ pub enum FetchError {
     NoFiles { pattern: String },
     #[error("fetcher.file.path = {pattern:?}: {reason}")]
     BadPattern { pattern: String, reason: String },
+    #[error("Kafka ({brokers}, topic {topic:?}): {reason}")]
+    Kafka { brokers: String, topic: String, reason: String },
+    #[error("object store (bucket {bucket:?}): {reason}")]
+    S3 { bucket: String, reason: String },
 }
 
 /// Starts the configured fetcher; returns one ordered stream per source part.
-pub fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<mpsc::Receiver<Vec<Record>>>, FetchError> {
+pub async fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<Stream>, FetchError> {
+    let window_ns = cfg.job.reorder_window.0.as_nanos() as i64;
+    let range = Range { begin: cfg.job.begin.map(|b| b.0), end: cfg.job.end.map(|e| e.0), window_ns };
     match cfg.fetcher.kind {
         FetcherKind::File => {
             let path = cfg.fetcher.file.as_ref().map(|f| f.path.as_str()).unwrap_or_default();
             file::start(path, ctx)
         }
+        FetcherKind::Kafka | FetcherKind::KafkaSinglePartition => {
+            let k = cfg.fetcher.kafka.clone().unwrap_or_default();
+            let single = cfg.fetcher.kind == FetcherKind::KafkaSinglePartition;
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || kafka::start(&k, single, range, &ctx)).await.unwrap_or_else(
+                |e| {
+                    Err(FetchError::Kafka {
+                        brokers: String::new(),
+                        topic: String::new(),
+                        reason: format!("the fetcher's start failed: {e}"),
+                    })
+                },
+            )
+        }
+        FetcherKind::S3 | FetcherKind::Sls => {
+            let s3 = cfg.fetcher.s3.clone().unwrap_or_default().settings(cfg.fetcher.sls.as_ref());
+            s3::start(s3, range, ctx).await
+        }
+    }
+}
+
+/// The job's time range, which a fetcher uses to read less: Kafka seeks to `begin` and stops
+/// a partition past `end`; S3 lists only objects whose key time can hold the range.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Range {
+    pub begin: Option<i64>,
+    pub end: Option<i64>,
+    /// The reorder window: records this far out of order still count as in order.
+    pub window_ns: i64,
+}
+
+/// Collects one stream's records into chunks and hands them to the merge, counting them.
+pub(crate) struct Chunker<'a> {
+    tx: &'a mpsc::Sender<Vec<Record>>,
+    progress: &'a SourceProgress,
+    chunk: Vec<Record>,
+}
+
+impl<'a> Chunker<'a> {
+    pub fn new(tx: &'a mpsc::Sender<Vec<Record>>, progress: &'a SourceProgress) -> Self {
+        Self { tx, progress, chunk: Vec::with_capacity(CHUNK) }
+    }
+
+    /// Adds a record; false when the merge is gone (the job ended or was stopped).
+    pub fn push(&mut self, record: Record) -> bool {
+        self.chunk.push(record);
+        self.chunk.len() < CHUNK || self.flush()
+    }
+
+    /// Hands over what is collected; false when the merge is gone.
+    pub fn flush(&mut self) -> bool {
+        if self.chunk.is_empty() {
+            return true;
+        }
+        let newest = self.chunk.iter().map(|r| r.ts).max().unwrap_or_default();
+        self.progress.records(self.chunk.len() as u64, newest);
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        self.tx.blocking_send(chunk).is_ok()
+    }
+
+    /// Flushes, then tells the merge this live stream has caught up (an empty chunk).
+    pub fn idle(&mut self) -> bool {
+        self.flush() && self.tx.blocking_send(Vec::new()).is_ok()
+    }
+}
+
+/// A reader over `r`, gunzipped when it starts with gzip's magic bytes (whatever its name).
+pub(crate) fn decompressed(mut r: impl Read + Send + 'static) -> io::Result<Box<dyn BufRead + Send>> {
+    let mut magic = [0u8; 2];
+    let mut n = 0;
+    while n < 2 {
+        match r.read(&mut magic[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let whole = io::Cursor::new(magic[..n].to_vec()).chain(r);
+    if n == 2 && magic == [0x1f, 0x8b] {
+        let gz = MultiGzDecoder::new(BufReader::with_capacity(READ_BUFFER, whole));
+        Ok(Box::new(BufReader::with_capacity(READ_BUFFER, gz)))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(READ_BUFFER, whole)))
     }
 }

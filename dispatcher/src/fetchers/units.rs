@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead};
 
-use crate::analyzers::{Framing, GOR_SEPARATOR};
+use crate::analyzers::{Framing, GOR_SEPARATOR, Parsed};
 
 /// Largest unit accepted (lines of at least 1 MiB must work).
 pub const MAX_UNIT: usize = 16 << 20;
@@ -19,7 +19,7 @@ pub enum Unit {
 }
 
 /// Reads one line (without its newline) into `buf`; never holds more than MAX_UNIT bytes.
-fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Unit> {
+fn read_line(r: &mut (impl BufRead + ?Sized), buf: &mut Vec<u8>) -> io::Result<Unit> {
     buf.clear();
     let mut too_long = false;
     let mut any = false;
@@ -57,7 +57,7 @@ fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Unit> {
 
 /// Reads the next unit of the given framing into `buf`.
 pub fn read_unit(
-    r: &mut impl BufRead,
+    r: &mut (impl BufRead + ?Sized),
     framing: Framing,
     buf: &mut Vec<u8>,
     line: &mut Vec<u8>,
@@ -97,6 +97,62 @@ pub fn read_unit(
             }
         }
     }
+}
+
+/// How a unit parse ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadEnd {
+    /// The input is exhausted.
+    End,
+    /// `emit` refused a record (the merge is gone) or the job was cancelled.
+    Stopped,
+}
+
+/// Parses every unit of `reader`, handing each record to `emit` until it returns false.
+/// Malformed and skipped units are counted in the job's accounting. `at` counts the units
+/// read; units up to its value on entry were read by an earlier attempt (a download retried
+/// after a network error) and are passed over, neither emitted nor counted again. On a read
+/// error `at` tells where to resume.
+pub fn parse_units(
+    reader: &mut dyn BufRead,
+    source: &str,
+    ctx: &super::SourceContext,
+    at: &mut u64,
+    mut emit: impl FnMut(crate::record::Record) -> bool,
+) -> io::Result<ReadEnd> {
+    let framing = ctx.analyzer.framing();
+    let (mut buf, mut line) = (Vec::new(), Vec::new());
+    let resume = *at;
+    let mut n = 0u64;
+    while !ctx.cancel.is_cancelled() {
+        let unit = read_unit(reader, framing, &mut buf, &mut line)?;
+        n += 1;
+        if n <= resume && unit != Unit::Eof {
+            continue;
+        }
+        *at = n;
+        match unit {
+            Unit::Eof => return Ok(ReadEnd::End),
+            Unit::TooLong => ctx.accounting.malformed("too_long", "unit longer than 16 MiB", b"", source, n),
+            Unit::Ready if buf.iter().all(u8::is_ascii_whitespace) => {}
+            Unit::Ready => match ctx.analyzer.parse(&buf) {
+                Parsed::Record(r) => {
+                    ctx.accounting.unit_bytes(buf.len() as u64);
+                    if !emit(r) {
+                        return Ok(ReadEnd::Stopped);
+                    }
+                }
+                Parsed::Skipped(reason) => {
+                    ctx.accounting.unit_bytes(buf.len() as u64);
+                    ctx.accounting.skipped(reason);
+                }
+                Parsed::Malformed { reason, detail } => {
+                    ctx.accounting.malformed(reason, &detail, &buf, source, n)
+                }
+            },
+        }
+    }
+    Ok(ReadEnd::Stopped)
 }
 
 #[cfg(test)]

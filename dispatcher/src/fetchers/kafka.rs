@@ -1,0 +1,304 @@
+//! The Kafka fetcher: every partition of a topic (or those listed), each read on its own
+//! thread from its own librdkafka partition queue into its own stream, merged by record time
+//! in [`super::merge`] with the reorder window files have.
+//!
+//! Where reading starts: `offset` as Havok meant it (-2 oldest, -1 newest, n), else `[job]
+//! begin` looked up by timestamp (a broker that answers the earliest offset only costs
+//! reading more: the merge still drops records before `begin`), else the group's committed
+//! offset, else the oldest. Where it ends: a partition is done when it passes `[job] end`
+//! by more than the reorder window, or reaches the end offset it had at start. With
+//! `follow = true` it keeps tailing instead, and tells the merge when it has caught up so an
+//! idle partition does not hold the others back.
+//!
+//! A message's value is what the analyzer parses: one record, or several lines (or GoReplay
+//! units). Offsets are committed only when `group_id` is set.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::merge::Stream;
+use super::units::parse_units;
+use super::{Chunker, FetchError, Range, STREAM_CAPACITY, SourceContext};
+use crate::config::{KafkaFetcher, KafkaTimestamp};
+use crate::record::Record;
+
+/// How long a partition thread waits for a message before it hands over what it holds and
+/// checks for a stop.
+const POLL: Duration = Duration::from_millis(100);
+
+type Queue = rdkafka::consumer::base_consumer::PartitionQueue<DefaultConsumerContext>;
+
+/// One partition's reading plan.
+#[derive(Clone, Debug)]
+struct Partition {
+    topic: String,
+    id: i32,
+    /// The high watermark at start: without `follow`, reading ends there.
+    end_offset: i64,
+    follow: bool,
+    timestamp: KafkaTimestamp,
+    /// Past this record time (end + window) the partition is done.
+    stop_after_ns: Option<i64>,
+}
+
+/// Connects, plans every partition, and starts one reader thread per partition. Blocking:
+/// run it off the async runtime.
+pub fn start(
+    k: &KafkaFetcher,
+    single: bool,
+    range: Range,
+    ctx: &SourceContext,
+) -> Result<Vec<Stream>, FetchError> {
+    let err =
+        |reason: String| FetchError::Kafka { brokers: k.brokers.joined(), topic: k.topic.clone(), reason };
+    let consumer: BaseConsumer = client_config(k)
+        .map_err(&err)?
+        .create()
+        .map_err(|e| err(format!("cannot create a consumer: {e}")))?;
+    let consumer = Arc::new(consumer);
+    let timeout = k.connect_timeout.0;
+    let ids = partitions(&consumer, k, single, timeout).map_err(&err)?;
+    let starts = start_offsets(&consumer, k, range, &ids, timeout).map_err(&err)?;
+    let mut plan = TopicPartitionList::new();
+    let mut parts = Vec::with_capacity(ids.len());
+    for (&id, &offset) in ids.iter().zip(&starts) {
+        let (low, high) = consumer
+            .fetch_watermarks(&k.topic, id, timeout)
+            .map_err(|e| err(format!("cannot read the offsets of partition {id}: {e}")))?;
+        plan.add_partition_offset(&k.topic, id, offset).map_err(|e| err(e.to_string()))?;
+        let empty = !k.follow
+            && (high <= low || offset == Offset::End || matches!(offset, Offset::Offset(o) if o >= high));
+        parts.push((
+            Partition {
+                topic: k.topic.clone(),
+                id,
+                end_offset: high,
+                follow: k.follow,
+                timestamp: k.timestamp,
+                stop_after_ns: range.end.map(|e| e.saturating_add(range.window_ns)),
+            },
+            empty,
+        ));
+    }
+    consumer.assign(&plan).map_err(|e| err(format!("cannot assign the partitions: {e}")))?;
+    ctx.progress.describe("kafka", "partition", k.follow);
+    ctx.progress.parts(parts.len() as u64);
+    let live = Arc::new(AtomicUsize::new(0));
+    let mut streams = Vec::with_capacity(parts.len());
+    for (part, empty) in parts {
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        streams.push(Stream::new(rx));
+        if empty {
+            ctx.progress.part_done();
+            continue;
+        }
+        let queue = consumer
+            .split_partition_queue(&part.topic, part.id)
+            .ok_or_else(|| err(format!("partition {} has no queue", part.id)))?;
+        let (ctx, live) = (ctx.clone(), Arc::clone(&live));
+        live.fetch_add(1, Ordering::SeqCst);
+        tokio::task::spawn_blocking(move || {
+            read_partition(&queue, &part, &ctx, &tx);
+            live.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    let (cancel, live) = (ctx.cancel.clone(), live);
+    // librdkafka serves its events (errors, rebalances, statistics) only while the main queue
+    // is polled, even though messages go to the partition queues.
+    tokio::task::spawn_blocking(move || {
+        while !cancel.is_cancelled() && live.load(Ordering::SeqCst) > 0 {
+            if let Some(Err(e)) = consumer.poll(POLL) {
+                tracing::warn!(error = %e, "kafka consumer error");
+            }
+        }
+    });
+    Ok(streams)
+}
+
+fn client_config(k: &KafkaFetcher) -> Result<ClientConfig, String> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", k.brokers.joined())
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", if k.group_id.is_some() { "true" } else { "false" });
+    if let Some(g) = &k.group_id {
+        c.set("group.id", g);
+    }
+    if let Some(p) = &k.security_protocol {
+        c.set("security.protocol", p.to_ascii_lowercase());
+    }
+    if let Some(m) = &k.sasl_mechanism {
+        let password = std::env::var(&k.sasl_password_env).map_err(|_| {
+            format!(
+                "sasl_mechanism is set but the environment variable {} (fetcher.kafka.sasl_password_env) holding the password is not",
+                k.sasl_password_env
+            )
+        })?;
+        c.set("sasl.mechanism", m.to_ascii_uppercase())
+            .set("sasl.username", k.sasl_username.clone().unwrap_or_default())
+            .set("sasl.password", password);
+    }
+    for (key, value) in [
+        ("ssl.ca.location", &k.ssl_ca_location),
+        ("ssl.certificate.location", &k.ssl_certificate_location),
+        ("ssl.key.location", &k.ssl_key_location),
+    ] {
+        if let Some(v) = value {
+            c.set(key, v);
+        }
+    }
+    for (key, value) in &k.properties {
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        c.set(key, text);
+    }
+    Ok(c)
+}
+
+/// The partitions to read: all of the topic's, those listed, or 0 for Havok's single-partition type.
+fn partitions(
+    consumer: &BaseConsumer,
+    k: &KafkaFetcher,
+    single: bool,
+    timeout: Duration,
+) -> Result<Vec<i32>, String> {
+    let md = consumer.fetch_metadata(Some(&k.topic), timeout).map_err(|e| {
+        format!("cannot reach the brokers within {timeout:?} ({e}); check fetcher.kafka.brokers and that the brokers are up")
+    })?;
+    let topic = md.topics().iter().find(|t| t.name() == k.topic);
+    let mut all: Vec<i32> =
+        topic.map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+    if let Some(e) = topic.and_then(|t| t.error()) {
+        return Err(format!("the topic cannot be read ({e:?}); check fetcher.kafka.topic"));
+    }
+    if all.is_empty() {
+        return Err("the topic has no partitions: does it exist? check fetcher.kafka.topic".into());
+    }
+    all.sort_unstable();
+    let wanted = if single { vec![0] } else { k.partitions.clone().unwrap_or_else(|| all.clone()) };
+    let missing: Vec<i32> = wanted.iter().copied().filter(|p| !all.contains(p)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "fetcher.kafka.partitions: {missing:?} not in the topic, which has partitions {}..={}",
+            all[0],
+            all[all.len() - 1]
+        ));
+    }
+    Ok(wanted)
+}
+
+/// Where each partition starts (see the module docs for the order of preference).
+fn start_offsets(
+    consumer: &BaseConsumer,
+    k: &KafkaFetcher,
+    range: Range,
+    ids: &[i32],
+    timeout: Duration,
+) -> Result<Vec<Offset>, String> {
+    let fixed = match (k.offset, range.begin) {
+        (Some(-2), _) => Offset::Beginning,
+        (Some(-1), _) => Offset::End,
+        (Some(n), _) => Offset::Offset(n),
+        (None, None) if k.group_id.is_some() => Offset::Stored,
+        (None, None) => Offset::Beginning,
+        (None, Some(begin)) => {
+            // Records up to a window before `begin` can still come in order after it.
+            let at_ms = begin.saturating_sub(range.window_ns) / 1_000_000;
+            let mut times = TopicPartitionList::new();
+            for &id in ids {
+                times.add_partition_offset(&k.topic, id, Offset::Offset(at_ms)).map_err(|e| e.to_string())?;
+            }
+            let found = consumer
+                .offsets_for_times(times, timeout)
+                .map_err(|e| format!("cannot look up offsets for job.begin: {e}"))?;
+            return Ok(ids
+                .iter()
+                .map(|&id| match found.find_partition(&k.topic, id).map(|e| e.offset()) {
+                    Some(o @ Offset::Offset(_)) => o,
+                    Some(Offset::End) => Offset::End,
+                    _ => Offset::Beginning,
+                })
+                .collect());
+        }
+    };
+    Ok(vec![fixed; ids.len()])
+}
+
+/// Reads one partition into `tx` until it is done (see the module docs), the job stops, or
+/// the merge is gone.
+fn read_partition(queue: &Queue, part: &Partition, ctx: &SourceContext, tx: &mpsc::Sender<Vec<Record>>) {
+    let mut out = Chunker::new(tx, &ctx.progress);
+    let mut caught_up = false;
+    while !ctx.cancel.is_cancelled() {
+        match queue.poll(POLL) {
+            None => {
+                if !out.flush() {
+                    return;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) if !part.follow => break,
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                if !caught_up && !out.idle() {
+                    return;
+                }
+                caught_up = true;
+            }
+            Some(Err(e)) => tracing::warn!(partition = part.id, error = %e, "kafka fetch error; retrying"),
+            Some(Ok(msg)) => {
+                caught_up = false;
+                let payload = msg.payload().unwrap_or_default();
+                ctx.progress.bytes(payload.len() as u64);
+                let kafka_ts = msg.timestamp().to_millis().map(|ms| ms.saturating_mul(1_000_000));
+                let (past_end, open) = take_message(payload, kafka_ts, msg.offset(), part, ctx, &mut out);
+                if !open {
+                    return;
+                }
+                if past_end || (!part.follow && msg.offset() + 1 >= part.end_offset) {
+                    break;
+                }
+            }
+        }
+    }
+    if !ctx.cancel.is_cancelled() && out.flush() {
+        ctx.progress.part_done();
+    }
+}
+
+/// Parses a message's value into `out`; returns (a record passed the end, the merge is still there).
+fn take_message(
+    payload: &[u8],
+    kafka_ts: Option<i64>,
+    offset: i64,
+    part: &Partition,
+    ctx: &SourceContext,
+    out: &mut Chunker<'_>,
+) -> (bool, bool) {
+    let source = format!("kafka {}/{}@{offset}", part.topic, part.id);
+    if part.timestamp == KafkaTimestamp::Kafka && kafka_ts.is_none() {
+        ctx.accounting.malformed("no_kafka_timestamp", "the message has no timestamp", payload, &source, 1);
+        return (false, true);
+    }
+    let (mut past_end, mut open) = (false, true);
+    let mut at = 0;
+    let mut reader = payload;
+    // A slice never fails to read.
+    let _ = parse_units(&mut reader, &source, ctx, &mut at, |mut record: Record| {
+        if part.timestamp == KafkaTimestamp::Kafka {
+            record.ts = kafka_ts.unwrap_or(record.ts);
+        }
+        past_end |= part.stop_after_ns.is_some_and(|stop| record.ts > stop);
+        open = out.push(record);
+        open
+    });
+    (past_end, open)
+}

@@ -1,0 +1,132 @@
+//! How far a fetcher has read its source: parts (files, partitions or objects) known, done
+//! and failed, bytes and records read, and in follow mode how far behind real time the
+//! newest record is. Fetchers update it with relaxed atomics; /status, the report and
+//! /metrics read it. A part that could not be read is named here with why, never skipped
+//! silently.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// Failed parts named in full; past this many only the count grows.
+const NAMED_FAILURES: usize = 100;
+
+#[derive(Debug, Default)]
+pub struct SourceProgress {
+    kind: Mutex<&'static str>,
+    unit: Mutex<&'static str>,
+    parts: AtomicU64,
+    done: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+    records: AtomicU64,
+    follow: AtomicBool,
+    /// Newest record time seen, Unix ns (0 = none yet).
+    newest_ns: AtomicI64,
+    failures: Mutex<Vec<FailedPart>>,
+}
+
+/// A part of the source that could not be read (or only partly).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FailedPart {
+    pub part: String,
+    pub reason: String,
+}
+
+/// A copy for reports.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SourceStatus {
+    /// file, kafka or s3.
+    pub kind: &'static str,
+    /// What a part is: file, partition or object.
+    pub unit: &'static str,
+    pub parts: u64,
+    pub parts_done: u64,
+    pub parts_failed: u64,
+    /// Bytes fetched from the source, as stored (compressed objects count compressed).
+    pub bytes: u64,
+    pub records: u64,
+    /// Follow mode: seconds from the newest record's time to now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_s: Option<f64>,
+    pub failed: Vec<FailedPart>,
+}
+
+impl SourceProgress {
+    pub fn describe(&self, kind: &'static str, unit: &'static str, follow: bool) {
+        *self.kind.lock().unwrap_or_else(|p| p.into_inner()) = kind;
+        *self.unit.lock().unwrap_or_else(|p| p.into_inner()) = unit;
+        self.follow.store(follow, Relaxed);
+    }
+
+    pub fn parts(&self, n: u64) {
+        self.parts.fetch_add(n, Relaxed);
+    }
+
+    pub fn part_done(&self) {
+        self.done.fetch_add(1, Relaxed);
+    }
+
+    /// A part given up on: counted, named (the first [`NAMED_FAILURES`]) and logged.
+    pub fn part_failed(&self, part: &str, reason: &str) {
+        tracing::error!(part, reason, "source part could not be read; its records are missing");
+        self.failed.fetch_add(1, Relaxed);
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if f.len() < NAMED_FAILURES {
+            f.push(FailedPart { part: part.to_owned(), reason: reason.to_owned() });
+        }
+    }
+
+    pub fn bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Relaxed);
+    }
+
+    pub fn records(&self, n: u64, newest_ns: i64) {
+        self.records.fetch_add(n, Relaxed);
+        self.newest_ns.fetch_max(newest_ns, Relaxed);
+    }
+
+    pub fn status(&self) -> SourceStatus {
+        let newest = self.newest_ns.load(Relaxed);
+        let lag_s = (self.follow.load(Relaxed) && newest > 0).then(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or_default();
+            (now - newest).max(0) as f64 / 1e9
+        });
+        SourceStatus {
+            kind: *self.kind.lock().unwrap_or_else(|p| p.into_inner()),
+            unit: *self.unit.lock().unwrap_or_else(|p| p.into_inner()),
+            parts: self.parts.load(Relaxed),
+            parts_done: self.done.load(Relaxed),
+            parts_failed: self.failed.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            records: self.records.load(Relaxed),
+            lag_s,
+            failed: self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+}
+
+/// A reader that counts the bytes it reads as fetched from the source.
+pub struct Counted<R> {
+    inner: R,
+    progress: Arc<SourceProgress>,
+}
+
+impl<R> Counted<R> {
+    pub fn new(inner: R, progress: &Arc<SourceProgress>) -> Self {
+        Self { inner, progress: Arc::clone(progress) }
+    }
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.bytes(n as u64);
+        Ok(n)
+    }
+}
