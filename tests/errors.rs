@@ -77,7 +77,7 @@ async fn a_havok_file_validates_with_a_warning_per_unused_key_and_typos_stay_err
     let dir = temp_dir("havok-typo");
     let text = std::fs::read_to_string("configs/havok.toml")
         .expect("read")
-        .replace("[fetcher.sls]", "[fetcher.sls]\nlogstor = \"x\"");
+        .replace("[fetcher.sls]\n", "[fetcher.sls]\nlogstor = \"x\"\n");
     let job = dir.join("typo.toml");
     std::fs::write(&job, text.replace("../samples", "samples")).expect("write");
     let out = reprise(args(&["validate", job.to_str().expect("p")])).await;

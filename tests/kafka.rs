@@ -227,7 +227,7 @@ async fn follow_mode_replays_messages_produced_during_the_replay() {
     assert!(metrics.contains("kind=\"kafka\",state=\"total\"} 3"), "{metrics}");
     assert!(metrics.contains("reprise_source_lag_seconds{"), "{metrics}");
     let (code, _) = http("POST", &dispatcher.admin, "/job/stop").await;
-    assert_eq!(code, 200);
+    assert_eq!(code, 202, "stop accepted");
     assert!(wait_exit(dispatcher.guard).await.success());
     let mut got = paths(&target);
     got.sort();

@@ -4,6 +4,8 @@
 //! replayer [`crate::timewheel::LEAD`] ahead of their instant.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use reprise_proto::pb;
@@ -203,9 +205,20 @@ pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &Can
     let mut index = 0u64;
     let mut first_ts: Option<i64> = None;
     let stopped = loop {
-        let next = tokio::select! {
-            o = input.next() => o,
-            () = stop.cancelled() => break true,
+        let next = {
+            let mut pull = std::pin::pin!(input.next());
+            match std::future::poll_fn(|cx| Poll::Ready(pull.as_mut().poll(cx))).await {
+                Poll::Ready(o) => o,
+                Poll::Pending => {
+                    // The source is quiet (live input, a slow download): what is batched
+                    // must not wait for its next record.
+                    batches.flush_all(job).await;
+                    tokio::select! {
+                        o = pull => o,
+                        () = stop.cancelled() => break true,
+                    }
+                }
+            }
         };
         let Some(Ordered { record, late }) = next else {
             break false;

@@ -301,6 +301,18 @@ impl Job {
             analyzer: Analyzer::build(&self.cfg.analyzer),
         };
         let streams = fetchers::build(&self.cfg, &ctx).await?;
+        let opts = merge::MergeOptions {
+            window_ns: self.cfg.job.reorder_window.0.as_nanos() as i64,
+            begin: self.cfg.job.begin.map(|b| b.0),
+            end: self.cfg.job.end.map(|e| e.0),
+        };
+        let mut input = merge::Merger::new(streams, opts, Arc::clone(&self.accounting));
+        // The clock starts once the first record is at hand: a broker or object store may take
+        // a while to answer, and records due before they arrive would go out in a burst.
+        tokio::select! {
+            () = input.prime() => {}
+            () = stop.cancelled() => {}
+        }
         let delay = if self.cfg.job.speed == Speed::Max { Duration::ZERO } else { START_DELAY };
         let start = Instant::now() + delay;
         let wall = SystemTime::now() + delay;
@@ -310,12 +322,6 @@ impl Job {
         self.state.send_replace(JobState::Running);
         tracing::info!(job = self.id(), replayers = self.fleet.len(), "job started");
 
-        let opts = merge::MergeOptions {
-            window_ns: self.cfg.job.reorder_window.0.as_nanos() as i64,
-            begin: self.cfg.job.begin.map(|b| b.0),
-            end: self.cfg.job.end.map(|e| e.0),
-        };
-        let mut input = merge::Merger::new(streams, opts, Arc::clone(&self.accounting));
         let reaper = self.spawn_reaper();
         let gate = self.spawn_threshold_watch();
         let wheel =

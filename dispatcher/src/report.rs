@@ -249,6 +249,9 @@ impl Report {
         );
         let _ = writeln!(out, "{}", self.accounting_line());
         let src = &self.source;
+        if src.kind.is_empty() {
+            return self.thresholds_table(out);
+        }
         let _ = write!(
             out,
             "source {}: {} of {} {}s read, {} failed, {} bytes, {} records",
@@ -261,6 +264,10 @@ impl Report {
         for f in &src.failed {
             let _ = writeln!(out, "  not read: {}: {}", f.part, f.reason);
         }
+        self.thresholds_table(out)
+    }
+
+    fn thresholds_table(&self, mut out: String) -> String {
         if !self.thresholds.is_empty() {
             let failed = self.thresholds.iter().filter(|v| !v.pass).count();
             let _ = writeln!(out, "thresholds: {} passed, {failed} failed", self.thresholds.len() - failed);

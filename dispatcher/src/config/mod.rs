@@ -345,7 +345,8 @@ impl JobConfig {
         let (mut problems, mut warnings) = (Vec::new(), Vec::new());
         let de = toml::de::Deserializer::parse(text).map_err(|e| vec![Problem::syntax(&e)])?;
         let parsed: Result<JobConfig, _> = serde_ignored::deserialize(de, |path| {
-            let path = path.to_string();
+            // serde_ignored writes an Option's level as "?": `fetcher.sls.?.logstore`.
+            let path = path.to_string().replace(".?", "");
             match havok::ignored_havok_key(&path) {
                 Some(why) => warnings.push(Problem::havok_key(&path, why)),
                 None => problems.push(Problem::unknown_key(&path)),

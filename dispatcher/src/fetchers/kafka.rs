@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -35,6 +34,15 @@ use crate::record::Record;
 const POLL: Duration = Duration::from_millis(100);
 
 type Queue = rdkafka::consumer::base_consumer::PartitionQueue<DefaultConsumerContext>;
+
+/// The consumer (for its local position) and the client that asks for watermarks.
+struct Clients {
+    consumer: Arc<BaseConsumer>,
+    watermarks: Arc<BaseConsumer>,
+}
+
+/// How long a watermark query may take before the partition is taken as not caught up yet.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One partition's reading plan.
 #[derive(Clone, Debug)]
@@ -64,6 +72,11 @@ pub fn start(
         .create()
         .map_err(|e| err(format!("cannot create a consumer: {e}")))?;
     let consumer = Arc::new(consumer);
+    // Watermarks are asked on a connection of their own: on the consumer's, a request waits
+    // behind the fetch the broker holds open until data comes.
+    let watermarks: BaseConsumer =
+        client_config(k).map_err(&err)?.create().map_err(|e| err(format!("cannot create a client: {e}")))?;
+    let watermarks = Arc::new(watermarks);
     let timeout = k.connect_timeout.0;
     let ids = partitions(&consumer, k, single, timeout).map_err(&err)?;
     let starts = start_offsets(&consumer, k, range, &ids, timeout).map_err(&err)?;
@@ -103,10 +116,11 @@ pub fn start(
         let queue = consumer
             .split_partition_queue(&part.topic, part.id)
             .ok_or_else(|| err(format!("partition {} has no queue", part.id)))?;
+        let clients = Clients { consumer: Arc::clone(&consumer), watermarks: Arc::clone(&watermarks) };
         let (ctx, live) = (ctx.clone(), Arc::clone(&live));
         live.fetch_add(1, Ordering::SeqCst);
         tokio::task::spawn_blocking(move || {
-            read_partition(&queue, &part, &ctx, &tx);
+            read_partition(&clients, &queue, &part, &ctx, &tx);
             live.fetch_sub(1, Ordering::SeqCst);
         });
     }
@@ -126,12 +140,14 @@ pub fn start(
 fn client_config(k: &KafkaFetcher) -> Result<ClientConfig, String> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", k.brokers.joined())
-        .set("enable.partition.eof", "true")
+        // End of partition is judged from the local position against the watermarks
+        // instead: EOF events of split partition queues arrive on the main queue.
+        .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", if k.group_id.is_some() { "true" } else { "false" });
-    if let Some(g) = &k.group_id {
-        c.set("group.id", g);
-    }
+    // librdkafka wants a group even for assigned partitions; without `group_id` it is only a
+    // name: nothing joins it and nothing is committed.
+    c.set("group.id", k.group_id.as_deref().unwrap_or("reprise"));
     if let Some(p) = &k.security_protocol {
         c.set("security.protocol", p.to_ascii_lowercase());
     }
@@ -236,8 +252,15 @@ fn start_offsets(
 
 /// Reads one partition into `tx` until it is done (see the module docs), the job stops, or
 /// the merge is gone.
-fn read_partition(queue: &Queue, part: &Partition, ctx: &SourceContext, tx: &mpsc::Sender<Vec<Record>>) {
+fn read_partition(
+    clients: &Clients,
+    queue: &Queue,
+    part: &Partition,
+    ctx: &SourceContext,
+    tx: &mpsc::Sender<Vec<Record>>,
+) {
     let mut out = Chunker::new(tx, &ctx.progress);
+    let mut next_offset = None;
     let mut caught_up = false;
     while !ctx.cancel.is_cancelled() {
         match queue.poll(POLL) {
@@ -245,17 +268,21 @@ fn read_partition(queue: &Queue, part: &Partition, ctx: &SourceContext, tx: &mps
                 if !out.flush() {
                     return;
                 }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) if !part.follow => break,
-            Some(Err(KafkaError::PartitionEOF(_))) => {
-                if !caught_up && !out.idle() {
-                    return;
+                let at = next_offset.or_else(|| position(&clients.consumer, part));
+                if !part.follow && at.is_some_and(|n| n >= part.end_offset) {
+                    break;
                 }
-                caught_up = true;
+                if part.follow && !caught_up && is_caught_up(&clients.watermarks, part, at) {
+                    if !out.idle() {
+                        return;
+                    }
+                    caught_up = true;
+                }
             }
             Some(Err(e)) => tracing::warn!(partition = part.id, error = %e, "kafka fetch error; retrying"),
             Some(Ok(msg)) => {
                 caught_up = false;
+                next_offset = Some(msg.offset() + 1);
                 let payload = msg.payload().unwrap_or_default();
                 ctx.progress.bytes(payload.len() as u64);
                 let kafka_ts = msg.timestamp().to_millis().map(|ms| ms.saturating_mul(1_000_000));
@@ -271,6 +298,24 @@ fn read_partition(queue: &Queue, part: &Partition, ctx: &SourceContext, tx: &mps
     }
     if !ctx.cancel.is_cancelled() && out.flush() {
         ctx.progress.part_done();
+    }
+}
+
+/// The consumer's local fetch position in this partition, once it has one.
+fn position(consumer: &BaseConsumer, part: &Partition) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    match positions.find_partition(&part.topic, part.id)?.offset() {
+        Offset::Offset(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// Whether a quiet partition has nothing more to give for now: its position is at the high
+/// watermark (asked of the broker: only after a quiet poll, so at most ten times a second).
+fn is_caught_up(client: &BaseConsumer, part: &Partition, at: Option<i64>) -> bool {
+    match client.fetch_watermarks(&part.topic, part.id, WATERMARK_TIMEOUT) {
+        Ok((low, high)) => at.map_or(high <= low, |n| n >= high),
+        Err(_) => false,
     }
 }
 

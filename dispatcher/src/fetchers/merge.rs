@@ -183,6 +183,8 @@ pub struct Merger {
     exhausted: bool,
     /// Idle live streams: release the whole reorder buffer.
     flushing: bool,
+    /// The first record, taken early by [`Merger::prime`].
+    primed: Option<Ordered>,
     done: bool,
     opts: MergeOptions,
     accounting: Arc<Accounting>,
@@ -200,14 +202,29 @@ impl Merger {
             reorder: Reorder::default(),
             exhausted: false,
             flushing: false,
+            primed: None,
             done: false,
             opts,
             accounting,
         }
     }
 
+    /// Waits until the first record is at hand (or the input turns out empty).
+    pub async fn prime(&mut self) {
+        if self.primed.is_none() {
+            self.primed = self.next_ordered().await;
+        }
+    }
+
     /// The next record in time order (or a late one), or `None` at the end of the input.
     pub async fn next(&mut self) -> Option<Ordered> {
+        match self.primed.take() {
+            Some(first) => Some(first),
+            None => self.next_ordered().await,
+        }
+    }
+
+    async fn next_ordered(&mut self) -> Option<Ordered> {
         loop {
             if self.done {
                 return None;
