@@ -275,3 +275,35 @@ async fn bad_buckets_and_patterns_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2), "a job-file error: {err}");
     assert!(err.contains("fetcher.s3.key") && err.contains("coarser"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_havok_sls_job_reads_the_logs_shipped_to_oss_and_warns_of_sls_api_keys() {
+    let s3 = s3().await;
+    let target = Capture::start().await;
+    let dir = temp_dir("s3-sls");
+    let bucket = s3.bucket("sls").await;
+    let text: String = (0..12).map(|n| line(T10 + n as i64 * 10, n)).collect();
+    s3.put(&bucket, "shipped/2026/11/21/10/part-0.json.gz", gz(&text)).await;
+    let job = dir.join("dispatcher.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[job]\ntarget = \"{}\"\nspeed = \"max\"\n[fetcher]\ntype = \"sls\"\n\
+             [fetcher.sls]\naccess_key_id = \"id\"\naccess_key_secret = \"secret\"\nregion = \"us-east-1\"\n\
+             project = \"p\"\nlogstore = \"l\"\nexpression = \"*\"\nconcurrency = 2\npre-download = 1000\n\
+             [fetcher.s3]\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nkey = \"shipped/{{yyyy}}/{{MM}}/{{dd}}/{{HH}}/*\"\n",
+            target.url(),
+            s3.endpoint
+        ),
+    )
+    .expect("write");
+    let (out, report) = run(&job, &dir).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(target.requests().len(), 12, "{err}");
+    assert_eq!(report["source"]["parts_done"], 1);
+    for key in ["access_key_id", "access_key_secret", "project", "logstore", "expression"] {
+        assert_eq!(err.matches(&format!("fetcher.sls.{key}:")).count(), 1, "one warning for {key}: {err}");
+    }
+    assert!(!err.contains("fetcher.sls.concurrency"), "a used key is not warned of: {err}");
+}

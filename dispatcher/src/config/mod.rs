@@ -1,10 +1,12 @@
 //! The job file (TOML): what to replay, from where, how fast, and against what.
 //!
 //! Havok's keys load as they are (`[job] rate speed begin end`, `[fetcher] type`,
-//! `[fetcher.file] path`, `[service] http grpc`); reprise's own keys sit beside them.
+//! `[fetcher.file] path`, `[fetcher.kafka] brokers topic offset`, `[service] http grpc`);
+//! reprise's own keys sit beside them, and Havok keys reprise has no use for are warnings
+//! ([`havok`]).
 //! Loading never stops at the first problem: unknown keys are collected while deserializing
 //! (serde_ignored, not `deny_unknown_fields`, so that every one is listed), then
-//! [`JobConfig::validate`] checks every rule. See docs/job-file.md for the reference.
+//! [`JobConfig::validate`] checks every rule. The README's "Job file reference" lists every key.
 
 mod havok;
 mod results;

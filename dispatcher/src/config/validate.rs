@@ -32,7 +32,7 @@ impl Problem {
     }
 
     pub(super) fn unknown_key(key: &str) -> Self {
-        Self::new(key, "", "unknown key; see docs/job-file.md for the keys a job file takes")
+        Self::new(key, "", "unknown key; the README's \"Job file reference\" lists the keys a job file takes")
     }
 
     pub(super) fn havok_key(key: &str, why: &str) -> Self {
@@ -489,5 +489,29 @@ mod tests {
             "[job]\ntarget = \"http://h\"\nbegin = 2000\nend = 1000\n[fetcher.file]\npath = \"x\"\n",
         );
         assert_eq!(ps[0].key, "job.end");
+    }
+
+    #[test]
+    fn kafka_and_s3_sections_list_every_problem() {
+        let text = "[job]\ntarget = \"http://t\"\n[fetcher]\ntype = \"kafka\"\n[fetcher.kafka]\nbrokers = \"\"\noffset = -5\nsasl_mechanism = \"GSSAPI\"\n[fetcher.kafka.properties]\nx = [1]\n";
+        let keys: Vec<String> = JobConfig::parse(text).expect_err("bad").into_iter().map(|p| p.key).collect();
+        for key in [
+            "fetcher.kafka.brokers",
+            "fetcher.kafka.topic",
+            "fetcher.kafka.offset",
+            "fetcher.kafka.sasl_mechanism",
+            "fetcher.kafka.sasl_username",
+            "fetcher.kafka.properties.x",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+        }
+        let text = "[job]\ntarget = \"http://t\"\n[fetcher]\ntype = \"sls\"\n[fetcher.s3]\nendpoint = \"ftp://x\"\nkey = \"{dd}/*\"\nconcurrency = 0\n";
+        let keys: Vec<String> = JobConfig::parse(text).expect_err("bad").into_iter().map(|p| p.key).collect();
+        for key in ["fetcher.s3.bucket", "fetcher.s3.endpoint", "fetcher.s3.key", "fetcher.s3.concurrency"] {
+            assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
+        }
+        let text = "[job]\ntarget = \"http://t\"\n[fetcher]\ntype = \"sls\"\n";
+        let problems = JobConfig::parse(text).expect_err("no s3 section");
+        assert!(problems[0].rule.contains("OSS"), "{problems:?}");
     }
 }

@@ -347,3 +347,39 @@ fn take_message(
     });
     (past_end, open)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetcher(extra: &str) -> KafkaFetcher {
+        let text = format!("brokers = [\"a:9092\", \" b:9092 \"]\ntopic = \"t\"\n{extra}");
+        toml::from_str(&text).expect("kafka section")
+    }
+
+    #[test]
+    fn properties_pass_through_and_commits_need_a_group() {
+        let k = fetcher("[properties]\n\"fetch.max.bytes\" = 1024\n\"client.id\" = \"replay\"\n");
+        let c = client_config(&k).expect("config");
+        assert_eq!(c.get("bootstrap.servers"), Some("a:9092,b:9092"));
+        assert_eq!(c.get("fetch.max.bytes"), Some("1024"), "numbers are written as librdkafka wants");
+        assert_eq!(c.get("client.id"), Some("replay"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"), "no commits without group_id");
+        let grouped = client_config(&fetcher("group_id = \"g\"")).expect("config");
+        assert_eq!((grouped.get("group.id"), grouped.get("enable.auto.commit")), (Some("g"), Some("true")));
+    }
+
+    #[test]
+    fn sasl_takes_its_password_from_the_environment_only() {
+        let k = fetcher(
+            "security_protocol = \"SASL_SSL\"\nsasl_mechanism = \"scram-sha-512\"\nsasl_username = \"u\"\nsasl_password_env = \"REPRISE_TEST_UNSET_PASSWORD\"",
+        );
+        let err = client_config(&k).expect_err("no password in the environment");
+        assert!(err.contains("REPRISE_TEST_UNSET_PASSWORD"), "{err}");
+        let from_env = KafkaFetcher { sasl_password_env: "PATH".into(), ..k };
+        let c = client_config(&from_env).expect("config");
+        assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(c.get("sasl.password").map(str::is_empty), Some(false));
+    }
+}
