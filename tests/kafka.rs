@@ -25,10 +25,6 @@ struct Kafka {
     _server: Option<Guard>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 fn tansu_binary() -> String {
     let cached =
         std::env::var("HOME").map(|h| format!("{h}/.cache/reprise/tansu/bin/tansu")).unwrap_or_default();

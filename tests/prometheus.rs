@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 /// Prometheus' instant query result as a number (the first series), if any.
 async fn query(prom: &str, q: &str) -> Option<f64> {
     let path = format!(

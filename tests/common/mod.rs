@@ -131,6 +131,11 @@ impl Drop for Guard {
 }
 
 /// A fresh directory for one test.
+/// A port free on 127.0.0.1 now, for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
 pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("reprise-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
