@@ -124,9 +124,10 @@ pub struct S3Fetcher {
     pub key: Option<String>,
     /// Path-style URLs (endpoint/bucket/key), which most S3-compatible servers want.
     pub path_style: Option<bool>,
-    /// Objects downloaded at once, ahead of the merge. Default 4 (or Havok's sls.concurrency).
+    /// Objects downloaded at once, ahead of the merge. Default 2 (or Havok's sls.concurrency):
+    /// each costs about 10 MB besides its records (scripts/bench e).
     pub concurrency: Option<u32>,
-    /// Records buffered ahead across the downloads. Default 50,000 (or Havok's sls.pre-download).
+    /// Records buffered ahead across the downloads. Default 10,000 (or Havok's sls.pre-download).
     #[serde(alias = "pre-download")]
     pub pre_download: Option<u32>,
     /// Attempts per object after the first, with backoff, on transient errors. Default 3.
@@ -144,8 +145,8 @@ pub struct HavokSls {
     pub pre_download: Option<u32>,
 }
 
-pub const S3_DEFAULT_CONCURRENCY: u32 = 4;
-pub const S3_DEFAULT_PRE_DOWNLOAD: u32 = 50_000;
+pub const S3_DEFAULT_CONCURRENCY: u32 = 2;
+pub const S3_DEFAULT_PRE_DOWNLOAD: u32 = 10_000;
 pub const S3_DEFAULT_RETRIES: u32 = 3;
 
 /// `[fetcher.s3]` with Havok's `[fetcher.sls]` knobs and the defaults applied.
