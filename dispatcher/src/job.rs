@@ -97,9 +97,6 @@ pub struct Job {
 /// How long the job's end waits for sinks to deliver what is queued.
 const SINK_FLUSH: Duration = Duration::from_secs(3);
 
-/// Requests merged before `abort_on_fail` judges a threshold: fewer say little.
-const ABORT_MIN_REQUESTS: u64 = 100;
-
 #[derive(Debug, Default, Clone, Copy)]
 struct Times {
     started: Option<(Instant, SystemTime)>,
@@ -232,6 +229,12 @@ impl Job {
         self.aborted_by.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Stops the job because a threshold failed (`abort_on_fail`).
+    pub(crate) fn abort(&self, why: String) {
+        *self.aborted_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.request_stop();
+    }
+
     /// Starts the job once enough replayers have subscribed.
     pub fn replayer_joined(&self) {
         if self.fleet.len() >= self.cfg.job.min_replayers as usize {
@@ -300,19 +303,7 @@ impl Job {
             cancel: stop.child_token(),
             analyzer: Analyzer::build(&self.cfg.analyzer),
         };
-        let streams = fetchers::build(&self.cfg, &ctx).await?;
-        let opts = merge::MergeOptions {
-            window_ns: self.cfg.job.reorder_window.0.as_nanos() as i64,
-            begin: self.cfg.job.begin.map(|b| b.0),
-            end: self.cfg.job.end.map(|e| e.0),
-        };
-        let mut input = merge::Merger::new(streams, opts, Arc::clone(&self.accounting));
-        // The clock starts once the first record is at hand: a broker or object store may take
-        // a while to answer, and records due before they arrive would go out in a burst.
-        tokio::select! {
-            () = input.prime() => {}
-            () = stop.cancelled() => {}
-        }
+        let mut input = self.open_input(&ctx, &stop).await?;
         let delay = if self.cfg.job.speed == Speed::Max { Duration::ZERO } else { START_DELAY };
         let start = Instant::now() + delay;
         let wall = SystemTime::now() + delay;
@@ -323,9 +314,14 @@ impl Job {
         tracing::info!(job = self.id(), replayers = self.fleet.len(), "job started");
 
         let reaper = self.spawn_reaper();
-        let gate = self.spawn_threshold_watch();
-        let wheel =
-            TimeWheel::new(self.cfg.job.speed, start, opts.begin, self.cfg.job.rate, self.cfg.job.seed);
+        let gate = crate::thresholds::spawn_abort_watch(self);
+        let wheel = TimeWheel::new(
+            self.cfg.job.speed,
+            start,
+            self.cfg.job.begin.map(|b| b.0),
+            self.cfg.job.rate,
+            self.cfg.job.seed,
+        );
         let stopped = crate::dispatch::run(self, &mut input, wheel, &stop).await;
         ctx.cancel.cancel();
         drop(input);
@@ -344,6 +340,28 @@ impl Job {
         Ok(())
     }
 
+    /// Starts the fetcher and waits for the first record: a broker or object store may take
+    /// a while to answer, and the clock must not start before (records due meanwhile would
+    /// go out in a burst).
+    async fn open_input(
+        &self,
+        ctx: &SourceContext,
+        stop: &CancellationToken,
+    ) -> Result<merge::Merger, JobError> {
+        let streams = fetchers::build(&self.cfg, ctx).await?;
+        let opts = merge::MergeOptions {
+            window_ns: self.cfg.job.reorder_window.0.as_nanos() as i64,
+            begin: self.cfg.job.begin.map(|b| b.0),
+            end: self.cfg.job.end.map(|e| e.0),
+        };
+        let mut input = merge::Merger::new(streams, opts, Arc::clone(&self.accounting));
+        tokio::select! {
+            () = input.prime() => {}
+            () = stop.cancelled() => {}
+        }
+        Ok(input)
+    }
+
     fn spawn_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let job = Arc::clone(self);
         tokio::spawn(async move {
@@ -353,37 +371,6 @@ impl Job {
                 job.fleet.reap(job.heartbeat_timeout());
             }
         })
-    }
-
-    /// With `abort_on_fail`: each second, latency and error-rate thresholds are judged on the
-    /// merged results (once enough requests are in); the first failure stops the job.
-    fn spawn_threshold_watch(self: &Arc<Self>) -> Option<tokio::task::JoinHandle<()>> {
-        if !self.cfg.abort_on_fail() {
-            return None;
-        }
-        let job = Arc::clone(self);
-        Some(tokio::spawn(async move {
-            let thresholds = job.cfg.thresholds();
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                let report = crate::report::Report::of(&job);
-                if report.total.requests < ABORT_MIN_REQUESTS {
-                    continue;
-                }
-                let failed = report
-                    .thresholds
-                    .iter()
-                    .zip(&thresholds)
-                    .find(|(v, t)| !v.pass && t.expr.checkable_midway());
-                if let Some((verdict, _)) = failed {
-                    tracing::warn!(threshold = %verdict, "threshold failed: stopping the job (abort_on_fail)");
-                    *job.aborted_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict.to_string());
-                    job.request_stop();
-                    return;
-                }
-            }
-        }))
     }
 
     /// Waits until the outcome of everything dispatched is merged (or its replayer has left).

@@ -182,6 +182,38 @@ impl Expr {
     }
 }
 
+/// Requests merged before `abort_on_fail` judges a threshold: fewer say little.
+const ABORT_MIN_REQUESTS: u64 = 100;
+
+/// With `abort_on_fail`: each second, latency and error-rate thresholds are judged on the
+/// merged results (once enough requests are in); the first failure stops the job.
+pub(crate) fn spawn_abort_watch(
+    job: &std::sync::Arc<crate::job::Job>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !job.config().abort_on_fail() {
+        return None;
+    }
+    let job = std::sync::Arc::clone(job);
+    Some(tokio::spawn(async move {
+        let thresholds = job.config().thresholds();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let report = crate::report::Report::of(&job);
+            if report.total.requests < ABORT_MIN_REQUESTS {
+                continue;
+            }
+            let failed =
+                report.thresholds.iter().zip(&thresholds).find(|(v, t)| !v.pass && t.expr.checkable_midway());
+            if let Some((verdict, _)) = failed {
+                tracing::warn!(threshold = %verdict, "threshold failed: stopping the job (abort_on_fail)");
+                job.abort(verdict.to_string());
+                return;
+            }
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use reprise_proto::stats::Outcome;
