@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use reprise_dispatcher::accounting::DropReason;
 use reprise_dispatcher::config::{JobConfig, ListenAddr};
-use reprise_dispatcher::job::{Job, JobOptions};
-use reprise_dispatcher::report::Report;
-use reprise_dispatcher::server;
+use reprise_dispatcher::{DropReason, Job, JobError, JobOptions, Report};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG, EXIT_THRESHOLDS};
@@ -105,13 +103,14 @@ pub async fn local(
     cfg.job.min_replayers = replayers;
     let loopback = ([127, 0, 0, 1], 0).into();
     let opts = JobOptions { target: Some(target), dry_run };
-    let mut running = match server::start(cfg, opts, loopback, loopback, cancel.clone()).await {
+    let mut running = match reprise_dispatcher::start(cfg, opts, loopback, loopback, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };
     let url = format!("http://{}", running.grpc);
     eprintln!("reprise: replaying {} — live status at http://{}/status", path.display(), running.http);
     let stop_replayers = CancellationToken::new();
+    let mut fleet = JoinSet::new();
     for i in 1..=replayers {
         let opts = reprise_replayer::ReplayerOptions {
             dispatcher: url.clone(),
@@ -120,28 +119,25 @@ pub async fn local(
             once: true,
         };
         let cancel = stop_replayers.clone();
-        tokio::spawn(async move {
+        fleet.spawn(async move {
             if let Err(e) = reprise_replayer::run(opts, cancel).await {
                 eprintln!("error: replayer: {e}");
             }
         });
     }
-    let progress = tokio::spawn(progress(running.job.clone()));
-    let result = (&mut running.done).await;
-    progress.abort();
-    finish(&running.job, outputs, result, || {
-        stop_replayers.cancel();
-        running.shutdown();
-    })
+    let result = tokio::select! {
+        r = &mut running.done => r,
+        () = progress(&running.job) => unreachable!("progress prints until the job ends"),
+    };
+    let code = finish(&running.job, outputs, result);
+    stop_replayers.cancel();
+    while fleet.join_next().await.is_some() {}
+    running.shutdown().await;
+    code
 }
 
-/// Prints the report and maps the job's result to an exit code.
-fn finish(
-    job: &Job,
-    outputs: &Outputs,
-    result: Result<Result<(), reprise_dispatcher::job::JobError>, tokio::task::JoinError>,
-    shutdown: impl FnOnce(),
-) -> ExitCode {
+/// Prints the report, writes its files and maps the job's result to an exit code.
+fn finish(job: &Job, outputs: &Outputs, result: Result<Result<(), JobError>, tokio::task::JoinError>) -> ExitCode {
     let code = match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => cannot_run(e),
@@ -170,7 +166,6 @@ fn finish(
     };
     print!("{}", report.table());
     let _ = std::io::stdout().flush();
-    shutdown();
     if let Some(path) = &outputs.json {
         let written = serde_json::to_vec_pretty(&report)
             .map_err(|e| e.to_string())
@@ -180,26 +175,26 @@ fn finish(
         }
     }
     if let Some(path) = &outputs.html
-        && let Err(e) = std::fs::write(path, reprise_dispatcher::report_html::render(&report))
+        && let Err(e) = std::fs::write(path, reprise_dispatcher::render_html(&report))
     {
         return cannot_run(format!("cannot write {}: {e}", path.display()));
     }
     if let Some(prefix) = &outputs.csv
-        && let Err(e) = reprise_dispatcher::report_csv::write(job, &report, prefix)
+        && let Err(e) = reprise_dispatcher::write_csv(job, &report, prefix)
     {
         return cannot_run(format!("cannot write CSV files {}_*.csv: {e}", prefix.display()));
     }
     code
 }
 
-/// One line a second on stderr: sent/scheduled, rate, errors, in flight.
-async fn progress(job: std::sync::Arc<Job>) {
+/// One line a second on stderr: sent/scheduled, rate, errors, in flight. Never returns.
+async fn progress(job: &Job) -> ! {
     let tty = std::io::stderr().is_terminal();
     let mut tick = tokio::time::interval(PROGRESS_EVERY);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let r = Report::of(&job);
+        let r = Report::of(job);
         let line = format!(
             "[{:>6.1}s] sent {}/{} scheduled, {:.0} req/s, errors {}, dropped {}, in flight {}",
             r.duration_s,
@@ -250,7 +245,7 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
         Err(code) => return code,
     };
     let opts = JobOptions { target: Some(target), dry_run: false };
-    let mut running = match server::start(cfg, opts, grpc, http, cancel.clone()).await {
+    let mut running = match reprise_dispatcher::start(cfg, opts, grpc, http, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };
@@ -260,5 +255,7 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
     if args.serve_forever {
         cancel.cancelled().await;
     }
-    finish(&running.job, &args.outputs, result, || running.shutdown())
+    let code = finish(&running.job, &args.outputs, result);
+    running.shutdown().await;
+    code
 }

@@ -1,10 +1,14 @@
 //! The dispatch loop: takes ordered records, applies the wheel (copies, due instant, slot
-//! release), reserves a credit at the replayer the proxy picks and sends batches. A batch
+//! release), reserves a credit at the replayer routing picks and sends batches. A batch
 //! goes out when it is full or before the loop sleeps for the next slot, so records reach a
 //! replayer [`crate::timewheel::LEAD`] ahead of their instant.
+//!
+//! It sees the job only through a [`DispatchContext`]: the fleet, the accounting, the live
+//! settings, the late policy and the state it sets while pausing.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -13,13 +17,30 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::accounting::DropReason;
+use crate::accounting::{Accounting, DropReason};
 use crate::config::LatePolicy;
+use crate::control::{Control, JobState};
 use crate::fetchers::merge::{Merger, Ordered};
-use crate::fleet::{EventTx, Reserve};
-use crate::job::{Control, Job, JobState};
+use crate::fleet::{EventTx, Fleet, Reserve};
 use crate::record::Record;
 use crate::timewheel::TimeWheel;
+
+/// What the dispatch loop needs of its job.
+#[derive(Debug)]
+pub struct DispatchContext<'a> {
+    pub fleet: &'a Fleet,
+    pub accounting: &'a Accounting,
+    /// Live settings (speed, rate, pause), applied within a slot.
+    pub control: watch::Receiver<Control>,
+    pub late: LatePolicy,
+    /// The job's state: the loop sets `Paused` and `Running` as it pauses and resumes.
+    pub state: &'a watch::Sender<JobState>,
+    /// Recorded time released so far, ns since the first record (the job's progress).
+    pub progress: &'a AtomicI64,
+    /// How long a batch may wait for room in a replayer's stream before that replayer is
+    /// taken for gone (the heartbeat timeout).
+    pub send_timeout: Duration,
+}
 
 /// Records per batch event.
 pub const BATCH_MAX: usize = 512;
@@ -45,10 +66,10 @@ struct Batches {
 impl Batches {
     /// Adds a record to its replayer's batch; true when the batch is full. A record for a
     /// replayer that left in the meantime is counted lost (its credit was counted with it).
-    fn push(&mut self, job: &Job, session: u64, record: pb::Record) -> bool {
+    fn push(&mut self, ctx: &DispatchContext<'_>, session: u64, record: pb::Record) -> bool {
         let p = match self.pending.entry(session) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => match job.fleet().sender(session) {
+            std::collections::hash_map::Entry::Vacant(e) => match ctx.fleet.sender(session) {
                 Some((id, tx)) => {
                     e.insert(Pending { id, session, tx, records: Vec::with_capacity(self.hint.max(16)) })
                 }
@@ -59,40 +80,40 @@ impl Batches {
         p.records.len() >= BATCH_MAX
     }
 
-    async fn flush_one(&mut self, job: &Job, session: u64) {
+    async fn flush_one(&mut self, ctx: &DispatchContext<'_>, session: u64) {
         let Some(p) = self.pending.remove(&session) else {
             return;
         };
         self.hint = p.records.len();
-        send(job, p).await;
+        send(ctx, p).await;
     }
 
-    async fn flush_all(&mut self, job: &Job) {
+    async fn flush_all(&mut self, ctx: &DispatchContext<'_>) {
         for (_, p) in self.pending.drain() {
             self.hint = p.records.len();
-            send(job, p).await;
+            send(ctx, p).await;
         }
     }
 
     /// The job was stopped: what was reserved but not sent is given back and counted.
-    fn discard(&mut self, job: &Job) {
+    fn discard(&mut self, ctx: &DispatchContext<'_>) {
         for (_, p) in self.pending.drain() {
             let n = p.records.len() as u64;
-            job.fleet().unreserve(&p.id, p.session, n);
-            job.accounting().dropped(DropReason::Stopped, n);
+            ctx.fleet.unreserve(&p.id, p.session, n);
+            ctx.accounting.dropped(DropReason::Stopped, n);
         }
     }
 }
 
-async fn send(job: &Job, p: Pending) {
+async fn send(ctx: &DispatchContext<'_>, p: Pending) {
     let n = p.records.len() as u64;
     let event = pb::DispatcherEvent {
         event: Some(pb::dispatcher_event::Event::Batch(pb::RecordBatch { records: p.records })),
     };
-    match p.tx.send_timeout(Ok(event), job.heartbeat_timeout()).await {
-        Ok(()) => job.accounting().dispatched(n),
+    match p.tx.send_timeout(event, ctx.send_timeout).await {
+        Ok(()) => ctx.accounting.dispatched(n),
         // Its reserved records count as lost in flight when it is removed.
-        Err(_) => job.fleet().leave(&p.id, p.session, "stream stalled or closed"),
+        Err(_) => ctx.fleet.leave(&p.id, p.session, "stream stalled or closed"),
     }
 }
 
@@ -121,7 +142,7 @@ struct Live {
 impl Live {
     /// Applies a pending change: speed and rate to the wheel; a pause starts; a resume
     /// moves the schedule by the pause's length.
-    fn apply(&mut self, job: &Job, wheel: &mut TimeWheel) {
+    fn apply(&mut self, ctx: &DispatchContext<'_>, wheel: &mut TimeWheel) {
         // Per record: the common case is a version check, not the channel's lock.
         if !self.woken && !self.rx.has_changed().unwrap_or(false) {
             return;
@@ -141,12 +162,12 @@ impl Live {
         match (c.paused, self.paused_at) {
             (true, None) => {
                 self.paused_at = Some(Instant::now());
-                job.set_state(JobState::Paused);
+                ctx.state.send_replace(JobState::Paused);
             }
             (false, Some(at)) => {
                 wheel.shift(Instant::now() - at);
                 self.paused_at = None;
-                job.set_state(JobState::Running);
+                ctx.state.send_replace(JobState::Running);
             }
             _ => {}
         }
@@ -165,7 +186,7 @@ impl Live {
 /// when the job was stopped meanwhile. Live changes are applied while waiting, so they take
 /// effect within a slot.
 async fn wait_release(
-    job: &Job,
+    ctx: &DispatchContext<'_>,
     wheel: &mut TimeWheel,
     live: &mut Live,
     batches: &mut Batches,
@@ -173,9 +194,9 @@ async fn wait_release(
     stop: &CancellationToken,
 ) -> Option<Instant> {
     loop {
-        live.apply(job, wheel);
+        live.apply(ctx, wheel);
         if live.paused_at.is_some() {
-            batches.flush_all(job).await;
+            batches.flush_all(ctx).await;
             tokio::select! {
                 () = live.changed() => continue,
                 () = stop.cancelled() => return None,
@@ -186,7 +207,7 @@ async fn wait_release(
         if release <= Instant::now() {
             return Some(due);
         }
-        batches.flush_all(job).await;
+        batches.flush_all(ctx).await;
         tokio::select! {
             () = sleep_until(release) => return Some(due),
             () = live.changed() => {}
@@ -196,10 +217,15 @@ async fn wait_release(
 }
 
 /// Runs until the input ends or `stop` fires. Returns whether it was stopped.
-pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &CancellationToken) -> bool {
-    let acc = job.accounting();
+pub async fn run(
+    ctx: &DispatchContext<'_>,
+    input: &mut Merger,
+    mut wheel: TimeWheel,
+    stop: &CancellationToken,
+) -> bool {
+    let acc = ctx.accounting;
     let mut batches = Batches::default();
-    let rx = job.subscribe_control();
+    let rx = ctx.control.clone();
     let applied = *rx.borrow();
     let mut live = Live { rx, applied, woken: false, paused_at: None };
     let mut index = 0u64;
@@ -212,7 +238,7 @@ pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &Can
                 Poll::Pending => {
                     // The source is quiet (live input, a slow download): what is batched
                     // must not wait for its next record.
-                    batches.flush_all(job).await;
+                    batches.flush_all(ctx).await;
                     tokio::select! {
                         o = pull => o,
                         () = stop.cancelled() => break true,
@@ -224,44 +250,44 @@ pub async fn run(job: &Job, input: &mut Merger, mut wheel: TimeWheel, stop: &Can
             break false;
         };
         acc.in_range();
-        live.apply(job, &mut wheel);
+        live.apply(ctx, &mut wheel);
         let copies = wheel.copies(index);
         index += 1;
         if copies == 0 {
             continue;
         }
         acc.scheduled(u64::from(copies));
-        if late && job.late_policy() == LatePolicy::Drop {
+        if late && ctx.late == LatePolicy::Drop {
             acc.dropped(DropReason::Late, u64::from(copies));
             continue;
         }
-        let Some(due) = wait_release(job, &mut wheel, &mut live, &mut batches, (record.ts, late), stop).await
+        let Some(due) = wait_release(ctx, &mut wheel, &mut live, &mut batches, (record.ts, late), stop).await
         else {
             acc.dropped(DropReason::Stopped, u64::from(copies));
             break true;
         };
         if !late {
             wheel.released(record.ts, due);
-            job.set_progress(record.ts - *first_ts.get_or_insert(record.ts));
+            ctx.progress.store(record.ts - *first_ts.get_or_insert(record.ts), Relaxed);
         }
         let key = record.key.clone();
         let wire = into_wire(record, due.saturating_duration_since(wheel.start()));
         for _ in 1..copies {
-            place(job, &mut batches, wire.clone(), key.as_deref(), stop).await;
+            place(ctx, &mut batches, wire.clone(), key.as_deref(), stop).await;
         }
-        place(job, &mut batches, wire, key.as_deref(), stop).await;
+        place(ctx, &mut batches, wire, key.as_deref(), stop).await;
     };
     if stopped {
-        batches.discard(job);
+        batches.discard(ctx);
     } else {
-        batches.flush_all(job).await;
+        batches.flush_all(ctx).await;
     }
     stopped
 }
 
 /// Reserves a credit for one copy and adds it to its replayer's batch.
 async fn place(
-    job: &Job,
+    ctx: &DispatchContext<'_>,
     batches: &mut Batches,
     record: pb::Record,
     key: Option<&str>,
@@ -269,19 +295,19 @@ async fn place(
 ) {
     let mut waiter = None;
     loop {
-        match job.fleet().reserve(key) {
+        match ctx.fleet.reserve(key) {
             Reserve::Member { session } => {
-                if batches.push(job, session, record) {
-                    batches.flush_one(job, session).await;
+                if batches.push(ctx, session, record) {
+                    batches.flush_one(ctx, session).await;
                 }
                 return;
             }
             Reserve::Empty => {
-                job.accounting().dropped(DropReason::NoReplayer, 1);
+                ctx.accounting.dropped(DropReason::NoReplayer, 1);
                 return;
             }
             Reserve::Full if stop.is_cancelled() => {
-                job.accounting().dropped(DropReason::Stopped, 1);
+                ctx.accounting.dropped(DropReason::Stopped, 1);
                 return;
             }
             Reserve::Full => match waiter.take() {
@@ -290,8 +316,8 @@ async fn place(
                     let _ = timeout(CREDIT_WAIT, w).await;
                 }
                 None => {
-                    batches.flush_all(job).await;
-                    let mut w = Box::pin(job.fleet().changed.notified());
+                    batches.flush_all(ctx).await;
+                    let mut w = Box::pin(ctx.fleet.changed());
                     w.as_mut().enable();
                     waiter = Some(w);
                 }

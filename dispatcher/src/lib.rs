@@ -2,31 +2,43 @@
 //! it to replayers over gRPC.
 //!
 //! # Layout
-//! The data path, in order: [`fetchers`] read raw units (lines, GoReplay records) from the
-//! source → [`analyzers`] parse them into [`record::Record`]s → [`fetchers::merge`] merges
-//! sources by timestamp and puts them in order within the reorder window → [`timewheel`]
-//! assigns each record its due instant and copies (speed, rate, begin/end) → [`proxy`] picks a
-//! replayer → [`fleet`] holds the replayers, their credits and acks → [`service`] streams
-//! batches over gRPC and merges the reports. [`job`] runs the whole, [`admin`] serves the HTTP
-//! API, [`accounting`] counts every record and [`report`] renders the results.
+//! Layers, from the bottom; a module imports only from layers below it (docs/design.md,
+//! "Layout"):
+//! 1. Leaves: [`record`](crate::record) (a parsed request), `accounting` (every record counted),
+//!    `routing` (which replayer gets a record), `thresholds` (the CI gate: parse and judge).
+//! 2. [`config`]: the job file, typed and parsed once at load (thresholds and key patterns
+//!    included); `control` (the job's state and live settings).
+//! 3. The pipeline's parts: `analyzers` (bytes → records), `fetchers` (sources → ordered
+//!    streams, with their merge), `timewheel` (due instants and copies), `sinks` (live
+//!    results: InfluxDB, raw rows).
+//! 4. `fleet`: the replayers, their credits and their merged statistics.
+//! 5. `dispatch`: the loop from the merge to the fleet, through a narrow context.
+//! 6. `job`: runs the whole and owns its tasks.
+//! 7. `results`: the report and its renderings (table, JSON, CSV, HTML, Prometheus).
+//! 8. `server`: the gRPC service and the admin API around a job.
+//!
+//! Only what the binary needs is public: the job file, the server, the job and its report.
 
-pub mod accounting;
-pub mod admin;
-pub mod analyzers;
+mod accounting;
+mod analyzers;
 pub mod config;
-pub mod dispatch;
-pub mod fetchers;
-pub mod fleet;
-pub mod history;
-pub mod job;
-pub mod metrics;
-pub mod proxy;
-pub mod record;
-pub mod report;
-pub mod report_csv;
-pub mod report_html;
-pub mod reporters;
-pub mod server;
-pub mod service;
-pub mod thresholds;
-pub mod timewheel;
+mod control;
+mod dispatch;
+mod fetchers;
+mod fleet;
+mod job;
+mod record;
+mod results;
+mod routing;
+mod server;
+mod sinks;
+mod thresholds;
+mod timewheel;
+
+pub use accounting::DropReason;
+pub use control::JobState;
+pub use job::{Job, JobError, JobOptions};
+pub use results::Report;
+pub use results::csv::write as write_csv;
+pub use results::html::render as render_html;
+pub use server::{Running, ServeError, start};

@@ -95,8 +95,17 @@ impl Aggregation {
     }
 }
 
+/// Why an expression does not parse: what is wrong and how to write it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(String);
+
 /// Parses one expression; the error says what is wrong and how to write it.
-pub fn parse(text: &str) -> Result<Expr, String> {
+pub fn parse(text: &str) -> Result<Expr, ParseError> {
+    parse_text(text).map_err(ParseError)
+}
+
+fn parse_text(text: &str) -> Result<Expr, String> {
     const HOW: &str = "write e.g. \"p99 < 300ms\", \"error_rate < 1%\", \"rps > 100\"";
     let t = text.trim();
     let at =
@@ -182,36 +191,47 @@ impl Expr {
     }
 }
 
-/// Requests merged before `abort_on_fail` judges a threshold: fewer say little.
-const ABORT_MIN_REQUESTS: u64 = 100;
+/// One threshold of the job file, parsed while it was loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Threshold {
+    /// The endpoint's name, or "*" for all traffic.
+    pub endpoint: String,
+    /// The expression as written.
+    pub text: String,
+    pub expr: Expr,
+}
 
-/// With `abort_on_fail`: each second, latency and error-rate thresholds are judged on the
-/// merged results (once enough requests are in); the first failure stops the job.
-pub(crate) fn spawn_abort_watch(
-    job: &std::sync::Arc<crate::job::Job>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    if !job.config().abort_on_fail() {
-        return None;
+/// The job's CI gate: its thresholds, and whether the first failure stops the job.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Gate {
+    pub thresholds: Vec<Threshold>,
+    pub abort_on_fail: bool,
+}
+
+impl Gate {
+    /// Every threshold's verdict on the merged statistics: `total` is all traffic ("*"),
+    /// `endpoint` finds one endpoint's, `seconds` is the job's duration (for `rps`).
+    pub fn judge<'a>(
+        &self,
+        total: &EndpointStats,
+        endpoint: impl Fn(&str) -> Option<&'a EndpointStats>,
+        seconds: f64,
+    ) -> Vec<Verdict> {
+        self.thresholds
+            .iter()
+            .map(|t| {
+                let stats = if t.endpoint == "*" { Some(total) } else { endpoint(&t.endpoint) };
+                let (measured, pass) = t.expr.evaluate(stats, seconds);
+                Verdict {
+                    endpoint: t.endpoint.clone(),
+                    expression: t.text.clone(),
+                    measured,
+                    unit: t.expr.aggregation.unit(),
+                    pass,
+                }
+            })
+            .collect()
     }
-    let job = std::sync::Arc::clone(job);
-    Some(tokio::spawn(async move {
-        let thresholds = job.config().thresholds();
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            let report = crate::report::Report::of(&job);
-            if report.total.requests < ABORT_MIN_REQUESTS {
-                continue;
-            }
-            let failed =
-                report.thresholds.iter().zip(&thresholds).find(|(v, t)| !v.pass && t.expr.checkable_midway());
-            if let Some((verdict, _)) = failed {
-                tracing::warn!(threshold = %verdict, "threshold failed: stopping the job (abort_on_fail)");
-                job.abort(verdict.to_string());
-                return;
-            }
-        }
-    }))
 }
 
 #[cfg(test)]
@@ -240,7 +260,7 @@ mod tests {
 
     #[test]
     fn bad_expressions_say_what_is_wrong() {
-        let e = |t| parse(t).expect_err(t);
+        let e = |t| parse(t).expect_err(t).to_string();
         assert!(e("p99 300ms").contains("no comparison"));
         assert!(e("p101 < 1ms").contains("not an aggregation"));
         assert!(e("p0 < 1ms").contains("not an aggregation"));

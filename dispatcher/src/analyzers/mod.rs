@@ -81,7 +81,7 @@ pub enum Analyzer {
 }
 
 impl Analyzer {
-    pub fn build(cfg: &config::Analyzer) -> Self {
+    pub fn build(cfg: &config::AnalyzerConfig) -> Self {
         let key = cfg.hash_field.as_deref().and_then(KeySource::parse);
         match cfg.format {
             Format::Json => Analyzer::Json(Json::new(cfg.fields.clone(), cfg.timestamp_unit, key)),
@@ -148,13 +148,13 @@ mod tests {
     #[test]
     fn no_input_makes_an_analyzer_panic() {
         let analyzers = [
-            Analyzer::build(&config::Analyzer { hash_field: Some("json:ts".into()), ..Default::default() }),
-            Analyzer::build(&config::Analyzer {
+            Analyzer::build(&config::AnalyzerConfig { hash_field: Some("json:ts".into()), ..Default::default() }),
+            Analyzer::build(&config::AnalyzerConfig {
                 format: Format::Gor,
                 hash_field: Some("header:Host".into()),
                 ..Default::default()
             }),
-            Analyzer::build(&config::Analyzer {
+            Analyzer::build(&config::AnalyzerConfig {
                 format: Format::Combined,
                 hash_field: Some("query:b".into()),
                 ..Default::default()

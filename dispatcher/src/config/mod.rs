@@ -9,6 +9,7 @@
 //! [`JobConfig::validate`] checks every rule. The README's "Job file reference" lists every key.
 
 mod havok;
+pub mod keys;
 mod results;
 mod sources;
 mod validate;
@@ -19,8 +20,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use results::{ABORT_ON_FAIL, EndpointRule, InfluxDb, Raw, Reporter, Stats, Threshold, ThresholdEntry};
-pub use sources::{Brokers, HavokSls, KafkaFetcher, KafkaTimestamp, S3Fetcher, S3Settings};
+use crate::thresholds::Gate;
+
+pub use crate::routing::HashStrategy;
+pub use keys::KeyPattern;
+pub use results::{ABORT_ON_FAIL, EndpointRule, InfluxConfig, RawConfig, SinksConfig, StatsConfig, ThresholdEntry};
+pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings};
 pub use validate::Problem;
 pub use values::{Instant, ListenAddr, Millis, Speed};
 
@@ -28,25 +33,30 @@ pub use values::{Instant, ListenAddr, Millis, Speed};
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct JobConfig {
-    pub job: Job,
-    pub fetcher: Fetcher,
-    pub analyzer: Analyzer,
-    pub proxy: Proxy,
-    pub replayer: Replayer,
-    pub service: Service,
-    pub stats: Stats,
-    pub reporter: Reporter,
+    pub job: JobSection,
+    pub fetcher: FetcherConfig,
+    pub analyzer: AnalyzerConfig,
+    pub proxy: RoutingConfig,
+    pub replayer: ReplayerConfig,
+    pub service: ServiceConfig,
+    pub stats: StatsConfig,
+    pub reporter: SinksConfig,
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
     /// stops the job at the first failure. See [`crate::thresholds`].
     pub thresholds: BTreeMap<String, ThresholdEntry>,
+    /// `thresholds`, parsed once by [`JobConfig::validate`] (which refuses a file where any
+    /// expression does not parse).
+    #[serde(skip)]
+    pub gate: Gate,
     /// Havok keys reprise has no use for, each with why (see [`havok`]); not errors.
     #[serde(skip)]
     pub warnings: Vec<Problem>,
 }
 
+/// `[job]`: what to replay against, how fast, and which part of the recording.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub struct Job {
+pub struct JobSection {
     /// Shown in reports and logs; defaults to the job file's stem.
     pub id: Option<String>,
     /// Base URL replacing the recorded scheme and host, or "builtin:echo".
@@ -70,7 +80,7 @@ pub struct Job {
     pub late: LatePolicy,
 }
 
-impl Default for Job {
+impl Default for JobSection {
     fn default() -> Self {
         Self {
             id: None,
@@ -88,6 +98,27 @@ impl Default for Job {
     }
 }
 
+impl JobSection {
+    /// The job's time range, which a fetcher uses to read less.
+    pub fn range(&self) -> Range {
+        Range {
+            begin: self.begin.map(|b| b.0),
+            end: self.end.map(|e| e.0),
+            window_ns: self.reorder_window.0.as_nanos() as i64,
+        }
+    }
+}
+
+/// The job's time range: Kafka seeks to `begin` and stops a partition past `end`; S3 lists
+/// only objects whose key time can hold the range.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Range {
+    pub begin: Option<i64>,
+    pub end: Option<i64>,
+    /// The reorder window: records this far out of order still count as in order.
+    pub window_ns: i64,
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LatePolicy {
@@ -98,12 +129,12 @@ pub enum LatePolicy {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct Fetcher {
+pub struct FetcherConfig {
     #[serde(rename = "type")]
     pub kind: FetcherKind,
-    pub file: Option<FileFetcher>,
-    pub kafka: Option<KafkaFetcher>,
-    pub s3: Option<S3Fetcher>,
+    pub file: Option<FileConfig>,
+    pub kafka: Option<KafkaConfig>,
+    pub s3: Option<S3Config>,
     /// Havok's SLS section: its region and download knobs are defaults for `[fetcher.s3]`.
     pub sls: Option<HavokSls>,
 }
@@ -137,7 +168,7 @@ impl FetcherKind {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct FileFetcher {
+pub struct FileConfig {
     /// A file, or a glob of files merged by timestamp; gzip files are decompressed. A
     /// relative path is relative to the job file.
     pub path: String,
@@ -145,7 +176,7 @@ pub struct FileFetcher {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub struct Analyzer {
+pub struct AnalyzerConfig {
     pub format: Format,
     pub fields: JsonFields,
     pub timestamp_unit: TimeUnit,
@@ -153,7 +184,7 @@ pub struct Analyzer {
     pub hash_field: Option<String>,
 }
 
-impl Default for Analyzer {
+impl Default for AnalyzerConfig {
     fn default() -> Self {
         Self {
             format: Format::Json,
@@ -208,9 +239,10 @@ pub enum TimeUnit {
     Ns,
 }
 
+/// `[proxy]` (Havok's name): how records are routed to replayers, and their credits.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub struct Proxy {
+pub struct RoutingConfig {
     pub hash: HashStrategy,
     /// Un-acknowledged records a replayer may hold.
     pub credit_window: u32,
@@ -218,7 +250,7 @@ pub struct Proxy {
     pub heartbeat_timeout: Millis,
 }
 
-impl Default for Proxy {
+impl Default for RoutingConfig {
     fn default() -> Self {
         Self {
             hash: HashStrategy::RoundRobin,
@@ -228,18 +260,9 @@ impl Default for Proxy {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HashStrategy {
-    #[default]
-    RoundRobin,
-    Fnv,
-    Consistent,
-}
-
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub struct Replayer {
+pub struct ReplayerConfig {
     /// Requests in flight at once, per replayer.
     pub concurrency: u32,
     /// Per request, from the send to the end of the body.
@@ -250,7 +273,7 @@ pub struct Replayer {
     pub insecure_tls: bool,
 }
 
-impl Default for Replayer {
+impl Default for ReplayerConfig {
     fn default() -> Self {
         Self {
             concurrency: 256,
@@ -263,14 +286,14 @@ impl Default for Replayer {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub struct Service {
+pub struct ServiceConfig {
     /// Admin HTTP API.
     pub http: ListenAddr,
     /// gRPC for replayers.
     pub grpc: ListenAddr,
 }
 
-impl Default for Service {
+impl Default for ServiceConfig {
     fn default() -> Self {
         // invariant: literal addresses.
         #[allow(clippy::unwrap_used)]
@@ -303,26 +326,6 @@ impl JobConfig {
         }
         cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
-    }
-
-    /// The parsed thresholds (validation has refused any that do not parse).
-    pub fn thresholds(&self) -> Vec<Threshold> {
-        let mut out = Vec::new();
-        for (endpoint, entry) in &self.thresholds {
-            if let ThresholdEntry::Rules(rules) = entry {
-                for text in rules {
-                    if let Ok(expr) = crate::thresholds::parse(text) {
-                        out.push(Threshold { endpoint: endpoint.clone(), text: text.clone(), expr });
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// Whether a failing threshold stops the job while it runs.
-    pub fn abort_on_fail(&self) -> bool {
-        matches!(self.thresholds.get(ABORT_ON_FAIL), Some(ThresholdEntry::Flag(true)))
     }
 
     /// Relative paths (recording, raw results) are relative to the job file, so a job runs

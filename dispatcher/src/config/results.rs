@@ -8,20 +8,20 @@ use super::Millis;
 /// `[reporter.*]`: live sinks.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct Reporter {
-    pub influxdb: Option<InfluxDb>,
-    pub raw: Option<Raw>,
+pub struct SinksConfig {
+    pub influxdb: Option<InfluxConfig>,
+    pub raw: Option<RawConfig>,
 }
 
 /// `[reporter.raw]`: a line per request into `dir/current`, rolled every `rotate_lines`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub struct Raw {
+pub struct RawConfig {
     pub dir: String,
     pub rotate_lines: u64,
 }
 
-impl Default for Raw {
+impl Default for RawConfig {
     fn default() -> Self {
         Self { dir: String::new(), rotate_lines: 100_000 }
     }
@@ -31,7 +31,7 @@ impl Default for Raw {
 /// bucket and a token from the environment for v2.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub struct InfluxDb {
+pub struct InfluxConfig {
     pub url: String,
     pub database: Option<String>,
     pub user: Option<String>,
@@ -46,7 +46,7 @@ pub struct InfluxDb {
     pub timeout: Millis,
 }
 
-impl Default for InfluxDb {
+impl Default for InfluxConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
@@ -72,7 +72,7 @@ fn query_value(v: &str) -> String {
         .collect()
 }
 
-impl InfluxDb {
+impl InfluxConfig {
     /// The write endpoint: v1 when `database` is set, else v2 (validation requires one).
     pub fn write_url(&self) -> String {
         let base = self.url.trim_end_matches('/');
@@ -107,14 +107,14 @@ impl InfluxDb {
 /// `[stats]`: how requests are grouped into endpoints.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub struct Stats {
+pub struct StatsConfig {
     /// First match wins: `{ pattern = "^/users/[0-9]+$", name = "GET /users/{id}" }`.
     pub endpoints: Vec<EndpointRule>,
     /// Distinct endpoints kept apart per replayer; the rest count as "other".
     pub max_endpoints: u32,
 }
 
-impl Default for Stats {
+impl Default for StatsConfig {
     fn default() -> Self {
         Self { endpoints: Vec::new(), max_endpoints: 1000 }
     }
@@ -138,11 +138,3 @@ pub enum ThresholdEntry {
 
 /// The `[thresholds]` key that is a flag, not an endpoint.
 pub const ABORT_ON_FAIL: &str = "abort_on_fail";
-
-/// One parsed threshold.
-#[derive(Clone, Debug)]
-pub struct Threshold {
-    pub endpoint: String,
-    pub text: String,
-    pub expr: crate::thresholds::Expr,
-}

@@ -53,7 +53,7 @@ pub enum KafkaTimestamp {
 /// `[fetcher.kafka]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
-pub struct KafkaFetcher {
+pub struct KafkaConfig {
     pub brokers: Brokers,
     pub topic: String,
     /// Partitions to read; all of the topic's when unset.
@@ -86,7 +86,7 @@ pub struct KafkaFetcher {
     pub properties: BTreeMap<String, toml::Value>,
 }
 
-impl Default for KafkaFetcher {
+impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
             brokers: Brokers::default(),
@@ -112,7 +112,7 @@ impl Default for KafkaFetcher {
 /// `[fetcher.s3]`: objects of an S3-compatible store.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct S3Fetcher {
+pub struct S3Config {
     /// Any S3-compatible base URL (MinIO, OSS, GCS, moto); AWS when unset.
     pub endpoint: Option<String>,
     pub region: Option<String>,
@@ -132,6 +132,9 @@ pub struct S3Fetcher {
     pub pre_download: Option<u32>,
     /// Attempts per object after the first, with backoff, on transient errors. Default 3.
     pub retries: Option<u32>,
+    /// `prefix` + `key`, parsed by [`super::JobConfig::validate`].
+    #[serde(skip)]
+    pub pattern: Option<super::KeyPattern>,
 }
 
 /// Havok's `[fetcher.sls]`. Only the download knobs and region are used (as defaults for
@@ -163,14 +166,18 @@ pub struct S3Settings {
     pub retries: u32,
 }
 
-impl S3Fetcher {
+impl S3Config {
+    /// The whole key pattern as written: prefix + key (every object when `key` is unset).
+    pub fn pattern_text(&self) -> String {
+        format!("{}{}", self.prefix, self.key.as_deref().unwrap_or("**"))
+    }
+
     pub fn settings(&self, sls: Option<&HavokSls>) -> S3Settings {
-        let key = self.key.as_deref().unwrap_or("**");
         S3Settings {
             endpoint: self.endpoint.clone(),
             region: self.region.clone().or_else(|| sls.and_then(|s| s.region.clone())),
             bucket: self.bucket.clone(),
-            pattern: format!("{}{key}", self.prefix),
+            pattern: self.pattern_text(),
             // A custom endpoint is most likely an S3-compatible server that wants path style.
             path_style: self.path_style.unwrap_or(self.endpoint.is_some()),
             concurrency: self

@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use super::{FetcherKind, JobConfig, KafkaFetcher, S3Fetcher, S3Settings, Speed};
+use super::{FetcherKind, JobConfig, KafkaConfig, KeyPattern, S3Config, S3Settings, Speed};
+use crate::thresholds::{self, Gate, Threshold};
 
 /// One problem in a job file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,8 +47,10 @@ impl Problem {
 }
 
 impl JobConfig {
-    /// Checks every rule the types cannot express; returns all problems found.
-    pub fn validate(&self) -> Vec<Problem> {
+    /// Checks every rule the types cannot express; returns all problems found. What needs
+    /// parsing (threshold expressions, the S3 key pattern) is parsed here once and kept in
+    /// the config ([`JobConfig::gate`], [`S3Config::pattern`]).
+    pub fn validate(&mut self) -> Vec<Problem> {
         let mut p = Vec::new();
         let job = &self.job;
         if !(job.rate.is_finite() && job.rate > 0.0 && job.rate <= 1000.0) {
@@ -153,12 +156,13 @@ impl JobConfig {
         }
     }
 
-    fn validate_thresholds(&self, p: &mut Vec<Problem>) {
+    fn validate_thresholds(&mut self, p: &mut Vec<Problem>) {
         use super::{ABORT_ON_FAIL, ThresholdEntry};
+        let mut gate = Gate::default();
         for (endpoint, entry) in &self.thresholds {
             let key = format!("thresholds.{endpoint:?}");
             match (endpoint.as_str(), entry) {
-                (ABORT_ON_FAIL, ThresholdEntry::Flag(_)) => {}
+                (ABORT_ON_FAIL, ThresholdEntry::Flag(on)) => gate.abort_on_fail = *on,
                 (ABORT_ON_FAIL, ThresholdEntry::Rules(_)) => {
                     p.push(Problem::new(&key, "[…]", "must be true or false"));
                 }
@@ -169,16 +173,22 @@ impl JobConfig {
                 )),
                 (_, ThresholdEntry::Rules(rules)) => {
                     for text in rules {
-                        if let Err(rule) = crate::thresholds::parse(text) {
-                            p.push(Problem::new(&key, format!("{text:?}"), &rule));
+                        match thresholds::parse(text) {
+                            Ok(expr) => gate.thresholds.push(Threshold {
+                                endpoint: endpoint.clone(),
+                                text: text.clone(),
+                                expr,
+                            }),
+                            Err(e) => p.push(Problem::new(&key, format!("{text:?}"), &e.to_string())),
                         }
                     }
                 }
             }
         }
+        self.gate = gate;
     }
 
-    fn validate_fetcher(&self, p: &mut Vec<Problem>) {
+    fn validate_fetcher(&mut self, p: &mut Vec<Problem>) {
         let kind = self.fetcher.kind.as_str();
         match self.fetcher.kind {
             FetcherKind::File => match &self.fetcher.file {
@@ -204,7 +214,7 @@ impl JobConfig {
                 )),
                 Some(k) => self.validate_kafka(k, p),
             },
-            FetcherKind::S3 | FetcherKind::Sls => match &self.fetcher.s3 {
+            FetcherKind::S3 | FetcherKind::Sls => match &mut self.fetcher.s3 {
                 None => p.push(Problem::new(
                     "fetcher.s3",
                     "",
@@ -213,12 +223,15 @@ impl JobConfig {
                          (SLS logs are read where SLS ships them, an OSS bucket)"
                     ),
                 )),
-                Some(s3) => validate_s3(&s3.settings(self.fetcher.sls.as_ref()), s3, p),
+                Some(s3) => {
+                    let settings = s3.settings(self.fetcher.sls.as_ref());
+                    validate_s3(&settings, s3, p);
+                }
             },
         }
     }
 
-    fn validate_kafka(&self, k: &KafkaFetcher, p: &mut Vec<Problem>) {
+    fn validate_kafka(&self, k: &KafkaConfig, p: &mut Vec<Problem>) {
         if k.brokers.joined().is_empty() {
             p.push(Problem::new(
                 "fetcher.kafka.brokers",
@@ -346,7 +359,7 @@ impl JobConfig {
 }
 
 /// A target is "builtin:echo" or an absolute http(s) URL with a host and no query.
-pub fn check_target(t: &str) -> Result<(), String> {
+fn check_target(t: &str) -> Result<(), String> {
     if t == "builtin:echo" {
         return Ok(());
     }
@@ -363,7 +376,8 @@ mod http_uri {
     pub use axum::http::Uri;
 }
 
-fn validate_s3(s: &S3Settings, raw: &S3Fetcher, p: &mut Vec<Problem>) {
+/// Checks `[fetcher.s3]` and keeps its parsed key pattern in `raw.pattern`.
+fn validate_s3(s: &S3Settings, raw: &mut S3Config, p: &mut Vec<Problem>) {
     if s.bucket.trim().is_empty() {
         p.push(Problem::new("fetcher.s3.bucket", "\"\"", "must name the bucket holding the recording"));
     }
@@ -376,9 +390,12 @@ fn validate_s3(s: &S3Settings, raw: &S3Fetcher, p: &mut Vec<Problem>) {
             "must be a URL such as \"https://oss-cn-hangzhou.aliyuncs.com\" or \"http://127.0.0.1:9000\"; leave it out for AWS",
         ));
     }
-    if let Err(e) = crate::fetchers::keys::KeyPattern::parse(&s.pattern) {
-        let key = if raw.key.is_some() { "fetcher.s3.key" } else { "fetcher.s3.prefix" };
-        p.push(Problem::new(key, format!("{:?}", s.pattern), &e));
+    match KeyPattern::parse(&s.pattern) {
+        Ok(pattern) => raw.pattern = Some(pattern),
+        Err(e) => {
+            let key = if raw.key.is_some() { "fetcher.s3.key" } else { "fetcher.s3.prefix" };
+            p.push(Problem::new(key, format!("{:?}", s.pattern), &e.to_string()));
+        }
     }
     if !(1..=256).contains(&s.concurrency) {
         p.push(Problem::new("fetcher.s3.concurrency", s.concurrency, "must be between 1 and 256"));
@@ -460,8 +477,10 @@ mod tests {
             "{MINIMAL}[thresholds]\n\"*\" = [\"p99 < 300ms\", \"error_rate < 1%\"]\n\"GET /a\" = [\"p95<100\"]\nabort_on_fail = true\n"
         );
         let cfg = JobConfig::parse(&ok).expect("valid thresholds");
-        assert_eq!(cfg.thresholds().len(), 3);
-        assert!(cfg.abort_on_fail());
+        assert_eq!(cfg.gate.thresholds.len(), 3);
+        assert!(cfg.gate.abort_on_fail);
+        assert_eq!(cfg.gate.thresholds[2].endpoint, "GET /a");
+        assert_eq!(cfg.gate.thresholds[2].expr.value, 100.0, "parsed once, at load");
         let bad =
             format!("{MINIMAL}[thresholds]\n\"*\" = [\"p99 < 3h\", \"speed > 1\"]\n\"GET /a\" = true\n");
         let ps = problems(&bad);

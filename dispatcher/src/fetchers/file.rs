@@ -22,8 +22,8 @@ pub fn start(pattern: &str, ctx: &SourceContext) -> Result<Vec<Stream>, FetchErr
     let mut streams = Vec::with_capacity(files.len());
     for path in files {
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-        let ctx = ctx.clone();
-        tokio::task::spawn_blocking(move || read_file(&path, &ctx, &tx));
+        let reader = ctx.clone();
+        ctx.tasks.spawn_blocking(move || read_file(&path, &reader, &tx));
         streams.push(Stream::new(rx));
     }
     Ok(streams)
@@ -87,7 +87,7 @@ mod tests {
     use crate::config;
 
     fn ctx() -> SourceContext {
-        SourceContext::for_test(Analyzer::build(&config::Analyzer::default()))
+        SourceContext::for_test(Analyzer::build(&config::AnalyzerConfig::default()))
     }
 
     async fn drain(stream: Stream) -> Vec<i64> {

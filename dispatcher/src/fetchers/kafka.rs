@@ -25,8 +25,9 @@ use tokio::sync::mpsc;
 
 use super::merge::Stream;
 use super::units::parse_units;
-use super::{Chunker, FetchError, Range, STREAM_CAPACITY, SourceContext};
-use crate::config::{KafkaFetcher, KafkaTimestamp};
+use super::{Chunker, FetchError, STREAM_CAPACITY, SourceContext};
+use crate::config::Range;
+use crate::config::{KafkaConfig, KafkaTimestamp};
 use crate::record::Record;
 
 /// How long a partition thread waits for a message before it hands over what it holds and
@@ -60,7 +61,7 @@ struct Partition {
 /// Connects, plans every partition, and starts one reader thread per partition. Blocking:
 /// run it off the async runtime.
 pub fn start(
-    k: &KafkaFetcher,
+    k: &KafkaConfig,
     single: bool,
     range: Range,
     ctx: &SourceContext,
@@ -117,17 +118,17 @@ pub fn start(
             .split_partition_queue(&part.topic, part.id)
             .ok_or_else(|| err(format!("partition {} has no queue", part.id)))?;
         let clients = Clients { consumer: Arc::clone(&consumer), watermarks: Arc::clone(&watermarks) };
-        let (ctx, live) = (ctx.clone(), Arc::clone(&live));
+        let (reader, live) = (ctx.clone(), Arc::clone(&live));
         live.fetch_add(1, Ordering::SeqCst);
-        tokio::task::spawn_blocking(move || {
-            read_partition(&clients, &queue, &part, &ctx, &tx);
+        ctx.tasks.spawn_blocking(move || {
+            read_partition(&clients, &queue, &part, &reader, &tx);
             live.fetch_sub(1, Ordering::SeqCst);
         });
     }
     let (cancel, live) = (ctx.cancel.clone(), live);
     // librdkafka serves its events (errors, rebalances, statistics) only while the main queue
     // is polled, even though messages go to the partition queues.
-    tokio::task::spawn_blocking(move || {
+    ctx.tasks.spawn_blocking(move || {
         while !cancel.is_cancelled() && live.load(Ordering::SeqCst) > 0 {
             if let Some(Err(e)) = consumer.poll(POLL) {
                 tracing::warn!(error = %e, "kafka consumer error");
@@ -137,7 +138,7 @@ pub fn start(
     Ok(streams)
 }
 
-fn client_config(k: &KafkaFetcher) -> Result<ClientConfig, String> {
+fn client_config(k: &KafkaConfig) -> Result<ClientConfig, String> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", k.brokers.joined())
         // End of partition is judged from the local position against the watermarks
@@ -184,7 +185,7 @@ fn client_config(k: &KafkaFetcher) -> Result<ClientConfig, String> {
 /// The partitions to read: all of the topic's, those listed, or 0 for Havok's single-partition type.
 fn partitions(
     consumer: &BaseConsumer,
-    k: &KafkaFetcher,
+    k: &KafkaConfig,
     single: bool,
     timeout: Duration,
 ) -> Result<Vec<i32>, String> {
@@ -216,7 +217,7 @@ fn partitions(
 /// Where each partition starts (see the module docs for the order of preference).
 fn start_offsets(
     consumer: &BaseConsumer,
-    k: &KafkaFetcher,
+    k: &KafkaConfig,
     range: Range,
     ids: &[i32],
     timeout: Duration,
@@ -352,7 +353,7 @@ fn take_message(
 mod tests {
     use super::*;
 
-    fn fetcher(extra: &str) -> KafkaFetcher {
+    fn fetcher(extra: &str) -> KafkaConfig {
         let text = format!("brokers = [\"a:9092\", \" b:9092 \"]\ntopic = \"t\"\n{extra}");
         toml::from_str(&text).expect("kafka section")
     }
@@ -376,7 +377,7 @@ mod tests {
         );
         let err = client_config(&k).expect_err("no password in the environment");
         assert!(err.contains("REPRISE_TEST_UNSET_PASSWORD"), "{err}");
-        let from_env = KafkaFetcher { sasl_password_env: "PATH".into(), ..k };
+        let from_env = KafkaConfig { sasl_password_env: "PATH".into(), ..k };
         let c = client_config(&from_env).expect("config");
         assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
         assert_eq!(c.get("security.protocol"), Some("sasl_ssl"));

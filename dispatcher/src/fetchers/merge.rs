@@ -48,6 +48,7 @@ impl Stream {
     }
 
     /// The channel itself (for tests of a fetcher alone).
+    #[cfg(test)]
     pub fn into_receiver(self) -> mpsc::Receiver<Vec<Record>> {
         self.rx
     }

@@ -6,7 +6,6 @@
 
 pub mod file;
 pub mod kafka;
-pub mod keys;
 pub mod merge;
 pub mod progress;
 pub mod s3;
@@ -18,6 +17,7 @@ use std::sync::Arc;
 use flate2::read::MultiGzDecoder;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::accounting::Accounting;
 use crate::analyzers::Analyzer;
@@ -39,15 +39,19 @@ pub struct SourceContext {
     pub progress: Arc<SourceProgress>,
     pub cancel: CancellationToken,
     pub analyzer: Analyzer,
+    /// The job's tasks: every reader a fetcher starts runs here, so the job's end waits for it.
+    pub tasks: TaskTracker,
 }
 
 impl SourceContext {
+    #[cfg(test)]
     pub fn for_test(analyzer: Analyzer) -> Self {
         Self {
             accounting: Arc::default(),
             progress: Arc::default(),
             cancel: CancellationToken::new(),
             analyzer,
+            tasks: TaskTracker::new(),
         }
     }
 }
@@ -65,12 +69,13 @@ pub enum FetchError {
     Kafka { brokers: String, topic: String, reason: String },
     #[error("object store (bucket {bucket:?}): {reason}")]
     S3 { bucket: String, reason: String },
+    #[error("fetcher.type = {kind:?} needs [fetcher.{kind}]; validate the job file (reprise validate)")]
+    NotConfigured { kind: &'static str },
 }
 
 /// Starts the configured fetcher; returns one ordered stream per source part.
 pub async fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<Stream>, FetchError> {
-    let window_ns = cfg.job.reorder_window.0.as_nanos() as i64;
-    let range = Range { begin: cfg.job.begin.map(|b| b.0), end: cfg.job.end.map(|e| e.0), window_ns };
+    let range = cfg.job.range();
     match cfg.fetcher.kind {
         FetcherKind::File => {
             let path = cfg.fetcher.file.as_ref().map(|f| f.path.as_str()).unwrap_or_default();
@@ -91,20 +96,12 @@ pub async fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<Stream>, 
             )
         }
         FetcherKind::S3 | FetcherKind::Sls => {
-            let s3 = cfg.fetcher.s3.clone().unwrap_or_default().settings(cfg.fetcher.sls.as_ref());
-            s3::start(s3, range, ctx).await
+            let not_configured = FetchError::NotConfigured { kind: "s3" };
+            let s3 = cfg.fetcher.s3.as_ref().ok_or(FetchError::NotConfigured { kind: "s3" })?;
+            let pattern = s3.pattern.clone().ok_or(not_configured)?;
+            s3::start(s3.settings(cfg.fetcher.sls.as_ref()), pattern, range, ctx).await
         }
     }
-}
-
-/// The job's time range, which a fetcher uses to read less: Kafka seeks to `begin` and stops
-/// a partition past `end`; S3 lists only objects whose key time can hold the range.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Range {
-    pub begin: Option<i64>,
-    pub end: Option<i64>,
-    /// The reorder window: records this far out of order still count as in order.
-    pub window_ns: i64,
 }
 
 /// Collects one stream's records into chunks and hands them to the merge, counting them.

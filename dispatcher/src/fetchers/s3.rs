@@ -1,5 +1,5 @@
 //! The object-store fetcher: objects of an S3-compatible bucket (AWS, MinIO, OSS, GCS…)
-//! whose keys match a pattern with time fields ([`super::keys`]), each streamed, gunzipped
+//! whose keys match a pattern with time fields ([`crate::config::keys`]), each streamed, gunzipped
 //! when it is gzip, parsed, and merged by record time in [`super::merge`].
 //!
 //! Listing: only the prefixes that can hold `[begin, end]` are listed (with pagination), and
@@ -24,12 +24,11 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::io::SyncIoBridge;
 
-use super::keys::KeyPattern;
 use super::merge::Stream;
 use super::progress::Counted;
 use super::units::{ReadEnd, parse_units};
-use super::{CHUNK, Chunker, FetchError, Range, SourceContext, decompressed};
-use crate::config::S3Settings;
+use super::{CHUNK, Chunker, FetchError, SourceContext, decompressed};
+use crate::config::{KeyPattern, Range, S3Settings};
 use crate::record::Record;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -42,9 +41,13 @@ struct Object {
 }
 
 /// Lists the objects that can hold the range and starts their downloads in time order.
-pub async fn start(s3: S3Settings, range: Range, ctx: &SourceContext) -> Result<Vec<Stream>, FetchError> {
+pub async fn start(
+    s3: S3Settings,
+    pattern: KeyPattern,
+    range: Range,
+    ctx: &SourceContext,
+) -> Result<Vec<Stream>, FetchError> {
     let err = |reason: String| FetchError::S3 { bucket: s3.bucket.clone(), reason };
-    let pattern = KeyPattern::parse(&s3.pattern).map_err(&err)?;
     let client = client(&s3).await;
     let objects = list(&client, &s3, &pattern, range).await.map_err(&err)?;
     if objects.is_empty() {
@@ -78,7 +81,7 @@ pub async fn start(s3: S3Settings, range: Range, ctx: &SourceContext) -> Result<
         launches.push((obj, tx, open_rx));
     }
     let reader = Reader { client, bucket: s3.bucket.clone(), retries: s3.retries, ctx: ctx.clone() };
-    tokio::spawn(launch(reader, launches, ahead));
+    ctx.tasks.spawn(launch(reader, launches, ahead));
     Ok(streams)
 }
 
@@ -161,7 +164,8 @@ async fn launch(
             return;
         }
         let reader = Arc::clone(&reader);
-        tokio::spawn(async move {
+        let tasks = reader.ctx.tasks.clone();
+        tasks.spawn(async move {
             reader.read(&obj.key, tx).await;
             drop(permit);
         });

@@ -4,11 +4,17 @@
 //! account for records: a record is *accounted* once its outcome has been merged (or it was
 //! cancelled). When a replayer leaves (its stream closes, or it is silent longer than the
 //! heartbeat timeout) what it held unaccounted is counted `lost_in_flight` and its keys move
-//! to the others. Reports are merged in [`reports`].
+//! to the others. What replayers send back is merged in [`intake`]; the merged statistics
+//! keep a per-second [`history`].
+//!
+//! The fleet knows no transport: a member is an id and a bounded sender of events; the gRPC
+//! service turns the receiving end into the replayer's stream.
 
-mod reports;
+mod history;
+mod intake;
 
-pub use reports::JobStats;
+pub use history::Row;
+pub use intake::{IntakeError, JobStats};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,17 +23,17 @@ use std::time::Duration;
 use reprise_proto::pb;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
-use tonic::Status;
 
 use reprise_proto::stats::EndpointStats;
 
 use crate::accounting::{Accounting, DropReason};
-use crate::config::HashStrategy;
-use crate::proxy::Proxy;
-use crate::reporters::Sinks;
+use crate::routing::{HashStrategy, Picker};
+use crate::sinks::Sinks;
 
-pub type EventTx = mpsc::Sender<Result<pb::DispatcherEvent, Status>>;
+/// The sending end of a member's event stream.
+pub type EventTx = mpsc::Sender<pb::DispatcherEvent>;
 
 #[derive(Debug)]
 struct Member {
@@ -89,7 +95,7 @@ const MAX_DEPARTED: usize = 1024;
 #[derive(Debug)]
 struct Inner {
     members: BTreeMap<String, Member>,
-    proxy: Proxy,
+    picker: Picker,
     next_session: u64,
     job: Option<pb::JobConfig>,
     /// Set once no more records will be dispatched.
@@ -152,14 +158,14 @@ pub struct Fleet {
     window: u64,
     accounting: Arc<Accounting>,
     /// Signalled when credits come back or membership changes.
-    pub changed: Notify,
+    changed: Notify,
 }
 
 impl Fleet {
     pub fn new(strategy: HashStrategy, window: u32, accounting: Arc<Accounting>, sinks: Sinks) -> Self {
         let inner = Inner {
             members: BTreeMap::new(),
-            proxy: Proxy::new(strategy),
+            picker: Picker::new(strategy),
             next_session: 0,
             job: None,
             ended: None,
@@ -173,6 +179,12 @@ impl Fleet {
             accounting,
             changed: Notify::new(),
         }
+    }
+
+    /// Resolves at the next change of credits or membership. Enable it (or poll it once)
+    /// before looking at the fleet, so a change in between is not missed.
+    pub fn changed(&self) -> Notified<'_> {
+        self.changed.notified()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -199,9 +211,9 @@ impl Fleet {
         let session = inner.next_session;
         if let Some(job) = &inner.job {
             // invariant: the channel is new and empty, so try_send has room for both.
-            let _ = tx.try_send(Ok(config_event(job, session)));
+            let _ = tx.try_send(config_event(job, session));
             if let Some(reason) = &inner.ended {
-                let _ = tx.try_send(Ok(end_event(reason)));
+                let _ = tx.try_send(end_event(reason));
             }
         }
         let member = Member {
@@ -257,7 +269,7 @@ impl Fleet {
 
     fn rebuild(inner: &mut Inner) {
         let ids = inner.members.keys().cloned().collect();
-        inner.proxy.set_members(ids);
+        inner.picker.set_members(ids);
     }
 
     pub fn len(&self) -> usize {
@@ -273,7 +285,7 @@ impl Fleet {
         self.lock_stats().history.start(Instant::now());
         let mut inner = self.lock();
         for m in inner.members.values() {
-            let _ = m.tx.try_send(Ok(config_event(&job, m.session)));
+            let _ = m.tx.try_send(config_event(&job, m.session));
         }
         inner.job = Some(job);
     }
@@ -283,14 +295,14 @@ impl Fleet {
     pub fn reserve(&self, key: Option<&str>) -> Reserve {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let Some(first) = inner.proxy.pick(key) else {
+        let Some(first) = inner.picker.pick(key) else {
             return Reserve::Empty;
         };
-        let n = inner.proxy.members().len();
-        let tries = if inner.proxy.may_skip(key) { n } else { 1 };
+        let n = inner.picker.members().len();
+        let tries = if inner.picker.may_skip(key) { n } else { 1 };
         for k in 0..tries {
-            let id = &inner.proxy.members()[(first + k) % n];
-            // invariant: the proxy mirrors `members`; a miss would only skip a candidate.
+            let id = &inner.picker.members()[(first + k) % n];
+            // invariant: the picker mirrors `members`; a miss would only skip a candidate.
             let Some(m) = inner.members.get_mut(id) else {
                 continue;
             };
@@ -367,7 +379,7 @@ impl Fleet {
         };
         let event = end_event(reason);
         for tx in txs {
-            let _ = tx.send_timeout(Ok(event.clone()), Duration::from_secs(1)).await;
+            let _ = tx.send_timeout(event.clone(), Duration::from_secs(1)).await;
         }
     }
 
@@ -419,7 +431,7 @@ mod tests {
             assert!(matches!(f.reserve(None), Reserve::Member { session } if session == s));
         }
         assert!(matches!(f.reserve(None), Reserve::Full), "17th record must wait");
-        f.report(&ack("slow", s, 10)).expect("ack");
+        f.receive(&ack("slow", s, 10)).expect("ack");
         let more = (0..20).filter(|_| matches!(f.reserve(None), Reserve::Member { .. })).count();
         assert_eq!(more, 10, "an ack of 10 gives back exactly 10 credits");
     }
@@ -454,12 +466,12 @@ mod tests {
         for _ in 0..30 {
             f.reserve(None);
         }
-        f.report(&ack("gone", s, 30)).expect("ack only: credits back, nothing accounted");
+        f.receive(&ack("gone", s, 30)).expect("ack only: credits back, nothing accounted");
         f.leave("gone", s, "test");
         assert_eq!(acc.counts().dropped.get(&DropReason::LostInFlight), Some(&30));
         assert!(matches!(f.reserve(None), Reserve::Empty));
         let left = f.members();
         assert_eq!((left[0].state, left[0].lost_in_flight), ("left", 30));
-        assert!(f.report(&ack("gone", s, 30)).is_err(), "a departed session's report is refused");
+        assert!(f.receive(&ack("gone", s, 30)).is_err(), "a departed session's report is refused");
     }
 }

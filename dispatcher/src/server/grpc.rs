@@ -1,9 +1,11 @@
 //! The gRPC service replayers talk to: `Subscribe` registers a replayer and streams it the
 //! job configuration, record batches and the end of the job over a bounded channel;
-//! `Report` merges its statistics and acks into the fleet.
+//! `Report` merges its statistics and acks into the fleet. Transport types (tonic's
+//! `Status`, the response stream) stay here: the fleet below knows only event senders.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use reprise_proto::pb;
 use reprise_proto::pb::dispatcher_server::{Dispatcher, DispatcherServer};
@@ -12,12 +14,46 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::fleet::IntakeError;
 use crate::job::Job;
+
+impl From<IntakeError> for Status {
+    fn from(e: IntakeError) -> Status {
+        match e {
+            IntakeError::NotSubscribed { .. } => Status::failed_precondition(e.to_string()),
+            IntakeError::Decode(_) => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+/// A replayer's event stream. When the replayer goes away, tonic drops the stream, and the
+/// drop takes the member out of the fleet at once (its load counted lost), so no task has to
+/// watch the channel.
+struct MemberStream {
+    events: ReceiverStream<pb::DispatcherEvent>,
+    job: Arc<Job>,
+    id: String,
+    session: u64,
+}
+
+impl Stream for MemberStream {
+    type Item = Result<pb::DispatcherEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.events).poll_next(cx).map(|e| e.map(Ok))
+    }
+}
+
+impl Drop for MemberStream {
+    fn drop(&mut self) {
+        self.job.fleet().leave(&self.id, self.session, "stream closed");
+    }
+}
 
 /// Events buffered per replayer stream; a full buffer holds the dispatcher back.
 pub const EVENT_CAPACITY: usize = 64;
 
-pub struct Service {
+pub(super) struct Service {
     job: Arc<Job>,
 }
 
@@ -52,28 +88,26 @@ impl Dispatcher for Service {
             return Err(Status::unavailable("the job is over; this dispatcher takes no more replayers"));
         }
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
-        let fleet = self.job.fleet();
-        let session = fleet.join(&reg.replayer_id, tx.clone());
-        // The stream closes when the replayer goes away: count its load lost at once.
-        let id = reg.replayer_id.clone();
-        let watcher = Arc::clone(&self.job);
-        tokio::spawn(async move {
-            tx.closed().await;
-            watcher.fleet().leave(&id, session, "stream closed");
-        });
+        let session = self.job.fleet().join(&reg.replayer_id, tx);
+        let stream = MemberStream {
+            events: ReceiverStream::new(rx),
+            job: Arc::clone(&self.job),
+            id: reg.replayer_id,
+            session,
+        };
         self.job.replayer_joined();
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn report(&self, req: Request<pb::StatsReport>) -> Result<Response<pb::ReportReturn>, Status> {
         let report = req.into_inner();
         if report.endpoints.is_empty() {
             // Acks (frequent, cheap) are taken in place.
-            self.job.fleet().report(&report)?;
+            self.job.fleet().receive(&report)?;
         } else {
             // Inflating and merging histograms is CPU work: off the runtime's workers.
             let job = Arc::clone(&self.job);
-            tokio::task::spawn_blocking(move || job.fleet().report(&report))
+            tokio::task::spawn_blocking(move || job.fleet().receive(&report))
                 .await
                 .map_err(|e| Status::internal(format!("merging the report failed: {e}")))??;
         }

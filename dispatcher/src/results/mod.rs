@@ -1,6 +1,15 @@
-//! The results of a job: totals with the accounting identities, per-endpoint counts and
-//! latency percentiles (read off the merged HdrHistograms, never averaged percentiles), per
-//! replayer figures. Serialized for --report-json and GET /status, rendered as the table.
+//! The job's results. The [`Report`]: totals with the accounting identities, per-endpoint
+//! counts and latency percentiles (read off the merged HdrHistograms, never averaged
+//! percentiles), per replayer figures; serialized for --report-json and GET /status, rendered
+//! as the terminal table. Its other renderings sit beside it: [`csv`] (Locust-style files),
+//! [`html`] (one self-contained page) and [`metrics`] (the Prometheus page, rendered from the
+//! merged statistics on each scrape).
+//!
+//! A new report format goes here, as a file that renders a [`Report`].
+
+pub mod csv;
+pub mod html;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,11 +19,11 @@ use reprise_proto::stats::EndpointStats;
 use serde::Serialize;
 
 use crate::accounting::Counts;
+use crate::control::{Control, JobState};
 use crate::fetchers::progress::SourceStatus;
-use crate::fleet::MemberStatus;
-use crate::history::Row;
-use crate::job::{Control, Job, JobState};
-use crate::reporters::SinkCounts;
+use crate::fleet::{MemberStatus, Row};
+use crate::job::Job;
+use crate::sinks::SinkCounts;
 use crate::thresholds::Verdict;
 
 #[derive(Clone, Debug, Serialize)]
@@ -31,7 +40,8 @@ pub struct Report {
     pub total: EndpointReport,
     pub endpoints: Vec<EndpointReport>,
     pub replayers: Vec<MemberStatus>,
-    pub reports: ReportCounts,
+    /// Statistics reports from replayers: merged, lost, repeated.
+    pub reports: StatsReportCounts,
     /// The CI gate: every threshold with what was measured.
     pub thresholds: Vec<Verdict>,
     /// All traffic second by second.
@@ -60,7 +70,7 @@ pub struct Totals {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct ReportCounts {
+pub struct StatsReportCounts {
     pub received: u64,
     pub lost: u64,
     pub duplicate: u64,
@@ -145,28 +155,13 @@ impl Report {
     pub fn of(job: &Job) -> Report {
         let secs = job.elapsed().as_secs_f64();
         let counts = job.accounting().counts();
-        let thresholds = job.config().thresholds();
+        let gate = &job.config().gate;
         let (endpoints, total, reports, verdicts, history) = job.fleet().with_stats(|s| {
-            let mut all = EndpointStats::default();
-            let eps: Vec<EndpointReport> = s
-                .endpoints
-                .iter()
-                .map(|(name, st)| {
-                    all.merge(st);
-                    endpoint(name, st, secs)
-                })
-                .collect();
+            let eps: Vec<EndpointReport> = s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
+            let all = s.total();
             let reports =
-                ReportCounts { received: s.reports, lost: s.lost_reports, duplicate: s.duplicate_reports };
-            let verdicts: Vec<Verdict> = thresholds
-                .iter()
-                .map(|t| {
-                    let stats = if t.endpoint == "*" { Some(&all) } else { s.endpoints.get(&t.endpoint) };
-                    let (measured, pass) = t.expr.evaluate(stats, secs);
-                    let unit = t.expr.aggregation.unit();
-                    Verdict { endpoint: t.endpoint.clone(), expression: t.text.clone(), measured, unit, pass }
-                })
-                .collect();
+                StatsReportCounts { received: s.reports, lost: s.lost_reports, duplicate: s.duplicate_reports };
+            let verdicts = gate.judge(&all, |e| s.endpoints.get(e), secs);
             (eps, endpoint("*", &all, secs), reports, verdicts, s.history.rows())
         });
         let dropped_total = counts.dropped_total();

@@ -1,21 +1,32 @@
-//! Reports from replayers: acks give credits back; statistics are merged once each
-//! (sequence numbers per session) into the job's results, with only the statistics lock held.
+//! What replayers send back (the Report RPC's `StatsReport`): acks give credits back;
+//! statistics are merged once each (sequence numbers per session) into the job's merged
+//! statistics, with only the statistics lock held.
 
 use std::collections::BTreeMap;
 
 use reprise_proto::pb;
-use reprise_proto::stats::EndpointStats;
+use reprise_proto::stats::{DecodeError, EndpointStats};
 use tokio::time::Instant;
-use tonic::Status;
 
 use super::Fleet;
+use super::history::History;
 use crate::accounting::DropReason;
-use crate::history::History;
+use crate::sinks::Interval;
 
-/// Merged results of the current job.
+/// Why a replayer's statistics were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("replayer `{replayer}` session {session} is not subscribed here; subscribe again")]
+    NotSubscribed { replayer: String, session: u64 },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// The job's statistics, merged from every replayer's.
 #[derive(Debug, Default)]
 pub struct JobStats {
     pub endpoints: BTreeMap<String, EndpointStats>,
+    /// Statistics reports merged, lost (a gap in a session's sequence) and repeated.
     pub reports: u64,
     pub lost_reports: u64,
     pub duplicate_reports: u64,
@@ -25,27 +36,32 @@ pub struct JobStats {
     pub per_replayer: BTreeMap<String, EndpointStats>,
 }
 
+impl JobStats {
+    /// All endpoints together.
+    pub fn total(&self) -> EndpointStats {
+        let mut all = EndpointStats::default();
+        for s in self.endpoints.values() {
+            all.merge(s);
+        }
+        all
+    }
+}
+
 impl Fleet {
-    /// Merges one report. A repeated sequence number is counted and merged once. The merged
-    /// interval goes to the sinks before its records count as accounted, so the job cannot end
-    /// (and close its sinks) between the two.
-    pub fn report(&self, r: &pb::StatsReport) -> Result<(), Status> {
+    /// Takes one replayer's report: an ack, or an ack with statistics. A repeated sequence
+    /// number is counted and merged once. The merged interval goes to the sinks before its
+    /// records count as accounted, so the job cannot end (and close its sinks) between the two.
+    pub fn receive(&self, r: &pb::StatsReport) -> Result<(), IntakeError> {
         let mut decoded = Vec::with_capacity(r.endpoints.len());
         for e in &r.endpoints {
-            decoded.push((
-                e.endpoint.clone(),
-                EndpointStats::from_wire(e).map_err(|e| Status::invalid_argument(e.to_string()))?,
-            ));
+            decoded.push((e.endpoint.clone(), EndpointStats::from_wire(e)?));
         }
         // Acks (seq 0) take only the membership lock: they never wait for a merge.
         let mut stats = if r.seq == 0 { None } else { Some(self.lock_stats()) };
         {
             let mut inner = self.lock();
             let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| m.session == r.session) else {
-                return Err(Status::failed_precondition(format!(
-                    "replayer `{}` session {} is not subscribed here; subscribe again",
-                    r.replayer_id, r.session
-                )));
+                return Err(IntakeError::NotSubscribed { replayer: r.replayer_id.clone(), session: r.session });
             };
             m.last_report = Instant::now();
             m.acked = m.acked.max(r.completed_total.min(m.dispatched));
@@ -74,7 +90,12 @@ impl Fleet {
         }
         stats.history.add(&second);
         stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&second);
-        self.sinks.publish(&r.replayer_id, &decoded, &r.raw, r.raw_dropped);
+        self.sinks.publish(&Interval {
+            replayer: &r.replayer_id,
+            deltas: &decoded,
+            rows: &r.raw,
+            rows_dropped: r.raw_dropped,
+        });
         {
             let mut inner = self.lock();
             if let Some(m) = inner.members.get_mut(&r.replayer_id) {

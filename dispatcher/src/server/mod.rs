@@ -1,5 +1,10 @@
-//! Binds the gRPC and admin listeners and runs a job behind them: what both
-//! `reprise dispatcher` and `reprise run` start.
+//! The dispatcher's outside: binds the gRPC ([`grpc`]) and admin HTTP ([`admin`]) listeners
+//! and runs a job behind them — what both `reprise dispatcher` and `reprise run` start.
+//! [`Running::shutdown`] stops both servers and returns once they (and their connections)
+//! have finished.
+
+mod admin;
+mod grpc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,10 +14,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin;
 use crate::config::JobConfig;
 use crate::job::{Job, JobError, JobOptions};
-use crate::service::Service;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -23,19 +26,28 @@ pub enum ServeError {
 }
 
 /// A dispatcher with its listeners bound.
+#[derive(Debug)]
 pub struct Running {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub job: Arc<Job>,
-    /// Ends when the job has ended (finished or stopped) and its books are closed.
+    /// Ends when the job has ended (finished or stopped), its books are closed and its tasks
+    /// have finished.
     pub done: JoinHandle<Result<(), JobError>>,
-    servers: CancellationToken,
+    stop_servers: CancellationToken,
+    servers: [JoinHandle<()>; 2],
 }
 
 impl Running {
-    /// Stops serving gRPC and HTTP (after the job's end has been sent).
-    pub fn shutdown(&self) {
-        self.servers.cancel();
+    /// Stops serving gRPC and HTTP (after the job's end has been sent) and waits until both
+    /// servers have finished.
+    pub async fn shutdown(self) {
+        self.stop_servers.cancel();
+        for server in self.servers {
+            if let Err(e) = server.await {
+                tracing::error!(error = %e, "a server task failed");
+            }
+        }
     }
 }
 
@@ -44,22 +56,23 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
 }
 
 /// Binds both listeners and starts the job; it begins once enough replayers subscribe.
+/// `shutdown` stops the job (see [`Job::run`]); the servers stop with [`Running::shutdown`].
 pub async fn start(
     cfg: JobConfig,
     opts: JobOptions,
     grpc: SocketAddr,
     http: SocketAddr,
-    cancel: CancellationToken,
+    shutdown: &CancellationToken,
 ) -> Result<Running, ServeError> {
     let grpc_listener = bind("gRPC", grpc).await?;
     let http_listener = bind("admin HTTP", http).await?;
     let (grpc, http) = (local(&grpc_listener, grpc), local(&http_listener, http));
-    let job = Job::new(cfg, opts)?;
-    let servers = CancellationToken::new();
+    let job = Job::new(cfg, opts, shutdown)?;
+    let stop_servers = CancellationToken::new();
 
-    let svc = Service::server(Arc::clone(&job));
-    let stop = servers.clone();
-    tokio::spawn(async move {
+    let svc = grpc::Service::server(Arc::clone(&job));
+    let stop = stop_servers.clone();
+    let grpc_server = tokio::spawn(async move {
         let incoming = TcpListenerStream::new(grpc_listener);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
@@ -73,16 +86,16 @@ pub async fn start(
         }
     });
     let app = admin::router(Arc::clone(&job));
-    let stop = servers.clone();
-    tokio::spawn(async move {
+    let stop = stop_servers.clone();
+    let admin_server = tokio::spawn(async move {
         let result = axum::serve(http_listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
         if let Err(e) = result {
             tracing::error!(error = %e, "admin server failed");
         }
     });
     let runner = Arc::clone(&job);
-    let done = tokio::spawn(async move { runner.run(cancel).await });
-    Ok(Running { grpc, http, job, done, servers })
+    let done = tokio::spawn(async move { runner.run().await });
+    Ok(Running { grpc, http, job, done, stop_servers, servers: [grpc_server, admin_server] })
 }
 
 fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {

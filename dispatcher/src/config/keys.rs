@@ -1,4 +1,6 @@
-//! Object key patterns with time fields, e.g. `logs/{yyyy}/{MM}/{dd}/{HH}/*.jsonl.gz`.
+//! Object key patterns with time fields, e.g. `logs/{yyyy}/{MM}/{dd}/{HH}/*.jsonl.gz`
+//! (`[fetcher.s3] prefix` + `key`), parsed once while the job file is loaded; the S3 fetcher
+//! lists and matches with the parsed pattern.
 //!
 //! A pattern is a glob (`*` and `?` within a path segment, `**` across segments, `[abc]`)
 //! with time fields {yyyy} {MM} {dd} {HH} {mm} in UTC. The fields give each object the period
@@ -41,6 +43,8 @@ enum Token {
 /// A parsed key pattern.
 #[derive(Clone, Debug)]
 pub struct KeyPattern {
+    /// As written (prefix and key).
+    text: String,
     regex: Regex,
     /// Time fields in the order they appear (one capture group each).
     fields: Vec<Field>,
@@ -54,9 +58,23 @@ pub struct Period {
     pub len: i64,
 }
 
+/// Why a key pattern does not parse: what is wrong and how to write it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyPatternError(String);
+
 impl KeyPattern {
     /// Parses a pattern; `Err` says what is wrong and how to write it.
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub fn parse(pattern: &str) -> Result<Self, KeyPatternError> {
+        Self::parse_text(pattern).map_err(KeyPatternError)
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn parse_text(pattern: &str) -> Result<Self, String> {
         let (mut re, mut fields, mut tokens) = (String::from("^"), Vec::new(), Vec::new());
         let mut chars = pattern.chars().peekable();
         let mut lit = String::new();
@@ -107,7 +125,7 @@ impl KeyPattern {
             return Err("time fields must include every coarser one: {HH} needs {yyyy}, {MM} and {dd}".into());
         }
         let regex = Regex::new(&re).map_err(|e| format!("is not a valid key pattern: {e}"))?;
-        Ok(Self { regex, fields, tokens })
+        Ok(Self { text: pattern.to_owned(), regex, fields, tokens })
     }
 
     pub fn has_time(&self) -> bool {
@@ -239,8 +257,8 @@ mod tests {
 
     #[test]
     fn bad_patterns_say_how_to_write_them() {
-        assert!(KeyPattern::parse("{yy}/*").expect_err("field").contains("unknown time field"));
-        assert!(KeyPattern::parse("{HH}/*").expect_err("coarser").contains("coarser"));
-        assert!(KeyPattern::parse("{yyyy}/{yyyy}").expect_err("twice").contains("twice"));
+        assert!(KeyPattern::parse("{yy}/*").expect_err("field").to_string().contains("unknown time field"));
+        assert!(KeyPattern::parse("{HH}/*").expect_err("coarser").to_string().contains("coarser"));
+        assert!(KeyPattern::parse("{yyyy}/{yyyy}").expect_err("twice").to_string().contains("twice"));
     }
 }

@@ -11,12 +11,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::Duration;
 
-use reprise_proto::pb;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::{Ledger, SinkCounts};
-use crate::config::Raw;
+use super::{Interval, Ledger, Sink};
+use crate::config::RawConfig;
 
 /// Batches of rows waiting for the disk.
 const QUEUE: usize = 64;
@@ -31,10 +33,14 @@ fn escape(v: &str) -> String {
     v.replace(['\t', '\n'], " ")
 }
 
+/// How often the writer looks whether the job has ended while its queue is empty.
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
 impl RawSink {
-    /// Opens the directory and starts the writer; an unusable directory is an error now, not
-    /// rows lost later.
-    pub fn start(cfg: &Raw) -> std::io::Result<RawSink> {
+    /// Opens the directory and starts the writer (a blocking task in `tasks`, ending with
+    /// `cancel` once its queue is empty); an unusable directory is an error now, not rows
+    /// lost later.
+    pub fn start(cfg: &RawConfig, tasks: &TaskTracker, cancel: CancellationToken) -> std::io::Result<RawSink> {
         let dir = PathBuf::from(&cfg.dir);
         std::fs::create_dir_all(&dir)?;
         let current = dir.join("current");
@@ -46,17 +52,24 @@ impl RawSink {
         let sink = RawSink { tx, ledger: Arc::default() };
         let writer =
             Writer { dir, file, lines: 0, rotate: cfg.rotate_lines.max(1), ledger: Arc::clone(&sink.ledger) };
-        std::thread::Builder::new().name("reprise-raw".into()).spawn(move || writer.run(&rx))?;
+        tasks.spawn_blocking(move || writer.run(&rx, &cancel));
         Ok(sink)
+    }
+}
+
+impl Sink for RawSink {
+    fn name(&self) -> &'static str {
+        "raw"
     }
 
     /// Queues one report's rows; never waits (a full queue drops them, counted).
-    pub fn offer(&self, replayer: &str, rows: &[pb::RawResult], dropped_at_replayer: u64) {
-        self.ledger.lost(dropped_at_replayer);
+    fn offer(&self, interval: &Interval<'_>) {
+        self.ledger.lost(interval.rows_dropped);
+        let rows = interval.rows;
         if rows.is_empty() {
             return;
         }
-        let replayer = escape(replayer);
+        let replayer = escape(interval.replayer);
         let mut batch = String::with_capacity(rows.len() * 64);
         for r in rows {
             let _ = std::fmt::Write::write_fmt(
@@ -79,12 +92,12 @@ impl RawSink {
         }
     }
 
-    pub fn counts(&self) -> SinkCounts {
-        self.ledger.counts("raw")
+    fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
-    pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+    fn wants_rows(&self) -> bool {
+        true
     }
 }
 
@@ -113,8 +126,14 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: &Receiver<(String, u64)>) {
-        while let Ok((batch, n)) = rx.recv() {
+    fn run(mut self, rx: &Receiver<(String, u64)>, cancel: &CancellationToken) {
+        loop {
+            let (batch, n) = match rx.recv_timeout(IDLE_CHECK) {
+                Ok(b) => b,
+                Err(RecvTimeoutError::Timeout) if cancel.is_cancelled() => break,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             let mut written = 0;
             for line in batch.lines() {
                 match self.write(line) {

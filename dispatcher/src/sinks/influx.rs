@@ -17,9 +17,10 @@ use hyper_util::rt::TokioExecutor;
 use reprise_proto::stats::EndpointStats;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::{Ledger, SinkCounts};
-use crate::config::InfluxDb;
+use super::{Interval, Ledger, Sink};
+use crate::config::InfluxConfig;
 
 /// Batches waiting to be written; past this, new ones are dropped (and counted).
 const QUEUE: usize = 256;
@@ -91,9 +92,10 @@ pub(super) fn lines(
 }
 
 impl Influx {
-    pub fn start(cfg: InfluxDb, job: &str, cancel: CancellationToken) -> Arc<Influx> {
+    /// Starts the writer in `tasks`; it ends with `cancel`.
+    pub fn start(cfg: &InfluxConfig, job: &str, tasks: &TaskTracker, cancel: CancellationToken) -> Influx {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let sink = Arc::new(Influx { tx, job: job.to_owned(), ledger: Arc::default() });
+        let sink = Influx { tx, job: job.to_owned(), ledger: Arc::default() };
         let writer = Writer {
             url: cfg.write_url(),
             token: cfg.token(),
@@ -101,14 +103,20 @@ impl Influx {
             client: client(),
             ledger: Arc::clone(&sink.ledger),
         };
-        tokio::spawn(writer.run(rx, cancel));
+        tasks.spawn(writer.run(rx, cancel));
         sink
+    }
+}
+
+impl Sink for Influx {
+    fn name(&self) -> &'static str {
+        "influxdb"
     }
 
     /// Queues one interval; never waits: a full queue drops it (counted).
-    pub fn offer(&self, replayer: &str, deltas: &[(String, EndpointStats)]) {
+    fn offer(&self, interval: &Interval<'_>) {
         let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
-        let (body, points) = lines(&self.job, replayer, deltas, ts);
+        let (body, points) = lines(&self.job, interval.replayer, interval.deltas, ts);
         if points == 0 {
             return;
         }
@@ -118,11 +126,7 @@ impl Influx {
         }
     }
 
-    pub fn counts(&self) -> SinkCounts {
-        self.ledger.counts("influxdb")
-    }
-
-    pub fn ledger(&self) -> &Ledger {
+    fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 }

@@ -1,14 +1,24 @@
-//! The replayer proxy: which replayer gets a record. Round-robin by default; FNV or
+//! Routing: which replayer gets a record. Round-robin by default; FNV or
 //! consistent hashing on the record's key keeps a key (a user, a session) on one replayer.
 //! Consistent hashing places 128 virtual nodes per replayer on a ring, so when one leaves only
 //! its keys move. Records without a key go round-robin under every strategy.
 
-use crate::config::HashStrategy;
+use serde::Deserialize;
+
+/// How records are spread over replayers (`[proxy] hash`, Havok's table name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashStrategy {
+    #[default]
+    RoundRobin,
+    Fnv,
+    Consistent,
+}
 
 const VNODES: u32 = 128;
 
 #[derive(Clone, Debug)]
-pub struct Proxy {
+pub struct Picker {
     strategy: HashStrategy,
     members: Vec<String>,
     ring: Vec<(u64, usize)>,
@@ -31,7 +41,7 @@ fn ring_hash(bytes: &[u8]) -> u64 {
     z ^ (z >> 33)
 }
 
-impl Proxy {
+impl Picker {
     pub fn new(strategy: HashStrategy) -> Self {
         Self { strategy, members: Vec::new(), ring: Vec::new(), next: 0 }
     }
@@ -56,7 +66,7 @@ impl Proxy {
         &self.members
     }
 
-    /// The replayer for a record with this key, as an index into [`Proxy::members`];
+    /// The replayer for a record with this key, as an index into [`Picker::members`];
     /// `None` when there is none.
     pub fn pick(&mut self, key: Option<&str>) -> Option<usize> {
         if self.members.is_empty() {
@@ -91,7 +101,7 @@ mod tests {
     use super::*;
 
     /// The id of the member picked for `key`.
-    fn pick_id(p: &mut Proxy, key: &str) -> String {
+    fn pick_id(p: &mut Picker, key: &str) -> String {
         let i = p.pick(Some(key)).expect("member");
         p.members()[i].clone()
     }
@@ -102,7 +112,7 @@ mod tests {
 
     #[test]
     fn round_robin_takes_turns() {
-        let mut p = Proxy::new(HashStrategy::RoundRobin);
+        let mut p = Picker::new(HashStrategy::RoundRobin);
         p.set_members(ids(3));
         let picks: Vec<String> = (0..6).map(|_| pick_id(&mut p, "k")).collect();
         assert_eq!(picks, ["r1", "r2", "r0", "r1", "r2", "r0"]);
@@ -111,7 +121,7 @@ mod tests {
     #[test]
     fn hashing_sticks_a_key_to_one_member() {
         for s in [HashStrategy::Fnv, HashStrategy::Consistent] {
-            let mut p = Proxy::new(s);
+            let mut p = Picker::new(s);
             p.set_members(ids(4));
             let first = p.pick(Some("user-7")).expect("member");
             assert!((0..50).all(|_| p.pick(Some("user-7")) == Some(first)));
@@ -120,7 +130,7 @@ mod tests {
 
     #[test]
     fn consistent_hashing_moves_only_the_leavers_keys() {
-        let mut p = Proxy::new(HashStrategy::Consistent);
+        let mut p = Picker::new(HashStrategy::Consistent);
         p.set_members(ids(4));
         let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
         let before: Vec<String> = keys.iter().map(|k| pick_id(&mut p, k)).collect();
@@ -137,7 +147,7 @@ mod tests {
 
     #[test]
     fn no_members_no_pick() {
-        let mut p = Proxy::new(HashStrategy::Fnv);
+        let mut p = Picker::new(HashStrategy::Fnv);
         assert_eq!(p.pick(Some("k")), None);
     }
 }

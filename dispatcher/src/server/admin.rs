@@ -16,9 +16,9 @@ use serde::Deserialize;
 
 use crate::config::Speed;
 use crate::job::Job;
-use crate::report::Report;
+use crate::results::{Report, metrics};
 
-pub fn router(job: Arc<Job>) -> Router {
+pub(super) fn router(job: Arc<Job>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
@@ -39,7 +39,7 @@ async fn status(State(job): State<Arc<Job>>) -> Json<Report> {
 async fn metrics(
     State(job): State<Arc<Job>>,
 ) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&job))
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&job))
 }
 
 async fn start(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {
@@ -64,7 +64,7 @@ async fn config(State(job): State<Arc<Job>>, Json(change): Json<ConfigChange>) -
     }
     match job.set_config(change.speed, change.rate) {
         Ok(control) => (StatusCode::OK, Json(json!(control))),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))),
     }
 }
 

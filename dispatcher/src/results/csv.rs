@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use reprise_proto::stats::EndpointStats;
 
+use super::Report;
 use crate::job::Job;
-use crate::report::Report;
 
 const QUANTILES: [f64; 11] = [0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0];
 

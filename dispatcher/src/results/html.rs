@@ -6,8 +6,8 @@
 use std::fmt::Write as _;
 
 use crate::config::Speed;
-use crate::history::Row;
-use crate::report::{EndpointReport, Report};
+use crate::fleet::Row;
+use super::{EndpointReport, Report};
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}\
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}\

@@ -15,8 +15,9 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use crate::control::JobState;
 use crate::fetchers::progress::SourceStatus;
-use crate::job::{Job, JobState};
+use crate::job::Job;
 
 /// Bucket bounds, seconds.
 const BUCKETS: [f64; 14] =

@@ -1,0 +1,85 @@
+//! What both the job and its dispatch loop speak of: the job's state and the settings that
+//! change while it runs (POST /job/config, /job/pause, /job/resume). A leaf, so the dispatch
+//! loop can use them without knowing the job.
+
+use serde::Serialize;
+
+use crate::config::Speed;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for `min_replayers` or POST /job/start.
+    Waiting,
+    Running,
+    /// POST /job/pause: nothing more is released until POST /job/resume.
+    Paused,
+    /// Input done; waiting for the replayers' last acks.
+    Draining,
+    Finished,
+    Stopped,
+}
+
+impl JobState {
+    /// Finished or stopped: nothing more happens.
+    pub fn is_over(self) -> bool {
+        matches!(self, JobState::Finished | JobState::Stopped)
+    }
+}
+
+/// What can change while a job runs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Control {
+    #[serde(serialize_with = "speed_json")]
+    pub speed: Speed,
+    pub rate: f64,
+    pub paused: bool,
+}
+
+fn speed_json<S: serde::Serializer>(speed: &Speed, s: S) -> Result<S::Ok, S::Error> {
+    match speed {
+        Speed::Max => s.serialize_str("max"),
+        Speed::Factor(f) => s.serialize_f64(*f),
+    }
+}
+
+/// A live change that cannot apply; the message says which value and the rule.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ControlError {
+    #[error("speed = {0}: must be a number > 0 or \"max\"")]
+    Speed(f64),
+    #[error("rate = {0}: must be a number > 0 and ≤ 1000")]
+    Rate(f64),
+}
+
+impl Control {
+    /// These settings with a new speed and/or rate, checked as the job file's are.
+    pub fn with(self, speed: Option<Speed>, rate: Option<f64>) -> Result<Control, ControlError> {
+        if let Some(Speed::Factor(f)) = speed
+            && !(f.is_finite() && f > 0.0)
+        {
+            return Err(ControlError::Speed(f));
+        }
+        if let Some(r) = rate
+            && !(r.is_finite() && r > 0.0 && r <= 1000.0)
+        {
+            return Err(ControlError::Rate(r));
+        }
+        Ok(Control { speed: speed.unwrap_or(self.speed), rate: rate.unwrap_or(self.rate), ..self })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_keeps_what_it_does_not_name_and_refuses_bad_values() {
+        let c = Control { speed: Speed::Factor(1.0), rate: 1.0, paused: true };
+        let changed = c.with(Some(Speed::Max), None).expect("max is a speed");
+        assert_eq!(changed, Control { speed: Speed::Max, rate: 1.0, paused: true });
+        assert_eq!(c.with(None, Some(0.0)), Err(ControlError::Rate(0.0)));
+        assert_eq!(c.with(Some(Speed::Factor(-1.0)), Some(2.0)), Err(ControlError::Speed(-1.0)));
+        assert!(c.with(None, Some(1001.0)).expect_err("too many").to_string().contains("≤ 1000"));
+    }
+}

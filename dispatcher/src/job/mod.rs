@@ -1,0 +1,215 @@
+//! A job from start to end: waits for `min_replayers` (or POST /job/start), opens the input,
+//! runs the dispatch loop, drains until the outcome of every dispatched record has been
+//! merged, then ends the job at every replayer ([`run`]). With `abort_on_fail` its gate
+//! stops it at the first failed threshold ([`gate`]).
+//!
+//! A job owns what it starts: the fetchers' readers, the sinks' writers, the reaper of
+//! silent replayers and the gate run in its task tracker, and the job's end waits for them.
+//! Its stop token is a child of the shutdown token it was made with, so a shutdown stops it
+//! without a task in between.
+
+mod gate;
+mod run;
+
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::accounting::Accounting;
+use crate::config::{JobConfig, Speed};
+use crate::control::{Control, ControlError, JobState};
+use crate::fetchers::FetchError;
+use crate::fetchers::progress::{SourceProgress, SourceStatus};
+use crate::fleet::Fleet;
+use crate::sinks::{SinkError, Sinks};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("the job was cancelled before it started")]
+    NotStarted,
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Settings of one run that are not in the job file.
+#[derive(Clone, Debug, Default)]
+pub struct JobOptions {
+    /// Replaces `[job] target` (e.g. the address of a built-in echo target).
+    pub target: Option<String>,
+    /// Replayers do everything but the HTTP call.
+    pub dry_run: bool,
+}
+
+#[derive(Debug)]
+pub struct Job {
+    cfg: JobConfig,
+    opts: JobOptions,
+    accounting: Arc<Accounting>,
+    /// How far the fetcher has read its source.
+    source: Arc<SourceProgress>,
+    fleet: Fleet,
+    state: watch::Sender<JobState>,
+    control: watch::Sender<Control>,
+    /// Cancelled when the job may start (enough replayers, or POST /job/start).
+    start: CancellationToken,
+    /// The process's shutdown: before the start it means "never start".
+    shutdown: CancellationToken,
+    /// Stops dispatching: POST /job/stop, `abort_on_fail`, or the shutdown (its parent).
+    stop: CancellationToken,
+    /// Ends the sinks' writers once their queues are flushed.
+    sinks_stop: CancellationToken,
+    /// Every task the job starts; the job's end waits for them.
+    tasks: TaskTracker,
+    times: Mutex<Times>,
+    /// The threshold that stopped the job (`abort_on_fail`).
+    aborted_by: Mutex<Option<String>>,
+    /// Recorded time released so far, ns since the first record (job progress).
+    progress_ns: AtomicI64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Times {
+    started: Option<(Instant, SystemTime)>,
+    ended: Option<Instant>,
+}
+
+impl Job {
+    /// A job waiting for its replayers; `shutdown` stops it (and, before it starts, cancels it).
+    /// Starts the sinks at once, so an unusable one is an error before anything runs.
+    pub fn new(cfg: JobConfig, opts: JobOptions, shutdown: &CancellationToken) -> Result<Arc<Job>, JobError> {
+        let control = Control { speed: cfg.job.speed, rate: cfg.job.rate, paused: false };
+        let tasks = TaskTracker::new();
+        let sinks_stop = CancellationToken::new();
+        let accounting = Arc::new(Accounting::default());
+        let sinks = Sinks::start(&cfg.reporter, cfg.job.id.as_deref().unwrap_or("job"), &tasks, &sinks_stop)?;
+        let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), sinks);
+        Ok(Arc::new(Job {
+            cfg,
+            opts,
+            accounting,
+            source: Arc::default(),
+            fleet,
+            state: watch::channel(JobState::Waiting).0,
+            control: watch::channel(control).0,
+            start: CancellationToken::new(),
+            shutdown: shutdown.clone(),
+            stop: shutdown.child_token(),
+            sinks_stop,
+            tasks,
+            times: Mutex::default(),
+            aborted_by: Mutex::default(),
+            progress_ns: AtomicI64::new(0),
+        }))
+    }
+
+    pub fn config(&self) -> &JobConfig {
+        &self.cfg
+    }
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+    pub fn accounting(&self) -> &Accounting {
+        &self.accounting
+    }
+    pub fn source(&self) -> SourceStatus {
+        self.source.status()
+    }
+    pub fn state(&self) -> JobState {
+        *self.state.borrow()
+    }
+    pub fn subscribe_state(&self) -> watch::Receiver<JobState> {
+        self.state.subscribe()
+    }
+
+    /// The current speed, rate and pause.
+    pub fn control(&self) -> Control {
+        *self.control.borrow()
+    }
+
+    /// Changes speed and/or rate mid-job; the wheel applies them within a slot.
+    pub fn set_config(&self, speed: Option<Speed>, rate: Option<f64>) -> Result<Control, ControlError> {
+        self.control().with(speed, rate)?;
+        self.control.send_modify(|c| {
+            c.speed = speed.unwrap_or(c.speed);
+            c.rate = rate.unwrap_or(c.rate);
+        });
+        Ok(self.control())
+    }
+
+    /// Pauses (true) or resumes (false) the release of records.
+    pub fn set_paused(&self, paused: bool) -> Control {
+        self.control.send_modify(|c| c.paused = paused);
+        self.control()
+    }
+
+    pub fn is_over(&self) -> bool {
+        self.state().is_over()
+    }
+    pub fn id(&self) -> &str {
+        self.cfg.job.id.as_deref().unwrap_or("job")
+    }
+
+    /// Seconds from the job's start to its end (or to now).
+    pub fn elapsed(&self) -> Duration {
+        let t = *self.times.lock().unwrap_or_else(|p| p.into_inner());
+        match t.started {
+            Some((s, _)) => t.ended.unwrap_or_else(Instant::now).saturating_duration_since(s),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// When the job started, in Unix seconds (0 before it has).
+    pub fn started_unix(&self) -> f64 {
+        let t = *self.times.lock().unwrap_or_else(|p| p.into_inner());
+        t.started.and_then(|(_, wall)| wall.duration_since(UNIX_EPOCH).ok()).map_or(0.0, |d| d.as_secs_f64())
+    }
+
+    pub fn sinks(&self) -> &Sinks {
+        self.fleet.sinks()
+    }
+
+    /// Recorded time released so far (how far into the recording the job is).
+    pub fn progress(&self) -> Duration {
+        Duration::from_nanos(self.progress_ns.load(Relaxed).max(0) as u64)
+    }
+
+    /// The threshold that stopped the job, if `abort_on_fail` did.
+    pub fn aborted_by(&self) -> Option<String> {
+        self.aborted_by.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stops the job because a threshold failed (`abort_on_fail`).
+    fn abort(&self, why: String) {
+        *self.aborted_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.request_stop();
+    }
+
+    /// Starts the job once enough replayers have subscribed.
+    pub fn replayer_joined(&self) {
+        if self.fleet.len() >= self.cfg.job.min_replayers as usize {
+            self.start.cancel();
+        }
+    }
+
+    /// POST /job/start: start now, whatever the number of replayers.
+    pub fn request_start(&self) {
+        self.start.cancel();
+    }
+
+    /// POST /job/stop: stop dispatching; replayers drop what they have not sent.
+    pub fn request_stop(&self) {
+        self.start.cancel();
+        self.stop.cancel();
+    }
+
+    fn target(&self) -> String {
+        self.opts.target.clone().or_else(|| self.cfg.job.target.clone()).unwrap_or_default()
+    }
+}

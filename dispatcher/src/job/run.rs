@@ -1,0 +1,180 @@
+//! Running a job: start, dispatch, drain, end — and waiting for every task the job started.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reprise_proto::pb;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Job, JobError};
+use crate::analyzers::Analyzer;
+use crate::config::Speed;
+use crate::control::JobState;
+use crate::dispatch::{self, DispatchContext};
+use crate::fetchers::{self, SourceContext, merge};
+use crate::timewheel::TimeWheel;
+
+/// Time given to replayers to receive the configuration before the first instant.
+const START_DELAY: Duration = Duration::from_millis(300);
+/// How long a stopped job waits for replayers to report what they cancelled.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long the job's end waits for sinks to deliver what is queued.
+const SINK_FLUSH: Duration = Duration::from_secs(3);
+/// How long the job's end waits for its tasks (readers, writers) to finish; one still
+/// running then (a download that ignores cancellation) is named in a warning.
+const TASKS_GRACE: Duration = Duration::from_secs(10);
+/// How often silent replayers are looked for.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+
+impl Job {
+    /// Runs the job to its end; a shutdown (the token it was made with) stops it like
+    /// POST /job/stop, or, before it started, cancels it.
+    pub async fn run(self: &Arc<Self>) -> Result<(), JobError> {
+        tokio::select! {
+            () = self.start.cancelled() => {}
+            () = self.shutdown.cancelled() => return Err(JobError::NotStarted),
+        }
+        let result = self.run_started().await;
+        self.finish().await;
+        result
+    }
+
+    async fn run_started(self: &Arc<Self>) -> Result<(), JobError> {
+        let ctx = SourceContext {
+            accounting: Arc::clone(&self.accounting),
+            progress: Arc::clone(&self.source),
+            cancel: self.stop.child_token(),
+            analyzer: Analyzer::build(&self.cfg.analyzer),
+            tasks: self.tasks.clone(),
+        };
+        let mut input = self.open_input(&ctx).await?;
+        let delay = if self.cfg.job.speed == Speed::Max { Duration::ZERO } else { START_DELAY };
+        let start = Instant::now() + delay;
+        let wall = SystemTime::now() + delay;
+        let start_unix_ns = wall.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default();
+        self.times.lock().unwrap_or_else(|p| p.into_inner()).started = Some((start, wall));
+        self.fleet.start(self.wire_config(start_unix_ns));
+        self.state.send_replace(JobState::Running);
+        tracing::info!(job = self.id(), replayers = self.fleet.len(), "job started");
+
+        // The reaper and the gate watch while records go out and while the job drains.
+        let watchers = CancellationToken::new();
+        self.tasks.spawn(reap(Arc::clone(self), watchers.clone()));
+        if self.cfg.gate.abort_on_fail {
+            self.tasks.spawn(super::gate::watch(Arc::clone(self), watchers.clone()));
+        }
+        let wheel = TimeWheel::new(
+            self.cfg.job.speed,
+            start,
+            self.cfg.job.begin.map(|b| b.0),
+            self.cfg.job.rate,
+            self.cfg.job.seed,
+        );
+        let stopped = dispatch::run(&self.dispatch_context(), &mut input, wheel, &self.stop).await;
+        ctx.cancel.cancel();
+        drop(input);
+        self.state.send_replace(JobState::Draining);
+        self.drain(stopped).await;
+        watchers.cancel();
+        self.fleet.close_books();
+        self.fleet.sinks().flush(SINK_FLUSH).await;
+        self.times.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Instant::now());
+        self.state.send_replace(if stopped { JobState::Stopped } else { JobState::Finished });
+        tracing::info!(job = self.id(), stopped, "job ended");
+        Ok(())
+    }
+
+    /// Ends the sinks' writers and waits for every task the job started.
+    async fn finish(&self) {
+        self.stop.cancel();
+        self.sinks_stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(TASKS_GRACE, self.tasks.wait()).await.is_err() {
+            tracing::warn!(job = self.id(), tasks = self.tasks.len(), "tasks still running after the job's end");
+        }
+    }
+
+    fn dispatch_context(&self) -> DispatchContext<'_> {
+        DispatchContext {
+            fleet: &self.fleet,
+            accounting: &self.accounting,
+            control: self.control.subscribe(),
+            late: self.cfg.job.late,
+            state: &self.state,
+            progress: &self.progress_ns,
+            send_timeout: self.cfg.proxy.heartbeat_timeout.0,
+        }
+    }
+
+    fn wire_config(&self, start_unix_ns: i64) -> pb::JobConfig {
+        let r = &self.cfg.replayer;
+        pb::JobConfig {
+            job_id: self.id().to_owned(),
+            target: self.target(),
+            concurrency: r.concurrency,
+            timeout_ms: r.timeout.0.as_millis() as u64,
+            preserve_host: r.preserve_host,
+            insecure_tls: r.insecure_tls,
+            start_unix_ns,
+            credit_window: self.cfg.proxy.credit_window,
+            dry_run: self.opts.dry_run,
+            max_endpoints: self.cfg.stats.max_endpoints,
+            session: 0,
+            endpoint_rules: self
+                .cfg
+                .stats
+                .endpoints
+                .iter()
+                .map(|r| pb::EndpointRule { pattern: r.pattern.clone(), name: r.name.clone() })
+                .collect(),
+            raw_results: self.fleet.sinks().wants_rows(),
+        }
+    }
+
+    /// Starts the fetcher and waits for the first record: a broker or object store may take
+    /// a while to answer, and the clock must not start before (records due meanwhile would
+    /// go out in a burst).
+    async fn open_input(&self, ctx: &SourceContext) -> Result<merge::Merger, JobError> {
+        let streams = fetchers::build(&self.cfg, ctx).await?;
+        let opts = merge::MergeOptions {
+            window_ns: self.cfg.job.reorder_window.0.as_nanos() as i64,
+            begin: self.cfg.job.begin.map(|b| b.0),
+            end: self.cfg.job.end.map(|e| e.0),
+        };
+        let mut input = merge::Merger::new(streams, opts, Arc::clone(&self.accounting));
+        tokio::select! {
+            () = input.prime() => {}
+            () = self.stop.cancelled() => {}
+        }
+        Ok(input)
+    }
+
+    /// Waits until the outcome of everything dispatched is merged (or its replayer has left).
+    /// Replayers learn at once that no more records come, so they report their last
+    /// outcomes as soon as they are done instead of at their next heartbeat.
+    async fn drain(&self, stopped: bool) {
+        self.fleet.end(if stopped { "stopped" } else { "finished" }).await;
+        let deadline = stopped.then(|| Instant::now() + STOP_GRACE);
+        loop {
+            let changed = self.fleet.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.fleet.unaccounted() == 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), changed).await;
+        }
+    }
+}
+
+/// Removes replayers silent for longer than the heartbeat timeout, until `stop`.
+async fn reap(job: Arc<Job>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => job.fleet.reap(job.cfg.proxy.heartbeat_timeout.0),
+            () = stop.cancelled() => return,
+        }
+    }
+}
