@@ -137,7 +137,11 @@ pub async fn local(
 }
 
 /// Prints the report, writes its files and maps the job's result to an exit code.
-fn finish(job: &Job, outputs: &Outputs, result: Result<Result<(), JobError>, tokio::task::JoinError>) -> ExitCode {
+fn finish(
+    job: &Job,
+    outputs: &Outputs,
+    result: Result<Result<(), JobError>, tokio::task::JoinError>,
+) -> ExitCode {
     let code = match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => cannot_run(e),

@@ -81,5 +81,8 @@ async fn the_html_report_renders_its_charts_offline() {
     let png = std::fs::read(&shot).expect("screenshot written");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(png.len() > 20_000, "a screenshot with content: {} bytes", png.len());
-    let _ = std::fs::copy(&shot, std::env::temp_dir().join("reprise-report-screenshot.png"));
+    // To look at the page: REPRISE_KEEP_SCREENSHOT=path/to/report.png.
+    if let Some(keep) = std::env::var_os("REPRISE_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).expect("copy the screenshot");
+    }
 }

@@ -325,3 +325,244 @@ async fn place(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+    use tokio::time::sleep;
+
+    use super::*;
+    use crate::config::Speed;
+    use crate::fetchers::merge::{MergeOptions, Stream};
+    use crate::routing::HashStrategy;
+    use crate::sinks::Sinks;
+
+    const MS: i64 = 1_000_000;
+
+    /// A job's parts, without the job: one replayer "r1" whose stream the test reads.
+    struct Harness {
+        fleet: Fleet,
+        accounting: Arc<Accounting>,
+        control: watch::Sender<Control>,
+        state: watch::Sender<JobState>,
+        progress: AtomicI64,
+        session: u64,
+    }
+
+    impl Harness {
+        fn new(window: u32, speed: Speed) -> (Harness, mpsc::Receiver<pb::DispatcherEvent>) {
+            let accounting = Arc::new(Accounting::default());
+            let fleet =
+                Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&accounting), Sinks::default());
+            let (tx, rx) = mpsc::channel(1024);
+            let session = fleet.join("r1", tx);
+            let control = watch::channel(Control { speed, rate: 1.0, paused: false }).0;
+            let state = watch::channel(JobState::Running).0;
+            let h = Harness { fleet, accounting, control, state, progress: AtomicI64::new(0), session };
+            (h, rx)
+        }
+
+        fn ctx(&self) -> DispatchContext<'_> {
+            DispatchContext {
+                fleet: &self.fleet,
+                accounting: &self.accounting,
+                control: self.control.subscribe(),
+                late: LatePolicy::Send,
+                state: &self.state,
+                progress: &self.progress,
+                send_timeout: Duration::from_secs(3),
+            }
+        }
+
+        /// Acknowledges (and accounts for) the first `n` records r1 received.
+        fn ack(&self, n: u64) {
+            let r = pb::StatsReport {
+                replayer_id: "r1".into(),
+                session: self.session,
+                completed_total: n,
+                ..Default::default()
+            };
+            self.fleet.receive(&r).expect("r1 is subscribed");
+        }
+    }
+
+    fn rec(ts_ms: i64, path: &str) -> Record {
+        Record {
+            ts: ts_ms * MS,
+            method: "GET".into(),
+            path: path.into(),
+            host: None,
+            headers: vec![],
+            body: Bytes::new(),
+            key: None,
+        }
+    }
+
+    /// The whole recording, already read: the input ends after the last record.
+    fn input(records: Vec<Record>, accounting: &Arc<Accounting>) -> Merger {
+        let (tx, rx) = mpsc::channel(1);
+        tx.try_send(records).expect("room for one chunk");
+        let opts = MergeOptions { window_ns: 0, begin: None, end: None };
+        Merger::new(vec![Stream::new(rx)], opts, Arc::clone(accounting))
+    }
+
+    /// A batch as the replayer got it: when (ms since `start`), and each record's path and
+    /// due offset (ms).
+    #[derive(Debug, PartialEq)]
+    struct Arrival {
+        at_ms: u128,
+        records: Vec<(String, i64)>,
+    }
+
+    fn arrival(event: pb::DispatcherEvent, start: Instant) -> Option<Arrival> {
+        let Some(pb::dispatcher_event::Event::Batch(b)) = event.event else { return None };
+        let records = b.records.into_iter().map(|r| (r.path, r.due_offset_ns / MS)).collect();
+        Some(Arrival { at_ms: (Instant::now() - start).as_millis(), records })
+    }
+
+    fn expect(at_ms: u128, records: &[(&str, i64)]) -> Arrival {
+        Arrival { at_ms, records: records.iter().map(|(p, d)| ((*p).to_owned(), *d)).collect() }
+    }
+
+    /// Runs the loop to its end while `drive` reads the replayer's stream; every batch is
+    /// handed to `drive`, which may change the job's settings as a user would.
+    async fn replay(
+        h: &Harness,
+        mut input: Merger,
+        wheel: TimeWheel,
+        stop: &CancellationToken,
+        mut rx: mpsc::Receiver<pb::DispatcherEvent>,
+        mut on_batch: impl AsyncFnMut(&Arrival),
+    ) -> (bool, Vec<Arrival>) {
+        let start = wheel.start();
+        let ctx = h.ctx();
+        let mut seen = Vec::new();
+        let read = async {
+            // Paused time jumps ahead when everything waits: a minute of silence is the end.
+            while let Ok(Some(event)) = timeout(Duration::from_secs(60), rx.recv()).await {
+                if let Some(a) = arrival(event, start) {
+                    on_batch(&a).await;
+                    seen.push(a);
+                }
+            }
+        };
+        let (stopped, ()) = tokio::join!(run(&ctx, &mut input, wheel, stop), read);
+        (stopped, seen)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_are_released_slot_by_slot_a_lead_ahead_of_their_instant() {
+        let (h, rx) = Harness::new(1000, Speed::Factor(1.0));
+        let records = vec![rec(0, "/a"), rec(1000, "/b"), rec(1000, "/c"), rec(2345, "/d"), rec(5000, "/e")];
+        let wheel = TimeWheel::new(Speed::Factor(1.0), Instant::now(), None, 1.0, 0);
+        let stop = CancellationToken::new();
+        let (stopped, seen) =
+            replay(&h, input(records, &h.accounting), wheel, &stop, rx, async |_: &Arrival| {}).await;
+        assert!(!stopped);
+        assert_eq!(
+            seen,
+            [
+                expect(0, &[("/a", 0)]),
+                expect(800, &[("/b", 1000), ("/c", 1000)]),
+                expect(2140, &[("/d", 2345)]),
+                expect(4800, &[("/e", 5000)]),
+            ]
+        );
+        let c = h.accounting.counts();
+        assert_eq!((c.scheduled, c.dispatched), (5, 5));
+        assert_eq!(h.progress.load(Relaxed), 5000 * MS, "progress is the recorded time released");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_speed_change_re_anchors_at_the_last_record_released() {
+        let (h, rx) = Harness::new(1000, Speed::Factor(1.0));
+        let records = vec![rec(0, "/a"), rec(1000, "/b"), rec(2000, "/c"), rec(3000, "/d")];
+        let wheel = TimeWheel::new(Speed::Factor(1.0), Instant::now(), None, 1.0, 0);
+        let stop = CancellationToken::new();
+        let control = h.control.clone();
+        let twice_as_fast = async |a: &Arrival| {
+            if a.records[0].0 == "/b" {
+                control.send_modify(|c| c.speed = Speed::Factor(2.0));
+            }
+        };
+        let (_, seen) = replay(&h, input(records, &h.accounting), wheel, &stop, rx, twice_as_fast).await;
+        // "/b" is due at 1 s; from there on recorded time runs twice as fast.
+        assert_eq!(
+            seen,
+            [
+                expect(0, &[("/a", 0)]),
+                expect(800, &[("/b", 1000)]),
+                expect(1300, &[("/c", 1500)]),
+                expect(1800, &[("/d", 2000)]),
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_shifts_what_is_not_released_by_its_length() {
+        let (h, rx) = Harness::new(1000, Speed::Factor(1.0));
+        let records = vec![rec(0, "/a"), rec(1000, "/b"), rec(2000, "/c")];
+        let wheel = TimeWheel::new(Speed::Factor(1.0), Instant::now(), None, 1.0, 0);
+        let stop = CancellationToken::new();
+        let (control, mut state) = (h.control.clone(), h.state.subscribe());
+        let pause_three_seconds = async |a: &Arrival| {
+            if a.records[0].0 == "/a" {
+                control.send_modify(|c| c.paused = true);
+                state.wait_for(|s| *s == JobState::Paused).await.expect("paused");
+                sleep(Duration::from_secs(3)).await;
+                control.send_modify(|c| c.paused = false);
+            }
+        };
+        let (_, seen) =
+            replay(&h, input(records, &h.accounting), wheel, &stop, rx, pause_three_seconds).await;
+        assert_eq!(
+            seen,
+            [expect(0, &[("/a", 0)]), expect(3800, &[("/b", 4000)]), expect(4800, &[("/c", 5000)])]
+        );
+        assert_eq!(*h.state.borrow(), JobState::Running, "resumed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_replayer_gets_nothing_until_it_acknowledges() {
+        let (h, rx) = Harness::new(16, Speed::Max);
+        let records: Vec<Record> = (0..40).map(|i| rec(i, &format!("/{i}"))).collect();
+        let wheel = TimeWheel::new(Speed::Max, Instant::now(), None, 1.0, 0);
+        let stop = CancellationToken::new();
+        let (mut received, mut in_flight_when_full) = (0, Vec::new());
+        let ack_late = async |a: &Arrival| {
+            received += a.records.len() as u64;
+            if received % 16 == 0 || received == 40 {
+                // The window is used up: nothing more comes however long the replayer waits.
+                sleep(Duration::from_secs(5)).await;
+                in_flight_when_full.push(h.fleet.in_flight());
+                h.ack(received);
+            }
+        };
+        let (_, seen) = replay(&h, input(records, &h.accounting), wheel, &stop, rx, ack_late).await;
+        let sizes: Vec<usize> = seen.iter().map(|a| a.records.len()).collect();
+        assert_eq!(sizes, [16, 16, 8], "each batch is what the credits allowed");
+        assert_eq!(in_flight_when_full, [16, 16, 8]);
+        assert_eq!(seen[1].at_ms, 5000, "the second batch waited for the ack");
+        let paths: Vec<String> = seen.iter().flat_map(|a| a.records.iter().map(|r| r.0.clone())).collect();
+        assert_eq!(paths, (0..40).map(|i| format!("/{i}")).collect::<Vec<_>>(), "in order");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_counts_what_was_not_sent() {
+        let (h, rx) = Harness::new(1000, Speed::Factor(1.0));
+        let records = vec![rec(0, "/a"), rec(10_000, "/b"), rec(20_000, "/c")];
+        let wheel = TimeWheel::new(Speed::Factor(1.0), Instant::now(), None, 1.0, 0);
+        let stop = CancellationToken::new();
+        let stop_after_first = async |_: &Arrival| stop.cancel();
+        let (stopped, seen) =
+            replay(&h, input(records, &h.accounting), wheel, &stop, rx, stop_after_first).await;
+        assert!(stopped);
+        assert_eq!(seen, [expect(0, &[("/a", 0)])]);
+        let c = h.accounting.counts();
+        assert_eq!(c.dispatched, 1);
+        assert_eq!(c.dropped.get(&DropReason::Stopped), Some(&1), "the record waiting for its slot");
+    }
+}

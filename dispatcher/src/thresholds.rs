@@ -301,4 +301,37 @@ mod tests {
         assert!(pass && (max.expect("max") - 1000.0).abs() < 1.0);
         assert_eq!(parse("p99 < 1s").expect("ok").evaluate(None, 1.0), (None, false), "no requests fails");
     }
+
+    #[test]
+    fn the_gate_judges_all_traffic_and_named_endpoints() {
+        let fast = stats(&[10, 10, 10], 0);
+        let slow = stats(&[500, 500], 1);
+        let mut total = fast.clone();
+        total.merge(&slow);
+        let threshold = |endpoint: &str, text: &str| Threshold {
+            endpoint: endpoint.into(),
+            text: text.into(),
+            expr: parse(text).expect(text),
+        };
+        let gate = Gate {
+            thresholds: vec![
+                threshold("*", "count == 5"),
+                threshold("GET /fast", "p99 < 50ms"),
+                threshold("GET /slow", "error_rate < 10%"),
+                threshold("GET /gone", "p99 < 1s"),
+            ],
+            abort_on_fail: false,
+        };
+        let lookup = |e: &str| match e {
+            "GET /fast" => Some(&fast),
+            "GET /slow" => Some(&slow),
+            _ => None,
+        };
+        let verdicts = gate.judge(&total, lookup, 1.0);
+        let passed: Vec<bool> = verdicts.iter().map(|v| v.pass).collect();
+        assert_eq!(passed, [true, true, false, false]);
+        assert_eq!(verdicts[2].measured, Some(50.0), "one of two failed: 50 %");
+        assert_eq!(verdicts[3].measured, None, "an endpoint without requests fails");
+        assert_eq!(verdicts[0].unit, "");
+    }
 }

@@ -11,6 +11,7 @@ use reprise_proto::pb;
 use reprise_proto::pb::dispatcher_client::DispatcherClient;
 use reprise_proto::pb::dispatcher_event::Event;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -58,12 +59,19 @@ pub async fn run(opts: ReplayerOptions, cancel: CancellationToken) -> Result<(),
         .initial_connection_window_size(STREAM_WINDOW * 2)
         .connect_timeout(Duration::from_secs(2));
     let mut backoff = BACKOFF_MIN;
-    while !cancel.is_cancelled() {
-        match connect_and_serve(&endpoint, &opts, &cancel).await {
-            Ok(true) if opts.once => return Ok(()),
+    // Sessions whose dispatcher went away finish their requests in flight here, without
+    // holding up the next subscription; `run` returns once they have.
+    let mut abandoned = JoinSet::new();
+    let result = loop {
+        if cancel.is_cancelled() {
+            break Ok(());
+        }
+        while abandoned.try_join_next().is_some() {}
+        match connect_and_serve(&endpoint, &opts, &cancel, &mut abandoned).await {
+            Ok(true) if opts.once => break Ok(()),
             Ok(_) => backoff = BACKOFF_MIN,
             Err(e) if e.code() == Code::FailedPrecondition || e.code() == Code::InvalidArgument => {
-                return Err(ReplayerError::Refused(e.message().to_owned()));
+                break Err(ReplayerError::Refused(e.message().to_owned()));
             }
             Err(e) => {
                 tracing::info!(replayer = %opts.id, error = %e.message(), retry_in = ?backoff, "dispatcher not reachable")
@@ -74,8 +82,9 @@ pub async fn run(opts: ReplayerOptions, cancel: CancellationToken) -> Result<(),
             () = cancel.cancelled() => {}
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-    Ok(())
+    };
+    while abandoned.join_next().await.is_some() {}
+    result
 }
 
 /// One subscription. Returns Ok(true) when a job ended, Ok(false) when the stream closed.
@@ -83,6 +92,7 @@ async fn connect_and_serve(
     endpoint: &Endpoint,
     opts: &ReplayerOptions,
     cancel: &CancellationToken,
+    abandoned: &mut JoinSet<()>,
 ) -> Result<bool, Status> {
     let channel = endpoint.connect().await.map_err(|e| Status::unavailable(e.to_string()))?;
     let mut client = DispatcherClient::new(channel.clone())
@@ -104,7 +114,7 @@ async fn connect_and_serve(
             Ok(Some(ev)) => ev.event,
             Ok(None) | Err(_) => {
                 if let Some(s) = session.take() {
-                    s.abandon();
+                    s.abandon(abandoned);
                 }
                 return Ok(false);
             }
@@ -112,7 +122,7 @@ async fn connect_and_serve(
         match event {
             Some(Event::Job(cfg)) => {
                 if let Some(old) = session.take() {
-                    old.abandon();
+                    old.abandon(abandoned);
                 }
                 session = Some(
                     Session::start(cfg, opts, channel.clone())
@@ -176,10 +186,16 @@ impl Session {
         self.reports.send(&self.exec).await;
     }
 
-    /// The dispatcher is gone: nothing more will be acknowledged.
-    fn abandon(self) {
+    /// The dispatcher is gone: nothing more will be acknowledged. What is in flight ends in
+    /// `owner`, which waits for the executor and the reporter.
+    fn abandon(self, owner: &mut JoinSet<()>) {
         self.stop.cancel();
         self.done.cancel();
+        owner.spawn(async move {
+            drop(self.batches);
+            let _ = self.executor.await;
+            let _ = self.reporter.await;
+        });
     }
 }
 
@@ -197,7 +213,7 @@ impl Reports {
         loop {
             tokio::select! {
                 _ = tick.tick() => self.send(&exec).await,
-                () = exec.ack_due.notified() => {
+                () = exec.ack_due() => {
                     self.ack(&exec).await;
                     tokio::time::sleep(ACK_GAP).await;
                 }

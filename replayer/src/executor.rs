@@ -43,10 +43,16 @@ pub struct Executor {
     /// Set when the job is cancelled; read per record (the token's own check takes a lock).
     stopped: Arc<AtomicBool>,
     /// Signalled when enough completions wait to be acknowledged.
-    pub ack_due: Notify,
+    ack_due: Notify,
 }
 
 impl Executor {
+    /// Resolves when enough completions wait to be acknowledged (a permit is kept if none
+    /// waits, so a signal is never missed).
+    pub async fn ack_due(&self) {
+        self.ack_due.notified().await;
+    }
+
     pub fn new(cfg: pb::JobConfig, dry_run: bool) -> Result<Arc<Self>, TargetError> {
         let target = Target::new(&cfg)?;
         let mut rules = Vec::with_capacity(cfg.endpoint_rules.len());
@@ -99,10 +105,13 @@ impl Executor {
         let (tx, rx) = async_channel::bounded::<Due>(limit);
         let tracker = TaskTracker::new();
         let stopped = Arc::clone(&self.stopped);
-        let watch = cancel.clone();
+        let (watch, finished) = (cancel.clone(), CancellationToken::new());
+        let flag_done = finished.clone();
         let flag = tokio::spawn(async move {
-            watch.cancelled().await;
-            stopped.store(true, Relaxed);
+            tokio::select! {
+                () = watch.cancelled() => stopped.store(true, Relaxed),
+                () = flag_done.cancelled() => {}
+            }
         });
         // A few connections open before the first instant; more while records wait.
         for _ in 0..limit.min(WARM_WORKERS) {
@@ -144,7 +153,8 @@ impl Executor {
         }
         tracker.close();
         tracker.wait().await;
-        flag.abort();
+        finished.cancel();
+        let _ = flag.await;
     }
 
     /// The timekeeper: records in order, each released at its due instant. Runs until the

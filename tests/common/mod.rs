@@ -130,17 +130,32 @@ impl Drop for Guard {
     }
 }
 
-/// A fresh directory for one test.
 /// A port free on 127.0.0.1 now, for a server a test starts.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("reprise-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+/// A fresh directory for one test, removed with everything in it when the test ends,
+/// whether it passes or fails (the value is dropped as the test unwinds).
+pub struct TestDir(tempfile::TempDir);
+
+impl std::ops::Deref for TestDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for TestDir {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+pub fn temp_dir(name: &str) -> TestDir {
+    let dir = tempfile::Builder::new().prefix(&format!("reprise-test-{name}-")).tempdir().expect("temp dir");
+    TestDir(dir)
 }
 
 /// Writes a job file replaying `recording` against `target` with extra TOML lines.

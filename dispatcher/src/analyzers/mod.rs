@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn no_input_makes_an_analyzer_panic() {
         let analyzers = [
-            Analyzer::build(&config::AnalyzerConfig { hash_field: Some("json:ts".into()), ..Default::default() }),
+            Analyzer::build(&config::AnalyzerConfig {
+                hash_field: Some("json:ts".into()),
+                ..Default::default()
+            }),
             Analyzer::build(&config::AnalyzerConfig {
                 format: Format::Gor,
                 hash_field: Some("header:Host".into()),

@@ -24,7 +24,9 @@ use crate::thresholds::Gate;
 
 pub use crate::routing::HashStrategy;
 pub use keys::KeyPattern;
-pub use results::{ABORT_ON_FAIL, EndpointRule, InfluxConfig, RawConfig, SinksConfig, StatsConfig, ThresholdEntry};
+pub use results::{
+    ABORT_ON_FAIL, EndpointRule, InfluxConfig, RawConfig, SinksConfig, StatsConfig, ThresholdEntry,
+};
 pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings};
 pub use validate::Problem;
 pub use values::{Instant, ListenAddr, Millis, Speed};

@@ -110,13 +110,16 @@ impl<'de> Deserialize<'de> for Speed {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenAddr(pub SocketAddr);
 
+/// Text that is not a listen address.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a listen address; write \"127.0.0.1:8080\", \"[::1]:0\" or \":8080\"")]
+pub struct AddrError(String);
+
 impl std::str::FromStr for ListenAddr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = AddrError;
+    fn from_str(s: &str) -> Result<Self, AddrError> {
         let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
-        full.parse::<SocketAddr>().map(ListenAddr).map_err(|_| {
-            format!("`{s}` is not a listen address; write \"127.0.0.1:8080\", \"[::1]:0\" or \":8080\"")
-        })
+        full.parse::<SocketAddr>().map(ListenAddr).map_err(|_| AddrError(s.to_owned()))
     }
 }
 

@@ -101,8 +101,8 @@ mod tests {
 
     #[tokio::test]
     async fn plain_and_gzip_files_are_read_and_bad_lines_counted() {
-        let dir = std::env::temp_dir().join(format!("reprise-file-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
+        let tmp = tempfile::tempdir().expect("dir");
+        let dir = tmp.path();
         std::fs::write(dir.join("a.jsonl"), "{\"ts\":1,\"method\":\"GET\",\"url\":\"/a\"}\nnot json\n\n")
             .expect("a");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -119,7 +119,6 @@ mod tests {
         let counts = ctx.accounting.counts();
         assert_eq!(counts.malformed.get("json_syntax"), Some(&1));
         assert!(counts.bytes > 60, "bytes read are counted: {}", counts.bytes);
-        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

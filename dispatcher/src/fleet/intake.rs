@@ -61,7 +61,10 @@ impl Fleet {
         {
             let mut inner = self.lock();
             let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| m.session == r.session) else {
-                return Err(IntakeError::NotSubscribed { replayer: r.replayer_id.clone(), session: r.session });
+                return Err(IntakeError::NotSubscribed {
+                    replayer: r.replayer_id.clone(),
+                    session: r.session,
+                });
             };
             m.last_report = Instant::now();
             m.acked = m.acked.max(r.completed_total.min(m.dispatched));

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use reprise_proto::pb;
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
 use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use reprise_proto::stats::EndpointStats;

@@ -91,7 +91,11 @@ impl Job {
         self.sinks_stop.cancel();
         self.tasks.close();
         if tokio::time::timeout(TASKS_GRACE, self.tasks.wait()).await.is_err() {
-            tracing::warn!(job = self.id(), tasks = self.tasks.len(), "tasks still running after the job's end");
+            tracing::warn!(
+                job = self.id(),
+                tasks = self.tasks.len(),
+                "tasks still running after the job's end"
+            );
         }
     }
 

@@ -5,9 +5,9 @@
 
 use std::fmt::Write as _;
 
+use super::{EndpointReport, Report};
 use crate::config::Speed;
 use crate::fleet::Row;
-use super::{EndpointReport, Report};
 
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}\
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}\

@@ -157,10 +157,14 @@ impl Report {
         let counts = job.accounting().counts();
         let gate = &job.config().gate;
         let (endpoints, total, reports, verdicts, history) = job.fleet().with_stats(|s| {
-            let eps: Vec<EndpointReport> = s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
+            let eps: Vec<EndpointReport> =
+                s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
             let all = s.total();
-            let reports =
-                StatsReportCounts { received: s.reports, lost: s.lost_reports, duplicate: s.duplicate_reports };
+            let reports = StatsReportCounts {
+                received: s.reports,
+                lost: s.lost_reports,
+                duplicate: s.duplicate_reports,
+            };
             let verdicts = gate.judge(&all, |e| s.endpoints.get(e), secs);
             (eps, endpoint("*", &all, secs), reports, verdicts, s.history.rows())
         });

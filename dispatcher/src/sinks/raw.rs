@@ -40,7 +40,11 @@ impl RawSink {
     /// Opens the directory and starts the writer (a blocking task in `tasks`, ending with
     /// `cancel` once its queue is empty); an unusable directory is an error now, not rows
     /// lost later.
-    pub fn start(cfg: &RawConfig, tasks: &TaskTracker, cancel: CancellationToken) -> std::io::Result<RawSink> {
+    pub fn start(
+        cfg: &RawConfig,
+        tasks: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> std::io::Result<RawSink> {
         let dir = PathBuf::from(&cfg.dir);
         std::fs::create_dir_all(&dir)?;
         let current = dir.join("current");
