@@ -449,7 +449,12 @@ mod tests {
                 }
             }
         };
-        let (stopped, ()) = tokio::join!(run(&ctx, &mut input, wheel, stop), read);
+        // A loop that never ends (a credit never given back) fails the test, not hangs it.
+        let (stopped, ()) = timeout(Duration::from_secs(3600), async {
+            tokio::join!(run(&ctx, &mut input, wheel, stop), read)
+        })
+        .await
+        .expect("the dispatch loop ended");
         (stopped, seen)
     }
 
