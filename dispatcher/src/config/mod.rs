@@ -13,6 +13,7 @@ pub mod keys;
 mod results;
 mod sources;
 mod validate;
+mod validate_sources;
 pub mod values;
 
 use std::collections::BTreeMap;

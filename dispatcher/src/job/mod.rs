@@ -124,9 +124,6 @@ impl Job {
     pub fn state(&self) -> JobState {
         *self.state.borrow()
     }
-    pub fn subscribe_state(&self) -> watch::Receiver<JobState> {
-        self.state.subscribe()
-    }
 
     /// The current speed, rate and pause.
     pub fn control(&self) -> Control {

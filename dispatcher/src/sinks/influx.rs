@@ -149,7 +149,13 @@ impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Batch>, cancel: CancellationToken) {
         let mut failures = 0u64;
         while let Some(batch) = tokio::select! { b = rx.recv() => b, () = cancel.cancelled() => None } {
-            match self.deliver(&batch).await {
+            // Cancelled once the job's books are closed: what is still being sent counts as
+            // dropped there already, and the job's end waits for this task.
+            let delivered = tokio::select! {
+                r = self.deliver(&batch) => r,
+                () = cancel.cancelled() => return,
+            };
+            match delivered {
                 Ok(()) => self.ledger.done(batch.points, true),
                 Err(e) => {
                     failures += 1;

@@ -1,0 +1,78 @@
+//! What `/status` and the report show of a replayer.
+
+use std::time::Duration;
+
+use reprise_proto::stats::EndpointStats;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::Member;
+
+/// What /status and the report show of a replayer.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberStatus {
+    pub id: String,
+    /// "ready" (subscribed, no job running), "running", "missing" (no report for over 1.5 s;
+    /// removed at the heartbeat timeout), or "left" with the reason in `left`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<String>,
+    /// Records it held unaccounted when it left.
+    pub lost_in_flight: u64,
+    /// Records handed to it.
+    pub received: u64,
+    pub acked: u64,
+    pub in_flight: u64,
+    /// Credits it has left (`credit_window - in_flight`).
+    pub credits: u64,
+    /// Requests it sent (outcomes merged).
+    pub sent: u64,
+    /// Records it holds, waiting for their instant or in flight, at its last report.
+    pub pending: u64,
+    /// Its schedule error (due instant to send), ms.
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+    pub last_report_ms_ago: u64,
+}
+
+/// A replayer silent this long shows as missing (it reports every second).
+const MISSING_AFTER: Duration = Duration::from_millis(1500);
+
+impl Member {
+    pub(super) fn status(
+        &self,
+        id: &str,
+        now: Instant,
+        running: bool,
+        window: u64,
+        lag: Option<&EndpointStats>,
+    ) -> MemberStatus {
+        let silent = now - self.last_report;
+        let state = if silent > MISSING_AFTER {
+            "missing"
+        } else if running {
+            "running"
+        } else {
+            "ready"
+        };
+        let lag_ms = |q: f64| {
+            lag.filter(|l| !l.lag.is_empty()).map_or(0.0, |l| l.lag.value_at_quantile(q) as f64 / 1000.0)
+        };
+        let in_flight = self.dispatched - self.acked;
+        MemberStatus {
+            id: id.to_owned(),
+            state,
+            left: None,
+            lost_in_flight: 0,
+            received: self.dispatched,
+            acked: self.acked,
+            in_flight,
+            credits: window.saturating_sub(in_flight),
+            sent: self.sent,
+            pending: self.pending,
+            lag_p50_ms: lag_ms(0.5),
+            lag_p99_ms: lag_ms(0.99),
+            last_report_ms_ago: silent.as_millis() as u64,
+        }
+    }
+}
