@@ -28,18 +28,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn start(n: usize, gap_ms: usize, name: &str) -> (Capture, Daemon, Guard) {
+/// The target, the dispatcher, a replayer, and the job's directory (removed when dropped).
+async fn start(n: usize, gap_ms: usize, name: &str) -> (Capture, Daemon, Guard, TestDir) {
     let target = Capture::start().await;
     let dir = temp_dir(name);
     let job = write_job(&dir, &target.url(), &recording(&dir, n, gap_ms), "speed = 1", "");
     let dispatcher = start_dispatcher(&job, "127.0.0.1:0", None);
     let replayer = spawn_replayer(&dispatcher.grpc_url, "r1");
-    (target, dispatcher, replayer)
+    (target, dispatcher, replayer, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_speed_change_continues_the_schedule_without_burst_or_gap() {
-    let (target, dispatcher, _r) = start(80, 40, "ctl-speed").await;
+    let (target, dispatcher, _r, _dir) = start(80, 40, "ctl-speed").await;
     assert!(wait_until(|| target.requests().len() >= 20, Duration::from_secs(10)).await);
     let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": 2}"#).await;
     assert_eq!(code, 200, "{body}");
@@ -57,7 +58,7 @@ async fn a_speed_change_continues_the_schedule_without_burst_or_gap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_every_record_until_resume() {
-    let (target, dispatcher, _r) = start(60, 40, "ctl-pause").await;
+    let (target, dispatcher, _r, _dir) = start(60, 40, "ctl-pause").await;
     assert!(wait_until(|| target.requests().len() >= 10, Duration::from_secs(10)).await);
     let (code, _) = http("POST", &dispatcher.admin, "/job/pause").await;
     assert_eq!(code, 200);
@@ -78,7 +79,7 @@ async fn pause_holds_every_record_until_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_change_applies_to_the_records_after_it() {
-    let (target, dispatcher, _r) = start(40, 50, "ctl-rate").await;
+    let (target, dispatcher, _r, _dir) = start(40, 50, "ctl-rate").await;
     assert!(wait_until(|| target.requests().len() >= 10, Duration::from_secs(10)).await);
     let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"rate": 2}"#).await;
     assert_eq!(code, 200, "{body}");
@@ -92,7 +93,7 @@ async fn a_rate_change_applies_to_the_records_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_changes_are_refused_with_a_message() {
-    let (_target, dispatcher, _r) = start(100, 50, "ctl-bad").await;
+    let (_target, dispatcher, _r, _dir) = start(100, 50, "ctl-bad").await;
     let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": 0}"#).await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("speed = 0"), "{body}");

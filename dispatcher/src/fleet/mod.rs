@@ -37,7 +37,8 @@ pub type EventTx = mpsc::Sender<pb::DispatcherEvent>;
 #[derive(Debug)]
 struct Member {
     session: u64,
-    tx: EventTx,
+    /// Its event stream; `None` once the dispatcher has disconnected it (shutting down).
+    tx: Option<EventTx>,
     dispatched: u64,
     acked: u64,
     /// Records whose outcome (or cancellation) has been merged.
@@ -148,7 +149,7 @@ impl Fleet {
         }
         let member = Member {
             session,
-            tx,
+            tx: Some(tx),
             dispatched: 0,
             acked: 0,
             accounted: 0,
@@ -215,7 +216,9 @@ impl Fleet {
         self.lock_stats().history.start(Instant::now());
         let mut inner = self.lock();
         for m in inner.members.values() {
-            let _ = m.tx.try_send(config_event(&job, m.session));
+            if let Some(tx) = &m.tx {
+                let _ = tx.try_send(config_event(&job, m.session));
+            }
         }
         inner.job = Some(job);
     }
@@ -250,7 +253,7 @@ impl Fleet {
             .members
             .iter()
             .find(|(_, m)| m.session == session)
-            .map(|(id, m)| (id.clone(), m.tx.clone()))
+            .and_then(|(id, m)| Some((id.clone(), m.tx.clone()?)))
     }
 
     /// Gives back credits taken for records that were never sent (job stopped).
@@ -305,11 +308,20 @@ impl Fleet {
         let txs: Vec<EventTx> = {
             let mut inner = self.lock();
             inner.ended = Some(reason.to_owned());
-            inner.members.values().map(|m| m.tx.clone()).collect()
+            inner.members.values().filter_map(|m| m.tx.clone()).collect()
         };
         let event = end_event(reason);
         for tx in txs {
             let _ = tx.send_timeout(event.clone(), Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Ends every member's event stream (the dispatcher is shutting down), so replayers see
+    /// the end of their subscription and their connections can close. They stay members:
+    /// what the report says of them does not change.
+    pub fn disconnect(&self) {
+        for m in self.lock().members.values_mut() {
+            m.tx = None;
         }
     }
 

@@ -8,6 +8,7 @@ mod grpc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -38,14 +39,27 @@ pub struct Running {
     servers: [JoinHandle<()>; 2],
 }
 
+/// How long the servers may take to finish their connections once stopped; a peer that
+/// holds its connection open longer (a frozen replayer) is cut off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 impl Running {
     /// Stops serving gRPC and HTTP (after the job's end has been sent) and waits until both
-    /// servers have finished.
+    /// servers have finished: replayers' streams are ended first, so their connections
+    /// close; what is still open after [`SHUTDOWN_GRACE`] is cut.
     pub async fn shutdown(self) {
+        self.job.fleet().disconnect();
         self.stop_servers.cancel();
-        for server in self.servers {
-            if let Err(e) = server.await {
-                tracing::error!(error = %e, "a server task failed");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for mut server in self.servers {
+            match tokio::time::timeout_at(deadline, &mut server).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "a server task failed"),
+                Err(_) => {
+                    tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open at shutdown: closing them");
+                    server.abort();
+                    let _ = server.await;
+                }
             }
         }
     }
