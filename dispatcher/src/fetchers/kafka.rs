@@ -26,8 +26,7 @@ use tokio::sync::mpsc;
 use super::merge::Stream;
 use super::units::parse_units;
 use super::{Chunker, FetchError, STREAM_CAPACITY, SourceContext};
-use crate::config::Range;
-use crate::config::{KafkaConfig, KafkaTimestamp};
+use crate::config::{KafkaConfig, KafkaTimestamp, Range};
 use crate::record::Record;
 
 /// How long a partition thread waits for a message before it hands over what it holds and
