@@ -96,9 +96,13 @@ pub async fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<Stream>, 
             )
         }
         FetcherKind::S3 | FetcherKind::Sls => {
-            let not_configured = FetchError::NotConfigured { kind: "s3" };
-            let s3 = cfg.fetcher.s3.as_ref().ok_or(FetchError::NotConfigured { kind: "s3" })?;
-            let pattern = s3.pattern.clone().ok_or(not_configured)?;
+            // Both are set once the job file has been validated.
+            let (s3, pattern) = cfg
+                .fetcher
+                .s3
+                .as_ref()
+                .and_then(|s3| Some((s3, s3.pattern.clone()?)))
+                .ok_or(FetchError::NotConfigured { kind: "s3" })?;
             s3::start(s3.settings(cfg.fetcher.sls.as_ref()), pattern, range, ctx).await
         }
     }

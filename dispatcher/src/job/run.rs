@@ -141,11 +141,8 @@ impl Job {
     /// go out in a burst).
     async fn open_input(&self, ctx: &SourceContext) -> Result<merge::Merger, JobError> {
         let streams = fetchers::build(&self.cfg, ctx).await?;
-        let opts = merge::MergeOptions {
-            window_ns: self.cfg.job.reorder_window.0.as_nanos() as i64,
-            begin: self.cfg.job.begin.map(|b| b.0),
-            end: self.cfg.job.end.map(|e| e.0),
-        };
+        let range = self.cfg.job.range();
+        let opts = merge::MergeOptions { window_ns: range.window_ns, begin: range.begin, end: range.end };
         let mut input = merge::Merger::new(streams, opts, Arc::clone(&self.accounting));
         tokio::select! {
             () = input.prime() => {}
