@@ -1,10 +1,14 @@
 //! Live control through the real daemon: a speed change mid-job continues the schedule
 //! without a burst or a gap, pause holds every record until resume, a rate change applies to
 //! the records after it, and bad changes are refused with a message.
+//!
+//! The schedule is read from the raw sink's due instants (what the dispatcher asked for),
+//! not from arrival times at the target: on a shared machine a replayer thread descheduled
+//! for 40 ms would make arrivals bunch up, and that is not what these tests are about.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -16,11 +20,9 @@ fn recording(dir: &std::path::Path, n: usize, gap_ms: usize) -> std::path::PathB
     path
 }
 
-/// Gaps between consecutive arrivals, ms.
-fn gaps(target: &Capture) -> Vec<f64> {
-    let mut at: Vec<Instant> = target.requests().iter().map(|c| c.at).collect();
-    at.sort();
-    at.windows(2).map(|w| w[1].duration_since(w[0]).as_secs_f64() * 1000.0).collect()
+/// Gaps between consecutive due instants, ms.
+fn gaps(dir: &std::path::Path) -> Vec<f64> {
+    raw_dues(dir).windows(2).map(|w| (w[1] - w[0]) as f64 / 1000.0).collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -32,7 +34,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn start(n: usize, gap_ms: usize, name: &str) -> (Capture, Daemon, Guard, TestDir) {
     let target = Capture::start().await;
     let dir = temp_dir(name);
-    let job = write_job(&dir, &target.url(), &recording(&dir, n, gap_ms), "speed = 1", "");
+    let job = write_job(&dir, &target.url(), &recording(&dir, n, gap_ms), "speed = 1", &raw_sink(&dir));
     let dispatcher = start_dispatcher(&job, "127.0.0.1:0", None);
     let replayer = spawn_replayer(&dispatcher.grpc_url, "r1");
     (target, dispatcher, replayer, dir)
@@ -40,25 +42,25 @@ async fn start(n: usize, gap_ms: usize, name: &str) -> (Capture, Daemon, Guard, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_speed_change_continues_the_schedule_without_burst_or_gap() {
-    let (target, dispatcher, _r, _dir) = start(80, 40, "ctl-speed").await;
+    let (target, dispatcher, _r, dir) = start(80, 40, "ctl-speed").await;
     assert!(wait_until(|| target.requests().len() >= 20, Duration::from_secs(10)).await);
     let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": 2}"#).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"speed\":2.0"), "{body}");
     assert!(wait_exit(dispatcher.guard).await.success());
     assert_eq!(target.requests().len(), 80);
-    let g = gaps(&target);
+    let g = gaps(&dir);
     let (before, after) = (median(g[..15].to_vec()), median(g[g.len() - 20..].to_vec()));
-    assert!((35.0..45.0).contains(&before), "40 ms apart at speed 1: {before:.1}");
-    assert!((16.0..24.0).contains(&after), "20 ms apart at speed 2: {after:.1}");
+    assert!((39.5..40.5).contains(&before), "40 ms apart at speed 1: {before:.1}");
+    assert!((19.5..20.5).contains(&after), "20 ms apart at speed 2: {after:.1}");
     let (min, max) = g.iter().fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    assert!(min > 8.0, "no burst at the change: smallest gap {min:.1} ms");
-    assert!(max < 70.0, "no hole at the change: largest gap {max:.1} ms");
+    assert!(min > 19.5, "no burst at the change: smallest gap {min:.1} ms in {g:?}");
+    assert!(max < 40.5, "no hole at the change: largest gap {max:.1} ms in {g:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_every_record_until_resume() {
-    let (target, dispatcher, _r, _dir) = start(60, 40, "ctl-pause").await;
+    let (target, dispatcher, _r, dir) = start(60, 40, "ctl-pause").await;
     assert!(wait_until(|| target.requests().len() >= 10, Duration::from_secs(10)).await);
     let (code, _) = http("POST", &dispatcher.admin, "/job/pause").await;
     assert_eq!(code, 200);
@@ -72,9 +74,9 @@ async fn pause_holds_every_record_until_resume() {
     assert_eq!(code, 200);
     assert!(wait_exit(dispatcher.guard).await.success());
     assert_eq!(target.requests().len(), 60, "every record arrives after the resume");
-    let g = gaps(&target);
+    let g = gaps(&dir);
     assert!(g.iter().any(|&x| x > 1000.0), "the pause shows as one long gap");
-    assert!(g.iter().all(|&x| x > 8.0), "no burst after the resume: {g:?}");
+    assert!(g.iter().all(|&x| x > 39.5), "no burst after the resume: {g:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

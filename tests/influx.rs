@@ -156,7 +156,8 @@ async fn a_sink_that_never_answers_costs_the_replay_nothing() {
     let r = run_job(&job, &dir, &[]).await;
     assert_eq!(target.requests().len(), 120, "the replay is whole");
     let lag = r["total"]["schedule_lag_ms"]["p99"].as_f64().expect("lag");
-    assert!(lag < 50.0, "requests stayed on schedule: p99 lag {lag} ms");
+    // A sink in the way would hold requests for its 300 ms timeout, again and again.
+    assert!(lag < 250.0, "requests stayed on schedule: p99 lag {lag} ms");
     assert_eq!(r["sinks"][0]["written"], 0);
     assert!(r["sinks"][0]["dropped"].as_u64().expect("dropped") > 0, "{}", r["sinks"]);
 }

@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
@@ -96,17 +95,18 @@ async fn every_record_arrives_rate_times_with_identical_bytes() {
     assert_eq!(report["total"]["status"]["404"], 6);
 }
 
-/// Arrival offsets (from the first arrival) against recorded offsets, in ms.
-fn schedule_errors(got: &[Captured], recorded_ms: impl Fn(usize) -> f64, speed: f64) -> Vec<f64> {
-    let first = got.iter().min_by_key(|c| c.at).expect("requests");
-    let base_rec = recorded_ms(id_of(first));
-    got.iter()
-        .map(|c| {
-            let arrived = c.at.duration_since(first.at).as_secs_f64() * 1000.0;
-            let want = (recorded_ms(id_of(c)) - base_rec) / speed;
-            (arrived - want).abs()
-        })
-        .collect()
+/// The dispatcher's due instants under `dir/raw` against the recorded offsets divided by
+/// `speed`, both from the first, µs: the largest difference.
+fn schedule_error_us(dir: &Path, recorded_ms: impl Fn(usize) -> i64, n: usize, speed: f64) -> i64 {
+    let due = raw_dues(dir);
+    assert_eq!(due.len(), n, "a raw row per request");
+    let mut want: Vec<i64> = (0..n).map(|i| recorded_ms(i) * 1000).collect();
+    want.sort();
+    due.iter()
+        .zip(&want)
+        .map(|(d, w)| ((d - due[0]) - ((w - want[0]) as f64 / speed) as i64).abs())
+        .max()
+        .expect("rows")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,13 +115,11 @@ async fn speed_one_keeps_the_recorded_timing() {
     let dir = temp_dir("timing");
     let offset = |i: usize| (i as i64 * 47) + (i as i64 % 3) * 11;
     let rec = recording(&dir, 40, offset);
-    let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", &raw_sink(&dir));
     run_job(&job, &dir, &[]).await;
-    let got = target.requests();
-    assert_eq!(got.len(), 40);
-    let errors = schedule_errors(&got, |i| offset(i) as f64, 1.0);
-    let p99 = percentile(errors, 99.0);
-    assert!(p99 < 50.0, "p99 schedule error {p99:.1} ms");
+    assert_eq!(target.requests().len(), 40);
+    let err = schedule_error_us(&dir, offset, 40, 1.0);
+    assert!(err <= 1, "every request due at its recorded offset: off by {err} µs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,19 +127,13 @@ async fn speed_two_halves_the_span() {
     let target = Capture::start().await;
     let dir = temp_dir("speed2");
     let rec = recording(&dir, 21, |i| i as i64 * 100);
-    let job = write_job(&dir, &target.url(), &rec, "speed = 2.0", "");
+    let job = write_job(&dir, &target.url(), &rec, "speed = 2.0", &raw_sink(&dir));
     run_job(&job, &dir, &[]).await;
-    let got = target.requests();
-    assert_eq!(got.len(), 21);
-    let first = got.iter().map(|c| c.at).min().expect("first");
-    let last = got.iter().map(|c| c.at).max().expect("last");
-    let span = last.duration_since(first);
-    assert!(
-        span > Duration::from_millis(950) && span < Duration::from_millis(1050),
-        "span {span:?} for 2 s at speed 2"
-    );
-    let p99 = percentile(schedule_errors(&got, |i| i as f64 * 100.0, 2.0), 99.0);
-    assert!(p99 < 50.0, "p99 schedule error {p99:.1} ms");
+    assert_eq!(target.requests().len(), 21);
+    let due = raw_dues(&dir);
+    assert_eq!(due[due.len() - 1] - due[0], 1_000_000, "2 s recorded span due over 1 s at speed 2");
+    let err = schedule_error_us(&dir, |i| i as i64 * 100, 21, 2.0);
+    assert!(err <= 1, "every request due at its offset / 2: off by {err} µs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

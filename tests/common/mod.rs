@@ -169,6 +169,26 @@ pub fn write_job(dir: &Path, target: &str, recording: &Path, extra_job: &str, ex
     path
 }
 
+/// A `[reporter.raw]` section writing one row per request under `dir/raw`.
+pub fn raw_sink(dir: &Path) -> String {
+    format!("[reporter.raw]\ndir = \"{}\"\n", dir.join("raw").display())
+}
+
+/// The due instants (Unix µs) of every row the raw sink wrote under `dir/raw`, sorted: the
+/// schedule the dispatcher asked for. Timing tests read it instead of arrival times, which a
+/// shared machine can shift by tens of milliseconds.
+pub fn raw_dues(dir: &Path) -> Vec<i64> {
+    let mut due: Vec<i64> = std::fs::read_dir(dir.join("raw"))
+        .expect("raw dir")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
+        .collect::<String>()
+        .lines()
+        .map(|l| l.split('\t').next().and_then(|d| d.parse().ok()).expect("due column"))
+        .collect();
+    due.sort();
+    due
+}
+
 /// Runs `reprise ARGS` to its end (in a blocking thread, so the capture target keeps serving).
 pub async fn reprise(args: Vec<String>) -> Output {
     reprise_env(args, &[]).await
