@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use reprise_dispatcher::config::{JobConfig, ListenAddr};
-use reprise_dispatcher::{DropReason, Job, JobError, JobOptions, Report};
+use reprise_dispatcher::{DropReason, Job, JobError, JobOptions, Report, progress_line};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -198,17 +198,7 @@ async fn progress(job: &Job) -> ! {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let r = Report::of(job);
-        let line = format!(
-            "[{:>6.1}s] sent {}/{} scheduled, {:.0} req/s, errors {}, dropped {}, in flight {}",
-            r.duration_s,
-            r.totals.sent,
-            r.totals.counts.scheduled,
-            r.total.rps,
-            r.totals.failed,
-            r.totals.dropped_total,
-            job.fleet().in_flight()
-        );
+        let line = progress_line(job);
         if tty {
             eprint!("\r{line}\x1b[K");
         } else {

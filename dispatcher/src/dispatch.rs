@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounting::{Accounting, DropReason};
 use crate::config::LatePolicy;
 use crate::control::{Control, JobState};
+use crate::endpoints::EndpointTable;
 use crate::fetchers::merge::{Merger, Ordered};
 use crate::fleet::{EventTx, Fleet, Reserve};
 use crate::record::Record;
@@ -117,8 +118,9 @@ async fn send(ctx: &DispatchContext<'_>, p: Pending) {
     }
 }
 
-fn into_wire(r: Record, offset: Duration) -> pb::Record {
+fn into_wire(r: Record, offset: Duration, endpoint: u32) -> pb::Record {
     pb::Record {
+        endpoint,
         due_offset_ns: offset.as_nanos() as i64,
         method: r.method,
         path: r.path,
@@ -221,6 +223,7 @@ pub async fn run(
     ctx: &DispatchContext<'_>,
     input: &mut Merger,
     mut wheel: TimeWheel,
+    endpoints: &mut EndpointTable,
     stop: &CancellationToken,
 ) -> bool {
     let acc = ctx.accounting;
@@ -271,7 +274,8 @@ pub async fn run(
             ctx.progress.store(record.ts - *first_ts.get_or_insert(record.ts), Relaxed);
         }
         let key = record.key.clone();
-        let wire = into_wire(record, due.saturating_duration_since(wheel.start()));
+        let endpoint = endpoints.id(&record.method, &record.path);
+        let wire = into_wire(record, due.saturating_duration_since(wheel.start()), endpoint);
         for _ in 1..copies {
             place(ctx, &mut batches, wire.clone(), key.as_deref(), stop).await;
         }
@@ -335,7 +339,7 @@ mod tests {
     use tokio::time::sleep;
 
     use super::*;
-    use crate::config::Speed;
+    use crate::config::{Speed, StatsConfig};
     use crate::fetchers::merge::{MergeOptions, Stream};
     use crate::routing::HashStrategy;
     use crate::sinks::Sinks;
@@ -450,8 +454,9 @@ mod tests {
             }
         };
         // A loop that never ends (a credit never given back) fails the test, not hangs it.
+        let mut endpoints = EndpointTable::new(&StatsConfig::default(), Arc::default());
         let (stopped, ()) = timeout(Duration::from_secs(3600), async {
-            tokio::join!(run(&ctx, &mut input, wheel, stop), read)
+            tokio::join!(run(&ctx, &mut input, wheel, &mut endpoints, stop), read)
         })
         .await
         .expect("the dispatch loop ended");

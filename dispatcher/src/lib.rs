@@ -9,7 +9,8 @@
 //! 2. [`config`]: the job file, typed and parsed once at load (thresholds and key patterns
 //!    included); `control` (the job's state and live settings).
 //! 3. The pipeline's parts: `analyzers` (bytes → records), `fetchers` (sources → ordered
-//!    streams, with their merge), `timewheel` (due instants and copies), `sinks` (live
+//!    streams, with their merge), `timewheel` (due instants and copies), `endpoints` (which
+//!    requests count together in statistics, capped for the whole job), `sinks` (live
 //!    results: InfluxDB, raw rows).
 //! 4. `fleet`: the replayers, their credits and their merged statistics.
 //! 5. `dispatch`: the loop from the merge to the fleet, through a narrow context.
@@ -24,6 +25,7 @@ mod analyzers;
 pub mod config;
 mod control;
 mod dispatch;
+mod endpoints;
 mod fetchers;
 mod fleet;
 mod job;
@@ -38,7 +40,7 @@ mod timewheel;
 pub use accounting::DropReason;
 pub use control::JobState;
 pub use job::{Job, JobError, JobOptions};
-pub use results::Report;
 pub use results::csv::write as write_csv;
 pub use results::html::render as render_html;
+pub use results::{Report, progress_line};
 pub use server::{Running, ServeError, start};

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use reprise_proto::stats::EndpointStats;
+use reprise_proto::stats::{Dist, EndpointStats, Stats, TotalStats};
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -168,7 +168,7 @@ impl fmt::Display for Verdict {
 
 impl Expr {
     /// The measured value (in the expression's unit) and whether it holds. No requests: fails.
-    pub fn evaluate(&self, stats: Option<&EndpointStats>, seconds: f64) -> (Option<f64>, bool) {
+    pub fn evaluate<H: Dist>(&self, stats: Option<&Stats<H>>, seconds: f64) -> (Option<f64>, bool) {
         let Some(s) = stats.filter(|s| s.count() > 0) else { return (None, false) };
         let ms = |us: u64| us as f64 / 1000.0;
         let measured = match self.aggregation {
@@ -213,15 +213,18 @@ impl Gate {
     /// `endpoint` finds one endpoint's, `seconds` is the job's duration (for `rps`).
     pub fn judge<'a>(
         &self,
-        total: &EndpointStats,
+        total: &TotalStats,
         endpoint: impl Fn(&str) -> Option<&'a EndpointStats>,
         seconds: f64,
     ) -> Vec<Verdict> {
         self.thresholds
             .iter()
             .map(|t| {
-                let stats = if t.endpoint == "*" { Some(total) } else { endpoint(&t.endpoint) };
-                let (measured, pass) = t.expr.evaluate(stats, seconds);
+                let (measured, pass) = if t.endpoint == "*" {
+                    t.expr.evaluate(Some(total), seconds)
+                } else {
+                    t.expr.evaluate(endpoint(&t.endpoint), seconds)
+                };
                 Verdict {
                     endpoint: t.endpoint.clone(),
                     expression: t.text.clone(),
@@ -236,7 +239,7 @@ impl Gate {
 
 #[cfg(test)]
 mod tests {
-    use reprise_proto::stats::Outcome;
+    use reprise_proto::stats::{Outcome, Sparse};
 
     use super::*;
 
@@ -273,8 +276,8 @@ mod tests {
         assert!(e("").contains("no comparison"));
     }
 
-    fn stats(latencies_ms: &[u64], failed: usize) -> EndpointStats {
-        let mut s = EndpointStats::default();
+    fn stats<H: Dist>(latencies_ms: &[u64], failed: usize) -> Stats<H> {
+        let mut s = Stats::<H>::default();
         for (i, ms) in latencies_ms.iter().enumerate() {
             let status = if i < failed { 500 } else { 200 };
             s.record(&Outcome {
@@ -290,7 +293,7 @@ mod tests {
 
     #[test]
     fn thresholds_are_evaluated_on_the_histograms() {
-        let s = stats(&[10, 20, 30, 40, 1000], 1);
+        let s: EndpointStats = stats(&[10, 20, 30, 40, 1000], 1);
         let check = |t: &str| parse(t).expect(t).evaluate(Some(&s), 2.0);
         assert!(check("p50 < 31ms").1);
         assert!(!check("p99 < 900ms").1);
@@ -299,15 +302,18 @@ mod tests {
         assert_eq!(check("count == 5"), (Some(5.0), true));
         let (max, pass) = check("max < 2s");
         assert!(pass && (max.expect("max") - 1000.0).abs() < 1.0);
-        assert_eq!(parse("p99 < 1s").expect("ok").evaluate(None, 1.0), (None, false), "no requests fails");
+        assert_eq!(
+            parse("p99 < 1s").expect("ok").evaluate::<Sparse>(None, 1.0),
+            (None, false),
+            "no requests fails"
+        );
     }
 
     #[test]
     fn the_gate_judges_all_traffic_and_named_endpoints() {
-        let fast = stats(&[10, 10, 10], 0);
-        let slow = stats(&[500, 500], 1);
-        let mut total = fast.clone();
-        total.merge(&slow);
+        let fast: EndpointStats = stats(&[10, 10, 10], 0);
+        let slow: EndpointStats = stats(&[500, 500], 1);
+        let total: TotalStats = stats(&[10, 10, 10, 500, 500], 1);
         let threshold = |endpoint: &str, text: &str| Threshold {
             endpoint: endpoint.into(),
             text: text.into(),

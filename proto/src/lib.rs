@@ -3,9 +3,12 @@
 //!
 //! # Layout
 //! - [`pb`]: the generated messages and the tonic client and server.
-//! - [`stats`]: per-endpoint statistics (HdrHistograms and counters) as the replayer records
-//!   them and the dispatcher merges them, with their wire form.
+//! - [`dist`]: distributions of µs values: sparse histograms per endpoint, HdrHistograms for
+//!   the totals.
+//! - [`stats`]: statistics (counters and those histograms) as the replayer records them and
+//!   the dispatcher merges them, with their wire form.
 
+pub mod dist;
 pub mod stats;
 
 /// Generated from `proto/reprise.proto`.

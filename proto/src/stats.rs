@@ -1,29 +1,26 @@
-//! Per-endpoint statistics: what a replayer records for each request, ships as an interval
-//! delta, and what the dispatcher merges exactly (HdrHistogram `add`, counter sums).
-//! Percentiles are never shipped; only histograms are.
+//! Statistics of requests: what a replayer records for each request, ships as an interval
+//! delta, and what the dispatcher merges exactly (counter sums, histogram `add`).
+//! Percentiles are never shipped; only histograms are. Per endpoint the histograms are
+//! [`Sparse`]; the totals are full [`Hdr`] histograms (see [`crate::dist`]).
 
 use std::collections::BTreeMap;
 
-use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
-
+pub use crate::dist::{Dist, Hdr, MAX_MICROS, Sparse};
 use crate::pb;
-
-/// Largest latency a histogram holds, in µs (60 s); longer values are clamped to it.
-pub const MAX_MICROS: u64 = 60_000_000;
 
 /// A bad histogram in a report.
 #[derive(Debug, thiserror::Error)]
-#[error("endpoint `{endpoint}`: cannot decode {which} histogram: {reason}")]
+#[error("{part}: cannot decode {which} histogram: {reason}")]
 pub struct DecodeError {
-    pub endpoint: String,
+    /// "endpoint 12" or "total".
+    pub part: String,
     pub which: &'static str,
     pub reason: String,
 }
 
-/// Statistics of one endpoint over some interval.
-#[derive(Clone, Debug)]
-pub struct EndpointStats {
+/// Statistics of requests over some interval, with histograms of kind `H`.
+#[derive(Clone, Debug, Default)]
+pub struct Stats<H> {
     pub ok: u64,
     pub failed: u64,
     /// Count per HTTP status code received.
@@ -31,38 +28,17 @@ pub struct EndpointStats {
     /// Count per error kind (connect, timeout, reset, tls, body, other).
     pub errors: BTreeMap<String, u64>,
     /// µs from the due instant to the end of the response: free of coordinated omission.
-    pub latency: Histogram<u64>,
+    pub latency: H,
     /// µs from the actual send to the end of the response.
-    pub service: Histogram<u64>,
+    pub service: H,
     /// µs from the due instant to the actual send: the schedule error.
-    pub lag: Histogram<u64>,
+    pub lag: H,
 }
 
-/// µs, 3 significant figures, sized to the largest value recorded so far. Values are clamped
-/// to [`MAX_MICROS`], so a histogram never outgrows the fixed 1 µs..60 s layout, but one that
-/// has only seen milliseconds is a quarter of that: cheaper to zero, encode and merge every
-/// second. Merging auto-sized histograms is exact (`add` grows the target).
-fn new_histogram() -> Histogram<u64> {
-    // invariant: 3 significant figures is within hdrhistogram's 0..=5.
-    #[allow(clippy::unwrap_used)]
-    let mut h = Histogram::new(3).unwrap();
-    h.auto(true);
-    h
-}
-
-impl Default for EndpointStats {
-    fn default() -> Self {
-        Self {
-            ok: 0,
-            failed: 0,
-            status: BTreeMap::new(),
-            errors: BTreeMap::new(),
-            latency: new_histogram(),
-            service: new_histogram(),
-            lag: new_histogram(),
-        }
-    }
-}
+/// One endpoint's statistics: compact histograms whose cost follows the values they hold.
+pub type EndpointStats = Stats<Sparse>;
+/// All endpoints together: full-resolution histograms.
+pub type TotalStats = Stats<Hdr>;
 
 /// One finished request, as the replayer measured it.
 #[derive(Clone, Copy, Debug)]
@@ -76,7 +52,7 @@ pub struct Outcome<'a> {
     pub lag_us: u64,
 }
 
-impl EndpointStats {
+impl<H: Dist> Stats<H> {
     pub fn count(&self) -> u64 {
         self.ok + self.failed
     }
@@ -122,15 +98,13 @@ impl EndpointStats {
         if let Some(kind) = outcome.error {
             *self.errors.entry(kind.to_owned()).or_default() += 1;
         }
-        // `record` grows an auto-sized histogram (`saturating_record` would clamp to its
-        // current size); the clamp keeps it within 60 s, so it cannot fail.
-        let _ = self.latency.record(outcome.latency_us.clamp(1, MAX_MICROS));
-        let _ = self.service.record(outcome.service_us.clamp(1, MAX_MICROS));
-        let _ = self.lag.record(outcome.lag_us.clamp(1, MAX_MICROS));
+        self.latency.record(outcome.latency_us.clamp(1, MAX_MICROS));
+        self.service.record(outcome.service_us.clamp(1, MAX_MICROS));
+        self.lag.record(outcome.lag_us.clamp(1, MAX_MICROS));
     }
 
     /// Adds `other` into `self`, exactly: merging two halves gives the whole.
-    pub fn merge(&mut self, other: &EndpointStats) {
+    pub fn merge(&mut self, other: &Stats<H>) {
         self.ok += other.ok;
         self.failed += other.failed;
         for (code, n) in &other.status {
@@ -139,61 +113,82 @@ impl EndpointStats {
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;
         }
-        // invariant: auto-sized targets grow to fit, so `add` cannot fail.
-        #[allow(clippy::unwrap_used)]
-        {
-            self.latency.add(&other.latency).unwrap();
-            self.service.add(&other.service).unwrap();
-            self.lag.add(&other.lag).unwrap();
-        }
+        self.latency.add(&other.latency);
+        self.service.add(&other.service);
+        self.lag.add(&other.lag);
     }
 
-    pub fn to_wire(&self, endpoint: &str) -> pb::EndpointDelta {
-        pb::EndpointDelta {
-            endpoint: endpoint.to_owned(),
+    fn counts_to_wire(&self) -> pb::Counts {
+        pb::Counts {
             ok: self.ok,
             failed: self.failed,
             status: self.status.iter().map(|(k, v)| (*k, *v)).collect(),
             errors: self.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            latency_hist: encode(&self.latency).into(),
-            service_hist: encode(&self.service).into(),
-            lag_hist: encode(&self.lag).into(),
+        }
+    }
+
+    fn with_counts(c: Option<&pb::Counts>, latency: H, service: H, lag: H) -> Self {
+        Self {
+            ok: c.map_or(0, |c| c.ok),
+            failed: c.map_or(0, |c| c.failed),
+            status: c.map(|c| c.status.iter().map(|(k, v)| (*k, *v)).collect()).unwrap_or_default(),
+            errors: c.map(|c| c.errors.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default(),
+            latency,
+            service,
+            lag,
+        }
+    }
+}
+
+impl EndpointStats {
+    pub fn to_wire(&self, endpoint: u32) -> pb::EndpointDelta {
+        pb::EndpointDelta {
+            endpoint,
+            counts: Some(self.counts_to_wire()),
+            latency: Some(self.latency.to_wire()),
+            service: Some(self.service.to_wire()),
+            lag: Some(self.lag.to_wire()),
         }
     }
 
     pub fn from_wire(delta: &pb::EndpointDelta) -> Result<Self, DecodeError> {
-        let decode = |bytes: &[u8], which: &'static str| {
-            decode(bytes).map_err(|reason| DecodeError { endpoint: delta.endpoint.clone(), which, reason })
+        let decode = |d: &Option<pb::Distribution>, which: &'static str| {
+            Sparse::from_wire(&d.clone().unwrap_or_default()).map_err(|reason| DecodeError {
+                part: format!("endpoint {}", delta.endpoint),
+                which,
+                reason,
+            })
         };
-        Ok(Self {
-            ok: delta.ok,
-            failed: delta.failed,
-            status: delta.status.iter().map(|(k, v)| (*k, *v)).collect(),
-            errors: delta.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            latency: decode(&delta.latency_hist, "latency")?,
-            service: decode(&delta.service_hist, "service")?,
-            lag: decode(&delta.lag_hist, "lag")?,
-        })
+        let (latency, service, lag) = (
+            decode(&delta.latency, "latency")?,
+            decode(&delta.service, "service")?,
+            decode(&delta.lag, "lag")?,
+        );
+        Ok(Self::with_counts(delta.counts.as_ref(), latency, service, lag))
     }
 }
 
-fn encode(h: &Histogram<u64>) -> Vec<u8> {
-    let mut out = Vec::new();
-    // V2 without deflate: it already run-length encodes the empty buckets, and compressing
-    // every endpoint's histograms each second cost CPU right when requests were due.
-    // invariant: serializing into a Vec cannot fail for a histogram within its own bounds.
-    #[allow(clippy::unwrap_used)]
-    V2Serializer::new().serialize(h, &mut out).unwrap();
-    out
-}
+impl TotalStats {
+    pub fn to_wire(&self) -> pb::TotalDelta {
+        pb::TotalDelta {
+            counts: Some(self.counts_to_wire()),
+            latency_hist: self.latency.to_wire().into(),
+            service_hist: self.service.to_wire().into(),
+            lag_hist: self.lag.to_wire().into(),
+        }
+    }
 
-fn decode(bytes: &[u8]) -> Result<Histogram<u64>, String> {
-    let decoded: Histogram<u64> =
-        Deserializer::new().deserialize(&mut std::io::Cursor::new(bytes)).map_err(|e| format!("{e:?}"))?;
-    // Re-home into the standard bounds so later merges cannot fail on a foreign histogram.
-    let mut h = new_histogram();
-    h.add(&decoded).map_err(|e| format!("{e:?}"))?;
-    Ok(h)
+    pub fn from_wire(delta: &pb::TotalDelta) -> Result<Self, DecodeError> {
+        let decode = |bytes: &[u8], which: &'static str| {
+            Hdr::from_wire(bytes).map_err(|reason| DecodeError { part: "total".into(), which, reason })
+        };
+        let (latency, service, lag) = (
+            decode(&delta.latency_hist, "latency")?,
+            decode(&delta.service_hist, "service")?,
+            decode(&delta.lag_hist, "lag")?,
+        );
+        Ok(Self::with_counts(delta.counts.as_ref(), latency, service, lag))
+    }
 }
 
 #[cfg(test)]
@@ -204,11 +199,8 @@ mod tests {
         Outcome { status, error, latency_us: us, service_us: us / 2, lag_us: 3 }
     }
 
-    #[test]
-    fn merging_two_halves_equals_the_whole() {
-        let mut whole = EndpointStats::default();
-        let mut a = EndpointStats::default();
-        let mut b = EndpointStats::default();
+    fn halves_and_whole<H: Dist>() -> (Stats<H>, Stats<H>) {
+        let (mut whole, mut a, mut b) = (Stats::<H>::default(), Stats::<H>::default(), Stats::<H>::default());
         for i in 0..1000u64 {
             let o = if i % 7 == 0 {
                 outcome(None, Some("timeout"), 1_000 + i * 37)
@@ -219,6 +211,10 @@ mod tests {
             if i % 2 == 0 { a.record(&o) } else { b.record(&o) }
         }
         a.merge(&b);
+        (a, whole)
+    }
+
+    fn assert_same<H: Dist>(a: &Stats<H>, whole: &Stats<H>) {
         assert_eq!((a.ok, a.failed), (whole.ok, whole.failed));
         assert_eq!(a.status, whole.status);
         assert_eq!(a.errors, whole.errors);
@@ -229,37 +225,60 @@ mod tests {
     }
 
     #[test]
+    fn merging_two_halves_equals_the_whole() {
+        let (a, whole) = halves_and_whole::<Sparse>();
+        assert_same(&a, &whole);
+        let (a, whole) = halves_and_whole::<Hdr>();
+        assert_same(&a, &whole);
+    }
+
+    #[test]
     fn wire_round_trip_keeps_everything() {
         let mut s = EndpointStats::default();
-        s.record(&outcome(Some(200), None, 12_345));
-        s.record(&outcome(Some(404), None, 99));
-        s.record(&outcome(None, Some("connect"), 7));
-        let back = EndpointStats::from_wire(&s.to_wire("GET /x")).expect("decodes");
+        let mut t = TotalStats::default();
+        for o in [
+            outcome(Some(200), None, 12_345),
+            outcome(Some(404), None, 99),
+            outcome(None, Some("connect"), 7),
+        ] {
+            s.record(&o);
+            t.record(&o);
+        }
+        let back = EndpointStats::from_wire(&s.to_wire(7)).expect("decodes");
+        let total = TotalStats::from_wire(&t.to_wire()).expect("decodes");
         assert_eq!((back.ok, back.failed), (1, 2));
         assert_eq!(back.status.get(&404), Some(&1));
         assert_eq!(back.status_classes(), vec![("2xx".to_owned(), 1), ("4xx".to_owned(), 1)]);
         assert_eq!(back.errors.get("connect"), Some(&1));
-        assert_eq!(back.latency.max(), s.latency.max());
+        assert_eq!(back.latency.max(), 12_345, "exact extremes");
         assert_eq!(back.service.len(), 3);
+        assert_eq!((total.ok, total.failed, total.status.len()), (1, 2, 2));
+        assert!(total.latency.max() >= 12_345 && total.latency.max() <= 12_360);
     }
 
     #[test]
-    fn values_up_to_a_minute_keep_three_significant_figures() {
-        let mut s = EndpointStats::default();
+    fn values_up_to_a_minute_keep_three_significant_figures_in_the_total() {
+        let mut s = TotalStats::default();
         for us in [3, 1_500, 2_345_678, 59_000_000, 90_000_000] {
             s.record(&outcome(Some(200), None, us));
         }
-        let back = EndpointStats::from_wire(&s.to_wire("GET /x")).expect("decodes");
+        let back = TotalStats::from_wire(&s.to_wire()).expect("decodes");
         assert_eq!(back.latency.min(), 3);
-        assert!(back.latency.equivalent(back.latency.value_at_quantile(0.6), 2_345_678));
-        assert!(back.latency.equivalent(back.latency.max(), MAX_MICROS), "clamped at 60 s");
+        let p60 = back.latency.value_at_quantile(0.6) as f64;
+        assert!((p60 - 2_345_678.0).abs() < 2_345_678.0 / 1000.0, "{p60}");
+        let max = back.latency.max() as f64;
+        assert!((max - MAX_MICROS as f64).abs() < MAX_MICROS as f64 / 1000.0, "clamped at 60 s: {max}");
     }
 
     #[test]
     fn a_corrupt_histogram_is_an_error_not_a_panic() {
-        let mut wire = EndpointStats::default().to_wire("GET /x");
+        let mut wire = TotalStats::default().to_wire();
         wire.latency_hist = vec![1, 2, 3].into();
+        let err = TotalStats::from_wire(&wire).expect_err("corrupt");
+        assert!(err.to_string().contains("total: cannot decode latency"), "{err}");
+        let mut wire = EndpointStats::default().to_wire(3);
+        wire.lag = Some(pb::Distribution { bucket: vec![1], count: vec![], ..Default::default() });
         let err = EndpointStats::from_wire(&wire).expect_err("corrupt");
-        assert!(err.to_string().contains("latency"), "{err}");
+        assert!(err.to_string().contains("endpoint 3: cannot decode lag"), "{err}");
     }
 }

@@ -230,6 +230,7 @@ impl Reports {
             seq: 0,
             completed_total: exec.recorder().ack(),
             endpoints: Vec::new(),
+            total: None,
             pending: exec.pending(),
             cancelled_total: 0,
             session: exec.config().session,
@@ -244,7 +245,7 @@ impl Reports {
     /// Sends the delta since the last report; retries it (same seq) a few times.
     async fn send(&self, exec: &Executor) {
         let seq = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        // Deflating histograms is CPU work: off the runtime's workers, so requests due
+        // Encoding histograms is CPU work: off the runtime's workers, so requests due
         // meanwhile are not held up behind it.
         let recorder = exec.recorder_handle();
         let delta = match tokio::task::spawn_blocking(move || recorder.take()).await {
@@ -260,6 +261,7 @@ impl Reports {
             seq,
             completed_total: delta.completed_total,
             endpoints: delta.endpoints,
+            total: Some(delta.total),
             pending: exec.pending(),
             cancelled_total: delta.cancelled_total,
             session: exec.config().session,

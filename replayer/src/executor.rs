@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::{Conn, Target, TargetError};
-use crate::stats::{RawTimes, Recorder, Rule};
+use crate::stats::{RawTimes, Recorder};
 
 /// Workers (and connections) opened when a job starts.
 const WARM_WORKERS: usize = 4;
@@ -55,15 +55,8 @@ impl Executor {
 
     pub fn new(cfg: pb::JobConfig, dry_run: bool) -> Result<Arc<Self>, TargetError> {
         let target = Target::new(&cfg)?;
-        let mut rules = Vec::with_capacity(cfg.endpoint_rules.len());
-        for r in &cfg.endpoint_rules {
-            rules.push(
-                Rule::new(&r.pattern, &r.name)
-                    .map_err(|e| TargetError::BadRule(r.pattern.clone(), e.to_string()))?,
-            );
-        }
         Ok(Arc::new(Self {
-            recorder: Arc::new(Recorder::new(cfg.max_endpoints, rules)),
+            recorder: Arc::default(),
             target,
             start: instant_of(cfg.start_unix_ns),
             dry_run: dry_run || cfg.dry_run,
@@ -233,7 +226,7 @@ impl Executor {
             let due_unix_us = (self.cfg.start_unix_ns + rec.due_offset_ns) / 1000;
             RawTimes { due_unix_us, sent_unix_us: due_unix_us + outcome.lag_us as i64 }
         });
-        let unreported = self.recorder.record(&rec.method, &rec.path, &outcome, raw);
+        let unreported = self.recorder.record(rec.endpoint, &outcome, raw);
         if unreported >= u64::from(self.cfg.credit_window / 4).max(1) {
             self.ack_due.notify_one();
         }

@@ -34,8 +34,6 @@ const HOP_BY_HOP: [&str; 9] = [
 pub enum TargetError {
     #[error("target `{0}` is not an http(s) base URL with a host")]
     BadTarget(String),
-    #[error("endpoint rule `{0}` is not a regex: {1}")]
-    BadRule(String, String),
 }
 
 type Io = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;

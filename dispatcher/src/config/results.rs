@@ -110,7 +110,7 @@ impl InfluxConfig {
 pub struct StatsConfig {
     /// First match wins: `{ pattern = "^/users/[0-9]+$", name = "GET /users/{id}" }`.
     pub endpoints: Vec<EndpointRule>,
-    /// Distinct endpoints kept apart per replayer; the rest count as "other".
+    /// Distinct endpoints kept apart in the whole job, first come; the rest count as "other".
     pub max_endpoints: u32,
 }
 

@@ -4,7 +4,7 @@
 //! its arrival. Seconds without reports appear as empty rows, so a chart's time axis has no
 //! holes.
 
-use reprise_proto::stats::EndpointStats;
+use reprise_proto::stats::{Dist, TotalStats};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -24,9 +24,8 @@ pub struct Row {
 }
 
 impl Row {
-    fn of(second: u64, s: &EndpointStats) -> Row {
-        let ms =
-            |q: f64| if s.latency.is_empty() { 0.0 } else { s.latency.value_at_quantile(q) as f64 / 1000.0 };
+    fn of(second: u64, s: &TotalStats) -> Row {
+        let ms = |q: f64| s.latency.value_at_quantile(q) as f64 / 1000.0;
         Row {
             second,
             requests: s.count(),
@@ -35,7 +34,7 @@ impl Row {
             p50_ms: ms(0.5),
             p90_ms: ms(0.9),
             p99_ms: ms(0.99),
-            max_ms: if s.latency.is_empty() { 0.0 } else { s.latency.max() as f64 / 1000.0 },
+            max_ms: s.latency.max() as f64 / 1000.0,
         }
     }
 }
@@ -48,7 +47,7 @@ pub struct History {
     start: Option<Instant>,
     rows: std::collections::VecDeque<Row>,
     second: u64,
-    current: EndpointStats,
+    current: TotalStats,
 }
 
 impl History {
@@ -78,7 +77,7 @@ impl History {
     }
 
     /// Adds a merged delta to the current second.
-    pub fn add(&mut self, delta: &EndpointStats) {
+    pub fn add(&mut self, delta: &TotalStats) {
         self.roll();
         self.current.merge(delta);
     }
@@ -102,8 +101,8 @@ mod tests {
 
     use super::*;
 
-    fn delta(n: u64) -> EndpointStats {
-        let mut s = EndpointStats::default();
+    fn delta(n: u64) -> TotalStats {
+        let mut s = TotalStats::default();
         for i in 0..n {
             s.record(&Outcome {
                 status: Some(200),

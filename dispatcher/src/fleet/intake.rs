@@ -3,9 +3,10 @@
 //! statistics, with only the statistics lock held.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use reprise_proto::pb;
-use reprise_proto::stats::{DecodeError, EndpointStats};
+use reprise_proto::stats::{DecodeError, EndpointStats, TotalStats};
 use tokio::time::Instant;
 
 use super::Fleet;
@@ -25,7 +26,10 @@ pub enum IntakeError {
 /// The job's statistics, merged from every replayer's.
 #[derive(Debug, Default)]
 pub struct JobStats {
-    pub endpoints: BTreeMap<String, EndpointStats>,
+    /// By endpoint name: at most `[stats] max_endpoints` and "other".
+    pub endpoints: BTreeMap<Arc<str>, EndpointStats>,
+    /// All endpoints together, at full resolution.
+    pub total: TotalStats,
     /// Statistics reports merged, lost (a gap in a session's sequence) and repeated.
     pub reports: u64,
     pub lost_reports: u64,
@@ -33,18 +37,7 @@ pub struct JobStats {
     /// All endpoints together, second by second.
     pub history: History,
     /// All endpoints together, per replayer (for its schedule error).
-    pub per_replayer: BTreeMap<String, EndpointStats>,
-}
-
-impl JobStats {
-    /// All endpoints together.
-    pub fn total(&self) -> EndpointStats {
-        let mut all = EndpointStats::default();
-        for s in self.endpoints.values() {
-            all.merge(s);
-        }
-        all
-    }
+    pub per_replayer: BTreeMap<String, TotalStats>,
 }
 
 impl Fleet {
@@ -54,8 +47,9 @@ impl Fleet {
     pub fn receive(&self, r: &pb::StatsReport) -> Result<(), IntakeError> {
         let mut decoded = Vec::with_capacity(r.endpoints.len());
         for e in &r.endpoints {
-            decoded.push((e.endpoint.clone(), EndpointStats::from_wire(e)?));
+            decoded.push((e.endpoint, EndpointStats::from_wire(e)?));
         }
+        let total = r.total.as_ref().map(TotalStats::from_wire).transpose()?.unwrap_or_default();
         // Acks (seq 0) take only the membership lock: they never wait for a merge.
         let mut stats = if r.seq == 0 { None } else { Some(self.lock_stats()) };
         {
@@ -84,19 +78,26 @@ impl Fleet {
         }
         // The slow part, with only `stats` held: a member cannot be removed meanwhile.
         let Some(mut stats) = stats else { return Ok(()) };
-        let mut count = 0;
-        let mut second = EndpointStats::default();
+        let decoded: Vec<(Arc<str>, EndpointStats)> = {
+            let names = self.endpoint_names();
+            decoded.into_iter().map(|(id, delta)| (names.name(id), delta)).collect()
+        };
         for (name, delta) in &decoded {
-            count += delta.count();
-            second.merge(delta);
-            stats.endpoints.entry(name.clone()).or_default().merge(delta);
+            match stats.endpoints.get_mut(name) {
+                Some(merged) => merged.merge(delta),
+                None => _ = stats.endpoints.insert(Arc::clone(name), delta.clone()),
+            }
         }
-        stats.history.add(&second);
-        stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&second);
+        let count = total.count();
+        stats.total.merge(&total);
+        stats.history.add(&total);
+        stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&total);
+        let names = if r.raw.is_empty() { Vec::new() } else { self.endpoint_names().snapshot() };
         self.sinks.publish(&Interval {
             replayer: &r.replayer_id,
             deltas: &decoded,
             rows: &r.raw,
+            names: &names,
             rows_dropped: r.raw_dropped,
         });
         {

@@ -28,6 +28,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::accounting::{Accounting, DropReason};
+use crate::endpoints::EndpointNames;
 use crate::routing::{HashStrategy, Picker};
 use crate::sinks::Sinks;
 
@@ -90,6 +91,8 @@ pub struct Fleet {
     accounting: Arc<Accounting>,
     /// Signalled when credits come back or membership changes.
     changed: Notify,
+    /// Endpoint names by id, as the dispatch loop hands them out.
+    names: Arc<EndpointNames>,
 }
 
 impl Fleet {
@@ -109,7 +112,13 @@ impl Fleet {
             window: u64::from(window),
             accounting,
             changed: Notify::new(),
+            names: Arc::default(),
         }
+    }
+
+    /// The names of the endpoint ids statistics come back with.
+    pub fn endpoint_names(&self) -> &Arc<EndpointNames> {
+        &self.names
     }
 
     /// Resolves at the next change of credits or membership. Enable it (or poll it once)

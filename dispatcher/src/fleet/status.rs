@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use reprise_proto::stats::EndpointStats;
+use reprise_proto::stats::{Dist, TotalStats};
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -45,7 +45,7 @@ impl Member {
         now: Instant,
         running: bool,
         window: u64,
-        lag: Option<&EndpointStats>,
+        lag: Option<&TotalStats>,
     ) -> MemberStatus {
         let silent = now - self.last_report;
         let state = if silent > MISSING_AFTER {
@@ -55,9 +55,7 @@ impl Member {
         } else {
             "ready"
         };
-        let lag_ms = |q: f64| {
-            lag.filter(|l| !l.lag.is_empty()).map_or(0.0, |l| l.lag.value_at_quantile(q) as f64 / 1000.0)
-        };
+        let lag_ms = |q: f64| lag.map_or(0.0, |l| l.lag.value_at_quantile(q) as f64 / 1000.0);
         let in_flight = self.dispatched - self.acked;
         MemberStatus {
             id: id.to_owned(),

@@ -23,11 +23,10 @@ pub(super) async fn watch(job: Arc<Job>, stop: CancellationToken) {
         }
         let seconds = job.elapsed().as_secs_f64();
         let failed = job.fleet().with_stats(|s| {
-            let total = s.total();
-            if total.count() < MIN_REQUESTS {
+            if s.total.count() < MIN_REQUESTS {
                 return None;
             }
-            let verdicts = gate.judge(&total, |e| s.endpoints.get(e), seconds);
+            let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), seconds);
             verdicts.into_iter().zip(&gate.thresholds).find(|(v, t)| !v.pass && t.expr.checkable_midway())
         });
         if let Some((verdict, _)) = failed {

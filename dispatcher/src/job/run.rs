@@ -12,6 +12,7 @@ use crate::analyzers::Analyzer;
 use crate::config::Speed;
 use crate::control::JobState;
 use crate::dispatch::{self, DispatchContext};
+use crate::endpoints::EndpointTable;
 use crate::fetchers::{self, SourceContext, merge};
 use crate::timewheel::TimeWheel;
 
@@ -71,7 +72,9 @@ impl Job {
             self.cfg.job.rate,
             self.cfg.job.seed,
         );
-        let stopped = dispatch::run(&self.dispatch_context(), &mut input, wheel, &self.stop).await;
+        let mut endpoints = EndpointTable::new(&self.cfg.stats, Arc::clone(self.fleet.endpoint_names()));
+        let stopped =
+            dispatch::run(&self.dispatch_context(), &mut input, wheel, &mut endpoints, &self.stop).await;
         ctx.cancel.cancel();
         drop(input);
         self.state.send_replace(JobState::Draining);
@@ -123,15 +126,7 @@ impl Job {
             start_unix_ns,
             credit_window: self.cfg.proxy.credit_window,
             dry_run: self.opts.dry_run,
-            max_endpoints: self.cfg.stats.max_endpoints,
             session: 0,
-            endpoint_rules: self
-                .cfg
-                .stats
-                .endpoints
-                .iter()
-                .map(|r| pb::EndpointRule { pattern: r.pattern.clone(), name: r.name.clone() })
-                .collect(),
             raw_results: self.fleet.sinks().wants_rows(),
         }
     }

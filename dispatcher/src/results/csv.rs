@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use reprise_proto::stats::EndpointStats;
+use reprise_proto::stats::{Dist, Stats};
 
 use super::Report;
 use crate::job::Job;
@@ -24,10 +24,9 @@ fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
 }
 
-fn stats_row(out: &mut String, kind: &str, name: &str, s: &EndpointStats, secs: f64) {
+fn stats_row<H: Dist>(out: &mut String, kind: &str, name: &str, s: &Stats<H>, secs: f64) {
     let h = &s.latency;
-    let (median, mean, min, max) =
-        if h.is_empty() { (0, 0.0, 0, 0) } else { (h.value_at_quantile(0.5), h.mean(), h.min(), h.max()) };
+    let (median, mean, min, max) = (h.value_at_quantile(0.5), h.mean(), h.min(), h.max());
     let per_s = |n: u64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     let _ = write!(
         out,
@@ -44,8 +43,7 @@ fn stats_row(out: &mut String, kind: &str, name: &str, s: &EndpointStats, secs: 
         per_s(s.failed)
     );
     for q in QUANTILES {
-        let v = if h.is_empty() { 0 } else { h.value_at_quantile(q) };
-        let _ = write!(out, ",{}", ms(v));
+        let _ = write!(out, ",{}", ms(h.value_at_quantile(q)));
     }
     out.push('\n');
 }
@@ -58,13 +56,11 @@ pub fn write(job: &Job, report: &Report, prefix: &Path) -> std::io::Result<(Path
     );
     let secs = report.duration_s;
     job.fleet().with_stats(|s| {
-        let mut all = EndpointStats::default();
         for (name, st) in &s.endpoints {
             let (kind, path) = name.split_once(' ').unwrap_or(("", name));
             stats_row(&mut stats, kind, path, st, secs);
-            all.merge(st);
         }
-        stats_row(&mut stats, "", "Aggregated", &all, secs);
+        stats_row(&mut stats, "", "Aggregated", &s.total, secs);
     });
     let start = job.started_unix();
     let mut history = String::from(

@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 
-use hdrhistogram::Histogram;
+use reprise_proto::stats::Dist;
 
 use crate::control::JobState;
 use crate::fetchers::progress::SourceStatus;
@@ -28,13 +28,13 @@ fn esc(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
+fn histogram(out: &mut String, name: &str, labels: &str, h: &impl Dist) {
     for le in BUCKETS {
-        let below = if h.is_empty() { 0 } else { h.count_between(0, (le * 1e6) as u64) };
+        let below = h.count_at_or_below((le * 1e6) as u64);
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {below}");
     }
     let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.len());
-    let sum = if h.is_empty() { 0.0 } else { h.mean() * h.len() as f64 / 1e6 };
+    let sum = h.mean() * h.len() as f64 / 1e6;
     let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.len());
 }
@@ -153,18 +153,7 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
         "Records dispatched and not yet acknowledged (credits in use).",
     );
     let _ = writeln!(out, "reprise_in_flight_records{{{j}}} {}", job.fleet().in_flight());
-    let lag = job.fleet().with_stats(|s| {
-        let mut all: Option<Histogram<u64>> = None;
-        for st in s.endpoints.values() {
-            match &mut all {
-                Some(h) => {
-                    let _ = h.add(&st.lag);
-                }
-                None => all = Some(st.lag.clone()),
-            }
-        }
-        all
-    });
+    let lag = job.fleet().with_stats(|s| s.total.lag.clone());
     header(
         out,
         "reprise_schedule_lag_seconds",
@@ -172,7 +161,7 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
         "Schedule error (due instant to send) over the job.",
     );
     for q in [0.5, 0.99] {
-        let v = lag.as_ref().filter(|h| !h.is_empty()).map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1e6);
+        let v = lag.value_at_quantile(q) as f64 / 1e6;
         let _ = writeln!(out, "reprise_schedule_lag_seconds{{{j},quantile=\"{q}\"}} {v}");
     }
     header(out, "reprise_job_running", "gauge", "1 while the job runs (or is paused), else 0.");
@@ -212,10 +201,9 @@ mod tests {
 
     #[test]
     fn buckets_are_cumulative_and_end_at_the_count() {
-        let mut h = Histogram::<u64>::new(3).expect("h");
-        h.auto(true);
+        let mut h = reprise_proto::stats::Sparse::default();
         for us in [500, 3_000, 40_000, 2_000_000] {
-            h.record(us).expect("record");
+            h.record(us);
         }
         let mut out = String::new();
         histogram(&mut out, "x", "a=\"b\"", &h);

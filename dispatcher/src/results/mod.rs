@@ -14,8 +14,7 @@ pub mod metrics;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use hdrhistogram::Histogram;
-use reprise_proto::stats::EndpointStats;
+use reprise_proto::stats::{Dist, Stats};
 use serde::Serialize;
 
 use crate::accounting::Counts;
@@ -109,7 +108,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    fn of(h: &impl Dist) -> Self {
         if h.is_empty() {
             return Self::default();
         }
@@ -127,7 +126,7 @@ impl Percentiles {
     }
 }
 
-fn endpoint(name: &str, s: &EndpointStats, secs: f64) -> EndpointReport {
+fn endpoint<H: Dist>(name: &str, s: &Stats<H>, secs: f64) -> EndpointReport {
     EndpointReport {
         endpoint: name.to_owned(),
         requests: s.count(),
@@ -141,6 +140,21 @@ fn endpoint(name: &str, s: &EndpointStats, secs: f64) -> EndpointReport {
         status_class: s.status_classes().into_iter().collect(),
         errors: s.errors.clone(),
     }
+}
+
+/// The line shown every second while a job runs. Read off the totals and the accounting
+/// only: its cost does not grow with the number of endpoints or the job's length.
+pub fn progress_line(job: &Job) -> String {
+    let secs = job.elapsed().as_secs_f64();
+    let counts = job.accounting().counts();
+    let (sent, failed) = job.fleet().with_stats(|s| (s.total.count(), s.total.failed));
+    format!(
+        "[{secs:>6.1}s] sent {sent}/{} scheduled, {:.0} req/s, errors {failed}, dropped {}, in flight {}",
+        counts.scheduled,
+        if secs > 0.0 { sent as f64 / secs } else { 0.0 },
+        counts.dropped_total(),
+        job.fleet().in_flight()
+    )
 }
 
 /// Peak resident set of this process, from /proc (Linux).
@@ -159,14 +173,13 @@ impl Report {
         let (endpoints, total, reports, verdicts, history) = job.fleet().with_stats(|s| {
             let eps: Vec<EndpointReport> =
                 s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
-            let all = s.total();
             let reports = StatsReportCounts {
                 received: s.reports,
                 lost: s.lost_reports,
                 duplicate: s.duplicate_reports,
             };
-            let verdicts = gate.judge(&all, |e| s.endpoints.get(e), secs);
-            (eps, endpoint("*", &all, secs), reports, verdicts, s.history.rows())
+            let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), secs);
+            (eps, endpoint("*", &s.total, secs), reports, verdicts, s.history.rows())
         });
         let dropped_total = counts.dropped_total();
         let balanced =

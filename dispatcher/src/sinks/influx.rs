@@ -9,12 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use hdrhistogram::Histogram;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use reprise_proto::stats::EndpointStats;
+use reprise_proto::stats::{Dist, EndpointStats};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,7 +45,7 @@ fn tag(v: &str) -> String {
     v.replace('\\', "\\\\").replace(',', "\\,").replace(' ', "\\ ").replace('=', "\\=")
 }
 
-fn quantiles(h: &Histogram<u64>) -> String {
+fn quantiles(h: &impl Dist) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     format!(
         "p50={},p90={},p99={},max={},mean={}",
@@ -62,7 +61,7 @@ fn quantiles(h: &Histogram<u64>) -> String {
 pub(super) fn lines(
     job: &str,
     replayer: &str,
-    deltas: &[(String, EndpointStats)],
+    deltas: &[(Arc<str>, EndpointStats)],
     ts_ms: u128,
 ) -> (String, u64) {
     let mut out = String::new();

@@ -13,6 +13,7 @@ mod influx;
 mod raw;
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -33,8 +34,10 @@ pub use raw::RawSink;
 #[derive(Clone, Copy, Debug)]
 pub struct Interval<'a> {
     pub replayer: &'a str,
-    pub deltas: &'a [(String, EndpointStats)],
+    pub deltas: &'a [(Arc<str>, EndpointStats)],
     pub rows: &'a [pb::RawResult],
+    /// Endpoint names by id, for the rows (empty when there are none).
+    pub names: &'a [Arc<str>],
     /// Rows the replayer could not keep.
     pub rows_dropped: u64,
 }

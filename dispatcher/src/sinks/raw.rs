@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{Interval, Ledger, Sink};
 use crate::config::RawConfig;
+use crate::endpoints::OTHER;
 
 /// Batches of rows waiting for the disk.
 const QUEUE: usize = 64;
@@ -84,7 +85,7 @@ impl Sink for RawSink {
                     r.sent_unix_us,
                     r.latency_us,
                     r.status,
-                    escape(&r.endpoint),
+                    escape(interval.names.get(r.endpoint as usize).map_or(OTHER, |n| &**n)),
                     escape(&r.error)
                 ),
             );

@@ -1,0 +1,238 @@
+//! Endpoints: which requests count together in statistics. The dispatch loop names each
+//! record's endpoint ([`EndpointTable::id`]) and sends the id with the record; replayers
+//! only index by it, and their statistics come back keyed by it. So `[stats] max_endpoints`
+//! holds for the whole job and the whole fleet, not per replayer.
+//!
+//! Policy: the first `max_endpoints` distinct names are kept apart, in the order the
+//! dispatcher meets them; every later one counts as "other" (id 0). First come rather than
+//! busiest: an endpoint's series is stable from its first second (a sink never sees it
+//! move into "other" later), and deciding "busiest" would need the counts of endpoints not
+//! kept. Recordings with ids in their paths want `[stats] endpoints` rules, which group them
+//! before the cap counts.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::config::StatsConfig;
+
+/// The name of id 0: requests of endpoints past the cap.
+pub const OTHER: &str = "other";
+
+/// (method, path) pairs remembered for their id when rules are in use; past this the memo
+/// starts over, so paths full of ids cannot grow it without bound.
+const MEMO_MAX: usize = 100_000;
+
+/// A grouping rule from `[stats] endpoints`.
+#[derive(Debug)]
+struct Rule {
+    method: Option<String>,
+    pattern: regex::Regex,
+    name: String,
+}
+
+impl Rule {
+    /// "GET /users/{id}" matches GETs only; "/users/{id}" any method, named "METHOD /users/{id}".
+    fn new(pattern: &str, name: &str) -> Result<Rule, regex::Error> {
+        let pattern = regex::Regex::new(pattern)?;
+        let method = name
+            .split_once(' ')
+            .filter(|(m, rest)| {
+                !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) && rest.starts_with('/')
+            })
+            .map(|(m, _)| m.to_owned());
+        Ok(Rule { method, pattern, name: name.to_owned() })
+    }
+
+    fn name_for(&self, method: &str, path: &str) -> Option<String> {
+        if self.method.as_deref().is_some_and(|m| m != method) || !self.pattern.is_match(path) {
+            return None;
+        }
+        Some(if self.method.is_some() { self.name.clone() } else { format!("{method} {}", self.name) })
+    }
+}
+
+/// Endpoint names by id (0 is "other"), shared between the dispatch loop, which adds them,
+/// and whoever reads statistics. Only ever grows, at most to the cap.
+#[derive(Debug)]
+pub struct EndpointNames(Mutex<Vec<Arc<str>>>);
+
+impl Default for EndpointNames {
+    fn default() -> Self {
+        Self(Mutex::new(vec![Arc::from(OTHER)]))
+    }
+}
+
+impl EndpointNames {
+    /// The name of `id`; an id never handed out is "other" (a replayer cannot invent names).
+    pub fn name(&self, id: u32) -> Arc<str> {
+        self.with(|names| names.get(id as usize).unwrap_or(&names[0]).clone())
+    }
+
+    /// Every name, by id: for a batch of lookups without taking the lock for each.
+    pub fn snapshot(&self) -> Vec<Arc<str>> {
+        self.with(<[Arc<str>]>::to_vec)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&[Arc<str>]) -> T) -> T {
+        f(&self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn push(&self, name: Arc<str>) -> u32 {
+        let mut names = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        names.push(name);
+        (names.len() - 1) as u32
+    }
+}
+
+/// The dispatch loop's half: finds or hands out the id of each record's endpoint.
+#[derive(Debug)]
+pub struct EndpointTable {
+    rules: Vec<Rule>,
+    cap: usize,
+    kept: usize,
+    /// method → path (without query) → id. Without rules these are exactly the kept
+    /// endpoints; with rules, a bounded memo of what the rules said.
+    memo: HashMap<String, HashMap<String, u32>>,
+    memo_len: usize,
+    /// Names given by rules → id.
+    by_name: HashMap<String, u32>,
+    names: Arc<EndpointNames>,
+}
+
+impl EndpointTable {
+    /// Rules were checked when the job file was loaded; one that no longer compiles is
+    /// skipped with an error in the log rather than ending the job.
+    pub fn new(cfg: &StatsConfig, names: Arc<EndpointNames>) -> Self {
+        let rules = cfg
+            .endpoints
+            .iter()
+            .filter_map(|r| {
+                Rule::new(&r.pattern, &r.name)
+                    .map_err(|e| tracing::error!(pattern = %r.pattern, error = %e, "endpoint rule skipped"))
+                    .ok()
+            })
+            .collect();
+        Self {
+            rules,
+            cap: cfg.max_endpoints.max(1) as usize,
+            kept: 0,
+            memo: HashMap::new(),
+            memo_len: 0,
+            by_name: HashMap::new(),
+            names,
+        }
+    }
+
+    /// The id of the endpoint of a `method` request to `path` (the query is ignored).
+    pub fn id(&mut self, method: &str, path: &str) -> u32 {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(&id) = self.memo.get(method).and_then(|paths| paths.get(path)) {
+            return id;
+        }
+        if self.rules.is_empty() {
+            // The memo is the table: a miss past the cap is "other" and costs no allocation.
+            if self.kept >= self.cap {
+                return 0;
+            }
+            let id = self.keep(format!("{method} {path}"));
+            self.remember(method, path, id);
+            return id;
+        }
+        let name = self.rules.iter().find_map(|r| r.name_for(method, path));
+        let name = name.unwrap_or_else(|| format!("{method} {path}"));
+        let id = match self.by_name.get(&name) {
+            Some(&id) => id,
+            None if self.kept < self.cap => {
+                let id = self.keep(name.clone());
+                self.by_name.insert(name, id);
+                id
+            }
+            None => 0,
+        };
+        if self.memo_len >= MEMO_MAX {
+            self.memo.clear();
+            self.memo_len = 0;
+        }
+        self.remember(method, path, id);
+        id
+    }
+
+    fn keep(&mut self, name: String) -> u32 {
+        self.kept += 1;
+        self.names.push(Arc::from(name))
+    }
+
+    fn remember(&mut self, method: &str, path: &str, id: u32) {
+        self.memo_len += 1;
+        match self.memo.get_mut(method) {
+            Some(paths) => paths.insert(path.to_owned(), id),
+            None => self.memo.entry(method.to_owned()).or_default().insert(path.to_owned(), id),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EndpointRule;
+
+    fn table(max: u32, rules: &[(&str, &str)]) -> (EndpointTable, Arc<EndpointNames>) {
+        let cfg = StatsConfig {
+            endpoints: rules
+                .iter()
+                .map(|(p, n)| EndpointRule { pattern: (*p).to_owned(), name: (*n).to_owned() })
+                .collect(),
+            max_endpoints: max,
+        };
+        let names = Arc::new(EndpointNames::default());
+        (EndpointTable::new(&cfg, Arc::clone(&names)), names)
+    }
+
+    fn named<'a>(t: &mut EndpointTable, names: &EndpointNames, reqs: &[(&'a str, &'a str)]) -> Vec<String> {
+        reqs.iter().map(|(m, p)| names.name(t.id(m, p)).to_string()).collect()
+    }
+
+    #[test]
+    fn rules_group_paths_and_a_method_in_the_name_filters() {
+        let (mut t, names) =
+            table(10, &[("^/users/[0-9]+$", "GET /users/{id}"), ("^/items/[^/]+$", "/items/{sku}")]);
+        let got = named(
+            &mut t,
+            &names,
+            &[
+                ("GET", "/users/1"),
+                ("GET", "/users/22?x"),
+                ("POST", "/users/3"),
+                ("GET", "/items/a"),
+                ("PUT", "/items/b"),
+            ],
+        );
+        assert_eq!(
+            got,
+            ["GET /users/{id}", "GET /users/{id}", "POST /users/3", "GET /items/{sku}", "PUT /items/{sku}"]
+        );
+        assert_eq!(names.snapshot().len(), 5, "other and four named");
+    }
+
+    #[test]
+    fn endpoints_past_the_cap_count_as_other_for_the_whole_job() {
+        for rules in [&[][..], &[("^/never$", "/never")][..]] {
+            let (mut t, names) = table(2, rules);
+            let got = named(
+                &mut t,
+                &names,
+                &[("GET", "/a"), ("GET", "/b"), ("GET", "/c"), ("GET", "/a?q"), ("GET", "/c")],
+            );
+            assert_eq!(got, ["GET /a", "GET /b", "other", "GET /a", "other"], "rules {rules:?}");
+            assert_eq!(t.id("POST", "/a"), 0, "another method is another endpoint");
+        }
+    }
+
+    #[test]
+    fn an_id_never_handed_out_reads_as_other() {
+        let (mut t, names) = table(5, &[]);
+        assert_eq!(t.id("GET", "/x"), 1);
+        assert_eq!(&*names.name(1), "GET /x");
+        assert_eq!(&*names.name(4_000_000), OTHER);
+    }
+}

@@ -1,0 +1,341 @@
+//! Distributions of µs values: what a histogram must answer (quantiles, mean, counts below a
+//! bound) and its two forms.
+//!
+//! - [`Sparse`], per endpoint: only the buckets that hold values are stored, so an endpoint
+//!   seen once costs a few dozen bytes, not the ~40 KB of a full HdrHistogram. Buckets are
+//!   exact below 256 µs and 1/128 of a power of two above (at most 0.8 % wide); min, max and
+//!   the sum are kept exactly. Recording, merging, encoding and decoding cost follows the
+//!   number of buckets in use.
+//! - [`Hdr`], for the job's totals: an HdrHistogram with 3 significant figures (0.1 %).
+//!
+//! A profile of a replay with every path distinct showed a third of all CPU time in the
+//! kernel zeroing pages for growing full histograms per endpoint; see docs/design.md,
+//! "Statistics at any cardinality".
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+
+use crate::pb;
+
+/// Largest value a distribution holds, µs (60 s); longer values are clamped to it.
+pub const MAX_MICROS: u64 = 60_000_000;
+
+/// What reports, thresholds and sinks ask of a distribution.
+pub trait Dist: Clone + Default + std::fmt::Debug {
+    /// Records `v` (callers clamp it to 1..=[`MAX_MICROS`]).
+    fn record(&mut self, v: u64);
+    /// Adds `other` into `self`: merging two halves gives the whole.
+    fn add(&mut self, other: &Self);
+    /// Back to empty, keeping memory.
+    fn reset(&mut self);
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Smallest and largest value; 0 when empty.
+    fn min(&self) -> u64;
+    fn max(&self) -> u64;
+    /// 0.0 when empty.
+    fn mean(&self) -> f64;
+    /// The value at quantile `q` (0..=1); 0 when empty.
+    fn value_at_quantile(&self, q: f64) -> u64;
+    /// How many values are at most `v` (values sharing `v`'s bucket count as at most `v`).
+    fn count_at_or_below(&self, v: u64) -> u64;
+}
+
+/// Values below this have a bucket each.
+const LINEAR: u64 = 256;
+/// Buckets per power of two above [`LINEAR`].
+const SUB_BITS: u32 = 7;
+const SUB: u32 = 1 << SUB_BITS;
+/// One past the largest bucket index (the bucket of [`MAX_MICROS`] and below).
+pub const BUCKETS: u32 = bucket(MAX_MICROS) + 1;
+
+/// The bucket holding `v`.
+const fn bucket(v: u64) -> u32 {
+    if v < LINEAR {
+        return v as u32;
+    }
+    // v >> shift is in [SUB, 2 * SUB): the top SUB_BITS + 1 bits of v.
+    let shift = 63 - v.leading_zeros() - SUB_BITS;
+    LINEAR as u32 + (shift - 1) * SUB + ((v >> shift) as u32 - SUB)
+}
+
+/// The largest value in bucket `b`.
+const fn highest(b: u32) -> u64 {
+    if (b as u64) < LINEAR {
+        return b as u64;
+    }
+    let shift = (b - LINEAR as u32) / SUB + 1;
+    let top = (b - LINEAR as u32) % SUB + SUB;
+    ((top as u64 + 1) << shift) - 1
+}
+
+/// A histogram storing only its non-empty buckets, sorted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sparse {
+    buckets: Vec<(u32, u64)>,
+    len: u64,
+    min: u64,
+    max: u64,
+    sum: u64,
+}
+
+impl Sparse {
+    fn add_bucket(&mut self, b: u32, n: u64) {
+        match self.buckets.binary_search_by_key(&b, |&(k, _)| k) {
+            Ok(i) => self.buckets[i].1 += n,
+            Err(i) => self.buckets.insert(i, (b, n)),
+        }
+    }
+
+    fn add_extremes(&mut self, len: u64, min: u64, max: u64, sum: u64) {
+        self.min = if self.len == 0 { min } else { self.min.min(min) };
+        self.max = self.max.max(max);
+        self.len += len;
+        self.sum = self.sum.saturating_add(sum);
+    }
+
+    pub fn to_wire(&self) -> pb::Distribution {
+        pb::Distribution {
+            bucket: self.buckets.iter().map(|&(b, _)| b).collect(),
+            count: self.buckets.iter().map(|&(_, n)| n).collect(),
+            min: self.min,
+            max: self.max,
+            sum: self.sum,
+        }
+    }
+
+    /// Checks what a peer sent: buckets in range and strictly increasing, counts that add up.
+    pub fn from_wire(w: &pb::Distribution) -> Result<Self, String> {
+        if w.bucket.len() != w.count.len() {
+            return Err(format!("{} buckets but {} counts", w.bucket.len(), w.count.len()));
+        }
+        let mut buckets = Vec::with_capacity(w.bucket.len());
+        let mut len = 0u64;
+        for (&b, &n) in w.bucket.iter().zip(&w.count) {
+            if b >= BUCKETS || buckets.last().is_some_and(|&(prev, _)| prev >= b) || n == 0 {
+                return Err(format!("bucket {b} (count {n}) out of range or order"));
+            }
+            len = len.checked_add(n).ok_or("counts overflow")?;
+            buckets.push((b, n));
+        }
+        if len > 0 && (w.min > w.max || w.max > MAX_MICROS) {
+            return Err(format!("min {} and max {} do not fit", w.min, w.max));
+        }
+        Ok(Self { buckets, len, min: w.min, max: w.max, sum: w.sum })
+    }
+}
+
+impl Dist for Sparse {
+    fn record(&mut self, v: u64) {
+        self.add_bucket(bucket(v.min(MAX_MICROS)), 1);
+        self.add_extremes(1, v, v, v);
+    }
+
+    fn add(&mut self, other: &Self) {
+        if other.len == 0 {
+            return;
+        }
+        if self.buckets.is_empty() {
+            self.buckets.extend_from_slice(&other.buckets);
+        } else {
+            for &(b, n) in &other.buckets {
+                self.add_bucket(b, n);
+            }
+        }
+        self.add_extremes(other.len, other.min, other.max, other.sum);
+    }
+
+    fn reset(&mut self) {
+        self.buckets.clear();
+        (self.len, self.min, self.max, self.sum) = (0, 0, 0, 0);
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn min(&self) -> u64 {
+        self.min
+    }
+
+    fn max(&self) -> u64 {
+        self.max
+    }
+
+    fn mean(&self) -> f64 {
+        if self.len == 0 { 0.0 } else { self.sum as f64 / self.len as f64 }
+    }
+
+    fn value_at_quantile(&self, q: f64) -> u64 {
+        if self.len == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.len as f64).ceil() as u64).clamp(1, self.len);
+        let mut seen = 0;
+        for &(b, n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                return highest(b).clamp(self.min, self.max);
+            }
+        }
+        self.max
+    }
+
+    fn count_at_or_below(&self, v: u64) -> u64 {
+        let last = bucket(v.min(MAX_MICROS));
+        self.buckets.iter().take_while(|&&(b, _)| b <= last).map(|&(_, n)| n).sum()
+    }
+}
+
+/// An HdrHistogram of µs with 3 significant figures, sized to the largest value recorded
+/// so far (one that has only seen milliseconds is a quarter of the 1 µs..60 s layout).
+#[derive(Clone, Debug)]
+pub struct Hdr(Histogram<u64>);
+
+impl Default for Hdr {
+    fn default() -> Self {
+        // invariant: 3 significant figures is within hdrhistogram's 0..=5.
+        #[allow(clippy::unwrap_used)]
+        let mut h = Histogram::new(3).unwrap();
+        h.auto(true);
+        Self(h)
+    }
+}
+
+impl Hdr {
+    /// HdrHistogram V2 without deflate: it already run-length encodes the empty buckets, and
+    /// compressing every second cost CPU right when requests were due.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // invariant: serializing into a Vec cannot fail for a histogram within its own bounds.
+        #[allow(clippy::unwrap_used)]
+        V2Serializer::new().serialize(&self.0, &mut out).unwrap();
+        out
+    }
+
+    pub fn from_wire(bytes: &[u8]) -> Result<Self, String> {
+        let decoded: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut std::io::Cursor::new(bytes))
+            .map_err(|e| format!("{e:?}"))?;
+        // Re-home into the standard bounds so later merges cannot fail on a foreign histogram.
+        let mut h = Self::default();
+        h.0.add(&decoded).map_err(|e| format!("{e:?}"))?;
+        Ok(h)
+    }
+}
+
+impl Dist for Hdr {
+    fn record(&mut self, v: u64) {
+        // `record` grows an auto-sized histogram (`saturating_record` would clamp to its
+        // current size); the clamp keeps it within 60 s, so it cannot fail.
+        let _ = self.0.record(v.clamp(1, MAX_MICROS));
+    }
+
+    fn add(&mut self, other: &Self) {
+        // invariant: an auto-sized target grows to fit, so `add` cannot fail.
+        #[allow(clippy::unwrap_used)]
+        self.0.add(&other.0).unwrap();
+    }
+
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn min(&self) -> u64 {
+        if self.0.is_empty() { 0 } else { self.0.min() }
+    }
+
+    fn max(&self) -> u64 {
+        if self.0.is_empty() { 0 } else { self.0.max() }
+    }
+
+    fn mean(&self) -> f64 {
+        if self.0.is_empty() { 0.0 } else { self.0.mean() }
+    }
+
+    fn value_at_quantile(&self, q: f64) -> u64 {
+        if self.0.is_empty() { 0 } else { self.0.value_at_quantile(q) }
+    }
+
+    fn count_at_or_below(&self, v: u64) -> u64 {
+        if self.0.is_empty() { 0 } else { self.0.count_between(0, v) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_exact_low_and_under_one_percent_wide_above() {
+        for v in [0, 1, 255, 256, 257, 1_000, 12_345, 999_999, MAX_MICROS] {
+            let b = bucket(v);
+            assert!(highest(b) >= v, "{v} is in its bucket");
+            assert!(b == 0 || highest(b - 1) < v, "{v} is not in the bucket before");
+            assert!((highest(b) - v) as f64 <= v as f64 / 128.0, "{v}: bucket top {}", highest(b));
+        }
+        for v in 0..LINEAR {
+            assert_eq!(highest(bucket(v)), v);
+        }
+        assert!(BUCKETS < 3_000, "{BUCKETS}");
+    }
+
+    #[test]
+    fn sparse_quantiles_follow_the_hdr_ones_within_a_bucket() {
+        let (mut s, mut h) = (Sparse::default(), Hdr::default());
+        for i in 0..10_000u64 {
+            let v = 50 + (i * 7919) % 40_000;
+            s.record(v);
+            h.record(v);
+        }
+        assert_eq!((s.len(), s.min()), (h.len(), h.min()));
+        assert!(s.max() <= h.max() && h.max() - s.max() <= s.max() / 1000, "{} {}", s.max(), h.max());
+        for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+            let (a, b) = (s.value_at_quantile(q) as f64, h.value_at_quantile(q) as f64);
+            assert!((a - b).abs() <= b / 100.0, "q {q}: sparse {a}, hdr {b}");
+        }
+        assert!((s.mean() - h.mean()).abs() < h.mean() / 1000.0);
+        let (a, b) = (s.count_at_or_below(20_000) as f64, h.count_at_or_below(20_000) as f64);
+        assert!((a - b).abs() <= 10_000.0 / 100.0, "{a} vs {b}");
+    }
+
+    #[test]
+    fn sparse_merging_two_halves_equals_the_whole_and_the_wire_keeps_it() {
+        let (mut whole, mut a, mut b) = (Sparse::default(), Sparse::default(), Sparse::default());
+        for i in 0..1_000u64 {
+            let v = 1 + i * i % 70_000;
+            whole.record(v);
+            if i % 3 == 0 { a.record(v) } else { b.record(v) }
+        }
+        a.add(&b);
+        assert_eq!(a, whole);
+        assert_eq!(Sparse::from_wire(&whole.to_wire()), Ok(whole));
+        let mut one = Sparse::default();
+        one.record(4_711);
+        assert_eq!(one.to_wire().bucket.len(), 1, "an endpoint seen once holds one bucket");
+    }
+
+    #[test]
+    fn a_bad_distribution_from_the_wire_is_an_error() {
+        let mut s = Sparse::default();
+        s.record(10);
+        s.record(20);
+        let good = s.to_wire();
+        let mut unordered = good.clone();
+        unordered.bucket.reverse();
+        let mut short = good.clone();
+        short.count.pop();
+        let mut far = good.clone();
+        far.bucket[1] = BUCKETS;
+        for bad in [unordered, short, far] {
+            assert!(Sparse::from_wire(&bad).is_err(), "{bad:?}");
+        }
+        assert!(Hdr::from_wire(&[1, 2, 3]).is_err());
+    }
+}
