@@ -48,7 +48,9 @@ async fn s3() -> S3 {
             (format!("http://127.0.0.1:{port}"), Some(guard))
         }
     };
+    let http = aws_smithy_http_client::Builder::new().build_http();
     let conf = aws_sdk_s3::config::Builder::new()
+        .http_client(http)
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))

@@ -85,8 +85,14 @@ pub async fn start(
     Ok(streams)
 }
 
+/// The SDK's HTTP client on the project's one TLS stack (rustls with ring).
+pub fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
 async fn client(s3: &S3Settings) -> Client {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
     // S3-compatible servers mostly ignore the region, but signing needs one; naming it here
     // also keeps the SDK from asking the EC2 metadata service for it.
     let region = s3.region.clone().or_else(|| s3.endpoint.as_ref().map(|_| "us-east-1".to_owned()));
