@@ -82,6 +82,9 @@ enum Command {
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Write a line per request as it arrives: Unix µs, method, path (benchmarks).
+        #[arg(long)]
+        log_arrivals: Option<PathBuf>,
     },
 }
 
@@ -124,16 +127,27 @@ fn main() -> ExitCode {
                 }
             }
             Command::Validate { job } => run::validate(&job),
-            Command::EchoServer { listen } => echo_server(listen, cancel).await,
+            Command::EchoServer { listen, log_arrivals } => echo_server(listen, log_arrivals, cancel).await,
         }
     })
 }
 
-async fn echo_server(listen: SocketAddr, cancel: CancellationToken) -> ExitCode {
-    match echo::start(listen, cancel.clone()).await {
+async fn echo_server(listen: SocketAddr, log: Option<PathBuf>, cancel: CancellationToken) -> ExitCode {
+    let arrivals = match log.as_deref().map(echo::Arrivals::create).transpose() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: --log-arrivals: cannot create the file: {e}");
+            return ExitCode::from(EXIT_CANNOT_RUN);
+        }
+    };
+    match echo::start(listen, cancel.clone(), arrivals.clone()).await {
         Ok(addr) => {
             println!("listening addr={addr}");
             cancel.cancelled().await;
+            if let Some(Err(e)) = arrivals.map(|a| a.flush()) {
+                eprintln!("error: --log-arrivals: {e}");
+                return ExitCode::from(EXIT_CANNOT_RUN);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

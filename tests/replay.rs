@@ -216,3 +216,43 @@ async fn the_recorded_host_is_sent_only_with_preserve_host() {
         }
     }
 }
+
+/// The built-in echo target logs each arrival (what `scripts/bench` reads the schedule error
+/// at the target from), and the report's start lines the replay up with it: no request
+/// arrives before the start plus its recorded offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_target_logs_arrivals_that_line_up_with_the_reported_start() {
+    let dir = temp_dir("arrivals");
+    let log = dir.join("arrivals.tsv");
+    let (mut echo, line) = spawn_daemon(&[
+        "echo-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-arrivals",
+        log.to_str().expect("path"),
+    ]);
+    let addr = line.trim().trim_start_matches("listening addr=").to_owned();
+    let rec = recording(&dir, 8, |i| i as i64 * 60);
+    let job = write_job(&dir, &format!("http://{addr}"), &rec, "speed = 1", "");
+    let report = run_job(&job, &dir, &[]).await;
+    let start = report["started_unix_us"].as_i64().expect("started_unix_us");
+    assert!(start > 1_700_000_000_000_000, "{start}");
+    // SIGTERM: the echo target flushes its log and exits.
+    let pid = echo.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(echo.0.wait().expect("wait").success());
+    let text = std::fs::read_to_string(&log).expect("arrivals");
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 8, "{text}");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l.len(), 3, "{l:?}");
+        let id: i64 =
+            l[2].trim_start_matches("/items/").split('?').next().and_then(|n| n.parse().ok()).expect("id");
+        let arrived: i64 = l[0].parse().expect("µs");
+        // 1 ms for the two clocks' readings (wall clock here, monotonic in the replayer).
+        assert!(
+            arrived >= start + id * 60_000 - 1_000,
+            "line {i}: {l:?} arrived before its instant (start {start})"
+        );
+    }
+}

@@ -31,6 +31,10 @@ pub struct Report {
     pub state: JobState,
     /// Speed, rate and pause as they are now.
     pub settings: Control,
+    /// The wall-clock instant due instants count from, Unix µs (0 before the start): at
+    /// speed 1 a request recorded `t` after the first is due `t` after this. For lining
+    /// the replay up with a target's own logs.
+    pub started_unix_us: u64,
     pub duration_s: f64,
     pub totals: Totals,
     /// How far the source was read: parts done and failed (each failed one named), bytes.
@@ -188,6 +192,7 @@ impl Report {
             job: job.id().to_owned(),
             state: job.state(),
             settings: job.control(),
+            started_unix_us: (job.started_unix() * 1e6) as u64,
             duration_s: secs,
             totals: Totals {
                 sent: total.requests,
