@@ -187,3 +187,29 @@ async fn raw_results_have_a_line_per_request_rolled_every_n_lines() {
         .count();
     assert_eq!(tsv, 2 + 1 + 2, "earlier files kept, the old current rolled, two new rolls");
 }
+
+/// With many endpoints the terminal table shows the busiest and says where the rest are;
+/// requests past the cap are named with the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_shows_the_busiest_endpoints_and_explains_other() {
+    let target = Capture::start().await;
+    let dir = temp_dir("table");
+    let rec = dir.join("r.jsonl");
+    let lines: Vec<String> = (0..90)
+        .map(|i| {
+            let url = if i % 3 == 0 { "/hot".to_owned() } else { format!("/users/{i}") };
+            format!(r#"{{"ts":{i},"method":"GET","url":"{url}"}}"#)
+        })
+        .collect();
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", "[stats]\nmax_endpoints = 40\n");
+    let out = reprise(args(&["run", job.to_str().expect("path")])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = table.lines().skip(1).take_while(|l| !l.starts_with("total")).collect();
+    assert_eq!(rows.len(), 25, "{table}");
+    assert!(rows[0].starts_with("GET /hot") && rows[1].starts_with("other"), "busiest first: {table}");
+    assert!(table.contains("the 25 busiest of 41 endpoints"), "{table}");
+    // /hot and 39 user paths are kept; the other 21 user paths are past the cap.
+    assert!(table.contains("21 requests of endpoints past [stats] max_endpoints"), "{table}");
+}

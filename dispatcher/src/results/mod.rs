@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::accounting::Counts;
 use crate::control::{Control, JobState};
+use crate::endpoints::OTHER;
 use crate::fetchers::progress::SourceStatus;
 use crate::fleet::{MemberStatus, Row};
 use crate::job::Job;
@@ -161,6 +162,9 @@ pub fn progress_line(job: &Job) -> String {
     )
 }
 
+/// Endpoint rows the terminal table shows at most.
+const TABLE_ROWS: usize = 25;
+
 /// Peak resident set of this process, from /proc (Linux).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -249,13 +253,35 @@ impl Report {
             "{:<width$} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
             "endpoint", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
         );
-        for e in self.endpoints.iter().chain(std::iter::once(&self.total)) {
+        // A table of thousands of rows helps nobody: past TABLE_ROWS the busiest are shown,
+        // and the JSON and CSV reports keep every endpoint.
+        let mut shown: Vec<&EndpointReport> = self.endpoints.iter().collect();
+        if shown.len() > TABLE_ROWS {
+            shown.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.endpoint.cmp(&b.endpoint)));
+            shown.truncate(TABLE_ROWS);
+        }
+        for e in shown.into_iter().chain(std::iter::once(&self.total)) {
             let name = if e.endpoint == "*" { "total" } else { e.endpoint.as_str() };
             let l = &e.latency_ms;
             let _ = writeln!(
                 out,
                 "{name:<width$} {:>9} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
                 e.requests, e.failed, l.p50, l.p90, l.p99, l.max
+            );
+        }
+        if self.endpoints.len() > TABLE_ROWS {
+            let _ = writeln!(
+                out,
+                "… the {TABLE_ROWS} busiest of {} endpoints; --report-json and --report-csv list them all",
+                self.endpoints.len()
+            );
+        }
+        if let Some(other) = self.endpoints.iter().find(|e| e.endpoint == OTHER) {
+            let _ = writeln!(
+                out,
+                "{} requests of endpoints past [stats] max_endpoints count as \"other\"; group paths with ids \
+                 with [stats] endpoints rules, or raise max_endpoints",
+                other.requests
             );
         }
         let lag = &self.total.schedule_lag_ms;
