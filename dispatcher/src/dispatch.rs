@@ -45,8 +45,9 @@ pub struct DispatchContext<'a> {
 
 /// Records per batch event. 512 made each encoded event ~200 KB with production-like
 /// records: its buffer came fresh from the OS each time (the kernel zeroing huge pages was
-/// 7 % of the dispatcher's CPU); 128 keeps it in the allocator's reuse, with 10–25 % more
-/// records/s and 20–30 MB less RSS in bench (a), and no gain going lower (64).
+/// 7 % of the dispatcher's CPU); 128 keeps it in the allocator's reuse. Bench (a), runs
+/// alternating: 395k–434k records/s against 303k–410k, RSS 78–80 MB against 96–114 MB;
+/// 64 was no better than 128.
 pub const BATCH_MAX: usize = 128;
 /// How long to wait for a credit before looking again.
 const CREDIT_WAIT: Duration = Duration::from_millis(20);
