@@ -21,6 +21,11 @@ pub enum IntakeError {
     NotSubscribed { replayer: String, session: u64 },
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    #[error(
+        "replayer `{replayer}` sent statistics whose endpoints count {endpoints} requests but whose total counts {total}; \
+         run a replayer of the dispatcher's version"
+    )]
+    Inconsistent { replayer: String, endpoints: u64, total: u64 },
 }
 
 /// The job's statistics, merged from every replayer's.
@@ -50,6 +55,16 @@ impl Fleet {
             decoded.push((e.endpoint, EndpointStats::from_wire(e)?));
         }
         let total = r.total.as_ref().map(TotalStats::from_wire).transpose()?.unwrap_or_default();
+        // Accounting counts the endpoints' requests; a total that disagrees would make the
+        // two views of the job differ, so such a report is refused whole.
+        let count: u64 = decoded.iter().map(|(_, d)| d.count()).sum();
+        if count != total.count() {
+            return Err(IntakeError::Inconsistent {
+                replayer: r.replayer_id.clone(),
+                endpoints: count,
+                total: total.count(),
+            });
+        }
         // Acks (seq 0) take only the membership lock: they never wait for a merge.
         let mut stats = if r.seq == 0 { None } else { Some(self.lock_stats()) };
         {
@@ -88,7 +103,6 @@ impl Fleet {
                 None => _ = stats.endpoints.insert(Arc::clone(name), delta.clone()),
             }
         }
-        let count = total.count();
         stats.total.merge(&total);
         stats.history.add(&total);
         stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&total);

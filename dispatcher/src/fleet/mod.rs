@@ -425,4 +425,33 @@ mod tests {
         assert_eq!((left[0].state, left[0].lost_in_flight), ("left", 30));
         assert!(f.receive(&ack("gone", s, 30)).is_err(), "a departed session's report is refused");
     }
+
+    #[test]
+    fn statistics_whose_endpoints_and_total_disagree_are_refused() {
+        use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
+        let (f, _) = fleet(100);
+        let (tx, _rx) = mpsc::channel(1);
+        let s = f.join("r", tx);
+        for _ in 0..2 {
+            f.reserve(None);
+        }
+        let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
+        let ok = Outcome { status: Some(200), error: None, latency_us: 5, service_us: 4, lag_us: 1 };
+        e.record(&ok);
+        e.record(&ok);
+        t.record(&ok);
+        let mut r = ack("r", s, 2);
+        r.seq = 1;
+        r.endpoints = vec![e.to_wire(0)];
+        r.total = Some(t.to_wire());
+        let err = f.receive(&r).expect_err("2 requests per endpoint, 1 in the total");
+        assert!(err.to_string().contains("count 2 requests but whose total counts 1"), "{err}");
+        t.record(&ok);
+        r.total = Some(t.to_wire());
+        f.receive(&r).expect("consistent");
+        f.with_stats(|st| {
+            assert_eq!(st.total.count(), 2);
+            assert_eq!(st.endpoints.get("other").map(|e| e.count()), Some(2), "id 0 is other");
+        });
+    }
 }

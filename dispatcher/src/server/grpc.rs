@@ -21,7 +21,9 @@ impl From<IntakeError> for Status {
     fn from(e: IntakeError) -> Status {
         match e {
             IntakeError::NotSubscribed { .. } => Status::failed_precondition(e.to_string()),
-            IntakeError::Decode(_) => Status::invalid_argument(e.to_string()),
+            IntakeError::Decode(_) | IntakeError::Inconsistent { .. } => {
+                Status::invalid_argument(e.to_string())
+            }
         }
     }
 }
