@@ -170,14 +170,21 @@ async fn objects_across_hours_replay_once_each_in_time_order_within_the_range() 
         &target.url(),
         &bucket,
         &job_extra,
-        "key = \"logs/{yyyy}/{MM}/{dd}/{HH}/*.jsonl*\"\nconcurrency = 1",
+        &format!(
+            "key = \"logs/{{yyyy}}/{{MM}}/{{dd}}/{{HH}}/*.jsonl*\"\nconcurrency = 1\n{}",
+            raw_sink(&dir)
+        ),
     );
     let (out, report) = run(&job, &dir).await;
     assert!(out.status.success(), "reprise failed: {}", String::from_utf8_lossy(&out.stderr));
 
-    let got: Vec<String> = target.requests().iter().map(|c| c.path.clone()).collect();
+    let mut got: Vec<String> = target.requests().iter().map(|c| c.path.clone()).collect();
+    got.sort_by_key(|p| p.trim_start_matches("/r/").parse::<u32>().unwrap_or(u32::MAX));
     let want: Vec<String> = (0..100).map(|n| format!("/r/{n}")).collect();
-    assert_eq!(got, want, "every record in range once, in recorded order");
+    assert_eq!(got, want, "every record in range arrives once");
+    let released = raw_endpoints_by_due(&dir);
+    let want: Vec<String> = (0..100).map(|n| format!("GET /r/{n}")).collect();
+    assert_eq!(released, want, "released in recorded order");
     let totals = &report["totals"];
     assert_eq!(totals["out_of_range"], 2, "{totals}");
     assert_eq!(totals["late"], 0, "{totals}");

@@ -189,6 +189,25 @@ pub fn raw_dues(dir: &Path) -> Vec<i64> {
     due
 }
 
+/// The endpoint of every row the raw sink wrote under `dir/raw`, in due order: the order
+/// the dispatcher released the requests in, which arrival order at a target on a busy
+/// machine need not keep for requests a few milliseconds apart.
+pub fn raw_endpoints_by_due(dir: &Path) -> Vec<String> {
+    let text: String = std::fs::read_dir(dir.join("raw"))
+        .expect("raw dir")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
+        .collect();
+    let mut rows: Vec<(i64, String)> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0].parse().expect("due column"), f.get(4).expect("endpoint column").to_string())
+        })
+        .collect();
+    rows.sort();
+    rows.into_iter().map(|(_, e)| e).collect()
+}
+
 /// Runs `reprise ARGS` to its end (in a blocking thread, so the capture target keeps serving).
 pub async fn reprise(args: Vec<String>) -> Output {
     reprise_env(args, &[]).await
