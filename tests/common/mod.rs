@@ -174,25 +174,11 @@ pub fn raw_sink(dir: &Path) -> String {
     format!("[reporter.raw]\ndir = \"{}\"\n", dir.join("raw").display())
 }
 
-/// The due instants (Unix µs) of every row the raw sink wrote under `dir/raw`, sorted: the
-/// schedule the dispatcher asked for. Timing tests read it instead of arrival times, which a
-/// shared machine can shift by tens of milliseconds.
-pub fn raw_dues(dir: &Path) -> Vec<i64> {
-    let mut due: Vec<i64> = std::fs::read_dir(dir.join("raw"))
-        .expect("raw dir")
-        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
-        .collect::<String>()
-        .lines()
-        .map(|l| l.split('\t').next().and_then(|d| d.parse().ok()).expect("due column"))
-        .collect();
-    due.sort();
-    due
-}
-
-/// The endpoint of every row the raw sink wrote under `dir/raw`, in due order: the order
-/// the dispatcher released the requests in, which arrival order at a target on a busy
-/// machine need not keep for requests a few milliseconds apart.
-pub fn raw_endpoints_by_due(dir: &Path) -> Vec<String> {
+/// (due instant in Unix µs, endpoint) of every row the raw sink wrote under `dir/raw`, in
+/// due order: the schedule the dispatcher asked for and the order it released requests in.
+/// Timing and order tests read it instead of arrivals, which a shared machine can shift by
+/// tens of milliseconds and swap for requests a few milliseconds apart.
+fn raw_by_due(dir: &Path) -> Vec<(i64, String)> {
     let text: String = std::fs::read_dir(dir.join("raw"))
         .expect("raw dir")
         .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read"))
@@ -205,7 +191,17 @@ pub fn raw_endpoints_by_due(dir: &Path) -> Vec<String> {
         })
         .collect();
     rows.sort();
-    rows.into_iter().map(|(_, e)| e).collect()
+    rows
+}
+
+/// The due instants (Unix µs) of every raw row, sorted.
+pub fn raw_dues(dir: &Path) -> Vec<i64> {
+    raw_by_due(dir).into_iter().map(|(due, _)| due).collect()
+}
+
+/// The endpoint of every raw row, in due order.
+pub fn raw_endpoints_by_due(dir: &Path) -> Vec<String> {
+    raw_by_due(dir).into_iter().map(|(_, e)| e).collect()
 }
 
 /// Runs `reprise ARGS` to its end (in a blocking thread, so the capture target keeps serving).
