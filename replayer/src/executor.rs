@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::http::{Conn, Target, TargetError};
+use crate::http::{Link, Target, TargetError};
 use crate::stats::{RawTimes, Recorder};
 
 /// Workers (and connections) opened when a job starts.
@@ -192,17 +192,17 @@ impl Executor {
         self.workers.fetch_add(1, Relaxed);
         let (me, rx) = (Arc::clone(self), rx.clone());
         tracker.spawn(async move {
-            let mut conn: Option<Conn> = None;
+            let mut link = Link::default();
             me.available.fetch_add(1, Relaxed);
             if !me.dry_run {
-                conn = me.target.connect().await.ok();
+                me.target.open(&mut link).await;
             }
             while let Ok((rec, due)) = rx.recv().await {
                 me.available.fetch_sub(1, Relaxed);
                 if me.stopped.load(Relaxed) {
                     me.recorder.cancel(1);
                 } else {
-                    me.fire(&mut conn, &rec, due).await;
+                    me.fire(&mut link, &rec, due).await;
                 }
                 me.available.fetch_add(1, Relaxed);
             }
@@ -210,9 +210,9 @@ impl Executor {
         });
     }
 
-    async fn fire(&self, conn: &mut Option<Conn>, rec: &pb::Record, due: Instant) {
+    async fn fire(&self, link: &mut Link, rec: &pb::Record, due: Instant) {
         let sent = Instant::now();
-        let (status, error) = if self.dry_run { (None, None) } else { self.target.exchange(conn, rec).await };
+        let (status, error) = if self.dry_run { (None, None) } else { self.target.exchange(link, rec).await };
         let end = Instant::now();
         let us = |d: Duration| d.as_micros() as u64;
         let outcome = Outcome {

@@ -1,6 +1,7 @@
-//! The target and one keep-alive HTTP/1.1 connection to it. Each executor worker owns one
+//! The target, and a worker's link to it. Each executor worker owns one keep-alive
 //! connection (opened on first use, again after an error), so requests need no shared pool:
-//! no lock, no hash lookup, no task per request (as oha does it).
+//! no lock, no hash lookup, no task per request (as oha does it). Plain HTTP goes through
+//! [`crate::h1`] (heads written straight from the record); HTTPS through hyper.
 
 use std::time::Duration;
 
@@ -16,19 +17,7 @@ use reprise_proto::pb;
 use tower_service::Service as _;
 
 use crate::errors::kind_of;
-
-/// Headers that belong to one connection, not to the request; never replayed.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "upgrade",
-    "content-length",
-    "trailer",
-    "host",
-];
+use crate::h1::{self, HOP_BY_HOP, Plain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -38,10 +27,31 @@ pub enum TargetError {
 
 type Io = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
 
-/// One connection, driven by the worker that owns it: the worker polls the connection while
-/// it waits for its response, instead of a spawned task doing the I/O and handing results
-/// across tasks (two wake-ups fewer per request).
-pub struct Conn {
+/// A worker's side of the target: its connection, and the buffer it writes request heads in.
+#[derive(Default)]
+pub struct Link {
+    conn: Option<Conn>,
+    head: Vec<u8>,
+}
+
+enum Conn {
+    Plain(Plain),
+    Tls(Box<TlsConn>),
+}
+
+impl Conn {
+    fn usable(&mut self) -> bool {
+        match self {
+            Conn::Plain(c) => c.usable(),
+            Conn::Tls(c) => c.usable(),
+        }
+    }
+}
+
+/// One HTTPS connection, driven by the worker that owns it: the worker polls the connection
+/// while it waits for its response, instead of a spawned task doing the I/O and handing
+/// results across tasks (two wake-ups fewer per request).
+struct TlsConn {
     sender: SendRequest<Full<Bytes>>,
     connection: http1::Connection<Io, Full<Bytes>>,
     /// The connection future has completed (e.g. after `Connection: close`).
@@ -54,7 +64,25 @@ pub struct Conn {
 /// never idle this long).
 const IDLE_CHECK: Duration = Duration::from_millis(50);
 
-impl Conn {
+impl TlsConn {
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<u16, &'static str> {
+        let TlsConn { sender, connection, ended, last_used } = self;
+        *last_used = std::time::Instant::now();
+        drive(connection, ended, sender.ready()).await?.map_err(|e| kind_of(&e, false))?;
+        let resp =
+            drive(connection, ended, sender.send_request(req)).await?.map_err(|e| kind_of(&e, false))?;
+        let status = resp.status().as_u16();
+        // A response that closes its connection: the next request opens a new one.
+        let closes = resp.version() == http::Version::HTTP_10
+            || resp
+                .headers()
+                .get(http::header::CONNECTION)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        drive(connection, ended, resp.into_body().collect()).await?.map_err(|_| "body")?;
+        *ended |= closes;
+        Ok(status)
+    }
+
     /// Whether the connection can take another request. One that sat idle is polled once, so
     /// a target that closed it meanwhile (idle timeout) is noticed before a request is written
     /// into a dead socket; a busy one is not (that poll would cost a syscall per request).
@@ -119,8 +147,12 @@ async fn drive<T>(
 /// Where requests go, and how connections to it are made.
 #[derive(Clone, Debug)]
 pub struct Target {
-    /// scheme://authority, what the connector dials.
+    /// scheme://authority, what the HTTPS connector dials.
     origin: Uri,
+    /// The target's authority (host:port), what plain connections dial.
+    authority: String,
+    /// Plain HTTP (through [`crate::h1`]) rather than HTTPS (through hyper).
+    plain: bool,
     /// The Host header for requests (the target's authority).
     host: HeaderValue,
     /// Path prefix of the target URL, without a trailing '/'.
@@ -140,6 +172,7 @@ impl Target {
         }
         let origin: Uri = format!("{scheme}://{authority}").parse().map_err(|_| bad())?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
+        let port = authority.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
         let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -152,6 +185,8 @@ impl Target {
             .wrap_connector(http);
         Ok(Target {
             origin,
+            authority: format!("{}:{port}", authority.host()),
+            plain: scheme == "http",
             host,
             prefix: uri.path().trim_end_matches('/').to_owned(),
             connector,
@@ -160,55 +195,66 @@ impl Target {
         })
     }
 
-    /// Sends a record on `conn` (opening one if there is none or it closed) and reads the
-    /// whole response. Returns the status or the error kind; an error drops the connection.
-    pub async fn exchange(
-        &self,
-        conn: &mut Option<Conn>,
-        rec: &pb::Record,
-    ) -> (Option<u16>, Option<&'static str>) {
-        let Ok(req) = self.request(rec) else { return (None, Some("other")) };
-        match tokio::time::timeout(self.timeout, self.send(conn, req)).await {
+    /// Sends a record on the link's connection (opening one if there is none or it closed)
+    /// and reads the whole response. Returns the status or the error kind; an error on the
+    /// connection drops it (a record that cannot be sent does not).
+    pub async fn exchange(&self, link: &mut Link, rec: &pb::Record) -> (Option<u16>, Option<&'static str>) {
+        let request = if self.plain {
+            let host = match (self.preserve_host, rec.host.is_empty()) {
+                (true, false) => rec.host.as_bytes(),
+                _ => self.host.as_bytes(),
+            };
+            h1::write_head(&mut link.head, rec, &self.prefix, host).map(|()| None).map_err(|_| ())
+        } else {
+            self.request(rec).map(Some)
+        };
+        let Ok(request) = request else { return (None, Some("other")) };
+        let send = async {
+            if !link.conn.as_mut().is_some_and(Conn::usable) {
+                link.conn = Some(self.connect().await?);
+            }
+            match (link.conn.as_mut(), request) {
+                (Some(Conn::Plain(c)), None) => c.exchange(&link.head, &rec.body, rec.method == "HEAD").await,
+                (Some(Conn::Tls(c)), Some(req)) => c.send(req).await,
+                // invariant: the connection was opened just above, of the target's kind.
+                _ => Err("other"),
+            }
+        };
+        match tokio::time::timeout(self.timeout, send).await {
             Ok(Ok(status)) => (Some(status), None),
             Ok(Err(kind)) => {
-                *conn = None;
+                link.conn = None;
                 (None, Some(kind))
             }
             Err(_) => {
-                *conn = None;
+                link.conn = None;
                 (None, Some("timeout"))
             }
         }
     }
 
-    async fn send(&self, conn: &mut Option<Conn>, req: Request<Full<Bytes>>) -> Result<u16, &'static str> {
-        if !conn.as_mut().is_some_and(Conn::usable) {
-            *conn = Some(self.connect().await?);
+    /// Opens the link's connection ahead of its first request; on failure the first request
+    /// tries again (and counts the error).
+    pub async fn open(&self, link: &mut Link) {
+        if let Ok(Ok(conn)) = tokio::time::timeout(self.timeout, self.connect()).await {
+            link.conn = Some(conn);
         }
-        // invariant: set just above.
-        let Some(Conn { sender, connection, ended, last_used }) = conn.as_mut() else { return Err("other") };
-        *last_used = std::time::Instant::now();
-        drive(connection, ended, sender.ready()).await?.map_err(|e| kind_of(&e, false))?;
-        let resp =
-            drive(connection, ended, sender.send_request(req)).await?.map_err(|e| kind_of(&e, false))?;
-        let status = resp.status().as_u16();
-        // A response that closes its connection: the next request opens a new one.
-        let closes = resp.version() == http::Version::HTTP_10
-            || resp
-                .headers()
-                .get(http::header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        drive(connection, ended, resp.into_body().collect()).await?.map_err(|_| "body")?;
-        *ended |= closes;
-        Ok(status)
     }
 
     /// Opens a connection to the target.
-    pub async fn connect(&self) -> Result<Conn, &'static str> {
+    async fn connect(&self) -> Result<Conn, &'static str> {
+        if self.plain {
+            return Plain::connect(&self.authority).await.map(Conn::Plain).map_err(|e| kind_of(&e, true));
+        }
         let io =
             self.connector.clone().call(self.origin.clone()).await.map_err(|e| kind_of(e.as_ref(), true))?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| kind_of(&e, true))?;
-        Ok(Conn { sender, connection, ended: false, last_used: std::time::Instant::now() })
+        Ok(Conn::Tls(Box::new(TlsConn {
+            sender,
+            connection,
+            ended: false,
+            last_used: std::time::Instant::now(),
+        })))
     }
 
     /// The record as a request to the target: its method, path, query, headers and body;

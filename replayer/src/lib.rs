@@ -4,12 +4,14 @@
 //! # Layout
 //! [`client`] subscribes, reconnects and reports; [`executor`] waits for each record's
 //! instant and hands it to a connection worker; [`http`] holds the target and sends on one
-//! keep-alive HTTP/1.1 connection (rustls for https); [`stats`] keeps the interval deltas;
+//! keep-alive HTTP/1.1 connection per worker ([`h1`] for plain HTTP, hyper and rustls for
+//! https); [`stats`] keeps the interval deltas;
 //! [`errors`] classifies failures into a bounded set of kinds.
 
 pub mod client;
 pub mod errors;
 pub mod executor;
+pub mod h1;
 pub mod http;
 pub mod stats;
 mod tls;

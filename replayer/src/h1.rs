@@ -1,0 +1,522 @@
+//! Plain HTTP/1.1 on a keep-alive connection the worker owns and drives itself.
+//!
+//! The request head is written straight from the record into a buffer the worker reuses and
+//! goes out with the body in one vectored write; the response head is parsed with `httparse`
+//! and its body skipped by its framing (length, chunked, or to the end of the connection).
+//! Per request there is no header map, no request object, no task and no channel: against a
+//! local nginx this cut the replayer's user-space time per request (see docs/design.md). HTTPS
+//! stays on hyper ([`crate::http`]), where HTTP/2 will also need it.
+//!
+//! Fidelity: the request line carries the recorded path as it is; only bytes that cannot
+//! appear on a request line (controls, space, non-ASCII) are percent-encoded. Header names
+//! keep their recorded case. Headers that could not be sent as they are (a name that is not a
+//! token, a value with CR, LF or NUL) are left out, never repaired into something else.
+
+use std::io::IoSlice;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use reprise_proto::pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::errors::kind_of;
+
+/// Headers that belong to one connection, not to the request; never replayed.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "content-length",
+    "trailer",
+    "host",
+];
+
+/// A response head longer than this is refused (nginx's default limit for request heads is
+/// 8 KiB; 64 KiB leaves room for large cookies).
+const MAX_HEAD: usize = 64 * 1024;
+/// Response headers parsed at most.
+const MAX_HEADERS: usize = 128;
+/// A chunk-size or trailer line longer than this is refused.
+const MAX_LINE: usize = 4096;
+/// Read at least this much at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// A connection idle this long is checked before reuse (servers close idle keep-alive
+/// connections after seconds; at rates where the check's syscall would matter, connections are
+/// never idle this long).
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// One connection to the target.
+pub struct Plain {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    inbuf: BytesMut,
+    last_used: Instant,
+    /// The last response ended the connection (`Connection: close`, HTTP/1.0, a body that
+    /// runs to the end of the connection, or bytes after the response).
+    ended: bool,
+}
+
+/// How the body of a response is delimited.
+#[derive(Debug, PartialEq)]
+enum Body {
+    None,
+    Length(u64),
+    Chunked,
+    ToEof,
+}
+
+impl Plain {
+    /// Opens a connection to `authority` (host:port).
+    pub async fn connect(authority: &str) -> std::io::Result<Plain> {
+        let stream = TcpStream::connect(authority).await?;
+        stream.set_nodelay(true)?;
+        Ok(Plain {
+            stream,
+            inbuf: BytesMut::with_capacity(READ_CHUNK),
+            last_used: Instant::now(),
+            ended: false,
+        })
+    }
+
+    /// Whether the connection can take another request. One that sat idle is checked with a
+    /// non-blocking read, so a target that closed it meanwhile (idle timeout) is noticed before
+    /// a request is written into a dead socket; a busy one is not (that read would cost a
+    /// syscall per request).
+    pub fn usable(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        if self.last_used.elapsed() < IDLE_CHECK {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends a request (its head already written by [`write_head`]) and reads the whole
+    /// response. Returns its status, or the error kind (after which the connection is not to
+    /// be used again).
+    pub async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        head_request: bool,
+    ) -> Result<u16, &'static str> {
+        self.last_used = Instant::now();
+        self.ended = true; // until the exchange completes
+        let mut parts = [IoSlice::new(head), IoSlice::new(body)];
+        let mut parts: &mut [IoSlice] = if body.is_empty() { &mut parts[..1] } else { &mut parts[..] };
+        while !parts.is_empty() {
+            let n = self.stream.write_vectored(parts).await.map_err(|e| kind_of(&e, false))?;
+            if n == 0 {
+                return Err("reset");
+            }
+            IoSlice::advance_slices(&mut parts, n);
+        }
+        let (status, body, close) = self.read_head(head_request).await?;
+        self.skip_body(body).await?;
+        // Bytes after a complete response answer nothing we sent: the connection is out of step.
+        self.ended = close || !self.inbuf.is_empty();
+        Ok(status)
+    }
+
+    /// Reads more from the connection; 0 at its end.
+    async fn fill(&mut self) -> Result<usize, &'static str> {
+        self.inbuf.reserve(READ_CHUNK);
+        self.stream.read_buf(&mut self.inbuf).await.map_err(|e| kind_of(&e, false))
+    }
+
+    /// Reads the final response head (skipping 1xx ones): status, body framing, and whether
+    /// the connection ends after this response.
+    async fn read_head(&mut self, head_request: bool) -> Result<(u16, Body, bool), &'static str> {
+        loop {
+            match parse_head(&self.inbuf, head_request)? {
+                Some((len, status, _, _)) if (100..200).contains(&status) && status != 101 => {
+                    self.inbuf.advance(len);
+                }
+                Some((len, status, body, close)) => {
+                    self.inbuf.advance(len);
+                    return Ok((status, body, close));
+                }
+                None if self.inbuf.len() > MAX_HEAD => return Err("other"),
+                None => {
+                    if self.fill().await? == 0 {
+                        return Err("reset");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn skip_body(&mut self, body: Body) -> Result<(), &'static str> {
+        match body {
+            Body::None => Ok(()),
+            Body::Length(n) => self.skip_exactly(n).await,
+            Body::ToEof => loop {
+                self.inbuf.clear();
+                if self.fill().await.map_err(|_| "body")? == 0 {
+                    return Ok(());
+                }
+            },
+            Body::Chunked => loop {
+                let size = self.line(parse_chunk_size).await?;
+                if size == 0 {
+                    // Trailer fields, up to an empty line.
+                    while !self.line(|l| Ok(l.is_empty())).await? {}
+                    return Ok(());
+                }
+                self.skip_exactly(size).await?;
+                if !self.line(|l| Ok(l.is_empty())).await? {
+                    return Err("body");
+                }
+            },
+        }
+    }
+
+    async fn skip_exactly(&mut self, mut left: u64) -> Result<(), &'static str> {
+        loop {
+            let take = left.min(self.inbuf.len() as u64);
+            self.inbuf.advance(take as usize);
+            left -= take;
+            if left == 0 {
+                return Ok(());
+            }
+            if self.fill().await.map_err(|_| "body")? == 0 {
+                return Err("body");
+            }
+        }
+    }
+
+    /// Reads one line of a chunked body (without its line end) and consumes it, returning what
+    /// `f` makes of it.
+    async fn line<T>(&mut self, f: impl Fn(&[u8]) -> Result<T, ()>) -> Result<T, &'static str> {
+        loop {
+            if let Some(end) = self.inbuf.iter().position(|&b| b == b'\n') {
+                let line = self.inbuf[..end].strip_suffix(b"\r").unwrap_or(&self.inbuf[..end]);
+                let out = f(line).map_err(|()| "body")?;
+                self.inbuf.advance(end + 1);
+                return Ok(out);
+            }
+            if self.inbuf.len() > MAX_LINE || self.fill().await.map_err(|_| "body")? == 0 {
+                return Err("body");
+            }
+        }
+    }
+}
+
+/// A chunk-size line: hex digits, then optional extensions after ';'.
+fn parse_chunk_size(line: &[u8]) -> Result<u64, ()> {
+    let digits = line.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(());
+    }
+    let digits = std::str::from_utf8(digits).map_err(|_| ())?;
+    u64::from_str_radix(digits, 16).map_err(|_| ())
+}
+
+/// Parses a response head at the start of `buf`: (its length, status, body framing, whether
+/// the connection ends after it); None while it is incomplete.
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, u16, Body, bool)>, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("other"),
+    };
+    let status = resp.code.unwrap_or_default();
+    let mut close = resp.version == Some(0);
+    let (mut length, mut chunked, mut other_coding) = (None, false, false);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n: u64 =
+                std::str::from_utf8(h.value.trim_ascii()).ok().and_then(|v| v.parse().ok()).ok_or("other")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("other");
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default().trim_ascii();
+            chunked = last.eq_ignore_ascii_case(b"chunked");
+            other_coding = !chunked;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
+                    close = false;
+                }
+            }
+        }
+    }
+    let body = if head_request || status < 200 || status == 204 || status == 304 {
+        Body::None
+    } else if chunked {
+        Body::Chunked
+    } else if other_coding {
+        Body::ToEof
+    } else if let Some(n) = length {
+        Body::Length(n)
+    } else {
+        Body::ToEof
+    };
+    close |= body == Body::ToEof || status == 101;
+    Ok(Some((len, status, body, close)))
+}
+
+/// An HTTP token (methods, header names).
+fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header value that can be written as it is (no CR, LF or NUL).
+fn is_value(v: &[u8]) -> bool {
+    !v.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// Why a record cannot be written as a request.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum Unsendable {
+    #[error("the method is not an HTTP token")]
+    Method,
+    #[error("the host is empty or holds CR, LF or NUL")]
+    Host,
+}
+
+/// Writes the request head for `rec` into `out` (cleared first): request line with `prefix`
+/// before the recorded path, the recorded headers but hop-by-hop ones, `host`, and a length
+/// when there is a body (or the method expects one).
+pub fn write_head(out: &mut Vec<u8>, rec: &pb::Record, prefix: &str, host: &[u8]) -> Result<(), Unsendable> {
+    out.clear();
+    if !is_token(rec.method.as_bytes()) {
+        return Err(Unsendable::Method);
+    }
+    if host.is_empty() || !is_value(host) {
+        return Err(Unsendable::Host);
+    }
+    out.extend_from_slice(rec.method.as_bytes());
+    out.push(b' ');
+    for part in [prefix.as_bytes(), rec.path.as_bytes()] {
+        if part.iter().all(u8::is_ascii_graphic) {
+            out.extend_from_slice(part);
+            continue;
+        }
+        for &b in part {
+            if b.is_ascii_graphic() {
+                out.push(b);
+            } else {
+                out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            }
+        }
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in &rec.headers {
+        let name = h.name.as_bytes();
+        if !is_token(name) || !is_value(&h.value) || HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        for part in [name, b": ", &h.value, b"\r\n"] {
+            out.extend_from_slice(part);
+        }
+    }
+    for part in [b"Host: ".as_slice(), host, b"\r\n"] {
+        out.extend_from_slice(part);
+    }
+    if !rec.body.is_empty() || matches!(rec.method.as_str(), "POST" | "PUT" | "PATCH") {
+        use std::io::Write as _;
+        // invariant: writing to a Vec cannot fail.
+        let _ = write!(out, "Content-Length: {}\r\n", rec.body.len());
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tokio::net::TcpListener;
+
+    fn record(method: &str, path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> pb::Record {
+        pb::Record {
+            method: method.into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| pb::Header { name: (*n).into(), value: Bytes::copy_from_slice(v) })
+                .collect(),
+            body: Bytes::copy_from_slice(body),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_head_is_the_record_with_hop_by_hop_and_unsendable_headers_left_out() {
+        let rec = record(
+            "POST",
+            "/a b/caf\u{e9}?q=<x>",
+            &[
+                ("X-Trace", b"1"),
+                ("Connection", b"close"),
+                ("Content-Length", b"99"),
+                ("X-Evil", b"a\r\nInjected: 1"),
+                ("bad name", b"v"),
+                ("host", b"recorded"),
+            ],
+            b"hello",
+        );
+        let mut out = Vec::new();
+        write_head(&mut out, &rec, "/base", b"t:80").expect("head");
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "POST /base/a%20b/caf%C3%A9?q=<x> HTTP/1.1\r\nX-Trace: 1\r\nHost: t:80\r\nContent-Length: 5\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        assert_eq!(write_head(&mut out, &record("GE T", "/", &[], b""), "", b"t"), Err(Unsendable::Method));
+        assert_eq!(
+            write_head(&mut out, &record("GET", "/", &[], b""), "", b"t\r\nx: y"),
+            Err(Unsendable::Host)
+        );
+        write_head(&mut out, &record("PUT", "/", &[], b""), "", b"t").expect("head");
+        assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"), "{:?}", String::from_utf8_lossy(&out));
+    }
+
+    #[test]
+    fn framing_follows_the_response_head() {
+        let parse =
+            |s: &str, head| parse_head(s.as_bytes(), head).expect("valid").map(|(_, st, b, c)| (st, b, c));
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false),
+            Some((200, Body::Length(3), false))
+        );
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true),
+            Some((200, Body::None, false))
+        );
+        assert_eq!(parse("HTTP/1.1 204 No Content\r\n\r\n", false), Some((204, Body::None, false)));
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n", false),
+            Some((200, Body::Chunked, false))
+        );
+        assert_eq!(parse("HTTP/1.1 200 OK\r\n\r\n", false), Some((200, Body::ToEof, true)));
+        assert_eq!(
+            parse("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n", false),
+            Some((200, Body::Length(0), true))
+        );
+        assert_eq!(
+            parse("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false),
+            Some((200, Body::Length(0), true))
+        );
+        assert_eq!(
+            parse("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", false),
+            Some((200, Body::Length(0), false))
+        );
+        assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Le", false), None);
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        assert!(
+            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err()
+        );
+        assert!(parse_head(b"SMTP ready\r\n\r\n", false).is_err());
+        assert_eq!(parse_chunk_size(b"1a;ext=1"), Ok(26));
+        assert!(parse_chunk_size(b"").is_err() && parse_chunk_size(b"zz").is_err());
+        assert!(parse_chunk_size(b"ffffffffffffffffff").is_err());
+    }
+
+    /// A loopback server that answers each request (read up to its blank line) with the next
+    /// of `answers`, each written in two parts a moment apart (so the client sees partial
+    /// reads), and closes after the last.
+    async fn scripted(answers: Vec<&'static str>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            for answer in answers {
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut buf = [0u8; 1024];
+                    let n = s.read(&mut buf).await.expect("read");
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                seen.clear();
+                let (a, b) = answer.split_at(answer.len() / 2);
+                s.write_all(a.as_bytes()).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                s.write_all(b.as_bytes()).await.expect("write");
+            }
+        });
+        addr
+    }
+
+    async fn exchange_all(answers: Vec<&'static str>) -> Vec<Result<(u16, bool), &'static str>> {
+        let n = answers.len();
+        let mut conn = Plain::connect(&scripted(answers).await).await.expect("connect");
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let r = conn.exchange(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false).await;
+            let failed = r.is_err();
+            out.push(r.map(|s| (s, conn.ended)));
+            if failed {
+                break;
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn bodies_of_every_framing_are_read_to_their_end_on_one_connection() {
+        let got = exchange_all(vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789",
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 202 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nabcd\r\n3\r\nefg\r\n0\r\nX-T: 1\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\n\r\n",
+            "HTTP/1.1 503 Busy\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy",
+        ])
+        .await;
+        assert_eq!(
+            got,
+            vec![Ok((200, false)), Ok((201, false)), Ok((202, false)), Ok((204, false)), Ok((503, true))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_to_the_end_of_the_connection_ends_it() {
+        let got = exchange_all(vec!["HTTP/1.1 200 OK\r\n\r\nuntil the end"]).await;
+        assert_eq!(got, vec![Ok((200, true))]);
+    }
+
+    #[tokio::test]
+    async fn truncated_and_malformed_responses_are_errors_of_their_kind() {
+        assert_eq!(
+            exchange_all(vec!["HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]).await,
+            vec![Err("body")]
+        );
+        assert_eq!(exchange_all(vec!["HTTP/1.1 200 OK\r\nContent-"]).await, vec![Err("reset")]);
+        assert_eq!(exchange_all(vec!["garbage that is no HTTP\r\n\r\n"]).await, vec![Err("other")]);
+        assert_eq!(
+            exchange_all(vec!["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcdXX"]).await,
+            vec![Err("body")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_not_reused() {
+        let mut conn = Plain::connect(&scripted(vec!["HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await)
+            .await
+            .expect("connect");
+        assert_eq!(conn.exchange(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false).await, Ok(200));
+        assert!(conn.usable());
+        // The server closes after its last answer; once idle, the check notices.
+        tokio::time::sleep(IDLE_CHECK + Duration::from_millis(20)).await;
+        assert!(!conn.usable());
+    }
+}
