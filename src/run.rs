@@ -119,8 +119,15 @@ pub async fn local(
             once: true,
         };
         let cancel = stop_replayers.clone();
-        fleet.spawn(async move {
-            if let Err(e) = reprise_replayer::run(opts, cancel).await {
+        // Each local replayer runs on a thread of its own with a single-threaded runtime, as
+        // a replayer daemon would be a process of its own: its connection workers, timers and
+        // sockets stay on one thread, so a response wakes its worker without crossing threads.
+        fleet.spawn_blocking(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return eprintln!("error: replayer: cannot start its runtime: {e}"),
+            };
+            if let Err(e) = runtime.block_on(reprise_replayer::run(opts, cancel)) {
                 eprintln!("error: replayer: {e}");
             }
         });

@@ -300,4 +300,15 @@ mod tests {
         assert_eq!(percent_encode_invalid("/caf\u{e9}?a=%20"), "/caf%C3%A9?a=%20");
         assert!(percent_encode_invalid("/a b|c{d}").parse::<Uri>().is_ok());
     }
+
+    #[test]
+    fn plain_targets_dial_host_and_port_and_keep_their_path_prefix() {
+        let target = |url: &str| Target::new(&pb::JobConfig { target: url.into(), ..Default::default() });
+        let t = target("http://[::1]:8080/base/").expect("valid");
+        assert_eq!((t.authority.as_str(), t.prefix.as_str(), t.plain), ("[::1]:8080", "/base", true));
+        let t = target("http://example.test").expect("valid");
+        assert_eq!((t.authority.as_str(), t.host.to_str().ok()), ("example.test:80", Some("example.test")));
+        assert!(!target("https://example.test").expect("valid").plain);
+        assert!(target("ftp://example.test").is_err());
+    }
 }
