@@ -7,9 +7,9 @@
 //! local nginx this cut the replayer's user-space time per request (see docs/design.md). HTTPS
 //! stays on hyper ([`crate::http`]), where HTTP/2 will also need it.
 //!
-//! Fidelity: the request line carries the recorded path as it is; only bytes that cannot
-//! appear on a request line (controls, space, non-ASCII) are percent-encoded. Header names
-//! keep their recorded case. Headers that could not be sent as they are (a name that is not a
+//! Fidelity: the request line carries the recorded path, with only the bytes a URI may not
+//! hold percent-encoded ([`push_target`], shared with HTTPS). Header names keep their
+//! recorded case. Headers that could not be sent as they are (a name that is not a
 //! token, a value with CR, LF or NUL) are left out, never repaired into something else.
 
 use std::io::IoSlice;
@@ -300,19 +300,8 @@ pub fn write_head(out: &mut Vec<u8>, rec: &pb::Record, prefix: &str, host: &[u8]
     }
     out.extend_from_slice(rec.method.as_bytes());
     out.push(b' ');
-    for part in [prefix.as_bytes(), rec.path.as_bytes()] {
-        if part.iter().all(u8::is_ascii_graphic) {
-            out.extend_from_slice(part);
-            continue;
-        }
-        for &b in part {
-            if b.is_ascii_graphic() {
-                out.push(b);
-            } else {
-                out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-            }
-        }
-    }
+    push_target(out, prefix.as_bytes());
+    push_target(out, rec.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in &rec.headers {
         let name = h.name.as_bytes();
@@ -337,6 +326,42 @@ pub fn write_head(out: &mut Vec<u8>, rec: &pb::Record, prefix: &str, host: &[u8]
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Bytes a request target holds as they are: unreserved and reserved characters and '%'
+/// (RFC 3986); anything else is percent-encoded.
+const URI_BYTE: [bool; 256] = {
+    let keep = b"-._~:/?#[]@!$&'()*+,;=%";
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < keep.len() {
+        table[keep[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// Appends part of a request target. Logs hold paths a URI may not (`?q=<x>`, spaces, raw
+/// UTF-8): the bytes a URI may not hold are percent-encoded, the rest (existing escapes too)
+/// go out as recorded. HTTP and HTTPS targets get the same bytes (but for a `#fragment`,
+/// which hyper leaves out and browsers never send).
+pub fn push_target(out: &mut Vec<u8>, part: &[u8]) {
+    if part.iter().all(|&b| URI_BYTE[usize::from(b)]) {
+        out.extend_from_slice(part);
+        return;
+    }
+    for &b in part {
+        if URI_BYTE[usize::from(b)] {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -376,7 +401,7 @@ mod tests {
         write_head(&mut out, &rec, "/base", b"t:80").expect("head");
         assert_eq!(
             String::from_utf8(out).expect("ascii"),
-            "POST /base/a%20b/caf%C3%A9?q=<x> HTTP/1.1\r\nX-Trace: 1\r\nHost: t:80\r\nContent-Length: 5\r\n\r\n"
+            "POST /base/a%20b/caf%C3%A9?q=%3Cx%3E HTTP/1.1\r\nX-Trace: 1\r\nHost: t:80\r\nContent-Length: 5\r\n\r\n"
         );
         let mut out = Vec::new();
         assert_eq!(write_head(&mut out, &record("GE T", "/", &[], b""), "", b"t"), Err(Unsendable::Method));

@@ -98,21 +98,6 @@ impl TlsConn {
     }
 }
 
-/// Percent-encodes the bytes of a path that may not appear in a URI as they are (keeps
-/// existing escapes, reserved and unreserved characters).
-fn percent_encode_invalid(path: &str) -> String {
-    const KEEP: &[u8] = b"-._~:/?#[]@!$&'()*+,;=%";
-    let mut out = String::with_capacity(path.len() + 16);
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || KEEP.contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Runs `fut` to its end while driving the connection's I/O. The connection may end in the
 /// same poll that completes `fut`, or before a later step of the same exchange (a response
 /// with `Connection: close`: head, then body), so once it has ended `fut` is looked at once
@@ -260,11 +245,10 @@ impl Target {
     /// The record as a request to the target: its method, path, query, headers and body;
     /// the target's host (or the recorded one with `preserve_host`).
     fn request(&self, rec: &pb::Record) -> Result<Request<Full<Bytes>>, ()> {
-        let path =
-            if self.prefix.is_empty() { rec.path.clone() } else { format!("{}{}", self.prefix, rec.path) };
-        // Logs hold paths a strict URI parser refuses (`?q=<x>`, spaces, UTF-8): send them
-        // percent-encoded rather than not at all.
-        let uri: Uri = path.parse().or_else(|_| percent_encode_invalid(&path).parse()).map_err(|_| ())?;
+        let mut target = Vec::with_capacity(self.prefix.len() + rec.path.len());
+        h1::push_target(&mut target, self.prefix.as_bytes());
+        h1::push_target(&mut target, rec.path.as_bytes());
+        let uri = Uri::try_from(target).map_err(|_| ())?;
         let mut req = Request::builder()
             .method(rec.method.as_str())
             .uri(uri)
@@ -296,9 +280,16 @@ mod tests {
 
     #[test]
     fn paths_a_uri_refuses_are_percent_encoded() {
-        assert_eq!(percent_encode_invalid("/s?q=<x> y"), "/s?q=%3Cx%3E%20y");
-        assert_eq!(percent_encode_invalid("/caf\u{e9}?a=%20"), "/caf%C3%A9?a=%20");
-        assert!(percent_encode_invalid("/a b|c{d}").parse::<Uri>().is_ok());
+        let target = |path: &str| {
+            let mut out = Vec::new();
+            h1::push_target(&mut out, path.as_bytes());
+            String::from_utf8(out).expect("ascii")
+        };
+        assert_eq!(target("/s?q=<x> y"), "/s?q=%3Cx%3E%20y");
+        assert_eq!(target("/caf\u{e9}?a=%20"), "/caf%C3%A9?a=%20");
+        assert_eq!(target("/a b|c{d}"), "/a%20b%7Cc%7Bd%7D");
+        assert!(target("/a b|c{d}\"^`").parse::<Uri>().is_ok());
+        assert_eq!(target("/users/1?x=a+b&y=%2F#f"), "/users/1?x=a+b&y=%2F#f");
     }
 
     #[test]
