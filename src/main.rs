@@ -14,7 +14,10 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 // The dispatch path allocates a few small strings per record; glibc's malloc took ~17% of
-// the CPU at 450k records/s (perf), mimalloc much less.
+// the CPU at 450k records/s (perf), mimalloc much less. Without transparent huge pages
+// (`no_thp` here, and for the whole process in `main`): a huge page is zeroed whole, 2 MiB,
+// by the thread whose allocation first touches it, and those faults were stalls of up to
+// tens of ms in the replayer (bench (c)) and a tenth of the dispatcher's CPU (bench (a)).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -89,13 +92,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // On hosts where THP is "always" the kernel would give huge pages to large mappings even
+    // unasked; this turns them off for this process (a failure only leaves them on).
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
     let quiet = matches!(cli.command, Command::Run { .. } | Command::Validate { .. });
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" }));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    // Two TLS backends are linked (ring for reprise's own clients, aws-lc-rs for the AWS SDK,
-    // which brings its own), so rustls cannot pick a process default by itself.
+    // rustls picks a process-wide provider by itself only while exactly one is compiled in:
+    // name ring, the one every client here is built on, so a dependency cannot change it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
