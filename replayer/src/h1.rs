@@ -44,10 +44,10 @@ const MAX_HEADERS: usize = 128;
 const MAX_LINE: usize = 4096;
 /// Read at least this much at a time.
 const READ_CHUNK: usize = 16 * 1024;
-/// A connection idle this long is checked before reuse (servers close idle keep-alive
-/// connections after seconds; at rates where the check's syscall would matter, connections are
-/// never idle this long).
-const IDLE_CHECK: Duration = Duration::from_millis(50);
+/// A connection idle this long is checked before reuse, here and over HTTPS (servers close
+/// idle keep-alive connections after seconds; at rates where the check's syscall would
+/// matter, connections are never idle this long).
+pub const IDLE_CHECK: Duration = Duration::from_millis(50);
 
 /// One connection to the target.
 pub struct Plain {

@@ -17,7 +17,7 @@ use reprise_proto::pb;
 use tower_service::Service as _;
 
 use crate::errors::kind_of;
-use crate::h1::{self, HOP_BY_HOP, Plain};
+use crate::h1::{self, HOP_BY_HOP, IDLE_CHECK, Plain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -58,11 +58,6 @@ struct TlsConn {
     ended: bool,
     last_used: std::time::Instant,
 }
-
-/// A connection idle this long is polled once before reuse (servers close idle keep-alive
-/// connections after seconds; at rates where this poll's syscall would matter, connections are
-/// never idle this long).
-const IDLE_CHECK: Duration = Duration::from_millis(50);
 
 impl TlsConn {
     async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<u16, &'static str> {
