@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::task::Poll;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use reprise_proto::batch::RecordRef;
 use reprise_proto::pb;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -23,7 +25,7 @@ use crate::control::{Control, JobState};
 use crate::endpoints::EndpointTable;
 use crate::fetchers::merge::{Merger, Ordered};
 use crate::fleet::{EventTx, Fleet, Reserve};
-use crate::record::Record;
+use crate::record::{Record, Text};
 use crate::timewheel::TimeWheel;
 
 /// What the dispatch loop needs of its job.
@@ -56,46 +58,53 @@ struct Pending {
     id: String,
     session: u64,
     tx: EventTx,
-    records: Vec<pb::Record>,
+    /// The records, written as they will go out ([`reprise_proto::batch`]).
+    encoded: BytesMut,
+    count: u32,
 }
 
 /// Batches being filled, one per replayer session.
 #[derive(Default)]
 struct Batches {
     pending: HashMap<u64, Pending>,
-    /// Size of the last batch sent: the next one is allocated that large (a full batch at
+    /// Bytes of the last batch sent: the next one is allocated that large (a full batch at
     /// speed "max", a slot's few records when paced).
     hint: usize,
 }
 
 impl Batches {
-    /// Adds a record to its replayer's batch; true when the batch is full. A record for a
-    /// replayer that left in the meantime is counted lost (its credit was counted with it).
-    fn push(&mut self, ctx: &DispatchContext<'_>, session: u64, record: pb::Record) -> bool {
+    /// Writes a record into its replayer's batch; true when the batch is full. A record for
+    /// a replayer that left in the meantime is counted lost (its credit was counted with it).
+    fn push(&mut self, ctx: &DispatchContext<'_>, session: u64, record: &WireRecord<'_>) -> bool {
         let p = match self.pending.entry(session) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => match ctx.fleet.sender(session) {
-                Some((id, tx)) => {
-                    e.insert(Pending { id, session, tx, records: Vec::with_capacity(self.hint.max(16)) })
-                }
+                Some((id, tx)) => e.insert(Pending {
+                    id,
+                    session,
+                    tx,
+                    encoded: BytesMut::with_capacity(self.hint.max(4096)),
+                    count: 0,
+                }),
                 None => return false,
             },
         };
-        p.records.push(record);
-        p.records.len() >= BATCH_MAX
+        record.write_to(&mut p.encoded);
+        p.count += 1;
+        p.count as usize >= BATCH_MAX
     }
 
     async fn flush_one(&mut self, ctx: &DispatchContext<'_>, session: u64) {
         let Some(p) = self.pending.remove(&session) else {
             return;
         };
-        self.hint = p.records.len();
+        self.hint = p.encoded.len();
         send(ctx, p).await;
     }
 
     async fn flush_all(&mut self, ctx: &DispatchContext<'_>) {
         for (_, p) in self.pending.drain() {
-            self.hint = p.records.len();
+            self.hint = p.encoded.len();
             send(ctx, p).await;
         }
     }
@@ -103,7 +112,7 @@ impl Batches {
     /// The job was stopped: what was reserved but not sent is given back and counted.
     fn discard(&mut self, ctx: &DispatchContext<'_>) {
         for (_, p) in self.pending.drain() {
-            let n = p.records.len() as u64;
+            let n = u64::from(p.count);
             ctx.fleet.unreserve(&p.id, p.session, n);
             ctx.accounting.dropped(DropReason::Stopped, n);
         }
@@ -111,10 +120,9 @@ impl Batches {
 }
 
 async fn send(ctx: &DispatchContext<'_>, p: Pending) {
-    let n = p.records.len() as u64;
-    let event = pb::DispatcherEvent {
-        event: Some(pb::dispatcher_event::Event::Batch(pb::RecordBatch { records: p.records })),
-    };
+    let n = u64::from(p.count);
+    let batch = pb::RecordBatch { encoded: p.encoded.freeze(), count: p.count };
+    let event = pb::DispatcherEvent { event: Some(pb::dispatcher_event::Event::Batch(batch)) };
     match p.tx.send_timeout(event, ctx.send_timeout).await {
         Ok(()) => ctx.accounting.dispatched(n),
         // Its reserved records count as lost in flight when it is removed.
@@ -122,15 +130,18 @@ async fn send(ctx: &DispatchContext<'_>, p: Pending) {
     }
 }
 
-fn into_wire(r: Record, offset: Duration, endpoint: u32) -> pb::Record {
-    pb::Record {
-        endpoint,
+/// A record as it goes out: its fields, borrowed from the parsed record.
+type WireRecord<'a> = RecordRef<'a, Text, Bytes>;
+
+fn wire(r: &Record, offset: Duration, endpoint: u32) -> WireRecord<'_> {
+    RecordRef {
         due_offset_ns: offset.as_nanos() as i64,
-        method: r.method,
-        path: r.path,
-        headers: r.headers.into_iter().map(|(name, value)| pb::Header { name, value }).collect(),
-        body: r.body,
-        host: r.host.unwrap_or_default(),
+        endpoint,
+        method: r.method.as_bytes(),
+        path: r.path.as_bytes(),
+        headers: &r.headers,
+        body: &r.body,
+        host: r.host.as_ref().map(Text::as_bytes).unwrap_or_default(),
     }
 }
 
@@ -277,13 +288,11 @@ pub async fn run(
             wheel.released(record.ts, due);
             ctx.progress.store(record.ts - *first_ts.get_or_insert(record.ts), Relaxed);
         }
-        let key = record.key.clone();
         let endpoint = endpoints.id(&record.method, &record.path);
-        let wire = into_wire(record, due.saturating_duration_since(wheel.start()), endpoint);
-        for _ in 1..copies {
-            place(ctx, &mut batches, wire.clone(), key.as_deref(), stop).await;
+        let wire = wire(&record, due.saturating_duration_since(wheel.start()), endpoint);
+        for _ in 0..copies {
+            place(ctx, &mut batches, &wire, record.key.as_deref(), stop).await;
         }
-        place(ctx, &mut batches, wire, key.as_deref(), stop).await;
     };
     if stopped {
         batches.discard(ctx);
@@ -297,7 +306,7 @@ pub async fn run(
 async fn place(
     ctx: &DispatchContext<'_>,
     batches: &mut Batches,
-    record: pb::Record,
+    record: &WireRecord<'_>,
     key: Option<&str>,
     stop: &CancellationToken,
 ) {
@@ -338,7 +347,6 @@ async fn place(
 mod tests {
     use std::sync::Arc;
 
-    use bytes::Bytes;
     use tokio::sync::mpsc;
     use tokio::time::sleep;
 
@@ -427,7 +435,11 @@ mod tests {
 
     fn arrival(event: pb::DispatcherEvent, start: Instant) -> Option<Arrival> {
         let Some(pb::dispatcher_event::Event::Batch(b)) = event.event else { return None };
-        let records = b.records.into_iter().map(|r| (r.path, r.due_offset_ns / MS)).collect();
+        let records = reprise_proto::batch::decode(b)
+            .expect("a batch decodes")
+            .into_iter()
+            .map(|r| (String::from_utf8_lossy(&r.path).into_owned(), r.due_offset_ns / MS))
+            .collect();
         Some(Arrival { at_ms: (Instant::now() - start).as_millis(), records })
     }
 

@@ -1,19 +1,123 @@
 //! The record: one recorded HTTP request, as analyzers produce it and the wheel schedules it.
+//!
+//! A record's text and bytes are slices of the unit it was parsed from ([`Text`], `Bytes`):
+//! parsing allocates once per unit (the unit itself), not once per field, and the dispatch
+//! loop writes the fields straight into a replayer's batch
+//! ([`reprise_proto::batch::RecordRef`]).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
 
 use bytes::Bytes;
+
+/// UTF-8 text in shared bytes: a slice of the unit it was parsed from, or text of its own
+/// (when it had to be unescaped). Reads as a `&str`.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Text(Bytes);
+
+impl Text {
+    /// `part` as a slice of `unit` when it lies inside it (no copy), else as a copy.
+    pub fn within(unit: &Bytes, part: &str) -> Text {
+        let start = (part.as_ptr() as usize).wrapping_sub(unit.as_ptr() as usize);
+        match start.checked_add(part.len()) {
+            Some(end) if end <= unit.len() => Text(unit.slice(start..end)),
+            _ => Text::from(part),
+        }
+    }
+
+    /// The same text, owned by `unit` where it lies inside it: see [`Text::within`].
+    pub fn within_cow(unit: &Bytes, part: Cow<'_, str>) -> Text {
+        match part {
+            Cow::Borrowed(p) => Text::within(unit, p),
+            Cow::Owned(p) => Text::from(p),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // invariant: built only from `str`s (`within`, `From`), so always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Text {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text(Bytes::from(s))
+    }
+}
+
+impl From<Cow<'_, str>> for Text {
+    fn from(s: Cow<'_, str>) -> Self {
+        match s {
+            Cow::Borrowed(s) => Text::from(s),
+            Cow::Owned(s) => Text::from(s),
+        }
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One recorded request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// Recorded instant, Unix nanoseconds.
     pub ts: i64,
-    pub method: String,
+    pub method: Text,
     /// Origin form: path and query, e.g. "/users/1?x=2". Always starts with '/'.
-    pub path: String,
+    pub path: Text,
     /// Recorded host (from an absolute URL or the Host header), for `preserve_host`.
-    pub host: Option<String>,
+    pub host: Option<Text>,
     /// Headers in recorded order; a repeated header appears once per value.
-    pub headers: Vec<(String, Bytes)>,
+    pub headers: Vec<(Text, Bytes)>,
     pub body: Bytes,
     /// Hash key choosing the replayer (see `[analyzer] hash_field`); `None` = round-robin.
     pub key: Option<String>,
@@ -35,10 +139,11 @@ impl Record {
     }
 }
 
-/// Splits an absolute URL into (host, origin-form path); a path stays as it is.
-pub fn split_url(url: &str) -> Option<(Option<String>, String)> {
+/// Splits an absolute URL into (host, origin-form path), borrowed from `url` (the path is
+/// owned only when a '/' had to be put before a bare query); a path stays as it is.
+pub fn split_url(url: &str) -> Option<(Option<&str>, Cow<'_, str>)> {
     if url.starts_with('/') {
-        return Some((None, url.to_owned()));
+        return Some((None, Cow::Borrowed(url)));
     }
     let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
     let (authority, path) = match rest.find(['/', '?']) {
@@ -48,8 +153,8 @@ pub fn split_url(url: &str) -> Option<(Option<String>, String)> {
     if authority.is_empty() {
         return None;
     }
-    let path = if path.starts_with('?') { format!("/{path}") } else { path.to_owned() };
-    Some((Some(authority.to_owned()), path))
+    let path = if path.starts_with('?') { Cow::Owned(format!("/{path}")) } else { Cow::Borrowed(path) };
+    Some((Some(authority), path))
 }
 
 #[cfg(test)]
@@ -59,11 +164,26 @@ mod tests {
     #[test]
     fn absolute_urls_split_into_host_and_path() {
         assert_eq!(split_url("/a?b=1"), Some((None, "/a?b=1".into())));
-        assert_eq!(split_url("http://h:8/x/y?z"), Some((Some("h:8".into()), "/x/y?z".into())));
-        assert_eq!(split_url("https://h"), Some((Some("h".into()), "/".into())));
-        assert_eq!(split_url("https://h?q=1"), Some((Some("h".into()), "/?q=1".into())));
+        assert_eq!(split_url("http://h:8/x/y?z"), Some((Some("h:8"), "/x/y?z".into())));
+        assert_eq!(split_url("https://h"), Some((Some("h"), "/".into())));
+        assert_eq!(split_url("https://h?q=1"), Some((Some("h"), "/?q=1".into())));
         assert_eq!(split_url("ftp://h/x"), None);
         assert_eq!(split_url("relative"), None);
+    }
+
+    #[test]
+    fn text_within_a_unit_shares_its_bytes_and_text_outside_is_copied() {
+        let unit = Bytes::from_static(b"GET /users/1 x");
+        let line = std::str::from_utf8(&unit).expect("utf-8");
+        let path = Text::within(&unit, &line[4..12]);
+        assert_eq!(path, "/users/1");
+        assert_eq!(path.as_bytes().as_ptr(), unit[4..].as_ptr(), "a slice, not a copy");
+        let elsewhere = String::from("/other");
+        let copied = Text::within(&unit, &elsewhere);
+        assert_eq!(copied, "/other");
+        assert_ne!(copied.as_bytes().as_ptr(), elsewhere.as_ptr());
+        assert_eq!(Text::within(&unit, "/"), "/");
+        assert_eq!(Text::within_cow(&unit, Cow::Owned("/é".into())).as_str(), "/é");
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //!
 //! # Layout
 //! - [`pb`]: the generated messages and the tonic client and server.
+//! - [`batch`]: records of a batch, written by the dispatcher straight from what it parsed
+//!   and read by a replayer as slices of the message.
 //! - [`dist`]: distributions of µs values: sparse histograms per endpoint, HdrHistograms for
 //!   the totals.
 //! - [`stats`]: statistics (counters and those histograms) as the replayer records them and
 //!   the dispatcher merges them, with their wire form.
 
+pub mod batch;
 pub mod dist;
 pub mod stats;
 

@@ -129,11 +129,23 @@ async fn connect_and_serve(
                         .map_err(|e| Status::invalid_argument(e.to_string()))?,
                 );
             }
-            Some(Event::Batch(b)) => {
-                if let Some(s) = &session {
-                    let _ = s.batches.send(b.records).await;
+            Some(Event::Batch(b)) => match reprise_proto::batch::decode(b) {
+                Ok(records) => {
+                    if let Some(s) = &session {
+                        let _ = s.batches.send(records).await;
+                    }
                 }
-            }
+                // Only a dispatcher of another build could send this (the versions match):
+                // like a broken stream, the session ends and the dispatcher counts what it
+                // held as lost.
+                Err(e) => {
+                    tracing::error!(replayer = %opts.id, error = %e, "a batch of records could not be decoded");
+                    if let Some(s) = session.take() {
+                        s.abandon(abandoned);
+                    }
+                    return Ok(false);
+                }
+            },
             Some(Event::End(end)) => {
                 if let Some(s) = session.take() {
                     s.finish(end.reason == "stopped").await;

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use crate::errors::kind_of;
 
 /// Headers that belong to one connection, not to the request; never replayed.
-pub const HOP_BY_HOP: [&str; 9] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -34,6 +34,11 @@ pub const HOP_BY_HOP: [&str; 9] = [
     "trailer",
     "host",
 ];
+
+/// Whether a recorded header is one of [`HOP_BY_HOP`] (any case).
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+}
 
 /// A response head longer than this is refused (nginx's default limit for request heads is
 /// 8 KiB; 64 KiB leaves room for large cookies).
@@ -292,21 +297,20 @@ pub enum Unsendable {
 /// when there is a body (or the method expects one).
 pub fn write_head(out: &mut Vec<u8>, rec: &pb::Record, prefix: &str, host: &[u8]) -> Result<(), Unsendable> {
     out.clear();
-    if !is_token(rec.method.as_bytes()) {
+    if !is_token(&rec.method) {
         return Err(Unsendable::Method);
     }
     if host.is_empty() || !is_value(host) {
         return Err(Unsendable::Host);
     }
-    out.extend_from_slice(rec.method.as_bytes());
+    out.extend_from_slice(&rec.method);
     out.push(b' ');
     push_target(out, prefix.as_bytes());
-    push_target(out, rec.path.as_bytes());
+    push_target(out, &rec.path);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in &rec.headers {
-        let name = h.name.as_bytes();
-        if !is_token(name) || !is_value(&h.value) || HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n))
-        {
+        let name = &h.name[..];
+        if !is_token(name) || !is_value(&h.value) || is_hop_by_hop(name) {
             continue;
         }
         for part in [name, b": ", &h.value, b"\r\n"] {
@@ -316,7 +320,7 @@ pub fn write_head(out: &mut Vec<u8>, rec: &pb::Record, prefix: &str, host: &[u8]
     for part in [b"Host: ".as_slice(), host, b"\r\n"] {
         out.extend_from_slice(part);
     }
-    if !rec.body.is_empty() || matches!(rec.method.as_str(), "POST" | "PUT" | "PATCH") {
+    if !rec.body.is_empty() || matches!(&rec.method[..], b"POST" | b"PUT" | b"PATCH") {
         use std::io::Write as _;
         // invariant: writing to a Vec cannot fail.
         let _ = write!(out, "Content-Length: {}\r\n", rec.body.len());
@@ -371,11 +375,14 @@ mod tests {
 
     fn record(method: &str, path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> pb::Record {
         pb::Record {
-            method: method.into(),
-            path: path.into(),
+            method: Bytes::copy_from_slice(method.as_bytes()),
+            path: Bytes::copy_from_slice(path.as_bytes()),
             headers: headers
                 .iter()
-                .map(|(n, v)| pb::Header { name: (*n).into(), value: Bytes::copy_from_slice(v) })
+                .map(|(n, v)| pb::Header {
+                    name: Bytes::copy_from_slice(n.as_bytes()),
+                    value: Bytes::copy_from_slice(v),
+                })
                 .collect(),
             body: Bytes::copy_from_slice(body),
             ..Default::default()

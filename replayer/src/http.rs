@@ -17,7 +17,7 @@ use reprise_proto::pb;
 use tower_service::Service as _;
 
 use crate::errors::kind_of;
-use crate::h1::{self, HOP_BY_HOP, IDLE_CHECK, Plain};
+use crate::h1::{self, IDLE_CHECK, Plain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -181,7 +181,7 @@ impl Target {
     pub async fn exchange(&self, link: &mut Link, rec: &pb::Record) -> (Option<u16>, Option<&'static str>) {
         let request = if self.plain {
             let host = match (self.preserve_host, rec.host.is_empty()) {
-                (true, false) => rec.host.as_bytes(),
+                (true, false) => &rec.host[..],
                 _ => self.host.as_bytes(),
             };
             h1::write_head(&mut link.head, rec, &self.prefix, host).map(|()| None).map_err(|_| ())
@@ -242,26 +242,26 @@ impl Target {
     fn request(&self, rec: &pb::Record) -> Result<Request<Full<Bytes>>, ()> {
         let mut target = Vec::with_capacity(self.prefix.len() + rec.path.len());
         h1::push_target(&mut target, self.prefix.as_bytes());
-        h1::push_target(&mut target, rec.path.as_bytes());
+        h1::push_target(&mut target, &rec.path);
         let uri = Uri::try_from(target).map_err(|_| ())?;
         let mut req = Request::builder()
-            .method(rec.method.as_str())
+            .method(&rec.method[..])
             .uri(uri)
             .body(Full::new(rec.body.clone()))
             .map_err(|_| ())?;
         let headers = req.headers_mut();
         for h in &rec.headers {
-            if HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
+            if h1::is_hop_by_hop(&h.name) {
                 continue;
             }
             if let (Ok(n), Ok(v)) =
-                (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_maybe_shared(h.value.clone()))
+                (HeaderName::from_bytes(&h.name), HeaderValue::from_maybe_shared(h.value.clone()))
             {
                 headers.append(n, v);
             }
         }
         let host = match (self.preserve_host, rec.host.is_empty()) {
-            (true, false) => HeaderValue::from_str(&rec.host).map_err(|_| ())?,
+            (true, false) => HeaderValue::from_bytes(&rec.host).map_err(|_| ())?,
             _ => self.host.clone(),
         };
         headers.insert(http::header::HOST, host);

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::{KeySource, Parsed, is_method, with_key};
-use crate::record::{Record, split_url};
+use crate::record::{Record, Text, split_url};
 
 #[derive(Clone, Debug)]
 pub struct Combined {
@@ -49,10 +49,18 @@ fn parse_line(line: &str) -> Result<Record, &'static str> {
     let mut headers = Vec::new();
     for (name, value) in [("Referer", referer), ("User-Agent", agent)] {
         if let Some(v) = value.filter(|v| !v.is_empty() && *v != "-") {
-            headers.push((name.to_owned(), Bytes::from(unescape(v))));
+            headers.push((Text::from(name), Bytes::from(unescape(v))));
         }
     }
-    Ok(Record { ts, method: method.to_owned(), path, host, headers, body: Bytes::new(), key: None })
+    Ok(Record {
+        ts,
+        method: method.into(),
+        path: path.into(),
+        host: host.map(Text::from),
+        headers,
+        body: Bytes::new(),
+        key: None,
+    })
 }
 
 /// Yields the double-quoted fields of a log line, honouring `\"` inside them.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::json::is_header_name;
 use super::{KeySource, Parsed, is_method, with_key};
-use crate::record::{Record, split_url};
+use crate::record::{Record, Text, split_url};
 
 /// The separator line between GoReplay records (without its newline).
 pub const GOR_SEPARATOR: &str = "\u{1F435}\u{1F648}\u{1F649}";
@@ -69,7 +69,7 @@ fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
         if !is_header_name(name) {
             return Err(("http_header", line.to_owned()));
         }
-        headers.push((name.to_owned(), Bytes::copy_from_slice(value.trim().as_bytes())));
+        headers.push((Text::from(name), Bytes::copy_from_slice(value.trim().as_bytes())));
     }
     let header = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
@@ -84,11 +84,12 @@ fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
     } else {
         Bytes::copy_from_slice(body)
     };
-    let host = url_host.or_else(|| header("host").map(|h| String::from_utf8_lossy(&h).into_owned()));
+    let host =
+        url_host.map(Text::from).or_else(|| header("host").map(|h| String::from_utf8_lossy(&h).into()));
     if chunked {
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding"));
     }
-    Ok(Record { ts, method: method.to_owned(), path, host, headers, body, key: None })
+    Ok(Record { ts, method: method.into(), path: path.into(), host, headers, body, key: None })
 }
 
 fn split_head(raw: &[u8]) -> Option<(&[u8], &[u8])> {

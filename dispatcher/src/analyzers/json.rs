@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use super::{KeySource, Parsed, is_method, with_key};
 use crate::config::values::parse_rfc3339_ns;
 use crate::config::{JsonFields, TimeUnit};
-use crate::record::{Record, split_url};
+use crate::record::{Record, Text, split_url};
 
 /// The json analyzer. One pass over the line picks out the configured fields as raw JSON
 /// slices (borrowed, unparsed) and skips the rest; only those fields are then parsed. No
@@ -56,7 +56,8 @@ impl Json {
         Self { fields, unit, key }
     }
 
-    pub fn parse(&self, line: &[u8]) -> Parsed {
+    /// Parses one line; the record's fields are slices of `line` where they hold no escapes.
+    pub fn parse(&self, line: &Bytes) -> Parsed {
         let json_key = match &self.key {
             Some(KeySource::Json(name)) => Some(name.as_str()),
             _ => None,
@@ -67,43 +68,49 @@ impl Json {
             Ok(raw) => raw,
             Err(e) => return Parsed::malformed("json_syntax", e.to_string()),
         };
-        match self.record(&raw) {
+        match self.record(line, &raw) {
             Ok(r) => Parsed::Record(with_key(r, self.key.as_ref())),
             Err(bad) => Parsed::malformed(bad.reason, bad.detail),
         }
     }
 
-    fn record(&self, raw: &Raw<'_>) -> Result<Record, Bad> {
+    fn record(&self, unit: &Bytes, raw: &Raw<'_>) -> Result<Record, Bad> {
         let f = &self.fields;
         let ts = match raw.ts {
             None => return Err(Bad::new("missing_ts", format!("no field `{}`", f.ts))),
             Some(v) => self.timestamp(v).ok_or_else(|| Bad::new("bad_ts", v.get()))?,
         };
         let method = match raw.method.map(text) {
-            Some(Some(m)) if is_method(&m) => m.into_owned(),
+            Some(Some(m)) if is_method(&m) => Text::within_cow(unit, m),
             Some(_) => return Err(Bad::new("bad_method", raw.method.map(RawValue::get).unwrap_or_default())),
             None => return Err(Bad::new("missing_method", format!("no field `{}`", f.method))),
         };
         let (host, path) = match raw.url.map(text) {
-            Some(Some(u)) => split_url(&u).ok_or_else(|| Bad::new("bad_url", u.into_owned()))?,
+            Some(Some(u)) => match split_url(&u) {
+                Some((host, path)) => (host.map(|h| Text::within(unit, h)), Text::within_cow(unit, path)),
+                None => return Err(Bad::new("bad_url", u.into_owned())),
+            },
             Some(None) => return Err(Bad::new("bad_url", raw.url.map(RawValue::get).unwrap_or_default())),
             None => return Err(Bad::new("missing_url", format!("no field `{}`", f.url))),
         };
         let headers = match raw.headers.filter(|v| !is_null(v)) {
             None => Vec::new(),
             Some(h) => {
-                serde_json::from_str::<Headers>(h.get())
-                    .map_err(|e| Bad::new("bad_headers", e.to_string()))?
-                    .0
+                let Headers(pairs) = serde_json::from_str::<Headers<'_>>(h.get())
+                    .map_err(|e| Bad::new("bad_headers", e.to_string()))?;
+                pairs
+                    .into_iter()
+                    .map(|(n, v)| (Text::within_cow(unit, n), Text::within_cow(unit, v).into_bytes()))
+                    .collect::<Vec<_>>()
             }
         };
-        let body = self.body(raw)?;
+        let body = self.body(unit, raw)?;
         let host = host.or_else(|| host_header(&headers));
         let key = raw.key.and_then(|v| text(v).map(Cow::into_owned).or_else(|| scalar(v)));
         Ok(Record { ts, method, path, host, headers, body, key })
     }
 
-    fn body(&self, raw: &Raw<'_>) -> Result<Bytes, Bad> {
+    fn body(&self, unit: &Bytes, raw: &Raw<'_>) -> Result<Bytes, Bad> {
         if let Some(v) = raw.body_base64.filter(|v| !is_null(v)) {
             let s = text(v).ok_or_else(|| Bad::new("bad_body", "body_base64 is not a string"))?;
             return base64::engine::general_purpose::STANDARD
@@ -114,7 +121,7 @@ impl Json {
         match raw.body.filter(|v| !is_null(v)) {
             None => Ok(Bytes::new()),
             Some(v) => match text(v) {
-                Some(s) => Ok(Bytes::from(s.into_owned())),
+                Some(s) => Ok(Text::within_cow(unit, s).into_bytes()),
                 None => Err(Bad::new("bad_body", format!("body is not a string: {}", v.get()))),
             },
         }
@@ -148,7 +155,7 @@ fn text(v: &RawValue) -> Option<Cow<'_, str>> {
     if !v.get().starts_with('"') {
         return None;
     }
-    serde_json::from_str::<Text<'_>>(v.get()).ok().map(|t| t.0)
+    serde_json::from_str::<Str<'_>>(v.get()).ok().map(|t| t.0)
 }
 
 /// A number or boolean as its JSON text.
@@ -181,7 +188,7 @@ impl<'de> Visitor<'de> for Pick<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw<'de>, A::Error> {
         let n = self.names;
         let mut raw = Raw::default();
-        while let Some(Text(k)) = map.next_key::<Text<'de>>()? {
+        while let Some(Str(k)) = map.next_key::<Str<'de>>()? {
             let k = k.as_ref();
             let slot = if k == n.ts {
                 &mut raw.ts
@@ -208,24 +215,24 @@ impl<'de> Visitor<'de> for Pick<'_> {
 }
 
 /// A string, borrowed from the input when it has no escapes.
-struct Text<'a>(Cow<'a, str>);
+struct Str<'a>(Cow<'a, str>);
 
-impl<'de> de::Deserialize<'de> for Text<'de> {
+impl<'de> de::Deserialize<'de> for Str<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
+            type Value = Str<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Borrowed(v)))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
-                Ok(Text(Cow::Owned(v)))
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
             }
         }
         d.deserialize_str(V)
@@ -233,25 +240,24 @@ impl<'de> de::Deserialize<'de> for Text<'de> {
 }
 
 /// Headers: an object of strings, or of arrays of strings for repeated headers; order kept.
-struct Headers(Vec<(String, Bytes)>);
+/// Names and values are borrowed from the line where they hold no escapes.
+struct Headers<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl<'de> de::Deserialize<'de> for Headers {
+impl<'de> de::Deserialize<'de> for Headers<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Headers;
+            type Value = Headers<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an object of header names to a string or an array of strings")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers<'de>, A::Error> {
                 let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
+                while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
                     if !is_header_name(&name) {
                         return Err(de::Error::custom(format!("`{name}` is not a header name")));
                     }
-                    for value in map.next_value::<Values>()?.0 {
-                        out.push((name.clone().into_owned(), value));
-                    }
+                    map.next_value_seed(Values { name, out: &mut out })?;
                 }
                 Ok(Headers(out))
             }
@@ -260,37 +266,44 @@ impl<'de> de::Deserialize<'de> for Headers {
     }
 }
 
-/// One header's value or values.
-struct Values(Vec<Bytes>);
+/// One header's value or values, each added to the list under the header's name.
+struct Values<'a, 'de> {
+    name: Cow<'de, str>,
+    out: &'a mut Vec<(Cow<'de, str>, Cow<'de, str>)>,
+}
 
-impl<'de> de::Deserialize<'de> for Values {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Values;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Values, E> {
-                Ok(Values(vec![Bytes::copy_from_slice(v.as_bytes())]))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Values, A::Error> {
-                let mut out = Vec::new();
-                while let Some(Text(v)) = seq.next_element::<Text<'de>>()? {
-                    out.push(Bytes::copy_from_slice(v.as_bytes()));
-                }
-                Ok(Values(out))
-            }
-        }
-        d.deserialize_any(V)
+impl<'de> DeserializeSeed<'de> for Values<'_, 'de> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-fn host_header(headers: &[(String, Bytes)]) -> Option<String> {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+impl<'de> Visitor<'de> for Values<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string or an array of strings")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
+        self.out.push((self.name, Cow::Borrowed(v)));
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.out.push((self.name, Cow::Owned(v.to_owned())));
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(Str(v)) = seq.next_element::<Str<'de>>()? {
+            self.out.push((self.name.clone(), v));
+        }
+        Ok(())
+    }
+}
+
+fn host_header(headers: &[(Text, Bytes)]) -> Option<Text> {
+    // invariant: values were parsed from JSON strings, so UTF-8.
+    let (_, v) = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("host"))?;
+    std::str::from_utf8(v).ok().map(|h| Text::within(v, h))
 }
 
 pub(super) fn is_header_name(n: &str) -> bool {
@@ -306,14 +319,14 @@ mod tests {
     }
 
     fn record(line: &str) -> Record {
-        match json(None).parse(line.as_bytes()) {
+        match json(None).parse(&Bytes::copy_from_slice(line.as_bytes())) {
             Parsed::Record(r) => r,
             other => panic!("not a record: {other:?}"),
         }
     }
 
     fn reason(line: &str) -> &'static str {
-        match json(None).parse(line.as_bytes()) {
+        match json(None).parse(&Bytes::copy_from_slice(line.as_bytes())) {
             Parsed::Malformed { reason, .. } => reason,
             other => panic!("not malformed: {other:?}"),
         }
@@ -328,15 +341,30 @@ mod tests {
         assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/u?x=1"));
         assert_eq!(r.host.as_deref(), Some("prod:80"));
         assert_eq!(r.headers.len(), 3);
-        assert_eq!(r.headers[2], ("Cookie".to_string(), Bytes::from("b")));
+        assert_eq!(r.headers[2], (Text::from("Cookie"), Bytes::from("b")));
         assert_eq!(r.body, Bytes::from("hi"));
+    }
+
+    /// Fields without escapes are slices of the line, not copies; an escaped one is its own.
+    #[test]
+    fn fields_share_the_line_unless_unescaped() {
+        let line = Bytes::from_static(
+            br#"{"ts":1,"method":"GET","url":"http://h/p\u0020q","headers":{"A":["x","y"],"Host":"z"},"body":"b"}"#,
+        );
+        let Parsed::Record(r) = json(None).parse(&line) else { panic!("a record") };
+        let inside = |b: &[u8]| line.as_ptr_range().contains(&b.as_ptr());
+        assert!(inside(r.method.as_bytes()) && inside(&r.body) && inside(r.headers[1].0.as_bytes()));
+        assert!(inside(&r.headers[0].1) && inside(&r.headers[1].1));
+        assert_eq!((r.path.as_str(), r.host.as_deref()), ("/p q", Some("h")));
+        assert!(!inside(r.path.as_bytes()), "unescaped, so copied");
     }
 
     #[test]
     fn numeric_timestamps_follow_the_unit() {
         assert_eq!(record(r#"{"ts":1500,"method":"GET","url":"/"}"#).ts, 1_500_000_000);
         let s = Json::new(JsonFields::default(), TimeUnit::S, None);
-        let Parsed::Record(r) = s.parse(br#"{"ts":1.5,"method":"GET","url":"/"}"#) else { panic!() };
+        let line = Bytes::from_static(br#"{"ts":1.5,"method":"GET","url":"/"}"#);
+        let Parsed::Record(r) = s.parse(&line) else { panic!() };
         assert_eq!(r.ts, 1_500_000_000);
     }
 
@@ -358,8 +386,10 @@ mod tests {
 
     #[test]
     fn keys_come_from_json_headers_or_query() {
-        let line = br#"{"ts":1,"method":"GET","url":"/x?u=7","headers":{"X-User":"ann"},"user":42}"#;
-        let key = |k| match json(Some(k)).parse(line) {
+        let line = Bytes::from_static(
+            br#"{"ts":1,"method":"GET","url":"/x?u=7","headers":{"X-User":"ann"},"user":42}"#,
+        );
+        let key = |k| match json(Some(k)).parse(&line) {
             Parsed::Record(r) => r.key,
             _ => None,
         };

@@ -6,6 +6,8 @@ mod combined;
 mod gor;
 mod json;
 
+use bytes::Bytes;
+
 use crate::config::{self, Format};
 use crate::record::Record;
 
@@ -97,7 +99,8 @@ impl Analyzer {
         }
     }
 
-    pub fn parse(&self, unit: &[u8]) -> Parsed {
+    /// Parses one unit. Json records keep slices of `unit` instead of copies of their fields.
+    pub fn parse(&self, unit: &Bytes) -> Parsed {
         match self {
             Analyzer::Json(a) => a.parse(unit),
             Analyzer::Gor(a) => a.parse(unit),
@@ -177,7 +180,7 @@ mod tests {
                 }
             }
             for a in &analyzers {
-                if let Parsed::Record(r) = a.parse(&unit) {
+                if let Parsed::Record(r) = a.parse(&Bytes::from(unit.clone())) {
                     assert!(r.path.starts_with('/'), "{r:?}");
                     records += 1;
                 }

@@ -408,7 +408,7 @@ mod tests {
         Record {
             ts: ts_ms * 1_000_000,
             method: "GET".into(),
-            path: format!("/{ts_ms}"),
+            path: format!("/{ts_ms}").into(),
             host: None,
             headers: vec![],
             body: Bytes::new(),

@@ -135,7 +135,8 @@ pub fn parse_units(
             Unit::Eof => return Ok(ReadEnd::End),
             Unit::TooLong => ctx.accounting.malformed("too_long", "unit longer than 16 MiB", b"", source, n),
             Unit::Ready if buf.iter().all(u8::is_ascii_whitespace) => {}
-            Unit::Ready => match ctx.analyzer.parse(&buf) {
+            // The unit is copied once, to its exact size: the record's fields are slices of it.
+            Unit::Ready => match ctx.analyzer.parse(&bytes::Bytes::copy_from_slice(&buf)) {
                 Parsed::Record(r) => {
                     ctx.accounting.unit_bytes(buf.len() as u64);
                     if !emit(r) {
