@@ -420,7 +420,7 @@ mod tests {
     /// The whole recording, already read: the input ends after the last record.
     fn input(records: Vec<Record>, accounting: &Arc<Accounting>) -> Merger {
         let (tx, rx) = mpsc::channel(1);
-        tx.try_send(records).expect("room for one chunk");
+        tx.try_send(records.into_iter().map(Box::new).collect()).expect("room for one chunk");
         let opts = MergeOptions { window_ns: 0, begin: None, end: None };
         Merger::new(vec![Stream::new(rx)], opts, Arc::clone(accounting))
     }

@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
-use super::merge::Stream;
+use super::merge::{Chunk, Stream};
 use super::units::{ReadEnd, parse_units};
 use super::{Chunker, FetchError, STREAM_CAPACITY, SourceContext, decompressed};
-use crate::record::Record;
 
 /// Expands `pattern` and starts one reader per file, in name order.
 pub fn start(pattern: &str, ctx: &SourceContext) -> Result<Vec<Stream>, FetchError> {
@@ -49,7 +48,7 @@ fn open(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
 
 /// Reads and parses one file into `tx`, in chunks, until its end, a read error or
 /// cancellation.
-fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Vec<Record>>) {
+fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Chunk>) {
     let source = path.display().to_string();
     let mut reader = match open(path) {
         Ok(r) => r,

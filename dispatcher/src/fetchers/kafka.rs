@@ -23,7 +23,7 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::merge::Stream;
+use super::merge::{Chunk, Stream};
 use super::units::parse_units;
 use super::{Chunker, FetchError, STREAM_CAPACITY, SourceContext};
 use crate::config::{KafkaConfig, KafkaTimestamp, Range};
@@ -257,7 +257,7 @@ fn read_partition(
     queue: &Queue,
     part: &Partition,
     ctx: &SourceContext,
-    tx: &mpsc::Sender<Vec<Record>>,
+    tx: &mpsc::Sender<Chunk>,
 ) {
     let mut out = Chunker::new(tx, &ctx.progress);
     let mut next_offset = None;

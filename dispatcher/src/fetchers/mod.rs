@@ -23,7 +23,7 @@ use crate::accounting::Accounting;
 use crate::analyzers::Analyzer;
 use crate::config::{FetcherKind, JobConfig};
 use crate::record::Record;
-use merge::Stream;
+use merge::{Chunk, Stream};
 use progress::SourceProgress;
 
 /// Chunks of records buffered per stream between a fetcher and the merge.
@@ -110,19 +110,19 @@ pub async fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<Stream>, 
 
 /// Collects one stream's records into chunks and hands them to the merge, counting them.
 pub(crate) struct Chunker<'a> {
-    tx: &'a mpsc::Sender<Vec<Record>>,
+    tx: &'a mpsc::Sender<Chunk>,
     progress: &'a SourceProgress,
-    chunk: Vec<Record>,
+    chunk: Chunk,
 }
 
 impl<'a> Chunker<'a> {
-    pub fn new(tx: &'a mpsc::Sender<Vec<Record>>, progress: &'a SourceProgress) -> Self {
+    pub fn new(tx: &'a mpsc::Sender<Chunk>, progress: &'a SourceProgress) -> Self {
         Self { tx, progress, chunk: Vec::with_capacity(CHUNK) }
     }
 
     /// Adds a record; false when the merge is gone (the job ended or was stopped).
     pub fn push(&mut self, record: Record) -> bool {
-        self.chunk.push(record);
+        self.chunk.push(Box::new(record));
         self.chunk.len() < CHUNK || self.flush()
     }
 

@@ -24,12 +24,11 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::io::SyncIoBridge;
 
-use super::merge::Stream;
+use super::merge::{Chunk, Stream};
 use super::progress::Counted;
 use super::units::{ReadEnd, parse_units};
 use super::{CHUNK, Chunker, FetchError, SourceContext, decompressed};
 use crate::config::{KeyPattern, Range, S3Settings};
-use crate::record::Record;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -154,7 +153,7 @@ async fn list(
 /// Starts downloads in order: each once a slot ahead is free or the merge opens it.
 async fn launch(
     reader: Reader,
-    launches: Vec<(Object, mpsc::Sender<Vec<Record>>, oneshot::Receiver<()>)>,
+    launches: Vec<(Object, mpsc::Sender<Chunk>, oneshot::Receiver<()>)>,
     ahead: Arc<Semaphore>,
 ) {
     let reader = Arc::new(reader);
@@ -187,7 +186,7 @@ struct Reader {
 
 impl Reader {
     /// Streams one object into `tx`, resuming after network errors, until its end.
-    async fn read(&self, key: &str, tx: mpsc::Sender<Vec<Record>>) {
+    async fn read(&self, key: &str, tx: mpsc::Sender<Chunk>) {
         let name = format!("s3://{}/{key}", self.bucket);
         let (mut at, mut attempt, mut backoff) = (0u64, 0u32, FIRST_BACKOFF);
         loop {
@@ -236,7 +235,7 @@ fn read_body(
     body: impl Read + Send + 'static,
     source: &str,
     ctx: &SourceContext,
-    tx: &mpsc::Sender<Vec<Record>>,
+    tx: &mpsc::Sender<Chunk>,
     at: &mut u64,
 ) -> io::Result<ReadEnd> {
     let mut reader = decompressed(Counted::new(body, &ctx.progress))?;
