@@ -95,6 +95,32 @@ async fn every_record_arrives_rate_times_with_identical_bytes() {
     assert_eq!(report["total"]["status"]["404"], 6);
 }
 
+/// `--dry-run` does all but the HTTP call: every copy is received, timed and counted, the
+/// target sees nothing, and the raw rows still carry each copy's due instant in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_counts_every_record_and_sends_none() {
+    let target = Capture::start().await;
+    let dir = temp_dir("dry");
+    let rec = recording(&dir, 30, |i| i as i64 * 5);
+    let job = write_job(&dir, &target.url(), &rec, "rate = 2.0\nspeed = 4.0", &raw_sink(&dir));
+    let report = run_job(&job, &dir, &["--replayers", "2", "--dry-run"]).await;
+
+    assert!(target.requests().is_empty(), "a dry run sends nothing");
+    let t = &report["totals"];
+    assert_eq!((t["input"].as_u64(), t["scheduled"].as_u64()), (Some(30), Some(60)), "{t}");
+    assert_eq!(
+        (t["sent"].as_u64(), t["ok"].as_u64(), t["failed"].as_u64()),
+        (Some(60), Some(60), Some(0)),
+        "{t}"
+    );
+    assert_eq!(t["balanced"], true);
+    let due = raw_dues(&dir);
+    assert_eq!(due.len(), 60, "a raw row per copy");
+    // 145 ms of recording at speed 4: the last copy is due ~36 ms after the first.
+    let span_us = due.iter().max().expect("rows") - due.iter().min().expect("rows");
+    assert!((30_000..=45_000).contains(&span_us), "dues span {span_us} µs");
+}
+
 /// The dispatcher's due instants under `dir/raw` against the recorded offsets divided by
 /// `speed`, both from the first, µs: the largest difference.
 fn schedule_error_us(dir: &Path, recorded_ms: impl Fn(usize) -> i64, n: usize, speed: f64) -> i64 {

@@ -5,7 +5,8 @@
 //! sending on its own keep-alive connection ([`crate::http`]). Workers are added while records
 //! wait for one, up to `concurrency`, so connections grow with need and no faster. Latency is
 //! measured from the due instant (a saturated target or replayer shows in it) and from the
-//! actual send.
+//! actual send. A dry run has no connections and so no workers: the feeder completes each
+//! record when the timekeeper hands it over (at its instant), as sent and answered at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -19,6 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::{Link, Target, TargetError};
+
+/// What came of an exchange: the response's status, or the error kind.
+type Exchanged = (Option<u16>, Option<&'static str>);
 use crate::stats::{RawTimes, Recorder};
 
 /// Workers (and connections) opened when a job starts.
@@ -106,8 +110,10 @@ impl Executor {
                 () = flag_done.cancelled() => {}
             }
         });
-        // A few connections open before the first instant; more while records wait.
-        for _ in 0..limit.min(WARM_WORKERS) {
+        // A few connections open before the first instant; more while records wait. A dry
+        // run opens none: the feeder completes each record at its instant itself.
+        let warm = if self.dry_run { 0 } else { limit.min(WARM_WORKERS) };
+        for _ in 0..warm {
             self.spawn_worker(&tracker, &rx);
         }
         // Timekeeping has a thread of its own: tokio's timer rounds deadlines up to the next
@@ -120,6 +126,14 @@ impl Executor {
         'chunks: while let Some(chunk) = chunks.recv().await {
             let mut due_now = chunk.into_iter();
             while let Some(due) = due_now.next() {
+                if self.dry_run {
+                    if self.stopped.load(Relaxed) {
+                        self.recorder.cancel(1 + due_now.len() as u64);
+                        break 'chunks;
+                    }
+                    self.complete(&due.0, due.1, Instant::now(), (None, None));
+                    continue;
+                }
                 // A record waits and every worker is busy: one more worker. (Not one per
                 // waiting record: a slow connect would open hundreds at once.)
                 if !tx.is_empty() && self.available.load(Relaxed) == 0 && self.workers() < limit {
@@ -194,9 +208,7 @@ impl Executor {
         tracker.spawn(async move {
             let mut link = Link::default();
             me.available.fetch_add(1, Relaxed);
-            if !me.dry_run {
-                me.target.open(&mut link).await;
-            }
+            me.target.open(&mut link).await;
             while let Ok((rec, due)) = rx.recv().await {
                 me.available.fetch_sub(1, Relaxed);
                 if me.stopped.load(Relaxed) {
@@ -212,8 +224,13 @@ impl Executor {
 
     async fn fire(&self, link: &mut Link, rec: &pb::Record, due: Instant) {
         let sent = Instant::now();
-        let (status, error) = if self.dry_run { (None, None) } else { self.target.exchange(link, rec).await };
-        let end = Instant::now();
+        let result = self.target.exchange(link, rec).await;
+        self.complete(rec, due, sent, result);
+    }
+
+    /// Records how a record went: sent at `sent` (for a dry run: taken at `sent`, and done).
+    fn complete(&self, rec: &pb::Record, due: Instant, sent: Instant, (status, error): Exchanged) {
+        let end = if self.dry_run { sent } else { Instant::now() };
         let us = |d: Duration| d.as_micros() as u64;
         let outcome = Outcome {
             status,
