@@ -6,13 +6,13 @@
 //! It sees the job only through a [`DispatchContext`]: the fleet, the accounting, the live
 //! settings, the late policy and the state it sets while pausing.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use foldhash::HashMap;
 use reprise_proto::batch::RecordRef;
 use reprise_proto::pb;
 use tokio::sync::watch;

@@ -10,8 +10,9 @@
 //! kept. Recordings with ids in their paths want `[stats] endpoints` rules, which group them
 //! before the cap counts.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use foldhash::HashMap;
 
 use crate::config::StatsConfig;
 
@@ -116,9 +117,9 @@ impl EndpointTable {
             rules,
             cap: cfg.max_endpoints.max(1) as usize,
             kept: 0,
-            memo: HashMap::new(),
+            memo: HashMap::default(),
             memo_len: 0,
-            by_name: HashMap::new(),
+            by_name: HashMap::default(),
             names,
         }
     }
