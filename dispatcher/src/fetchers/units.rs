@@ -1,13 +1,22 @@
 //! Cuts a byte stream into units: lines, or GoReplay records ending at the separator line.
 //! A unit longer than [`MAX_UNIT`] is skipped whole (counted) and reading goes on after it;
 //! memory stays bounded by that limit whatever the file size.
+//!
+//! Units are written one after another into blocks of [`BLOCK`] bytes and handed out as
+//! slices of their block (`Bytes`): one copy out of the reader and one allocation per block,
+//! not per unit. A block is freed when the last record parsed from it is.
 
 use std::io::{self, BufRead};
+
+use bytes::{Bytes, BytesMut};
 
 use crate::analyzers::{Framing, GOR_SEPARATOR, Parsed};
 
 /// Largest unit accepted (lines of at least 1 MiB must work).
 pub const MAX_UNIT: usize = 16 << 20;
+
+/// Size of the blocks units are read into (a longer unit gets a block of its own size).
+pub const BLOCK: usize = 64 << 10;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unit {
@@ -19,7 +28,7 @@ pub enum Unit {
 }
 
 /// Reads one line (without its newline) into `buf`; never holds more than MAX_UNIT bytes.
-fn read_line(r: &mut (impl BufRead + ?Sized), buf: &mut Vec<u8>) -> io::Result<Unit> {
+fn read_line(r: &mut (impl BufRead + ?Sized), buf: &mut impl LineBuf) -> io::Result<Unit> {
     buf.clear();
     let mut too_long = false;
     let mut any = false;
@@ -47,10 +56,55 @@ fn read_line(r: &mut (impl BufRead + ?Sized), buf: &mut Vec<u8>) -> io::Result<U
         }
         r.consume(take);
         if done {
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-            }
+            buf.drop_newline();
             return Ok(if too_long { Unit::TooLong } else { Unit::Ready });
+        }
+    }
+}
+
+/// What a line is read into: the unit's block, or a line of a GoReplay unit.
+trait LineBuf {
+    fn clear(&mut self);
+    fn len(&self) -> usize;
+    fn extend_from_slice(&mut self, part: &[u8]);
+    /// Drops the trailing newline, if any.
+    fn drop_newline(&mut self);
+}
+
+impl LineBuf for Vec<u8> {
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn extend_from_slice(&mut self, part: &[u8]) {
+        Vec::extend_from_slice(self, part);
+    }
+    fn drop_newline(&mut self) {
+        if self.last() == Some(&b'\n') {
+            self.pop();
+        }
+    }
+}
+
+impl LineBuf for BytesMut {
+    fn clear(&mut self) {
+        BytesMut::clear(self);
+    }
+    fn len(&self) -> usize {
+        BytesMut::len(self)
+    }
+    fn extend_from_slice(&mut self, part: &[u8]) {
+        if self.capacity() - self.len() < part.len() {
+            // A new block (what was split off stays with its records).
+            self.reserve(part.len().max(BLOCK));
+        }
+        BytesMut::extend_from_slice(self, part);
+    }
+    fn drop_newline(&mut self) {
+        if self.last() == Some(&b'\n') {
+            self.truncate(self.len() - 1);
         }
     }
 }
@@ -59,7 +113,7 @@ fn read_line(r: &mut (impl BufRead + ?Sized), buf: &mut Vec<u8>) -> io::Result<U
 pub fn read_unit(
     r: &mut (impl BufRead + ?Sized),
     framing: Framing,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     line: &mut Vec<u8>,
 ) -> io::Result<Unit> {
     match framing {
@@ -87,8 +141,8 @@ pub fn read_unit(
                             too_long = true;
                         }
                         if !too_long {
-                            buf.extend_from_slice(line);
-                            buf.push(b'\n');
+                            LineBuf::extend_from_slice(buf, line);
+                            LineBuf::extend_from_slice(buf, b"\n");
                         } else {
                             buf.clear();
                         }
@@ -121,11 +175,13 @@ pub fn parse_units(
     mut emit: impl FnMut(crate::record::Record) -> bool,
 ) -> io::Result<ReadEnd> {
     let framing = ctx.analyzer.framing();
-    let (mut buf, mut line) = (Vec::new(), Vec::new());
+    let (mut buf, mut line) = (BytesMut::new(), Vec::new());
     let resume = *at;
     let mut n = 0u64;
     while !ctx.cancel.is_cancelled() {
         let unit = read_unit(reader, framing, &mut buf, &mut line)?;
+        // The unit leaves the block; the block's free part takes the next one.
+        let bytes: Bytes = buf.split().freeze();
         n += 1;
         if n <= resume && unit != Unit::Eof {
             continue;
@@ -134,21 +190,20 @@ pub fn parse_units(
         match unit {
             Unit::Eof => return Ok(ReadEnd::End),
             Unit::TooLong => ctx.accounting.malformed("too_long", "unit longer than 16 MiB", b"", source, n),
-            Unit::Ready if buf.iter().all(u8::is_ascii_whitespace) => {}
-            // The unit is copied once, to its exact size: the record's fields are slices of it.
-            Unit::Ready => match ctx.analyzer.parse(&bytes::Bytes::copy_from_slice(&buf)) {
+            Unit::Ready if bytes.iter().all(u8::is_ascii_whitespace) => {}
+            Unit::Ready => match ctx.analyzer.parse(&bytes) {
                 Parsed::Record(r) => {
-                    ctx.accounting.unit_bytes(buf.len() as u64);
+                    ctx.accounting.unit_bytes(bytes.len() as u64);
                     if !emit(r) {
                         return Ok(ReadEnd::Stopped);
                     }
                 }
                 Parsed::Skipped(reason) => {
-                    ctx.accounting.unit_bytes(buf.len() as u64);
+                    ctx.accounting.unit_bytes(bytes.len() as u64);
                     ctx.accounting.skipped(reason);
                 }
                 Parsed::Malformed { reason, detail } => {
-                    ctx.accounting.malformed(reason, &detail, &buf, source, n)
+                    ctx.accounting.malformed(reason, &detail, &bytes, source, n)
                 }
             },
         }
@@ -162,10 +217,10 @@ mod tests {
 
     fn units(input: &[u8], framing: Framing) -> Vec<Result<Vec<u8>, Unit>> {
         let mut r = io::BufReader::with_capacity(7, input);
-        let (mut buf, mut line, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut buf, mut line, mut out) = (BytesMut::new(), Vec::new(), Vec::new());
         loop {
             match read_unit(&mut r, framing, &mut buf, &mut line).expect("reads") {
-                Unit::Ready => out.push(Ok(buf.clone())),
+                Unit::Ready => out.push(Ok(buf.split().to_vec())),
                 Unit::TooLong => out.push(Err(Unit::TooLong)),
                 Unit::Eof => return out,
             }
@@ -176,6 +231,29 @@ mod tests {
     fn lines_are_cut_at_newlines_with_or_without_a_last_one() {
         let got = units(b"a\nbcdefghij\n\nlast", Framing::Lines);
         assert_eq!(got, vec![Ok(b"a".to_vec()), Ok(b"bcdefghij".to_vec()), Ok(vec![]), Ok(b"last".to_vec())]);
+    }
+
+    /// Units are slices of one block, not copies of their own; a block that fills up is
+    /// followed by a fresh one and the units already out keep theirs.
+    #[test]
+    fn units_share_their_block() {
+        let line = vec![b'x'; 1000];
+        let mut input = Vec::new();
+        for _ in 0..100 {
+            input.extend_from_slice(&line);
+            input.push(b'\n');
+        }
+        let mut r = io::BufReader::with_capacity(4096, input.as_slice());
+        let (mut buf, mut scratch) = (BytesMut::new(), Vec::new());
+        let mut units = Vec::new();
+        while read_unit(&mut r, Framing::Lines, &mut buf, &mut scratch).expect("reads") == Unit::Ready {
+            units.push(buf.split().freeze());
+        }
+        assert_eq!(units.len(), 100);
+        assert!(units.iter().all(|u| u.as_ref() == line.as_slice()));
+        let adjacent = units.windows(2).filter(|w| w[1].as_ptr() == w[0].as_ptr().wrapping_add(1000)).count();
+        // 65 lines of 1,000 bytes fit in a 64 KiB block: one new block for 100 lines.
+        assert_eq!(adjacent, 98, "all but one unit follow the previous one in its block");
     }
 
     #[test]
