@@ -44,7 +44,7 @@ fn read_line(r: &mut (impl BufRead + ?Sized), buf: &mut impl LineBuf) -> io::Res
             });
         }
         any = true;
-        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
             Some(i) => (i + 1, true),
             None => (chunk.len(), false),
         };
