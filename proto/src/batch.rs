@@ -3,14 +3,19 @@
 //! The dispatcher writes each record straight from the fields it parsed, into the batch of
 //! the replayer it goes to: no `pb::Record` is built per record, and no second pass over
 //! nested messages is needed for their lengths. A replayer decodes the records as slices of
-//! the message it received (no copy, no allocation per field).
+//! the message it received (no copy, no allocation per field), and only when it sends it:
+//! on arrival only the due offset and the endpoint are read ([`Received`]), so a record
+//! waiting for its instant is 48 bytes in the queues, and a dry run never decodes the rest.
 //!
 //! The bytes are exactly those prost writes for a `pb::Record` (fields in number order,
 //! defaults left out), each preceded by its length.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+use prost::encoding::{
+    DecodeContext, WireType, decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint,
+    skip_field,
+};
 
 use crate::pb;
 
@@ -96,15 +101,61 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
     }
 }
 
-/// The records of a batch, in order. Their byte fields are slices of `batch.encoded`.
-pub fn decode(batch: pb::RecordBatch) -> Result<Vec<pb::Record>, prost::DecodeError> {
+/// A batch that cannot be read (only a dispatcher of another build could send one).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum BatchError {
+    #[error("a record's length runs past the end of its batch")]
+    Truncated,
+    #[error(transparent)]
+    Decode(#[from] prost::DecodeError),
+}
+
+/// A record as a replayer holds it until its instant: when and under which endpoint, and
+/// the rest as it came (a slice of the batch).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Received {
+    pub due_offset_ns: i64,
+    pub endpoint: u32,
+    encoded: Bytes,
+}
+
+impl Received {
+    /// The whole record; its byte fields are slices of the batch.
+    pub fn decode(&self) -> Result<pb::Record, BatchError> {
+        Ok(pb::Record::decode(self.encoded.clone())?)
+    }
+}
+
+/// The records of a batch, in order, with their due offset and endpoint read; every field of
+/// every record is walked (so a batch that does not parse is refused whole), but none other
+/// is decoded.
+pub fn split(batch: pb::RecordBatch) -> Result<Vec<Received>, BatchError> {
     // The count only sizes the vector; what `encoded` holds decides.
     let mut records = Vec::with_capacity((batch.count as usize).min(batch.encoded.len()));
-    let mut encoded = batch.encoded;
-    while encoded.has_remaining() {
-        records.push(pb::Record::decode_length_delimited(&mut encoded)?);
+    let mut rest = batch.encoded;
+    while rest.has_remaining() {
+        let len = decode_varint(&mut rest)?;
+        if len > rest.len() as u64 {
+            return Err(BatchError::Truncated);
+        }
+        let encoded = rest.split_to(len as usize);
+        let (mut due_offset_ns, mut endpoint) = (0, 0);
+        let mut fields = encoded.as_ref();
+        while fields.has_remaining() {
+            match decode_key(&mut fields)? {
+                (1, WireType::Varint) => due_offset_ns = decode_varint(&mut fields)? as i64,
+                (7, WireType::Varint) => endpoint = decode_varint(&mut fields)? as u32,
+                (tag, wire_type) => skip_field(wire_type, tag, &mut fields, DecodeContext::default())?,
+            }
+        }
+        records.push(Received { due_offset_ns, endpoint, encoded });
     }
     Ok(records)
+}
+
+/// The records of a batch, in order, decoded whole.
+pub fn decode(batch: pb::RecordBatch) -> Result<Vec<pb::Record>, BatchError> {
+    split(batch)?.iter().map(Received::decode).collect()
 }
 
 #[cfg(test)]
@@ -161,6 +212,9 @@ mod tests {
             assert_eq!(&out[before..], &r.encode_length_delimited_to_vec()[..], "{r:?}");
         }
         let batch = pb::RecordBatch { encoded: out.freeze(), count: records.len() as u32 };
+        let received = split(batch.clone()).expect("splits");
+        let heads: Vec<(i64, u32)> = received.iter().map(|r| (r.due_offset_ns, r.endpoint)).collect();
+        assert_eq!(heads, [(1_500_000, 7), (0, 0), (-3, u32::MAX), (0, 0)]);
         assert_eq!(decode(batch).expect("decodes"), records);
     }
 
@@ -171,8 +225,13 @@ mod tests {
         let whole = out.freeze();
         for cut in 1..whole.len() {
             let batch = pb::RecordBatch { encoded: whole.slice(..cut), count: 1 };
-            assert!(decode(batch).is_err(), "cut at {cut}");
+            assert!(split(batch).is_err(), "cut at {cut}");
         }
+        // A record cut inside (its length says so) is refused on arrival, not when sent.
+        let mut inner = whole.to_vec();
+        inner[0] -= 3;
+        inner.truncate(inner.len() - 3);
+        assert!(split(pb::RecordBatch { encoded: inner.into(), count: 1 }).is_err());
         // A count larger than what is there only sizes the vector.
         assert_eq!(decode(pb::RecordBatch { encoded: whole, count: u32::MAX }).map(|r| r.len()), Ok(1));
     }

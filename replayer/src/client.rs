@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reprise_proto::batch::Received;
 use reprise_proto::pb;
 use reprise_proto::pb::dispatcher_client::DispatcherClient;
 use reprise_proto::pb::dispatcher_event::Event;
@@ -129,7 +130,7 @@ async fn connect_and_serve(
                         .map_err(|e| Status::invalid_argument(e.to_string()))?,
                 );
             }
-            Some(Event::Batch(b)) => match reprise_proto::batch::decode(b) {
+            Some(Event::Batch(b)) => match reprise_proto::batch::split(b) {
                 Ok(records) => {
                     if let Some(s) = &session {
                         let _ = s.batches.send(records).await;
@@ -139,7 +140,7 @@ async fn connect_and_serve(
                 // like a broken stream, the session ends and the dispatcher counts what it
                 // held as lost.
                 Err(e) => {
-                    tracing::error!(replayer = %opts.id, error = %e, "a batch of records could not be decoded");
+                    tracing::error!(replayer = %opts.id, error = %e, "a batch of records could not be read");
                     if let Some(s) = session.take() {
                         s.abandon(abandoned);
                     }
@@ -160,7 +161,7 @@ async fn connect_and_serve(
 
 /// One job at this replayer: the executor and its reporter.
 struct Session {
-    batches: mpsc::Sender<Vec<pb::Record>>,
+    batches: mpsc::Sender<Vec<Received>>,
     stop: CancellationToken,
     executor: tokio::task::JoinHandle<()>,
     reporter: tokio::task::JoinHandle<()>,

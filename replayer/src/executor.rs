@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use reprise_proto::batch::Received;
 use reprise_proto::pb;
 use reprise_proto::stats::Outcome;
 use tokio::sync::{Notify, mpsc};
@@ -31,7 +32,7 @@ const WARM_WORKERS: usize = 4;
 const CHUNKS_IN_FLIGHT: usize = 64;
 
 /// A record due at an instant, on its way to a worker.
-type Due = (pb::Record, Instant);
+type Due = (Received, Instant);
 
 /// One job at one replayer.
 pub struct Executor {
@@ -97,7 +98,7 @@ impl Executor {
 
     /// Sends every record of every batch at its instant, until the batches end or `cancel`
     /// fires (then what is left is counted cancelled). Waits for requests in flight.
-    pub async fn run(self: Arc<Self>, batches: mpsc::Receiver<Vec<pb::Record>>, cancel: CancellationToken) {
+    pub async fn run(self: Arc<Self>, batches: mpsc::Receiver<Vec<Received>>, cancel: CancellationToken) {
         let limit = self.cfg.concurrency.max(1) as usize;
         let (tx, rx) = async_channel::bounded::<Due>(limit);
         let tracker = TaskTracker::new();
@@ -166,7 +167,7 @@ impl Executor {
 
     /// The timekeeper: records in order, each released at its due instant. Runs until the
     /// batches end; once the job is stopped, what is left is counted cancelled.
-    fn keep_time(&self, mut batches: mpsc::Receiver<Vec<pb::Record>>, out: &mpsc::Sender<Vec<Due>>) {
+    fn keep_time(&self, mut batches: mpsc::Receiver<Vec<Received>>, out: &mpsc::Sender<Vec<Due>>) {
         let mut chunk = Vec::new();
         let mut open = true;
         while let Some(batch) = batches.blocking_recv() {
@@ -222,14 +223,22 @@ impl Executor {
         });
     }
 
-    async fn fire(&self, link: &mut Link, rec: &pb::Record, due: Instant) {
+    async fn fire(&self, link: &mut Link, rec: &Received, due: Instant) {
         let sent = Instant::now();
-        let result = self.target.exchange(link, rec).await;
+        let result = match rec.decode() {
+            Ok(whole) => self.target.exchange(link, &whole).await,
+            // The batch was walked field by field on arrival; only a field of the wrong type
+            // (another build's dispatcher) gets here.
+            Err(e) => {
+                tracing::warn!(error = %e, "a record could not be decoded");
+                (None, Some("other"))
+            }
+        };
         self.complete(rec, due, sent, result);
     }
 
     /// Records how a record went: sent at `sent` (for a dry run: taken at `sent`, and done).
-    fn complete(&self, rec: &pb::Record, due: Instant, sent: Instant, (status, error): Exchanged) {
+    fn complete(&self, rec: &Received, due: Instant, sent: Instant, (status, error): Exchanged) {
         let end = if self.dry_run { sent } else { Instant::now() };
         let us = |d: Duration| d.as_micros() as u64;
         let outcome = Outcome {
