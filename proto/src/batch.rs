@@ -7,8 +7,10 @@
 //! on arrival only the due offset and the endpoint are read ([`Received`]), so a record
 //! waiting for its instant is 48 bytes in the queues, and a dry run never decodes the rest.
 //!
-//! The bytes are exactly those prost writes for a `pb::Record` (fields in number order,
-//! defaults left out), each preceded by its length.
+//! Each record is a `pb::Record` as prost reads it, preceded by its length, with one
+//! difference in form from what prost writes: the due offset and the endpoint come first and
+//! are always there (even when 0), so a replayer reads them from the record's first bytes
+//! without walking the rest. A record in any other field order is read too, by walking it.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -45,15 +47,14 @@ fn put_bytes(tag: u32, v: &[u8], out: &mut impl BufMut) {
     }
 }
 
+/// Length of a varint field written even when 0 (tags below 16: one byte of key).
 fn varint_len(v: u64) -> usize {
-    if v == 0 { 0 } else { 1 + encoded_len_varint(v) }
+    1 + encoded_len_varint(v)
 }
 
 fn put_varint(tag: u32, v: u64, out: &mut impl BufMut) {
-    if v != 0 {
-        encode_key(tag, WireType::Varint, out);
-        encode_varint(v, out);
-    }
+    encode_key(tag, WireType::Varint, out);
+    encode_varint(v, out);
 }
 
 impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
@@ -86,6 +87,7 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
         out.reserve(encoded_len_varint(len as u64) + len);
         encode_varint(len as u64, out);
         put_varint(1, self.due_offset_ns as u64, out);
+        put_varint(7, u64::from(self.endpoint), out);
         put_bytes(2, self.method, out);
         put_bytes(3, self.path, out);
         for (n, v) in self.headers {
@@ -97,7 +99,6 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
         }
         put_bytes(5, self.body, out);
         put_bytes(6, self.host, out);
-        put_varint(7, u64::from(self.endpoint), out);
     }
 }
 
@@ -126,9 +127,9 @@ impl Received {
     }
 }
 
-/// The records of a batch, in order, with their due offset and endpoint read; every field of
-/// every record is walked (so a batch that does not parse is refused whole), but none other
-/// is decoded.
+/// The records of a batch, in order, with their due offset and endpoint read from each
+/// record's head (the rest is not looked at: a record that does not decode is found when it
+/// is sent). Only the batch's framing is checked here.
 pub fn split(batch: pb::RecordBatch) -> Result<Vec<Received>, BatchError> {
     // The count only sizes the vector; what `encoded` holds decides.
     let mut records = Vec::with_capacity((batch.count as usize).min(batch.encoded.len()));
@@ -139,18 +140,30 @@ pub fn split(batch: pb::RecordBatch) -> Result<Vec<Received>, BatchError> {
             return Err(BatchError::Truncated);
         }
         let encoded = rest.split_to(len as usize);
-        let (mut due_offset_ns, mut endpoint) = (0, 0);
-        let mut fields = encoded.as_ref();
-        while fields.has_remaining() {
-            match decode_key(&mut fields)? {
-                (1, WireType::Varint) => due_offset_ns = decode_varint(&mut fields)? as i64,
-                (7, WireType::Varint) => endpoint = decode_varint(&mut fields)? as u32,
-                (tag, wire_type) => skip_field(wire_type, tag, &mut fields, DecodeContext::default())?,
-            }
-        }
+        let (due_offset_ns, endpoint) = head(&encoded)?;
         records.push(Received { due_offset_ns, endpoint, encoded });
     }
     Ok(records)
+}
+
+/// The due offset and endpoint of one record: from its first two fields as
+/// [`RecordRef::write_to`] puts them, else by walking every field.
+fn head(mut record: &[u8]) -> Result<(i64, u32), BatchError> {
+    let mut first = record;
+    if let (Ok((1, WireType::Varint)), Ok(due)) = (decode_key(&mut first), decode_varint(&mut first))
+        && let (Ok((7, WireType::Varint)), Ok(endpoint)) = (decode_key(&mut first), decode_varint(&mut first))
+    {
+        return Ok((due as i64, endpoint as u32));
+    }
+    let (mut due, mut endpoint) = (0, 0);
+    while record.has_remaining() {
+        match decode_key(&mut record)? {
+            (1, WireType::Varint) => due = decode_varint(&mut record)? as i64,
+            (7, WireType::Varint) => endpoint = decode_varint(&mut record)? as u32,
+            (tag, wire_type) => skip_field(wire_type, tag, &mut record, DecodeContext::default())?,
+        }
+    }
+    Ok((due, endpoint))
 }
 
 /// The records of a batch, in order, decoded whole.
@@ -195,10 +208,11 @@ mod tests {
         .write_to(out);
     }
 
-    /// The bytes are prost's own, so any prost decoder reads them; and they decode back to
-    /// the same records, including defaults left out, negative offsets and long fields.
+    /// What is written decodes back to the same records (defaults, negative offsets and long
+    /// fields included), with the due offset and endpoint first; records as prost itself
+    /// writes them (endpoint last, zeros left out) split the same way.
     #[test]
-    fn records_are_written_as_prost_writes_them_and_read_back() {
+    fn records_are_read_back_and_their_heads_come_first() {
         let records = [
             sample(1_500_000, 7, b"{\"a\":1}"),
             sample(0, 0, b""),
@@ -206,16 +220,26 @@ mod tests {
             pb::Record::default(),
         ];
         let mut out = BytesMut::new();
+        let mut by_prost = Vec::new();
         for r in &records {
             let before = out.len();
             write(r, &mut out);
-            assert_eq!(&out[before..], &r.encode_length_delimited_to_vec()[..], "{r:?}");
+            let mut mine = &out[before..];
+            let len = decode_varint(&mut mine).expect("length");
+            assert_eq!(len as usize, mine.len());
+            assert_eq!(decode_key(&mut mine).expect("key"), (1, WireType::Varint), "due offset first");
+            decode_varint(&mut mine).expect("due");
+            assert_eq!(decode_key(&mut mine).expect("key"), (7, WireType::Varint), "then the endpoint");
+            r.encode_length_delimited(&mut by_prost).expect("prost writes");
         }
-        let batch = pb::RecordBatch { encoded: out.freeze(), count: records.len() as u32 };
-        let received = split(batch.clone()).expect("splits");
-        let heads: Vec<(i64, u32)> = received.iter().map(|r| (r.due_offset_ns, r.endpoint)).collect();
-        assert_eq!(heads, [(1_500_000, 7), (0, 0), (-3, u32::MAX), (0, 0)]);
-        assert_eq!(decode(batch).expect("decodes"), records);
+        let heads = [(1_500_000, 7), (0, 0), (-3, u32::MAX), (0, 0)];
+        for encoded in [out.freeze(), Bytes::from(by_prost)] {
+            let batch = pb::RecordBatch { encoded, count: records.len() as u32 };
+            let received = split(batch.clone()).expect("splits");
+            let got: Vec<(i64, u32)> = received.iter().map(|r| (r.due_offset_ns, r.endpoint)).collect();
+            assert_eq!(got, heads);
+            assert_eq!(decode(batch).expect("decodes"), records);
+        }
     }
 
     #[test]
@@ -227,11 +251,13 @@ mod tests {
             let batch = pb::RecordBatch { encoded: whole.slice(..cut), count: 1 };
             assert!(split(batch).is_err(), "cut at {cut}");
         }
-        // A record cut inside (its length says so) is refused on arrival, not when sent.
+        // A record cut inside (its own length agrees) is found when it is decoded.
         let mut inner = whole.to_vec();
         inner[0] -= 3;
         inner.truncate(inner.len() - 3);
-        assert!(split(pb::RecordBatch { encoded: inner.into(), count: 1 }).is_err());
+        let received = split(pb::RecordBatch { encoded: inner.into(), count: 1 }).expect("framing holds");
+        assert_eq!((received[0].due_offset_ns, received[0].endpoint), (1, 1));
+        assert!(received[0].decode().is_err());
         // A count larger than what is there only sizes the vector.
         assert_eq!(decode(pb::RecordBatch { encoded: whole, count: u32::MAX }).map(|r| r.len()), Ok(1));
     }

@@ -227,8 +227,8 @@ impl Executor {
         let sent = Instant::now();
         let result = match rec.decode() {
             Ok(whole) => self.target.exchange(link, &whole).await,
-            // The batch was walked field by field on arrival; only a field of the wrong type
-            // (another build's dispatcher) gets here.
+            // Only a dispatcher of another build could send a record that does not decode
+            // (the versions must match): it counts as an error, the job goes on.
             Err(e) => {
                 tracing::warn!(error = %e, "a record could not be decoded");
                 (None, Some("other"))
