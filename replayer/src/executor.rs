@@ -287,3 +287,74 @@ fn instant_of(unix_ns: i64) -> Instant {
         now.checked_sub(Duration::from_nanos(delta.unsigned_abs())).unwrap_or(now)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use reprise_proto::batch::{RecordRef, split};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A record whose head reads but whose body does not decode (a field of the wrong wire
+    /// type: only another build could send it) is one error of kind `other`; the record
+    /// beside it is sent and answered as usual.
+    #[tokio::test]
+    async fn a_record_that_does_not_decode_is_an_error_and_the_rest_goes_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let served = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = sock.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the request ends with a blank line");
+                got.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.expect("write");
+            got
+        });
+
+        let mut encoded = BytesMut::new();
+        let headers: [(&[u8], &[u8]); 1] = [(b"X-Id", b"good")];
+        let good = RecordRef {
+            due_offset_ns: 0,
+            endpoint: 1,
+            method: b"GET",
+            path: b"/good",
+            headers: &headers,
+            body: b"",
+            host: b"",
+        };
+        good.write_to(&mut encoded);
+        // Head (due 0, endpoint 2), then field 2 (method) as a varint instead of bytes.
+        encoded.extend_from_slice(&[6, 0x08, 0x00, 0x38, 0x02, 0x10, 0x05]);
+        let batch = pb::RecordBatch { encoded: encoded.freeze(), count: 2 };
+        let records = split(batch).expect("the framing holds");
+        assert_eq!(records.iter().map(|r| r.endpoint).collect::<Vec<_>>(), [1, 2]);
+
+        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as i64;
+        let cfg = pb::JobConfig {
+            target: format!("http://{addr}"),
+            concurrency: 1,
+            timeout_ms: 5_000,
+            start_unix_ns: now_ns,
+            ..Default::default()
+        };
+        let exec = Executor::new(cfg, false).expect("a plain target");
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(records).await.expect("room");
+        drop(tx);
+        Arc::clone(&exec).run(rx, CancellationToken::new()).await;
+
+        let request = served.await.expect("served");
+        assert!(request.starts_with(b"GET /good HTTP/1.1\r\n"), "{}", String::from_utf8_lossy(&request));
+        let d = exec.recorder().take();
+        assert_eq!(d.completed_total, 2);
+        let counts = d.total.counts.expect("counts");
+        assert_eq!((counts.ok, counts.failed), (1, 1));
+        assert_eq!(counts.errors.get("other"), Some(&1));
+    }
+}
