@@ -51,6 +51,9 @@ pub struct DispatchContext<'a> {
 /// alternating: 395k–434k records/s against 303k–410k, RSS 78–80 MB against 96–114 MB;
 /// 64 was no better than 128.
 pub const BATCH_MAX: usize = 128;
+/// Bytes at which a batch goes out whatever its count: records with large bodies must not
+/// make a message past what a replayer accepts (64 MiB; a record is at most 16 MiB).
+pub const BATCH_BYTES: usize = 4 << 20;
 /// How long to wait for a credit before looking again.
 const CREDIT_WAIT: Duration = Duration::from_millis(20);
 
@@ -91,7 +94,7 @@ impl Batches {
         };
         record.write_to(&mut p.encoded);
         p.count += 1;
-        p.count as usize >= BATCH_MAX
+        p.count as usize >= BATCH_MAX || p.encoded.len() >= BATCH_BYTES
     }
 
     async fn flush_one(&mut self, ctx: &DispatchContext<'_>, session: u64) {
@@ -574,6 +577,21 @@ mod tests {
         assert_eq!(seen[1].at_ms, 5000, "the second batch waited for the ack");
         let paths: Vec<String> = seen.iter().flat_map(|a| a.records.iter().map(|r| r.0.clone())).collect();
         assert_eq!(paths, (0..40).map(|i| format!("/{i}")).collect::<Vec<_>>(), "in order");
+    }
+
+    /// A batch goes out at BATCH_BYTES whatever its count: 1 MiB bodies, 4 to a batch.
+    #[tokio::test(start_paused = true)]
+    async fn large_records_go_out_in_batches_of_bounded_size() {
+        let (h, rx) = Harness::new(1000, Speed::Max);
+        let body = Bytes::from(vec![b'x'; 1 << 20]);
+        let records: Vec<Record> =
+            (0..10).map(|i| Record { body: body.clone(), ..rec(0, &format!("/{i}")) }).collect();
+        let wheel = TimeWheel::new(Speed::Max, Instant::now(), None, 1.0, 0);
+        let stop = CancellationToken::new();
+        let (_, seen) =
+            replay(&h, input(records, &h.accounting), wheel, &stop, rx, async |_: &Arrival| {}).await;
+        let sizes: Vec<usize> = seen.iter().map(|a| a.records.len()).collect();
+        assert_eq!(sizes, [4, 4, 2]);
     }
 
     #[tokio::test(start_paused = true)]
