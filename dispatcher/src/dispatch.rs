@@ -136,7 +136,7 @@ async fn send(ctx: &DispatchContext<'_>, p: Pending) {
 /// A record as it goes out: its fields, borrowed from the parsed record.
 type WireRecord<'a> = RecordRef<'a, Text, Bytes>;
 
-fn wire(r: &Record, offset: Duration, endpoint: u32) -> WireRecord<'_> {
+fn to_wire(r: &Record, offset: Duration, endpoint: u32) -> WireRecord<'_> {
     RecordRef {
         due_offset_ns: offset.as_nanos() as i64,
         endpoint,
@@ -292,7 +292,7 @@ pub async fn run(
             ctx.progress.store(record.ts - *first_ts.get_or_insert(record.ts), Relaxed);
         }
         let endpoint = endpoints.id(&record.method, &record.path);
-        let wire = wire(&record, due.saturating_duration_since(wheel.start()), endpoint);
+        let wire = to_wire(&record, due.saturating_duration_since(wheel.start()), endpoint);
         for _ in 0..copies {
             place(ctx, &mut batches, &wire, record.key.as_deref(), stop).await;
         }
