@@ -178,7 +178,11 @@ pub fn parse_units(
     let (mut buf, mut line) = (BytesMut::new(), Vec::new());
     let resume = *at;
     let mut n = 0u64;
-    while !ctx.cancel.is_cancelled() {
+    loop {
+        // A token's check takes a lock: once per 256 units is soon enough to stop.
+        if n.is_multiple_of(256) && ctx.cancel.is_cancelled() {
+            return Ok(ReadEnd::Stopped);
+        }
         let unit = read_unit(reader, framing, &mut buf, &mut line)?;
         // The unit leaves the block; the block's free part takes the next one.
         let bytes: Bytes = buf.split().freeze();
@@ -208,7 +212,6 @@ pub fn parse_units(
             },
         }
     }
-    Ok(ReadEnd::Stopped)
 }
 
 #[cfg(test)]
