@@ -81,10 +81,15 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
             + varint_len(u64::from(self.endpoint))
     }
 
-    /// Appends the record, length-delimited, to a batch's bytes.
-    pub fn write_to(&self, out: &mut BytesMut) {
+    /// Appends the record, length-delimited, to a batch's bytes. The batch grows once by the
+    /// record's length and the fields are written into that slice: writing through `BytesMut`
+    /// checked its capacity at every byte of every key and length (17 % of the dispatcher's
+    /// CPU in bench (a), against the zeroing this costs).
+    pub fn write_to(&self, batch: &mut BytesMut) {
         let len = self.encoded_len();
-        out.reserve(encoded_len_varint(len as u64) + len);
+        let start = batch.len();
+        batch.resize(start + encoded_len_varint(len as u64) + len, 0);
+        let out = &mut &mut batch[start..];
         encode_varint(len as u64, out);
         put_varint(1, self.due_offset_ns as u64, out);
         put_varint(7, u64::from(self.endpoint), out);
@@ -99,6 +104,7 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
         }
         put_bytes(5, self.body, out);
         put_bytes(6, self.host, out);
+        debug_assert!(out.is_empty(), "encoded_len counts what write_to writes");
     }
 }
 
