@@ -146,10 +146,21 @@ impl<'a> Reader<'a> {
     /// The key of the next member of an object, its `:` consumed (the caller then reads or
     /// skips the value), or `None` after the object's `}`. `n` is the members read so far.
     pub(super) fn member(&mut self, n: usize) -> Result<Option<Cow<'a, str>>> {
+        if !self.next_key(n)? {
+            return Ok(None);
+        }
+        let key = self.string()?;
+        self.colon()?;
+        Ok(Some(key))
+    }
+
+    /// Moves to the opening quote of the next member's key (past the `,` before it), or past
+    /// the object's `}` (`false`).
+    fn next_key(&mut self, n: usize) -> Result<bool> {
         match self.peek()? {
             b'}' => {
                 self.at += 1;
-                return Ok(None);
+                return Ok(false);
             }
             b',' if n > 0 => {
                 self.at += 1;
@@ -161,12 +172,15 @@ impl<'a> Reader<'a> {
         if self.bytes()[self.at] != b'"' {
             return self.fail("expected a key");
         }
-        let key = self.string()?;
+        Ok(true)
+    }
+
+    fn colon(&mut self) -> Result<()> {
         if self.peek()? != b':' {
             return self.fail("expected `:`");
         }
         self.at += 1;
-        Ok(Some(key))
+        Ok(())
     }
 
     /// Enters an array: consumes its `[`. Then [`Reader::element`] says whether a value follows.
@@ -244,26 +258,11 @@ impl<'a> Reader<'a> {
 
     /// [`Reader::member`] for a skipped object: the key is checked, not built.
     fn member_skipping_key(&mut self, n: usize) -> Result<bool> {
-        match self.peek()? {
-            b'}' => {
-                self.at += 1;
-                return Ok(false);
-            }
-            b',' if n > 0 => {
-                self.at += 1;
-                self.peek()?;
-            }
-            _ if n > 0 => return self.fail("expected `,` or `}`"),
-            _ => {}
-        }
-        if self.bytes()[self.at] != b'"' {
-            return self.fail("expected a key");
+        if !self.next_key(n)? {
+            return Ok(false);
         }
         self.skip_string()?;
-        if self.peek()? != b':' {
-            return self.fail("expected `:`");
-        }
-        self.at += 1;
+        self.colon()?;
         Ok(true)
     }
 
