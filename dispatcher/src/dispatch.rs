@@ -45,12 +45,13 @@ pub struct DispatchContext<'a> {
     pub send_timeout: Duration,
 }
 
-/// Records per batch event. 512 made each encoded event ~200 KB with production-like
-/// records: its buffer came fresh from the OS each time (the kernel zeroing huge pages was
-/// 7 % of the dispatcher's CPU); 128 keeps it in the allocator's reuse. Bench (a), runs
-/// alternating: 395k–434k records/s against 303k–410k, RSS 78–80 MB against 96–114 MB;
-/// 64 was no better than 128.
-pub const BATCH_MAX: usize = 128;
+/// Records per batch event. 512 once made each encoded event a fresh buffer from the OS
+/// (the kernel zeroing huge pages was 7 % of the dispatcher's CPU) and 128 was chosen; with
+/// transparent huge pages off that cost is gone, and each batch's fixed costs (an event
+/// through tonic and h2, a wake at the replayer, a chunk for its timekeeper) weigh more.
+/// Bench (a), 7 alternated pairs: 128 → 512 median 817k → 872k records/s, dispatcher CPU
+/// 1.53 → 1.38 s, replayers 0.66 → 0.59 s (6 of 7 pairs faster); 1,024 no better than 512.
+pub const BATCH_MAX: usize = 512;
 /// Bytes at which a batch goes out whatever its count: records with large bodies must not
 /// make a message past what a replayer accepts (64 MiB; a record is at most 16 MiB).
 pub const BATCH_BYTES: usize = 4 << 20;
