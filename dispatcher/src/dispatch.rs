@@ -223,9 +223,11 @@ async fn wait_release(
                 () = stop.cancelled() => return None,
             }
         }
-        let due = if late { Instant::now().max(wheel.start()) } else { wheel.due(ts) };
+        // One reading of the clock per record: at speed "max" it is also the due instant.
+        let now = Instant::now();
+        let due = if late { now.max(wheel.start()) } else { wheel.due(ts, now) };
         let release = wheel.release_at(due);
-        if release <= Instant::now() {
+        if release <= now {
             return Some(due);
         }
         batches.flush_all(ctx).await;

@@ -93,7 +93,7 @@ pub struct EndpointTable {
     kept: usize,
     /// method → path (without query) → id. Without rules these are exactly the kept
     /// endpoints; with rules, a bounded memo of what the rules said.
-    memo: HashMap<String, HashMap<String, u32>>,
+    memo: HashMap<Box<[u8]>, HashMap<Box<[u8]>, u32>>,
     memo_len: usize,
     /// Names given by rules → id.
     by_name: HashMap<String, u32>,
@@ -124,12 +124,17 @@ impl EndpointTable {
         }
     }
 
-    /// The id of the endpoint of a `method` request to `path` (the query is ignored).
-    pub fn id(&mut self, method: &str, path: &str) -> u32 {
-        let path = path.split('?').next().unwrap_or(path);
+    /// The id of the endpoint of a `method` request to `path` (the query is ignored). Both
+    /// are looked up as bytes: a record's text is UTF-8 already, and checking it again on
+    /// every lookup was 1.6 % of the dispatcher; only a first sighting reads it as text.
+    pub fn id(&mut self, method: impl AsRef<[u8]>, path: impl AsRef<[u8]>) -> u32 {
+        let (method, path) = (method.as_ref(), path.as_ref());
+        let path = memchr::memchr(b'?', path).map_or(path, |q| &path[..q]);
         if let Some(&id) = self.memo.get(method).and_then(|paths| paths.get(path)) {
             return id;
         }
+        let (method, path) = (String::from_utf8_lossy(method), String::from_utf8_lossy(path));
+        let (method, path) = (method.as_ref(), path.as_ref());
         if self.rules.is_empty() {
             // The memo is the table: a miss past the cap is "other" and costs no allocation.
             if self.kept >= self.cap {
@@ -165,9 +170,10 @@ impl EndpointTable {
 
     fn remember(&mut self, method: &str, path: &str, id: u32) {
         self.memo_len += 1;
-        match self.memo.get_mut(method) {
-            Some(paths) => paths.insert(path.to_owned(), id),
-            None => self.memo.entry(method.to_owned()).or_default().insert(path.to_owned(), id),
+        let path = Box::from(path.as_bytes());
+        match self.memo.get_mut(method.as_bytes()) {
+            Some(paths) => paths.insert(path, id),
+            None => self.memo.entry(Box::from(method.as_bytes())).or_default().insert(path, id),
         };
     }
 }

@@ -56,11 +56,12 @@ impl TimeWheel {
         self.rate
     }
 
-    /// The instant a record recorded at `ts` is due.
-    pub fn due(&mut self, ts: i64) -> Instant {
+    /// The instant a record recorded at `ts` is due, `now` being the time (read once by the
+    /// caller, who compares it with the release instant too).
+    pub fn due(&mut self, ts: i64, now: Instant) -> Instant {
         let t0 = *self.t0.get_or_insert(ts);
         match self.speed {
-            Speed::Max => Instant::now().max(self.start),
+            Speed::Max => now.max(self.start),
             Speed::Factor(f) => {
                 let ns = (ts.saturating_sub(t0)).max(0) as f64 / f;
                 self.anchor + Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
@@ -131,20 +132,20 @@ mod tests {
     async fn due_instants_are_absolute_and_scaled_by_speed() {
         let start = Instant::now();
         let mut w = TimeWheel::new(Speed::Factor(2.0), start, None, 1.0, 0);
-        assert_eq!(w.due(1_000 * MS), start);
-        assert_eq!(w.due(1_500 * MS), start + Duration::from_millis(250));
+        assert_eq!(w.due(1_000 * MS, Instant::now()), start);
+        assert_eq!(w.due(1_500 * MS, Instant::now()), start + Duration::from_millis(250));
         // an hour in: no drift, the same formula
-        assert_eq!(w.due(1_000 * MS + 3_600_000 * MS), start + Duration::from_secs(1800));
+        assert_eq!(w.due(1_000 * MS + 3_600_000 * MS, Instant::now()), start + Duration::from_secs(1800));
         let mut max = TimeWheel::new(Speed::Max, start, None, 1.0, 0);
         tokio::time::advance(Duration::from_millis(5)).await;
-        assert_eq!(max.due(9_999 * MS), start + Duration::from_millis(5), "at max, due when released");
+        assert_eq!(max.due(9_999 * MS, Instant::now()), start + Duration::from_millis(5), "at max, due when released");
     }
 
     #[tokio::test(start_paused = true)]
     async fn begin_anchors_the_schedule() {
         let start = Instant::now();
         let mut w = TimeWheel::new(Speed::Factor(1.0), start, Some(0), 1.0, 0);
-        assert_eq!(w.due(500 * MS), start + Duration::from_millis(500));
+        assert_eq!(w.due(500 * MS, Instant::now()), start + Duration::from_millis(500));
     }
 
     #[tokio::test(start_paused = true)]
@@ -172,27 +173,27 @@ mod tests {
         let start = Instant::now();
         let mut w = TimeWheel::new(Speed::Factor(1.0), start, None, 1.0, 0);
         for t in [0, 100, 200] {
-            let due = w.due(t * MS);
+            let due = w.due(t * MS, Instant::now());
             w.released(t * MS, due);
         }
         w.set_speed(Speed::Factor(2.0));
         // 200 ms was due at start + 200 ms; 300 ms recorded is 50 ms after it at speed 2.
-        assert_eq!(w.due(300 * MS), start + Duration::from_millis(250));
-        assert_eq!(w.due(600 * MS), start + Duration::from_millis(400));
+        assert_eq!(w.due(300 * MS, Instant::now()), start + Duration::from_millis(250));
+        assert_eq!(w.due(600 * MS, Instant::now()), start + Duration::from_millis(400));
         tokio::time::advance(Duration::from_secs(1)).await;
         w.released(600 * MS, start + Duration::from_millis(400));
         w.set_speed(Speed::Factor(1.0));
         // The last release is past: the schedule goes on from now, not in a burst.
-        assert_eq!(w.due(700 * MS), start + Duration::from_millis(1100));
+        assert_eq!(w.due(700 * MS, Instant::now()), start + Duration::from_millis(1100));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_pause_moves_what_is_not_released_by_its_length() {
         let start = Instant::now();
         let mut w = TimeWheel::new(Speed::Factor(1.0), start, None, 1.0, 0);
-        assert_eq!(w.due(0), start);
+        assert_eq!(w.due(0, Instant::now()), start);
         w.shift(Duration::from_secs(3));
-        assert_eq!(w.due(500 * MS), start + Duration::from_millis(3500));
+        assert_eq!(w.due(500 * MS, Instant::now()), start + Duration::from_millis(3500));
     }
 
     #[test]

@@ -237,7 +237,7 @@ fn body(unit: &Bytes, text: Option<Val<'_>>, base64: Option<Val<'_>>) -> Result<
 
 fn host_header(headers: &[(Text, Bytes)]) -> Option<Text> {
     // invariant: values were parsed from JSON strings, so UTF-8.
-    let (_, v) = headers.iter().find(|(n, _)| n.eq_ignore_ascii_case("host"))?;
+    let (_, v) = headers.iter().find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(b"host"))?;
     std::str::from_utf8(v).ok().map(|h| Text::within(v, h))
 }
 
