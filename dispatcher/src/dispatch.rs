@@ -71,8 +71,10 @@ struct Pending {
 #[derive(Default)]
 struct Batches {
     pending: HashMap<u64, Pending>,
-    /// Bytes of the last batch sent: the next one is allocated that large (a full batch at
-    /// speed "max", a slot's few records when paced).
+    /// Bytes the next batch is allocated with (a quarter more, as growing a batch copies it
+    /// whole): a full batch's size at speed "max"; when batches go out partly filled (paced,
+    /// a slot's few records) it follows them down by an eighth per batch, so one quiet
+    /// moment at speed "max" does not make the next full batches grow.
     hint: usize,
 }
 
@@ -87,7 +89,7 @@ impl Batches {
                     id,
                     session,
                     tx,
-                    encoded: BytesMut::with_capacity(self.hint.max(4096)),
+                    encoded: BytesMut::with_capacity((self.hint + self.hint / 4).max(4096)),
                     count: 0,
                 }),
                 None => return false,
@@ -108,7 +110,7 @@ impl Batches {
 
     async fn flush_all(&mut self, ctx: &DispatchContext<'_>) {
         for (_, p) in self.pending.drain() {
-            self.hint = p.encoded.len();
+            self.hint = p.encoded.len().max(self.hint - self.hint / 8);
             send(ctx, p).await;
         }
     }

@@ -85,6 +85,9 @@ impl EndpointNames {
     }
 }
 
+/// Paths (without query, as bytes) → endpoint id, for one method.
+type PathIds = HashMap<Box<[u8]>, u32>;
+
 /// The dispatch loop's half: finds or hands out the id of each record's endpoint.
 #[derive(Debug)]
 pub struct EndpointTable {
@@ -93,7 +96,7 @@ pub struct EndpointTable {
     kept: usize,
     /// method → path (without query) → id. Without rules these are exactly the kept
     /// endpoints; with rules, a bounded memo of what the rules said.
-    memo: HashMap<Box<[u8]>, HashMap<Box<[u8]>, u32>>,
+    memo: HashMap<Box<[u8]>, PathIds>,
     memo_len: usize,
     /// Names given by rules → id.
     by_name: HashMap<String, u32>,
@@ -133,13 +136,14 @@ impl EndpointTable {
         if let Some(&id) = self.memo.get(method).and_then(|paths| paths.get(path)) {
             return id;
         }
+        // Without rules the memo is the table: a miss past the cap is "other" and costs no
+        // allocation (nor a look at the text).
+        if self.rules.is_empty() && self.kept >= self.cap {
+            return 0;
+        }
         let (method, path) = (String::from_utf8_lossy(method), String::from_utf8_lossy(path));
         let (method, path) = (method.as_ref(), path.as_ref());
         if self.rules.is_empty() {
-            // The memo is the table: a miss past the cap is "other" and costs no allocation.
-            if self.kept >= self.cap {
-                return 0;
-            }
             let id = self.keep(format!("{method} {path}"));
             self.remember(method, path, id);
             return id;

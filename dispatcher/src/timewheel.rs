@@ -138,7 +138,11 @@ mod tests {
         assert_eq!(w.due(1_000 * MS + 3_600_000 * MS, Instant::now()), start + Duration::from_secs(1800));
         let mut max = TimeWheel::new(Speed::Max, start, None, 1.0, 0);
         tokio::time::advance(Duration::from_millis(5)).await;
-        assert_eq!(max.due(9_999 * MS, Instant::now()), start + Duration::from_millis(5), "at max, due when released");
+        assert_eq!(
+            max.due(9_999 * MS, Instant::now()),
+            start + Duration::from_millis(5),
+            "at max, due when released"
+        );
     }
 
     #[tokio::test(start_paused = true)]
