@@ -40,7 +40,7 @@ enum Command {
     /// Run a job on this machine: a dispatcher and N replayers in one process.
     Run {
         job: PathBuf,
-        /// Replayers to start (default: [job] replayers).
+        /// Replayers to start (default: job.replayers in the job file).
         #[arg(long)]
         replayers: Option<u32>,
         #[command(flatten)]
@@ -53,10 +53,10 @@ enum Command {
     Dispatcher {
         #[arg(long)]
         config: PathBuf,
-        /// gRPC listen address (default: [service] grpc).
+        /// gRPC listen address (default: service.grpc in the job file).
         #[arg(long)]
         grpc: Option<String>,
-        /// Admin HTTP listen address (default: [service] http).
+        /// Admin HTTP listen address (default: service.http in the job file).
         #[arg(long)]
         http: Option<String>,
         /// Keep serving after the job has ended.

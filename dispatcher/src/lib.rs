@@ -4,7 +4,7 @@
 //! # Layout
 //! Layers, from the bottom; a module imports only from layers below it (docs/design.md,
 //! "Layout"):
-//! 1. Leaves: [`record`](crate::record) (a parsed request), `accounting` (every record counted),
+//! 1. Leaves: `record` (a parsed request), `accounting` (every record counted),
 //!    `routing` (which replayer gets a record), `thresholds` (the CI gate: parse and judge).
 //! 2. [`config`]: the job file, typed and parsed once at load (thresholds and key patterns
 //!    included); `control` (the job's state and live settings).

@@ -35,7 +35,7 @@ const HOP_BY_HOP: [&str; 9] = [
     "host",
 ];
 
-/// Whether a recorded header is one of [`HOP_BY_HOP`] (any case).
+/// Whether a recorded header is one of `HOP_BY_HOP` (any case).
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }

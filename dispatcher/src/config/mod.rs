@@ -3,7 +3,7 @@
 //! Havok's keys load as they are (`[job] rate speed begin end`, `[fetcher] type`,
 //! `[fetcher.file] path`, `[fetcher.kafka] brokers topic offset`, `[service] http grpc`);
 //! reprise's own keys sit beside them, and Havok keys reprise has no use for are warnings
-//! ([`havok`]).
+//! (`havok`).
 //! Loading never stops at the first problem: unknown keys are collected while deserializing
 //! (serde_ignored, not `deny_unknown_fields`, so that every one is listed), then
 //! [`JobConfig::validate`] checks every rule. The README's "Job file reference" lists every key.
@@ -45,13 +45,13 @@ pub struct JobConfig {
     pub stats: StatsConfig,
     pub reporter: SinksConfig,
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
-    /// stops the job at the first failure. See [`crate::thresholds`].
+    /// stops the job at the first failure. See `thresholds`.
     pub thresholds: BTreeMap<String, ThresholdEntry>,
     /// `thresholds`, parsed once by [`JobConfig::validate`] (which refuses a file where any
     /// expression does not parse).
     #[serde(skip)]
     pub gate: Gate,
-    /// Havok keys reprise has no use for, each with why (see [`havok`]); not errors.
+    /// Havok keys reprise has no use for, each with why (see `config::havok`); not errors.
     #[serde(skip)]
     pub warnings: Vec<Problem>,
 }

@@ -138,7 +138,7 @@ pub struct S3Config {
 }
 
 /// Havok's `[fetcher.sls]`. Only the download knobs and region are used (as defaults for
-/// `[fetcher.s3]`); the SLS-API keys are reported as warnings by [`super::havok`].
+/// `[fetcher.s3]`); the SLS-API keys are reported as warnings by `config::havok`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct HavokSls {

@@ -49,7 +49,7 @@ impl Problem {
 impl JobConfig {
     /// Checks every rule the types cannot express; returns all problems found. What needs
     /// parsing (threshold expressions, the S3 key pattern) is parsed here once and kept in
-    /// the config ([`JobConfig::gate`], [`S3Config::pattern`]).
+    /// the config ([`JobConfig::gate`], `S3Config::pattern`).
     pub fn validate(&mut self) -> Vec<Problem> {
         let mut p = Vec::new();
         let job = &self.job;

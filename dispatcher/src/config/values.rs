@@ -106,7 +106,7 @@ impl<'de> Deserialize<'de> for Speed {
     }
 }
 
-/// A listen address: "host:port", "[::1]:port", or Go-style ":port" (all interfaces).
+/// A listen address: "host:port", "\[::1\]:port", or Go-style ":port" (all interfaces).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenAddr(pub SocketAddr);
 

@@ -46,7 +46,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 impl Running {
     /// Stops serving gRPC and HTTP (after the job's end has been sent) and waits until both
     /// servers have finished: replayers' streams are ended first, so their connections
-    /// close; what is still open after [`SHUTDOWN_GRACE`] is cut.
+    /// close; what is still open after `SHUTDOWN_GRACE` is cut.
     pub async fn shutdown(self) {
         self.job.fleet().disconnect();
         self.stop_servers.cancel();
