@@ -129,7 +129,8 @@ impl Executor {
         let timekeeper = tokio::task::spawn_blocking(move || me.keep_time(batches, &chunks_tx));
         'chunks: while let Some(chunk) = chunks.recv().await {
             let mut due_now = chunk.into_iter();
-            let mut taken = Instant::now();
+            // A dry run's time of taking (only a dry run reads it: sends read their own).
+            let mut taken: Option<Instant> = None;
             let mut n = 0u32;
             while let Some(due) = due_now.next() {
                 if self.dry_run {
@@ -139,11 +140,12 @@ impl Executor {
                     }
                     // Every record of a chunk is due already; the clock read once per
                     // DRY_CLOCK_EVERY of them is late by at most their bookkeeping (µs).
+                    let at = match taken {
+                        Some(t) if !n.is_multiple_of(DRY_CLOCK_EVERY) => t,
+                        _ => *taken.insert(Instant::now()),
+                    };
                     n += 1;
-                    if n.is_multiple_of(DRY_CLOCK_EVERY) {
-                        taken = Instant::now();
-                    }
-                    self.complete(&due.0, due.1, taken, (None, None));
+                    self.complete(&due.0, due.1, at, (None, None));
                     continue;
                 }
                 // A record waits and every worker is busy: one more worker. (Not one per
