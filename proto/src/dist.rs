@@ -74,21 +74,96 @@ const fn highest(b: u32) -> u64 {
 }
 
 /// A histogram storing only its non-empty buckets, sorted.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Bucket indices (u16: [`BUCKETS`] < 3,000) and counts are two vectors. Recording appends
+/// the value's bucket to a short unsorted list; when that list is as long as the sorted one
+/// (and at least [`PENDING_MIN`]), it is sorted and merged in one pass. Memory stays within
+/// about twice the buckets in use, and a record is a push, not a search and an insert into
+/// the middle: a replay's profile had that search and insert as its largest user-space cost
+/// per request (see docs/design.md, "Recording statistics per request", issue 9's sixth step). Readers see the
+/// pending values too (folded into a copy when any are waiting; [`Stats::settle`] folds them
+/// in place before a report is encoded).
+///
+/// [`Stats::settle`]: crate::stats::Stats::settle
+#[derive(Clone, Debug, Default)]
 pub struct Sparse {
-    buckets: Vec<(u32, u64)>,
+    /// Bucket indices in use, increasing.
+    keys: Vec<u16>,
+    /// The count of each bucket in `keys`, none zero.
+    counts: Vec<u64>,
+    /// Buckets recorded since the last fold, one per value, in arrival order.
+    pending: Vec<u16>,
     len: u64,
     min: u64,
     max: u64,
     sum: u64,
 }
 
+/// Values recorded before the first fold (and the least that waits between two).
+const PENDING_MIN: usize = 32;
+
+impl PartialEq for Sparse {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.settled(), other.settled());
+        (&a.keys, &a.counts, a.len, a.min, a.max, a.sum) == (&b.keys, &b.counts, b.len, b.min, b.max, b.sum)
+    }
+}
+
+impl Eq for Sparse {}
+
 impl Sparse {
-    fn add_bucket(&mut self, b: u32, n: u64) {
-        match self.buckets.binary_search_by_key(&b, |&(k, _)| k) {
-            Ok(i) => self.buckets[i].1 += n,
-            Err(i) => self.buckets.insert(i, (b, n)),
+    /// Folds the values waiting unsorted into the sorted buckets.
+    pub fn settle(&mut self) {
+        if self.pending.is_empty() {
+            return;
         }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.sort_unstable();
+        let runs = pending.chunk_by(|a, b| a == b).map(|run| (run[0], run.len() as u64));
+        self.merge(runs, pending.len());
+        pending.clear();
+        self.pending = pending;
+    }
+
+    /// `self`, with nothing pending: borrowed when nothing is.
+    fn settled(&self) -> std::borrow::Cow<'_, Sparse> {
+        if self.pending.is_empty() {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut copy = self.clone();
+        copy.settle();
+        std::borrow::Cow::Owned(copy)
+    }
+
+    /// Adds increasing (bucket, count) pairs into the sorted buckets, in one pass.
+    /// At most `more` of them are new buckets.
+    fn merge(&mut self, theirs: impl Iterator<Item = (u16, u64)>, more: usize) {
+        let n = self.keys.len();
+        let (mut keys, mut counts) = (Vec::with_capacity(n + more), Vec::with_capacity(n + more));
+        let mut i = 0;
+        for (b, y) in theirs {
+            while i < n && self.keys[i] < b {
+                keys.push(self.keys[i]);
+                counts.push(self.counts[i]);
+                i += 1;
+            }
+            if i < n && self.keys[i] == b {
+                keys.push(b);
+                counts.push(self.counts[i] + y);
+                i += 1;
+            } else {
+                keys.push(b);
+                counts.push(y);
+            }
+        }
+        keys.extend_from_slice(&self.keys[i..]);
+        counts.extend_from_slice(&self.counts[i..]);
+        (self.keys, self.counts) = (keys, counts);
+    }
+
+    /// (bucket, count) pairs in increasing bucket order (of the folded buckets only).
+    fn buckets(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.keys.iter().map(|&k| u32::from(k)).zip(self.counts.iter().copied())
     }
 
     fn add_extremes(&mut self, len: u64, min: u64, max: u64, sum: u64) {
@@ -99,12 +174,13 @@ impl Sparse {
     }
 
     pub fn to_wire(&self) -> pb::Distribution {
+        let s = self.settled();
         pb::Distribution {
-            bucket: self.buckets.iter().map(|&(b, _)| b).collect(),
-            count: self.buckets.iter().map(|&(_, n)| n).collect(),
-            min: self.min,
-            max: self.max,
-            sum: self.sum,
+            bucket: s.keys.iter().map(|&k| u32::from(k)).collect(),
+            count: s.counts.clone(),
+            min: s.min,
+            max: s.max,
+            sum: s.sum,
         }
     }
 
@@ -113,25 +189,31 @@ impl Sparse {
         if w.bucket.len() != w.count.len() {
             return Err(format!("{} buckets but {} counts", w.bucket.len(), w.count.len()));
         }
-        let mut buckets = Vec::with_capacity(w.bucket.len());
+        let mut keys: Vec<u16> = Vec::with_capacity(w.bucket.len());
         let mut len = 0u64;
         for (&b, &n) in w.bucket.iter().zip(&w.count) {
-            if b >= BUCKETS || buckets.last().is_some_and(|&(prev, _)| prev >= b) || n == 0 {
+            let key = u16::try_from(b).ok().filter(|&k| u32::from(k) < BUCKETS);
+            let Some(key) = key.filter(|&k| keys.last().is_none_or(|&prev| prev < k) && n > 0) else {
                 return Err(format!("bucket {b} (count {n}) out of range or order"));
-            }
+            };
             len = len.checked_add(n).ok_or("counts overflow")?;
-            buckets.push((b, n));
+            keys.push(key);
         }
         if len > 0 && (w.min > w.max || w.max > MAX_MICROS) {
             return Err(format!("min {} and max {} do not fit", w.min, w.max));
         }
-        Ok(Self { buckets, len, min: w.min, max: w.max, sum: w.sum })
+        let counts = w.count.clone();
+        Ok(Self { keys, counts, pending: Vec::new(), len, min: w.min, max: w.max, sum: w.sum })
     }
 }
 
 impl Dist for Sparse {
     fn record(&mut self, v: u64) {
-        self.add_bucket(bucket(v.min(MAX_MICROS)), 1);
+        // A bucket index fits a u16: BUCKETS < 3,000 (asserted above).
+        self.pending.push(bucket(v.min(MAX_MICROS)) as u16);
+        if self.pending.len() >= self.keys.len().max(PENDING_MIN) {
+            self.settle();
+        }
         self.add_extremes(1, v, v, v);
     }
 
@@ -139,18 +221,21 @@ impl Dist for Sparse {
         if other.len == 0 {
             return;
         }
-        if self.buckets.is_empty() {
-            self.buckets.extend_from_slice(&other.buckets);
+        self.settle();
+        let other = other.settled();
+        if self.keys.is_empty() {
+            self.keys.extend_from_slice(&other.keys);
+            self.counts.extend_from_slice(&other.counts);
         } else {
-            for &(b, n) in &other.buckets {
-                self.add_bucket(b, n);
-            }
+            self.merge(other.keys.iter().copied().zip(other.counts.iter().copied()), other.keys.len());
         }
         self.add_extremes(other.len, other.min, other.max, other.sum);
     }
 
     fn reset(&mut self) {
-        self.buckets.clear();
+        self.keys.clear();
+        self.counts.clear();
+        self.pending.clear();
         (self.len, self.min, self.max, self.sum) = (0, 0, 0, 0);
     }
 
@@ -176,7 +261,7 @@ impl Dist for Sparse {
         }
         let rank = ((q.clamp(0.0, 1.0) * self.len as f64).ceil() as u64).clamp(1, self.len);
         let mut seen = 0;
-        for &(b, n) in &self.buckets {
+        for (b, n) in self.settled().buckets() {
             seen += n;
             if seen >= rank {
                 return highest(b).clamp(self.min, self.max);
@@ -187,7 +272,7 @@ impl Dist for Sparse {
 
     fn count_at_or_below(&self, v: u64) -> u64 {
         let last = bucket(v.min(MAX_MICROS));
-        self.buckets.iter().take_while(|&&(b, _)| b <= last).map(|&(_, n)| n).sum()
+        self.settled().buckets().take_while(|&(b, _)| b <= last).map(|(_, n)| n).sum()
     }
 }
 
@@ -320,6 +405,40 @@ mod tests {
         let mut one = Sparse::default();
         one.record(4_711);
         assert_eq!(one.to_wire().bucket.len(), 1, "an endpoint seen once holds one bucket");
+    }
+
+    /// The buckets as a plain map built from the values: what a `Sparse` must hold.
+    fn reference(values: impl Iterator<Item = u64>) -> Vec<(u32, u64)> {
+        let mut m = std::collections::BTreeMap::new();
+        values.for_each(|v| *m.entry(bucket(v)).or_insert(0u64) += 1);
+        m.into_iter().collect()
+    }
+
+    #[test]
+    fn values_waiting_unsorted_are_seen_by_every_reader_and_memory_stays_near_the_buckets() {
+        let values = |n: u64| (0..n).map(|i| 1 + (i * 2_654_435_761) % 900_000);
+        for n in [1, 31, 32, 33, 100, 1_000, 5_000] {
+            let mut s = Sparse::default();
+            values(n).for_each(|v| s.record(v));
+            assert!(s.pending.len() <= s.keys.len().max(PENDING_MIN), "{n}: {} waiting", s.pending.len());
+            let wire = s.to_wire();
+            let held: Vec<(u32, u64)> = wire.bucket.iter().copied().zip(wire.count.iter().copied()).collect();
+            assert_eq!(held, reference(values(n)), "{n} values, some not folded yet");
+            let (p50, below) = (s.value_at_quantile(0.5), s.count_at_or_below(450_000));
+            let mut settled = s.clone();
+            settled.settle();
+            assert!(settled.pending.is_empty());
+            assert_eq!(settled, s, "settling changes nothing a reader sees");
+            assert_eq!((settled.value_at_quantile(0.5), settled.count_at_or_below(450_000)), (p50, below));
+            // Adding a histogram with values still waiting, into one with some too.
+            let mut twice = s.clone();
+            twice.add(&s);
+            let doubled: Vec<(u32, u64)> =
+                reference(values(n)).into_iter().map(|(b, c)| (b, 2 * c)).collect();
+            let w = twice.to_wire();
+            assert_eq!(w.bucket.iter().copied().zip(w.count.iter().copied()).collect::<Vec<_>>(), doubled);
+            assert_eq!(twice.len(), 2 * n);
+        }
     }
 
     #[test]

@@ -141,6 +141,14 @@ impl<H: Dist> Stats<H> {
 }
 
 impl EndpointStats {
+    /// Folds the values its histograms hold unsorted (see [`Sparse`]), so that reading
+    /// them (encoding, quantiles) needs no copy.
+    pub fn settle(&mut self) {
+        self.latency.settle();
+        self.service.settle();
+        self.lag.settle();
+    }
+
     pub fn to_wire(&self, endpoint: u32) -> pb::EndpointDelta {
         pb::EndpointDelta {
             endpoint,

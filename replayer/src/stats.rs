@@ -118,7 +118,7 @@ impl Recorder {
     pub fn take(&self) -> Delta {
         let mut spares = std::mem::take(&mut *self.spares.lock().unwrap_or_else(|p| p.into_inner()));
         let fresh_total = spares.total.take().unwrap_or_default();
-        let (taken, total, completed_total, cancelled_total, raw) = {
+        let (mut taken, total, completed_total, cancelled_total, raw) = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             let inner = &mut *inner;
             inner.unreported = 0;
@@ -133,7 +133,13 @@ impl Recorder {
             let raw = (std::mem::take(&mut inner.raw), std::mem::take(&mut inner.raw_dropped));
             (taken, total, inner.completed, inner.cancelled, raw)
         };
-        let endpoints = taken.iter().map(|(id, s)| s.to_wire(*id)).collect();
+        let endpoints = taken
+            .iter_mut()
+            .map(|(id, s)| {
+                s.settle();
+                s.to_wire(*id)
+            })
+            .collect();
         let total_wire = total.to_wire();
         for (_, mut used) in taken {
             used.reset();
