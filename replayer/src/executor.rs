@@ -250,7 +250,7 @@ impl Executor {
     async fn fire(&self, link: &mut Link, rec: &Received, due: Instant) {
         let sent = Instant::now();
         let result = match rec.decode() {
-            Ok(whole) => self.target.exchange(link, &whole).await,
+            Ok(whole) => self.target.exchange(link, &whole, sent.into_std()).await,
             // Only a dispatcher of another build could send a record that does not decode
             // (the versions must match): it counts as an error, the job goes on.
             Err(e) => {

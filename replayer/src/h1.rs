@@ -91,11 +91,12 @@ impl Plain {
     /// non-blocking read, so a target that closed it meanwhile (idle timeout) is noticed before
     /// a request is written into a dead socket; a busy one is not (that read would cost a
     /// syscall per request).
-    pub fn usable(&mut self) -> bool {
+    /// `now` is the time of asking (read once per request by the caller).
+    pub fn usable(&mut self, now: Instant) -> bool {
         if self.ended {
             return false;
         }
-        if self.last_used.elapsed() < IDLE_CHECK {
+        if now.saturating_duration_since(self.last_used) < IDLE_CHECK {
             return true;
         }
         let mut probe = [0u8; 1];
@@ -104,14 +105,15 @@ impl Plain {
 
     /// Sends a request (its head already written by [`write_head`]) and reads the whole
     /// response. Returns its status, or the error kind (after which the connection is not to
-    /// be used again).
+    /// be used again). `now` is the time of sending.
     pub async fn exchange(
         &mut self,
+        now: Instant,
         head: &[u8],
         body: &[u8],
         head_request: bool,
     ) -> Result<u16, &'static str> {
-        self.last_used = Instant::now();
+        self.last_used = now;
         self.ended = true; // until the exchange completes
         let mut parts = [IoSlice::new(head), IoSlice::new(body)];
         let mut parts: &mut [IoSlice] = if body.is_empty() { &mut parts[..1] } else { &mut parts[..] };
@@ -533,7 +535,7 @@ mod tests {
         let mut conn = Plain::connect(&scripted(answers).await).await.expect("connect");
         let mut out = Vec::new();
         for _ in 0..n {
-            let r = conn.exchange(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false).await;
+            let r = conn.exchange(Instant::now(), b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false).await;
             let failed = r.is_err();
             out.push(r.map(|s| (s, conn.ended)));
             if failed {
@@ -584,10 +586,13 @@ mod tests {
         let mut conn = Plain::connect(&scripted(vec!["HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await)
             .await
             .expect("connect");
-        assert_eq!(conn.exchange(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false).await, Ok(200));
-        assert!(conn.usable());
+        assert_eq!(
+            conn.exchange(Instant::now(), b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false).await,
+            Ok(200)
+        );
+        assert!(conn.usable(Instant::now()));
         // The server closes after its last answer; once idle, the check notices.
         tokio::time::sleep(IDLE_CHECK + Duration::from_millis(20)).await;
-        assert!(!conn.usable());
+        assert!(!conn.usable(Instant::now()));
     }
 }

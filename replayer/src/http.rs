@@ -3,7 +3,7 @@
 //! no lock, no hash lookup, no task per request (as oha does it). Plain HTTP goes through
 //! [`crate::h1`] (heads written straight from the record); HTTPS through hyper.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::future::Future as _;
 
@@ -40,10 +40,10 @@ enum Conn {
 }
 
 impl Conn {
-    fn usable(&mut self) -> bool {
+    fn usable(&mut self, now: Instant) -> bool {
         match self {
-            Conn::Plain(c) => c.usable(),
-            Conn::Tls(c) => c.usable(),
+            Conn::Plain(c) => c.usable(now),
+            Conn::Tls(c) => c.usable(now),
         }
     }
 }
@@ -56,13 +56,13 @@ struct TlsConn {
     connection: http1::Connection<Io, Full<Bytes>>,
     /// The connection future has completed (e.g. after `Connection: close`).
     ended: bool,
-    last_used: std::time::Instant,
+    last_used: Instant,
 }
 
 impl TlsConn {
-    async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<u16, &'static str> {
+    async fn send(&mut self, now: Instant, req: Request<Full<Bytes>>) -> Result<u16, &'static str> {
         let TlsConn { sender, connection, ended, last_used } = self;
-        *last_used = std::time::Instant::now();
+        *last_used = now;
         drive(connection, ended, sender.ready()).await?.map_err(|e| kind_of(&e, false))?;
         let resp =
             drive(connection, ended, sender.send_request(req)).await?.map_err(|e| kind_of(&e, false))?;
@@ -81,11 +81,11 @@ impl TlsConn {
     /// Whether the connection can take another request. One that sat idle is polled once, so
     /// a target that closed it meanwhile (idle timeout) is noticed before a request is written
     /// into a dead socket; a busy one is not (that poll would cost a syscall per request).
-    fn usable(&mut self) -> bool {
+    fn usable(&mut self, now: Instant) -> bool {
         if self.ended || self.sender.is_closed() {
             return false;
         }
-        if self.last_used.elapsed() < IDLE_CHECK {
+        if now.saturating_duration_since(self.last_used) < IDLE_CHECK {
             return true;
         }
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -177,8 +177,15 @@ impl Target {
 
     /// Sends a record on the link's connection (opening one if there is none or it closed)
     /// and reads the whole response. Returns the status or the error kind; an error on the
-    /// connection drops it (a record that cannot be sent does not).
-    pub async fn exchange(&self, link: &mut Link, rec: &pb::Record) -> (Option<u16>, Option<&'static str>) {
+    /// connection drops it (a record that cannot be sent does not). `sent` is the time of
+    /// sending, read once by the caller: the idle check, the connection's last use and the
+    /// timeout's deadline all start from it (each had read the clock of its own).
+    pub async fn exchange(
+        &self,
+        link: &mut Link,
+        rec: &pb::Record,
+        sent: Instant,
+    ) -> (Option<u16>, Option<&'static str>) {
         let request = if self.plain {
             let host = match (self.preserve_host, rec.host.is_empty()) {
                 (true, false) => &rec.host[..],
@@ -190,17 +197,19 @@ impl Target {
         };
         let Ok(request) = request else { return (None, Some("other")) };
         let send = async {
-            if !link.conn.as_mut().is_some_and(Conn::usable) {
+            if !link.conn.as_mut().is_some_and(|c| c.usable(sent)) {
                 link.conn = Some(self.connect().await?);
             }
             match (link.conn.as_mut(), request) {
-                (Some(Conn::Plain(c)), None) => c.exchange(&link.head, &rec.body, rec.method == "HEAD").await,
-                (Some(Conn::Tls(c)), Some(req)) => c.send(req).await,
+                (Some(Conn::Plain(c)), None) => {
+                    c.exchange(sent, &link.head, &rec.body, rec.method == "HEAD").await
+                }
+                (Some(Conn::Tls(c)), Some(req)) => c.send(sent, req).await,
                 // invariant: the connection was opened just above, of the target's kind.
                 _ => Err("other"),
             }
         };
-        match tokio::time::timeout(self.timeout, send).await {
+        match tokio::time::timeout_at((sent + self.timeout).into(), send).await {
             Ok(Ok(status)) => (Some(status), None),
             Ok(Err(kind)) => {
                 link.conn = None;
@@ -229,12 +238,7 @@ impl Target {
         let io =
             self.connector.clone().call(self.origin.clone()).await.map_err(|e| kind_of(e.as_ref(), true))?;
         let (sender, connection) = http1::handshake(io).await.map_err(|e| kind_of(&e, true))?;
-        Ok(Conn::Tls(Box::new(TlsConn {
-            sender,
-            connection,
-            ended: false,
-            last_used: std::time::Instant::now(),
-        })))
+        Ok(Conn::Tls(Box::new(TlsConn { sender, connection, ended: false, last_used: Instant::now() })))
     }
 
     /// The record as a request to the target: its method, path, query, headers and body;
