@@ -228,9 +228,12 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, ()> {
 /// Parses a response head at the start of `buf`: (its length, status, body framing, whether
 /// the connection ends after it); None while it is incomplete.
 fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, u16, Body, bool)>, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    // Left uninitialised: zeroing 128 headers (4 KB) was most of this function's time.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut headers);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err("other"),
