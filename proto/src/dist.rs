@@ -77,14 +77,14 @@ const fn highest(b: u32) -> u64 {
 ///
 /// Bucket indices (u16: [`BUCKETS`] < 3,000) and counts are two vectors. Recording appends
 /// the value's bucket to a short unsorted list; when that list is as long as the sorted one
-/// (and at least [`PENDING_MIN`]), it is sorted and merged in one pass. Memory stays within
+/// (and at least 32), it is sorted and merged in one pass. Memory stays within
 /// about twice the buckets in use, and a record is a push, not a search and an insert into
 /// the middle: a replay's profile had that search and insert as its largest user-space cost
-/// per request (see docs/design.md, "Recording statistics per request", issue 9's sixth step). Readers see the
-/// pending values too (folded into a copy when any are waiting; [`Stats::settle`] folds them
-/// in place before a report is encoded).
+/// per request (docs/design.md, issue 9's sixth step, "Recording statistics per request").
+/// Readers see the pending values too: folded into a copy when any are waiting;
+/// [`EndpointStats::settle`] folds them in place before a report is encoded.
 ///
-/// [`Stats::settle`]: crate::stats::Stats::settle
+/// [`EndpointStats::settle`]: crate::stats::EndpointStats
 #[derive(Clone, Debug, Default)]
 pub struct Sparse {
     /// Bucket indices in use, increasing.
