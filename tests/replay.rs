@@ -243,6 +243,46 @@ async fn the_recorded_host_is_sent_only_with_preserve_host() {
     }
 }
 
+/// A record that cannot be written as a request counts as one error of kind `other`, says
+/// why on stderr, and the job goes on with the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_sent_is_an_error_with_its_reason_and_the_rest_goes_on() {
+    let dir = temp_dir("unsendable");
+    let rec = dir.join("r.jsonl");
+    let lines = [
+        r#"{"ts":1,"method":"GET","url":"/bad","headers":{"Host":"bad\u0000host"}}"#,
+        r#"{"ts":2,"method":"GET","url":"/good","headers":{"Host":"good.example"}}"#,
+    ];
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let target = Capture::start().await;
+    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", "[replayer]\npreserve_host = true\n");
+    let report_path = dir.join("report.json");
+    let out = reprise(args(&[
+        "run",
+        job.to_str().expect("path"),
+        "--report-json",
+        report_path.to_str().expect("path"),
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let got = target.requests();
+    assert_eq!(got.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), vec!["/good"]);
+    let report = read_json(&report_path);
+    let totals = &report["totals"];
+    assert_eq!(
+        (totals["sent"].as_u64(), totals["ok"].as_u64(), totals["failed"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(report["total"]["errors"]["other"].as_u64(), Some(1), "{report}");
+    assert!(
+        stderr.contains("a record cannot be sent")
+            && stderr.contains("preserve_host")
+            && stderr.contains("/bad"),
+        "the reason and the record are logged: {stderr}"
+    );
+}
+
 /// The built-in echo target logs each arrival (what `scripts/bench` reads the schedule error
 /// at the target from), and the report's start lines the replay up with it: no request
 /// arrives before the start plus its recorded offset.

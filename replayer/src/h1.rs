@@ -293,8 +293,10 @@ fn is_value(v: &[u8]) -> bool {
 pub enum Unsendable {
     #[error("the method is not an HTTP token")]
     Method,
-    #[error("the host is empty or holds CR, LF or NUL")]
+    #[error("the recorded Host, sent because of `[replayer] preserve_host`, is empty or holds CR, LF or NUL")]
     Host,
+    #[error("the path does not make a request target")]
+    Path,
 }
 
 /// Writes the request head for `rec` into `out` (cleared first): request line with `prefix`

@@ -3,6 +3,7 @@
 //! no lock, no hash lookup, no task per request (as oha does it). Plain HTTP goes through
 //! [`crate::h1`] (heads written straight from the record); HTTPS through hyper.
 
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use std::future::Future as _;
@@ -17,7 +18,7 @@ use reprise_proto::pb;
 use tower_service::Service as _;
 
 use crate::errors::kind_of;
-use crate::h1::{self, IDLE_CHECK, Plain};
+use crate::h1::{self, IDLE_CHECK, Plain, Unsendable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -191,11 +192,14 @@ impl Target {
                 (true, false) => &rec.host[..],
                 _ => self.host.as_bytes(),
             };
-            h1::write_head(&mut link.head, rec, &self.prefix, host).map(|()| None).map_err(|_| ())
+            h1::write_head(&mut link.head, rec, &self.prefix, host).map(|()| None)
         } else {
             self.request(rec).map(|r| Some(Box::new(r)))
         };
-        let Ok(request) = request else { return (None, Some("other")) };
+        let request = match request {
+            Ok(r) => r,
+            Err(why) => return unsendable(rec, &why),
+        };
         // The connect and TLS futures (and the TLS request) are boxed: inline they made this
         // future 2,960 bytes, copied on every request (into the timeout and the caller's
         // state), though a plain connection that stays open never uses them; now 312.
@@ -246,16 +250,16 @@ impl Target {
 
     /// The record as a request to the target: its method, path, query, headers and body;
     /// the target's host (or the recorded one with `preserve_host`).
-    fn request(&self, rec: &pb::Record) -> Result<Request<Full<Bytes>>, ()> {
+    fn request(&self, rec: &pb::Record) -> Result<Request<Full<Bytes>>, Unsendable> {
         let mut target = Vec::with_capacity(self.prefix.len() + rec.path.len());
         h1::push_target(&mut target, self.prefix.as_bytes());
         h1::push_target(&mut target, &rec.path);
-        let uri = Uri::try_from(target).map_err(|_| ())?;
+        let uri = Uri::try_from(target).map_err(|_| Unsendable::Path)?;
         let mut req = Request::builder()
             .method(&rec.method[..])
             .uri(uri)
             .body(Full::new(rec.body.clone()))
-            .map_err(|_| ())?;
+            .map_err(|_| Unsendable::Method)?;
         let headers = req.headers_mut();
         for h in &rec.headers {
             if h1::is_hop_by_hop(&h.name) {
@@ -268,12 +272,32 @@ impl Target {
             }
         }
         let host = match (self.preserve_host, rec.host.is_empty()) {
-            (true, false) => HeaderValue::from_bytes(&rec.host).map_err(|_| ())?,
+            (true, false) => HeaderValue::from_bytes(&rec.host).map_err(|_| Unsendable::Host)?,
             _ => self.host.clone(),
         };
         headers.insert(http::header::HOST, host);
         Ok(req)
     }
+}
+
+/// Records that could not be written as a request, logged so far.
+static UNSENDABLE_LOGGED: AtomicU32 = AtomicU32::new(0);
+/// The first this many are logged (per replayer process); the rest are only counted.
+const UNSENDABLE_LOG_MAX: u32 = 5;
+
+/// A record that cannot be written as a request counts as an error of kind `other`; the
+/// first few say which record and why, so an error count in the report has its reason.
+fn unsendable(rec: &pb::Record, why: &Unsendable) -> (Option<u16>, Option<&'static str>) {
+    if UNSENDABLE_LOGGED.fetch_add(1, Relaxed) < UNSENDABLE_LOG_MAX {
+        tracing::warn!(
+            method = %String::from_utf8_lossy(&rec.method).escape_debug(),
+            path = %String::from_utf8_lossy(&rec.path).escape_debug(),
+            host = %String::from_utf8_lossy(&rec.host).escape_debug(),
+            "a record cannot be sent ({why}); it counts as an error of kind `other`. Fix or \
+             filter it in the recording (only the first {UNSENDABLE_LOG_MAX} are logged)"
+        );
+    }
+    (None, Some("other"))
 }
 
 #[cfg(test)]
