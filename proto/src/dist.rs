@@ -223,12 +223,7 @@ impl Dist for Sparse {
         }
         self.settle();
         let other = other.settled();
-        if self.keys.is_empty() {
-            self.keys.extend_from_slice(&other.keys);
-            self.counts.extend_from_slice(&other.counts);
-        } else {
-            self.merge(other.keys.iter().copied().zip(other.counts.iter().copied()), other.keys.len());
-        }
+        self.merge(other.keys.iter().copied().zip(other.counts.iter().copied()), other.keys.len());
         self.add_extremes(other.len, other.min, other.max, other.sum);
     }
 
