@@ -249,8 +249,8 @@ impl Executor {
 
     async fn fire(&self, link: &mut Link, rec: &Received, due: Instant) {
         let sent = Instant::now();
-        let result = match rec.decode() {
-            Ok(whole) => self.target.exchange(link, &whole, sent.into_std()).await,
+        let result = match rec.view() {
+            Ok(view) => self.target.exchange(link, &view, sent.into_std()).await,
             // Only a dispatcher of another build could send a record that does not decode
             // (the versions must match): it counts as an error, the job goes on.
             Err(e) => {

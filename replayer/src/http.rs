@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use reprise_proto::batch::RecordView;
 use reprise_proto::pb;
 use tower_service::Service as _;
 
@@ -184,12 +185,12 @@ impl Target {
     pub async fn exchange(
         &self,
         link: &mut Link,
-        rec: &pb::Record,
+        rec: &RecordView<'_>,
         sent: Instant,
     ) -> (Option<u16>, Option<&'static str>) {
         let request = if self.plain {
             let host = match (self.preserve_host, rec.host.is_empty()) {
-                (true, false) => &rec.host[..],
+                (true, false) => rec.host,
                 _ => self.host.as_bytes(),
             };
             h1::write_head(&mut link.head, rec, &self.prefix, host).map(|()| None)
@@ -209,7 +210,7 @@ impl Target {
             }
             match (link.conn.as_mut(), request) {
                 (Some(Conn::Plain(c)), None) => {
-                    c.exchange(sent, &link.head, &rec.body, rec.method == "HEAD").await
+                    c.exchange(sent, &link.head, rec.body, rec.method == b"HEAD").await
                 }
                 (Some(Conn::Tls(c)), Some(req)) => Box::pin(c.send(sent, *req)).await,
                 // invariant: the connection was opened just above, of the target's kind.
@@ -250,29 +251,29 @@ impl Target {
 
     /// The record as a request to the target: its method, path, query, headers and body;
     /// the target's host (or the recorded one with `preserve_host`).
-    fn request(&self, rec: &pb::Record) -> Result<Request<Full<Bytes>>, Unsendable> {
+    fn request(&self, rec: &RecordView<'_>) -> Result<Request<Full<Bytes>>, Unsendable> {
         let mut target = Vec::with_capacity(self.prefix.len() + rec.path.len());
         h1::push_target(&mut target, self.prefix.as_bytes());
-        h1::push_target(&mut target, &rec.path);
+        h1::push_target(&mut target, rec.path);
         let uri = Uri::try_from(target).map_err(|_| Unsendable::Path)?;
         let mut req = Request::builder()
-            .method(&rec.method[..])
+            .method(rec.method)
             .uri(uri)
-            .body(Full::new(rec.body.clone()))
+            .body(Full::new(rec.share(rec.body)))
             .map_err(|_| Unsendable::Method)?;
         let headers = req.headers_mut();
-        for h in &rec.headers {
-            if h1::is_hop_by_hop(&h.name) {
+        for (name, value) in rec.headers() {
+            if h1::is_hop_by_hop(name) {
                 continue;
             }
             if let (Ok(n), Ok(v)) =
-                (HeaderName::from_bytes(&h.name), HeaderValue::from_maybe_shared(h.value.clone()))
+                (HeaderName::from_bytes(name), HeaderValue::from_maybe_shared(rec.share(value)))
             {
                 headers.append(n, v);
             }
         }
         let host = match (self.preserve_host, rec.host.is_empty()) {
-            (true, false) => HeaderValue::from_bytes(&rec.host).map_err(|_| Unsendable::Host)?,
+            (true, false) => HeaderValue::from_bytes(rec.host).map_err(|_| Unsendable::Host)?,
             _ => self.host.clone(),
         };
         headers.insert(http::header::HOST, host);
@@ -287,12 +288,12 @@ const UNSENDABLE_LOG_MAX: u32 = 5;
 
 /// A record that cannot be written as a request counts as an error of kind `other`; the
 /// first few say which record and why, so an error count in the report has its reason.
-fn unsendable(rec: &pb::Record, why: &Unsendable) -> (Option<u16>, Option<&'static str>) {
+fn unsendable(rec: &RecordView<'_>, why: &Unsendable) -> (Option<u16>, Option<&'static str>) {
     if UNSENDABLE_LOGGED.fetch_add(1, Relaxed) < UNSENDABLE_LOG_MAX {
         tracing::warn!(
-            method = %String::from_utf8_lossy(&rec.method).escape_debug(),
-            path = %String::from_utf8_lossy(&rec.path).escape_debug(),
-            host = %String::from_utf8_lossy(&rec.host).escape_debug(),
+            method = %String::from_utf8_lossy(rec.method).escape_debug(),
+            path = %String::from_utf8_lossy(rec.path).escape_debug(),
+            host = %String::from_utf8_lossy(rec.host).escape_debug(),
             "a record cannot be sent ({why}); it counts as an error of kind `other`. Fix or \
              filter it in the recording (only the first {UNSENDABLE_LOG_MAX} are logged)"
         );
