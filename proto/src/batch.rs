@@ -203,11 +203,14 @@ impl<'a> RecordView<'a> {
     }
 }
 
+/// A field's tag, wire type and, if it is length-delimited, content.
+type Field<'a> = (u32, WireType, &'a [u8]);
+
 /// Reads the next field off `rest`: its tag, its wire type, and its content if it is
 /// length-delimited (empty otherwise). None at the end. Keys, lengths and varints of one byte
 /// (nearly all of a record's) are read here; longer ones, and other wire types, by prost.
 #[inline(always)]
-fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Option<(u32, WireType, &'a [u8])>, BatchError> {
+fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Option<Field<'a>>, BatchError> {
     let (tag, wire_type) = match rest.first() {
         None => return Ok(None),
         Some(&key @ 0x08..=0x7f) if key & 7 <= 2 => {
