@@ -278,9 +278,8 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, u16, Body
     Ok(Some((len, status, body, close)))
 }
 
-/// Bytes of an HTTP token (RFC 9110 `tchar`).
-const TOKEN_BYTE: [bool; 256] = {
-    let other = b"!#$%&'*+-.^_`|~";
+/// A table of the bytes that are ASCII letters or digits, or one of `more`.
+const fn alphanumeric_and(more: &[u8]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -288,12 +287,15 @@ const TOKEN_BYTE: [bool; 256] = {
         b += 1;
     }
     let mut i = 0;
-    while i < other.len() {
-        table[other[i] as usize] = true;
+    while i < more.len() {
+        table[more[i] as usize] = true;
         i += 1;
     }
     table
-};
+}
+
+/// Bytes of an HTTP token (RFC 9110 `tchar`).
+const TOKEN_BYTE: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
 
 /// An HTTP token (methods, header names): by table, as every header of every request is
 /// checked (searching the punctuation for each byte was a tenth of writing a head).
@@ -362,21 +364,7 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Bytes a request target holds as they are: unreserved and reserved characters and '%'
 /// (RFC 3986); anything else is percent-encoded.
-const URI_BYTE: [bool; 256] = {
-    let keep = b"-._~:/?#[]@!$&'()*+,;=%";
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    let mut i = 0;
-    while i < keep.len() {
-        table[keep[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
+const URI_BYTE: [bool; 256] = alphanumeric_and(b"-._~:/?#[]@!$&'()*+,;=%");
 
 /// Appends part of a request target. Logs hold paths a URI may not (`?q=<x>`, spaces, raw
 /// UTF-8): the bytes a URI may not hold are percent-encoded, the rest (existing escapes too)
