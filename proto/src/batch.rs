@@ -136,9 +136,9 @@ impl Received {
 
     /// The record read in place, as a replayer sends it: no message is built, no field is
     /// counted as one more owner of the batch, the headers are not collected (the view walks
-    /// the record again for them). Decoding into a `pb::Record` was a tenth of a replayer's
-    /// user time per request against nginx (a vector of headers allocated, and a reference
-    /// count taken and dropped per field). Refuses what [`Received::decode`] refuses.
+    /// them again where they lie). Decoding into a `pb::Record` (a vector of headers
+    /// allocated, a reference count taken and dropped per field) took 1,790 instructions per
+    /// request of bench (b); the view 680. Refuses what [`Received::decode`] refuses.
     pub fn view(&self) -> Result<RecordView<'_>, BatchError> {
         let whole = &self.encoded[..];
         let mut view =
@@ -407,7 +407,7 @@ mod tests {
     }
 
     /// Whatever the bytes of a record, its view accepts exactly what prost accepts and reads
-    /// the same fields (every byte of a record set to every value in turn, and records with
+    /// the same fields (every byte of a record set to ten values in turn, and records with
     /// fields prost knows in other wire types, unknown fields and repeated fields).
     #[test]
     fn the_view_accepts_and_reads_what_prost_does() {
