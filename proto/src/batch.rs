@@ -213,12 +213,9 @@ type Field<'a> = (u32, WireType, &'a [u8]);
 fn next_field<'a>(rest: &mut &'a [u8]) -> Result<Option<Field<'a>>, BatchError> {
     let (tag, wire_type) = match rest.first() {
         None => return Ok(None),
-        Some(&key @ 0x08..=0x7f) if key & 7 <= 2 => {
+        Some(&key @ 0x08..=0x7f) if matches!(key & 7, 0 | 2) => {
             *rest = &rest[1..];
-            (
-                u32::from(key >> 3),
-                if key & 7 == 0 { WireType::Varint } else { WireType::try_from(u64::from(key & 7))? },
-            )
+            (u32::from(key >> 3), if key & 7 == 0 { WireType::Varint } else { WireType::LengthDelimited })
         }
         Some(_) => decode_key(rest)?,
     };
