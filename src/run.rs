@@ -1,5 +1,10 @@
-//! The commands that run jobs: `run` (dispatcher and replayers in one process, talking
-//! gRPC over loopback, the same path as a fleet), `dispatcher` (the daemon) and `validate`.
+//! The commands that run jobs: `run` (dispatcher and replayers in one process), `dispatcher`
+//! (the daemon) and `validate`.
+//!
+//! In `run` the replayers call the dispatcher's service in place ([`Local`]): the same
+//! subscription, events, acks and reports as a fleet over gRPC, but a batch reaches its
+//! replayer as the bytes the dispatch loop wrote, not encoded into HTTP/2 frames, carried by
+//! loopback TCP and decoded again (see docs/design.md, "In-process replayers").
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -7,7 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use reprise_dispatcher::config::{JobConfig, ListenAddr};
-use reprise_dispatcher::{DropReason, Job, JobError, JobOptions, Report, progress_line};
+use reprise_dispatcher::{DropReason, InProcess, Job, JobError, JobOptions, Report, progress_line};
+use reprise_proto::pb;
+use reprise_replayer::{Events, Reports, Status, Upstream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -107,18 +114,18 @@ pub async fn local(
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };
-    let url = format!("http://{}", running.grpc);
     eprintln!("reprise: replaying {} — live status at http://{}/status", path.display(), running.http);
     let stop_replayers = CancellationToken::new();
     let mut fleet = JoinSet::new();
     for i in 1..=replayers {
         let opts = reprise_replayer::ReplayerOptions {
-            dispatcher: url.clone(),
+            dispatcher: "in-process".to_owned(),
             id: format!("local-{i}"),
             dry_run,
             once: true,
         };
         let cancel = stop_replayers.clone();
+        let dispatcher = Local(running.in_process());
         // Each local replayer runs on a thread of its own with a single-threaded runtime, as
         // a replayer daemon would be a process of its own: its connection workers, timers and
         // sockets stay on one thread, so a response wakes its worker without crossing threads.
@@ -127,7 +134,7 @@ pub async fn local(
                 Ok(r) => r,
                 Err(e) => return eprintln!("error: replayer: cannot start its runtime: {e}"),
             };
-            if let Err(e) = runtime.block_on(reprise_replayer::run(opts, cancel)) {
+            if let Err(e) = runtime.block_on(reprise_replayer::run_on(&dispatcher, opts, cancel)) {
                 eprintln!("error: replayer: {e}");
             }
         });
@@ -141,6 +148,24 @@ pub async fn local(
     while fleet.join_next().await.is_some() {}
     running.shutdown().await;
     code
+}
+
+/// The dispatcher of this process, as its replayers see it.
+#[derive(Clone)]
+struct Local(InProcess);
+
+impl Upstream for Local {
+    type Reports = Local;
+
+    async fn subscribe(&self, reg: pb::Registration) -> Result<(Events, Local), Status> {
+        Ok((self.0.subscribe(reg)?, self.clone()))
+    }
+}
+
+impl Reports for Local {
+    async fn report(&self, report: pb::StatsReport) -> Result<(), Status> {
+        self.0.report(report).await
+    }
 }
 
 /// Prints the report, writes its files and maps the job's result to an exit code.

@@ -1,5 +1,5 @@
 //! reprise-dispatcher: reads a recording, schedules every request on a time wheel and streams
-//! it to replayers over gRPC.
+//! it to replayers over gRPC (or, for replayers in the same process, through [`InProcess`]).
 //!
 //! # Layout
 //! Layers, from the bottom; a module imports only from layers below it (docs/design.md,
@@ -43,4 +43,4 @@ pub use job::{Job, JobError, JobOptions};
 pub use results::csv::write as write_csv;
 pub use results::html::render as render_html;
 pub use results::{Report, progress_line};
-pub use server::{Running, ServeError, start};
+pub use server::{EventStream, InProcess, Running, ServeError, start};

@@ -3,7 +3,13 @@
 //! second (the heartbeat) and sends ack-only reports whenever acks pile up. A statistics
 //! report that fails is retried with the same sequence number, which the dispatcher merges
 //! once.
+//!
+//! The dispatcher is an [`Upstream`]: over gRPC ([`run`]), or in the same process
+//! ([`run_on`], what `reprise run` does: the same messages, without encoding them, HTTP/2
+//! or loopback TCP in between).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +19,7 @@ use reprise_proto::pb::dispatcher_client::DispatcherClient;
 use reprise_proto::pb::dispatcher_event::Event;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -28,9 +35,53 @@ const STREAM_WINDOW: u32 = 8 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// What a dispatcher sends a subscribed replayer: the job, its batches, its end. The stream
+/// ends (or fails) when the dispatcher lets the replayer go; dropping it leaves the fleet.
+pub type Events = Pin<Box<dyn Stream<Item = Result<pb::DispatcherEvent, Status>> + Send>>;
+
+/// A dispatcher as a replayer sees it. A refusal is `FailedPrecondition` or `InvalidArgument`
+/// (the replayer gives up); any other error is retried with backoff.
+pub trait Upstream: Send + Sync + 'static {
+    type Reports: Reports;
+    /// Registers this replayer; its events, and where its reports go while they flow.
+    fn subscribe(
+        &self,
+        reg: pb::Registration,
+    ) -> impl Future<Output = Result<(Events, Self::Reports), Status>> + Send;
+}
+
+/// Where a subscribed replayer's statistics and acks go.
+pub trait Reports: Clone + Send + Sync + 'static {
+    fn report(&self, report: pb::StatsReport) -> impl Future<Output = Result<(), Status>> + Send;
+}
+
+/// A dispatcher over gRPC: each subscription on a new connection.
+struct Grpc {
+    endpoint: Endpoint,
+}
+
+impl Upstream for Grpc {
+    type Reports = DispatcherClient<Channel>;
+
+    async fn subscribe(&self, reg: pb::Registration) -> Result<(Events, Self::Reports), Status> {
+        let channel = self.endpoint.connect().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let mut client = DispatcherClient::new(channel)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let events = client.subscribe(reg).await?.into_inner();
+        Ok((Box::pin(events), client))
+    }
+}
+
+impl Reports for DispatcherClient<Channel> {
+    async fn report(&self, report: pb::StatsReport) -> Result<(), Status> {
+        DispatcherClient::report(&mut self.clone(), report).await.map(|_| ())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct ReplayerOptions {
-    /// e.g. "http://127.0.0.1:9090".
+    /// e.g. "http://127.0.0.1:9090"; for a dispatcher in the same process, how logs name it.
     pub dispatcher: String,
     pub id: String,
     /// Do everything but the HTTP call.
@@ -49,7 +100,8 @@ pub enum ReplayerError {
     BadJob(String),
 }
 
-/// Runs until cancelled (or, with `once`, until one job has ended).
+/// Runs against the dispatcher at `opts.dispatcher` (gRPC) until cancelled (or, with
+/// `once`, until one job has ended).
 pub async fn run(opts: ReplayerOptions, cancel: CancellationToken) -> Result<(), ReplayerError> {
     let endpoint = Endpoint::from_shared(opts.dispatcher.clone())
         .map_err(|_| ReplayerError::BadUrl(opts.dispatcher.clone()))?
@@ -59,6 +111,15 @@ pub async fn run(opts: ReplayerOptions, cancel: CancellationToken) -> Result<(),
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(STREAM_WINDOW * 2)
         .connect_timeout(Duration::from_secs(2));
+    run_on(&Grpc { endpoint }, opts, cancel).await
+}
+
+/// Runs against `upstream` until cancelled (or, with `once`, until one job has ended).
+pub async fn run_on<U: Upstream>(
+    upstream: &U,
+    opts: ReplayerOptions,
+    cancel: CancellationToken,
+) -> Result<(), ReplayerError> {
     let mut backoff = BACKOFF_MIN;
     // Sessions whose dispatcher went away finish their requests in flight here, without
     // holding up the next subscription; `run` returns once they have.
@@ -68,7 +129,7 @@ pub async fn run(opts: ReplayerOptions, cancel: CancellationToken) -> Result<(),
             break Ok(());
         }
         while abandoned.try_join_next().is_some() {}
-        match connect_and_serve(&endpoint, &opts, &cancel, &mut abandoned).await {
+        match connect_and_serve(upstream, &opts, &cancel, &mut abandoned).await {
             Ok(true) if opts.once => break Ok(()),
             Ok(_) => backoff = BACKOFF_MIN,
             Err(e) if e.code() == Code::FailedPrecondition || e.code() == Code::InvalidArgument => {
@@ -89,31 +150,27 @@ pub async fn run(opts: ReplayerOptions, cancel: CancellationToken) -> Result<(),
 }
 
 /// One subscription. Returns Ok(true) when a job ended, Ok(false) when the stream closed.
-async fn connect_and_serve(
-    endpoint: &Endpoint,
+async fn connect_and_serve<U: Upstream>(
+    upstream: &U,
     opts: &ReplayerOptions,
     cancel: &CancellationToken,
     abandoned: &mut JoinSet<()>,
 ) -> Result<bool, Status> {
-    let channel = endpoint.connect().await.map_err(|e| Status::unavailable(e.to_string()))?;
-    let mut client = DispatcherClient::new(channel.clone())
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
     let reg = pb::Registration { replayer_id: opts.id.clone(), version: reprise_proto::VERSION.to_owned() };
-    let mut stream = client.subscribe(reg).await?.into_inner();
+    let (mut stream, reports) = upstream.subscribe(reg).await?;
     tracing::info!(replayer = %opts.id, dispatcher = %opts.dispatcher, "subscribed");
-    let mut session: Option<Session> = None;
+    let mut session: Option<Session<U::Reports>> = None;
     loop {
         let msg = tokio::select! {
-            m = stream.message() => m,
+            m = stream.next() => m,
             () = cancel.cancelled() => {
                 if let Some(s) = session.take() { s.finish(true).await; }
                 return Ok(false);
             }
         };
         let event = match msg {
-            Ok(Some(ev)) => ev.event,
-            Ok(None) | Err(_) => {
+            Some(Ok(ev)) => ev.event,
+            None | Some(Err(_)) => {
                 if let Some(s) = session.take() {
                     s.abandon(abandoned);
                 }
@@ -126,7 +183,7 @@ async fn connect_and_serve(
                     old.abandon(abandoned);
                 }
                 session = Some(
-                    Session::start(cfg, opts, channel.clone())
+                    Session::start(cfg, opts, reports.clone())
                         .map_err(|e| Status::invalid_argument(e.to_string()))?,
                 );
             }
@@ -160,31 +217,26 @@ async fn connect_and_serve(
 }
 
 /// One job at this replayer: the executor and its reporter.
-struct Session {
+struct Session<R: Reports> {
     batches: mpsc::Sender<Vec<Received>>,
     stop: CancellationToken,
     executor: tokio::task::JoinHandle<()>,
-    reporter: tokio::task::JoinHandle<()>,
+    reporting: tokio::task::JoinHandle<()>,
     done: CancellationToken,
     exec: Arc<Executor>,
-    reports: Reports,
+    reporter: Reporter<R>,
 }
 
-impl Session {
-    fn start(
-        cfg: pb::JobConfig,
-        opts: &ReplayerOptions,
-        channel: Channel,
-    ) -> Result<Session, crate::http::TargetError> {
+impl<R: Reports> Session<R> {
+    fn start(cfg: pb::JobConfig, opts: &ReplayerOptions, to: R) -> Result<Self, crate::http::TargetError> {
         let exec = Executor::new(cfg, opts.dry_run)?;
         let (tx, rx) = mpsc::channel(BATCH_CAPACITY);
         let stop = CancellationToken::new();
         let executor = tokio::spawn(Arc::clone(&exec).run(rx, stop.clone()));
-        let reports =
-            Reports { client: DispatcherClient::new(channel), id: opts.id.clone(), seq: Arc::default() };
+        let reporter = Reporter { to, id: opts.id.clone(), seq: Arc::default() };
         let done = CancellationToken::new();
-        let reporter = tokio::spawn(reports.clone().every_second(Arc::clone(&exec), done.clone()));
-        Ok(Session { batches: tx, stop, executor, reporter, done, exec, reports })
+        let reporting = tokio::spawn(reporter.clone().every_second(Arc::clone(&exec), done.clone()));
+        Ok(Session { batches: tx, stop, executor, reporting, done, exec, reporter })
     }
 
     /// The job ended: let the executor finish (or cancel what is left), then report the rest.
@@ -195,8 +247,8 @@ impl Session {
         drop(self.batches);
         let _ = self.executor.await;
         self.done.cancel();
-        let _ = self.reporter.await;
-        self.reports.send(&self.exec).await;
+        let _ = self.reporting.await;
+        self.reporter.send(&self.exec).await;
     }
 
     /// The dispatcher is gone: nothing more will be acknowledged. What is in flight ends in
@@ -207,19 +259,20 @@ impl Session {
         owner.spawn(async move {
             drop(self.batches);
             let _ = self.executor.await;
-            let _ = self.reporter.await;
+            let _ = self.reporting.await;
         });
     }
 }
 
+/// Sends a session's reports: statistics every second, acks when they pile up.
 #[derive(Clone)]
-struct Reports {
-    client: DispatcherClient<Channel>,
+struct Reporter<R> {
+    to: R,
     id: String,
     seq: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl Reports {
+impl<R: Reports> Reporter<R> {
     async fn every_second(self, exec: Arc<Executor>, done: CancellationToken) {
         let mut tick = tokio::time::interval(REPORT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -250,7 +303,7 @@ impl Reports {
             raw: Vec::new(),
             raw_dropped: 0,
         };
-        if let Err(e) = self.client.clone().report(report).await {
+        if let Err(e) = self.to.report(report).await {
             tracing::debug!(replayer = %self.id, error = %e.message(), "ack failed; the next report carries it");
         }
     }
@@ -282,7 +335,7 @@ impl Reports {
             raw_dropped: delta.raw_dropped,
         };
         for attempt in 0..5u32 {
-            match self.client.clone().report(report.clone()).await {
+            match self.to.report(report.clone()).await {
                 Ok(_) => return,
                 Err(e) if e.code() == Code::FailedPrecondition => return,
                 Err(e) => {

@@ -16,4 +16,6 @@ pub mod http;
 pub mod stats;
 mod tls;
 
-pub use client::{ReplayerError, ReplayerOptions, run};
+pub use client::{Events, ReplayerError, ReplayerOptions, Reports, Upstream, run, run_on};
+/// The error an [`Upstream`] answers with (tonic's, over gRPC or not).
+pub use tonic::Status;

@@ -1,7 +1,12 @@
-//! The gRPC service replayers talk to: `Subscribe` registers a replayer and streams it the
-//! job configuration, record batches and the end of the job over a bounded channel;
-//! `Report` merges its statistics and acks into the fleet. Transport types (tonic's
-//! `Status`, the response stream) stay here: the fleet below knows only event senders.
+//! The service replayers talk to: `Subscribe` registers a replayer and streams it the job
+//! configuration, record batches and the end of the job over a bounded channel; `Report`
+//! merges its statistics and acks into the fleet. Transport types (tonic's `Status`, the
+//! response stream) stay here: the fleet below knows only event senders.
+//!
+//! Replayers elsewhere call it over gRPC; those of `reprise run`, in the same process, call
+//! the same two operations through [`InProcess`]: the events they receive are the ones the
+//! fleet sends (a batch's bytes shared, not encoded into HTTP/2 frames, sent over loopback TCP
+//! and decoded again).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -67,14 +72,34 @@ impl Service {
     }
 }
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::DispatcherEvent, Status>> + Send>>;
+/// The events of one subscribed replayer; dropping it leaves the fleet.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::DispatcherEvent, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl Dispatcher for Service {
-    type SubscribeStream = EventStream;
+/// The replayers' service for replayers in the same process: the same subscribe and report as
+/// over gRPC, called directly.
+#[derive(Clone)]
+pub struct InProcess {
+    svc: Arc<Service>,
+}
 
-    async fn subscribe(&self, req: Request<pb::Registration>) -> Result<Response<EventStream>, Status> {
-        let reg = req.into_inner();
+impl InProcess {
+    pub(super) fn new(job: Arc<Job>) -> Self {
+        Self { svc: Arc::new(Service { job }) }
+    }
+
+    pub fn subscribe(&self, reg: pb::Registration) -> Result<EventStream, Status> {
+        self.svc.join(reg)
+    }
+
+    pub async fn report(&self, report: pb::StatsReport) -> Result<(), Status> {
+        self.svc.take(report).await
+    }
+}
+
+impl Service {
+    /// Registers a replayer (refused if its build differs, its id is unusable or the job is
+    /// over); its events flow until the stream is dropped.
+    fn join(&self, reg: pb::Registration) -> Result<EventStream, Status> {
         if reg.version != reprise_proto::VERSION {
             tracing::warn!(replayer = %reg.replayer_id, version = %reg.version, "refused: version mismatch");
             return Err(Status::failed_precondition(format!(
@@ -98,11 +123,11 @@ impl Dispatcher for Service {
             session,
         };
         self.job.replayer_joined();
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Box::pin(stream))
     }
 
-    async fn report(&self, req: Request<pb::StatsReport>) -> Result<Response<pb::ReportReturn>, Status> {
-        let report = req.into_inner();
+    /// Merges a report into the fleet.
+    async fn take(&self, report: pb::StatsReport) -> Result<(), Status> {
         if report.endpoints.is_empty() {
             // Acks (frequent, cheap) are taken in place.
             self.job.fleet().receive(&report)?;
@@ -113,6 +138,20 @@ impl Dispatcher for Service {
                 .await
                 .map_err(|e| Status::internal(format!("merging the report failed: {e}")))??;
         }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Dispatcher for Service {
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(&self, req: Request<pb::Registration>) -> Result<Response<EventStream>, Status> {
+        self.join(req.into_inner()).map(Response::new)
+    }
+
+    async fn report(&self, req: Request<pb::StatsReport>) -> Result<Response<pb::ReportReturn>, Status> {
+        self.take(req.into_inner()).await?;
         Ok(Response::new(pb::ReportReturn { accepted: true, message: String::new() }))
     }
 }

@@ -1,10 +1,13 @@
 //! The dispatcher's outside: binds the gRPC ([`grpc`]) and admin HTTP ([`admin`]) listeners
-//! and runs a job behind them — what both `reprise dispatcher` and `reprise run` start.
+//! and runs a job behind them — what both `reprise dispatcher` and `reprise run` start
+//! (`run`'s replayers call the same service in place: [`Running::in_process`]).
 //! [`Running::shutdown`] stops both servers and returns once they (and their connections)
 //! have finished.
 
 mod admin;
 mod grpc;
+
+pub use grpc::{EventStream, InProcess};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +47,11 @@ pub struct Running {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 impl Running {
+    /// The replayers' service for replayers in this process.
+    pub fn in_process(&self) -> InProcess {
+        InProcess::new(Arc::clone(&self.job))
+    }
+
     /// Stops serving gRPC and HTTP (after the job's end has been sent) and waits until both
     /// servers have finished: replayers' streams are ended first, so their connections
     /// close; what is still open after `SHUTDOWN_GRACE` is cut.
