@@ -1,6 +1,6 @@
 //! The spine end to end: `reprise run` replays a recording against a capture target.
 //! Asserts exact copies with identical bytes, timing at speed 1 and 2, begin/end, order per
-//! hash key, deterministic sampling, and the report's accounting.
+//! hash key, deterministic sampling, the report's accounting, and an interrupted run's.
 
 mod common;
 
@@ -281,6 +281,43 @@ async fn a_record_that_cannot_be_sent_is_an_error_with_its_reason_and_the_rest_g
             && stderr.contains("/bad"),
         "the reason and the record are logged: {stderr}"
     );
+}
+
+/// Interrupted (SIGINT, as by Ctrl-C), `reprise run` stops dispatching, lets the requests in
+/// flight finish and still writes its report with balanced books: what was sent is what the
+/// target got, and the rest of what was scheduled counts as stopped. Its replayers get the
+/// job's end and report their last statistics through the in-process service, as a fleet's
+/// do over gRPC (`admin.rs` stops a daemon's job the same way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_drains_and_balances_its_books() {
+    let dir = temp_dir("interrupted");
+    let target = Capture::start().await;
+    let rec = recording(&dir, 200, |i| i as i64 * 50); // 10 s at speed 1
+    let job = write_job(&dir, &target.url(), &rec, "speed = 1", "");
+    let report = dir.join("report.json");
+    let child = std::process::Command::new(BIN)
+        .args(["run", job.to_str().expect("path"), "--replayers", "2", "--report-json"])
+        .arg(&report)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn reprise run");
+    let run = Guard(child);
+    assert!(wait_until(|| target.requests().len() >= 10, std::time::Duration::from_secs(10)).await);
+    let pid = run.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let exit = wait_exit(run).await;
+    assert!(exit.success(), "{exit:?}");
+    let r = read_json(&report);
+    assert_eq!(r["state"], "stopped");
+    let t = &r["totals"];
+    assert_eq!(t["balanced"], true, "{t}");
+    let sent = t["sent"].as_u64().expect("sent");
+    assert!(sent < 100, "stopped early: {sent} sent");
+    assert_eq!(sent as usize, target.requests().len());
+    assert_eq!(t["ok"].as_u64().expect("ok") + t["failed"].as_u64().expect("failed"), sent);
+    let stopped = t["dropped"]["stopped"].as_u64().unwrap_or_default();
+    assert_eq!(t["scheduled"].as_u64().expect("scheduled"), sent + stopped, "{t}");
 }
 
 /// The built-in echo target logs each arrival (what `scripts/bench` reads the schedule error
