@@ -126,15 +126,12 @@ pub async fn local(
         };
         let cancel = stop_replayers.clone();
         let dispatcher = Local(running.in_process());
-        // Each local replayer runs on a thread of its own with a single-threaded runtime, as
-        // a replayer daemon would be a process of its own: its connection workers, timers and
-        // sockets stay on one thread, so a response wakes its worker without crossing threads.
-        fleet.spawn_blocking(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => return eprintln!("error: replayer: cannot start its runtime: {e}"),
-            };
-            if let Err(e) = runtime.block_on(reprise_replayer::run_on(&dispatcher, opts, cancel)) {
+        // The local replayers are tasks on this process's runtime, beside the dispatcher,
+        // not threads of their own: tokio runs them on as many of its workers as their load
+        // needs, which leaves a core to a target on the same machine (docs/design.md,
+        // "In-process replayers"). Their timekeeping still has a thread each.
+        fleet.spawn(async move {
+            if let Err(e) = reprise_replayer::run_on(&dispatcher, opts, cancel).await {
                 eprintln!("error: replayer: {e}");
             }
         });
