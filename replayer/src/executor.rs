@@ -2,7 +2,9 @@
 //!
 //! A scheduler takes records in due order, sleeps until each one's instant (absolute: job
 //! start + due offset) and hands it to a queue; connection workers take from the queue, each
-//! sending on its own keep-alive connection ([`crate::http`]). Workers are added while records
+//! sending on its own keep-alive connection ([`crate::http`]). When the queue is full the
+//! feeder sleeps until the workers have taken half of it: one wake-up per half queue, not
+//! one per request. Workers are added while records
 //! wait for one, up to `concurrency`, so connections grow with need and no faster. Latency is
 //! measured from the due instant (a saturated target or replayer shows in it) and from the
 //! actual send. A dry run has no connections and so no workers: the feeder completes each
@@ -52,6 +54,8 @@ pub struct Executor {
     stopped: Arc<AtomicBool>,
     /// Signalled when enough completions wait to be acknowledged.
     ack_due: Notify,
+    /// Signalled when a worker takes the record that leaves the queue half full.
+    half_taken: Notify,
 }
 
 impl Executor {
@@ -73,6 +77,7 @@ impl Executor {
             available: Arc::default(),
             stopped: Arc::default(),
             ack_due: Notify::new(),
+            half_taken: Notify::new(),
             cfg,
         }))
     }
@@ -159,8 +164,19 @@ impl Executor {
                     self.recorder.cancel(1 + due_now.len() as u64);
                     break 'chunks;
                 }
-                if tx.send(due).await.is_err() {
-                    break 'chunks;
+                // The queue holds `limit` records. Once full, the feeder sleeps until the
+                // workers have taken half of it, not until each one record: a wake-up per
+                // half queue instead of one per request.
+                let mut due = due;
+                loop {
+                    match tx.try_send(due) {
+                        Ok(()) => break,
+                        Err(async_channel::TrySendError::Full(back)) => {
+                            due = back;
+                            self.half_taken.notified().await;
+                        }
+                        Err(async_channel::TrySendError::Closed(_)) => break 'chunks,
+                    }
                 }
             }
         }
@@ -234,7 +250,14 @@ impl Executor {
             let mut link = Link::default();
             me.available.fetch_add(1, Relaxed);
             me.target.open(&mut link).await;
+            let half = rx.capacity().unwrap_or(1) / 2;
             while let Ok((rec, due)) = rx.recv().await {
+                // Workers on several threads may each see the queue already below the half,
+                // so every one that does signals (a permit left while nobody waits costs the
+                // feeder one spare look at a full queue).
+                if rx.len() <= half {
+                    me.half_taken.notify_one();
+                }
                 me.available.fetch_sub(1, Relaxed);
                 if me.stopped.load(Relaxed) {
                     me.recorder.cancel(1);
@@ -320,6 +343,85 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    /// Thousands of records due at once, on a runtime of several threads, through few
+    /// connections: the queue to the workers fills and drains again and again, and every
+    /// record is sent and answered. (The feeder sleeps while the queue is full until a worker
+    /// sees it below half; a worker that missed that, racing another, once left the feeder
+    /// asleep for good. The timeout turns such a hang into a failure.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_queue_that_fills_and_drains_again_and_again_loses_no_record() {
+        const RECORDS: usize = 20_000;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let answered = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&answered);
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let (mut buf, mut pending) = ([0u8; 8192], Vec::new());
+                    loop {
+                        let n = match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        pending.extend_from_slice(&buf[..n]);
+                        let mut heads = 0;
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            pending.drain(..end + 4);
+                            heads += 1;
+                        }
+                        counted.fetch_add(heads, Relaxed);
+                        let reply = b"HTTP/1.1 204 No Content\r\n\r\n".repeat(heads);
+                        if sock.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+
+        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as i64;
+        let cfg = pb::JobConfig {
+            target: format!("http://{addr}"),
+            concurrency: 6,
+            timeout_ms: 10_000,
+            start_unix_ns: now_ns,
+            ..Default::default()
+        };
+        let exec = Executor::new(cfg, false).expect("a plain target");
+        let (tx, rx) = mpsc::channel(4);
+        let run = tokio::spawn(Arc::clone(&exec).run(rx, CancellationToken::new()));
+        for batch in 0..RECORDS / 500 {
+            let mut encoded = BytesMut::new();
+            let no_headers: [(&[u8], &[u8]); 0] = [];
+            for i in 0..500 {
+                let path = format!("/q/{}", batch * 500 + i);
+                let rec = RecordRef {
+                    due_offset_ns: 0,
+                    endpoint: (i % 7) as u32,
+                    method: b"GET",
+                    path: path.as_bytes(),
+                    headers: &no_headers,
+                    body: b"",
+                    host: b"",
+                };
+                rec.write_to(&mut encoded);
+            }
+            let records = split(pb::RecordBatch { encoded: encoded.freeze(), count: 500 }).expect("framing");
+            tx.send(records).await.expect("room");
+        }
+        drop(tx);
+        let finished = tokio::time::timeout(Duration::from_secs(60), run).await;
+        server.abort();
+        assert!(finished.is_ok(), "the executor never finished: a wake-up was lost");
+        let d = exec.recorder().take();
+        assert_eq!(d.completed_total, RECORDS as u64);
+        assert_eq!(d.total.counts.expect("counts").ok, RECORDS as u64);
+        assert_eq!(answered.load(Relaxed), RECORDS);
+    }
 
     /// A record whose head reads but whose body does not decode (a field of the wrong wire
     /// type: only another build could send it) is one error of kind `other`; the record
