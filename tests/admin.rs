@@ -70,13 +70,7 @@ async fn a_job_stopped_mid_way_ends_with_balanced_books() {
     assert_eq!(code, 202);
     let exit = wait_exit(dispatcher.guard).await;
     assert!(exit.success(), "{exit:?}");
-    let r = read_json(&report);
-    assert_eq!(r["state"], "stopped");
-    let t = &r["totals"];
-    assert_eq!(t["balanced"], true, "{t}");
-    let sent = t["sent"].as_u64().expect("sent");
-    assert!(sent < 100, "stopped early: {sent} sent");
-    assert_eq!(sent as usize, target.requests().len());
+    stopped_early(&report, target.requests().len(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

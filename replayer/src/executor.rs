@@ -344,6 +344,19 @@ mod tests {
 
     use super::*;
 
+    /// An executor for a job against `addr` that starts now, with `concurrency` connections.
+    fn starting_now(addr: std::net::SocketAddr, concurrency: u32) -> Arc<Executor> {
+        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as i64;
+        let cfg = pb::JobConfig {
+            target: format!("http://{addr}"),
+            concurrency,
+            timeout_ms: 10_000,
+            start_unix_ns: now_ns,
+            ..Default::default()
+        };
+        Executor::new(cfg, false).expect("a plain target")
+    }
+
     /// Thousands of records due at once, on a runtime of several threads, through few
     /// connections: the queue to the workers fills and drains again and again, and every
     /// record is sent and answered. (The feeder sleeps while the queue is full until a worker
@@ -383,15 +396,7 @@ mod tests {
             }
         });
 
-        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as i64;
-        let cfg = pb::JobConfig {
-            target: format!("http://{addr}"),
-            concurrency: 6,
-            timeout_ms: 10_000,
-            start_unix_ns: now_ns,
-            ..Default::default()
-        };
-        let exec = Executor::new(cfg, false).expect("a plain target");
+        let exec = starting_now(addr, 6);
         let (tx, rx) = mpsc::channel(4);
         let run = tokio::spawn(Arc::clone(&exec).run(rx, CancellationToken::new()));
         for batch in 0..RECORDS / 500 {
@@ -461,15 +466,7 @@ mod tests {
         let records = split(batch).expect("the framing holds");
         assert_eq!(records.iter().map(|r| r.endpoint).collect::<Vec<_>>(), [1, 2]);
 
-        let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as i64;
-        let cfg = pb::JobConfig {
-            target: format!("http://{addr}"),
-            concurrency: 1,
-            timeout_ms: 5_000,
-            start_unix_ns: now_ns,
-            ..Default::default()
-        };
-        let exec = Executor::new(cfg, false).expect("a plain target");
+        let exec = starting_now(addr, 1);
         let (tx, rx) = mpsc::channel(1);
         tx.send(records).await.expect("room");
         drop(tx);

@@ -268,6 +268,19 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("report file")).expect("report json")
 }
 
+/// The report of a job stopped early: state "stopped", balanced books, fewer than `most`
+/// records sent and every one of them `received` by the target. Returns the totals.
+pub fn stopped_early(report: &Path, received: usize, most: u64) -> serde_json::Value {
+    let mut r = read_json(report);
+    assert_eq!(r["state"], "stopped");
+    let t = r["totals"].take();
+    assert_eq!(t["balanced"], true, "{t}");
+    let sent = t["sent"].as_u64().expect("sent");
+    assert!(sent < most, "stopped early: {sent} sent");
+    assert_eq!(sent as usize, received);
+    t
+}
+
 /// p-th percentile (0..=100) of a list.
 pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
