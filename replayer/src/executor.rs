@@ -4,11 +4,11 @@
 //! start + due offset) and hands it to a queue; connection workers take from the queue, each
 //! sending on its own keep-alive connection ([`crate::http`]). When the queue is full the
 //! feeder sleeps until the workers have taken half of it: one wake-up per half queue, not
-//! one per request. Workers are added while records
-//! wait for one, up to `concurrency`, so connections grow with need and no faster. Latency is
-//! measured from the due instant (a saturated target or replayer shows in it) and from the
-//! actual send. A dry run has no connections and so no workers: the feeder completes each
-//! record when the timekeeper hands it over (at its instant), as sent and answered at once.
+//! one per request. Workers are added while records wait for one, up to `concurrency`, so
+//! connections grow with need and no faster. Latency is measured from the due instant (a
+//! saturated target or replayer shows in it) and from the actual send. A dry run has no
+//! connections and so no workers: the feeder completes each record when the timekeeper hands
+//! it over (at its instant), as sent and answered at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -54,7 +54,8 @@ pub struct Executor {
     stopped: Arc<AtomicBool>,
     /// Signalled when enough completions wait to be acknowledged.
     ack_due: Notify,
-    /// Signalled when a worker takes the record that leaves the queue half full.
+    /// Signalled by a worker that leaves the queue at most half full; the feeder waits on it
+    /// while the queue is full.
     half_taken: Notify,
 }
 

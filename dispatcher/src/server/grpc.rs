@@ -60,6 +60,7 @@ impl Drop for MemberStream {
 /// Events buffered per replayer stream; a full buffer holds the dispatcher back.
 pub const EVENT_CAPACITY: usize = 64;
 
+#[derive(Clone)]
 pub(super) struct Service {
     job: Arc<Job>,
 }
@@ -79,12 +80,12 @@ pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::DispatcherEvent, Sta
 /// over gRPC, called directly.
 #[derive(Clone)]
 pub struct InProcess {
-    svc: Arc<Service>,
+    svc: Service,
 }
 
 impl InProcess {
     pub(super) fn new(job: Arc<Job>) -> Self {
-        Self { svc: Arc::new(Service { job }) }
+        Self { svc: Service { job } }
     }
 
     pub fn subscribe(&self, reg: pb::Registration) -> Result<EventStream, Status> {
