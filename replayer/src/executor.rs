@@ -1,17 +1,25 @@
 //! Fires records at the target at their due instants.
 //!
-//! A scheduler takes records in due order, sleeps until each one's instant (absolute: job
-//! start + due offset) and hands it to a queue; connection workers take from the queue, each
-//! sending on its own keep-alive connection ([`crate::http`]). When the queue is full the
-//! feeder sleeps until the workers have taken half of it: one wake-up per half queue, not
-//! one per request. Workers are added while records wait for one, up to `concurrency`, so
-//! connections grow with need and no faster. Latency is measured from the due instant (a
-//! saturated target or replayer shows in it) and from the actual send. A dry run has no
-//! connections and so no workers: the feeder completes each record when the timekeeper hands
-//! it over (at its instant), as sent and answered at once.
+//! A timekeeping thread takes records in due order, sleeps until each one's instant (absolute:
+//! job start + due offset) and hands them over in chunks. One task, the driver, does all the
+//! rest: it owns every connection ([`Link`]), starts each due record on an idle one, polls the
+//! exchanges in flight as one set and records each outcome as it completes. A response
+//! wakes that one task, which then takes whatever else is ready in the same poll: no task per
+//! connection, no channel between a feeder and workers, no wake-up handed from one to the
+//! other per request (the loop wrk has, and the issue asked for; measured in docs/design.md).
+//! The cost of that: one replayer sends from one core at a time; a machine with more cores
+//! than that uses runs more replayers (`reprise run --replayers N`, or more daemons).
+//!
+//! Connections open while records wait for one, up to `concurrency`, so they grow with need
+//! and no faster. Latency is measured from the due instant (a saturated target or replayer
+//! shows in it) and from the actual send. A dry run has no connections: the driver completes
+//! each record when the timekeeper hands it over (at its instant), as sent and answered at
+//! once.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reprise_proto::batch::Received;
@@ -20,24 +28,43 @@ use reprise_proto::stats::Outcome;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::http::{Link, Target, TargetError};
+use crate::slots::Slots;
+use crate::stats::{RawTimes, Recorder};
 
 /// What came of an exchange: the response's status, or the error kind.
 type Exchanged = (Option<u16>, Option<&'static str>);
-use crate::stats::{RawTimes, Recorder};
 
-/// Workers (and connections) opened when a job starts.
-const WARM_WORKERS: usize = 4;
-/// Chunks of due records between the timekeeping thread and the workers' feeder.
+/// Connections opened when a job starts, before its first instant.
+const WARM_LINKS: usize = 4;
+/// Chunks of due records between the timekeeping thread and the driver.
 const CHUNKS_IN_FLIGHT: usize = 64;
 
-/// A dry run takes the time once per this many records of a chunk (see [`Executor::run`]).
+/// A dry run takes the time once per this many records of a chunk (see [`Executor::dry_run`]).
 const DRY_CLOCK_EVERY: u32 = 32;
 
-/// A record due at an instant, on its way to a worker.
+/// A record due at an instant, on its way to a connection.
 type Due = (Received, Instant);
+
+/// Records waiting for a connection, shared by the driver and the connections' futures. All
+/// are polled by the one driver task, so the lock is never contended (two atomic operations).
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Due>,
+    /// Connections waiting for a record, last idle last (taken first: at low rates few stay
+    /// warm), and which ones are in that list.
+    idle: Vec<usize>,
+    idle_flags: Vec<bool>,
+    /// Connections still opening (each takes a record once open).
+    opening: usize,
+    /// No more records come: a connection that finds none ends.
+    closed: bool,
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// One job at one replayer.
 pub struct Executor {
@@ -47,16 +74,11 @@ pub struct Executor {
     start: Instant,
     dry_run: bool,
     received: AtomicU64,
-    workers: AtomicUsize,
-    /// Workers opening their connection, or waiting for a record: those not busy.
-    available: Arc<AtomicUsize>,
+    links: AtomicUsize,
     /// Set when the job is cancelled; read per record (the token's own check takes a lock).
     stopped: Arc<AtomicBool>,
     /// Signalled when enough completions wait to be acknowledged.
     ack_due: Notify,
-    /// Signalled by a worker that leaves the queue at most half full; the feeder waits on it
-    /// while the queue is full.
-    half_taken: Notify,
 }
 
 impl Executor {
@@ -74,11 +96,9 @@ impl Executor {
             start: instant_of(cfg.start_unix_ns),
             dry_run: dry_run || cfg.dry_run,
             received: AtomicU64::new(0),
-            workers: AtomicUsize::new(0),
-            available: Arc::default(),
+            links: AtomicUsize::new(0),
             stopped: Arc::default(),
             ack_due: Notify::new(),
-            half_taken: Notify::new(),
             cfg,
         }))
     }
@@ -100,17 +120,14 @@ impl Executor {
         self.received.load(Relaxed).saturating_sub(self.recorder.completed())
     }
 
-    /// Connections (workers) opened so far.
-    pub fn workers(&self) -> usize {
-        self.workers.load(Relaxed)
+    /// Connections (links) opened so far.
+    pub fn links(&self) -> usize {
+        self.links.load(Relaxed)
     }
 
     /// Sends every record of every batch at its instant, until the batches end or `cancel`
     /// fires (then what is left is counted cancelled). Waits for requests in flight.
     pub async fn run(self: Arc<Self>, batches: mpsc::Receiver<Vec<Received>>, cancel: CancellationToken) {
-        let limit = self.cfg.concurrency.max(1) as usize;
-        let (tx, rx) = async_channel::bounded::<Due>(limit);
-        let tracker = TaskTracker::new();
         let stopped = Arc::clone(&self.stopped);
         let (watch, finished) = (cancel.clone(), CancellationToken::new());
         let flag_done = finished.clone();
@@ -120,12 +137,6 @@ impl Executor {
                 () = flag_done.cancelled() => {}
             }
         });
-        // A few connections open before the first instant; more while records wait. A dry
-        // run opens none: the feeder completes each record at its instant itself.
-        let warm = if self.dry_run { 0 } else { limit.min(WARM_WORKERS) };
-        for _ in 0..warm {
-            self.spawn_worker(&tracker, &rx);
-        }
         // Timekeeping has a thread of its own: tokio's timer rounds deadlines up to the next
         // millisecond and shares its threads with everything else; a thread sleeping to the
         // instant does neither. It hands over chunks of due records (a whole batch at speed
@@ -133,55 +144,11 @@ impl Executor {
         let (chunks_tx, mut chunks) = mpsc::channel::<Vec<Due>>(CHUNKS_IN_FLIGHT);
         let me = Arc::clone(&self);
         let timekeeper = tokio::task::spawn_blocking(move || me.keep_time(batches, &chunks_tx));
-        'chunks: while let Some(chunk) = chunks.recv().await {
-            let mut due_now = chunk.into_iter();
-            // A dry run's time of taking (only a dry run reads it: sends read their own).
-            let mut taken: Option<Instant> = None;
-            let mut n = 0u32;
-            while let Some(due) = due_now.next() {
-                if self.dry_run {
-                    if self.stopped.load(Relaxed) {
-                        self.recorder.cancel(1 + due_now.len() as u64);
-                        break 'chunks;
-                    }
-                    // Every record of a chunk is due already; the clock read once per
-                    // DRY_CLOCK_EVERY of them is late by at most their bookkeeping (µs).
-                    let at = match taken {
-                        Some(t) if !n.is_multiple_of(DRY_CLOCK_EVERY) => t,
-                        _ => *taken.insert(Instant::now()),
-                    };
-                    n += 1;
-                    self.complete(&due.0, due.1, at, (None, None));
-                    continue;
-                }
-                // A record waits and every worker is busy: one more worker. (Not one per
-                // waiting record: a slow connect would open hundreds at once.)
-                if !tx.is_empty() && self.available.load(Relaxed) == 0 && self.workers() < limit {
-                    self.spawn_worker(&tracker, &rx);
-                }
-                // Cancellation is read from the flag, not the token (whose check takes a lock):
-                // once stopped, workers drain the queue, so a blocked send returns soon.
-                if self.stopped.load(Relaxed) {
-                    self.recorder.cancel(1 + due_now.len() as u64);
-                    break 'chunks;
-                }
-                // The queue holds `limit` records. Once full, the feeder sleeps until the
-                // workers have taken half of it, not until each one record: a wake-up per
-                // half queue instead of one per request.
-                let mut due = due;
-                loop {
-                    match tx.try_send(due) {
-                        Ok(()) => break,
-                        Err(async_channel::TrySendError::Full(back)) => {
-                            due = back;
-                            self.half_taken.notified().await;
-                        }
-                        Err(async_channel::TrySendError::Closed(_)) => break 'chunks,
-                    }
-                }
-            }
+        if self.dry_run {
+            self.dry_run(&mut chunks).await;
+        } else {
+            self.drive(&mut chunks).await;
         }
-        tx.close();
         chunks.close();
         while let Ok(rest) = chunks.try_recv() {
             self.recorder.cancel(rest.len() as u64);
@@ -189,10 +156,160 @@ impl Executor {
         if let Err(e) = timekeeper.await {
             tracing::error!(error = %e, "the timekeeping thread failed");
         }
-        tracker.close();
-        tracker.wait().await;
         finished.cancel();
         let _ = flag.await;
+    }
+
+    /// The driver: hands due records to the connections' futures and polls those woken
+    /// ([`Slots`]). A connection that finishes an exchange takes the next waiting record
+    /// itself; one that finds none waits in `idle` until the driver wakes it for one. Returns
+    /// once the chunks have ended (or the job is stopped: records still waiting are counted
+    /// cancelled) and every exchange in flight has finished.
+    async fn drive(self: &Arc<Self>, chunks: &mut mpsc::Receiver<Vec<Due>>) {
+        let limit = self.cfg.concurrency.max(1) as usize;
+        let queue = Arc::new(Mutex::new(Queue { idle_flags: vec![false; limit], ..Queue::default() }));
+        let mut slots = Slots::with_capacity(limit);
+        // A few connections open before the first instant; more while records wait.
+        for _ in 0..limit.min(WARM_LINKS) {
+            self.add_link(&mut slots, &queue);
+        }
+        let mut open = true;
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut progress = false;
+                let mut recv_pending = false;
+                let grow;
+                {
+                    let mut q = lock(&queue);
+                    // Due records, while few wait (at speed "max" a chunk is a whole batch).
+                    while open && q.waiting.len() < limit {
+                        match chunks.poll_recv(cx) {
+                            Poll::Ready(Some(chunk)) => {
+                                q.waiting.extend(chunk);
+                                progress = true;
+                            }
+                            Poll::Ready(None) => {
+                                open = false;
+                                q.closed = true;
+                            }
+                            Poll::Pending => {
+                                recv_pending = true;
+                                break;
+                            }
+                        }
+                    }
+                    if self.stopped.load(Relaxed) {
+                        self.recorder.cancel(q.waiting.len() as u64);
+                        q.waiting.clear();
+                        q.closed = true;
+                    }
+                    // An idle connection per waiting record (all of them once closed: they end).
+                    let mut unserved = q.waiting.len();
+                    while unserved > 0 || (q.closed && !q.idle.is_empty()) {
+                        let Some(index) = q.idle.pop() else { break };
+                        q.idle_flags[index] = false;
+                        slots.wake(index);
+                        unserved = unserved.saturating_sub(1);
+                        progress = true;
+                    }
+                    // Records wait and no connection is idle or opening: one more. (Not one
+                    // per waiting record: a slow connect would open hundreds at once.)
+                    grow = unserved > 0 && q.opening == 0 && slots.live() < limit;
+                }
+                if grow {
+                    self.add_link(&mut slots, &queue);
+                    progress = true;
+                }
+                if slots.poll(cx).is_ready() && (!open || self.stopped.load(Relaxed)) {
+                    return Poll::Ready(());
+                }
+                // Go round again if anything moved, or if the queue made room since the
+                // chunks were last looked at (nothing would wake the driver for that).
+                let room = open && !recv_pending && lock(&queue).waiting.len() < limit;
+                if !progress && !room {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// A new connection and its future, opening ahead of its first record.
+    fn add_link(self: &Arc<Self>, slots: &mut Slots, queue: &Arc<Mutex<Queue>>) {
+        let (me, shared) = (Arc::clone(self), Arc::clone(queue));
+        // Callers add below the limit the slots were made for, so there is room.
+        if slots.add(move |index| me.serve(shared, index)).is_some() {
+            lock(queue).opening += 1;
+            self.links.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// One connection, for the whole job: opens, then sends waiting records one after
+    /// another, until the queue is closed and empty.
+    async fn serve(self: Arc<Self>, queue: Arc<Mutex<Queue>>, index: usize) {
+        let mut link = Link::default();
+        self.target.open(&mut link).await;
+        lock(&queue).opening -= 1;
+        loop {
+            let next = std::future::poll_fn(|_| {
+                let mut q = lock(&queue);
+                match q.waiting.pop_front() {
+                    Some(due) => Poll::Ready(Some(due)),
+                    None if q.closed => Poll::Ready(None),
+                    None => {
+                        // The driver wakes it for a record (or to end).
+                        if !q.idle_flags[index] {
+                            q.idle_flags[index] = true;
+                            q.idle.push(index);
+                        }
+                        Poll::Pending
+                    }
+                }
+            });
+            let Some((rec, due)) = next.await else { return };
+            if self.stopped.load(Relaxed) {
+                self.recorder.cancel(1);
+            } else {
+                self.fire(&mut link, &rec, due).await;
+            }
+        }
+    }
+
+    async fn fire(&self, link: &mut Link, rec: &Received, due: Instant) {
+        let sent = Instant::now();
+        let result = match rec.view() {
+            Ok(view) => self.target.exchange(link, &view, sent.into_std()).await,
+            // Only a dispatcher of another build could send a record that does not decode
+            // (the versions must match): it counts as an error, the job goes on.
+            Err(e) => {
+                tracing::warn!(error = %e, "a record could not be decoded");
+                (None, Some("other"))
+            }
+        };
+        self.complete(rec, due, sent, result);
+    }
+
+    /// A dry run: each record completes when the timekeeper hands it over, at its instant.
+    async fn dry_run(&self, chunks: &mut mpsc::Receiver<Vec<Due>>) {
+        while let Some(chunk) = chunks.recv().await {
+            let mut due_now = chunk.into_iter();
+            let mut taken: Option<Instant> = None;
+            let mut n = 0u32;
+            while let Some(due) = due_now.next() {
+                if self.stopped.load(Relaxed) {
+                    self.recorder.cancel(1 + due_now.len() as u64);
+                    return;
+                }
+                // Every record of a chunk is due already; the clock read once per
+                // DRY_CLOCK_EVERY of them is late by at most their bookkeeping (µs).
+                let at = match taken {
+                    Some(t) if !n.is_multiple_of(DRY_CLOCK_EVERY) => t,
+                    _ => *taken.insert(Instant::now()),
+                };
+                n += 1;
+                self.complete(&due.0, due.1, at, (None, None));
+            }
+        }
     }
 
     /// The timekeeper: records in order, each released at its due instant. Runs until the
@@ -242,47 +359,6 @@ impl Executor {
                 false
             }
         }
-    }
-
-    fn spawn_worker(self: &Arc<Self>, tracker: &TaskTracker, rx: &async_channel::Receiver<Due>) {
-        self.workers.fetch_add(1, Relaxed);
-        let (me, rx) = (Arc::clone(self), rx.clone());
-        tracker.spawn(async move {
-            let mut link = Link::default();
-            me.available.fetch_add(1, Relaxed);
-            me.target.open(&mut link).await;
-            let half = rx.capacity().unwrap_or(1) / 2;
-            while let Ok((rec, due)) = rx.recv().await {
-                // Workers on several threads may each see the queue already below the half,
-                // so every one that does signals (a permit left while nobody waits costs the
-                // feeder one spare look at a full queue).
-                if rx.len() <= half {
-                    me.half_taken.notify_one();
-                }
-                me.available.fetch_sub(1, Relaxed);
-                if me.stopped.load(Relaxed) {
-                    me.recorder.cancel(1);
-                } else {
-                    me.fire(&mut link, &rec, due).await;
-                }
-                me.available.fetch_add(1, Relaxed);
-            }
-            me.available.fetch_sub(1, Relaxed);
-        });
-    }
-
-    async fn fire(&self, link: &mut Link, rec: &Received, due: Instant) {
-        let sent = Instant::now();
-        let result = match rec.view() {
-            Ok(view) => self.target.exchange(link, &view, sent.into_std()).await,
-            // Only a dispatcher of another build could send a record that does not decode
-            // (the versions must match): it counts as an error, the job goes on.
-            Err(e) => {
-                tracing::warn!(error = %e, "a record could not be decoded");
-                (None, Some("other"))
-            }
-        };
-        self.complete(rec, due, sent, result);
     }
 
     /// Records how a record went: sent at `sent` (for a dry run: taken at `sent`, and done).

@@ -13,6 +13,7 @@ pub mod errors;
 pub mod executor;
 pub mod h1;
 pub mod http;
+pub mod slots;
 pub mod stats;
 mod tls;
 
