@@ -17,8 +17,8 @@
 //! once.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -427,7 +427,9 @@ mod tests {
         let cfg = pb::JobConfig {
             target: format!("http://{addr}"),
             concurrency,
-            timeout_ms: 10_000,
+            // Longer than the tests' hang guards: a request timer that fires would wake a
+            // stalled driver and hide the stall.
+            timeout_ms: 600_000,
             start_unix_ns: now_ns,
             ..Default::default()
         };
@@ -435,10 +437,11 @@ mod tests {
     }
 
     /// Thousands of records due at once, on a runtime of several threads, through few
-    /// connections: the queue to the workers fills and drains again and again, and every
-    /// record is sent and answered. (The feeder sleeps while the queue is full until a worker
-    /// sees it below half; a worker that missed that, racing another, once left the feeder
-    /// asleep for good. The timeout turns such a hang into a failure.)
+    /// connections: the queue of waiting records fills and drains again and again, and every
+    /// record is sent and answered. (The driver takes chunks only while few records wait;
+    /// once connections have made room it must look again, though no waker tells it so. A
+    /// driver that missed that would sleep for good: the timeout turns such a hang into a
+    /// failure. An earlier design's feeder did exactly that, racing its workers.)
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_queue_that_fills_and_drains_again_and_again_loses_no_record() {
         const RECORDS: usize = 20_000;

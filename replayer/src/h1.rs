@@ -1,6 +1,6 @@
-//! Plain HTTP/1.1 on a keep-alive connection the worker owns and drives itself.
+//! Plain HTTP/1.1 on a keep-alive connection its executor future owns and drives itself.
 //!
-//! The request head is written straight from the record into a buffer the worker reuses and
+//! The request head is written straight from the record into a buffer the link reuses and
 //! goes out with the body in one vectored write; the response head is parsed with `httparse`
 //! and its body skipped by its framing (length, chunked, or to the end of the connection).
 //! Per request there is no header map, no request object, no task and no channel: against a

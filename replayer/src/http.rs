@@ -1,12 +1,14 @@
-//! The target, and a worker's link to it. Each executor worker owns one keep-alive
-//! connection (opened on first use, again after an error), so requests need no shared pool:
-//! no lock, no hash lookup, no task per request (as oha does it). Plain HTTP goes through
+//! The target, and a connection's link to it. Each of the executor's connection futures owns
+//! one keep-alive connection (opened on first use, again after an error), so requests need no
+//! shared pool: no lock, no hash lookup, no task per request (as oha does it). Plain HTTP goes through
 //! [`crate::h1`] (heads written straight from the record); HTTPS through hyper.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use std::future::Future as _;
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Uri};
@@ -16,6 +18,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_proto::batch::RecordView;
 use reprise_proto::pb;
+use tokio::time::Sleep;
 use tower_service::Service as _;
 
 use crate::errors::kind_of;
@@ -29,11 +32,17 @@ pub enum TargetError {
 
 type Io = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
 
-/// A worker's side of the target: its connection, and the buffer it writes request heads in.
+/// A connection's side of the target: the connection, the buffer it writes request heads
+/// in, and its timer.
 #[derive(Default)]
 pub struct Link {
     conn: Option<Conn>,
     head: Vec<u8>,
+    /// Each exchange's deadline. One timer per link, moved to each new deadline: a later
+    /// deadline is a single atomic update in tokio (the entry stays in the timer wheel and is
+    /// re-filed when the earlier one comes due), where a `timeout` per request inserted and
+    /// removed a wheel entry each time.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 enum Conn {
@@ -50,7 +59,7 @@ impl Conn {
     }
 }
 
-/// One HTTPS connection, driven by the worker that owns it: the worker polls the connection
+/// One HTTPS connection, driven by the future that owns it: that future polls the connection
 /// while it waits for its response, instead of a spawned task doing the I/O and handing
 /// results across tasks (two wake-ups fewer per request).
 struct TlsConn {
@@ -202,29 +211,44 @@ impl Target {
             Err(why) => return unsendable(rec, &why),
         };
         // The connect and TLS futures (and the TLS request) are boxed: inline they made this
-        // future 2,960 bytes, copied on every request (into the timeout and the caller's
-        // state), though a plain connection that stays open never uses them; now 312.
-        let send = async {
-            if !link.conn.as_mut().is_some_and(|c| c.usable(sent)) {
-                link.conn = Some(Box::pin(self.connect()).await?);
+        // future 2,960 bytes, written on every request, though a plain connection that stays
+        // open never uses them.
+        let Link { conn, head, timer } = link;
+        let deadline = (sent + self.timeout).into();
+        let timer = match timer {
+            Some(t) => {
+                t.as_mut().reset(deadline);
+                t
             }
-            match (link.conn.as_mut(), request) {
-                (Some(Conn::Plain(c)), None) => {
-                    c.exchange(sent, &link.head, rec.body, rec.method == b"HEAD").await
-                }
+            None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        let send = async {
+            if !conn.as_mut().is_some_and(|c| c.usable(sent)) {
+                *conn = Some(Box::pin(self.connect()).await?);
+            }
+            match (conn.as_mut(), request) {
+                (Some(Conn::Plain(c)), None) => c.exchange(sent, head, rec.body, rec.method == b"HEAD").await,
                 (Some(Conn::Tls(c)), Some(req)) => Box::pin(c.send(sent, *req)).await,
                 // invariant: the connection was opened just above, of the target's kind.
                 _ => Err("other"),
             }
         };
-        match tokio::time::timeout_at((sent + self.timeout).into(), send).await {
-            Ok(Ok(status)) => (Some(status), None),
-            Ok(Err(kind)) => {
-                link.conn = None;
+        let outcome = {
+            tokio::pin!(send);
+            std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+                Poll::Ready(done) => Poll::Ready(Some(done)),
+                Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
+            })
+            .await
+        };
+        match outcome {
+            Some(Ok(status)) => (Some(status), None),
+            Some(Err(kind)) => {
+                *conn = None;
                 (None, Some(kind))
             }
-            Err(_) => {
-                link.conn = None;
+            None => {
+                *conn = None;
                 (None, Some("timeout"))
             }
         }
@@ -303,7 +327,84 @@ fn unsendable(rec: &RecordView<'_>, why: &Unsendable) -> (Option<u16>, Option<&'
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+    use reprise_proto::batch::{RecordRef, split};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
+
+    /// A link's one timer is moved to each exchange's deadline: answered requests before and
+    /// after do not time out, one that gets no answer does, at its own deadline (not an
+    /// earlier request's), and the next goes out on a new connection.
+    #[tokio::test]
+    async fn each_exchange_times_out_at_its_own_deadline_on_the_links_one_timer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicU32::new(0));
+        let accepted = Arc::clone(&connections);
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                accepted.fetch_add(1, Relaxed);
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let n = match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        got.extend_from_slice(&buf[..n]);
+                        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head: Vec<u8> = got.drain(..end + 4).collect();
+                            if head.starts_with(b"GET /hang") {
+                                continue; // never answered
+                            }
+                            let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                            if sock.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let cfg = pb::JobConfig { target: format!("http://{addr}"), timeout_ms: 300, ..Default::default() };
+        let target = Target::new(&cfg).expect("plain");
+        let mut encoded = BytesMut::new();
+        let no_headers: [(&[u8], &[u8]); 0] = [];
+        for path in ["/a", "/b", "/hang", "/c"] {
+            let rec = RecordRef {
+                due_offset_ns: 0,
+                endpoint: 0,
+                method: b"GET",
+                path: path.as_bytes(),
+                headers: &no_headers,
+                body: b"",
+                host: b"",
+            };
+            rec.write_to(&mut encoded);
+        }
+        let records = split(pb::RecordBatch { encoded: encoded.freeze(), count: 4 }).expect("framing");
+        let mut link = Link::default();
+        let mut outcomes = Vec::new();
+        for rec in &records {
+            // Spaced so the hanging request's deadline is well after the first ones'.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let view = rec.view().expect("decodes");
+            let sent = Instant::now();
+            let outcome = target.exchange(&mut link, &view, sent).await;
+            outcomes.push((outcome, sent.elapsed()));
+        }
+        server.abort();
+        let kinds: Vec<_> = outcomes.iter().map(|(o, _)| *o).collect();
+        assert_eq!(kinds, [(Some(200), None), (Some(200), None), (None, Some("timeout")), (Some(200), None)]);
+        let waited = outcomes[2].1;
+        assert!(waited >= Duration::from_millis(300), "timed out early, after {waited:?}");
+        assert_eq!(connections.load(Relaxed), 2, "a new connection after the timeout, none before");
+    }
 
     #[test]
     fn paths_a_uri_refuses_are_percent_encoded() {

@@ -3,9 +3,9 @@
 //!
 //! # Layout
 //! [`client`] subscribes, reconnects and reports; [`executor`] waits for each record's
-//! instant and hands it to a connection worker; [`http`] holds the target and sends on one
-//! keep-alive HTTP/1.1 connection per worker ([`h1`] for plain HTTP, hyper and rustls for
-//! https); [`stats`] keeps the interval deltas;
+//! instant and hands it to one of its connections, all driven by one task ([`slots`]);
+//! [`http`] holds the target and sends on one keep-alive HTTP/1.1 connection per link ([`h1`]
+//! for plain HTTP, hyper and rustls for https); [`stats`] keeps the interval deltas;
 //! [`errors`] classifies failures into a bounded set of kinds.
 
 pub mod client;
