@@ -141,7 +141,7 @@ fn endpoint<H: Dist>(name: &str, s: &Stats<H>, secs: f64) -> EndpointReport {
         latency_ms: Percentiles::of(&s.latency),
         service_ms: Percentiles::of(&s.service),
         schedule_lag_ms: Percentiles::of(&s.lag),
-        status: s.status.clone(),
+        status: s.status.iter().collect(),
         status_class: s.status_classes().into_iter().collect(),
         errors: s.errors.clone(),
     }
