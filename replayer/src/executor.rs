@@ -480,22 +480,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let run = tokio::spawn(Arc::clone(&exec).run(rx, CancellationToken::new()));
         for batch in 0..RECORDS / 500 {
-            let mut encoded = BytesMut::new();
-            let no_headers: [(&[u8], &[u8]); 0] = [];
-            for i in 0..500 {
-                let path = format!("/q/{}", batch * 500 + i);
-                let rec = RecordRef {
-                    due_offset_ns: 0,
-                    endpoint: (i % 7) as u32,
-                    method: b"GET",
-                    path: path.as_bytes(),
-                    headers: &no_headers,
-                    body: b"",
-                    host: b"",
-                };
-                rec.write_to(&mut encoded);
-            }
-            let records = split(pb::RecordBatch { encoded: encoded.freeze(), count: 500 }).expect("framing");
+            let paths: Vec<String> = (0..500).map(|i| format!("/q/{}", batch * 500 + i)).collect();
+            let records = crate::gets(paths.iter().enumerate().map(|(i, p)| (p.as_str(), (i % 7) as u32)));
             tx.send(records).await.expect("room");
         }
         drop(tx);

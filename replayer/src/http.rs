@@ -327,8 +327,6 @@ fn unsendable(rec: &RecordView<'_>, why: &Unsendable) -> (Option<u16>, Option<&'
 
 #[cfg(test)]
 mod tests {
-    use bytes::BytesMut;
-    use reprise_proto::batch::{RecordRef, split};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -373,21 +371,7 @@ mod tests {
         });
         let cfg = pb::JobConfig { target: format!("http://{addr}"), timeout_ms: 300, ..Default::default() };
         let target = Target::new(&cfg).expect("plain");
-        let mut encoded = BytesMut::new();
-        let no_headers: [(&[u8], &[u8]); 0] = [];
-        for path in ["/a", "/b", "/hang", "/c"] {
-            let rec = RecordRef {
-                due_offset_ns: 0,
-                endpoint: 0,
-                method: b"GET",
-                path: path.as_bytes(),
-                headers: &no_headers,
-                body: b"",
-                host: b"",
-            };
-            rec.write_to(&mut encoded);
-        }
-        let records = split(pb::RecordBatch { encoded: encoded.freeze(), count: 4 }).expect("framing");
+        let records = crate::gets(["/a", "/b", "/hang", "/c"].map(|p| (p, 0)));
         let mut link = Link::default();
         let mut outcomes = Vec::new();
         for rec in &records {

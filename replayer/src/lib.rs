@@ -20,3 +20,28 @@ mod tls;
 pub use client::{Events, ReplayerError, ReplayerOptions, Reports, Upstream, run, run_on};
 /// The error an [`Upstream`] answers with (tonic's, over gRPC or not).
 pub use tonic::Status;
+
+/// Records for the unit tests: GETs of the given paths, each due at once, with its endpoint.
+#[cfg(test)]
+pub(crate) fn gets<'a>(
+    paths: impl IntoIterator<Item = (&'a str, u32)>,
+) -> Vec<reprise_proto::batch::Received> {
+    use reprise_proto::batch::{RecordRef, split};
+    let mut encoded = bytes::BytesMut::new();
+    let no_headers: [(&[u8], &[u8]); 0] = [];
+    let mut count = 0;
+    for (path, endpoint) in paths {
+        let rec = RecordRef {
+            due_offset_ns: 0,
+            endpoint,
+            method: b"GET",
+            path: path.as_bytes(),
+            headers: &no_headers,
+            body: b"",
+            host: b"",
+        };
+        rec.write_to(&mut encoded);
+        count += 1;
+    }
+    split(reprise_proto::pb::RecordBatch { encoded: encoded.freeze(), count }).expect("framing")
+}
