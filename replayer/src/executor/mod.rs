@@ -1,10 +1,11 @@
 //! Fires records at the target at their due instants.
 //!
-//! A timekeeping thread takes records in due order, sleeps until each one's instant (absolute:
-//! job start + due offset) and hands them over in chunks. One task, the driver, does all the
-//! rest: it owns every connection ([`Link`]), starts each due record on an idle one, polls the
-//! exchanges in flight as one set and records each outcome as it completes. A response
-//! wakes that one task, which then takes whatever else is ready in the same poll: no task per
+//! A timekeeping thread (`timekeeper.rs`) takes records in due order, sleeps until each one's
+//! instant (absolute: job start + due offset) and hands them over in chunks. One task, the
+//! driver (`driver.rs`), does all the rest: it owns every connection
+//! ([`Link`](crate::http::Link)), one future each, hands each due record to an idle one,
+//! polls those that are ready and records each outcome as it completes. A response wakes
+//! that one task, which then takes whatever else is ready in the same poll: no task per
 //! connection, no channel between a feeder and workers, no wake-up handed from one to the
 //! other per request (the loop wrk has, and the issue asked for; measured in docs/design.md).
 //! The cost of that: one replayer sends from one core at a time; a machine with more cores
@@ -16,11 +17,12 @@
 //! each record when the timekeeper hands it over (at its instant), as sent and answered at
 //! once.
 
-use std::collections::VecDeque;
+mod driver;
+mod timekeeper;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reprise_proto::batch::Received;
 use reprise_proto::pb;
@@ -29,15 +31,13 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{Link, Target, TargetError};
-use crate::slots::Slots;
+use crate::http::{Target, TargetError};
 use crate::stats::{RawTimes, Recorder};
+use timekeeper::instant_of;
 
 /// What came of an exchange: the response's status, or the error kind.
 type Exchanged = (Option<u16>, Option<&'static str>);
 
-/// Connections opened when a job starts, before its first instant.
-const WARM_LINKS: usize = 4;
 /// Chunks of due records between the timekeeping thread and the driver.
 const CHUNKS_IN_FLIGHT: usize = 64;
 
@@ -46,25 +46,6 @@ const DRY_CLOCK_EVERY: u32 = 32;
 
 /// A record due at an instant, on its way to a connection.
 type Due = (Received, Instant);
-
-/// Records waiting for a connection, shared by the driver and the connections' futures. All
-/// are polled by the one driver task, so the lock is never contended (two atomic operations).
-#[derive(Default)]
-struct Queue {
-    waiting: VecDeque<Due>,
-    /// Connections waiting for a record, last idle last (taken first: at low rates few stay
-    /// warm), and which ones are in that list.
-    idle: Vec<usize>,
-    idle_flags: Vec<bool>,
-    /// Connections still opening (each takes a record once open).
-    opening: usize,
-    /// No more records come: a connection that finds none ends.
-    closed: bool,
-}
-
-fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-    queue.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// One job at one replayer.
 pub struct Executor {
@@ -160,135 +141,6 @@ impl Executor {
         let _ = flag.await;
     }
 
-    /// The driver: hands due records to the connections' futures and polls those woken
-    /// ([`Slots`]). A connection that finishes an exchange takes the next waiting record
-    /// itself; one that finds none waits in `idle` until the driver wakes it for one. Returns
-    /// once the chunks have ended (or the job is stopped: records still waiting are counted
-    /// cancelled) and every exchange in flight has finished.
-    async fn drive(self: &Arc<Self>, chunks: &mut mpsc::Receiver<Vec<Due>>) {
-        let limit = self.cfg.concurrency.max(1) as usize;
-        let queue = Arc::new(Mutex::new(Queue { idle_flags: vec![false; limit], ..Queue::default() }));
-        let mut slots = Slots::with_capacity(limit);
-        // A few connections open before the first instant; more while records wait.
-        for _ in 0..limit.min(WARM_LINKS) {
-            self.add_link(&mut slots, &queue);
-        }
-        let mut open = true;
-        std::future::poll_fn(|cx| {
-            loop {
-                let mut progress = false;
-                let mut recv_pending = false;
-                let grow;
-                {
-                    let mut q = lock(&queue);
-                    // Due records, while few wait (at speed "max" a chunk is a whole batch).
-                    while open && q.waiting.len() < limit {
-                        match chunks.poll_recv(cx) {
-                            Poll::Ready(Some(chunk)) => {
-                                q.waiting.extend(chunk);
-                                progress = true;
-                            }
-                            Poll::Ready(None) => {
-                                open = false;
-                                q.closed = true;
-                            }
-                            Poll::Pending => {
-                                recv_pending = true;
-                                break;
-                            }
-                        }
-                    }
-                    if self.stopped.load(Relaxed) {
-                        self.recorder.cancel(q.waiting.len() as u64);
-                        q.waiting.clear();
-                        q.closed = true;
-                    }
-                    // An idle connection per waiting record (all of them once closed: they end).
-                    let mut unserved = q.waiting.len();
-                    while unserved > 0 || (q.closed && !q.idle.is_empty()) {
-                        let Some(index) = q.idle.pop() else { break };
-                        q.idle_flags[index] = false;
-                        slots.wake(index);
-                        unserved = unserved.saturating_sub(1);
-                        progress = true;
-                    }
-                    // Records wait and no connection is idle or opening: one more. (Not one
-                    // per waiting record: a slow connect would open hundreds at once.)
-                    grow = unserved > 0 && q.opening == 0 && slots.live() < limit;
-                }
-                if grow {
-                    self.add_link(&mut slots, &queue);
-                    progress = true;
-                }
-                if slots.poll(cx).is_ready() && (!open || self.stopped.load(Relaxed)) {
-                    return Poll::Ready(());
-                }
-                // Go round again if anything moved, or if the queue made room since the
-                // chunks were last looked at (nothing would wake the driver for that).
-                let room = open && !recv_pending && lock(&queue).waiting.len() < limit;
-                if !progress && !room {
-                    return Poll::Pending;
-                }
-            }
-        })
-        .await;
-    }
-
-    /// A new connection and its future, opening ahead of its first record.
-    fn add_link(self: &Arc<Self>, slots: &mut Slots, queue: &Arc<Mutex<Queue>>) {
-        let (me, shared) = (Arc::clone(self), Arc::clone(queue));
-        // Callers add below the limit the slots were made for, so there is room.
-        if slots.add(move |index| me.serve(shared, index)).is_some() {
-            lock(queue).opening += 1;
-            self.links.fetch_add(1, Relaxed);
-        }
-    }
-
-    /// One connection, for the whole job: opens, then sends waiting records one after
-    /// another, until the queue is closed and empty.
-    async fn serve(self: Arc<Self>, queue: Arc<Mutex<Queue>>, index: usize) {
-        let mut link = Link::default();
-        self.target.open(&mut link).await;
-        lock(&queue).opening -= 1;
-        loop {
-            let next = std::future::poll_fn(|_| {
-                let mut q = lock(&queue);
-                match q.waiting.pop_front() {
-                    Some(due) => Poll::Ready(Some(due)),
-                    None if q.closed => Poll::Ready(None),
-                    None => {
-                        // The driver wakes it for a record (or to end).
-                        if !q.idle_flags[index] {
-                            q.idle_flags[index] = true;
-                            q.idle.push(index);
-                        }
-                        Poll::Pending
-                    }
-                }
-            });
-            let Some((rec, due)) = next.await else { return };
-            if self.stopped.load(Relaxed) {
-                self.recorder.cancel(1);
-            } else {
-                self.fire(&mut link, &rec, due).await;
-            }
-        }
-    }
-
-    async fn fire(&self, link: &mut Link, rec: &Received, due: Instant) {
-        let sent = Instant::now();
-        let result = match rec.view() {
-            Ok(view) => self.target.exchange(link, &view, sent.into_std()).await,
-            // Only a dispatcher of another build could send a record that does not decode
-            // (the versions must match): it counts as an error, the job goes on.
-            Err(e) => {
-                tracing::warn!(error = %e, "a record could not be decoded");
-                (None, Some("other"))
-            }
-        };
-        self.complete(rec, due, sent, result);
-    }
-
     /// A dry run: each record completes when the timekeeper hands it over, at its instant.
     async fn dry_run(&self, chunks: &mut mpsc::Receiver<Vec<Due>>) {
         while let Some(chunk) = chunks.recv().await {
@@ -308,55 +160,6 @@ impl Executor {
                 };
                 n += 1;
                 self.complete(&due.0, due.1, at, (None, None));
-            }
-        }
-    }
-
-    /// The timekeeper: records in order, each released at its due instant. Runs until the
-    /// batches end; once the job is stopped, what is left is counted cancelled.
-    fn keep_time(&self, mut batches: mpsc::Receiver<Vec<Received>>, out: &mpsc::Sender<Vec<Due>>) {
-        let mut chunk = Vec::new();
-        let mut open = true;
-        // The clock is read again only for a record due after the last reading: one due
-        // before it is due now (at speed "max", all of them), and reading the clock for each
-        // was a tenth of a dry-run replayer's CPU.
-        let mut now = Instant::now();
-        while let Some(batch) = batches.blocking_recv() {
-            self.received.fetch_add(batch.len() as u64, Relaxed);
-            let mut records = batch.into_iter();
-            while let Some(rec) = records.next() {
-                let due = self.start + Duration::from_nanos(rec.due_offset_ns.max(0) as u64);
-                if due > now {
-                    now = Instant::now();
-                }
-                let waits = due > now;
-                if waits && !chunk.is_empty() {
-                    open = self.hand_over(&mut chunk, out) && open;
-                }
-                if !open || self.stopped.load(Relaxed) || (waits && !sleep_until(due, &self.stopped)) {
-                    self.recorder.cancel(1 + records.len() as u64);
-                    break;
-                }
-                if waits {
-                    now = due;
-                }
-                chunk.push((rec, due));
-            }
-            if !chunk.is_empty() {
-                open = self.hand_over(&mut chunk, out) && open;
-            }
-        }
-    }
-
-    /// Passes due records to the feeder; false (and counted cancelled) once it is gone.
-    fn hand_over(&self, chunk: &mut Vec<Due>, out: &mpsc::Sender<Vec<Due>>) -> bool {
-        let records = std::mem::take(chunk);
-        let n = records.len() as u64;
-        match out.blocking_send(records) {
-            Ok(()) => true,
-            Err(_) => {
-                self.recorder.cancel(n);
-                false
             }
         }
     }
@@ -383,39 +186,11 @@ impl Executor {
     }
 }
 
-/// Sleeps the thread until `due` (no timer wheel: to within the OS's wake-up latency, tens of
-/// µs); false if the job was stopped first.
-fn sleep_until(due: Instant, stopped: &AtomicBool) -> bool {
-    const CHECK_CANCEL_EVERY: Duration = Duration::from_millis(20);
-    loop {
-        if stopped.load(Relaxed) {
-            return false;
-        }
-        let left = due.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return true;
-        }
-        std::thread::sleep(left.min(CHECK_CANCEL_EVERY));
-    }
-}
-
-/// The tokio instant of a wall-clock time (Unix ns).
-fn instant_of(unix_ns: i64) -> Instant {
-    let now_ns =
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default();
-    let now = Instant::now();
-    let delta = unix_ns - now_ns;
-    if delta >= 0 {
-        now + Duration::from_nanos(delta as u64)
-    } else {
-        now.checked_sub(Duration::from_nanos(delta.unsigned_abs())).unwrap_or(now)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
     use reprise_proto::batch::{RecordRef, split};
+    use std::time::{SystemTime, UNIX_EPOCH};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 

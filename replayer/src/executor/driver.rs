@@ -1,0 +1,168 @@
+//! The driver: one task per job that owns every connection, as one long-lived future each
+//! ([`Slots`]), and hands them due records.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+
+use reprise_proto::batch::Received;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Due, Executor};
+use crate::http::Link;
+use crate::slots::Slots;
+
+/// Connections opened when a job starts, before its first instant.
+const WARM_LINKS: usize = 4;
+
+/// Records waiting for a connection, shared by the driver and the connections' futures. All
+/// are polled by the one driver task, so the lock is never contended (two atomic operations).
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<Due>,
+    /// Connections waiting for a record, last idle last (taken first: at low rates few stay
+    /// warm), and which ones are in that list.
+    idle: Vec<usize>,
+    idle_flags: Vec<bool>,
+    /// Connections still opening (each takes a record once open).
+    opening: usize,
+    /// No more records come: a connection that finds none ends.
+    closed: bool,
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Executor {
+    /// The driver: hands due records to the connections' futures and polls those woken
+    /// ([`Slots`]). A connection that finishes an exchange takes the next waiting record
+    /// itself; one that finds none waits in `idle` until the driver wakes it for one. Returns
+    /// once the chunks have ended (or the job is stopped: records still waiting are counted
+    /// cancelled) and every exchange in flight has finished.
+    pub(super) async fn drive(self: &Arc<Self>, chunks: &mut mpsc::Receiver<Vec<Due>>) {
+        let limit = self.cfg.concurrency.max(1) as usize;
+        let queue = Arc::new(Mutex::new(Queue { idle_flags: vec![false; limit], ..Queue::default() }));
+        let mut slots = Slots::with_capacity(limit);
+        // A few connections open before the first instant; more while records wait.
+        for _ in 0..limit.min(WARM_LINKS) {
+            self.add_link(&mut slots, &queue);
+        }
+        let mut open = true;
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut progress = false;
+                let mut recv_pending = false;
+                let grow;
+                {
+                    let mut q = lock(&queue);
+                    // Due records, while few wait (at speed "max" a chunk is a whole batch).
+                    while open && q.waiting.len() < limit {
+                        match chunks.poll_recv(cx) {
+                            Poll::Ready(Some(chunk)) => {
+                                q.waiting.extend(chunk);
+                                progress = true;
+                            }
+                            Poll::Ready(None) => {
+                                open = false;
+                                q.closed = true;
+                            }
+                            Poll::Pending => {
+                                recv_pending = true;
+                                break;
+                            }
+                        }
+                    }
+                    if self.stopped.load(Relaxed) {
+                        self.recorder.cancel(q.waiting.len() as u64);
+                        q.waiting.clear();
+                        q.closed = true;
+                    }
+                    // An idle connection per waiting record (all of them once closed: they end).
+                    let mut unserved = q.waiting.len();
+                    while unserved > 0 || (q.closed && !q.idle.is_empty()) {
+                        let Some(index) = q.idle.pop() else { break };
+                        q.idle_flags[index] = false;
+                        slots.wake(index);
+                        unserved = unserved.saturating_sub(1);
+                        progress = true;
+                    }
+                    // Records wait and no connection is idle or opening: one more. (Not one
+                    // per waiting record: a slow connect would open hundreds at once.)
+                    grow = unserved > 0 && q.opening == 0 && slots.live() < limit;
+                }
+                if grow {
+                    self.add_link(&mut slots, &queue);
+                    progress = true;
+                }
+                if slots.poll(cx).is_ready() && (!open || self.stopped.load(Relaxed)) {
+                    return Poll::Ready(());
+                }
+                // Go round again if anything moved, or if the queue made room since the
+                // chunks were last looked at (nothing would wake the driver for that).
+                let room = open && !recv_pending && lock(&queue).waiting.len() < limit;
+                if !progress && !room {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// A new connection and its future, opening ahead of its first record.
+    fn add_link(self: &Arc<Self>, slots: &mut Slots, queue: &Arc<Mutex<Queue>>) {
+        let (me, shared) = (Arc::clone(self), Arc::clone(queue));
+        // Callers add below the limit the slots were made for, so there is room.
+        if slots.add(move |index| me.serve(shared, index)).is_some() {
+            lock(queue).opening += 1;
+            self.links.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// One connection, for the whole job: opens, then sends waiting records one after
+    /// another, until the queue is closed and empty.
+    async fn serve(self: Arc<Self>, queue: Arc<Mutex<Queue>>, index: usize) {
+        let mut link = Link::default();
+        self.target.open(&mut link).await;
+        lock(&queue).opening -= 1;
+        loop {
+            let next = std::future::poll_fn(|_| {
+                let mut q = lock(&queue);
+                match q.waiting.pop_front() {
+                    Some(due) => Poll::Ready(Some(due)),
+                    None if q.closed => Poll::Ready(None),
+                    None => {
+                        // The driver wakes it for a record (or to end).
+                        if !q.idle_flags[index] {
+                            q.idle_flags[index] = true;
+                            q.idle.push(index);
+                        }
+                        Poll::Pending
+                    }
+                }
+            });
+            let Some((rec, due)) = next.await else { return };
+            if self.stopped.load(Relaxed) {
+                self.recorder.cancel(1);
+            } else {
+                self.fire(&mut link, &rec, due).await;
+            }
+        }
+    }
+
+    async fn fire(&self, link: &mut Link, rec: &Received, due: Instant) {
+        let sent = Instant::now();
+        let result = match rec.view() {
+            Ok(view) => self.target.exchange(link, &view, sent.into_std()).await,
+            // Only a dispatcher of another build could send a record that does not decode
+            // (the versions must match): it counts as an error, the job goes on.
+            Err(e) => {
+                tracing::warn!(error = %e, "a record could not be decoded");
+                (None, Some("other"))
+            }
+        };
+        self.complete(rec, due, sent, result);
+    }
+}
