@@ -23,8 +23,9 @@ const WARM_LINKS: usize = 4;
 struct Queue {
     waiting: VecDeque<Due>,
     /// Connections waiting for a record, last idle last (taken first: at low rates few stay
-    /// warm), and which ones are in that list.
+    /// warm). An entry whose flag is down is stale: that connection took a record since.
     idle: Vec<usize>,
+    /// Which connections are idle.
     idle_flags: Vec<bool>,
     /// Connections still opening (each takes a record once open).
     opening: usize,
@@ -84,6 +85,9 @@ impl Executor {
                     let mut unserved = q.waiting.len();
                     while unserved > 0 || (q.closed && !q.idle.is_empty()) {
                         let Some(index) = q.idle.pop() else { break };
+                        if !q.idle_flags[index] {
+                            continue; // it took a record since (see `serve`)
+                        }
                         q.idle_flags[index] = false;
                         slots.wake(index);
                         unserved = unserved.saturating_sub(1);
@@ -131,7 +135,12 @@ impl Executor {
             let next = std::future::poll_fn(|_| {
                 let mut q = lock(&queue);
                 match q.waiting.pop_front() {
-                    Some(due) => Poll::Ready(Some(due)),
+                    Some(due) => {
+                        // Polled while listed idle (a stale wake, e.g. its timer's old
+                        // deadline): no longer idle; the driver skips its entry.
+                        q.idle_flags[index] = false;
+                        Poll::Ready(Some(due))
+                    }
                     None if q.closed => Poll::Ready(None),
                     None => {
                         // The driver wakes it for a record (or to end).
