@@ -33,6 +33,11 @@ const EXIT_THRESHOLDS: u8 = 99;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Worker threads for the dispatch loop and the replayers' connections (default: one per
+    /// core). When the target runs on the same small machine, fewer leave it cores, as
+    /// wrk's `-t` does.
+    #[arg(long, global = true, env = "REPRISE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    threads: Option<u16>,
 }
 
 #[derive(Subcommand)]
@@ -104,7 +109,11 @@ fn main() -> ExitCode {
     // rustls picks a process-wide provider by itself only while exactly one is compiled in:
     // name ring, the one every client here is built on, so a dependency cannot change it.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

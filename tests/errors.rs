@@ -99,6 +99,25 @@ async fn a_bad_job_file_exits_2_from_run_and_dispatcher() {
 }
 
 #[tokio::test]
+async fn a_thread_count_of_zero_is_refused_before_anything_runs() {
+    let dir = temp_dir("threads0");
+    let job = dir.join("job.toml");
+    std::fs::write(&job, "[job]\ntarget = \"http://127.0.0.1:1\"\n").expect("write");
+    for (flag, env) in [(Some("0"), None), (None, Some("0")), (Some("many"), None)] {
+        let mut a = args(&["run", job.to_str().expect("p")]);
+        a.extend(flag.map(|f| ["--threads".to_string(), f.to_string()]).into_iter().flatten());
+        let env: Vec<(&str, &str)> = env.map(|v| ("REPRISE_THREADS", v)).into_iter().collect();
+        let out = reprise_env(a, &env).await;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--threads") && err.contains("invalid value"),
+            "says which option and why: {err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_unreachable_target_exits_3_before_replaying() {
     let dir = temp_dir("unreachable");
     let rec = dir.join("r.jsonl");

@@ -52,7 +52,10 @@ async fn every_record_arrives_rate_times_with_identical_bytes() {
     let dir = temp_dir("exact");
     let rec = recording(&dir, 30, |i| i as i64 * 7);
     let job = write_job(&dir, &target.url(), &rec, "rate = 2.0\nspeed = \"max\"", "");
-    let report = run_job(&job, &dir, &["--replayers", "2"]).await;
+    // One runtime thread for the dispatch loop and both replayers (`--threads`, as a target
+    // sharing a small machine asks for): nothing may wait on a second one.
+    let report = run_job(&job, &dir, &["--replayers", "2", "--threads", "1"]).await;
+    assert_eq!(report["runtime_threads"], 1, "--threads sets the runtime's worker threads");
 
     let got = target.requests();
     assert_eq!(got.len(), 60, "30 records × rate 2");
@@ -106,6 +109,8 @@ async fn a_dry_run_counts_every_record_and_sends_none() {
     let report = run_job(&job, &dir, &["--replayers", "2", "--dry-run"]).await;
 
     assert!(target.requests().is_empty(), "a dry run sends nothing");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(report["runtime_threads"], cores, "one runtime thread per core by default");
     let t = &report["totals"];
     assert_eq!((t["input"].as_u64(), t["scheduled"].as_u64()), (Some(30), Some(60)), "{t}");
     assert_eq!(

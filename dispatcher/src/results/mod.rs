@@ -59,6 +59,9 @@ pub struct Report {
     pub aborted_by: Option<String>,
     /// Peak resident memory of this process (VmHWM), when the platform tells it.
     pub peak_rss_bytes: Option<u64>,
+    /// Worker threads of this process's runtime (`reprise --threads`), where the dispatch
+    /// loop and in-process replayers run; what a figure was measured with.
+    pub runtime_threads: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -217,6 +220,7 @@ impl Report {
             sinks: job.sinks().counts(),
             thresholds: verdicts,
             peak_rss_bytes: peak_rss_bytes(),
+            runtime_threads: tokio::runtime::Handle::try_current().ok().map(|h| h.metrics().num_workers()),
         }
     }
 
