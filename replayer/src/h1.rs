@@ -141,20 +141,23 @@ impl Plain {
     /// the connection ends after this response.
     async fn read_head(&mut self, head_request: bool) -> Result<(u16, Body, bool), &'static str> {
         loop {
-            match parse_head(&self.inbuf, head_request)? {
-                Some((len, status, _, _)) if (100..200).contains(&status) && status != 101 => {
-                    self.inbuf.advance(len);
-                }
-                Some((len, status, body, close)) => {
-                    self.inbuf.advance(len);
-                    return Ok((status, body, close));
-                }
-                None if self.inbuf.len() > MAX_HEAD => return Err("other"),
-                None => {
-                    if self.fill().await? == 0 {
-                        return Err("reset");
+            // Parsed only once bytes are there: after a request is sent nothing is yet.
+            if !self.inbuf.is_empty() {
+                match parse_head(&self.inbuf, head_request)? {
+                    Some((len, status, _, _)) if (100..200).contains(&status) && status != 101 => {
+                        self.inbuf.advance(len);
+                        continue;
                     }
+                    Some((len, status, body, close)) => {
+                        self.inbuf.advance(len);
+                        return Ok((status, body, close));
+                    }
+                    None if self.inbuf.len() > MAX_HEAD => return Err("other"),
+                    None => {}
                 }
+            }
+            if self.fill().await? == 0 {
+                return Err("reset");
             }
         }
     }
