@@ -161,6 +161,13 @@ impl Sparse {
         (self.keys, self.counts) = (keys, counts);
     }
 
+    /// Reads the fields recording touches, and the last pending value (whose cache line the
+    /// next is usually written to); see [`crate::stats::EndpointStats::warm`].
+    pub fn warm(&self) -> u64 {
+        let last = self.pending.last().copied().unwrap_or_default();
+        (self.keys.len() as u64).wrapping_add(self.len).wrapping_add(u64::from(last))
+    }
+
     /// (bucket, count) pairs in increasing bucket order (of the folded buckets only).
     fn buckets(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.keys.iter().map(|&k| u32::from(k)).zip(self.counts.iter().copied())

@@ -215,6 +215,16 @@ impl<H: Dist> Stats<H> {
 }
 
 impl EndpointStats {
+    /// Reads what [`Stats::record`] will touch and returns a meaningless sum of it, so that
+    /// a caller about to record into many endpoints can bring them into the cache first,
+    /// their misses overlapping (the replayer's batch fold).
+    pub fn warm(&self) -> u64 {
+        let sums = [&self.latency, &self.service, &self.lag].map(Sparse::warm);
+        self.ok
+            .wrapping_add(self.status.len() as u64)
+            .wrapping_add(sums.iter().fold(0, |a, b| a.wrapping_add(*b)))
+    }
+
     /// Folds the values its histograms hold unsorted (see [`Sparse`]), so that reading
     /// them (encoding, quantiles) needs no copy.
     pub fn settle(&mut self) {
