@@ -17,6 +17,9 @@ use crate::slots::Slots;
 /// Connections opened when a job starts, before its first instant.
 const WARM_LINKS: usize = 4;
 
+/// How far ahead in the queue a connection touches the record it will send (see `serve`).
+const LOOKAHEAD: usize = 4;
+
 /// Records waiting for a connection, shared by the driver and the connections' futures. All
 /// are polled by the one driver task, so the lock is never contended (two atomic operations).
 #[derive(Default)]
@@ -136,6 +139,11 @@ impl Executor {
                 let mut q = lock(&queue);
                 match q.waiting.pop_front() {
                     Some(due) => {
+                        // The record after a few more: its slot and bytes are cold (the
+                        // chunk came a whole queue ago); their misses overlap this exchange.
+                        if let Some((ahead, _)) = q.waiting.get(LOOKAHEAD) {
+                            std::hint::black_box(ahead.warm());
+                        }
                         // Polled while listed idle (a stale wake, e.g. its timer's old
                         // deadline): no longer idle; the driver skips its entry.
                         q.idle_flags[index] = false;
