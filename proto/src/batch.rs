@@ -134,12 +134,12 @@ impl Received {
         Ok(pb::Record::decode(self.encoded.clone())?)
     }
 
-    /// Reads the record's first and last bytes and returns one of them, meaningless: a
-    /// replayer touches a record it will send soon, so that the cache miss on a batch that
-    /// arrived milliseconds ago overlaps the request before instead of stalling this one.
-    pub fn warm(&self) -> u8 {
-        let (first, last) = (self.encoded.first(), self.encoded.last());
-        first.copied().unwrap_or_default() ^ last.copied().unwrap_or_default()
+    /// Prefetches the record's first bytes: a replayer calls it on a record it will send
+    /// soon, so the cache miss on a batch that arrived milliseconds ago is over by then.
+    pub fn prefetch(&self) {
+        if let Some(first) = self.encoded.first() {
+            crate::hint::prefetch(first);
+        }
     }
 
     /// The record read in place, as a replayer sends it: no message is built, no field is

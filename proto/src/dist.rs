@@ -161,11 +161,20 @@ impl Sparse {
         (self.keys, self.counts) = (keys, counts);
     }
 
-    /// Reads the fields recording touches, and the last pending value (whose cache line the
-    /// next is usually written to); see [`crate::stats::EndpointStats::warm`].
-    pub fn warm(&self) -> u64 {
-        let last = self.pending.last().copied().unwrap_or_default();
-        (self.keys.len() as u64).wrapping_add(self.len).wrapping_add(u64::from(last))
+    /// Prefetches the fields recording touches (see [`crate::stats::EndpointStats::prefetch`]).
+    pub fn prefetch(&self) {
+        crate::hint::prefetch(&self.pending);
+        crate::hint::prefetch(&self.keys);
+        crate::hint::prefetch(&self.len);
+        crate::hint::prefetch(&self.sum);
+    }
+
+    /// Prefetches where the next value will be kept: reads this histogram's fields, so call
+    /// it once [`Sparse::prefetch`] had time to bring them.
+    pub fn prefetch_pending(&self) {
+        if let Some(last) = self.pending.last() {
+            crate::hint::prefetch(last);
+        }
     }
 
     /// (bucket, count) pairs in increasing bucket order (of the folded buckets only).

@@ -7,11 +7,13 @@
 //!   and read by a replayer as slices of the message.
 //! - [`dist`]: distributions of µs values: sparse histograms per endpoint, HdrHistograms for
 //!   the totals.
+//! - [`hint`]: a cache prefetch hint, for the replayer's hot paths.
 //! - [`stats`]: statistics (counters and those histograms) as the replayer records them and
 //!   the dispatcher merges them, with their wire form.
 
 pub mod batch;
 pub mod dist;
+pub mod hint;
 pub mod stats;
 
 /// Generated from `proto/reprise.proto`.

@@ -215,14 +215,24 @@ impl<H: Dist> Stats<H> {
 }
 
 impl EndpointStats {
-    /// Reads what [`Stats::record`] will touch and returns a meaningless sum of it, so that
-    /// a caller about to record into many endpoints can bring them into the cache first,
-    /// their misses overlapping (the replayer's batch fold).
-    pub fn warm(&self) -> u64 {
-        let sums = [&self.latency, &self.service, &self.lag].map(Sparse::warm);
-        self.ok
-            .wrapping_add(self.status.len() as u64)
-            .wrapping_add(sums.iter().fold(0, |a, b| a.wrapping_add(*b)))
+    /// Prefetches what [`Stats::record`] touches in this value, so that a caller about to
+    /// record into many endpoints has their cache misses outstanding together (the
+    /// replayer's batch fold). Then [`EndpointStats::prefetch_pending`].
+    pub fn prefetch(&self) {
+        crate::hint::prefetch(&self.ok);
+        crate::hint::prefetch(&self.failed);
+        crate::hint::prefetch(&self.status.inline);
+        crate::hint::prefetch(&self.status.len);
+        for h in [&self.latency, &self.service, &self.lag] {
+            h.prefetch();
+        }
+    }
+
+    /// Prefetches where the histograms keep their next values (reads their fields).
+    pub fn prefetch_pending(&self) {
+        for h in [&self.latency, &self.service, &self.lag] {
+            h.prefetch_pending();
+        }
     }
 
     /// Folds the values its histograms hold unsorted (see [`Sparse`]), so that reading

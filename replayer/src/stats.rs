@@ -5,7 +5,7 @@
 //! and keeps the cap for the whole fleet); here the id only indexes a vector. Every request
 //! records under one lock. An outcome without an error kind goes to a short log first; every
 //! 64 of them are folded into their endpoints' sparse histograms and the
-//! full-resolution totals together, after a pass that only reads those endpoints' statistics
+//! full-resolution totals together, after passes that prefetch those endpoints' statistics
 //! (`Inner::fold`). Taking a delta folds what waits, then swaps in clean spares prepared
 //! outside the lock; the taken ones are encoded, reset and kept as the next spares, also
 //! outside the lock.
@@ -84,16 +84,17 @@ struct Inner {
 }
 
 impl Inner {
-    /// Records the outcomes waiting in the log. A first pass reads the statistics of every
-    /// endpoint they name, without using what it reads: those loads do not depend on each
-    /// other, so the processor has their cache misses outstanding together instead of one
-    /// at a time as each request is recorded. The second pass records into warm memory.
+    /// Records the outcomes waiting in the log. A first pass prefetches the statistics of
+    /// every endpoint they name, a second where their histograms keep the next values: the
+    /// processor has those cache misses outstanding together instead of one at a time as
+    /// each request is recorded. The last pass records into warm memory.
     fn fold(&mut self) {
-        let mut sum = 0u64;
         for w in &self.log {
-            sum = sum.wrapping_add(self.delta[w.endpoint as usize].warm());
+            self.delta[w.endpoint as usize].prefetch();
         }
-        std::hint::black_box(sum);
+        for w in &self.log {
+            self.delta[w.endpoint as usize].prefetch_pending();
+        }
         for w in self.log.drain(..) {
             let outcome = w.outcome();
             self.delta[w.endpoint as usize].record(&outcome);

@@ -17,7 +17,7 @@ use crate::slots::Slots;
 /// Connections opened when a job starts, before its first instant.
 const WARM_LINKS: usize = 4;
 
-/// How far ahead in the queue a connection touches the record it will send (see `serve`).
+/// How far ahead in the queue a connection prefetches a record's bytes (see `serve`).
 const LOOKAHEAD: usize = 4;
 
 /// Records waiting for a connection, shared by the driver and the connections' futures. All
@@ -139,10 +139,14 @@ impl Executor {
                 let mut q = lock(&queue);
                 match q.waiting.pop_front() {
                     Some(due) => {
-                        // The record after a few more: its slot and bytes are cold (the
-                        // chunk came a whole queue ago); their misses overlap this exchange.
+                        // Records a few places on are cold (their chunk came a whole queue
+                        // ago): their slot is prefetched first, their bytes once the slot is
+                        // in (it was prefetched that many takes ago).
+                        if let Some(slot) = q.waiting.get(2 * LOOKAHEAD) {
+                            reprise_proto::hint::prefetch(slot);
+                        }
                         if let Some((ahead, _)) = q.waiting.get(LOOKAHEAD) {
-                            std::hint::black_box(ahead.warm());
+                            ahead.prefetch();
                         }
                         // Polled while listed idle (a stale wake, e.g. its timer's old
                         // deadline): no longer idle; the driver skips its entry.
