@@ -67,14 +67,30 @@ enum Command {
         /// Keep serving after the job has ended.
         #[arg(long)]
         serve_forever: bool,
+        /// Serve beyond loopback without REPRISE_REPLAYER_TOKEN or REPRISE_ADMIN_TOKEN, on
+        /// purpose: anyone who reaches the ports can then receive the recorded requests or
+        /// steer the job.
+        #[arg(long)]
+        insecure: bool,
         #[command(flatten)]
         outputs: run::Outputs,
     },
     /// Receive records from a dispatcher and fire them at the target.
+    ///
+    /// With REPRISE_REPLAYER_TOKEN set, every call carries it (the dispatcher's must match).
     Replayer {
-        /// e.g. http://127.0.0.1:9090
-        #[arg(long)]
+        /// e.g. http://127.0.0.1:9090, or https://dispatcher:9090 for TLS.
+        #[arg(long, env = "REPRISE_DISPATCHER")]
         dispatcher: String,
+        /// CA certificate (PEM) the dispatcher's certificate must chain to (default: the web's roots).
+        #[arg(long, env = "REPRISE_TLS_CA", value_name = "PEM")]
+        tls_ca: Option<PathBuf>,
+        /// This replayer's certificate (PEM), for a dispatcher that verifies clients (mTLS).
+        #[arg(long, env = "REPRISE_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The key of --tls-cert (PEM).
+        #[arg(long, env = "REPRISE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Name of this replayer (default: host name and process id).
         #[arg(long)]
         id: Option<String>,
@@ -127,14 +143,19 @@ fn main() -> ExitCode {
             Command::Run { job, replayers, outputs, dry_run } => {
                 run::local(&job, replayers, &outputs, dry_run, cancel).await
             }
-            Command::Dispatcher { config, grpc, http, serve_forever, outputs } => {
-                let args = run::DaemonArgs { grpc, http, serve_forever, outputs };
+            Command::Dispatcher { config, grpc, http, serve_forever, insecure, outputs } => {
+                let args = run::DaemonArgs { grpc, http, serve_forever, insecure, outputs };
                 run::dispatcher(&config, args, cancel).await
             }
-            Command::Replayer { dispatcher, id, dry_run, once } => {
+            Command::Replayer { dispatcher, tls_ca, tls_cert, tls_key, id, dry_run, once } => {
                 let id = id.unwrap_or_else(default_id);
+                let token = match run::env_secret(reprise_dispatcher::REPLAYER_TOKEN_VAR) {
+                    Ok(t) => t,
+                    Err(code) => return code,
+                };
+                let creds = reprise_replayer::Credentials { tls_ca, tls_cert, tls_key, token };
                 let opts = reprise_replayer::ReplayerOptions { dispatcher, id, dry_run, once };
-                match reprise_replayer::run(opts, cancel).await {
+                match reprise_replayer::run(opts, &creds, cancel).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e}");

@@ -12,7 +12,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use reprise_dispatcher::config::{JobConfig, ListenAddr};
-use reprise_dispatcher::{DropReason, InProcess, Job, JobError, JobOptions, Report, progress_line};
+use reprise_dispatcher::{
+    ADMIN_TOKEN_VAR, Access, DropReason, InProcess, Job, JobError, JobOptions, REPLAYER_TOKEN_VAR, Report,
+    Token, progress_line,
+};
 use reprise_proto::pb;
 use reprise_replayer::{Events, Reports, Status, Upstream};
 use tokio::task::JoinSet;
@@ -110,7 +113,9 @@ pub async fn local(
     cfg.job.min_replayers = replayers;
     let loopback = ([127, 0, 0, 1], 0).into();
     let opts = JobOptions { target: Some(target), dry_run };
-    let mut running = match reprise_dispatcher::start(cfg, opts, loopback, loopback, &cancel).await {
+    // Loopback only, and its replayers in this process: no token or TLS to ask for.
+    let access = Access::default();
+    let mut running = match reprise_dispatcher::start(cfg, opts, loopback, loopback, access, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };
@@ -240,7 +245,31 @@ pub struct DaemonArgs {
     pub grpc: Option<String>,
     pub http: Option<String>,
     pub serve_forever: bool,
+    pub insecure: bool,
     pub outputs: Outputs,
+}
+
+/// A secret from the environment: `None` when unset; an error when set but unusable.
+pub fn env_secret(var: &'static str) -> Result<Option<String>, ExitCode> {
+    match std::env::var(var) {
+        Ok(v) => Token::new(var, &v).map(|_| Some(v)).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            eprintln!("error: {var} is not valid text; use e.g. the output of `openssl rand -hex 32`");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// The tokens callers of a dispatcher daemon must present, from the environment.
+fn access(insecure: bool) -> Result<Access, ExitCode> {
+    let token = |var: &'static str| -> Result<Option<Token>, ExitCode> {
+        Ok(env_secret(var)?.and_then(|v| Token::new(var, &v).ok()))
+    };
+    Ok(Access { replayer_token: token(REPLAYER_TOKEN_VAR)?, admin_token: token(ADMIN_TOKEN_VAR)?, insecure })
 }
 
 fn addr(flag: Option<String>, default: ListenAddr, name: &str) -> Result<std::net::SocketAddr, ExitCode> {
@@ -267,8 +296,12 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
         Ok(t) => t,
         Err(code) => return code,
     };
+    let access = match access(args.insecure) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     let opts = JobOptions { target: Some(target), dry_run: false };
-    let mut running = match reprise_dispatcher::start(cfg, opts, grpc, http, &cancel).await {
+    let mut running = match reprise_dispatcher::start(cfg, opts, grpc, http, access, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };

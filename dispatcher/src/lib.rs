@@ -5,6 +5,7 @@
 //! Layers, from the bottom; a module imports only from layers below it (docs/design.md,
 //! "Layout"):
 //! 1. Leaves: `record` (a parsed request), `accounting` (every record counted),
+//!    `refusals` (callers turned away),
 //!    `routing` (which replayer gets a record), `thresholds` (the CI gate: parse and judge).
 //! 2. [`config`]: the job file, typed and parsed once at load (thresholds and key patterns
 //!    included); `control` (the job's state and live settings).
@@ -30,6 +31,7 @@ mod fetchers;
 mod fleet;
 mod job;
 mod record;
+mod refusals;
 mod results;
 mod routing;
 mod server;
@@ -43,4 +45,7 @@ pub use job::{Job, JobError, JobOptions};
 pub use results::csv::write as write_csv;
 pub use results::html::render as render_html;
 pub use results::{Report, progress_line};
-pub use server::{EventStream, InProcess, Running, ServeError, start};
+pub use server::{
+    ADMIN_TOKEN_VAR, Access, EventStream, InProcess, REPLAYER_TOKEN_VAR, Running, ServeError, TlsError,
+    Token, TokenError, start,
+};

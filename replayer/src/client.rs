@@ -8,76 +8,29 @@
 //! ([`run_on`], what `reprise run` does: the same messages, without encoding them, HTTP/2
 //! or loopback TCP in between).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use reprise_proto::batch::Received;
 use reprise_proto::pb;
-use reprise_proto::pb::dispatcher_client::DispatcherClient;
 use reprise_proto::pb::dispatcher_event::Event;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_stream::{Stream, StreamExt as _};
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::executor::Executor;
+use crate::grpc::{Credentials, Grpc, SetupError};
+use crate::upstream::{Reports, Upstream};
 
 /// Batches buffered between the stream and the executor (credits bound them further).
 const BATCH_CAPACITY: usize = 256;
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Shortest gap between two ack-only reports.
 const ACK_GAP: Duration = Duration::from_millis(5);
-const STREAM_WINDOW: u32 = 8 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// What a dispatcher sends a subscribed replayer: the job, its batches, its end. The stream
-/// ends (or fails) when the dispatcher lets the replayer go; dropping it leaves the fleet.
-pub type Events = Pin<Box<dyn Stream<Item = Result<pb::DispatcherEvent, Status>> + Send>>;
-
-/// A dispatcher as a replayer sees it. A refusal is `FailedPrecondition` or `InvalidArgument`
-/// (the replayer gives up); any other error is retried with backoff.
-pub trait Upstream: Send + Sync + 'static {
-    type Reports: Reports;
-    /// Registers this replayer; its events, and where its reports go while they flow.
-    fn subscribe(
-        &self,
-        reg: pb::Registration,
-    ) -> impl Future<Output = Result<(Events, Self::Reports), Status>> + Send;
-}
-
-/// Where a subscribed replayer's statistics and acks go.
-pub trait Reports: Clone + Send + Sync + 'static {
-    fn report(&self, report: pb::StatsReport) -> impl Future<Output = Result<(), Status>> + Send;
-}
-
-/// A dispatcher over gRPC: each subscription on a new connection.
-struct Grpc {
-    endpoint: Endpoint,
-}
-
-impl Upstream for Grpc {
-    type Reports = DispatcherClient<Channel>;
-
-    async fn subscribe(&self, reg: pb::Registration) -> Result<(Events, Self::Reports), Status> {
-        let channel = self.endpoint.connect().await.map_err(|e| Status::unavailable(e.to_string()))?;
-        let mut client = DispatcherClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        let events = client.subscribe(reg).await?.into_inner();
-        Ok((Box::pin(events), client))
-    }
-}
-
-impl Reports for DispatcherClient<Channel> {
-    async fn report(&self, report: pb::StatsReport) -> Result<(), Status> {
-        DispatcherClient::report(&mut self.clone(), report).await.map(|_| ())
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct ReplayerOptions {
@@ -92,26 +45,23 @@ pub struct ReplayerOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayerError {
-    #[error("dispatcher URL `{0}` is invalid; write e.g. http://127.0.0.1:9090")]
-    BadUrl(String),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     #[error("the dispatcher refused this replayer: {0}")]
     Refused(String),
     #[error("job configuration refused: {0}")]
     BadJob(String),
 }
 
-/// Runs against the dispatcher at `opts.dispatcher` (gRPC) until cancelled (or, with
-/// `once`, until one job has ended).
-pub async fn run(opts: ReplayerOptions, cancel: CancellationToken) -> Result<(), ReplayerError> {
-    let endpoint = Endpoint::from_shared(opts.dispatcher.clone())
-        .map_err(|_| ReplayerError::BadUrl(opts.dispatcher.clone()))?
-        .tcp_nodelay(true)
-        // Record batches flow to us: HTTP/2's default 64 KiB window would make the dispatcher
-        // wait for a window update after almost every batch.
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(STREAM_WINDOW * 2)
-        .connect_timeout(Duration::from_secs(2));
-    run_on(&Grpc { endpoint }, opts, cancel).await
+/// Runs against the dispatcher at `opts.dispatcher` (gRPC, TLS for an https:// URL) until
+/// cancelled (or, with `once`, until one job has ended).
+pub async fn run(
+    opts: ReplayerOptions,
+    creds: &Credentials,
+    cancel: CancellationToken,
+) -> Result<(), ReplayerError> {
+    let upstream = Grpc::new(&opts.dispatcher, creds)?;
+    run_on(&upstream, opts, cancel).await
 }
 
 /// Runs against `upstream` until cancelled (or, with `once`, until one job has ended).
@@ -132,7 +82,13 @@ pub async fn run_on<U: Upstream>(
         match connect_and_serve(upstream, &opts, &cancel, &mut abandoned).await {
             Ok(true) if opts.once => break Ok(()),
             Ok(_) => backoff = BACKOFF_MIN,
-            Err(e) if e.code() == Code::FailedPrecondition || e.code() == Code::InvalidArgument => {
+            // A refusal that trying again will not change: a wrong build, id or token.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Code::FailedPrecondition | Code::InvalidArgument | Code::Unauthenticated
+                ) =>
+            {
                 break Err(ReplayerError::Refused(e.message().to_owned()));
             }
             Err(e) => {

@@ -2,7 +2,8 @@
 //! due instant, measuring latency from that instant and from the send.
 //!
 //! # Layout
-//! [`client`] subscribes, reconnects and reports; [`executor`] waits for each record's
+//! [`client`] subscribes, reconnects and reports, to an [`Upstream`]: a dispatcher over gRPC
+//! (`grpc`: TLS and the replayer token) or in the same process; [`executor`] waits for each record's
 //! instant and hands it to one of its connections, all driven by one task ([`slots`]);
 //! [`http`] holds the target and sends on one keep-alive HTTP/1.1 connection per link ([`h1`]
 //! for plain HTTP, hyper and rustls for https); [`stats`] keeps the interval deltas;
@@ -11,15 +12,19 @@
 pub mod client;
 pub mod errors;
 pub mod executor;
+mod grpc;
 pub mod h1;
 pub mod http;
 pub mod slots;
 pub mod stats;
 mod tls;
+mod upstream;
 
-pub use client::{Events, ReplayerError, ReplayerOptions, Reports, Upstream, run, run_on};
+pub use client::{ReplayerError, ReplayerOptions, run, run_on};
+pub use grpc::{Credentials, SetupError};
 /// The error an [`Upstream`] answers with (tonic's, over gRPC or not).
 pub use tonic::Status;
+pub use upstream::{Events, Reports, Upstream};
 
 /// Records for the unit tests: GETs of the given paths, each due at once, with its endpoint.
 #[cfg(test)]

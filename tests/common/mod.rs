@@ -235,9 +235,15 @@ pub fn args(a: &[&str]) -> Vec<String> {
 
 /// Starts a daemon and reads the `listening …` line it prints once bound.
 pub fn spawn_daemon(args: &[&str]) -> (Guard, String) {
+    spawn_daemon_env(args, &[])
+}
+
+/// [`spawn_daemon`] with extra environment variables.
+pub fn spawn_daemon_env(args: &[&str], env: &[(&str, &str)]) -> (Guard, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -306,12 +312,24 @@ pub async fn http(method: &str, addr: &str, path: &str) -> (u16, String) {
 
 /// Like [`http`], with a JSON body.
 pub async fn http_json(method: &str, addr: &str, path: &str, body: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    exchange(&mut stream, &request(method, addr, path, body, "")).await
+}
+
+/// An HTTP/1.1 request's text, with extra header lines (each ending in CRLF).
+pub fn request(method: &str, addr: &str, path: &str, body: &str, headers: &str) -> String {
     let len = body.len();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{body}"
-    );
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n{headers}Connection: close\r\n\r\n{body}"
+    )
+}
+
+/// Writes a request on `stream` and reads the response to its end: (status, body).
+pub async fn exchange(
+    stream: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+    req: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     stream.write_all(req.as_bytes()).await.expect("write");
     let mut resp = Vec::new();
     stream.read_to_end(&mut resp).await.expect("read");

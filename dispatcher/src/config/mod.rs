@@ -17,7 +17,7 @@ mod validate_sources;
 pub mod values;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -294,14 +294,37 @@ pub struct ServiceConfig {
     pub http: ListenAddr,
     /// gRPC for replayers.
     pub grpc: ListenAddr,
+    /// TLS on both ports (`[service.tls]`); plain when absent.
+    pub tls: Option<TlsConfig>,
+    /// `GET /metrics` asks for the admin token too (it does not by default, so a Prometheus
+    /// scrape needs no secret; the metrics hold no recorded data).
+    pub metrics_auth: bool,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         // invariant: literal addresses.
         #[allow(clippy::unwrap_used)]
-        Self { http: ":8080".parse().unwrap(), grpc: ":9090".parse().unwrap() }
+        Self {
+            http: ":8080".parse().unwrap(),
+            grpc: ":9090".parse().unwrap(),
+            tls: None,
+            metrics_auth: false,
+        }
     }
+}
+
+/// `[service.tls]`: the dispatcher's certificate for both ports, and the authority replayers'
+/// client certificates must be signed by (mTLS, gRPC port only: admin clients use the token).
+/// PEM files; relative paths are relative to the job file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, a replayer must present a certificate signed by one of these.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Why a job file could not be used: every problem found, each with key, value and rule.
@@ -345,6 +368,13 @@ impl JobConfig {
             && Path::new(&r.dir).is_relative()
         {
             r.dir = base.join(&r.dir).to_string_lossy().into_owned();
+        }
+        if let Some(tls) = &mut self.service.tls {
+            for p in [&mut tls.cert, &mut tls.key].into_iter().chain(tls.client_ca.as_mut()) {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
         }
     }
 

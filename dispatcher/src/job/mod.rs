@@ -26,6 +26,7 @@ use crate::control::{Control, ControlError, JobState};
 use crate::fetchers::FetchError;
 use crate::fetchers::progress::{SourceProgress, SourceStatus};
 use crate::fleet::Fleet;
+use crate::refusals::Refusals;
 use crate::sinks::{SinkError, Sinks};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,8 @@ pub struct Job {
     aborted_by: Mutex<Option<String>>,
     /// Recorded time released so far, ns since the first record (job progress).
     progress_ns: AtomicI64,
+    /// Callers the servers turned away.
+    refusals: Refusals,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -106,6 +109,7 @@ impl Job {
             times: Mutex::default(),
             aborted_by: Mutex::default(),
             progress_ns: AtomicI64::new(0),
+            refusals: Refusals::default(),
         }))
     }
 
@@ -117,6 +121,9 @@ impl Job {
     }
     pub fn accounting(&self) -> &Accounting {
         &self.accounting
+    }
+    pub fn refusals(&self) -> &Refusals {
+        &self.refusals
     }
     pub fn source(&self) -> SourceStatus {
         self.source.status()

@@ -115,6 +115,7 @@ pub fn render(job: &Job) -> String {
         }
     });
     accounting(&mut out, job, &j);
+    refusals(&mut out, job, &j);
     gauges(&mut out, job, &j);
     out
 }
@@ -138,6 +139,18 @@ fn accounting(out: &mut String, job: &Job, j: &str) {
     header(out, "reprise_malformed_total", "counter", "Units of the recording not understood, by reason.");
     for (reason, n) in &c.malformed {
         let _ = writeln!(out, "reprise_malformed_total{{{j},reason=\"{reason}\"}} {n}");
+    }
+}
+
+fn refusals(out: &mut String, job: &Job, j: &str) {
+    header(
+        out,
+        "reprise_refused_total",
+        "counter",
+        "Callers refused: missing or wrong token, failed TLS handshake.",
+    );
+    for (reason, n) in job.refusals().snapshot() {
+        let _ = writeln!(out, "reprise_refused_total{{{j},reason=\"{reason}\"}} {n}");
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Report {
     pub thresholds_passed: bool,
     /// Live sinks: points written and dropped.
     pub sinks: Vec<SinkCounts>,
+    /// Callers refused by reason: a missing or wrong token, a failed TLS handshake.
+    pub refused: BTreeMap<&'static str, u64>,
     /// The threshold that stopped the job early (`abort_on_fail`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aborted_by: Option<String>,
@@ -218,6 +220,7 @@ impl Report {
             thresholds_passed: verdicts.iter().all(|v| v.pass) && job.aborted_by().is_none(),
             aborted_by: job.aborted_by(),
             sinks: job.sinks().counts(),
+            refused: job.refusals().snapshot(),
             thresholds: verdicts,
             peak_rss_bytes: peak_rss_bytes(),
             runtime_threads: tokio::runtime::Handle::try_current().ok().map(|h| h.metrics().num_workers()),

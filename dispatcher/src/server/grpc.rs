@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use reprise_proto::pb;
-use reprise_proto::pb::dispatcher_server::{Dispatcher, DispatcherServer};
+use reprise_proto::pb::dispatcher_server::Dispatcher;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -21,6 +21,9 @@ use tonic::{Request, Response, Status};
 
 use crate::fleet::IntakeError;
 use crate::job::Job;
+use crate::refusals::Refusal;
+
+use super::auth::{REPLAYER_TOKEN_VAR, Token};
 
 impl From<IntakeError> for Status {
     fn from(e: IntakeError) -> Status {
@@ -63,13 +66,31 @@ pub const EVENT_CAPACITY: usize = 64;
 #[derive(Clone)]
 pub(super) struct Service {
     job: Arc<Job>,
+    /// Required on both RPCs over gRPC when set (not of replayers in this process).
+    token: Option<Token>,
 }
 
+pub(super) type DispatcherServer = pb::dispatcher_server::DispatcherServer<Service>;
+
 impl Service {
-    pub fn server(job: Arc<Job>) -> DispatcherServer<Service> {
-        DispatcherServer::new(Service { job })
+    pub fn server(job: Arc<Job>, token: Option<Token>) -> DispatcherServer {
+        DispatcherServer::new(Service { job, token })
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20)
+    }
+
+    /// Refuses (UNAUTHENTICATED, counted) a call without the replayer token, when one is set.
+    fn authorize<T>(&self, req: &Request<T>, rpc: &'static str) -> Result<(), Status> {
+        let Some(token) = &self.token else { return Ok(()) };
+        if token.admits(req.metadata().get("authorization").map(|v| v.as_bytes())) {
+            return Ok(());
+        }
+        self.job.refusals().count(Refusal::ReplayerToken);
+        let peer = req.remote_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        tracing::warn!(rpc, %peer, "refused: missing or wrong replayer token");
+        Err(Status::unauthenticated(format!(
+            "missing or wrong replayer token: set {REPLAYER_TOKEN_VAR} on the replayer to the dispatcher's"
+        )))
     }
 }
 
@@ -85,7 +106,7 @@ pub struct InProcess {
 
 impl InProcess {
     pub(super) fn new(job: Arc<Job>) -> Self {
-        Self { svc: Service { job } }
+        Self { svc: Service { job, token: None } }
     }
 
     pub fn subscribe(&self, reg: pb::Registration) -> Result<EventStream, Status> {
@@ -148,10 +169,12 @@ impl Dispatcher for Service {
     type SubscribeStream = EventStream;
 
     async fn subscribe(&self, req: Request<pb::Registration>) -> Result<Response<EventStream>, Status> {
+        self.authorize(&req, "Subscribe")?;
         self.join(req.into_inner()).map(Response::new)
     }
 
     async fn report(&self, req: Request<pb::StatsReport>) -> Result<Response<pb::ReportReturn>, Status> {
+        self.authorize(&req, "Report")?;
         self.take(req.into_inner()).await?;
         Ok(Response::new(pb::ReportReturn { accepted: true, message: String::new() }))
     }

@@ -5,9 +5,13 @@
 //! have finished.
 
 mod admin;
+mod auth;
 mod grpc;
+mod tls;
 
+pub use auth::{ADMIN_TOKEN_VAR, Access, Exposed, REPLAYER_TOKEN_VAR, Token, TokenError};
 pub use grpc::{EventStream, InProcess};
+pub use tls::TlsError;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +19,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::JobConfig;
 use crate::job::{Job, JobError, JobOptions};
@@ -27,6 +31,10 @@ pub enum ServeError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Job(#[from] JobError),
+    #[error(transparent)]
+    Exposed(#[from] Exposed),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A dispatcher with its listeners bound.
@@ -78,46 +86,96 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
 }
 
 /// Binds both listeners and starts the job; it begins once enough replayers subscribe.
-/// `shutdown` stops the job (see [`Job::run`]); the servers stop with [`Running::shutdown`].
+/// `access` says what callers must present (checked against where the ports listen first);
+/// `[service.tls]` puts both ports behind TLS. `shutdown` stops the job (see [`Job::run`]);
+/// the servers stop with [`Running::shutdown`].
 pub async fn start(
     cfg: JobConfig,
     opts: JobOptions,
     grpc: SocketAddr,
     http: SocketAddr,
+    access: Access,
     shutdown: &CancellationToken,
 ) -> Result<Running, ServeError> {
+    access.check_exposure(grpc, http)?;
+    let tls = cfg.service.tls.as_ref().map(tls::ServerTls::load).transpose()?;
+    if tls.is_none() && !(grpc.ip().is_loopback() && http.ip().is_loopback()) {
+        tracing::warn!(
+            "serving beyond loopback without [service.tls]: recorded requests and tokens cross the network in plain text (fine behind a mesh that encrypts, not otherwise)"
+        );
+    }
+    let metrics_auth = cfg.service.metrics_auth;
     let grpc_listener = bind("gRPC", grpc).await?;
     let http_listener = bind("admin HTTP", http).await?;
     let (grpc, http) = (local(&grpc_listener, grpc), local(&http_listener, http));
     let job = Job::new(cfg, opts, shutdown)?;
     let stop_servers = CancellationToken::new();
 
-    let svc = grpc::Service::server(Arc::clone(&job));
-    let stop = stop_servers.clone();
-    let grpc_server = tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(grpc_listener);
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(4 << 20))
-            .initial_connection_window_size(Some(8 << 20))
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "gRPC server failed");
+    let svc = grpc::Service::server(Arc::clone(&job), access.replayer_token);
+    let stop = stop_servers.clone().cancelled_owned();
+    let grpc_server = match &tls {
+        None => {
+            let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            tokio::spawn(serve_grpc(svc, incoming, stop))
         }
-    });
-    let app = admin::router(Arc::clone(&job));
-    let stop = stop_servers.clone();
-    let admin_server = tokio::spawn(async move {
-        let result = axum::serve(http_listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "admin server failed");
+        Some(t) => {
+            let incoming = tls::TlsIncoming::new(grpc_listener, Arc::clone(&t.grpc), Arc::clone(&job));
+            tokio::spawn(serve_grpc(svc, incoming.into_stream(), stop))
         }
-    });
+    };
+    let gate = auth::AdminGate { job: Arc::clone(&job), token: access.admin_token, metrics_auth };
+    let app =
+        admin::router(Arc::clone(&job)).layer(axum::middleware::from_fn_with_state(gate, auth::admin_gate));
+    let stop = stop_servers.clone().cancelled_owned();
+    let admin_server = match &tls {
+        None => tokio::spawn(serve_admin(http_listener, app, stop)),
+        Some(t) => {
+            let incoming = tls::TlsIncoming::new(http_listener, Arc::clone(&t.admin), Arc::clone(&job));
+            tokio::spawn(serve_admin(incoming, app, stop))
+        }
+    };
     let runner = Arc::clone(&job);
     let done = tokio::spawn(async move { runner.run().await });
     Ok(Running { grpc, http, job, done, stop_servers, servers: [grpc_server, admin_server] })
+}
+
+async fn serve_grpc<I, IO, IE>(
+    svc: grpc::DispatcherServer,
+    incoming: I,
+    stop: impl std::future::Future<Output = ()>,
+) where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let result = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "gRPC server failed");
+    }
+}
+
+async fn serve_admin<L>(
+    listener: L,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let result = axum::serve(listener, app).with_graceful_shutdown(stop).await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "admin server failed");
+    }
 }
 
 fn local(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {

@@ -1,0 +1,204 @@
+//! Who may talk to the dispatcher. Replayers present the replayer token on Subscribe and
+//! Report (gRPC metadata `authorization: Bearer …`); admin clients present the admin token
+//! (`Authorization: Bearer …`) on every endpoint but `/healthz`, and `/metrics` unless
+//! `[service] metrics_auth` asks for it. A missing or wrong token is refused (gRPC
+//! UNAUTHENTICATED, HTTP 401) and counted ([`crate::refusals`]); tokens are compared in
+//! constant time and never printed.
+//!
+//! Safe by default ([`Access::check_exposure`]): a port that listens beyond loopback needs
+//! its token, or the dispatcher refuses to start unless told `--insecure` on purpose.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq as _;
+
+use crate::job::Job;
+use crate::refusals::Refusal;
+
+/// A shared secret: compared in constant time, never printed (`Debug` shows `<redacted>`).
+#[derive(Clone)]
+pub struct Token(Arc<[u8]>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Text that cannot be a token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0} is set but empty; set a secret of at least 16 characters, or unset it")]
+    Empty(&'static str),
+    #[error(
+        "{0} holds characters a header cannot carry (only visible ASCII, no spaces); use e.g. the output of `openssl rand -hex 32`"
+    )]
+    NotVisibleAscii(&'static str),
+}
+
+impl Token {
+    /// A token from the variable `name` holds (`name` is for the error only).
+    pub fn new(name: &'static str, value: &str) -> Result<Token, TokenError> {
+        if value.is_empty() {
+            return Err(TokenError::Empty(name));
+        }
+        if !value.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenError::NotVisibleAscii(name));
+        }
+        Ok(Token(value.as_bytes().into()))
+    }
+
+    /// Whether an `Authorization` value is `Bearer <this token>`. The comparison of the
+    /// token takes the same time wherever the first difference is (only its length shows).
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(presented) = authorization.and_then(bearer) else { return false };
+        bool::from(presented.ct_eq(&self.0))
+    }
+
+    /// The header value a client sends: `Bearer <token>`.
+    pub fn bearer_value(&self) -> Vec<u8> {
+        [b"Bearer ".as_slice(), &self.0].concat()
+    }
+}
+
+/// The token of a `Bearer` credential (scheme case-insensitive, RFC 7235).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then(|| rest.trim_ascii())
+}
+
+/// What the servers require of callers.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Required on Subscribe and Report when set.
+    pub replayer_token: Option<Token>,
+    /// Required on the admin API (but `/healthz`, and `/metrics` unless `metrics_auth`) when set.
+    pub admin_token: Option<Token>,
+    /// Serve ports beyond loopback without their tokens, on purpose.
+    pub insecure: bool,
+}
+
+/// The variables the tokens come from (on the dispatcher and on replayers).
+pub const REPLAYER_TOKEN_VAR: &str = "REPRISE_REPLAYER_TOKEN";
+pub const ADMIN_TOKEN_VAR: &str = "REPRISE_ADMIN_TOKEN";
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refusing to serve {ports} without {missing}: anyone who can reach it could {harm}. Set {missing} (the replayer token on the replayers too), listen on 127.0.0.1, or pass --insecure to serve unauthenticated on purpose"
+)]
+pub struct Exposed {
+    ports: String,
+    missing: String,
+    harm: &'static str,
+}
+
+impl Access {
+    /// Refuses a port listening beyond loopback without its token (unless `insecure`).
+    pub fn check_exposure(&self, grpc: SocketAddr, http: SocketAddr) -> Result<(), Exposed> {
+        let grpc_open = !grpc.ip().is_loopback() && self.replayer_token.is_none();
+        let http_open = !http.ip().is_loopback() && self.admin_token.is_none();
+        if self.insecure && (grpc_open || http_open) {
+            tracing::warn!(%grpc, %http, "serving beyond loopback without a token (--insecure)");
+        }
+        let (ports, missing, harm) = match (grpc_open && !self.insecure, http_open && !self.insecure) {
+            (false, false) => return Ok(()),
+            (true, false) => (
+                format!("gRPC on {grpc}"),
+                REPLAYER_TOKEN_VAR.to_owned(),
+                "subscribe as a replayer and receive the recorded requests, their cookies and tokens included",
+            ),
+            (false, true) => (
+                format!("the admin API on {http}"),
+                ADMIN_TOKEN_VAR.to_owned(),
+                "stop, pause or speed up the job",
+            ),
+            (true, true) => (
+                format!("gRPC on {grpc} and the admin API on {http}"),
+                format!("{REPLAYER_TOKEN_VAR} and {ADMIN_TOKEN_VAR}"),
+                "receive the recorded requests (their cookies and tokens included) or steer the job",
+            ),
+        };
+        Err(Exposed { ports, missing, harm })
+    }
+}
+
+/// The admin API's gate (an axum middleware over the whole router).
+#[derive(Clone)]
+pub(super) struct AdminGate {
+    pub job: Arc<Job>,
+    pub token: Option<Token>,
+    pub metrics_auth: bool,
+}
+
+pub(super) async fn admin_gate(State(gate): State<AdminGate>, req: Request, next: Next) -> Response {
+    let Some(token) = &gate.token else { return next.run(req).await };
+    let open = match req.uri().path() {
+        "/healthz" => true,
+        "/metrics" => !gate.metrics_auth,
+        _ => false,
+    };
+    if open || token.admits(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+        return next.run(req).await;
+    }
+    gate.job.refusals().count(Refusal::AdminToken);
+    tracing::warn!(path = %req.uri().path(), "admin request refused: missing or wrong admin token");
+    let body = axum::Json(serde_json::json!({
+        "error": format!("this endpoint needs `Authorization: Bearer <token>` with the dispatcher's {ADMIN_TOKEN_VAR}")
+    }));
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(s: &str) -> Token {
+        Token::new("T", s).expect("token")
+    }
+
+    #[test]
+    fn only_the_same_bearer_token_is_admitted() {
+        let t = token("s3cret-token");
+        assert!(t.admits(Some(b"Bearer s3cret-token")));
+        assert!(t.admits(Some(b"bearer s3cret-token")));
+        assert!(!t.admits(Some(b"Bearer s3cret-tokeN")));
+        assert!(!t.admits(Some(b"Bearer s3cret")));
+        assert!(!t.admits(Some(b"Basic s3cret-token")));
+        assert!(!t.admits(Some(b"s3cret-token")));
+        assert!(!t.admits(None));
+        assert_eq!(t.bearer_value(), b"Bearer s3cret-token");
+    }
+
+    #[test]
+    fn a_token_never_shows_in_debug_and_must_be_header_safe() {
+        assert_eq!(format!("{:?}", token("abc")), "Token(<redacted>)");
+        assert!(matches!(Token::new("T", ""), Err(TokenError::Empty("T"))));
+        assert!(matches!(Token::new("T", "a b"), Err(TokenError::NotVisibleAscii("T"))));
+        assert!(matches!(Token::new("T", "a\nb"), Err(TokenError::NotVisibleAscii("T"))));
+    }
+
+    #[test]
+    fn a_port_beyond_loopback_needs_its_token() {
+        let lo: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let any: SocketAddr = "0.0.0.0:1".parse().expect("addr");
+        let none = Access::default();
+        assert!(none.check_exposure(lo, lo).is_ok());
+        let both = none.check_exposure(any, any).expect_err("refused").to_string();
+        assert!(both.contains(REPLAYER_TOKEN_VAR) && both.contains(ADMIN_TOKEN_VAR), "{both}");
+        assert!(both.contains("--insecure"), "{both}");
+        let grpc_only = none.check_exposure(any, lo).expect_err("refused").to_string();
+        assert!(
+            grpc_only.contains(REPLAYER_TOKEN_VAR) && !grpc_only.contains(ADMIN_TOKEN_VAR),
+            "{grpc_only}"
+        );
+        let with =
+            Access { replayer_token: Some(token("a")), admin_token: Some(token("b")), insecure: false };
+        assert!(with.check_exposure(any, any).is_ok());
+        assert!(Access { insecure: true, ..Access::default() }.check_exposure(any, any).is_ok());
+    }
+}

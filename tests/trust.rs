@@ -1,0 +1,315 @@
+//! A fleet that obeys only its owner, through the real binary: tokens on both ports, TLS on
+//! both ports with client certificates for replayers, and a dispatcher that will not serve
+//! beyond loopback unauthenticated. Certificates are made in the test (rcgen).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+const REPLAYER_TOKEN: &str = "replayer-token-4f1c9a7e";
+const ADMIN_TOKEN: &str = "admin-token-b83d02c5";
+
+fn recording(dir: &Path, n: usize) -> PathBuf {
+    let lines: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/t/{i}"}}"#, i * 5)).collect();
+    let path = dir.join("r.jsonl");
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    path
+}
+
+fn exit_code(out: &std::process::Output) -> Option<i32> {
+    out.status.code()
+}
+
+async fn admin(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    exchange(&mut stream, &request("GET", addr, path, "", &auth)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_both_ports_and_are_never_printed() {
+    let target = Capture::start().await;
+    let dir = temp_dir("trust-tokens");
+    let job = write_job(&dir, &target.url(), &recording(&dir, 20), "", "");
+    let report = dir.join("report.json");
+    let env = [("REPRISE_REPLAYER_TOKEN", REPLAYER_TOKEN), ("REPRISE_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let (guard, line) = spawn_daemon_env(
+        &[
+            "dispatcher",
+            "--config",
+            job.to_str().expect("path"),
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--report-json",
+            report.to_str().expect("path"),
+        ],
+        &env,
+    );
+    let (grpc, http) = (format!("http://{}", field(&line, "grpc")), field(&line, "http"));
+
+    // The admin API: the token is asked for everywhere but /healthz and /metrics.
+    assert_eq!(admin(&http, "/status", None).await.0, 401);
+    let (code, body) = admin(&http, "/job/start", Some("admin-token-wrong")).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("REPRISE_ADMIN_TOKEN"), "the refusal says what to set: {body}");
+    assert_eq!(admin(&http, "/healthz", None).await.0, 200);
+    assert_eq!(admin(&http, "/metrics", None).await.0, 200);
+    let (code, status) = admin(&http, "/status", Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 200, "{status}");
+    assert!(status.contains(r#""state":"waiting""#), "{status}");
+
+    // Replayers without the token, or with another, are refused and give up.
+    for token in [None, Some("replayer-token-guessed")] {
+        let a = args(&["replayer", "--dispatcher", &grpc, "--id", "intruder", "--once"]);
+        let env: Vec<(&str, &str)> = token.iter().map(|t| ("REPRISE_REPLAYER_TOKEN", *t)).collect();
+        let out = reprise_env(a, &env).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(exit_code(&out), Some(3), "{stderr}");
+        assert!(stderr.contains("replayer token") && stderr.contains("REPRISE_REPLAYER_TOKEN"), "{stderr}");
+        assert!(!stderr.contains("replayer-token-guessed"), "a token is never printed: {stderr}");
+    }
+    assert!(target.requests().is_empty(), "nothing was replayed for a refused replayer");
+
+    // The replayer with the token runs the job.
+    let a = args(&["replayer", "--dispatcher", &grpc, "--id", "owner", "--once"]);
+    let out = reprise_env(a, &[("REPRISE_REPLAYER_TOKEN", REPLAYER_TOKEN)]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(wait_exit(guard).await.success());
+    assert_eq!(target.requests().len(), 20);
+    let r = read_json(&report);
+    assert_eq!(r["refused"]["admin_token"], 2, "{}", r["refused"]);
+    assert_eq!(r["refused"]["replayer_token"], 2, "{}", r["refused"]);
+    assert_eq!(r["refused"]["tls_handshake"], 0, "{}", r["refused"]);
+    let text = std::fs::read_to_string(&report).expect("report");
+    assert!(!text.contains(REPLAYER_TOKEN) && !text.contains(ADMIN_TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_beyond_loopback_without_tokens_refuses_to_start() {
+    let dir = temp_dir("trust-exposed");
+    let job = write_job(&dir, "http://127.0.0.1:9", &recording(&dir, 1), "", "");
+    let job = job.to_str().expect("path");
+    // The check comes before binding: nothing listens beyond loopback in this test.
+    let cases = [
+        ("0.0.0.0:0", "127.0.0.1:0", vec![], "REPRISE_REPLAYER_TOKEN", "REPRISE_ADMIN_TOKEN"),
+        ("127.0.0.1:0", "0.0.0.0:0", vec![], "REPRISE_ADMIN_TOKEN", "REPRISE_REPLAYER_TOKEN"),
+        (
+            "0.0.0.0:0",
+            "0.0.0.0:0",
+            vec![("REPRISE_ADMIN_TOKEN", ADMIN_TOKEN)],
+            "REPRISE_REPLAYER_TOKEN",
+            "ADMIN",
+        ),
+    ];
+    for (grpc, http, env, named, not_named) in cases {
+        let out =
+            reprise_env(args(&["dispatcher", "--config", job, "--grpc", grpc, "--http", http]), &env).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(exit_code(&out), Some(3), "{grpc} {http}: {stderr}");
+        assert!(stderr.contains(named) && stderr.contains("--insecure"), "{stderr}");
+        assert!(!stderr.contains(not_named), "{stderr}");
+    }
+}
+
+/// A CA, and what it signs: certificates for the dispatcher (127.0.0.1) and for replayers.
+struct Authority {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("key");
+        Authority { issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("CA") }
+    }
+
+    /// Writes `NAME.pem` and `NAME.key` for these names; returns their paths.
+    fn sign(&self, dir: &Path, name: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        (c, k)
+    }
+
+    fn write(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, self.issuer.pem()).expect("write");
+        path
+    }
+}
+
+/// GET over TLS to the admin port, trusting `ca`.
+async fn admin_tls(addr: &str, path: &str, ca: &Path) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(cert.expect("ca cert")).expect("add");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls =
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("handshake");
+    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
+    exchange(&mut tls, &request("GET", addr, path, "", &auth)).await
+}
+
+fn spawn_replayer_tls(url: &str, id: &str, tls: &[&str]) -> Guard {
+    let mut a = vec!["replayer", "--dispatcher", url, "--id", id, "--once"];
+    a.extend(tls);
+    Guard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args(&a)
+            .env("RUST_LOG", "error")
+            .env("REPRISE_REPLAYER_TOKEN", REPLAYER_TOKEN)
+            .spawn()
+            .expect("replayer"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_both_ports_admits_only_replayers_with_a_certificate_of_its_ca() {
+    let target = Capture::start().await;
+    let dir = temp_dir("trust-tls");
+    let ca = Authority::new("reprise test CA");
+    let (cert, key) = ca.sign(&dir, "dispatcher", &["127.0.0.1", "localhost"]);
+    let (client_cert, client_key) = ca.sign(&dir, "replayer", &["replayer-1"]);
+    let stranger = Authority::new("another CA");
+    let (bad_cert, bad_key) = stranger.sign(&dir, "stranger", &["replayer-x"]);
+    let ca_pem = ca.write(&dir, "ca");
+    let tls = format!(
+        "[service.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        cert.display(),
+        key.display(),
+        ca_pem.display()
+    );
+    let job = write_job(&dir, &target.url(), &recording(&dir, 20), "", &tls);
+    let report = dir.join("report.json");
+    let env = [("REPRISE_REPLAYER_TOKEN", REPLAYER_TOKEN), ("REPRISE_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let (guard, line) = spawn_daemon_env(
+        &[
+            "dispatcher",
+            "--config",
+            job.to_str().expect("path"),
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--report-json",
+            report.to_str().expect("path"),
+        ],
+        &env,
+    );
+    let (grpc, http) = (field(&line, "grpc"), field(&line, "http"));
+    let (https, plain) = (format!("https://{grpc}"), format!("http://{grpc}"));
+
+    // The admin API answers over TLS with the same certificate; plain text gets no answer.
+    let (code, status) = admin_tls(&http, "/status", &ca_pem).await;
+    assert_eq!(code, 200, "{status}");
+    let mut raw = tokio::net::TcpStream::connect(&http).await.expect("connect");
+    let mut nothing = Vec::new();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    raw.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let _ = raw.read_to_end(&mut nothing).await;
+    assert!(!String::from_utf8_lossy(&nothing).contains("HTTP/1.1 200"), "plain HTTP is not served");
+
+    // Refused: a plain client, a client without a certificate, one with a stranger's.
+    let ca_arg = ca_pem.to_str().expect("path");
+    let (bad_c, bad_k) = (bad_cert.to_str().expect("path"), bad_key.to_str().expect("path"));
+    let intruders = [
+        spawn_replayer_tls(&plain, "plain", &[]),
+        spawn_replayer_tls(&https, "no-cert", &["--tls-ca", ca_arg]),
+        spawn_replayer_tls(
+            &https,
+            "stranger",
+            &["--tls-ca", ca_arg, "--tls-cert", bad_c, "--tls-key", bad_k],
+        ),
+    ];
+    let mut refused = 0;
+    for _ in 0..100 {
+        let (_, status) = admin_tls(&http, "/status", &ca_pem).await;
+        let s: serde_json::Value = serde_json::from_str(&status).expect("status json");
+        assert_eq!(
+            s["replayers"].as_array().map(Vec::len),
+            Some(0),
+            "no intruder joined: {}",
+            s["replayers"]
+        );
+        refused = s["refused"]["tls_handshake"].as_u64().expect("count");
+        if refused >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused >= 4, "the plain admin client and three replayers refused: {refused}");
+    drop(intruders);
+    assert!(target.requests().is_empty());
+
+    // The replayer with a certificate of the CA runs the job.
+    let (c, k) = (client_cert.to_str().expect("path"), client_key.to_str().expect("path"));
+    let owner = spawn_replayer_tls(&https, "owner", &["--tls-ca", ca_arg, "--tls-cert", c, "--tls-key", k]);
+    assert!(wait_exit(guard).await.success());
+    assert!(wait_exit(owner).await.success());
+    assert_eq!(target.requests().len(), 20);
+    let r = read_json(&report);
+    assert_eq!(r["totals"]["sent"], 20, "{}", r["totals"]);
+    assert_eq!(r["replayers"][0]["id"], "owner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_certificate_file_is_named_with_what_is_wrong() {
+    let dir = temp_dir("trust-files");
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let ca = Authority::new("reprise test CA");
+    let (cert, _) = ca.sign(&dir, "dispatcher", &["127.0.0.1"]);
+    let tls = format!("[service.tls]\ncert = \"{}\"\nkey = \"{}\"\n", cert.display(), garbage.display());
+    let job = write_job(&dir, "http://127.0.0.1:9", &recording(&dir, 1), "", &tls);
+    let out = reprise(args(&[
+        "dispatcher",
+        "--config",
+        job.to_str().expect("path"),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(exit_code(&out), Some(3), "{stderr}");
+    assert!(stderr.contains("[service.tls] key") && stderr.contains("garbage.pem"), "{stderr}");
+    assert!(stderr.contains("private key"), "{stderr}");
+
+    let out = reprise(args(&[
+        "replayer",
+        "--dispatcher",
+        "https://127.0.0.1:9",
+        "--tls-ca",
+        garbage.to_str().expect("path"),
+    ]))
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(exit_code(&out), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("--tls-ca") && stderr.contains("garbage.pem") && stderr.contains("no certificate"),
+        "{stderr}"
+    );
+}
