@@ -91,6 +91,16 @@ enum Command {
         /// The key of --tls-cert (PEM).
         #[arg(long, env = "REPRISE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// A target this replayer may send to: HOST, HOST:PORT, *.DOMAIN (any subdomain) or
+        /// [IPv6]:PORT; repeatable. A job aimed elsewhere is refused before anything is sent.
+        /// Without it, any target.
+        #[arg(
+            long = "allow-target",
+            env = "REPRISE_ALLOW_TARGETS",
+            value_delimiter = ',',
+            value_name = "HOST[:PORT]"
+        )]
+        allow_target: Vec<reprise_replayer::AllowedTarget>,
         /// Name of this replayer (default: host name and process id).
         #[arg(long)]
         id: Option<String>,
@@ -147,14 +157,15 @@ fn main() -> ExitCode {
                 let args = run::DaemonArgs { grpc, http, serve_forever, insecure, outputs };
                 run::dispatcher(&config, args, cancel).await
             }
-            Command::Replayer { dispatcher, tls_ca, tls_cert, tls_key, id, dry_run, once } => {
+            Command::Replayer { dispatcher, tls_ca, tls_cert, tls_key, allow_target, id, dry_run, once } => {
                 let id = id.unwrap_or_else(default_id);
                 let token = match run::env_secret(reprise_dispatcher::REPLAYER_TOKEN_VAR) {
                     Ok(t) => t,
                     Err(code) => return code,
                 };
                 let creds = reprise_replayer::Credentials { tls_ca, tls_cert, tls_key, token };
-                let opts = reprise_replayer::ReplayerOptions { dispatcher, id, dry_run, once };
+                let allow = reprise_replayer::Allowlist::new(allow_target);
+                let opts = reprise_replayer::ReplayerOptions { dispatcher, id, dry_run, once, allow };
                 match reprise_replayer::run(opts, &creds, cancel).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

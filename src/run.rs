@@ -128,6 +128,7 @@ pub async fn local(
             id: format!("local-{i}"),
             dry_run,
             once: true,
+            allow: reprise_replayer::Allowlist::default(),
         };
         let cancel = stop_replayers.clone();
         let dispatcher = Local(running.in_process());

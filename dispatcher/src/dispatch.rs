@@ -383,6 +383,8 @@ mod tests {
                 Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&accounting), Sinks::default());
             let (tx, rx) = mpsc::channel(1024);
             let session = fleet.join("r1", tx);
+            let accept = pb::StatsReport { replayer_id: "r1".into(), session, ..Default::default() };
+            fleet.receive(&accept).expect("the replayer accepts the job");
             let control = watch::channel(Control { speed, rate: 1.0, paused: false }).0;
             let state = watch::channel(JobState::Running).0;
             let h = Harness { fleet, accounting, control, state, progress: AtomicI64::new(0), session };

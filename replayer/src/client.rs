@@ -20,6 +20,7 @@ use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
+use crate::allow::Allowlist;
 use crate::executor::Executor;
 use crate::grpc::{Credentials, Grpc, SetupError};
 use crate::upstream::{Reports, Upstream};
@@ -41,6 +42,8 @@ pub struct ReplayerOptions {
     pub dry_run: bool,
     /// Exit after one job instead of waiting for the next.
     pub once: bool,
+    /// Targets this replayer may send to (`--allow-target`); empty allows any.
+    pub allow: Allowlist,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,8 +52,8 @@ pub enum ReplayerError {
     Setup(#[from] SetupError),
     #[error("the dispatcher refused this replayer: {0}")]
     Refused(String),
-    #[error("job configuration refused: {0}")]
-    BadJob(String),
+    #[error("this replayer refused the job: {0}")]
+    JobRefused(String),
 }
 
 /// Runs against the dispatcher at `opts.dispatcher` (gRPC, TLS for an https:// URL) until
@@ -90,6 +93,14 @@ pub async fn run_on<U: Upstream>(
                 ) =>
             {
                 break Err(ReplayerError::Refused(e.message().to_owned()));
+            }
+            // We refused the job: with --once that is the end; otherwise look again later
+            // (the backoff keeps growing), in case the dispatcher's next job is one we take.
+            Err(e) if e.code() == Code::PermissionDenied => {
+                if opts.once {
+                    break Err(ReplayerError::JobRefused(e.message().to_owned()));
+                }
+                tracing::warn!(replayer = %opts.id, reason = %e.message(), retry_in = ?backoff, "refused the job");
             }
             Err(e) => {
                 tracing::info!(replayer = %opts.id, error = %e.message(), retry_in = ?backoff, "dispatcher not reachable")
@@ -138,10 +149,7 @@ async fn connect_and_serve<U: Upstream>(
                 if let Some(old) = session.take() {
                     old.abandon(abandoned);
                 }
-                session = Some(
-                    Session::start(cfg, opts, reports.clone())
-                        .map_err(|e| Status::invalid_argument(e.to_string()))?,
-                );
+                session = Some(accept(cfg, opts, &reports).await?);
             }
             Some(Event::Batch(b)) => match reprise_proto::batch::split(b) {
                 Ok(records) => {
@@ -168,6 +176,39 @@ async fn connect_and_serve<U: Upstream>(
                 return Ok(true);
             }
             None => {}
+        }
+    }
+}
+
+/// Takes a job, or refuses it (PermissionDenied) before sending anything, telling the
+/// dispatcher why: a target outside `--allow-target`, or one that cannot be used. A job taken
+/// is acknowledged at once: the dispatcher hands records only to replayers that accepted.
+async fn accept<R: Reports>(
+    cfg: pb::JobConfig,
+    opts: &ReplayerOptions,
+    reports: &R,
+) -> Result<Session<R>, Status> {
+    let checked = opts.allow.check(&cfg.target).and_then(|()| {
+        Session::start(cfg.clone(), opts, reports.clone()).map_err(|e| format!("target {}: {e}", cfg.target))
+    });
+    match checked {
+        Ok(session) => {
+            session.reporter.ack(&session.exec).await;
+            Ok(session)
+        }
+        Err(why) => {
+            tracing::error!(replayer = %opts.id, reason = %why, "refusing the job");
+            let refusal = pb::StatsReport {
+                replayer_id: opts.id.clone(),
+                job_id: cfg.job_id.clone(),
+                session: cfg.session,
+                refusal: why.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = reports.report(refusal).await {
+                tracing::warn!(replayer = %opts.id, error = %e.message(), "the dispatcher did not take the refusal");
+            }
+            Err(Status::permission_denied(why))
         }
     }
 }
@@ -258,6 +299,7 @@ impl<R: Reports> Reporter<R> {
             session: exec.config().session,
             raw: Vec::new(),
             raw_dropped: 0,
+            refusal: String::new(),
         };
         if let Err(e) = self.to.report(report).await {
             tracing::debug!(replayer = %self.id, error = %e.message(), "ack failed; the next report carries it");
@@ -289,6 +331,7 @@ impl<R: Reports> Reporter<R> {
             session: exec.config().session,
             raw: delta.raw,
             raw_dropped: delta.raw_dropped,
+            refusal: String::new(),
         };
         for attempt in 0..5u32 {
             match self.to.report(report.clone()).await {

@@ -9,6 +9,7 @@
 //! for plain HTTP, hyper and rustls for https); [`stats`] keeps the interval deltas;
 //! [`errors`] classifies failures into a bounded set of kinds.
 
+pub mod allow;
 pub mod client;
 pub mod errors;
 pub mod executor;
@@ -20,6 +21,7 @@ pub mod stats;
 mod tls;
 mod upstream;
 
+pub use allow::{AllowError, AllowedTarget, Allowlist};
 pub use client::{ReplayerError, ReplayerOptions, run, run_on};
 pub use grpc::{Credentials, SetupError};
 /// The error an [`Upstream`] answers with (tonic's, over gRPC or not).

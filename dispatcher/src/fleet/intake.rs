@@ -50,6 +50,10 @@ impl Fleet {
     /// number is counted and merged once. The merged interval goes to the sinks before its
     /// records count as accounted, so the job cannot end (and close its sinks) between the two.
     pub fn receive(&self, r: &pb::StatsReport) -> Result<(), IntakeError> {
+        if !r.refusal.is_empty() {
+            self.refused(&r.replayer_id, r.session, &format!("refused the job: {}", r.refusal));
+            return Ok(());
+        }
         let mut decoded = Vec::with_capacity(r.endpoints.len());
         for e in &r.endpoints {
             decoded.push((e.endpoint, EndpointStats::from_wire(e)?));
@@ -78,18 +82,26 @@ impl Fleet {
             m.last_report = Instant::now();
             m.acked = m.acked.max(r.completed_total.min(m.dispatched));
             m.pending = r.pending;
+            let accepted = !m.active;
+            m.active = true;
+            let last_seq = m.last_seq;
+            if accepted {
+                Self::rebuild(&mut inner);
+            }
             let Some(stats) = stats.as_mut() else {
                 drop(inner);
                 self.changed.notify_waiters();
                 return Ok(());
             };
-            if r.seq <= m.last_seq {
+            if r.seq <= last_seq {
                 stats.duplicate_reports += 1;
                 return Ok(());
             }
-            stats.lost_reports += r.seq - m.last_seq - 1;
+            stats.lost_reports += r.seq - last_seq - 1;
             stats.reports += 1;
-            m.last_seq = r.seq;
+            if let Some(m) = inner.members.get_mut(&r.replayer_id) {
+                m.last_seq = r.seq;
+            }
         }
         // The slow part, with only `stats` held: a member cannot be removed meanwhile.
         let Some(mut stats) = stats else { return Ok(()) };

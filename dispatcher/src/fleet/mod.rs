@@ -2,7 +2,9 @@
 //! reported. Credits: a replayer never has more than `credit_window` records dispatched and
 //! not yet acknowledged. Acks (cheap, frequent) give credits back; statistics (once a second)
 //! account for records: a record is *accounted* once its outcome has been merged (or it was
-//! cancelled). When a replayer leaves (its stream closes, or it is silent longer than the
+//! cancelled). A replayer is handed records only once it has accepted the job (its first
+//! report of the session); one that refuses it (its `--allow-target` list does not admit
+//! the target) leaves holding nothing. When a replayer leaves (its stream closes, or it is silent longer than the
 //! heartbeat timeout) what it held unaccounted is counted `lost_in_flight` and its keys move
 //! to the others. What replayers send back is merged in [`intake`]; the merged statistics
 //! keep a per-second [`history`].
@@ -38,6 +40,8 @@ pub type EventTx = mpsc::Sender<pb::DispatcherEvent>;
 #[derive(Debug)]
 struct Member {
     session: u64,
+    /// It accepted the job (a report of this session came): only then is it in the picker.
+    active: bool,
     /// Its event stream; `None` once the dispatcher has disconnected it (shutting down).
     tx: Option<EventTx>,
     dispatched: u64,
@@ -158,6 +162,7 @@ impl Fleet {
         }
         let member = Member {
             session,
+            active: false,
             tx: Some(tx),
             dispatched: 0,
             acked: 0,
@@ -187,6 +192,21 @@ impl Fleet {
         }
     }
 
+    /// A replayer refused the job: it leaves, and the report says why.
+    pub fn refused(&self, id: &str, session: u64, why: &str) {
+        let stats = self.lock_stats();
+        let mut inner = self.lock();
+        if inner.members.get(id).is_some_and(|m| m.session == session) {
+            tracing::warn!(replayer = id, session, reason = why, "replayer refused the job");
+            self.remove(&mut inner, &stats, id, session, why);
+            if let Some(last) = inner.departed.iter_mut().rev().find(|d| d.id == id) {
+                last.state = "refused";
+            }
+            drop(inner);
+            self.changed.notify_waiters();
+        }
+    }
+
     fn remove(&self, inner: &mut Inner, stats: &JobStats, id: &str, session: u64, why: &str) {
         if let Some(m) = inner.members.remove(id) {
             let lost = m.dispatched.saturating_sub(m.accounted);
@@ -197,18 +217,23 @@ impl Fleet {
             } else {
                 tracing::info!(replayer = id, session, reason = why, "replayer left");
             }
-            if m.dispatched > 0 && inner.departed.len() < MAX_DEPARTED {
-                let mut status = m.status(id, Instant::now(), false, self.window, stats.per_replayer.get(id));
-                status.state = "left";
-                status.left = Some(why.to_owned());
-                status.lost_in_flight = lost;
+            let mut status = m.status(id, Instant::now(), false, self.window, stats.per_replayer.get(id));
+            status.state = "left";
+            status.left = Some(why.to_owned());
+            status.lost_in_flight = lost;
+            // A replayer that joins and leaves again and again (one that keeps refusing the
+            // job, say) is one line, its latest departure.
+            if let Some(same) = inner.departed.iter_mut().find(|d| d.id == id && d.received == 0) {
+                *same = status;
+            } else if inner.departed.len() < MAX_DEPARTED {
                 inner.departed.push(status);
             }
         }
     }
 
+    /// The picker holds the members that accepted the job.
     fn rebuild(inner: &mut Inner) {
-        let ids = inner.members.keys().cloned().collect();
+        let ids = inner.members.iter().filter(|(_, m)| m.active).map(|(id, _)| id.clone()).collect();
         inner.picker.set_members(ids);
     }
 
@@ -238,7 +263,8 @@ impl Fleet {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let Some(first) = inner.picker.pick(key) else {
-            return Reserve::Empty;
+            // Replayers that have not accepted the job yet will, in a moment (or leave).
+            return if inner.members.is_empty() { Reserve::Empty } else { Reserve::Full };
         };
         let n = inner.picker.members().len();
         let tries = if inner.picker.may_skip(key) { n } else { 1 };
@@ -373,11 +399,34 @@ mod tests {
         pb::StatsReport { replayer_id: id.into(), session, completed_total: completed, ..Default::default() }
     }
 
+    /// Joins, and accepts the job as a replayer does with its first report.
+    fn join(f: &Fleet, id: &str) -> (u64, mpsc::Receiver<pb::DispatcherEvent>) {
+        let (tx, rx) = mpsc::channel(1);
+        let s = f.join(id, tx);
+        f.receive(&ack(id, s, 0)).expect("accept");
+        (s, rx)
+    }
+
+    #[test]
+    fn a_replayer_gets_records_only_once_it_accepts_and_leaves_nothing_when_it_refuses() {
+        let (f, acc) = fleet(16);
+        let (tx, _rx) = mpsc::channel(1);
+        let s = f.join("new", tx);
+        assert!(matches!(f.reserve(None), Reserve::Full), "joined, not accepted yet: wait");
+        f.refused("new", s, "target outside --allow-target");
+        assert!(matches!(f.reserve(None), Reserve::Empty));
+        let m = f.members();
+        assert_eq!((m[0].state, m[0].left.as_deref()), ("refused", Some("target outside --allow-target")));
+        assert_eq!(acc.counts().dropped.get(&DropReason::LostInFlight).copied().unwrap_or(0), 0);
+        let (s2, _rx2) = join(&f, "new");
+        assert!(matches!(f.reserve(None), Reserve::Member { session } if session == s2));
+        assert_eq!(f.members().len(), 2, "the live one and its one earlier refusal");
+    }
+
     #[test]
     fn a_stalled_replayer_gets_no_more_than_its_window() {
         let (f, _) = fleet(16);
-        let (tx, _rx) = mpsc::channel(1);
-        let s = f.join("slow", tx);
+        let (s, _rx) = join(&f, "slow");
         for _ in 0..16 {
             assert!(matches!(f.reserve(None), Reserve::Member { session } if session == s));
         }
@@ -391,10 +440,8 @@ mod tests {
     fn round_robin_skips_a_full_replayer_but_a_key_waits_for_its_own() {
         let acc = Arc::new(Accounting::default());
         let f = Fleet::new(HashStrategy::Consistent, 16, acc, Sinks::default());
-        let (tx1, _r1) = mpsc::channel(1);
-        let (tx2, _r2) = mpsc::channel(1);
-        f.join("a", tx1);
-        f.join("b", tx2);
+        let (_, _r1) = join(&f, "a");
+        let (_, _r2) = join(&f, "b");
         let owner = match f.reserve(Some("user-1")) {
             Reserve::Member { session } => session,
             other => panic!("{other:?}"),
@@ -412,8 +459,7 @@ mod tests {
     #[test]
     fn a_replayer_that_leaves_loses_what_it_held_unaccounted() {
         let (f, acc) = fleet(100);
-        let (tx, _rx) = mpsc::channel(1);
-        let s = f.join("gone", tx);
+        let (s, _rx) = join(&f, "gone");
         for _ in 0..30 {
             f.reserve(None);
         }
@@ -430,8 +476,7 @@ mod tests {
     fn statistics_whose_endpoints_and_total_disagree_are_refused() {
         use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
         let (f, _) = fleet(100);
-        let (tx, _rx) = mpsc::channel(1);
-        let s = f.join("r", tx);
+        let (s, _rx) = join(&f, "r");
         for _ in 0..2 {
             f.reserve(None);
         }

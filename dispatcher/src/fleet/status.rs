@@ -12,8 +12,10 @@ use super::Member;
 #[derive(Clone, Debug, Serialize)]
 pub struct MemberStatus {
     pub id: String,
-    /// "ready" (subscribed, no job running), "running", "missing" (no report for over 1.5 s;
-    /// removed at the heartbeat timeout), or "left" with the reason in `left`.
+    /// "ready" (subscribed, no job running), "joining" (sent the job, has not accepted it
+    /// yet), "running", "missing" (no report for over 1.5 s; removed at the heartbeat
+    /// timeout), "left" with the reason in `left`, or "refused" (it refused the job, with why
+    /// in `left`).
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub left: Option<String>,
@@ -48,7 +50,9 @@ impl Member {
         lag: Option<&TotalStats>,
     ) -> MemberStatus {
         let silent = now - self.last_report;
-        let state = if silent > MISSING_AFTER {
+        let state = if running && !self.active {
+            "joining"
+        } else if silent > MISSING_AFTER {
             "missing"
         } else if running {
             "running"
