@@ -14,8 +14,13 @@ const REPLAYER_TOKEN: &str = "replayer-token-4f1c9a7e";
 const ADMIN_TOKEN: &str = "admin-token-b83d02c5";
 
 fn recording(dir: &Path, n: usize) -> PathBuf {
+    recording_every(dir, n, 5)
+}
+
+/// `n` GETs, `gap_ms` apart.
+fn recording_every(dir: &Path, n: usize, gap_ms: usize) -> PathBuf {
     let lines: Vec<String> =
-        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/t/{i}"}}"#, i * 5)).collect();
+        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/t/{i}"}}"#, i * gap_ms)).collect();
     let path = dir.join("r.jsonl");
     std::fs::write(&path, lines.join("\n")).expect("write");
     path
@@ -367,4 +372,23 @@ async fn a_replayer_runs_a_job_its_allowlist_admits() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(wait_exit(d.guard).await.success());
     assert_eq!(target.requests().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replayer_with_a_live_id_cannot_take_its_place() {
+    let target = Capture::start().await;
+    let dir = temp_dir("trust-same-id");
+    let job = write_job(&dir, &target.url(), &recording_every(&dir, 40, 25), "", "");
+    let report = dir.join("report.json");
+    let d = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let _first = spawn_replayer(&d.grpc_url, "same");
+    assert!(wait_until(|| !target.requests().is_empty(), Duration::from_secs(10)).await);
+    let _second = spawn_replayer(&d.grpc_url, "same");
+    assert!(wait_exit(d.guard).await.success());
+    assert_eq!(target.requests().len(), 40);
+    let r = read_json(&report);
+    let rows: Vec<&serde_json::Value> =
+        r["replayers"].as_array().expect("rows").iter().filter(|m| m["id"] == "same").collect();
+    assert_eq!(rows.len(), 1, "one subscription held the id throughout: {}", r["replayers"]);
+    assert_eq!((rows[0]["received"].as_u64(), rows[0]["lost_in_flight"].as_u64()), (Some(40), Some(0)));
 }

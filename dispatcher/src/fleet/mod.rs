@@ -69,6 +69,13 @@ struct Inner {
     departed: Vec<MemberStatus>,
 }
 
+/// A subscription refused because a live replayer has this id.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "replayer id `{0}` belongs to a live replayer; give each replayer its own --id (the default, host name and process id, is unique), or wait until the old one has left"
+)]
+pub struct IdInUse(pub String);
+
 /// Where a record goes.
 #[derive(Debug)]
 pub enum Reserve {
@@ -143,13 +150,14 @@ impl Fleet {
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a replayer; a live one with the same id is replaced (and its load counted lost).
-    /// Returns its session; it receives the job configuration now if the job has started.
-    pub fn join(&self, id: &str, tx: EventTx) -> u64 {
-        let stats = self.lock_stats();
+    /// Adds a replayer. Returns its session; it receives the job configuration now if the
+    /// job has started. An id belongs to its live subscription until that one leaves (its
+    /// stream closes, or it misses its heartbeats): a second process with the same id, by
+    /// mistake or not, cannot take its place and its records.
+    pub fn join(&self, id: &str, tx: EventTx) -> Result<u64, IdInUse> {
         let mut inner = self.lock();
-        if let Some(old) = inner.members.get(id).map(|m| m.session) {
-            self.remove(&mut inner, &stats, id, old, "replaced by a new subscription");
+        if inner.members.contains_key(id) {
+            return Err(IdInUse(id.to_owned()));
         }
         inner.next_session += 1;
         let session = inner.next_session;
@@ -178,7 +186,7 @@ impl Fleet {
         tracing::info!(replayer = id, session, members = inner.members.len(), "replayer joined");
         drop(inner);
         self.changed.notify_waiters();
-        session
+        Ok(session)
     }
 
     /// Removes a replayer if `session` is still its live one.
@@ -402,7 +410,7 @@ mod tests {
     /// Joins, and accepts the job as a replayer does with its first report.
     fn join(f: &Fleet, id: &str) -> (u64, mpsc::Receiver<pb::DispatcherEvent>) {
         let (tx, rx) = mpsc::channel(1);
-        let s = f.join(id, tx);
+        let s = f.join(id, tx).expect("join");
         f.receive(&ack(id, s, 0)).expect("accept");
         (s, rx)
     }
@@ -411,7 +419,7 @@ mod tests {
     fn a_replayer_gets_records_only_once_it_accepts_and_leaves_nothing_when_it_refuses() {
         let (f, acc) = fleet(16);
         let (tx, _rx) = mpsc::channel(1);
-        let s = f.join("new", tx);
+        let s = f.join("new", tx).expect("join");
         assert!(matches!(f.reserve(None), Reserve::Full), "joined, not accepted yet: wait");
         f.refused("new", s, "target outside --allow-target");
         assert!(matches!(f.reserve(None), Reserve::Empty));
@@ -421,6 +429,22 @@ mod tests {
         let (s2, _rx2) = join(&f, "new");
         assert!(matches!(f.reserve(None), Reserve::Member { session } if session == s2));
         assert_eq!(f.members().len(), 2, "the live one and its one earlier refusal");
+    }
+
+    #[test]
+    fn an_id_belongs_to_its_live_subscription_until_it_leaves() {
+        let (f, _) = fleet(16);
+        let (s, _rx) = join(&f, "r1");
+        let (tx, _rx2) = mpsc::channel(1);
+        let err = f.join("r1", tx).expect_err("the id is taken");
+        assert!(err.to_string().contains("--id"), "{err}");
+        assert!(
+            matches!(f.reserve(None), Reserve::Member { session } if session == s),
+            "the first keeps its place"
+        );
+        f.leave("r1", s, "test");
+        let (s2, _rx3) = join(&f, "r1");
+        assert_ne!(s, s2, "free again once the first has left");
     }
 
     #[test]

@@ -137,7 +137,9 @@ impl Service {
             return Err(Status::unavailable("the job is over; this dispatcher takes no more replayers"));
         }
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
-        let session = self.job.fleet().join(&reg.replayer_id, tx);
+        // Retried by the replayer: the id frees itself when its holder leaves.
+        let session =
+            self.job.fleet().join(&reg.replayer_id, tx).map_err(|e| Status::already_exists(e.to_string()))?;
         let stream = MemberStream {
             events: ReceiverStream::new(rx),
             job: Arc::clone(&self.job),
