@@ -1,13 +1,15 @@
-//! Every record is accounted for. Two identities hold at the end of a job (and are shown in
-//! /status, the table and the JSON report):
+//! Every record is accounted for. Three identities hold at the end of a job (and are shown
+//! in /status, the table and the JSON report; `balanced` is all three):
 //!
+//! - `input = in_range + out_of_range`: every record taken from the source is either in
+//!   `[begin, end]` or not (a stopped job's records still in the reorder window are in range,
+//!   dropped as stopped);
 //! - `scheduled = sent + Σ dropped{reason}`, where `scheduled` is the copies realised from the
 //!   in-range input (`rate` applied) and `sent` is what the replayers fired;
 //! - `sent = ok + failed`.
 //!
-//! Beside it: `input = in_range + out_of_range`, and `scheduled` is `in_range` × `rate` as
-//! realised. Malformed units and skipped units (GoReplay responses) are counted apart: they
-//! never become records.
+//! Malformed units and skipped units (GoReplay responses) are counted apart: they never
+//! become records.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -72,8 +74,8 @@ pub struct Accounting {
 pub struct Counts {
     /// Records taken from the source (parsed, merged in time order).
     pub input: u64,
-    /// Records inside `[begin, end]` handed to the wheel; `input = in_range + out_of_range`
-    /// (plus, for a stopped job, what was still in the reorder window).
+    /// Records inside `[begin, end]` handed to the wheel (or, when the job stopped, held in
+    /// the reorder window: dropped as stopped); `input = in_range + out_of_range`.
     pub in_range: u64,
     /// Bytes read from the source (after decompression).
     pub bytes: u64,

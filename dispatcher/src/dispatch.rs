@@ -304,6 +304,15 @@ pub async fn run(
     };
     if stopped {
         batches.discard(ctx);
+        // Read from the source and in range, never scheduled: dropped as stopped, copies and
+        // all, so every identity of the books holds for a stopped job.
+        for _ in input.take_held() {
+            acc.in_range();
+            let copies = u64::from(wheel.copies(index));
+            index += 1;
+            acc.scheduled(copies);
+            acc.dropped(DropReason::Stopped, copies);
+        }
     } else {
         batches.flush_all(ctx).await;
     }

@@ -281,6 +281,9 @@ pub fn stopped_early(report: &Path, received: usize, most: u64) -> serde_json::V
     assert_eq!(r["state"], "stopped");
     let t = r["totals"].take();
     assert_eq!(t["balanced"], true, "{t}");
+    let n = |k: &str| t[k].as_u64().expect(k);
+    assert_eq!(n("input"), n("in_range") + n("out_of_range"), "every record read is counted: {t}");
+    assert_eq!(n("scheduled"), n("sent") + n("dropped_total"), "{t}");
     let sent = t["sent"].as_u64().expect("sent");
     assert!(sent < most, "stopped early: {sent} sent");
     assert_eq!(sent as usize, received);

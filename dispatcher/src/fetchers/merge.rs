@@ -185,6 +185,10 @@ pub struct Merger {
     flushing: bool,
     /// The first record, taken early by [`Merger::prime`].
     primed: Option<Ordered>,
+    /// A stream whose buffer the last record emptied: refilled at the next pull, not before
+    /// returning that record, so a pull dropped while it waits (the job stopped) has taken
+    /// nothing it did not hand over.
+    refill_due: Option<usize>,
     done: bool,
     opts: MergeOptions,
     accounting: Arc<Accounting>,
@@ -203,6 +207,7 @@ impl Merger {
             exhausted: false,
             flushing: false,
             primed: None,
+            refill_due: None,
             done: false,
             opts,
             accounting,
@@ -278,6 +283,20 @@ impl Merger {
         Some(Ordered { record, late })
     }
 
+    /// The job stopped: what was taken from the source and not released yet (the reorder
+    /// buffer, a primed first record), in order, with the range applied (what is outside
+    /// counts out of range, as ever). Ends the input. The caller accounts for these records,
+    /// so `input = in_range + out_of_range` holds for a stopped job too.
+    pub fn take_held(&mut self) -> Vec<Ordered> {
+        let mut held: Vec<Ordered> = self.primed.take().into_iter().collect();
+        while !self.done {
+            let Some(r) = self.reorder.pop_until(i64::MAX) else { break };
+            held.extend(self.release(r, false));
+        }
+        self.finish();
+        held
+    }
+
     /// Ends the input: the fetchers see their streams closed and stop.
     fn finish(&mut self) {
         self.done = true;
@@ -301,6 +320,9 @@ impl Merger {
                 }
             }
         }
+        if let Some(i) = self.refill_due.take() {
+            self.refill(i).await;
+        }
         loop {
             self.poll_idle();
             if let Some(Reverse((_, i))) = self.heads.pop() {
@@ -315,7 +337,7 @@ impl Merger {
                 self.accounting.input();
                 match self.buffers[i].front() {
                     Some(next) => self.heads.push(Reverse((next.ts, i))),
-                    None => self.refill(i).await,
+                    None => self.refill_due = Some(i),
                 }
                 return Merged::Record(record);
             }

@@ -74,7 +74,8 @@ pub struct Totals {
     pub ok: u64,
     pub failed: u64,
     pub dropped_total: u64,
-    /// `scheduled = sent + dropped_total` and `sent = ok + failed` both hold.
+    /// `input = in_range + out_of_range`, `scheduled = sent + dropped_total` and
+    /// `sent = ok + failed` all hold.
     pub balanced: bool,
 }
 
@@ -195,8 +196,10 @@ impl Report {
             (eps, endpoint("*", &s.total, secs), reports, verdicts, s.history.rows())
         });
         let dropped_total = counts.dropped_total();
-        let balanced =
-            counts.scheduled == total.requests + dropped_total && total.requests == total.ok + total.failed;
+        // Every identity of the books (accounting.rs), the input's included.
+        let balanced = counts.input == counts.in_range + counts.out_of_range
+            && counts.scheduled == total.requests + dropped_total
+            && total.requests == total.ok + total.failed;
         Report {
             job: job.id().to_owned(),
             state: job.state(),
