@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+use crate::redact::Redactor;
+
 /// Samples logged per malformed reason; the rest are only counted.
 const SAMPLES_PER_REASON: u64 = 5;
 
@@ -67,6 +69,8 @@ pub struct Accounting {
     malformed: Mutex<BTreeMap<&'static str, u64>>,
     skipped: Mutex<BTreeMap<&'static str, u64>>,
     dropped: Mutex<BTreeMap<DropReason, u64>>,
+    /// Takes secrets out of the samples of malformed input.
+    redactor: Redactor,
 }
 
 /// A consistent-enough copy of the counters for reports.
@@ -100,6 +104,11 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) -> u64 {
 }
 
 impl Accounting {
+    /// Counters whose malformed-input samples are redacted by `redactor`.
+    pub fn new(redactor: Redactor) -> Self {
+        Accounting { redactor, ..Accounting::default() }
+    }
+
     /// A record taken from the source's merge.
     pub fn input(&self) {
         self.input.fetch_add(1, Relaxed);
@@ -120,11 +129,11 @@ impl Accounting {
 
     /// Counts a malformed unit and logs the first few of each reason: where (`source`, and the
     /// unit's number in it, 1-based: the line number for line formats), what is wrong, and the
-    /// start of the unit itself.
+    /// start of the unit itself, secret header values and bodies redacted.
     pub fn malformed(&self, reason: &'static str, detail: &str, unit: &[u8], source: &str, at: u64) {
         let n = bump(&self.malformed, reason, 1);
         if n <= SAMPLES_PER_REASON {
-            let sample: String = String::from_utf8_lossy(&unit[..unit.len().min(160)]).into_owned();
+            let sample = self.redactor.sample(unit, 160);
             tracing::warn!(reason, source, unit = at, detail, sample = %sample.escape_debug(), "malformed input skipped");
         }
     }

@@ -5,7 +5,7 @@
 //! Layers, from the bottom; a module imports only from layers below it (docs/design.md,
 //! "Layout"):
 //! 1. Leaves: `record` (a parsed request), `accounting` (every record counted),
-//!    `refusals` (callers turned away),
+//!    `refusals` (callers turned away), `redact` (secrets out of printed samples),
 //!    `routing` (which replayer gets a record), `thresholds` (the CI gate: parse and judge).
 //! 2. [`config`]: the job file, typed and parsed once at load (thresholds and key patterns
 //!    included); `control` (the job's state and live settings).
@@ -31,6 +31,7 @@ mod fetchers;
 mod fleet;
 mod job;
 mod record;
+mod redact;
 mod refusals;
 mod results;
 mod routing;

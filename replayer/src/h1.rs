@@ -320,6 +320,8 @@ pub enum Unsendable {
     Host,
     #[error("the path does not make a request target")]
     Path,
+    #[error("more headers than a request can carry")]
+    Headers,
 }
 
 /// Writes the request head for `rec` into `out` (cleared first): request line with `prefix`

@@ -293,7 +293,9 @@ impl Target {
             if let (Ok(n), Ok(v)) =
                 (HeaderName::from_bytes(name), HeaderValue::from_maybe_shared(rec.share(value)))
             {
-                headers.append(n, v);
+                // `append` panics past the map's capacity (32,768); the dispatcher caps
+                // headers far below, and a record that still overflows is not sent.
+                headers.try_append(n, v).map_err(|_| Unsendable::Headers)?;
             }
         }
         let host = match (self.preserve_host, rec.host.is_empty()) {

@@ -101,12 +101,50 @@ impl Analyzer {
 
     /// Parses one unit. Json records keep slices of `unit` instead of copies of their fields.
     pub fn parse(&self, unit: &Bytes) -> Parsed {
-        match self {
+        let parsed = match self {
             Analyzer::Json(a) => a.parse(unit),
             Analyzer::Gor(a) => a.parse(unit),
             Analyzer::Combined(a) => a.parse(unit),
+        };
+        match parsed {
+            Parsed::Record(r) => sendable(r),
+            other => other,
         }
     }
+}
+
+/// Headers a record may carry. Browsers send a few dozen and servers refuse a head past
+/// 8 to 64 KiB, so more is not traffic to replay (and past 32,768 the `http` crate's header
+/// map, which https requests are built in, cannot hold them).
+pub const MAX_HEADERS: usize = 1000;
+/// Bytes of all header names and values together.
+pub const MAX_HEADER_BYTES: usize = 256 << 10;
+
+/// A record that can be sent as it was recorded, or why not. Checked once here for every
+/// format, so a replayer never meets a record it cannot write (it would drop the header, or
+/// the request, where nobody counts it). Values are never quoted: they may be secrets.
+fn sendable(r: Record) -> Parsed {
+    if r.headers.len() > MAX_HEADERS {
+        let detail = format!("{} headers; at most {MAX_HEADERS} are replayed", r.headers.len());
+        return Parsed::malformed("too_many_headers", detail);
+    }
+    let bytes: usize = r.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    if bytes > MAX_HEADER_BYTES {
+        let detail = format!("headers of {bytes} bytes; at most {MAX_HEADER_BYTES} are replayed");
+        return Parsed::malformed("headers_too_large", detail);
+    }
+    for (name, value) in &r.headers {
+        if !is_token(name) {
+            let detail = format!("header name {:?} is not an HTTP token", name.escape_debug().to_string());
+            return Parsed::malformed("bad_headers", detail);
+        }
+        if value.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0)) {
+            let detail =
+                format!("the value of header `{name}` holds CR, LF or NUL: it cannot be sent as one header");
+            return Parsed::malformed("bad_headers", detail);
+        }
+    }
+    Parsed::Record(r)
 }
 
 /// Sets the record's key from a header or query source.
@@ -119,11 +157,14 @@ fn with_key(mut r: Record, key: Option<&KeySource>) -> Record {
     r
 }
 
-/// A method is an HTTP token (RFC 9110): letters, digits and a few symbols.
+/// A method is a short HTTP token.
 fn is_method(m: &str) -> bool {
-    !m.is_empty()
-        && m.len() <= 32
-        && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    is_token(m) && m.len() <= 32
+}
+
+/// An HTTP token (RFC 9110; methods, header names): letters, digits and a few symbols.
+fn is_token(m: &str) -> bool {
+    !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
@@ -145,6 +186,37 @@ mod tests {
         b"1 id 1700000000000000000 0\nPOST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\n",
         br#"1.2.3.4 - - [10/Oct/2023:13:55:36 -0700] "GET /a?b=1 HTTP/1.1" 200 5 "r\"x" "ua""#,
     ];
+
+    fn json_with_headers(headers: &str) -> Parsed {
+        let unit = format!(r#"{{"ts":1,"method":"GET","url":"/a","headers":{{{headers}}}}}"#);
+        Analyzer::build(&config::AnalyzerConfig::default()).parse(&Bytes::from(unit))
+    }
+
+    #[test]
+    fn records_that_cannot_be_sent_as_recorded_are_malformed_by_reason() {
+        let reason = |p: Parsed| match p {
+            Parsed::Malformed { reason, detail } => (reason, detail),
+            other => panic!("{other:?}"),
+        };
+        let many: Vec<String> = (0..MAX_HEADERS + 1).map(|i| format!(r#""h{i}":"v""#)).collect();
+        assert_eq!(reason(json_with_headers(&many.join(","))).0, "too_many_headers");
+        let fine: Vec<String> = (0..MAX_HEADERS).map(|i| format!(r#""h{i}":"v""#)).collect();
+        assert!(matches!(json_with_headers(&fine.join(",")), Parsed::Record(_)));
+        let big = format!(r#""X-Big":"{}""#, "a".repeat(MAX_HEADER_BYTES));
+        assert_eq!(reason(json_with_headers(&big)).0, "headers_too_large");
+        let (why, detail) = reason(json_with_headers(r#""Authorization":"Bearer s3cr3t\r\nX-Injected: 1""#));
+        assert_eq!(why, "bad_headers");
+        assert!(
+            detail.contains("Authorization") && !detail.contains("s3cr3t"),
+            "names, never quotes: {detail}"
+        );
+        assert_eq!(reason(json_with_headers(r#""Bad Name":"v""#)).0, "bad_headers");
+        let long_name = format!(r#""X-{}":"v""#, "n".repeat(100));
+        assert!(
+            matches!(json_with_headers(&long_name), Parsed::Record(_)),
+            "names longer than a method are fine"
+        );
+    }
 
     /// Random bytes and random mutations (flips, cuts, insertions of multi-byte UTF-8) of
     /// valid units: every analyzer answers a record, a skip or a reason, and never panics.

@@ -185,6 +185,9 @@ pub struct AnalyzerConfig {
     pub timestamp_unit: TimeUnit,
     /// Where a record's hash key comes from: "header:NAME", "query:NAME" or "json:NAME".
     pub hash_field: Option<String>,
+    /// Headers whose values are secrets besides `Authorization`, `Proxy-Authorization`,
+    /// `Cookie` and `Set-Cookie`: never printed.
+    pub secret_headers: Vec<String>,
 }
 
 impl Default for AnalyzerConfig {
@@ -194,6 +197,7 @@ impl Default for AnalyzerConfig {
             fields: JsonFields::default(),
             timestamp_unit: TimeUnit::Ms,
             hash_field: None,
+            secret_headers: Vec::new(),
         }
     }
 }

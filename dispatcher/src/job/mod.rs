@@ -26,6 +26,7 @@ use crate::control::{Control, ControlError, JobState};
 use crate::fetchers::FetchError;
 use crate::fetchers::progress::{SourceProgress, SourceStatus};
 use crate::fleet::Fleet;
+use crate::redact::Redactor;
 use crate::refusals::Refusals;
 use crate::sinks::{SinkError, Sinks};
 
@@ -90,7 +91,10 @@ impl Job {
         let control = Control { speed: cfg.job.speed, rate: cfg.job.rate, paused: false };
         let tasks = TaskTracker::new();
         let sinks_stop = CancellationToken::new();
-        let accounting = Arc::new(Accounting::default());
+        let fields = &cfg.analyzer.fields;
+        let redactor =
+            Redactor::new(&cfg.analyzer.secret_headers, &[fields.body.clone(), fields.body_base64.clone()]);
+        let accounting = Arc::new(Accounting::new(redactor));
         let sinks = Sinks::start(&cfg.reporter, cfg.job.id.as_deref().unwrap_or("job"), &tasks, &sinks_stop)?;
         let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), sinks);
         Ok(Arc::new(Job {

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use bytes::Bytes;
 
-use super::{KeySource, Parsed, is_method, with_key};
+use super::{KeySource, Parsed, is_method, is_token, with_key};
 use crate::config::values::parse_rfc3339_ns;
 use crate::config::{JsonFields, TimeUnit};
 use crate::record::{Record, Text, split_url};
@@ -241,8 +241,9 @@ fn host_header(headers: &[(Text, Bytes)]) -> Option<Text> {
     std::str::from_utf8(v).ok().map(|h| Text::within(v, h))
 }
 
+/// Any HTTP token: header names are not capped like methods (names past 32 bytes exist).
 pub(super) fn is_header_name(n: &str) -> bool {
-    is_method(n)
+    is_token(n)
 }
 
 #[cfg(test)]
