@@ -84,6 +84,9 @@ impl Fleet {
             m.pending = r.pending;
             let accepted = !m.active;
             m.active = true;
+            if accepted && m.missing > 0 {
+                tracing::info!(replayer = %r.replayer_id, "replayer answers again: it takes records again");
+            }
             let last_seq = m.last_seq;
             if accepted {
                 Self::rebuild(&mut inner);

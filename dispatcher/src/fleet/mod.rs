@@ -40,8 +40,12 @@ pub type EventTx = mpsc::Sender<pb::DispatcherEvent>;
 #[derive(Debug)]
 struct Member {
     session: u64,
-    /// It accepted the job (a report of this session came): only then is it in the picker.
+    /// It accepted the job (a report of this session came) and is not missing: only then is
+    /// it in the picker.
     active: bool,
+    /// Times it went missing (silent past `MISSING_AFTER`): its records went to the others
+    /// until it answered again.
+    missing: u64,
     /// Its event stream; `None` once the dispatcher has disconnected it (shutting down).
     tx: Option<EventTx>,
     dispatched: u64,
@@ -54,6 +58,10 @@ struct Member {
     last_seq: u64,
     last_report: Instant,
 }
+
+/// A replayer silent this long (it reports every second) is missing: shown so, and handed
+/// no records until it answers.
+pub(super) const MISSING_AFTER: Duration = Duration::from_millis(1500);
 
 /// Departed replayers remembered for the report.
 const MAX_DEPARTED: usize = 1024;
@@ -171,6 +179,7 @@ impl Fleet {
         let member = Member {
             session,
             active: false,
+            missing: 0,
             tx: Some(tx),
             dispatched: 0,
             acked: 0,
@@ -257,7 +266,10 @@ impl Fleet {
     pub fn start(&self, job: pb::JobConfig) {
         self.lock_stats().history.start(Instant::now());
         let mut inner = self.lock();
-        for m in inner.members.values() {
+        let now = Instant::now();
+        for m in inner.members.values_mut() {
+            // Silence counts from here: before the job, replayers have nothing to report.
+            m.last_report = now;
             if let Some(tx) = &m.tx {
                 let _ = tx.try_send(config_event(&job, m.session));
             }
@@ -306,9 +318,28 @@ impl Fleet {
         }
     }
 
-    /// Removes members silent for longer than `timeout`.
+    /// Takes members silent past `MISSING_AFTER` out of the picker at once (their records
+    /// go to the others until they answer again), and removes those silent for longer than
+    /// `timeout`.
     pub fn reap(&self, timeout: Duration) {
         let now = Instant::now();
+        {
+            let mut inner = self.lock();
+            let mut went = 0;
+            for (id, m) in inner.members.iter_mut().filter(|(_, m)| m.active) {
+                if now - m.last_report > MISSING_AFTER {
+                    m.active = false;
+                    m.missing += 1;
+                    went += 1;
+                    tracing::warn!(replayer = %id, silent = ?(now - m.last_report), "replayer missing: its records go to the others until it answers");
+                }
+            }
+            if went > 0 {
+                Self::rebuild(&mut inner);
+                drop(inner);
+                self.changed.notify_waiters();
+            }
+        }
         let silent: Vec<(String, u64)> = self
             .lock()
             .members
@@ -445,6 +476,28 @@ mod tests {
         f.leave("r1", s, "test");
         let (s2, _rx3) = join(&f, "r1");
         assert_ne!(s, s2, "free again once the first has left");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_replayer_gets_no_records_until_it_answers_and_is_counted_missing() {
+        let (f, _) = fleet(100);
+        let (a, _ra) = join(&f, "a");
+        let (b, _rb) = join(&f, "b");
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        f.receive(&ack("a", a, 0)).expect("a reports");
+        tokio::time::advance(Duration::from_millis(600)).await;
+        f.reap(Duration::from_secs(10));
+        let to_a = (0..10)
+            .filter(|_| matches!(f.reserve(None), Reserve::Member { session } if session == a))
+            .count();
+        assert_eq!(to_a, 10, "b is missing: everything goes to a");
+        let rows = f.members();
+        assert_eq!((rows[1].id.as_str(), rows[1].state, rows[1].missing), ("b", "missing", 1));
+        f.receive(&ack("b", b, 0)).expect("b answers");
+        let to_b = (0..10)
+            .filter(|_| matches!(f.reserve(None), Reserve::Member { session } if session == b))
+            .count();
+        assert_eq!(to_b, 5, "b takes its share again");
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! What `/status` and the report show of a replayer.
 
-use std::time::Duration;
-
 use reprise_proto::stats::{Dist, TotalStats};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::Member;
+use super::{MISSING_AFTER, Member};
 
 /// What /status and the report show of a replayer.
 #[derive(Clone, Debug, Serialize)]
@@ -21,6 +19,8 @@ pub struct MemberStatus {
     pub left: Option<String>,
     /// Records it held unaccounted when it left.
     pub lost_in_flight: u64,
+    /// Times it went missing; meanwhile its records (and keys) went to the others.
+    pub missing: u64,
     /// Records handed to it.
     pub received: u64,
     pub acked: u64,
@@ -37,9 +37,6 @@ pub struct MemberStatus {
     pub last_report_ms_ago: u64,
 }
 
-/// A replayer silent this long shows as missing (it reports every second).
-const MISSING_AFTER: Duration = Duration::from_millis(1500);
-
 impl Member {
     pub(super) fn status(
         &self,
@@ -50,10 +47,12 @@ impl Member {
         lag: Option<&TotalStats>,
     ) -> MemberStatus {
         let silent = now - self.last_report;
-        let state = if running && !self.active {
-            "joining"
-        } else if silent > MISSING_AFTER {
+        // Before the job, replayers do not report: silence is only missing once they have
+        // taken a job (or went missing already).
+        let state = if silent > MISSING_AFTER && (self.active || self.missing > 0) {
             "missing"
+        } else if running && !self.active {
+            "joining"
         } else if running {
             "running"
         } else {
@@ -66,6 +65,7 @@ impl Member {
             state,
             left: None,
             lost_in_flight: 0,
+            missing: self.missing,
             received: self.dispatched,
             acked: self.acked,
             in_flight,
