@@ -92,7 +92,7 @@ enum Command {
         #[arg(long, env = "REPRISE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
         /// A target this replayer may send to: HOST, HOST:PORT, *.DOMAIN (any subdomain) or
-        /// [IPv6]:PORT; repeatable. A job aimed elsewhere is refused before anything is sent.
+        /// `[IPv6]:PORT`; repeatable. A job aimed elsewhere is refused before anything is sent.
         /// Without it, any target.
         #[arg(
             long = "allow-target",
