@@ -1,6 +1,6 @@
-//! A fleet that obeys only its owner, through the real binary: tokens on both ports, TLS on
-//! both ports with client certificates for replayers, and a dispatcher that will not serve
-//! beyond loopback unauthenticated. Certificates are made in the test (rcgen).
+//! A dispatcher that obeys only its owner, through the real binary: tokens on both ports, TLS
+//! on both ports with client certificates for replayers, and no serving beyond loopback
+//! unauthenticated. Certificates are made in the test (rcgen).
 
 mod common;
 
@@ -14,20 +14,16 @@ const REPLAYER_TOKEN: &str = "replayer-token-4f1c9a7e";
 const ADMIN_TOKEN: &str = "admin-token-b83d02c5";
 
 fn recording(dir: &Path, n: usize) -> PathBuf {
-    recording_every(dir, n, 5)
+    gets_every(dir, n, 5)
 }
 
-/// `n` GETs, `gap_ms` apart.
-fn recording_every(dir: &Path, n: usize, gap_ms: usize) -> PathBuf {
-    let lines: Vec<String> =
-        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/t/{i}"}}"#, i * gap_ms)).collect();
-    let path = dir.join("r.jsonl");
-    std::fs::write(&path, lines.join("\n")).expect("write");
-    path
-}
-
-fn exit_code(out: &std::process::Output) -> Option<i32> {
-    out.status.code()
+/// A dispatcher on loopback with both tokens set, writing its report to `report`.
+fn dispatcher_with_tokens(job: &Path, report: &Path) -> (Guard, String) {
+    let env = [("REPRISE_REPLAYER_TOKEN", REPLAYER_TOKEN), ("REPRISE_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let a = ["--config", job.to_str().expect("path"), "--report-json", report.to_str().expect("path")];
+    let mut args = vec!["dispatcher", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"];
+    args.extend(a);
+    spawn_daemon_env(&args, &env)
 }
 
 async fn admin(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
@@ -42,21 +38,7 @@ async fn tokens_guard_both_ports_and_are_never_printed() {
     let dir = temp_dir("trust-tokens");
     let job = write_job(&dir, &target.url(), &recording(&dir, 20), "", "");
     let report = dir.join("report.json");
-    let env = [("REPRISE_REPLAYER_TOKEN", REPLAYER_TOKEN), ("REPRISE_ADMIN_TOKEN", ADMIN_TOKEN)];
-    let (guard, line) = spawn_daemon_env(
-        &[
-            "dispatcher",
-            "--config",
-            job.to_str().expect("path"),
-            "--grpc",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--report-json",
-            report.to_str().expect("path"),
-        ],
-        &env,
-    );
+    let (guard, line) = dispatcher_with_tokens(&job, &report);
     let (grpc, http) = (format!("http://{}", field(&line, "grpc")), field(&line, "http"));
 
     // The admin API: the token is asked for everywhere but /healthz and /metrics.
@@ -76,7 +58,7 @@ async fn tokens_guard_both_ports_and_are_never_printed() {
         let env: Vec<(&str, &str)> = token.iter().map(|t| ("REPRISE_REPLAYER_TOKEN", *t)).collect();
         let out = reprise_env(a, &env).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(exit_code(&out), Some(3), "{stderr}");
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
         assert!(stderr.contains("replayer token") && stderr.contains("REPRISE_REPLAYER_TOKEN"), "{stderr}");
         assert!(!stderr.contains("replayer-token-guessed"), "a token is never printed: {stderr}");
     }
@@ -117,7 +99,7 @@ async fn a_dispatcher_beyond_loopback_without_tokens_refuses_to_start() {
         let out =
             reprise_env(args(&["dispatcher", "--config", job, "--grpc", grpc, "--http", http]), &env).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(exit_code(&out), Some(3), "{grpc} {http}: {stderr}");
+        assert_eq!(out.status.code(), Some(3), "{grpc} {http}: {stderr}");
         assert!(stderr.contains(named) && stderr.contains("--insecure"), "{stderr}");
         assert!(!stderr.contains(not_named), "{stderr}");
     }
@@ -208,21 +190,7 @@ async fn tls_on_both_ports_admits_only_replayers_with_a_certificate_of_its_ca() 
     );
     let job = write_job(&dir, &target.url(), &recording(&dir, 20), "", &tls);
     let report = dir.join("report.json");
-    let env = [("REPRISE_REPLAYER_TOKEN", REPLAYER_TOKEN), ("REPRISE_ADMIN_TOKEN", ADMIN_TOKEN)];
-    let (guard, line) = spawn_daemon_env(
-        &[
-            "dispatcher",
-            "--config",
-            job.to_str().expect("path"),
-            "--grpc",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--report-json",
-            report.to_str().expect("path"),
-        ],
-        &env,
-    );
+    let (guard, line) = dispatcher_with_tokens(&job, &report);
     let (grpc, http) = (field(&line, "grpc"), field(&line, "http"));
     let (https, plain) = (format!("https://{grpc}"), format!("http://{grpc}"));
 
@@ -299,7 +267,7 @@ async fn an_unusable_certificate_file_is_named_with_what_is_wrong() {
     ]))
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(exit_code(&out), Some(3), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("[service.tls] key") && stderr.contains("garbage.pem"), "{stderr}");
     assert!(stderr.contains("private key"), "{stderr}");
 
@@ -312,132 +280,9 @@ async fn an_unusable_certificate_file_is_named_with_what_is_wrong() {
     ]))
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(exit_code(&out), Some(3), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
         stderr.contains("--tls-ca") && stderr.contains("garbage.pem") && stderr.contains("no certificate"),
         "{stderr}"
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayer_refuses_a_job_aimed_outside_its_allowlist_and_sends_nothing() {
-    let allowed = Capture::start().await;
-    let elsewhere = Capture::start().await;
-    let dir = temp_dir("trust-allow");
-    let job = write_job(&dir, &elsewhere.url(), &recording(&dir, 20), "", "");
-    let report = dir.join("report.json");
-    let d = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
-    let allowed_port = allowed.url().rsplit(':').next().expect("port").to_owned();
-    let allow = format!("127.0.0.1:{allowed_port}");
-    let a = args(&[
-        "replayer",
-        "--dispatcher",
-        &d.grpc_url,
-        "--id",
-        "careful",
-        "--once",
-        "--allow-target",
-        &allow,
-    ]);
-    let out = reprise(a).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(exit_code(&out), Some(3), "{stderr}");
-    assert!(stderr.contains("refused the job") && stderr.contains("--allow-target"), "{stderr}");
-
-    // With its only replayer gone, the job cannot run as recorded: exit 3, and the report
-    // says which replayer refused and why.
-    assert_eq!(wait_exit(d.guard).await.code(), Some(3));
-    assert!(elsewhere.requests().is_empty(), "nothing reached the target outside the list");
-    assert!(allowed.requests().is_empty());
-    let r = read_json(&report);
-    let row = &r["replayers"][0];
-    assert_eq!((row["id"].as_str(), row["state"].as_str()), (Some("careful"), Some("refused")), "{row}");
-    let why = row["left"].as_str().expect("why");
-    assert!(why.contains(&elsewhere.url()) && why.contains(&allow), "{why}");
-    assert_eq!(row["received"], 0, "it was handed nothing: {row}");
-    assert_eq!(r["totals"]["dropped"]["lost_in_flight"].as_u64().unwrap_or(0), 0, "{}", r["totals"]);
-    assert_eq!(r["totals"]["dropped"]["no_replayer"], 20, "{}", r["totals"]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayer_runs_a_job_its_allowlist_admits() {
-    let target = Capture::start().await;
-    let dir = temp_dir("trust-allowed");
-    let job = write_job(&dir, &target.url(), &recording(&dir, 20), "", "");
-    let d = start_dispatcher(&job, "127.0.0.1:0", None);
-    let port = target.url().rsplit(':').next().expect("port").to_owned();
-    let list = format!("*.staging.example.com,127.0.0.1:{port}");
-    let a = args(&["replayer", "--dispatcher", &d.grpc_url, "--id", "r", "--once"]);
-    let out = reprise_env(a, &[("REPRISE_ALLOW_TARGETS", &list)]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(wait_exit(d.guard).await.success());
-    assert_eq!(target.requests().len(), 20);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_replayer_with_a_live_id_cannot_take_its_place() {
-    let target = Capture::start().await;
-    let dir = temp_dir("trust-same-id");
-    let job = write_job(&dir, &target.url(), &recording_every(&dir, 40, 25), "", "");
-    let report = dir.join("report.json");
-    let d = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
-    let _first = spawn_replayer(&d.grpc_url, "same");
-    assert!(wait_until(|| !target.requests().is_empty(), Duration::from_secs(10)).await);
-    let _second = spawn_replayer(&d.grpc_url, "same");
-    assert!(wait_exit(d.guard).await.success());
-    assert_eq!(target.requests().len(), 40);
-    let r = read_json(&report);
-    let rows: Vec<&serde_json::Value> =
-        r["replayers"].as_array().expect("rows").iter().filter(|m| m["id"] == "same").collect();
-    assert_eq!(rows.len(), 1, "one subscription held the id throughout: {}", r["replayers"]);
-    assert_eq!((rows[0]["received"].as_u64(), rows[0]["lost_in_flight"].as_u64()), (Some(40), Some(0)));
-}
-
-/// Every output of a run at debug level, every report file and the raw rows: the recorded
-/// secrets reach the target and nothing else, also from a malformed line's sample.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recorded_secrets_reach_the_target_and_no_output() {
-    const SECRETS: [&str; 4] = ["Bearer tok-9f8e7d", "sid=c00k1e", "k3y-v4lue", "pa55w0rd"];
-    let target = Capture::start().await;
-    let dir = temp_dir("trust-secrets");
-    let rec = dir.join("r.jsonl");
-    let good = r#"{"ts":1,"method":"POST","url":"/login","headers":{"Authorization":"Bearer tok-9f8e7d","Cookie":"sid=c00k1e","X-Api-Key":"k3y-v4lue"},"body":"pa55w0rd"}"#;
-    let bad = r#"{"ts":"yesterday","method":"GET","url":"/x","headers":{"Authorization":["Bearer tok-9f8e7d"],"Cookie":"sid=c00k1e"},"body":"pa55w0rd"}"#;
-    std::fs::write(&rec, [good, bad, good].join("\n")).expect("write");
-    let extra = format!("[analyzer]\nsecret_headers = [\"X-Api-Key\"]\n{}", raw_sink(&dir));
-    let job = write_job(&dir, &target.url(), &rec, "", &extra);
-    let (json, html, csv) = (dir.join("report.json"), dir.join("report.html"), dir.join("out"));
-    let a = args(&[
-        "run",
-        job.to_str().expect("path"),
-        "--report-json",
-        json.to_str().expect("path"),
-        "--report-html",
-        html.to_str().expect("path"),
-        "--report-csv",
-        csv.to_str().expect("path"),
-    ]);
-    let out = reprise_env(a, &[("RUST_LOG", "debug")]).await;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(target.requests().len(), 2);
-    assert_eq!(target.requests()[0].header("authorization"), Some(b"Bearer tok-9f8e7d".as_slice()));
-    assert!(stderr.contains("malformed input skipped") && stderr.contains("<redacted>"), "{stderr}");
-    let mut outputs =
-        vec![("stdout".to_owned(), out.stdout.clone()), ("stderr".to_owned(), out.stderr.clone())];
-    let mut files = vec![dir.to_path_buf()];
-    while let Some(p) = files.pop() {
-        if p.is_dir() {
-            files.extend(std::fs::read_dir(&p).expect("dir").map(|e| e.expect("entry").path()));
-        } else if p != rec {
-            outputs.push((p.display().to_string(), std::fs::read(&p).expect("read")));
-        }
-    }
-    assert!(outputs.len() >= 7, "stdout, stderr, json, html, two csv, raw rows: {}", outputs.len());
-    for (name, bytes) in &outputs {
-        let text = String::from_utf8_lossy(bytes);
-        for secret in SECRETS {
-            assert!(!text.contains(secret), "{secret} in {name}");
-        }
-    }
 }

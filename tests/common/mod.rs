@@ -169,6 +169,15 @@ pub fn write_job(dir: &Path, target: &str, recording: &Path, extra_job: &str, ex
     path
 }
 
+/// A json recording of `n` GETs of `/g/0`, `/g/1` …, `gap_ms` apart, in `dir/r.jsonl`.
+pub fn gets_every(dir: &Path, n: usize, gap_ms: usize) -> PathBuf {
+    let lines: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/g/{i}"}}"#, i * gap_ms)).collect();
+    let path = dir.join("r.jsonl");
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    path
+}
+
 /// A `[reporter.raw]` section writing one row per request under `dir/raw`.
 pub fn raw_sink(dir: &Path) -> String {
     format!("[reporter.raw]\ndir = \"{}\"\n", dir.join("raw").display())

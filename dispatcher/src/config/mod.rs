@@ -11,13 +11,14 @@
 mod havok;
 pub mod keys;
 mod results;
+mod service;
 mod sources;
 mod validate;
 mod validate_sources;
 pub mod values;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
@@ -28,6 +29,7 @@ pub use keys::KeyPattern;
 pub use results::{
     ABORT_ON_FAIL, EndpointRule, InfluxConfig, RawConfig, SinksConfig, StatsConfig, ThresholdEntry,
 };
+pub use service::{ServiceConfig, TlsConfig};
 pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings};
 pub use validate::Problem;
 pub use values::{Instant, ListenAddr, Millis, Speed};
@@ -289,46 +291,6 @@ impl Default for ReplayerConfig {
             insecure_tls: false,
         }
     }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default)]
-pub struct ServiceConfig {
-    /// Admin HTTP API.
-    pub http: ListenAddr,
-    /// gRPC for replayers.
-    pub grpc: ListenAddr,
-    /// TLS on both ports (`[service.tls]`); plain when absent.
-    pub tls: Option<TlsConfig>,
-    /// `GET /metrics` asks for the admin token too (it does not by default, so a Prometheus
-    /// scrape needs no secret; the metrics hold no recorded data).
-    pub metrics_auth: bool,
-}
-
-impl Default for ServiceConfig {
-    fn default() -> Self {
-        // invariant: literal addresses.
-        #[allow(clippy::unwrap_used)]
-        Self {
-            http: ":8080".parse().unwrap(),
-            grpc: ":9090".parse().unwrap(),
-            tls: None,
-            metrics_auth: false,
-        }
-    }
-}
-
-/// `[service.tls]`: the dispatcher's certificate for both ports, and the authority replayers'
-/// client certificates must be signed by (mTLS, gRPC port only: admin clients use the token).
-/// PEM files; relative paths are relative to the job file.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Certificate chain, leaf first.
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// When set, a replayer must present a certificate signed by one of these.
-    pub client_ca: Option<PathBuf>,
 }
 
 /// Why a job file could not be used: every problem found, each with key, value and rule.

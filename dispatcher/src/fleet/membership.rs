@@ -1,0 +1,154 @@
+//! Who is in the fleet: a replayer joins (its id unique while it is live), accepts the job
+//! with its first report (only then is it in the picker), may go missing (silent: out of the
+//! picker until it answers) and leaves (its stream closed, its heartbeats missed, or it
+//! refused the job), what it held unaccounted counted lost.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{EventTx, Fleet, Inner, JobStats, MAX_DEPARTED, Member, config_event, end_event};
+use crate::accounting::DropReason;
+
+/// A replayer silent this long (it reports every second) is missing: shown so, and handed
+/// no records until it answers.
+pub(super) const MISSING_AFTER: Duration = Duration::from_millis(1500);
+
+/// A subscription refused because a live replayer has this id.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "replayer id `{0}` belongs to a live replayer; give each replayer its own --id (the default, host name and process id, is unique), or wait until the old one has left"
+)]
+pub struct IdInUse(pub String);
+
+impl Fleet {
+    /// Adds a replayer. Returns its session; it receives the job configuration now if the
+    /// job has started. An id belongs to its live subscription until that one leaves (its
+    /// stream closes, or it misses its heartbeats): a second process with the same id, by
+    /// mistake or not, cannot take its place and its records.
+    pub fn join(&self, id: &str, tx: EventTx) -> Result<u64, IdInUse> {
+        let mut inner = self.lock();
+        if inner.members.contains_key(id) {
+            return Err(IdInUse(id.to_owned()));
+        }
+        inner.next_session += 1;
+        let session = inner.next_session;
+        if let Some(job) = &inner.job {
+            // invariant: the channel is new and empty, so try_send has room for both.
+            let _ = tx.try_send(config_event(job, session));
+            if let Some(reason) = &inner.ended {
+                let _ = tx.try_send(end_event(reason));
+            }
+        }
+        let member = Member {
+            session,
+            active: false,
+            missing: 0,
+            tx: Some(tx),
+            dispatched: 0,
+            acked: 0,
+            accounted: 0,
+            cancelled: 0,
+            sent: 0,
+            pending: 0,
+            last_seq: 0,
+            last_report: Instant::now(),
+        };
+        inner.members.insert(id.to_owned(), member);
+        Self::rebuild(&mut inner);
+        tracing::info!(replayer = id, session, members = inner.members.len(), "replayer joined");
+        drop(inner);
+        self.changed.notify_waiters();
+        Ok(session)
+    }
+
+    /// Removes a replayer if `session` is still its live one.
+    pub fn leave(&self, id: &str, session: u64, why: &str) {
+        let stats = self.lock_stats();
+        let mut inner = self.lock();
+        if inner.members.get(id).is_some_and(|m| m.session == session) {
+            self.remove(&mut inner, &stats, id, session, why);
+            drop(inner);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A replayer refused the job: it leaves, and the report says why.
+    pub fn refused(&self, id: &str, session: u64, why: &str) {
+        let stats = self.lock_stats();
+        let mut inner = self.lock();
+        if inner.members.get(id).is_some_and(|m| m.session == session) {
+            tracing::warn!(replayer = id, session, reason = why, "replayer refused the job");
+            self.remove(&mut inner, &stats, id, session, why);
+            if let Some(last) = inner.departed.iter_mut().rev().find(|d| d.id == id) {
+                last.state = "refused";
+            }
+            drop(inner);
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub(super) fn remove(&self, inner: &mut Inner, stats: &JobStats, id: &str, session: u64, why: &str) {
+        if let Some(m) = inner.members.remove(id) {
+            let lost = m.dispatched.saturating_sub(m.accounted);
+            self.accounting.dropped(DropReason::LostInFlight, lost);
+            Self::rebuild(inner);
+            if lost > 0 {
+                tracing::warn!(replayer = id, session, lost_in_flight = lost, reason = why, "replayer left");
+            } else {
+                tracing::info!(replayer = id, session, reason = why, "replayer left");
+            }
+            let mut status = m.status(id, Instant::now(), false, self.window, stats.per_replayer.get(id));
+            status.state = "left";
+            status.left = Some(why.to_owned());
+            status.lost_in_flight = lost;
+            // A replayer that joins and leaves again and again (one that keeps refusing the
+            // job, say) is one line, its latest departure.
+            if let Some(same) = inner.departed.iter_mut().find(|d| d.id == id && d.received == 0) {
+                *same = status;
+            } else if inner.departed.len() < MAX_DEPARTED {
+                inner.departed.push(status);
+            }
+        }
+    }
+
+    /// The picker holds the members that accepted the job.
+    pub(super) fn rebuild(inner: &mut Inner) {
+        let ids = inner.members.iter().filter(|(_, m)| m.active).map(|(id, _)| id.clone()).collect();
+        inner.picker.set_members(ids);
+    }
+
+    /// Takes members silent past `MISSING_AFTER` out of the picker at once (their records
+    /// go to the others until they answer again), and removes those silent for longer than
+    /// `timeout`.
+    pub fn reap(&self, timeout: Duration) {
+        let now = Instant::now();
+        {
+            let mut inner = self.lock();
+            let mut went = 0;
+            for (id, m) in inner.members.iter_mut().filter(|(_, m)| m.active) {
+                if now - m.last_report > MISSING_AFTER {
+                    m.active = false;
+                    m.missing += 1;
+                    went += 1;
+                    tracing::warn!(replayer = %id, silent = ?(now - m.last_report), "replayer missing: its records go to the others until it answers");
+                }
+            }
+            if went > 0 {
+                Self::rebuild(&mut inner);
+                drop(inner);
+                self.changed.notify_waiters();
+            }
+        }
+        let silent: Vec<(String, u64)> = self
+            .lock()
+            .members
+            .iter()
+            .filter(|(_, m)| now - m.last_report > timeout)
+            .map(|(id, m)| (id.clone(), m.session))
+            .collect();
+        for (id, session) in silent {
+            self.leave(&id, session, "missed heartbeats");
+        }
+    }
+}
