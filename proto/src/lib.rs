@@ -8,6 +8,7 @@
 //! - [`dist`]: distributions of µs values: sparse histograms per endpoint, HdrHistograms for
 //!   the totals.
 //! - [`hint`]: a cache prefetch hint, for the replayer's hot paths.
+//! - [`token`]: what an HTTP token is, for the dispatcher's checks and the replayer's writer.
 //! - [`stats`]: statistics (counters and those histograms) as the replayer records them and
 //!   the dispatcher merges them, with their wire form.
 
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod dist;
 pub mod hint;
 pub mod stats;
+pub mod token;
 
 /// Generated from `proto/reprise.proto`.
 #[allow(clippy::all, clippy::unwrap_used)]

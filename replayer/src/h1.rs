@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use reprise_proto::batch::RecordView;
+use reprise_proto::token::{alphanumeric_and, is_token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -279,31 +280,6 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, u16, Body
     };
     close |= body == Body::ToEof || status == 101;
     Ok(Some((len, status, body, close)))
-}
-
-/// A table of the bytes that are ASCII letters or digits, or one of `more`.
-const fn alphanumeric_and(more: &[u8]) -> [bool; 256] {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    let mut i = 0;
-    while i < more.len() {
-        table[more[i] as usize] = true;
-        i += 1;
-    }
-    table
-}
-
-/// Bytes of an HTTP token (RFC 9110 `tchar`).
-const TOKEN_BYTE: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
-
-/// An HTTP token (methods, header names): by table, as every header of every request is
-/// checked (searching the punctuation for each byte was a tenth of writing a head).
-fn is_token(s: &[u8]) -> bool {
-    !s.is_empty() && s.iter().all(|&b| TOKEN_BYTE[usize::from(b)])
 }
 
 /// A header value that can be written as it is (no CR, LF or NUL).

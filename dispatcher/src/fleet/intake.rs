@@ -82,13 +82,16 @@ impl Fleet {
             m.last_report = Instant::now();
             m.acked = m.acked.max(r.completed_total.min(m.dispatched));
             m.pending = r.pending;
+            let last_seq = m.last_seq;
+            if stats.is_some() {
+                m.last_seq = m.last_seq.max(r.seq);
+            }
             let accepted = !m.active;
             m.active = true;
-            if accepted && m.missing > 0 {
-                tracing::info!(replayer = %r.replayer_id, "replayer answers again: it takes records again");
-            }
-            let last_seq = m.last_seq;
             if accepted {
+                if m.missing > 0 {
+                    tracing::info!(replayer = %r.replayer_id, "replayer answers again: it takes records again");
+                }
                 Self::rebuild(&mut inner);
             }
             let Some(stats) = stats.as_mut() else {
@@ -102,9 +105,6 @@ impl Fleet {
             }
             stats.lost_reports += r.seq - last_seq - 1;
             stats.reports += 1;
-            if let Some(m) = inner.members.get_mut(&r.replayer_id) {
-                m.last_seq = r.seq;
-            }
         }
         // The slow part, with only `stats` held: a member cannot be removed meanwhile.
         let Some(mut stats) = stats else { return Ok(()) };
