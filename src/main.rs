@@ -1,7 +1,8 @@
 //! reprise: replays recorded HTTP traffic against a service.
 //!
 //! Thin edge: clap → tracing → config → the dispatcher and replayer crates. Exit codes:
-//! 0 the job ran, 2 a bad job file, 3 it could not run, 99 a threshold failed.
+//! 0 the job ran, 2 a bad job file, 3 it could not run, 4 it was stopped before its end,
+//! 99 a threshold failed; 130 a second signal ended the process at once.
 
 mod echo;
 mod run;
@@ -25,6 +26,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_CONFIG: u8 = 2;
 /// Exit code when the job could not run (target unreachable, no recording, no replayer).
 const EXIT_CANNOT_RUN: u8 = 3;
+/// Exit code when the job was stopped before its end (POST /job/stop, SIGINT, SIGTERM) and
+/// no threshold failed: the report covers what ran, which is not the whole recording.
+const EXIT_STOPPED: u8 = 4;
 /// Exit code when the job ran and a threshold failed (the CI gate).
 const EXIT_THRESHOLDS: u8 = 99;
 
@@ -109,6 +113,12 @@ enum Command {
         /// Exit after one job.
         #[arg(long)]
         once: bool,
+        /// On SIGTERM or SIGINT during a job, how long this replayer may take to send the
+        /// records it holds at their instants (the dispatcher hands it no more and moves its
+        /// keys to the others) before what is left unsent is cancelled. A second signal
+        /// exits at once.
+        #[arg(long, env = "REPRISE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: std::time::Duration,
     },
     /// Check a job file; lists every problem and exits 2 if there is any.
     Validate { job: PathBuf },
@@ -157,7 +167,17 @@ fn main() -> ExitCode {
                 let args = run::DaemonArgs { grpc, http, serve_forever, insecure, outputs };
                 run::dispatcher(&config, args, cancel).await
             }
-            Command::Replayer { dispatcher, tls_ca, tls_cert, tls_key, allow_target, id, dry_run, once } => {
+            Command::Replayer {
+                dispatcher,
+                tls_ca,
+                tls_cert,
+                tls_key,
+                allow_target,
+                id,
+                dry_run,
+                once,
+                drain_timeout,
+            } => {
                 let id = id.unwrap_or_else(default_id);
                 let token = match run::env_secret(reprise_dispatcher::REPLAYER_TOKEN_VAR) {
                     Ok(t) => t,
@@ -165,7 +185,8 @@ fn main() -> ExitCode {
                 };
                 let creds = reprise_replayer::Credentials { tls_ca, tls_cert, tls_key, token };
                 let allow = reprise_replayer::Allowlist::new(allow_target);
-                let opts = reprise_replayer::ReplayerOptions { dispatcher, id, dry_run, once, allow };
+                let opts =
+                    reprise_replayer::ReplayerOptions { dispatcher, id, dry_run, once, allow, drain_timeout };
                 match reprise_replayer::run(opts, &creds, cancel).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {

@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use reprise_dispatcher::config::{JobConfig, ListenAddr};
 use reprise_dispatcher::{
-    ADMIN_TOKEN_VAR, Access, DropReason, InProcess, Job, JobError, JobOptions, REPLAYER_TOKEN_VAR, Report,
-    Token, progress_line,
+    ADMIN_TOKEN_VAR, Access, DropReason, InProcess, Job, JobError, JobOptions, JobState, REPLAYER_TOKEN_VAR,
+    Report, Token, progress_line,
 };
 use reprise_proto::pb;
 use reprise_replayer::{Events, Reports, Status, Upstream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG, EXIT_THRESHOLDS};
+use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG, EXIT_STOPPED, EXIT_THRESHOLDS};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -129,6 +129,7 @@ pub async fn local(
             dry_run,
             once: true,
             allow: reprise_replayer::Allowlist::default(),
+            drain_timeout: reprise_replayer::DRAIN_TIMEOUT,
         };
         let cancel = stop_replayers.clone();
         let dispatcher = Local(running.in_process());
@@ -200,6 +201,9 @@ fn finish(
         }
         eprintln!("error: thresholds failed:\n  {}", failed.join("\n  "));
         ExitCode::from(EXIT_THRESHOLDS)
+    } else if code == ExitCode::SUCCESS && report.state == JobState::Stopped {
+        eprintln!("reprise: the job was stopped before its end; the report covers what ran");
+        ExitCode::from(EXIT_STOPPED)
     } else {
         code
     };

@@ -69,7 +69,7 @@ async fn a_job_stopped_mid_way_ends_with_balanced_books() {
     let (code, _) = http("POST", &dispatcher.admin, "/job/stop").await;
     assert_eq!(code, 202);
     let exit = wait_exit(dispatcher.guard).await;
-    assert!(exit.success(), "{exit:?}");
+    assert_eq!(exit.code(), Some(4), "a stopped job exits 4: {exit:?}");
     stopped_early(&report, target.requests().len(), 100);
 }
 

@@ -310,7 +310,7 @@ async fn an_interrupted_run_drains_and_balances_its_books() {
     let pid = run.0.id().to_string();
     assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
     let exit = wait_exit(run).await;
-    assert!(exit.success(), "{exit:?}");
+    assert_eq!(exit.code(), Some(4), "an interrupted job exits 4: {exit:?}");
     let t = stopped_early(&report, target.requests().len(), 100);
     let sent = t["sent"].as_u64().expect("sent");
     assert_eq!(t["ok"].as_u64().expect("ok") + t["failed"].as_u64().expect("failed"), sent);

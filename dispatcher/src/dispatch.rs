@@ -24,7 +24,7 @@ use crate::config::LatePolicy;
 use crate::control::{Control, JobState};
 use crate::endpoints::EndpointTable;
 use crate::fetchers::merge::{Merger, Ordered};
-use crate::fleet::{EventTx, Fleet, Reserve};
+use crate::fleet::{EventTx, Fleet, Reserve, Sender};
 use crate::record::{Record, Text};
 use crate::timewheel::TimeWheel;
 
@@ -67,6 +67,15 @@ struct Pending {
     count: u32,
 }
 
+/// What became of a record pushed into a batch.
+enum Pushed {
+    Added,
+    /// Added, and the batch is full: send it.
+    Full,
+    /// Its replayer is leaving: reserve again.
+    Elsewhere,
+}
+
 /// Batches being filled, one per replayer session.
 #[derive(Default)]
 struct Batches {
@@ -79,25 +88,34 @@ struct Batches {
 }
 
 impl Batches {
-    /// Writes a record into its replayer's batch; true when the batch is full. A record for
-    /// a replayer that left in the meantime is counted lost (its credit was counted with it).
-    fn push(&mut self, ctx: &DispatchContext<'_>, session: u64, record: &WireRecord<'_>) -> bool {
+    /// Writes a record into its replayer's batch. A record for a replayer that left in the
+    /// meantime is counted lost (its credit was counted with it); one for a replayer that is
+    /// leaving gets its credit back and goes elsewhere.
+    fn push(&mut self, ctx: &DispatchContext<'_>, session: u64, record: &WireRecord<'_>) -> Pushed {
         let p = match self.pending.entry(session) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => match ctx.fleet.sender(session) {
-                Some((id, tx)) => e.insert(Pending {
+                Sender::Open { id, tx } => e.insert(Pending {
                     id,
                     session,
                     tx,
                     encoded: BytesMut::with_capacity((self.hint + self.hint / 4).max(4096)),
                     count: 0,
                 }),
-                None => return false,
+                Sender::Closed { id } => {
+                    ctx.fleet.unreserve(&id, session, 1);
+                    return Pushed::Elsewhere;
+                }
+                Sender::Gone => return Pushed::Added,
             },
         };
         record.write_to(&mut p.encoded);
         p.count += 1;
-        p.count as usize >= BATCH_MAX || p.encoded.len() >= BATCH_BYTES
+        if p.count as usize >= BATCH_MAX || p.encoded.len() >= BATCH_BYTES {
+            Pushed::Full
+        } else {
+            Pushed::Added
+        }
     }
 
     async fn flush_one(&mut self, ctx: &DispatchContext<'_>, session: u64) {
@@ -330,12 +348,11 @@ async fn place(
     let mut waiter = None;
     loop {
         match ctx.fleet.reserve(key) {
-            Reserve::Member { session } => {
-                if batches.push(ctx, session, record) {
-                    batches.flush_one(ctx, session).await;
-                }
-                return;
-            }
+            Reserve::Member { session } => match batches.push(ctx, session, record) {
+                Pushed::Added => return,
+                Pushed::Full => return batches.flush_one(ctx, session).await,
+                Pushed::Elsewhere => {}
+            },
             Reserve::Empty => {
                 ctx.accounting.dropped(DropReason::NoReplayer, 1);
                 return;

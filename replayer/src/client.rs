@@ -16,6 +16,7 @@ use reprise_proto::pb;
 use reprise_proto::pb::dispatcher_event::Event;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
@@ -44,7 +45,14 @@ pub struct ReplayerOptions {
     pub once: bool,
     /// Targets this replayer may send to (`--allow-target`); empty allows any.
     pub allow: Allowlist,
+    /// On cancel (SIGTERM) during a job, how long it may take to send what it holds at its
+    /// instants before what is still unsent is cancelled (`--drain-timeout`).
+    pub drain_timeout: Duration,
 }
+
+/// `--drain-timeout`'s default: long enough for records a credit window ahead of their
+/// instant and a slow target's requests in flight; Kubernetes' grace period must cover it.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayerError {
@@ -117,6 +125,12 @@ pub async fn run_on<U: Upstream>(
 }
 
 /// One subscription. Returns Ok(true) when a job ended, Ok(false) when the stream closed.
+///
+/// Cancelled (SIGTERM) during a job, the replayer leaves without losing anything: it tells
+/// the dispatcher, which hands it no more records and ends its stream with JobEnd
+/// "released" once everything dispatched to it is on it; it sends those at their instants,
+/// reports them and only then closes the stream. What is still unsent at the drain timeout
+/// is cancelled (and counted so).
 async fn connect_and_serve<U: Upstream>(
     upstream: &U,
     opts: &ReplayerOptions,
@@ -127,11 +141,25 @@ async fn connect_and_serve<U: Upstream>(
     let (mut stream, reports) = upstream.subscribe(reg).await?;
     tracing::info!(replayer = %opts.id, dispatcher = %opts.dispatcher, "subscribed");
     let mut session: Option<Session<U::Reports>> = None;
+    // Set once leaving: when what it holds must have been sent.
+    let mut leaving: Option<Instant> = None;
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
-            () = cancel.cancelled() => {
-                if let Some(s) = session.take() { s.finish(true).await; }
+            () = cancel.cancelled(), if leaving.is_none() => {
+                let Some(s) = &session else { return Ok(false) };
+                let deadline = Instant::now() + opts.drain_timeout;
+                if s.reporter.leave(&s.exec).await {
+                    tracing::info!(replayer = %opts.id, drain_timeout = ?opts.drain_timeout, "leaving: sending what this replayer holds");
+                    leaving = Some(deadline);
+                    continue;
+                }
+                if let Some(s) = session.take() { s.finish(Finish::Stop).await; }
+                return Ok(false);
+            }
+            () = sleep_until(leaving.unwrap_or_else(Instant::now)), if leaving.is_some() => {
+                tracing::warn!(replayer = %opts.id, "drain timeout before the dispatcher released this replayer; cancelling what it holds");
+                if let Some(s) = session.take() { s.finish(Finish::Stop).await; }
                 return Ok(false);
             }
         };
@@ -148,6 +176,9 @@ async fn connect_and_serve<U: Upstream>(
             Some(Event::Job(cfg)) => {
                 if let Some(old) = session.take() {
                     old.abandon(abandoned);
+                }
+                if leaving.is_some() {
+                    return Ok(false);
                 }
                 session = Some(accept(cfg, opts, &reports).await?);
             }
@@ -169,8 +200,17 @@ async fn connect_and_serve<U: Upstream>(
                 }
             },
             Some(Event::End(end)) => {
+                let how = match (end.reason.as_str(), leaving) {
+                    ("stopped", _) => Finish::Stop,
+                    (_, Some(deadline)) => Finish::Drain(deadline),
+                    _ => Finish::Complete,
+                };
                 if let Some(s) = session.take() {
-                    s.finish(end.reason == "stopped").await;
+                    s.finish(how).await;
+                }
+                if leaving.is_some() {
+                    tracing::info!(replayer = %opts.id, reason = %end.reason, "left the job");
+                    return Ok(false);
                 }
                 tracing::info!(replayer = %opts.id, reason = %end.reason, "job ended");
                 return Ok(true);
@@ -213,6 +253,17 @@ async fn accept<R: Reports>(
     }
 }
 
+/// How a session ends.
+#[derive(Clone, Copy, Debug)]
+enum Finish {
+    /// Every record received is sent at its instant.
+    Complete,
+    /// The job was stopped: what is unsent is cancelled, requests in flight are cut.
+    Stop,
+    /// Leaving: as `Complete` until the deadline, then as `Stop`.
+    Drain(Instant),
+}
+
 /// One job at this replayer: the executor and its reporter.
 struct Session<R: Reports> {
     batches: mpsc::Sender<Vec<Received>>,
@@ -237,12 +288,26 @@ impl<R: Reports> Session<R> {
     }
 
     /// The job ended: let the executor finish (or cancel what is left), then report the rest.
-    async fn finish(self, stopped: bool) {
-        if stopped {
+    async fn finish(mut self, how: Finish) {
+        if matches!(how, Finish::Stop) {
             self.stop.cancel();
         }
         drop(self.batches);
-        let _ = self.executor.await;
+        let drained = match how {
+            Finish::Drain(deadline) => tokio::time::timeout_at(deadline, &mut self.executor).await.is_ok(),
+            Finish::Complete | Finish::Stop => false,
+        };
+        if !drained {
+            if matches!(how, Finish::Drain(_)) {
+                tracing::warn!(
+                    replayer = %self.reporter.id,
+                    unsent = self.exec.pending(),
+                    "drain timeout: what is still unsent is cancelled"
+                );
+                self.stop.cancel();
+            }
+            let _ = (&mut self.executor).await;
+        }
         self.done.cancel();
         let _ = self.reporting.await;
         self.reporter.send(&self.exec).await;
@@ -285,9 +350,34 @@ impl<R: Reports> Reporter<R> {
         }
     }
 
+    /// Tells the dispatcher this replayer is leaving (an ack-only report with `leaving`);
+    /// false if it could not be told.
+    async fn leave(&self, exec: &Executor) -> bool {
+        let mut report = self.ack_report(exec);
+        report.leaving = true;
+        for attempt in 0..3u32 {
+            match self.to.report(report.clone()).await {
+                Ok(()) => return true,
+                Err(e) if e.code() == Code::FailedPrecondition => return false,
+                Err(e) => {
+                    tracing::warn!(replayer = %self.id, attempt, error = %e.message(), "telling the dispatcher this replayer leaves failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+        false
+    }
+
     /// An ack-only report: gives credits back without the cost of statistics.
     async fn ack(&self, exec: &Executor) {
-        let report = pb::StatsReport {
+        let report = self.ack_report(exec);
+        if let Err(e) = self.to.report(report).await {
+            tracing::debug!(replayer = %self.id, error = %e.message(), "ack failed; the next report carries it");
+        }
+    }
+
+    fn ack_report(&self, exec: &Executor) -> pb::StatsReport {
+        pb::StatsReport {
             replayer_id: self.id.clone(),
             job_id: exec.config().job_id.clone(),
             seq: 0,
@@ -300,9 +390,7 @@ impl<R: Reports> Reporter<R> {
             raw: Vec::new(),
             raw_dropped: 0,
             refusal: String::new(),
-        };
-        if let Err(e) = self.to.report(report).await {
-            tracing::debug!(replayer = %self.id, error = %e.message(), "ack failed; the next report carries it");
+            leaving: false,
         }
     }
 
@@ -332,6 +420,7 @@ impl<R: Reports> Reporter<R> {
             raw: delta.raw,
             raw_dropped: delta.raw_dropped,
             refusal: String::new(),
+            leaving: false,
         };
         for attempt in 0..5u32 {
             match self.to.report(report.clone()).await {

@@ -3,7 +3,7 @@
 //! shared pool: no lock, no hash lookup, no task per request (as oha does it). Plain HTTP goes through
 //! [`crate::h1`] (heads written straight from the record); HTTPS through hyper.
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use std::future::Future as _;
@@ -190,12 +190,14 @@ impl Target {
     /// and reads the whole response. Returns the status or the error kind; an error on the
     /// connection drops it (a record that cannot be sent does not). `sent` is the time of
     /// sending, read once by the caller: the idle check, the connection's last use and the
-    /// timeout's deadline all start from it (each had read the clock of its own).
+    /// timeout's deadline all start from it (each had read the clock of its own). Once `cut`
+    /// is set, a request still waiting for its answer ends as "cancelled" when next polled.
     pub async fn exchange(
         &self,
         link: &mut Link,
         rec: &RecordView<'_>,
         sent: Instant,
+        cut: &AtomicBool,
     ) -> (Option<u16>, Option<&'static str>) {
         let request = if self.plain {
             let host = match (self.preserve_host, rec.host.is_empty()) {
@@ -237,6 +239,8 @@ impl Target {
             tokio::pin!(send);
             std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
                 Poll::Ready(done) => Poll::Ready(Some(done)),
+                // The job was stopped and its grace for requests in flight is over.
+                Poll::Pending if cut.load(Relaxed) => Poll::Ready(Some(Err("cancelled"))),
                 Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
             })
             .await
@@ -381,7 +385,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let view = rec.view().expect("decodes");
             let sent = Instant::now();
-            let outcome = target.exchange(&mut link, &view, sent).await;
+            let outcome = target.exchange(&mut link, &view, sent, &AtomicBool::new(false)).await;
             outcomes.push((outcome, sent.elapsed()));
         }
         server.abort();

@@ -22,7 +22,7 @@ mod tls;
 mod upstream;
 
 pub use allow::{AllowError, AllowedTarget, Allowlist};
-pub use client::{ReplayerError, ReplayerOptions, run, run_on};
+pub use client::{DRAIN_TIMEOUT, ReplayerError, ReplayerOptions, run, run_on};
 pub use grpc::{Credentials, SetupError};
 /// The error an [`Upstream`] answers with (tonic's, over gRPC or not).
 pub use tonic::Status;

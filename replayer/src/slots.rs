@@ -88,6 +88,16 @@ impl Slots {
         }
     }
 
+    /// Has every live slot polled on the next [`Slots::poll`] (to notice a change that
+    /// none of their wakers reports, e.g. requests in flight being cut).
+    pub fn wake_all(&self) {
+        for (index, slot) in self.slots.iter().enumerate() {
+            if slot.is_some() {
+                self.wake(index);
+            }
+        }
+    }
+
     /// Polls every woken slot, again while polling wakes more, up to `2 × live` polls; then,
     /// if some are still woken (a future out of tokio's budget wakes itself at once), yields
     /// with the task woken so the others on its thread get their turn. Ready once no future

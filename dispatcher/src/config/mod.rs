@@ -257,6 +257,10 @@ pub struct RoutingConfig {
     pub credit_window: u32,
     /// A replayer silent this long is missing; its keys move to the others.
     pub heartbeat_timeout: Millis,
+    /// A stopped job (POST /job/stop, SIGTERM) waits at most this long for its replayers'
+    /// last statistics (they cut requests still in flight after 2 s); what is unaccounted
+    /// then counts as lost.
+    pub drain_timeout: Millis,
 }
 
 impl Default for RoutingConfig {
@@ -265,6 +269,7 @@ impl Default for RoutingConfig {
             hash: HashStrategy::RoundRobin,
             credit_window: 20_000,
             heartbeat_timeout: Millis(std::time::Duration::from_secs(3)),
+            drain_timeout: Millis(std::time::Duration::from_secs(30)),
         }
     }
 }

@@ -231,6 +231,13 @@ impl JobConfig {
                 "must be at least 1.5s (replayers report every second)",
             ));
         }
+        if self.proxy.drain_timeout.0 < std::time::Duration::from_secs(3) {
+            p.push(Problem::new(
+                "proxy.drain_timeout",
+                format!("{:?}", self.proxy.drain_timeout.0),
+                "must be at least 3s (replayers give requests in flight 2s before cutting them)",
+            ));
+        }
         if self.replayer.concurrency == 0 {
             p.push(Problem::new("replayer.concurrency", 0, "must be at least 1"));
         }

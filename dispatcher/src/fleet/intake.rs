@@ -86,9 +86,12 @@ impl Fleet {
             if stats.is_some() {
                 m.last_seq = m.last_seq.max(r.seq);
             }
-            let accepted = !m.active;
-            m.active = true;
-            if accepted {
+            if r.leaving {
+                Self::start_leaving(&mut inner, &r.replayer_id);
+            } else if let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| !m.active && !m.leaving)
+            {
+                // Its first report accepts the job; a later one after silence is its return.
+                m.active = true;
                 if m.missing > 0 {
                     tracing::info!(replayer = %r.replayer_id, "replayer answers again: it takes records again");
                 }

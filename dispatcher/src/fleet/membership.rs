@@ -44,6 +44,7 @@ impl Fleet {
             session,
             active: false,
             missing: 0,
+            leaving: false,
             tx: Some(tx),
             dispatched: 0,
             acked: 0,
@@ -73,6 +74,32 @@ impl Fleet {
         }
     }
 
+    /// A replayer asked to leave (SIGTERM): it is handed no more records and its keys move
+    /// to the others at once. Its stream ends (with JobEnd "released") once the dispatch
+    /// loop's last batch for it is on it; it stays a member, its records accounted as it
+    /// reports them, until it closes the stream.
+    pub(super) fn start_leaving(inner: &mut super::Inner, id: &str) {
+        let Some(m) = inner.members.get_mut(id) else { return };
+        if m.leaving {
+            return;
+        }
+        m.leaving = true;
+        m.active = false;
+        m.tx = None;
+        tracing::info!(
+            replayer = id,
+            session = m.session,
+            holds = m.dispatched - m.accounted.min(m.dispatched),
+            "replayer leaving: its keys go to the others; it sends what it holds"
+        );
+        Self::rebuild(inner);
+    }
+
+    /// Whether the member with this session is leaving (its stream then ends "released").
+    pub fn is_leaving(&self, id: &str, session: u64) -> bool {
+        self.lock().members.get(id).is_some_and(|m| m.session == session && m.leaving)
+    }
+
     /// A replayer refused the job: it leaves, and the report says why.
     pub fn refused(&self, id: &str, session: u64, why: &str) {
         let stats = self.lock_stats();
@@ -100,7 +127,13 @@ impl Fleet {
             }
             let mut status = m.status(id, Instant::now(), false, self.window, stats.per_replayer.get(id));
             status.state = "left";
-            status.left = Some(why.to_owned());
+            // A replayer that asked to leave closes its stream once it has sent and
+            // reported what it held: say so rather than how the stream ended.
+            status.left = Some(if m.leaving {
+                format!("asked to leave ({why} after draining)")
+            } else {
+                why.to_owned()
+            });
             status.lost_in_flight = lost;
             // A replayer that joins and leaves again and again (one that keeps refusing the
             // job, say) is one line, its latest departure.

@@ -49,7 +49,12 @@ struct Member {
     /// Times it went missing (silent past `MISSING_AFTER`): its records went to the others
     /// until it answered again.
     missing: u64,
-    /// Its event stream; `None` once the dispatcher has disconnected it (shutting down).
+    /// It asked to leave (SIGTERM): out of the picker for good; it sends what it holds,
+    /// reports it, and closes its stream.
+    leaving: bool,
+    /// Its event stream; `None` once it is leaving or the dispatcher has disconnected it
+    /// (shutting down): once the dispatch loop's last batch for it has gone out too, the
+    /// stream ends.
     tx: Option<EventTx>,
     dispatched: u64,
     acked: u64,
@@ -85,6 +90,22 @@ pub enum Reserve {
     Full,
     /// No replayer is connected.
     Empty,
+}
+
+/// A member's stream, as the dispatch loop finds it for a record it reserved a credit for.
+#[derive(Debug)]
+pub enum Sender {
+    Open {
+        id: String,
+        tx: EventTx,
+    },
+    /// The member is leaving: it takes no more records. The credit is still held; give it
+    /// back ([`Fleet::unreserve`]) and place the record elsewhere.
+    Closed {
+        id: String,
+    },
+    /// The member has left: the credit was counted with what it held, lost.
+    Gone,
 }
 
 /// Two locks: `inner` (membership, credits; taken per record by the dispatch loop) and
@@ -198,16 +219,20 @@ impl Fleet {
         Reserve::Full
     }
 
-    /// The id and stream of the member with this session, if it is still here.
-    pub fn sender(&self, session: u64) -> Option<(String, EventTx)> {
-        self.lock()
-            .members
-            .iter()
-            .find(|(_, m)| m.session == session)
-            .and_then(|(id, m)| Some((id.clone(), m.tx.clone()?)))
+    /// The stream of the member with this session.
+    pub fn sender(&self, session: u64) -> Sender {
+        let inner = self.lock();
+        match inner.members.iter().find(|(_, m)| m.session == session) {
+            Some((id, m)) => match &m.tx {
+                Some(tx) => Sender::Open { id: id.clone(), tx: tx.clone() },
+                None => Sender::Closed { id: id.clone() },
+            },
+            None => Sender::Gone,
+        }
     }
 
-    /// Gives back credits taken for records that were never sent (job stopped).
+    /// Gives back credits taken for records that were never sent (job stopped, or the
+    /// replayer leaving before they were).
     pub fn unreserve(&self, id: &str, session: u64, n: u64) {
         if let Some(m) = self.lock().members.get_mut(id).filter(|m| m.session == session) {
             m.dispatched -= n.min(m.dispatched);
@@ -360,6 +385,47 @@ mod tests {
             .filter(|_| matches!(f.reserve(None), Reserve::Member { session } if session == b))
             .count();
         assert_eq!(to_b, 5, "b takes its share again");
+    }
+
+    #[test]
+    fn a_leaving_replayer_takes_no_more_records_and_loses_nothing_once_it_reports_them() {
+        use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
+        let acc = Arc::new(Accounting::default());
+        let f = Fleet::new(HashStrategy::Consistent, 100, Arc::clone(&acc), Sinks::default());
+        let (a, _ra) = join(&f, "a");
+        let (b, _rb) = join(&f, "b");
+        let key = (0..64)
+            .map(|i| format!("user-{i}"))
+            .find(|k| matches!(f.reserve(Some(k)), Reserve::Member { session } if session == a));
+        let key = key.expect("some key belongs to a");
+        let mut leave = ack("a", a, 0);
+        leave.leaving = true;
+        f.receive(&leave).expect("a asks to leave");
+        assert!(f.is_leaving("a", a));
+        assert!(matches!(f.sender(a), Sender::Closed { .. }), "its stream takes no more batches");
+        for _ in 0..10 {
+            assert!(
+                matches!(f.reserve(Some(&key)), Reserve::Member { session } if session == b),
+                "a's keys went to b at once"
+            );
+        }
+        f.receive(&ack("a", a, 0)).expect("a keeps reporting while it drains");
+        assert_eq!(f.members()[0].state, "leaving", "a later report does not take it back");
+        // It sends the one record it held and reports it, then closes its stream.
+        let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
+        let ok = Outcome { status: Some(200), error: None, latency_us: 5, service_us: 4, lag_us: 1 };
+        e.record(&ok);
+        t.record(&ok);
+        let mut last = ack("a", a, 1);
+        last.seq = 1;
+        last.endpoints = vec![e.to_wire(0)];
+        last.total = Some(t.to_wire());
+        f.receive(&last).expect("its last statistics");
+        f.leave("a", a, "stream closed");
+        assert_eq!(acc.counts().dropped.get(&DropReason::LostInFlight).copied().unwrap_or(0), 0);
+        let row = f.members().into_iter().find(|m| m.id == "a").expect("a's row");
+        assert_eq!((row.state, row.sent, row.lost_in_flight), ("left", 1, 0));
+        assert!(row.left.as_deref().is_some_and(|l| l.contains("asked to leave")), "{:?}", row.left);
     }
 
     #[test]

@@ -11,7 +11,8 @@ use super::{MISSING_AFTER, Member};
 pub struct MemberStatus {
     pub id: String,
     /// "ready" (subscribed, no job running), "joining" (sent the job, has not accepted it
-    /// yet), "running", "missing" (no report for over 1.5 s; removed at the heartbeat
+    /// yet), "running", "leaving" (asked to leave: it takes no more records and sends what it
+    /// holds), "missing" (no report for over 1.5 s; removed at the heartbeat
     /// timeout), "left" with the reason in `left`, or "refused" (it refused the job, with why
     /// in `left`).
     pub state: &'static str,
@@ -49,7 +50,9 @@ impl Member {
         let silent = now - self.last_report;
         // Before the job, replayers do not report: silence is only missing once they have
         // taken a job (or went missing already).
-        let state = if silent > MISSING_AFTER && (self.active || self.missing > 0) {
+        let state = if self.leaving {
+            "leaving"
+        } else if silent > MISSING_AFTER && (self.active || self.missing > 0) {
             "missing"
         } else if running && !self.active {
             "joining"

@@ -18,8 +18,6 @@ use crate::timewheel::TimeWheel;
 
 /// Time given to replayers to receive the configuration before the first instant.
 const START_DELAY: Duration = Duration::from_millis(300);
-/// How long a stopped job waits for replayers to report what they cancelled.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long the job's end waits for sinks to deliver what is queued.
 const SINK_FLUSH: Duration = Duration::from_secs(3);
 /// How long the job's end waits for its tasks (readers, writers) to finish; one still
@@ -151,7 +149,7 @@ impl Job {
     /// outcomes as soon as they are done instead of at their next heartbeat.
     async fn drain(&self, stopped: bool) {
         self.fleet.end(if stopped { "stopped" } else { "finished" }).await;
-        let deadline = stopped.then(|| Instant::now() + STOP_GRACE);
+        let deadline = stopped.then(|| Instant::now() + self.cfg.proxy.drain_timeout.0);
         loop {
             let changed = self.fleet.changed();
             tokio::pin!(changed);

@@ -39,20 +39,41 @@ impl From<IntakeError> for Status {
 /// A replayer's event stream. When the replayer goes away, tonic drops the stream, and the
 /// drop takes the member out of the fleet at once (its load counted lost), so no task has to
 /// watch the channel.
+///
+/// A leaving replayer's channel closes once its last batch is on it; the stream then says so
+/// (JobEnd "released") and stays open: the replayer closes it once it has sent and reported
+/// what it holds, and only then does it leave the fleet, having lost nothing.
 struct MemberStream {
     events: ReceiverStream<pb::DispatcherEvent>,
     job: Arc<Job>,
     id: String,
     session: u64,
+    released: bool,
 }
 
 impl Stream for MemberStream {
     type Item = Result<pb::DispatcherEvent, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.events).poll_next(cx).map(|e| e.map(Ok))
+        if self.released {
+            return Poll::Pending;
+        }
+        match std::task::ready!(Pin::new(&mut self.events).poll_next(cx)) {
+            Some(event) => Poll::Ready(Some(Ok(event))),
+            None if self.job.fleet().is_leaving(&self.id, self.session) => {
+                self.released = true;
+                let end = pb::JobEnd { reason: RELEASED.to_owned() };
+                Poll::Ready(Some(Ok(pb::DispatcherEvent {
+                    event: Some(pb::dispatcher_event::Event::End(end)),
+                })))
+            }
+            None => Poll::Ready(None),
+        }
     }
 }
+
+/// JobEnd's reason for a leaving replayer: everything dispatched to it is on its stream.
+pub const RELEASED: &str = "released";
 
 impl Drop for MemberStream {
     fn drop(&mut self) {
@@ -145,6 +166,7 @@ impl Service {
             job: Arc::clone(&self.job),
             id: reg.replayer_id,
             session,
+            released: false,
         };
         self.job.replayer_joined();
         Ok(Box::pin(stream))

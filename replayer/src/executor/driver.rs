@@ -17,6 +17,12 @@ use crate::slots::Slots;
 /// Connections opened when a job starts, before its first instant.
 const WARM_LINKS: usize = 4;
 
+/// How long requests in flight when a job is stopped may take to be answered; then they
+/// are cut, each counted sent with the error "cancelled". Long enough for a healthy
+/// target's answers, short enough that a stop (or SIGTERM) ends within the dispatcher's
+/// `[proxy] drain_timeout` even against a target that never answers.
+pub const IN_FLIGHT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// How far ahead in the queue a connection prefetches a record's bytes (see `serve`).
 const LOOKAHEAD: usize = 4;
 
@@ -55,6 +61,8 @@ impl Executor {
             self.add_link(&mut slots, &queue);
         }
         let mut open = true;
+        // Started when the job is stopped: at its end, requests still in flight are cut.
+        let mut cut_at: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         std::future::poll_fn(|cx| {
             loop {
                 let mut progress = false;
@@ -83,6 +91,7 @@ impl Executor {
                         self.recorder.cancel(q.waiting.len() as u64);
                         q.waiting.clear();
                         q.closed = true;
+                        cut_at.get_or_insert_with(|| Box::pin(tokio::time::sleep(IN_FLIGHT_GRACE)));
                     }
                     // An idle connection per waiting record (all of them once closed: they end).
                     let mut unserved = q.waiting.len();
@@ -102,6 +111,15 @@ impl Executor {
                 }
                 if grow {
                     self.add_link(&mut slots, &queue);
+                    progress = true;
+                }
+                if let Some(at) = cut_at.as_mut()
+                    && !self.cut.load(Relaxed)
+                    && at.as_mut().poll(cx).is_ready()
+                {
+                    // Each exchange sees the flag when polled, and ends as "cancelled".
+                    self.cut.store(true, Relaxed);
+                    slots.wake_all();
                     progress = true;
                 }
                 if slots.poll(cx).is_ready() && (!open || self.stopped.load(Relaxed)) {
@@ -176,7 +194,7 @@ impl Executor {
     async fn fire(&self, link: &mut Link, rec: &Received, due: Instant) {
         let sent = Instant::now();
         let result = match rec.view() {
-            Ok(view) => self.target.exchange(link, &view, sent.into_std()).await,
+            Ok(view) => self.target.exchange(link, &view, sent.into_std(), &self.cut).await,
             // Only a dispatcher of another build could send a record that does not decode
             // (the versions must match): it counts as an error, the job goes on.
             Err(e) => {

@@ -58,6 +58,8 @@ pub struct Executor {
     links: AtomicUsize,
     /// Set when the job is cancelled; read per record (the token's own check takes a lock).
     stopped: Arc<AtomicBool>,
+    /// Set [`driver::IN_FLIGHT_GRACE`] after a stop: requests still in flight end "cancelled".
+    cut: AtomicBool,
     /// Signalled when enough completions wait to be acknowledged.
     ack_due: Notify,
 }
@@ -79,6 +81,7 @@ impl Executor {
             received: AtomicU64::new(0),
             links: AtomicUsize::new(0),
             stopped: Arc::default(),
+            cut: AtomicBool::new(false),
             ack_due: Notify::new(),
             cfg,
         }))
