@@ -9,8 +9,9 @@ use std::time::Duration;
 use common::*;
 
 fn recording(dir: &std::path::Path, n: usize, gap_ms: usize) -> std::path::PathBuf {
-    let lines: Vec<String> =
-        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/a/{i}"}}"#, 1_000 + i * gap_ms)).collect();
+    let lines: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/a/{i}"}}"#, T0 + 1_000 + i * gap_ms))
+        .collect();
     let path = dir.join("r.jsonl");
     std::fs::write(&path, lines.join("\n")).expect("write");
     path
@@ -105,7 +106,7 @@ async fn a_replayer_outlives_its_dispatcher_and_serves_the_next_one() {
     let second_target = Capture::start().await;
     let short = dir.join("short.jsonl");
     let lines: Vec<String> =
-        (0..10).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/b/{i}"}}"#, i * 10)).collect();
+        (0..10).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/b/{i}"}}"#, T0 + i * 10)).collect();
     std::fs::write(&short, lines.join("\n")).expect("write");
     let job2 = write_job(&dir, &second_target.url(), &short, "speed = 2", "");
     let second = start_dispatcher(&job2, &grpc, None);

@@ -14,7 +14,7 @@ use common::*;
 
 fn recording(dir: &std::path::Path, n: usize, gap_ms: usize) -> std::path::PathBuf {
     let lines: Vec<String> =
-        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/c/{i}"}}"#, i * gap_ms)).collect();
+        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/c/{i}"}}"#, T0 + i * gap_ms)).collect();
     let path = dir.join("r.jsonl");
     std::fs::write(&path, lines.join("\n")).expect("write");
     path

@@ -121,7 +121,7 @@ async fn a_thread_count_of_zero_is_refused_before_anything_runs() {
 async fn an_unreachable_target_exits_3_before_replaying() {
     let dir = temp_dir("unreachable");
     let rec = dir.join("r.jsonl");
-    std::fs::write(&rec, "{\"ts\":1,\"method\":\"GET\",\"url\":\"/\"}\n").expect("write");
+    std::fs::write(&rec, "{\"ts\":1700000000001,\"method\":\"GET\",\"url\":\"/\"}\n").expect("write");
     // A port that was just free: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
     let job = write_job(&dir, &format!("http://127.0.0.1:{port}"), &rec, "", "");
@@ -147,13 +147,13 @@ async fn malformed_lines_are_counted_by_reason_and_the_rest_replays() {
     let dir = temp_dir("malformed");
     let rec = dir.join("r.jsonl");
     let lines = [
-        r#"{"ts":1,"method":"GET","url":"/ok/1"}"#,
+        r#"{"ts":1700000000001,"method":"GET","url":"/ok/1"}"#,
         r#"{not json"#,
-        r#"{"ts":2,"method":"GET","url":"/ok/2"}"#,
+        r#"{"ts":1700000000002,"method":"GET","url":"/ok/2"}"#,
         r#"{"method":"GET","url":"/no-ts"}"#,
-        r#"{"ts":3,"method":"G E T","url":"/bad-method"}"#,
+        r#"{"ts":1700000000003,"method":"G E T","url":"/bad-method"}"#,
         "\u{0}\u{1}binary garbage",
-        r#"{"ts":4,"method":"POST","url":"/ok/3","body":"x"}"#,
+        r#"{"ts":1700000000004,"method":"POST","url":"/ok/3","body":"x"}"#,
     ];
     std::fs::write(&rec, lines.join("\n")).expect("write");
     let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", "");
@@ -178,7 +178,7 @@ async fn malformed_lines_are_counted_by_reason_and_the_rest_replays() {
 async fn a_replayer_of_another_version_is_refused_with_both_versions() {
     let dir = temp_dir("version");
     let rec = dir.join("r.jsonl");
-    std::fs::write(&rec, "{\"ts\":1,\"method\":\"GET\",\"url\":\"/\"}\n").expect("write");
+    std::fs::write(&rec, "{\"ts\":1700000000001,\"method\":\"GET\",\"url\":\"/\"}\n").expect("write");
     let job = write_job(&dir, "http://127.0.0.1:9", &rec, "", "");
     let dispatcher = start_dispatcher(&job, "127.0.0.1:0", None);
     let url = dispatcher.grpc_url.clone();
@@ -200,9 +200,9 @@ async fn slow_responses_count_as_timeouts_and_statuses_are_kept() {
     let dir = temp_dir("timeouts");
     let rec = dir.join("r.jsonl");
     let lines = [
-        r#"{"ts":1,"method":"GET","url":"/slow","headers":{"X-Delay-Ms":"3000"}}"#,
-        r#"{"ts":2,"method":"GET","url":"/fast"}"#,
-        r#"{"ts":3,"method":"GET","url":"/gone","headers":{"X-Status":"503"}}"#,
+        r#"{"ts":1700000000001,"method":"GET","url":"/slow","headers":{"X-Delay-Ms":"3000"}}"#,
+        r#"{"ts":1700000000002,"method":"GET","url":"/fast"}"#,
+        r#"{"ts":1700000000003,"method":"GET","url":"/gone","headers":{"X-Status":"503"}}"#,
     ];
     std::fs::write(&rec, lines.join("\n")).expect("write");
     let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", "[replayer]\ntimeout = \"300ms\"\n");
@@ -229,7 +229,7 @@ async fn connections_the_target_closes_are_reopened_without_failures() {
     let lines: Vec<String> = (0..40)
         .map(|i| {
             let close = if i % 2 == 0 { r#","headers":{"X-Close":"1"}"# } else { "" };
-            format!(r#"{{"ts":{},"method":"GET","url":"/c/{i}"{close}}}"#, i * 5)
+            format!(r#"{{"ts":{},"method":"GET","url":"/c/{i}"{close}}}"#, T0 + i * 5)
         })
         .collect();
     std::fs::write(&rec, lines.join("\n")).expect("write");
@@ -245,10 +245,53 @@ async fn connections_closed_while_idle_are_reopened_without_failures() {
     let dir = temp_dir("idle");
     let rec = dir.join("r.jsonl");
     let lines: Vec<String> =
-        (0..4).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/i/{i}"}}"#, i * 300)).collect();
+        (0..4).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/i/{i}"}}"#, T0 + i * 300)).collect();
     std::fs::write(&rec, lines.join("\n")).expect("write");
     let job = write_job(&dir, &target.url(), &rec, "speed = 1", "[replayer]\nconcurrency = 1\n");
     let r = run_job(&job, &dir, &[]).await;
     assert_eq!(target.requests().len(), 4);
     assert_eq!(r["totals"]["ok"], 4, "{}", r["total"]);
+}
+
+/// A record dated 1969 first and one dated 2100 last: replayed as recorded, the job would
+/// wait for decades printing `0 req/s`. Both are malformed `implausible_time`, with the key
+/// to set; the job replays the rest, and while it waits through a quiet stretch of the
+/// recording the progress line says when the next record is due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implausible_times_are_malformed_and_a_quiet_stretch_says_when_it_ends() {
+    let target = Capture::start().await;
+    let dir = temp_dir("implausible");
+    let rec = dir.join("r.jsonl");
+    let lines = [
+        r#"{"ts":-5,"method":"GET","url":"/1969"}"#.to_owned(),
+        format!(r#"{{"ts":{T0},"method":"GET","url":"/first"}}"#),
+        format!(r#"{{"ts":{},"method":"GET","url":"/after-a-pause"}}"#, T0 + 5_000),
+        r#"{"ts":4102444800000,"method":"GET","url":"/2100"}"#.to_owned(),
+    ];
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let job = write_job(&dir, &target.url(), &rec, "", "");
+    let report = dir.join("report.json");
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let child = std::process::Command::new(BIN)
+        .args(["run", job.to_str().expect("p"), "--report-json", report.to_str().expect("p")])
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn");
+    let mut run = Guard(child);
+    let ended =
+        wait_until(|| run.0.try_wait().expect("wait").is_some(), std::time::Duration::from_secs(30)).await;
+    assert!(ended, "the job ends instead of waiting for 2100");
+    assert_eq!(run.0.wait().expect("status").code(), Some(0));
+    let paths: Vec<String> = target.requests().into_iter().map(|c| c.path).collect();
+    assert_eq!(paths, ["/first", "/after-a-pause"]);
+    let r = read_json(&report);
+    assert_eq!(r["totals"]["malformed"]["implausible_time"], 2, "{}", r["totals"]);
+    let stderr = std::fs::read_to_string(&err).expect("stderr");
+    assert!(
+        stderr.contains("before [analyzer] earliest") && stderr.contains("max_ahead"),
+        "the samples say which key to set: {stderr}"
+    );
+    assert!(stderr.contains("next record due in"), "the quiet stretch is explained: {stderr}");
 }

@@ -71,7 +71,7 @@ fn keyed_gets(dir: &std::path::Path, n: usize, delay_ms: impl Fn(usize) -> u64) 
         .map(|i| {
             format!(
                 r#"{{"ts":{},"method":"GET","url":"/u/{i}","headers":{{"X-User":"user-{}","X-Delay-Ms":"{}"}}}}"#,
-                i * 20,
+                T0 + i * 20,
                 i % 8,
                 delay_ms(i)
             )

@@ -83,7 +83,7 @@ fn gz(path: &std::path::Path, lines: &[String]) {
 async fn a_glob_of_gzip_files_is_merged_in_time_order() {
     let target = Capture::start().await;
     let dir = temp_dir("glob");
-    let line = |i: i64| format!(r#"{{"ts":{},"method":"GET","url":"/m/{i}"}}"#, 1_000 + i * 30);
+    let line = |i: i64| format!(r#"{{"ts":{},"method":"GET","url":"/m/{i}"}}"#, T0 as i64 + 1_000 + i * 30);
     // Three files, records interleaved across them: file k holds i ≡ k (mod 3).
     for k in 0..3 {
         let lines: Vec<String> = (0..60).filter(|i| i % 3 == k).map(line).collect();
@@ -108,8 +108,8 @@ async fn records_later_than_the_window_are_counted_and_sent_or_dropped() {
     let rec = dir.join("r.jsonl");
     // 0, 100, …, 1900 ms, then one at 200 ms: 1.7 s late against a 500 ms window.
     let mut lines: Vec<String> =
-        (0..20).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/t/{i}"}}"#, i * 100)).collect();
-    lines.push(r#"{"ts":200,"method":"GET","url":"/late"}"#.to_owned());
+        (0..20).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/t/{i}"}}"#, T0 + i * 100)).collect();
+    lines.push(r#"{"ts":1700000000200,"method":"GET","url":"/late"}"#.to_owned());
     std::fs::write(&rec, lines.join("\n")).expect("write");
     for (policy, arrives) in [("send", true), ("drop", false)] {
         let target = Capture::start().await;

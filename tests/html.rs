@@ -44,7 +44,7 @@ async fn the_html_report_renders_its_charts_offline() {
         .map(|i| {
             let url = ["/home", "/search?q=<x>", "/cart"][i % 3];
             let status = if i % 9 == 0 { r#","headers":{"X-Status":"502"}"# } else { "" };
-            format!(r#"{{"ts":{},"method":"GET","url":"{url}"{status}}}"#, i * 20)
+            format!(r#"{{"ts":{},"method":"GET","url":"{url}"{status}}}"#, T0 + i * 20)
         })
         .collect();
     std::fs::write(dir.join("r.jsonl"), lines.join("\n")).expect("write");

@@ -56,7 +56,7 @@ async fn self_signed_targets_need_insecure_tls() {
     let dir = temp_dir("https");
     let rec = dir.join("r.jsonl");
     let lines: Vec<String> =
-        (0..5).map(|i| format!(r#"{{"ts":{i},"method":"GET","url":"/s/{i}"}}"#)).collect();
+        (0..5).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/s/{i}"}}"#, T0 + i)).collect();
     std::fs::write(&rec, lines.join("\n")).expect("write");
     for (insecure, arrive) in [(false, 0), (true, 5)] {
         seen.lock().expect("lock").clear();

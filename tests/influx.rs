@@ -66,7 +66,7 @@ fn recording(dir: &std::path::Path) -> std::path::PathBuf {
     let lines: Vec<String> = (0..120)
         .map(|i| {
             let status = if i % 4 == 0 { r#","headers":{"X-Status":"500"}"# } else { "" };
-            format!(r#"{{"ts":{},"method":"GET","url":"/v/{}"{status}}}"#, i * 20, i % 2)
+            format!(r#"{{"ts":{},"method":"GET","url":"/v/{}"{status}}}"#, T0 + i * 20, i % 2)
         })
         .collect();
     let path = dir.join("r.jsonl");

@@ -31,7 +31,7 @@ async fn prometheus_scrapes_the_same_counts_as_the_report() {
     let lines: Vec<String> = (0..150)
         .map(|i| {
             let status = if i % 5 == 0 { r#","headers":{"X-Status":"503"}"# } else { "" };
-            format!(r#"{{"ts":{},"method":"GET","url":"/p/{}"{status}}}"#, i * 20, i % 3)
+            format!(r#"{{"ts":{},"method":"GET","url":"/p/{}"{status}}}"#, T0 + i * 20, i % 3)
         })
         .collect();
     std::fs::write(dir.join("r.jsonl"), lines.join("\n")).expect("write");

@@ -231,7 +231,8 @@ async fn fractional_rates_choose_the_same_records_every_run() {
 async fn the_recorded_host_is_sent_only_with_preserve_host() {
     let dir = temp_dir("host");
     let rec = dir.join("r.jsonl");
-    std::fs::write(&rec, r#"{"ts":1,"method":"GET","url":"http://shop.example:8443/p?q=1"}"#).expect("write");
+    std::fs::write(&rec, r#"{"ts":1700000000001,"method":"GET","url":"http://shop.example:8443/p?q=1"}"#)
+        .expect("write");
     for (preserve, want) in [(false, None), (true, Some("shop.example:8443"))] {
         let target = Capture::start().await;
         let extra = format!("[replayer]\npreserve_host = {preserve}\n");
@@ -256,9 +257,9 @@ async fn a_record_that_cannot_be_sent_as_recorded_is_malformed_and_the_rest_goes
     let dir = temp_dir("unsendable");
     let rec = dir.join("r.jsonl");
     let lines = [
-        r#"{"ts":1,"method":"GET","url":"/bad","headers":{"Host":"bad\u0000host"}}"#,
-        r#"{"ts":2,"method":"GET","url":"/split","headers":{"X-Token":"abc\r\nX-Injected: 1"}}"#,
-        r#"{"ts":3,"method":"GET","url":"/good","headers":{"Host":"good.example"}}"#,
+        r#"{"ts":1700000000001,"method":"GET","url":"/bad","headers":{"Host":"bad\u0000host"}}"#,
+        r#"{"ts":1700000000002,"method":"GET","url":"/split","headers":{"X-Token":"abc\r\nX-Injected: 1"}}"#,
+        r#"{"ts":1700000000003,"method":"GET","url":"/good","headers":{"Host":"good.example"}}"#,
     ];
     std::fs::write(&rec, lines.join("\n")).expect("write");
     let target = Capture::start().await;

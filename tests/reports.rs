@@ -12,7 +12,7 @@ fn recording(dir: &std::path::Path, n: usize, gap_ms: usize) -> std::path::PathB
         .map(|i| {
             let url = ["/a", "/b,c", "/d"][i % 3];
             let status = if i % 10 == 0 { r#","headers":{"X-Status":"503"}"# } else { "" };
-            format!(r#"{{"ts":{},"method":"GET","url":"{url}"{status}}}"#, i * gap_ms)
+            format!(r#"{{"ts":{},"method":"GET","url":"{url}"{status}}}"#, T0 + i * gap_ms)
         })
         .collect();
     let path = dir.join("r.jsonl");
@@ -114,7 +114,7 @@ async fn endpoints_are_grouped_by_rules_and_capped() {
                 2 => ("GET", format!("/items/sku-{i}?v=1")),
                 _ => ("GET", format!("/misc/{i}")),
             };
-            format!(r#"{{"ts":{i},"method":"{m}","url":"{url}"}}"#)
+            format!(r#"{{"ts":{},"method":"{m}","url":"{url}"}}"#, T0 + i)
         })
         .collect();
     std::fs::write(&rec, lines.join("\n")).expect("write");
@@ -198,7 +198,7 @@ async fn the_table_shows_the_busiest_endpoints_and_explains_other() {
     let lines: Vec<String> = (0..90)
         .map(|i| {
             let url = if i % 3 == 0 { "/hot".to_owned() } else { format!("/users/{i}") };
-            format!(r#"{{"ts":{i},"method":"GET","url":"{url}"}}"#)
+            format!(r#"{{"ts":{},"method":"GET","url":"{url}"}}"#, T0 + i)
         })
         .collect();
     std::fs::write(&rec, lines.join("\n")).expect("write");

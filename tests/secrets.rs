@@ -14,7 +14,7 @@ async fn recorded_secrets_reach_the_target_and_no_output() {
     let target = Capture::start().await;
     let dir = temp_dir("trust-secrets");
     let rec = dir.join("r.jsonl");
-    let good = r#"{"ts":1,"method":"POST","url":"/login","headers":{"Authorization":"Bearer tok-9f8e7d","Cookie":"sid=c00k1e","X-Api-Key":"k3y-v4lue"},"body":"pa55w0rd"}"#;
+    let good = r#"{"ts":1700000000001,"method":"POST","url":"/login","headers":{"Authorization":"Bearer tok-9f8e7d","Cookie":"sid=c00k1e","X-Api-Key":"k3y-v4lue"},"body":"pa55w0rd"}"#;
     let bad = r#"{"ts":"yesterday","method":"GET","url":"/x","headers":{"Authorization":["Bearer tok-9f8e7d"],"Cookie":"sid=c00k1e"},"body":"pa55w0rd"}"#;
     std::fs::write(&rec, [good, bad, good].join("\n")).expect("write");
     let extra = format!("[analyzer]\nsecret_headers = [\"X-Api-Key\"]\n{}", raw_sink(&dir));

@@ -13,7 +13,7 @@ fn recording(dir: &std::path::Path, n: usize, gap_ms: usize, bad_every: usize) -
             let path = if i % 2 == 0 { "/a" } else { "/b" };
             let status =
                 if bad_every > 0 && i % bad_every == 0 { r#","headers":{"X-Status":"500"}"# } else { "" };
-            format!(r#"{{"ts":{},"method":"GET","url":"{path}"{status}}}"#, i * gap_ms)
+            format!(r#"{{"ts":{},"method":"GET","url":"{path}"{status}}}"#, T0 + i * gap_ms)
         })
         .collect();
     let path = dir.join("r.jsonl");

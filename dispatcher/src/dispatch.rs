@@ -7,7 +7,7 @@
 //! settings, the late policy and the state it sets while pausing.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -40,6 +40,9 @@ pub struct DispatchContext<'a> {
     pub state: &'a watch::Sender<JobState>,
     /// Recorded time released so far, ns since the first record (the job's progress).
     pub progress: &'a AtomicI64,
+    /// While the loop waits for the wheel: when it releases next, ms after the wheel's start
+    /// plus one; 0 otherwise (the progress line says when a far-off record is due).
+    pub next_release: &'a AtomicU64,
     /// How long a batch may wait for room in a replayer's stream before that replayer is
     /// taken for gone (the heartbeat timeout).
     pub send_timeout: Duration,
@@ -251,10 +254,16 @@ async fn wait_release(
             return Some(due);
         }
         batches.flush_all(ctx).await;
-        tokio::select! {
-            () = sleep_until(release) => return Some(due),
-            () = live.changed() => {}
-            () = stop.cancelled() => return None,
+        let at = release.saturating_duration_since(wheel.start()).as_millis() as u64 + 1;
+        ctx.next_release.store(at, Relaxed);
+        let woke = tokio::select! {
+            () = sleep_until(release) => Some(Some(due)),
+            () = live.changed() => None,
+            () = stop.cancelled() => Some(None),
+        };
+        ctx.next_release.store(0, Relaxed);
+        if let Some(released) = woke {
+            return released;
         }
     }
 }
@@ -399,6 +408,7 @@ mod tests {
         control: watch::Sender<Control>,
         state: watch::Sender<JobState>,
         progress: AtomicI64,
+        next_release: AtomicU64,
         session: u64,
     }
 
@@ -413,7 +423,15 @@ mod tests {
             fleet.receive(&accept).expect("the replayer accepts the job");
             let control = watch::channel(Control { speed, rate: 1.0, paused: false }).0;
             let state = watch::channel(JobState::Running).0;
-            let h = Harness { fleet, accounting, control, state, progress: AtomicI64::new(0), session };
+            let h = Harness {
+                fleet,
+                accounting,
+                control,
+                state,
+                progress: AtomicI64::new(0),
+                next_release: AtomicU64::new(0),
+                session,
+            };
             (h, rx)
         }
 
@@ -425,6 +443,7 @@ mod tests {
                 late: LatePolicy::Send,
                 state: &self.state,
                 progress: &self.progress,
+                next_release: &self.next_release,
                 send_timeout: Duration::from_secs(3),
             }
         }

@@ -20,6 +20,10 @@ use tokio::net::TcpListener;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_reprise");
 
+/// Where test recordings start, epoch ms (2023-11-14): recorded times before 2000 are
+/// malformed (`[analyzer] earliest`).
+pub const T0: usize = 1_700_000_000_000;
+
 /// One request as the target saw it.
 #[derive(Clone, Debug)]
 pub struct Captured {
@@ -172,7 +176,7 @@ pub fn write_job(dir: &Path, target: &str, recording: &Path, extra_job: &str, ex
 /// A json recording of `n` GETs of `/g/0`, `/g/1` …, `gap_ms` apart, in `dir/r.jsonl`.
 pub fn gets_every(dir: &Path, n: usize, gap_ms: usize) -> PathBuf {
     let lines: Vec<String> =
-        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/g/{i}"}}"#, i * gap_ms)).collect();
+        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/g/{i}"}}"#, T0 + i * gap_ms)).collect();
     let path = dir.join("r.jsonl");
     std::fs::write(&path, lines.join("\n")).expect("write");
     path

@@ -5,6 +5,7 @@
 mod combined;
 mod gor;
 mod json;
+mod times;
 
 use bytes::Bytes;
 
@@ -14,6 +15,7 @@ use crate::record::Record;
 pub use combined::Combined;
 pub use gor::{GOR_SEPARATOR, Gor};
 pub use json::Json;
+pub use times::{EARLIEST_DEFAULT_NS, MAX_AHEAD_DEFAULT, Plausible};
 
 /// What came of one raw unit.
 #[derive(Debug, PartialEq, Eq)]

@@ -190,6 +190,10 @@ pub struct AnalyzerConfig {
     /// Headers whose values are secrets besides `Authorization`, `Proxy-Authorization`,
     /// `Cookie` and `Set-Cookie`: never printed.
     pub secret_headers: Vec<String>,
+    /// Records dated before this are malformed (`implausible_time`).
+    pub earliest: Instant,
+    /// Records dated more than this past now are malformed (`implausible_time`).
+    pub max_ahead: Millis,
 }
 
 impl Default for AnalyzerConfig {
@@ -200,6 +204,8 @@ impl Default for AnalyzerConfig {
             timestamp_unit: TimeUnit::Ms,
             hash_field: None,
             secret_headers: Vec::new(),
+            earliest: Instant(crate::analyzers::EARLIEST_DEFAULT_NS),
+            max_ahead: Millis(crate::analyzers::MAX_AHEAD_DEFAULT),
         }
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accounting::Accounting;
-use crate::analyzers::Analyzer;
+use crate::analyzers::{Analyzer, Plausible};
 use crate::config::{FetcherKind, JobConfig};
 use crate::record::Record;
 use merge::{Chunk, Stream};
@@ -39,6 +39,8 @@ pub struct SourceContext {
     pub progress: Arc<SourceProgress>,
     pub cancel: CancellationToken,
     pub analyzer: Analyzer,
+    /// Recorded times the job takes; others are malformed.
+    pub times: Plausible,
     /// The job's tasks: every reader a fetcher starts runs here, so the job's end waits for it.
     pub tasks: TaskTracker,
 }
@@ -51,6 +53,7 @@ impl SourceContext {
             progress: Arc::default(),
             cancel: CancellationToken::new(),
             analyzer,
+            times: Plausible::any(),
             tasks: TaskTracker::new(),
         }
     }

@@ -178,10 +178,14 @@ pub fn parse_units(
     let (mut buf, mut line) = (BytesMut::new(), Vec::new());
     let resume = *at;
     let mut n = 0u64;
+    let mut latest = ctx.times.latest();
     loop {
-        // A token's check takes a lock: once per 256 units is soon enough to stop.
-        if n.is_multiple_of(256) && ctx.cancel.is_cancelled() {
-            return Ok(ReadEnd::Stopped);
+        // A token's check takes a lock, the clock a read: once per 256 units is soon enough.
+        if n.is_multiple_of(256) {
+            if ctx.cancel.is_cancelled() {
+                return Ok(ReadEnd::Stopped);
+            }
+            latest = ctx.times.latest();
         }
         let unit = read_unit(reader, framing, &mut buf, &mut line)?;
         // The unit leaves the block; the block's free part takes the next one.
@@ -196,12 +200,15 @@ pub fn parse_units(
             Unit::TooLong => ctx.accounting.malformed("too_long", "unit longer than 16 MiB", b"", source, n),
             Unit::Ready if bytes.iter().all(u8::is_ascii_whitespace) => {}
             Unit::Ready => match ctx.analyzer.parse(&bytes) {
-                Parsed::Record(r) => {
-                    ctx.accounting.unit_bytes(bytes.len() as u64);
-                    if !emit(r) {
-                        return Ok(ReadEnd::Stopped);
+                Parsed::Record(r) => match ctx.times.check(r.ts, latest) {
+                    Ok(()) => {
+                        ctx.accounting.unit_bytes(bytes.len() as u64);
+                        if !emit(r) {
+                            return Ok(ReadEnd::Stopped);
+                        }
                     }
-                }
+                    Err(detail) => ctx.accounting.malformed("implausible_time", &detail, &bytes, source, n),
+                },
                 Parsed::Skipped(reason) => {
                     ctx.accounting.unit_bytes(bytes.len() as u64);
                     ctx.accounting.skipped(reason);

@@ -11,7 +11,7 @@
 mod gate;
 mod run;
 
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -74,6 +74,8 @@ pub struct Job {
     aborted_by: Mutex<Option<String>>,
     /// Recorded time released so far, ns since the first record (job progress).
     progress_ns: AtomicI64,
+    /// When the dispatch loop releases next while it waits (see `DispatchContext`).
+    next_release_ms: AtomicU64,
     /// Callers the servers turned away.
     refusals: Refusals,
 }
@@ -113,6 +115,7 @@ impl Job {
             times: Mutex::default(),
             aborted_by: Mutex::default(),
             progress_ns: AtomicI64::new(0),
+            next_release_ms: AtomicU64::new(0),
             refusals: Refusals::default(),
         }))
     }
@@ -181,6 +184,13 @@ impl Job {
 
     pub fn sinks(&self) -> &Sinks {
         self.fleet.sinks()
+    }
+
+    /// How long until the next record is released, while the dispatch loop waits for it.
+    pub fn next_release_in(&self) -> Option<Duration> {
+        let at = self.next_release_ms.load(Relaxed).checked_sub(1)?;
+        let (start, _) = self.times.lock().unwrap_or_else(|p| p.into_inner()).started?;
+        Some((start + Duration::from_millis(at)).saturating_duration_since(Instant::now()))
     }
 
     /// Recorded time released so far (how far into the recording the job is).

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Job, JobError};
-use crate::analyzers::Analyzer;
+use crate::analyzers::{Analyzer, Plausible};
 use crate::config::Speed;
 use crate::control::JobState;
 use crate::dispatch::{self, DispatchContext};
@@ -45,6 +45,7 @@ impl Job {
             progress: Arc::clone(&self.source),
             cancel: self.stop.child_token(),
             analyzer: Analyzer::build(&self.cfg.analyzer),
+            times: Plausible::new(&self.cfg.analyzer),
             tasks: self.tasks.clone(),
         };
         let mut input = self.open_input(&ctx).await?;
@@ -108,6 +109,7 @@ impl Job {
             late: self.cfg.job.late,
             state: &self.state,
             progress: &self.progress_ns,
+            next_release: &self.next_release_ms,
             send_timeout: self.cfg.proxy.heartbeat_timeout.0,
         }
     }

@@ -13,6 +13,7 @@ pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use reprise_proto::stats::{Dist, Stats};
 use serde::Serialize;
@@ -159,14 +160,23 @@ pub fn progress_line(job: &Job) -> String {
     let secs = job.elapsed().as_secs_f64();
     let counts = job.accounting().counts();
     let (sent, failed) = job.fleet().with_stats(|s| (s.total.count(), s.total.failed));
-    format!(
+    let mut line = format!(
         "[{secs:>6.1}s] sent {sent}/{} scheduled, {:.0} req/s, errors {failed}, dropped {}, in flight {}",
         counts.scheduled,
         if secs > 0.0 { sent as f64 / secs } else { 0.0 },
         counts.dropped_total(),
         job.fleet().in_flight()
-    )
+    );
+    // A quiet stretch of the recording looks like a stalled job unless the line says why.
+    if let Some(wait) = job.next_release_in().filter(|w| *w > QUIET_SAYS_WHY) {
+        let wait = humantime::format_duration(Duration::from_secs(wait.as_secs()));
+        let _ = write!(line, ", next record due in {wait} (as recorded)");
+    }
+    line
 }
+
+/// A wait for the next record this long is shown on the progress line.
+const QUIET_SAYS_WHY: Duration = Duration::from_secs(3);
 
 /// Endpoint rows the terminal table shows at most.
 const TABLE_ROWS: usize = 25;
