@@ -130,7 +130,10 @@ pub struct EndpointRule {
 
 /// A `[thresholds]` entry: an endpoint's expressions, or the `abort_on_fail` flag.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a list of threshold expressions like [\"p99 < 300ms\"], or abort_on_fail = true"
+)]
 pub enum ThresholdEntry {
     Rules(Vec<String>),
     Flag(bool),

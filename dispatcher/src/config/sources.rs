@@ -13,7 +13,7 @@ use super::Millis;
 
 /// Brokers written as Havok did ("a:9092,b:9092") or as a list.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected brokers as \"host:9092,host2:9092\" or a list of \"host:port\"")]
 pub enum Brokers {
     Text(String),
     List(Vec<String>),

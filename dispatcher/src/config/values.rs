@@ -15,7 +15,7 @@ pub struct Millis(pub Duration);
 impl<'de> Deserialize<'de> for Millis {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(untagged)]
+        #[serde(untagged, expecting = "expected a duration like \"3s\" or \"250ms\", or milliseconds")]
         enum Raw {
             Int(u64),
             Text(String),
@@ -38,7 +38,10 @@ pub struct Instant(pub i64);
 impl<'de> Deserialize<'de> for Instant {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(untagged)]
+        #[serde(
+            untagged,
+            expecting = "expected epoch milliseconds or an RFC 3339 time like \"2024-05-01T12:00:00Z\""
+        )]
         enum Raw {
             Int(i64),
             Text(String),
@@ -89,7 +92,7 @@ impl fmt::Display for Speed {
 impl<'de> Deserialize<'de> for Speed {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(untagged)]
+        #[serde(untagged, expecting = "expected a number > 0 (2 = twice as fast) or \"max\"")]
         enum Raw {
             Int(i64),
             Float(f64),
