@@ -152,3 +152,170 @@ async fn a_dispatcher_stopped_with_requests_in_flight_counts_them_sent_and_exits
     assert_eq!(r["total"]["errors"]["cancelled"].as_u64(), Some(slow), "{}", r["total"]);
     assert_eq!(r["total"]["ok"].as_u64(), Some(arrived.len() as u64 - slow), "{}", r["total"]);
 }
+
+/// The replayer's CPU time so far, in clock ticks (utime + stime from /proc).
+fn cpu_ticks(guard: &Guard) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", guard.0.id())).expect("stat");
+    // Fields after the command name (which may hold spaces): state is the 3rd field.
+    let rest = stat.rsplit_once(')').expect("comm").1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// A replayer SIGKILLed mid-job: its stream closes with its process, so the dispatcher
+/// sees it gone at once (well within the 3 s heartbeat timeout), moves its records to the
+/// other, and counts what it held `lost_in_flight`: at most the credit window, the same
+/// figure in its row and in the totals, and the books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayer_killed_mid_job_loses_at_most_its_window_and_says_so() {
+    let target = Capture::start().await;
+    let dir = temp_dir("faults-sigkill");
+    let rec = keyed_gets(&dir, 200, |_| 300);
+    let extra = "[proxy]\ncredit_window = 16\nheartbeat_timeout = \"3s\"\n";
+    let job = write_job(&dir, &target.url(), &rec, "min_replayers = 2", extra);
+    let report = dir.join("report.json");
+    let d = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let _a = spawn_replayer(&d.grpc_url, "a");
+    let b = spawn_replayer(&d.grpc_url, "b");
+    assert!(wait_until(|| target.requests().len() >= 40, Duration::from_secs(10)).await);
+    signal(&b, "-KILL");
+    let killed = std::time::Instant::now();
+    let mut gone = false;
+    while !gone && killed.elapsed() < Duration::from_secs(3) {
+        let (_, body) = http("GET", &d.admin, "/status").await;
+        let s: serde_json::Value = serde_json::from_str(&body).expect("status json");
+        gone =
+            s["replayers"].as_array().expect("rows").iter().any(|m| m["id"] == "b" && m["state"] == "left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "a killed replayer is seen gone within the heartbeat timeout");
+    assert!(wait_exit(d.guard).await.success());
+    let r = read_json(&report);
+    let t = &r["totals"];
+    assert_eq!(t["balanced"], true, "{t}");
+    let lost = t["dropped"]["lost_in_flight"].as_u64().unwrap_or(0);
+    let row = r["replayers"].as_array().expect("rows").iter().find(|m| m["id"] == "b").cloned().expect("b");
+    assert_eq!(row["lost_in_flight"].as_u64(), Some(lost), "{row}");
+    assert!(lost <= 16, "bounded by the credit window: {lost}");
+    assert_eq!(t["sent"].as_u64().expect("sent") + lost, 200, "the rest went to a: {t}");
+}
+
+/// A dispatcher killed (SIGKILL) mid-job and started again on the same port: its replayer
+/// waits with backoff (a few tenths of a CPU second over the outage, not a busy loop),
+/// subscribes to the new one by itself and runs its job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_dispatcher_gets_its_replayers_back_without_busy_loops() {
+    let target = Capture::start().await;
+    let dir = temp_dir("faults-restart");
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let first = write_job(&dir, &target.url(), &gets_every(&dir, 300, 20), "", "");
+    let d1 = start_dispatcher(&first, &grpc, None);
+    let r = spawn_replayer(&d1.grpc_url, "r");
+    assert!(wait_until(|| target.requests().len() >= 20, Duration::from_secs(10)).await);
+    signal(&d1.guard, "-KILL");
+    let _ = wait_exit(d1.guard).await;
+    let before = cpu_ticks(&r);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let spent = cpu_ticks(&r) - before;
+    assert!(spent < 50, "the replayer waited, not spun: {spent} ticks over 3 s");
+    let rec2 = dir.join("second.jsonl");
+    let lines: Vec<String> =
+        (0..20).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/second/{i}"}}"#, T0 + i * 10)).collect();
+    std::fs::write(&rec2, lines.join("\n")).expect("write");
+    let second = dir.join("second.toml");
+    std::fs::write(
+        &second,
+        format!("[job]\ntarget = \"{}\"\n[fetcher.file]\npath = \"{}\"\n", target.url(), rec2.display()),
+    )
+    .expect("write job");
+    let report = dir.join("report.json");
+    let d2 = start_dispatcher(&second, &grpc, Some(&report));
+    let exit = tokio::time::timeout(Duration::from_secs(30), wait_exit(d2.guard)).await;
+    assert!(exit.expect("the second job ends").success());
+    let again = target.requests().iter().filter(|c| c.path.starts_with("/second/")).count();
+    assert_eq!(again, 20, "the replayer came back by itself and ran the new job");
+    assert_eq!(read_json(&report)["replayers"][0]["id"], "r");
+}
+
+/// A target that accepts connections, reads, and never answers: every request times out
+/// (counted), the job ends, and the process stays small (the credit window bounds what
+/// waits, whatever the target does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_never_answers_times_out_every_request_and_the_job_ends() {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = hole.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = hole.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut sink = tokio::io::sink();
+                let _ = tokio::io::copy(&mut conn, &mut sink).await;
+            });
+        }
+    });
+    let dir = temp_dir("faults-silent-target");
+    let job = write_job(
+        &dir,
+        &format!("http://{addr}"),
+        &gets_every(&dir, 600, 0),
+        "speed = \"max\"",
+        "[replayer]\nconcurrency = 32\ntimeout = \"100ms\"\n",
+    );
+    let r = tokio::time::timeout(Duration::from_secs(60), run_job(&job, &dir, &["--replayers", "1"]))
+        .await
+        .expect("the job ends");
+    let t = &r["total"];
+    assert_eq!((t["errors"]["timeout"].as_u64(), t["ok"].as_u64()), (Some(600), Some(0)), "{t}");
+    assert_eq!(r["totals"]["balanced"], true, "{}", r["totals"]);
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::Relaxed) >= 600 / 32,
+        "timed-out connections are replaced"
+    );
+    let rss = r["peak_rss_bytes"].as_u64().expect("peak rss");
+    assert!(rss < 200 << 20, "memory stays bounded: {rss} bytes");
+}
+
+/// Raw results on a disk that refuses writes past 64 KiB (a file-size limit on the process,
+/// its SIGXFSZ ignored, as a full disk refuses them): rows are dropped and counted, the
+/// replay is whole and the job exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_raw_results_drops_rows_not_the_replay() {
+    let target = Capture::start().await;
+    let dir = temp_dir("faults-full-disk");
+    // One endpoint, so the report itself stays well under the limit.
+    let rec = dir.join("same.jsonl");
+    let line = format!(r#"{{"ts":{T0},"method":"GET","url":"/same"}}"#);
+    std::fs::write(&rec, vec![line; 2000].join("\n")).expect("write");
+    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", &raw_sink(&dir));
+    let report = dir.join("report.json");
+    let (job, report_path) = (job.clone(), report.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; exec prlimit --fsize=65536 -- \"$@\"", "sh", BIN, "run"])
+            .arg(&job)
+            .arg("--report-json")
+            .arg(&report_path)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run reprise under a file-size limit")
+    })
+    .await
+    .expect("join");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot write raw results"), "the refused writes are said: {stderr}");
+    assert_eq!(target.requests().len(), 2000, "the replay is whole");
+    let r = read_json(&report);
+    assert_eq!(r["totals"]["balanced"], true, "{}", r["totals"]);
+    let raw =
+        r["sinks"].as_array().expect("sinks").iter().find(|s| s["name"] == "raw").cloned().expect("raw");
+    let (written, dropped) = (raw["written"].as_u64().expect("w"), raw["dropped"].as_u64().expect("d"));
+    assert!(dropped > 0 && written + dropped == 2000, "{raw}");
+    let on_disk: usize = std::fs::read_dir(dir.join("raw"))
+        .expect("raw dir")
+        .map(|e| std::fs::read_to_string(e.expect("entry").path()).expect("read").lines().count())
+        .sum();
+    assert!(on_disk as u64 >= written, "rows counted written are on disk: {on_disk} < {written}");
+}

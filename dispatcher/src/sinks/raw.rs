@@ -140,19 +140,38 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut written = 0;
+            let mut failed: Option<std::io::Error> = None;
             for line in batch.lines() {
                 match self.write(line) {
                     Ok(()) => written += 1,
-                    Err(e) => {
-                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write raw results; row dropped")
-                    }
+                    Err(e) => failed = Some(e),
                 }
             }
-            let _ = self.file.flush();
+            // Rows count as written once they are on the file, not in its buffer: a batch
+            // whose flush fails (a full disk) is dropped whole, its buffered bytes with it.
+            if let Err(e) = self.file.flush() {
+                self.discard_buffer();
+                failed = Some(e);
+                written = 0;
+            }
+            if let Some(e) = failed {
+                tracing::warn!(dir = %self.dir.display(), error = %e, rows = n - written, "cannot write raw results; rows dropped");
+            }
             self.ledger.done(written, true);
             self.ledger.done(n - written, false);
         }
-        let _ = self.file.flush();
+        if self.file.flush().is_err() {
+            self.discard_buffer();
+        }
+    }
+
+    /// Forgets what the buffer holds, so a disk that refused it is not written to again
+    /// with stale rows (nor when the writer is dropped).
+    fn discard_buffer(&mut self) {
+        if let Ok(file) = self.file.get_ref().try_clone() {
+            let stale = std::mem::replace(&mut self.file, BufWriter::with_capacity(1 << 20, file));
+            let _ = stale.into_parts();
+        }
     }
 
     fn write(&mut self, line: &str) -> std::io::Result<()> {
