@@ -286,3 +286,73 @@ async fn an_unusable_certificate_file_is_named_with_what_is_wrong() {
         "{stderr}"
     );
 }
+
+/// A subscribed replayer turned hostile, over the real gRPC port: a report forged for
+/// another replayer (its session guessed), one for another job, a flood of acks and a 17 MiB
+/// message are refused, each counted under its reason, and the job of the honest replayer
+/// goes on with its books balanced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_flooding_and_oversized_reports_are_refused_and_counted() {
+    use reprise_proto::pb;
+    let target = Capture::start().await;
+    let dir = temp_dir("trust-hostile");
+    let job = write_job(&dir, &target.url(), &gets_every(&dir, 150, 20), "", "");
+    let report = dir.join("report.json");
+    let d = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let _honest = spawn_replayer(&d.grpc_url, "honest");
+    assert!(wait_until(|| target.requests().len() >= 5, Duration::from_secs(10)).await);
+    let mut client =
+        pb::dispatcher_client::DispatcherClient::connect(d.grpc_url.clone()).await.expect("connect");
+    let reg = pb::Registration { replayer_id: "intruder".into(), version: reprise_proto::VERSION.into() };
+    let mut events = client.subscribe(reg).await.expect("subscribes").into_inner();
+    let cfg = match events.message().await.expect("an event") {
+        Some(pb::DispatcherEvent { event: Some(pb::dispatcher_event::Event::Job(cfg)) }) => cfg,
+        other => panic!("the job's configuration first: {other:?}"),
+    };
+    let own = |session: u64, job_id: &str| pb::StatsReport {
+        replayer_id: "intruder".into(),
+        job_id: job_id.into(),
+        session,
+        ..Default::default()
+    };
+    let code = |r: Result<tonic::Response<pb::ReportReturn>, tonic::Status>| match r {
+        Ok(_) => "Ok".to_owned(),
+        Err(e) => format!("{:?}", e.code()),
+    };
+    // Another replayer's reports, its session guessed: sessions are not 1, 2, 3 ….
+    for guess in 1..=3 {
+        let mut forged = own(guess, &cfg.job_id);
+        forged.replayer_id = "honest".into();
+        assert_eq!(code(client.report(forged).await), "FailedPrecondition");
+    }
+    assert_eq!(code(client.report(own(cfg.session, "another-job")).await), "FailedPrecondition");
+    let mut huge = own(cfg.session, &cfg.job_id);
+    huge.refusal = "x".repeat(17 << 20);
+    assert_eq!(code(client.report(huge).await), "OutOfRange");
+    // A flood: four senders at once, far past 1,000 reports a second.
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (mut c, r) = (client.clone(), own(cfg.session, &cfg.job_id));
+        senders.spawn(async move {
+            let mut refused = 0;
+            for _ in 0..1000 {
+                if c.report(r.clone()).await.is_err() {
+                    refused += 1;
+                }
+            }
+            refused
+        });
+    }
+    let refused: u32 = senders.join_all().await.into_iter().sum();
+    assert!(refused > 0, "a flood is cut off");
+    drop(events);
+    assert!(wait_exit(d.guard).await.success());
+    let r = read_json(&report);
+    assert!(r["refused"]["foreign_report"].as_u64() >= Some(4), "{}", r["refused"]);
+    assert_eq!(r["refused"]["report_flood"].as_u64(), Some(u64::from(refused)), "{}", r["refused"]);
+    assert_eq!(r["refused"]["oversized"], 1, "{}", r["refused"]);
+    assert_eq!(r["totals"]["balanced"], true, "{}", r["totals"]);
+    let honest = r["replayers"].as_array().expect("rows").iter().find(|m| m["id"] == "honest").cloned();
+    let honest = honest.expect("honest row");
+    assert_eq!(honest["lost_in_flight"], 0, "{honest}");
+}

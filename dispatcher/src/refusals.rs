@@ -15,16 +15,33 @@ pub enum Refusal {
     AdminToken,
     /// A TLS handshake on either port failed (or timed out).
     TlsHandshake,
+    /// A report for a session or job that is not the sender's live one: a retry that came
+    /// after its replayer subscribed again, or a forgery (sessions are unguessable).
+    ForeignReport,
+    /// Reports past a replayer's budget (a flood).
+    ReportFlood,
+    /// A gRPC message past the size limit.
+    Oversized,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 3] = [Refusal::ReplayerToken, Refusal::AdminToken, Refusal::TlsHandshake];
+    const ALL: [Refusal; 6] = [
+        Refusal::ReplayerToken,
+        Refusal::AdminToken,
+        Refusal::TlsHandshake,
+        Refusal::ForeignReport,
+        Refusal::ReportFlood,
+        Refusal::Oversized,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::ReplayerToken => "replayer_token",
             Refusal::AdminToken => "admin_token",
             Refusal::TlsHandshake => "tls_handshake",
+            Refusal::ForeignReport => "foreign_report",
+            Refusal::ReportFlood => "report_flood",
+            Refusal::Oversized => "oversized",
         }
     }
 }

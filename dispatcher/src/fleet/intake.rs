@@ -9,8 +9,8 @@ use reprise_proto::pb;
 use reprise_proto::stats::{DecodeError, EndpointStats, TotalStats};
 use tokio::time::Instant;
 
-use super::Fleet;
 use super::history::History;
+use super::{Fleet, REPORTS_PER_SECOND};
 use crate::accounting::DropReason;
 use crate::sinks::Interval;
 
@@ -19,6 +19,13 @@ use crate::sinks::Interval;
 pub enum IntakeError {
     #[error("replayer `{replayer}` session {session} is not subscribed here; subscribe again")]
     NotSubscribed { replayer: String, session: u64 },
+    /// A live replayer's id with another session, or another job: not the sender's own.
+    #[error(
+        "replayer `{replayer}`: this report is for a session or job that is not its live one; subscribe again"
+    )]
+    Foreign { replayer: String },
+    #[error("replayer `{replayer}` sent more than {per_second} reports a second; slow down")]
+    Flood { replayer: String, per_second: f64 },
     #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error(
@@ -73,13 +80,28 @@ impl Fleet {
         let mut stats = if r.seq == 0 { None } else { Some(self.lock_stats()) };
         {
             let mut inner = self.lock();
-            let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| m.session == r.session) else {
+            let foreign_job =
+                inner.job.as_ref().is_some_and(|j| !r.job_id.is_empty() && r.job_id != j.job_id);
+            let Some(m) = inner.members.get_mut(&r.replayer_id) else {
                 return Err(IntakeError::NotSubscribed {
                     replayer: r.replayer_id.clone(),
                     session: r.session,
                 });
             };
-            m.last_report = Instant::now();
+            if m.session != r.session || foreign_job {
+                return Err(IntakeError::Foreign { replayer: r.replayer_id.clone() });
+            }
+            let now = Instant::now();
+            let refill = (now - m.last_report).as_secs_f64() * REPORTS_PER_SECOND;
+            m.report_budget = (m.report_budget + refill).min(REPORTS_PER_SECOND);
+            if m.report_budget < 1.0 {
+                return Err(IntakeError::Flood {
+                    replayer: r.replayer_id.clone(),
+                    per_second: REPORTS_PER_SECOND,
+                });
+            }
+            m.report_budget -= 1.0;
+            m.last_report = now;
             m.acked = m.acked.max(r.completed_total.min(m.dispatched));
             m.pending = r.pending;
             let last_seq = m.last_seq;

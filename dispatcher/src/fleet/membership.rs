@@ -31,8 +31,7 @@ impl Fleet {
         if inner.members.contains_key(id) {
             return Err(IdInUse(id.to_owned()));
         }
-        inner.next_session += 1;
-        let session = inner.next_session;
+        let session = inner.sessions.next();
         if let Some(job) = &inner.job {
             // invariant: the channel is new and empty, so try_send has room for both.
             let _ = tx.try_send(config_event(job, session));
@@ -54,6 +53,7 @@ impl Fleet {
             pending: 0,
             last_seq: 0,
             last_report: Instant::now(),
+            report_budget: super::REPORTS_PER_SECOND,
         };
         inner.members.insert(id.to_owned(), member);
         Self::rebuild(&mut inner);

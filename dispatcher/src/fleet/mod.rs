@@ -65,6 +65,33 @@ struct Member {
     pending: u64,
     last_seq: u64,
     last_report: Instant,
+    /// Reports it may still send now ([`REPORTS_PER_SECOND`], up to a second's worth).
+    report_budget: f64,
+}
+
+/// Reports a replayer may send per second: it sends one with statistics a second and acks
+/// at most every 5 ms (200 a second), so this only stops a flood.
+pub(super) const REPORTS_PER_SECOND: f64 = 1000.0;
+
+/// Session ids: unguessable (a keyed hash of a counter), so a replayer cannot report as
+/// another whose id it knows; never 0 (the wire's "no session").
+#[derive(Debug, Default)]
+struct Sessions {
+    count: u64,
+    keys: std::hash::RandomState,
+}
+
+impl Sessions {
+    fn next(&mut self) -> u64 {
+        use std::hash::BuildHasher as _;
+        loop {
+            self.count += 1;
+            let id = self.keys.hash_one(self.count);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
 }
 
 /// Departed replayers remembered for the report.
@@ -74,7 +101,7 @@ const MAX_DEPARTED: usize = 1024;
 struct Inner {
     members: BTreeMap<String, Member>,
     picker: Picker,
-    next_session: u64,
+    sessions: Sessions,
     job: Option<pb::JobConfig>,
     /// Set once no more records will be dispatched.
     ended: Option<String>,
@@ -132,7 +159,7 @@ impl Fleet {
         let inner = Inner {
             members: BTreeMap::new(),
             picker: Picker::new(strategy),
-            next_session: 0,
+            sessions: Sessions::default(),
             job: None,
             ended: None,
             departed: Vec::new(),

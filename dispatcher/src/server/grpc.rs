@@ -28,7 +28,10 @@ use super::auth::{REPLAYER_TOKEN_VAR, Token};
 impl From<IntakeError> for Status {
     fn from(e: IntakeError) -> Status {
         match e {
-            IntakeError::NotSubscribed { .. } => Status::failed_precondition(e.to_string()),
+            IntakeError::NotSubscribed { .. } | IntakeError::Foreign { .. } => {
+                Status::failed_precondition(e.to_string())
+            }
+            IntakeError::Flood { .. } => Status::resource_exhausted(e.to_string()),
             IntakeError::Decode(_) | IntakeError::Inconsistent { .. } => {
                 Status::invalid_argument(e.to_string())
             }
@@ -81,6 +84,10 @@ impl Drop for MemberStream {
     }
 }
 
+/// The largest message a replayer may send (a report): a second of raw rows at 100,000
+/// requests a second is about 3 MiB. Larger is refused (OUT_OF_RANGE) and counted.
+pub const MAX_REPORT_BYTES: usize = 16 << 20;
+
 /// Events buffered per replayer stream; a full buffer holds the dispatcher back.
 pub const EVENT_CAPACITY: usize = 64;
 
@@ -96,7 +103,7 @@ pub(super) type DispatcherServer = pb::dispatcher_server::DispatcherServer<Servi
 impl Service {
     pub fn server(job: Arc<Job>, token: Option<Token>) -> DispatcherServer {
         DispatcherServer::new(Service { job, token })
-            .max_decoding_message_size(64 << 20)
+            .max_decoding_message_size(MAX_REPORT_BYTES)
             .max_encoding_message_size(64 << 20)
     }
 
@@ -172,19 +179,30 @@ impl Service {
         Ok(Box::pin(stream))
     }
 
-    /// Merges a report into the fleet.
+    /// Merges a report into the fleet; a foreign one or one of a flood is counted refused.
     async fn take(&self, report: pb::StatsReport) -> Result<(), Status> {
-        if report.endpoints.is_empty() {
+        let taken = if report.endpoints.is_empty() {
             // Acks (frequent, cheap) are taken in place.
-            self.job.fleet().receive(&report)?;
+            self.job.fleet().receive(&report)
         } else {
             // Inflating and merging histograms is CPU work: off the runtime's workers.
             let job = Arc::clone(&self.job);
             tokio::task::spawn_blocking(move || job.fleet().receive(&report))
                 .await
-                .map_err(|e| Status::internal(format!("merging the report failed: {e}")))??;
+                .map_err(|e| Status::internal(format!("merging the report failed: {e}")))?
+        };
+        if let Err(e) = &taken {
+            let why = match e {
+                IntakeError::Foreign { .. } => Some(Refusal::ForeignReport),
+                IntakeError::Flood { .. } => Some(Refusal::ReportFlood),
+                _ => None,
+            };
+            if let Some(why) = why {
+                self.job.refusals().count(why);
+                tracing::warn!(error = %e, "report refused");
+            }
         }
-        Ok(())
+        Ok(taken?)
     }
 }
 

@@ -24,6 +24,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::JobConfig;
 use crate::job::{Job, JobError, JobOptions};
+use crate::refusals::Refusal;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -116,11 +117,11 @@ pub async fn start(
     let grpc_server = match &tls {
         None => {
             let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-            tokio::spawn(serve_grpc(svc, incoming, stop))
+            tokio::spawn(serve_grpc(svc, Arc::clone(&job), incoming, stop))
         }
         Some(t) => {
             let incoming = tls::TlsIncoming::new(grpc_listener, Arc::clone(&t.grpc), Arc::clone(&job));
-            tokio::spawn(serve_grpc(svc, incoming.into_stream(), stop))
+            tokio::spawn(serve_grpc(svc, Arc::clone(&job), incoming.into_stream(), stop))
         }
     };
     let gate = auth::AdminGate { job: Arc::clone(&job), token: access.admin_token, metrics_auth };
@@ -141,6 +142,7 @@ pub async fn start(
 
 async fn serve_grpc<I, IO, IE>(
     svc: grpc::DispatcherServer,
+    job: Arc<Job>,
     incoming: I,
     stop: impl std::future::Future<Output = ()>,
 ) where
@@ -153,9 +155,20 @@ async fn serve_grpc<I, IO, IE>(
         + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // A message past the size limit is refused by tonic before any handler sees it, with
+    // OUT_OF_RANGE, which no handler here returns: counted from the response.
+    let count_oversized =
+        tower::util::MapResponseLayer::new(move |res: axum::http::Response<tonic::body::Body>| {
+            if res.headers().get("grpc-status").is_some_and(|s| s == "11") {
+                job.refusals().count(Refusal::Oversized);
+                tracing::warn!("refused a gRPC message past the size limit");
+            }
+            res
+        });
     let result = tonic::transport::Server::builder()
         .initial_stream_window_size(Some(4 << 20))
         .initial_connection_window_size(Some(8 << 20))
+        .layer(count_oversized)
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, stop)
         .await;
