@@ -19,7 +19,11 @@
 //! 7. `results`: the report and its renderings (table, JSON, CSV, HTML, Prometheus).
 //! 8. `server`: the gRPC service and the admin API around a job.
 //!
-//! Only what the binary needs is public: the job file, the server, the job and its report.
+//! Only what the binary needs is public: the job file, the server, the job and its report,
+//! and the fuzz targets' entry points ([`fuzz`]).
+
+// Without a source's feature (the fuzz build), parts only that source uses are unused.
+#![cfg_attr(not(all(feature = "kafka", feature = "s3")), allow(dead_code, unused_variables))]
 
 mod accounting;
 mod analyzers;
@@ -29,6 +33,7 @@ mod dispatch;
 mod endpoints;
 mod fetchers;
 mod fleet;
+pub mod fuzz;
 mod job;
 mod record;
 mod redact;

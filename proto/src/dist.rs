@@ -313,7 +313,33 @@ impl Hdr {
         out
     }
 
+    /// Checks what a peer sent before anything is allocated for it: the deserializer sizes
+    /// its buffers by the header (a 300-byte report once asked it for gigabytes), so only
+    /// the plain V2 encoding is taken, with this crate's precision, a range no wider than an
+    /// auto-sized histogram of [`MAX_MICROS`] reaches, and a payload the bytes hold.
     pub fn from_wire(bytes: &[u8]) -> Result<Self, String> {
+        const V2_PLAIN: u32 = 0x1c84_9303;
+        const HEADER: usize = 40;
+        let be32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        let be64 = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .map(|b| u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        };
+        let (Some(cookie), Some(payload), Some(digits), Some(low), Some(high)) =
+            (be32(0), be32(4), be32(12), be64(16), be64(24))
+        else {
+            return Err(format!("histogram of {} bytes: shorter than its header", bytes.len()));
+        };
+        if cookie != V2_PLAIN {
+            return Err(format!("histogram encoding {cookie:#x}: only plain HdrHistogram V2 is taken"));
+        }
+        if digits > 3 || low == 0 || low > high || high > MAX_MICROS.saturating_mul(1 << 12) {
+            return Err(format!("histogram of {digits} digits over {low}..{high}: out of bounds"));
+        }
+        if payload as usize > bytes.len() - HEADER {
+            return Err(format!("histogram payload of {payload} bytes in {} bytes", bytes.len()));
+        }
         let decoded: Histogram<u64> = Deserializer::new()
             .deserialize(&mut std::io::Cursor::new(bytes))
             .map_err(|e| format!("{e:?}"))?;

@@ -5,9 +5,11 @@
 //! reports how far it has read in [`progress::SourceProgress`].
 
 pub mod file;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod merge;
 pub mod progress;
+#[cfg(feature = "s3")]
 pub mod s3;
 mod units;
 
@@ -74,6 +76,10 @@ pub enum FetchError {
     S3 { bucket: String, reason: String },
     #[error("fetcher.type = {kind:?} needs [fetcher.{kind}]; validate the job file (reprise validate)")]
     NotConfigured { kind: &'static str },
+    #[error(
+        "fetcher.type = {kind:?}: this build of reprise has no {kind} support (built without the `{kind}` feature)"
+    )]
+    NotBuilt { kind: &'static str },
 }
 
 /// Starts the configured fetcher; returns one ordered stream per source part.
@@ -84,6 +90,9 @@ pub async fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<Stream>, 
             let path = cfg.fetcher.file.as_ref().map(|f| f.path.as_str()).unwrap_or_default();
             file::start(path, ctx)
         }
+        #[cfg(not(feature = "kafka"))]
+        FetcherKind::Kafka | FetcherKind::KafkaSinglePartition => Err(FetchError::NotBuilt { kind: "kafka" }),
+        #[cfg(feature = "kafka")]
         FetcherKind::Kafka | FetcherKind::KafkaSinglePartition => {
             let k = cfg.fetcher.kafka.clone().unwrap_or_default();
             let single = cfg.fetcher.kind == FetcherKind::KafkaSinglePartition;
@@ -98,6 +107,9 @@ pub async fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<Stream>, 
                 },
             )
         }
+        #[cfg(not(feature = "s3"))]
+        FetcherKind::S3 | FetcherKind::Sls => Err(FetchError::NotBuilt { kind: "s3" }),
+        #[cfg(feature = "s3")]
         FetcherKind::S3 | FetcherKind::Sls => {
             // Both are set once the job file has been validated.
             let (s3, pattern) = cfg

@@ -1,0 +1,160 @@
+//! Entry points of the fuzz targets (`fuzz/`, run with cargo-fuzz): each takes arbitrary
+//! bytes, as a hostile recording, job file or replayer could send them, and must neither
+//! panic nor hang. The seed corpus and every input that once crashed one of them live in
+//! `fuzz/corpus/<target>/`; a unit test below runs them all on stable with the other tests.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message as _;
+use reprise_proto::pb;
+
+use crate::accounting::Accounting;
+use crate::analyzers::Analyzer;
+use crate::config::{AnalyzerConfig, Format, JobConfig};
+use crate::fleet::Fleet;
+use crate::routing::HashStrategy;
+use crate::sinks::Sinks;
+
+/// One unit of a recording, through every analyzer (with a key source, so that path runs).
+pub fn analyzers(data: &[u8]) {
+    let unit = Bytes::copy_from_slice(data);
+    for format in [Format::Json, Format::Gor, Format::Combined] {
+        for key in [None, Some("header:X-User"), Some("query:u"), Some("json:user")] {
+            let cfg =
+                AnalyzerConfig { format, hash_field: key.map(str::to_owned), ..AnalyzerConfig::default() };
+            let _ = Analyzer::build(&cfg).parse(&unit);
+        }
+    }
+}
+
+/// A job file: parsed and validated (thresholds, key patterns and all).
+pub fn job_file(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = JobConfig::parse(text);
+    }
+}
+
+/// One threshold expression.
+pub fn threshold(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::thresholds::parse(text);
+    }
+}
+
+/// A replayer's report as the gRPC service receives it: decoded, then taken by a fleet
+/// whose member it is (so its histograms are inflated, checked and merged).
+pub fn report(data: &[u8]) {
+    let Ok(mut report) = pb::StatsReport::decode(data) else { return };
+    let fleet = Fleet::new(HashStrategy::RoundRobin, 64, Arc::new(Accounting::default()), Sinks::default());
+    let (tx, _rx) = tokio::sync::mpsc::channel(4);
+    let Ok(session) = fleet.join("fuzz", tx) else { return };
+    for _ in 0..8 {
+        let _ = fleet.reserve(None);
+    }
+    report.replayer_id = "fuzz".into();
+    report.session = session;
+    report.job_id.clear();
+    let _ = fleet.receive(&report);
+    fleet.leave("fuzz", session, "fuzz");
+}
+
+/// A batch of records as a replayer receives it: split, and every record read.
+pub fn batch(data: &[u8]) {
+    let Ok(batch) = pb::RecordBatch::decode(data) else { return };
+    if let Ok(records) = reprise_proto::batch::split(batch) {
+        for r in &records {
+            let _ = r.view();
+        }
+    }
+}
+
+/// A fuzz target: arbitrary bytes in, no panic, no hang.
+pub type Target = fn(&[u8]);
+
+/// The targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
+pub const TARGETS: [(&str, Target); 5] = [
+    ("analyzers", analyzers),
+    ("job_file", job_file),
+    ("threshold", threshold),
+    ("report", report),
+    ("batch", batch),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of the seed corpus, and every input that once crashed a target, runs
+    /// through its target without a panic.
+    #[test]
+    fn the_fuzz_corpus_replays_without_a_panic() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        let mut ran = 0;
+        for (name, target) in TARGETS {
+            let dir = root.join(name);
+            let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            for entry in entries {
+                let path = entry.expect("entry").path();
+                target(&std::fs::read(&path).expect("read"));
+                ran += 1;
+            }
+        }
+        assert!(ran >= TARGETS.len() * 2, "each target has seeds: {ran} files");
+    }
+}
+
+#[cfg(test)]
+mod seeds {
+    use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
+
+    use super::*;
+
+    /// Writes the generated seeds of the `report` and `batch` targets into `fuzz/corpus/`
+    /// (binary messages are not written by hand): `cargo test -p reprise-dispatcher
+    /// write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore = "writes files into the repository"]
+    fn write_fuzz_seeds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
+        for (i, status) in [(1u64, Some(200)), (2, Some(503)), (3, None)] {
+            let o = Outcome {
+                status,
+                error: status.is_none().then_some("timeout"),
+                latency_us: 100 * i,
+                service_us: 90 * i,
+                lag_us: i,
+            };
+            e.record(&o);
+            t.record(&o);
+        }
+        let report = pb::StatsReport {
+            replayer_id: "r".into(),
+            seq: 1,
+            completed_total: 3,
+            endpoints: vec![e.to_wire(1)],
+            total: Some(t.to_wire()),
+            pending: 2,
+            ..Default::default()
+        };
+        let ack = pb::StatsReport { completed_total: 5, ..Default::default() };
+        std::fs::write(root.join("report/stats"), report.encode_to_vec()).expect("write");
+        std::fs::write(root.join("report/ack"), ack.encode_to_vec()).expect("write");
+        let mut encoded = bytes::BytesMut::new();
+        let headers = vec![(crate::record::Text::from("X-User"), Bytes::from_static(b"u1"))];
+        let rec = reprise_proto::batch::RecordRef {
+            due_offset_ns: 1_000_000,
+            endpoint: 1,
+            method: b"POST",
+            path: b"/a?b=1",
+            headers: &headers,
+            body: &Bytes::from_static(b"{}"),
+            host: b"h",
+        };
+        rec.write_to(&mut encoded);
+        rec.write_to(&mut encoded);
+        let batch = pb::RecordBatch { encoded: encoded.freeze(), count: 2 };
+        std::fs::write(root.join("batch/two"), batch.encode_to_vec()).expect("write");
+    }
+}
