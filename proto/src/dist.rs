@@ -318,7 +318,7 @@ impl Hdr {
     /// the plain V2 encoding is taken, with this crate's precision, a range no wider than an
     /// auto-sized histogram of [`MAX_MICROS`] reaches, and a payload the bytes hold.
     pub fn from_wire(bytes: &[u8]) -> Result<Self, String> {
-        const V2_PLAIN: u32 = 0x1c84_9303;
+        const V2_PLAIN: u32 = 0x1c84_9313;
         const HEADER: usize = 40;
         let be32 = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         let be64 = |at: usize| {
@@ -476,6 +476,27 @@ mod tests {
             assert_eq!(w.bucket.iter().copied().zip(w.count.iter().copied()).collect::<Vec<_>>(), doubled);
             assert_eq!(twice.len(), 2 * n);
         }
+    }
+
+    /// A histogram from the wire is checked before the deserializer sizes anything by its
+    /// header: a hostile one is an error, not gigabytes.
+    #[test]
+    fn a_histogram_header_out_of_bounds_is_refused_before_it_is_decoded() {
+        let mut h = Hdr::default();
+        h.record(1_500);
+        let good = h.to_wire();
+        assert_eq!(Hdr::from_wire(&good).map(|d| d.len()), Ok(1));
+        let set = |at: usize, bytes: &[u8]| {
+            let mut b = good.clone();
+            b[at..at + bytes.len()].copy_from_slice(bytes);
+            Hdr::from_wire(&b)
+        };
+        let compressed = set(0, &0x1c84_9314u32.to_be_bytes()).expect_err("deflate");
+        assert!(compressed.contains("only plain"), "{compressed}");
+        assert!(set(4, &u32::MAX.to_be_bytes()).expect_err("payload").contains("payload"));
+        assert!(set(12, &5u32.to_be_bytes()).expect_err("digits").contains("out of bounds"));
+        assert!(set(24, &(u64::MAX / 2).to_be_bytes()).expect_err("range").contains("out of bounds"));
+        assert!(Hdr::from_wire(&good[..20]).is_err());
     }
 
     #[test]
