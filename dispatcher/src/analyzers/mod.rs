@@ -15,7 +15,7 @@ use crate::record::Record;
 pub use combined::Combined;
 pub use gor::{GOR_SEPARATOR, Gor};
 pub use json::Json;
-pub use times::{EARLIEST_DEFAULT_NS, MAX_AHEAD_DEFAULT, Plausible};
+pub use times::Plausible;
 
 /// What came of one raw unit.
 #[derive(Debug, PartialEq, Eq)]

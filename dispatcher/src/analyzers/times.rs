@@ -7,11 +7,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::AnalyzerConfig;
-
-/// 2000-01-01T00:00:00Z, Unix ns.
-pub const EARLIEST_DEFAULT_NS: i64 = 946_684_800_000_000_000;
-/// How far past now a recorded time may be.
-pub const MAX_AHEAD_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+#[cfg(test)]
+use crate::config::{EARLIEST_DEFAULT_NS, MAX_AHEAD_DEFAULT};
 
 /// The range of recorded times a job takes.
 #[derive(Clone, Copy, Debug)]

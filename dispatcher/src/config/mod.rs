@@ -204,8 +204,8 @@ impl Default for AnalyzerConfig {
             timestamp_unit: TimeUnit::Ms,
             hash_field: None,
             secret_headers: Vec::new(),
-            earliest: Instant(crate::analyzers::EARLIEST_DEFAULT_NS),
-            max_ahead: Millis(crate::analyzers::MAX_AHEAD_DEFAULT),
+            earliest: Instant(EARLIEST_DEFAULT_NS),
+            max_ahead: Millis(MAX_AHEAD_DEFAULT),
         }
     }
 }
@@ -303,6 +303,11 @@ impl Default for ReplayerConfig {
         }
     }
 }
+
+/// `[analyzer] earliest`'s default: 2000-01-01T00:00:00Z, Unix ns.
+pub const EARLIEST_DEFAULT_NS: i64 = 946_684_800_000_000_000;
+/// `[analyzer] max_ahead`'s default: how far past now a recorded time may be.
+pub const MAX_AHEAD_DEFAULT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Why a job file could not be used: every problem found, each with key, value and rule.
 #[derive(Debug, thiserror::Error)]
