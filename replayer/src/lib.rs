@@ -16,6 +16,7 @@ pub mod executor;
 mod grpc;
 pub mod h1;
 pub mod http;
+mod reporter;
 pub mod slots;
 pub mod stats;
 mod tls;

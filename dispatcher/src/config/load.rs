@@ -1,0 +1,182 @@
+//! Loading a job file: TOML, its types and every rule, with every problem listed at once.
+
+use std::path::Path;
+
+use serde_path_to_error::Segment;
+
+use super::validate::Problem;
+use super::{JobConfig, havok};
+
+/// Why a job file could not be used: every problem found, each with key, value and rule.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read job file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {} problem(s):\n{}", .problems.len(), list(.problems))]
+    Invalid { path: String, problems: Vec<Problem> },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
+}
+
+impl JobConfig {
+    /// Reads, parses and validates a job file.
+    pub fn load(path: &Path) -> Result<JobConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let mut cfg = Self::parse(&text)
+            .map_err(|problems| ConfigError::Invalid { path: path.display().to_string(), problems })?;
+        if cfg.job.id.is_none() {
+            cfg.job.id = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(cfg)
+    }
+
+    /// Relative paths (recording, raw results) are relative to the job file, so a job runs
+    /// from anywhere.
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(f) = &mut self.fetcher.file
+            && !f.path.is_empty()
+            && Path::new(&f.path).is_relative()
+        {
+            f.path = base.join(&f.path).to_string_lossy().into_owned();
+        }
+        if let Some(r) = &mut self.reporter.raw
+            && !r.dir.is_empty()
+            && Path::new(&r.dir).is_relative()
+        {
+            r.dir = base.join(&r.dir).to_string_lossy().into_owned();
+        }
+        if let Some(tls) = &mut self.service.tls {
+            for p in [&mut tls.cert, &mut tls.key].into_iter().chain(tls.client_ca.as_mut()) {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+    }
+
+    /// Parses and validates job-file text; `Err` lists every problem found.
+    ///
+    /// serde stops at the first value of a wrong type. To list them all, each one found is
+    /// noted with its key path (`serde_path_to_error`), taken out of the parsed table (its
+    /// default then applies) and the table read again, up to 100 times. The
+    /// rules checked afterwards skip the keys taken out: their problem is already listed.
+    pub fn parse(text: &str) -> Result<JobConfig, Vec<Problem>> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| vec![Problem::syntax(&e)])?;
+        let mut type_errors: Vec<Problem> = Vec::new();
+        loop {
+            let (mut problems, mut warnings) = (Vec::new(), Vec::new());
+            let mut track = serde_path_to_error::Track::new();
+            let de = serde_path_to_error::Deserializer::new(toml::Value::Table(table.clone()), &mut track);
+            let parsed: Result<JobConfig, _> = serde_ignored::deserialize(de, |path| {
+                // serde_ignored writes an Option's level as "?": `fetcher.sls.?.logstore`.
+                let path = path.to_string().replace(".?", "");
+                match havok::ignored_havok_key(&path) {
+                    Some(why) => warnings.push(Problem::havok_key(&path, why)),
+                    None => problems.push(Problem::unknown_key(&path)),
+                }
+            });
+            match parsed {
+                Ok(mut cfg) => {
+                    cfg.warnings = warnings;
+                    let erased: Vec<&str> = type_errors.iter().map(|p| p.key.as_str()).collect();
+                    let rules =
+                        cfg.validate().into_iter().filter(|p| !erased.iter().any(|k| covers(k, &p.key)));
+                    problems.extend(rules);
+                    type_errors.extend(problems);
+                    return if type_errors.is_empty() { Ok(cfg) } else { Err(type_errors) };
+                }
+                Err(e) => {
+                    let path = track.path();
+                    let segments: Vec<&Segment> = path.iter().collect();
+                    let key = key_path(&segments);
+                    let value = value_at(&table, &segments).map(|v| v.to_string()).unwrap_or_default();
+                    // A table that lacks a required key because one of a wrong type was taken
+                    // out of it is that key's problem, listed already.
+                    if !type_errors.iter().any(|p| covers(&key, &p.key)) {
+                        type_errors.push(Problem::new(&key, value, e.message().trim_end()));
+                    }
+                    if type_errors.len() >= MAX_TYPE_ERRORS || !erase(&mut table, &segments) {
+                        type_errors.extend(problems);
+                        return Err(type_errors);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Type errors listed before the rest of a job file is given up on.
+const MAX_TYPE_ERRORS: usize = 100;
+
+/// `job.speed`, `stats.endpoints[0].pattern`: as the README's reference writes keys.
+fn key_path(segments: &[&Segment]) -> String {
+    let mut key = String::new();
+    for s in segments {
+        match s {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(k);
+            }
+            Segment::Unknown => break,
+        }
+    }
+    key
+}
+
+/// Whether a problem at `key` lies at or under the erased `erased`.
+fn covers(erased: &str, key: &str) -> bool {
+    key.strip_prefix(erased).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// The part of `segments` that leads through tables and arrays.
+fn followable<'a>(segments: &'a [&'a Segment]) -> &'a [&'a Segment] {
+    let n = segments.iter().take_while(|s| matches!(s, Segment::Map { .. } | Segment::Seq { .. })).count();
+    &segments[..n]
+}
+
+fn value_at<'a>(table: &'a toml::Table, segments: &[&Segment]) -> Option<&'a toml::Value> {
+    let (first, rest) = followable(segments).split_first()?;
+    let Segment::Map { key } = first else { return None };
+    let mut v = table.get(key.as_str())?;
+    for s in rest {
+        v = match s {
+            Segment::Map { key } => v.as_table()?.get(key.as_str())?,
+            Segment::Seq { index } => v.as_array()?.get(*index)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// Takes the value at `segments` out of `table`; false if there was none to take.
+fn erase(table: &mut toml::Table, segments: &[&Segment]) -> bool {
+    match followable(segments).split_first() {
+        Some((Segment::Map { key }, [])) => table.remove(key.as_str()).is_some(),
+        Some((Segment::Map { key }, rest)) => table.get_mut(key.as_str()).is_some_and(|v| erase_in(v, rest)),
+        _ => false,
+    }
+}
+
+fn erase_in(v: &mut toml::Value, path: &[&Segment]) -> bool {
+    match (v, path) {
+        (toml::Value::Table(t), [Segment::Map { key }]) => t.remove(key.as_str()).is_some(),
+        (toml::Value::Table(t), [Segment::Map { key }, rest @ ..]) => {
+            t.get_mut(key.as_str()).is_some_and(|v| erase_in(v, rest))
+        }
+        (toml::Value::Array(a), [Segment::Seq { index }]) if *index < a.len() => {
+            a.remove(*index);
+            true
+        }
+        (toml::Value::Array(a), [Segment::Seq { index }, rest @ ..]) => {
+            a.get_mut(*index).is_some_and(|v| erase_in(v, rest))
+        }
+        _ => false,
+    }
+}
