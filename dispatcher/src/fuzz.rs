@@ -110,13 +110,13 @@ mod seeds {
 
     use super::*;
 
-    /// Writes the generated seeds of the `report` and `batch` targets into `fuzz/corpus/`
-    /// (binary messages are not written by hand): `cargo test -p reprise-dispatcher
-    /// write_fuzz_seeds -- --ignored`.
+    /// The `report` and `batch` seeds are messages, generated here rather than written by
+    /// hand; the corpus holds them as encoded. `REPRISE_WRITE_FUZZ_SEEDS=1 cargo test -p
+    /// reprise-dispatcher generated_fuzz_seeds` writes them again after a wire change.
     #[test]
-    #[ignore = "writes files into the repository"]
-    fn write_fuzz_seeds() {
+    fn generated_fuzz_seeds_are_in_the_corpus_as_the_wire_encodes_them_now() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+        let write = std::env::var_os("REPRISE_WRITE_FUZZ_SEEDS").is_some();
         let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
         for (i, status) in [(1u64, Some(200)), (2, Some(503)), (3, None)] {
             let o = Outcome {
@@ -139,8 +139,6 @@ mod seeds {
             ..Default::default()
         };
         let ack = pb::StatsReport { completed_total: 5, ..Default::default() };
-        std::fs::write(root.join("report/stats"), report.encode_to_vec()).expect("write");
-        std::fs::write(root.join("report/ack"), ack.encode_to_vec()).expect("write");
         let mut encoded = bytes::BytesMut::new();
         let headers = vec![(crate::record::Text::from("X-User"), Bytes::from_static(b"u1"))];
         let rec = reprise_proto::batch::RecordRef {
@@ -155,6 +153,21 @@ mod seeds {
         rec.write_to(&mut encoded);
         rec.write_to(&mut encoded);
         let batch = pb::RecordBatch { encoded: encoded.freeze(), count: 2 };
-        std::fs::write(root.join("batch/two"), batch.encode_to_vec()).expect("write");
+        let how = "run REPRISE_WRITE_FUZZ_SEEDS=1 cargo test -p reprise-dispatcher generated_fuzz_seeds";
+        for (path, message) in [("report/stats", report), ("report/ack", ack)] {
+            let path = root.join(path);
+            if write {
+                std::fs::write(&path, message.encode_to_vec()).expect("write");
+            }
+            let kept =
+                pb::StatsReport::decode(std::fs::read(&path).expect("seed").as_slice()).expect("decodes");
+            assert_eq!(kept, message, "{} is out of date: {how}", path.display());
+        }
+        let path = root.join("batch/two");
+        if write {
+            std::fs::write(&path, batch.encode_to_vec()).expect("write");
+        }
+        let kept = pb::RecordBatch::decode(std::fs::read(&path).expect("seed").as_slice()).expect("decodes");
+        assert_eq!(kept, batch, "{} is out of date: {how}", path.display());
     }
 }
