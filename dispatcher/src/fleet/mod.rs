@@ -352,6 +352,21 @@ mod tests {
         pb::StatsReport { replayer_id: id.into(), session, completed_total: completed, ..Default::default() }
     }
 
+    /// A first statistics report (seq 1) of `completed` records: `in_endpoints` 200s in
+    /// endpoint 0's statistics, `in_total` in the total (equal, for a consistent report).
+    fn stats(id: &str, session: u64, completed: u64, in_endpoints: u64, in_total: u64) -> pb::StatsReport {
+        use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
+        let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
+        let ok = Outcome { status: Some(200), error: None, latency_us: 5, service_us: 4, lag_us: 1 };
+        (0..in_endpoints).for_each(|_| e.record(&ok));
+        (0..in_total).for_each(|_| t.record(&ok));
+        let mut r = ack(id, session, completed);
+        r.seq = 1;
+        r.endpoints = vec![e.to_wire(0)];
+        r.total = Some(t.to_wire());
+        r
+    }
+
     /// Joins, and accepts the job as a replayer does with its first report.
     fn join(f: &Fleet, id: &str) -> (u64, mpsc::Receiver<pb::DispatcherEvent>) {
         let (tx, rx) = mpsc::channel(1);
@@ -416,7 +431,6 @@ mod tests {
 
     #[test]
     fn a_leaving_replayer_takes_no_more_records_and_loses_nothing_once_it_reports_them() {
-        use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
         let acc = Arc::new(Accounting::default());
         let f = Fleet::new(HashStrategy::Consistent, 100, Arc::clone(&acc), Sinks::default());
         let (a, _ra) = join(&f, "a");
@@ -439,15 +453,7 @@ mod tests {
         f.receive(&ack("a", a, 0)).expect("a keeps reporting while it drains");
         assert_eq!(f.members()[0].state, "leaving", "a later report does not take it back");
         // It sends the one record it held and reports it, then closes its stream.
-        let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
-        let ok = Outcome { status: Some(200), error: None, latency_us: 5, service_us: 4, lag_us: 1 };
-        e.record(&ok);
-        t.record(&ok);
-        let mut last = ack("a", a, 1);
-        last.seq = 1;
-        last.endpoints = vec![e.to_wire(0)];
-        last.total = Some(t.to_wire());
-        f.receive(&last).expect("its last statistics");
+        f.receive(&stats("a", a, 1, 1, 1)).expect("its last statistics");
         f.leave("a", a, "stream closed");
         assert_eq!(acc.counts().dropped.get(&DropReason::LostInFlight).copied().unwrap_or(0), 0);
         let row = f.members().into_iter().find(|m| m.id == "a").expect("a's row");
@@ -506,26 +512,14 @@ mod tests {
 
     #[test]
     fn statistics_whose_endpoints_and_total_disagree_are_refused() {
-        use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
         let (f, _) = fleet(100);
         let (s, _rx) = join(&f, "r");
         for _ in 0..2 {
             f.reserve(None);
         }
-        let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
-        let ok = Outcome { status: Some(200), error: None, latency_us: 5, service_us: 4, lag_us: 1 };
-        e.record(&ok);
-        e.record(&ok);
-        t.record(&ok);
-        let mut r = ack("r", s, 2);
-        r.seq = 1;
-        r.endpoints = vec![e.to_wire(0)];
-        r.total = Some(t.to_wire());
-        let err = f.receive(&r).expect_err("2 requests per endpoint, 1 in the total");
+        let err = f.receive(&stats("r", s, 2, 2, 1)).expect_err("2 requests per endpoint, 1 in the total");
         assert!(err.to_string().contains("count 2 requests but whose total counts 1"), "{err}");
-        t.record(&ok);
-        r.total = Some(t.to_wire());
-        f.receive(&r).expect("consistent");
+        f.receive(&stats("r", s, 2, 2, 2)).expect("consistent");
         f.with_stats(|st| {
             assert_eq!(st.total.count(), 2);
             assert_eq!(st.endpoints.get("other").map(|e| e.count()), Some(2), "id 0 is other");
