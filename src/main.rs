@@ -57,6 +57,9 @@ enum Command {
         /// Do everything but the HTTP calls (measures the dispatch path).
         #[arg(long)]
         dry_run: bool,
+        /// Replay against this base URL instead of `[job] target` (e.g. a candidate build).
+        #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = job_target)]
+        target: Option<String>,
     },
     /// Serve a job to replayer daemons over gRPC, with an admin HTTP API.
     Dispatcher {
@@ -76,6 +79,9 @@ enum Command {
         /// steer the job.
         #[arg(long)]
         insecure: bool,
+        /// The job's target instead of `[job] target`; a replayer's own --target still wins.
+        #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = job_target)]
+        target: Option<String>,
         #[command(flatten)]
         outputs: run::Outputs,
     },
@@ -105,6 +111,11 @@ enum Command {
             value_name = "HOST[:PORT]"
         )]
         allow_target: Vec<reprise_replayer::AllowedTarget>,
+        /// Send to this base URL instead of the job's target (one dispatcher can drive a
+        /// staging fleet and a canary fleet); needed for a job without one. --allow-target
+        /// applies to it too.
+        #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = replayer_target)]
+        target: Option<String>,
         /// Name of this replayer (default: host name and process id).
         #[arg(long)]
         id: Option<String>,
@@ -160,11 +171,11 @@ fn main() -> ExitCode {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         match cli.command {
-            Command::Run { job, replayers, outputs, dry_run } => {
-                run::local(&job, replayers, &outputs, dry_run, cancel).await
+            Command::Run { job, replayers, outputs, dry_run, target } => {
+                run::local(&job, replayers, &outputs, dry_run, target, cancel).await
             }
-            Command::Dispatcher { config, grpc, http, serve_forever, insecure, outputs } => {
-                let args = run::DaemonArgs { grpc, http, serve_forever, insecure, outputs };
+            Command::Dispatcher { config, grpc, http, serve_forever, insecure, target, outputs } => {
+                let args = run::DaemonArgs { grpc, http, serve_forever, insecure, target, outputs };
                 run::dispatcher(&config, args, cancel).await
             }
             Command::Replayer {
@@ -173,6 +184,7 @@ fn main() -> ExitCode {
                 tls_cert,
                 tls_key,
                 allow_target,
+                target,
                 id,
                 dry_run,
                 once,
@@ -185,8 +197,15 @@ fn main() -> ExitCode {
                 };
                 let creds = reprise_replayer::Credentials { tls_ca, tls_cert, tls_key, token };
                 let allow = reprise_replayer::Allowlist::new(allow_target);
-                let opts =
-                    reprise_replayer::ReplayerOptions { dispatcher, id, dry_run, once, allow, drain_timeout };
+                let opts = reprise_replayer::ReplayerOptions {
+                    dispatcher,
+                    id,
+                    dry_run,
+                    once,
+                    allow,
+                    target,
+                    drain_timeout,
+                };
                 match reprise_replayer::run(opts, &creds, cancel).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
@@ -224,6 +243,18 @@ async fn echo_server(listen: SocketAddr, log: Option<PathBuf>, cancel: Cancellat
             ExitCode::from(EXIT_CANNOT_RUN)
         }
     }
+}
+
+/// `--target` of `run` and `dispatcher`: what `[job] target` takes.
+fn job_target(url: &str) -> Result<String, String> {
+    reprise_dispatcher::config::check_target(url).map(|()| url.to_owned())
+}
+
+/// `--target` of a replayer: an http(s) base URL (it has no built-in echo target).
+fn replayer_target(url: &str) -> Result<String, String> {
+    reprise_replayer::http::base_url(url).map(|_| url.to_owned()).map_err(|_| {
+        "must be an http:// or https:// base URL with a host, e.g. \"http://127.0.0.1:8080\"".to_owned()
+    })
 }
 
 fn default_id() -> String {

@@ -95,6 +95,7 @@ pub async fn local(
     replayers: Option<u32>,
     outputs: &Outputs,
     dry_run: bool,
+    target: Option<String>,
     cancel: CancellationToken,
 ) -> ExitCode {
     let cfg = match load(path) {
@@ -102,7 +103,14 @@ pub async fn local(
         Err(code) => return code,
     };
     let replayers = replayers.unwrap_or(cfg.job.replayers).max(1);
-    let target = match resolve_target(cfg.job.target.as_deref().unwrap_or_default(), &cancel).await {
+    let Some(target) = target.or_else(|| cfg.job.target.clone()) else {
+        eprintln!(
+            "error: {}: no target: set [job] target, or pass --target URL (or REPRISE_TARGET)",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let target = match resolve_target(&target, &cancel).await {
         Ok(t) => t,
         Err(code) => return code,
     };
@@ -129,6 +137,7 @@ pub async fn local(
             dry_run,
             once: true,
             allow: reprise_replayer::Allowlist::default(),
+            target: None,
             drain_timeout: reprise_replayer::DRAIN_TIMEOUT,
         };
         let cancel = stop_replayers.clone();
@@ -251,6 +260,8 @@ pub struct DaemonArgs {
     pub http: Option<String>,
     pub serve_forever: bool,
     pub insecure: bool,
+    /// Replaces `[job] target`.
+    pub target: Option<String>,
     pub outputs: Outputs,
 }
 
@@ -297,15 +308,19 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
             (Ok(g), Ok(h)) => (g, h),
             (Err(code), _) | (_, Err(code)) => return code,
         };
-    let target = match resolve_target(cfg.job.target.as_deref().unwrap_or_default(), &cancel).await {
-        Ok(t) => t,
-        Err(code) => return code,
+    // Without a target (Havok's files have none), each replayer sends to its own --target.
+    let target = match args.target.or_else(|| cfg.job.target.clone()) {
+        Some(t) => match resolve_target(&t, &cancel).await {
+            Ok(t) => Some(t),
+            Err(code) => return code,
+        },
+        None => None,
     };
     let access = match access(args.insecure) {
         Ok(a) => a,
         Err(code) => return code,
     };
-    let opts = JobOptions { target: Some(target), dry_run: false };
+    let opts = JobOptions { target, dry_run: false };
     let mut running = match reprise_dispatcher::start(cfg, opts, grpc, http, access, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),

@@ -28,7 +28,6 @@ async fn validate_lists_every_problem_with_key_value_and_rule() {
         "job.targte: unknown key",
         "job.rate = -1: must be a number > 0",
         "job.speed = 0",
-        "job.target: is required",
         "fetcher.file.path = \"\"",
         "replayer.concurrency = 0: must be at least 1",
     ] {
@@ -184,7 +183,11 @@ async fn a_replayer_of_another_version_is_refused_with_both_versions() {
     let url = dispatcher.grpc_url.clone();
     let mut client =
         reprise_proto::pb::dispatcher_client::DispatcherClient::connect(url).await.expect("connect");
-    let reg = reprise_proto::pb::Registration { replayer_id: "old".into(), version: "0.0.1-old".into() };
+    let reg = reprise_proto::pb::Registration {
+        replayer_id: "old".into(),
+        version: "0.0.1-old".into(),
+        ..Default::default()
+    };
     let err = client.subscribe(reg).await.expect_err("refused");
     assert!(
         err.message().contains("0.0.1-old") && err.message().contains(reprise_proto::VERSION),

@@ -418,7 +418,7 @@ mod tests {
             let fleet =
                 Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&accounting), Sinks::default());
             let (tx, rx) = mpsc::channel(1024);
-            let session = fleet.join("r1", tx).expect("join");
+            let session = fleet.join("r1", None, tx).expect("join");
             let accept = pb::StatsReport { replayer_id: "r1".into(), session, ..Default::default() };
             fleet.receive(&accept).expect("the replayer accepts the job");
             let control = watch::channel(Control { speed, rate: 1.0, paused: false }).0;

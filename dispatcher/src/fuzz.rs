@@ -48,7 +48,7 @@ pub fn report(data: &[u8]) {
     let Ok(mut report) = pb::StatsReport::decode(data) else { return };
     let fleet = Fleet::new(HashStrategy::RoundRobin, 64, Arc::new(Accounting::default()), Sinks::default());
     let (tx, _rx) = tokio::sync::mpsc::channel(4);
-    let Ok(session) = fleet.join("fuzz", tx) else { return };
+    let Ok(session) = fleet.join("fuzz", None, tx) else { return };
     for _ in 0..8 {
         let _ = fleet.reserve(None);
     }

@@ -42,6 +42,9 @@ pub struct ReplayerOptions {
     pub once: bool,
     /// Targets this replayer may send to (`--allow-target`); empty allows any.
     pub allow: Allowlist,
+    /// Its own target (`--target`), checked with [`crate::http::base_url`]: it sends there
+    /// instead of the job's. Without one, a job without a target is refused.
+    pub target: Option<String>,
     /// On cancel (SIGTERM) during a job, how long it may take to send what it holds at its
     /// instants before what is still unsent is cancelled (`--drain-timeout`).
     pub drain_timeout: Duration,
@@ -134,7 +137,11 @@ async fn connect_and_serve<U: Upstream>(
     cancel: &CancellationToken,
     abandoned: &mut JoinSet<()>,
 ) -> Result<bool, Status> {
-    let reg = pb::Registration { replayer_id: opts.id.clone(), version: reprise_proto::VERSION.to_owned() };
+    let reg = pb::Registration {
+        replayer_id: opts.id.clone(),
+        version: reprise_proto::VERSION.to_owned(),
+        target: opts.target.as_deref().and_then(|t| crate::http::base_url(t).ok()).unwrap_or_default(),
+    };
     let (mut stream, reports) = upstream.subscribe(reg).await?;
     tracing::info!(replayer = %opts.id, dispatcher = %opts.dispatcher, "subscribed");
     let mut session: Option<Session<U::Reports>> = None;
@@ -218,16 +225,26 @@ async fn connect_and_serve<U: Upstream>(
 }
 
 /// Takes a job, or refuses it (PermissionDenied) before sending anything, telling the
-/// dispatcher why: a target outside `--allow-target`, or one that cannot be used. A job taken
-/// is acknowledged at once: the dispatcher hands records only to replayers that accepted.
+/// dispatcher why: no target (the job has none and neither has this replayer), a target
+/// outside `--allow-target`, or one that cannot be used. The replayer's own target, when it
+/// has one, replaces the job's before any of that is checked. A job taken is acknowledged at
+/// once: the dispatcher hands records only to replayers that accepted.
 async fn accept<R: Reports>(
-    cfg: pb::JobConfig,
+    mut cfg: pb::JobConfig,
     opts: &ReplayerOptions,
     reports: &R,
 ) -> Result<Session<R>, Status> {
-    let checked = opts.allow.check(&cfg.target).and_then(|()| {
-        Session::start(cfg.clone(), opts, reports.clone()).map_err(|e| format!("target {}: {e}", cfg.target))
-    });
+    if let Some(own) = &opts.target {
+        cfg.target.clone_from(own);
+    }
+    let checked = if cfg.target.is_empty() {
+        Err(NO_TARGET.to_owned())
+    } else {
+        opts.allow.check(&cfg.target).and_then(|()| {
+            Session::start(cfg.clone(), opts, reports.clone())
+                .map_err(|e| format!("target {}: {e}", cfg.target))
+        })
+    };
     match checked {
         Ok(session) => {
             session.reporter.ack(&session.exec).await;
@@ -249,6 +266,10 @@ async fn accept<R: Reports>(
         }
     }
 }
+
+/// Why a job without a target is refused by a replayer without one.
+pub const NO_TARGET: &str = "the job has no target and this replayer was given none: start it with \
+     --target URL (or REPRISE_TARGET), or set [job] target";
 
 /// How a session ends.
 #[derive(Clone, Copy, Debug)]

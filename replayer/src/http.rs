@@ -30,6 +30,20 @@ pub enum TargetError {
     BadTarget(String),
 }
 
+/// Checks a target base URL as [`Target::new`] takes it (http or https, a host, no query)
+/// and returns it as this replayer shows it to its dispatcher: scheme, host, port and path,
+/// without user info (which may hold a password).
+pub fn base_url(url: &str) -> Result<String, TargetError> {
+    let bad = || TargetError::BadTarget(url.to_owned());
+    let uri: Uri = url.parse().map_err(|_| bad())?;
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { return Err(bad()) };
+    if !matches!(scheme, "http" | "https") || authority.host().is_empty() || uri.query().is_some() {
+        return Err(bad());
+    }
+    let port = authority.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(format!("{scheme}://{}{port}{}", authority.host(), uri.path().trim_end_matches('/')))
+}
+
 type Io = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
 
 /// A connection's side of the target: the connection, the buffer it writes request heads
@@ -338,6 +352,19 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    #[test]
+    fn a_base_url_is_shown_without_user_info_and_bad_ones_are_refused() {
+        assert_eq!(
+            base_url("https://user:secret@staging.example.com:8443/api/").expect("valid"),
+            "https://staging.example.com:8443/api"
+        );
+        assert_eq!(base_url("http://127.0.0.1:8080").expect("valid"), "http://127.0.0.1:8080");
+        assert_eq!(base_url("http://[::1]:8080").expect("valid"), "http://[::1]:8080");
+        for bad in ["", "staging:8080", "ftp://x", "http://x/?q=1", "builtin:echo", "http://"] {
+            assert!(base_url(bad).is_err(), "{bad:?} was taken");
+        }
+    }
 
     /// A link's one timer is moved to each exchange's deadline: answered requests before and
     /// after do not time out, one that gets no answer does, at its own deadline (not an

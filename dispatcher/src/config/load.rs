@@ -81,6 +81,7 @@ impl JobConfig {
             });
             match parsed {
                 Ok(mut cfg) => {
+                    warnings.extend(cfg.advise());
                     cfg.warnings = warnings;
                     let erased: Vec<&str> = type_errors.iter().map(|p| p.key.as_str()).collect();
                     let rules =

@@ -32,7 +32,7 @@ pub use results::{
 };
 pub use service::{ServiceConfig, TlsConfig};
 pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings};
-pub use validate::Problem;
+pub use validate::{NO_JOB_TARGET, Problem, check_target};
 pub use values::{Instant, ListenAddr, Millis, Speed};
 
 /// A whole job file.

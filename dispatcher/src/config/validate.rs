@@ -6,6 +6,11 @@ use std::fmt;
 use super::{JobConfig, Speed};
 use crate::thresholds::{self, Gate, Threshold};
 
+/// The warning for a job without `[job] target` (as Havok's files are: there each replayer
+/// decided where to send).
+pub const NO_JOB_TARGET: &str = "not set: each replayer sends to its own --target URL (or REPRISE_TARGET), and one \
+     without refuses the job; `reprise run` and `reprise dispatcher` take --target too";
+
 /// One problem in a job file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -47,6 +52,15 @@ impl Problem {
 }
 
 impl JobConfig {
+    /// What is allowed but worth a word: printed as warnings, never errors.
+    pub(super) fn advise(&self) -> Vec<Problem> {
+        let mut w = Vec::new();
+        if self.job.target.is_none() {
+            w.push(Problem::new("job.target", "", NO_JOB_TARGET));
+        }
+        w
+    }
+
     /// Checks every rule the types cannot express; returns all problems found. What needs
     /// parsing (threshold expressions, the S3 key pattern) is parsed here once and kept in
     /// the config ([`JobConfig::gate`], `S3Config::pattern`).
@@ -66,17 +80,10 @@ impl JobConfig {
         {
             p.push(Problem::new("job.end", e.0 / 1_000_000, "must not be before job.begin"));
         }
-        match job.target.as_deref() {
-            None => p.push(Problem::new(
-                "job.target",
-                "",
-                "is required: the base URL to replay against, e.g. \"http://127.0.0.1:8080\", or \"builtin:echo\"",
-            )),
-            Some(t) => {
-                if let Err(rule) = check_target(t) {
-                    p.push(Problem::new("job.target", format!("{t:?}"), &rule));
-                }
-            }
+        if let Some(t) = job.target.as_deref()
+            && let Err(rule) = check_target(t)
+        {
+            p.push(Problem::new("job.target", format!("{t:?}"), &rule));
         }
         if job.replayers == 0 || job.replayers > 1024 {
             p.push(Problem::new("job.replayers", job.replayers, "must be between 1 and 1024"));
@@ -248,7 +255,9 @@ impl JobConfig {
 }
 
 /// A target is "builtin:echo" or an absolute http(s) URL with a host and no query.
-fn check_target(t: &str) -> Result<(), String> {
+/// A job's target: an http(s) base URL with a host and no query, or "builtin:echo" (the
+/// rule broken when not); `[job] target` and `--target` of `run` and `dispatcher`.
+pub fn check_target(t: &str) -> Result<(), String> {
     if t == "builtin:echo" {
         return Ok(());
     }
@@ -319,7 +328,6 @@ mod tests {
             "job.targte",
             "job.rate",
             "job.speed",
-            "job.target",
             "fetcher.file.path",
             "analyzer.hash_field",
             "replayer.concurrency",
@@ -329,6 +337,24 @@ mod tests {
         let rate = ps.iter().find(|p| p.key == "job.rate").expect("rate");
         assert_eq!(rate.value, "-1");
         assert!(rate.to_string().contains("must be a number > 0"), "{rate}");
+    }
+
+    /// Havok's files have no target (each replayer decided): a warning, not an error; a
+    /// target that is there must still be a usable one.
+    #[test]
+    fn a_job_without_a_target_is_valid_with_a_warning_naming_the_rule() {
+        let cfg = JobConfig::parse("[job]\n[fetcher.file]\npath = \"x.jsonl\"\n").expect("valid");
+        assert_eq!(cfg.job.target, None);
+        let w: Vec<String> = cfg.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(w, [format!("job.target: {NO_JOB_TARGET}")]);
+        assert!(JobConfig::parse(MINIMAL).expect("valid").warnings.is_empty());
+        let ps = problems("[job]\ntarget = \"staging:8080\"\n[fetcher.file]\npath = \"x.jsonl\"\n");
+        assert_eq!(ps.len(), 1, "{ps:?}");
+        assert!(
+            ps[0].to_string().starts_with("job.target = \"staging:8080\": must be an http://"),
+            "{}",
+            ps[0]
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl Fleet {
     /// job has started. An id belongs to its live subscription until that one leaves (its
     /// stream closes, or it misses its heartbeats): a second process with the same id, by
     /// mistake or not, cannot take its place and its records.
-    pub fn join(&self, id: &str, tx: EventTx) -> Result<u64, IdInUse> {
+    pub fn join(&self, id: &str, own_target: Option<String>, tx: EventTx) -> Result<u64, IdInUse> {
         let mut inner = self.lock();
         if inner.members.contains_key(id) {
             return Err(IdInUse(id.to_owned()));
@@ -41,6 +41,7 @@ impl Fleet {
         }
         let member = Member {
             session,
+            own_target,
             active: false,
             missing: 0,
             leaving: false,

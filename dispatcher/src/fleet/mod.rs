@@ -43,6 +43,8 @@ pub type EventTx = mpsc::Sender<pb::DispatcherEvent>;
 #[derive(Debug)]
 struct Member {
     session: u64,
+    /// Its own target (`reprise replayer --target`), which it sends to instead of the job's.
+    own_target: Option<String>,
     /// It accepted the job (a report of this session came) and is not missing: only then is
     /// it in the picker.
     active: bool,
@@ -370,7 +372,7 @@ mod tests {
     /// Joins, and accepts the job as a replayer does with its first report.
     fn join(f: &Fleet, id: &str) -> (u64, mpsc::Receiver<pb::DispatcherEvent>) {
         let (tx, rx) = mpsc::channel(1);
-        let s = f.join(id, tx).expect("join");
+        let s = f.join(id, None, tx).expect("join");
         f.receive(&ack(id, s, 0)).expect("accept");
         (s, rx)
     }
@@ -379,7 +381,7 @@ mod tests {
     fn a_replayer_gets_records_only_once_it_accepts_and_leaves_nothing_when_it_refuses() {
         let (f, acc) = fleet(16);
         let (tx, _rx) = mpsc::channel(1);
-        let s = f.join("new", tx).expect("join");
+        let s = f.join("new", None, tx).expect("join");
         assert!(matches!(f.reserve(None), Reserve::Full), "joined, not accepted yet: wait");
         f.refused("new", s, "target outside --allow-target");
         assert!(matches!(f.reserve(None), Reserve::Empty));
@@ -396,7 +398,7 @@ mod tests {
         let (f, _) = fleet(16);
         let (s, _rx) = join(&f, "r1");
         let (tx, _rx2) = mpsc::channel(1);
-        let err = f.join("r1", tx).expect_err("the id is taken");
+        let err = f.join("r1", None, tx).expect_err("the id is taken");
         assert!(err.to_string().contains("--id"), "{err}");
         assert!(
             matches!(f.reserve(None), Reserve::Member { session } if session == s),

@@ -18,6 +18,9 @@ pub struct MemberStatus {
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub left: Option<String>,
+    /// Its own target (`reprise replayer --target`), which it sends to instead of the job's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// Records it held unaccounted when it left.
     pub lost_in_flight: u64,
     /// Times it went missing; meanwhile its records (and keys) went to the others.
@@ -67,6 +70,7 @@ impl Member {
             id: id.to_owned(),
             state,
             left: None,
+            target: self.own_target.clone(),
             lost_in_flight: 0,
             missing: self.missing,
             received: self.dispatched,

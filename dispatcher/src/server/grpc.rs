@@ -90,6 +90,8 @@ pub const MAX_REPORT_BYTES: usize = 16 << 20;
 
 /// Events buffered per replayer stream; a full buffer holds the dispatcher back.
 pub const EVENT_CAPACITY: usize = 64;
+/// The longest own target a replayer may register (it is shown in `/status`).
+const MAX_TARGET_LEN: usize = 2048;
 
 #[derive(Clone)]
 pub(super) struct Service {
@@ -161,13 +163,20 @@ impl Service {
         if reg.replayer_id.is_empty() || reg.replayer_id.len() > 128 {
             return Err(Status::invalid_argument("replayer_id must be 1 to 128 characters"));
         }
+        if reg.target.len() > MAX_TARGET_LEN {
+            return Err(Status::invalid_argument(format!("target must be at most {MAX_TARGET_LEN} bytes")));
+        }
         if self.job.is_over() {
             return Err(Status::unavailable("the job is over; this dispatcher takes no more replayers"));
         }
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
+        let own = Some(reg.target).filter(|t| !t.is_empty());
         // Retried by the replayer: the id frees itself when its holder leaves.
-        let session =
-            self.job.fleet().join(&reg.replayer_id, tx).map_err(|e| Status::already_exists(e.to_string()))?;
+        let session = self
+            .job
+            .fleet()
+            .join(&reg.replayer_id, own, tx)
+            .map_err(|e| Status::already_exists(e.to_string()))?;
         let stream = MemberStream {
             events: ReceiverStream::new(rx),
             job: Arc::clone(&self.job),
