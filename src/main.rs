@@ -116,6 +116,10 @@ enum Command {
         /// applies to it too.
         #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = replayer_target)]
         target: Option<String>,
+        /// Serve /healthz, /readyz and /metrics on this address (e.g. `:8081`, or
+        /// 127.0.0.1:0 for a free port; prints `listening http=ADDR` once bound).
+        #[arg(long, env = "REPRISE_REPLAYER_HTTP", value_name = "ADDR")]
+        http: Option<String>,
         /// Name of this replayer (default: host name and process id).
         #[arg(long)]
         id: Option<String>,
@@ -185,6 +189,7 @@ fn main() -> ExitCode {
                 tls_key,
                 allow_target,
                 target,
+                http,
                 id,
                 dry_run,
                 once,
@@ -197,6 +202,17 @@ fn main() -> ExitCode {
                 };
                 let creds = reprise_replayer::Credentials { tls_ca, tls_cert, tls_key, token };
                 let allow = reprise_replayer::Allowlist::new(allow_target);
+                let health = reprise_replayer::Health::new(&id, &dispatcher);
+                // Served until the process ends: probes must answer while it drains.
+                if let Some(addr) = http {
+                    match run::serve_health(&addr, &health).await {
+                        Ok(bound) => {
+                            println!("listening http={bound}");
+                            let _ = std::io::Write::flush(&mut std::io::stdout());
+                        }
+                        Err(code) => return code,
+                    }
+                }
                 let opts = reprise_replayer::ReplayerOptions {
                     dispatcher,
                     id,
@@ -204,6 +220,7 @@ fn main() -> ExitCode {
                     once,
                     allow,
                     target,
+                    health,
                     drain_timeout,
                 };
                 match reprise_replayer::run(opts, &creds, cancel).await {

@@ -131,9 +131,11 @@ pub async fn local(
     let stop_replayers = CancellationToken::new();
     let mut fleet = JoinSet::new();
     for i in 1..=replayers {
+        let id = format!("local-{i}");
         let opts = reprise_replayer::ReplayerOptions {
             dispatcher: "in-process".to_owned(),
-            id: format!("local-{i}"),
+            health: reprise_replayer::Health::new(&id, "in-process"),
+            id,
             dry_run,
             once: true,
             allow: reprise_replayer::Allowlist::default(),
@@ -286,6 +288,21 @@ fn access(insecure: bool) -> Result<Access, ExitCode> {
         Ok(env_secret(var)?.and_then(|v| Token::new(var, &v).ok()))
     };
     Ok(Access { replayer_token: token(REPLAYER_TOKEN_VAR)?, admin_token: token(ADMIN_TOKEN_VAR)?, insecure })
+}
+
+/// Serves a replayer's `/healthz`, `/readyz` and `/metrics` on `addr` (`--http`).
+pub async fn serve_health(
+    addr: &str,
+    health: &std::sync::Arc<reprise_replayer::Health>,
+) -> Result<std::net::SocketAddr, ExitCode> {
+    let addr = addr.parse::<ListenAddr>().map_err(|e| {
+        eprintln!("error: --http: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let forever = CancellationToken::new();
+    reprise_replayer::health::serve(addr.0, std::sync::Arc::clone(health), forever)
+        .await
+        .map_err(|e| cannot_run(format!("--http: cannot listen on {}: {e}", addr.0)))
 }
 
 fn addr(flag: Option<String>, default: ListenAddr, name: &str) -> Result<std::net::SocketAddr, ExitCode> {

@@ -23,6 +23,7 @@ use tonic::{Code, Status};
 use crate::allow::Allowlist;
 use crate::executor::Executor;
 use crate::grpc::{Credentials, Grpc, SetupError};
+use crate::health::Health;
 use crate::reporter::Reporter;
 use crate::upstream::{Reports, Upstream};
 
@@ -45,6 +46,8 @@ pub struct ReplayerOptions {
     /// Its own target (`--target`), checked with [`crate::http::base_url`]: it sends there
     /// instead of the job's. Without one, a job without a target is refused.
     pub target: Option<String>,
+    /// What `--http` serves: readiness and this replayer's figures.
+    pub health: Arc<Health>,
     /// On cancel (SIGTERM) during a job, how long it may take to send what it holds at its
     /// instants before what is still unsent is cancelled (`--drain-timeout`).
     pub drain_timeout: Duration,
@@ -143,6 +146,7 @@ async fn connect_and_serve<U: Upstream>(
         target: opts.target.as_deref().and_then(|t| crate::http::base_url(t).ok()).unwrap_or_default(),
     };
     let (mut stream, reports) = upstream.subscribe(reg).await?;
+    let _connected = opts.health.connected();
     tracing::info!(replayer = %opts.id, dispatcher = %opts.dispatcher, "subscribed");
     let mut session: Option<Session<U::Reports>> = None;
     // Set once leaving: when what it holds must have been sent.
@@ -152,6 +156,7 @@ async fn connect_and_serve<U: Upstream>(
             m = stream.next() => m,
             () = cancel.cancelled(), if leaving.is_none() => {
                 let Some(s) = &session else { return Ok(false) };
+                opts.health.leaving();
                 let deadline = Instant::now() + opts.drain_timeout;
                 if s.reporter.leave(&s.exec).await {
                     tracing::info!(replayer = %opts.id, drain_timeout = ?opts.drain_timeout, "leaving: sending what this replayer holds");
@@ -251,6 +256,7 @@ async fn accept<R: Reports>(
             Ok(session)
         }
         Err(why) => {
+            opts.health.refused_job();
             tracing::error!(replayer = %opts.id, reason = %why, "refusing the job");
             let refusal = pb::StatsReport {
                 replayer_id: opts.id.clone(),
@@ -291,6 +297,7 @@ struct Session<R: Reports> {
     done: CancellationToken,
     exec: Arc<Executor>,
     reporter: Reporter<R>,
+    health: Arc<Health>,
 }
 
 impl<R: Reports> Session<R> {
@@ -299,10 +306,20 @@ impl<R: Reports> Session<R> {
         let (tx, rx) = mpsc::channel(BATCH_CAPACITY);
         let stop = CancellationToken::new();
         let executor = tokio::spawn(Arc::clone(&exec).run(rx, stop.clone()));
-        let reporter = Reporter::new(to, opts.id.clone());
+        opts.health.job_started(&exec);
+        let reporter = Reporter::new(to, opts.id.clone(), Arc::clone(&opts.health));
         let done = CancellationToken::new();
         let reporting = tokio::spawn(reporter.clone().every_second(Arc::clone(&exec), done.clone()));
-        Ok(Session { batches: tx, stop, executor, reporting, done, exec, reporter })
+        Ok(Session {
+            batches: tx,
+            stop,
+            executor,
+            reporting,
+            done,
+            exec,
+            reporter,
+            health: Arc::clone(&opts.health),
+        })
     }
 
     /// The job ended: let the executor finish (or cancel what is left), then report the rest.
@@ -329,6 +346,7 @@ impl<R: Reports> Session<R> {
         self.done.cancel();
         let _ = self.reporting.await;
         self.reporter.send(&self.exec).await;
+        self.health.job_ended(&self.exec);
     }
 
     /// The dispatcher is gone: nothing more will be acknowledged. What is in flight ends in
@@ -340,6 +358,7 @@ impl<R: Reports> Session<R> {
             drop(self.batches);
             let _ = self.executor.await;
             let _ = self.reporting.await;
+            self.health.job_ended(&self.exec);
         });
     }
 }

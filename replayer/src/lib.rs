@@ -15,6 +15,7 @@ pub mod errors;
 pub mod executor;
 mod grpc;
 pub mod h1;
+pub mod health;
 pub mod http;
 mod reporter;
 pub mod slots;
@@ -25,6 +26,7 @@ mod upstream;
 pub use allow::{AllowError, AllowedTarget, Allowlist};
 pub use client::{DRAIN_TIMEOUT, ReplayerError, ReplayerOptions, run, run_on};
 pub use grpc::{Credentials, SetupError};
+pub use health::Health;
 /// The error an [`Upstream`] answers with (tonic's, over gRPC or not).
 pub use tonic::Status;
 pub use upstream::{Events, Reports, Upstream};

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 use crate::executor::Executor;
+use crate::health::Health;
 use crate::upstream::Reports;
 
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -22,11 +23,13 @@ pub(crate) struct Reporter<R> {
     to: R,
     pub(crate) id: String,
     seq: Arc<std::sync::atomic::AtomicU64>,
+    /// Where the last second's schedule lag is left for `/metrics`.
+    health: Arc<Health>,
 }
 
 impl<R: Reports> Reporter<R> {
-    pub(crate) fn new(to: R, id: String) -> Self {
-        Self { to, id, seq: Arc::default() }
+    pub(crate) fn new(to: R, id: String, health: Arc<Health>) -> Self {
+        Self { to, id, seq: Arc::default(), health }
     }
 
     pub(crate) async fn every_second(self, exec: Arc<Executor>, done: CancellationToken) {
@@ -101,6 +104,7 @@ impl<R: Reports> Reporter<R> {
                 return;
             }
         };
+        self.health.lag_interval(delta.lag);
         let report = pb::StatsReport {
             replayer_id: self.id.clone(),
             job_id: exec.config().job_id.clone(),

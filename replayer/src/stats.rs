@@ -22,7 +22,7 @@
 use std::sync::Mutex;
 
 use reprise_proto::pb;
-use reprise_proto::stats::{EndpointStats, MAX_MICROS, Outcome, TotalStats};
+use reprise_proto::stats::{Dist as _, EndpointStats, MAX_MICROS, Outcome, TotalStats};
 
 /// Endpoint ids above this count as "other" (0): the dispatcher never sends more (its cap is
 /// at most 100,000), and a peer that did could not make this vector grow without bound.
@@ -122,12 +122,25 @@ pub struct Delta {
     pub cancelled_total: u64,
     pub raw: Vec<pb::RawResult>,
     pub raw_dropped: u64,
+    /// The interval's schedule lag, for the replayer's own `/metrics`.
+    pub lag: LagInterval,
 }
 
 #[derive(Debug, Default)]
 struct Spares {
     endpoints: Vec<EndpointStats>,
     total: Option<TotalStats>,
+}
+
+/// The schedule lag of one statistics interval (about a second), µs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LagInterval {
+    pub count: u64,
+    /// Sum of the interval's lags, µs (its mean times its count).
+    pub sum_us: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +204,12 @@ impl Recorder {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).completed
     }
 
+    /// Records done with, and how many of them were cancelled unsent.
+    pub fn counts(&self) -> (u64, u64) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (inner.completed, inner.cancelled)
+    }
+
     /// The ack to send now: records done with; resets the count of unacknowledged ones.
     pub fn ack(&self) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,6 +245,13 @@ impl Recorder {
             })
             .collect();
         let total_wire = total.to_wire();
+        let lag = LagInterval {
+            count: total.lag.len(),
+            sum_us: total.lag.mean() * total.lag.len() as f64,
+            p50_us: total.lag.value_at_quantile(0.5),
+            p99_us: total.lag.value_at_quantile(0.99),
+            max_us: total.lag.max(),
+        };
         for (_, mut used) in taken {
             used.reset();
             spares.endpoints.push(used);
@@ -241,6 +267,7 @@ impl Recorder {
             cancelled_total,
             raw: raw.0,
             raw_dropped: raw.1,
+            lag,
         }
     }
 }

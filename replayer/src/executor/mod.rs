@@ -99,6 +99,11 @@ impl Executor {
         Arc::clone(&self.recorder)
     }
 
+    /// Records received.
+    pub fn received(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
+
     /// Records received and not yet done with.
     pub fn pending(&self) -> u64 {
         self.received.load(Relaxed).saturating_sub(self.recorder.completed())
