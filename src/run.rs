@@ -346,7 +346,10 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
     let _ = std::io::stdout().flush();
     let result = (&mut running.done).await;
     if args.serve_forever {
-        cancel.cancelled().await;
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = running.job.exit_requested() => {}
+        }
     }
     let code = finish(&running.job, &args.outputs, result);
     running.shutdown().await;

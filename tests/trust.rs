@@ -5,9 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::{self, Authority};
 use common::*;
 
 const REPLAYER_TOKEN: &str = "replayer-token-4f1c9a7e";
@@ -105,60 +105,6 @@ async fn a_dispatcher_beyond_loopback_without_tokens_refuses_to_start() {
     }
 }
 
-/// A CA, and what it signs: certificates for the dispatcher (127.0.0.1) and for replayers.
-struct Authority {
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-impl Authority {
-    fn new(name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().expect("key");
-        Authority { issuer: rcgen::CertifiedIssuer::self_signed(params, key).expect("CA") }
-    }
-
-    /// Writes `NAME.pem` and `NAME.key` for these names; returns their paths.
-    fn sign(&self, dir: &Path, name: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("params");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
-        std::fs::write(&c, cert.pem()).expect("write");
-        std::fs::write(&k, key.serialize_pem()).expect("write");
-        (c, k)
-    }
-
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        let path = dir.join(format!("{name}.pem"));
-        std::fs::write(&path, self.issuer.pem()).expect("write");
-        path
-    }
-}
-
-/// GET over TLS to the admin port, trusting `ca`.
-async fn admin_tls(addr: &str, path: &str, ca: &Path) -> (u16, String) {
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
-        roots.add(cert.expect("ca cert")).expect("add");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let mut tls =
-        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("handshake");
-    let auth = format!("Authorization: Bearer {ADMIN_TOKEN}\r\n");
-    exchange(&mut tls, &request("GET", addr, path, "", &auth)).await
-}
-
 fn spawn_replayer_tls(url: &str, id: &str, tls: &[&str]) -> Guard {
     let mut a = vec!["replayer", "--dispatcher", url, "--id", id, "--once"];
     a.extend(tls);
@@ -195,7 +141,7 @@ async fn tls_on_both_ports_admits_only_replayers_with_a_certificate_of_its_ca() 
     let (https, plain) = (format!("https://{grpc}"), format!("http://{grpc}"));
 
     // The admin API answers over TLS with the same certificate; plain text gets no answer.
-    let (code, status) = admin_tls(&http, "/status", &ca_pem).await;
+    let (code, status) = pki::https("GET", &http, "127.0.0.1", "/status", &ca_pem, ADMIN_TOKEN).await;
     assert_eq!(code, 200, "{status}");
     let mut raw = tokio::net::TcpStream::connect(&http).await.expect("connect");
     let mut nothing = Vec::new();
@@ -218,7 +164,7 @@ async fn tls_on_both_ports_admits_only_replayers_with_a_certificate_of_its_ca() 
     ];
     let mut refused = 0;
     for _ in 0..100 {
-        let (_, status) = admin_tls(&http, "/status", &ca_pem).await;
+        let (_, status) = pki::https("GET", &http, "127.0.0.1", "/status", &ca_pem, ADMIN_TOKEN).await;
         let s: serde_json::Value = serde_json::from_str(&status).expect("status json");
         assert_eq!(
             s["replayers"].as_array().map(Vec::len),

@@ -2,6 +2,8 @@
 //! arrived, a guard that kills child processes, and helpers to write jobs and recordings.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

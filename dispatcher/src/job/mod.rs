@@ -67,6 +67,8 @@ pub struct Job {
     stop: CancellationToken,
     /// Ends the sinks' writers once their queues are flushed.
     sinks_stop: CancellationToken,
+    /// POST /shutdown: a dispatcher kept serving after the job (`--serve-forever`) may exit.
+    exit: CancellationToken,
     /// Every task the job starts; the job's end waits for them.
     tasks: TaskTracker,
     times: Mutex<Times>,
@@ -111,6 +113,7 @@ impl Job {
             shutdown: shutdown.clone(),
             stop: shutdown.child_token(),
             sinks_stop,
+            exit: CancellationToken::new(),
             tasks,
             times: Mutex::default(),
             aborted_by: Mutex::default(),
@@ -219,6 +222,18 @@ impl Job {
     /// POST /job/start: start now, whatever the number of replayers.
     pub fn request_start(&self) {
         self.start.cancel();
+    }
+
+    /// POST /shutdown: stops the job if it still runs (as POST /job/stop) and lets a
+    /// dispatcher serving after the job's end (`--serve-forever`) exit with the job's code.
+    pub fn request_exit(&self) {
+        self.request_stop();
+        self.exit.cancel();
+    }
+
+    /// Resolves once [`Job::request_exit`] was called.
+    pub async fn exit_requested(&self) {
+        self.exit.cancelled().await;
     }
 
     /// POST /job/stop: stop dispatching; replayers drop what they have not sent.

@@ -2,7 +2,10 @@
 //! state, replayers, accounting, results so far, as `--report-json` writes it at the end),
 //! POST /job/start (start without waiting for min_replayers), POST /job/stop, POST
 //! /job/config (`{"speed": 2, "rate": 1.5}`, either or both; applied within a slot, the
-//! schedule continuing from the last record released), POST /job/pause, POST /job/resume.
+//! schedule continuing from the last record released), POST /job/pause, POST /job/resume;
+//! GET /report.html (the HTML report so far) and POST /shutdown (a dispatcher serving after
+//! its job, `--serve-forever`, exits with the job's code: how a CI step that has copied the
+//! reports out ends it).
 
 use std::sync::Arc;
 
@@ -23,6 +26,8 @@ pub(super) fn router(job: Arc<Job>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
         .route("/report", get(status))
+        .route("/report.html", get(report_html))
+        .route("/shutdown", post(shutdown))
         .route("/metrics", get(metrics))
         .route("/job/start", post(start))
         .route("/job/stop", post(stop))
@@ -34,6 +39,15 @@ pub(super) fn router(job: Arc<Job>) -> Router {
 
 async fn status(State(job): State<Arc<Job>>) -> Json<Report> {
     Json(Report::of(&job))
+}
+
+async fn report_html(State(job): State<Arc<Job>>) -> axum::response::Html<String> {
+    axum::response::Html(crate::results::html::render(&Report::of(&job)))
+}
+
+async fn shutdown(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {
+    job.request_exit();
+    (StatusCode::ACCEPTED, Json(json!({"state": job.state()})))
 }
 
 async fn metrics(

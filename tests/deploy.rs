@@ -1,0 +1,468 @@
+//! `deploy/`: every kustomize overlay renders and each object validates strictly against the
+//! schema of Kubernetes 1.32 (kubernetes-validate), and the manifests' wiring is real. The
+//! wiring test renders the fleet overlay and runs its containers as local processes: each
+//! one's args and env as written (Secrets and ConfigMaps resolved, the Secrets made here as
+//! `deploy/secrets.sh` makes them), its volumes as directories, the Service's name and ports
+//! and the target's host mapped to loopback ports. A replay from the job file of the
+//! ConfigMap (its recording in a real S3 server, moto) must run to its end through them,
+//! and every probe path in the manifests must answer 200.
+//! No cluster is involved: what a kubelet does beyond this (scheduling, the network
+//! policies, the security context) is proven only by the schema.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::pki::{self, Authority};
+use common::*;
+use serde_json::Value;
+
+/// The Kubernetes version the manifests are written for and validated against.
+const KUBERNETES: &str = "1.32.0";
+
+/// `kubectl kustomize deploy/DIR`.
+fn render(dir: &str) -> String {
+    let out = Command::new("kubectl")
+        .args(["kustomize", &format!("deploy/{dir}")])
+        .output()
+        .expect("kubectl is not installed (the test command needs it on the machine)");
+    assert!(out.status.success(), "kubectl kustomize deploy/{dir}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// kubernetes-validate --strict on `yaml`: (passed, what it said).
+fn validate(yaml: &str, dir: &Path) -> (bool, String) {
+    let file = dir.join("rendered.yaml");
+    std::fs::write(&file, yaml).expect("write");
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", KUBERNETES, file.to_str().expect("path")])
+        .output()
+        .expect("kubernetes-validate is not installed: scripts/test installs it (pip install kubernetes-validate)");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), said)
+}
+
+/// The objects of a rendered overlay, as JSON (PyYAML, which kubernetes-validate brings).
+fn objects(yaml: &str) -> Vec<Value> {
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), yaml.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("python3");
+    assert!(out.status.success(), "PyYAML could not read the rendered manifests");
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn kinds(objs: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> =
+        objs.iter().map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), name(o))).collect();
+    k.sort();
+    k
+}
+
+fn name(o: &Value) -> &str {
+    o["metadata"]["name"].as_str().expect("name")
+}
+
+#[test]
+fn every_overlay_renders_and_each_object_validates_strictly() {
+    let dir = temp_dir("deploy-validate");
+    let both =
+        ["NetworkPolicy/reprise-dispatcher", "NetworkPolicy/reprise-replayer", "Service/reprise-dispatcher"];
+    for (overlay, own) in [
+        (
+            "overlays/fleet",
+            [
+                "Deployment/reprise-dispatcher",
+                "Deployment/reprise-replayer",
+                "HorizontalPodAutoscaler/reprise-replayer",
+                "PodDisruptionBudget/reprise-replayer",
+            ]
+            .as_slice(),
+        ),
+        ("overlays/ci", ["Job/reprise-dispatcher", "Job/reprise-replayer"].as_slice()),
+        ("base", ["Deployment/reprise-dispatcher", "Deployment/reprise-replayer"].as_slice()),
+    ] {
+        let yaml = render(overlay);
+        let (ok, said) = validate(&yaml, &dir);
+        assert!(ok, "{overlay} is not valid for Kubernetes {KUBERNETES}:\n{said}");
+        let found = kinds(&objects(&yaml));
+        for k in both.iter().chain(own) {
+            assert!(found.contains(&k.to_string()), "{overlay} lacks {k}: {found:?}");
+        }
+        // The ConfigMaps carry a hash of their content in their names, and the pods name them.
+        assert!(found.iter().any(|k| k.starts_with("ConfigMap/reprise-job-")), "{found:?}");
+        if overlay == "overlays/ci" {
+            assert!(!found.iter().any(|k| k.starts_with("Deployment/")), "the Jobs replace the Deployments");
+        }
+    }
+    // Strict: a misspelt field is refused, not ignored.
+    let typo = render("overlays/fleet").replacen("readOnlyRootFilesystem:", "readOnlyRootFilesytem:", 1);
+    let (ok, said) = validate(&typo, &dir);
+    assert!(!ok, "a misspelt field passed: {said}");
+}
+
+/// Where the containers of the rendered manifests find what the cluster would give them;
+/// cloned per pod, whose mounts it then maps.
+#[derive(Clone)]
+struct Cluster {
+    root: PathBuf,
+    /// Secret name → key → value.
+    secrets: HashMap<String, HashMap<String, String>>,
+    /// ConfigMap name (as the pods name it, with its hash) → key → value.
+    configmaps: HashMap<String, HashMap<String, String>>,
+    /// Text in args and env replaced by its local counterpart: a Service's `name:port`, the
+    /// target's `host:port`, volume mount paths.
+    names: Vec<(String, String)>,
+}
+
+impl Cluster {
+    fn local(&self, text: &str) -> String {
+        self.names.iter().fold(text.to_owned(), |t, (from, to)| t.replace(from, to))
+    }
+
+    /// A pod's volumes as directories; adds their mount paths to `names`.
+    fn mount(&mut self, pod: &str, spec: &Value, container: &Value) {
+        for m in container["volumeMounts"].as_array().into_iter().flatten() {
+            let vol = spec["volumes"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == m["name"]))
+                .expect("a mount's volume");
+            // The pod's file system under a directory of its own, laid out as in the
+            // container: the job file's relative paths reach the other mounts.
+            let path = m["mountPath"].as_str().expect("mountPath").to_owned();
+            let dir = self.root.join(pod).join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).expect("dir");
+            let files: Vec<(String, String)> = if let Some(cm) = vol["configMap"]["name"].as_str() {
+                self.configmaps[cm].iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            } else if let Some(secret) = vol["secret"]["secretName"].as_str() {
+                let data = &self.secrets[secret];
+                match vol["secret"]["items"].as_array() {
+                    Some(items) => items
+                        .iter()
+                        .map(|i| {
+                            let key = i["key"].as_str().expect("key");
+                            (i["path"].as_str().expect("path").to_owned(), data[key].clone())
+                        })
+                        .collect(),
+                    None => data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                }
+            } else {
+                assert!(vol.get("emptyDir").is_some(), "a volume this test cannot give: {vol}");
+                Vec::new()
+            };
+            for (file, text) in files {
+                std::fs::write(dir.join(file), text).expect("write");
+            }
+            self.names.push((path, dir.display().to_string()));
+        }
+    }
+
+    /// A container's environment, its references resolved (a missing optional one is left out).
+    fn env(&self, container: &Value) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        for e in container["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().expect("env name").to_owned();
+            let from = &e["valueFrom"];
+            let value = if let Some(v) = e["value"].as_str() {
+                Some(v.to_owned())
+            } else if let Some(r) = from.get("secretKeyRef") {
+                let v = self
+                    .secrets
+                    .get(r["name"].as_str().expect("name"))
+                    .and_then(|s| s.get(r["key"].as_str().expect("key")));
+                assert!(v.is_some() || r["optional"] == true, "{name}: no such secret key: {r}");
+                v.cloned()
+            } else if let Some(r) = from.get("configMapKeyRef") {
+                Some(
+                    self.configmaps[r["name"].as_str().expect("name")][r["key"].as_str().expect("key")]
+                        .clone(),
+                )
+            } else {
+                panic!("{name}: a value this test cannot give: {e}");
+            };
+            if let Some(v) = value {
+                env.push((name, self.local(&v)));
+            }
+        }
+        env
+    }
+}
+
+/// The S3 server of the suite (scripts/test), or one of this test's own.
+async fn s3_with_recording(records: usize) -> (String, Option<Guard>, u64) {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let (endpoint, server) = match std::env::var("REPRISE_TEST_S3") {
+        Ok(url) => (url, None),
+        Err(_) => {
+            let port = free_port();
+            let guard = Guard(
+                Command::new("moto_server")
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect(
+                        "moto_server is not installed: scripts/test installs it (pip install 'moto[server]')",
+                    ),
+            );
+            (format!("http://127.0.0.1:{port}"), Some(guard))
+        }
+    };
+    let conf = aws_sdk_s3::config::Builder::new()
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .endpoint_url(&endpoint)
+        .force_path_style(true)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    assert!(wait_until_ok(|| client.list_buckets().send()).await, "no S3 server at {endpoint}");
+    // The job file's bucket and key pattern; the suite's other tests use buckets of their own.
+    let _ = client.create_bucket().bucket("recordings").send().await;
+    let t0: u64 = 1_793_534_400_000; // 2026-11-01T12:00:00Z, the job file's begin
+    let body: String = (0..records)
+        .map(|i| format!("{{\"ts\":{},\"method\":\"GET\",\"url\":\"/deploy/{i}\"}}\n", t0 + i as u64 * 10))
+        .collect();
+    let size = body.len() as u64;
+    client
+        .put_object()
+        .bucket("recordings")
+        .key("reprise/2026/11/01/12/part.jsonl")
+        .body(body.into_bytes().into())
+        .send()
+        .await
+        .expect("put the recording");
+    (endpoint, server, size)
+}
+
+async fn wait_until_ok<F, Fut, T, E>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    for _ in 0..100 {
+        if f().await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The container port named `port` (or numbered) of a probe, and the local port it maps to.
+fn probe_port(container: &Value, port: &Value, ports: &HashMap<u64, u16>) -> u16 {
+    let number = match port {
+        Value::Number(n) => n.as_u64().expect("port"),
+        Value::String(name) => container["ports"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == name.as_str()))
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("no port named {name}")),
+        other => panic!("a probe port {other}"),
+    };
+    ports[&number]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
+    const RECORDS: usize = 40;
+    let target = Capture::start().await;
+    let (s3, _moto, size) = s3_with_recording(RECORDS).await;
+    let objs = objects(&render("overlays/fleet"));
+    let find = |kind: &str, n: &str| {
+        objs.iter()
+            .find(|o| o["kind"] == kind && name(o) == n)
+            .unwrap_or_else(|| panic!("no {kind}/{n}"))
+            .clone()
+    };
+    let dir = temp_dir("deploy-wiring");
+
+    // The Secrets, as deploy/secrets.sh makes them.
+    let ca = Authority::new("reprise-ca-test");
+    let (cert, key) =
+        ca.sign_pem(&["reprise-dispatcher", "reprise-dispatcher.default.svc", "localhost", "127.0.0.1"]);
+    let admin_token = "admin-7d1e9c";
+    let secrets: HashMap<String, HashMap<String, String>> = [
+        ("reprise-tokens", vec![("replayer-token", "replayer-3a5f0b"), ("admin-token", admin_token)]),
+        ("reprise-tls", vec![("tls.crt", cert.as_str()), ("tls.key", key.as_str()), ("ca.crt", &ca.pem())]),
+        (
+            "reprise-s3",
+            vec![("access-key-id", "test"), ("secret-access-key", "test"), ("endpoint", s3.as_str())],
+        ),
+    ]
+    .into_iter()
+    .map(|(n, kv)| (n.to_owned(), kv.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()))
+    .collect();
+    let configmaps = objs
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .map(|o| {
+            let data = o["data"].as_object().expect("data").iter();
+            (
+                name(o).to_owned(),
+                data.map(|(k, v)| (k.clone(), v.as_str().expect("text").to_owned())).collect(),
+            )
+        })
+        .collect::<HashMap<String, HashMap<String, String>>>();
+
+    // The Service's name and ports map to loopback ports; so does the target's host.
+    let service = find("Service", "reprise-dispatcher");
+    let mut container_ports: HashMap<u64, u16> = HashMap::new();
+    let mut names = Vec::new();
+    for p in service["spec"]["ports"].as_array().expect("ports") {
+        let local = free_port();
+        let port = p["port"].as_u64().expect("port");
+        container_ports.insert(port, local);
+        names.push((format!("reprise-dispatcher:{port}"), format!("localhost:{local}")));
+    }
+    let targets = configmaps.iter().find(|(n, _)| n.starts_with("reprise-target-")).expect("target map").1;
+    let allowed = targets["allow-targets"].clone();
+    assert!(targets["target"].contains(&allowed), "the target is inside the allowlist: {targets:?}");
+    names.push((allowed, target.addr.to_string()));
+    let cluster = Cluster { root: dir.to_path_buf(), secrets, configmaps, names };
+
+    // The dispatcher: its job file's listen ports must be the container's and the Service's.
+    let deployment = find("Deployment", "reprise-dispatcher");
+    let spec = &deployment["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let mut pod = cluster.clone();
+    pod.mount("dispatcher", spec, container);
+    let job_cm =
+        spec["volumes"].as_array().expect("volumes").iter().find_map(|v| v["configMap"]["name"].as_str());
+    let job_text = cluster.configmaps[job_cm.expect("the job's ConfigMap")]["job.toml"].clone();
+    let job: toml::Table = toml::from_str(&job_text).expect("job.toml");
+    for (key, named) in [("grpc", "grpc"), ("http", "admin")] {
+        let listen = job["service"][key].as_str().expect("listen address");
+        let declared = container["ports"].as_array().expect("ports").iter().find(|p| p["name"] == named);
+        let port = declared.and_then(|p| p["containerPort"].as_u64()).expect("container port");
+        assert_eq!(listen, format!(":{port}"), "[service] {key} is the container's port {named}");
+        let svc =
+            service["spec"]["ports"].as_array().expect("ports").iter().find(|p| p["targetPort"] == named);
+        assert_eq!(svc.and_then(|p| p["port"].as_u64()), Some(port), "the Service exposes {named}");
+    }
+    let mut args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| pod.local(a.as_str().expect("arg")))
+        .collect();
+    let config =
+        args.iter().position(|a| a == "--config").map(|i| PathBuf::from(&args[i + 1])).expect("--config");
+    assert_eq!(
+        std::fs::read_to_string(&config).expect("the job file"),
+        job_text,
+        "the ConfigMap's job file is the one loaded"
+    );
+    let report = args
+        .iter()
+        .position(|a| a == "--report-json")
+        .map(|i| PathBuf::from(&args[i + 1]))
+        .expect("--report-json");
+    args.extend([
+        "--grpc".to_owned(),
+        format!("127.0.0.1:{}", container_ports[&9090]),
+        "--http".to_owned(),
+        format!("127.0.0.1:{}", container_ports[&8080]),
+    ]);
+    let env = pod.env(container);
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (dispatcher, _) = spawn_daemon_env(&arg_refs, &env_refs);
+    let admin = format!("127.0.0.1:{}", container_ports[&8080]);
+    let ca_file = dir.join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).expect("ca");
+    let get = |path: &'static str| pki::https("GET", &admin, "localhost", path, &ca_file, admin_token);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let p = &container[probe]["httpGet"];
+        assert_eq!(p["scheme"], "HTTPS", "the admin port is behind TLS");
+        assert_eq!(probe_port(container, &p["port"], &container_ports), container_ports[&8080]);
+        let (code, _) =
+            pki::https("GET", &admin, "localhost", p["path"].as_str().expect("path"), &ca_file, "").await;
+        assert_eq!(code, 200, "dispatcher {probe} {p}");
+    }
+
+    // The replayers, as many as the Deployment's replicas, each with its own ports.
+    let deployment = find("Deployment", "reprise-replayer");
+    let replicas = deployment["spec"]["replicas"].as_u64().expect("replicas");
+    let spec = &deployment["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let mut replayers = Vec::new();
+    for i in 0..replicas {
+        let mut pod = cluster.clone();
+        pod.mount(&format!("replayer-{i}"), spec, container);
+        let local = free_port();
+        let own_port = container["ports"][0]["containerPort"].as_u64().expect("port");
+        // Its own listen address (`--http :8081`) is the container port's.
+        let own = format!(":{own_port}");
+        let args: Vec<String> = container["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg"))
+            .map(|a| if a == own { format!("127.0.0.1:{local}") } else { pod.local(a) })
+            .collect();
+        let env = pod.env(container);
+        let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (guard, line) = spawn_daemon_env(&arg_refs, &env_refs);
+        assert_eq!(field(&line, "http"), format!("127.0.0.1:{local}"));
+        replayers.push((guard, HashMap::from([(own_port, local)])));
+    }
+    for (_, ports) in &replayers {
+        for probe in ["livenessProbe", "readinessProbe"] {
+            let p = &container[probe]["httpGet"];
+            let addr = format!("127.0.0.1:{}", probe_port(container, &p["port"], ports));
+            let path = p["path"].as_str().expect("path").to_owned();
+            let mut code = 0;
+            for _ in 0..100 {
+                code = http("GET", &addr, &path).await.0;
+                if code == 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(code, 200, "replayer {probe} {p}");
+        }
+    }
+
+    // The job runs to its end (the fleet's dispatcher keeps serving: --serve-forever).
+    let mut status = Value::Null;
+    for _ in 0..300 {
+        status = serde_json::from_str(&get("/status").await.1).expect("status");
+        if status["state"] == "finished" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["state"], "finished", "{status}");
+    let t = &status["totals"];
+    assert_eq!(t["sent"], RECORDS, "{t}");
+    assert_eq!(t["balanced"], true, "{t}");
+    assert_eq!(target.requests().len(), RECORDS);
+    assert_eq!(status["source"]["kind"], "s3", "{}", status["source"]);
+    assert_eq!(
+        (status["source"]["parts_done"].as_u64(), status["source"]["bytes"].as_u64()),
+        (Some(1), Some(size))
+    );
+    assert_eq!(status["replayers"].as_array().map(Vec::len), Some(replicas as usize));
+    let (code, html) = get("/report.html").await;
+    assert!(code == 200 && html.starts_with("<!doctype html>"), "{code}: {}", &html[..html.len().min(200)]);
+
+    // POST /shutdown lets it go, with the job's code, its report written where the
+    // manifest says.
+    let (code, _) = pki::https("POST", &admin, "localhost", "/shutdown", &ca_file, admin_token).await;
+    assert_eq!(code, 202);
+    assert!(wait_exit(dispatcher).await.success());
+    assert_eq!(read_json(&report)["totals"]["sent"], RECORDS);
+}
