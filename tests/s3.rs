@@ -8,12 +8,9 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use aws_sdk_s3::Client;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
+use common::s3::{S3, s3};
 use common::*;
 
 /// Credentials moto accepts; the binary gets them the standard way, from the environment.
@@ -22,50 +19,6 @@ const ENV: &[(&str, &str)] = &[
     ("AWS_SECRET_ACCESS_KEY", "test"),
     ("AWS_EC2_METADATA_DISABLED", "true"),
 ];
-
-struct S3 {
-    endpoint: String,
-    client: Client,
-    _server: Option<Guard>,
-}
-
-async fn s3() -> S3 {
-    let (endpoint, server) = match std::env::var("REPRISE_TEST_S3") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let port =
-                std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-            let guard = Guard(
-                Command::new("moto_server")
-                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect(
-                        "moto_server is not installed: scripts/test installs it (pip install 'moto[server]')",
-                    ),
-            );
-            (format!("http://127.0.0.1:{port}"), Some(guard))
-        }
-    };
-    let http = aws_smithy_http_client::Builder::new().build_http();
-    let conf = aws_sdk_s3::config::Builder::new()
-        .http_client(http)
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(&endpoint)
-        .force_path_style(true)
-        .build();
-    let client = Client::from_conf(conf);
-    for _ in 0..100 {
-        if client.list_buckets().send().await.is_ok() {
-            return S3 { endpoint, client, _server: server };
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("moto_server did not answer at {endpoint}");
-}
 
 impl S3 {
     async fn bucket(&self, name: &str) -> String {

@@ -9,6 +9,8 @@
 //! No cluster is involved: what a kubelet does beyond this (scheduling, the network
 //! policies, the security context) is proven only by the schema.
 
+mod cluster;
+#[path = "../common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
@@ -16,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use cluster::Cluster;
 use common::pki::{self, Authority};
+use common::s3::{S3, s3};
 use common::*;
 use serde_json::Value;
 
@@ -111,131 +115,17 @@ fn every_overlay_renders_and_each_object_validates_strictly() {
     assert!(!ok, "a misspelt field passed: {said}");
 }
 
-/// Where the containers of the rendered manifests find what the cluster would give them;
-/// cloned per pod, whose mounts it then maps.
-#[derive(Clone)]
-struct Cluster {
-    root: PathBuf,
-    /// Secret name → key → value.
-    secrets: HashMap<String, HashMap<String, String>>,
-    /// ConfigMap name (as the pods name it, with its hash) → key → value.
-    configmaps: HashMap<String, HashMap<String, String>>,
-    /// Text in args and env replaced by its local counterpart: a Service's `name:port`, the
-    /// target's `host:port`, volume mount paths.
-    names: Vec<(String, String)>,
-}
-
-impl Cluster {
-    fn local(&self, text: &str) -> String {
-        self.names.iter().fold(text.to_owned(), |t, (from, to)| t.replace(from, to))
-    }
-
-    /// A pod's volumes as directories; adds their mount paths to `names`.
-    fn mount(&mut self, pod: &str, spec: &Value, container: &Value) {
-        for m in container["volumeMounts"].as_array().into_iter().flatten() {
-            let vol = spec["volumes"]
-                .as_array()
-                .and_then(|v| v.iter().find(|v| v["name"] == m["name"]))
-                .expect("a mount's volume");
-            // The pod's file system under a directory of its own, laid out as in the
-            // container: the job file's relative paths reach the other mounts.
-            let path = m["mountPath"].as_str().expect("mountPath").to_owned();
-            let dir = self.root.join(pod).join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(&dir).expect("dir");
-            let files: Vec<(String, String)> = if let Some(cm) = vol["configMap"]["name"].as_str() {
-                self.configmaps[cm].iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-            } else if let Some(secret) = vol["secret"]["secretName"].as_str() {
-                let data = &self.secrets[secret];
-                match vol["secret"]["items"].as_array() {
-                    Some(items) => items
-                        .iter()
-                        .map(|i| {
-                            let key = i["key"].as_str().expect("key");
-                            (i["path"].as_str().expect("path").to_owned(), data[key].clone())
-                        })
-                        .collect(),
-                    None => data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                }
-            } else {
-                assert!(vol.get("emptyDir").is_some(), "a volume this test cannot give: {vol}");
-                Vec::new()
-            };
-            for (file, text) in files {
-                std::fs::write(dir.join(file), text).expect("write");
-            }
-            self.names.push((path, dir.display().to_string()));
-        }
-    }
-
-    /// A container's environment, its references resolved (a missing optional one is left out).
-    fn env(&self, container: &Value) -> Vec<(String, String)> {
-        let mut env = Vec::new();
-        for e in container["env"].as_array().into_iter().flatten() {
-            let name = e["name"].as_str().expect("env name").to_owned();
-            let from = &e["valueFrom"];
-            let value = if let Some(v) = e["value"].as_str() {
-                Some(v.to_owned())
-            } else if let Some(r) = from.get("secretKeyRef") {
-                let v = self
-                    .secrets
-                    .get(r["name"].as_str().expect("name"))
-                    .and_then(|s| s.get(r["key"].as_str().expect("key")));
-                assert!(v.is_some() || r["optional"] == true, "{name}: no such secret key: {r}");
-                v.cloned()
-            } else if let Some(r) = from.get("configMapKeyRef") {
-                Some(
-                    self.configmaps[r["name"].as_str().expect("name")][r["key"].as_str().expect("key")]
-                        .clone(),
-                )
-            } else {
-                panic!("{name}: a value this test cannot give: {e}");
-            };
-            if let Some(v) = value {
-                env.push((name, self.local(&v)));
-            }
-        }
-        env
-    }
-}
-
-/// The S3 server of the suite (scripts/test), or one of this test's own.
-async fn s3_with_recording(records: usize) -> (String, Option<Guard>, u64) {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-    let (endpoint, server) = match std::env::var("REPRISE_TEST_S3") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let port = free_port();
-            let guard = Guard(
-                Command::new("moto_server")
-                    .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect(
-                        "moto_server is not installed: scripts/test installs it (pip install 'moto[server]')",
-                    ),
-            );
-            (format!("http://127.0.0.1:{port}"), Some(guard))
-        }
-    };
-    let conf = aws_sdk_s3::config::Builder::new()
-        .http_client(aws_smithy_http_client::Builder::new().build_http())
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(&endpoint)
-        .force_path_style(true)
-        .build();
-    let client = aws_sdk_s3::Client::from_conf(conf);
-    assert!(wait_until_ok(|| client.list_buckets().send()).await, "no S3 server at {endpoint}");
+/// The suite's S3 server (or this binary's own) with the recording the job file names.
+async fn s3_with_recording(records: usize) -> (S3, u64) {
+    let s3 = s3().await;
     // The job file's bucket and key pattern; the suite's other tests use buckets of their own.
-    let _ = client.create_bucket().bucket("recordings").send().await;
+    let _ = s3.client.create_bucket().bucket("recordings").send().await;
     let t0: u64 = 1_793_534_400_000; // 2026-11-01T12:00:00Z, the job file's begin
     let body: String = (0..records)
         .map(|i| format!("{{\"ts\":{},\"method\":\"GET\",\"url\":\"/deploy/{i}\"}}\n", t0 + i as u64 * 10))
         .collect();
     let size = body.len() as u64;
-    client
+    s3.client
         .put_object()
         .bucket("recordings")
         .key("reprise/2026/11/01/12/part.jsonl")
@@ -243,21 +133,7 @@ async fn s3_with_recording(records: usize) -> (String, Option<Guard>, u64) {
         .send()
         .await
         .expect("put the recording");
-    (endpoint, server, size)
-}
-
-async fn wait_until_ok<F, Fut, T, E>(mut f: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-{
-    for _ in 0..100 {
-        if f().await.is_ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
+    (s3, size)
 }
 
 /// The container port named `port` (or numbered) of a probe, and the local port it maps to.
@@ -278,7 +154,8 @@ fn probe_port(container: &Value, port: &Value, ports: &HashMap<u64, u16>) -> u16
 async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     const RECORDS: usize = 40;
     let target = Capture::start().await;
-    let (s3, _moto, size) = s3_with_recording(RECORDS).await;
+    let (server, size) = s3_with_recording(RECORDS).await;
+    let s3 = server.endpoint.clone();
     let objs = objects(&render("overlays/fleet"));
     let find = |kind: &str, n: &str| {
         objs.iter()
