@@ -54,7 +54,7 @@ async fn a_replayers_probes_follow_its_subscription_and_its_metrics_count_the_jo
         "127.0.0.1:0",
         "--serve-forever",
     ]);
-    let ready = wait_until_async(&http_addr, "/readyz", 200, Duration::from_secs(10)).await;
+    let ready = answers(&http_addr, "/readyz", 200).await;
     assert!(ready, "ready once subscribed");
     assert_eq!(sample(&http(&http_addr, "/metrics").await.1, "reprise_replayer_connected"), 1.0);
     assert!(wait_until(|| target.requests().len() == 40, Duration::from_secs(10)).await);
@@ -79,22 +79,15 @@ async fn a_replayers_probes_follow_its_subscription_and_its_metrics_count_the_jo
     // The dispatcher's job over (it takes no more replayers) or the dispatcher gone, the
     // replayer is alive but not ready.
     drop(d);
-    assert!(wait_until_async(&http_addr, "/readyz", 503, Duration::from_secs(10)).await);
+    assert!(answers(&http_addr, "/readyz", 503).await);
     assert_eq!(http(&http_addr, "/healthz").await.0, 200);
     assert_eq!(http(&http_addr, "/nothing").await.0, 404);
     assert_eq!(http_json("POST", &http_addr, "/readyz", "").await.0, 405);
 }
 
-/// GET `path` until it answers `status`, for at most `limit`.
-async fn wait_until_async(addr: &str, path: &str, status: u16, limit: Duration) -> bool {
-    let end = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < end {
-        if http(addr, path).await.0 == status {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
+/// Whether `path` on `addr` answers `status` within 10 s.
+async fn answers(addr: &str, path: &str, status: u16) -> bool {
+    wait_until_async(|| async { http(addr, path).await.0 == status }, Duration::from_secs(10)).await
 }
 
 /// GET `path` on `addr`.

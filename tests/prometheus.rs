@@ -3,29 +3,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::prom::prometheus;
 use common::*;
-
-/// Prometheus' instant query result as a number (the first series), if any.
-async fn query(prom: &str, q: &str) -> Option<f64> {
-    let path = format!(
-        "/api/v1/query?query={}",
-        q.replace(' ', "%20").replace('{', "%7B").replace('}', "%7D").replace('"', "%22")
-    );
-    let (code, body) = http("GET", prom, &path).await;
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_same_counts_as_the_report() {
-    let bin = which("prometheus")
-        .expect("prometheus is not installed: scripts/test installs it (apt-get install prometheus)");
     let target = Capture::start().await;
     let dir = temp_dir("prometheus");
     let lines: Vec<String> = (0..150)
@@ -49,25 +33,7 @@ async fn prometheus_scrapes_the_same_counts_as_the_report() {
     ]);
     let _dispatcher = guard;
     let admin = field(&line, "http");
-    let prom = format!("127.0.0.1:{}", free_port());
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: reprise\n    static_configs:\n      - targets: ['{admin}']\n"),
-    )
-    .expect("config");
-    let _prometheus = Guard(
-        Command::new(bin)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
-            .arg(format!("--web.listen-address={prom}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
-    let ready =
-        wait_until_async(|| async { http_ok(&prom, "/-/ready").await }, Duration::from_secs(30)).await;
-    assert!(ready, "prometheus did not become ready");
+    let prom = prometheus(&dir, &[&admin]).await;
     let _r = spawn_replayer(&format!("http://{}", field(&line, "grpc")), "r1");
 
     // Finished, and the final figures merged.
@@ -84,58 +50,29 @@ async fn prometheus_scrapes_the_same_counts_as_the_report() {
     assert_eq!((sent, failed), (150.0, 30.0));
 
     let counted = wait_until_async(
-        || async { query(&prom, r#"sum(reprise_requests_total{job_id="prom"})"#).await == Some(150.0) },
+        || async { prom.query(r#"sum(reprise_requests_total{job_id="prom"})"#).await == Some(150.0) },
         Duration::from_secs(20),
     )
     .await;
     assert!(
         counted,
         "prometheus saw {:?} requests",
-        query(&prom, r#"sum(reprise_requests_total{job_id="prom"})"#).await
+        prom.query(r#"sum(reprise_requests_total{job_id="prom"})"#).await
     );
     assert_eq!(
-        query(&prom, r#"sum(reprise_requests_total{job_id="prom",outcome="failed"})"#).await,
+        prom.query(r#"sum(reprise_requests_total{job_id="prom",outcome="failed"})"#).await,
         Some(failed)
     );
-    assert_eq!(query(&prom, r#"sum(reprise_latency_seconds_count{job_id="prom"})"#).await, Some(sent));
-    assert_eq!(query(&prom, r#"sum(reprise_responses_total{job_id="prom",class="5xx"})"#).await, Some(30.0));
-    assert_eq!(query(&prom, r#"reprise_scheduled_total{job_id="prom"}"#).await, Some(150.0));
+    assert_eq!(prom.query(r#"sum(reprise_latency_seconds_count{job_id="prom"})"#).await, Some(sent));
+    assert_eq!(prom.query(r#"sum(reprise_responses_total{job_id="prom",class="5xx"})"#).await, Some(30.0));
+    assert_eq!(prom.query(r#"reprise_scheduled_total{job_id="prom"}"#).await, Some(150.0));
     assert_eq!(
-        query(&prom, r#"reprise_job_recorded_seconds{job_id="prom"}"#).await,
+        prom.query(r#"reprise_job_recorded_seconds{job_id="prom"}"#).await,
         Some(2.98),
         "149 × 20 ms replayed"
     );
-    let p99 = query(
-        &prom,
-        r#"histogram_quantile(0.99, sum by (le) (reprise_latency_seconds_bucket{job_id="prom"}))"#,
-    )
-    .await;
+    let p99 = prom
+        .query(r#"histogram_quantile(0.99, sum by (le) (reprise_latency_seconds_bucket{job_id="prom"}))"#)
+        .await;
     assert!(p99.is_some_and(|v| v > 0.0 && v < 5.0), "a p99 from the buckets: {p99:?}");
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-async fn http_ok(addr: &str, path: &str) -> bool {
-    tokio::net::TcpStream::connect(addr).await.is_ok() && http("GET", addr, path).await.0 == 200
-}
-
-async fn wait_until_async<F, Fut>(mut f: F, limit: Duration) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < end {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
 }

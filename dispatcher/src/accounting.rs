@@ -37,6 +37,9 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    pub const ALL: [DropReason; 4] =
+        [DropReason::Late, DropReason::NoReplayer, DropReason::LostInFlight, DropReason::Stopped];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Late => "late",

@@ -2,7 +2,9 @@
 //! arrived, a guard that kills child processes, and helpers to write jobs and recordings.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod pki;
+pub mod prom;
 pub mod s3;
 
 use std::io::{BufRead, BufReader};
@@ -322,6 +324,22 @@ pub async fn wait_until(mut f: impl FnMut() -> bool, limit: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f()
+}
+
+/// Like [`wait_until`], for a condition that awaits (a query to another server).
+pub async fn wait_until_async<F, Fut>(mut f: F, limit: Duration) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }
 
 /// A plain HTTP/1.1 request to a daemon's admin port; returns (status, body).

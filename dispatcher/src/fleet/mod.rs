@@ -21,7 +21,7 @@ pub use history::Row;
 pub use intake::{IntakeError, JobStats};
 
 use membership::MISSING_AFTER;
-pub use status::MemberStatus;
+pub use status::{MemberStatus, STATES};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -6,6 +6,9 @@ use tokio::time::Instant;
 
 use super::{MISSING_AFTER, Member};
 
+/// Every state a replayer's row can be in, in the order of a replayer's life.
+pub const STATES: [&str; 7] = ["ready", "joining", "running", "leaving", "missing", "left", "refused"];
+
 /// What /status and the report show of a replayer.
 #[derive(Clone, Debug, Serialize)]
 pub struct MemberStatus {
@@ -39,6 +42,13 @@ pub struct MemberStatus {
     pub lag_p50_ms: f64,
     pub lag_p99_ms: f64,
     pub last_report_ms_ago: u64,
+}
+
+impl MemberStatus {
+    /// Still a member: not gone (left, or refused the job).
+    pub fn connected(&self) -> bool {
+        !matches!(self.state, "left" | "refused")
+    }
 }
 
 impl Member {

@@ -6,17 +6,24 @@
 //! - counters: requests by outcome, responses by status class, errors by kind (per
 //!   endpoint), and the accounting (input, scheduled, sent, dropped by reason, malformed);
 //! - gauges: replayers connected, records in flight (credits used), schedule error quantiles,
-//!   job state, elapsed time and progress (recorded time replayed so far).
+//!   job state, elapsed time and progress (recorded time replayed so far);
+//! - per replayer (`reprise_fleet_*`): the count by state, and for each connected one its
+//!   schedule error, records in flight and requests sent, as the dispatcher sees them.
 //!
-//! Label cardinality is bounded by `[stats] max_endpoints` and the fixed sets of classes,
-//! kinds and reasons.
+//! Label cardinality is bounded by `[stats] max_endpoints`, the replayers connected now and
+//! the fixed sets of classes, kinds, reasons and states. Reasons and states are written with
+//! zeros, so a dashboard's "by reason" panels have their series before the first drop.
+//! `deploy/grafana/reprise.json` is the dashboard over these (tests/dashboard.rs runs each of
+//! its queries against a real Prometheus).
 
 use std::fmt::Write as _;
 
 use reprise_proto::stats::Dist;
 
+use crate::accounting::DropReason;
 use crate::control::JobState;
 use crate::fetchers::progress::SourceStatus;
+use crate::fleet::{MemberStatus, STATES};
 use crate::job::Job;
 
 /// Bucket bounds, seconds.
@@ -133,7 +140,9 @@ fn accounting(out: &mut String, job: &Job, j: &str) {
         let _ = writeln!(out, "{name}{{{j}}} {v}");
     }
     header(out, "reprise_dropped_total", "counter", "Scheduled copies not sent, by reason.");
-    for (reason, n) in &c.dropped {
+    // Every reason, zeros included: a dashboard's rate by reason has its series from the start.
+    for reason in DropReason::ALL {
+        let n = c.dropped.get(&reason).copied().unwrap_or(0);
         let _ = writeln!(out, "reprise_dropped_total{{{j},reason=\"{}\"}} {n}", reason.as_str());
     }
     header(out, "reprise_malformed_total", "counter", "Units of the recording not understood, by reason.");
@@ -156,9 +165,10 @@ fn refusals(out: &mut String, job: &Job, j: &str) {
 
 fn gauges(out: &mut String, job: &Job, j: &str) {
     let members = job.fleet().members();
-    let connected = members.iter().filter(|m| m.state != "left").count();
+    let connected = members.iter().filter(|m| m.connected()).count();
     header(out, "reprise_replayers_connected", "gauge", "Replayers subscribed now.");
     let _ = writeln!(out, "reprise_replayers_connected{{{j}}} {connected}");
+    replayers(out, j, &members);
     header(
         out,
         "reprise_in_flight_records",
@@ -185,6 +195,54 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
     header(out, "reprise_job_recorded_seconds", "gauge", "Recorded time replayed so far (job progress).");
     let _ = writeln!(out, "reprise_job_recorded_seconds{{{j}}} {}", job.progress().as_secs_f64());
     source(out, j, &job.source());
+}
+
+/// Each replayer as the dispatcher sees it: the count by state (every state, zeros
+/// included), and for those still connected their schedule error over the job, the records
+/// they hold unacknowledged and the requests they sent. Gone replayers have no series, so a
+/// fleet that churns (an autoscaler) does not grow the label set for the dispatcher's life.
+fn replayers(out: &mut String, j: &str, members: &[MemberStatus]) {
+    header(out, "reprise_fleet_replayers", "gauge", "This job's replayers by state.");
+    for state in STATES {
+        let n = members.iter().filter(|m| m.state == state).count();
+        let _ = writeln!(out, "reprise_fleet_replayers{{{j},state=\"{state}\"}} {n}");
+    }
+    let live: Vec<&MemberStatus> = members.iter().filter(|m| m.connected()).collect();
+    header(
+        out,
+        "reprise_fleet_replayer_lag_seconds",
+        "gauge",
+        "Each replayer's schedule error (due instant to send) over the job.",
+    );
+    for m in &live {
+        let r = esc(&m.id);
+        for (q, ms) in [("0.5", m.lag_p50_ms), ("0.99", m.lag_p99_ms)] {
+            let _ = writeln!(
+                out,
+                "reprise_fleet_replayer_lag_seconds{{{j},replayer=\"{r}\",quantile=\"{q}\"}} {}",
+                ms / 1e3
+            );
+        }
+    }
+    header(
+        out,
+        "reprise_fleet_replayer_in_flight_records",
+        "gauge",
+        "Records handed to each replayer and not yet acknowledged.",
+    );
+    for m in &live {
+        let _ = writeln!(
+            out,
+            "reprise_fleet_replayer_in_flight_records{{{j},replayer=\"{}\"}} {}",
+            esc(&m.id),
+            m.in_flight
+        );
+    }
+    header(out, "reprise_fleet_replayer_sent_total", "counter", "Requests each replayer sent.");
+    for m in &live {
+        let _ =
+            writeln!(out, "reprise_fleet_replayer_sent_total{{{j},replayer=\"{}\"}} {}", esc(&m.id), m.sent);
+    }
 }
 
 /// The fetcher's progress: parts (files, partitions, objects), bytes, records, lag.
