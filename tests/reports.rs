@@ -119,7 +119,7 @@ async fn endpoints_are_grouped_by_rules_and_capped() {
         .collect();
     std::fs::write(&rec, lines.join("\n")).expect("write");
     let stats = concat!(
-        "[stats]\nmax_endpoints = 5\nendpoints = [\n",
+        "[stats]\nmax_endpoints = 5\ntemplates = false\nendpoints = [\n",
         "  { pattern = \"^/users/[0-9]+$\", name = \"GET /users/{id}\" },\n",
         "  { pattern = \"^/items/[^/]+$\", name = \"/items/{sku}\" },\n]\n",
         "[thresholds]\n\"GET /users/{id}\" = [\"count == 10\"]\n",
@@ -143,6 +143,51 @@ async fn endpoints_are_grouped_by_rules_and_capped() {
     assert_eq!(others, 20 - 3, "past the cap, requests count as other");
     assert_eq!(r["total"]["requests"], 40);
     assert_eq!(r["thresholds_passed"], true, "thresholds address grouped names");
+}
+
+/// A recording with ids in its paths (numbers, UUIDs, hex, a pattern of the job's own) gets
+/// an endpoint per route by default, and the thresholds address those names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_in_paths_make_one_endpoint_per_route() {
+    let target = Capture::start().await;
+    let dir = temp_dir("templates");
+    let rec = dir.join("r.jsonl");
+    let uuid = |i: usize| format!("{i:08x}-5f4d-4e7b-9a31-2c8d6f0e4b17");
+    let lines: Vec<String> = (0..60)
+        .map(|i| {
+            let (m, url) = match i % 5 {
+                0 => ("GET", format!("/api/users/{}", 1000 + i)),
+                1 => ("POST", format!("/api/users/{}/orders/{}", 1000 + i, uuid(i))),
+                2 => ("GET", format!("/blobs/{:012x}?size=1", 0x00ab_0000_0000_usize + i)),
+                3 => ("GET", format!("/accounts/acct_{i}x/settings")),
+                _ => ("GET", "/api/users/me".to_owned()),
+            };
+            format!(r#"{{"ts":{},"method":"{m}","url":"{url}"}}"#, T0 + i)
+        })
+        .collect();
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let stats = concat!(
+        "[stats]\nid_patterns = [\"acct_[0-9a-z]+\"]\n",
+        "[thresholds]\n\"POST /api/users/{id}/orders/{id}\" = [\"count == 12\"]\n",
+    );
+    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", stats);
+    let r = run_job(&job, &dir, &[]).await;
+    let mut got: Vec<(String, u64)> = r["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| (e["endpoint"].as_str().expect("name").to_owned(), e["requests"].as_u64().expect("n")))
+        .collect();
+    got.sort();
+    let want = [
+        ("GET /accounts/{id}/settings", 12),
+        ("GET /api/users/me", 12),
+        ("GET /api/users/{id}", 12),
+        ("GET /blobs/{id}", 12),
+        ("POST /api/users/{id}/orders/{id}", 12),
+    ];
+    assert_eq!(got, want.map(|(n, c)| (n.to_owned(), c)), "{}", r["endpoints"]);
+    assert_eq!(r["thresholds_passed"], true, "thresholds address templated names");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,14 +247,20 @@ async fn the_table_shows_the_busiest_endpoints_and_explains_other() {
         })
         .collect();
     std::fs::write(&rec, lines.join("\n")).expect("write");
-    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", "[stats]\nmax_endpoints = 40\n");
+    let job = write_job(
+        &dir,
+        &target.url(),
+        &rec,
+        "speed = \"max\"",
+        "[stats]\nmax_endpoints = 40\ntemplates = false\n",
+    );
     let out = reprise(args(&["run", job.to_str().expect("path")])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let table = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<&str> = table.lines().skip(1).take_while(|l| !l.starts_with("total")).collect();
-    assert_eq!(rows.len(), 25, "{table}");
+    assert_eq!(rows.len(), 20, "{table}");
     assert!(rows[0].starts_with("GET /hot") && rows[1].starts_with("other"), "busiest first: {table}");
-    assert!(table.contains("the 25 busiest of 41 endpoints"), "{table}");
+    assert!(table.contains("… and 21 more endpoints, with fewer requests"), "{table}");
     // /hot and 39 user paths are kept; the other 21 user paths are past the cap.
     assert!(table.contains("21 requests of endpoints past [stats] max_endpoints"), "{table}");
 }

@@ -187,9 +187,11 @@ pub fn gets_every(dir: &Path, n: usize, gap_ms: usize) -> PathBuf {
     path
 }
 
-/// A `[reporter.raw]` section writing one row per request under `dir/raw`.
+/// A `[reporter.raw]` section writing one row per request under `dir/raw`, and `[stats]
+/// templates = false`, so that the rows name each path as recorded (`GET /k/3`, not
+/// `GET /k/{id}`) for tests of order to read.
 pub fn raw_sink(dir: &Path) -> String {
-    format!("[reporter.raw]\ndir = \"{}\"\n", dir.join("raw").display())
+    format!("[reporter.raw]\ndir = \"{}\"\n[stats]\ntemplates = false\n", dir.join("raw").display())
 }
 
 /// (due instant in Unix µs, endpoint) of every row the raw sink wrote under `dir/raw`, in

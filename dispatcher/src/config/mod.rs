@@ -28,7 +28,8 @@ pub use crate::routing::HashStrategy;
 pub use keys::KeyPattern;
 pub use load::ConfigError;
 pub use results::{
-    ABORT_ON_FAIL, EndpointRule, InfluxConfig, RawConfig, SinksConfig, StatsConfig, ThresholdEntry,
+    ABORT_ON_FAIL, EndpointRule, IdKind, InfluxConfig, RawConfig, SinksConfig, StatsConfig, Templates,
+    ThresholdEntry,
 };
 pub use service::{ServiceConfig, TlsConfig};
 pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings};

@@ -112,12 +112,57 @@ pub struct StatsConfig {
     pub endpoints: Vec<EndpointRule>,
     /// Distinct endpoints kept apart in the whole job, first come; the rest count as "other".
     pub max_endpoints: u32,
+    /// Path segments that look like ids read as `{id}` in the names of endpoints no rule
+    /// names: `true` (every kind), `false`, or a list of kinds.
+    pub templates: Templates,
+    /// More segment shapes to read as ids: regexes, each matched against one whole segment.
+    pub id_patterns: Vec<String>,
 }
 
 impl Default for StatsConfig {
     fn default() -> Self {
-        Self { endpoints: Vec::new(), max_endpoints: 1000 }
+        Self {
+            endpoints: Vec::new(),
+            max_endpoints: 1000,
+            templates: Templates::All(true),
+            id_patterns: Vec::new(),
+        }
     }
+}
+
+/// `[stats] templates`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected true, false, or a list of id kinds from \"number\", \"uuid\", \"hex\", \"base64\""
+)]
+pub enum Templates {
+    All(bool),
+    Kinds(Vec<IdKind>),
+}
+
+impl Templates {
+    pub fn has(&self, kind: IdKind) -> bool {
+        match self {
+            Templates::All(on) => *on,
+            Templates::Kinds(kinds) => kinds.contains(&kind),
+        }
+    }
+}
+
+/// A shape of id in a path segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdKind {
+    /// Digits only: `4711`.
+    Number,
+    /// 8-4-4-4-12 hex digits: `0b1e9c2a-5f4d-4e7b-9a31-2c8d6f0e4b17`.
+    Uuid,
+    /// Eight or more hex digits, with both digits and letters: `5f1d7c2e9a`.
+    Hex,
+    /// Sixteen or more of `A-Za-z0-9-_` (and `=` padding) with both digits and letters; with
+    /// `-` or `_` in it, mixed case too (so a lowercase slug is not an id).
+    Base64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -141,18 +141,13 @@ impl JobConfig {
 
     fn validate_stats(&self, p: &mut Vec<Problem>) {
         for (i, rule) in self.stats.endpoints.iter().enumerate() {
-            if let Err(e) = regex::Regex::new(&rule.pattern) {
-                let rule_text =
-                    format!("is not a regex: {}", e.to_string().lines().last().unwrap_or_default());
-                p.push(Problem::new(
-                    &format!("stats.endpoints[{i}].pattern"),
-                    format!("{:?}", rule.pattern),
-                    &rule_text,
-                ));
-            }
+            check_regex(p, &format!("stats.endpoints[{i}].pattern"), &rule.pattern);
             if rule.name.trim().is_empty() {
                 p.push(Problem::new(&format!("stats.endpoints[{i}].name"), "\"\"", "must name the endpoint"));
             }
+        }
+        for (i, pattern) in self.stats.id_patterns.iter().enumerate() {
+            check_regex(p, &format!("stats.id_patterns[{i}]"), pattern);
         }
         if self.stats.max_endpoints == 0 || self.stats.max_endpoints > 100_000 {
             p.push(Problem::new(
@@ -272,6 +267,14 @@ pub fn check_target(t: &str) -> Result<(), String> {
 
 mod http_uri {
     pub use axum::http::Uri;
+}
+
+/// A problem at `key` when `pattern` is not a regex, with the regex crate's reason.
+fn check_regex(p: &mut Vec<Problem>, key: &str, pattern: &str) {
+    if let Err(e) = regex::Regex::new(pattern) {
+        let rule = format!("is not a regex: {}", e.to_string().lines().last().unwrap_or_default());
+        p.push(Problem::new(key, format!("{pattern:?}"), &rule));
+    }
 }
 
 #[cfg(test)]
@@ -410,6 +413,18 @@ mod tests {
         let ps = problems(&bad);
         assert_eq!(ps[0].key, "stats.endpoints[0].pattern", "{ps:?}");
         assert!(ps[0].rule.contains("not a regex"), "{}", ps[0]);
+    }
+
+    #[test]
+    fn id_patterns_must_be_regexes_and_templates_a_flag_or_kinds() {
+        let ps = problems(&format!("{MINIMAL}[stats]\nid_patterns = [\"usr_[0-9\"]\n"));
+        assert_eq!((ps[0].key.as_str(), ps[0].value.as_str()), ("stats.id_patterns[0]", "\"usr_[0-9\""));
+        assert!(ps[0].rule.contains("not a regex"), "{}", ps[0]);
+        let ps = problems(&format!("{MINIMAL}[stats]\ntemplates = [\"number\", \"ulid\"]\n"));
+        assert_eq!(ps[0].key, "stats.templates", "{ps:?}");
+        assert!(ps[0].rule.contains("\"number\", \"uuid\", \"hex\", \"base64\""), "{}", ps[0]);
+        let cfg = JobConfig::parse(&format!("{MINIMAL}[stats]\ntemplates = [\"uuid\"]\n")).expect("valid");
+        assert_eq!(cfg.stats.templates, crate::config::Templates::Kinds(vec![crate::config::IdKind::Uuid]));
     }
 
     #[test]

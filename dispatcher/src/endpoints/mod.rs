@@ -7,19 +7,27 @@
 //! dispatcher meets them; every later one counts as "other" (id 0). First come rather than
 //! busiest: an endpoint's series is stable from its first second (a sink never sees it
 //! move into "other" later), and deciding "busiest" would need the counts of endpoints not
-//! kept. Recordings with ids in their paths want `[stats] endpoints` rules, which group them
-//! before the cap counts.
+//! kept.
+//!
+//! Names: the first `[stats] endpoints` rule that matches names the request; else, when its
+//! path has ids in it ([`ids`]: numbers, UUIDs, hex, base64-like, `[stats] id_patterns`),
+//! the path with each id as `{id}`; else the method and path as they are. Rules and ids
+//! group paths before the cap counts, so a recording with ids in its paths keeps a readable
+//! endpoint per route.
+
+pub mod ids;
 
 use std::sync::{Arc, Mutex};
 
 use foldhash::HashMap;
 
 use crate::config::StatsConfig;
+use ids::IdShapes;
 
 /// The name of id 0: requests of endpoints past the cap.
 pub const OTHER: &str = "other";
 
-/// (method, path) pairs remembered for their id when rules are in use; past this the memo
+/// (method, path) pairs remembered for their id when rules or ids are in use; past this the memo
 /// starts over, so paths full of ids cannot grow it without bound.
 const MEMO_MAX: usize = 100_000;
 
@@ -92,13 +100,14 @@ type PathIds = HashMap<Box<[u8]>, u32>;
 #[derive(Debug)]
 pub struct EndpointTable {
     rules: Vec<Rule>,
+    ids: Option<IdShapes>,
     cap: usize,
     kept: usize,
-    /// method → path (without query) → id. Without rules these are exactly the kept
-    /// endpoints; with rules, a bounded memo of what the rules said.
+    /// method → path (without query) → id. Without rules or ids these are exactly the kept
+    /// endpoints; with them, a bounded memo of the names they gave.
     memo: HashMap<Box<[u8]>, PathIds>,
     memo_len: usize,
-    /// Names given by rules → id.
+    /// Names given by rules or ids → id.
     by_name: HashMap<String, u32>,
     names: Arc<EndpointNames>,
 }
@@ -118,6 +127,7 @@ impl EndpointTable {
             .collect();
         Self {
             rules,
+            ids: IdShapes::new(cfg),
             cap: cfg.max_endpoints.max(1) as usize,
             kept: 0,
             memo: HashMap::default(),
@@ -136,20 +146,23 @@ impl EndpointTable {
         if let Some(&id) = self.memo.get(method).and_then(|paths| paths.get(path)) {
             return id;
         }
-        // Without rules the memo is the table: a miss past the cap is "other" and costs no
-        // allocation (nor a look at the text).
-        if self.rules.is_empty() && self.kept >= self.cap {
+        // Without rules or ids the memo is the table: a miss past the cap is "other" and
+        // costs no allocation (nor a look at the text).
+        let plain = self.rules.is_empty() && self.ids.is_none();
+        if plain && self.kept >= self.cap {
             return 0;
         }
         let (method, path) = (String::from_utf8_lossy(method), String::from_utf8_lossy(path));
         let (method, path) = (method.as_ref(), path.as_ref());
-        if self.rules.is_empty() {
+        if plain {
             let id = self.keep(format!("{method} {path}"));
             self.remember(method, path, id);
             return id;
         }
-        let name = self.rules.iter().find_map(|r| r.name_for(method, path));
-        let name = name.unwrap_or_else(|| format!("{method} {path}"));
+        let name = self.rules.iter().find_map(|r| r.name_for(method, path)).unwrap_or_else(|| {
+            let templated = self.ids.as_ref().and_then(|ids| ids.template(path));
+            format!("{method} {}", templated.as_deref().unwrap_or(path))
+        });
         let id = match self.by_name.get(&name) {
             Some(&id) => id,
             None if self.kept < self.cap => {
@@ -184,6 +197,8 @@ impl EndpointTable {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::config::EndpointRule;
 
@@ -194,6 +209,8 @@ mod tests {
                 .map(|(p, n)| EndpointRule { pattern: (*p).to_owned(), name: (*n).to_owned() })
                 .collect(),
             max_endpoints: max,
+            templates: crate::config::Templates::All(false),
+            id_patterns: vec![],
         };
         let names = Arc::new(EndpointNames::default());
         (EndpointTable::new(&cfg, Arc::clone(&names)), names)
@@ -245,5 +262,26 @@ mod tests {
         assert_eq!(t.id("GET", "/x"), 1);
         assert_eq!(&*names.name(1), "GET /x");
         assert_eq!(&*names.name(4_000_000), OTHER);
+    }
+
+    #[test]
+    fn ids_in_paths_group_under_the_cap_and_rules_still_win() {
+        let cfg = StatsConfig {
+            endpoints: vec![EndpointRule { pattern: "^/admin/".into(), name: "/admin".into() }],
+            max_endpoints: 3,
+            ..StatsConfig::default()
+        };
+        let names = Arc::new(EndpointNames::default());
+        let mut t = EndpointTable::new(&cfg, Arc::clone(&names));
+        let reqs: Vec<(String, String)> = (0..50)
+            .flat_map(|i| {
+                [("GET".to_owned(), format!("/users/{i}?x")), ("GET".into(), format!("/admin/{i}"))]
+            })
+            .chain([("DELETE".into(), "/users/0b1e9c2a-5f4d-4e7b-9a31-2c8d6f0e4b17".into())])
+            .chain([("GET".into(), "/users/me".into())])
+            .collect();
+        let got: BTreeSet<String> = reqs.iter().map(|(m, p)| names.name(t.id(m, p)).to_string()).collect();
+        let want = ["GET /users/{id}", "GET /admin", "DELETE /users/{id}", "other"];
+        assert_eq!(got, want.iter().map(|s| (*s).to_owned()).collect(), "the 4th endpoint is past the cap");
     }
 }

@@ -179,7 +179,7 @@ pub fn progress_line(job: &Job) -> String {
 const QUIET_SAYS_WHY: Duration = Duration::from_secs(3);
 
 /// Endpoint rows the terminal table shows at most.
-const TABLE_ROWS: usize = 25;
+const TABLE_ROWS: usize = 20;
 
 /// Peak resident set of this process, from /proc (Linux).
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -273,13 +273,11 @@ impl Report {
             "{:<width$} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
             "endpoint", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
         );
-        // A table of thousands of rows helps nobody: past TABLE_ROWS the busiest are shown,
-        // and the JSON and CSV reports keep every endpoint.
+        // The busiest first, and at most TABLE_ROWS of them: a table of thousands of rows
+        // helps nobody, and the reports keep every endpoint.
         let mut shown: Vec<&EndpointReport> = self.endpoints.iter().collect();
-        if shown.len() > TABLE_ROWS {
-            shown.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.endpoint.cmp(&b.endpoint)));
-            shown.truncate(TABLE_ROWS);
-        }
+        shown.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.endpoint.cmp(&b.endpoint)));
+        shown.truncate(TABLE_ROWS);
         for e in shown.into_iter().chain(std::iter::once(&self.total)) {
             let name = if e.endpoint == "*" { "total" } else { e.endpoint.as_str() };
             let l = &e.latency_ms;
@@ -292,15 +290,15 @@ impl Report {
         if self.endpoints.len() > TABLE_ROWS {
             let _ = writeln!(
                 out,
-                "… the {TABLE_ROWS} busiest of {} endpoints; --report-json and --report-csv list them all",
-                self.endpoints.len()
+                "… and {} more endpoints, with fewer requests: --report-json, --report-html and --report-csv list them all",
+                self.endpoints.len() - TABLE_ROWS
             );
         }
         if let Some(other) = self.endpoints.iter().find(|e| e.endpoint == OTHER) {
             let _ = writeln!(
                 out,
                 "{} requests of endpoints past [stats] max_endpoints count as \"other\"; group paths with ids \
-                 with [stats] endpoints rules, or raise max_endpoints",
+                 with [stats] endpoints rules or id_patterns, or raise max_endpoints",
                 other.requests
             );
         }

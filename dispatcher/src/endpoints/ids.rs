@@ -1,0 +1,160 @@
+//! Ids in paths: `/api/users/4711` and `/api/users/4712` are one endpoint,
+//! `GET /api/users/{id}`. A real recording has thousands of such paths. Without this, each
+//! would be an endpoint of its own until `[stats] max_endpoints`, and the rest "other".
+//!
+//! A segment is an id when it has one of the shapes of [`IdKind`] (all on by default,
+//! `[stats] templates` picks them) or matches one of `[stats] id_patterns`. The shapes are
+//! chosen so that words are never ids: a number, a UUID, hex with digits and letters mixed,
+//! or a long base64-like run with digits and letters mixed. `v2`, `orders`, `2fa`,
+//! `deadbeef` and `order-summary-2024` stay as they are.
+
+use regex::RegexSet;
+
+use crate::config::{IdKind, StatsConfig};
+
+/// What an id segment reads as in an endpoint's name.
+pub const PLACEHOLDER: &str = "{id}";
+
+/// The id shapes of a job.
+#[derive(Debug)]
+pub struct IdShapes {
+    number: bool,
+    uuid: bool,
+    hex: bool,
+    base64: bool,
+    extra: Option<RegexSet>,
+}
+
+impl IdShapes {
+    /// The shapes `[stats]` asks for; `None` when it asks for none. A pattern that does not
+    /// compile (validation refuses it, so only a job changed underneath) is left out with an
+    /// error in the log.
+    pub fn new(cfg: &StatsConfig) -> Option<IdShapes> {
+        let t = &cfg.templates;
+        let patterns: Vec<String> = cfg
+            .id_patterns
+            .iter()
+            .filter(|p| {
+                regex::Regex::new(p)
+                    .map_err(|e| tracing::error!(pattern = %p, error = %e, "id pattern skipped"))
+                    .is_ok()
+            })
+            .map(|p| format!("^(?:{p})$"))
+            .collect();
+        let shapes = IdShapes {
+            number: t.has(IdKind::Number),
+            uuid: t.has(IdKind::Uuid),
+            hex: t.has(IdKind::Hex),
+            base64: t.has(IdKind::Base64),
+            extra: RegexSet::new(&patterns).ok().filter(|s| !s.is_empty()),
+        };
+        (shapes.number || shapes.uuid || shapes.hex || shapes.base64 || shapes.extra.is_some())
+            .then_some(shapes)
+    }
+
+    /// Whether one path segment is an id.
+    pub fn is_id(&self, seg: &str) -> bool {
+        !seg.is_empty()
+            && ((self.number && is_number(seg))
+                || (self.uuid && is_uuid(seg))
+                || (self.hex && is_hex(seg))
+                || (self.base64 && is_base64_id(seg))
+                || self.extra.as_ref().is_some_and(|x| x.is_match(seg)))
+    }
+
+    /// `path` (without its query) with each id segment replaced by [`PLACEHOLDER`], or
+    /// `None` when it has no id.
+    pub fn template(&self, path: &str) -> Option<String> {
+        if !path.split('/').any(|s| self.is_id(s)) {
+            return None;
+        }
+        let segs: Vec<&str> = path.split('/').map(|s| if self.is_id(s) { PLACEHOLDER } else { s }).collect();
+        Some(segs.join("/"))
+    }
+}
+
+fn is_number(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+fn is_hex(s: &str) -> bool {
+    s.len() >= 8
+        && s.bytes().all(|b| b.is_ascii_hexdigit())
+        && s.bytes().any(|b| b.is_ascii_digit())
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+fn is_base64_id(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    if body.len() < 16 || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return false;
+    }
+    let has = |f: fn(&u8) -> bool| body.bytes().any(|b| f(&b));
+    let mixed_case = has(u8::is_ascii_uppercase) && has(u8::is_ascii_lowercase);
+    let separated = has(|b| *b == b'-' || *b == b'_');
+    has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic) && (!separated || mixed_case)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Templates;
+
+    fn shapes(templates: Templates, extra: &[&str]) -> Option<IdShapes> {
+        IdShapes::new(&StatsConfig {
+            templates,
+            id_patterns: extra.iter().map(|p| (*p).to_owned()).collect(),
+            ..StatsConfig::default()
+        })
+    }
+
+    #[test]
+    fn ids_of_every_kind_become_placeholders_and_words_stay() {
+        let s = shapes(Templates::All(true), &[]).expect("on by default");
+        for (path, want) in [
+            ("/api/users/4711", "/api/users/{id}"),
+            ("/users/4711/orders/9", "/users/{id}/orders/{id}"),
+            ("/o/0b1e9c2a-5f4d-4e7b-9A31-2c8d6f0e4b17", "/o/{id}"),
+            ("/blob/5f1d7c2e9a", "/blob/{id}"),
+            ("/commit/3f2a9c1d4e5b6a7c8d9e0f1a2b3c4d5e6f7a8b9c", "/commit/{id}"),
+            ("/s/aGVsbG8gd29ybGQ9PQ2x", "/s/{id}"),
+            ("/t/dGhpcy1pcy1hLXRva2Vu_3Q==", "/t/{id}"),
+        ] {
+            assert_eq!(s.template(path).as_deref(), Some(want), "{path}");
+        }
+        for path in [
+            "/",
+            "/api/v2/orders",
+            "/2fa/setup",
+            "/deadbeef",
+            "/reports/order-summary-2024-final",
+            "/static/app.3f2a9c1d.js",
+            "/users/me",
+            "/a//b",
+        ] {
+            assert_eq!(s.template(path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn kinds_can_be_chosen_and_patterns_added() {
+        let numbers = shapes(Templates::Kinds(vec![IdKind::Number]), &[]).expect("numbers");
+        assert_eq!(
+            numbers.template("/u/12/o/0b1e9c2a-5f4d-4e7b-9a31-2c8d6f0e4b17").as_deref(),
+            Some("/u/{id}/o/0b1e9c2a-5f4d-4e7b-9a31-2c8d6f0e4b17")
+        );
+        let own = shapes(Templates::All(false), &["usr_[a-z0-9]+", "me"]).expect("patterns only");
+        assert_eq!(own.template("/users/usr_9x2k/me/12").as_deref(), Some("/users/{id}/{id}/12"));
+        assert_eq!(own.template("/users/xusr_9x2k"), None, "a pattern matches a whole segment");
+        assert!(shapes(Templates::All(false), &[]).is_none(), "off");
+        assert!(shapes(Templates::Kinds(vec![]), &[]).is_none(), "no kinds is off");
+    }
+}
