@@ -8,8 +8,9 @@
 //!   in-range input (`rate` applied) and `sent` is what the replayers fired;
 //! - `sent = ok + failed`.
 //!
-//! Malformed units and skipped units (GoReplay responses) are counted apart: they never
-//! become records.
+//! Malformed units and skipped units (GoReplay responses, and records a `[[filter]]` rule
+//! left out: `skipped.filtered`, by rule in `filtered`) are counted apart: they never
+//! become input.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -72,6 +73,9 @@ pub struct Accounting {
     malformed: Mutex<BTreeMap<&'static str, u64>>,
     skipped: Mutex<BTreeMap<&'static str, u64>>,
     dropped: Mutex<BTreeMap<DropReason, u64>>,
+    /// Records each `[[filter]]` rule left out, by the rule's index: an add per record
+    /// filtered, from every reader thread, so an atomic each rather than a map behind a lock.
+    filtered: Box<[(String, AtomicU64)]>,
     /// Takes secrets out of the samples of malformed input.
     redactor: Redactor,
 }
@@ -95,7 +99,11 @@ pub struct Counts {
     /// Copies handed to replayers.
     pub dispatched: u64,
     pub malformed: BTreeMap<&'static str, u64>,
+    /// Units that are not requests to replay: GoReplay responses (`response`), records left
+    /// out by a filter (`filtered`).
     pub skipped: BTreeMap<&'static str, u64>,
+    /// Records left out by each `[[filter]]` rule, by its name (every rule, zeros included).
+    pub filtered: BTreeMap<String, u64>,
     pub dropped: BTreeMap<DropReason, u64>,
 }
 
@@ -107,9 +115,11 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) -> u64 {
 }
 
 impl Accounting {
-    /// Counters whose malformed-input samples are redacted by `redactor`.
-    pub fn new(redactor: Redactor) -> Self {
-        Accounting { redactor, ..Accounting::default() }
+    /// Counters whose malformed-input samples are redacted by `redactor`, with a count for
+    /// each `[[filter]]` rule, named.
+    pub fn new(redactor: Redactor, filters: Vec<String>) -> Self {
+        let filtered = filters.into_iter().map(|name| (name, AtomicU64::new(0))).collect();
+        Accounting { redactor, filtered, ..Accounting::default() }
     }
 
     /// A record taken from the source's merge.
@@ -143,6 +153,13 @@ impl Accounting {
 
     pub fn skipped(&self, reason: &'static str) {
         bump(&self.skipped, reason, 1);
+    }
+
+    /// A record the `[[filter]]` rule at `rule` left out.
+    pub fn filtered(&self, rule: usize) {
+        if let Some((_, n)) = self.filtered.get(rule) {
+            n.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn out_of_range(&self) {
@@ -179,7 +196,15 @@ impl Accounting {
             scheduled: self.scheduled.load(Relaxed),
             dispatched: self.dispatched.load(Relaxed),
             malformed: lock(&self.malformed),
-            skipped: lock(&self.skipped),
+            skipped: {
+                let mut skipped = lock(&self.skipped);
+                let filtered: u64 = self.filtered.iter().map(|(_, n)| n.load(Relaxed)).sum();
+                if filtered > 0 {
+                    skipped.insert("filtered", filtered);
+                }
+                skipped
+            },
+            filtered: self.filtered.iter().map(|(name, n)| (name.clone(), n.load(Relaxed))).collect(),
             dropped: self.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }

@@ -41,6 +41,7 @@ mod refusals;
 mod results;
 mod routing;
 mod server;
+mod shaping;
 mod sinks;
 mod thresholds;
 mod timewheel;

@@ -13,8 +13,10 @@ pub mod keys;
 mod load;
 mod results;
 mod service;
+mod shaping;
 mod sources;
 mod validate;
+mod validate_shaping;
 mod validate_sources;
 pub mod values;
 
@@ -32,6 +34,7 @@ pub use results::{
     ThresholdEntry,
 };
 pub use service::{ServiceConfig, TlsConfig};
+pub use shaping::{FilterAction, FilterRule, Methods};
 pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings};
 pub use validate::{NO_JOB_TARGET, Problem, check_target};
 pub use values::{Instant, ListenAddr, Millis, Speed};
@@ -48,6 +51,8 @@ pub struct JobConfig {
     pub service: ServiceConfig,
     pub stats: StatsConfig,
     pub reporter: SinksConfig,
+    /// `[[filter]]`, in order: the first rule that matches a record allows or denies it.
+    pub filter: Vec<FilterRule>,
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
     /// stops the job at the first failure. See `thresholds`.
     pub thresholds: BTreeMap<String, ThresholdEntry>,

@@ -103,6 +103,7 @@ impl JobConfig {
         self.validate_runtime(&mut p);
         self.validate_thresholds(&mut p);
         self.validate_stats(&mut p);
+        self.validate_shaping(&mut p);
         self.validate_reporters(&mut p);
         p
     }
@@ -270,7 +271,7 @@ mod http_uri {
 }
 
 /// A problem at `key` when `pattern` is not a regex, with the regex crate's reason.
-fn check_regex(p: &mut Vec<Problem>, key: &str, pattern: &str) {
+pub(super) fn check_regex(p: &mut Vec<Problem>, key: &str, pattern: &str) {
     if let Err(e) = regex::Regex::new(pattern) {
         let rule = format!("is not a regex: {}", e.to_string().lines().last().unwrap_or_default());
         p.push(Problem::new(key, format!("{pattern:?}"), &rule));

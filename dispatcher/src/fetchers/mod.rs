@@ -25,6 +25,7 @@ use crate::accounting::Accounting;
 use crate::analyzers::{Analyzer, Plausible};
 use crate::config::{FetcherKind, JobConfig};
 use crate::record::Record;
+use crate::shaping::Shaping;
 use merge::{Chunk, Stream};
 use progress::SourceProgress;
 
@@ -43,6 +44,8 @@ pub struct SourceContext {
     pub analyzer: Analyzer,
     /// Recorded times the job takes; others are malformed.
     pub times: Plausible,
+    /// Filters applied to each record as it is parsed.
+    pub shaping: Arc<Shaping>,
     /// The job's tasks: every reader a fetcher starts runs here, so the job's end waits for it.
     pub tasks: TaskTracker,
 }
@@ -56,6 +59,7 @@ impl SourceContext {
             cancel: CancellationToken::new(),
             analyzer,
             times: Plausible::any(),
+            shaping: Arc::default(),
             tasks: TaskTracker::new(),
         }
     }

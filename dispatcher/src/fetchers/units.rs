@@ -11,6 +11,7 @@ use std::io::{self, BufRead};
 use bytes::{Bytes, BytesMut};
 
 use crate::analyzers::{Framing, GOR_SEPARATOR, Parsed};
+use crate::shaping::Shaped;
 
 /// Largest unit accepted (lines of at least 1 MiB must work).
 pub const MAX_UNIT: usize = 16 << 20;
@@ -203,8 +204,13 @@ pub fn parse_units(
                 Parsed::Record(r) => match ctx.times.check(r.ts, latest) {
                     Ok(()) => {
                         ctx.accounting.unit_bytes(bytes.len() as u64);
-                        if !emit(r) {
-                            return Ok(ReadEnd::Stopped);
+                        match ctx.shaping.apply(r) {
+                            Shaped::Keep(r) => {
+                                if !emit(r) {
+                                    return Ok(ReadEnd::Stopped);
+                                }
+                            }
+                            Shaped::Filtered(rule) => ctx.accounting.filtered(rule),
                         }
                     }
                     Err(detail) => ctx.accounting.malformed("implausible_time", &detail, &bytes, source, n),

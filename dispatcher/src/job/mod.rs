@@ -98,7 +98,8 @@ impl Job {
         let fields = &cfg.analyzer.fields;
         let redactor =
             Redactor::new(&cfg.analyzer.secret_headers, &[fields.body.clone(), fields.body_base64.clone()]);
-        let accounting = Arc::new(Accounting::new(redactor));
+        let filters = cfg.filter.iter().enumerate().map(|(i, f)| f.label(i)).collect();
+        let accounting = Arc::new(Accounting::new(redactor, filters));
         let sinks = Sinks::start(&cfg.reporter, cfg.job.id.as_deref().unwrap_or("job"), &tasks, &sinks_stop)?;
         let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), sinks);
         Ok(Arc::new(Job {

@@ -14,6 +14,7 @@ use crate::control::JobState;
 use crate::dispatch::{self, DispatchContext};
 use crate::endpoints::EndpointTable;
 use crate::fetchers::{self, SourceContext, merge};
+use crate::shaping::Shaping;
 use crate::timewheel::TimeWheel;
 
 /// Time given to replayers to receive the configuration before the first instant.
@@ -46,6 +47,7 @@ impl Job {
             cancel: self.stop.child_token(),
             analyzer: Analyzer::build(&self.cfg.analyzer),
             times: Plausible::new(&self.cfg.analyzer),
+            shaping: Arc::new(Shaping::new(&self.cfg)),
             tasks: self.tasks.clone(),
         };
         let mut input = self.open_input(&ctx).await?;

@@ -4,7 +4,8 @@
 //! - `reprise_latency_seconds` and `reprise_service_seconds`: histograms per endpoint
 //!   (from the due instant / from the send), cumulative buckets read off the HdrHistograms;
 //! - counters: requests by outcome, responses by status class, errors by kind (per
-//!   endpoint), and the accounting (input, scheduled, sent, dropped by reason, malformed);
+//!   endpoint), and the accounting (input, scheduled, sent, dropped by reason, malformed,
+//!   filtered by rule);
 //! - gauges: replayers connected, records in flight (credits used), schedule error quantiles,
 //!   job state, elapsed time and progress (recorded time replayed so far);
 //! - per replayer (`reprise_fleet_*`): the count by state, and for each connected one its
@@ -144,6 +145,10 @@ fn accounting(out: &mut String, job: &Job, j: &str) {
     for reason in DropReason::ALL {
         let n = c.dropped.get(&reason).copied().unwrap_or(0);
         let _ = writeln!(out, "reprise_dropped_total{{{j},reason=\"{}\"}} {n}", reason.as_str());
+    }
+    header(out, "reprise_filtered_total", "counter", "Records a [[filter]] rule left out, by rule.");
+    for (rule, n) in &c.filtered {
+        let _ = writeln!(out, "reprise_filtered_total{{{j},rule=\"{}\"}} {n}", esc(rule));
     }
     header(out, "reprise_malformed_total", "counter", "Units of the recording not understood, by reason.");
     for (reason, n) in &c.malformed {
