@@ -340,6 +340,9 @@ impl Hdr {
         if payload as usize > bytes.len() - HEADER {
             return Err(format!("histogram payload of {payload} bytes in {} bytes", bytes.len()));
         }
+        if let Some(run) = impossible_zero_run(&bytes[HEADER..HEADER + payload as usize]) {
+            return Err(format!("histogram payload skips {run} empty buckets: more than a histogram has"));
+        }
         let decoded: Histogram<u64> = Deserializer::new()
             .deserialize(&mut std::io::Cursor::new(bytes))
             .map_err(|e| format!("{e:?}"))?;
@@ -392,9 +395,54 @@ impl Dist for Hdr {
     }
 }
 
+/// The first run of empty buckets in an HdrHistogram V2 payload longer than any histogram
+/// has (2^32), if any. The payload is zig-zag LEB128 numbers (at most 9 bytes each, the
+/// ninth carrying 8 bits), a negative one a run of empty buckets. hdrhistogram's decoder
+/// negates that number unchecked: `i64::MIN` overflows, a panic where overflow is checked.
+fn impossible_zero_run(payload: &[u8]) -> Option<i128> {
+    let mut at = 0;
+    while at < payload.len() {
+        let mut n: u64 = 0;
+        for i in 0..9 {
+            let Some(&b) = payload.get(at) else { return None };
+            at += 1;
+            if i == 8 {
+                n |= u64::from(b) << 56;
+                break;
+            }
+            n |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let v = i128::from((n >> 1) as i64 ^ -((n & 1) as i64));
+        if v < -(1i128 << 32) {
+            return Some(-v);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `report` fuzz target: a run of i64::MIN empty buckets made hdrhistogram's
+    /// decoder negate it, which panics where overflow is checked (debug builds, fuzzing).
+    #[test]
+    fn a_payload_skipping_more_buckets_than_exist_is_an_error() {
+        let mut h = Hdr::default();
+        h.record(1_000);
+        let mut bytes = h.to_wire();
+        bytes.truncate(40);
+        bytes[4..8].copy_from_slice(&10u32.to_be_bytes());
+        bytes.extend_from_slice(&[0x02]); // a count of 1
+        bytes.extend_from_slice(&[0xff; 9]); // zig-zag u64::MAX: i64::MIN
+        let err = Hdr::from_wire(&bytes).expect_err("refused");
+        assert!(err.contains("empty buckets"), "{err}");
+        assert_eq!(impossible_zero_run(&[0x02, 0x04]), None, "counts");
+        assert_eq!(impossible_zero_run(&[0x03]), None, "a run of 2");
+    }
 
     #[test]
     fn buckets_are_exact_low_and_under_one_percent_wide_above() {
