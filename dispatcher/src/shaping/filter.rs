@@ -1,8 +1,7 @@
 //! `[[filter]]`: the first rule whose conditions all hold decides whether a record is
 //! replayed. Conditions are checked cheapest first (method, then the regexes).
 
-use regex::Regex;
-
+use super::matcher::Matcher;
 use crate::config::{FilterAction, FilterRule};
 use crate::record::Record;
 
@@ -10,22 +9,18 @@ use crate::record::Record;
 struct Filter {
     deny: bool,
     methods: Vec<String>,
-    path: Option<Regex>,
-    host: Option<Regex>,
+    path: Option<Matcher>,
+    host: Option<Matcher>,
     header: Option<String>,
-    header_value: Option<regex::bytes::Regex>,
+    header_value: Option<Matcher>,
     query: Option<String>,
-    query_value: Option<Regex>,
+    query_value: Option<Matcher>,
 }
 
 /// A regex the job file gave. Validation refused a job whose regexes do not compile, so a
 /// failure here is a job changed underneath: the rule is left out, with an error in the log.
-fn compile<R>(
-    rule: &str,
-    pattern: Option<&String>,
-    build: impl Fn(&str) -> Result<R, regex::Error>,
-) -> Result<Option<R>, ()> {
-    match pattern.map(|p| build(p)) {
+fn compile(rule: &str, pattern: Option<&String>) -> Result<Option<Matcher>, ()> {
+    match pattern.map(|p| Matcher::new(p)) {
         None => Ok(None),
         Some(Ok(r)) => Ok(Some(r)),
         Some(Err(e)) => {
@@ -40,27 +35,27 @@ impl Filter {
         Ok(Filter {
             deny: rule.action == Some(FilterAction::Deny),
             methods: rule.method.as_ref().map(|m| m.list()).unwrap_or_default(),
-            path: compile(label, rule.path.as_ref(), Regex::new)?,
-            host: compile(label, rule.host.as_ref(), Regex::new)?,
+            path: compile(label, rule.path.as_ref())?,
+            host: compile(label, rule.host.as_ref())?,
             header: rule.header.clone(),
-            header_value: compile(label, rule.header_value.as_ref(), regex::bytes::Regex::new)?,
+            header_value: compile(label, rule.header_value.as_ref())?,
             query: rule.query.clone(),
-            query_value: compile(label, rule.query_value.as_ref(), Regex::new)?,
+            query_value: compile(label, rule.query_value.as_ref())?,
         })
     }
 
-    fn matches(&self, r: &Record) -> bool {
+    /// Whether every condition holds for `r`, whose path without the query is `path`.
+    fn matches(&self, r: &Record, path: &[u8]) -> bool {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m.eq_ignore_ascii_case(&r.method)) {
             return false;
         }
-        if let Some(re) = &self.path {
-            let path = r.path.split_once('?').map_or(&*r.path, |(p, _)| p);
-            if !re.is_match(path) {
-                return false;
-            }
+        if let Some(m) = &self.path
+            && !m.is_match(path)
+        {
+            return false;
         }
-        if let Some(re) = &self.host
-            && !r.host.as_ref().is_some_and(|h| re.is_match(h))
+        if let Some(m) = &self.host
+            && !r.host.as_ref().is_some_and(|h| m.is_match(h.as_bytes()))
         {
             return false;
         }
@@ -77,7 +72,7 @@ impl Filter {
         if let Some(name) = &self.query {
             match (r.query_param(name), &self.query_value) {
                 (None, _) => return false,
-                (Some(v), Some(re)) if !re.is_match(v) => return false,
+                (Some(v), Some(m)) if !m.is_match(v.as_bytes()) => return false,
                 _ => {}
             }
         }
@@ -104,7 +99,12 @@ impl Filters {
     /// The index of the deny rule that leaves `r` out, if the first rule that matches it
     /// denies it.
     pub fn denied_by(&self, r: &Record) -> Option<usize> {
-        let (i, rule) = self.rules.iter().find(|(_, f)| f.matches(r))?;
+        if self.rules.is_empty() {
+            return None;
+        }
+        let path = r.path.as_bytes();
+        let path = memchr::memchr(b'?', path).map_or(path, |q| &path[..q]);
+        let (i, rule) = self.rules.iter().find(|(_, f)| f.matches(r, path))?;
         rule.deny.then_some(*i)
     }
 }

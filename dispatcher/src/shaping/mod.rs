@@ -6,6 +6,7 @@
 //! `skipped`); it never becomes input, as a GoReplay response never does.
 
 mod filter;
+mod matcher;
 
 use crate::config::JobConfig;
 use crate::record::Record;
