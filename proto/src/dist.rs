@@ -404,7 +404,7 @@ fn impossible_zero_run(payload: &[u8]) -> Option<i128> {
     while at < payload.len() {
         let mut n: u64 = 0;
         for i in 0..9 {
-            let Some(&b) = payload.get(at) else { return None };
+            let &b = payload.get(at)?;
             at += 1;
             if i == 8 {
                 n |= u64::from(b) << 56;

@@ -15,7 +15,7 @@ pub enum Matcher {
     /// `lit$`
     Suffix(Box<[u8]>),
     /// `lit`
-    Contains(memmem::Finder<'static>),
+    Contains(Box<memmem::Finder<'static>>),
     Regex(regex::bytes::Regex),
 }
 
@@ -31,7 +31,7 @@ impl Matcher {
             (true, true) => Matcher::Exact(bytes),
             (true, false) => Matcher::Prefix(bytes),
             (false, true) => Matcher::Suffix(bytes),
-            (false, false) => Matcher::Contains(memmem::Finder::new(lit.as_bytes()).into_owned()),
+            (false, false) => Matcher::Contains(Box::new(memmem::Finder::new(lit.as_bytes()).into_owned())),
         })
     }
 
