@@ -25,7 +25,8 @@ use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG, EXIT_STOPPED, EXIT_THRESHOLDS};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Loads a job file; Havok keys reprise does not use are printed once each as warnings.
+/// Loads a job file and reads its substitution tables; Havok keys reprise does not use are
+/// printed once each as warnings.
 fn load(path: &Path) -> Result<JobConfig, ExitCode> {
     let cfg = JobConfig::load(path).map_err(|e| {
         eprintln!("error: {e}");
@@ -33,6 +34,10 @@ fn load(path: &Path) -> Result<JobConfig, ExitCode> {
     })?;
     for w in &cfg.warnings {
         eprintln!("warning: {}: {w}", path.display());
+    }
+    if let Err(e) = reprise_dispatcher::check_shaping(&cfg) {
+        eprintln!("error: {}: {e}", path.display());
+        return Err(ExitCode::from(EXIT_CONFIG));
     }
     Ok(cfg)
 }

@@ -1,7 +1,9 @@
 //! Traffic shaped for staging, through the real binary against a real HTTP target:
 //! `[[filter]]` rules leave out exactly the records they deny (by method, path, host,
 //! header, header value, query parameter), the first rule that matches decides, and every
-//! record left out is counted under its rule's name, never as input lost.
+//! record left out is counted under its rule's name, never as input lost; `[[rewrite]]` and
+//! `[[substitute]]` rules make the bytes the target receives exactly what they say, counted
+//! by rule, and the credentials they map show in no output.
 
 mod common;
 
@@ -121,4 +123,113 @@ async fn a_filter_that_cannot_work_is_refused_with_its_key() {
         assert!(err.contains(want), "{want:?} in {err}");
     }
     assert!(target.requests().is_empty(), "nothing replayed");
+}
+
+/// A request as the target saw it, without the headers the replayer writes itself.
+fn seen(c: &Captured) -> (String, String, Vec<(String, String)>, String) {
+    let headers = c
+        .headers
+        .iter()
+        .filter(|(n, _)| n != "content-length")
+        .map(|(n, v)| (n.clone(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    (c.method.clone(), c.path.clone(), headers, String::from_utf8_lossy(&c.body).into_owned())
+}
+
+fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_reach_the_target_byte_for_byte_and_are_counted_by_rule() {
+    let target = Capture::start().await;
+    let dir = temp_dir("rewrites");
+    let rec = dir.join("r.jsonl");
+    let lines = [
+        r#"{"ts":1700000000000,"method":"POST","url":"/v1/orders/42?utm_source=mail&page=2","headers":{"X-Forwarded-For":"10.0.0.1","X-Old":"o","Accept":"*/*"},"body":"{\"user\": {\"email\": \"a@prod\"}, \"card\": {\"number\": \"4111\", \"exp\": \"12/30\"}, \"total\": 10.50}"}"#,
+        r#"{"ts":1700000000005,"method":"POST","url":"/v1/upload","headers":{"Content-Type":"text/plain"},"body":"not json"}"#,
+        r#"{"ts":1700000000010,"method":"GET","url":"/static/app.js?utm_source=x","headers":{}}"#,
+        r#"{"ts":1700000000015,"method":"PUT","url":"/v1/strict","headers":{},"body":"<xml/>"}"#,
+    ];
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let rules = r#"
+[[rewrite]]
+name = "v2"
+when = { path = "^/v1/orders/" }
+path = { from = "^/v1/(\\w+)/(\\d+)$", to = "/v2/${1}/$2/items" }
+set_host = "api.staging.example"
+
+[[rewrite]]
+name = "headers"
+remove_headers = ["X-Forwarded-For"]
+rename_headers = { "X-Old" = "X-New" }
+set_headers = { "Accept" = "application/json", "X-Env" = "staging" }
+
+[[rewrite]]
+name = "no-tracking"
+remove_query = ["utm_source"]
+set_query = { debug = "1" }
+
+[[rewrite]]
+name = "scrub-card"
+when = { method = ["POST", "PUT"], path = "^/v(1|2)/" }
+remove_json = ["/card/number"]
+set_json = { "/user/email" = "qa@staging.example", "/test" = true }
+
+[[rewrite]]
+name = "strict"
+when = { path = "^/v1/strict$" }
+remove_json = ["/secret"]
+on_failure = "skip"
+"#;
+    let job = write_job(&dir, &target.url(), &rec, "speed = \"max\"", rules);
+    let r = run_job(&job, &dir, &[]).await;
+
+    let mut got: Vec<_> = target.requests().iter().map(seen).collect();
+    got.sort();
+    let target_host = target.url().trim_start_matches("http://").to_owned();
+    let want = vec![
+        (
+            "GET".to_owned(),
+            "/static/app.js?debug=1".to_owned(),
+            owned(&[("accept", "application/json"), ("x-env", "staging"), ("host", &target_host)]),
+            String::new(),
+        ),
+        (
+            "POST".to_owned(),
+            "/v1/upload?debug=1".to_owned(),
+            owned(&[
+                ("content-type", "text/plain"),
+                ("accept", "application/json"),
+                ("x-env", "staging"),
+                ("host", &target_host),
+            ]),
+            "not json".to_owned(),
+        ),
+        (
+            "POST".to_owned(),
+            "/v2/orders/42/items?page=2&debug=1".to_owned(),
+            owned(&[
+                ("x-new", "o"),
+                ("accept", "application/json"),
+                ("x-env", "staging"),
+                ("host", "api.staging.example"),
+            ]),
+            r#"{"user":{"email":"qa@staging.example"},"card":{"exp":"12/30"},"total":10.50,"test":true}"#
+                .to_owned(),
+        ),
+    ];
+    assert_eq!(got, want, "what reached the target");
+    let c = &r["totals"];
+    let by_rule = serde_json::json!({
+        "v2": {"applied": 1, "failed": 0},
+        "headers": {"applied": 4, "failed": 0},
+        "no-tracking": {"applied": 4, "failed": 0},
+        "scrub-card": {"applied": 1, "failed": 2},
+        "strict": {"applied": 0, "failed": 1},
+    });
+    assert_eq!(c["rewrites"], by_rule, "{c}");
+    assert_eq!(c["skipped"]["rewrite_failed"], 1, "only the strict rule skips: {c}");
+    assert_eq!(c["input"], 3, "{c}");
+    assert_eq!(c["balanced"], true);
 }

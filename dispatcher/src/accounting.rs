@@ -8,9 +8,12 @@
 //!   in-range input (`rate` applied) and `sent` is what the replayers fired;
 //! - `sent = ok + failed`.
 //!
-//! Malformed units and skipped units (GoReplay responses, and records a `[[filter]]` rule
-//! left out: `skipped.filtered`, by rule in `filtered`) are counted apart: they never
-//! become input.
+//! Malformed units and skipped units are counted apart: they never become input. Skipped
+//! are GoReplay responses, and records the shaping rules left out: a `[[filter]]` rule
+//! (`skipped.filtered`, by rule in `filtered`), a `[[substitute]]` with `unmapped = "drop"`
+//! (`skipped.unmapped`) and a `[[rewrite]]` with `on_failure = "skip"`
+//! (`skipped.rewrite_failed`). What each substitute and rewrite did is counted by rule in
+//! `substitutes` and `rewrites`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -76,8 +79,64 @@ pub struct Accounting {
     /// Records each `[[filter]]` rule left out, by the rule's index: an add per record
     /// filtered, from every reader thread, so an atomic each rather than a map behind a lock.
     filtered: Box<[(String, AtomicU64)]>,
+    /// Each `[[substitute]]` rule's counts, by its index (`hits`: values replaced from the
+    /// table; `misses`: values it lacks).
+    substitutes: Box<[RuleCounter]>,
+    /// Each `[[rewrite]]` rule's counts, by its index (`hits`: records changed; `misses`:
+    /// records it could not be applied to).
+    rewrites: Box<[RuleCounter]>,
     /// Takes secrets out of the samples of malformed input.
     redactor: Redactor,
+}
+
+/// The names of a job's shaping rules, in the order of their sections, for their counts.
+#[derive(Clone, Debug, Default)]
+pub struct RuleNames {
+    pub filters: Vec<String>,
+    /// With whether a value the table lacks leaves the record out (`unmapped = "drop"`).
+    pub substitutes: Vec<(String, bool)>,
+    /// With whether a record the rule fails on is left out (`on_failure = "skip"`).
+    pub rewrites: Vec<(String, bool)>,
+}
+
+/// One substitute's or rewrite's counts, added to from every reader thread.
+#[derive(Debug)]
+struct RuleCounter {
+    name: String,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    /// A miss leaves the record out (counted in `skipped` too).
+    miss_skips: bool,
+}
+
+impl RuleCounter {
+    fn new((name, miss_skips): (String, bool)) -> Self {
+        RuleCounter { name, hits: AtomicU64::new(0), misses: AtomicU64::new(0), miss_skips }
+    }
+
+    fn skipped(rules: &[RuleCounter]) -> u64 {
+        rules.iter().filter(|r| r.miss_skips).map(|r| r.misses.load(Relaxed)).sum()
+    }
+}
+
+/// What a `[[substitute]]` rule did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SubstituteCount {
+    /// Values replaced by the table's.
+    pub replaced: u64,
+    /// Values the table lacks (or the pattern does not match): kept, replaced by the
+    /// default or their record left out, as `unmapped` says.
+    pub unmapped: u64,
+}
+
+/// What a `[[rewrite]]` rule did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RewriteCount {
+    /// Records it changed.
+    pub applied: u64,
+    /// Records it could not be applied to (a body not json, a pointer's parent missing):
+    /// sent with the rest of the rule applied, or left out with `on_failure = "skip"`.
+    pub failed: u64,
 }
 
 /// A consistent-enough copy of the counters for reports.
@@ -104,6 +163,10 @@ pub struct Counts {
     pub skipped: BTreeMap<&'static str, u64>,
     /// Records left out by each `[[filter]]` rule, by its name (every rule, zeros included).
     pub filtered: BTreeMap<String, u64>,
+    /// Each `[[substitute]]` rule's counts, by its name.
+    pub substitutes: BTreeMap<String, SubstituteCount>,
+    /// Each `[[rewrite]]` rule's counts, by its name.
+    pub rewrites: BTreeMap<String, RewriteCount>,
     pub dropped: BTreeMap<DropReason, u64>,
 }
 
@@ -115,11 +178,16 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) -> u64 {
 }
 
 impl Accounting {
-    /// Counters whose malformed-input samples are redacted by `redactor`, with a count for
-    /// each `[[filter]]` rule, named.
-    pub fn new(redactor: Redactor, filters: Vec<String>) -> Self {
-        let filtered = filters.into_iter().map(|name| (name, AtomicU64::new(0))).collect();
-        Accounting { redactor, filtered, ..Accounting::default() }
+    /// Counters whose malformed-input samples are redacted by `redactor`, with counts for
+    /// each shaping rule, named.
+    pub fn new(redactor: Redactor, rules: RuleNames) -> Self {
+        Accounting {
+            redactor,
+            filtered: rules.filters.into_iter().map(|name| (name, AtomicU64::new(0))).collect(),
+            substitutes: rules.substitutes.into_iter().map(RuleCounter::new).collect(),
+            rewrites: rules.rewrites.into_iter().map(RuleCounter::new).collect(),
+            ..Accounting::default()
+        }
     }
 
     /// A record taken from the source's merge.
@@ -162,6 +230,34 @@ impl Accounting {
         }
     }
 
+    /// A value the `[[substitute]]` rule at `rule` replaced from its table.
+    pub fn substituted(&self, rule: usize) {
+        if let Some(r) = self.substitutes.get(rule) {
+            r.hits.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A value the `[[substitute]]` rule at `rule` found no mapping for.
+    pub fn unmapped(&self, rule: usize) {
+        if let Some(r) = self.substitutes.get(rule) {
+            r.misses.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A record the `[[rewrite]]` rule at `rule` changed.
+    pub fn rewritten(&self, rule: usize) {
+        if let Some(r) = self.rewrites.get(rule) {
+            r.hits.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A record the `[[rewrite]]` rule at `rule` could not be applied to.
+    pub fn rewrite_failed(&self, rule: usize) {
+        if let Some(r) = self.rewrites.get(rule) {
+            r.misses.fetch_add(1, Relaxed);
+        }
+    }
+
     pub fn out_of_range(&self) {
         self.out_of_range.fetch_add(1, Relaxed);
     }
@@ -199,12 +295,36 @@ impl Accounting {
             skipped: {
                 let mut skipped = lock(&self.skipped);
                 let filtered: u64 = self.filtered.iter().map(|(_, n)| n.load(Relaxed)).sum();
-                if filtered > 0 {
-                    skipped.insert("filtered", filtered);
+                for (reason, n) in [
+                    ("filtered", filtered),
+                    ("unmapped", RuleCounter::skipped(&self.substitutes)),
+                    ("rewrite_failed", RuleCounter::skipped(&self.rewrites)),
+                ] {
+                    if n > 0 {
+                        skipped.insert(reason, n);
+                    }
                 }
                 skipped
             },
             filtered: self.filtered.iter().map(|(name, n)| (name.clone(), n.load(Relaxed))).collect(),
+            substitutes: self
+                .substitutes
+                .iter()
+                .map(|r| {
+                    let count =
+                        SubstituteCount { replaced: r.hits.load(Relaxed), unmapped: r.misses.load(Relaxed) };
+                    (r.name.clone(), count)
+                })
+                .collect(),
+            rewrites: self
+                .rewrites
+                .iter()
+                .map(|r| {
+                    let count =
+                        RewriteCount { applied: r.hits.load(Relaxed), failed: r.misses.load(Relaxed) };
+                    (r.name.clone(), count)
+                })
+                .collect(),
             dropped: self.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }

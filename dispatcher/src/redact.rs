@@ -4,11 +4,15 @@
 //! `Proxy-Authorization`, `Cookie`, `Set-Cookie` and `[analyzer] secret_headers`) become
 //! `<redacted>` wherever the name is followed by a `:` (as in an HTTP head or a json object),
 //! json body fields lose their value, and what follows an HTTP head (the body) is cut.
+//! Query parameters whose values are secrets (those a `[[substitute]]` maps) lose their
+//! value wherever `name=` follows a `?` or `&`.
 
 /// Header names whose values are secrets (lowercase), and json body fields (quoted).
 #[derive(Clone, Debug)]
 pub struct Redactor {
     names: Vec<Vec<u8>>,
+    /// Query parameter names, each with its `=`.
+    queries: Vec<Vec<u8>>,
 }
 
 /// Always secret.
@@ -38,7 +42,13 @@ impl Redactor {
                     .map(|f| format!("\"{f}\"").into_bytes()),
             )
             .collect();
-        Redactor { names }
+        Redactor { names, queries: Vec::new() }
+    }
+
+    /// Also redacts the values of these query parameters.
+    pub fn with_queries(mut self, names: &[String]) -> Self {
+        self.queries = names.iter().map(|n| format!("{n}=").into_bytes()).collect();
+        self
     }
 
     /// The first `max` bytes of `unit`, secrets and bodies replaced, as printable text.
@@ -52,6 +62,9 @@ impl Redactor {
         let mut out = head.to_vec();
         for name in &self.names {
             out = redact_values(&out, name);
+        }
+        for name in &self.queries {
+            out = redact_query(&out, name);
         }
         out.truncate(max);
         let mut text = String::from_utf8_lossy(&out).into_owned();
@@ -101,6 +114,27 @@ fn redact_values(text: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Replaces the value of every `name=` (name and its `=`) that follows a `?` or `&`, up
+/// to the next `&`, `#`, space, quote or line end.
+fn redact_query(text: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if i > 0 && matches!(text[i - 1], b'?' | b'&') && text[i..].starts_with(name) {
+            out.extend_from_slice(name);
+            out.extend_from_slice(REDACTED.as_bytes());
+            i += name.len();
+            while i < text.len() && !matches!(text[i], b'&' | b'#' | b' ' | b'"' | b'\r' | b'\n') {
+                i += 1;
+            }
+            continue;
+        }
+        out.push(text[i]);
+        i += 1;
+    }
+    out
+}
+
 /// A name starts at `i` when no letter, digit or `-` comes just before it ("cookie" in
 /// "set-cookie" is redacted as part of "set-cookie" anyway).
 fn starts_name(text: &[u8], i: usize) -> bool {
@@ -140,5 +174,15 @@ mod tests {
         let s = r.sample(b"GET /authorization-docs?cookie=1 HTTP/1.1", 1000);
         assert!(s.contains("/authorization-docs?cookie=1"), "no `:` after the name: kept: {s}");
         assert_eq!(r.sample(b"abcdef", 3), "abc");
+    }
+
+    #[test]
+    fn secret_query_values_never_show() {
+        let r = Redactor::default().with_queries(&["token".to_owned()]);
+        let s =
+            r.sample(br#"{"url":"/a?x=1&token=s3cret&y=2","b":"/b?token=t2#f","c":"/c?mytoken=keep"}"#, 1000);
+        assert!(!s.contains("s3cret") && !s.contains("t2"), "{s}");
+        assert!(s.contains("/a?x=1&token=<redacted>&y=2") && s.contains("/b?token=<redacted>#f"), "{s}");
+        assert!(s.contains("mytoken=keep"), "only the parameter named: {s}");
     }
 }

@@ -34,7 +34,7 @@ impl JobConfig {
         Ok(cfg)
     }
 
-    /// Relative paths (recording, raw results) are relative to the job file, so a job runs
+    /// Relative paths (recording, raw results, substitution tables) are relative to the job file, so a job runs
     /// from anywhere.
     fn resolve_paths(&mut self, base: &Path) {
         if let Some(f) = &mut self.fetcher.file
@@ -48,6 +48,11 @@ impl JobConfig {
             && Path::new(&r.dir).is_relative()
         {
             r.dir = base.join(&r.dir).to_string_lossy().into_owned();
+        }
+        for table in self.substitute.iter_mut().filter_map(|s| s.table.as_mut()) {
+            if !table.is_empty() && Path::new(table.as_str()).is_relative() {
+                *table = base.join(&*table).to_string_lossy().into_owned();
+            }
         }
         if let Some(tls) = &mut self.service.tls {
             for p in [&mut tls.cert, &mut tls.key].into_iter().chain(tls.client_ca.as_mut()) {

@@ -34,7 +34,10 @@ pub use results::{
     ThresholdEntry,
 };
 pub use service::{ServiceConfig, TlsConfig};
-pub use shaping::{FilterAction, FilterRule, Methods};
+pub use shaping::{
+    Conditions, FilterAction, FilterRule, Methods, OnFailure, PathRewrite, RewriteRule, SubstituteOn,
+    SubstituteRule, Unmapped,
+};
 pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings};
 pub use validate::{NO_JOB_TARGET, Problem, check_target};
 pub use values::{Instant, ListenAddr, Millis, Speed};
@@ -53,6 +56,10 @@ pub struct JobConfig {
     pub reporter: SinksConfig,
     /// `[[filter]]`, in order: the first rule that matches a record allows or denies it.
     pub filter: Vec<FilterRule>,
+    /// `[[substitute]]`, in order: production credentials mapped to staging ones.
+    pub substitute: Vec<SubstituteRule>,
+    /// `[[rewrite]]`, in order: paths, hosts, headers, query and json fields changed.
+    pub rewrite: Vec<RewriteRule>,
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
     /// stops the job at the first failure. See `thresholds`.
     pub thresholds: BTreeMap<String, ThresholdEntry>,

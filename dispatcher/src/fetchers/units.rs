@@ -11,7 +11,6 @@ use std::io::{self, BufRead};
 use bytes::{Bytes, BytesMut};
 
 use crate::analyzers::{Framing, GOR_SEPARATOR, Parsed};
-use crate::shaping::Shaped;
 
 /// Largest unit accepted (lines of at least 1 MiB must work).
 pub const MAX_UNIT: usize = 16 << 20;
@@ -204,13 +203,10 @@ pub fn parse_units(
                 Parsed::Record(r) => match ctx.times.check(r.ts, latest) {
                     Ok(()) => {
                         ctx.accounting.unit_bytes(bytes.len() as u64);
-                        match ctx.shaping.apply(r) {
-                            Shaped::Keep(r) => {
-                                if !emit(r) {
-                                    return Ok(ReadEnd::Stopped);
-                                }
-                            }
-                            Shaped::Filtered(rule) => ctx.accounting.filtered(rule),
+                        if let Some(r) = ctx.shaping.apply(r, &ctx.accounting)
+                            && !emit(r)
+                        {
+                            return Ok(ReadEnd::Stopped);
                         }
                     }
                     Err(detail) => ctx.accounting.malformed("implausible_time", &detail, &bytes, source, n),

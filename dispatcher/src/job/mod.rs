@@ -28,6 +28,7 @@ use crate::fetchers::progress::{SourceProgress, SourceStatus};
 use crate::fleet::Fleet;
 use crate::redact::Redactor;
 use crate::refusals::Refusals;
+use crate::shaping::{Shaping, ShapingError};
 use crate::sinks::{SinkError, Sinks};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum JobError {
     Fetch(#[from] FetchError),
     #[error("the job was cancelled before it started")]
     NotStarted,
+    #[error(transparent)]
+    Shaping(#[from] ShapingError),
     #[error(transparent)]
     Sink(#[from] SinkError),
 }
@@ -54,6 +57,8 @@ pub struct Job {
     cfg: JobConfig,
     opts: JobOptions,
     accounting: Arc<Accounting>,
+    /// The `[[filter]]`, `[[substitute]]` and `[[rewrite]]` rules, tables read.
+    shaping: Arc<Shaping>,
     /// How far the fetcher has read its source.
     source: Arc<SourceProgress>,
     fleet: Fleet,
@@ -96,16 +101,20 @@ impl Job {
         let tasks = TaskTracker::new();
         let sinks_stop = CancellationToken::new();
         let fields = &cfg.analyzer.fields;
-        let redactor =
-            Redactor::new(&cfg.analyzer.secret_headers, &[fields.body.clone(), fields.body_base64.clone()]);
-        let filters = cfg.filter.iter().enumerate().map(|(i, f)| f.label(i)).collect();
-        let accounting = Arc::new(Accounting::new(redactor, filters));
+        let shaping = Arc::new(Shaping::new(&cfg)?);
+        let (secret_headers, secret_queries) = Shaping::secrets(&cfg);
+        let headers: Vec<String> =
+            cfg.analyzer.secret_headers.iter().cloned().chain(secret_headers).collect();
+        let redactor = Redactor::new(&headers, &[fields.body.clone(), fields.body_base64.clone()])
+            .with_queries(&secret_queries);
+        let accounting = Arc::new(Accounting::new(redactor, Shaping::rule_names(&cfg)));
         let sinks = Sinks::start(&cfg.reporter, cfg.job.id.as_deref().unwrap_or("job"), &tasks, &sinks_stop)?;
         let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), sinks);
         Ok(Arc::new(Job {
             cfg,
             opts,
             accounting,
+            shaping,
             source: Arc::default(),
             fleet,
             state: watch::channel(JobState::Waiting).0,

@@ -14,7 +14,6 @@ use crate::control::JobState;
 use crate::dispatch::{self, DispatchContext};
 use crate::endpoints::EndpointTable;
 use crate::fetchers::{self, SourceContext, merge};
-use crate::shaping::Shaping;
 use crate::timewheel::TimeWheel;
 
 /// Time given to replayers to receive the configuration before the first instant.
@@ -47,7 +46,7 @@ impl Job {
             cancel: self.stop.child_token(),
             analyzer: Analyzer::build(&self.cfg.analyzer),
             times: Plausible::new(&self.cfg.analyzer),
-            shaping: Arc::new(Shaping::new(&self.cfg)),
+            shaping: Arc::clone(&self.shaping),
             tasks: self.tasks.clone(),
         };
         let mut input = self.open_input(&ctx).await?;
@@ -123,7 +122,7 @@ impl Job {
             target: self.target(),
             concurrency: r.concurrency,
             timeout_ms: r.timeout.0.as_millis() as u64,
-            preserve_host: r.preserve_host,
+            preserve_host: r.preserve_host || self.shaping.sends_host(),
             insecure_tls: r.insecure_tls,
             start_unix_ns,
             credit_window: self.cfg.proxy.credit_window,

@@ -5,7 +5,7 @@
 //!   (from the due instant / from the send), cumulative buckets read off the HdrHistograms;
 //! - counters: requests by outcome, responses by status class, errors by kind (per
 //!   endpoint), and the accounting (input, scheduled, sent, dropped by reason, malformed,
-//!   filtered by rule);
+//!   filtered by rule, substituted and unmapped by rule, rewritten and failed by rule);
 //! - gauges: replayers connected, records in flight (credits used), schedule error quantiles,
 //!   job state, elapsed time and progress (recorded time replayed so far);
 //! - per replayer (`reprise_fleet_*`): the count by state, and for each connected one its
@@ -150,11 +150,44 @@ fn accounting(out: &mut String, job: &Job, j: &str) {
     for (rule, n) in &c.filtered {
         let _ = writeln!(out, "reprise_filtered_total{{{j},rule=\"{}\"}} {n}", esc(rule));
     }
+    let subs = &c.substitutes;
+    let rws = &c.rewrites;
+    let by_rule: [(&str, &str, RuleValues<'_>); 4] = [
+        (
+            "reprise_substituted_total",
+            "Values a [[substitute]] rule replaced from its table, by rule.",
+            subs.iter().map(|(rule, n)| (rule, n.replaced)).collect(),
+        ),
+        (
+            "reprise_unmapped_total",
+            "Values a [[substitute]] rule's table lacked, by rule.",
+            subs.iter().map(|(rule, n)| (rule, n.unmapped)).collect(),
+        ),
+        (
+            "reprise_rewritten_total",
+            "Records a [[rewrite]] rule changed, by rule.",
+            rws.iter().map(|(rule, n)| (rule, n.applied)).collect(),
+        ),
+        (
+            "reprise_rewrite_failed_total",
+            "Records a [[rewrite]] rule could not be applied to, by rule.",
+            rws.iter().map(|(rule, n)| (rule, n.failed)).collect(),
+        ),
+    ];
+    for (name, help, values) in by_rule {
+        header(out, name, "counter", help);
+        for (rule, n) in values {
+            let _ = writeln!(out, "{name}{{{j},rule=\"{}\"}} {n}", esc(rule));
+        }
+    }
     header(out, "reprise_malformed_total", "counter", "Units of the recording not understood, by reason.");
     for (reason, n) in &c.malformed {
         let _ = writeln!(out, "reprise_malformed_total{{{j},reason=\"{reason}\"}} {n}");
     }
 }
+
+/// A counter's value for each shaping rule, by the rule's name.
+type RuleValues<'a> = Vec<(&'a String, u64)>;
 
 fn refusals(out: &mut String, job: &Job, j: &str) {
     header(

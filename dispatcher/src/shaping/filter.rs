@@ -1,83 +1,14 @@
 //! `[[filter]]`: the first rule whose conditions all hold decides whether a record is
-//! replayed. Conditions are checked cheapest first (method, then the regexes).
+//! replayed.
 
-use super::matcher::Matcher;
+use super::conditions::{When, path_only};
 use crate::config::{FilterAction, FilterRule};
 use crate::record::Record;
 
 #[derive(Debug)]
 struct Filter {
     deny: bool,
-    methods: Vec<String>,
-    path: Option<Matcher>,
-    host: Option<Matcher>,
-    header: Option<String>,
-    header_value: Option<Matcher>,
-    query: Option<String>,
-    query_value: Option<Matcher>,
-}
-
-/// A regex the job file gave. Validation refused a job whose regexes do not compile, so a
-/// failure here is a job changed underneath: the rule is left out, with an error in the log.
-fn compile(rule: &str, pattern: Option<&String>) -> Result<Option<Matcher>, ()> {
-    match pattern.map(|p| Matcher::new(p)) {
-        None => Ok(None),
-        Some(Ok(r)) => Ok(Some(r)),
-        Some(Err(e)) => {
-            tracing::error!(filter = rule, error = %e, "filter left out: a regex does not compile");
-            Err(())
-        }
-    }
-}
-
-impl Filter {
-    fn new(rule: &FilterRule, label: &str) -> Result<Filter, ()> {
-        Ok(Filter {
-            deny: rule.action == Some(FilterAction::Deny),
-            methods: rule.method.as_ref().map(|m| m.list()).unwrap_or_default(),
-            path: compile(label, rule.path.as_ref())?,
-            host: compile(label, rule.host.as_ref())?,
-            header: rule.header.clone(),
-            header_value: compile(label, rule.header_value.as_ref())?,
-            query: rule.query.clone(),
-            query_value: compile(label, rule.query_value.as_ref())?,
-        })
-    }
-
-    /// Whether every condition holds for `r`, whose path without the query is `path`.
-    fn matches(&self, r: &Record, path: &[u8]) -> bool {
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| m.eq_ignore_ascii_case(&r.method)) {
-            return false;
-        }
-        if let Some(m) = &self.path
-            && !m.is_match(path)
-        {
-            return false;
-        }
-        if let Some(m) = &self.host
-            && !r.host.as_ref().is_some_and(|h| m.is_match(h.as_bytes()))
-        {
-            return false;
-        }
-        if let Some(name) = &self.header {
-            let mut values = r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
-            let found = match &self.header_value {
-                None => values.next().is_some(),
-                Some(re) => values.any(|v| re.is_match(v)),
-            };
-            if !found {
-                return false;
-            }
-        }
-        if let Some(name) = &self.query {
-            match (r.query_param(name), &self.query_value) {
-                (None, _) => return false,
-                (Some(v), Some(m)) if !m.is_match(v.as_bytes()) => return false,
-                _ => {}
-            }
-        }
-        true
-    }
+    when: When,
 }
 
 /// The rules, by their index in `[[filter]]`.
@@ -91,7 +22,10 @@ impl Filters {
         let rules = rules
             .iter()
             .enumerate()
-            .filter_map(|(i, rule)| Filter::new(rule, &rule.label(i)).ok().map(|f| (i, f)))
+            .filter_map(|(i, rule)| {
+                let when = When::new(&rule.conditions(), &rule.label(i)).ok()?;
+                Some((i, Filter { deny: rule.action == Some(FilterAction::Deny), when }))
+            })
             .collect();
         Filters { rules }
     }
@@ -102,9 +36,8 @@ impl Filters {
         if self.rules.is_empty() {
             return None;
         }
-        let path = r.path.as_bytes();
-        let path = memchr::memchr(b'?', path).map_or(path, |q| &path[..q]);
-        let (i, rule) = self.rules.iter().find(|(_, f)| f.matches(r, path))?;
+        let path = path_only(r.path.as_bytes());
+        let (i, rule) = self.rules.iter().find(|(_, f)| f.when.matches(r, path))?;
         rule.deny.then_some(*i)
     }
 }

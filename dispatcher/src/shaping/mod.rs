@@ -1,41 +1,156 @@
 //! Production traffic made fit for a staging target, applied once per record in the
 //! dispatcher's reader threads (so every replayer sends the same bytes, and the work spreads
-//! over the readers rather than the dispatch loop): `[[filter]]` rules leave records out.
+//! over the readers rather than the dispatch loop), in this order:
 //!
-//! A record left out is counted under its rule's name (`filtered` in the accounting's
-//! `skipped`); it never becomes input, as a GoReplay response never does.
+//! 1. `[[filter]]` rules leave records out, judged on the record as recorded;
+//! 2. `[[substitute]]` rules swap production credentials for staging ones through a table
+//!    (before rewrites, so their keys are the values as recorded);
+//! 3. `[[rewrite]]` rules change paths, the Host, headers, query parameters and json fields.
+//!
+//! Everything is counted by rule in the accounting: a record left out (`skipped`: filtered,
+//! unmapped, rewrite_failed) never becomes input, as a GoReplay response never does.
+//!
+//! `set_host`: a replayer sends the recorded host only with `preserve_host`, so a job with
+//! a Host rewrite runs its replayers with `preserve_host` on ([`Shaping::sends_host`]) and
+//! clears the host of every record no rule gave one (unless the job itself preserves hosts):
+//! those still go out with the target's.
 
+mod conditions;
 mod filter;
+mod json;
 mod matcher;
+mod rewrite;
+mod substitute;
 
-use crate::config::JobConfig;
+#[cfg(test)]
+mod tests;
+
+use crate::accounting::{Accounting, RuleNames};
+use crate::config::{JobConfig, OnFailure, SubstituteOn, Unmapped};
 use crate::record::Record;
 use filter::Filters;
+use rewrite::Rewrite;
+use substitute::Substitute;
 
-/// What shaping made of a record.
-#[derive(Debug)]
-pub enum Shaped {
-    /// Replay it.
-    Keep(Record),
-    /// Left out by the filter at this index of `[[filter]]`.
-    Filtered(usize),
+/// A shaping rule that cannot be used: its table is missing or malformed. Names the key and
+/// the file, and never a value of the table.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} = {value}: {why}")]
+pub struct ShapingError {
+    pub key: String,
+    pub value: String,
+    pub why: String,
 }
 
-/// A job's shaping rules, compiled once.
+/// Reads the job's substitution tables as the job will: `reprise validate` and the loading
+/// of a job file refuse a bad one before anything runs.
+pub fn check(cfg: &JobConfig) -> Result<(), ShapingError> {
+    Shaping::new(cfg).map(drop)
+}
+
+/// A job's shaping rules, compiled (and their tables read) once.
 #[derive(Debug, Default)]
 pub struct Shaping {
     filters: Filters,
+    substitutes: Vec<Substitute>,
+    /// By their index in `[[rewrite]]` (a rule whose regex does not compile is left out).
+    rewrites: Vec<(usize, Rewrite)>,
+    /// Some rewrite sets the Host.
+    sets_host: bool,
+    /// `[replayer] preserve_host`: records keep their recorded host.
+    preserve_host: bool,
 }
 
 impl Shaping {
-    pub fn new(cfg: &JobConfig) -> Shaping {
-        Shaping { filters: Filters::new(&cfg.filter) }
+    pub fn new(cfg: &JobConfig) -> Result<Shaping, ShapingError> {
+        let substitutes = cfg
+            .substitute
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Substitute::load(rule, i))
+            .collect::<Result<_, _>>()?;
+        let rewrites: Vec<(usize, Rewrite)> = cfg
+            .rewrite
+            .iter()
+            .enumerate()
+            .filter_map(|(i, rule)| Rewrite::new(rule, rule.label(i)).map(|r| (i, r)))
+            .collect();
+        Ok(Shaping {
+            filters: Filters::new(&cfg.filter),
+            substitutes,
+            sets_host: cfg.rewrite.iter().any(|r| r.set_host.is_some()),
+            rewrites,
+            preserve_host: cfg.replayer.preserve_host,
+        })
     }
 
-    pub fn apply(&self, record: Record) -> Shaped {
-        match self.filters.denied_by(&record) {
-            Some(rule) => Shaped::Filtered(rule),
-            None => Shaped::Keep(record),
+    /// The names the accounting counts the rules under.
+    pub fn rule_names(cfg: &JobConfig) -> RuleNames {
+        RuleNames {
+            filters: cfg.filter.iter().enumerate().map(|(i, f)| f.label(i)).collect(),
+            substitutes: cfg
+                .substitute
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.label(i), s.unmapped == Unmapped::Drop))
+                .collect(),
+            rewrites: cfg
+                .rewrite
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.label(i), r.on_failure == OnFailure::Skip))
+                .collect(),
         }
+    }
+
+    /// Headers and query parameters whose values the substitutes map: secrets, kept out of
+    /// the samples of malformed input.
+    pub fn secrets(cfg: &JobConfig) -> (Vec<String>, Vec<String>) {
+        let (mut headers, mut queries) = (Vec::new(), Vec::new());
+        for s in &cfg.substitute {
+            match s.subject() {
+                Some((SubstituteOn::Header, name)) => headers.push(name.to_owned()),
+                Some((SubstituteOn::Query, name)) => queries.push(name.to_owned()),
+                // Cookie headers are always secret.
+                Some((SubstituteOn::Cookie, _)) | None => {}
+            }
+        }
+        (headers, queries)
+    }
+
+    /// Replayers must send a record's host rather than the target's: a rewrite sets it.
+    pub fn sends_host(&self) -> bool {
+        self.sets_host
+    }
+
+    /// The record to replay, or `None` when a rule left it out; counts what each rule did.
+    pub fn apply(&self, mut record: Record, acc: &Accounting) -> Option<Record> {
+        if let Some(rule) = self.filters.denied_by(&record) {
+            acc.filtered(rule);
+            return None;
+        }
+        for (i, s) in self.substitutes.iter().enumerate() {
+            if !s.apply(&mut record, i, acc) {
+                return None;
+            }
+        }
+        let mut host_set = false;
+        for (i, rw) in &self.rewrites {
+            let out = rw.apply(&mut record);
+            host_set |= out.host;
+            if out.changed {
+                acc.rewritten(*i);
+            }
+            if out.failed.is_some() {
+                acc.rewrite_failed(*i);
+                if rw.skip_on_failure {
+                    return None;
+                }
+            }
+        }
+        if self.sets_host && !self.preserve_host && !host_set {
+            record.host = None;
+        }
+        Some(record)
     }
 }

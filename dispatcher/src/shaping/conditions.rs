@@ -1,0 +1,84 @@
+//! Conditions on a record, compiled once: a `[[filter]]` rule's, and a `[[rewrite]]` rule's
+//! `when`. Checked cheapest first (method, then the patterns).
+
+use super::matcher::Matcher;
+use crate::config::Conditions;
+use crate::record::Record;
+
+#[derive(Debug, Default)]
+pub struct When {
+    methods: Vec<String>,
+    path: Option<Matcher>,
+    host: Option<Matcher>,
+    header: Option<String>,
+    header_value: Option<Matcher>,
+    query: Option<String>,
+    query_value: Option<Matcher>,
+}
+
+/// A regex the job file gave. Validation refused a job whose regexes do not compile, so a
+/// failure here is a job changed underneath: the rule is left out, with an error in the log.
+pub fn compile(rule: &str, pattern: Option<&String>) -> Result<Option<Matcher>, ()> {
+    match pattern.map(|p| Matcher::new(p)) {
+        None => Ok(None),
+        Some(Ok(r)) => Ok(Some(r)),
+        Some(Err(e)) => {
+            tracing::error!(rule, error = %e, "shaping rule left out: a regex does not compile");
+            Err(())
+        }
+    }
+}
+
+/// The path of an origin-form request target, without its query.
+pub fn path_only(path: &[u8]) -> &[u8] {
+    memchr::memchr(b'?', path).map_or(path, |q| &path[..q])
+}
+
+impl When {
+    pub fn new(c: &Conditions, rule: &str) -> Result<When, ()> {
+        Ok(When {
+            methods: c.method.as_ref().map(|m| m.list()).unwrap_or_default(),
+            path: compile(rule, c.path.as_ref())?,
+            host: compile(rule, c.host.as_ref())?,
+            header: c.header.clone(),
+            header_value: compile(rule, c.header_value.as_ref())?,
+            query: c.query.clone(),
+            query_value: compile(rule, c.query_value.as_ref())?,
+        })
+    }
+
+    /// Whether every condition holds for `r`, whose path without the query is `path`.
+    pub fn matches(&self, r: &Record, path: &[u8]) -> bool {
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m.eq_ignore_ascii_case(&r.method)) {
+            return false;
+        }
+        if let Some(m) = &self.path
+            && !m.is_match(path)
+        {
+            return false;
+        }
+        if let Some(m) = &self.host
+            && !r.host.as_ref().is_some_and(|h| m.is_match(h.as_bytes()))
+        {
+            return false;
+        }
+        if let Some(name) = &self.header {
+            let mut values = r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+            let found = match &self.header_value {
+                None => values.next().is_some(),
+                Some(re) => values.any(|v| re.is_match(v)),
+            };
+            if !found {
+                return false;
+            }
+        }
+        if let Some(name) = &self.query {
+            match (r.query_param(name), &self.query_value) {
+                (None, _) => return false,
+                (Some(v), Some(m)) if !m.is_match(v.as_bytes()) => return false,
+                _ => {}
+            }
+        }
+        true
+    }
+}

@@ -1,0 +1,264 @@
+//! A json body's field set or removed by JSON pointer (RFC 6901), the rest of the body kept
+//! as recorded: only the objects and arrays on the pointer's way are written anew (compact,
+//! their members in their order); every other value keeps its bytes, so numbers a float
+//! would round (`1.10`, 20-digit ids) and strings' escapes stay as they were.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// What to do at a pointer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Set to this json text (or add the field; at an array's length or `-`, append).
+    Set(String),
+    Remove,
+}
+
+/// Why an edit could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The body is not json (not UTF-8, not parsable).
+    NotJson,
+    /// A field or element on the way to the one to set is missing, or is not an object or
+    /// array.
+    NoParent,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::NotJson => "body is not json",
+            Failure::NoParent => "the json pointer's parent is missing",
+        }
+    }
+}
+
+/// A pointer's tokens, unescaped (`~1` is `/`, `~0` is `~`); `""` (the whole body) has none.
+pub fn tokens(pointer: &str) -> Vec<String> {
+    pointer.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect()
+}
+
+/// `doc` with `op` applied at `tokens`; `Ok(None)` when that changes nothing (a field to
+/// remove is not there).
+pub fn edit(doc: &[u8], tokens: &[String], op: &Op) -> Result<Option<String>, Failure> {
+    let doc = std::str::from_utf8(doc).map_err(|_| Failure::NotJson)?;
+    let node: Node = serde_json::from_str(doc).map_err(|_| Failure::NotJson)?;
+    edit_node(node, tokens, op)
+}
+
+fn edit_node(node: Node<'_>, tokens: &[String], op: &Op) -> Result<Option<String>, Failure> {
+    let Some((first, rest)) = tokens.split_first() else {
+        return match op {
+            Op::Set(v) => Ok(Some(v.clone())),
+            // Validation refuses removing the whole body.
+            Op::Remove => Ok(None),
+        };
+    };
+    let missing = || if matches!(op, Op::Remove) { Ok(None) } else { Err(Failure::NoParent) };
+    match node {
+        Node::Object(mut members) => {
+            // A repeated name: parsers keep the last, so that is the one edited.
+            let found = members.iter().rposition(|(k, _)| k == first);
+            let changed = match (found, rest.is_empty(), op) {
+                (Some(i), true, Op::Set(v)) => {
+                    members[i].1 = Cow::Owned(v.clone());
+                    true
+                }
+                (Some(_), true, Op::Remove) => {
+                    members.retain(|(k, _)| k != first);
+                    true
+                }
+                (None, true, Op::Set(v)) => {
+                    members.push((first.clone(), Cow::Owned(v.clone())));
+                    true
+                }
+                (Some(i), false, _) => match edit(members[i].1.as_bytes(), rest, op)? {
+                    Some(v) => {
+                        members[i].1 = Cow::Owned(v);
+                        true
+                    }
+                    None => false,
+                },
+                (None, _, _) => return missing(),
+            };
+            Ok(changed.then(|| write_object(&members)))
+        }
+        Node::Array(mut items) => {
+            let index = if first == "-" {
+                Some(items.len())
+            } else if first == "0" || !first.starts_with('0') {
+                first.parse::<usize>().ok()
+            } else {
+                None
+            };
+            let Some(i) = index.filter(|&i| i <= items.len()) else { return missing() };
+            match (rest.is_empty(), op) {
+                (true, Op::Set(v)) if i == items.len() => items.push(Cow::Owned(v.clone())),
+                (true, Op::Set(v)) => items[i] = Cow::Owned(v.clone()),
+                (_, _) if i == items.len() => return missing(),
+                (true, Op::Remove) => {
+                    items.remove(i);
+                }
+                (false, _) => match edit(items[i].as_bytes(), rest, op)? {
+                    Some(v) => items[i] = Cow::Owned(v),
+                    None => return Ok(None),
+                },
+            }
+            Ok(Some(write_array(&items)))
+        }
+        Node::Scalar => missing(),
+    }
+}
+
+fn write_object(members: &[(String, Cow<'_, str>)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // invariant: serializing a string cannot fail.
+        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        out.push(':');
+        out.push_str(v);
+    }
+    out.push('}');
+    out
+}
+
+fn write_array(items: &[Cow<'_, str>]) -> String {
+    let mut out = String::from("[");
+    for (i, v) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(v);
+    }
+    out.push(']');
+    out
+}
+
+/// One level of a json document: an object's members or an array's elements as the text
+/// they were written as, or a scalar.
+enum Node<'a> {
+    Object(Vec<(String, Cow<'a, str>)>),
+    Array(Vec<Cow<'a, str>>),
+    Scalar,
+}
+
+impl<'de> Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a json value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::new();
+        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+            members.push((k, Cow::Borrowed(v.get())));
+        }
+        Ok(Node::Object(members))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element::<&'de RawValue>()? {
+            items.push(Cow::Borrowed(v.get()));
+        }
+        Ok(Node::Array(items))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Node::Scalar)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Node::Scalar)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(doc: &str, pointer: &str, op: Op) -> Result<Option<String>, Failure> {
+        edit(doc.as_bytes(), &tokens(pointer), &op)
+    }
+
+    fn set(v: &str) -> Op {
+        Op::Set(v.into())
+    }
+
+    #[test]
+    fn fields_are_set_and_removed_and_the_rest_keeps_its_bytes() {
+        let doc = r#"{ "id": 12345678901234567890123, "price": 1.10, "user": {"email": "a@b", "name": "\u00e9"}, "tags": ["x", "y"] }"#;
+        assert_eq!(
+            run(doc, "/user/email", set(r#""qa@example.com""#)),
+            Ok(Some(
+                r#"{"id":12345678901234567890123,"price":1.10,"user":{"email":"qa@example.com","name":"\u00e9"},"tags":["x", "y"]}"#
+                    .into()
+            ))
+        );
+        assert_eq!(
+            run(doc, "/user/email", Op::Remove),
+            Ok(Some(
+                r#"{"id":12345678901234567890123,"price":1.10,"user":{"name":"\u00e9"},"tags":["x", "y"]}"#
+                    .into()
+            ))
+        );
+        assert_eq!(
+            run(r#"{"a":1}"#, "/b", set("true")),
+            Ok(Some(r#"{"a":1,"b":true}"#.into())),
+            "added last"
+        );
+        assert_eq!(run(r#"{"a":[1,2]}"#, "/a/1", set("9")), Ok(Some(r#"{"a":[1,9]}"#.into())));
+        assert_eq!(run(r#"{"a":[1,2]}"#, "/a/-", set("3")), Ok(Some(r#"{"a":[1,2,3]}"#.into())));
+        assert_eq!(run(r#"{"a":[1,2]}"#, "/a/2", set("3")), Ok(Some(r#"{"a":[1,2,3]}"#.into())));
+        assert_eq!(run(r#"{"a":[1,2]}"#, "/a/0", Op::Remove), Ok(Some(r#"{"a":[2]}"#.into())));
+        assert_eq!(run(r#"{"a/b":1,"c~":2}"#, "/a~1b", Op::Remove), Ok(Some(r#"{"c~":2}"#.into())));
+        assert_eq!(run(r#"{"c~":2}"#, "/c~0", set("3")), Ok(Some(r#"{"c~":3}"#.into())));
+        assert_eq!(
+            run(r#"{"a":1,"a":2}"#, "/a", set("3")),
+            Ok(Some(r#"{"a":1,"a":3}"#.into())),
+            "the last of a repeat"
+        );
+        assert_eq!(run("[1]", "", set(r#"{"new":1}"#)), Ok(Some(r#"{"new":1}"#.into())), "the whole body");
+    }
+
+    #[test]
+    fn what_cannot_be_done_says_why_and_a_missing_field_is_nothing_to_remove() {
+        assert_eq!(run("not json", "/a", set("1")), Err(Failure::NotJson));
+        assert_eq!(run("{\"a\":1} trailing", "/a", set("1")), Err(Failure::NotJson));
+        assert_eq!(edit(&[0xff, b'{'], &tokens("/a"), &set("1")), Err(Failure::NotJson));
+        assert_eq!(run(r#"{"a":1}"#, "/x/y", set("1")), Err(Failure::NoParent));
+        assert_eq!(run(r#"{"a":1}"#, "/a/y", set("1")), Err(Failure::NoParent), "a scalar has no fields");
+        assert_eq!(run(r#"{"a":[1]}"#, "/a/5", set("1")), Err(Failure::NoParent));
+        assert_eq!(run(r#"{"a":[1]}"#, "/a/01", set("1")), Err(Failure::NoParent), "no leading zeros");
+        assert_eq!(run(r#"{"a":1}"#, "/x/y", Op::Remove), Ok(None));
+        assert_eq!(run(r#"{"a":1}"#, "/b", Op::Remove), Ok(None));
+        assert_eq!(run(r#"{"a":[1]}"#, "/a/1", Op::Remove), Ok(None));
+        assert_eq!(run("5", "/a", Op::Remove), Ok(None));
+    }
+}
