@@ -3,27 +3,64 @@
 //! panic nor hang. The seed corpus and every input that once crashed one of them live in
 //! `fuzz/corpus/<target>/`; a unit test below runs them all on stable with the other tests.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use prost::Message as _;
 use reprise_proto::pb;
 
 use crate::accounting::Accounting;
-use crate::analyzers::Analyzer;
+use crate::analyzers::{Analyzer, Parsed};
 use crate::config::{AnalyzerConfig, Format, JobConfig};
 use crate::fleet::Fleet;
 use crate::routing::HashStrategy;
+use crate::shaping::{Shaping, json};
 use crate::sinks::Sinks;
 
-/// One unit of a recording, through every analyzer (with a key source, so that path runs).
+/// Rewrites of every kind, applied to each record the analyzers make of an input.
+const REWRITES: &str = r#"
+[[rewrite]]
+path = { from = "^/(\\w+)/(.*)$", to = "/v2/$2/${1}" }
+set_host = "h"
+remove_headers = ["a"]
+rename_headers = { "b" = "c" }
+set_headers = { "d" = "e" }
+remove_query = ["u"]
+set_query = { "q" = "1" }
+remove_json = ["/a/0", "/b"]
+set_json = { "/user/id" = 1, "/-" = [true], "/x~1y" = "z" }
+"#;
+
+/// The job's shaping with [`REWRITES`], built once.
+fn shaping() -> Option<&'static (Shaping, Accounting)> {
+    static SHAPING: OnceLock<Option<(Shaping, Accounting)>> = OnceLock::new();
+    SHAPING
+        .get_or_init(|| {
+            let cfg = JobConfig::parse(&format!("[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x\"\n{REWRITES}")).ok()?;
+            let accounting = Accounting::new(crate::redact::Redactor::default(), Shaping::rule_names(&cfg));
+            Some((Shaping::new(&cfg).ok()?, accounting))
+        })
+        .as_ref()
+}
+
+/// One unit of a recording, through every analyzer (with a key source, so that path runs),
+/// each record through rewrites of every kind; and the unit as a json body, each field
+/// pointer edit made on it.
 pub fn analyzers(data: &[u8]) {
     let unit = Bytes::copy_from_slice(data);
+    let shaping = shaping();
     for format in [Format::Json, Format::Gor, Format::Combined] {
         for key in [None, Some("header:X-User"), Some("query:u"), Some("json:user")] {
             let cfg =
                 AnalyzerConfig { format, hash_field: key.map(str::to_owned), ..AnalyzerConfig::default() };
-            let _ = Analyzer::build(&cfg).parse(&unit);
+            if let (Parsed::Record(r), Some((shaping, acc))) = (Analyzer::build(&cfg).parse(&unit), shaping) {
+                let _ = shaping.apply(r, acc);
+            }
+        }
+    }
+    for pointer in ["", "/a", "/a/0", "/a/-", "/a/b/c", "/0"] {
+        for op in [json::Op::Remove, json::Op::Set("[1]".into())] {
+            let _ = json::edit(data, &json::tokens(pointer), &op);
         }
     }
 }
@@ -101,6 +138,20 @@ mod tests {
             }
         }
         assert!(ran >= TARGETS.len() * 2, "each target has seeds: {ran} files");
+    }
+
+    /// The analyzers target's rewrites are a valid job, so the fuzzer runs them; a json
+    /// seed comes out rewritten.
+    #[test]
+    fn the_analyzers_target_rewrites_what_it_parses() {
+        let (shaping, acc) = shaping().expect("the rewrites parse");
+        let line = br#"{"ts":1700000000000,"method":"POST","url":"/api/x?u=1","headers":{"b":"2"},"body":"{\"a\":[1,2],\"b\":0}"}"#;
+        let cfg = AnalyzerConfig::default();
+        let Parsed::Record(r) = Analyzer::build(&cfg).parse(&Bytes::from_static(line)) else { panic!("a record") };
+        let r = shaping.apply(r, acc).expect("kept");
+        assert_eq!(r.path, "/v2/x/api?q=1");
+        let body = std::str::from_utf8(&r.body).expect("utf-8");
+        assert_eq!(body, r#"{"a":[2],"-":[true],"x/y":"z"}"#, "/user/id has no parent; `-` names a field of an object");
     }
 }
 

@@ -17,7 +17,7 @@
 
 mod conditions;
 mod filter;
-mod json;
+pub(crate) mod json;
 mod matcher;
 mod rewrite;
 mod substitute;
