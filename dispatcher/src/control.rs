@@ -28,18 +28,30 @@ impl JobState {
 }
 
 /// What can change while a job runs.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Control {
-    #[serde(serialize_with = "speed_json")]
+    /// The pace: a factor, "max", or an arrival rate (`qps`).
     pub speed: Speed,
     pub rate: f64,
     pub paused: bool,
 }
 
-fn speed_json<S: serde::Serializer>(speed: &Speed, s: S) -> Result<S::Ok, S::Error> {
-    match speed {
-        Speed::Max => s.serialize_str("max"),
-        Speed::Factor(f) => s.serialize_f64(*f),
+/// Written as `{"speed": 2 | "max" | null, "qps": 500 | null, "rate", "paused"}`: the pace
+/// is a speed or a qps, and the other is null.
+impl Serialize for Control {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let mut out = s.serialize_struct("Control", 4)?;
+        match self.speed {
+            Speed::Max => out.serialize_field("speed", "max")?,
+            Speed::Factor(f) => out.serialize_field("speed", &f)?,
+            Speed::Qps(_) => out.serialize_field("speed", &None::<f64>)?,
+        }
+        let qps = if let Speed::Qps(q) = self.speed { Some(q) } else { None };
+        out.serialize_field("qps", &qps)?;
+        out.serialize_field("rate", &self.rate)?;
+        out.serialize_field("paused", &self.paused)?;
+        out.end()
     }
 }
 
@@ -50,15 +62,20 @@ pub enum ControlError {
     Speed(f64),
     #[error("rate = {0}: must be a number > 0 and ≤ 1000")]
     Rate(f64),
+    #[error("qps = {0}: must be a number > 0 and ≤ 10000000 (requests a second)")]
+    Qps(f64),
 }
 
 impl Control {
-    /// These settings with a new speed and/or rate, checked as the job file's are.
+    /// These settings with a new pace (speed or qps) and/or rate, checked as the job file's
+    /// are.
     pub fn with(self, speed: Option<Speed>, rate: Option<f64>) -> Result<Control, ControlError> {
-        if let Some(Speed::Factor(f)) = speed
-            && !(f.is_finite() && f > 0.0)
-        {
-            return Err(ControlError::Speed(f));
+        match speed {
+            Some(Speed::Factor(f)) if !(f.is_finite() && f > 0.0) => return Err(ControlError::Speed(f)),
+            Some(Speed::Qps(q)) if !(q.is_finite() && q > 0.0 && q <= 10_000_000.0) => {
+                return Err(ControlError::Qps(q));
+            }
+            _ => {}
         }
         if let Some(r) = rate
             && !(r.is_finite() && r > 0.0 && r <= 1000.0)
@@ -81,5 +98,14 @@ mod tests {
         assert_eq!(c.with(None, Some(0.0)), Err(ControlError::Rate(0.0)));
         assert_eq!(c.with(Some(Speed::Factor(-1.0)), Some(2.0)), Err(ControlError::Speed(-1.0)));
         assert!(c.with(None, Some(1001.0)).expect_err("too many").to_string().contains("≤ 1000"));
+        assert_eq!(c.with(Some(Speed::Qps(0.0)), None), Err(ControlError::Qps(0.0)));
+    }
+
+    #[test]
+    fn the_pace_is_a_speed_or_a_qps_and_the_other_is_null() {
+        let json = |speed| serde_json::to_value(Control { speed, rate: 1.5, paused: false }).expect("json");
+        assert_eq!(json(Speed::Factor(2.0)), serde_json::json!({"speed": 2.0, "qps": null, "rate": 1.5, "paused": false}));
+        assert_eq!(json(Speed::Max)["speed"], "max");
+        assert_eq!(json(Speed::Qps(300.0)), serde_json::json!({"speed": null, "qps": 300.0, "rate": 1.5, "paused": false}));
     }
 }

@@ -9,6 +9,16 @@
 //! due instant, so a replayer holds each one before its instant and fires it on time; the
 //! dispatcher sleeps until a slot's absolute start, so no error accumulates over a long job.
 //!
+//! `qps` paces by arrival rate instead: each record follows the one released before it by
+//! its recorded gap, scaled so that the average rate of the recording so far (records
+//! released over the recorded time they span, `rate` copies each) becomes `qps` requests a
+//! second. Bursts and lulls stay as recorded, only the whole is stretched or squeezed; the
+//! estimate is the recording's average up to the record at hand, so it needs no pass ahead
+//! and works on live input.
+//!
+//! `max_gap` cuts idle time: a gap between records longer than it counts as `max_gap` on the
+//! schedule, in every mode, so a recording's quiet nights do not make a replay wait.
+//!
 //! `rate` is copies per record: `floor(rate)` copies always, plus one more with probability
 //! `fract(rate)`, decided by a hash of `(seed, record index)`: the same seed chooses the same
 //! records on every run.
@@ -36,12 +46,52 @@ pub struct TimeWheel {
     seed: u64,
     /// The last record released: (recorded time, due).
     last: Option<(i64, Instant)>,
+    /// Gaps longer than this (ns) are cut to it.
+    max_gap: Option<i64>,
+    /// Recorded ns cut so far, up to the last record released: a record's time on the
+    /// schedule's timeline is its recorded time less this (and its own gap's cut).
+    cut: i64,
+    /// The recorded time gaps are measured from: the last record released, or `begin`.
+    prev_ts: Option<i64>,
+    /// For `qps`: the first record's time on the timeline, and records released since.
+    seen: Option<(i64, u64)>,
 }
 
 impl TimeWheel {
     /// `start` is the instant recorded time `t0` maps to.
     pub fn new(speed: Speed, start: Instant, t0: Option<i64>, rate: f64, seed: u64) -> Self {
-        Self { speed, start, anchor: start, t0, rate, seed, last: None }
+        Self {
+            speed,
+            start,
+            anchor: start,
+            t0,
+            rate,
+            seed,
+            last: None,
+            max_gap: None,
+            cut: 0,
+            prev_ts: t0,
+            seen: None,
+        }
+    }
+
+    /// Cuts gaps in the recording longer than `max_gap` to it.
+    pub fn with_max_gap(mut self, max_gap: Option<Duration>) -> Self {
+        self.max_gap = max_gap.map(|g| g.as_nanos().min(i64::MAX as u128) as i64);
+        self
+    }
+
+    /// How much of the gap before a record recorded at `ts` is cut.
+    fn gap_cut(&self, ts: i64) -> i64 {
+        match (self.max_gap, self.prev_ts) {
+            (Some(max), Some(prev)) => ts.saturating_sub(prev).saturating_sub(max).max(0),
+            _ => 0,
+        }
+    }
+
+    /// `ts` on the schedule's timeline: recorded time less the gaps cut before it.
+    fn timeline(&self, ts: i64) -> i64 {
+        ts.saturating_sub(self.cut).saturating_sub(self.gap_cut(ts))
     }
 
     pub fn start(&self) -> Instant {
@@ -59,19 +109,42 @@ impl TimeWheel {
     /// The instant a record recorded at `ts` is due, `now` being the time (read once by the
     /// caller, who compares it with the release instant too).
     pub fn due(&mut self, ts: i64, now: Instant) -> Instant {
-        let t0 = *self.t0.get_or_insert(ts);
-        match self.speed {
-            Speed::Max => now.max(self.start),
-            Speed::Factor(f) => {
-                let ns = (ts.saturating_sub(t0)).max(0) as f64 / f;
-                self.anchor + Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
-            }
-        }
+        let t = self.timeline(ts);
+        let t0 = *self.t0.get_or_insert(t);
+        let after = t.saturating_sub(t0).max(0) as f64;
+        let ns = match self.speed {
+            Speed::Max => return now.max(self.start),
+            Speed::Factor(f) => after / f,
+            Speed::Qps(qps) => match self.seen {
+                // Records per recorded ns, this one's gap included, over requests per ns.
+                Some((first, released)) if t > first && released > 0 => {
+                    let recorded_rate = released as f64 / (t - first) as f64 * self.rate;
+                    after * recorded_rate / (qps * 1e-9)
+                }
+                _ => 0.0,
+            },
+        };
+        self.anchor + Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
     }
 
     /// Notes that the record recorded at `ts` was released, due at `due`.
     pub fn released(&mut self, ts: i64, due: Instant) {
+        let t = self.timeline(ts);
+        self.cut = self.cut.saturating_add(self.gap_cut(ts));
+        if self.prev_ts.is_none_or(|p| ts > p) {
+            self.prev_ts = Some(ts);
+        }
         self.last = Some((ts, due));
+        let (first, released) = self.seen.get_or_insert((t, 0));
+        *released += 1;
+        if t < *first {
+            *first = t;
+        }
+        // At qps each record follows the one before it, at the pace of the moment.
+        if let Speed::Qps(_) = self.speed {
+            self.anchor = due;
+            self.t0 = Some(t);
+        }
     }
 
     /// A new speed, from the next record on: the schedule continues from the last record
@@ -79,7 +152,7 @@ impl TimeWheel {
     pub fn set_speed(&mut self, speed: Speed) {
         if let Some((ts, due)) = self.last {
             self.anchor = due.max(Instant::now());
-            self.t0 = Some(ts);
+            self.t0 = Some(ts.saturating_sub(self.cut));
         }
         self.speed = speed;
     }
@@ -198,6 +271,55 @@ mod tests {
         assert_eq!(w.due(0, Instant::now()), start);
         w.shift(Duration::from_secs(3));
         assert_eq!(w.due(500 * MS, Instant::now()), start + Duration::from_millis(3500));
+    }
+
+    /// Releases records recorded at `ts_ms` as the dispatch loop does; their due offsets, ms.
+    fn schedule(w: &mut TimeWheel, ts_ms: &[i64]) -> Vec<u128> {
+        ts_ms
+            .iter()
+            .map(|&t| {
+                let due = w.due(t * MS, w.start());
+                w.released(t * MS, due);
+                (due - w.start()).as_millis()
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gaps_longer_than_max_gap_are_cut_to_it() {
+        let mut w = TimeWheel::new(Speed::Factor(1.0), Instant::now(), None, 1.0, 0)
+            .with_max_gap(Some(Duration::from_millis(500)));
+        // Gaps of 100, 5,000 (cut to 500), 200, 60,000 (cut to 500) ms.
+        assert_eq!(schedule(&mut w, &[0, 100, 5_100, 5_300, 65_300]), vec![0, 100, 600, 800, 1_300]);
+        let mut w = TimeWheel::new(Speed::Factor(2.0), Instant::now(), Some(0), 1.0, 0)
+            .with_max_gap(Some(Duration::from_millis(500)));
+        assert_eq!(schedule(&mut w, &[10_000, 10_400, 20_000]), vec![250, 450, 700], "from begin too; at speed 2");
+        w.set_speed(Speed::Factor(1.0));
+        assert_eq!(schedule(&mut w, &[20_100, 90_000]), vec![800, 1_300], "a speed change keeps the cuts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn qps_scales_the_recorded_gaps_to_the_average_rate() {
+        // Evenly spaced at 10 a second: at 20 a second, every gap is halved.
+        let even: Vec<i64> = (0..21).map(|i| i * 100).collect();
+        let mut w = TimeWheel::new(Speed::Qps(20.0), Instant::now(), None, 1.0, 0);
+        assert_eq!(schedule(&mut w, &even), (0..21).map(|i| i * 50).collect::<Vec<u128>>());
+        // Two copies of each: the same 20 requests a second from half the records.
+        let mut w = TimeWheel::new(Speed::Qps(20.0), Instant::now(), None, 2.0, 0);
+        assert_eq!(*schedule(&mut w, &even).last().expect("some"), 2_000);
+        // Gaps of 140 and 60 ms in turn, 10 a second on average: the estimate settles, the
+        // whole is halved within 1 % and the late gaps keep their 140/60 shape.
+        let uneven: Vec<i64> = (0..2001).map(|i| i * 100 + if i % 2 == 1 { 40 } else { 0 }).collect();
+        let mut w = TimeWheel::new(Speed::Qps(20.0), Instant::now(), None, 1.0, 0);
+        let due = schedule(&mut w, &uneven);
+        assert!((99_000..=101_000).contains(&due[2000]), "2,000 gaps at 20 a second: {} ms", due[2000]);
+        assert!(due.windows(2).all(|p| p[0] <= p[1]), "in the recorded order");
+        assert_eq!((due[1999] - due[1998], due[2000] - due[1999]), (70, 30));
+        // A live change to qps goes on from the last record released.
+        let mut w = TimeWheel::new(Speed::Factor(1.0), Instant::now(), None, 1.0, 0);
+        assert_eq!(schedule(&mut w, &[0, 100, 200]), vec![0, 100, 200]);
+        w.set_speed(Speed::Qps(100.0));
+        assert_eq!(schedule(&mut w, &[300, 400]), vec![210, 220]);
     }
 
     #[test]

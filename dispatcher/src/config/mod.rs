@@ -83,6 +83,11 @@ pub struct JobSection {
     /// Copies per record: 2.0 each twice, 2.5 twice plus a third for half, 0.3 a 30 % sample.
     pub rate: f64,
     pub speed: Speed,
+    /// Requests a second on average, the recorded mix, order and spacing kept (replaces
+    /// `speed`).
+    pub qps: Option<f64>,
+    /// Idle gaps in the recording longer than this are cut to it.
+    pub max_gap: Option<Millis>,
     /// Records before this instant are skipped.
     pub begin: Option<Instant>,
     /// The job finishes at the first record after this instant (inclusive).
@@ -106,6 +111,8 @@ impl Default for JobSection {
             target: None,
             rate: 1.0,
             speed: Speed::default(),
+            qps: None,
+            max_gap: None,
             begin: None,
             end: None,
             seed: 0,
@@ -118,6 +125,11 @@ impl Default for JobSection {
 }
 
 impl JobSection {
+    /// The pace the job starts at: `qps` when set, else `speed`.
+    pub fn pace(&self) -> Speed {
+        self.qps.map_or(self.speed, Speed::Qps)
+    }
+
     /// The job's time range, which a fetcher uses to read less.
     pub fn range(&self) -> Range {
         Range {

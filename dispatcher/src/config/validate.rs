@@ -75,6 +75,23 @@ impl JobConfig {
         {
             p.push(Problem::new("job.speed", x, "must be a number > 0 (2 = twice as fast) or \"max\""));
         }
+        if let Some(q) = job.qps {
+            if !(q.is_finite() && q > 0.0 && q <= 10_000_000.0) {
+                p.push(Problem::new("job.qps", q, "must be a number > 0 and ≤ 10,000,000 (requests a second)"));
+            }
+            if job.speed != Speed::default() {
+                p.push(Problem::new(
+                    "job.qps",
+                    q,
+                    &format!("and job.speed = {} both set the pace; keep one", job.speed),
+                ));
+            }
+        }
+        if let Some(g) = job.max_gap
+            && g.0.is_zero()
+        {
+            p.push(Problem::new("job.max_gap", "0", "must be more than 0 (\"1s\": longer gaps are cut to 1 s)"));
+        }
         if let (Some(b), Some(e)) = (job.begin, job.end)
             && b > e
         {

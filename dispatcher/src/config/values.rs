@@ -72,6 +72,9 @@ pub enum Speed {
     Factor(f64),
     /// As fast as the replayers take records.
     Max,
+    /// `[job] qps`: recorded gaps scaled so the average arrival rate is this many requests
+    /// a second (see `crate::timewheel`). Not a value of `speed` in a job file.
+    Qps(f64),
 }
 
 impl Default for Speed {
@@ -85,6 +88,7 @@ impl fmt::Display for Speed {
         match self {
             Speed::Factor(x) => write!(f, "{x}"),
             Speed::Max => f.write_str("max"),
+            Speed::Qps(q) => write!(f, "{q} requests/s"),
         }
     }
 }

@@ -97,7 +97,7 @@ impl Job {
     /// A job waiting for its replayers; `shutdown` stops it (and, before it starts, cancels it).
     /// Starts the sinks at once, so an unusable one is an error before anything runs.
     pub fn new(cfg: JobConfig, opts: JobOptions, shutdown: &CancellationToken) -> Result<Arc<Job>, JobError> {
-        let control = Control { speed: cfg.job.speed, rate: cfg.job.rate, paused: false };
+        let control = Control { speed: cfg.job.pace(), rate: cfg.job.rate, paused: false };
         let tasks = TaskTracker::new();
         let sinks_stop = CancellationToken::new();
         let fields = &cfg.analyzer.fields;
@@ -157,7 +157,8 @@ impl Job {
         *self.control.borrow()
     }
 
-    /// Changes speed and/or rate mid-job; the wheel applies them within a slot.
+    /// Changes the pace (a speed or a qps) and/or rate mid-job; the wheel applies them within
+    /// a slot.
     pub fn set_config(&self, speed: Option<Speed>, rate: Option<f64>) -> Result<Control, ControlError> {
         self.control().with(speed, rate)?;
         self.control.send_modify(|c| {

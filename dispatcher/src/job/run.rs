@@ -66,12 +66,13 @@ impl Job {
             self.tasks.spawn(super::gate::watch(Arc::clone(self), watchers.clone()));
         }
         let wheel = TimeWheel::new(
-            self.cfg.job.speed,
+            self.cfg.job.pace(),
             start,
             self.cfg.job.begin.map(|b| b.0),
             self.cfg.job.rate,
             self.cfg.job.seed,
-        );
+        )
+        .with_max_gap(self.cfg.job.max_gap.map(|g| g.0));
         let mut endpoints = EndpointTable::new(&self.cfg.stats, Arc::clone(self.fleet.endpoint_names()));
         let stopped =
             dispatch::run(&self.dispatch_context(), &mut input, wheel, &mut endpoints, &self.stop).await;

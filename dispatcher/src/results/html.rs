@@ -110,6 +110,7 @@ pub fn render(r: &Report) -> String {
     let speed = match r.settings.speed {
         Speed::Max => "max".to_owned(),
         Speed::Factor(f) => format!("{f}×"),
+        Speed::Qps(q) => format!("{q} requests/s"),
     };
     let mut out = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>reprise — {job}</title><style>{STYLE}</style></head><body>\

@@ -1,8 +1,8 @@
 //! The admin HTTP API: GET /healthz, GET /metrics (Prometheus), GET /status and GET /report (the current merged report:
 //! state, replayers, accounting, results so far, as `--report-json` writes it at the end),
 //! POST /job/start (start without waiting for min_replayers), POST /job/stop, POST
-//! /job/config (`{"speed": 2, "rate": 1.5}`, either or both; applied within a slot, the
-//! schedule continuing from the last record released), POST /job/pause, POST /job/resume;
+//! /job/config (`{"speed": 2, "rate": 1.5}` or `{"qps": 500}`: a pace and/or a rate;
+//! applied within a slot, the schedule continuing from the last record released), POST /job/pause, POST /job/resume;
 //! GET /report.html (the HTML report so far) and POST /shutdown (a dispatcher serving after
 //! its job, `--serve-forever`, exits with the job's code: how a CI step that has copied the
 //! reports out ends it).
@@ -69,6 +69,8 @@ async fn start(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {
 #[serde(deny_unknown_fields)]
 struct ConfigChange {
     speed: Option<Speed>,
+    /// Requests a second (see `[job] qps`); replaces the speed.
+    qps: Option<f64>,
     rate: Option<f64>,
 }
 
@@ -76,7 +78,14 @@ async fn config(State(job): State<Arc<Job>>, Json(change): Json<ConfigChange>) -
     if job.is_over() {
         return (StatusCode::CONFLICT, Json(json!({"error": "the job is over"})));
     }
-    match job.set_config(change.speed, change.rate) {
+    let pace = match (change.speed, change.qps) {
+        (Some(_), Some(_)) => {
+            let error = "give speed or qps, not both: each sets the pace";
+            return (StatusCode::BAD_REQUEST, Json(json!({ "error": error })));
+        }
+        (speed, qps) => speed.or(qps.map(Speed::Qps)),
+    };
+    match job.set_config(pace, change.rate) {
         Ok(control) => (StatusCode::OK, Json(json!(control))),
         Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))),
     }

@@ -25,7 +25,7 @@ pub struct Rewrite {
     set_host: Option<Text>,
     remove_headers: Vec<String>,
     rename_headers: Vec<(String, Text)>,
-    set_headers: Vec<(String, Bytes)>,
+    set_headers: Vec<(Text, Bytes)>,
     remove_query: Vec<String>,
     set_query: Vec<(String, String)>,
     /// Removals, then sets, each with its pointer's tokens.
@@ -82,7 +82,7 @@ impl Rewrite {
             set_headers: rule
                 .set_headers
                 .iter()
-                .map(|(n, v)| (n.clone(), Bytes::copy_from_slice(v.as_bytes())))
+                .map(|(n, v)| (Text::from(n.as_str()), Bytes::copy_from_slice(v.as_bytes())))
                 .collect(),
             remove_query: rule.remove_query.clone(),
             set_query: rule.set_query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -164,18 +164,18 @@ impl Rewrite {
             }
         }
         for (name, value) in &self.set_headers {
-            match headers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            match headers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name.as_str())) {
                 Some(first) => {
                     changed |= headers[first].1 != *value;
                     headers[first].1 = value.clone();
                     let mut i = 0;
                     headers.retain(|(n, _)| {
                         i += 1;
-                        i - 1 == first || !n.eq_ignore_ascii_case(name)
+                        i - 1 == first || !n.eq_ignore_ascii_case(name.as_str())
                     });
                 }
                 None => {
-                    headers.push((Text::from(name.as_str()), value.clone()));
+                    headers.push((name.clone(), value.clone()));
                     changed = true;
                 }
             }
