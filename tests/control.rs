@@ -1,6 +1,7 @@
 //! Live control through the real daemon: a speed change mid-job continues the schedule
-//! without a burst or a gap, pause holds every record until resume, a rate change applies to
-//! the records after it, and bad changes are refused with a message.
+//! without a burst or a gap, a change to `qps` paces the rest by arrival rate, pause holds
+//! every record until resume, a rate change applies to the records after it, and bad
+//! changes are refused with a message.
 //!
 //! The schedule is read from the raw sink's due instants (what the dispatcher asked for),
 //! not from arrival times at the target: on a shared machine a replayer thread descheduled
@@ -93,6 +94,22 @@ async fn a_rate_change_applies_to_the_records_after_it() {
     assert!(got.len() > 60, "{}", got.len());
 }
 
+/// Records 40 ms apart (25 a second); `{"qps": 100}` mid-job makes the rest 10 ms apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_qps_paces_the_rest_by_arrival_rate() {
+    let (target, dispatcher, _r, dir) = start(80, 40, "ctl-qps").await;
+    assert!(wait_until(|| target.requests().len() >= 20, Duration::from_secs(10)).await);
+    let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"qps": 100}"#).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"qps\":100.0") && body.contains("\"speed\":null"), "{body}");
+    assert!(wait_exit(dispatcher.guard).await.success());
+    assert_eq!(target.requests().len(), 80);
+    let g = gaps(&dir);
+    let (before, after) = (median(g[..15].to_vec()), median(g[g.len() - 20..].to_vec()));
+    assert!((39.5..40.5).contains(&before), "40 ms apart as recorded: {before:.1}");
+    assert!((9.8..10.2).contains(&after), "100 a second: {after:.2}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_changes_are_refused_with_a_message() {
     let (_target, dispatcher, _r, _dir) = start(100, 50, "ctl-bad").await;
@@ -106,4 +123,10 @@ async fn bad_changes_are_refused_with_a_message() {
         http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": "max", "rate": 0.5}"#).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"speed\":\"max\""), "{body}");
+    let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": 2, "qps": 10}"#).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not both"), "{body}");
+    let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"qps": -1}"#).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("qps = -1"), "{body}");
 }

@@ -104,8 +104,14 @@ mod tests {
     #[test]
     fn the_pace_is_a_speed_or_a_qps_and_the_other_is_null() {
         let json = |speed| serde_json::to_value(Control { speed, rate: 1.5, paused: false }).expect("json");
-        assert_eq!(json(Speed::Factor(2.0)), serde_json::json!({"speed": 2.0, "qps": null, "rate": 1.5, "paused": false}));
+        assert_eq!(
+            json(Speed::Factor(2.0)),
+            serde_json::json!({"speed": 2.0, "qps": null, "rate": 1.5, "paused": false})
+        );
         assert_eq!(json(Speed::Max)["speed"], "max");
-        assert_eq!(json(Speed::Qps(300.0)), serde_json::json!({"speed": null, "qps": 300.0, "rate": 1.5, "paused": false}));
+        assert_eq!(
+            json(Speed::Qps(300.0)),
+            serde_json::json!({"speed": null, "qps": 300.0, "rate": 1.5, "paused": false})
+        );
     }
 }

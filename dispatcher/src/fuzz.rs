@@ -36,7 +36,10 @@ fn shaping() -> Option<&'static (Shaping, Accounting)> {
     static SHAPING: OnceLock<Option<(Shaping, Accounting)>> = OnceLock::new();
     SHAPING
         .get_or_init(|| {
-            let cfg = JobConfig::parse(&format!("[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x\"\n{REWRITES}")).ok()?;
+            let cfg = JobConfig::parse(&format!(
+                "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x\"\n{REWRITES}"
+            ))
+            .ok()?;
             let accounting = Accounting::new(crate::redact::Redactor::default(), Shaping::rule_names(&cfg));
             Some((Shaping::new(&cfg).ok()?, accounting))
         })
@@ -147,11 +150,16 @@ mod tests {
         let (shaping, acc) = shaping().expect("the rewrites parse");
         let line = br#"{"ts":1700000000000,"method":"POST","url":"/api/x?u=1","headers":{"b":"2"},"body":"{\"a\":[1,2],\"b\":0}"}"#;
         let cfg = AnalyzerConfig::default();
-        let Parsed::Record(r) = Analyzer::build(&cfg).parse(&Bytes::from_static(line)) else { panic!("a record") };
+        let Parsed::Record(r) = Analyzer::build(&cfg).parse(&Bytes::from_static(line)) else {
+            panic!("a record")
+        };
         let r = shaping.apply(r, acc).expect("kept");
         assert_eq!(r.path, "/v2/x/api?q=1");
         let body = std::str::from_utf8(&r.body).expect("utf-8");
-        assert_eq!(body, r#"{"a":[2],"-":[true],"x/y":"z"}"#, "/user/id has no parent; `-` names a field of an object");
+        assert_eq!(
+            body, r#"{"a":[2],"-":[true],"x/y":"z"}"#,
+            "/user/id has no parent; `-` names a field of an object"
+        );
     }
 }
 

@@ -293,7 +293,11 @@ mod tests {
         assert_eq!(schedule(&mut w, &[0, 100, 5_100, 5_300, 65_300]), vec![0, 100, 600, 800, 1_300]);
         let mut w = TimeWheel::new(Speed::Factor(2.0), Instant::now(), Some(0), 1.0, 0)
             .with_max_gap(Some(Duration::from_millis(500)));
-        assert_eq!(schedule(&mut w, &[10_000, 10_400, 20_000]), vec![250, 450, 700], "from begin too; at speed 2");
+        assert_eq!(
+            schedule(&mut w, &[10_000, 10_400, 20_000]),
+            vec![250, 450, 700],
+            "from begin too; at speed 2"
+        );
         w.set_speed(Speed::Factor(1.0));
         assert_eq!(schedule(&mut w, &[20_100, 90_000]), vec![800, 1_300], "a speed change keeps the cuts");
     }

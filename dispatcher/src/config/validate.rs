@@ -77,7 +77,11 @@ impl JobConfig {
         }
         if let Some(q) = job.qps {
             if !(q.is_finite() && q > 0.0 && q <= 10_000_000.0) {
-                p.push(Problem::new("job.qps", q, "must be a number > 0 and ≤ 10,000,000 (requests a second)"));
+                p.push(Problem::new(
+                    "job.qps",
+                    q,
+                    "must be a number > 0 and ≤ 10,000,000 (requests a second)",
+                ));
             }
             if job.speed != Speed::default() {
                 p.push(Problem::new(
@@ -90,7 +94,11 @@ impl JobConfig {
         if let Some(g) = job.max_gap
             && g.0.is_zero()
         {
-            p.push(Problem::new("job.max_gap", "0", "must be more than 0 (\"1s\": longer gaps are cut to 1 s)"));
+            p.push(Problem::new(
+                "job.max_gap",
+                "0",
+                "must be more than 0 (\"1s\": longer gaps are cut to 1 s)",
+            ));
         }
         if let (Some(b), Some(e)) = (job.begin, job.end)
             && b > e
@@ -304,6 +312,18 @@ mod tests {
     }
 
     const MINIMAL: &str = "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x.jsonl\"\n";
+
+    #[test]
+    fn qps_is_one_pace_and_max_gap_more_than_nothing() {
+        let text = "[job]\ntarget = \"http://127.0.0.1:1\"\nspeed = 2\nqps = 0\nmax_gap = 0\n[fetcher.file]\npath = \"x\"\n";
+        let shown: Vec<String> = problems(text).iter().map(ToString::to_string).collect();
+        assert!(shown.iter().any(|p| p.contains("job.qps = 0: must be a number > 0")), "{shown:#?}");
+        assert!(shown.iter().any(|p| p.contains("job.speed = 2 both set the pace")), "{shown:#?}");
+        assert!(shown.iter().any(|p| p.starts_with("job.max_gap")), "{shown:#?}");
+        let ok = JobConfig::parse("[job]\ntarget = \"http://127.0.0.1:1\"\nqps = 250\nmax_gap = \"1s\"\n[fetcher.file]\npath = \"x\"\n")
+            .expect("valid");
+        assert_eq!(ok.job.pace(), Speed::Qps(250.0));
+    }
 
     #[test]
     fn a_minimal_file_is_valid_with_defaults() {

@@ -212,6 +212,13 @@ fn check_rewrite(p: &mut Vec<Problem>, prefix: &str, r: &RewriteRule) {
     for q in r.remove_query.iter().chain(r.set_query.keys()) {
         check_query_name(p, &key("remove_query/set_query"), q);
     }
+    if r.set_query.len() > 64 {
+        p.push(Problem::new(
+            &key("set_query"),
+            r.set_query.len(),
+            "sets at most 64 parameters; split it into two rules",
+        ));
+    }
     for (name, value) in &r.set_query {
         if value.bytes().any(|b| b == b'&' || b == b'#' || b.is_ascii_whitespace() || b.is_ascii_control()) {
             p.push(Problem::new(

@@ -47,9 +47,11 @@ impl When {
         })
     }
 
-    /// Whether every condition holds for `r`, whose path without the query is `path`.
-    pub fn matches(&self, r: &Record, path: &[u8]) -> bool {
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| m.eq_ignore_ascii_case(&r.method)) {
+    /// Whether every condition holds for `r`, whose path (and query) is `target` now: the
+    /// recorded one, or what the rules before made of it.
+    pub fn matches(&self, r: &Record, target: &str) -> bool {
+        let path = path_only(target.as_bytes());
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| r.method.is(m)) {
             return false;
         }
         if let Some(m) = &self.path
@@ -63,7 +65,7 @@ impl When {
             return false;
         }
         if let Some(name) = &self.header {
-            let mut values = r.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v);
+            let mut values = r.headers.iter().filter(|(n, _)| n.is(name)).map(|(_, v)| v);
             let found = match &self.header_value {
                 None => values.next().is_some(),
                 Some(re) => values.any(|v| re.is_match(v)),
@@ -73,7 +75,7 @@ impl When {
             }
         }
         if let Some(name) = &self.query {
-            match (r.query_param(name), &self.query_value) {
+            match (crate::record::query_param(target, name), &self.query_value) {
                 (None, _) => return false,
                 (Some(v), Some(m)) if !m.is_match(v.as_bytes()) => return false,
                 _ => {}

@@ -1,7 +1,7 @@
 //! `[[filter]]`: the first rule whose conditions all hold decides whether a record is
 //! replayed.
 
-use super::conditions::{When, path_only};
+use super::conditions::When;
 use crate::config::{FilterAction, FilterRule};
 use crate::record::Record;
 
@@ -36,8 +36,8 @@ impl Filters {
         if self.rules.is_empty() {
             return None;
         }
-        let path = path_only(r.path.as_bytes());
-        let (i, rule) = self.rules.iter().find(|(_, f)| f.when.matches(r, path))?;
+        let target = r.path.as_str();
+        let (i, rule) = self.rules.iter().find(|(_, f)| f.when.matches(r, target))?;
         rule.deny.then_some(*i)
     }
 }

@@ -44,57 +44,74 @@ pub fn tokens(pointer: &str) -> Vec<String> {
 /// `doc` with `op` applied at `tokens`; `Ok(None)` when that changes nothing (a field to
 /// remove is not there).
 pub fn edit(doc: &[u8], tokens: &[String], op: &Op) -> Result<Option<String>, Failure> {
+    if let ([], Op::Set(v)) = (tokens, op) {
+        return Ok(Some(v.clone()));
+    }
     let doc = std::str::from_utf8(doc).map_err(|_| Failure::NotJson)?;
     let node: Node = serde_json::from_str(doc).map_err(|_| Failure::NotJson)?;
     edit_node(node, tokens, op)
 }
 
-fn edit_node(node: Node<'_>, tokens: &[String], op: &Op) -> Result<Option<String>, Failure> {
-    let Some((first, rest)) = tokens.split_first() else {
-        return match op {
-            Op::Set(v) => Ok(Some(v.clone())),
-            // Validation refuses removing the whole body.
-            Op::Remove => Ok(None),
-        };
+/// `doc` with every op applied in turn: the document's top level is parsed once for all of
+/// them (each op then parses only the member on its way). The new document when an op
+/// changed it, and the first failure; `Err` only when `doc` is not json.
+pub fn edit_all(doc: &[u8], ops: &[(Vec<String>, Op)]) -> Result<(Option<String>, Option<Failure>), Failure> {
+    if ops.iter().any(|(tokens, _)| tokens.is_empty()) {
+        // A whole new body, then edits of it: one at a time.
+        let (mut out, mut failed): (Option<String>, Option<Failure>) = (None, None);
+        for (tokens, op) in ops {
+            let current = out.as_deref().map_or(doc, str::as_bytes);
+            match edit(current, tokens, op) {
+                Ok(Some(new)) => out = Some(new),
+                Ok(None) => {}
+                Err(Failure::NotJson) if out.is_none() => return Err(Failure::NotJson),
+                Err(f) => {
+                    failed.get_or_insert(f);
+                }
+            }
+        }
+        return Ok((out, failed));
+    }
+    let text = simdutf8::basic::from_utf8(doc).map_err(|_| Failure::NotJson)?;
+    let mut node: Node = serde_json::from_str(text).map_err(|_| Failure::NotJson)?;
+    let (mut changed, mut failed) = (false, None);
+    for (tokens, op) in ops {
+        match apply(&mut node, tokens, op) {
+            Ok(c) => changed |= c,
+            Err(f) => {
+                failed.get_or_insert(f);
+            }
+        }
+    }
+    let out = match (changed, &node) {
+        (true, Node::Object(members)) => Some(write_object(members)),
+        (true, Node::Array(items)) => Some(write_array(items)),
+        _ => None,
     };
-    let missing = || if matches!(op, Op::Remove) { Ok(None) } else { Err(Failure::NoParent) };
+    Ok((out, failed))
+}
+
+/// Applies `op` at `tokens` (at least one) inside `node`; whether that changed it.
+fn apply(node: &mut Node<'_>, tokens: &[String], op: &Op) -> Result<bool, Failure> {
+    let Some((first, rest)) = tokens.split_first() else { return Ok(false) };
+    let missing = || if matches!(op, Op::Remove) { Ok(false) } else { Err(Failure::NoParent) };
     match node {
-        Node::Object(mut members) => {
-            // A repeated name: parsers keep the last, so that is the one edited.
+        Node::Object(members) => {
             let found = members.iter().rposition(|(k, _)| k == first);
-            let changed = match (found, rest.is_empty(), op) {
-                (Some(i), true, Op::Set(v)) => {
-                    members[i].1 = Cow::Owned(v.clone());
-                    true
-                }
-                (Some(_), true, Op::Remove) => {
-                    members.retain(|(k, _)| k != first);
-                    true
-                }
-                (None, true, Op::Set(v)) => {
-                    members.push((first.clone(), Cow::Owned(v.clone())));
-                    true
-                }
+            match (found, rest.is_empty(), op) {
+                (Some(i), true, Op::Set(v)) => members[i].1 = Cow::Owned(v.clone()),
+                (Some(_), true, Op::Remove) => members.retain(|(k, _)| k != first),
+                (None, true, Op::Set(v)) => members.push((Cow::Owned(first.clone()), Cow::Owned(v.clone()))),
                 (Some(i), false, _) => match edit(members[i].1.as_bytes(), rest, op)? {
-                    Some(v) => {
-                        members[i].1 = Cow::Owned(v);
-                        true
-                    }
-                    None => false,
+                    Some(v) => members[i].1 = Cow::Owned(v),
+                    None => return Ok(false),
                 },
                 (None, _, _) => return missing(),
-            };
-            Ok(changed.then(|| write_object(&members)))
+            }
+            Ok(true)
         }
-        Node::Array(mut items) => {
-            let index = if first == "-" {
-                Some(items.len())
-            } else if first == "0" || !first.starts_with('0') {
-                first.parse::<usize>().ok()
-            } else {
-                None
-            };
-            let Some(i) = index.filter(|&i| i <= items.len()) else { return missing() };
+        Node::Array(items) => {
+            let Some(i) = index(first, items.len()) else { return missing() };
             match (rest.is_empty(), op) {
                 (true, Op::Set(v)) if i == items.len() => items.push(Cow::Owned(v.clone())),
                 (true, Op::Set(v)) => items[i] = Cow::Owned(v.clone()),
@@ -104,23 +121,62 @@ fn edit_node(node: Node<'_>, tokens: &[String], op: &Op) -> Result<Option<String
                 }
                 (false, _) => match edit(items[i].as_bytes(), rest, op)? {
                     Some(v) => items[i] = Cow::Owned(v),
-                    None => return Ok(None),
+                    None => return Ok(false),
                 },
             }
-            Ok(Some(write_array(&items)))
+            Ok(true)
         }
         Node::Scalar => missing(),
     }
 }
 
-fn write_object(members: &[(String, Cow<'_, str>)]) -> String {
-    let mut out = String::from("{");
+/// An array index token: `-` (the end), or a number without leading zeros up to `len`.
+fn index(token: &str, len: usize) -> Option<usize> {
+    let i = if token == "-" {
+        len
+    } else if token == "0" || !token.starts_with('0') {
+        token.parse::<usize>().ok()?
+    } else {
+        return None;
+    };
+    (i <= len).then_some(i)
+}
+
+fn edit_node(mut node: Node<'_>, tokens: &[String], op: &Op) -> Result<Option<String>, Failure> {
+    if tokens.is_empty() {
+        // Validation refuses removing the whole body.
+        return Ok(match op {
+            Op::Set(v) => Some(v.clone()),
+            Op::Remove => None,
+        });
+    }
+    Ok(match (apply(&mut node, tokens, op)?, &node) {
+        (true, Node::Object(members)) => Some(write_object(members)),
+        (true, Node::Array(items)) => Some(write_array(items)),
+        _ => None,
+    })
+}
+
+fn write_object(members: &[(Cow<'_, str>, Cow<'_, str>)]) -> String {
+    // `"k":v,` for each, less the last comma, and the braces: the exact size when no name
+    // held an escape, so the body's shared bytes need no allocation of their own.
+    let mut out =
+        String::with_capacity(members.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>() + 1);
+    out.push('{');
     for (i, (k, v)) in members.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        // invariant: serializing a string cannot fail.
-        out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        match k {
+            // Borrowed from the document: it held no escape, so it is written as it was.
+            Cow::Borrowed(k) => {
+                out.push('"');
+                out.push_str(k);
+                out.push('"');
+            }
+            // invariant: serializing a string cannot fail.
+            Cow::Owned(k) => out.push_str(&serde_json::to_string(k).unwrap_or_default()),
+        }
         out.push(':');
         out.push_str(v);
     }
@@ -129,7 +185,8 @@ fn write_object(members: &[(String, Cow<'_, str>)]) -> String {
 }
 
 fn write_array(items: &[Cow<'_, str>]) -> String {
-    let mut out = String::from("[");
+    let mut out = String::with_capacity(items.iter().map(|v| v.len() + 1).sum::<usize>() + 1);
+    out.push('[');
     for (i, v) in items.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -143,7 +200,7 @@ fn write_array(items: &[Cow<'_, str>]) -> String {
 /// One level of a json document: an object's members or an array's elements as the text
 /// they were written as, or a scalar.
 enum Node<'a> {
-    Object(Vec<(String, Cow<'a, str>)>),
+    Object(Vec<(Cow<'a, str>, Cow<'a, str>)>),
     Array(Vec<Cow<'a, str>>),
     Scalar,
 }
@@ -151,6 +208,31 @@ enum Node<'a> {
 impl<'de> Deserialize<'de> for Node<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(NodeVisitor)
+    }
+}
+
+/// An object's member name: borrowed from the document unless it held an escape.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
     }
 }
 
@@ -165,7 +247,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut members = Vec::new();
-        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+        while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
             members.push((k, Cow::Borrowed(v.get())));
         }
         Ok(Node::Object(members))
@@ -245,6 +327,34 @@ mod tests {
             "the last of a repeat"
         );
         assert_eq!(run("[1]", "", set(r#"{"new":1}"#)), Ok(Some(r#"{"new":1}"#.into())), "the whole body");
+        assert_eq!(
+            run(r#"{"k\"q":1}"#, "/x", set("2")),
+            Ok(Some(r#"{"k\"q":1,"x":2}"#.into())),
+            "an escaped name"
+        );
+    }
+
+    #[test]
+    fn several_edits_share_one_parse_and_report_their_first_failure() {
+        let ops = [
+            (tokens("/card"), Op::Remove),
+            (tokens("/user/email"), set(r#""qa""#)),
+            (tokens("/missing/x"), set("1")),
+            (tokens("/n"), set("2")),
+        ];
+        let doc = br#"{"user": {"email": "a", "id": 7}, "card": {"number": "4111"}, "n": 1}"#;
+        assert_eq!(
+            edit_all(doc, &ops),
+            Ok((Some(r#"{"user":{"email":"qa","id":7},"n":2}"#.into()), Some(Failure::NoParent)))
+        );
+        assert_eq!(edit_all(b"<xml/>", &ops), Err(Failure::NotJson));
+        assert_eq!(edit_all(br#"{"a":1}"#, &[(tokens("/b"), Op::Remove)]), Ok((None, None)), "nothing to do");
+        let root = [(tokens(""), set(r#"{"a":1}"#)), (tokens("/b"), set("2"))];
+        assert_eq!(
+            edit_all(b"not json", &root),
+            Ok((Some(r#"{"a":1,"b":2}"#.into()), None)),
+            "a new body, then edited"
+        );
     }
 
     #[test]

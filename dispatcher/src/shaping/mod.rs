@@ -25,11 +25,13 @@ mod substitute;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
+
 use crate::accounting::{Accounting, RuleNames};
 use crate::config::{JobConfig, OnFailure, SubstituteOn, Unmapped};
 use crate::record::Record;
 use filter::Filters;
-use rewrite::Rewrite;
+use rewrite::{Draft, Rewrite};
 use substitute::Substitute;
 
 /// A shaping rule that cannot be used: its table is missing or malformed. Names the key and
@@ -134,9 +136,22 @@ impl Shaping {
                 return None;
             }
         }
+        if !self.rewrites.is_empty() {
+            let host_set = DRAFT.with_borrow_mut(|draft| self.rewrite(&mut record, draft, acc))?;
+            if self.sets_host && !self.preserve_host && !host_set {
+                record.host = None;
+            }
+        }
+        Some(record)
+    }
+
+    /// Runs the rewrites on `record`, its path in `draft`; whether one set the Host, or
+    /// `None` when one failed with `on_failure = "skip"`.
+    fn rewrite(&self, record: &mut Record, draft: &mut Draft, acc: &Accounting) -> Option<bool> {
+        draft.load(&record.path);
         let mut host_set = false;
         for (i, rw) in &self.rewrites {
-            let out = rw.apply(&mut record);
+            let out = rw.apply(record, draft);
             host_set |= out.host;
             if out.changed {
                 acc.rewritten(*i);
@@ -148,9 +163,14 @@ impl Shaping {
                 }
             }
         }
-        if self.sets_host && !self.preserve_host && !host_set {
-            record.host = None;
+        if draft.changed {
+            record.path = draft.text();
         }
-        Some(record)
+        Some(host_set)
     }
+}
+
+thread_local! {
+    /// Each reader thread's buffers for the path of the record being rewritten.
+    static DRAFT: RefCell<Draft> = RefCell::new(Draft::default());
 }

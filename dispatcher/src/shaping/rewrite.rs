@@ -2,10 +2,10 @@
 //! rule, each rule's actions in a fixed order (path, Host, headers removed, renamed, set;
 //! query parameters removed, set; json fields removed, set).
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
-use regex::Regex;
+use regex::{CaptureLocations, Regex};
 
 use super::conditions::{When, path_only};
 use super::json::{self, Op};
@@ -21,16 +21,115 @@ pub struct Rewrite {
     pub label: String,
     pub skip_on_failure: bool,
     when: Option<When>,
-    path: Option<(Regex, String)>,
+    path: Option<(Regex, Vec<Part>)>,
+    /// Tells this rule's capture slots apart in a reader thread's [`Draft`].
+    uid: u64,
     set_host: Option<Text>,
     remove_headers: Vec<String>,
     rename_headers: Vec<(String, Text)>,
     set_headers: Vec<(Text, Bytes)>,
     remove_query: Vec<String>,
+    /// Each parameter's name, and the `name=value` pair written for it.
     set_query: Vec<(String, String)>,
     /// Removals, then sets, each with its pointer's tokens.
     json: Vec<(Vec<String>, Op)>,
     logged: AtomicU32,
+}
+
+/// Rules made so far, for their `uid`.
+static RULES_MADE: AtomicU64 = AtomicU64::new(0);
+
+/// A piece of `path.to`: text, or a capture group by index.
+#[derive(Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Group(usize),
+}
+
+/// `to` as pieces, group names resolved against `re` (`$1`, `${1}`, `$name`, `${name}`;
+/// `$$` is a dollar). Validation refused a group `re` lacks; one here inserts nothing, as
+/// the regex crate's own expansion does.
+fn template(re: &Regex, to: &str) -> Vec<Part> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut rest = to;
+    while let Some(at) = rest.find('$') {
+        text.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        let (name, after) = if let Some(r) = rest.strip_prefix('$') {
+            text.push('$');
+            rest = r;
+            continue;
+        } else if let Some(r) = rest.strip_prefix('{') {
+            match r.find('}') {
+                Some(end) => (&r[..end], &r[end + 1..]),
+                None => {
+                    text.push('$');
+                    continue;
+                }
+            }
+        } else {
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        if name.is_empty() {
+            text.push('$');
+            continue;
+        }
+        let index = name.parse::<usize>().ok().or_else(|| re.capture_names().position(|n| n == Some(name)));
+        if let Some(i) = index.filter(|&i| i < re.captures_len()) {
+            if !text.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut text)));
+            }
+            parts.push(Part::Group(i));
+        }
+        rest = after;
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        parts.push(Part::Text(text));
+    }
+    parts
+}
+
+/// A reader thread's buffers for one record: its path as the rules so far made it (so a
+/// record whose path several rules change costs one allocation for it, at the end), a
+/// spare each change is written into and then swapped with, and each path rule's capture
+/// slots (the regex crate would allocate them per record).
+#[derive(Debug, Default)]
+pub struct Draft {
+    pub path: String,
+    spare: String,
+    pub changed: bool,
+    /// By rule `uid`; a few rules each, so a scan beats a hash.
+    slots: Vec<(u64, CaptureLocations)>,
+}
+
+impl Draft {
+    /// Starts on a record whose path is `path`.
+    pub fn load(&mut self, path: &str) {
+        self.path.clear();
+        self.path.push_str(path);
+        self.changed = false;
+        // Rules of jobs long over must not pile up in a dispatcher serving job after job.
+        if self.slots.len() > 256 {
+            self.slots.clear();
+        }
+    }
+
+    /// The path as the rules left it, in memory of its own (exactly its size, so that the
+    /// shared bytes need no second allocation).
+    pub fn text(&self) -> Text {
+        let mut s = String::with_capacity(self.path.len());
+        s.push_str(&self.path);
+        Text::from(s)
+    }
+
+    /// Makes the spare, written by a change, the path.
+    fn swap(&mut self) {
+        std::mem::swap(&mut self.path, &mut self.spare);
+        self.changed = true;
+    }
 }
 
 /// What a rule did to a record.
@@ -55,7 +154,10 @@ impl Rewrite {
             Some(p) => {
                 let (from, to) = (p.from.as_deref()?, p.to.clone()?);
                 match Regex::new(from) {
-                    Ok(re) => Some((re, to)),
+                    Ok(re) => {
+                        let parts = template(&re, &to);
+                        Some((re, parts))
+                    }
                     Err(e) => {
                         tracing::error!(rule = label, error = %e, "rewrite left out: path.from does not compile");
                         return None;
@@ -85,30 +187,56 @@ impl Rewrite {
                 .map(|(n, v)| (Text::from(n.as_str()), Bytes::copy_from_slice(v.as_bytes())))
                 .collect(),
             remove_query: rule.remove_query.clone(),
-            set_query: rule.set_query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            set_query: rule.set_query.iter().take(64).map(|(k, v)| (k.clone(), format!("{k}={v}"))).collect(),
             json: rule.remove_json.iter().map(|p| (json::tokens(p), Op::Remove)).chain(json_set).collect(),
             logged: AtomicU32::new(0),
+            uid: RULES_MADE.fetch_add(1, Relaxed),
             label,
         })
     }
 
-    pub fn apply(&self, r: &mut Record) -> Outcome {
+    /// Applies the rule to `r`, whose path is `draft.path` (the rules before may have
+    /// changed it; it goes back into `r` once all have run).
+    pub fn apply(&self, r: &mut Record, draft: &mut Draft) -> Outcome {
         let mut out = Outcome::default();
         if let Some(when) = &self.when
-            && !when.matches(r, path_only(r.path.as_bytes()))
+            && !when.matches(r, &draft.path)
         {
             return out;
         }
-        if let Some((re, to)) = &self.path {
-            let (path, query) = split_query(&r.path);
-            if let std::borrow::Cow::Owned(new) = re.replace(path, to.as_str()) {
-                if new.starts_with('/') {
-                    if new != path {
-                        r.path = Text::from(format!("{new}{query}"));
-                        out.changed = true;
+        if let Some((re, parts)) = &self.path {
+            let at = match draft.slots.iter().position(|(uid, _)| *uid == self.uid) {
+                Some(at) => at,
+                None => {
+                    draft.slots.push((self.uid, re.capture_locations()));
+                    draft.slots.len() - 1
+                }
+            };
+            let slots = &mut draft.slots[at].1;
+            let (path, query) = split_query(&draft.path);
+            if re.captures_read(slots, path).is_some() {
+                // The path with the match replaced, then the query, into the spare.
+                let (start, end) = slots.get(0).unwrap_or((0, 0));
+                let new = &mut draft.spare;
+                new.clear();
+                new.push_str(&path[..start]);
+                for part in parts {
+                    match part {
+                        Part::Text(t) => new.push_str(t),
+                        Part::Group(i) => {
+                            if let Some((a, b)) = slots.get(*i) {
+                                new.push_str(&path[a..b]);
+                            }
+                        }
                     }
-                } else {
+                }
+                new.push_str(&path[end..]);
+                if !new.starts_with('/') {
                     out.failed = Some("the new path does not start with /");
+                } else if new.as_str() != path {
+                    new.push_str(query);
+                    draft.swap();
+                    out.changed = true;
                 }
             }
         }
@@ -118,21 +246,20 @@ impl Rewrite {
             out.host = true;
         }
         out.changed |= self.headers(&mut r.headers);
-        out.changed |= self.query(r);
+        out.changed |= self.query(draft);
         if !self.json.is_empty() && !r.body.is_empty() {
-            for (tokens, op) in &self.json {
-                match json::edit(&r.body, tokens, op) {
-                    Ok(Some(body)) => {
+            match json::edit_all(&r.body, &self.json) {
+                Ok((body, failed)) => {
+                    if let Some(body) = body {
                         r.body = Bytes::from(body);
                         out.changed = true;
                     }
-                    Ok(None) => {}
-                    Err(f) => {
+                    if let Some(f) = failed {
                         out.failed.get_or_insert(f.as_str());
-                        if f == json::Failure::NotJson {
-                            break;
-                        }
                     }
+                }
+                Err(f) => {
+                    out.failed.get_or_insert(f.as_str());
                 }
             }
         }
@@ -143,7 +270,7 @@ impl Rewrite {
                 rule = self.label,
                 why,
                 method = %r.method,
-                path = %String::from_utf8_lossy(path_only(r.path.as_bytes())),
+                path = %String::from_utf8_lossy(path_only(draft.path.as_bytes())),
                 skipped = self.skip_on_failure,
                 "rewrite could not be applied"
             );
@@ -155,23 +282,23 @@ impl Rewrite {
         let before = headers.len();
         let mut changed = false;
         for name in &self.remove_headers {
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            headers.retain(|(n, _)| !n.is(name));
         }
         for (from, to) in &self.rename_headers {
-            for (n, _) in headers.iter_mut().filter(|(n, _)| n.eq_ignore_ascii_case(from)) {
+            for (n, _) in headers.iter_mut().filter(|(n, _)| n.is(from)) {
                 *n = to.clone();
                 changed = true;
             }
         }
         for (name, value) in &self.set_headers {
-            match headers.iter().position(|(n, _)| n.eq_ignore_ascii_case(name.as_str())) {
+            match headers.iter().position(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name.as_bytes())) {
                 Some(first) => {
                     changed |= headers[first].1 != *value;
                     headers[first].1 = value.clone();
                     let mut i = 0;
                     headers.retain(|(n, _)| {
                         i += 1;
-                        i - 1 == first || !n.eq_ignore_ascii_case(name.as_str())
+                        i - 1 == first || !n.as_bytes().eq_ignore_ascii_case(name.as_bytes())
                     });
                 }
                 None => {
@@ -183,50 +310,92 @@ impl Rewrite {
         changed || headers.len() != before
     }
 
-    fn query(&self, r: &mut Record) -> bool {
+    /// Query parameters removed and set, written into the draft's spare (and swapped in
+    /// when that changes the path).
+    fn query(&self, draft: &mut Draft) -> bool {
         if self.remove_query.is_empty() && self.set_query.is_empty() {
             return false;
         }
-        let (path, query) = split_query(&r.path);
-        let mut pairs: Vec<String> = match query.strip_prefix('?') {
-            Some(q) if !q.is_empty() => q.split('&').map(str::to_owned).collect(),
-            _ => Vec::new(),
-        };
-        for name in &self.remove_query {
-            pairs.retain(|p| key(p) != name);
-        }
-        for (name, value) in &self.set_query {
-            let pair = format!("{name}={value}");
-            match pairs.iter().position(|p| key(p) == name) {
-                Some(first) => {
-                    pairs[first] = pair;
-                    let mut i = 0;
-                    pairs.retain(|p| {
-                        i += 1;
-                        i - 1 == first || key(p) != name
-                    });
-                }
-                None => pairs.push(pair),
-            }
-        }
-        let new = if pairs.is_empty() { path.to_owned() } else { format!("{path}?{}", pairs.join("&")) };
-        if new == *r.path {
+        let (path, query) = split_query(&draft.path);
+        let pairs = query.strip_prefix('?').unwrap_or_default();
+        // Nothing to set and none of the names to remove: the path stays (the common case
+        // of a tracking parameter most records lack), without being written again.
+        if self.set_query.is_empty()
+            && !pairs.split('&').any(|p| self.remove_query.iter().any(|n| n == key(p)))
+        {
             return false;
         }
-        r.path = Text::from(new);
+        let new = &mut draft.spare;
+        new.clear();
+        new.push_str(path);
+        // Which set_query parameters were written (validation allows at most 64).
+        let mut done = 0u64;
+        let push = |new: &mut String, pair: &str| {
+            new.push(if new.len() == path.len() { '?' } else { '&' });
+            new.push_str(pair);
+        };
+        for pair in pairs.split('&').filter(|p| !p.is_empty()) {
+            let name = key(pair);
+            if self.remove_query.iter().any(|n| n == name) {
+                continue;
+            }
+            match self.set_query.iter().position(|(n, _)| n == name) {
+                // The first occurrence takes the value; later ones go.
+                Some(i) if done & (1 << i) == 0 => {
+                    done |= 1 << i;
+                    push(new, &self.set_query[i].1);
+                }
+                Some(_) => {}
+                None => push(new, pair),
+            }
+        }
+        for (i, (_, pair)) in self.set_query.iter().enumerate() {
+            if done & (1 << i) == 0 {
+                push(new, pair);
+            }
+        }
+        if *new == draft.path {
+            return false;
+        }
+        draft.swap();
         true
     }
 }
 
 /// A query pair's name.
 fn key(pair: &str) -> &str {
-    pair.split_once('=').map_or(pair, |(k, _)| k)
+    memchr::memchr(b'=', pair.as_bytes()).map_or(pair, |i| &pair[..i])
 }
 
 /// The path and its query, `?` included (`""` without one).
 fn split_query(path: &str) -> (&str, &str) {
-    match path.find('?') {
+    match memchr::memchr(b'?', path.as_bytes()) {
         Some(q) => path.split_at(q),
         None => (path, ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_reads_groups_by_number_and_name() {
+        let re = Regex::new("^/v1/(?P<kind>\\w+)/(\\d+)(.*)$").expect("regex");
+        let t = template(&re, "/v2/${kind}s/$2/$$x${3}y$");
+        assert_eq!(
+            t,
+            vec![
+                Part::Text("/v2/".into()),
+                Part::Group(1),
+                Part::Text("s/".into()),
+                Part::Group(2),
+                Part::Text("/$x".into()),
+                Part::Group(3),
+                Part::Text("y$".into()),
+            ]
+        );
+        assert_eq!(template(&re, "/plain"), vec![Part::Text("/plain".into())]);
+        assert_eq!(template(&re, "/a/$9/b"), vec![Part::Text("/a//b".into())], "a group it lacks: nothing");
     }
 }

@@ -86,14 +86,14 @@ impl Substitute {
         };
         match self.on {
             SubstituteOn::Header => {
-                for (_, v) in r.headers.iter_mut().filter(|(n, _)| n.eq_ignore_ascii_case(&self.name)) {
+                for (_, v) in r.headers.iter_mut().filter(|(n, _)| n.is(&self.name)) {
                     if let Some(new) = each(v) {
                         *v = Bytes::from(new);
                     }
                 }
             }
             SubstituteOn::Cookie => {
-                for (_, v) in r.headers.iter_mut().filter(|(n, _)| n.eq_ignore_ascii_case("cookie")) {
+                for (_, v) in r.headers.iter_mut().filter(|(n, _)| n.is("cookie")) {
                     if let Some(new) = map_cookie(v, self.name.as_bytes(), &mut each) {
                         *v = Bytes::from(new);
                     }

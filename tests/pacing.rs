@@ -1,0 +1,71 @@
+//! Pacing beyond speed, through the real binary against a real HTTP target: `[job] qps`
+//! holds an average arrival rate with the recorded order and spacing, and `[job] max_gap`
+//! cuts idle time. Rates are read from the schedule the dispatcher wrote (the raw sink's
+//! due instants), not from arrival times, which a shared machine shifts.
+
+mod common;
+
+use common::*;
+
+/// A recording of `gaps_ms.len() + 1` GETs of `/k/0`, `/k/1` …, the gaps between them given.
+fn recording(dir: &std::path::Path, gaps_ms: &[usize]) -> std::path::PathBuf {
+    let mut t = T0;
+    let mut lines = vec![format!(r#"{{"ts":{t},"method":"GET","url":"/k/0"}}"#)];
+    for (i, gap) in gaps_ms.iter().enumerate() {
+        t += gap;
+        lines.push(format!(r#"{{"ts":{t},"method":"GET","url":"/k/{}"}}"#, i + 1));
+    }
+    let path = dir.join("r.jsonl");
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    path
+}
+
+/// 1,000 records over 100 s, spaced unevenly (gaps of 20 to 180 ms), at `qps = 100`: a 10 s
+/// job whose schedule averages 100 requests a second within 2 %, in the recorded order,
+/// each gap the recorded one scaled by the same factor once the average has settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qps_holds_the_average_rate_and_the_recorded_order() {
+    let target = Capture::start().await;
+    let dir = temp_dir("qps");
+    let gaps: Vec<usize> = (0..999).map(|i| 20 + (i * 37) % 161).collect();
+    let recorded_span: usize = gaps.iter().sum();
+    let rec = recording(&dir, &gaps);
+    let job = write_job(&dir, &target.url(), &rec, "qps = 100", &raw_sink(&dir));
+    let r = run_job(&job, &dir, &[]).await;
+    assert_eq!(r["totals"]["sent"], 1000, "{}", r["totals"]);
+    assert_eq!(r["settings"]["qps"], 100.0, "{}", r["settings"]);
+    assert_eq!(r["settings"]["speed"], serde_json::Value::Null);
+
+    let dues = raw_dues(&dir);
+    let span_s = (dues[999] - dues[0]) as f64 / 1e6;
+    let rate = 999.0 / span_s;
+    assert!((98.0..=102.0).contains(&rate), "{rate:.2} requests/s over {span_s:.3} s");
+    let order: Vec<String> = (0..1000).map(|i| format!("GET /k/{i}")).collect();
+    assert_eq!(raw_endpoints_by_due(&dir), order, "the recorded order");
+    // Late in the job the factor is settled: each gap is its recorded one times the same
+    // factor, the recording's average rate over 100 requests a second (within 5 %: the
+    // estimate is the average so far).
+    let factor = 999.0 / (recorded_span as f64 / 1000.0) / 100.0;
+    for i in 900..999 {
+        let got = (dues[i + 1] - dues[i]) as f64 / 1000.0;
+        let want = gaps[i] as f64 * factor;
+        assert!((got - want).abs() < 0.05 * want + 0.01, "gap {i}: {got:.3} ms, recorded {} ms", gaps[i]);
+    }
+    assert_eq!(target.requests().len(), 1000);
+}
+
+/// Gaps longer than `max_gap` are cut to it: a recording spanning 70.5 s is scheduled over
+/// 0.9 s, the short gaps as recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_gap_cuts_idle_time_out_of_the_schedule() {
+    let target = Capture::start().await;
+    let dir = temp_dir("max-gap");
+    let rec = recording(&dir, &[100, 10_000, 100, 60_000, 200, 100]);
+    let job = write_job(&dir, &target.url(), &rec, "max_gap = \"300ms\"", &raw_sink(&dir));
+    let r = run_job(&job, &dir, &[]).await;
+    assert_eq!(r["totals"]["sent"], 7, "{}", r["totals"]);
+    let dues = raw_dues(&dir);
+    let offsets_ms: Vec<i64> = dues.iter().map(|d| (d - dues[0]) / 1000).collect();
+    assert_eq!(offsets_ms, vec![0, 100, 400, 500, 800, 1_000, 1_100], "gaps of 10 s and 60 s cut to 300 ms");
+    assert!(r["duration_s"].as_f64().expect("duration") < 30.0, "not the recorded 70 s");
+}
