@@ -123,7 +123,8 @@ async fn bad_changes_are_refused_with_a_message() {
         http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": "max", "rate": 0.5}"#).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"speed\":\"max\""), "{body}");
-    let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": 2, "qps": 10}"#).await;
+    let (code, body) =
+        http_json("POST", &dispatcher.admin, "/job/config", r#"{"speed": 2, "qps": 10}"#).await;
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("not both"), "{body}");
     let (code, body) = http_json("POST", &dispatcher.admin, "/job/config", r#"{"qps": -1}"#).await;

@@ -1,6 +1,6 @@
 //! Pacing beyond speed, through the real binary against a real HTTP target: `[job] qps`
-//! holds an average arrival rate with the recorded order and spacing, and `[job] max_gap`
-//! cuts idle time. Rates are read from the schedule the dispatcher wrote (the raw sink's
+//! holds an average arrival rate with the recorded order and spacing, `[job] max_gap`
+//! cuts idle time, and `[job] duration` loops the recording, each pass after the last. Rates are read from the schedule the dispatcher wrote (the raw sink's
 //! due instants), not from arrival times, which a shared machine shifts.
 
 mod common;
@@ -68,4 +68,47 @@ async fn max_gap_cuts_idle_time_out_of_the_schedule() {
     let offsets_ms: Vec<i64> = dues.iter().map(|d| (d - dues[0]) / 1000).collect();
     assert_eq!(offsets_ms, vec![0, 100, 400, 500, 800, 1_000, 1_100], "gaps of 10 s and 60 s cut to 300 ms");
     assert!(r["duration_s"].as_f64().expect("duration") < 30.0, "not the recorded 70 s");
+}
+
+/// Ten records 100 ms apart at speed 4 (25 ms): a pass spans 225 ms and the next starts a
+/// mean gap after it, 250 ms in. `duration = "750ms"` holds exactly three passes: 30
+/// requests, due every 25 ms in the recorded order three times, each pass's input counted,
+/// and the fourth pass (due at 750 ms) never read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_loops_the_recording_pass_after_pass() {
+    let target = Capture::start().await;
+    let dir = temp_dir("loop");
+    let rec = recording(&dir, &[100; 9]);
+    let job = write_job(&dir, &target.url(), &rec, "speed = 4\nduration = \"750ms\"", &raw_sink(&dir));
+    let r = run_job(&job, &dir, &[]).await;
+    let c = &r["totals"];
+    assert_eq!(c["sent"], 30, "{c}");
+    assert_eq!(c["passes"], serde_json::json!([10, 10, 10]), "{c}");
+    assert_eq!((c["input"].as_u64(), c["out_of_range"].as_u64()), (Some(30), Some(0)), "{c}");
+    assert_eq!(c["balanced"], true);
+    let dues = raw_dues(&dir);
+    let offsets_ms: Vec<i64> = dues.iter().map(|d| (d - dues[0]) / 1000).collect();
+    assert_eq!(offsets_ms, (0..30).map(|i| i * 25).collect::<Vec<i64>>());
+    let thrice: Vec<String> = (0..30).map(|i| format!("GET /k/{}", i % 10)).collect();
+    assert_eq!(raw_endpoints_by_due(&dir), thrice, "each pass in the recorded order");
+}
+
+/// A duration that ends inside a pass cuts it: records due at or after it are not sent
+/// and count out of range, so the books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duration_inside_a_pass_cuts_it() {
+    let target = Capture::start().await;
+    let dir = temp_dir("duration-cut");
+    let rec = recording(&dir, &[100; 9]);
+    let job = write_job(&dir, &target.url(), &rec, "speed = 4\nduration = \"360ms\"", &raw_sink(&dir));
+    let r = run_job(&job, &dir, &[]).await;
+    let c = &r["totals"];
+    // 250 ms, 275, … 350 of the second pass are due before 360 ms: 10 + 5.
+    assert_eq!(c["sent"], 15, "{c}");
+    let passes: Vec<u64> =
+        c["passes"].as_array().expect("passes").iter().filter_map(|v| v.as_u64()).collect();
+    assert_eq!(passes.len(), 2, "{c}");
+    assert_eq!(passes[0], 10);
+    assert_eq!(c["out_of_range"].as_u64(), Some(passes[1] - 5), "the rest of the second pass read: {c}");
+    assert_eq!(c["balanced"], true, "{c}");
 }

@@ -85,6 +85,8 @@ pub struct Accounting {
     /// Each `[[rewrite]]` rule's counts, by its index (`hits`: records changed; `misses`:
     /// records it could not be applied to).
     rewrites: Box<[RuleCounter]>,
+    /// Input at the end of each pass over the recording (`loop`, `duration`).
+    pass_ends: Mutex<Vec<u64>>,
     /// Takes secrets out of the samples of malformed input.
     redactor: Redactor,
 }
@@ -168,6 +170,10 @@ pub struct Counts {
     /// Each `[[rewrite]]` rule's counts, by its name.
     pub rewrites: BTreeMap<String, RewriteCount>,
     pub dropped: BTreeMap<DropReason, u64>,
+    /// Records taken from the source in each pass over the recording, for a job that loops
+    /// (`loop`, `duration`); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passes: Vec<u64>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K, n: u64) -> u64 {
@@ -258,6 +264,13 @@ impl Accounting {
         }
     }
 
+    /// A pass over the recording of a job that loops ended: its input is what came in since
+    /// the last.
+    pub fn pass_done(&self) {
+        let input = self.input.load(Relaxed);
+        self.pass_ends.lock().unwrap_or_else(|p| p.into_inner()).push(input);
+    }
+
     pub fn out_of_range(&self) {
         self.out_of_range.fetch_add(1, Relaxed);
     }
@@ -326,6 +339,10 @@ impl Accounting {
                 })
                 .collect(),
             dropped: self.dropped.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            passes: {
+                let ends = self.pass_ends.lock().unwrap_or_else(|p| p.into_inner());
+                ends.iter().scan(0, |before, &end| Some(end - std::mem::replace(before, end))).collect()
+            },
         }
     }
 }

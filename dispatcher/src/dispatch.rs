@@ -268,21 +268,62 @@ async fn wait_release(
     }
 }
 
-/// Runs until the input ends or `stop` fires. Returns whether it was stopped.
+/// One pass over the recording (a job without `loop` or `duration` has one): what the
+/// dispatch loop needs from the passes before, and what it tells the next.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Added to each record's time: the lengths of the passes before.
+    pub shift: i64,
+    /// The job's duration ends here: a record due at or after it ends the job.
+    pub deadline: Option<Instant>,
+    /// The job's first record's time (shifted), which progress counts from.
+    pub origin: Option<i64>,
+    /// Records of the whole job so far, in time order (chooses fractional copies).
+    pub index: u64,
+    /// This pass's first and last in-range record (recorded time, before the shift).
+    pub first: Option<i64>,
+    pub last: Option<i64>,
+    /// Records of this pass handed to the wheel.
+    pub records: u64,
+    /// The job's duration ended in this pass.
+    pub timed_out: bool,
+}
+
+impl Pass {
+    /// How much later the next pass starts than this one: the pass's span plus its mean
+    /// gap between records (so the seam looks like the rest), at least 1 ms; `None` when
+    /// the pass had no record.
+    pub fn length(&self) -> Option<i64> {
+        let (first, last) = (self.first?, self.last?);
+        let span = last.saturating_sub(first);
+        let gap = if self.records > 1 { span / (self.records as i64 - 1) } else { 0 };
+        Some(span.saturating_add(gap).max(1_000_000))
+    }
+
+    /// Starts the next pass, `length` after this one.
+    pub fn next(&mut self, length: i64) {
+        self.shift = self.shift.saturating_add(length);
+        self.first = None;
+        self.last = None;
+        self.records = 0;
+    }
+}
+
+/// Runs until the input ends, the job's duration ends (`pass.timed_out`) or `stop` fires.
+/// Returns whether it was stopped.
 pub async fn run(
     ctx: &DispatchContext<'_>,
     input: &mut Merger,
-    mut wheel: TimeWheel,
+    wheel: &mut TimeWheel,
     endpoints: &mut EndpointTable,
     stop: &CancellationToken,
+    pass: &mut Pass,
 ) -> bool {
     let acc = ctx.accounting;
     let mut batches = Batches::default();
     let rx = ctx.control.clone();
     let applied = *rx.borrow();
     let mut live = Live { rx, applied, woken: false, paused_at: None };
-    let mut index = 0u64;
-    let mut first_ts: Option<i64> = None;
     let stopped = loop {
         let next = {
             let mut pull = std::pin::pin!(input.next());
@@ -299,13 +340,30 @@ pub async fn run(
                 }
             }
         };
-        let Some(Ordered { record, late }) = next else {
+        let Some(Ordered { mut record, late }) = next else {
             break false;
         };
+        let recorded = record.ts;
+        record.ts = record.ts.saturating_add(pass.shift);
+        if let Some(deadline) = pass.deadline
+            && !late
+            && wheel.due(record.ts, Instant::now()) >= deadline
+        {
+            // Past the job's duration: it and what the reorder window holds are outside
+            // the job's time, as records past `end` are.
+            acc.out_of_range_n(1 + input.take_held().len() as u64);
+            pass.timed_out = true;
+            break false;
+        }
         acc.in_range();
-        live.apply(ctx, &mut wheel);
-        let copies = wheel.copies(index);
-        index += 1;
+        if !late {
+            pass.first.get_or_insert(recorded);
+            pass.last = Some(recorded);
+        }
+        pass.records += 1;
+        live.apply(ctx, wheel);
+        let copies = wheel.copies(pass.index);
+        pass.index += 1;
         if copies == 0 {
             continue;
         }
@@ -314,14 +372,14 @@ pub async fn run(
             acc.dropped(DropReason::Late, u64::from(copies));
             continue;
         }
-        let Some(due) = wait_release(ctx, &mut wheel, &mut live, &mut batches, (record.ts, late), stop).await
+        let Some(due) = wait_release(ctx, wheel, &mut live, &mut batches, (record.ts, late), stop).await
         else {
             acc.dropped(DropReason::Stopped, u64::from(copies));
             break true;
         };
         if !late {
             wheel.released(record.ts, due);
-            ctx.progress.store(record.ts - *first_ts.get_or_insert(record.ts), Relaxed);
+            ctx.progress.store(record.ts - *pass.origin.get_or_insert(record.ts), Relaxed);
         }
         let endpoint = endpoints.id(&record.method, &record.path);
         let wire = to_wire(&record, due.saturating_duration_since(wheel.start()), endpoint);
@@ -335,8 +393,8 @@ pub async fn run(
         // all, so every identity of the books holds for a stopped job.
         for _ in input.take_held() {
             acc.in_range();
-            let copies = u64::from(wheel.copies(index));
-            index += 1;
+            let copies = u64::from(wheel.copies(pass.index));
+            pass.index += 1;
             acc.scheduled(copies);
             acc.dropped(DropReason::Stopped, copies);
         }
@@ -526,8 +584,9 @@ mod tests {
         };
         // A loop that never ends (a credit never given back) fails the test, not hangs it.
         let mut endpoints = EndpointTable::new(&StatsConfig::default(), Arc::default());
+        let (mut wheel, mut pass) = (wheel, Pass::default());
         let (stopped, ()) = timeout(Duration::from_secs(3600), async {
-            tokio::join!(run(&ctx, &mut input, wheel, &mut endpoints, stop), read)
+            tokio::join!(run(&ctx, &mut input, &mut wheel, &mut endpoints, stop, &mut pass), read)
         })
         .await
         .expect("the dispatch loop ended");

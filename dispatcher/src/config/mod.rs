@@ -88,6 +88,12 @@ pub struct JobSection {
     pub qps: Option<f64>,
     /// Idle gaps in the recording longer than this are cut to it.
     pub max_gap: Option<Millis>,
+    /// At the end of the recording, replay it again from its start, each pass shifted by
+    /// the one before's length (until `duration`, or until stopped).
+    #[serde(rename = "loop")]
+    pub repeat: bool,
+    /// The job ends this long after its start; the recording loops until then.
+    pub duration: Option<Millis>,
     /// Records before this instant are skipped.
     pub begin: Option<Instant>,
     /// The job finishes at the first record after this instant (inclusive).
@@ -113,6 +119,8 @@ impl Default for JobSection {
             speed: Speed::default(),
             qps: None,
             max_gap: None,
+            repeat: false,
+            duration: None,
             begin: None,
             end: None,
             seed: 0,
@@ -125,6 +133,11 @@ impl Default for JobSection {
 }
 
 impl JobSection {
+    /// Whether the recording replays again at its end: `loop`, or a `duration` to fill.
+    pub fn loops(&self) -> bool {
+        self.repeat || self.duration.is_some()
+    }
+
     /// The pace the job starts at: `qps` when set, else `speed`.
     pub fn pace(&self) -> Speed {
         self.qps.map_or(self.speed, Speed::Qps)

@@ -100,6 +100,24 @@ impl JobConfig {
                 "must be more than 0 (\"1s\": longer gaps are cut to 1 s)",
             ));
         }
+        if let Some(d) = job.duration
+            && d.0.is_zero()
+        {
+            p.push(Problem::new(
+                "job.duration",
+                "0",
+                "must be more than 0 (\"30m\": the job ends 30 minutes after its start)",
+            ));
+        }
+        let kafka =
+            matches!(self.fetcher.kind, super::FetcherKind::Kafka | super::FetcherKind::KafkaSinglePartition);
+        if job.repeat && kafka && self.fetcher.kafka.as_ref().is_some_and(|k| k.follow) {
+            p.push(Problem::new(
+                "job.loop",
+                "true",
+                "a followed topic never ends, so it cannot loop; set duration alone to end the job after a time",
+            ));
+        }
         if let (Some(b), Some(e)) = (job.begin, job.end)
             && b > e
         {
@@ -314,7 +332,7 @@ mod tests {
     const MINIMAL: &str = "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x.jsonl\"\n";
 
     #[test]
-    fn qps_is_one_pace_and_max_gap_more_than_nothing() {
+    fn pacing_keys_are_checked_qps_is_one_pace_and_a_followed_topic_cannot_loop() {
         let text = "[job]\ntarget = \"http://127.0.0.1:1\"\nspeed = 2\nqps = 0\nmax_gap = 0\n[fetcher.file]\npath = \"x\"\n";
         let shown: Vec<String> = problems(text).iter().map(ToString::to_string).collect();
         assert!(shown.iter().any(|p| p.contains("job.qps = 0: must be a number > 0")), "{shown:#?}");
@@ -323,6 +341,18 @@ mod tests {
         let ok = JobConfig::parse("[job]\ntarget = \"http://127.0.0.1:1\"\nqps = 250\nmax_gap = \"1s\"\n[fetcher.file]\npath = \"x\"\n")
             .expect("valid");
         assert_eq!(ok.job.pace(), Speed::Qps(250.0));
+        let kafka = "[job]\ntarget = \"http://127.0.0.1:1\"\nloop = true\nduration = 0\n[fetcher]\ntype = \"kafka\"\n\
+                     [fetcher.kafka]\nbrokers = [\"127.0.0.1:9092\"]\ntopic = \"t\"\nfollow = true\n";
+        let shown: Vec<String> = problems(kafka).iter().map(ToString::to_string).collect();
+        assert!(
+            shown.iter().any(|p| p.starts_with("job.loop = true: a followed topic never ends")),
+            "{shown:#?}"
+        );
+        assert!(shown.iter().any(|p| p.starts_with("job.duration = 0")), "{shown:#?}");
+        let follow_for_a_while = kafka.replace("loop = true\nduration = 0", "duration = \"30m\"");
+        let cfg =
+            JobConfig::parse(&follow_for_a_while).expect("a duration alone ends a followed topic's job");
+        assert!(cfg.job.loops(), "and would loop a source that ends");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::{Job, JobError};
 use crate::analyzers::{Analyzer, Plausible};
 use crate::config::Speed;
 use crate::control::JobState;
+use crate::dispatch::Pass;
 use crate::dispatch::{self, DispatchContext};
 use crate::endpoints::EndpointTable;
 use crate::fetchers::{self, SourceContext, merge};
@@ -65,7 +66,7 @@ impl Job {
         if self.cfg.gate.abort_on_fail {
             self.tasks.spawn(super::gate::watch(Arc::clone(self), watchers.clone()));
         }
-        let wheel = TimeWheel::new(
+        let mut wheel = TimeWheel::new(
             self.cfg.job.pace(),
             start,
             self.cfg.job.begin.map(|b| b.0),
@@ -74,8 +75,48 @@ impl Job {
         )
         .with_max_gap(self.cfg.job.max_gap.map(|g| g.0));
         let mut endpoints = EndpointTable::new(&self.cfg.stats, Arc::clone(self.fleet.endpoint_names()));
-        let stopped =
-            dispatch::run(&self.dispatch_context(), &mut input, wheel, &mut endpoints, &self.stop).await;
+        let deadline = self.cfg.job.duration.map(|d| start + d.0);
+        let mut pass = Pass { deadline, ..Pass::default() };
+        let stopped = loop {
+            let ctx_d = self.dispatch_context();
+            let stopped =
+                dispatch::run(&ctx_d, &mut input, &mut wheel, &mut endpoints, &self.stop, &mut pass).await;
+            if self.cfg.job.loops() {
+                self.accounting.pass_done();
+            }
+            if stopped || pass.timed_out || !self.cfg.job.loops() {
+                break stopped;
+            }
+            let Some(length) = pass.length() else {
+                tracing::warn!(
+                    job = self.id(),
+                    "a pass over the recording had no record to replay: no more passes"
+                );
+                break false;
+            };
+            let first = pass.first;
+            pass.next(length);
+            // A next pass that would start at or past the job's duration is not read at all.
+            if let (Some(deadline), Some(first)) = (pass.deadline, first)
+                && wheel.due(first.saturating_add(pass.shift), Instant::now()) >= deadline
+            {
+                break false;
+            }
+            input = match self.open_input(&ctx).await {
+                Ok(input) => input,
+                Err(e) => {
+                    // The source could be read once and no more (deleted, unreachable): the
+                    // job ends with what it replayed, and says why.
+                    tracing::error!(job = self.id(), error = %e, "the recording could not be read again: no more passes");
+                    break false;
+                }
+            };
+            tracing::info!(
+                job = self.id(),
+                pass = self.accounting.counts().passes.len() + 1,
+                "the recording replays again"
+            );
+        };
         ctx.cancel.cancel();
         drop(input);
         self.state.send_replace(JobState::Draining);
