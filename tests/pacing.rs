@@ -112,3 +112,27 @@ async fn a_duration_inside_a_pass_cuts_it() {
     assert_eq!(c["out_of_range"].as_u64(), Some(passes[1] - 5), "the rest of the second pass read: {c}");
     assert_eq!(c["balanced"], true, "{c}");
 }
+
+/// `[[job.stages]]` at 50 requests a second for a second, then a ramp to 200 over the
+/// next: about 50 requests due in the first second and 125 in the second (the ramp's
+/// mean, 125 a second), none after the stages end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_change_the_rate_at_their_boundaries() {
+    let target = Capture::start().await;
+    let dir = temp_dir("stages");
+    let rec = recording(&dir, &[10; 499]);
+    let stages = "qps = 50\n[[job.stages]]\nduration = \"1s\"\nqps = 50\n[[job.stages]]\nduration = \"1s\"\nqps = 200\n";
+    let job = write_job(&dir, &target.url(), &rec, stages, &raw_sink(&dir));
+    let r = run_job(&job, &dir, &[]).await;
+    let dues = raw_dues(&dir);
+    let start = r["started_unix_us"].as_i64().expect("start");
+    let in_second = |s: i64| {
+        dues.iter().filter(|&&d| d >= start + s * 1_000_000 && d < start + (s + 1) * 1_000_000).count()
+    };
+    let (first, second) = (in_second(0), in_second(1));
+    assert!((48..=52).contains(&first), "50 a second for the first stage: {first}");
+    assert!((115..=135).contains(&second), "the ramp from 50 to 200 a second: {second}");
+    assert_eq!(dues.iter().filter(|&&d| d >= start + 2_000_000).count(), 0, "the job ends with its stages");
+    assert_eq!(r["totals"]["sent"].as_u64(), Some(dues.len() as u64));
+    assert_eq!(r["settings"]["qps"], 200.0, "the last stage's target: {}", r["settings"]);
+}

@@ -215,7 +215,8 @@ impl Live {
             }
             _ => {}
         }
-        tracing::info!(speed = %c.speed, rate = c.rate, paused = c.paused, "job settings changed");
+        // POST /job/config logs its changes; a ramp's steps (`[[job.stages]]`) are many.
+        tracing::debug!(speed = %c.speed, rate = c.rate, paused = c.paused, "job settings applied");
     }
 
     async fn changed(&mut self) {

@@ -94,6 +94,9 @@ pub struct JobSection {
     pub repeat: bool,
     /// The job ends this long after its start; the recording loops until then.
     pub duration: Option<Millis>,
+    /// `[[job.stages]]`: a ramp, each stage taking the settings it names linearly from
+    /// where they are to its targets over its duration; the job ends with the last.
+    pub stages: Vec<Stage>,
     /// Records before this instant are skipped.
     pub begin: Option<Instant>,
     /// The job finishes at the first record after this instant (inclusive).
@@ -121,6 +124,7 @@ impl Default for JobSection {
             max_gap: None,
             repeat: false,
             duration: None,
+            stages: Vec::new(),
             begin: None,
             end: None,
             seed: 0,
@@ -133,9 +137,18 @@ impl Default for JobSection {
 }
 
 impl JobSection {
-    /// Whether the recording replays again at its end: `loop`, or a `duration` to fill.
+    /// Whether the recording replays again at its end: `loop`, or a `duration` (or stages)
+    /// to fill.
     pub fn loops(&self) -> bool {
-        self.repeat || self.duration.is_some()
+        self.repeat || self.length().is_some()
+    }
+
+    /// How long the job lasts: `duration`, else the stages' total; `None` for as long as
+    /// the recording.
+    pub fn length(&self) -> Option<std::time::Duration> {
+        let stages: Option<std::time::Duration> = (!self.stages.is_empty())
+            .then(|| self.stages.iter().filter_map(|s| s.duration).map(|d| d.0).sum());
+        self.duration.map(|d| d.0).or(stages)
     }
 
     /// The pace the job starts at: `qps` when set, else `speed`.
@@ -151,6 +164,17 @@ impl JobSection {
             window_ns: self.reorder_window.0.as_nanos() as i64,
         }
     }
+}
+
+/// `[[job.stages]]`: over `duration`, each setting named goes linearly from its value at the
+/// stage's start to the one given (k6's ramping stages).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Stage {
+    pub duration: Option<Millis>,
+    pub speed: Option<f64>,
+    pub qps: Option<f64>,
+    pub rate: Option<f64>,
 }
 
 /// The job's time range: Kafka seeks to `begin` and stops a partition past `end`; S3 lists

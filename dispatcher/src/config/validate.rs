@@ -61,6 +61,64 @@ impl JobConfig {
         w
     }
 
+    /// Stages: each has a duration and a target; a pace ramps within its kind (speed after a
+    /// speed, qps after a qps: the ramp starts where the pace is); the job lasts at least
+    /// as long as its stages.
+    fn validate_stages(&self, p: &mut Vec<Problem>) {
+        let job = &self.job;
+        let mut pace = job.pace();
+        for (i, st) in job.stages.iter().enumerate() {
+            let key = |f: &str| format!("job.stages[{i}].{f}");
+            if st.duration.is_none() {
+                p.push(Problem::new(&key("duration"), "", "is required: how long the stage ramps (\"30s\")"));
+            }
+            if st.speed.is_none() && st.qps.is_none() && st.rate.is_none() {
+                p.push(Problem::new(&format!("job.stages[{i}]"), "", "needs a target: speed, qps or rate"));
+            }
+            for (field, v, max) in [("speed", st.speed, 1e6), ("qps", st.qps, 1e7), ("rate", st.rate, 1000.0)]
+            {
+                if let Some(v) = v
+                    && !(v.is_finite() && v > 0.0 && v <= max)
+                {
+                    p.push(Problem::new(&key(field), v, &format!("must be a number > 0 and ≤ {max}")));
+                }
+            }
+            match (pace, st.speed, st.qps) {
+                (_, Some(_), Some(_)) => {
+                    p.push(Problem::new(&key("qps"), "", "and speed both set the pace; keep one"))
+                }
+                (Speed::Qps(_), Some(_), None)
+                | (Speed::Max, Some(_), None)
+                | (Speed::Factor(_), None, Some(_))
+                | (Speed::Max, None, Some(_)) => {
+                    p.push(Problem::new(
+                        &key(if st.speed.is_some() { "speed" } else { "qps" }),
+                        "",
+                        &format!(
+                            "cannot ramp from the pace before it ({pace}): a speed ramps from a speed, a qps from a qps; \
+                             set [job] speed or [job] qps to where the ramp starts"
+                        ),
+                    ));
+                }
+                (_, Some(sp), None) => pace = Speed::Factor(sp),
+                (_, None, Some(q)) => pace = Speed::Qps(q),
+                _ => {}
+            }
+        }
+        if let (Some(d), false) = (job.duration, job.stages.is_empty()) {
+            let total: std::time::Duration = job.stages.iter().filter_map(|s| s.duration).map(|d| d.0).sum();
+            if d.0 < total {
+                p.push(Problem::new(
+                    "job.duration",
+                    format!("{:?}", d.0),
+                    &format!(
+                        "is shorter than the stages ({total:?}); leave it out to end with the last stage"
+                    ),
+                ));
+            }
+        }
+    }
+
     /// Checks every rule the types cannot express; returns all problems found. What needs
     /// parsing (threshold expressions, the S3 key pattern) is parsed here once and kept in
     /// the config ([`JobConfig::gate`], `S3Config::pattern`).
@@ -118,6 +176,7 @@ impl JobConfig {
                 "a followed topic never ends, so it cannot loop; set duration alone to end the job after a time",
             ));
         }
+        self.validate_stages(&mut p);
         if let (Some(b), Some(e)) = (job.begin, job.end)
             && b > e
         {
@@ -349,6 +408,17 @@ mod tests {
             "{shown:#?}"
         );
         assert!(shown.iter().any(|p| p.starts_with("job.duration = 0")), "{shown:#?}");
+        let stages = "[job]\ntarget = \"http://127.0.0.1:1\"\nduration = \"1s\"\n[[job.stages]]\nqps = 100\n\
+                      [[job.stages]]\nduration = \"2s\"\n[fetcher.file]\npath = \"x\"\n";
+        let shown: Vec<String> = problems(stages).iter().map(ToString::to_string).collect();
+        for want in [
+            "job.stages[0].duration: is required",
+            "job.stages[0].qps: cannot ramp from the pace before it (1)",
+            "job.stages[1]: needs a target",
+            "job.duration = 1s: is shorter than the stages (2s)",
+        ] {
+            assert!(shown.iter().any(|p| p.starts_with(want)), "{want}: {shown:#?}");
+        }
         let follow_for_a_while = kafka.replace("loop = true\nduration = 0", "duration = \"30m\"");
         let cfg =
             JobConfig::parse(&follow_for_a_while).expect("a duration alone ends a followed topic's job");

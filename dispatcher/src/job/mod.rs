@@ -10,6 +10,7 @@
 
 mod gate;
 mod run;
+mod stages;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -160,12 +161,24 @@ impl Job {
     /// Changes the pace (a speed or a qps) and/or rate mid-job; the wheel applies them within
     /// a slot.
     pub fn set_config(&self, speed: Option<Speed>, rate: Option<f64>) -> Result<Control, ControlError> {
-        self.control().with(speed, rate)?;
+        let new = self.control().with(speed, rate)?;
+        tracing::info!(job = self.id(), speed = %new.speed, rate = new.rate, "job settings changed");
         self.control.send_modify(|c| {
             c.speed = speed.unwrap_or(c.speed);
             c.rate = rate.unwrap_or(c.rate);
         });
         Ok(self.control())
+    }
+
+    /// The stages' settings at this step of their ramp (already checked, as the job file
+    /// was); unchanged settings are not sent again.
+    fn ramp(&self, pace: Speed, rate: f64) {
+        self.control.send_if_modified(|c| {
+            let changed = c.speed != pace || c.rate != rate;
+            c.speed = pace;
+            c.rate = rate;
+            changed
+        });
     }
 
     /// Pauses (true) or resumes (false) the release of records.

@@ -75,7 +75,10 @@ impl Job {
         )
         .with_max_gap(self.cfg.job.max_gap.map(|g| g.0));
         let mut endpoints = EndpointTable::new(&self.cfg.stats, Arc::clone(self.fleet.endpoint_names()));
-        let deadline = self.cfg.job.duration.map(|d| start + d.0);
+        if !self.cfg.job.stages.is_empty() {
+            self.tasks.spawn(super::stages::drive(Arc::clone(self), start, watchers.clone()));
+        }
+        let deadline = self.cfg.job.length().map(|d| start + d);
         let mut pass = Pass { deadline, ..Pass::default() };
         let stopped = loop {
             let ctx_d = self.dispatch_context();
