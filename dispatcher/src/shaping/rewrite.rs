@@ -167,7 +167,7 @@ impl Rewrite {
             None => None,
         };
         let json_set = rule.set_json.iter().map(|(ptr, v)| {
-            // invariant: a TOML value without dates (validated) serializes as json.
+            // invariant: a TOML value serializes as json (a date arrives as its text).
             (json::tokens(ptr), Op::Set(serde_json::to_string(v).unwrap_or_else(|_| "null".into())))
         });
         Some(Rewrite {
