@@ -22,18 +22,7 @@ async fn recorded_secrets_reach_the_target_and_no_output() {
     std::fs::write(&rec, [good, bad, good].join("\n")).expect("write");
     let extra = format!("[analyzer]\nsecret_headers = [\"X-Api-Key\"]\n{}", raw_sink(&dir));
     let job = write_job(&dir, &target.url(), &rec, "", &extra);
-    let (json, html, csv) = (dir.join("report.json"), dir.join("report.html"), dir.join("out"));
-    let a = args(&[
-        "run",
-        job.to_str().expect("path"),
-        "--report-json",
-        json.to_str().expect("path"),
-        "--report-html",
-        html.to_str().expect("path"),
-        "--report-csv",
-        csv.to_str().expect("path"),
-    ]);
-    let out = reprise_env(a, &[("RUST_LOG", "debug")]).await;
+    let out = run_with_every_report(&job, &dir).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(target.requests().len(), 2);
@@ -47,6 +36,22 @@ async fn recorded_secrets_reach_the_target_and_no_output() {
             assert!(!text.contains(secret), "{secret} in {name}");
         }
     }
+}
+
+/// `reprise run JOB` at debug level, writing the JSON, HTML and CSV reports into `dir`.
+async fn run_with_every_report(job: &Path, dir: &Path) -> std::process::Output {
+    let (json, html, csv) = (dir.join("report.json"), dir.join("report.html"), dir.join("out"));
+    let a = args(&[
+        "run",
+        job.to_str().expect("path"),
+        "--report-json",
+        json.to_str().expect("path"),
+        "--report-html",
+        html.to_str().expect("path"),
+        "--report-csv",
+        csv.to_str().expect("path"),
+    ]);
+    reprise_env(a, &[("RUST_LOG", "debug")]).await
 }
 
 /// stdout, stderr and every file under `dir` but the `inputs`.
@@ -117,18 +122,7 @@ table = "query.json"
         raw_sink(&dir)
     );
     let job = write_job(&dir, &target.url(), &rec, "", &rules);
-    let (json, html, csv) = (dir.join("report.json"), dir.join("report.html"), dir.join("out"));
-    let a = args(&[
-        "run",
-        job.to_str().expect("path"),
-        "--report-json",
-        json.to_str().expect("path"),
-        "--report-html",
-        html.to_str().expect("path"),
-        "--report-csv",
-        csv.to_str().expect("path"),
-    ]);
-    let out = reprise_env(a, &[("RUST_LOG", "debug")]).await;
+    let out = run_with_every_report(&job, &dir).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 
@@ -145,7 +139,7 @@ table = "query.json"
         "the default"
     );
 
-    let r = read_json(&json);
+    let r = read_json(&dir.join("report.json"));
     let c = &r["totals"];
     let by_rule = serde_json::json!({
         "bearer": {"replaced": 1, "unmapped": 1},

@@ -28,6 +28,9 @@ use crate::fleet::{EventTx, Fleet, Reserve, Sender};
 use crate::record::{Record, Text};
 use crate::timewheel::TimeWheel;
 
+mod pass;
+pub use pass::Pass;
+
 /// What the dispatch loop needs of its job.
 #[derive(Debug)]
 pub struct DispatchContext<'a> {
@@ -266,47 +269,6 @@ async fn wait_release(
         if let Some(released) = woke {
             return released;
         }
-    }
-}
-
-/// One pass over the recording (a job without `loop` or `duration` has one): what the
-/// dispatch loop needs from the passes before, and what it tells the next.
-#[derive(Debug, Default)]
-pub struct Pass {
-    /// Added to each record's time: the lengths of the passes before.
-    pub shift: i64,
-    /// The job's duration ends here: a record due at or after it ends the job.
-    pub deadline: Option<Instant>,
-    /// The job's first record's time (shifted), which progress counts from.
-    pub origin: Option<i64>,
-    /// Records of the whole job so far, in time order (chooses fractional copies).
-    pub index: u64,
-    /// This pass's first and last in-range record (recorded time, before the shift).
-    pub first: Option<i64>,
-    pub last: Option<i64>,
-    /// Records of this pass handed to the wheel.
-    pub records: u64,
-    /// The job's duration ended in this pass.
-    pub timed_out: bool,
-}
-
-impl Pass {
-    /// How much later the next pass starts than this one: the pass's span plus its mean
-    /// gap between records (so the seam looks like the rest), at least 1 ms; `None` when
-    /// the pass had no record.
-    pub fn length(&self) -> Option<i64> {
-        let (first, last) = (self.first?, self.last?);
-        let span = last.saturating_sub(first);
-        let gap = if self.records > 1 { span / (self.records as i64 - 1) } else { 0 };
-        Some(span.saturating_add(gap).max(1_000_000))
-    }
-
-    /// Starts the next pass, `length` after this one.
-    pub fn next(&mut self, length: i64) {
-        self.shift = self.shift.saturating_add(length);
-        self.first = None;
-        self.last = None;
-        self.records = 0;
     }
 }
 
