@@ -165,7 +165,7 @@ mod tests {
 
 #[cfg(test)]
 mod seeds {
-    use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
+    use reprise_proto::stats::{EndpointStats, OrderWait, Outcome, TotalStats};
 
     use super::*;
 
@@ -188,6 +188,9 @@ mod seeds {
             e.record(&o);
             t.record(&o);
         }
+        let mut wait = OrderWait::default();
+        wait.record(1_500, false);
+        wait.record(200_000, true);
         let report = pb::StatsReport {
             replayer_id: "r".into(),
             seq: 1,
@@ -195,6 +198,7 @@ mod seeds {
             endpoints: vec![e.to_wire(1)],
             total: Some(t.to_wire()),
             pending: 2,
+            order_wait: Some(wait.to_wire()),
             ..Default::default()
         };
         let ack = pb::StatsReport { completed_total: 5, ..Default::default() };
@@ -208,9 +212,11 @@ mod seeds {
             headers: &headers,
             body: &Bytes::from_static(b"{}"),
             host: b"h",
+            session: 0,
         };
         rec.write_to(&mut encoded);
-        rec.write_to(&mut encoded);
+        // The second of an ordered job, in a session.
+        reprise_proto::batch::RecordRef { session: 42, ..rec }.write_to(&mut encoded);
         let batch = pb::RecordBatch { encoded: encoded.freeze(), count: 2 };
         let how = "run REPRISE_WRITE_FUZZ_SEEDS=1 cargo test -p reprise-dispatcher generated_fuzz_seeds";
         for (path, message) in [("report/stats", report), ("report/ack", ack)] {

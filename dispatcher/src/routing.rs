@@ -32,6 +32,13 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// The session a keyed record belongs to in an ordered job (`[proxy] ordered`): its key's
+/// FNV-1a hash, never 0 (which marks a record without one). Two keys of one hash share a
+/// session at a replayer: their requests wait for each other, which keeps both in order.
+pub fn session_of(key: &str) -> u64 {
+    fnv1a(key.as_bytes()).max(1)
+}
+
 /// FNV-1a spreads short, similar keys poorly over the high bits; a 64-bit finalizer
 /// (murmur3's fmix64) evens the ring without changing which key maps where on reruns.
 fn ring_hash(bytes: &[u8]) -> u64 {

@@ -4,13 +4,15 @@
 //! the replayer it goes to: no `pb::Record` is built per record, and no second pass over
 //! nested messages is needed for their lengths. A replayer decodes the records as slices of
 //! the message it received (no copy, no allocation per field), and only when it sends it:
-//! on arrival only the due offset and the endpoint are read ([`Received`]), so a record
-//! waiting for its instant is 48 bytes in the queues, and a dry run never decodes the rest.
+//! on arrival only the due offset, the endpoint and the session are read ([`Received`]), so
+//! a record waiting for its instant is 56 bytes in the queues, and a dry run never decodes
+//! the rest.
 //!
 //! Each record is a `pb::Record` as prost reads it, preceded by its length, with one
 //! difference in form from what prost writes: the due offset and the endpoint come first and
-//! are always there (even when 0), so a replayer reads them from the record's first bytes
-//! without walking the rest. A record in any other field order is read too, by walking it.
+//! are always there (even when 0), then the session when the record has one (ordered jobs),
+//! so a replayer reads them from the record's first bytes without walking the rest. A record
+//! in any other field order is read too, by walking it.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
@@ -32,6 +34,8 @@ pub struct RecordRef<'a, N, V> {
     pub headers: &'a [(N, V)],
     pub body: &'a [u8],
     pub host: &'a [u8],
+    /// The record's session in an ordered job (a hash of its key); 0 for none, left out.
+    pub session: u64,
 }
 
 /// Length of a `bytes` field (key, length, content); 0 for an empty one, which is left out.
@@ -79,6 +83,7 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
             + bytes_len(self.body)
             + bytes_len(self.host)
             + varint_len(u64::from(self.endpoint))
+            + if self.session == 0 { 0 } else { varint_len(self.session) }
     }
 
     /// Appends the record, length-delimited, to a batch's bytes. The batch grows once by the
@@ -93,6 +98,9 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
         encode_varint(len as u64, out);
         put_varint(1, self.due_offset_ns as u64, out);
         put_varint(7, u64::from(self.endpoint), out);
+        if self.session != 0 {
+            put_varint(8, self.session, out);
+        }
         put_bytes(2, self.method, out);
         put_bytes(3, self.path, out);
         for (n, v) in self.headers {
@@ -125,6 +133,8 @@ pub enum BatchError {
 pub struct Received {
     pub due_offset_ns: i64,
     pub endpoint: u32,
+    /// Its session in an ordered job; 0 for none.
+    pub session: u64,
     encoded: Bytes,
 }
 
@@ -167,9 +177,9 @@ impl Received {
                 }
                 (5, WireType::LengthDelimited) => view.body = v,
                 (6, WireType::LengthDelimited) => view.host = v,
-                (1 | 7, WireType::Varint) => {}
+                (1 | 7 | 8, WireType::Varint) => {}
                 // A known field in another wire type is refused, as prost refuses it.
-                (1..=7, _) => return Err(BatchError::WireType(tag)),
+                (1..=8, _) => return Err(BatchError::WireType(tag)),
                 _ => {}
             }
         }
@@ -289,36 +299,53 @@ pub fn split(batch: pb::RecordBatch) -> Result<Vec<Received>, BatchError> {
             return Err(BatchError::Truncated);
         }
         let encoded = rest.split_to(len as usize);
-        let (due_offset_ns, endpoint) = head(&encoded)?;
-        records.push(Received { due_offset_ns, endpoint, encoded });
+        let (due_offset_ns, endpoint, session) = head(&encoded)?;
+        records.push(Received { due_offset_ns, endpoint, session, encoded });
     }
     Ok(records)
 }
 
-/// The due offset and endpoint of one record: from its first two fields as
-/// [`RecordRef::write_to`] puts them, else by walking every field.
-fn head(mut record: &[u8]) -> Result<(i64, u32), BatchError> {
+/// The due offset, endpoint and session of one record: from its first fields as
+/// [`RecordRef::write_to`] puts them (the session only when it is not 0), else by walking
+/// every field.
+fn head(record: &[u8]) -> Result<(i64, u32, u64), BatchError> {
     let mut first = record;
     if let (Ok((1, WireType::Varint)), Ok(due)) = (decode_key(&mut first), decode_varint(&mut first))
         && let (Ok((7, WireType::Varint)), Ok(endpoint)) = (decode_key(&mut first), decode_varint(&mut first))
     {
-        return Ok((due as i64, endpoint as u32));
+        // A session, if any, comes next (as the due offset and endpoint, one written in
+        // this order is trusted not to repeat later: only this writer puts them first).
+        let mut third = first;
+        let session = match (decode_key(&mut third), decode_varint(&mut third)) {
+            (Ok((8, WireType::Varint)), Ok(session)) => session,
+            _ => 0,
+        };
+        return Ok((due as i64, endpoint as u32, session));
     }
-    let (mut due, mut endpoint) = (0, 0);
+    walk(record)
+}
+
+/// The head's fields read by walking the whole record (the last of a repeated one counts).
+fn walk(mut record: &[u8]) -> Result<(i64, u32, u64), BatchError> {
+    let (mut due, mut endpoint, mut session) = (0, 0, 0);
     while record.has_remaining() {
         match decode_key(&mut record)? {
             (1, WireType::Varint) => due = decode_varint(&mut record)? as i64,
             (7, WireType::Varint) => endpoint = decode_varint(&mut record)? as u32,
+            (8, WireType::Varint) => session = decode_varint(&mut record)?,
             (tag, wire_type) => skip_field(wire_type, tag, &mut record, DecodeContext::default())?,
         }
     }
-    Ok((due, endpoint))
+    Ok((due, endpoint, session))
 }
 
 /// The records of a batch, in order, decoded whole.
 pub fn decode(batch: pb::RecordBatch) -> Result<Vec<pb::Record>, BatchError> {
     split(batch)?.iter().map(Received::decode).collect()
 }
+
+// What a record costs in a replayer's queues until its instant (see the module's docs).
+const _: () = assert!(std::mem::size_of::<Received>() == 56);
 
 #[cfg(test)]
 mod tests {
@@ -327,7 +354,12 @@ mod tests {
     use super::*;
 
     fn sample(due: i64, endpoint: u32, body: &'static [u8]) -> pb::Record {
+        sample_of(due, endpoint, 0, body)
+    }
+
+    fn sample_of(due: i64, endpoint: u32, session: u64, body: &'static [u8]) -> pb::Record {
         pb::Record {
+            session,
             due_offset_ns: due,
             method: Bytes::from_static(b"POST"),
             path: Bytes::from_static("/users/4711/caf\u{e9}?x=1".as_bytes()),
@@ -353,13 +385,15 @@ mod tests {
             headers: &headers,
             body: &r.body,
             host: &r.host,
+            session: r.session,
         }
         .write_to(out);
     }
 
-    /// What is written decodes back to the same records (defaults, negative offsets and long
-    /// fields included), with the due offset and endpoint first; records as prost itself
-    /// writes them (endpoint last, zeros left out) split the same way.
+    /// What is written decodes back to the same records (defaults, negative offsets, long
+    /// fields and sessions included), with the due offset, endpoint and session first;
+    /// records as prost itself writes them (endpoint and session last, zeros left out) split
+    /// the same way.
     #[test]
     fn records_are_read_back_and_their_heads_come_first() {
         let records = [
@@ -367,6 +401,8 @@ mod tests {
             sample(0, 0, b""),
             sample(-3, u32::MAX, &[0u8; 200]),
             pb::Record::default(),
+            sample_of(5, 2, u64::MAX, b"x"),
+            sample_of(0, 0, 1, b""),
         ];
         let mut out = BytesMut::new();
         let mut by_prost = Vec::new();
@@ -379,13 +415,18 @@ mod tests {
             assert_eq!(decode_key(&mut mine).expect("key"), (1, WireType::Varint), "due offset first");
             decode_varint(&mut mine).expect("due");
             assert_eq!(decode_key(&mut mine).expect("key"), (7, WireType::Varint), "then the endpoint");
+            decode_varint(&mut mine).expect("endpoint");
+            if r.session != 0 {
+                assert_eq!(decode_key(&mut mine).expect("key"), (8, WireType::Varint), "then the session");
+            }
             r.encode_length_delimited(&mut by_prost).expect("prost writes");
         }
-        let heads = [(1_500_000, 7), (0, 0), (-3, u32::MAX), (0, 0)];
+        let heads = [(1_500_000, 7, 0), (0, 0, 0), (-3, u32::MAX, 0), (0, 0, 0), (5, 2, u64::MAX), (0, 0, 1)];
         for encoded in [out.freeze(), Bytes::from(by_prost)] {
             let batch = pb::RecordBatch { encoded, count: records.len() as u32 };
             let received = split(batch.clone()).expect("splits");
-            let got: Vec<(i64, u32)> = received.iter().map(|r| (r.due_offset_ns, r.endpoint)).collect();
+            let got: Vec<(i64, u32, u64)> =
+                received.iter().map(|r| (r.due_offset_ns, r.endpoint, r.session)).collect();
             assert_eq!(got, heads);
             for (r, got) in received.iter().zip(&records) {
                 assert_eq!(as_view(r).as_ref(), Ok(got), "the view reads what prost reads");
@@ -400,6 +441,7 @@ mod tests {
         Ok(pb::Record {
             due_offset_ns: r.due_offset_ns,
             endpoint: r.endpoint,
+            session: r.session,
             method: v.share(v.method),
             path: v.share(v.path),
             headers: v
@@ -417,7 +459,7 @@ mod tests {
     #[test]
     fn the_view_accepts_and_reads_what_prost_does() {
         let mut out = BytesMut::new();
-        write(&sample(1_500_000, 7, b"{\"a\":1}"), &mut out);
+        write(&sample_of(1_500_000, 7, 99, b"{\"a\":1}"), &mut out);
         let mut framed = &out[..];
         decode_varint(&mut framed).expect("its length");
         let whole = framed.to_vec(); // without its length

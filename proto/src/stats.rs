@@ -293,6 +293,54 @@ impl TotalStats {
     }
 }
 
+/// How long records of an ordered job (`[proxy] ordered`) waited for their session's
+/// previous response: only records that waited count. Kept apart from [`Stats`]: the wait is
+/// the price of the order the user asked for, not the target's latency nor the schedule's
+/// error (both count from the instant a record was let go).
+#[derive(Clone, Debug, Default)]
+pub struct OrderWait {
+    /// µs each waiting record waited.
+    pub waited: Hdr,
+    /// Of those, let go by the order timeout while the previous request was still in flight.
+    pub timed_out: u64,
+}
+
+impl OrderWait {
+    pub fn record(&mut self, waited_us: u64, timed_out: bool) {
+        self.waited.record(waited_us.clamp(1, MAX_MICROS));
+        self.timed_out += u64::from(timed_out);
+    }
+
+    /// Records that waited.
+    pub fn count(&self) -> u64 {
+        self.waited.len()
+    }
+
+    pub fn merge(&mut self, other: &OrderWait) {
+        self.waited.add(&other.waited);
+        self.timed_out += other.timed_out;
+    }
+
+    pub fn reset(&mut self) {
+        self.waited.reset();
+        self.timed_out = 0;
+    }
+
+    pub fn to_wire(&self) -> pb::OrderWait {
+        pb::OrderWait { hist: self.waited.to_wire().into(), timed_out: self.timed_out }
+    }
+
+    pub fn from_wire(w: &pb::OrderWait) -> Result<Self, DecodeError> {
+        let waited = Hdr::from_wire(&w.hist).map_err(|reason| DecodeError {
+            part: "order wait".into(),
+            which: "wait",
+            reason,
+        })?;
+        // More let go by timeout than waited at all cannot be: the rest is not believed.
+        Ok(Self { timed_out: w.timed_out.min(waited.len()), waited })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +443,31 @@ mod tests {
         assert!((p60 - 2_345_678.0).abs() < 2_345_678.0 / 1000.0, "{p60}");
         let max = back.latency.max() as f64;
         assert!((max - MAX_MICROS as f64).abs() < MAX_MICROS as f64 / 1000.0, "clamped at 60 s: {max}");
+    }
+
+    /// Waits merge exactly and cross the wire whole; a corrupt one is an error naming it.
+    #[test]
+    fn order_waits_merge_and_travel() {
+        let (mut a, mut b, mut whole) = (OrderWait::default(), OrderWait::default(), OrderWait::default());
+        for i in 0..500u64 {
+            let timed_out = i % 100 == 0;
+            whole.record(i * 1_000, timed_out);
+            if i % 2 == 0 { a.record(i * 1_000, timed_out) } else { b.record(i * 1_000, timed_out) }
+        }
+        a.merge(&OrderWait::from_wire(&b.to_wire()).expect("decodes"));
+        assert_eq!((a.count(), a.timed_out), (500, 5));
+        for q in [0.5, 0.99, 1.0] {
+            assert_eq!(a.waited.value_at_quantile(q), whole.waited.value_at_quantile(q));
+        }
+        assert_eq!(a.waited.min(), 1, "a wait of 0 counts as 1 µs: it waited");
+        let mut wire = whole.to_wire();
+        wire.timed_out = 10_000;
+        assert_eq!(OrderWait::from_wire(&wire).expect("decodes").timed_out, 500);
+        wire.hist = vec![9, 9].into();
+        let err = OrderWait::from_wire(&wire).expect_err("corrupt");
+        assert!(err.to_string().contains("order wait: cannot decode wait"), "{err}");
+        a.reset();
+        assert_eq!((a.count(), a.timed_out), (0, 0));
     }
 
     #[test]

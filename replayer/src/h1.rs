@@ -382,6 +382,7 @@ mod tests {
             headers,
             body,
             host: b"",
+            session: 0,
         };
         rec.write_to(&mut encoded);
         let batch = reprise_proto::pb::RecordBatch { encoded: encoded.freeze(), count: 1 };

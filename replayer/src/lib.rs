@@ -49,6 +49,7 @@ pub(crate) fn gets<'a>(
             headers: &no_headers,
             body: b"",
             host: b"",
+            session: 0,
         };
         rec.write_to(&mut encoded);
         count += 1;

@@ -88,6 +88,7 @@ impl<R: Reports> Reporter<R> {
             raw_dropped: 0,
             refusal: String::new(),
             leaving: false,
+            order_wait: None,
         }
     }
 
@@ -119,6 +120,7 @@ impl<R: Reports> Reporter<R> {
             raw_dropped: delta.raw_dropped,
             refusal: String::new(),
             leaving: false,
+            order_wait: delta.order_wait,
         };
         for attempt in 0..5u32 {
             match self.to.report(report.clone()).await {

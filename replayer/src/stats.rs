@@ -22,7 +22,7 @@
 use std::sync::Mutex;
 
 use reprise_proto::pb;
-use reprise_proto::stats::{Dist as _, EndpointStats, MAX_MICROS, Outcome, TotalStats};
+use reprise_proto::stats::{Dist as _, EndpointStats, MAX_MICROS, OrderWait, Outcome, TotalStats};
 
 /// Endpoint ids above this count as "other" (0): the dispatcher never sends more (its cap is
 /// at most 100,000), and a peer that did could not make this vector grow without bound.
@@ -75,6 +75,8 @@ struct Inner {
     /// Outcomes not yet in `delta` and `total`, in arrival order (at most [`BATCH`]).
     log: Vec<Waiting>,
     total: TotalStats,
+    /// Waits for a session's previous request (ordered jobs), apart from the requests' own.
+    order_wait: OrderWait,
     completed: u64,
     cancelled: u64,
     unreported: u64,
@@ -122,6 +124,8 @@ pub struct Delta {
     pub cancelled_total: u64,
     pub raw: Vec<pb::RawResult>,
     pub raw_dropped: u64,
+    /// Waits of an ordered job's records for their session, when some waited.
+    pub order_wait: Option<pb::OrderWait>,
     /// The interval's schedule lag, for the replayer's own `/metrics`.
     pub lag: LagInterval,
 }
@@ -193,6 +197,13 @@ impl Recorder {
         inner.unreported
     }
 
+    /// A record of an ordered job waited `waited_us` for its session's previous request
+    /// (let go by the order timeout if `timed_out`).
+    pub fn record_wait(&self, waited_us: u64, timed_out: bool) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.order_wait.record(waited_us, timed_out);
+    }
+
     /// Records dropped unsent because the job was stopped.
     pub fn cancel(&self, n: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -221,7 +232,7 @@ impl Recorder {
     pub fn take(&self) -> Delta {
         let mut spares = std::mem::take(&mut *self.spares.lock().unwrap_or_else(|p| p.into_inner()));
         let fresh_total = spares.total.take().unwrap_or_default();
-        let (mut taken, total, completed_total, cancelled_total, raw) = {
+        let (mut taken, total, completed_total, cancelled_total, raw, order_wait) = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             let inner = &mut *inner;
             inner.fold();
@@ -235,7 +246,12 @@ impl Recorder {
             }
             let total = std::mem::replace(&mut inner.total, fresh_total);
             let raw = (std::mem::take(&mut inner.raw), std::mem::take(&mut inner.raw_dropped));
-            (taken, total, inner.completed, inner.cancelled, raw)
+            let order_wait = (inner.order_wait.count() > 0).then(|| {
+                let wire = inner.order_wait.to_wire();
+                inner.order_wait.reset();
+                wire
+            });
+            (taken, total, inner.completed, inner.cancelled, raw, order_wait)
         };
         let endpoints = taken
             .iter_mut()
@@ -267,6 +283,7 @@ impl Recorder {
             cancelled_total,
             raw: raw.0,
             raw_dropped: raw.1,
+            order_wait,
             lag,
         }
     }

@@ -38,6 +38,8 @@ pub struct Captured {
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
     pub at: Instant,
+    /// When the target began to answer (after its delay); `None` while it has not.
+    pub answered: Option<Instant>,
 }
 
 impl Captured {
@@ -98,8 +100,13 @@ impl Capture {
                                 .await
                                 .map(|b| b.to_bytes().to_vec())
                                 .unwrap_or_default();
-                            store.lock().expect("lock").push(Captured { method, path, headers, body, at });
+                            let index = {
+                                let mut seen = store.lock().expect("lock");
+                                seen.push(Captured { method, path, headers, body, at, answered: None });
+                                seen.len() - 1
+                            };
                             tokio::time::sleep(Duration::from_millis(delay)).await;
+                            store.lock().expect("lock")[index].answered = Some(Instant::now());
                             let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
                             *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
                             if close {

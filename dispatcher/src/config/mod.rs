@@ -16,6 +16,7 @@ mod service;
 mod shaping;
 mod sources;
 mod validate;
+mod validate_runtime;
 mod validate_shaping;
 mod validate_sources;
 pub mod values;
@@ -330,6 +331,11 @@ pub struct RoutingConfig {
     /// last statistics (they cut requests still in flight after 2 s); what is unaccounted
     /// then counts as lost.
     pub drain_timeout: Millis,
+    /// Sessions in order: a key's next request is sent only after its previous response
+    /// (or after `order_timeout`). Needs a key (`[analyzer] hash_field`) and key routing.
+    pub ordered: bool,
+    /// How long a key's request in flight holds its next one, at most (`ordered`).
+    pub order_timeout: Millis,
 }
 
 impl Default for RoutingConfig {
@@ -339,6 +345,8 @@ impl Default for RoutingConfig {
             credit_window: 20_000,
             heartbeat_timeout: Millis(std::time::Duration::from_secs(3)),
             drain_timeout: Millis(std::time::Duration::from_secs(30)),
+            ordered: false,
+            order_timeout: Millis(std::time::Duration::from_secs(5)),
         }
     }
 }

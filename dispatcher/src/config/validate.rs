@@ -320,36 +320,6 @@ impl JobConfig {
             }
         }
     }
-
-    fn validate_runtime(&self, p: &mut Vec<Problem>) {
-        if self.proxy.credit_window < 16 {
-            p.push(Problem::new(
-                "proxy.credit_window",
-                self.proxy.credit_window,
-                "must be at least 16 records",
-            ));
-        }
-        if self.proxy.heartbeat_timeout.0 < std::time::Duration::from_millis(1500) {
-            p.push(Problem::new(
-                "proxy.heartbeat_timeout",
-                format!("{:?}", self.proxy.heartbeat_timeout.0),
-                "must be at least 1.5s (replayers report every second)",
-            ));
-        }
-        if self.proxy.drain_timeout.0 < std::time::Duration::from_secs(3) {
-            p.push(Problem::new(
-                "proxy.drain_timeout",
-                format!("{:?}", self.proxy.drain_timeout.0),
-                "must be at least 3s (replayers give requests in flight 2s before cutting them)",
-            ));
-        }
-        if self.replayer.concurrency == 0 {
-            p.push(Problem::new("replayer.concurrency", 0, "must be at least 1"));
-        }
-        if self.replayer.timeout.0.is_zero() {
-            p.push(Problem::new("replayer.timeout", "0", "must be longer than zero"));
-        }
-    }
 }
 
 /// A target is "builtin:echo" or an absolute http(s) URL with a host and no query.
@@ -423,6 +393,27 @@ mod tests {
         let cfg =
             JobConfig::parse(&follow_for_a_while).expect("a duration alone ends a followed topic's job");
         assert!(cfg.job.loops(), "and would loop a source that ends");
+    }
+
+    /// Ordering needs a key and key routing; each missing part is named with its fix.
+    #[test]
+    fn ordered_sessions_need_a_key_and_key_routing() {
+        let text = format!("{MINIMAL}[proxy]\nordered = true\norder_timeout = 0\n");
+        let shown: Vec<String> = problems(&text).iter().map(ToString::to_string).collect();
+        for want in [
+            "proxy.order_timeout = 0: must be longer than zero",
+            "proxy.ordered = true: needs a key to order by: set [analyzer] hash_field",
+            "proxy.ordered = true: needs [proxy] hash = \"fnv\" or \"consistent\"",
+        ] {
+            assert!(shown.iter().any(|p| p.starts_with(want)), "{want}: {shown:#?}");
+        }
+        let ok = format!(
+            "{MINIMAL}[analyzer]\nhash_field = \"header:X-User\"\n[proxy]\nordered = true\nhash = \"consistent\"\norder_timeout = \"250ms\"\n"
+        );
+        let cfg = JobConfig::parse(&ok).expect("valid");
+        assert!(cfg.proxy.ordered);
+        assert_eq!(cfg.proxy.order_timeout.0, std::time::Duration::from_millis(250));
+        assert_eq!(JobConfig::parse(MINIMAL).expect("valid").proxy.order_timeout.0.as_secs(), 5);
     }
 
     #[test]

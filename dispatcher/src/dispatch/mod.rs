@@ -28,7 +28,9 @@ use crate::fleet::{EventTx, Fleet, Reserve, Sender};
 use crate::record::{Record, Text};
 use crate::timewheel::TimeWheel;
 
+mod live;
 mod pass;
+use live::Live;
 pub use pass::Pass;
 
 /// What the dispatch loop needs of its job.
@@ -49,6 +51,8 @@ pub struct DispatchContext<'a> {
     /// How long a batch may wait for room in a replayer's stream before that replayer is
     /// taken for gone (the heartbeat timeout).
     pub send_timeout: Duration,
+    /// Records carry their key's session (`[proxy] ordered`).
+    pub ordered: bool,
 }
 
 /// Records per batch event. 512 once made each encoded event a fresh buffer from the OS
@@ -163,8 +167,9 @@ async fn send(ctx: &DispatchContext<'_>, p: Pending) {
 /// A record as it goes out: its fields, borrowed from the parsed record.
 type WireRecord<'a> = RecordRef<'a, Text, Bytes>;
 
-fn to_wire(r: &Record, offset: Duration, endpoint: u32) -> WireRecord<'_> {
+fn to_wire(r: &Record, offset: Duration, endpoint: u32, ordered: bool) -> WireRecord<'_> {
     RecordRef {
+        session: if ordered { r.key.as_deref().map_or(0, crate::routing::session_of) } else { 0 },
         due_offset_ns: offset.as_nanos() as i64,
         endpoint,
         method: r.method.as_bytes(),
@@ -172,61 +177,6 @@ fn to_wire(r: &Record, offset: Duration, endpoint: u32) -> WireRecord<'_> {
         headers: &r.headers,
         body: &r.body,
         host: r.host.as_ref().map(Text::as_bytes).unwrap_or_default(),
-    }
-}
-
-/// Live changes (POST /job/config, /job/pause, /job/resume) as the loop applies them.
-struct Live {
-    rx: watch::Receiver<Control>,
-    /// What the wheel runs with.
-    applied: Control,
-    /// `changed()` returned: awaiting it marks the value seen before it is applied, so
-    /// `has_changed` alone would miss it.
-    woken: bool,
-    paused_at: Option<Instant>,
-}
-
-impl Live {
-    /// Applies a pending change: speed and rate to the wheel; a pause starts; a resume
-    /// moves the schedule by the pause's length.
-    fn apply(&mut self, ctx: &DispatchContext<'_>, wheel: &mut TimeWheel) {
-        // Per record: the common case is a version check, not the channel's lock.
-        if !self.woken && !self.rx.has_changed().unwrap_or(false) {
-            return;
-        }
-        self.woken = false;
-        let c = *self.rx.borrow_and_update();
-        if c == self.applied {
-            return;
-        }
-        self.applied = c;
-        if c.speed != wheel.speed() {
-            wheel.set_speed(c.speed);
-        }
-        if c.rate != wheel.rate() {
-            wheel.set_rate(c.rate);
-        }
-        match (c.paused, self.paused_at) {
-            (true, None) => {
-                self.paused_at = Some(Instant::now());
-                ctx.state.send_replace(JobState::Paused);
-            }
-            (false, Some(at)) => {
-                wheel.shift(Instant::now() - at);
-                self.paused_at = None;
-                ctx.state.send_replace(JobState::Running);
-            }
-            _ => {}
-        }
-        // POST /job/config logs its changes; a ramp's steps (`[[job.stages]]`) are many.
-        tracing::debug!(speed = %c.speed, rate = c.rate, paused = c.paused, "job settings applied");
-    }
-
-    async fn changed(&mut self) {
-        if self.rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        self.woken = true;
     }
 }
 
@@ -345,7 +295,7 @@ pub async fn run(
             ctx.progress.store(record.ts - *pass.origin.get_or_insert(record.ts), Relaxed);
         }
         let endpoint = endpoints.id(&record.method, &record.path);
-        let wire = to_wire(&record, due.saturating_duration_since(wheel.start()), endpoint);
+        let wire = to_wire(&record, due.saturating_duration_since(wheel.start()), endpoint, ctx.ordered);
         for _ in 0..copies {
             place(ctx, &mut batches, &wire, record.key.as_deref(), stop).await;
         }
@@ -466,6 +416,7 @@ mod tests {
                 progress: &self.progress,
                 next_release: &self.next_release,
                 send_timeout: Duration::from_secs(3),
+                ordered: false,
             }
         }
 

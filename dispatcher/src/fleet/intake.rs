@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use reprise_proto::pb;
-use reprise_proto::stats::{DecodeError, EndpointStats, TotalStats};
+use reprise_proto::stats::{DecodeError, EndpointStats, OrderWait, TotalStats};
 use tokio::time::Instant;
 
 use super::history::History;
@@ -50,6 +50,8 @@ pub struct JobStats {
     pub history: History,
     /// All endpoints together, per replayer (for its schedule error).
     pub per_replayer: BTreeMap<String, TotalStats>,
+    /// How long records of an ordered job waited for their session (`[proxy] ordered`).
+    pub order_wait: OrderWait,
 }
 
 impl Fleet {
@@ -66,6 +68,7 @@ impl Fleet {
             decoded.push((e.endpoint, EndpointStats::from_wire(e)?));
         }
         let total = r.total.as_ref().map(TotalStats::from_wire).transpose()?.unwrap_or_default();
+        let order_wait = r.order_wait.as_ref().map(OrderWait::from_wire).transpose()?;
         // Accounting counts the endpoints' requests; a total that disagrees would make the
         // two views of the job differ, so such a report is refused whole.
         let count: u64 = decoded.iter().map(|(_, d)| d.count()).sum();
@@ -146,6 +149,9 @@ impl Fleet {
         stats.total.merge(&total);
         stats.history.add(&total);
         stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&total);
+        if let Some(wait) = &order_wait {
+            stats.order_wait.merge(wait);
+        }
         let names = if r.raw.is_empty() { Vec::new() } else { self.endpoint_names().snapshot() };
         self.sinks.publish(&Interval {
             replayer: &r.replayer_id,

@@ -157,6 +157,7 @@ impl Job {
             progress: &self.progress_ns,
             next_release: &self.next_release_ms,
             send_timeout: self.cfg.proxy.heartbeat_timeout.0,
+            ordered: self.cfg.proxy.ordered,
         }
     }
 
@@ -174,6 +175,8 @@ impl Job {
             dry_run: self.opts.dry_run,
             session: 0,
             raw_results: self.fleet.sinks().wants_rows(),
+            ordered: self.cfg.proxy.ordered,
+            order_timeout_ms: self.cfg.proxy.order_timeout.0.as_millis() as u64,
         }
     }
 

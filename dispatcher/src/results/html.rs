@@ -124,6 +124,9 @@ pub fn render(r: &Report) -> String {
         failed = r.totals.failed,
     );
     let _ = write!(out, "<p>{}</p>", esc(&r.accounting_line()));
+    if let Some(w) = &r.order_wait {
+        let _ = write!(out, "<p>{}</p>", esc(&w.line(r.totals.sent)));
+    }
     out.push_str(&chart(
         "Requests and errors per second",
         "/s",

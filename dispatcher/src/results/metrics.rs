@@ -225,6 +225,9 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
         let v = lag.value_at_quantile(q) as f64 / 1e6;
         let _ = writeln!(out, "reprise_schedule_lag_seconds{{{j},quantile=\"{q}\"}} {v}");
     }
+    if job.config().proxy.ordered {
+        order_wait(out, job, j);
+    }
     header(out, "reprise_job_running", "gauge", "1 while the job runs (or is paused), else 0.");
     let running = matches!(job.state(), JobState::Running | JobState::Paused | JobState::Draining);
     let _ = writeln!(out, "reprise_job_running{{{j}}} {}", u8::from(running));
@@ -233,6 +236,31 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
     header(out, "reprise_job_recorded_seconds", "gauge", "Recorded time replayed so far (job progress).");
     let _ = writeln!(out, "reprise_job_recorded_seconds{{{j}}} {}", job.progress().as_secs_f64());
     source(out, j, &job.source());
+}
+
+/// An ordered job's waits for sessions: a summary over the job, and the timeouts.
+fn order_wait(out: &mut String, job: &Job, j: &str) {
+    let w = job.fleet().with_stats(|s| s.order_wait.clone());
+    header(
+        out,
+        "reprise_order_wait_seconds",
+        "summary",
+        "How long requests waited for their session's previous response ([proxy] ordered), over the job.",
+    );
+    for q in [0.5, 0.9, 0.99] {
+        let v = w.waited.value_at_quantile(q) as f64 / 1e6;
+        let _ = writeln!(out, "reprise_order_wait_seconds{{{j},quantile=\"{q}\"}} {v}");
+    }
+    let sum = w.waited.mean() * w.count() as f64 / 1e6;
+    let _ = writeln!(out, "reprise_order_wait_seconds_sum{{{j}}} {sum}");
+    let _ = writeln!(out, "reprise_order_wait_seconds_count{{{j}}} {}", w.count());
+    header(
+        out,
+        "reprise_order_timeouts_total",
+        "counter",
+        "Requests let go by [proxy] order_timeout while their session's previous one was in flight.",
+    );
+    let _ = writeln!(out, "reprise_order_timeouts_total{{{j}}} {}", w.timed_out);
 }
 
 /// Each replayer as the dispatcher sees it: the count by state (every state, zeros

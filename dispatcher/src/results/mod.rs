@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use reprise_proto::stats::{Dist, Stats};
+use reprise_proto::stats::{Dist, OrderWait, Stats};
 use serde::Serialize;
 
 use crate::accounting::Counts;
@@ -65,6 +65,37 @@ pub struct Report {
     /// Worker threads of this process's runtime (`reprise --threads`), where the dispatch
     /// loop and in-process replayers run; what a figure was measured with.
     pub runtime_threads: Option<usize>,
+    /// Sessions in order (`[proxy] ordered`): what requests waited for their session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_wait: Option<OrderWaitReport>,
+}
+
+/// How long requests of an ordered job waited for their session's previous response
+/// before they were sent. Latency and schedule lag count from the end of that wait.
+#[derive(Clone, Debug, Serialize)]
+pub struct OrderWaitReport {
+    /// Requests that waited (the others found their session idle).
+    pub requests: u64,
+    /// Of those, let go by `[proxy] order_timeout` while the previous one was in flight.
+    pub timed_out: u64,
+    /// How long those that waited waited.
+    pub wait_ms: Percentiles,
+}
+
+impl OrderWaitReport {
+    fn of(w: &OrderWait) -> Self {
+        Self { requests: w.count(), timed_out: w.timed_out, wait_ms: Percentiles::of(&w.waited) }
+    }
+
+    /// The terminal's line.
+    pub fn line(&self, sent: u64) -> String {
+        let w = &self.wait_ms;
+        format!(
+            "ordered sessions: {} of {sent} requests waited for their session's previous response, \
+             p50 {:.2} ms p99 {:.2} ms max {:.2} ms; {} let go by order_timeout",
+            self.requests, w.p50, w.p99, w.max, self.timed_out
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -194,7 +225,8 @@ impl Report {
         let secs = job.elapsed().as_secs_f64();
         let counts = job.accounting().counts();
         let gate = &job.config().gate;
-        let (endpoints, total, reports, verdicts, history) = job.fleet().with_stats(|s| {
+        let ordered = job.config().proxy.ordered;
+        let (endpoints, total, reports, verdicts, history, order_wait) = job.fleet().with_stats(|s| {
             let eps: Vec<EndpointReport> =
                 s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
             let reports = StatsReportCounts {
@@ -203,7 +235,8 @@ impl Report {
                 duplicate: s.duplicate_reports,
             };
             let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), secs);
-            (eps, endpoint("*", &s.total, secs), reports, verdicts, s.history.rows())
+            let order_wait = ordered.then(|| OrderWaitReport::of(&s.order_wait));
+            (eps, endpoint("*", &s.total, secs), reports, verdicts, s.history.rows(), order_wait)
         });
         let dropped_total = counts.dropped_total();
         // Every identity of the books (accounting.rs), the input's included.
@@ -237,6 +270,7 @@ impl Report {
             thresholds: verdicts,
             peak_rss_bytes: peak_rss_bytes(),
             runtime_threads: tokio::runtime::Handle::try_current().ok().map(|h| h.metrics().num_workers()),
+            order_wait,
         }
     }
 
@@ -308,6 +342,9 @@ impl Report {
             "duration {:.2}s, {:.1} req/s, schedule lag p50 {:.2} ms p99 {:.2} ms",
             self.duration_s, self.total.rps, lag.p50, lag.p99
         );
+        if let Some(w) = &self.order_wait {
+            let _ = writeln!(out, "{}", w.line(self.totals.sent));
+        }
         let _ = writeln!(out, "{}", self.accounting_line());
         let src = &self.source;
         if src.kind.is_empty() {

@@ -2,15 +2,17 @@
 //! ([`Slots`]), and hands them due records.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use reprise_proto::batch::Received;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use super::{Due, Executor};
+use super::order::{Released, Sessions, Ticket};
+use super::{Due, Executor, Wait};
 use crate::http::Link;
 use crate::slots::Slots;
 
@@ -31,6 +33,11 @@ const LOOKAHEAD: usize = 4;
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Due>,
+    /// Records of sessions let go by the order timeout: taken before `waiting` (they are
+    /// due already, and their session is reserved for them).
+    released: VecDeque<Released>,
+    /// Sessions in order (`ordered` jobs): which have a request in flight, and what waits.
+    sessions: Option<Sessions>,
     /// Connections waiting for a record, last idle last (taken first: at low rates few stay
     /// warm). An entry whose flag is down is stale: that connection took a record since.
     idle: Vec<usize>,
@@ -46,6 +53,48 @@ fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
     queue.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+impl Queue {
+    /// Records a connection could take now.
+    fn ready(&self) -> usize {
+        self.waiting.len() + self.released.len()
+    }
+
+    /// The next record to send: one let go by an order timeout, else the first waiting one
+    /// whose session (if it has one) is idle; a record of a busy session is put behind it.
+    fn next(&mut self) -> Option<Next> {
+        if let Some(r) = self.released.pop_front() {
+            return Some(Next::released(r));
+        }
+        loop {
+            let due = self.waiting.pop_front()?;
+            let Some(sessions) = self.sessions.as_mut().filter(|_| due.0.session != 0) else {
+                return Some(Next { due, ticket: None, wait: None });
+            };
+            if let Some((ticket, due)) = sessions.take(due, Instant::now()) {
+                return Some(Next { due, ticket: Some(ticket), wait: None });
+            }
+        }
+    }
+}
+
+/// A record a connection sends next, with its session's ticket and how long it waited for
+/// its session, if it did.
+struct Next {
+    due: Due,
+    ticket: Option<Ticket>,
+    wait: Option<Wait>,
+}
+
+impl Next {
+    fn released(r: Released) -> Self {
+        Next {
+            due: r.due,
+            ticket: Some(r.ticket),
+            wait: Some(Wait { waited: r.waited, timed_out: r.timed_out }),
+        }
+    }
+}
+
 impl Executor {
     /// The driver: hands due records to the connections' futures and polls those woken
     /// ([`Slots`]). A connection that finishes an exchange takes the next waiting record
@@ -54,7 +103,12 @@ impl Executor {
     /// cancelled) and every exchange in flight has finished.
     pub(super) async fn drive(self: &Arc<Self>, chunks: &mut mpsc::Receiver<Vec<Due>>) {
         let limit = self.cfg.concurrency.max(1) as usize;
-        let queue = Arc::new(Mutex::new(Queue { idle_flags: vec![false; limit], ..Queue::default() }));
+        let sessions = self
+            .cfg
+            .ordered
+            .then(|| Sessions::new(std::time::Duration::from_millis(self.cfg.order_timeout_ms.max(1))));
+        let queue =
+            Arc::new(Mutex::new(Queue { idle_flags: vec![false; limit], sessions, ..Queue::default() }));
         let mut slots = Slots::with_capacity(limit);
         // A few connections open before the first instant; more while records wait.
         for _ in 0..limit.min(WARM_LINKS) {
@@ -63,6 +117,8 @@ impl Executor {
         let mut open = true;
         // Started when the job is stopped: at its end, requests still in flight are cut.
         let mut cut_at: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // The next order timeout of a session with records waiting (ordered jobs).
+        let mut order_at: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         std::future::poll_fn(|cx| {
             loop {
                 let mut progress = false;
@@ -88,13 +144,18 @@ impl Executor {
                         }
                     }
                     if self.stopped.load(Relaxed) {
-                        self.recorder.cancel(q.waiting.len() as u64);
+                        let held = q.sessions.as_mut().map_or(0, Sessions::clear);
+                        self.recorder.cancel((q.ready() + held) as u64);
                         q.waiting.clear();
+                        q.released.clear();
                         q.closed = true;
                         cut_at.get_or_insert_with(|| Box::pin(tokio::time::sleep(IN_FLIGHT_GRACE)));
                     }
+                    if order_timeouts(&mut q, &mut order_at, cx) {
+                        progress = true;
+                    }
                     // An idle connection per waiting record (all of them once closed: they end).
-                    let mut unserved = q.waiting.len();
+                    let mut unserved = q.ready();
                     while unserved > 0 || (q.closed && !q.idle.is_empty()) {
                         let Some(index) = q.idle.pop() else { break };
                         if !q.idle_flags[index] {
@@ -147,16 +208,21 @@ impl Executor {
     }
 
     /// One connection, for the whole job: opens, then sends waiting records one after
-    /// another, until the queue is closed and empty.
+    /// another, until the queue is closed and empty. After a request of a session, it sends
+    /// the next record that session holds, if any, before anything else.
     async fn serve(self: Arc<Self>, queue: Arc<Mutex<Queue>>, index: usize) {
         let mut link = Link::default();
         self.target.open(&mut link).await;
         lock(&queue).opening -= 1;
+        let mut own: Option<Next> = None;
         loop {
             let next = std::future::poll_fn(|_| {
+                if let Some(next) = own.take() {
+                    return Poll::Ready(Some(next));
+                }
                 let mut q = lock(&queue);
-                match q.waiting.pop_front() {
-                    Some(due) => {
+                match q.next() {
+                    Some(next) => {
                         // Records a few places on are cold (their chunk came a whole queue
                         // ago): their slot is prefetched first, their bytes once the slot is
                         // in (it was prefetched that many takes ago).
@@ -169,7 +235,7 @@ impl Executor {
                         // Polled while listed idle (a stale wake, e.g. its timer's old
                         // deadline): no longer idle; the driver skips its entry.
                         q.idle_flags[index] = false;
-                        Poll::Ready(Some(due))
+                        Poll::Ready(Some(next))
                     }
                     None if q.closed => Poll::Ready(None),
                     None => {
@@ -182,16 +248,20 @@ impl Executor {
                     }
                 }
             });
-            let Some((rec, due)) = next.await else { return };
+            let Some(Next { due: (rec, due), ticket, wait }) = next.await else { return };
             if self.stopped.load(Relaxed) {
                 self.recorder.cancel(1);
             } else {
-                self.fire(&mut link, &rec, due).await;
+                self.fire(&mut link, &rec, due, wait).await;
+            }
+            if let Some(ticket) = ticket {
+                let mut q = lock(&queue);
+                own = q.sessions.as_mut().and_then(|s| s.done(ticket, Instant::now())).map(Next::released);
             }
         }
     }
 
-    async fn fire(&self, link: &mut Link, rec: &Received, due: Instant) {
+    async fn fire(&self, link: &mut Link, rec: &Received, due: Instant, wait: Option<Wait>) {
         let sent = Instant::now();
         let result = match rec.view() {
             Ok(view) => self.target.exchange(link, &view, sent.into_std(), &self.cut).await,
@@ -202,6 +272,24 @@ impl Executor {
                 (None, Some("other"))
             }
         };
-        self.complete(rec, due, sent, result);
+        self.complete(rec, due, sent, result, wait);
     }
+}
+
+/// Lets go the records whose session's request has been in flight for the order timeout,
+/// and keeps `timer` set for the next such instant; true if some were let go (or the timer
+/// fired: the driver looks again).
+fn order_timeouts(q: &mut Queue, timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    let Some(at) = q.sessions.as_mut().and_then(Sessions::next_deadline) else { return false };
+    let now = Instant::now();
+    if at <= now {
+        let went = q.sessions.as_mut().map(|s| s.expire(now)).unwrap_or_default();
+        q.released.extend(went);
+        return true;
+    }
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+    if timer.deadline() != at {
+        timer.as_mut().reset(at);
+    }
+    timer.as_mut().poll(cx).is_ready()
 }

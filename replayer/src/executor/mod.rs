@@ -18,6 +18,7 @@
 //! once.
 
 mod driver;
+mod order;
 mod timekeeper;
 
 use std::sync::Arc;
@@ -46,6 +47,14 @@ const DRY_CLOCK_EVERY: u32 = 32;
 
 /// A record due at an instant, on its way to a connection.
 type Due = (Received, Instant);
+
+/// How long a record of an ordered job waited for its session's previous request
+/// (`order.rs`), and whether the order timeout let it go.
+#[derive(Clone, Copy, Debug)]
+struct Wait {
+    waited: Duration,
+    timed_out: bool,
+}
 
 /// One job at one replayer.
 pub struct Executor {
@@ -167,13 +176,24 @@ impl Executor {
                     _ => *taken.insert(Instant::now()),
                 };
                 n += 1;
-                self.complete(&due.0, due.1, at, (None, None));
+                self.complete(&due.0, due.1, at, (None, None), None);
             }
         }
     }
 
     /// Records how a record went: sent at `sent` (for a dry run: taken at `sent`, and done).
-    fn complete(&self, rec: &Received, due: Instant, sent: Instant, (status, error): Exchanged) {
+    /// A record that waited for its session counts from the instant it was let go: its due
+    /// instant plus the wait, which is recorded apart ([`Recorder::record_wait`]).
+    fn complete(
+        &self,
+        rec: &Received,
+        due: Instant,
+        sent: Instant,
+        (status, error): Exchanged,
+        wait: Option<Wait>,
+    ) {
+        let planned = due;
+        let due = due + wait.map_or(Duration::ZERO, |w| w.waited);
         let end = if self.dry_run { sent } else { Instant::now() };
         let us = |d: Duration| d.as_micros() as u64;
         let outcome = Outcome {
@@ -185,8 +205,12 @@ impl Executor {
         };
         let raw = self.cfg.raw_results.then(|| {
             let due_unix_us = (self.cfg.start_unix_ns + rec.due_offset_ns) / 1000;
-            RawTimes { due_unix_us, sent_unix_us: due_unix_us + outcome.lag_us as i64 }
+            let sent_us = us(sent.saturating_duration_since(planned)) as i64;
+            RawTimes { due_unix_us, sent_unix_us: due_unix_us + sent_us }
         });
+        if let Some(w) = wait {
+            self.recorder.record_wait(us(w.waited), w.timed_out);
+        }
         let unreported = self.recorder.record(rec.endpoint, &outcome, raw);
         if unreported >= u64::from(self.cfg.credit_window / 4).max(1) {
             self.ack_due.notify_one();
@@ -307,6 +331,7 @@ mod tests {
             headers: &headers,
             body: b"",
             host: b"",
+            session: 0,
         };
         good.write_to(&mut encoded);
         // Head (due 0, endpoint 2), then field 2 (method) as a varint instead of bytes.
