@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use reprise_proto::batch::Received;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 use super::order::{Released, Sessions, Ticket};
 use super::{Due, Executor, Wait};
@@ -101,7 +102,11 @@ impl Executor {
     /// itself; one that finds none waits in `idle` until the driver wakes it for one. Returns
     /// once the chunks have ended (or the job is stopped: records still waiting are counted
     /// cancelled) and every exchange in flight has finished.
-    pub(super) async fn drive(self: &Arc<Self>, chunks: &mut mpsc::Receiver<Vec<Due>>) {
+    pub(super) async fn drive(
+        self: &Arc<Self>,
+        chunks: &mut mpsc::Receiver<Vec<Due>>,
+        cancel: &CancellationToken,
+    ) {
         let limit = self.cfg.concurrency.max(1) as usize;
         let sessions = self
             .cfg
@@ -115,6 +120,9 @@ impl Executor {
             self.add_link(&mut slots, &queue);
         }
         let mut open = true;
+        // A stop wakes the driver: once the chunks have ended, nothing else might (a request
+        // in flight that is never answered, records waiting for their session).
+        let mut cancelled = std::pin::pin!(cancel.cancelled());
         // Started when the job is stopped: at its end, requests still in flight are cut.
         let mut cut_at: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // The next order timeout of a session with records waiting (ordered jobs).
@@ -124,6 +132,9 @@ impl Executor {
                 let mut progress = false;
                 let mut recv_pending = false;
                 let grow;
+                if !self.stopped.load(Relaxed) && cancelled.as_mut().poll(cx).is_ready() {
+                    self.stopped.store(true, Relaxed);
+                }
                 {
                     let mut q = lock(&queue);
                     // Due records, while few wait (at speed "max" a chunk is a whole batch).

@@ -145,7 +145,7 @@ impl Executor {
         if self.dry_run {
             self.dry_run(&mut chunks).await;
         } else {
-            self.drive(&mut chunks).await;
+            self.drive(&mut chunks, &cancel).await;
         }
         chunks.close();
         while let Ok(rest) = chunks.try_recv() {
@@ -230,6 +230,11 @@ mod tests {
 
     /// An executor for a job against `addr` that starts now, with `concurrency` connections.
     fn starting_now(addr: std::net::SocketAddr, concurrency: u32) -> Arc<Executor> {
+        starting_now_with(addr, concurrency, pb::JobConfig::default())
+    }
+
+    /// [`starting_now`] with the other settings of `base` (ordering, …).
+    fn starting_now_with(addr: std::net::SocketAddr, concurrency: u32, base: pb::JobConfig) -> Arc<Executor> {
         let now_ns = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_nanos() as i64;
         let cfg = pb::JobConfig {
             target: format!("http://{addr}"),
@@ -238,9 +243,71 @@ mod tests {
             // stalled driver and hide the stall.
             timeout_ms: 600_000,
             start_unix_ns: now_ns,
-            ..Default::default()
+            ..base
         };
         Executor::new(cfg, false).expect("a plain target")
+    }
+
+    /// A job stopped while records wait for their session: those are counted cancelled, the
+    /// one in flight is cut, every record is done with, and the target saw only the first
+    /// (the others never left their session's queue).
+    #[tokio::test]
+    async fn a_stop_counts_records_waiting_for_their_session() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&arrived);
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else { return };
+                let counted = Arc::clone(&counted);
+                // Reads requests and never answers.
+                held.push(tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = sock.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        counted.fetch_add(buf[..n].windows(4).filter(|w| w == b"\r\n\r\n").count(), Relaxed);
+                    }
+                }));
+            }
+        });
+        let ordered = pb::JobConfig { ordered: true, order_timeout_ms: 600_000, ..Default::default() };
+        let exec = starting_now_with(addr, 4, ordered);
+        let mut records = crate::gets((0..5).map(|_| ("/s", 1)));
+        for r in &mut records {
+            r.session = 7;
+        }
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(records).await.expect("room");
+        drop(tx);
+        let cancel = CancellationToken::new();
+        let run = tokio::spawn(Arc::clone(&exec).run(rx, cancel.clone()));
+        let first = tokio::time::timeout(Duration::from_secs(10), async {
+            while arrived.load(Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(first.is_ok(), "the first request arrives");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(arrived.load(Relaxed), 1, "the others wait for its answer");
+        cancel.cancel();
+        let finished = tokio::time::timeout(Duration::from_secs(30), run).await;
+        server.abort();
+        assert!(finished.is_ok(), "the executor ends after a stop");
+        let (completed, cancelled) = exec.recorder().counts();
+        assert_eq!((completed, cancelled), (5, 4));
+        assert_eq!(exec.pending(), 0);
+        let d = exec.recorder().take();
+        assert_eq!(
+            d.total.counts.expect("counts").errors.get("cancelled"),
+            Some(&1),
+            "the one in flight is cut"
+        );
+        assert!(d.order_wait.is_none(), "none was let go: no wait to report");
     }
 
     /// Thousands of records due at once, on a runtime of several threads, through few
