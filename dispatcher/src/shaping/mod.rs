@@ -19,6 +19,7 @@ mod conditions;
 mod filter;
 pub(crate) mod json;
 mod matcher;
+mod path;
 mod rewrite;
 mod substitute;
 

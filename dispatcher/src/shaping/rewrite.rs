@@ -5,10 +5,11 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use bytes::Bytes;
-use regex::{CaptureLocations, Regex};
+use regex::CaptureLocations;
 
 use super::conditions::{When, path_only};
 use super::json::{self, Op};
+use super::path::PathRule;
 use crate::config::{OnFailure, RewriteRule};
 use crate::record::{Record, Text};
 
@@ -21,7 +22,7 @@ pub struct Rewrite {
     pub label: String,
     pub skip_on_failure: bool,
     when: Option<When>,
-    path: Option<(Regex, Vec<Part>)>,
+    path: Option<PathRule>,
     /// Tells this rule's capture slots apart in a reader thread's [`Draft`].
     uid: u64,
     set_host: Option<Text>,
@@ -38,59 +39,6 @@ pub struct Rewrite {
 
 /// Rules made so far, for their `uid`.
 static RULES_MADE: AtomicU64 = AtomicU64::new(0);
-
-/// A piece of `path.to`: text, or a capture group by index.
-#[derive(Debug, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Group(usize),
-}
-
-/// `to` as pieces, group names resolved against `re` (`$1`, `${1}`, `$name`, `${name}`;
-/// `$$` is a dollar). Validation refused a group `re` lacks; one here inserts nothing, as
-/// the regex crate's own expansion does.
-fn template(re: &Regex, to: &str) -> Vec<Part> {
-    let mut parts = Vec::new();
-    let mut text = String::new();
-    let mut rest = to;
-    while let Some(at) = rest.find('$') {
-        text.push_str(&rest[..at]);
-        rest = &rest[at + 1..];
-        let (name, after) = if let Some(r) = rest.strip_prefix('$') {
-            text.push('$');
-            rest = r;
-            continue;
-        } else if let Some(r) = rest.strip_prefix('{') {
-            match r.find('}') {
-                Some(end) => (&r[..end], &r[end + 1..]),
-                None => {
-                    text.push('$');
-                    continue;
-                }
-            }
-        } else {
-            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-            (&rest[..end], &rest[end..])
-        };
-        if name.is_empty() {
-            text.push('$');
-            continue;
-        }
-        let index = name.parse::<usize>().ok().or_else(|| re.capture_names().position(|n| n == Some(name)));
-        if let Some(i) = index.filter(|&i| i < re.captures_len()) {
-            if !text.is_empty() {
-                parts.push(Part::Text(std::mem::take(&mut text)));
-            }
-            parts.push(Part::Group(i));
-        }
-        rest = after;
-    }
-    text.push_str(rest);
-    if !text.is_empty() {
-        parts.push(Part::Text(text));
-    }
-    parts
-}
 
 /// A reader thread's buffers for one record: its path as the rules so far made it (so a
 /// record whose path several rules change costs one allocation for it, at the end), a
@@ -151,19 +99,13 @@ impl Rewrite {
             None => None,
         };
         let path = match &rule.path {
-            Some(p) => {
-                let (from, to) = (p.from.as_deref()?, p.to.clone()?);
-                match Regex::new(from) {
-                    Ok(re) => {
-                        let parts = template(&re, &to);
-                        Some((re, parts))
-                    }
-                    Err(e) => {
-                        tracing::error!(rule = label, error = %e, "rewrite left out: path.from does not compile");
-                        return None;
-                    }
+            Some(p) => match PathRule::new(p.from.as_deref()?, p.to.as_deref()?) {
+                Ok(rule) => Some(rule),
+                Err(e) => {
+                    tracing::error!(rule = label, error = %e, "rewrite left out: path.from does not compile");
+                    return None;
                 }
-            }
+            },
             None => None,
         };
         let json_set = rule.set_json.iter().map(|(ptr, v)| {
@@ -204,33 +146,19 @@ impl Rewrite {
         {
             return out;
         }
-        if let Some((re, parts)) = &self.path {
+        if let Some(rule) = &self.path {
             let at = match draft.slots.iter().position(|(uid, _)| *uid == self.uid) {
                 Some(at) => at,
                 None => {
-                    draft.slots.push((self.uid, re.capture_locations()));
+                    draft.slots.push((self.uid, rule.capture_locations()));
                     draft.slots.len() - 1
                 }
             };
-            let slots = &mut draft.slots[at].1;
             let (path, query) = split_query(&draft.path);
-            if re.captures_read(slots, path).is_some() {
-                // The path with the match replaced, then the query, into the spare.
-                let (start, end) = slots.get(0).unwrap_or((0, 0));
-                let new = &mut draft.spare;
-                new.clear();
-                new.push_str(&path[..start]);
-                for part in parts {
-                    match part {
-                        Part::Text(t) => new.push_str(t),
-                        Part::Group(i) => {
-                            if let Some((a, b)) = slots.get(*i) {
-                                new.push_str(&path[a..b]);
-                            }
-                        }
-                    }
-                }
-                new.push_str(&path[end..]);
+            // The path with the match replaced, then the query, into the spare.
+            let new = &mut draft.spare;
+            new.clear();
+            if rule.write(path, &mut draft.slots[at].1, new) {
                 if !new.starts_with('/') {
                     out.failed = Some("the new path does not start with /");
                 } else if new.as_str() != path {
@@ -372,30 +300,5 @@ fn split_query(path: &str) -> (&str, &str) {
     match memchr::memchr(b'?', path.as_bytes()) {
         Some(q) => path.split_at(q),
         None => (path, ""),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_template_reads_groups_by_number_and_name() {
-        let re = Regex::new("^/v1/(?P<kind>\\w+)/(\\d+)(.*)$").expect("regex");
-        let t = template(&re, "/v2/${kind}s/$2/$$x${3}y$");
-        assert_eq!(
-            t,
-            vec![
-                Part::Text("/v2/".into()),
-                Part::Group(1),
-                Part::Text("s/".into()),
-                Part::Group(2),
-                Part::Text("/$x".into()),
-                Part::Group(3),
-                Part::Text("y$".into()),
-            ]
-        );
-        assert_eq!(template(&re, "/plain"), vec![Part::Text("/plain".into())]);
-        assert_eq!(template(&re, "/a/$9/b"), vec![Part::Text("/a//b".into())], "a group it lacks: nothing");
     }
 }
