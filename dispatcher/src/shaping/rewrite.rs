@@ -116,17 +116,13 @@ impl Rewrite {
             skip_on_failure: rule.on_failure == OnFailure::Skip,
             when,
             path,
-            set_host: rule.set_host.as_deref().map(Text::from),
+            set_host: rule.set_host.as_deref().map(Text::interned),
             remove_headers: rule.remove_headers.clone(),
-            rename_headers: rule
-                .rename_headers
-                .iter()
-                .map(|(a, b)| (a.clone(), Text::from(b.as_str())))
-                .collect(),
+            rename_headers: rule.rename_headers.iter().map(|(a, b)| (a.clone(), Text::interned(b))).collect(),
             set_headers: rule
                 .set_headers
                 .iter()
-                .map(|(n, v)| (Text::from(n.as_str()), Bytes::copy_from_slice(v.as_bytes())))
+                .map(|(n, v)| (Text::interned(n), crate::record::interned(v.as_bytes())))
                 .collect(),
             remove_query: rule.remove_query.clone(),
             set_query: rule.set_query.iter().take(64).map(|(k, v)| (k.clone(), format!("{k}={v}"))).collect(),
