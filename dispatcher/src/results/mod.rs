@@ -89,6 +89,11 @@ impl OrderWaitReport {
 
     /// The terminal's line.
     pub fn line(&self, sent: u64) -> String {
+        if self.requests == 0 {
+            return format!(
+                "ordered sessions: none of {sent} requests waited for its session's previous response"
+            );
+        }
         let w = &self.wait_ms;
         format!(
             "ordered sessions: {} of {sent} requests waited for their session's previous response, \
@@ -377,5 +382,27 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The terminal's line says how many waited and how long, and says so briefly when none did.
+    #[test]
+    fn the_order_wait_line_gives_the_waits_or_says_none_waited() {
+        let mut w = OrderWait::default();
+        assert_eq!(
+            OrderWaitReport::of(&w).line(60),
+            "ordered sessions: none of 60 requests waited for its session's previous response"
+        );
+        for us in [1_000, 2_000, 40_000] {
+            w.record(us, us == 40_000);
+        }
+        let line = OrderWaitReport::of(&w).line(60);
+        assert!(line.starts_with("ordered sessions: 3 of 60 requests waited"), "{line}");
+        assert!(line.contains("p50 2.00 ms") && line.contains("max 40.0"), "3 significant figures: {line}");
+        assert!(line.ends_with("; 1 let go by order_timeout"), "{line}");
     }
 }
