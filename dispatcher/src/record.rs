@@ -174,14 +174,49 @@ impl Record {
 
 /// First value of the query parameter `name` of an origin-form target (not percent-decoded).
 pub fn query_param<'a>(target: &'a str, name: &str) -> Option<&'a str> {
-    let query = &target[memchr::memchr(b'?', target.as_bytes())? + 1..];
-    query.split('&').find_map(|pair| {
-        let (k, v) = match memchr::memchr(b'=', pair.as_bytes()) {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, ""),
-        };
-        (k == name).then_some(v)
+    query_value(&target[memchr::memchr(b'?', target.as_bytes())? + 1..], name)
+}
+
+/// First value of the parameter `name` in `query` (the part after the `?`).
+pub fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    pairs(query).find_map(|pair| match pair.as_bytes().get(name.len()) {
+        _ if !pair.as_bytes().starts_with(name.as_bytes()) => None,
+        None => Some(""),
+        Some(b'=') => Some(&pair[name.len() + 1..]),
+        Some(_) => None,
     })
+}
+
+/// The `&`-separated pairs of `query`, empty ones included. Split on bytes with memchr (a
+/// filter on a parameter asks this of every record; `str::split` costs several times more).
+pub fn pairs(query: &str) -> Pairs<'_> {
+    Pairs { rest: Some(query) }
+}
+
+/// See [`pairs`].
+#[derive(Debug, Clone)]
+pub struct Pairs<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match memchr::memchr(b'&', rest.as_bytes()) {
+            Some(at) => {
+                self.rest = Some(&rest[at + 1..]);
+                Some(&rest[..at])
+            }
+            None => self.rest.take(),
+        }
+    }
+}
+
+/// The name of a `name=value` pair (all of it without `=`).
+pub fn pair_name(pair: &str) -> &str {
+    memchr::memchr(b'=', pair.as_bytes()).map_or(pair, |i| &pair[..i])
 }
 
 /// Splits an absolute URL into (host, origin-form path), borrowed from `url` (the path is
@@ -245,5 +280,19 @@ mod tests {
         assert_eq!(r.query_param("user"), Some("42"));
         assert_eq!(r.query_param("flag"), Some(""));
         assert_eq!(r.query_param("missing"), None);
+        // A name that starts another is not it; the first of a repeated name wins.
+        assert_eq!(query_value("username=x&user=y&user=z", "user"), Some("y"));
+        assert_eq!(query_value("user", "use"), None);
+        assert_eq!(query_value("a=1&&=e", ""), Some(""));
+        assert_eq!(query_value("a=1&=e", ""), Some("e"));
+        assert_eq!(query_value("", "a"), None);
+        assert_eq!(query_value("a=x=y&é=1", "a"), Some("x=y"));
+        assert_eq!(query_value("a=x=y&é=1", "é"), Some("1"));
+        assert_eq!(query_param("/p", "a"), None);
+        assert_eq!(pairs("a=1&&b").collect::<Vec<_>>(), ["a=1", "", "b"]);
+        assert_eq!(pairs("").collect::<Vec<_>>(), [""]);
+        assert_eq!(pairs("a&").collect::<Vec<_>>(), ["a", ""]);
+        assert_eq!(pair_name("a=1=2"), "a");
+        assert_eq!(pair_name("flag"), "flag");
     }
 }

@@ -3,7 +3,7 @@
 
 use super::matcher::Matcher;
 use crate::config::Conditions;
-use crate::record::Record;
+use crate::record::{Record, query_value};
 
 #[derive(Debug, Default)]
 pub struct When {
@@ -34,6 +34,23 @@ pub fn path_only(path: &[u8]) -> &[u8] {
     memchr::memchr(b'?', path).map_or(path, |q| &path[..q])
 }
 
+/// A request target split once at its `?`, for all the conditions checked on it.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub path: &'a str,
+    /// After the `?`; `None` without one.
+    pub query: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    pub fn of(target: &'a str) -> Target<'a> {
+        match memchr::memchr(b'?', target.as_bytes()) {
+            Some(q) => Target { path: &target[..q], query: Some(&target[q + 1..]) },
+            None => Target { path: target, query: None },
+        }
+    }
+}
+
 impl When {
     pub fn new(c: &Conditions, rule: &str) -> Result<When, ()> {
         Ok(When {
@@ -49,13 +66,12 @@ impl When {
 
     /// Whether every condition holds for `r`, whose path (and query) is `target` now: the
     /// recorded one, or what the rules before made of it.
-    pub fn matches(&self, r: &Record, target: &str) -> bool {
-        let path = path_only(target.as_bytes());
+    pub fn matches(&self, r: &Record, target: Target<'_>) -> bool {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| r.method.is(m)) {
             return false;
         }
         if let Some(m) = &self.path
-            && !m.is_match(path)
+            && !m.is_match(target.path.as_bytes())
         {
             return false;
         }
@@ -75,7 +91,7 @@ impl When {
             }
         }
         if let Some(name) = &self.query {
-            match (crate::record::query_param(target, name), &self.query_value) {
+            match (target.query.and_then(|q| query_value(q, name)), &self.query_value) {
                 (None, _) => return false,
                 (Some(v), Some(m)) if !m.is_match(v.as_bytes()) => return false,
                 _ => {}

@@ -1,7 +1,7 @@
 //! `[[filter]]`: the first rule whose conditions all hold decides whether a record is
 //! replayed.
 
-use super::conditions::When;
+use super::conditions::{Target, When};
 use crate::config::{FilterAction, FilterRule};
 use crate::record::Record;
 
@@ -36,7 +36,7 @@ impl Filters {
         if self.rules.is_empty() {
             return None;
         }
-        let target = r.path.as_str();
+        let target = Target::of(r.path.as_str());
         let (i, rule) = self.rules.iter().find(|(_, f)| f.when.matches(r, target))?;
         rule.deny.then_some(*i)
     }

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use bytes::Bytes;
 use regex::CaptureLocations;
 
-use super::conditions::{When, path_only};
+use super::conditions::{Target, When, path_only};
 use super::json::{self, Op};
 use super::path::PathRule;
 use crate::config::{OnFailure, RewriteRule};
-use crate::record::{Record, Text};
+use crate::record::{Record, Text, pair_name, pairs};
 
 /// Failures logged per rule (with the record's method and path, never its headers or
 /// body); the rest are only counted.
@@ -49,6 +49,8 @@ pub struct Draft {
     pub path: String,
     spare: String,
     pub changed: bool,
+    /// Where `path`'s query starts (its `?`), or its length.
+    query_at: usize,
     /// By rule `uid`; a few rules each, so a scan beats a hash.
     slots: Vec<(u64, CaptureLocations)>,
 }
@@ -59,6 +61,7 @@ impl Draft {
         self.path.clear();
         self.path.push_str(path);
         self.changed = false;
+        self.find_query();
         // Rules of jobs long over must not pile up in a dispatcher serving job after job.
         if self.slots.len() > 256 {
             self.slots.clear();
@@ -73,10 +76,21 @@ impl Draft {
         Text::from(s)
     }
 
-    /// Makes the spare, written by a change, the path.
-    fn swap(&mut self) {
+    /// Makes the spare, written by a change, the path; its query starts at `query_at`.
+    fn swap(&mut self, query_at: usize) {
         std::mem::swap(&mut self.path, &mut self.spare);
         self.changed = true;
+        self.query_at = query_at;
+    }
+
+    fn find_query(&mut self) {
+        self.query_at = memchr::memchr(b'?', self.path.as_bytes()).unwrap_or(self.path.len());
+    }
+
+    /// The path as conditions see it.
+    fn target(&self) -> Target<'_> {
+        let (path, query) = self.path.split_at(self.query_at);
+        Target { path, query: query.strip_prefix('?') }
     }
 }
 
@@ -138,7 +152,7 @@ impl Rewrite {
     pub fn apply(&self, r: &mut Record, draft: &mut Draft) -> Outcome {
         let mut out = Outcome::default();
         if let Some(when) = &self.when
-            && !when.matches(r, &draft.path)
+            && !when.matches(r, draft.target())
         {
             return out;
         }
@@ -150,7 +164,7 @@ impl Rewrite {
                     draft.slots.len() - 1
                 }
             };
-            let (path, query) = split_query(&draft.path);
+            let (path, query) = draft.path.split_at(draft.query_at);
             // The path with the match replaced, then the query, into the spare.
             let new = &mut draft.spare;
             new.clear();
@@ -158,8 +172,9 @@ impl Rewrite {
                 if !new.starts_with('/') {
                     out.failed = Some("the new path does not start with /");
                 } else if new.as_str() != path {
+                    let query_at = new.len();
                     new.push_str(query);
-                    draft.swap();
+                    draft.swap(query_at);
                     out.changed = true;
                 }
             }
@@ -240,12 +255,12 @@ impl Rewrite {
         if self.remove_query.is_empty() && self.set_query.is_empty() {
             return false;
         }
-        let (path, query) = split_query(&draft.path);
-        let pairs = query.strip_prefix('?').unwrap_or_default();
+        let (path, query) = draft.path.split_at(draft.query_at);
+        let query = query.strip_prefix('?');
         // Nothing to set and none of the names to remove: the path stays (the common case
         // of a tracking parameter most records lack), without being written again.
         if self.set_query.is_empty()
-            && !pairs.split('&').any(|p| self.remove_query.iter().any(|n| n == key(p)))
+            && !query.is_some_and(|q| pairs(q).any(|p| self.remove_query.iter().any(|n| n == pair_name(p))))
         {
             return false;
         }
@@ -258,8 +273,8 @@ impl Rewrite {
             new.push(if new.len() == path.len() { '?' } else { '&' });
             new.push_str(pair);
         };
-        for pair in pairs.split('&').filter(|p| !p.is_empty()) {
-            let name = key(pair);
+        for pair in pairs(query.unwrap_or_default()).filter(|p| !p.is_empty()) {
+            let name = pair_name(pair);
             if self.remove_query.iter().any(|n| n == name) {
                 continue;
             }
@@ -281,20 +296,8 @@ impl Rewrite {
         if *new == draft.path {
             return false;
         }
-        draft.swap();
+        let query_at = path.len();
+        draft.swap(query_at);
         true
-    }
-}
-
-/// A query pair's name.
-fn key(pair: &str) -> &str {
-    memchr::memchr(b'=', pair.as_bytes()).map_or(pair, |i| &pair[..i])
-}
-
-/// The path and its query, `?` included (`""` without one).
-fn split_query(path: &str) -> (&str, &str) {
-    match memchr::memchr(b'?', path.as_bytes()) {
-        Some(q) => path.split_at(q),
-        None => (path, ""),
     }
 }
