@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 
 use super::merge::{Chunk, Stream};
-use super::units::{ReadEnd, parse_units};
+use super::units::{ReadEnd, parse_stream};
 use super::{Chunker, FetchError, STREAM_CAPACITY, SourceContext, decompressed};
 
 /// Expands `pattern` and starts one reader per file, in name order.
@@ -63,7 +63,7 @@ fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Chunk>) {
     }
     let mut out = Chunker::new(tx, &ctx.progress);
     let mut at = 0;
-    match parse_units(&mut reader, &source, ctx, &mut at, |r| out.push(r)) {
+    match parse_stream(&mut reader, &source, ctx, &mut at, |r| out.push(r)) {
         Ok(ReadEnd::End) => {
             out.flush();
             ctx.progress.part_done();

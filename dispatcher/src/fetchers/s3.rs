@@ -26,7 +26,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::merge::{Chunk, Stream};
 use super::progress::Counted;
-use super::units::{ReadEnd, parse_units};
+use super::units::{ReadEnd, parse_stream};
 use super::{CHUNK, Chunker, FetchError, SourceContext, decompressed};
 use crate::config::{KeyPattern, Range, S3Settings};
 
@@ -240,7 +240,7 @@ fn read_body(
 ) -> io::Result<ReadEnd> {
     let mut reader = decompressed(Counted::new(body, &ctx.progress))?;
     let mut out = Chunker::new(tx, &ctx.progress);
-    let result = parse_units(&mut reader, source, ctx, at, |r| out.push(r));
+    let result = parse_stream(&mut reader, source, ctx, at, |r| out.push(r));
     let handed = out.flush();
     match result {
         Ok(ReadEnd::End) if !handed => Ok(ReadEnd::Stopped),

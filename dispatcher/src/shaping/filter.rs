@@ -32,6 +32,10 @@ impl Filters {
 
     /// The index of the deny rule that leaves `r` out, if the first rule that matches it
     /// denies it.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     pub fn denied_by(&self, r: &Record) -> Option<usize> {
         if self.rules.is_empty() {
             return None;

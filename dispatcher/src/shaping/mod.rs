@@ -121,6 +121,11 @@ impl Shaping {
         (headers, queries)
     }
 
+    /// Whether any rule is configured (a record may be changed or left out).
+    pub fn is_active(&self) -> bool {
+        !self.filters.is_empty() || !self.substitutes.is_empty() || !self.rewrites.is_empty()
+    }
+
     /// Replayers must send a record's host rather than the target's: a rewrite sets it.
     pub fn sends_host(&self) -> bool {
         self.sets_host
