@@ -1,7 +1,9 @@
 //! The file fetcher: a file or a glob of files, plain or gzip (by magic bytes, so a `.gz`
 //! name is not required), each read and parsed on a blocking thread into its own bounded
-//! stream. The streams are merged by timestamp in [`super::merge`]. Memory per file is one
-//! unit plus [`super::STREAM_CAPACITY`] chunks of [`super::CHUNK`] records, whatever the file's size.
+//! stream (with shaping rules, parsed on a second thread and shaped on the first: see
+//! [`super::units::parse_stream`]). The streams are merged by timestamp in [`super::merge`].
+//! Memory per file is one unit plus [`super::STREAM_CAPACITY`] chunks of [`super::CHUNK`]
+//! records (and, with rules, 1,024 records between the two threads), whatever the file's size.
 
 use std::fs::File;
 use std::io::BufRead;

@@ -1,6 +1,7 @@
-//! Production traffic made fit for a staging target, applied once per record in the
-//! dispatcher's reader threads (so every replayer sends the same bytes, and the work spreads
-//! over the readers rather than the dispatch loop), in this order:
+//! Production traffic made fit for a staging target, applied once per record where sources
+//! are read (so every replayer sends the same bytes, and the work spreads over the readers
+//! rather than the dispatch loop; a file or object with rules is parsed on a thread of its
+//! own and shaped on a second, see `fetchers::units::parse_stream`), in this order:
 //!
 //! 1. `[[filter]]` rules leave records out, judged on the record as recorded;
 //! 2. `[[substitute]]` rules swap production credentials for staging ones through a table
