@@ -7,6 +7,8 @@
 //!   and read by a replayer as slices of the message.
 //! - [`dist`]: distributions of µs values: sparse histograms per endpoint, HdrHistograms for
 //!   the totals.
+//! - [`fields`]: the names response comparison counts differences under (`status`,
+//!   `header:NAME`, `body`, JSON paths with `[*]` for indexes) and its `ignore` patterns.
 //! - [`hint`]: a cache prefetch hint, for the replayer's hot paths.
 //! - [`token`]: what an HTTP token is, for the dispatcher's checks and the replayer's writer.
 //! - [`stats`]: statistics (counters and those histograms) as the replayer records them and
@@ -14,6 +16,7 @@
 
 pub mod batch;
 pub mod dist;
+pub mod fields;
 pub mod hint;
 pub mod stats;
 pub mod token;

@@ -1,0 +1,190 @@
+//! Response comparison (`[compare]`, issue 13), the part that says where two responses
+//! differ: field by field for JSON bodies, by length and content hash for others. Field
+//! names are [`reprise_proto::fields`]'s, so the dispatcher's reports and the job's
+//! `ignore` patterns speak of the same fields.
+//!
+//! Not yet wired to the replayer's requests: this is the first step of issue 13 (see
+//! docs/design.md, "Response comparison").
+
+use reprise_proto::fields::{FieldPattern, JsonPath};
+use serde_json::Value;
+
+/// Longest example value kept per difference, in bytes (cut at a character boundary).
+pub const SAMPLE: usize = 120;
+
+/// One field that differs, with an example of each side (`None`: the field is missing
+/// there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub field: String,
+    pub left: Option<String>,
+    pub right: Option<String>,
+}
+
+/// Appends to `out` the fields where body `left` and body `right` differ, each field once
+/// however many elements of a list differ under it, leaving out what `ignore` covers.
+/// Bodies that are not both JSON are one field, `body`, compared by length and a hash of
+/// their bytes.
+pub fn bodies(left: &[u8], right: &[u8], ignore: &[FieldPattern], out: &mut Vec<Difference>) {
+    match (serde_json::from_slice::<Value>(left), serde_json::from_slice::<Value>(right)) {
+        (Ok(l), Ok(r)) => {
+            let start = out.len();
+            walk(&mut JsonPath::root(), Some(&l), Some(&r), ignore, out, start);
+        }
+        _ if left == right => {}
+        _ => {
+            if !ignore.iter().any(|p| p.covers("body")) {
+                out.push(Difference {
+                    field: "body".into(),
+                    left: Some(digest(left)),
+                    right: Some(digest(right)),
+                });
+            }
+        }
+    }
+}
+
+/// A body too long or not JSON, as its report shows it: its length and a hash.
+pub fn digest(body: &[u8]) -> String {
+    format!("{} bytes, fnv1a {:016x}", body.len(), fnv1a(body))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Compares `l` and `r` at `path`; differences found since `start` are this body's.
+fn walk(
+    path: &mut JsonPath,
+    l: Option<&Value>,
+    r: Option<&Value>,
+    ignore: &[FieldPattern],
+    out: &mut Vec<Difference>,
+    start: usize,
+) {
+    if ignore.iter().any(|p| p.covers(path.as_str())) {
+        return;
+    }
+    match (l, r) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            for (k, v) in a {
+                let back = path.key(k);
+                walk(path, Some(v), b.get(k), ignore, out, start);
+                path.truncate(back);
+            }
+            for (k, v) in b.iter().filter(|(k, _)| !a.contains_key(*k)) {
+                let back = path.key(k);
+                walk(path, None, Some(v), ignore, out, start);
+                path.truncate(back);
+            }
+        }
+        (Some(Value::Array(a)), Some(Value::Array(b))) => {
+            let back = path.element();
+            for i in 0..a.len().max(b.len()) {
+                walk(path, a.get(i), b.get(i), ignore, out, start);
+            }
+            path.truncate(back);
+        }
+        (l, r) if l == r => {}
+        (l, r) => {
+            // Each field once per body: the first differing element gives the example.
+            if !out[start..].iter().any(|d| d.field == path.as_str()) {
+                out.push(Difference {
+                    field: path.as_str().to_owned(),
+                    left: l.map(sample),
+                    right: r.map(sample),
+                });
+            }
+        }
+    }
+}
+
+/// A value as compact JSON, cut to [`SAMPLE`] bytes.
+fn sample(v: &Value) -> String {
+    let mut text = v.to_string();
+    if text.len() > SAMPLE {
+        let mut end = SAMPLE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diff(l: &str, r: &str, ignore: &[&str]) -> Vec<(String, Option<String>, Option<String>)> {
+        let ignore: Vec<FieldPattern> =
+            ignore.iter().map(|p| FieldPattern::parse(p).expect("pattern")).collect();
+        let mut out = Vec::new();
+        bodies(l.as_bytes(), r.as_bytes(), &ignore, &mut out);
+        out.into_iter().map(|d| (d.field, d.left, d.right)).collect()
+    }
+
+    fn d(field: &str, l: Option<&str>, r: Option<&str>) -> (String, Option<String>, Option<String>) {
+        (field.into(), l.map(Into::into), r.map(Into::into))
+    }
+
+    #[test]
+    fn json_bodies_differ_by_field_with_indexes_normalised() {
+        let left =
+            r#"{"id":1,"items":[{"id":7,"price":10},{"id":8,"price":20}],"meta":{"at":"x"},"gone":true}"#;
+        let right =
+            r#"{"id":1,"items":[{"id":9,"price":10},{"id":8,"price":25}],"meta":{"at":"y"},"new":null}"#;
+        assert_eq!(
+            diff(left, right, &[]),
+            // In key order (serde_json's maps are sorted), left's keys then right's new ones.
+            vec![
+                d("$.gone", Some("true"), None),
+                d("$.items[*].id", Some("7"), Some("9")),
+                d("$.items[*].price", Some("20"), Some("25")),
+                d("$.meta.at", Some("\"x\""), Some("\"y\"")),
+                d("$.new", None, Some("null")),
+            ]
+        );
+        // Keys in another order, the same values: no difference.
+        assert_eq!(diff(r#"{"a":1,"b":[1,2]}"#, r#"{"b":[1,2],"a":1}"#, &[]), vec![]);
+        // A longer list: the extra element is missing on the left.
+        assert_eq!(diff("[1]", "[1,2]", &[]), vec![d("$[*]", None, Some("2"))]);
+        // Another type at the same place.
+        assert_eq!(
+            diff(r#"{"a":{"b":1}}"#, r#"{"a":[1]}"#, &[]),
+            vec![d("$.a", Some(r#"{"b":1}"#), Some("[1]"))]
+        );
+    }
+
+    #[test]
+    fn ignore_removes_a_field_and_what_is_under_it() {
+        let left = r#"{"ts":1,"items":[{"id":7,"price":10}],"meta":{"took":3,"host":"a"}}"#;
+        let right = r#"{"ts":2,"items":[{"id":9,"price":11}],"meta":{"took":4,"host":"b"}}"#;
+        assert_eq!(
+            diff(left, right, &["$.ts", "$.items[0].id", "$.meta"]),
+            vec![d("$.items[*].price", Some("10"), Some("11"))]
+        );
+    }
+
+    #[test]
+    fn other_bodies_differ_as_one_field_by_length_and_hash() {
+        assert_eq!(diff("same", "same", &[]), vec![]);
+        let got = diff("<p>a</p>", "<p>b</p>", &[]);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "body");
+        assert_ne!(got[0].1, got[0].2);
+        assert!(got[0].1.as_deref().is_some_and(|s| s.starts_with("8 bytes, fnv1a ")), "{got:?}");
+        // JSON on one side only is a body difference too.
+        assert_eq!(diff("{}", "oops", &[]).first().map(|d| d.0.as_str()), Some("body"));
+        assert_eq!(diff("<a>", "<b>", &["body"]), vec![]);
+    }
+
+    #[test]
+    fn long_values_are_cut_at_a_character_boundary() {
+        let long = format!("\"{}\"", "é".repeat(100));
+        let got = diff(&format!("{{\"a\":{long}}}"), r#"{"a":1}"#, &[]);
+        let left = got[0].1.as_deref().expect("left");
+        assert!(left.len() <= SAMPLE + '…'.len_utf8() && left.ends_with('…'), "{left}");
+    }
+}
