@@ -5,6 +5,8 @@
 //! - [`pb`]: the generated messages and the tonic client and server.
 //! - [`batch`]: records of a batch, written by the dispatcher straight from what it parsed
 //!   and read by a replayer as slices of the message.
+//! - [`compare`]: response comparison's counts per endpoint, with noise cancellation, as a
+//!   replayer records them and the dispatcher merges them.
 //! - [`dist`]: distributions of µs values: sparse histograms per endpoint, HdrHistograms for
 //!   the totals.
 //! - [`fields`]: the names response comparison counts differences under (`status`,
@@ -15,6 +17,7 @@
 //!   the dispatcher merges them, with their wire form.
 
 pub mod batch;
+pub mod compare;
 pub mod dist;
 pub mod fields;
 pub mod hint;
