@@ -6,11 +6,11 @@
 //! Not yet wired to the replayer's requests: this is the first step of issue 13 (see
 //! docs/design.md, "Response comparison").
 
-use reprise_proto::fields::{FieldPattern, JsonPath};
+use reprise_proto::compare::cut;
+use reprise_proto::fields::{self, FieldPattern, JsonPath};
 use serde_json::Value;
 
-/// Longest example value kept per difference, in bytes (cut at a character boundary).
-pub const SAMPLE: usize = 120;
+use crate::answer::{Answer, FNV_OFFSET, Keep, digest, fnv1a};
 
 /// One field that differs, with an example of each side (`None`: the field is missing
 /// there).
@@ -19,6 +19,48 @@ pub struct Difference {
     pub field: String,
     pub left: Option<String>,
     pub right: Option<String>,
+}
+
+/// Appends to `out` where answer `right` differs from answer `left`: the status, each kept
+/// header, and the body ([`bodies`]; by length and hash alone when either was longer than
+/// `max_body`). Returns whether one was.
+pub fn answers(
+    left: &Answer,
+    right: &Answer,
+    keep: &Keep,
+    ignore: &[FieldPattern],
+    out: &mut Vec<Difference>,
+) -> bool {
+    let kept = |field: &str| !ignore.iter().any(|p| p.covers(field));
+    if left.status != right.status && kept("status") {
+        out.push(Difference {
+            field: "status".into(),
+            left: Some(left.status.to_string()),
+            right: Some(right.status.to_string()),
+        });
+    }
+    for name in &keep.headers {
+        let value = |a: &Answer| a.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        let (l, r) = (value(left), value(right));
+        let field = fields::header(name);
+        if l != r && kept(&field) {
+            out.push(Difference { field, left: l, right: r });
+        }
+    }
+    let over = left.over_max_body(keep) || right.over_max_body(keep);
+    if over {
+        if (left.length, left.hash()) != (right.length, right.hash()) && kept("body") {
+            let digest = |a: &Answer| format!("{} bytes, fnv1a {:016x}", a.length, a.hash());
+            out.push(Difference {
+                field: "body".into(),
+                left: Some(digest(left)),
+                right: Some(digest(right)),
+            });
+        }
+    } else {
+        bodies(&left.body, &right.body, ignore, out);
+    }
+    over
 }
 
 /// Appends to `out` the fields where body `left` and body `right` differ, each field once
@@ -36,21 +78,17 @@ pub fn bodies(left: &[u8], right: &[u8], ignore: &[FieldPattern], out: &mut Vec<
             if !ignore.iter().any(|p| p.covers("body")) {
                 out.push(Difference {
                     field: "body".into(),
-                    left: Some(digest(left)),
-                    right: Some(digest(right)),
+                    left: Some(digest_of(left)),
+                    right: Some(digest_of(right)),
                 });
             }
         }
     }
 }
 
-/// A body too long or not JSON, as its report shows it: its length and a hash.
-pub fn digest(body: &[u8]) -> String {
-    format!("{} bytes, fnv1a {:016x}", body.len(), fnv1a(body))
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+/// A body that is not JSON, as its report shows it: its length and a hash.
+fn digest_of(body: &[u8]) -> String {
+    digest(body.len() as u64, fnv1a(FNV_OFFSET, body))
 }
 
 /// Compares `l` and `r` at `path`; differences found since `start` are this body's.
@@ -99,18 +137,9 @@ fn walk(
     }
 }
 
-/// A value as compact JSON, cut to [`SAMPLE`] bytes.
+/// A value as compact JSON, cut short for the report.
 fn sample(v: &Value) -> String {
-    let mut text = v.to_string();
-    if text.len() > SAMPLE {
-        let mut end = SAMPLE;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
+    cut(&v.to_string())
 }
 
 #[cfg(test)]
@@ -181,10 +210,47 @@ mod tests {
     }
 
     #[test]
+    fn answers_differ_by_status_kept_headers_and_body() {
+        let keep = Keep { headers: vec!["etag".into(), "content-type".into()], max_body: 64 };
+        let answer = |status: u16, etag: &str, body: &str| {
+            let mut a = Answer::default();
+            a.take_head(&keep, status, format!("HTTP/1.1 {status} X\r\nETag: {etag}\r\n\r\n").as_bytes());
+            a.take_body(&keep, body.as_bytes());
+            a
+        };
+        let (l, r) = (answer(200, "a", r#"{"x":1,"t":5}"#), answer(500, "b", r#"{"x":2,"t":6}"#));
+        let mut out = Vec::new();
+        let ignore = [FieldPattern::parse("$.t").expect("pattern")];
+        assert!(!answers(&l, &r, &keep, &ignore, &mut out));
+        let got: Vec<_> =
+            out.iter().map(|d| (d.field.as_str(), d.left.as_deref(), d.right.as_deref())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("status", Some("200"), Some("500")),
+                ("header:etag", Some("a"), Some("b")),
+                ("$.x", Some("1"), Some("2"))
+            ]
+        );
+        // Past max_body: one field, by length and hash; the same long body is no difference.
+        let long = "y".repeat(100);
+        let (l, r) = (answer(200, "a", &long), answer(200, "a", &format!("{long}z")));
+        out.clear();
+        assert!(answers(&l, &r, &keep, &[], &mut out));
+        assert_eq!(out.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(), ["body"]);
+        out.clear();
+        assert!(answers(&l, &answer(200, "a", &long), &keep, &[], &mut out));
+        assert_eq!(out, vec![]);
+    }
+
+    #[test]
     fn long_values_are_cut_at_a_character_boundary() {
         let long = format!("\"{}\"", "é".repeat(100));
         let got = diff(&format!("{{\"a\":{long}}}"), r#"{"a":1}"#, &[]);
         let left = got[0].1.as_deref().expect("left");
-        assert!(left.len() <= SAMPLE + '…'.len_utf8() && left.ends_with('…'), "{left}");
+        assert!(
+            left.len() <= reprise_proto::compare::SAMPLE_BYTES + '…'.len_utf8() && left.ends_with('…'),
+            "{left}"
+        );
     }
 }

@@ -21,6 +21,7 @@ use reprise_proto::token::{alphanumeric_and, is_token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::answer::{Answer, Keep};
 use crate::errors::kind_of;
 
 /// Headers that belong to one connection, not to the request; never replayed.
@@ -114,6 +115,32 @@ impl Plain {
         body: &[u8],
         head_request: bool,
     ) -> Result<u16, &'static str> {
+        self.exchange_into(now, head, body, head_request, None).await
+    }
+
+    /// [`Plain::exchange`], keeping what `keep` asks of the answer in `answer` (response
+    /// comparison).
+    pub async fn exchange_keeping(
+        &mut self,
+        now: Instant,
+        head: &[u8],
+        body: &[u8],
+        head_request: bool,
+        keep: &Keep,
+        answer: &mut Answer,
+    ) -> Result<u16, &'static str> {
+        answer.clear();
+        self.exchange_into(now, head, body, head_request, Some((keep, answer))).await
+    }
+
+    async fn exchange_into(
+        &mut self,
+        now: Instant,
+        head: &[u8],
+        body: &[u8],
+        head_request: bool,
+        mut sink: Option<(&Keep, &mut Answer)>,
+    ) -> Result<u16, &'static str> {
         self.last_used = now;
         self.ended = true; // until the exchange completes
         let mut parts = [IoSlice::new(head), IoSlice::new(body)];
@@ -125,8 +152,8 @@ impl Plain {
             }
             IoSlice::advance_slices(&mut parts, n);
         }
-        let (status, body, close) = self.read_head(head_request).await?;
-        self.skip_body(body).await?;
+        let (status, body, close) = self.read_head(head_request, &mut sink).await?;
+        self.skip_body(body, &mut sink).await?;
         // Bytes after a complete response answer nothing we sent: the connection is out of step.
         self.ended = close || !self.inbuf.is_empty();
         Ok(status)
@@ -140,7 +167,11 @@ impl Plain {
 
     /// Reads the final response head (skipping 1xx ones): status, body framing, and whether
     /// the connection ends after this response.
-    async fn read_head(&mut self, head_request: bool) -> Result<(u16, Body, bool), &'static str> {
+    async fn read_head(
+        &mut self,
+        head_request: bool,
+        sink: &mut Option<(&Keep, &mut Answer)>,
+    ) -> Result<(u16, Body, bool), &'static str> {
         loop {
             // Parsed only once bytes are there: after a request is sent nothing is yet.
             if !self.inbuf.is_empty() {
@@ -150,6 +181,9 @@ impl Plain {
                         continue;
                     }
                     Some((len, status, body, close)) => {
+                        if let Some((keep, answer)) = sink {
+                            answer.take_head(keep, status, &self.inbuf[..len]);
+                        }
                         self.inbuf.advance(len);
                         return Ok((status, body, close));
                     }
@@ -163,11 +197,19 @@ impl Plain {
         }
     }
 
-    async fn skip_body(&mut self, body: Body) -> Result<(), &'static str> {
+    /// Reads the body past, handing its bytes to `sink` when there is one.
+    async fn skip_body(
+        &mut self,
+        body: Body,
+        sink: &mut Option<(&Keep, &mut Answer)>,
+    ) -> Result<(), &'static str> {
         match body {
             Body::None => Ok(()),
-            Body::Length(n) => self.skip_exactly(n).await,
+            Body::Length(n) => self.skip_exactly(n, sink).await,
             Body::ToEof => loop {
+                if let Some((keep, answer)) = sink {
+                    answer.take_body(keep, &self.inbuf);
+                }
                 self.inbuf.clear();
                 if self.fill().await.map_err(|_| "body")? == 0 {
                     return Ok(());
@@ -180,7 +222,7 @@ impl Plain {
                     while !self.line(|l| Ok(l.is_empty())).await? {}
                     return Ok(());
                 }
-                self.skip_exactly(size).await?;
+                self.skip_exactly(size, sink).await?;
                 if !self.line(|l| Ok(l.is_empty())).await? {
                     return Err("body");
                 }
@@ -188,9 +230,16 @@ impl Plain {
         }
     }
 
-    async fn skip_exactly(&mut self, mut left: u64) -> Result<(), &'static str> {
+    async fn skip_exactly(
+        &mut self,
+        mut left: u64,
+        sink: &mut Option<(&Keep, &mut Answer)>,
+    ) -> Result<(), &'static str> {
         loop {
             let take = left.min(self.inbuf.len() as u64);
+            if let Some((keep, answer)) = sink {
+                answer.take_body(keep, &self.inbuf[..take as usize]);
+            }
             self.inbuf.advance(take as usize);
             left -= take;
             if left == 0 {
@@ -559,6 +608,46 @@ mod tests {
         assert_eq!(
             got,
             vec![Ok((200, false)), Ok((201, false)), Ok((202, false)), Ok((204, false)), Ok((503, true))]
+        );
+    }
+
+    /// Kept answers hold the body as sent, without its chunk framing, cut at `max_body` but
+    /// measured whole; the connection stays in step for the next request.
+    #[tokio::test]
+    async fn answers_are_kept_over_every_framing() {
+        let answers = vec![
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: \"e1\"\r\n\r\n0123456789",
+            "HTTP/1.1 202 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nabcd\r\n3\r\nefg\r\n0\r\nX-T: 1\r\n\r\n",
+            "HTTP/1.1 204 No Content\r\nETag: e3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\n\r\nuntil the end",
+        ];
+        let mut conn = Plain::connect(&scripted(answers).await).await.expect("connect");
+        let keep = Keep { headers: vec!["etag".into()], max_body: 8 };
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let mut a = Answer::default();
+            let status = conn
+                .exchange_keeping(
+                    Instant::now(),
+                    b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+                    b"",
+                    false,
+                    &keep,
+                    &mut a,
+                )
+                .await;
+            assert_eq!(status, Ok(a.status));
+            got.push((a.status, a.headers.clone(), String::from_utf8_lossy(&a.body).into_owned(), a.length));
+        }
+        let etag = |v: &str| vec![("etag".to_owned(), v.to_owned())];
+        assert_eq!(
+            got,
+            vec![
+                (200, etag("\"e1\""), "01234567".into(), 10),
+                (202, vec![], "abcdefg".into(), 7),
+                (204, etag("e3"), String::new(), 0),
+                (200, vec![], "until th".into(), 13),
+            ]
         );
     }
 

@@ -7,10 +7,11 @@
 //! instant and hands it to one of its connections, all driven by one task ([`slots`]);
 //! [`http`] holds the target and sends on one keep-alive HTTP/1.1 connection per link ([`h1`]
 //! for plain HTTP, hyper and rustls for https); [`stats`] keeps the interval deltas;
-//! [`errors`] classifies failures into a bounded set of kinds; [`compare`] says where two
-//! responses differ (response comparison, in progress).
+//! [`errors`] classifies failures into a bounded set of kinds; [`answer`] keeps what response
+//! comparison needs of an answer and [`compare`] says where two answers differ (in progress).
 
 pub mod allow;
+pub mod answer;
 pub mod client;
 pub mod compare;
 pub mod errors;

@@ -1,0 +1,124 @@
+//! What response comparison (issue 13) keeps of an answer: its status, the headers the job
+//! compares, and its body up to `max_body`, with the whole body's length and an FNV-1a hash
+//! taken as it streams past (so a longer body is compared by those two without being
+//! held). One `Answer` per connection, cleared and refilled per request: no allocation per
+//! request once its buffers have grown.
+
+/// What to keep of each answer.
+#[derive(Debug, Clone)]
+pub struct Keep {
+    /// Header names compared, in lower case.
+    pub headers: Vec<String>,
+    /// Body bytes kept; past them only the length and the hash go on.
+    pub max_body: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// The kept headers present, in `Keep::headers` order; a repeated header's values joined
+    /// with `, ` (as HTTP allows), bytes that are not UTF-8 replaced.
+    pub headers: Vec<(String, String)>,
+    /// The body's first `max_body` bytes.
+    pub body: Vec<u8>,
+    /// The whole body's length and hash.
+    pub length: u64,
+    hash: u64,
+}
+
+/// FNV-1a's starting value.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
+/// FNV-1a of `bytes`, continued from `hash` ([`FNV_OFFSET`] to start).
+pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
+}
+
+/// How a body compared by length and hash is shown.
+pub fn digest(length: u64, hash: u64) -> String {
+    format!("{length} bytes, fnv1a {hash:016x}")
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Answer { status: 0, headers: Vec::new(), body: Vec::new(), length: 0, hash: FNV_OFFSET }
+    }
+}
+
+impl Answer {
+    pub fn clear(&mut self) {
+        self.status = 0;
+        self.headers.clear();
+        self.body.clear();
+        self.length = 0;
+        self.hash = FNV_OFFSET;
+    }
+
+    /// Takes the kept headers from a response head (the bytes of a whole head, as parsed
+    /// before).
+    pub fn take_head(&mut self, keep: &Keep, status: u16, head: &[u8]) {
+        self.status = status;
+        if keep.headers.is_empty() {
+            return;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut resp = httparse::Response::new(&mut headers);
+        if !matches!(resp.parse(head), Ok(httparse::Status::Complete(_))) {
+            return;
+        }
+        for name in &keep.headers {
+            let mut values = resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
+            let Some(first) = values.next() else { continue };
+            let mut value = String::from_utf8_lossy(first.value.trim_ascii()).into_owned();
+            for more in values {
+                value.push_str(", ");
+                value.push_str(&String::from_utf8_lossy(more.value.trim_ascii()));
+            }
+            self.headers.push((name.clone(), value));
+        }
+    }
+
+    /// Takes the next part of the body.
+    pub fn take_body(&mut self, keep: &Keep, part: &[u8]) {
+        self.length += part.len() as u64;
+        self.hash = fnv1a(self.hash, part);
+        let room = keep.max_body.saturating_sub(self.body.len());
+        self.body.extend_from_slice(&part[..room.min(part.len())]);
+    }
+
+    /// The body was longer than `max_body`: only its length and hash can be compared.
+    pub fn over_max_body(&self, keep: &Keep) -> bool {
+        self.length > keep.max_body as u64
+    }
+
+    /// FNV-1a of the whole body.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_headers_are_joined_and_the_body_cut_with_its_whole_hash() {
+        let keep = Keep { headers: vec!["content-type".into(), "x-v".into(), "etag".into()], max_body: 4 };
+        let mut a = Answer::default();
+        a.take_head(
+            &keep,
+            200,
+            b"HTTP/1.1 200 OK\r\nContent-Type: a/b\r\nX-V: 1\r\nDate: x\r\nx-v:  2 \r\n\r\n",
+        );
+        assert_eq!(a.headers, vec![("content-type".into(), "a/b".into()), ("x-v".into(), "1, 2".into())]);
+        a.take_body(&keep, b"012");
+        a.take_body(&keep, b"3456");
+        assert_eq!((a.body.as_slice(), a.length, a.over_max_body(&keep)), (&b"0123"[..], 7, true));
+        let mut whole = Answer::default();
+        whole.take_body(&keep, b"0123456");
+        assert_eq!(a.hash(), whole.hash(), "the hash is of the whole body, however it came");
+        a.clear();
+        assert_eq!(a, Answer::default());
+    }
+}
