@@ -64,16 +64,24 @@ impl Answer {
         }
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut headers);
-        if !matches!(resp.parse(head), Ok(httparse::Status::Complete(_))) {
-            return;
+        if matches!(resp.parse(head), Ok(httparse::Status::Complete(_))) {
+            self.take_headers(keep, resp.headers.iter().map(|h| (h.name, h.value)));
         }
+    }
+
+    /// Takes the kept headers of `headers` (name, value), in `Keep::headers` order.
+    pub fn take_headers<'a>(
+        &mut self,
+        keep: &Keep,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    ) {
         for name in &keep.headers {
-            let mut values = resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name));
-            let Some(first) = values.next() else { continue };
-            let mut value = String::from_utf8_lossy(first.value.trim_ascii()).into_owned();
-            for more in values {
+            let mut values = headers.clone().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+            let Some((_, first)) = values.next() else { continue };
+            let mut value = String::from_utf8_lossy(first.trim_ascii()).into_owned();
+            for (_, more) in values {
                 value.push_str(", ");
-                value.push_str(&String::from_utf8_lossy(more.value.trim_ascii()));
+                value.push_str(&String::from_utf8_lossy(more.trim_ascii()));
             }
             self.headers.push((name.clone(), value));
         }

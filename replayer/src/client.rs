@@ -245,10 +245,16 @@ async fn accept<R: Reports>(
     let checked = if cfg.target.is_empty() {
         Err(NO_TARGET.to_owned())
     } else {
-        opts.allow.check(&cfg.target).and_then(|()| {
-            Session::start(cfg.clone(), opts, reports.clone())
-                .map_err(|e| format!("target {}: {e}", cfg.target))
-        })
+        let mut baselines = cfg.compare.iter().flat_map(|c| [&c.primary, &c.secondary]);
+        opts.allow
+            .check(&cfg.target)
+            .and_then(|()| {
+                baselines.try_for_each(|t| opts.allow.check(t).map_err(|e| format!("[compare] {e}")))
+            })
+            .and_then(|()| {
+                Session::start(cfg.clone(), opts, reports.clone())
+                    .map_err(|e| format!("target {}: {e}", cfg.target))
+            })
     };
     match checked {
         Ok(session) => {

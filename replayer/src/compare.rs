@@ -21,6 +21,16 @@ pub struct Difference {
     pub right: Option<String>,
 }
 
+/// What an example of a secret header's value shows.
+pub const REDACTED: &str = "(redacted)";
+
+/// Headers whose values never appear in a report.
+fn is_secret(name: &str) -> bool {
+    ["authorization", "proxy-authorization", "cookie", "set-cookie"]
+        .iter()
+        .any(|s| name.eq_ignore_ascii_case(s))
+}
+
 /// Appends to `out` where answer `right` differs from answer `left`: the status, each kept
 /// header, and the body ([`bodies`]; by length and hash alone when either was longer than
 /// `max_body`). Returns whether one was.
@@ -44,7 +54,9 @@ pub fn answers(
         let (l, r) = (value(left), value(right));
         let field = fields::header(name);
         if l != r && kept(&field) {
-            out.push(Difference { field, left: l, right: r });
+            // A secret's values are compared, never kept as examples.
+            let shown = |v: Option<String>| if is_secret(name) { v.map(|_| REDACTED.to_owned()) } else { v };
+            out.push(Difference { field, left: shown(l), right: shown(r) });
         }
     }
     let over = left.over_max_body(keep) || right.over_max_body(keep);
@@ -211,10 +223,12 @@ mod tests {
 
     #[test]
     fn answers_differ_by_status_kept_headers_and_body() {
-        let keep = Keep { headers: vec!["etag".into(), "content-type".into()], max_body: 64 };
+        let keep =
+            Keep { headers: vec!["etag".into(), "content-type".into(), "set-cookie".into()], max_body: 64 };
         let answer = |status: u16, etag: &str, body: &str| {
             let mut a = Answer::default();
-            a.take_head(&keep, status, format!("HTTP/1.1 {status} X\r\nETag: {etag}\r\n\r\n").as_bytes());
+            let head = format!("HTTP/1.1 {status} X\r\nETag: {etag}\r\nSet-Cookie: s={etag}\r\n\r\n");
+            a.take_head(&keep, status, head.as_bytes());
             a.take_body(&keep, body.as_bytes());
             a
         };
@@ -229,6 +243,7 @@ mod tests {
             vec![
                 ("status", Some("200"), Some("500")),
                 ("header:etag", Some("a"), Some("b")),
+                ("header:set-cookie", Some(REDACTED), Some(REDACTED)),
                 ("$.x", Some("1"), Some("2"))
             ]
         );

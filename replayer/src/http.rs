@@ -21,6 +21,7 @@ use reprise_proto::pb;
 use tokio::time::Sleep;
 use tower_service::Service as _;
 
+use crate::answer::{Answer, Keep};
 use crate::errors::kind_of;
 use crate::h1::{self, IDLE_CHECK, Plain, Unsendable};
 
@@ -85,7 +86,13 @@ struct TlsConn {
 }
 
 impl TlsConn {
-    async fn send(&mut self, now: Instant, req: Request<Full<Bytes>>) -> Result<u16, &'static str> {
+    /// Sends `req` and reads the whole answer, keeping what `keep` asks of it.
+    async fn send(
+        &mut self,
+        now: Instant,
+        req: Request<Full<Bytes>>,
+        keep: Option<(&Keep, &mut Answer)>,
+    ) -> Result<u16, &'static str> {
         let TlsConn { sender, connection, ended, last_used } = self;
         *last_used = now;
         drive(connection, ended, sender.ready()).await?.map_err(|e| kind_of(&e, false))?;
@@ -98,8 +105,17 @@ impl TlsConn {
                 .headers()
                 .get(http::header::CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        drive(connection, ended, resp.into_body().collect()).await?.map_err(|_| "body")?;
+        let head = keep.is_some().then(|| resp.headers().clone());
+        let body = drive(connection, ended, resp.into_body().collect()).await?.map_err(|_| "body")?;
         *ended |= closes;
+        if let Some((keep, answer)) = keep {
+            answer.clear();
+            answer.status = status;
+            let pairs: Vec<(&str, &[u8])> =
+                head.iter().flatten().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+            answer.take_headers(keep, pairs.iter().copied());
+            answer.take_body(keep, &body.to_bytes());
+        }
         Ok(status)
     }
 
@@ -213,6 +229,22 @@ impl Target {
         sent: Instant,
         cut: &AtomicBool,
     ) -> (Option<u16>, Option<&'static str>) {
+        self.exchange_keeping(link, rec, sent, cut, None).await
+    }
+
+    /// [`Target::exchange`], keeping what `keep` asks of the answer (response comparison);
+    /// the answer is cleared first, so one that never came has status 0.
+    pub async fn exchange_keeping(
+        &self,
+        link: &mut Link,
+        rec: &RecordView<'_>,
+        sent: Instant,
+        cut: &AtomicBool,
+        mut keep: Option<(&Keep, &mut Answer)>,
+    ) -> (Option<u16>, Option<&'static str>) {
+        if let Some((_, answer)) = &mut keep {
+            answer.clear();
+        }
         let request = if self.plain {
             let host = match (self.preserve_host, rec.host.is_empty()) {
                 (true, false) => rec.host,
@@ -243,8 +275,13 @@ impl Target {
                 *conn = Some(Box::pin(self.connect()).await?);
             }
             match (conn.as_mut(), request) {
-                (Some(Conn::Plain(c)), None) => c.exchange(sent, head, rec.body, rec.method == b"HEAD").await,
-                (Some(Conn::Tls(c)), Some(req)) => Box::pin(c.send(sent, *req)).await,
+                (Some(Conn::Plain(c)), None) => match keep {
+                    None => c.exchange(sent, head, rec.body, rec.method == b"HEAD").await,
+                    Some((keep, answer)) => {
+                        c.exchange_keeping(sent, head, rec.body, rec.method == b"HEAD", keep, answer).await
+                    }
+                },
+                (Some(Conn::Tls(c)), Some(req)) => Box::pin(c.send(sent, *req, keep)).await,
                 // invariant: the connection was opened just above, of the target's kind.
                 _ => Err("other"),
             }

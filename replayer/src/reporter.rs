@@ -122,8 +122,7 @@ impl<R: Reports> Reporter<R> {
             refusal: String::new(),
             leaving: false,
             order_wait: delta.order_wait,
-            // Response comparison is not wired to requests yet (issue 13).
-            compare: Vec::new(),
+            compare: delta.compare,
         };
         for attempt in 0..5u32 {
             match self.to.report(report.clone()).await {

@@ -19,8 +19,10 @@
 //! outstanding together; recording fell from 0.42 to 0.27 µs a request (docs/design.md,
 //! "Recording in batches").
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use reprise_proto::compare::{EndpointCompare, Seen};
 use reprise_proto::pb;
 use reprise_proto::stats::{Dist as _, EndpointStats, MAX_MICROS, OrderWait, Outcome, TotalStats};
 
@@ -77,6 +79,8 @@ struct Inner {
     total: TotalStats,
     /// Waits for a session's previous request (ordered jobs), apart from the requests' own.
     order_wait: OrderWait,
+    /// Response comparison's counts of this interval, by endpoint id.
+    compare: BTreeMap<u32, EndpointCompare>,
     completed: u64,
     cancelled: u64,
     unreported: u64,
@@ -126,6 +130,8 @@ pub struct Delta {
     pub raw_dropped: u64,
     /// Waits of an ordered job's records for their session, when some waited.
     pub order_wait: Option<pb::OrderWait>,
+    /// Response comparison's counts, per endpoint compared.
+    pub compare: Vec<pb::CompareDelta>,
     /// The interval's schedule lag, for the replayer's own `/metrics`.
     pub lag: LagInterval,
 }
@@ -228,11 +234,19 @@ impl Recorder {
         inner.completed
     }
 
+    /// Counts a compared request of endpoint `endpoint`: the fields where the candidate
+    /// differed from the baseline, and those where the baselines differed from each other.
+    pub fn record_compare(&self, endpoint: u32, differing: &[Seen<'_>], noise: &[&str], over_max_body: bool) {
+        let id = if endpoint > MAX_ID { 0 } else { endpoint };
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.compare.entry(id).or_default().record(differing, noise, over_max_body);
+    }
+
     /// Takes everything since the last call.
     pub fn take(&self) -> Delta {
         let mut spares = std::mem::take(&mut *self.spares.lock().unwrap_or_else(|p| p.into_inner()));
         let fresh_total = spares.total.take().unwrap_or_default();
-        let (mut taken, total, completed_total, cancelled_total, raw, order_wait) = {
+        let (mut taken, total, completed_total, cancelled_total, raw, order_wait, compare) = {
             let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
             let inner = &mut *inner;
             inner.fold();
@@ -251,8 +265,10 @@ impl Recorder {
                 inner.order_wait.reset();
                 wire
             });
-            (taken, total, inner.completed, inner.cancelled, raw, order_wait)
+            let compare = std::mem::take(&mut inner.compare);
+            (taken, total, inner.completed, inner.cancelled, raw, order_wait, compare)
         };
+        let compare = compare.iter().map(|(id, c)| c.to_wire(*id)).collect();
         let endpoints = taken
             .iter_mut()
             .map(|(id, s)| {
@@ -284,6 +300,7 @@ impl Recorder {
             raw: raw.0,
             raw_dropped: raw.1,
             order_wait,
+            compare,
             lag,
         }
     }

@@ -177,6 +177,8 @@ impl Job {
             raw_results: self.fleet.sinks().wants_rows(),
             ordered: self.cfg.proxy.ordered,
             order_timeout_ms: self.cfg.proxy.order_timeout.0.as_millis() as u64,
+            // No job file sets `[compare]` yet (issue 13 in progress).
+            compare: None,
         }
     }
 

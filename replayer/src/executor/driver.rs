@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::compare::Sides;
 use super::order::{Released, Sessions, Ticket};
 use super::{Due, Executor, Wait};
 use crate::http::Link;
@@ -223,7 +224,11 @@ impl Executor {
     /// the next record that session holds, if any, before anything else.
     async fn serve(self: Arc<Self>, queue: Arc<Mutex<Queue>>, index: usize) {
         let mut link = Link::default();
+        let mut sides = self.compare.as_ref().map(|_| Box::<Sides>::default());
         self.target.open(&mut link).await;
+        if let (Some(compare), Some(sides)) = (&self.compare, sides.as_mut()) {
+            compare.open(sides).await;
+        }
         lock(&queue).opening -= 1;
         let mut own: Option<Next> = None;
         loop {
@@ -263,7 +268,7 @@ impl Executor {
             if self.stopped.load(Relaxed) {
                 self.recorder.cancel(1);
             } else {
-                self.fire(&mut link, &rec, due, wait).await;
+                self.fire(&mut link, sides.as_deref_mut(), &rec, due, wait).await;
             }
             if let Some(ticket) = ticket {
                 let mut q = lock(&queue);
@@ -272,13 +277,31 @@ impl Executor {
         }
     }
 
-    async fn fire(&self, link: &mut Link, rec: &Received, due: Instant, wait: Option<Wait>) {
+    async fn fire(
+        &self,
+        link: &mut Link,
+        sides: Option<&mut Sides>,
+        rec: &Received,
+        due: Instant,
+        wait: Option<Wait>,
+    ) {
         let sent = Instant::now();
-        let result = match rec.view() {
-            Ok(view) => self.target.exchange(link, &view, sent.into_std(), &self.cut).await,
+        let result = match (rec.view(), &self.compare, sides) {
+            (Ok(view), Some(compare), Some(sides)) => {
+                // Boxed: the three exchanges joined would make every record's future (this
+                // one's, compared or not) three times as large.
+                let (outcome, found) =
+                    Box::pin(compare.exchange(&self.target, link, sides, &view, sent.into_std(), &self.cut))
+                        .await;
+                if let Some(f) = found {
+                    self.recorder.record_compare(rec.endpoint, &f.differing, &f.noise, f.over_max_body);
+                }
+                outcome
+            }
+            (Ok(view), _, _) => self.target.exchange(link, &view, sent.into_std(), &self.cut).await,
             // Only a dispatcher of another build could send a record that does not decode
             // (the versions must match): it counts as an error, the job goes on.
-            Err(e) => {
+            (Err(e), _, _) => {
                 tracing::warn!(error = %e, "a record could not be decoded");
                 (None, Some("other"))
             }

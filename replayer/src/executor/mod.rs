@@ -17,6 +17,7 @@
 //! each record when the timekeeper hands it over (at its instant), as sent and answered at
 //! once.
 
+mod compare;
 mod driver;
 mod order;
 mod timekeeper;
@@ -60,6 +61,8 @@ struct Wait {
 pub struct Executor {
     cfg: pb::JobConfig,
     target: Target,
+    /// Live response comparison, when the job asks for it.
+    compare: Option<compare::Compare>,
     recorder: Arc<Recorder>,
     start: Instant,
     dry_run: bool,
@@ -82,9 +85,11 @@ impl Executor {
 
     pub fn new(cfg: pb::JobConfig, dry_run: bool) -> Result<Arc<Self>, TargetError> {
         let target = Target::new(&cfg)?;
+        let compare = compare::Compare::new(&cfg)?;
         Ok(Arc::new(Self {
             recorder: Arc::default(),
             target,
+            compare,
             start: instant_of(cfg.start_unix_ns),
             dry_run: dry_run || cfg.dry_run,
             received: AtomicU64::new(0),
