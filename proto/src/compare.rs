@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 
 use crate::pb;
 
+/// Largest `max_body` a job may set: each of a connection's three answers may hold this much.
+pub const MAX_BODY_LIMIT: u64 = 64 << 20;
 /// Fields counted apart per endpoint; the rest count as [`OTHER_FIELDS`].
 pub const MAX_FIELDS: usize = 128;
 /// Distinct signatures kept per endpoint.

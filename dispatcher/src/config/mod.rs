@@ -8,6 +8,7 @@
 //! (serde_ignored, not `deny_unknown_fields`, so that every one is listed), then
 //! [`JobConfig::validate`] checks every rule. The README's "Job file reference" lists every key.
 
+mod compare;
 mod havok;
 pub mod keys;
 mod load;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 use crate::thresholds::Gate;
 
 pub use crate::routing::HashStrategy;
+pub use compare::{Baseline, ByteSize, CompareConfig};
 pub use keys::KeyPattern;
 pub use load::ConfigError;
 pub use results::{
@@ -61,6 +63,8 @@ pub struct JobConfig {
     pub substitute: Vec<SubstituteRule>,
     /// `[[rewrite]]`, in order: paths, hosts, headers, query and json fields changed.
     pub rewrite: Vec<RewriteRule>,
+    /// `[compare]`: the candidate's answers compared to a baseline's.
+    pub compare: Option<CompareConfig>,
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
     /// stops the job at the first failure. See `thresholds`.
     pub thresholds: BTreeMap<String, ThresholdEntry>,

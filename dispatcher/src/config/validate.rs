@@ -207,6 +207,7 @@ impl JobConfig {
         self.validate_stats(&mut p);
         self.validate_shaping(&mut p);
         self.validate_reporters(&mut p);
+        self.validate_compare(&mut p);
         p
     }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use reprise_proto::compare::EndpointCompare;
 use reprise_proto::pb;
 use reprise_proto::stats::{DecodeError, EndpointStats, OrderWait, TotalStats};
 use tokio::time::Instant;
@@ -52,6 +53,8 @@ pub struct JobStats {
     pub per_replayer: BTreeMap<String, TotalStats>,
     /// How long records of an ordered job waited for their session (`[proxy] ordered`).
     pub order_wait: OrderWait,
+    /// Response comparison (`[compare]`), by endpoint name.
+    pub compare: BTreeMap<Arc<str>, EndpointCompare>,
 }
 
 impl Fleet {
@@ -151,6 +154,13 @@ impl Fleet {
         stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&total);
         if let Some(wait) = &order_wait {
             stats.order_wait.merge(wait);
+        }
+        if !r.compare.is_empty() {
+            let names = self.endpoint_names();
+            for w in &r.compare {
+                let delta = EndpointCompare::from_wire(w);
+                stats.compare.entry(names.name(w.endpoint)).or_default().merge(&delta);
+            }
         }
         let names = if r.raw.is_empty() { Vec::new() } else { self.endpoint_names().snapshot() };
         self.sinks.publish(&Interval {

@@ -177,8 +177,13 @@ impl Job {
             raw_results: self.fleet.sinks().wants_rows(),
             ordered: self.cfg.proxy.ordered,
             order_timeout_ms: self.cfg.proxy.order_timeout.0.as_millis() as u64,
-            // No job file sets `[compare]` yet (issue 13 in progress).
-            compare: None,
+            compare: self.cfg.compare.as_ref().map(|c| pb::CompareSettings {
+                primary: c.primary.clone().unwrap_or_default(),
+                secondary: c.secondary.clone().unwrap_or_default(),
+                headers: c.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                ignore: c.ignore_patterns(),
+                max_body: c.max_body.0,
+            }),
         }
     }
 

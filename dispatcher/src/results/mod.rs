@@ -7,6 +7,7 @@
 //!
 //! A new report format goes here, as a file that renders a [`Report`].
 
+pub mod compare;
 pub mod csv;
 pub mod html;
 pub mod metrics;
@@ -68,6 +69,9 @@ pub struct Report {
     /// Sessions in order (`[proxy] ordered`): what requests waited for their session.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub order_wait: Option<OrderWaitReport>,
+    /// Response comparison (`[compare]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compare: Option<compare::CompareReport>,
 }
 
 /// How long requests of an ordered job waited for their session's previous response
@@ -231,18 +235,21 @@ impl Report {
         let counts = job.accounting().counts();
         let gate = &job.config().gate;
         let ordered = job.config().proxy.ordered;
-        let (endpoints, total, reports, verdicts, history, order_wait) = job.fleet().with_stats(|s| {
-            let eps: Vec<EndpointReport> =
-                s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
-            let reports = StatsReportCounts {
-                received: s.reports,
-                lost: s.lost_reports,
-                duplicate: s.duplicate_reports,
-            };
-            let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), secs);
-            let order_wait = ordered.then(|| OrderWaitReport::of(&s.order_wait));
-            (eps, endpoint("*", &s.total, secs), reports, verdicts, s.history.rows(), order_wait)
-        });
+        let compares = job.config().compare.is_some();
+        let (endpoints, total, reports, verdicts, history, order_wait, compare) =
+            job.fleet().with_stats(|s| {
+                let eps: Vec<EndpointReport> =
+                    s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
+                let reports = StatsReportCounts {
+                    received: s.reports,
+                    lost: s.lost_reports,
+                    duplicate: s.duplicate_reports,
+                };
+                let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), secs);
+                let order_wait = ordered.then(|| OrderWaitReport::of(&s.order_wait));
+                let compare = compares.then(|| compare::CompareReport::of(&s.compare));
+                (eps, endpoint("*", &s.total, secs), reports, verdicts, s.history.rows(), order_wait, compare)
+            });
         let dropped_total = counts.dropped_total();
         // Every identity of the books (accounting.rs), the input's included.
         let balanced = counts.input == counts.in_range + counts.out_of_range
@@ -276,6 +283,7 @@ impl Report {
             peak_rss_bytes: peak_rss_bytes(),
             runtime_threads: tokio::runtime::Handle::try_current().ok().map(|h| h.metrics().num_workers()),
             order_wait,
+            compare,
         }
     }
 
@@ -349,6 +357,9 @@ impl Report {
         );
         if let Some(w) = &self.order_wait {
             let _ = writeln!(out, "{}", w.line(self.totals.sent));
+        }
+        if let Some(c) = &self.compare {
+            out.push_str(&c.lines());
         }
         let _ = writeln!(out, "{}", self.accounting_line());
         let src = &self.source;

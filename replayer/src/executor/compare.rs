@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use reprise_proto::batch::RecordView;
-use reprise_proto::compare::Seen;
+use reprise_proto::compare::{MAX_BODY_LIMIT, Seen};
 use reprise_proto::fields::FieldPattern;
 use reprise_proto::pb;
 
@@ -17,9 +17,6 @@ use super::Exchanged;
 use crate::answer::{Answer, Keep};
 use crate::compare::{Difference, answers};
 use crate::http::{Link, Target, TargetError};
-
-/// Largest `max_body` a replayer takes: each connection may hold this much of an answer.
-pub const MAX_BODY_LIMIT: u64 = 64 << 20;
 
 /// A job's comparison settings, with the baselines' targets.
 pub(super) struct Compare {

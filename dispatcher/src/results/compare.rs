@@ -1,0 +1,144 @@
+//! Response comparison in the report (`[compare]`, issue 13): per endpoint compared, how
+//! many requests answered differently from the baseline (noise cancelled), the diff rate,
+//! the fields that differed most with example pairs, and the fields found noisy.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use reprise_proto::compare::EndpointCompare;
+use serde::Serialize;
+
+/// Fields listed per endpoint in the reports, most often differing first.
+const FIELDS_SHOWN: usize = 10;
+/// Endpoints with differences listed in the terminal summary.
+const ENDPOINTS_SHOWN: usize = 10;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CompareReport {
+    /// "live": primary and secondary answered beside the candidate.
+    pub baseline: &'static str,
+    /// All endpoints together.
+    pub compared: u64,
+    pub differing: u64,
+    pub diff_rate: f64,
+    /// Requests whose bodies were longer than `max_body` (compared by length and hash).
+    pub over_max_body: u64,
+    /// Every endpoint compared, the highest diff rate first.
+    pub endpoints: Vec<CompareEndpoint>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CompareEndpoint {
+    pub endpoint: String,
+    pub compared: u64,
+    pub differing: u64,
+    pub diff_rate: f64,
+    pub over_max_body: u64,
+    /// Fields whose differences count, most often first (at most 10).
+    pub fields: Vec<CompareField>,
+    /// Fields found noisy (they differ between primary and secondary about as often as
+    /// between primary and candidate): not counted.
+    pub noisy: Vec<CompareField>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CompareField {
+    pub field: String,
+    /// Requests where the candidate's value differed from the primary's.
+    pub differing: u64,
+    /// Requests where the secondary's differed from the primary's.
+    pub noise: u64,
+    /// Examples: the primary's value and the candidate's (null: missing there).
+    pub samples: Vec<SamplePair>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SamplePair {
+    pub baseline: Option<String>,
+    pub candidate: Option<String>,
+}
+
+impl CompareReport {
+    pub fn of(by_endpoint: &BTreeMap<Arc<str>, EndpointCompare>) -> CompareReport {
+        let mut endpoints: Vec<CompareEndpoint> = by_endpoint
+            .iter()
+            .map(|(name, c)| {
+                let s = c.summary();
+                let field = |f: &reprise_proto::compare::FieldSummary| CompareField {
+                    field: f.field.clone(),
+                    differing: f.counts.differing,
+                    noise: f.counts.noise,
+                    samples: f
+                        .counts
+                        .samples
+                        .iter()
+                        .map(|p| SamplePair { baseline: p.left.clone(), candidate: p.right.clone() })
+                        .collect(),
+                };
+                CompareEndpoint {
+                    endpoint: name.to_string(),
+                    compared: s.compared,
+                    differing: s.differing,
+                    diff_rate: s.diff_rate,
+                    over_max_body: s.over_max_body,
+                    fields: s.fields.iter().filter(|f| !f.noisy).take(FIELDS_SHOWN).map(field).collect(),
+                    noisy: s.fields.iter().filter(|f| f.noisy).take(FIELDS_SHOWN).map(field).collect(),
+                }
+            })
+            .collect();
+        endpoints
+            .sort_by(|a, b| b.diff_rate.total_cmp(&a.diff_rate).then_with(|| a.endpoint.cmp(&b.endpoint)));
+        let compared = endpoints.iter().map(|e| e.compared).sum();
+        let differing = endpoints.iter().map(|e| e.differing).sum();
+        CompareReport {
+            baseline: "live",
+            compared,
+            differing,
+            diff_rate: if compared == 0 { 0.0 } else { differing as f64 / compared as f64 },
+            over_max_body: endpoints.iter().map(|e| e.over_max_body).sum(),
+            endpoints,
+        }
+    }
+
+    /// The terminal's summary: a line for all traffic, then each endpoint with differences
+    /// and its top fields.
+    pub fn lines(&self) -> String {
+        let mut out = format!(
+            "responses compared to the primary: {} compared, {} differing ({:.2} %), {} over max_body\n",
+            self.compared,
+            self.differing,
+            self.diff_rate * 100.0,
+            self.over_max_body
+        );
+        let differing: Vec<&CompareEndpoint> = self.endpoints.iter().filter(|e| e.differing > 0).collect();
+        for e in differing.iter().take(ENDPOINTS_SHOWN) {
+            let fields: Vec<String> =
+                e.fields.iter().take(3).map(|f| format!("{} ({})", f.field, f.differing)).collect();
+            let _ = writeln!(
+                out,
+                "  {}: {} of {} differ ({:.2} %): {}",
+                e.endpoint,
+                e.differing,
+                e.compared,
+                e.diff_rate * 100.0,
+                fields.join(", ")
+            );
+        }
+        if differing.len() > ENDPOINTS_SHOWN {
+            let _ = writeln!(
+                out,
+                "  … and {} more endpoints that differ: --report-json lists them",
+                differing.len() - ENDPOINTS_SHOWN
+            );
+        }
+        let mut noisy: Vec<&str> =
+            self.endpoints.iter().flat_map(|e| e.noisy.iter().map(|f| f.field.as_str())).collect();
+        noisy.sort_unstable();
+        noisy.dedup();
+        if !noisy.is_empty() {
+            let _ = writeln!(out, "  noisy fields, not counted: {}", noisy.join(", "));
+        }
+        out
+    }
+}

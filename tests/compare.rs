@@ -1,0 +1,159 @@
+//! Response comparison (`[compare]`, issue 13) through the real binary: `reprise run` with
+//! three loopback JSON targets, the candidate (the job's target) and the current release
+//! twice (primary, secondary).
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A loopback target answering each GET with JSON: a random `ts` and `id` (its own stream:
+/// no two targets agree on them) and `price` 10. As the candidate, it also answers `/a/N`
+/// with price 11 when N is a multiple of 4, and `/b/N` with status 500 when N is a multiple
+/// of 5. Ends with the test.
+async fn json_target(seed: u64, candidate: bool) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut n = seed;
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            n = n.wrapping_add(1_000_003);
+            let mut state = n;
+            tokio::spawn(async move {
+                let (mut buf, mut pending) = ([0u8; 4096], Vec::new());
+                loop {
+                    let Ok(got) = sock.read(&mut buf).await else { return };
+                    if got == 0 {
+                        return;
+                    }
+                    pending.extend_from_slice(&buf[..got]);
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+                        pending.drain(..end + 4);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                        let index: u64 = path.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(1);
+                        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(seed | 1);
+                        let changed = candidate && path.starts_with("/a/") && index.is_multiple_of(4);
+                        let failed = candidate && path.starts_with("/b/") && index.is_multiple_of(5);
+                        let price = if changed { 11 } else { 10 };
+                        let status = if failed { 500 } else { 200 };
+                        let body =
+                            format!(r#"{{"ts":{},"id":"{:x}","price":{price}}}"#, state >> 40, state >> 8);
+                        let reply = format!(
+                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+/// 40 GETs of `/a/1` … `/a/40` and 40 of `/b/…`, 2 ms apart.
+fn recording(dir: &std::path::Path) -> std::path::PathBuf {
+    let lines: Vec<String> = (1..=40)
+        .flat_map(|i| [format!("/a/{i}"), format!("/b/{i}")])
+        .enumerate()
+        .map(|(k, url)| {
+            format!(r#"{{"ts":{},"method":"GET","url":"{url}"}}"#, 1_714_564_800_000u64 + 2 * k as u64)
+        })
+        .collect();
+    let path = dir.join("r.jsonl");
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    path
+}
+
+fn endpoint<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["compare"]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["endpoint"] == name)
+        .expect(name)
+}
+
+fn names(list: &serde_json::Value) -> Vec<String> {
+    list.as_array().expect("list").iter().map(|f| f["field"].as_str().expect("field").to_owned()).collect()
+}
+
+/// The candidate changes a field on one endpoint for 1 request in 4 and a status on another
+/// for 1 in 5: the report flags exactly those, with their counts and rates; the random
+/// fields are found noisy and not counted; `ignore` removes a field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
+    let (candidate, c) = json_target(1, true).await;
+    let (primary, p) = json_target(2, false).await;
+    let (secondary, s) = json_target(3, false).await;
+    let dir = temp_dir("compare");
+    let rec = recording(&dir);
+    let section = |ignore: &str| {
+        format!(
+            "[compare]\nprimary = \"http://{primary}\"\nsecondary = \"http://{secondary}\"\nheaders = [\"Content-Type\"]\nignore = [{ignore}]\n"
+        )
+    };
+    let job = write_job(&dir, &format!("http://{candidate}"), &rec, "replayers = 2", &section(""));
+    let report = run_job(&job, &dir, &[]).await;
+    let (compared, differing) = (&report["compare"]["compared"], &report["compare"]["differing"]);
+    assert_eq!((compared.as_u64(), differing.as_u64()), (Some(80), Some(18)), "{:#}", report["compare"]);
+    let a = endpoint(&report, "GET /a/{id}");
+    assert_eq!((a["compared"].as_u64(), a["differing"].as_u64()), (Some(40), Some(10)), "{a:#}");
+    assert_eq!(a["diff_rate"].as_f64(), Some(0.25));
+    assert_eq!(names(&a["fields"]), ["$.price"]);
+    assert_eq!(a["fields"][0]["samples"][0]["baseline"], "10");
+    assert_eq!(a["fields"][0]["samples"][0]["candidate"], "11");
+    assert_eq!(names(&a["noisy"]), ["$.id", "$.ts"]);
+    let b = endpoint(&report, "GET /b/{id}");
+    assert_eq!((b["compared"].as_u64(), b["differing"].as_u64()), (Some(40), Some(8)), "{b:#}");
+    assert_eq!(names(&b["fields"]), ["status"]);
+    assert_eq!(b["fields"][0]["samples"][0]["candidate"], "500");
+    // The candidate's own statistics are the candidate's: 8 of its answers were 500s.
+    assert_eq!(report["totals"]["ok"].as_u64(), Some(72));
+
+    // `ignore` removes the changed field: that endpoint no longer differs.
+    let job = write_job(&dir, &format!("http://{candidate}"), &rec, "replayers = 2", &section("\"$.price\""));
+    let out = reprise(args(&[
+        "run",
+        job.to_str().expect("path"),
+        "--report-json",
+        dir.join("r2.json").to_str().expect("path"),
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("responses compared to the primary: 80 compared, 8 differing (10.00 %)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("noisy fields, not counted: $.id, $.ts"), "{stdout}");
+    let report = read_json(&dir.join("r2.json"));
+    assert_eq!(endpoint(&report, "GET /a/{id}")["differing"].as_u64(), Some(0));
+    for t in [c, p, s] {
+        t.abort();
+    }
+}
+
+/// A comparison without its baselines, or with a pattern that is no field, is refused
+/// before anything runs, each problem named.
+#[tokio::test]
+async fn a_comparison_without_baselines_is_refused_with_what_to_write() {
+    let dir = temp_dir("compare-bad");
+    let rec = recording(&dir);
+    let job = write_job(&dir, "http://127.0.0.1:9", &rec, "", "[compare]\nignore = [\"timestamp\"]\n");
+    let out = reprise(args(&["validate", job.to_str().expect("path")])).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for says in
+        ["compare.primary", "compare.secondary", "compare.ignore[0]", "JSON path such as `$.items[*].id`"]
+    {
+        assert!(err.contains(says), "{says} in {err}");
+    }
+}
