@@ -87,7 +87,8 @@ fn names(list: &serde_json::Value) -> Vec<String> {
 
 /// The candidate changes a field on one endpoint for 1 request in 4 and a status on another
 /// for 1 in 5: the report flags exactly those, with their counts and rates; the random
-/// fields are found noisy and not counted; `ignore` removes a field.
+/// fields are found noisy and not counted; `ignore` removes a field; a `diff_rate`
+/// threshold fails the run with exit 99, and one that holds passes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
     let (candidate, c) = json_target(1, true).await;
@@ -100,8 +101,16 @@ async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
             "[compare]\nprimary = \"http://{primary}\"\nsecondary = \"http://{secondary}\"\nheaders = [\"Content-Type\"]\nignore = [{ignore}]\n"
         )
     };
-    let job = write_job(&dir, &format!("http://{candidate}"), &rec, "replayers = 2", &section(""));
-    let report = run_job(&job, &dir, &[]).await;
+    // A changed answer fails the gate like a slow one: exit 99, the report written.
+    let gate = "[thresholds]\n\"*\" = [\"diff_rate < 0.1%\"]\n";
+    let job = write_job(&dir, &format!("http://{candidate}"), &rec, "replayers = 2", &(section("") + gate));
+    let path = dir.join("report.json");
+    let out =
+        reprise(args(&["run", job.to_str().expect("path"), "--report-json", path.to_str().expect("path")]))
+            .await;
+    assert_eq!(out.status.code(), Some(99), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = read_json(&path);
+    assert_eq!(report["thresholds"][0]["measured"].as_f64(), Some(22.5), "{:#}", report["thresholds"]);
     let (compared, differing) = (&report["compare"]["compared"], &report["compare"]["differing"]);
     assert_eq!((compared.as_u64(), differing.as_u64()), (Some(80), Some(18)), "{:#}", report["compare"]);
     let a = endpoint(&report, "GET /a/{id}");
@@ -119,7 +128,15 @@ async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
     assert_eq!(report["totals"]["ok"].as_u64(), Some(72));
 
     // `ignore` removes the changed field: that endpoint no longer differs.
-    let job = write_job(&dir, &format!("http://{candidate}"), &rec, "replayers = 2", &section("\"$.price\""));
+    // … and a gate it meets passes: exit 0.
+    let gate = "[thresholds]\n\"*\" = [\"diff_rate < 15%\"]\n\"GET /a/{id}\" = [\"diff_rate < 0.1%\"]\n";
+    let job = write_job(
+        &dir,
+        &format!("http://{candidate}"),
+        &rec,
+        "replayers = 2",
+        &(section("\"$.price\"") + gate),
+    );
     let out = reprise(args(&[
         "run",
         job.to_str().expect("path"),
@@ -127,7 +144,7 @@ async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
         dir.join("r2.json").to_str().expect("path"),
     ]))
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("responses compared to the primary: 80 compared, 8 differing (10.00 %)"),

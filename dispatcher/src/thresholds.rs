@@ -4,7 +4,8 @@
 //!
 //! An expression is `AGGREGATION OP VALUE[UNIT]`:
 //! - aggregations: `min`, `max`, `avg`, `med`, `pN` or `p(N)` (any percentile, `p99.9`),
-//!   over the latency from the due instant; `error_rate`; `rps`; `count`;
+//!   over the latency from the due instant; `error_rate`; `rps`; `count`; `diff_rate` (the
+//!   share of compared requests whose answer differed from the baseline, `[compare]`);
 //! - operators: `<`, `<=`, `>`, `>=`, `==`, `!=`;
 //! - values: latencies in `us`, `ms` (the default) or `s`; `error_rate` as `1%` or `0.01`;
 //!   `rps` and `count` as plain numbers.
@@ -24,6 +25,8 @@ pub enum Aggregation {
     ErrorRate,
     Rps,
     Count,
+    /// Requests whose answer differed from the baseline, of those compared (`[compare]`).
+    DiffRate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +69,7 @@ impl Aggregation {
             "avg" | "mean" => Aggregation::Avg,
             "med" | "median" => Aggregation::Percentile(50.0),
             "error_rate" => Aggregation::ErrorRate,
+            "diff_rate" => Aggregation::DiffRate,
             "rps" => Aggregation::Rps,
             "count" => Aggregation::Count,
             p => {
@@ -87,7 +91,7 @@ impl Aggregation {
     /// The unit measured values are shown in.
     pub fn unit(self) -> &'static str {
         match self {
-            Aggregation::ErrorRate => "%",
+            Aggregation::ErrorRate | Aggregation::DiffRate => "%",
             Aggregation::Rps => "req/s",
             Aggregation::Count => "",
             _ => "ms",
@@ -118,7 +122,7 @@ fn parse_text(text: &str) -> Result<Expr, String> {
             .ok_or_else(|| format!("`{rest}` is not a comparison; {HOW}"))?;
     let agg = agg.trim();
     let aggregation = Aggregation::parse(agg).ok_or_else(|| {
-        format!("`{agg}` is not an aggregation: use min, max, avg, med, pN or p(N) with 0 < N ≤ 100, error_rate, rps or count")
+        format!("`{agg}` is not an aggregation: use min, max, avg, med, pN or p(N) with 0 < N ≤ 100, error_rate, rps, count or diff_rate")
     })?;
     let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
@@ -128,12 +132,12 @@ fn parse_text(text: &str) -> Result<Expr, String> {
         (a, "ms" | "") if a.is_latency() => number,
         (a, "s") if a.is_latency() => number * 1000.0,
         (a, "us" | "µs") if a.is_latency() => number / 1000.0,
-        (Aggregation::ErrorRate, "%") => number / 100.0,
-        (Aggregation::ErrorRate, "") if number <= 1.0 => number,
+        (Aggregation::ErrorRate | Aggregation::DiffRate, "%") => number / 100.0,
+        (Aggregation::ErrorRate | Aggregation::DiffRate, "") if number <= 1.0 => number,
         (Aggregation::Rps | Aggregation::Count, "") => number,
         (a, u) => {
             let allowed = match a {
-                Aggregation::ErrorRate => "% (or a fraction ≤ 1 without unit)",
+                Aggregation::ErrorRate | Aggregation::DiffRate => "% (or a fraction ≤ 1 without unit)",
                 Aggregation::Rps | Aggregation::Count => "no unit",
                 _ => "us, ms or s",
             };
@@ -168,7 +172,18 @@ impl fmt::Display for Verdict {
 
 impl Expr {
     /// The measured value (in the expression's unit) and whether it holds. No requests: fails.
-    pub fn evaluate<H: Dist>(&self, stats: Option<&Stats<H>>, seconds: f64) -> (Option<f64>, bool) {
+    /// `diff_rate` is judged on `compared` (requests compared, of them differing) instead.
+    pub fn evaluate<H: Dist>(
+        &self,
+        stats: Option<&Stats<H>>,
+        compared: Option<(u64, u64)>,
+        seconds: f64,
+    ) -> (Option<f64>, bool) {
+        if self.aggregation == Aggregation::DiffRate {
+            let Some((n, differing)) = compared.filter(|(n, _)| *n > 0) else { return (None, false) };
+            let rate = differing as f64 / n as f64;
+            return (Some(rate * 100.0), self.op.holds(rate, self.value));
+        }
         let Some(s) = stats.filter(|s| s.count() > 0) else { return (None, false) };
         let ms = |us: u64| us as f64 / 1000.0;
         let measured = match self.aggregation {
@@ -179,6 +194,7 @@ impl Expr {
             Aggregation::ErrorRate => s.failed as f64 / s.count() as f64,
             Aggregation::Rps => s.count() as f64 / seconds.max(f64::MIN_POSITIVE),
             Aggregation::Count => s.count() as f64,
+            Aggregation::DiffRate => 0.0,
         };
         let shown = if self.aggregation == Aggregation::ErrorRate { measured * 100.0 } else { measured };
         (Some(shown), self.op.holds(measured, self.value))
@@ -210,20 +226,22 @@ pub struct Gate {
 
 impl Gate {
     /// Every threshold's verdict on the merged statistics: `total` is all traffic ("*"),
-    /// `endpoint` finds one endpoint's, `seconds` is the job's duration (for `rps`).
+    /// `endpoint` finds one endpoint's, `compared` an endpoint's (or "*"'s) requests compared
+    /// and differing, `seconds` is the job's duration (for `rps`).
     pub fn judge<'a>(
         &self,
         total: &TotalStats,
         endpoint: impl Fn(&str) -> Option<&'a EndpointStats>,
+        compared: impl Fn(&str) -> Option<(u64, u64)>,
         seconds: f64,
     ) -> Vec<Verdict> {
         self.thresholds
             .iter()
             .map(|t| {
                 let (measured, pass) = if t.endpoint == "*" {
-                    t.expr.evaluate(Some(total), seconds)
+                    t.expr.evaluate(Some(total), compared("*"), seconds)
                 } else {
-                    t.expr.evaluate(endpoint(&t.endpoint), seconds)
+                    t.expr.evaluate(endpoint(&t.endpoint), compared(&t.endpoint), seconds)
                 };
                 Verdict {
                     endpoint: t.endpoint.clone(),
@@ -294,7 +312,7 @@ mod tests {
     #[test]
     fn thresholds_are_evaluated_on_the_histograms() {
         let s: EndpointStats = stats(&[10, 20, 30, 40, 1000], 1);
-        let check = |t: &str| parse(t).expect(t).evaluate(Some(&s), 2.0);
+        let check = |t: &str| parse(t).expect(t).evaluate(Some(&s), None, 2.0);
         assert!(check("p50 < 31ms").1);
         assert!(!check("p99 < 900ms").1);
         assert_eq!(check("error_rate < 25%"), (Some(20.0), true));
@@ -303,7 +321,7 @@ mod tests {
         let (max, pass) = check("max < 2s");
         assert!(pass && (max.expect("max") - 1000.0).abs() < 1.0);
         assert_eq!(
-            parse("p99 < 1s").expect("ok").evaluate::<Sparse>(None, 1.0),
+            parse("p99 < 1s").expect("ok").evaluate::<Sparse>(None, None, 1.0),
             (None, false),
             "no requests fails"
         );
@@ -333,7 +351,7 @@ mod tests {
             "GET /slow" => Some(&slow),
             _ => None,
         };
-        let verdicts = gate.judge(&total, lookup, 1.0);
+        let verdicts = gate.judge(&total, lookup, |_| None, 1.0);
         let passed: Vec<bool> = verdicts.iter().map(|v| v.pass).collect();
         assert_eq!(passed, [true, true, false, false]);
         assert_eq!(verdicts[2].measured, Some(50.0), "one of two failed: 50 %");

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::JobConfig;
 use super::validate::{Problem, check_target};
+use crate::thresholds::Aggregation;
 use reprise_proto::compare::MAX_BODY_LIMIT;
 use reprise_proto::fields::FieldPattern;
 
@@ -106,7 +107,16 @@ impl CompareConfig {
 
 impl JobConfig {
     pub(super) fn validate_compare(&self, p: &mut Vec<Problem>) {
-        let Some(c) = &self.compare else { return };
+        let Some(c) = &self.compare else {
+            for t in self.gate.thresholds.iter().filter(|t| t.expr.aggregation == Aggregation::DiffRate) {
+                p.push(Problem::new(
+                    &format!("thresholds.{:?}", t.endpoint),
+                    format!("{:?}", t.text),
+                    "diff_rate needs a [compare] section (primary and secondary to compare answers with)",
+                ));
+            }
+            return;
+        };
         if c.baseline == Baseline::Recorded {
             p.push(Problem::new(
                 "compare.baseline",
@@ -191,6 +201,9 @@ mod tests {
         }
         assert!(problems("baseline = \"recorded\"").contains("not built yet"));
         assert!(problems("max_body = \"1 lightyear\"").contains("is not a size"));
+        let text = "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x\"\n[thresholds]\n\"*\" = [\"diff_rate < 1%\"]\n";
+        let p = JobConfig::parse(text).expect_err("no [compare]");
+        assert!(p.iter().any(|p| p.to_string().contains("diff_rate needs a [compare] section")), "{p:?}");
     }
 
     #[test]

@@ -57,6 +57,22 @@ pub struct JobStats {
     pub compare: BTreeMap<Arc<str>, EndpointCompare>,
 }
 
+impl JobStats {
+    /// Requests compared and, of them, differing (`[compare]`): of endpoint `name`, or of
+    /// all traffic for "*". `None` when nothing of it was compared.
+    pub fn compared(&self, name: &str) -> Option<(u64, u64)> {
+        let counts = |c: &EndpointCompare| {
+            let s = c.summary();
+            (s.compared, s.differing)
+        };
+        if name == "*" {
+            let all = self.compare.values().map(counts).fold((0, 0), |(n, d), (a, b)| (n + a, d + b));
+            return (all.0 > 0).then_some(all);
+        }
+        self.compare.get(name).map(counts)
+    }
+}
+
 impl Fleet {
     /// Takes one replayer's report: an ack, or an ack with statistics. A repeated sequence
     /// number is counted and merged once. The merged interval goes to the sinks before its

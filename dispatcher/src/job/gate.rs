@@ -26,7 +26,7 @@ pub(super) async fn watch(job: Arc<Job>, stop: CancellationToken) {
             if s.total.count() < MIN_REQUESTS {
                 return None;
             }
-            let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), seconds);
+            let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), |e| s.compared(e), seconds);
             verdicts.into_iter().zip(&gate.thresholds).find(|(v, t)| !v.pass && t.expr.checkable_midway())
         });
         if let Some((verdict, _)) = failed {

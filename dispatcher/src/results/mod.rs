@@ -245,7 +245,7 @@ impl Report {
                     lost: s.lost_reports,
                     duplicate: s.duplicate_reports,
                 };
-                let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), secs);
+                let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), |e| s.compared(e), secs);
                 let order_wait = ordered.then(|| OrderWaitReport::of(&s.order_wait));
                 let compare = compares.then(|| compare::CompareReport::of(&s.compare));
                 (eps, endpoint("*", &s.total, secs), reports, verdicts, s.history.rows(), order_wait, compare)
