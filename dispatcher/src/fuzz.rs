@@ -96,6 +96,8 @@ pub fn report(data: &[u8]) {
     report.session = session;
     report.job_id.clear();
     let _ = fleet.receive(&report);
+    // Response comparison's counts are judged (noise decided) when read.
+    let _ = fleet.with_stats(|s| s.compared("*"));
     fleet.leave("fuzz", session, "fuzz");
 }
 
@@ -191,6 +193,10 @@ mod seeds {
         let mut wait = OrderWait::default();
         wait.record(1_500, false);
         wait.record(200_000, true);
+        let mut compare = reprise_proto::compare::EndpointCompare::default();
+        let seen = |field| reprise_proto::compare::Seen { field, left: Some("1"), right: None };
+        compare.record(&[seen("$.a[*].b"), seen("status")], &["$.a[*].b"], false);
+        compare.record(&[seen("header:etag")], &[], true);
         let report = pb::StatsReport {
             replayer_id: "r".into(),
             seq: 1,
@@ -199,6 +205,7 @@ mod seeds {
             total: Some(t.to_wire()),
             pending: 2,
             order_wait: Some(wait.to_wire()),
+            compare: vec![compare.to_wire(1)],
             ..Default::default()
         };
         let ack = pb::StatsReport { completed_total: 5, ..Default::default() };
