@@ -113,6 +113,7 @@ async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
     assert_eq!(report["thresholds"][0]["measured"].as_f64(), Some(22.5), "{:#}", report["thresholds"]);
     let (compared, differing) = (&report["compare"]["compared"], &report["compare"]["differing"]);
     assert_eq!((compared.as_u64(), differing.as_u64()), (Some(80), Some(18)), "{:#}", report["compare"]);
+    assert_eq!(report["compare"]["uncompared"].as_u64(), Some(0));
     let a = endpoint(&report, "GET /a/{id}");
     assert_eq!((a["compared"].as_u64(), a["differing"].as_u64()), (Some(40), Some(10)), "{a:#}");
     assert_eq!(a["diff_rate"].as_f64(), Some(0.25));
@@ -153,6 +154,53 @@ async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
     assert!(stdout.contains("noisy fields, not counted: $.id, $.ts"), "{stdout}");
     let report = read_json(&dir.join("r2.json"));
     assert_eq!(endpoint(&report, "GET /a/{id}")["differing"].as_u64(), Some(0));
+    for t in [c, p, s] {
+        t.abort();
+    }
+}
+
+/// The same across a fleet, over gRPC: a dispatcher daemon and two replayer daemons; the
+/// settings reach the replayers and their counts come back, into the report and `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_compares_over_grpc_and_exports_the_counts() {
+    let (candidate, c) = json_target(1, true).await;
+    let (primary, p) = json_target(2, false).await;
+    let (secondary, s) = json_target(3, false).await;
+    let dir = temp_dir("compare-fleet");
+    let rec = recording(&dir);
+    let section = format!("[compare]\nprimary = \"http://{primary}\"\nsecondary = \"http://{secondary}\"\n");
+    let job = write_job(&dir, &format!("http://{candidate}"), &rec, "min_replayers = 2", &section);
+    let (_dispatcher, line) = spawn_daemon(&[
+        "dispatcher",
+        "--config",
+        job.to_str().expect("path"),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--serve-forever",
+    ]);
+    let admin = field(&line, "http");
+    let grpc = format!("http://{}", field(&line, "grpc"));
+    let (_a, _b) = (spawn_replayer(&grpc, "a"), spawn_replayer(&grpc, "b"));
+    let done = wait_until_async(
+        || async { http("GET", &admin, "/status").await.1.contains("\"state\":\"finished\"") },
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    assert!(done, "the job finished");
+    let r: serde_json::Value = serde_json::from_str(&http("GET", &admin, "/report").await.1).expect("report");
+    assert_eq!(r["compare"]["compared"].as_u64(), Some(80), "{:#}", r["compare"]);
+    assert_eq!(r["compare"]["differing"].as_u64(), Some(18));
+    let (_, metrics) = http("GET", &admin, "/metrics").await;
+    for line in [
+        "reprise_compare_requests{job_id=\"job\",endpoint=\"GET /a/{id}\",outcome=\"differing\"} 10",
+        "reprise_compare_requests{job_id=\"job\",endpoint=\"GET /a/{id}\",outcome=\"same\"} 30",
+        "reprise_compare_requests{job_id=\"job\",endpoint=\"GET /b/{id}\",outcome=\"differing\"} 8",
+        "reprise_compare_uncompared_total{job_id=\"job\",endpoint=\"GET /b/{id}\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
     for t in [c, p, s] {
         t.abort();
     }

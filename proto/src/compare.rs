@@ -79,6 +79,8 @@ pub struct EndpointCompare {
     pub judged_differing: u64,
     /// Requests whose bodies were compared by length and hash (longer than `max_body`).
     pub over_max_body: u64,
+    /// Requests not compared: one of the three did not answer.
+    pub uncompared: u64,
 }
 
 /// An endpoint's result, noise decided.
@@ -93,6 +95,8 @@ pub struct Summary {
     pub over_max_body: u64,
     /// Requests judged when they came, past the signature cap.
     pub judged: u64,
+    /// Requests not compared: one of the three did not answer.
+    pub uncompared: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,6 +133,11 @@ impl EndpointCompare {
         self.add_signature(signature, 1);
     }
 
+    /// Counts a request that could not be compared (one of the three did not answer).
+    pub fn uncompared(&mut self) {
+        self.uncompared += 1;
+    }
+
     /// The id of `field`, or of [`OTHER_FIELDS`] once the cap is reached.
     fn id(&mut self, field: &str) -> u32 {
         let cut;
@@ -152,13 +161,13 @@ impl EndpointCompare {
 
     fn add_signature(&mut self, signature: Vec<u32>, count: u64) {
         if let Some(n) = self.signatures.get_mut(&signature) {
-            *n += count;
+            *n = n.saturating_add(count);
         } else if self.signatures.len() < MAX_SIGNATURES {
             self.signatures.insert(signature, count);
         } else {
-            self.judged += count;
+            self.judged = self.judged.saturating_add(count);
             if self.differs(&signature) {
-                self.judged_differing += count;
+                self.judged_differing = self.judged_differing.saturating_add(count);
             }
         }
     }
@@ -169,15 +178,17 @@ impl EndpointCompare {
     }
 
     pub fn merge(&mut self, other: &EndpointCompare) {
-        self.compared += other.compared;
-        self.over_max_body += other.over_max_body;
-        self.judged += other.judged;
-        self.judged_differing += other.judged_differing;
+        // Saturating: counts come from replayers, which cannot be trusted to stay in range.
+        self.compared = self.compared.saturating_add(other.compared);
+        self.over_max_body = self.over_max_body.saturating_add(other.over_max_body);
+        self.uncompared = self.uncompared.saturating_add(other.uncompared);
+        self.judged = self.judged.saturating_add(other.judged);
+        self.judged_differing = self.judged_differing.saturating_add(other.judged_differing);
         let ids: Vec<u32> = other.names.iter().map(|n| self.id(n)).collect();
         for (from, counts) in other.counts.iter().enumerate() {
             let mine = &mut self.counts[ids[from] as usize];
-            mine.differing += counts.differing;
-            mine.noise += counts.noise;
+            mine.differing = mine.differing.saturating_add(counts.differing);
+            mine.noise = mine.noise.saturating_add(counts.noise);
             let room = SAMPLES.saturating_sub(mine.samples.len());
             mine.samples.extend(counts.samples.iter().take(room).cloned());
         }
@@ -191,9 +202,11 @@ impl EndpointCompare {
 
     /// The result, with noise decided on everything counted so far.
     pub fn summary(&self) -> Summary {
-        let from_signatures: u64 =
-            self.signatures.iter().filter(|(s, _)| self.differs(s)).map(|(_, n)| *n).sum();
-        let differing = from_signatures + self.judged_differing;
+        let differing = self
+            .signatures
+            .iter()
+            .filter(|(s, _)| self.differs(s))
+            .fold(self.judged_differing, |sum, (_, n)| sum.saturating_add(*n));
         let mut fields: Vec<FieldSummary> = self
             .names
             .iter()
@@ -210,6 +223,7 @@ impl EndpointCompare {
             fields,
             over_max_body: self.over_max_body,
             judged: self.judged,
+            uncompared: self.uncompared,
         }
     }
 
@@ -243,6 +257,7 @@ impl EndpointCompare {
             judged: self.judged,
             judged_differing: self.judged_differing,
             over_max_body: self.over_max_body,
+            uncompared: self.uncompared,
         }
     }
 
@@ -254,6 +269,7 @@ impl EndpointCompare {
             compared: w.compared,
             judged: w.judged.min(w.compared),
             over_max_body: w.over_max_body.min(w.compared),
+            uncompared: w.uncompared,
             ..EndpointCompare::default()
         };
         out.judged_differing = w.judged_differing.min(out.judged);
@@ -371,14 +387,22 @@ mod tests {
                 fields.iter().enumerate().filter(|(k, _)| i % (k + 2) == 0).map(|(_, f)| seen(f)).collect();
             let noise: Vec<&str> = if i % 3 == 0 { vec!["$.x"] } else { vec![] };
             let over = i % 50 == 0;
-            EndpointCompare::record(&mut whole, &differing, &noise, over);
             let half: &mut EndpointCompare = if i % 2 == 0 { &mut a } else { &mut b };
+            if i % 97 == 0 {
+                EndpointCompare::uncompared(&mut whole);
+                half.uncompared();
+                continue;
+            }
+            EndpointCompare::record(&mut whole, &differing, &noise, over);
             half.record(&differing, &noise, over);
         }
         let mut merged = EndpointCompare::from_wire(&a.to_wire(1));
         merged.merge(&EndpointCompare::from_wire(&b.to_wire(1)));
         let (w, m) = (whole.summary(), merged.summary());
-        assert_eq!((m.compared, m.differing, m.over_max_body), (w.compared, w.differing, w.over_max_body));
+        assert_eq!(
+            (m.compared, m.differing, m.over_max_body, m.uncompared),
+            (w.compared, w.differing, w.over_max_body, w.uncompared)
+        );
         let counts = |s: &Summary| {
             s.fields
                 .iter()
@@ -387,6 +411,7 @@ mod tests {
         };
         assert_eq!(counts(&m), counts(&w));
         assert!(w.differing > 0 && w.differing < 500);
+        assert_eq!(w.uncompared, 6);
     }
 
     #[test]
@@ -419,6 +444,7 @@ mod tests {
             judged: 99,
             judged_differing: 99,
             over_max_body: 99,
+            uncompared: 2,
         };
         let e = EndpointCompare::from_wire(&w);
         let s = e.summary();

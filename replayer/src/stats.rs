@@ -242,6 +242,13 @@ impl Recorder {
         inner.compare.entry(id).or_default().record(differing, noise, over_max_body);
     }
 
+    /// Counts a request of endpoint `endpoint` that could not be compared.
+    pub fn record_uncompared(&self, endpoint: u32) {
+        let id = if endpoint > MAX_ID { 0 } else { endpoint };
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.compare.entry(id).or_default().uncompared();
+    }
+
     /// Takes everything since the last call.
     pub fn take(&self) -> Delta {
         let mut spares = std::mem::take(&mut *self.spares.lock().unwrap_or_else(|p| p.into_inner()));

@@ -24,6 +24,8 @@ pub struct CompareReport {
     pub diff_rate: f64,
     /// Requests whose bodies were longer than `max_body` (compared by length and hash).
     pub over_max_body: u64,
+    /// Requests not compared: the candidate, the primary or the secondary did not answer.
+    pub uncompared: u64,
     /// Every endpoint compared, the highest diff rate first.
     pub endpoints: Vec<CompareEndpoint>,
 }
@@ -35,6 +37,7 @@ pub struct CompareEndpoint {
     pub differing: u64,
     pub diff_rate: f64,
     pub over_max_body: u64,
+    pub uncompared: u64,
     /// Fields whose differences count, most often first (at most 10).
     pub fields: Vec<CompareField>,
     /// Fields found noisy (they differ between primary and secondary about as often as
@@ -82,6 +85,7 @@ impl CompareReport {
                     differing: s.differing,
                     diff_rate: s.diff_rate,
                     over_max_body: s.over_max_body,
+                    uncompared: s.uncompared,
                     fields: s.fields.iter().filter(|f| !f.noisy).take(FIELDS_SHOWN).map(field).collect(),
                     noisy: s.fields.iter().filter(|f| f.noisy).take(FIELDS_SHOWN).map(field).collect(),
                 }
@@ -97,6 +101,7 @@ impl CompareReport {
             differing,
             diff_rate: if compared == 0 { 0.0 } else { differing as f64 / compared as f64 },
             over_max_body: endpoints.iter().map(|e| e.over_max_body).sum(),
+            uncompared: endpoints.iter().map(|e| e.uncompared).sum(),
             endpoints,
         }
     }
@@ -105,11 +110,12 @@ impl CompareReport {
     /// and its top fields.
     pub fn lines(&self) -> String {
         let mut out = format!(
-            "responses compared to the primary: {} compared, {} differing ({:.2} %), {} over max_body\n",
+            "responses compared to the primary: {} compared, {} differing ({:.2} %), {} over max_body, {} not compared (no answer from one of the three)\n",
             self.compared,
             self.differing,
             self.diff_rate * 100.0,
-            self.over_max_body
+            self.over_max_body,
+            self.uncompared
         );
         let differing: Vec<&CompareEndpoint> = self.endpoints.iter().filter(|e| e.differing > 0).collect();
         for e in differing.iter().take(ENDPOINTS_SHOWN) {

@@ -228,6 +228,9 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
     if job.config().proxy.ordered {
         order_wait(out, job, j);
     }
+    if job.config().compare.is_some() {
+        compare(out, job, j);
+    }
     header(out, "reprise_job_running", "gauge", "1 while the job runs (or is paused), else 0.");
     let running = matches!(job.state(), JobState::Running | JobState::Paused | JobState::Draining);
     let _ = writeln!(out, "reprise_job_running{{{j}}} {}", u8::from(running));
@@ -236,6 +239,50 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
     header(out, "reprise_job_recorded_seconds", "gauge", "Recorded time replayed so far (job progress).");
     let _ = writeln!(out, "reprise_job_recorded_seconds{{{j}}} {}", job.progress().as_secs_f64());
     source(out, j, &job.source());
+}
+
+/// Response comparison (`[compare]`), per endpoint: requests compared by outcome, and not
+/// compared. The outcome is decided with the noise known so far, so a request counted as
+/// differing can turn out the same once a field is found noisy: those are gauges. Endpoints
+/// are capped by `[stats] max_endpoints`, so the label set is bounded.
+fn compare(out: &mut String, job: &Job, j: &str) {
+    let rows: Vec<(String, u64, u64, u64)> = job.fleet().with_stats(|s| {
+        s.compare
+            .iter()
+            .map(|(name, c)| {
+                let sum = c.summary();
+                (name.to_string(), sum.compared, sum.differing, sum.uncompared)
+            })
+            .collect()
+    });
+    header(
+        out,
+        "reprise_compare_requests",
+        "gauge",
+        "Requests whose answers were compared to the primary's ([compare]), by endpoint and outcome (same, differing; noise decided on what has come so far).",
+    );
+    for (name, compared, differing, _) in &rows {
+        let e = esc(name);
+        let _ = writeln!(
+            out,
+            "reprise_compare_requests{{{j},endpoint=\"{e}\",outcome=\"same\"}} {}",
+            compared.saturating_sub(*differing)
+        );
+        let _ = writeln!(
+            out,
+            "reprise_compare_requests{{{j},endpoint=\"{e}\",outcome=\"differing\"}} {differing}"
+        );
+    }
+    header(
+        out,
+        "reprise_compare_uncompared_total",
+        "counter",
+        "Requests not compared because the candidate, the primary or the secondary did not answer, by endpoint.",
+    );
+    for (name, _, _, uncompared) in &rows {
+        let _ =
+            writeln!(out, "reprise_compare_uncompared_total{{{j},endpoint=\"{}\"}} {uncompared}", esc(name));
+    }
 }
 
 /// An ordered job's waits for sessions: a summary over the job, and the timeouts.

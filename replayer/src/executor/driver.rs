@@ -293,8 +293,11 @@ impl Executor {
                 let (outcome, found) =
                     Box::pin(compare.exchange(&self.target, link, sides, &view, sent.into_std(), &self.cut))
                         .await;
-                if let Some(f) = found {
-                    self.recorder.record_compare(rec.endpoint, &f.differing, &f.noise, f.over_max_body);
+                match found {
+                    Some(f) => {
+                        self.recorder.record_compare(rec.endpoint, &f.differing, &f.noise, f.over_max_body)
+                    }
+                    None => self.recorder.record_uncompared(rec.endpoint),
                 }
                 outcome
             }
