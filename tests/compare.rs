@@ -152,6 +152,18 @@ async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
         "{stdout}"
     );
     assert!(stdout.contains("noisy fields, not counted: $.id, $.ts"), "{stdout}");
+    // The table's last column: each endpoint's diff rate, and all traffic's.
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} row in {stdout}"))
+            .to_owned()
+    };
+    assert!(stdout.lines().next().is_some_and(|l| l.trim_end().ends_with("diff %")), "{stdout}");
+    assert!(row("GET /a/{id}").trim_end().ends_with(" 0.00"), "{stdout}");
+    assert!(row("GET /b/{id}").trim_end().ends_with(" 20.00"), "{stdout}");
+    assert!(row("total").trim_end().ends_with(" 10.00"), "{stdout}");
     let report = read_json(&dir.join("r2.json"));
     assert_eq!(endpoint(&report, "GET /a/{id}")["differing"].as_u64(), Some(0));
     for t in [c, p, s] {

@@ -106,6 +106,14 @@ impl CompareReport {
         }
     }
 
+    /// The diff rate of `endpoint` ("*" for all traffic), when some of it was compared.
+    pub fn diff_rate_of(&self, endpoint: &str) -> Option<f64> {
+        if endpoint == "*" {
+            return (self.compared > 0).then_some(self.diff_rate);
+        }
+        self.endpoints.iter().find(|e| e.endpoint == endpoint && e.compared > 0).map(|e| e.diff_rate)
+    }
+
     /// The terminal's summary: a line for all traffic, then each endpoint with differences
     /// and its top fields.
     pub fn lines(&self) -> String {

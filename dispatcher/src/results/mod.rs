@@ -315,9 +315,19 @@ impl Report {
     pub fn table(&self) -> String {
         let mut out = String::new();
         let width = self.endpoints.iter().map(|e| e.endpoint.len()).max().unwrap_or(8).clamp(8, 60);
+        // With [compare], a last column: the share of the endpoint's compared answers that
+        // differed from the primary's.
+        let diff = |endpoint: &str| match &self.compare {
+            None => String::new(),
+            Some(c) => match c.diff_rate_of(endpoint) {
+                Some(rate) => format!(" {:>7.2}", rate * 100.0),
+                None => format!(" {:>7}", "-"),
+            },
+        };
+        let head = if self.compare.is_some() { format!(" {:>7}", "diff %") } else { String::new() };
         let _ = writeln!(
             out,
-            "{:<width$} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "{:<width$} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}{head}",
             "endpoint", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
         );
         // The busiest first, and at most TABLE_ROWS of them: a table of thousands of rows
@@ -330,8 +340,14 @@ impl Report {
             let l = &e.latency_ms;
             let _ = writeln!(
                 out,
-                "{name:<width$} {:>9} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-                e.requests, e.failed, l.p50, l.p90, l.p99, l.max
+                "{name:<width$} {:>9} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}{}",
+                e.requests,
+                e.failed,
+                l.p50,
+                l.p90,
+                l.p99,
+                l.max,
+                diff(&e.endpoint)
             );
         }
         if self.endpoints.len() > TABLE_ROWS {
