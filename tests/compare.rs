@@ -138,11 +138,14 @@ async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
         "replayers = 2",
         &(section("\"$.price\"") + gate),
     );
+    let html = dir.join("r2.html");
     let out = reprise(args(&[
         "run",
         job.to_str().expect("path"),
         "--report-json",
         dir.join("r2.json").to_str().expect("path"),
+        "--report-html",
+        html.to_str().expect("path"),
     ]))
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
@@ -164,6 +167,16 @@ async fn the_report_flags_real_changes_and_finds_random_fields_noisy() {
     assert!(row("GET /a/{id}").trim_end().ends_with(" 0.00"), "{stdout}");
     assert!(row("GET /b/{id}").trim_end().ends_with(" 20.00"), "{stdout}");
     assert!(row("total").trim_end().ends_with(" 10.00"), "{stdout}");
+    // The HTML report: a section per differing endpoint, values side by side.
+    let page = std::fs::read_to_string(&html).expect("html");
+    for part in [
+        "<h2>Responses compared to the primary</h2>",
+        "<h3>GET /b/{id}: 8 of 40 differ</h3>",
+        "<td><code>200</code></td><td><code>500</code></td>",
+    ] {
+        assert!(page.contains(part), "{part} in the HTML report");
+    }
+    assert!(!page.contains("<h3>GET /a/{id}"), "an endpoint that does not differ has no section");
     let report = read_json(&dir.join("r2.json"));
     assert_eq!(endpoint(&report, "GET /a/{id}")["differing"].as_u64(), Some(0));
     for t in [c, p, s] {

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use super::compare::CompareReport;
 use super::{EndpointReport, Report};
 use crate::config::Speed;
 use crate::fleet::Row;
@@ -106,6 +107,68 @@ fn breakdown(out: &mut String, title: &str, rows: impl Iterator<Item = (String, 
 }
 
 /// The page.
+/// Response comparison: a table of the endpoints compared, then a section per endpoint that
+/// differed, its fields with the primary's and the candidate's values side by side.
+fn compare(out: &mut String, c: &CompareReport) {
+    let _ = write!(
+        out,
+        "<h2>Responses compared to the primary</h2><p>{} compared, {} differing ({:.2} %), {} over max_body, {} not compared</p>\
+         <table><tr><th>endpoint</th><th>compared</th><th>differing</th><th>diff %</th><th>not compared</th><th>noisy fields</th></tr>",
+        c.compared,
+        c.differing,
+        c.diff_rate * 100.0,
+        c.over_max_body,
+        c.uncompared
+    );
+    for e in &c.endpoints {
+        let noisy: Vec<String> = e.noisy.iter().map(|f| esc(&f.field)).collect();
+        let class = if e.differing > 0 { " class=\"bad\"" } else { "" };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td{class}>{:.2}</td><td>{}</td><td>{}</td></tr>",
+            esc(&e.endpoint),
+            e.compared,
+            e.differing,
+            e.diff_rate * 100.0,
+            e.uncompared,
+            noisy.join(", ")
+        );
+    }
+    out.push_str("</table>");
+    let shown = |v: &Option<String>| v.as_deref().map_or("<i>missing</i>".to_owned(), esc);
+    for e in c.endpoints.iter().filter(|e| e.differing > 0) {
+        let _ = write!(
+            out,
+            "<h3>{}: {} of {} differ</h3><table><tr><th>field</th><th>differing</th><th>primary</th><th>candidate</th></tr>",
+            esc(&e.endpoint),
+            e.differing,
+            e.compared
+        );
+        for f in &e.fields {
+            for (i, sample) in f.samples.iter().enumerate() {
+                let head = if i == 0 {
+                    format!(
+                        "<td rowspan=\"{}\">{}</td><td rowspan=\"{}\">{}</td>",
+                        f.samples.len(),
+                        esc(&f.field),
+                        f.samples.len(),
+                        f.differing
+                    )
+                } else {
+                    String::new()
+                };
+                let _ = write!(
+                    out,
+                    "<tr>{head}<td><code>{}</code></td><td><code>{}</code></td></tr>",
+                    shown(&sample.baseline),
+                    shown(&sample.candidate)
+                );
+            }
+        }
+        out.push_str("</table>");
+    }
+}
+
 pub fn render(r: &Report) -> String {
     let speed = match r.settings.speed {
         Speed::Max => "max".to_owned(),
@@ -154,6 +217,9 @@ pub fn render(r: &Report) -> String {
         endpoint_row(&mut out, e);
     }
     out.push_str("</table>");
+    if let Some(c) = &r.compare {
+        compare(&mut out, c);
+    }
     breakdown(&mut out, "Status codes", r.total.status.iter().map(|(k, v)| (k.to_string(), *v)));
     breakdown(&mut out, "Errors", r.total.errors.iter().map(|(k, v)| (k.clone(), *v)));
     breakdown(&mut out, "Dropped", r.totals.counts.dropped.iter().map(|(k, v)| (k.as_str().to_owned(), *v)));
