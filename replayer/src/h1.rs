@@ -7,40 +7,18 @@
 //! local nginx this cut the replayer's user-space time per request (see docs/design.md). HTTPS
 //! stays on hyper ([`crate::http`]), where HTTP/2 will also need it.
 //!
-//! Fidelity: the request line carries the recorded path, with only the bytes a URI may not
-//! hold percent-encoded ([`push_target`], shared with HTTPS). Header names keep their
-//! recorded case. Headers that could not be sent as they are (a name that is not a
-//! token, a value with CR, LF or NUL) are left out, never repaired into something else.
+//! The request head is written by [`crate::request`] (its fidelity rules are there).
 
 use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use reprise_proto::batch::RecordView;
-use reprise_proto::token::{alphanumeric_and, is_token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::answer::{Answer, Keep};
 use crate::errors::kind_of;
-
-/// Headers that belong to one connection, not to the request; never replayed.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "upgrade",
-    "content-length",
-    "trailer",
-    "host",
-];
-
-/// Whether a recorded header is one of `HOP_BY_HOP` (any case).
-pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
-}
+pub use crate::request::{Unsendable, is_hop_by_hop, push_target, write_head};
 
 /// A response head longer than this is refused (nginx's default limit for request heads is
 /// 8 KiB; 64 KiB leaves room for large cookies).
@@ -329,89 +307,6 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, u16, Body
     };
     close |= body == Body::ToEof || status == 101;
     Ok(Some((len, status, body, close)))
-}
-
-/// A header value that can be written as it is (no CR, LF or NUL).
-fn is_value(v: &[u8]) -> bool {
-    !v.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
-}
-
-/// Why a record cannot be written as a request.
-#[derive(Debug, PartialEq, thiserror::Error)]
-pub enum Unsendable {
-    #[error("the method is not an HTTP token")]
-    Method,
-    #[error("the recorded Host, sent because of `[replayer] preserve_host`, is empty or holds CR, LF or NUL")]
-    Host,
-    #[error("the path does not make a request target")]
-    Path,
-    #[error("more headers than a request can carry")]
-    Headers,
-}
-
-/// Writes the request head for `rec` into `out` (cleared first): request line with `prefix`
-/// before the recorded path, the recorded headers but hop-by-hop ones, `host`, and a length
-/// when there is a body (or the method expects one).
-pub fn write_head(
-    out: &mut Vec<u8>,
-    rec: &RecordView<'_>,
-    prefix: &str,
-    host: &[u8],
-) -> Result<(), Unsendable> {
-    out.clear();
-    if !is_token(rec.method) {
-        return Err(Unsendable::Method);
-    }
-    if host.is_empty() || !is_value(host) {
-        return Err(Unsendable::Host);
-    }
-    out.extend_from_slice(rec.method);
-    out.push(b' ');
-    push_target(out, prefix.as_bytes());
-    push_target(out, rec.path);
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in rec.headers() {
-        if !is_token(name) || !is_value(value) || is_hop_by_hop(name) {
-            continue;
-        }
-        for part in [name, b": ", value, b"\r\n"] {
-            out.extend_from_slice(part);
-        }
-    }
-    for part in [b"Host: ".as_slice(), host, b"\r\n"] {
-        out.extend_from_slice(part);
-    }
-    if !rec.body.is_empty() || matches!(rec.method, b"POST" | b"PUT" | b"PATCH") {
-        use std::io::Write as _;
-        // invariant: writing to a Vec cannot fail.
-        let _ = write!(out, "Content-Length: {}\r\n", rec.body.len());
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(())
-}
-
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
-/// Bytes a request target holds as they are: unreserved and reserved characters and '%'
-/// (RFC 3986); anything else is percent-encoded.
-const URI_BYTE: [bool; 256] = alphanumeric_and(b"-._~:/?#[]@!$&'()*+,;=%");
-
-/// Appends part of a request target. Logs hold paths a URI may not (`?q=<x>`, spaces, raw
-/// UTF-8): the bytes a URI may not hold are percent-encoded, the rest (existing escapes too)
-/// go out as recorded. HTTP and HTTPS targets get the same bytes (but for a `#fragment`,
-/// which hyper leaves out and browsers never send).
-pub fn push_target(out: &mut Vec<u8>, part: &[u8]) {
-    if part.iter().all(|&b| URI_BYTE[usize::from(b)]) {
-        out.extend_from_slice(part);
-        return;
-    }
-    for &b in part {
-        if URI_BYTE[usize::from(b)] {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
-    }
 }
 
 #[cfg(test)]

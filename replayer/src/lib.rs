@@ -21,6 +21,7 @@ pub mod h1;
 pub mod health;
 pub mod http;
 mod reporter;
+pub mod request;
 pub mod slots;
 pub mod stats;
 mod tls;
