@@ -195,18 +195,8 @@ async fn a_fleet_compares_over_grpc_and_exports_the_counts() {
     let rec = recording(&dir);
     let section = format!("[compare]\nprimary = \"http://{primary}\"\nsecondary = \"http://{secondary}\"\n");
     let job = write_job(&dir, &format!("http://{candidate}"), &rec, "min_replayers = 2", &section);
-    let (_dispatcher, line) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("path"),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--serve-forever",
-    ]);
-    let admin = field(&line, "http");
-    let grpc = format!("http://{}", field(&line, "grpc"));
+    let dispatcher = serve_dispatcher(&job);
+    let (admin, grpc) = (dispatcher.admin.clone(), dispatcher.grpc_url.clone());
     let (_a, _b) = (spawn_replayer(&grpc, "a"), spawn_replayer(&grpc, "b"));
     let done = wait_until_async(
         || async { http("GET", &admin, "/status").await.1.contains("\"state\":\"finished\"") },

@@ -76,18 +76,8 @@ async fn a_keys_requests_wait_for_its_previous_response_and_the_wait_is_reported
     let target = Capture::start().await;
     let dir = temp_dir("ordered");
     let job = job(dir.as_ref(), &target, true);
-    let (_dispatcher, line) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("path"),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--serve-forever",
-    ]);
-    let admin = field(&line, "http");
-    let grpc = format!("http://{}", field(&line, "grpc"));
+    let dispatcher = serve_dispatcher(&job);
+    let (admin, grpc) = (dispatcher.admin.clone(), dispatcher.grpc_url.clone());
     let (_a, _b) = (spawn_replayer(&grpc, "a"), spawn_replayer(&grpc, "b"));
     let done = wait_until_async(
         || async { http("GET", &admin, "/status").await.1.contains("\"state\":\"finished\"") },

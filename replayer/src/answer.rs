@@ -4,6 +4,10 @@
 //! held). One `Answer` per connection, cleared and refilled per request: no allocation per
 //! request once its buffers have grown.
 
+use std::hash::Hasher as _;
+
+use fnv::FnvHasher;
+
 /// What to keep of each answer.
 #[derive(Debug, Clone)]
 pub struct Keep {
@@ -26,13 +30,17 @@ pub struct Answer {
     hash: u64,
 }
 
-/// FNV-1a's starting value.
-pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0100_0000_01b3;
-
-/// FNV-1a of `bytes`, continued from `hash` ([`FNV_OFFSET`] to start).
+/// FNV-1a of `bytes`, continued from `hash` ([`fnv_start`] to begin): the `fnv` crate's, as
+/// the dispatcher's routing uses.
 pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(FNV_PRIME))
+    let mut h = FnvHasher::with_key(hash);
+    h.write(bytes);
+    h.finish()
+}
+
+/// FNV-1a's starting value.
+pub fn fnv_start() -> u64 {
+    FnvHasher::default().finish()
 }
 
 /// How a body compared by length and hash is shown.
@@ -42,7 +50,7 @@ pub fn digest(length: u64, hash: u64) -> String {
 
 impl Default for Answer {
     fn default() -> Self {
-        Answer { status: 0, headers: Vec::new(), body: Vec::new(), length: 0, hash: FNV_OFFSET }
+        Answer { status: 0, headers: Vec::new(), body: Vec::new(), length: 0, hash: fnv_start() }
     }
 }
 
@@ -52,7 +60,7 @@ impl Answer {
         self.headers.clear();
         self.body.clear();
         self.length = 0;
-        self.hash = FNV_OFFSET;
+        self.hash = fnv_start();
     }
 
     /// Takes the kept headers from a response head (the bytes of a whole head, as parsed

@@ -10,7 +10,7 @@ use reprise_proto::compare::cut;
 use reprise_proto::fields::{self, FieldPattern, JsonPath};
 use serde_json::Value;
 
-use crate::answer::{Answer, FNV_OFFSET, Keep, digest, fnv1a};
+use crate::answer::{Answer, Keep, digest, fnv_start, fnv1a};
 
 /// One field that differs, with an example of each side (`None`: the field is missing
 /// there).
@@ -100,7 +100,7 @@ pub fn bodies(left: &[u8], right: &[u8], ignore: &[FieldPattern], out: &mut Vec<
 
 /// A body that is not JSON, as its report shows it: its length and a hash.
 fn digest_of(body: &[u8]) -> String {
-    digest(body.len() as u64, fnv1a(FNV_OFFSET, body))
+    digest(body.len() as u64, fnv1a(fnv_start(), body))
 }
 
 /// Compares `l` and `r` at `path`; differences found since `start` are this body's.

@@ -309,3 +309,19 @@ pub fn start_dispatcher(job: &Path, grpc: &str, report: Option<&Path>) -> Daemon
     let (guard, line) = spawn_daemon(&a);
     Daemon { guard, grpc_url: format!("http://{}", field(&line, "grpc")), admin: field(&line, "http") }
 }
+
+/// Starts `reprise dispatcher --serve-forever` for `job` on free ports: its admin API (the
+/// report, `/metrics`) stays up after the job, for a test to read.
+pub fn serve_dispatcher(job: &Path) -> Daemon {
+    let (guard, line) = spawn_daemon(&[
+        "dispatcher",
+        "--config",
+        job.to_str().expect("path"),
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--serve-forever",
+    ]);
+    Daemon { guard, grpc_url: format!("http://{}", field(&line, "grpc")), admin: field(&line, "http") }
+}
