@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 /// A loopback target answering each GET with JSON: a random `ts` and `id` (its own stream:
 /// no two targets agree on them) and `price` 10. As the candidate, it also answers `/a/N`
 /// with price 11 when N is a multiple of 4, and `/b/N` with status 500 when N is a multiple
-/// of 5. Ends with the test.
+/// of 5. `/big/N` is 100 bytes of text, the last one changed by the candidate for even N.
+/// Ends with the test.
 async fn json_target(seed: u64, candidate: bool) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -41,10 +42,15 @@ async fn json_target(seed: u64, candidate: bool) -> (SocketAddr, tokio::task::Jo
                         let failed = candidate && path.starts_with("/b/") && index.is_multiple_of(5);
                         let price = if changed { 11 } else { 10 };
                         let status = if failed { 500 } else { 200 };
-                        let body =
-                            format!(r#"{{"ts":{},"id":"{:x}","price":{price}}}"#, state >> 40, state >> 8);
+                        let body = if path.starts_with("/big/") {
+                            let last = if candidate && index.is_multiple_of(2) { "y" } else { "x" };
+                            format!("{}{last}", "x".repeat(99))
+                        } else {
+                            format!(r#"{{"ts":{},"id":"{:x}","price":{price}}}"#, state >> 40, state >> 8)
+                        };
+                        let kind = if path.starts_with("/big/") { "text/plain" } else { "application/json" };
                         let reply = format!(
-                            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n{body}",
                             body.len()
                         );
                         if sock.write_all(reply.as_bytes()).await.is_err() {
@@ -236,4 +242,106 @@ async fn a_comparison_without_baselines_is_refused_with_what_to_write() {
     {
         assert!(err.contains(says), "{says} in {err}");
     }
+}
+
+/// A GoReplay recording with the service's answers (type 2 units after their requests):
+/// `/a/1` … `/a/20` answered `{"ts":1,"id":"x","price":10}`, `/big/1` … `/big/6` answered
+/// 100 bytes of text, and `/b/1` … `/b/4` with no answer recorded; a replayed response
+/// (type 3) and an answer to no request in between.
+fn gor_recording(dir: &std::path::Path) -> std::path::PathBuf {
+    let sep = "\u{1F435}\u{1F648}\u{1F649}";
+    let mut units = Vec::new();
+    let mut ts = 1_714_564_800_000_000_000u64;
+    let mut request = |units: &mut Vec<String>, id: &str, path: &str| {
+        ts += 2_000_000;
+        units.push(format!("1 {id} {ts} 0\nGET {path} HTTP/1.1\r\nHost: prod.example\r\n\r\n"));
+    };
+    let answer = |id: &str, kind: u8, content_type: &str, body: &str| {
+        format!(
+            "{kind} {id} 1 1\nHTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for i in 1..=20 {
+        request(&mut units, &format!("a{i}"), &format!("/a/{i}"));
+        units.push(answer(&format!("a{i}"), 2, "application/json", r#"{"ts":1,"id":"x","price":10}"#));
+    }
+    for i in 1..=6 {
+        request(&mut units, &format!("big{i}"), &format!("/big/{i}"));
+        units.push(answer(&format!("big{i}"), 2, "text/plain", &"x".repeat(100)));
+    }
+    units.push(answer("a1", 3, "application/json", "{}"));
+    units.push(answer("nobody", 2, "application/json", "{}"));
+    for i in 1..=4 {
+        request(&mut units, &format!("b{i}"), &format!("/b/{i}"));
+    }
+    let path = dir.join("r.gor");
+    std::fs::write(&path, units.iter().map(|u| format!("{u}\n{sep}\n")).collect::<String>()).expect("write");
+    path
+}
+
+/// The recorded baseline: each replayed answer is compared to the one the GoReplay file
+/// holds for its request. The changed price is flagged with its count (the random fields are
+/// left out by `ignore`: with no second baseline nothing else is noise); bodies over
+/// `max_body` are compared by length and hash and counted as such; requests with no
+/// recorded answer are counted as not compared; and a diff threshold exits 99.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorded_baseline_flags_a_changed_body_of_a_goreplay_file() {
+    let (candidate, c) = json_target(1, true).await;
+    let dir = temp_dir("compare-recorded");
+    let rec = gor_recording(&dir);
+    let extra = "[analyzer]\nformat = \"gor\"\n[compare]\nbaseline = \"recorded\"\nheaders = [\"Content-Type\"]\nignore = [\"$.ts\", \"$.id\"]\nmax_body = 64\n[thresholds]\n\"*\" = [\"diff_rate < 0.1%\"]\n";
+    let job = write_job(&dir, &format!("http://{candidate}"), &rec, "replayers = 2", extra);
+    let path = dir.join("report.json");
+    let html = dir.join("report.html");
+    let out = reprise(args(&[
+        "run",
+        job.to_str().expect("path"),
+        "--report-json",
+        path.to_str().expect("path"),
+        "--report-html",
+        html.to_str().expect("path"),
+    ]))
+    .await;
+    c.abort();
+    assert_eq!(out.status.code(), Some(99), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = read_json(&path);
+    let cmp = &report["compare"];
+    assert_eq!(cmp["baseline"], "recorded");
+    assert_eq!((cmp["compared"].as_u64(), cmp["differing"].as_u64()), (Some(26), Some(8)), "{cmp:#}");
+    assert_eq!((cmp["over_max_body"].as_u64(), cmp["uncompared"].as_u64()), (Some(6), Some(4)));
+    let a = endpoint(&report, "GET /a/{id}");
+    assert_eq!((a["compared"].as_u64(), a["differing"].as_u64()), (Some(20), Some(5)), "{a:#}");
+    assert_eq!(names(&a["fields"]), ["$.price"]);
+    assert_eq!(a["fields"][0]["samples"][0]["baseline"], "10");
+    assert_eq!(a["fields"][0]["samples"][0]["candidate"], "11");
+    assert_eq!(names(&a["noisy"]), Vec::<String>::new(), "no second baseline: nothing is noise");
+    let big = endpoint(&report, "GET /big/{id}");
+    assert_eq!(
+        (big["compared"].as_u64(), big["differing"].as_u64(), big["over_max_body"].as_u64()),
+        (Some(6), Some(3), Some(6)),
+        "{big:#}"
+    );
+    assert_eq!(names(&big["fields"]), ["body"]);
+    let sample = &big["fields"][0]["samples"][0];
+    assert!(sample["baseline"].as_str().is_some_and(|s| s.starts_with("100 bytes, fnv1a ")), "{sample}");
+    assert_ne!(sample["baseline"], sample["candidate"]);
+    let b = endpoint(&report, "GET /b/{id}");
+    assert_eq!((b["compared"].as_u64(), b["uncompared"].as_u64()), (Some(0), Some(4)), "{b:#}");
+    // The recording's answers are input that is not replayed, counted: 26 paired, one
+    // replayed response (type 3), one answer to no request.
+    let skipped = &report["totals"]["skipped"];
+    assert_eq!(
+        (skipped["gor_response"].as_u64(), skipped["gor_response_unpaired"].as_u64()),
+        (Some(27), Some(1)),
+        "{:#}",
+        report["counts"]
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("responses compared to the recording: 26 compared, 8 differing (30.77 %), 6 over max_body, 4 not compared"),
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert!(page.contains("<h2>Responses compared to the recording</h2>"), "{page}");
 }

@@ -10,7 +10,7 @@ use prost::Message as _;
 use reprise_proto::pb;
 
 use crate::accounting::Accounting;
-use crate::analyzers::{Analyzer, Parsed};
+use crate::analyzers::{Analyzer, Answers, Parsed};
 use crate::config::{AnalyzerConfig, Format, JobConfig};
 use crate::fleet::Fleet;
 use crate::routing::HashStrategy;
@@ -60,6 +60,9 @@ pub fn analyzers(data: &[u8]) {
                 let _ = shaping.apply(r, acc);
             }
         }
+        // Reading the recording's answers too (`[compare] baseline = "recorded"`).
+        let cfg = AnalyzerConfig { format, ..AnalyzerConfig::default() };
+        let _ = Analyzer::build(&cfg).with_answers(Some(Answers::new(&["etag"], 16))).parse(&unit);
     }
     for pointer in ["", "/a", "/a/0", "/a/-", "/a/b/c", "/0"] {
         for op in [json::Op::Remove, json::Op::Set("[1]".into())] {
@@ -106,7 +109,9 @@ pub fn batch(data: &[u8]) {
     let Ok(batch) = pb::RecordBatch::decode(data) else { return };
     if let Ok(records) = reprise_proto::batch::split(batch) {
         for r in &records {
-            let _ = r.view();
+            if let Ok(view) = r.view() {
+                let _ = view.expected();
+            }
         }
     }
 }
@@ -220,10 +225,12 @@ mod seeds {
             body: &Bytes::from_static(b"{}"),
             host: b"h",
             session: 0,
+            expected: &[],
         };
         rec.write_to(&mut encoded);
-        // The second of an ordered job, in a session.
-        reprise_proto::batch::RecordRef { session: 42, ..rec }.write_to(&mut encoded);
+        // The second of an ordered job, in a session, carrying a recorded answer.
+        let expected = Answers::new(&["etag"], 16).encode(200, &headers, b"{\"a\":1}");
+        reprise_proto::batch::RecordRef { session: 42, expected: &expected, ..rec }.write_to(&mut encoded);
         let batch = pb::RecordBatch { encoded: encoded.freeze(), count: 2 };
         let how = "run REPRISE_WRITE_FUZZ_SEEDS=1 cargo test -p reprise-dispatcher generated_fuzz_seeds";
         for (path, message) in [("report/stats", report), ("report/ack", ack)] {

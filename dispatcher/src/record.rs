@@ -158,6 +158,11 @@ pub struct Record {
     pub body: Bytes,
     /// Hash key choosing the replayer (see `[analyzer] hash_field`); `None` = round-robin.
     pub key: Option<String>,
+    /// The answer the recording holds for this request, encoded as the wire's
+    /// `pb::Expected` once it is parsed ([`reprise_proto::expected`]), when the job compares
+    /// against recorded answers (`[compare] baseline = "recorded"`). Boxed: a record without
+    /// one (every other job's) grows by a pointer, not by a `Bytes`.
+    pub expected: Option<Box<Bytes>>,
 }
 
 impl Record {
@@ -276,6 +281,7 @@ mod tests {
             headers: vec![],
             body: Bytes::new(),
             key: None,
+            expected: None,
         };
         assert_eq!(r.query_param("user"), Some("42"));
         assert_eq!(r.query_param("flag"), Some(""));

@@ -36,6 +36,9 @@ pub struct RecordRef<'a, N, V> {
     pub host: &'a [u8],
     /// The record's session in an ordered job (a hash of its key); 0 for none, left out.
     pub session: u64,
+    /// The recorded answer, an encoded `pb::Expected` ([`crate::expected`]); empty for
+    /// none, left out.
+    pub expected: &'a [u8],
 }
 
 /// Length of a `bytes` field (key, length, content); 0 for an empty one, which is left out.
@@ -84,6 +87,7 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
             + bytes_len(self.host)
             + varint_len(u64::from(self.endpoint))
             + if self.session == 0 { 0 } else { varint_len(self.session) }
+            + bytes_len(self.expected)
     }
 
     /// Appends the record, length-delimited, to a batch's bytes. The batch grows once by the
@@ -112,6 +116,7 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
         }
         put_bytes(5, self.body, out);
         put_bytes(6, self.host, out);
+        put_bytes(9, self.expected, out);
         debug_assert!(out.is_empty(), "encoded_len counts what write_to writes");
     }
 }
@@ -159,8 +164,15 @@ impl Received {
     /// request of bench (b); the view 680. Refuses what [`Received::decode`] refuses.
     pub fn view(&self) -> Result<RecordView<'_>, BatchError> {
         let whole = &self.encoded[..];
-        let mut view =
-            RecordView { whole: &self.encoded, headers: 0..0, method: &[], path: &[], body: &[], host: &[] };
+        let mut view = RecordView {
+            whole: &self.encoded,
+            headers: 0..0,
+            method: &[],
+            path: &[],
+            body: &[],
+            host: &[],
+            expected: None,
+        };
         let mut rest = whole;
         loop {
             let at = whole.len() - rest.len();
@@ -177,9 +189,13 @@ impl Received {
                 }
                 (5, WireType::LengthDelimited) => view.body = v,
                 (6, WireType::LengthDelimited) => view.host = v,
+                (9, WireType::LengthDelimited) => {
+                    let end = whole.len() - rest.len();
+                    view.expected = Some(view.expected.map_or(at..end, |seen| seen.start..end));
+                }
                 (1 | 7 | 8, WireType::Varint) => {}
                 // A known field in another wire type is refused, as prost refuses it.
-                (1..=8, _) => return Err(BatchError::WireType(tag)),
+                (1..=9, _) => return Err(BatchError::WireType(tag)),
                 _ => {}
             }
         }
@@ -199,6 +215,9 @@ pub struct RecordView<'a> {
     pub path: &'a [u8],
     pub body: &'a [u8],
     pub host: &'a [u8],
+    /// Where the recorded answer is (from its first occurrence's key to its last one's
+    /// end); `None` when the record carries none.
+    expected: Option<std::ops::Range<usize>>,
 }
 
 impl<'a> RecordView<'a> {
@@ -213,6 +232,20 @@ impl<'a> RecordView<'a> {
                 }
             }
         })
+    }
+
+    /// The recorded answer the record carries (the recorded baseline), decoded as prost
+    /// decodes it (occurrences past the first merged into it); `None` when it carries none.
+    pub fn expected(&self) -> Result<Option<pb::Expected>, BatchError> {
+        let Some(range) = self.expected.clone() else { return Ok(None) };
+        let mut rest = &self.whole[range];
+        let mut expected = pb::Expected::default();
+        while let Some((tag, wire_type, v)) = next_field(&mut rest)? {
+            if (tag, wire_type) == (9, WireType::LengthDelimited) {
+                expected.merge(v)?;
+            }
+        }
+        Ok(Some(expected))
     }
 
     /// `part` (a field of this record) as shared bytes of the batch, without a copy.
@@ -371,12 +404,21 @@ mod tests {
             body: Bytes::from_static(body),
             host: Bytes::from_static(b"prod.example:8080"),
             endpoint,
+            expected: None,
         }
+    }
+
+    /// A record carrying a recorded answer.
+    fn answered(due: i64) -> pb::Record {
+        let headers = [("Content-Type", "application/json")];
+        let expected = crate::expected::expected(201, &headers, b"{\"id\":7}", &["content-type".into()], 64);
+        pb::Record { expected: Some(expected), ..sample_of(due, 7, 0, b"{\"a\":1}") }
     }
 
     fn write(r: &pb::Record, out: &mut BytesMut) {
         let headers: Vec<(Bytes, Bytes)> =
             r.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect();
+        let expected = r.expected.as_ref().map(Message::encode_to_vec).unwrap_or_default();
         RecordRef {
             due_offset_ns: r.due_offset_ns,
             endpoint: r.endpoint,
@@ -386,6 +428,7 @@ mod tests {
             body: &r.body,
             host: &r.host,
             session: r.session,
+            expected: &expected,
         }
         .write_to(out);
     }
@@ -403,6 +446,7 @@ mod tests {
             pb::Record::default(),
             sample_of(5, 2, u64::MAX, b"x"),
             sample_of(0, 0, 1, b""),
+            answered(9),
         ];
         let mut out = BytesMut::new();
         let mut by_prost = Vec::new();
@@ -421,7 +465,15 @@ mod tests {
             }
             r.encode_length_delimited(&mut by_prost).expect("prost writes");
         }
-        let heads = [(1_500_000, 7, 0), (0, 0, 0), (-3, u32::MAX, 0), (0, 0, 0), (5, 2, u64::MAX), (0, 0, 1)];
+        let heads = [
+            (1_500_000, 7, 0),
+            (0, 0, 0),
+            (-3, u32::MAX, 0),
+            (0, 0, 0),
+            (5, 2, u64::MAX),
+            (0, 0, 1),
+            (9, 7, 0),
+        ];
         for encoded in [out.freeze(), Bytes::from(by_prost)] {
             let batch = pb::RecordBatch { encoded, count: records.len() as u32 };
             let received = split(batch.clone()).expect("splits");
@@ -450,6 +502,7 @@ mod tests {
                 .collect(),
             body: v.share(v.body),
             host: v.share(v.host),
+            expected: v.expected()?,
         })
     }
 
@@ -459,7 +512,7 @@ mod tests {
     #[test]
     fn the_view_accepts_and_reads_what_prost_does() {
         let mut out = BytesMut::new();
-        write(&sample_of(1_500_000, 7, 99, b"{\"a\":1}"), &mut out);
+        write(&pb::Record { session: 99, ..answered(1_500_000) }, &mut out);
         let mut framed = &out[..];
         decode_varint(&mut framed).expect("its length");
         let whole = framed.to_vec(); // without its length
@@ -475,11 +528,14 @@ mod tests {
         // the path twice (the last one counts); a fixed64 due offset; the endpoint as bytes.
         cases.push(vec![0x08, 0x00, 0x38, 0x01, 0x10, 0x05]);
         cases.push(vec![0x22, 0x02, 0x08, 0x01]);
-        cases.push(vec![0x40, 0x01, 0x4a, 0x01, b'x', 0x51, 0, 0, 0, 0, 0, 0, 0, 0, 0x55, 0, 0, 0, 0]);
+        cases.push(vec![0x40, 0x01, 0x5a, 0x01, b'x', 0x51, 0, 0, 0, 0, 0, 0, 0, 0, 0x55, 0, 0, 0, 0]);
         cases.push(vec![0x1a, 0x01, b'a', 0x1a, 0x01, b'b']);
         cases.push(vec![0x09, 0, 0, 0, 0, 0, 0, 0, 0]);
         cases.push(vec![0x08, 0x00, 0x3a, 0x01, b'x']);
         cases.push(vec![0x22, 0x03, 0x18, 0x01, 0x00]);
+        // The recorded answer twice (prost merges the two), and as a varint.
+        cases.push(vec![0x4a, 0x02, 0x08, 0x07, 0x4a, 0x02, 0x20, 0x05]);
+        cases.push(vec![0x48, 0x01]);
         let (mut accepted, mut refused) = (0, 0);
         for bytes in cases {
             let mut framed = Vec::new();

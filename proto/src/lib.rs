@@ -19,6 +19,7 @@
 pub mod batch;
 pub mod compare;
 pub mod dist;
+pub mod expected;
 pub mod fields;
 pub mod hint;
 pub mod stats;

@@ -4,9 +4,8 @@
 //! held). One `Answer` per connection, cleared and refilled per request: no allocation per
 //! request once its buffers have grown.
 
-use std::hash::Hasher as _;
-
-use fnv::FnvHasher;
+use reprise_proto::expected::{fnv_start, fnv1a};
+use reprise_proto::pb;
 
 /// What to keep of each answer.
 #[derive(Debug, Clone)]
@@ -28,24 +27,6 @@ pub struct Answer {
     /// The whole body's length and hash.
     pub length: u64,
     hash: u64,
-}
-
-/// FNV-1a of `bytes`, continued from `hash` ([`fnv_start`] to begin): the `fnv` crate's, as
-/// the dispatcher's routing uses.
-pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
-    let mut h = FnvHasher::with_key(hash);
-    h.write(bytes);
-    h.finish()
-}
-
-/// FNV-1a's starting value.
-pub fn fnv_start() -> u64 {
-    FnvHasher::default().finish()
-}
-
-/// How a body compared by length and hash is shown.
-pub fn digest(length: u64, hash: u64) -> String {
-    format!("{length} bytes, fnv1a {hash:016x}")
 }
 
 impl Default for Answer {
@@ -106,6 +87,19 @@ impl Answer {
     /// The body was longer than `max_body`: only its length and hash can be compared.
     pub fn over_max_body(&self, keep: &Keep) -> bool {
         self.length > keep.max_body as u64
+    }
+
+    /// Takes a recorded answer (the recorded baseline): its kept headers, its body as the
+    /// dispatcher cut it at `max_body`, the whole body's length and hash.
+    pub fn take_recorded(&mut self, keep: &Keep, e: &pb::Expected) {
+        self.clear();
+        self.status = u16::try_from(e.status).unwrap_or(u16::MAX);
+        let headers =
+            e.headers.iter().map(|h| (std::str::from_utf8(&h.name).unwrap_or_default(), &h.value[..]));
+        self.take_headers(keep, headers);
+        self.body.extend_from_slice(&e.body[..e.body.len().min(keep.max_body)]);
+        self.length = e.length;
+        self.hash = e.hash;
     }
 
     /// FNV-1a of the whole body.

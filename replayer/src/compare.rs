@@ -3,14 +3,16 @@
 //! names are [`reprise_proto::fields`]'s, so the dispatcher's reports and the job's
 //! `ignore` patterns speak of the same fields.
 //!
-//! Not yet wired to the replayer's requests: this is the first step of issue 13 (see
+//! The executor's [`crate::executor`] compare part calls it once per compared request (see
 //! docs/design.md, "Response comparison").
 
 use reprise_proto::compare::cut;
 use reprise_proto::fields::{self, FieldPattern, JsonPath};
 use serde_json::Value;
 
-use crate::answer::{Answer, Keep, digest, fnv_start, fnv1a};
+use reprise_proto::expected::{digest, fnv_start, fnv1a};
+
+use crate::answer::{Answer, Keep};
 
 /// One field that differs, with an example of each side (`None`: the field is missing
 /// there).
@@ -62,11 +64,10 @@ pub fn answers(
     let over = left.over_max_body(keep) || right.over_max_body(keep);
     if over {
         if (left.length, left.hash()) != (right.length, right.hash()) && kept("body") {
-            let digest = |a: &Answer| format!("{} bytes, fnv1a {:016x}", a.length, a.hash());
             out.push(Difference {
                 field: "body".into(),
-                left: Some(digest(left)),
-                right: Some(digest(right)),
+                left: Some(digest(left.length, left.hash())),
+                right: Some(digest(right.length, right.hash())),
             });
         }
     } else {

@@ -327,6 +327,7 @@ mod tests {
             body,
             host: b"",
             session: 0,
+            expected: &[],
         };
         rec.write_to(&mut encoded);
         let batch = reprise_proto::pb::RecordBatch { encoded: encoded.freeze(), count: 1 };

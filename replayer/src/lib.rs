@@ -54,6 +54,7 @@ pub(crate) fn gets<'a>(
             body: b"",
             host: b"",
             session: 0,
+            expected: &[],
         };
         rec.write_to(&mut encoded);
         count += 1;

@@ -60,6 +60,7 @@ fn parse_line(line: &str) -> Result<Record, &'static str> {
         headers,
         body: Bytes::new(),
         key: None,
+        expected: None,
     })
 }
 

@@ -1,10 +1,15 @@
 //! GoReplay's .gor files: each unit is a meta line `TYPE ID TIMESTAMP_NS LATENCY`, then the
 //! raw HTTP/1.1 message; units are separated by a line holding only the three monkeys
-//! ([`GOR_SEPARATOR`]). Type 1 (requests) is replayed; types 2 and 3 (responses) are
-//! skipped and counted. The fetcher hands over a unit without its separator line.
+//! ([`GOR_SEPARATOR`]). Type 1 (requests) is replayed. Type 2 (the original response) is
+//! skipped and counted, unless the job compares against recorded answers: then it is
+//! parsed into an answer, and each request and answer goes out with its id for the fetcher
+//! to pair them ([`Parsed::Request`], [`Parsed::Answer`]). Type 3 (a response GoReplay got
+//! when it replayed) is always skipped. The fetcher hands over a unit without its separator
+//! line.
 
 use bytes::Bytes;
 
+use super::answers::Answers;
 use super::json::is_header_name;
 use super::{KeySource, Parsed, is_method, with_key};
 use crate::record::{Record, Text, split_url};
@@ -15,11 +20,18 @@ pub const GOR_SEPARATOR: &str = "\u{1F435}\u{1F648}\u{1F649}";
 #[derive(Clone, Debug)]
 pub struct Gor {
     key: Option<KeySource>,
+    /// Set when the job compares against recorded answers.
+    answers: Option<Answers>,
 }
 
 impl Gor {
     pub fn new(key: Option<KeySource>) -> Self {
-        Self { key }
+        Self { key, answers: None }
+    }
+
+    /// Reads type 2 units as the answers to compare with.
+    pub fn with_answers(self, answers: Option<Answers>) -> Self {
+        Self { answers, ..self }
     }
 
     pub fn parse(&self, unit: &[u8]) -> Parsed {
@@ -30,17 +42,34 @@ impl Gor {
         };
         let meta = String::from_utf8_lossy(&unit[..nl]);
         let mut parts = meta.split_ascii_whitespace();
-        let (kind, _id, ts) = (parts.next(), parts.next(), parts.next());
-        match kind {
-            Some("1") => {}
-            Some("2" | "3") => return Parsed::Skipped("gor_response"),
+        let (kind, id, ts) = (parts.next(), parts.next(), parts.next());
+        match (kind, &self.answers, id) {
+            (Some("1"), _, _) => {}
+            (Some("2"), Some(answers), Some(id)) => {
+                return match response(&unit[nl + 1..]) {
+                    Ok((status, (_, headers, body))) => Parsed::Answer {
+                        id: Bytes::copy_from_slice(id.as_bytes()),
+                        expected: answers.encode(status, &headers, &body),
+                    },
+                    Err((reason, detail)) => Parsed::malformed(reason, detail),
+                };
+            }
+            (Some("2" | "3"), _, _) => return Parsed::Skipped("gor_response"),
             _ => return Parsed::malformed("gor_meta", meta.into_owned()),
         }
         let Some(ts) = ts.and_then(|t| t.parse::<i64>().ok()) else {
             return Parsed::malformed("gor_meta", meta.into_owned());
         };
         match request(&unit[nl + 1..], ts) {
-            Ok(r) => Parsed::Record(with_key(r, self.key.as_ref())),
+            Ok(r) => {
+                let record = with_key(r, self.key.as_ref());
+                match (&self.answers, id) {
+                    (Some(_), Some(id)) => {
+                        Parsed::Request { id: Bytes::copy_from_slice(id.as_bytes()), record }
+                    }
+                    _ => Parsed::Record(record),
+                }
+            }
             Err((reason, detail)) => Parsed::malformed(reason, detail),
         }
     }
@@ -48,21 +77,15 @@ impl Gor {
 
 type Bad = (&'static str, String);
 
-/// Parses a raw HTTP/1.x request.
-fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
+/// A raw HTTP/1.x message's first line, headers (a `Transfer-Encoding: chunked` left out)
+/// and body (de-chunked, or cut at its `Content-Length`).
+type Message<'a> = (&'a str, Vec<(Text, Bytes)>, Bytes);
+
+fn message(raw: &[u8]) -> Result<Message<'_>, Bad> {
     let (head, body) = split_head(raw).ok_or(("http_head", "no blank line ends the headers".to_owned()))?;
     let head = std::str::from_utf8(head).map_err(|_| ("http_head", "headers are not UTF-8".to_owned()))?;
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let request_line = lines.next().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let (method, target, version) = (parts.next(), parts.next(), parts.next());
-    let (Some(method), Some(target), Some(version)) = (method, target, version) else {
-        return Err(("http_request_line", request_line.to_owned()));
-    };
-    if !is_method(method) || !version.starts_with("HTTP/1.") {
-        return Err(("http_request_line", request_line.to_owned()));
-    }
-    let (url_host, path) = split_url(target).ok_or(("http_request_line", request_line.to_owned()))?;
+    let first_line = lines.next().unwrap_or_default();
     let mut headers = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
         let (name, value) = line.split_once(':').ok_or(("http_header", line.to_owned()))?;
@@ -84,12 +107,51 @@ fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
     } else {
         Bytes::copy_from_slice(body)
     };
-    let host =
-        url_host.map(Text::from).or_else(|| header("host").map(|h| String::from_utf8_lossy(&h).into()));
     if chunked {
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("transfer-encoding"));
     }
-    Ok(Record { ts, method: method.into(), path: path.into(), host, headers, body, key: None })
+    Ok((first_line, headers, body))
+}
+
+/// Parses a raw HTTP/1.x response: its status, headers and body.
+fn response(raw: &[u8]) -> Result<(u16, Message<'_>), Bad> {
+    let (status_line, headers, body) = message(raw)?;
+    let mut parts = status_line.splitn(3, ' ');
+    let status = match (parts.next(), parts.next()) {
+        (Some(v), Some(code)) if v.starts_with("HTTP/1.") && code.len() == 3 => code.parse::<u16>().ok(),
+        _ => None,
+    };
+    let status =
+        status.filter(|s| (100..=599).contains(s)).ok_or(("http_status_line", status_line.to_owned()))?;
+    Ok((status, (status_line, headers, body)))
+}
+
+/// Parses a raw HTTP/1.x request.
+fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
+    let (request_line, headers, body) = message(raw)?;
+    let mut parts = request_line.split(' ');
+    let (method, target, version) = (parts.next(), parts.next(), parts.next());
+    let (Some(method), Some(target), Some(version)) = (method, target, version) else {
+        return Err(("http_request_line", request_line.to_owned()));
+    };
+    if !is_method(method) || !version.starts_with("HTTP/1.") {
+        return Err(("http_request_line", request_line.to_owned()));
+    }
+    let (url_host, path) = split_url(target).ok_or(("http_request_line", request_line.to_owned()))?;
+    let host = url_host.map(Text::from).or_else(|| {
+        let (_, h) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host"))?;
+        Some(String::from_utf8_lossy(h).into())
+    });
+    Ok(Record {
+        ts,
+        method: method.into(),
+        path: path.into(),
+        host,
+        headers,
+        body,
+        key: None,
+        expected: None,
+    })
 }
 
 fn split_head(raw: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -168,5 +230,34 @@ mod tests {
             reason("1 a 5 0\nGET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
             "http_body"
         );
+    }
+
+    fn answering(unit: &str) -> Parsed {
+        let gor = Gor::new(None).with_answers(Some(Answers::new(&["Content-Type"], 8)));
+        gor.parse(format!("{unit}\n").as_bytes())
+    }
+
+    /// Compared against recorded answers, requests and answers come with their ids, the
+    /// answer holding its status, the compared headers and the body cut at `max_body`
+    /// (whole length kept); replayed responses (type 3) are still skipped.
+    #[test]
+    fn with_answers_responses_are_read_and_requests_carry_their_ids() {
+        let Parsed::Request { id, record } = answering("1 ab1 5 0\nGET /x HTTP/1.1\r\n\r\n") else {
+            panic!()
+        };
+        assert_eq!((&id[..], record.path.as_str()), (&b"ab1"[..], "/x"));
+        let unit = "2 ab1 6 1\nHTTP/1.1 404 Not Found\r\nContent-Type: a/b\r\nDate: d\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n6\r\n56789a\r\n0\r\n\r\n";
+        let Parsed::Answer { id, expected } = answering(unit) else { panic!("{:?}", answering(unit)) };
+        let e = <reprise_proto::pb::Expected as prost::Message>::decode(&expected[..]).expect("decodes");
+        assert_eq!(&id[..], b"ab1");
+        assert_eq!((e.status, e.headers.len(), &e.body[..], e.length), (404, 1, &b"01234567"[..], 11));
+        assert_eq!(answering("3 ab1 7 1\nHTTP/1.1 200 OK\r\n\r\n"), Parsed::Skipped("gor_response"));
+        let reason = |u: &str| match answering(u) {
+            Parsed::Malformed { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reason("2 a 6 1\nHTTP/1.1 OK\r\n\r\n"), "http_status_line");
+        assert_eq!(reason("2 a 6 1\nHTTP/1.1 999 X\r\n\r\n"), "http_status_line");
+        assert_eq!(reason("2 a 6 1\nGET / HTTP/1.1\r\n\r\n"), "http_status_line");
     }
 }

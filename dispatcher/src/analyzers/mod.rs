@@ -2,6 +2,7 @@
 //! [`Record`]s. They are sync and pure: bytes in, a record or a counted reason out. A bad
 //! unit never stops the job.
 
+mod answers;
 mod combined;
 mod gor;
 mod json;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use crate::config::{self, Format};
 use crate::record::Record;
 
+pub use answers::Answers;
 pub use combined::Combined;
 pub use gor::{GOR_SEPARATOR, Gor};
 pub use json::Json;
@@ -27,6 +29,17 @@ pub enum Parsed {
     Malformed {
         reason: &'static str,
         detail: String,
+    },
+    /// A request whose recorded answer comes in a later unit with the same `id` (GoReplay,
+    /// when the job compares against recorded answers): the fetcher pairs them.
+    Request {
+        id: Bytes,
+        record: Record,
+    },
+    /// The recorded answer to the request of `id`, encoded ([`Answers::encode`]).
+    Answer {
+        id: Bytes,
+        expected: Box<Bytes>,
     },
 }
 
@@ -94,6 +107,21 @@ impl Analyzer {
         }
     }
 
+    /// The job's analyzer: [`Analyzer::build`], reading the recording's answers too when
+    /// the job compares against them (combined logs hold none: validation refuses that).
+    pub fn for_job(cfg: &config::JobConfig) -> Self {
+        Self::build(&cfg.analyzer).with_answers(Answers::of(cfg))
+    }
+
+    /// Reads the recording's answers too (GoReplay type 2 units, json `response` objects).
+    pub fn with_answers(self, answers: Option<Answers>) -> Self {
+        match self {
+            Analyzer::Json(a) => Analyzer::Json(a.with_answers(answers)),
+            Analyzer::Gor(a) => Analyzer::Gor(a.with_answers(answers)),
+            other => other,
+        }
+    }
+
     pub fn framing(&self) -> Framing {
         match self {
             Analyzer::Gor(_) => Framing::Gor,
@@ -110,6 +138,10 @@ impl Analyzer {
         };
         match parsed {
             Parsed::Record(r) => sendable(r),
+            Parsed::Request { id, record } => match sendable(record) {
+                Parsed::Record(record) => Parsed::Request { id, record },
+                refused => refused,
+            },
             other => other,
         }
     }

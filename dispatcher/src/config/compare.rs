@@ -1,13 +1,14 @@
 //! `[compare]`: response comparison (issue 13). The candidate is the job's target; in the
 //! `live` baseline, each record also goes to `primary` and `secondary` (the current release,
 //! twice), the replayers compare the answers field by field, and fields that differ between
-//! primary and secondary are noise. The recorded baseline (responses carried by the
-//! recording) is not built yet: validation says so.
+//! primary and secondary are noise. In the `recorded` baseline the answers the recording
+//! holds (GoReplay's type 2 units, json records' `response`) are the baseline, and nothing
+//! is noise but what `ignore` names.
 
 use serde::{Deserialize, Deserializer};
 
-use super::JobConfig;
 use super::validate::{Problem, check_target};
+use super::{Format, JobConfig};
 use crate::thresholds::Aggregation;
 use reprise_proto::compare::MAX_BODY_LIMIT;
 use reprise_proto::fields::FieldPattern;
@@ -18,7 +19,7 @@ pub enum Baseline {
     /// `primary` and `secondary` targets answer beside the candidate.
     #[default]
     Live,
-    /// The recording's own responses (not built yet).
+    /// The recording's own responses (GoReplay type 2 units, json `response` objects).
     Recorded,
 }
 
@@ -112,20 +113,21 @@ impl JobConfig {
                 p.push(Problem::new(
                     &format!("thresholds.{:?}", t.endpoint),
                     format!("{:?}", t.text),
-                    "diff_rate needs a [compare] section (primary and secondary to compare answers with)",
+                    "diff_rate needs a [compare] section (a baseline to compare answers with)",
                 ));
             }
             return;
         };
         if c.baseline == Baseline::Recorded {
-            p.push(Problem::new(
-                "compare.baseline",
-                "\"recorded\"",
-                "is not built yet: compare against live baselines (baseline = \"live\", with primary and secondary)",
-            ));
+            self.validate_recorded(p);
         }
         for (key, url) in [("compare.primary", &c.primary), ("compare.secondary", &c.secondary)] {
             match url.as_deref() {
+                Some(u) if c.baseline == Baseline::Recorded => p.push(Problem::new(
+                    key,
+                    format!("{u:?}"),
+                    "is for baseline = \"live\": the recorded baseline compares with the recording's own answers (remove it, or set baseline = \"live\")",
+                )),
                 None if c.baseline == Baseline::Live => p.push(Problem::new(
                     key,
                     "",
@@ -164,6 +166,25 @@ impl JobConfig {
             ));
         }
     }
+
+    /// The recorded baseline needs a recording that holds answers, where they can be found.
+    fn validate_recorded(&self, p: &mut Vec<Problem>) {
+        let kafka =
+            matches!(self.fetcher.kind, super::FetcherKind::Kafka | super::FetcherKind::KafkaSinglePartition);
+        match self.analyzer.format {
+            Format::Combined => p.push(Problem::new(
+                "compare.baseline",
+                "\"recorded\"",
+                "needs a recording with answers: combined access logs hold none (record as json with a `response` object, or as GoReplay with responses; or compare live)",
+            )),
+            Format::Gor if kafka => p.push(Problem::new(
+                "compare.baseline",
+                "\"recorded\"",
+                "cannot pair GoReplay requests with their answers from Kafka: each comes in a message of its own, possibly in another partition (use json records with a `response` object, or a .gor file)",
+            )),
+            Format::Gor | Format::Json => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -199,7 +220,16 @@ mod tests {
         ] {
             assert!(p.contains(says), "{says} in:\n{p}");
         }
-        assert!(problems("baseline = \"recorded\"").contains("not built yet"));
+        assert_eq!(problems("baseline = \"recorded\"\nheaders = [\"ETag\"]"), "");
+        let p = problems("baseline = \"recorded\"\nprimary = \"http://127.0.0.1:2\"");
+        assert!(p.contains("compare.primary") && p.contains("is for baseline = \"live\""), "{p}");
+        let combined = "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x\"\n[analyzer]\nformat = \"combined\"\n[compare]\nbaseline = \"recorded\"\n";
+        let p = JobConfig::parse(combined).expect_err("no answers in combined logs");
+        assert!(p.iter().any(|p| p.to_string().contains("combined access logs hold none")), "{p:?}");
+        let kafka = "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher]\ntype = \"kafka\"\n[fetcher.kafka]\nbrokers = [\"127.0.0.1:9092\"]\ntopic = \"t\"\n[analyzer]\nformat = \"gor\"\n[compare]\nbaseline = \"recorded\"\n";
+        let p = JobConfig::parse(kafka).expect_err("GoReplay answers cannot be paired from Kafka");
+        assert!(p.iter().any(|p| p.to_string().contains("cannot pair GoReplay requests")), "{p:?}");
+        assert!(JobConfig::parse(&kafka.replace("format = \"gor\"", "format = \"json\"")).is_ok());
         assert!(problems("max_body = \"1 lightyear\"").contains("is not a size"));
         let text = "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x\"\n[thresholds]\n\"*\" = [\"diff_rate < 1%\"]\n";
         let p = JobConfig::parse(text).expect_err("no [compare]");

@@ -297,6 +297,9 @@ pub struct JsonFields {
     pub headers: String,
     pub body: String,
     pub body_base64: String,
+    /// The recorded answer, read when `[compare] baseline = "recorded"`: an object of
+    /// `status`, `headers`, `body` or `body_base64` (named as in the record).
+    pub response: String,
 }
 
 impl Default for JsonFields {
@@ -308,6 +311,7 @@ impl Default for JsonFields {
             headers: "headers".into(),
             body: "body".into(),
             body_base64: "body_base64".into(),
+            response: "response".into(),
         }
     }
 }

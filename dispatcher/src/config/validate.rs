@@ -315,6 +315,7 @@ impl JobConfig {
             ("headers", &f.headers),
             ("body", &f.body),
             ("body_base64", &f.body_base64),
+            ("response", &f.response),
         ] {
             if v.is_empty() {
                 p.push(Problem::new(&format!("analyzer.fields.{key}"), "\"\"", "must name a JSON field"));

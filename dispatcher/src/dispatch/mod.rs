@@ -177,6 +177,7 @@ fn to_wire(r: &Record, offset: Duration, endpoint: u32, ordered: bool) -> WireRe
         headers: &r.headers,
         body: &r.body,
         host: r.host.as_ref().map(Text::as_bytes).unwrap_or_default(),
+        expected: r.expected.as_deref().map(|e| &e[..]).unwrap_or_default(),
     }
 }
 
@@ -441,6 +442,7 @@ mod tests {
             headers: vec![],
             body: Bytes::new(),
             key: None,
+            expected: None,
         }
     }
 

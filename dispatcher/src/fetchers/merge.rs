@@ -434,6 +434,7 @@ mod tests {
             headers: vec![],
             body: Bytes::new(),
             key: None,
+            expected: None,
         })
     }
 

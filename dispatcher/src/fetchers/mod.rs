@@ -8,6 +8,7 @@ pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod merge;
+mod pairing;
 pub mod progress;
 #[cfg(feature = "s3")]
 pub mod s3;

@@ -10,6 +10,7 @@ use std::io::{self, BufRead};
 
 use bytes::{Bytes, BytesMut};
 
+use super::pairing::Pairing;
 use crate::analyzers::{Framing, GOR_SEPARATOR, Parsed};
 use crate::record::Record;
 
@@ -236,12 +237,35 @@ pub fn parse_stream(
 }
 
 /// The loop of [`parse_units`] up to the shaping rules: each record parsed goes to `parsed`.
+/// GoReplay requests wait for their recorded answers on the way ([`Pairing`]) when the job
+/// compares against them; those waiting go on at the end, and before a read error returns.
 fn read_records(
     reader: &mut dyn BufRead,
     source: &str,
     ctx: &super::SourceContext,
     at: &mut u64,
     mut parsed: impl FnMut(Record) -> bool,
+) -> io::Result<ReadEnd> {
+    let mut pairing = Pairing::default();
+    let end = read_paired(reader, source, ctx, at, &mut pairing, &mut parsed);
+    if !matches!(end, Ok(ReadEnd::Stopped)) {
+        while let Some(r) = pairing.next(true) {
+            if !parsed(r) {
+                return Ok(ReadEnd::Stopped);
+            }
+        }
+    }
+    end
+}
+
+/// [`read_records`]' loop.
+fn read_paired(
+    reader: &mut dyn BufRead,
+    source: &str,
+    ctx: &super::SourceContext,
+    at: &mut u64,
+    pairing: &mut Pairing,
+    parsed: &mut impl FnMut(Record) -> bool,
 ) -> io::Result<ReadEnd> {
     let framing = ctx.analyzer.framing();
     let (mut buf, mut line) = (BytesMut::new(), Vec::new());
@@ -285,7 +309,24 @@ fn read_records(
                 Parsed::Malformed { reason, detail } => {
                     ctx.accounting.malformed(reason, &detail, &bytes, source, n)
                 }
+                Parsed::Request { id, record } => match ctx.times.check(record.ts, latest) {
+                    Ok(()) => {
+                        ctx.accounting.unit_bytes(bytes.len() as u64);
+                        pairing.request(id, record);
+                    }
+                    Err(detail) => ctx.accounting.malformed("implausible_time", &detail, &bytes, source, n),
+                },
+                Parsed::Answer { id, expected } => {
+                    ctx.accounting.unit_bytes(bytes.len() as u64);
+                    let paired = pairing.answer(&id, expected);
+                    ctx.accounting.skipped(if paired { "gor_response" } else { "gor_response_unpaired" });
+                }
             },
+        }
+        while let Some(r) = pairing.next(false) {
+            if !parsed(r) {
+                return Ok(ReadEnd::Stopped);
+            }
         }
     }
 }
@@ -471,5 +512,62 @@ path = { from = "^/u/(.*)$", to = "/v2/$1" }
         });
         assert_eq!(end.expect("reads"), ReadEnd::Stopped);
         assert_eq!(taken, 10);
+    }
+
+    /// A GoReplay file with answers, compared against them: each request goes on carrying
+    /// its own answer (paired by id, answers interleaved and out of order), in the file's
+    /// order; a request without an answer still goes on, an answer without a request is
+    /// counted, and type 3 units are skipped.
+    #[test]
+    fn gor_requests_are_paired_with_their_recorded_answers() {
+        let text = "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x\"\n[analyzer]\nformat = \"gor\"\n[compare]\nbaseline = \"recorded\"\nheaders = [\"ETag\"]\n";
+        let cfg = crate::config::JobConfig::parse(text).expect("valid");
+        let ctx = super::super::SourceContext::for_test(crate::analyzers::Analyzer::for_job(&cfg));
+        let sep = GOR_SEPARATOR;
+        let req = |id: &str, n: u64| format!("1 {id} {n} 0\nGET /r/{n} HTTP/1.1\r\nHost: h\r\n\r\n\n{sep}\n");
+        let answer = |id: &str, kind: u8, body: &str| {
+            format!(
+                "{kind} {id} 9 1\nHTTP/1.1 200 OK\r\nETag: e-{id}\r\nContent-Length: {}\r\n\r\n{body}\n{sep}\n",
+                body.len()
+            )
+        };
+        let input = [
+            req("a", 1),
+            req("b", 2),
+            answer("b", 2, "{\"n\":2}"),
+            answer("b", 3, "replayed"),
+            req("c", 3),
+            answer("a", 2, "{\"n\":1}"),
+            answer("zz", 2, "{}"),
+            req("d", 4),
+            answer("d", 2, "{\"n\":4}"),
+        ]
+        .concat();
+        let mut got = Vec::new();
+        let mut at = 0;
+        let end = parse_units(&mut input.as_bytes(), "f.gor", &ctx, &mut at, |r| {
+            let e = r
+                .expected
+                .map(|e| <reprise_proto::pb::Expected as prost::Message>::decode(&e[..]).expect("decodes"));
+            got.push((
+                r.path.to_string(),
+                e.map(|e| (String::from_utf8_lossy(&e.body).into_owned(), e.headers.len())),
+            ));
+            true
+        });
+        assert_eq!(end.expect("reads"), ReadEnd::End);
+        let answered = |body: &str| Some((body.to_owned(), 1));
+        assert_eq!(
+            got,
+            vec![
+                ("/r/1".into(), answered("{\"n\":1}")),
+                ("/r/2".into(), answered("{\"n\":2}")),
+                ("/r/3".into(), None),
+                ("/r/4".into(), answered("{\"n\":4}")),
+            ]
+        );
+        let counts = ctx.accounting.counts();
+        assert_eq!(counts.skipped.get("gor_response"), Some(&4), "3 paired, 1 of type 3");
+        assert_eq!(counts.skipped.get("gor_response_unpaired"), Some(&1));
     }
 }

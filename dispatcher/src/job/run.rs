@@ -45,7 +45,7 @@ impl Job {
             accounting: Arc::clone(&self.accounting),
             progress: Arc::clone(&self.source),
             cancel: self.stop.child_token(),
-            analyzer: Analyzer::build(&self.cfg.analyzer),
+            analyzer: Analyzer::for_job(&self.cfg),
             times: Plausible::new(&self.cfg.analyzer),
             shaping: Arc::clone(&self.shaping),
             tasks: self.tasks.clone(),
@@ -183,6 +183,7 @@ impl Job {
                 headers: c.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
                 ignore: c.ignore_patterns(),
                 max_body: c.max_body.0,
+                recorded: c.baseline == crate::config::Baseline::Recorded,
             }),
         }
     }

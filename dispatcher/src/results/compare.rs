@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use reprise_proto::compare::EndpointCompare;
+
+use crate::config::Baseline;
 use serde::Serialize;
 
 /// Fields listed per endpoint in the reports, most often differing first.
@@ -16,7 +18,8 @@ const ENDPOINTS_SHOWN: usize = 10;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct CompareReport {
-    /// "live": primary and secondary answered beside the candidate.
+    /// "live": primary and secondary answered beside the candidate; "recorded": the
+    /// recording's answers.
     pub baseline: &'static str,
     /// All endpoints together.
     pub compared: u64,
@@ -24,7 +27,8 @@ pub struct CompareReport {
     pub diff_rate: f64,
     /// Requests whose bodies were longer than `max_body` (compared by length and hash).
     pub over_max_body: u64,
-    /// Requests not compared: the candidate, the primary or the secondary did not answer.
+    /// Requests not compared: the candidate, the primary or the secondary did not answer
+    /// (live); the candidate did not answer, or the recording held no answer (recorded).
     pub uncompared: u64,
     /// Every endpoint compared, the highest diff rate first.
     pub endpoints: Vec<CompareEndpoint>,
@@ -63,7 +67,7 @@ pub struct SamplePair {
 }
 
 impl CompareReport {
-    pub fn of(by_endpoint: &BTreeMap<Arc<str>, EndpointCompare>) -> CompareReport {
+    pub fn of(baseline: Baseline, by_endpoint: &BTreeMap<Arc<str>, EndpointCompare>) -> CompareReport {
         let mut endpoints: Vec<CompareEndpoint> = by_endpoint
             .iter()
             .map(|(name, c)| {
@@ -96,7 +100,10 @@ impl CompareReport {
         let compared = endpoints.iter().map(|e| e.compared).sum();
         let differing = endpoints.iter().map(|e| e.differing).sum();
         CompareReport {
-            baseline: "live",
+            baseline: match baseline {
+                Baseline::Live => "live",
+                Baseline::Recorded => "recorded",
+            },
             compared,
             differing,
             diff_rate: if compared == 0 { 0.0 } else { differing as f64 / compared as f64 },
@@ -104,6 +111,11 @@ impl CompareReport {
             uncompared: endpoints.iter().map(|e| e.uncompared).sum(),
             endpoints,
         }
+    }
+
+    /// What the candidate was compared to, as the summaries say it.
+    pub fn compared_to(&self) -> &'static str {
+        if self.baseline == "recorded" { "the recording" } else { "the primary" }
     }
 
     /// The diff rate of `endpoint` ("*" for all traffic), when some of it was compared.
@@ -118,12 +130,18 @@ impl CompareReport {
     /// and its top fields.
     pub fn lines(&self) -> String {
         let mut out = format!(
-            "responses compared to the primary: {} compared, {} differing ({:.2} %), {} over max_body, {} not compared (no answer from one of the three)\n",
+            "responses compared to {}: {} compared, {} differing ({:.2} %), {} over max_body, {} not compared ({})\n",
+            self.compared_to(),
             self.compared,
             self.differing,
             self.diff_rate * 100.0,
             self.over_max_body,
-            self.uncompared
+            self.uncompared,
+            if self.baseline == "recorded" {
+                "no answer recorded, or none from the candidate"
+            } else {
+                "no answer from one of the three"
+            }
         );
         let differing: Vec<&CompareEndpoint> = self.endpoints.iter().filter(|e| e.differing > 0).collect();
         for e in differing.iter().take(ENDPOINTS_SHOWN) {

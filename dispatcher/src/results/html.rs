@@ -108,12 +108,13 @@ fn breakdown(out: &mut String, title: &str, rows: impl Iterator<Item = (String, 
 
 /// The page.
 /// Response comparison: a table of the endpoints compared, then a section per endpoint that
-/// differed, its fields with the primary's and the candidate's values side by side.
+/// differed, its fields with the baseline's and the candidate's values side by side.
 fn compare(out: &mut String, c: &CompareReport) {
     let _ = write!(
         out,
-        "<h2>Responses compared to the primary</h2><p>{} compared, {} differing ({:.2} %), {} over max_body, {} not compared</p>\
+        "<h2>Responses compared to {}</h2><p>{} compared, {} differing ({:.2} %), {} over max_body, {} not compared</p>\
          <table><tr><th>endpoint</th><th>compared</th><th>differing</th><th>diff %</th><th>not compared</th><th>noisy fields</th></tr>",
+        c.compared_to(),
         c.compared,
         c.differing,
         c.diff_rate * 100.0,
@@ -139,10 +140,11 @@ fn compare(out: &mut String, c: &CompareReport) {
     for e in c.endpoints.iter().filter(|e| e.differing > 0) {
         let _ = write!(
             out,
-            "<h3>{}: {} of {} differ</h3><table><tr><th>field</th><th>differing</th><th>primary</th><th>candidate</th></tr>",
+            "<h3>{}: {} of {} differ</h3><table><tr><th>field</th><th>differing</th><th>{}</th><th>candidate</th></tr>",
             esc(&e.endpoint),
             e.differing,
-            e.compared
+            e.compared,
+            if c.baseline == "recorded" { "recorded" } else { "primary" },
         );
         for f in &e.fields {
             for (i, sample) in f.samples.iter().enumerate() {

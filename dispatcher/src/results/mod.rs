@@ -205,7 +205,7 @@ impl Report {
         let counts = job.accounting().counts();
         let gate = &job.config().gate;
         let ordered = job.config().proxy.ordered;
-        let compares = job.config().compare.is_some();
+        let baseline = job.config().compare.as_ref().map(|c| c.baseline);
         let (endpoints, total, reports, verdicts, history, order_wait, compare) =
             job.fleet().with_stats(|s| {
                 let eps: Vec<EndpointReport> =
@@ -217,7 +217,7 @@ impl Report {
                 };
                 let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), |e| s.compared(e), secs);
                 let order_wait = ordered.then(|| OrderWaitReport::of(&s.order_wait));
-                let compare = compares.then(|| compare::CompareReport::of(&s.compare));
+                let compare = baseline.map(|b| compare::CompareReport::of(b, &s.compare));
                 (eps, endpoint("*", &s.total, secs), reports, verdicts, s.history.rows(), order_wait, compare)
             });
         let dropped_total = counts.dropped_total();

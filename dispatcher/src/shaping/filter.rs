@@ -65,6 +65,7 @@ mod tests {
                 .collect(),
             body: Bytes::new(),
             key: None,
+            expected: None,
         }
     }
 

@@ -20,6 +20,7 @@ fn record(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Rec
             .collect(),
         body: Bytes::copy_from_slice(body.as_bytes()),
         key: None,
+        expected: None,
     }
 }
 

@@ -1,9 +1,11 @@
-//! Live response comparison at the replayer (issue 13): each record goes to the candidate
-//! (the job's target), the primary and the secondary at its instant, on three connections
-//! of the same link, at once; when all three answered, the candidate's answer is compared
-//! to the primary's and the secondary's to the primary's (noise), and the differences are
-//! counted per endpoint ([`crate::stats::Recorder::record_compare`]). Latency and errors
-//! count the candidate's exchange alone.
+//! Response comparison at the replayer (issue 13). Live baseline: each record goes to the
+//! candidate (the job's target), the primary and the secondary at its instant, on three
+//! connections of the same link, at once; when all three answered, the candidate's answer
+//! is compared to the primary's and the secondary's to the primary's (noise). Recorded
+//! baseline: the candidate's answer is compared to the one the record carries
+//! (`pb::Expected`), and nothing is noise. The differences are counted per endpoint
+//! ([`crate::stats::Recorder::record_compare`]). Latency and errors count the candidate's
+//! exchange alone.
 
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -20,10 +22,17 @@ use crate::http::{Link, Target, TargetError};
 
 /// A job's comparison settings, with the baselines' targets.
 pub(super) struct Compare {
-    primary: Target,
-    secondary: Target,
+    baseline: Baseline,
     keep: Keep,
     ignore: Vec<FieldPattern>,
+}
+
+/// What the candidate's answers are compared to.
+enum Baseline {
+    /// The current release, twice.
+    Live { primary: Box<Target>, secondary: Box<Target> },
+    /// The answers the recording holds, carried by each record.
+    Recorded,
 }
 
 /// What one link keeps for comparing: the baselines' connections and the three answers.
@@ -50,9 +59,16 @@ impl Compare {
         let Some(c) = &cfg.compare else { return Ok(None) };
         let target = |url: &str| Target::new(&pb::JobConfig { target: url.to_owned(), ..cfg.clone() });
         let ignore = c.ignore.iter().filter_map(|p| FieldPattern::parse(p).ok()).collect();
+        let baseline = if c.recorded {
+            Baseline::Recorded
+        } else {
+            Baseline::Live {
+                primary: Box::new(target(&c.primary)?),
+                secondary: Box::new(target(&c.secondary)?),
+            }
+        };
         Ok(Some(Compare {
-            primary: target(&c.primary)?,
-            secondary: target(&c.secondary)?,
+            baseline,
             keep: Keep {
                 headers: c.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
                 max_body: c.max_body.min(MAX_BODY_LIMIT) as usize,
@@ -63,11 +79,14 @@ impl Compare {
 
     /// Opens the baselines' connections ahead of the first request, as for the target.
     pub async fn open(&self, sides: &mut Sides) {
-        tokio::join!(self.primary.open(&mut sides.primary), self.secondary.open(&mut sides.secondary));
+        if let Baseline::Live { primary, secondary } = &self.baseline {
+            tokio::join!(primary.open(&mut sides.primary), secondary.open(&mut sides.secondary));
+        }
     }
 
-    /// Sends `rec` to the candidate and both baselines at once; returns the candidate's
-    /// outcome, and the comparison when all three answered.
+    /// Sends `rec` to the candidate (and, live, to both baselines at once); returns the
+    /// candidate's outcome, and the comparison when every side answered (recorded: when the
+    /// candidate answered and the record carries a recorded answer).
     pub async fn exchange<'s>(
         &self,
         candidate: &Target,
@@ -77,19 +96,43 @@ impl Compare {
         sent: Instant,
         cut: &AtomicBool,
     ) -> (Exchanged, Option<Found<'s>>) {
-        let Sides { primary, secondary, answers: [c, p, s], differing, noise } = sides;
+        let Sides { primary: p_link, secondary: s_link, answers: [c, p, s], differing, noise } = sides;
         let keep = &self.keep;
-        let (outcome, base, other) = tokio::join!(
-            candidate.exchange_keeping(link, rec, sent, cut, Some((keep, c))),
-            self.primary.exchange_keeping(primary, rec, sent, cut, Some((keep, p))),
-            self.secondary.exchange_keeping(secondary, rec, sent, cut, Some((keep, s))),
-        );
-        if outcome.0.is_none() || base.0.is_none() || other.0.is_none() {
-            return (outcome, None);
-        }
         differing.clear();
         noise.clear();
-        let over = answers(p, c, keep, &self.ignore, differing) | answers(p, s, keep, &self.ignore, noise);
+        let (outcome, over) = match &self.baseline {
+            Baseline::Live { primary, secondary } => {
+                let (outcome, base, other) = tokio::join!(
+                    candidate.exchange_keeping(link, rec, sent, cut, Some((keep, c))),
+                    primary.exchange_keeping(p_link, rec, sent, cut, Some((keep, p))),
+                    secondary.exchange_keeping(s_link, rec, sent, cut, Some((keep, s))),
+                );
+                if outcome.0.is_none() || base.0.is_none() || other.0.is_none() {
+                    return (outcome, None);
+                }
+                (
+                    outcome,
+                    answers(p, c, keep, &self.ignore, differing) | answers(p, s, keep, &self.ignore, noise),
+                )
+            }
+            Baseline::Recorded => {
+                let expected = match rec.expected() {
+                    Ok(Some(e)) => e,
+                    Ok(None) => return (candidate.exchange(link, rec, sent, cut).await, None),
+                    // Only a dispatcher of another build could send it: not compared.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a recorded answer could not be decoded");
+                        return (candidate.exchange(link, rec, sent, cut).await, None);
+                    }
+                };
+                let outcome = candidate.exchange_keeping(link, rec, sent, cut, Some((keep, c))).await;
+                if outcome.0.is_none() {
+                    return (outcome, None);
+                }
+                p.take_recorded(keep, &expected);
+                (outcome, answers(p, c, keep, &self.ignore, differing))
+            }
+        };
         let found = Found {
             differing: differing
                 .iter()
@@ -199,6 +242,7 @@ mod tests {
                 headers: vec!["Content-Type".into()],
                 ignore: vec![],
                 max_body: 1 << 20,
+                recorded: false,
             }),
             ..Default::default()
         };

@@ -404,6 +404,7 @@ mod tests {
             body: b"",
             host: b"",
             session: 0,
+            expected: &[],
         };
         good.write_to(&mut encoded);
         // Head (due 0, endpoint 2), then field 2 (method) as a varint instead of bytes.

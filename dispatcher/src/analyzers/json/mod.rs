@@ -2,7 +2,10 @@
 //! `{"ts":"2024-05-01T12:00:00.250Z","method":"POST","url":"/users?x=1",
 //!   "headers":{"Accept":"*/*","Cookie":["a=1","b=2"]},"body":"{\"name\":\"x\"}"}`.
 //! `ts` is an RFC 3339 string or a number in `[analyzer] timestamp_unit`; `url` is a path
-//! with query or an absolute URL; `body` is UTF-8 text, `body_base64` any bytes.
+//! with query or an absolute URL; `body` is UTF-8 text, `body_base64` any bytes. When the
+//! job compares against recorded answers, a `response` object holds the answer:
+//! `{"status":200,"headers":{…},"body":"…"}` (or `body_base64`), headers and bodies read as
+//! the request's.
 
 mod scan;
 
@@ -11,6 +14,7 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use bytes::Bytes;
 
+use super::answers::Answers;
 use super::{KeySource, Parsed, is_method, is_token, with_key};
 use crate::config::values::parse_rfc3339_ns;
 use crate::config::{JsonFields, TimeUnit};
@@ -27,6 +31,8 @@ pub struct Json {
     fields: JsonFields,
     unit: TimeUnit,
     key: Option<KeySource>,
+    /// Set when the job compares against recorded answers: the `response` field is read.
+    answers: Option<Answers>,
 }
 
 /// The configured fields of one line.
@@ -41,6 +47,17 @@ struct Raw<'a> {
     body_base64: Option<Val<'a>>,
     /// The hash key's text: a string's content, a number's or boolean's JSON text.
     key: Option<Cow<'a, str>>,
+    /// The recorded answer (`None` inside: null, none recorded), or why it is not one.
+    response: Option<Result<Option<Response<'a>>, String>>,
+}
+
+/// A `response` object's fields.
+#[derive(Default)]
+struct Response<'a> {
+    status: Option<Val<'a>>,
+    headers: Option<Result<Vec<(Text, Bytes)>, String>>,
+    body: Option<Val<'a>>,
+    body_base64: Option<Val<'a>>,
 }
 
 /// Why a line is malformed (kept small: the Ok side is a whole record).
@@ -57,7 +74,12 @@ impl Bad {
 
 impl Json {
     pub fn new(fields: JsonFields, unit: TimeUnit, key: Option<KeySource>) -> Self {
-        Self { fields, unit, key }
+        Self { fields, unit, key, answers: None }
+    }
+
+    /// Reads each record's `response` as the answer to compare with.
+    pub fn with_answers(self, answers: Option<Answers>) -> Self {
+        Self { answers, ..self }
     }
 
     /// Parses one line; the record's fields are slices of `line` where they hold no escapes.
@@ -98,6 +120,9 @@ impl Json {
                 &mut raw.body_base64
             } else if k == n.headers {
                 raw.headers = Some(headers(r, unit)?);
+                continue;
+            } else if k == n.response && self.answers.is_some() {
+                raw.response = Some(response(r, unit)?);
                 continue;
             } else if Some(k) == key {
                 let start = r.offset();
@@ -146,7 +171,11 @@ impl Json {
         let body = body(unit, raw.body, raw.body_base64)?;
         let host = host.or_else(|| host_header(&headers));
         let key = raw.key.map(Cow::into_owned);
-        Ok(Record { ts, method, path, host, headers, body, key })
+        let expected = match (&self.answers, raw.response) {
+            (Some(answers), Some(response)) => expected(answers, unit, response)?,
+            _ => None,
+        };
+        Ok(Record { ts, method, path, host, headers, body, key, expected })
     }
 
     fn timestamp(&self, v: &Val<'_>) -> Option<i64> {
@@ -218,6 +247,70 @@ fn headers(r: &mut Reader<'_>, unit: &Bytes) -> Result<Result<Vec<(Text, Bytes)>
         }
     }
     Ok(wrong.map_or(Ok(out), Err))
+}
+
+/// Reads a `response` value: an object of `status`, `headers`, `body`, `body_base64`
+/// (others skipped), or null (no answer recorded). Another shape is the response's fault
+/// (`Err`), not the line's.
+fn response<'a>(
+    r: &mut Reader<'a>,
+    unit: &Bytes,
+) -> Result<Result<Option<Response<'a>>, String>, SyntaxError> {
+    match r.value_kind()? {
+        b'{' => {}
+        b'n' => return r.value().map(|_| Ok(None)),
+        _ => {
+            let v = r.value()?;
+            return Ok(Err(format!("is {}, not an object", v.describe())));
+        }
+    }
+    let mut out = Response::default();
+    r.object()?;
+    let mut members = 0;
+    while let Some(k) = r.member(members)? {
+        members += 1;
+        let slot = match k.as_ref() {
+            "status" => &mut out.status,
+            "body" => &mut out.body,
+            "body_base64" => &mut out.body_base64,
+            "headers" => {
+                out.headers = Some(headers(r, unit)?);
+                continue;
+            }
+            _ => {
+                r.skip(0)?;
+                continue;
+            }
+        };
+        *slot = Some(r.value()?);
+    }
+    Ok(Ok(Some(out)))
+}
+
+/// A record's recorded answer, encoded (`None` for a null one); a `response` that is not
+/// one makes the line malformed (`bad_response`), as a bad request field does.
+fn expected(
+    answers: &Answers,
+    unit: &Bytes,
+    response: Result<Option<Response<'_>>, String>,
+) -> Result<Option<Box<Bytes>>, Bad> {
+    let bad = |why: String| Bad::new("bad_response", format!("response: {why}"));
+    let Some(r) = response.map_err(bad)? else { return Ok(None) };
+    let status = match r.status {
+        Some(Val::Int(s)) => u16::try_from(s).ok(),
+        Some(Val::Uint(s)) => u16::try_from(s).ok(),
+        _ => None,
+    };
+    let status = status
+        .filter(|s| (100..=599).contains(s))
+        .ok_or_else(|| bad("`status` must be a number from 100 to 599".to_owned()))?;
+    let headers = match r.headers {
+        None => Vec::new(),
+        Some(Err(why)) => return Err(bad(why)),
+        Some(Ok(pairs)) => pairs,
+    };
+    let body = body(unit, r.body, r.body_base64).map_err(|b| bad(b.detail))?;
+    Ok(Some(answers.encode(status, &headers, &body)))
 }
 
 fn body(unit: &Bytes, text: Option<Val<'_>>, base64: Option<Val<'_>>) -> Result<Bytes, Bad> {
@@ -396,5 +489,37 @@ mod tests {
         assert_eq!(ts("9000000000000"), 9_000_000_000_000_000_000);
         assert_eq!(reason(r#"{"ts":18446744073709551615,"method":"GET","url":"/"}"#), "bad_ts");
         assert_eq!(reason(r#"{"ts":9300000000000,"method":"GET","url":"/"}"#), "bad_ts");
+    }
+
+    /// Compared against recorded answers, a record's `response` becomes its expected
+    /// answer; null is none; a response that is not one makes the line malformed. Without
+    /// the recorded baseline the field is left alone.
+    #[test]
+    fn a_response_object_is_the_recorded_answer() {
+        let answering = json(None).with_answers(Some(Answers::new(&["etag"], 1 << 10)));
+        let parse = |a: &Json, line: &str| a.parse(&Bytes::copy_from_slice(line.as_bytes()));
+        let line = r#"{"ts":1,"method":"GET","url":"/a","response":{"status":201,"headers":{"ETag":"e1","Date":"d"},"body_base64":"AAEC","extra":[1]}}"#;
+        let Parsed::Record(r) = parse(&answering, line) else { panic!("{:?}", parse(&answering, line)) };
+        let e = <reprise_proto::pb::Expected as prost::Message>::decode(&r.expected.expect("an answer")[..])
+            .expect("decodes");
+        assert_eq!((e.status, e.headers.len(), &e.body[..], e.length), (201, 1, &[0u8, 1, 2][..], 3));
+        assert_eq!(record(line).expected, None, "without the recorded baseline");
+        let null = r#"{"ts":1,"method":"GET","url":"/a","response":null}"#;
+        assert!(matches!(parse(&answering, null), Parsed::Record(Record { expected: None, .. })));
+        for bad in [
+            r#"{"ts":1,"method":"GET","url":"/a","response":{"status":"200"}}"#,
+            r#"{"ts":1,"method":"GET","url":"/a","response":{"status":42}}"#,
+            r#"{"ts":1,"method":"GET","url":"/a","response":{"status":200,"body":7}}"#,
+            r#"{"ts":1,"method":"GET","url":"/a","response":{"status":200,"headers":[]}}"#,
+            r#"{"ts":1,"method":"GET","url":"/a","response":[]}"#,
+        ] {
+            match parse(&answering, bad) {
+                Parsed::Malformed { reason, detail } => {
+                    assert_eq!(reason, "bad_response", "{bad}");
+                    assert!(detail.starts_with("response: "), "{detail}");
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 }
