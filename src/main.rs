@@ -144,6 +144,15 @@ enum Command {
         /// Write a line per request as it arrives: Unix µs, method, path (benchmarks).
         #[arg(long)]
         log_arrivals: Option<PathBuf>,
+        /// Answer like an API instead: a JSON document made from the path, with a request id
+        /// and a time that differ on every answer, drawn from SEED (give each server its
+        /// own). For trying `[compare]`.
+        #[arg(long, value_name = "SEED")]
+        json: Option<u64>,
+        /// With --json: change a price in the answers to one path in N (a candidate's
+        /// regression, for `[compare]` to find).
+        #[arg(long, value_name = "N", default_value_t = 0, requires = "json")]
+        json_differ: u64,
     },
 }
 
@@ -232,12 +241,23 @@ fn main() -> ExitCode {
                 }
             }
             Command::Validate { job } => run::validate(&job),
-            Command::EchoServer { listen, log_arrivals } => echo_server(listen, log_arrivals, cancel).await,
+            Command::EchoServer { listen, log_arrivals, json, json_differ } => {
+                let answers = match json {
+                    Some(seed) => echo::Answers::Json { seed, differ: json_differ },
+                    None => echo::Answers::Echo,
+                };
+                echo_server(listen, log_arrivals, answers, cancel).await
+            }
         }
     })
 }
 
-async fn echo_server(listen: SocketAddr, log: Option<PathBuf>, cancel: CancellationToken) -> ExitCode {
+async fn echo_server(
+    listen: SocketAddr,
+    log: Option<PathBuf>,
+    answers: echo::Answers,
+    cancel: CancellationToken,
+) -> ExitCode {
     let arrivals = match log.as_deref().map(echo::Arrivals::create).transpose() {
         Ok(a) => a,
         Err(e) => {
@@ -245,7 +265,7 @@ async fn echo_server(listen: SocketAddr, log: Option<PathBuf>, cancel: Cancellat
             return ExitCode::from(EXIT_CANNOT_RUN);
         }
     };
-    match echo::start(listen, cancel.clone(), arrivals.clone()).await {
+    match echo::start(listen, cancel.clone(), arrivals.clone(), answers).await {
         Ok(addr) => {
             println!("listening addr={addr}");
             cancel.cancelled().await;

@@ -62,9 +62,14 @@ async fn resolve_target(target: &str, cancel: &CancellationToken) -> Result<Stri
     if target != "builtin:echo" {
         return Ok(target.to_owned());
     }
-    let addr = crate::echo::start(([127, 0, 0, 1], 0).into(), cancel.child_token(), None)
-        .await
-        .map_err(|e| cannot_run(format!("cannot start the built-in echo target: {e}")))?;
+    let addr = crate::echo::start(
+        ([127, 0, 0, 1], 0).into(),
+        cancel.child_token(),
+        None,
+        crate::echo::Answers::Echo,
+    )
+    .await
+    .map_err(|e| cannot_run(format!("cannot start the built-in echo target: {e}")))?;
     Ok(format!("http://{addr}"))
 }
 

@@ -345,3 +345,46 @@ async fn the_recorded_baseline_flags_a_changed_body_of_a_goreplay_file() {
     let page = std::fs::read_to_string(&html).expect("html");
     assert!(page.contains("<h2>Responses compared to the recording</h2>"), "{page}");
 }
+
+/// `reprise echo-server --json`, the targets bench (v) compares: three of them, the
+/// candidate changing a price for one path in 4. The comparison finds exactly the paths the
+/// candidate changed (by the server's rule, worked out here), with the price and the total
+/// as the fields that differ, and the request id and the time found noisy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_echo_servers_give_a_comparison_real_noise_and_a_known_regression() {
+    let serve = |extra: &[&str]| {
+        let mut a = vec!["echo-server", "--listen", "127.0.0.1:0"];
+        a.extend_from_slice(extra);
+        let (guard, line) = spawn_daemon(&a);
+        (guard, line.trim_start_matches("listening addr=").to_owned())
+    };
+    let (_c, candidate) = serve(&["--json", "1", "--json-differ", "4"]);
+    let (_p, primary) = serve(&["--json", "2"]);
+    let (_s, secondary) = serve(&["--json", "3"]);
+    let dir = temp_dir("compare-echo");
+    let rec = recording(&dir);
+    let section = format!("[compare]\nprimary = \"http://{primary}\"\nsecondary = \"http://{secondary}\"\n");
+    let job = write_job(&dir, &format!("http://{candidate}"), &rec, "replayers = 2", &section);
+    let report = run_job(&job, &dir, &[]).await;
+    // The server's rule: FNV-1a of the path, bits 20 and up, a multiple of 4.
+    let changed = |path: String| {
+        let h = path
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        (h >> 20).is_multiple_of(4)
+    };
+    for prefix in ["a", "b"] {
+        let want = (1..=40).filter(|i| changed(format!("/{prefix}/{i}"))).count() as u64;
+        let e = endpoint(&report, &format!("GET /{prefix}/{{id}}"));
+        assert_eq!((e["compared"].as_u64(), e["differing"].as_u64()), (Some(40), Some(want)), "{e:#}");
+        let mut fields = names(&e["fields"]);
+        fields.sort();
+        let expected: Vec<String> =
+            if want == 0 { vec![] } else { vec!["$.items[*].price".into(), "$.total".into()] };
+        assert_eq!(fields, expected, "{e:#}");
+        assert_eq!(names(&e["noisy"]), ["$.request_id", "$.served_at"], "{e:#}");
+    }
+    let all =
+        (1..=40).flat_map(|i| [format!("/a/{i}"), format!("/b/{i}")]).filter(|p| changed(p.clone())).count();
+    assert!(all > 5 && all < 40, "the rule changes some paths, not all: {all}");
+}
