@@ -91,7 +91,7 @@ impl TlsConn {
         &mut self,
         now: Instant,
         req: Request<Full<Bytes>>,
-        keep: Option<(&Keep, &mut Answer)>,
+        mut keep: Option<(&Keep, &mut Answer)>,
     ) -> Result<u16, &'static str> {
         let TlsConn { sender, connection, ended, last_used } = self;
         *last_used = now;
@@ -105,17 +105,23 @@ impl TlsConn {
                 .headers()
                 .get(http::header::CONNECTION)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let head = keep.is_some().then(|| resp.headers().clone());
-        let body = drive(connection, ended, resp.into_body().collect()).await?.map_err(|_| "body")?;
-        *ended |= closes;
-        if let Some((keep, answer)) = keep {
+        if let Some((keep, answer)) = keep.as_mut() {
             answer.clear();
             answer.status = status;
             let pairs: Vec<(&str, &[u8])> =
-                head.iter().flatten().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+                resp.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
             answer.take_headers(keep, pairs.iter().copied());
-            answer.take_body(keep, &body.to_bytes());
         }
+        // The body is read frame by frame and let go, as `h1` reads it: a connection holds
+        // at most `max_body` of it (what an answer keeps), whatever its size.
+        let mut body = resp.into_body();
+        while let Some(frame) = drive(connection, ended, body.frame()).await? {
+            let frame = frame.map_err(|_| "body")?;
+            if let (Some((keep, answer)), Some(data)) = (keep.as_mut(), frame.data_ref()) {
+                answer.take_body(keep, data);
+            }
+        }
+        *ended |= closes;
         Ok(status)
     }
 
