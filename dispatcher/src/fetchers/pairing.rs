@@ -2,9 +2,10 @@
 //! issue 13). A .gor file holds a request (type 1) and, some units later, the answer the
 //! service gave it (type 2, same id). A request waits here until its answer comes, then goes
 //! on carrying it; requests go on in the order they were read, so the stream stays as
-//! ordered as the file. Memory is bounded: past [`WINDOW`] waiting requests the oldest goes
-//! on without an answer (a replayer counts it as not compared), and an answer whose request
-//! is no longer waiting is counted and dropped.
+//! ordered as the file. Memory is bounded: past [`WINDOW`] waiting requests, or
+//! [`HELD_BYTES`] of answers held by waiting requests, the oldest goes on (without an answer
+//! if it has none yet: a replayer counts it as not compared), and an answer whose request is
+//! no longer waiting is counted and dropped.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -15,6 +16,9 @@ use crate::record::Record;
 /// Requests waiting for their answers at most. GoReplay writes an answer soon after its
 /// request (a few units later under concurrency), so this is slack, not a need.
 pub const WINDOW: usize = 4096;
+/// Bytes of encoded answers waiting requests hold at most (each answer is at most
+/// `max_body` and a few headers: 4,096 answers of 1 MiB would be 4 GiB).
+pub const HELD_BYTES: usize = 64 << 20;
 
 #[derive(Default)]
 pub struct Pairing {
@@ -24,6 +28,8 @@ pub struct Pairing {
     ids: HashMap<Bytes, u64>,
     /// The sequence number of `waiting[0]`.
     first: u64,
+    /// Bytes of the answers waiting requests hold.
+    held: usize,
 }
 
 impl Pairing {
@@ -38,6 +44,7 @@ impl Pairing {
         let Some(seq) = self.ids.remove(id) else { return false };
         match self.waiting.get_mut((seq - self.first) as usize) {
             Some((_, r)) => {
+                self.held += expected.len();
                 r.expected = Some(expected);
                 true
             }
@@ -49,10 +56,11 @@ impl Pairing {
     /// with `all`, the oldest whatever (at the end of the input).
     pub fn next(&mut self, all: bool) -> Option<Record> {
         let (_, front) = self.waiting.front()?;
-        if !all && front.expected.is_none() && self.waiting.len() <= WINDOW {
+        if !all && front.expected.is_none() && self.waiting.len() <= WINDOW && self.held <= HELD_BYTES {
             return None;
         }
         let (id, record) = self.waiting.pop_front()?;
+        self.held -= record.expected.as_ref().map_or(0, |e| e.len());
         if self.ids.get(&id) == Some(&self.first) {
             self.ids.remove(&id);
         }
@@ -112,6 +120,24 @@ mod tests {
         assert_eq!(p.ids.len(), WINDOW, "ids are held only for waiting requests");
         assert_eq!(drain(&mut p, true).len(), WINDOW, "the end lets everything go");
         assert!(p.ids.is_empty());
+    }
+
+    /// Answers held past [`HELD_BYTES`] let the oldest request go on unanswered, however
+    /// few requests wait.
+    #[test]
+    fn large_answers_held_let_the_oldest_go() {
+        let mut p = Pairing::default();
+        p.request(Bytes::from_static(b"slow"), req(0));
+        for n in 1..=4 {
+            p.request(Bytes::from(format!("id{n}")), req(n));
+            assert!(p.answer(format!("id{n}").as_bytes(), Box::new(Bytes::from(vec![0u8; HELD_BYTES / 3]))));
+        }
+        let got = drain(&mut p, false);
+        assert_eq!(
+            got.iter().map(|(ts, e)| (*ts, e.is_some())).collect::<Vec<_>>(),
+            [(0, false), (1, true), (2, true), (3, true), (4, true)]
+        );
+        assert_eq!(p.held, 0);
     }
 
     /// A reused id pairs with its latest request; the earlier one goes on unanswered.
