@@ -44,8 +44,9 @@ impl Answer {
         self.hash = fnv_start();
     }
 
-    /// Takes the kept headers from a response head (the bytes of a whole head, as parsed
-    /// before).
+    /// Takes the status and the kept headers from a response head (the bytes of a whole
+    /// head). `h1` takes them from its own parse of the head instead.
+    #[cfg(test)]
     pub fn take_head(&mut self, keep: &Keep, status: u16, head: &[u8]) {
         self.status = status;
         if keep.headers.is_empty() {

@@ -153,15 +153,23 @@ impl Plain {
         loop {
             // Parsed only once bytes are there: after a request is sent nothing is yet.
             if !self.inbuf.is_empty() {
-                match parse_head(&self.inbuf, head_request)? {
+                // A kept answer takes its headers from the same parse.
+                let take = |status: u16, headers: &[httparse::Header<'_>]| {
+                    if let Some((keep, answer)) =
+                        sink.as_mut().filter(|_| !(100..200).contains(&status) || status == 101)
+                    {
+                        answer.status = status;
+                        if !keep.headers.is_empty() {
+                            answer.take_headers(keep, headers.iter().map(|h| (h.name, h.value)));
+                        }
+                    }
+                };
+                match parse_head(&self.inbuf, head_request, take)? {
                     Some((len, status, _, _)) if (100..200).contains(&status) && status != 101 => {
                         self.inbuf.advance(len);
                         continue;
                     }
                     Some((len, status, body, close)) => {
-                        if let Some((keep, answer)) = sink {
-                            answer.take_head(keep, status, &self.inbuf[..len]);
-                        }
                         self.inbuf.advance(len);
                         return Ok((status, body, close));
                     }
@@ -258,7 +266,11 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, ()> {
 
 /// Parses a response head at the start of `buf`: (its length, status, body framing, whether
 /// the connection ends after it); None while it is incomplete.
-fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, u16, Body, bool)>, &'static str> {
+fn parse_head(
+    buf: &[u8],
+    head_request: bool,
+    headers_to: impl FnOnce(u16, &[httparse::Header<'_>]),
+) -> Result<Option<(usize, u16, Body, bool)>, &'static str> {
     // Left uninitialised: zeroing 128 headers (4 KB) was most of this function's time.
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -306,6 +318,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<(usize, u16, Body
         Body::ToEof
     };
     close |= body == Body::ToEof || status == 101;
+    headers_to(status, resp.headers);
     Ok(Some((len, status, body, close)))
 }
 
@@ -370,8 +383,9 @@ mod tests {
 
     #[test]
     fn framing_follows_the_response_head() {
-        let parse =
-            |s: &str, head| parse_head(s.as_bytes(), head).expect("valid").map(|(_, st, b, c)| (st, b, c));
+        let parse = |s: &str, head| {
+            parse_head(s.as_bytes(), head, |_, _| {}).expect("valid").map(|(_, st, b, c)| (st, b, c))
+        };
         assert_eq!(
             parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false),
             Some((200, Body::Length(3), false))
@@ -399,11 +413,16 @@ mod tests {
             Some((200, Body::Length(0), false))
         );
         assert_eq!(parse("HTTP/1.1 200 OK\r\nContent-Le", false), None);
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false, |_, _| {}).is_err());
         assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err()
+            parse_head(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false,
+                |_, _| {}
+            )
+            .is_err()
         );
-        assert!(parse_head(b"SMTP ready\r\n\r\n", false).is_err());
+        assert!(parse_head(b"SMTP ready\r\n\r\n", false, |_, _| {}).is_err());
         assert_eq!(parse_chunk_size(b"1a;ext=1"), Ok(26));
         assert!(parse_chunk_size(b"").is_err() && parse_chunk_size(b"zz").is_err());
         assert!(parse_chunk_size(b"ffffffffffffffffff").is_err());
@@ -441,7 +460,7 @@ mod tests {
                     input.push(b'H');
                 }
             }
-            if let Ok(Some((len, status, _, _))) = parse_head(&input, round % 3 == 0) {
+            if let Ok(Some((len, status, _, _))) = parse_head(&input, round % 3 == 0, |_, _| {}) {
                 assert!(len <= input.len() && status <= 999, "{input:?}");
             }
             let _ = parse_chunk_size(&input);
@@ -508,19 +527,21 @@ mod tests {
     }
 
     /// Kept answers hold the body as sent, without its chunk framing, cut at `max_body` but
-    /// measured whole; the connection stays in step for the next request.
+    /// measured whole, and the final head's headers (not an interim 1xx head's); the
+    /// connection stays in step for the next request.
     #[tokio::test]
     async fn answers_are_kept_over_every_framing() {
         let answers = vec![
             "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nETag: \"e1\"\r\n\r\n0123456789",
             "HTTP/1.1 202 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\nabcd\r\n3\r\nefg\r\n0\r\nX-T: 1\r\n\r\n",
             "HTTP/1.1 204 No Content\r\nETag: e3\r\n\r\n",
+            "HTTP/1.1 100 Continue\r\nETag: interim\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\nETag: e4\r\n\r\n",
             "HTTP/1.1 200 OK\r\n\r\nuntil the end",
         ];
         let mut conn = Plain::connect(&scripted(answers).await).await.expect("connect");
         let keep = Keep { headers: vec!["etag".into()], max_body: 8 };
         let mut got = Vec::new();
-        for _ in 0..4 {
+        for _ in 0..5 {
             let mut a = Answer::default();
             let status = conn
                 .exchange_keeping(
@@ -542,6 +563,7 @@ mod tests {
                 (200, etag("\"e1\""), "01234567".into(), 10),
                 (202, vec![], "abcdefg".into(), 7),
                 (204, etag("e3"), String::new(), 0),
+                (201, etag("e4"), String::new(), 0),
                 (200, vec![], "until th".into(), 13),
             ]
         );
