@@ -43,6 +43,35 @@ pub fn answers(
     ignore: &[FieldPattern],
     out: &mut Vec<Difference>,
 ) -> bool {
+    answers_against(left, None, right, keep, ignore, out)
+}
+
+/// The live comparison: where the candidate `c` differs from the primary `p` into
+/// `differing`, where the secondary `s` does into `noise` ([`answers`] twice, the primary's
+/// body parsed once for both). Returns whether a body was longer than `max_body`.
+pub fn live(
+    p: &Answer,
+    c: &Answer,
+    s: &Answer,
+    keep: &Keep,
+    ignore: &[FieldPattern],
+    differing: &mut Vec<Difference>,
+    noise: &mut Vec<Difference>,
+) -> bool {
+    let base = (!p.over_max_body(keep)).then(|| Body::of(&p.body));
+    let over = answers_against(p, base.as_ref(), c, keep, ignore, differing);
+    answers_against(p, base.as_ref(), s, keep, ignore, noise) | over
+}
+
+/// [`answers`], with `left`'s body already parsed when `parsed` is given.
+fn answers_against(
+    left: &Answer,
+    parsed: Option<&Body<'_>>,
+    right: &Answer,
+    keep: &Keep,
+    ignore: &[FieldPattern],
+    out: &mut Vec<Difference>,
+) -> bool {
     let kept = |field: &str| !ignore.iter().any(|p| p.covers(field));
     if left.status != right.status && kept("status") {
         out.push(Difference {
@@ -71,9 +100,29 @@ pub fn answers(
             });
         }
     } else {
-        bodies(&left.body, &right.body, ignore, out);
+        let own;
+        let left = match parsed {
+            Some(body) => body,
+            None => {
+                own = Body::of(&left.body);
+                &own
+            }
+        };
+        diff_bodies(left, &Body::of(&right.body), ignore, out);
     }
     over
+}
+
+/// A body with its JSON parse (`None`: not JSON), made once however many diffs read it.
+struct Body<'a> {
+    bytes: &'a [u8],
+    json: Option<Value>,
+}
+
+impl<'a> Body<'a> {
+    fn of(bytes: &'a [u8]) -> Self {
+        Body { bytes, json: serde_json::from_slice(bytes).ok() }
+    }
 }
 
 /// Appends to `out` the fields where body `left` and body `right` differ, each field once
@@ -81,18 +130,22 @@ pub fn answers(
 /// Bodies that are not both JSON are one field, `body`, compared by length and a hash of
 /// their bytes.
 pub fn bodies(left: &[u8], right: &[u8], ignore: &[FieldPattern], out: &mut Vec<Difference>) {
-    match (serde_json::from_slice::<Value>(left), serde_json::from_slice::<Value>(right)) {
-        (Ok(l), Ok(r)) => {
+    diff_bodies(&Body::of(left), &Body::of(right), ignore, out);
+}
+
+fn diff_bodies(left: &Body<'_>, right: &Body<'_>, ignore: &[FieldPattern], out: &mut Vec<Difference>) {
+    match (&left.json, &right.json) {
+        (Some(l), Some(r)) => {
             let start = out.len();
-            walk(&mut JsonPath::root(), Some(&l), Some(&r), ignore, out, start);
+            walk(&mut JsonPath::root(), Some(l), Some(r), ignore, out, start);
         }
-        _ if left == right => {}
+        _ if left.bytes == right.bytes => {}
         _ => {
             if !ignore.iter().any(|p| p.covers("body")) {
                 out.push(Difference {
                     field: "body".into(),
-                    left: Some(digest_of(left)),
-                    right: Some(digest_of(right)),
+                    left: Some(digest_of(left.bytes)),
+                    right: Some(digest_of(right.bytes)),
                 });
             }
         }

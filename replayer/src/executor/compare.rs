@@ -17,7 +17,7 @@ use reprise_proto::pb;
 
 use super::Exchanged;
 use crate::answer::{Answer, Keep};
-use crate::compare::{Difference, answers};
+use crate::compare::{Difference, answers, live};
 use crate::http::{Link, Target, TargetError};
 
 /// A job's comparison settings, with the baselines' targets.
@@ -110,10 +110,7 @@ impl Compare {
                 if outcome.0.is_none() || base.0.is_none() || other.0.is_none() {
                     return (outcome, None);
                 }
-                (
-                    outcome,
-                    answers(p, c, keep, &self.ignore, differing) | answers(p, s, keep, &self.ignore, noise),
-                )
+                (outcome, live(p, c, s, keep, &self.ignore, differing, noise))
             }
             Baseline::Recorded => {
                 let expected = match rec.expected() {
