@@ -312,6 +312,31 @@ mod tests {
         assert_eq!(out, vec![]);
     }
 
+    /// The live comparison finds what comparing the primary with each of the others does,
+    /// whatever the bodies: JSON, text, over `max_body` on either side.
+    #[test]
+    fn live_is_the_two_comparisons_with_the_primary() {
+        let keep = Keep { headers: vec!["etag".into()], max_body: 16 };
+        let answer = |status: u16, body: &str| {
+            let mut a = Answer::default();
+            a.take_head(&keep, status, format!("HTTP/1.1 {status} X\r\nETag: {body}\r\n\r\n").as_bytes());
+            a.take_body(&keep, body.as_bytes());
+            a
+        };
+        let bodies = [r#"{"a":1}"#, r#"{"a":2,"b":[1]}"#, "text", "a body longer than sixteen", r#"{"a":1}"#];
+        for p in bodies {
+            for c in bodies {
+                for s in bodies {
+                    let (p, c, s) = (answer(200, p), answer(201, c), answer(200, s));
+                    let (mut d1, mut n1, mut d2, mut n2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+                    let over = answers(&p, &c, &keep, &[], &mut d1) | answers(&p, &s, &keep, &[], &mut n1);
+                    assert_eq!(live(&p, &c, &s, &keep, &[], &mut d2, &mut n2), over);
+                    assert_eq!((d1, n1), (d2, n2));
+                }
+            }
+        }
+    }
+
     #[test]
     fn long_values_are_cut_at_a_character_boundary() {
         let long = format!("\"{}\"", "é".repeat(100));
