@@ -68,7 +68,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
 
 /// FNV-1a of `bytes`: a path's hash, the same in every server.
 fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    reprise_proto::expected::fnv1a(reprise_proto::expected::fnv_start(), bytes)
 }
 
 /// The JSON answer to `path` (see [`Answers::Json`]); `noise` is the connection's draw.

@@ -155,9 +155,7 @@ impl Plain {
             if !self.inbuf.is_empty() {
                 // A kept answer takes its headers from the same parse.
                 let take = |status: u16, headers: &[httparse::Header<'_>]| {
-                    if let Some((keep, answer)) =
-                        sink.as_mut().filter(|_| !(100..200).contains(&status) || status == 101)
-                    {
+                    if let Some((keep, answer)) = sink.as_mut().filter(|_| !interim(status)) {
                         answer.status = status;
                         if !keep.headers.is_empty() {
                             answer.take_headers(keep, headers.iter().map(|h| (h.name, h.value)));
@@ -165,7 +163,7 @@ impl Plain {
                     }
                 };
                 match parse_head(&self.inbuf, head_request, take)? {
-                    Some((len, status, _, _)) if (100..200).contains(&status) && status != 101 => {
+                    Some((len, status, _, _)) if interim(status) => {
                         self.inbuf.advance(len);
                         continue;
                     }
@@ -262,6 +260,11 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, ()> {
     }
     let digits = std::str::from_utf8(digits).map_err(|_| ())?;
     u64::from_str_radix(digits, 16).map_err(|_| ())
+}
+
+/// A 1xx head other than 101 (switching protocols): a final head follows it.
+fn interim(status: u16) -> bool {
+    (100..200).contains(&status) && status != 101
 }
 
 /// Parses a response head at the start of `buf`: (its length, status, body framing, whether

@@ -301,27 +301,23 @@ pub struct Daemon {
 /// Starts `reprise dispatcher` for `job` on `grpc` (e.g. "127.0.0.1:0"), writing its report
 /// to `report` when given.
 pub fn start_dispatcher(job: &Path, grpc: &str, report: Option<&Path>) -> Daemon {
-    let mut a =
-        vec!["dispatcher", "--config", job.to_str().expect("path"), "--grpc", grpc, "--http", "127.0.0.1:0"];
-    if let Some(r) = report {
-        a.extend(["--report-json", r.to_str().expect("path")]);
+    match report {
+        Some(r) => dispatcher_with(job, grpc, &["--report-json", r.to_str().expect("path")]),
+        None => dispatcher_with(job, grpc, &[]),
     }
-    let (guard, line) = spawn_daemon(&a);
-    Daemon { guard, grpc_url: format!("http://{}", field(&line, "grpc")), admin: field(&line, "http") }
 }
 
 /// Starts `reprise dispatcher --serve-forever` for `job` on free ports: its admin API (the
 /// report, `/metrics`) stays up after the job, for a test to read.
 pub fn serve_dispatcher(job: &Path) -> Daemon {
-    let (guard, line) = spawn_daemon(&[
-        "dispatcher",
-        "--config",
-        job.to_str().expect("path"),
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--serve-forever",
-    ]);
+    dispatcher_with(job, "127.0.0.1:0", &["--serve-forever"])
+}
+
+/// `reprise dispatcher` for `job` on `grpc`, its admin API on a free port, with `extra`.
+fn dispatcher_with(job: &Path, grpc: &str, extra: &[&str]) -> Daemon {
+    let mut a =
+        vec!["dispatcher", "--config", job.to_str().expect("path"), "--grpc", grpc, "--http", "127.0.0.1:0"];
+    a.extend_from_slice(extra);
+    let (guard, line) = spawn_daemon(&a);
     Daemon { guard, grpc_url: format!("http://{}", field(&line, "grpc")), admin: field(&line, "http") }
 }

@@ -121,7 +121,7 @@ impl Json {
             } else if k == n.headers {
                 raw.headers = Some(headers(r, unit)?);
                 continue;
-            } else if k == n.response && self.answers.is_some() {
+            } else if self.answers.is_some() && k == n.response {
                 raw.response = Some(response(r, unit)?);
                 continue;
             } else if Some(k) == key {
