@@ -73,6 +73,95 @@ async fn combined_log_lines_replay_with_agent_and_referer() {
     assert_eq!(report["totals"]["malformed"]["no_time"], 1);
 }
 
+/// Starts Debian's nginx on a free loopback port, writing the combined access log to
+/// `dir/access.log`; killed when the guard drops.
+async fn nginx(dir: &std::path::Path) -> (Guard, u16) {
+    let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).is_file());
+    let bin = bin.expect("nginx is needed: scripts/test installs Debian's nginx (apt-get install nginx)");
+    let port = free_port();
+    let d = dir.display();
+    let temp: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .iter()
+        .map(|t| format!("{t}_temp_path {d}/{t};\n"))
+        .collect();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{\n{temp}access_log {d}/access.log combined;\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\\n\"; }} }}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
+    let child = std::process::Command::new(bin)
+        .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start nginx");
+    let guard = Guard(child);
+    let up = wait_until_async(
+        || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() },
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        up,
+        "nginx did not listen on {port}: {}",
+        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+    );
+    (guard, port)
+}
+
+/// A real nginx's access log replays what its clients sent: nginx writes raw UTF-8, quotes
+/// and backslashes as `\xHH`, and the combined reader undoes that (the path percent-encoded
+/// as a client sends it, the user agent byte for byte).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_nginx_log_replays_what_its_clients_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir("nginx-log");
+    let (server, port) = nginx(&dir).await;
+    let agent = "Mozilla/5.0 \"quoted\" caf\u{e9} \\ end".as_bytes();
+    let sent: [(&[u8], &[u8]); 4] = [
+        ("/raw/\u{65e5}\u{672c}?q=\u{e9}".as_bytes(), agent),
+        (b"/search?term=\"quoted\"", b"curl/8.5.0"),
+        (b"/back\\slash", b"agent \\x41 literal"),
+        (b"/plain?a=1&b=%20", b"plain/1"),
+    ];
+    for (path, agent) in sent {
+        let mut req = b"GET ".to_vec();
+        req.extend_from_slice(path);
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: staging\r\nUser-Agent: ");
+        req.extend_from_slice(agent);
+        req.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect nginx");
+        conn.write_all(&req).await.expect("write");
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.expect("read");
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    }
+    drop(server);
+    let log = std::fs::read(dir.join("access.log")).expect("nginx wrote its log");
+    assert!(log.windows(4).any(|w| w == b"\\xE6"), "nginx escapes UTF-8: {}", String::from_utf8_lossy(&log));
+
+    let target = Capture::start().await;
+    let extra = "[analyzer]\nformat = \"combined\"\n";
+    let job = write_job(&dir, &target.url(), &dir.join("access.log"), "speed = \"max\"", extra);
+    let report = run_job(&job, &dir, &[]).await;
+    assert_eq!(report["totals"]["sent"], 4, "{}", report["totals"]);
+    let mut got = target.requests();
+    got.sort_by(|a, b| a.path.cmp(&b.path));
+    let paths: Vec<&str> = got.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/back%5Cslash",
+            "/plain?a=1&b=%20",
+            "/raw/%E6%97%A5%E6%9C%AC?q=%C3%A9",
+            "/search?term=%22quoted%22"
+        ]
+    );
+    let agents: Vec<&[u8]> = got.iter().map(|c| c.header("user-agent").expect("agent")).collect();
+    assert_eq!(agents, [sent[2].1, sent[3].1, sent[0].1, sent[1].1], "agents byte for byte");
+}
+
 fn gz(path: &std::path::Path, lines: &[String]) {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(lines.join("\n").as_bytes()).expect("gz");
