@@ -54,6 +54,30 @@ async fn qps_holds_the_average_rate_and_the_recorded_order() {
     assert_eq!(target.requests().len(), 1000);
 }
 
+/// A recording with a long silence in its middle (100 records 10 ms apart, 10 s of nothing,
+/// 100 more), looped at `qps = 200` for 4 s: 800 requests within 2 %, whatever the shape
+/// (the average-so-far estimate alone sent 221.5 a second over such a job).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qps_holds_over_a_recording_with_a_long_silence() {
+    let target = Capture::start().await;
+    let dir = temp_dir("qps-silence");
+    let gaps: Vec<usize> = (0..199).map(|i| if i == 99 { 10_000 } else { 10 }).collect();
+    let rec = recording(&dir, &gaps);
+    let job = write_job(&dir, &target.url(), &rec, "qps = 200\nduration = \"4s\"", &raw_sink(&dir));
+    let r = run_job(&job, &dir, &[]).await;
+    let sent = r["totals"]["sent"].as_u64().expect("sent");
+    assert!((784..=816).contains(&sent), "{sent} requests in 4 s at 200 a second: {}", r["totals"]);
+    let dues = raw_dues(&dir);
+    let start = r["started_unix_us"].as_i64().expect("start");
+    let per_second: Vec<usize> = (0..4)
+        .map(|s| {
+            dues.iter().filter(|&&d| d >= start + s * 1_000_000 && d < start + (s + 1) * 1_000_000).count()
+        })
+        .collect();
+    assert!(per_second.iter().all(|n| (180..=220).contains(n)), "each second near 200: {per_second:?}");
+    assert_eq!(r["totals"]["balanced"], true, "{}", r["totals"]);
+}
+
 /// Gaps longer than `max_gap` are cut to it: a recording spanning 70.5 s is scheduled over
 /// 0.9 s, the short gaps as recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

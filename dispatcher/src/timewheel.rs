@@ -9,12 +9,15 @@
 //! due instant, so a replayer holds each one before its instant and fires it on time; the
 //! dispatcher sleeps until a slot's absolute start, so no error accumulates over a long job.
 //!
-//! `qps` paces by arrival rate instead: each record follows the one released before it by
-//! its recorded gap, scaled so that the average rate of the recording so far (records
-//! released over the recorded time they span, `rate` copies each) becomes `qps` requests a
-//! second. Bursts and lulls stay as recorded, only the whole is stretched or squeezed; the
-//! estimate is the recording's average up to the record at hand, so it needs no pass ahead
-//! and works on live input.
+//! `qps` paces by arrival rate instead. An even schedule gives the n-th request (copies
+//! counted) the instant `n / qps` after the start; each record is due within [`QPS_SHAPE`]
+//! of its place on it, so over any stretch of the job the rate is `qps` give or take
+//! [`QPS_SHAPE`]'s worth of requests, whatever the recording's shape (a long silence in it
+//! cannot speed the rest up). Inside that window the recorded shape is kept: each record
+//! follows the one before by its recorded gap, scaled by the recording's average rate so
+//! far over `qps`, so short bursts and lulls stay as recorded. It needs no pass ahead and
+//! works on live input; when the input falls behind the even schedule (a slow source), the
+//! schedule goes on from now rather than catching up in a burst.
 //!
 //! `max_gap` cuts idle time: a gap between records longer than it counts as `max_gap` on the
 //! schedule, in every mode, so a recording's quiet nights do not make a replay wait.
@@ -33,6 +36,9 @@ use crate::config::Speed;
 pub const SLOT: Duration = Duration::from_millis(10);
 /// How long before its due instant a record is handed to a replayer.
 pub const LEAD: Duration = Duration::from_millis(200);
+/// At `qps`, how far a record's due instant may stray from its place on the even schedule
+/// to keep the recorded shape: the bound on the rate's error over a stretch of the job.
+pub const QPS_SHAPE: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Debug)]
 pub struct TimeWheel {
@@ -55,6 +61,35 @@ pub struct TimeWheel {
     prev_ts: Option<i64>,
     /// For `qps`: the first record's time on the timeline, and records released since.
     seen: Option<(i64, u64)>,
+    /// For `qps`: where the next record stands on the even schedule.
+    even: Option<Even>,
+}
+
+/// At `qps`: the next record's place on the even schedule, and how far from it (ns) it is
+/// due if its recorded gap is 0 (the last record's offset, faded, less the step between
+/// their places).
+#[derive(Clone, Copy, Debug)]
+struct Even {
+    place: Instant,
+    lead: f64,
+}
+
+/// [`QPS_SHAPE`] in ns.
+const QPS_SHAPE_NS: f64 = QPS_SHAPE.as_nanos() as f64;
+/// How much of its offset from the even schedule a record passes on to the next: a steady
+/// bias in the estimate of the recording's rate (early in a job) fades instead of pinning
+/// the schedule to the edge of [`QPS_SHAPE`], while a gap's shape (tens of records) stays.
+const QPS_FADE: f64 = 0.999;
+
+/// `at` moved by `ns` (either way).
+fn offset(at: Instant, ns: f64) -> Instant {
+    let d = Duration::from_nanos(ns.abs().min(u64::MAX as f64) as u64);
+    if ns >= 0.0 { at + d } else { at.checked_sub(d).unwrap_or(at) }
+}
+
+/// `a - b` in ns, signed.
+fn signed_ns(a: Instant, b: Instant) -> f64 {
+    if a >= b { (a - b).as_nanos() as f64 } else { -((b - a).as_nanos() as f64) }
 }
 
 impl TimeWheel {
@@ -72,6 +107,7 @@ impl TimeWheel {
             cut: 0,
             prev_ts: t0,
             seen: None,
+            even: None,
         }
     }
 
@@ -115,20 +151,27 @@ impl TimeWheel {
         let ns = match self.speed {
             Speed::Max => return now.max(self.start),
             Speed::Factor(f) => after / f,
-            Speed::Qps(qps) => match self.seen {
-                // Records per recorded ns, this one's gap included, over requests per ns.
-                Some((first, released)) if t > first && released > 0 => {
-                    let recorded_rate = released as f64 / (t - first) as f64 * self.rate;
-                    after * recorded_rate / (qps * 1e-9)
-                }
-                _ => 0.0,
-            },
+            Speed::Qps(qps) => {
+                // The recorded gap, scaled: records per recorded ns (this one's gap
+                // included) over requests per ns.
+                let gap = match self.seen {
+                    Some((first, released)) if t > first && released > 0 => {
+                        let recorded_rate = released as f64 / (t - first) as f64 * self.rate;
+                        after * recorded_rate / (qps * 1e-9)
+                    }
+                    _ => 0.0,
+                };
+                let (place, lead) = self.even.map_or((self.anchor, 0.0), |e| (e.place, e.lead));
+                // Input that fell behind the even schedule goes on from now, not in a burst.
+                return offset(place.max(now), (lead + gap).clamp(-QPS_SHAPE_NS, QPS_SHAPE_NS));
+            }
         };
         self.anchor + Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
     }
 
-    /// Notes that the record recorded at `ts` was released, due at `due`.
-    pub fn released(&mut self, ts: i64, due: Instant) {
+    /// Notes that the record recorded at `ts` was released, due at `due`, in `copies`
+    /// copies.
+    pub fn released(&mut self, ts: i64, due: Instant, copies: u32) {
         let t = self.timeline(ts);
         self.cut = self.cut.saturating_add(self.gap_cut(ts));
         if self.prev_ts.is_none_or(|p| ts > p) {
@@ -140,10 +183,16 @@ impl TimeWheel {
         if t < *first {
             *first = t;
         }
-        // At qps each record follows the one before it, at the pace of the moment.
-        if let Speed::Qps(_) = self.speed {
+        // At qps each record follows the one before it, at the pace of the moment, and the
+        // even schedule moves on by its copies.
+        if let Speed::Qps(qps) = self.speed {
             self.anchor = due;
             self.t0 = Some(t);
+            let place = self.even.map_or(due, |e| e.place);
+            let strayed = signed_ns(due, place).clamp(-QPS_SHAPE_NS, QPS_SHAPE_NS);
+            let step = f64::from(copies) / qps * 1e9;
+            self.even =
+                Some(Even { place: offset(offset(due, -strayed), step), lead: strayed * QPS_FADE - step });
         }
     }
 
@@ -153,6 +202,9 @@ impl TimeWheel {
         if let Some((ts, due)) = self.last {
             self.anchor = due.max(Instant::now());
             self.t0 = Some(ts.saturating_sub(self.cut));
+        }
+        if !matches!(speed, Speed::Qps(_)) {
+            self.even = None;
         }
         self.speed = speed;
     }
@@ -164,6 +216,9 @@ impl TimeWheel {
     /// After a pause: everything not yet released moves later by its length.
     pub fn shift(&mut self, paused: Duration) {
         self.anchor += paused;
+        if let Some(even) = &mut self.even {
+            even.place += paused;
+        }
     }
 
     /// The start of the slot in which a record due at `due` is released: [`LEAD`] before it,
@@ -251,14 +306,14 @@ mod tests {
         let mut w = TimeWheel::new(Speed::Factor(1.0), start, None, 1.0, 0);
         for t in [0, 100, 200] {
             let due = w.due(t * MS, Instant::now());
-            w.released(t * MS, due);
+            w.released(t * MS, due, 1);
         }
         w.set_speed(Speed::Factor(2.0));
         // 200 ms was due at start + 200 ms; 300 ms recorded is 50 ms after it at speed 2.
         assert_eq!(w.due(300 * MS, Instant::now()), start + Duration::from_millis(250));
         assert_eq!(w.due(600 * MS, Instant::now()), start + Duration::from_millis(400));
         tokio::time::advance(Duration::from_secs(1)).await;
-        w.released(600 * MS, start + Duration::from_millis(400));
+        w.released(600 * MS, start + Duration::from_millis(400), 1);
         w.set_speed(Speed::Factor(1.0));
         // The last release is past: the schedule goes on from now, not in a burst.
         assert_eq!(w.due(700 * MS, Instant::now()), start + Duration::from_millis(1100));
@@ -279,7 +334,7 @@ mod tests {
             .iter()
             .map(|&t| {
                 let due = w.due(t * MS, w.start());
-                w.released(t * MS, due);
+                w.released(t * MS, due, w.copies(0));
                 (due - w.start()).as_millis()
             })
             .collect()
@@ -324,6 +379,44 @@ mod tests {
         assert_eq!(schedule(&mut w, &[0, 100, 200]), vec![0, 100, 200]);
         w.set_speed(Speed::Qps(100.0));
         assert_eq!(schedule(&mut w, &[300, 400]), vec![210, 220]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn qps_holds_its_rate_over_a_recording_with_a_long_silence() {
+        // 100 records 10 ms apart, 10 s of silence, 100 more; looped pass after pass (each
+        // pass a mean gap after the last). The average so far would make the silence
+        // shrink and the burst after it run fast; the even schedule holds the job at qps.
+        let pass: Vec<i64> = (0..100).map(|i| i * 10).chain((0..100).map(|i| 10_990 + i * 10)).collect();
+        let length = 11_980 + 11_980 / 199;
+        let looped: Vec<i64> = (0..25).flat_map(|p| pass.iter().map(move |t| t + p * length)).collect();
+        for (qps, rate) in [(200.0, 1.0), (200.0, 2.0), (37.0, 1.0)] {
+            let mut w = TimeWheel::new(Speed::Qps(qps), Instant::now(), None, rate, 0);
+            let due = schedule(&mut w, &looped);
+            let requests = |secs: u128| due.iter().filter(|&&d| d < secs * 1000).count() as f64 * rate;
+            for secs in [3, 8, 20] {
+                let want = qps * secs as f64;
+                let got = requests(secs);
+                assert!(
+                    (got - want).abs() <= 0.02 * want,
+                    "qps {qps} × {rate}: {got} in {secs} s, not {want}"
+                );
+            }
+            assert!(due.windows(2).all(|p| p[0] <= p[1]), "in the recorded order");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn qps_after_a_pause_or_a_slow_source_goes_on_from_now() {
+        let mut w = TimeWheel::new(Speed::Qps(100.0), Instant::now(), None, 1.0, 0);
+        let start = w.start();
+        assert_eq!(schedule(&mut w, &[0, 10, 20]), vec![0, 10, 20]);
+        w.shift(Duration::from_secs(1));
+        assert_eq!(schedule(&mut w, &[30]), vec![1_030], "a pause moves the even schedule too");
+        // The source was silent for 5 s of wall time: no burst of catching up.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let now = Instant::now();
+        let due = w.due(40 * MS, now);
+        assert!(due >= now - QPS_SHAPE && due - start < Duration::from_secs(7), "{:?}", due - start);
     }
 
     #[test]

@@ -239,6 +239,11 @@ pub async fn run(
     let applied = *rx.borrow();
     let mut live = Live { rx, applied, woken: false, paused_at: None };
     let stopped = loop {
+        // A stop is seen here too: records due at once (speed "max", the first LEAD of a
+        // job, a job stopped while it waited for replayers) never wait where it is watched.
+        if stop.is_cancelled() {
+            break true;
+        }
         let next = {
             let mut pull = std::pin::pin!(input.next());
             match std::future::poll_fn(|cx| Poll::Ready(pull.as_mut().poll(cx))).await {
@@ -292,7 +297,7 @@ pub async fn run(
             break true;
         };
         if !late {
-            wheel.released(record.ts, due);
+            wheel.released(record.ts, due, copies);
             ctx.progress.store(record.ts - *pass.origin.get_or_insert(record.ts), Relaxed);
         }
         let endpoint = endpoints.id(&record.method, &record.path);
