@@ -78,6 +78,75 @@ async fn tokens_guard_both_ports_and_are_never_printed() {
     assert!(!text.contains(REPLAYER_TOKEN) && !text.contains(ADMIN_TOKEN));
 }
 
+/// A raw POST as a browser sends it for a page: `headers` are its extra lines.
+async fn post_from_page(
+    addr: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    headers: &str,
+) -> (u16, String) {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect admin");
+    exchange(&mut stream, &req).await
+}
+
+/// A page of another site cannot steer a job on loopback, with or without the admin token:
+/// a form posted to /job/stop, a script's /job/config and a cross-site /job/start are
+/// refused (403) and counted, and the job goes on; the same origin and curl-like clients
+/// still can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_another_site_cannot_steer_a_job() {
+    let dir = temp_dir("trust-cross-site");
+    let job = write_job(&dir, "http://127.0.0.1:9", &recording(&dir, 5), "min_replayers = 1", "");
+    let report = dir.join("report.json");
+    for token in [None, Some(ADMIN_TOKEN)] {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let env: Vec<(&str, &str)> = token.iter().map(|t| ("REPRISE_ADMIN_TOKEN", *t)).collect();
+        let a = ["dispatcher", "--config", job.to_str().expect("path"), "--grpc", "127.0.0.1:0"];
+        let mut a = a.to_vec();
+        a.extend(["--http", "127.0.0.1:0", "--report-json", report.to_str().expect("path")]);
+        let (guard, line) = spawn_daemon_env(&a, &env);
+        let http = field(&line, "http");
+        let evil = format!("Origin: http://evil.example\r\n{auth}");
+        let form = "application/x-www-form-urlencoded";
+        let refused = [
+            post_from_page(&http, "/job/stop", form, "x=1", &evil).await,
+            post_from_page(
+                &http,
+                "/job/start",
+                "text/plain",
+                "",
+                &format!("Sec-Fetch-Site: cross-site\r\n{auth}"),
+            )
+            .await,
+            post_from_page(&http, "/job/config", "application/json", r#"{"speed": 100}"#, &evil).await,
+            post_from_page(&http, "/job/pause", form, "", &format!("Origin: null\r\n{auth}")).await,
+        ];
+        for (code, body) in &refused {
+            assert_eq!(*code, 403, "{token:?}: {body}");
+            assert!(body.contains("another site"), "the refusal says why: {body}");
+        }
+        let (code, status) = admin(&http, "/status", token).await;
+        assert_eq!(code, 200, "{status}");
+        let s: serde_json::Value = serde_json::from_str(&status).expect("json");
+        assert_eq!(s["state"], "waiting", "nothing changed: {s}");
+        assert_eq!(s["settings"]["speed"], 1.0, "{}", s["settings"]);
+        assert_eq!(s["refused"]["cross_site"], 4, "{}", s["refused"]);
+        // The admin API's own origin may.
+        let same = format!("Origin: http://{http}\r\nSec-Fetch-Site: same-origin\r\n{auth}");
+        let (code, body) = post_from_page(&http, "/job/stop", form, "", &same).await;
+        assert_eq!(code, 202, "{body}");
+        assert_eq!(wait_exit(guard).await.code(), Some(4), "a stopped job exits 4");
+        let r = read_json(&report);
+        assert_eq!(r["state"], "stopped", "stopped by its own page");
+        assert_eq!(r["totals"]["sent"], 0, "{}", r["totals"]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dispatcher_beyond_loopback_without_tokens_refuses_to_start() {
     let dir = temp_dir("trust-exposed");

@@ -1,5 +1,5 @@
 //! Who was turned away at the dispatcher's door, counted by reason: a caller without the
-//! right token, a TLS handshake that failed (no client certificate, a wrong one, plain text
+//! right token, a cross-site request from a browser, a TLS handshake that failed (no client certificate, a wrong one, plain text
 //! on a TLS port). `/status`, the report and the metrics show the counts, so a fleet
 //! misconfigured after a secret rotation is seen, not only logged. Never the token itself.
 
@@ -22,16 +22,20 @@ pub enum Refusal {
     ReportFlood,
     /// A gRPC message past the size limit.
     Oversized,
+    /// A state-changing admin request sent by a page of another site (its `Origin` or
+    /// `Sec-Fetch-Site` says so): any page a user visits could otherwise steer their job.
+    CrossSite,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 6] = [
+    const ALL: [Refusal; 7] = [
         Refusal::ReplayerToken,
         Refusal::AdminToken,
         Refusal::TlsHandshake,
         Refusal::ForeignReport,
         Refusal::ReportFlood,
         Refusal::Oversized,
+        Refusal::CrossSite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +46,7 @@ impl Refusal {
             Refusal::ForeignReport => "foreign_report",
             Refusal::ReportFlood => "report_flood",
             Refusal::Oversized => "oversized",
+            Refusal::CrossSite => "cross_site",
         }
     }
 }

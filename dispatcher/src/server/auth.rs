@@ -5,6 +5,13 @@
 //! UNAUTHENTICATED, HTTP 401) and counted ([`crate::refusals`]); tokens are compared in
 //! constant time and never printed.
 //!
+//! A state-changing admin request (any method but GET, HEAD and OPTIONS) that a browser
+//! sent for a page of another site is refused (HTTP 403), with or without tokens: its
+//! `Sec-Fetch-Site` is `cross-site` or `same-site`, or its `Origin` names another host
+//! than the request's `Host`. Otherwise any page a user visits could post a form to
+//! `http://127.0.0.1:…/job/stop`. Clients that are not browsers (curl, scripts) send
+//! neither header and are not affected.
+//!
 //! Safe by default ([`Access::check_exposure`]): a port that listens beyond loopback needs
 //! its token, or the dispatcher refuses to start unless told `--insecure` on purpose.
 
@@ -12,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq as _;
@@ -99,8 +106,10 @@ pub struct Exposed {
 
 impl Access {
     /// Refuses a port listening beyond loopback without its token (unless `insecure`).
-    pub fn check_exposure(&self, grpc: SocketAddr, http: SocketAddr) -> Result<(), Exposed> {
-        let grpc_open = !grpc.ip().is_loopback() && self.replayer_token.is_none();
+    /// `grpc` is `None` when no gRPC port is served (`reprise run`).
+    pub fn check_exposure(&self, grpc: Option<SocketAddr>, http: SocketAddr) -> Result<(), Exposed> {
+        let grpc_open = grpc.is_some_and(|g| !g.ip().is_loopback()) && self.replayer_token.is_none();
+        let grpc = grpc.map_or_else(|| "none".to_owned(), |g| g.to_string());
         let http_open = !http.ip().is_loopback() && self.admin_token.is_none();
         if self.insecure && (grpc_open || http_open) {
             tracing::warn!(%grpc, %http, "serving beyond loopback without a token (--insecure)");
@@ -136,6 +145,14 @@ pub(super) struct AdminGate {
 }
 
 pub(super) async fn admin_gate(State(gate): State<AdminGate>, req: Request, next: Next) -> Response {
+    if changes_state(req.method()) && is_cross_site(req.headers()) {
+        gate.job.refusals().count(Refusal::CrossSite);
+        tracing::warn!(path = %req.uri().path(), "admin request refused: sent by a page of another site");
+        let body = axum::Json(serde_json::json!({
+            "error": "a page of another site may not change the job: send this request from the same origin as the admin API, or from a client that is not a browser (curl, a script)"
+        }));
+        return (StatusCode::FORBIDDEN, body).into_response();
+    }
     let Some(token) = &gate.token else { return next.run(req).await };
     let open = match req.uri().path() {
         "/healthz" => true,
@@ -153,9 +170,59 @@ pub(super) async fn admin_gate(State(gate): State<AdminGate>, req: Request, next
     (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
 }
 
+fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether a browser sent this request for a page of another site. `Sec-Fetch-Site` is
+/// what browsers set and pages cannot; `Origin` covers browsers without it. A request
+/// with neither is not from a page's script or form.
+fn is_cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else { return false };
+    let host = headers.get(header::HOST).map(HeaderValue::as_bytes);
+    // `null` (a sandboxed page, a file://) is another site too.
+    let authority =
+        origin.as_bytes().strip_prefix(b"http://").or_else(|| origin.as_bytes().strip_prefix(b"https://"));
+    match (authority, host) {
+        (Some(authority), Some(host)) => !authority.eq_ignore_ascii_case(host),
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pages_of_another_site_are_cross_site() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let host = ("host", "127.0.0.1:8080");
+        assert!(!is_cross_site(&headers(&[host])), "curl sends neither header");
+        assert!(!is_cross_site(&headers(&[host, ("origin", "http://127.0.0.1:8080")])));
+        assert!(!is_cross_site(&headers(&[host, ("sec-fetch-site", "same-origin")])));
+        assert!(!is_cross_site(&headers(&[host, ("sec-fetch-site", "none")])), "typed in the address bar");
+        assert!(is_cross_site(&headers(&[host, ("origin", "http://evil.example")])));
+        assert!(is_cross_site(&headers(&[host, ("origin", "http://127.0.0.1:9999")])));
+        assert!(is_cross_site(&headers(&[host, ("origin", "null")])));
+        assert!(is_cross_site(&headers(&[("origin", "http://127.0.0.1:8080")])), "no Host to match");
+        assert!(is_cross_site(&headers(&[host, ("sec-fetch-site", "cross-site")])));
+        assert!(
+            is_cross_site(&headers(&[host, ("sec-fetch-site", "same-site")])),
+            "another port is another origin"
+        );
+        assert!(
+            changes_state(&Method::POST) && changes_state(&Method::DELETE) && !changes_state(&Method::GET)
+        );
+    }
 
     fn token(s: &str) -> Token {
         Token::new("T", s).expect("token")
@@ -187,18 +254,24 @@ mod tests {
         let lo: SocketAddr = "127.0.0.1:1".parse().expect("addr");
         let any: SocketAddr = "0.0.0.0:1".parse().expect("addr");
         let none = Access::default();
-        assert!(none.check_exposure(lo, lo).is_ok());
-        let both = none.check_exposure(any, any).expect_err("refused").to_string();
+        assert!(none.check_exposure(Some(lo), lo).is_ok());
+        assert!(none.check_exposure(None, lo).is_ok());
+        let admin_only = none.check_exposure(None, any).expect_err("refused").to_string();
+        assert!(
+            admin_only.contains(ADMIN_TOKEN_VAR) && !admin_only.contains(REPLAYER_TOKEN_VAR),
+            "{admin_only}"
+        );
+        let both = none.check_exposure(Some(any), any).expect_err("refused").to_string();
         assert!(both.contains(REPLAYER_TOKEN_VAR) && both.contains(ADMIN_TOKEN_VAR), "{both}");
         assert!(both.contains("--insecure"), "{both}");
-        let grpc_only = none.check_exposure(any, lo).expect_err("refused").to_string();
+        let grpc_only = none.check_exposure(Some(any), lo).expect_err("refused").to_string();
         assert!(
             grpc_only.contains(REPLAYER_TOKEN_VAR) && !grpc_only.contains(ADMIN_TOKEN_VAR),
             "{grpc_only}"
         );
         let with =
             Access { replayer_token: Some(token("a")), admin_token: Some(token("b")), insecure: false };
-        assert!(with.check_exposure(any, any).is_ok());
-        assert!(Access { insecure: true, ..Access::default() }.check_exposure(any, any).is_ok());
+        assert!(with.check_exposure(Some(any), any).is_ok());
+        assert!(Access { insecure: true, ..Access::default() }.check_exposure(Some(any), any).is_ok());
     }
 }
