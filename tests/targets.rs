@@ -43,7 +43,22 @@ async fn a_havok_file_without_a_target_runs_on_replayers_given_their_own() {
     let out = reprise(args(&["run", "configs/havok.toml"])).await;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("no target: set [job] target, or pass --target URL"), "{err}");
+    assert!(err.contains("job.target: missing: `reprise run` needs a target; set [job] target"), "{err}");
+    assert!(err.contains("or pass --target URL"), "{err}");
+
+    // An empty job file: every problem in one message, the target among them.
+    let dir = temp_dir("empty-job");
+    let empty = dir.join("empty.toml");
+    std::fs::write(&empty, "").expect("write");
+    let out = reprise(args(&["run", empty.to_str().expect("path")])).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("- job.target: missing"), "{err}");
+    assert!(err.contains("- fetcher"), "the recording too: {err}");
+    assert_eq!(err.matches("error:").count(), 1, "one message: {err}");
+    let out = reprise(args(&["run", empty.to_str().expect("path"), "--target", "http://127.0.0.1:9"])).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("job.target") && err.contains("- fetcher"), "--target gives one: {err}");
 
     let (a, b) = (Capture::start().await, Capture::start().await);
     let dir = temp_dir("havok-targets");

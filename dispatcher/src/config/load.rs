@@ -20,13 +20,37 @@ fn list(problems: &[Problem]) -> String {
     problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n")
 }
 
+/// What the command about to run needs of a job file beyond its own rules: `reprise run`
+/// without `--target` needs `[job] target`, which a fleet's job file may leave to each
+/// replayer. A missing need is a problem listed with the file's others, never alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Needs {
+    pub target: bool,
+}
+
+/// The problem of a job without the target its command needs.
+const NEEDS_TARGET: &str = "missing: `reprise run` needs a target; set [job] target = \"http://host:port\", or pass --target URL (or REPRISE_TARGET)";
+
 impl JobConfig {
-    /// Reads, parses and validates a job file.
-    pub fn load(path: &Path) -> Result<JobConfig, ConfigError> {
+    /// Reads, parses and validates a job file for a command that `needs` more of it.
+    pub fn load(path: &Path, needs: Needs) -> Result<JobConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let mut cfg = Self::parse(&text)
-            .map_err(|problems| ConfigError::Invalid { path: path.display().to_string(), problems })?;
+        let invalid = |problems| ConfigError::Invalid { path: path.display().to_string(), problems };
+        let mut cfg = match Self::parse(&text) {
+            Ok(cfg) if needs.target && cfg.job.target.is_none() => {
+                return Err(invalid(vec![Problem::new("job.target", "", NEEDS_TARGET)]));
+            }
+            Ok(cfg) => cfg,
+            Err(mut problems) => {
+                let has_target = toml::from_str::<toml::Table>(&text)
+                    .is_ok_and(|t| t.get("job").and_then(|j| j.get("target")).is_some());
+                if needs.target && !has_target && !problems.iter().any(|p| p.key == "job.target") {
+                    problems.push(Problem::new("job.target", "", NEEDS_TARGET));
+                }
+                return Err(invalid(problems));
+            }
+        };
         if cfg.job.id.is_none() {
             cfg.job.id = path.file_stem().map(|s| s.to_string_lossy().into_owned());
         }
@@ -184,5 +208,29 @@ fn erase_in(v: &mut toml::Value, path: &[&Segment]) -> bool {
             a.get_mut(*index).is_some_and(|v| erase_in(v, rest))
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_target_is_listed_with_the_other_problems_when_the_command_needs_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("empty.toml");
+        std::fs::write(&path, "").expect("write");
+        let keys = |needs| match JobConfig::load(&path, needs) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                problems.into_iter().map(|p| p.key).collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        let both = keys(Needs { target: true });
+        assert!(both.contains(&"job.target".to_owned()) && both.len() >= 2, "{both:?}");
+        assert!(!keys(Needs::default()).contains(&"job.target".to_owned()));
+        std::fs::write(&path, "[fetcher.file]\npath = \"r.jsonl\"\n").expect("write");
+        assert_eq!(keys(Needs { target: true }), vec!["job.target"], "alone when it is the only one");
+        assert!(JobConfig::load(&path, Needs::default()).is_ok());
     }
 }

@@ -31,7 +31,7 @@ use crate::thresholds::Gate;
 pub use crate::routing::HashStrategy;
 pub use compare::{Baseline, ByteSize, CompareConfig};
 pub use keys::KeyPattern;
-pub use load::ConfigError;
+pub use load::{ConfigError, Needs};
 pub use results::{
     ABORT_ON_FAIL, EndpointRule, IdKind, InfluxConfig, RawConfig, SinksConfig, StatsConfig, Templates,
     ThresholdEntry,
