@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use reprise_dispatcher::config::{JobConfig, ListenAddr};
+use reprise_dispatcher::config::{JobConfig, ListenAddr, Needs};
 use reprise_dispatcher::{
     ADMIN_TOKEN_VAR, Access, DropReason, InProcess, Job, JobError, JobOptions, JobState, REPLAYER_TOKEN_VAR,
     Report, Token, progress_line,
@@ -25,10 +25,10 @@ use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG, EXIT_STOPPED, EXIT_THRESHOLDS};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Loads a job file and reads its substitution tables; Havok keys reprise does not use are
-/// printed once each as warnings.
-fn load(path: &Path) -> Result<JobConfig, ExitCode> {
-    let cfg = JobConfig::load(path).map_err(|e| {
+/// Loads a job file for a command that `needs` more of it, and reads its substitution
+/// tables; Havok keys reprise does not use are printed once each as warnings.
+fn load(path: &Path, needs: Needs) -> Result<JobConfig, ExitCode> {
+    let cfg = JobConfig::load(path, needs).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })?;
@@ -48,7 +48,7 @@ fn cannot_run(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 pub fn validate(path: &Path) -> ExitCode {
-    match load(path) {
+    match load(path, Needs::default()) {
         Ok(_) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
@@ -108,18 +108,13 @@ pub async fn local(
     target: Option<String>,
     cancel: CancellationToken,
 ) -> ExitCode {
-    let cfg = match load(path) {
+    let cfg = match load(path, Needs { target: target.is_none() }) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let replayers = replayers.unwrap_or(cfg.job.replayers).max(1);
-    let Some(target) = target.or_else(|| cfg.job.target.clone()) else {
-        eprintln!(
-            "error: {}: no target: set [job] target, or pass --target URL (or REPRISE_TARGET)",
-            path.display()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    };
+    // invariant: without --target, load refused a job file without [job] target.
+    let Some(target) = target.or_else(|| cfg.job.target.clone()) else { unreachable!("checked by load") };
     let target = match resolve_target(&target, &cancel).await {
         Ok(t) => t,
         Err(code) => return code,
@@ -133,7 +128,8 @@ pub async fn local(
     let opts = JobOptions { target: Some(target), dry_run };
     // Loopback only, and its replayers in this process: no token or TLS to ask for.
     let access = Access::default();
-    let mut running = match reprise_dispatcher::start(cfg, opts, loopback, loopback, access, &cancel).await {
+    // Its replayers are in this process: no gRPC port to open.
+    let mut running = match reprise_dispatcher::start(cfg, opts, None, loopback, access, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };
@@ -326,7 +322,7 @@ fn addr(flag: Option<String>, default: ListenAddr, name: &str) -> Result<std::ne
 }
 
 pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken) -> ExitCode {
-    let cfg = match load(path) {
+    let cfg = match load(path, Needs::default()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -348,11 +344,13 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
         Err(code) => return code,
     };
     let opts = JobOptions { target, dry_run: false };
-    let mut running = match reprise_dispatcher::start(cfg, opts, grpc, http, access, &cancel).await {
+    let mut running = match reprise_dispatcher::start(cfg, opts, Some(grpc), http, access, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };
-    println!("listening grpc={} http={}", running.grpc, running.http);
+    // invariant: a gRPC address was given, so it was bound.
+    let grpc = running.grpc.unwrap_or(grpc);
+    println!("listening grpc={grpc} http={}", running.http);
     let _ = std::io::stdout().flush();
     let result = (&mut running.done).await;
     if args.serve_forever {

@@ -309,6 +309,8 @@ async fn an_interrupted_run_drains_and_balances_its_books() {
     let run = Guard(child);
     assert!(wait_until(|| target.requests().len() >= 10, std::time::Duration::from_secs(10)).await);
     let pid = run.0.id().to_string();
+    // Its replayers are in the process: it listens on the admin port only, not on gRPC.
+    assert_eq!(listening_ports(&pid).len(), 1, "one listening port: {:?}", listening_ports(&pid));
     assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
     let exit = wait_exit(run).await;
     assert_eq!(exit.code(), Some(4), "an interrupted job exits 4: {exit:?}");
@@ -317,6 +319,27 @@ async fn an_interrupted_run_drains_and_balances_its_books() {
     assert_eq!(t["ok"].as_u64().expect("ok") + t["failed"].as_u64().expect("failed"), sent);
     let stopped = t["dropped"]["stopped"].as_u64().unwrap_or_default();
     assert_eq!(t["scheduled"].as_u64().expect("scheduled"), sent + stopped, "{t}");
+}
+
+/// The TCP ports process `pid` listens on, from /proc: the socket inodes among its file
+/// descriptors that /proc/net/tcp{,6} list in state LISTEN (0A).
+fn listening_ports(pid: &str) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| Some(l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok());
+                ports.extend(port);
+            }
+        }
+    }
+    ports
 }
 
 /// The built-in echo target logs each arrival (what `scripts/bench` reads the schedule error

@@ -1,6 +1,7 @@
 //! The dispatcher's outside: binds the gRPC ([`grpc`]) and admin HTTP ([`admin`]) listeners
-//! and runs a job behind them — what both `reprise dispatcher` and `reprise run` start
-//! (`run`'s replayers call the same service in place: [`Running::in_process`]).
+//! and runs a job behind them — what both `reprise dispatcher` and `reprise run` start.
+//! `run`'s replayers call the same service in place ([`Running::in_process`]), so `run`
+//! opens no gRPC port: only the admin API, which its progress line points to.
 //! [`Running::shutdown`] stops both servers and returns once they (and their connections)
 //! have finished.
 
@@ -41,14 +42,15 @@ pub enum ServeError {
 /// A dispatcher with its listeners bound.
 #[derive(Debug)]
 pub struct Running {
-    pub grpc: SocketAddr,
+    /// `None` when only replayers in this process are served.
+    pub grpc: Option<SocketAddr>,
     pub http: SocketAddr,
     pub job: Arc<Job>,
     /// Ends when the job has ended (finished or stopped), its books are closed and its tasks
     /// have finished.
     pub done: JoinHandle<Result<(), JobError>>,
     stop_servers: CancellationToken,
-    servers: [JoinHandle<()>; 2],
+    servers: Vec<JoinHandle<()>>,
 }
 
 /// How long the servers may take to finish their connections once stopped; a peer that
@@ -86,58 +88,67 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
     TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { what, addr, source })
 }
 
-/// Binds both listeners and starts the job; it begins once enough replayers subscribe.
+/// Binds the listeners and starts the job; it begins once enough replayers subscribe.
+/// Without `grpc`, no gRPC port is opened: replayers can only be [`Running::in_process`].
 /// `access` says what callers must present (checked against where the ports listen first);
 /// `[service.tls]` puts both ports behind TLS. `shutdown` stops the job (see [`Job::run`]);
 /// the servers stop with [`Running::shutdown`].
 pub async fn start(
     cfg: JobConfig,
     opts: JobOptions,
-    grpc: SocketAddr,
+    grpc: Option<SocketAddr>,
     http: SocketAddr,
     access: Access,
     shutdown: &CancellationToken,
 ) -> Result<Running, ServeError> {
     access.check_exposure(grpc, http)?;
     let tls = cfg.service.tls.as_ref().map(tls::ServerTls::load).transpose()?;
-    if tls.is_none() && !(grpc.ip().is_loopback() && http.ip().is_loopback()) {
+    if tls.is_none() && !(grpc.is_none_or(|g| g.ip().is_loopback()) && http.ip().is_loopback()) {
         tracing::warn!(
             "serving beyond loopback without [service.tls]: recorded requests and tokens cross the network in plain text (fine behind a mesh that encrypts, not otherwise)"
         );
     }
     let metrics_auth = cfg.service.metrics_auth;
-    let grpc_listener = bind("gRPC", grpc).await?;
+    let grpc_listener = match grpc {
+        Some(addr) => Some((bind("gRPC", addr).await?, addr)),
+        None => None,
+    };
     let http_listener = bind("admin HTTP", http).await?;
-    let (grpc, http) = (local(&grpc_listener, grpc), local(&http_listener, http));
+    let http = local(&http_listener, http);
     let job = Job::new(cfg, opts, shutdown)?;
     let stop_servers = CancellationToken::new();
 
-    let svc = grpc::Service::server(Arc::clone(&job), access.replayer_token);
-    let stop = stop_servers.clone().cancelled_owned();
-    let grpc_server = match &tls {
-        None => {
-            let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-            tokio::spawn(serve_grpc(svc, Arc::clone(&job), incoming, stop))
-        }
-        Some(t) => {
-            let incoming = tls::TlsIncoming::new(grpc_listener, Arc::clone(&t.grpc), Arc::clone(&job));
-            tokio::spawn(serve_grpc(svc, Arc::clone(&job), incoming.into_stream(), stop))
-        }
-    };
+    let mut servers = Vec::with_capacity(2);
+    let grpc = grpc_listener.map(|(listener, addr)| {
+        let bound = local(&listener, addr);
+        let svc = grpc::Service::server(Arc::clone(&job), access.replayer_token);
+        let stop = stop_servers.clone().cancelled_owned();
+        servers.push(match &tls {
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(serve_grpc(svc, Arc::clone(&job), incoming, stop))
+            }
+            Some(t) => {
+                let incoming = tls::TlsIncoming::new(listener, Arc::clone(&t.grpc), Arc::clone(&job));
+                tokio::spawn(serve_grpc(svc, Arc::clone(&job), incoming.into_stream(), stop))
+            }
+        });
+        bound
+    });
     let gate = auth::AdminGate { job: Arc::clone(&job), token: access.admin_token, metrics_auth };
     let app =
         admin::router(Arc::clone(&job)).layer(axum::middleware::from_fn_with_state(gate, auth::admin_gate));
     let stop = stop_servers.clone().cancelled_owned();
-    let admin_server = match &tls {
+    servers.push(match &tls {
         None => tokio::spawn(serve_admin(http_listener, app, stop)),
         Some(t) => {
             let incoming = tls::TlsIncoming::new(http_listener, Arc::clone(&t.admin), Arc::clone(&job));
             tokio::spawn(serve_admin(incoming, app, stop))
         }
-    };
+    });
     let runner = Arc::clone(&job);
     let done = tokio::spawn(async move { runner.run().await });
-    Ok(Running { grpc, http, job, done, stop_servers, servers: [grpc_server, admin_server] })
+    Ok(Running { grpc, http, job, done, stop_servers, servers })
 }
 
 async fn serve_grpc<I, IO, IE>(
