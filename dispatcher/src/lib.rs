@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! Layers, from the bottom; a module imports only from layers below it (docs/design.md,
-//! "Layout"):
+//! "Layers of the dispatcher"):
 //! 1. Leaves: `record` (a parsed request), `accounting` (every record counted),
 //!    `refusals` (callers turned away), `redact` (secrets out of printed samples),
 //!    `routing` (which replayer gets a record), `thresholds` (the CI gate: parse and judge).

@@ -4,7 +4,7 @@
 //! goes out with the body in one vectored write; the response head is parsed with `httparse`
 //! and its body skipped by its framing (length, chunked, or to the end of the connection).
 //! Per request there is no header map, no request object, no task and no channel: against a
-//! local nginx this cut the replayer's user-space time per request (see docs/design.md). HTTPS
+//! local nginx this cut the replayer's user-space time per request (see docs/design.md, "Decisions that look odd"). HTTPS
 //! stays on hyper ([`crate::http`]), where HTTP/2 will also need it.
 //!
 //! The request head is written by [`crate::request`] (its fidelity rules are there).

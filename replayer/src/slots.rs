@@ -5,7 +5,7 @@
 //! polls only the slots whose bits are set. This is the readiness loop of wrk (one thread,
 //! many connections) on tokio: no task per connection and no allocation per request (a
 //! `FuturesUnordered` holds one future per *request*, allocated and moved on each push;
-//! measured in docs/design.md).
+//! measured in this file's git history).
 
 use std::future::Future;
 use std::pin::Pin;

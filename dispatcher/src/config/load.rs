@@ -142,7 +142,7 @@ impl JobConfig {
 /// Type errors listed before the rest of a job file is given up on.
 const MAX_TYPE_ERRORS: usize = 100;
 
-/// `job.speed`, `stats.endpoints[0].pattern`: as the README's reference writes keys.
+/// `job.speed`, `stats.endpoints[0].pattern`: as docs/job-file.md writes keys.
 fn key_path(segments: &[&Segment]) -> String {
     let mut key = String::new();
     for s in segments {

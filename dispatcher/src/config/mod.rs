@@ -6,7 +6,7 @@
 //! (`havok`).
 //! Loading never stops at the first problem: unknown keys are collected while deserializing
 //! (serde_ignored, not `deny_unknown_fields`, so that every one is listed), then
-//! [`JobConfig::validate`] checks every rule. The README's "Job file reference" lists every key.
+//! [`JobConfig::validate`] checks every rule. docs/job-file.md lists every key.
 
 mod compare;
 mod havok;

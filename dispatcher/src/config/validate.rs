@@ -38,7 +38,7 @@ impl Problem {
     }
 
     pub(super) fn unknown_key(key: &str) -> Self {
-        Self::new(key, "", "unknown key; the README's \"Job file reference\" lists the keys a job file takes")
+        Self::new(key, "", "unknown key; docs/job-file.md lists the keys a job file takes")
     }
 
     pub(super) fn havok_key(key: &str, why: &str) -> Self {

@@ -7,7 +7,7 @@
 //! polls those that are ready and records each outcome as it completes. A response wakes
 //! that one task, which then takes whatever else is ready in the same poll: no task per
 //! connection, no channel between a feeder and workers, no wake-up handed from one to the
-//! other per request (the loop wrk has, and the issue asked for; measured in docs/design.md).
+//! other per request (the loop wrk has, and the issue asked for; measured in its git history).
 //! The cost of that: one replayer sends from one core at a time; a machine with more cores
 //! than that uses runs more replayers (`reprise run --replayers N`, or more daemons).
 //!
