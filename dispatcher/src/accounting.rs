@@ -54,6 +54,156 @@ impl DropReason {
     }
 }
 
+/// Why a unit of the recording was not understood: the names of `malformed` in the report,
+/// the metrics and the logs. Every name lives here, so a new one is a variant, never a
+/// string typed at the place it happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Malformed {
+    // Any format: a unit past the line limit, a time outside `[analyzer] earliest/max_ahead`,
+    // headers that cannot be sent as they are.
+    TooLong,
+    ImplausibleTime,
+    TooManyHeaders,
+    HeadersTooLarge,
+    BadHeaders,
+    // json records.
+    JsonSyntax,
+    MissingTs,
+    BadTs,
+    MissingMethod,
+    BadMethod,
+    MissingUrl,
+    BadUrl,
+    BadBody,
+    BadResponse,
+    // GoReplay units.
+    GorTruncated,
+    GorMeta,
+    HttpHead,
+    HttpHeader,
+    HttpBody,
+    HttpStatusLine,
+    HttpRequestLine,
+    // Combined access-log lines.
+    NotUtf8,
+    NoTime,
+    BadTime,
+    NoRequest,
+    BadRequest,
+    // Sources: a part that could not be read, a Kafka message without a time.
+    ReadError,
+    UnreadableFile,
+    UnreadableObject,
+    NoKafkaTimestamp,
+}
+
+impl Malformed {
+    pub const ALL: [Malformed; 30] = [
+        Malformed::TooLong,
+        Malformed::ImplausibleTime,
+        Malformed::TooManyHeaders,
+        Malformed::HeadersTooLarge,
+        Malformed::BadHeaders,
+        Malformed::JsonSyntax,
+        Malformed::MissingTs,
+        Malformed::BadTs,
+        Malformed::MissingMethod,
+        Malformed::BadMethod,
+        Malformed::MissingUrl,
+        Malformed::BadUrl,
+        Malformed::BadBody,
+        Malformed::BadResponse,
+        Malformed::GorTruncated,
+        Malformed::GorMeta,
+        Malformed::HttpHead,
+        Malformed::HttpHeader,
+        Malformed::HttpBody,
+        Malformed::HttpStatusLine,
+        Malformed::HttpRequestLine,
+        Malformed::NotUtf8,
+        Malformed::NoTime,
+        Malformed::BadTime,
+        Malformed::NoRequest,
+        Malformed::BadRequest,
+        Malformed::ReadError,
+        Malformed::UnreadableFile,
+        Malformed::UnreadableObject,
+        Malformed::NoKafkaTimestamp,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Malformed::TooLong => "too_long",
+            Malformed::ImplausibleTime => "implausible_time",
+            Malformed::TooManyHeaders => "too_many_headers",
+            Malformed::HeadersTooLarge => "headers_too_large",
+            Malformed::BadHeaders => "bad_headers",
+            Malformed::JsonSyntax => "json_syntax",
+            Malformed::MissingTs => "missing_ts",
+            Malformed::BadTs => "bad_ts",
+            Malformed::MissingMethod => "missing_method",
+            Malformed::BadMethod => "bad_method",
+            Malformed::MissingUrl => "missing_url",
+            Malformed::BadUrl => "bad_url",
+            Malformed::BadBody => "bad_body",
+            Malformed::BadResponse => "bad_response",
+            Malformed::GorTruncated => "gor_truncated",
+            Malformed::GorMeta => "gor_meta",
+            Malformed::HttpHead => "http_head",
+            Malformed::HttpHeader => "http_header",
+            Malformed::HttpBody => "http_body",
+            Malformed::HttpStatusLine => "http_status_line",
+            Malformed::HttpRequestLine => "http_request_line",
+            Malformed::NotUtf8 => "not_utf8",
+            Malformed::NoTime => "no_time",
+            Malformed::BadTime => "bad_time",
+            Malformed::NoRequest => "no_request",
+            Malformed::BadRequest => "bad_request",
+            Malformed::ReadError => "read_error",
+            Malformed::UnreadableFile => "unreadable_file",
+            Malformed::UnreadableObject => "unreadable_object",
+            Malformed::NoKafkaTimestamp => "no_kafka_timestamp",
+        }
+    }
+}
+
+/// Why a unit that was understood is not replayed: the names of `skipped`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Skipped {
+    /// A GoReplay response (type 2 paired with its request, or type 3).
+    GorResponse,
+    /// A GoReplay answer to no request waiting for one.
+    GorResponseUnpaired,
+    /// Left out by a `[[filter]]` rule.
+    Filtered,
+    /// A `[[substitute]]` value its table lacks, with `unmapped = "drop"`.
+    Unmapped,
+    /// A `[[rewrite]]` that could not be applied, with `on_failure = "skip"`.
+    RewriteFailed,
+}
+
+impl Skipped {
+    pub const ALL: [Skipped; 5] = [
+        Skipped::GorResponse,
+        Skipped::GorResponseUnpaired,
+        Skipped::Filtered,
+        Skipped::Unmapped,
+        Skipped::RewriteFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skipped::GorResponse => "gor_response",
+            Skipped::GorResponseUnpaired => "gor_response_unpaired",
+            Skipped::Filtered => "filtered",
+            Skipped::Unmapped => "unmapped",
+            Skipped::RewriteFailed => "rewrite_failed",
+        }
+    }
+}
+
 /// A counter on a cache line of its own (128 bytes: a pair of lines, which x86 fetches
 /// together).
 #[derive(Debug, Default)]
@@ -73,8 +223,8 @@ pub struct Accounting {
     late: AtomicU64,
     scheduled: AtomicU64,
     dispatched: AtomicU64,
-    malformed: Mutex<BTreeMap<&'static str, u64>>,
-    skipped: Mutex<BTreeMap<&'static str, u64>>,
+    malformed: Mutex<BTreeMap<Malformed, u64>>,
+    skipped: Mutex<BTreeMap<Skipped, u64>>,
     dropped: Mutex<BTreeMap<DropReason, u64>>,
     /// Records each `[[filter]]` rule left out, by the rule's index: an add per record
     /// filtered, from every reader thread, so an atomic each rather than a map behind a lock.
@@ -159,10 +309,10 @@ pub struct Counts {
     pub scheduled: u64,
     /// Copies handed to replayers.
     pub dispatched: u64,
-    pub malformed: BTreeMap<&'static str, u64>,
+    pub malformed: BTreeMap<Malformed, u64>,
     /// Units that are not requests to replay: GoReplay responses (`response`), records left
     /// out by a filter (`filtered`).
-    pub skipped: BTreeMap<&'static str, u64>,
+    pub skipped: BTreeMap<Skipped, u64>,
     /// Records left out by each `[[filter]]` rule, by its name (every rule, zeros included).
     pub filtered: BTreeMap<String, u64>,
     /// Each `[[substitute]]` rule's counts, by its name.
@@ -217,15 +367,16 @@ impl Accounting {
     /// Counts a malformed unit and logs the first few of each reason: where (`source`, and the
     /// unit's number in it, 1-based: the line number for line formats), what is wrong, and the
     /// start of the unit itself, secret header values and bodies redacted.
-    pub fn malformed(&self, reason: &'static str, detail: &str, unit: &[u8], source: &str, at: u64) {
+    pub fn malformed(&self, reason: Malformed, detail: &str, unit: &[u8], source: &str, at: u64) {
         let n = bump(&self.malformed, reason, 1);
         if n <= SAMPLES_PER_REASON {
             let sample = self.redactor.sample(unit, 160);
+            let reason = reason.as_str();
             tracing::warn!(reason, source, unit = at, detail, sample = %sample.escape_debug(), "malformed input skipped");
         }
     }
 
-    pub fn skipped(&self, reason: &'static str) {
+    pub fn skipped(&self, reason: Skipped) {
         bump(&self.skipped, reason, 1);
     }
 
@@ -294,8 +445,9 @@ impl Accounting {
     }
 
     pub fn counts(&self) -> Counts {
-        let lock =
-            |m: &Mutex<BTreeMap<&'static str, u64>>| m.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        fn lock<K: Clone>(m: &Mutex<BTreeMap<K, u64>>) -> BTreeMap<K, u64> {
+            m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        }
         Counts {
             input: self.input.load(Relaxed),
             in_range: self.in_range.load(Relaxed),
@@ -309,9 +461,9 @@ impl Accounting {
                 let mut skipped = lock(&self.skipped);
                 let filtered: u64 = self.filtered.iter().map(|(_, n)| n.load(Relaxed)).sum();
                 for (reason, n) in [
-                    ("filtered", filtered),
-                    ("unmapped", RuleCounter::skipped(&self.substitutes)),
-                    ("rewrite_failed", RuleCounter::skipped(&self.rewrites)),
+                    (Skipped::Filtered, filtered),
+                    (Skipped::Unmapped, RuleCounter::skipped(&self.substitutes)),
+                    (Skipped::RewriteFailed, RuleCounter::skipped(&self.rewrites)),
                 ] {
                     if n > 0 {
                         skipped.insert(reason, n);
@@ -354,5 +506,26 @@ impl Counts {
 
     pub fn malformed_total(&self) -> u64 {
         self.malformed.values().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name is the same in the report (serde), the metrics and the logs (`as_str`), and
+    /// no two reasons share one.
+    #[test]
+    fn every_reason_has_one_name_everywhere() {
+        fn check<T: Serialize + Copy>(all: &[T], as_str: fn(T) -> &'static str) {
+            let names: BTreeMap<&str, usize> = all.iter().map(|&r| (as_str(r), 0)).collect();
+            assert_eq!(names.len(), all.len(), "names are unique");
+            for &r in all {
+                assert_eq!(serde_json::to_value(r).expect("json"), as_str(r));
+            }
+        }
+        check(&Malformed::ALL, Malformed::as_str);
+        check(&Skipped::ALL, Skipped::as_str);
+        check(&DropReason::ALL, DropReason::as_str);
     }
 }

@@ -13,6 +13,7 @@
 use bytes::Bytes;
 
 use super::{KeySource, Parsed, is_method, with_key};
+use crate::accounting::Malformed;
 use crate::record::{Record, Text, split_url};
 
 #[derive(Clone, Debug)]
@@ -27,7 +28,7 @@ impl Combined {
 
     pub fn parse(&self, line: &[u8]) -> Parsed {
         let Ok(line) = std::str::from_utf8(line) else {
-            return Parsed::malformed("not_utf8", String::from_utf8_lossy(line).into_owned());
+            return Parsed::malformed(Malformed::NotUtf8, String::from_utf8_lossy(line).into_owned());
         };
         match parse_line(line.trim_end()) {
             Ok(r) => Parsed::Record(with_key(r, self.key.as_ref())),
@@ -36,22 +37,22 @@ impl Combined {
     }
 }
 
-fn parse_line(line: &str) -> Result<Record, &'static str> {
-    let open = line.find('[').ok_or("no_time")?;
-    let close = open + line[open..].find(']').ok_or("no_time")?;
+fn parse_line(line: &str) -> Result<Record, Malformed> {
+    let open = line.find('[').ok_or(Malformed::NoTime)?;
+    let close = open + line[open..].find(']').ok_or(Malformed::NoTime)?;
     let ts = chrono::DateTime::parse_from_str(&line[open + 1..close], "%d/%b/%Y:%H:%M:%S %z")
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
-        .ok_or("bad_time")?;
+        .ok_or(Malformed::BadTime)?;
     let mut quoted = Quoted(&line[close + 1..]);
-    let request = quoted.next().ok_or("no_request")?;
+    let request = quoted.next().ok_or(Malformed::NoRequest)?;
     let request = decode(request, Decoded::Uri);
     let mut parts = request.split(' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().ok_or("bad_request")?);
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next().ok_or(Malformed::BadRequest)?);
     if !is_method(method) {
-        return Err("bad_request");
+        return Err(Malformed::BadRequest);
     }
-    let (host, path) = split_url(target).ok_or("bad_request")?;
+    let (host, path) = split_url(target).ok_or(Malformed::BadRequest)?;
     let referer = quoted.next();
     let agent = quoted.next();
     let mut headers = Vec::new();
@@ -214,7 +215,7 @@ mod tests {
     #[test]
     fn malformed_lines_are_named_by_reason() {
         let reason = |l: &str| match parse(l) {
-            Parsed::Malformed { reason, .. } => reason,
+            Parsed::Malformed { reason, .. } => reason.as_str(),
             other => panic!("{other:?}"),
         };
         assert_eq!(reason("just text"), "no_time");

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::answers::Answers;
 use super::json::is_header_name;
 use super::{KeySource, Parsed, is_method, with_key};
+use crate::accounting::{Malformed, Skipped};
 use crate::record::{Record, Text, split_url};
 
 /// The separator line between GoReplay records (without its newline).
@@ -38,7 +39,7 @@ impl Gor {
         // GoReplay writes "\n" before the separator line; it is not part of the payload.
         let unit = unit.strip_suffix(b"\n").unwrap_or(unit);
         let Some(nl) = unit.iter().position(|&b| b == b'\n') else {
-            return Parsed::malformed("gor_truncated", "no payload after the meta line");
+            return Parsed::malformed(Malformed::GorTruncated, "no payload after the meta line");
         };
         let meta = String::from_utf8_lossy(&unit[..nl]);
         let mut parts = meta.split_ascii_whitespace();
@@ -54,11 +55,11 @@ impl Gor {
                     Err((reason, detail)) => Parsed::malformed(reason, detail),
                 };
             }
-            (Some("2" | "3"), _, _) => return Parsed::Skipped("gor_response"),
-            _ => return Parsed::malformed("gor_meta", meta.into_owned()),
+            (Some("2" | "3"), _, _) => return Parsed::Skipped(Skipped::GorResponse),
+            _ => return Parsed::malformed(Malformed::GorMeta, meta.into_owned()),
         }
         let Some(ts) = ts.and_then(|t| t.parse::<i64>().ok()) else {
-            return Parsed::malformed("gor_meta", meta.into_owned());
+            return Parsed::malformed(Malformed::GorMeta, meta.into_owned());
         };
         match request(&unit[nl + 1..], ts) {
             Ok(r) => {
@@ -75,34 +76,36 @@ impl Gor {
     }
 }
 
-type Bad = (&'static str, String);
+type Bad = (Malformed, String);
 
 /// A raw HTTP/1.x message's first line, headers (a `Transfer-Encoding: chunked` left out)
 /// and body (de-chunked, or cut at its `Content-Length`).
 type Message<'a> = (&'a str, Vec<(Text, Bytes)>, Bytes);
 
 fn message(raw: &[u8]) -> Result<Message<'_>, Bad> {
-    let (head, body) = split_head(raw).ok_or(("http_head", "no blank line ends the headers".to_owned()))?;
-    let head = std::str::from_utf8(head).map_err(|_| ("http_head", "headers are not UTF-8".to_owned()))?;
+    let (head, body) =
+        split_head(raw).ok_or((Malformed::HttpHead, "no blank line ends the headers".to_owned()))?;
+    let head =
+        std::str::from_utf8(head).map_err(|_| (Malformed::HttpHead, "headers are not UTF-8".to_owned()))?;
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let first_line = lines.next().unwrap_or_default();
     let mut headers = Vec::new();
     for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(':').ok_or(("http_header", line.to_owned()))?;
+        let (name, value) = line.split_once(':').ok_or((Malformed::HttpHeader, line.to_owned()))?;
         if !is_header_name(name) {
-            return Err(("http_header", line.to_owned()));
+            return Err((Malformed::HttpHeader, line.to_owned()));
         }
         headers.push((Text::from(name), Bytes::copy_from_slice(value.trim().as_bytes())));
     }
     let header = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
     let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case(b"chunked"));
     let body = if chunked {
-        dechunk(body).ok_or(("http_body", "bad chunked encoding".to_owned()))?
+        dechunk(body).ok_or((Malformed::HttpBody, "bad chunked encoding".to_owned()))?
     } else if let Some(len) = header("content-length") {
         let len: usize = std::str::from_utf8(&len)
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or(("http_header", "bad Content-Length".to_owned()))?;
+            .ok_or((Malformed::HttpHeader, "bad Content-Length".to_owned()))?;
         Bytes::copy_from_slice(&body[..len.min(body.len())])
     } else {
         Bytes::copy_from_slice(body)
@@ -121,8 +124,9 @@ fn response(raw: &[u8]) -> Result<(u16, Message<'_>), Bad> {
         (Some(v), Some(code)) if v.starts_with("HTTP/1.") && code.len() == 3 => code.parse::<u16>().ok(),
         _ => None,
     };
-    let status =
-        status.filter(|s| (100..=599).contains(s)).ok_or(("http_status_line", status_line.to_owned()))?;
+    let status = status
+        .filter(|s| (100..=599).contains(s))
+        .ok_or((Malformed::HttpStatusLine, status_line.to_owned()))?;
     Ok((status, (status_line, headers, body)))
 }
 
@@ -132,12 +136,12 @@ fn request(raw: &[u8], ts: i64) -> Result<Record, Bad> {
     let mut parts = request_line.split(' ');
     let (method, target, version) = (parts.next(), parts.next(), parts.next());
     let (Some(method), Some(target), Some(version)) = (method, target, version) else {
-        return Err(("http_request_line", request_line.to_owned()));
+        return Err((Malformed::HttpRequestLine, request_line.to_owned()));
     };
     if !is_method(method) || !version.starts_with("HTTP/1.") {
-        return Err(("http_request_line", request_line.to_owned()));
+        return Err((Malformed::HttpRequestLine, request_line.to_owned()));
     }
-    let (url_host, path) = split_url(target).ok_or(("http_request_line", request_line.to_owned()))?;
+    let (url_host, path) = split_url(target).ok_or((Malformed::HttpRequestLine, request_line.to_owned()))?;
     let host = url_host.map(Text::from).or_else(|| {
         let (_, h) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host"))?;
         Some(String::from_utf8_lossy(h).into())
@@ -201,8 +205,8 @@ mod tests {
 
     #[test]
     fn responses_are_skipped() {
-        assert_eq!(parse("2 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"), Parsed::Skipped("gor_response"));
-        assert_eq!(parse("3 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"), Parsed::Skipped("gor_response"));
+        assert_eq!(parse("2 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"), Parsed::Skipped(Skipped::GorResponse));
+        assert_eq!(parse("3 abc 1 0\nHTTP/1.1 200 OK\r\n\r\n"), Parsed::Skipped(Skipped::GorResponse));
     }
 
     #[test]
@@ -217,7 +221,7 @@ mod tests {
     #[test]
     fn malformed_units_are_named_by_reason() {
         let reason = |u: &str| match parse(u) {
-            Parsed::Malformed { reason, .. } => reason,
+            Parsed::Malformed { reason, .. } => reason.as_str(),
             other => panic!("{other:?}"),
         };
         assert_eq!(reason("1 abc 5 0"), "gor_truncated");
@@ -251,9 +255,9 @@ mod tests {
         let e = <reprise_proto::pb::Expected as prost::Message>::decode(&expected[..]).expect("decodes");
         assert_eq!(&id[..], b"ab1");
         assert_eq!((e.status, e.headers.len(), &e.body[..], e.length), (404, 1, &b"01234567"[..], 11));
-        assert_eq!(answering("3 ab1 7 1\nHTTP/1.1 200 OK\r\n\r\n"), Parsed::Skipped("gor_response"));
+        assert_eq!(answering("3 ab1 7 1\nHTTP/1.1 200 OK\r\n\r\n"), Parsed::Skipped(Skipped::GorResponse));
         let reason = |u: &str| match answering(u) {
-            Parsed::Malformed { reason, .. } => reason,
+            Parsed::Malformed { reason, .. } => reason.as_str(),
             other => panic!("{other:?}"),
         };
         assert_eq!(reason("2 a 6 1\nHTTP/1.1 OK\r\n\r\n"), "http_status_line");

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::config::{self, Format};
 use crate::record::Record;
 
+use crate::accounting::{Malformed, Skipped};
 pub use answers::Answers;
 pub use combined::Combined;
 pub use gor::{GOR_SEPARATOR, Gor};
@@ -24,10 +25,10 @@ pub use times::Plausible;
 pub enum Parsed {
     Record(Record),
     /// Valid but not a request to replay (GoReplay responses), counted by reason.
-    Skipped(&'static str),
+    Skipped(Skipped),
     /// Not understood, counted by reason; `detail` goes into the few logged samples.
     Malformed {
-        reason: &'static str,
+        reason: Malformed,
         detail: String,
     },
     /// A request whose recorded answer comes in a later unit with the same `id` (GoReplay,
@@ -44,7 +45,7 @@ pub enum Parsed {
 }
 
 impl Parsed {
-    fn malformed(reason: &'static str, detail: impl Into<String>) -> Self {
+    fn malformed(reason: Malformed, detail: impl Into<String>) -> Self {
         Parsed::Malformed { reason, detail: detail.into() }
     }
 }
@@ -160,7 +161,7 @@ pub const MAX_HEADER_BYTES: usize = 256 << 10;
 fn sendable(r: Record) -> Parsed {
     if r.headers.len() > MAX_HEADERS {
         let detail = format!("{} headers; at most {MAX_HEADERS} are replayed", r.headers.len());
-        return Parsed::malformed("too_many_headers", detail);
+        return Parsed::malformed(Malformed::TooManyHeaders, detail);
     }
     // One pass, per record on the dispatch path (SIMD for values). Names need no check here:
     // the json and gor analyzers take only tokens, and combined names its two headers itself.
@@ -170,12 +171,12 @@ fn sendable(r: Record) -> Parsed {
         if memchr::memchr3(b'\r', b'\n', 0, value).is_some() {
             let detail =
                 format!("the value of header `{name}` holds CR, LF or NUL: it cannot be sent as one header");
-            return Parsed::malformed("bad_headers", detail);
+            return Parsed::malformed(Malformed::BadHeaders, detail);
         }
     }
     if bytes > MAX_HEADER_BYTES {
         let detail = format!("headers of {bytes} bytes; at most {MAX_HEADER_BYTES} are replayed");
-        return Parsed::malformed("headers_too_large", detail);
+        return Parsed::malformed(Malformed::HeadersTooLarge, detail);
     }
     Parsed::Record(r)
 }
@@ -228,7 +229,7 @@ mod tests {
     #[test]
     fn records_that_cannot_be_sent_as_recorded_are_malformed_by_reason() {
         let reason = |p: Parsed| match p {
-            Parsed::Malformed { reason, detail } => (reason, detail),
+            Parsed::Malformed { reason, detail } => (reason.as_str(), detail),
             other => panic!("{other:?}"),
         };
         let many: Vec<String> = (0..MAX_HEADERS + 1).map(|i| format!(r#""h{i}":"v""#)).collect();

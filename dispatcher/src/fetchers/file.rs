@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use super::merge::{Chunk, Stream};
 use super::units::{ReadEnd, parse_stream};
 use super::{Chunker, FetchError, STREAM_CAPACITY, SourceContext, decompressed};
+use crate::accounting::Malformed;
 
 /// Expands `pattern` and starts one reader per file, in name order.
 pub fn start(pattern: &str, ctx: &SourceContext) -> Result<Vec<Stream>, FetchError> {
@@ -55,7 +56,7 @@ fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Chunk>) {
     let mut reader = match open(path) {
         Ok(r) => r,
         Err(e) => {
-            ctx.accounting.malformed("unreadable_file", &e.to_string(), b"", &source, 0);
+            ctx.accounting.malformed(Malformed::UnreadableFile, &e.to_string(), b"", &source, 0);
             ctx.progress.part_failed(&source, &e.to_string());
             return;
         }
@@ -73,7 +74,7 @@ fn read_file(path: &Path, ctx: &SourceContext, tx: &mpsc::Sender<Chunk>) {
         Ok(ReadEnd::Stopped) => {}
         Err(e) => {
             out.flush();
-            ctx.accounting.malformed("read_error", &e.to_string(), b"", &source, at);
+            ctx.accounting.malformed(Malformed::ReadError, &e.to_string(), b"", &source, at);
             ctx.progress.part_failed(&source, &format!("read error after unit {at}: {e}"));
         }
     }
@@ -118,7 +119,7 @@ mod tests {
         }
         assert_eq!(all, vec![1_000_000, 2_000_000]);
         let counts = ctx.accounting.counts();
-        assert_eq!(counts.malformed.get("json_syntax"), Some(&1));
+        assert_eq!(counts.malformed.get(&Malformed::JsonSyntax), Some(&1));
         assert!(counts.bytes > 60, "bytes read are counted: {}", counts.bytes);
     }
 

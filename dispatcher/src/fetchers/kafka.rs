@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use super::merge::{Chunk, Stream};
 use super::units::parse_units;
 use super::{Chunker, FetchError, STREAM_CAPACITY, SourceContext};
+use crate::accounting::Malformed;
 use crate::config::{KafkaConfig, KafkaTimestamp, Range};
 use crate::record::Record;
 
@@ -330,7 +331,13 @@ fn take_message(
 ) -> (bool, bool) {
     let source = format!("kafka {}/{}@{offset}", part.topic, part.id);
     if part.timestamp == KafkaTimestamp::Kafka && kafka_ts.is_none() {
-        ctx.accounting.malformed("no_kafka_timestamp", "the message has no timestamp", payload, &source, 1);
+        ctx.accounting.malformed(
+            Malformed::NoKafkaTimestamp,
+            "the message has no timestamp",
+            payload,
+            &source,
+            1,
+        );
         return (false, true);
     }
     let (mut past_end, mut open) = (false, true);

@@ -28,6 +28,7 @@ use super::merge::{Chunk, Stream};
 use super::progress::Counted;
 use super::units::{ReadEnd, parse_stream};
 use super::{CHUNK, Chunker, FetchError, SourceContext, decompressed};
+use crate::accounting::Malformed;
 use crate::config::{KeyPattern, Range, S3Settings};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -225,7 +226,7 @@ impl Reader {
     }
 
     fn failed(&self, name: &str, why: &str) {
-        self.ctx.accounting.malformed("unreadable_object", why, b"", name, 0);
+        self.ctx.accounting.malformed(Malformed::UnreadableObject, why, b"", name, 0);
         self.ctx.progress.part_failed(name, why);
     }
 }

@@ -11,6 +11,7 @@ use std::io::{self, BufRead};
 use bytes::{Bytes, BytesMut};
 
 use super::pairing::Pairing;
+use crate::accounting::{Malformed, Skipped};
 use crate::analyzers::{Framing, GOR_SEPARATOR, Parsed};
 use crate::record::Record;
 
@@ -290,7 +291,9 @@ fn read_paired(
         *at = n;
         match unit {
             Unit::Eof => return Ok(ReadEnd::End),
-            Unit::TooLong => ctx.accounting.malformed("too_long", "unit longer than 16 MiB", b"", source, n),
+            Unit::TooLong => {
+                ctx.accounting.malformed(Malformed::TooLong, "unit longer than 16 MiB", b"", source, n)
+            }
             Unit::Ready if bytes.iter().all(u8::is_ascii_whitespace) => {}
             Unit::Ready => match ctx.analyzer.parse(&bytes) {
                 Parsed::Record(r) => match ctx.times.check(r.ts, latest) {
@@ -300,7 +303,9 @@ fn read_paired(
                             return Ok(ReadEnd::Stopped);
                         }
                     }
-                    Err(detail) => ctx.accounting.malformed("implausible_time", &detail, &bytes, source, n),
+                    Err(detail) => {
+                        ctx.accounting.malformed(Malformed::ImplausibleTime, &detail, &bytes, source, n)
+                    }
                 },
                 Parsed::Skipped(reason) => {
                     ctx.accounting.unit_bytes(bytes.len() as u64);
@@ -314,12 +319,18 @@ fn read_paired(
                         ctx.accounting.unit_bytes(bytes.len() as u64);
                         pairing.request(id, record);
                     }
-                    Err(detail) => ctx.accounting.malformed("implausible_time", &detail, &bytes, source, n),
+                    Err(detail) => {
+                        ctx.accounting.malformed(Malformed::ImplausibleTime, &detail, &bytes, source, n)
+                    }
                 },
                 Parsed::Answer { id, expected } => {
                     ctx.accounting.unit_bytes(bytes.len() as u64);
                     let paired = pairing.answer(&id, expected);
-                    ctx.accounting.skipped(if paired { "gor_response" } else { "gor_response_unpaired" });
+                    ctx.accounting.skipped(if paired {
+                        Skipped::GorResponse
+                    } else {
+                        Skipped::GorResponseUnpaired
+                    });
                 }
             },
         }
@@ -469,7 +480,7 @@ path = { from = "^/u/(.*)$", to = "/v2/$1" }
         let want: Vec<String> = (0..3000).step_by(2).map(|i| format!("/v2/{i}")).collect();
         assert_eq!(paths, want);
         let counts = ctx.accounting.counts();
-        assert_eq!(counts.malformed.get("json_syntax"), Some(&6));
+        assert_eq!(counts.malformed.get(&Malformed::JsonSyntax), Some(&6));
         assert_eq!(counts.filtered.get("odd"), Some(&1500));
         assert_eq!(at, 3007, "units read, the last one the end");
 
@@ -494,7 +505,7 @@ path = { from = "^/u/(.*)$", to = "/v2/$1" }
         });
         assert_eq!(end.expect("reads"), ReadEnd::End);
         assert_eq!(paths, want);
-        assert_eq!(ctx.accounting.counts().malformed.get("json_syntax"), Some(&6));
+        assert_eq!(ctx.accounting.counts().malformed.get(&Malformed::JsonSyntax), Some(&6));
     }
 
     /// `emit` refusing a record stops both threads (the test would hang otherwise).
@@ -567,7 +578,7 @@ path = { from = "^/u/(.*)$", to = "/v2/$1" }
             ]
         );
         let counts = ctx.accounting.counts();
-        assert_eq!(counts.skipped.get("gor_response"), Some(&4), "3 paired, 1 of type 3");
-        assert_eq!(counts.skipped.get("gor_response_unpaired"), Some(&1));
+        assert_eq!(counts.skipped.get(&Skipped::GorResponse), Some(&4), "3 paired, 1 of type 3");
+        assert_eq!(counts.skipped.get(&Skipped::GorResponseUnpaired), Some(&1));
     }
 }

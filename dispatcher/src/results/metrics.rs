@@ -182,7 +182,7 @@ fn accounting(out: &mut String, job: &Job, j: &str) {
     }
     header(out, "reprise_malformed_total", "counter", "Units of the recording not understood, by reason.");
     for (reason, n) in &c.malformed {
-        let _ = writeln!(out, "reprise_malformed_total{{{j},reason=\"{reason}\"}} {n}");
+        let _ = writeln!(out, "reprise_malformed_total{{{j},reason=\"{}\"}} {n}", reason.as_str());
     }
 }
 

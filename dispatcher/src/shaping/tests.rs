@@ -4,6 +4,8 @@ use std::io::Write as _;
 
 use bytes::Bytes;
 
+use crate::accounting::Skipped;
+
 use super::*;
 use crate::config::JobConfig;
 use crate::record::Text;
@@ -118,7 +120,7 @@ on_failure = "skip"
     let c = acc.counts();
     assert_eq!((c.rewrites["soft"].applied, c.rewrites["soft"].failed), (3, 2));
     assert_eq!((c.rewrites["strict"].applied, c.rewrites["strict"].failed), (0, 1));
-    assert_eq!(c.skipped.get("rewrite_failed"), Some(&1), "only the strict rule's failure is a skip");
+    assert_eq!(c.skipped.get(&Skipped::RewriteFailed), Some(&1), "only the strict rule's failure is a skip");
 }
 
 #[test]
@@ -205,7 +207,7 @@ unmapped = "drop"
     assert_eq!((c.substitutes["bearer"].replaced, c.substitutes["bearer"].unmapped), (1, 2));
     assert_eq!((c.substitutes["session"].replaced, c.substitutes["session"].unmapped), (1, 0));
     assert_eq!((c.substitutes["token"].replaced, c.substitutes["token"].unmapped), (1, 1));
-    assert_eq!(c.skipped.get("unmapped"), Some(&1));
+    assert_eq!(c.skipped.get(&Skipped::Unmapped), Some(&1));
 }
 
 #[test]

@@ -16,6 +16,7 @@ use bytes::Bytes;
 
 use super::answers::Answers;
 use super::{KeySource, Parsed, is_method, is_token, with_key};
+use crate::accounting::Malformed;
 use crate::config::values::parse_rfc3339_ns;
 use crate::config::{JsonFields, TimeUnit};
 use crate::record::{Record, Text, split_url};
@@ -62,12 +63,12 @@ struct Response<'a> {
 
 /// Why a line is malformed (kept small: the Ok side is a whole record).
 struct Bad {
-    reason: &'static str,
+    reason: Malformed,
     detail: String,
 }
 
 impl Bad {
-    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+    fn new(reason: Malformed, detail: impl Into<String>) -> Self {
         Self { reason, detail: detail.into() }
     }
 }
@@ -86,7 +87,7 @@ impl Json {
     pub fn parse(&self, line: &Bytes) -> Parsed {
         let raw = match Reader::new(line).and_then(|mut r| self.pick(&mut r, line)) {
             Ok(raw) => raw,
-            Err(e) => return Parsed::malformed("json_syntax", e.to_string()),
+            Err(e) => return Parsed::malformed(Malformed::JsonSyntax, e.to_string()),
         };
         match self.record(line, raw) {
             Ok(r) => Parsed::Record(with_key(r, self.key.as_ref())),
@@ -147,25 +148,25 @@ impl Json {
     fn record(&self, unit: &Bytes, raw: Raw<'_>) -> Result<Record, Bad> {
         let f = &self.fields;
         let ts = match raw.ts {
-            None => return Err(Bad::new("missing_ts", format!("no field `{}`", f.ts))),
-            Some(v) => self.timestamp(&v).ok_or_else(|| Bad::new("bad_ts", v.describe()))?,
+            None => return Err(Bad::new(Malformed::MissingTs, format!("no field `{}`", f.ts))),
+            Some(v) => self.timestamp(&v).ok_or_else(|| Bad::new(Malformed::BadTs, v.describe()))?,
         };
         let method = match raw.method {
             Some(Val::Str(m)) if is_method(&m) => Text::within_cow(unit, m),
-            Some(v) => return Err(Bad::new("bad_method", v.describe())),
-            None => return Err(Bad::new("missing_method", format!("no field `{}`", f.method))),
+            Some(v) => return Err(Bad::new(Malformed::BadMethod, v.describe())),
+            None => return Err(Bad::new(Malformed::MissingMethod, format!("no field `{}`", f.method))),
         };
         let (host, path) = match raw.url {
             Some(Val::Str(u)) => match split_url(&u) {
                 Some((host, path)) => (host.map(|h| Text::within(unit, h)), Text::within_cow(unit, path)),
-                None => return Err(Bad::new("bad_url", u.into_owned())),
+                None => return Err(Bad::new(Malformed::BadUrl, u.into_owned())),
             },
-            Some(v) => return Err(Bad::new("bad_url", v.describe())),
-            None => return Err(Bad::new("missing_url", format!("no field `{}`", f.url))),
+            Some(v) => return Err(Bad::new(Malformed::BadUrl, v.describe())),
+            None => return Err(Bad::new(Malformed::MissingUrl, format!("no field `{}`", f.url))),
         };
         let headers = match raw.headers {
             None => Vec::new(),
-            Some(Err(why)) => return Err(Bad::new("bad_headers", why)),
+            Some(Err(why)) => return Err(Bad::new(Malformed::BadHeaders, why)),
             Some(Ok(pairs)) => pairs,
         };
         let body = body(unit, raw.body, raw.body_base64)?;
@@ -294,7 +295,7 @@ fn expected(
     unit: &Bytes,
     response: Result<Option<Response<'_>>, String>,
 ) -> Result<Option<Box<Bytes>>, Bad> {
-    let bad = |why: String| Bad::new("bad_response", format!("response: {why}"));
+    let bad = |why: String| Bad::new(Malformed::BadResponse, format!("response: {why}"));
     let Some(r) = response.map_err(bad)? else { return Ok(None) };
     let status = match r.status {
         Some(Val::Int(s)) => u16::try_from(s).ok(),
@@ -315,16 +316,16 @@ fn expected(
 
 fn body(unit: &Bytes, text: Option<Val<'_>>, base64: Option<Val<'_>>) -> Result<Bytes, Bad> {
     if let Some(v) = base64.filter(|v| !v.is_null()) {
-        let s = v.into_str().ok_or_else(|| Bad::new("bad_body", "body_base64 is not a string"))?;
+        let s = v.into_str().ok_or_else(|| Bad::new(Malformed::BadBody, "body_base64 is not a string"))?;
         return base64::engine::general_purpose::STANDARD
             .decode(s.as_bytes())
             .map(Bytes::from)
-            .map_err(|e| Bad::new("bad_body", format!("body_base64: {e}")));
+            .map_err(|e| Bad::new(Malformed::BadBody, format!("body_base64: {e}")));
     }
     match text.filter(|v| !v.is_null()) {
         None => Ok(Bytes::new()),
         Some(Val::Str(s)) => Ok(Text::within_cow(unit, s).into_bytes()),
-        Some(v) => Err(Bad::new("bad_body", format!("body is not a string: {}", v.describe()))),
+        Some(v) => Err(Bad::new(Malformed::BadBody, format!("body is not a string: {}", v.describe()))),
     }
 }
 
@@ -356,7 +357,7 @@ mod tests {
 
     fn reason(line: &str) -> &'static str {
         match json(None).parse(&Bytes::copy_from_slice(line.as_bytes())) {
-            Parsed::Malformed { reason, .. } => reason,
+            Parsed::Malformed { reason, .. } => reason.as_str(),
             other => panic!("not malformed: {other:?}"),
         }
     }
@@ -454,7 +455,10 @@ mod tests {
         assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"/","headers":{"A":["x",2]}}"#), "bad_headers");
         assert_eq!(reason(r#"{"ts":1,"method":"GET","url":"/","headers":{"A":1},"z":[}"#), "json_syntax");
         let not_utf8 = Bytes::from_static(b"{\"ts\":1,\"method\":\"GET\",\"url\":\"/\xff\"}");
-        assert!(matches!(json(None).parse(&not_utf8), Parsed::Malformed { reason: "json_syntax", .. }));
+        assert!(matches!(
+            json(None).parse(&not_utf8),
+            Parsed::Malformed { reason: Malformed::JsonSyntax, .. }
+        ));
     }
 
     #[test]
@@ -515,7 +519,7 @@ mod tests {
         ] {
             match parse(&answering, bad) {
                 Parsed::Malformed { reason, detail } => {
-                    assert_eq!(reason, "bad_response", "{bad}");
+                    assert_eq!(reason, Malformed::BadResponse, "{bad}");
                     assert!(detail.starts_with("response: "), "{detail}");
                 }
                 other => panic!("{bad}: {other:?}"),
