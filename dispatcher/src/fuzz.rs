@@ -172,7 +172,7 @@ mod tests {
 
 #[cfg(test)]
 mod seeds {
-    use reprise_proto::stats::{EndpointStats, OrderWait, Outcome, TotalStats};
+    use reprise_proto::stats::{EndpointStats, ErrorKind, OrderWait, Outcome, TotalStats};
 
     use super::*;
 
@@ -186,8 +186,7 @@ mod seeds {
         let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
         for (i, status) in [(1u64, Some(200)), (2, Some(503)), (3, None)] {
             let o = Outcome {
-                status,
-                error: status.is_none().then_some("timeout"),
+                answer: status.map(Some).ok_or(ErrorKind::Timeout),
                 latency_us: 100 * i,
                 service_us: 90 * i,
                 lag_us: i,

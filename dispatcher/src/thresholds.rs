@@ -298,13 +298,7 @@ mod tests {
         let mut s = Stats::<H>::default();
         for (i, ms) in latencies_ms.iter().enumerate() {
             let status = if i < failed { 500 } else { 200 };
-            s.record(&Outcome {
-                status: Some(status),
-                error: None,
-                latency_us: ms * 1000,
-                service_us: 1,
-                lag_us: 1,
-            });
+            s.record(&Outcome { answer: Ok(Some(status)), latency_us: ms * 1000, service_us: 1, lag_us: 1 });
         }
         s
     }

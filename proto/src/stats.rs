@@ -114,16 +114,77 @@ pub type EndpointStats = Stats<Sparse>;
 /// All endpoints together: full-resolution histograms.
 pub type TotalStats = Stats<Hdr>;
 
+/// How a request failed without an answer: the names of `errors` in the report, the
+/// metrics and the raw rows, listed here once for replayers and the dispatcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// No connection could be opened (refused, unreachable, DNS).
+    Connect,
+    /// The TLS handshake or a TLS record failed.
+    Tls,
+    /// No whole answer within `[replayer] timeout`.
+    Timeout,
+    /// The connection was closed or reset before the answer was whole.
+    Reset,
+    /// The answer's body broke off or could not be read.
+    Body,
+    /// Still in flight when a stopped job's grace ran out.
+    Cancelled,
+    /// Anything else: an answer that is not HTTP, a record that cannot be sent.
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::Connect,
+        ErrorKind::Tls,
+        ErrorKind::Timeout,
+        ErrorKind::Reset,
+        ErrorKind::Body,
+        ErrorKind::Cancelled,
+        ErrorKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Body => "body",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One finished request, as the replayer measured it.
 #[derive(Clone, Copy, Debug)]
-pub struct Outcome<'a> {
-    /// HTTP status, or `None` when no response came.
-    pub status: Option<u16>,
-    /// Error kind when the request failed without a response (or its body failed).
-    pub error: Option<&'a str>,
+pub struct Outcome {
+    /// The answer's status, or the kind of failure when no answer came; `Ok(None)` for a
+    /// dry run, which sends nothing.
+    pub answer: Result<Option<u16>, ErrorKind>,
     pub latency_us: u64,
     pub service_us: u64,
     pub lag_us: u64,
+}
+
+impl Outcome {
+    /// The status of an answer that came.
+    pub fn status(&self) -> Option<u16> {
+        self.answer.ok().flatten()
+    }
+
+    /// The kind of failure when no answer came.
+    pub fn error(&self) -> Option<ErrorKind> {
+        self.answer.err()
+    }
 }
 
 impl<H: Dist> Stats<H> {
@@ -159,18 +220,20 @@ impl<H: Dist> Stats<H> {
 
     /// A request failed when it got no response (an error kind) or a status of 400 or more, as
     /// k6 and Locust count. An outcome with neither status nor error is a dry run: ok.
-    pub fn record(&mut self, outcome: &Outcome<'_>) {
-        let failed = outcome.error.is_some() || outcome.status.is_some_and(|s| s >= 400);
+    pub fn record(&mut self, outcome: &Outcome) {
+        let failed = match outcome.answer {
+            Ok(status) => status.is_some_and(|s| s >= 400),
+            Err(_) => true,
+        };
         if failed {
             self.failed += 1;
         } else {
             self.ok += 1;
         }
-        if let Some(status) = outcome.status {
-            self.status.add(u32::from(status), 1);
-        }
-        if let Some(kind) = outcome.error {
-            *self.errors.entry(kind.to_owned()).or_default() += 1;
+        match outcome.answer {
+            Ok(Some(status)) => self.status.add(u32::from(status), 1),
+            Ok(None) => {}
+            Err(kind) => *self.errors.entry(kind.as_str().to_owned()).or_default() += 1,
         }
         self.latency.record(outcome.latency_us.clamp(1, MAX_MICROS));
         self.service.record(outcome.service_us.clamp(1, MAX_MICROS));
@@ -345,15 +408,23 @@ impl OrderWait {
 mod tests {
     use super::*;
 
-    fn outcome(status: Option<u16>, error: Option<&str>, us: u64) -> Outcome<'_> {
-        Outcome { status, error, latency_us: us, service_us: us / 2, lag_us: 3 }
+    #[test]
+    fn each_error_kind_has_its_own_name() {
+        let names: std::collections::BTreeSet<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
+        assert_eq!(ErrorKind::Cancelled.to_string(), "cancelled");
+    }
+
+    fn outcome(status: Option<u16>, error: Option<ErrorKind>, us: u64) -> Outcome {
+        let answer = error.map_or(Ok(status), Err);
+        Outcome { answer, latency_us: us, service_us: us / 2, lag_us: 3 }
     }
 
     fn halves_and_whole<H: Dist>() -> (Stats<H>, Stats<H>) {
         let (mut whole, mut a, mut b) = (Stats::<H>::default(), Stats::<H>::default(), Stats::<H>::default());
         for i in 0..1000u64 {
             let o = if i % 7 == 0 {
-                outcome(None, Some("timeout"), 1_000 + i * 37)
+                outcome(None, Some(ErrorKind::Timeout), 1_000 + i * 37)
             } else {
                 outcome(Some(if i % 5 == 0 { 503 } else { 200 }), None, 1_000 + i * 37)
             };
@@ -414,7 +485,7 @@ mod tests {
         for o in [
             outcome(Some(200), None, 12_345),
             outcome(Some(404), None, 99),
-            outcome(None, Some("connect"), 7),
+            outcome(None, Some(ErrorKind::Connect), 7),
         ] {
             s.record(&o);
             t.record(&o);

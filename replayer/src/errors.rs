@@ -1,8 +1,15 @@
-//! The bounded set of error kinds a request can fail with: connect, timeout, reset, tls,
-//! body, other.
+//! Which [`ErrorKind`] a failure is (the bounded set a report counts), keeping its cause:
+//! the first failure of each kind in a second is logged with its underlying error and
+//! everything that error wraps (`connect: Connection refused (os error 111)`), so a count
+//! in the report has a reason beside it. The rest of that second's are only counted. The
+//! messages come from the network stack, never from a record, so they hold no secrets.
 
 use std::error::Error as StdError;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use reprise_proto::stats::ErrorKind;
 
 type Dyn = dyn StdError + 'static;
 
@@ -20,14 +27,48 @@ fn any_in_chain(e: &Dyn, f: &mut impl FnMut(&Dyn) -> bool) -> bool {
     e.source().is_some_and(|s| any_in_chain(s, f))
 }
 
-/// Classifies an error from opening a connection (`connecting`) or from an exchange on one.
-pub fn kind_of(e: &(dyn StdError + Send + Sync + 'static), connecting: bool) -> &'static str {
+/// Classifies an error from opening a connection (`connecting`) or from an exchange on one,
+/// and logs it if it is the first of its kind this second.
+pub fn kind_of(e: &(dyn StdError + Send + Sync + 'static), connecting: bool) -> ErrorKind {
+    let kind = classify(e, connecting);
+    if first_this_second(kind) {
+        tracing::warn!(kind = kind.as_str(), error = %Chain(e), "request failed (the first of its kind this second; the rest are counted)");
+    }
+    kind
+}
+
+/// The seconds (Unix) in which each kind was last logged.
+static LOGGED: [AtomicU64; ErrorKind::ALL.len()] = [const { AtomicU64::new(0) }; ErrorKind::ALL.len()];
+
+fn first_this_second(kind: ErrorKind) -> bool {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = &LOGGED[kind as usize];
+    let seen = last.load(Relaxed);
+    seen != now && last.compare_exchange(seen, now, Relaxed, Relaxed).is_ok()
+}
+
+/// An error and what it wraps, as one line: `outer: inner: innermost`.
+struct Chain<'a>(&'a (dyn StdError + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+fn classify(e: &(dyn StdError + Send + Sync + 'static), connecting: bool) -> ErrorKind {
     let e: &Dyn = e;
     if any_in_chain(e, &mut |s| s.is::<rustls::Error>()) {
-        return "tls";
+        return ErrorKind::Tls;
     }
     if connecting {
-        return "connect";
+        return ErrorKind::Connect;
     }
     let reset = any_in_chain(e, &mut |s| {
         let io_reset = s.downcast_ref::<io::Error>().is_some_and(|io| {
@@ -44,7 +85,7 @@ pub fn kind_of(e: &(dyn StdError + Send + Sync + 'static), connecting: bool) -> 
             .is_some_and(|h| h.is_incomplete_message() || h.is_closed() || h.is_canceled());
         io_reset || hyper_closed
     });
-    if reset { "reset" } else { "other" }
+    if reset { ErrorKind::Reset } else { ErrorKind::Other }
 }
 
 #[cfg(test)]
@@ -55,14 +96,39 @@ mod tests {
     fn a_rustls_error_nested_in_io_errors_is_tls() {
         let tls = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::DecryptError);
         let outer = io::Error::other(tls);
-        assert_eq!(kind_of(&outer, true), "tls");
-        assert_eq!(kind_of(&outer, false), "tls");
+        assert_eq!(kind_of(&outer, true), ErrorKind::Tls);
+        assert_eq!(kind_of(&outer, false), ErrorKind::Tls);
     }
 
     #[test]
     fn connection_failures_and_resets_are_told_apart() {
-        assert_eq!(kind_of(&io::Error::from(io::ErrorKind::ConnectionRefused), true), "connect");
-        assert_eq!(kind_of(&io::Error::from(io::ErrorKind::ConnectionReset), false), "reset");
-        assert_eq!(kind_of(&io::Error::other("odd"), false), "other");
+        assert_eq!(kind_of(&io::Error::from(io::ErrorKind::ConnectionRefused), true), ErrorKind::Connect);
+        assert_eq!(kind_of(&io::Error::from(io::ErrorKind::ConnectionReset), false), ErrorKind::Reset);
+        assert_eq!(kind_of(&io::Error::other("odd"), false), ErrorKind::Other);
+    }
+
+    #[test]
+    fn the_cause_is_kept_whole_and_logged_once_a_second() {
+        let inner = io::Error::from(io::ErrorKind::ConnectionRefused);
+        let outer = io::Error::other(Wrapped(inner));
+        assert_eq!(Chain(&outer).to_string(), "wrapped: connection refused");
+        // Body is not classified by kind_of: its slot is this test's alone.
+        let logged: Vec<bool> = (0..5).map(|_| first_this_second(ErrorKind::Body)).collect();
+        assert_eq!(logged.iter().filter(|&&l| l).count(), 1, "{logged:?}");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+
+    impl StdError for Wrapped {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&self.0)
+        }
     }
 }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::answer::{Answer, Keep};
-use crate::errors::kind_of;
+use crate::errors::{ErrorKind, kind_of};
 pub use crate::request::{Unsendable, is_hop_by_hop, push_target, write_head};
 
 /// A response head longer than this is refused (nginx's default limit for request heads is
@@ -92,7 +92,7 @@ impl Plain {
         head: &[u8],
         body: &[u8],
         head_request: bool,
-    ) -> Result<u16, &'static str> {
+    ) -> Result<u16, ErrorKind> {
         self.exchange_into(now, head, body, head_request, None).await
     }
 
@@ -106,7 +106,7 @@ impl Plain {
         head_request: bool,
         keep: &Keep,
         answer: &mut Answer,
-    ) -> Result<u16, &'static str> {
+    ) -> Result<u16, ErrorKind> {
         answer.clear();
         self.exchange_into(now, head, body, head_request, Some((keep, answer))).await
     }
@@ -118,7 +118,7 @@ impl Plain {
         body: &[u8],
         head_request: bool,
         mut sink: Option<(&Keep, &mut Answer)>,
-    ) -> Result<u16, &'static str> {
+    ) -> Result<u16, ErrorKind> {
         self.last_used = now;
         self.ended = true; // until the exchange completes
         let mut parts = [IoSlice::new(head), IoSlice::new(body)];
@@ -126,7 +126,7 @@ impl Plain {
         while !parts.is_empty() {
             let n = self.stream.write_vectored(parts).await.map_err(|e| kind_of(&e, false))?;
             if n == 0 {
-                return Err("reset");
+                return Err(ErrorKind::Reset);
             }
             IoSlice::advance_slices(&mut parts, n);
         }
@@ -138,7 +138,7 @@ impl Plain {
     }
 
     /// Reads more from the connection; 0 at its end.
-    async fn fill(&mut self) -> Result<usize, &'static str> {
+    async fn fill(&mut self) -> Result<usize, ErrorKind> {
         self.inbuf.reserve(READ_CHUNK);
         self.stream.read_buf(&mut self.inbuf).await.map_err(|e| kind_of(&e, false))
     }
@@ -149,7 +149,7 @@ impl Plain {
         &mut self,
         head_request: bool,
         sink: &mut Option<(&Keep, &mut Answer)>,
-    ) -> Result<(u16, Body, bool), &'static str> {
+    ) -> Result<(u16, Body, bool), ErrorKind> {
         loop {
             // Parsed only once bytes are there: after a request is sent nothing is yet.
             if !self.inbuf.is_empty() {
@@ -171,12 +171,12 @@ impl Plain {
                         self.inbuf.advance(len);
                         return Ok((status, body, close));
                     }
-                    None if self.inbuf.len() > MAX_HEAD => return Err("other"),
+                    None if self.inbuf.len() > MAX_HEAD => return Err(ErrorKind::Other),
                     None => {}
                 }
             }
             if self.fill().await? == 0 {
-                return Err("reset");
+                return Err(ErrorKind::Reset);
             }
         }
     }
@@ -186,7 +186,7 @@ impl Plain {
         &mut self,
         body: Body,
         sink: &mut Option<(&Keep, &mut Answer)>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), ErrorKind> {
         match body {
             Body::None => Ok(()),
             Body::Length(n) => self.skip_exactly(n, sink).await,
@@ -195,7 +195,7 @@ impl Plain {
                     answer.take_body(keep, &self.inbuf);
                 }
                 self.inbuf.clear();
-                if self.fill().await.map_err(|_| "body")? == 0 {
+                if self.fill().await.map_err(|_| ErrorKind::Body)? == 0 {
                     return Ok(());
                 }
             },
@@ -208,7 +208,7 @@ impl Plain {
                 }
                 self.skip_exactly(size, sink).await?;
                 if !self.line(|l| Ok(l.is_empty())).await? {
-                    return Err("body");
+                    return Err(ErrorKind::Body);
                 }
             },
         }
@@ -218,7 +218,7 @@ impl Plain {
         &mut self,
         mut left: u64,
         sink: &mut Option<(&Keep, &mut Answer)>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<(), ErrorKind> {
         loop {
             let take = left.min(self.inbuf.len() as u64);
             if let Some((keep, answer)) = sink {
@@ -229,24 +229,24 @@ impl Plain {
             if left == 0 {
                 return Ok(());
             }
-            if self.fill().await.map_err(|_| "body")? == 0 {
-                return Err("body");
+            if self.fill().await.map_err(|_| ErrorKind::Body)? == 0 {
+                return Err(ErrorKind::Body);
             }
         }
     }
 
     /// Reads one line of a chunked body (without its line end) and consumes it, returning what
     /// `f` makes of it.
-    async fn line<T>(&mut self, f: impl Fn(&[u8]) -> Result<T, ()>) -> Result<T, &'static str> {
+    async fn line<T>(&mut self, f: impl Fn(&[u8]) -> Result<T, ()>) -> Result<T, ErrorKind> {
         loop {
             if let Some(end) = self.inbuf.iter().position(|&b| b == b'\n') {
                 let line = self.inbuf[..end].strip_suffix(b"\r").unwrap_or(&self.inbuf[..end]);
-                let out = f(line).map_err(|()| "body")?;
+                let out = f(line).map_err(|()| ErrorKind::Body)?;
                 self.inbuf.advance(end + 1);
                 return Ok(out);
             }
-            if self.inbuf.len() > MAX_LINE || self.fill().await.map_err(|_| "body")? == 0 {
-                return Err("body");
+            if self.inbuf.len() > MAX_LINE || self.fill().await.map_err(|_| ErrorKind::Body)? == 0 {
+                return Err(ErrorKind::Body);
             }
         }
     }
@@ -273,7 +273,7 @@ fn parse_head(
     buf: &[u8],
     head_request: bool,
     headers_to: impl FnOnce(u16, &[httparse::Header<'_>]),
-) -> Result<Option<(usize, u16, Body, bool)>, &'static str> {
+) -> Result<Option<(usize, u16, Body, bool)>, ErrorKind> {
     // Left uninitialised: zeroing 128 headers (4 KB) was most of this function's time.
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
@@ -282,17 +282,19 @@ fn parse_head(
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err("other"),
+        Err(_) => return Err(ErrorKind::Other),
     };
     let status = resp.code.unwrap_or_default();
     let mut close = resp.version == Some(0);
     let (mut length, mut chunked, mut other_coding) = (None, false, false);
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 =
-                std::str::from_utf8(h.value.trim_ascii()).ok().and_then(|v| v.parse().ok()).ok_or("other")?;
+            let n: u64 = std::str::from_utf8(h.value.trim_ascii())
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .ok_or(ErrorKind::Other)?;
             if length.is_some_and(|l| l != n) {
-                return Err("other");
+                return Err(ErrorKind::Other);
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -498,7 +500,7 @@ mod tests {
         addr
     }
 
-    async fn exchange_all(answers: Vec<&'static str>) -> Vec<Result<(u16, bool), &'static str>> {
+    async fn exchange_all(answers: Vec<&'static str>) -> Vec<Result<(u16, bool), ErrorKind>> {
         let n = answers.len();
         let mut conn = Plain::connect(&scripted(answers).await).await.expect("connect");
         let mut out = Vec::new();
@@ -582,13 +584,13 @@ mod tests {
     async fn truncated_and_malformed_responses_are_errors_of_their_kind() {
         assert_eq!(
             exchange_all(vec!["HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]).await,
-            vec![Err("body")]
+            vec![Err(ErrorKind::Body)]
         );
-        assert_eq!(exchange_all(vec!["HTTP/1.1 200 OK\r\nContent-"]).await, vec![Err("reset")]);
-        assert_eq!(exchange_all(vec!["garbage that is no HTTP\r\n\r\n"]).await, vec![Err("other")]);
+        assert_eq!(exchange_all(vec!["HTTP/1.1 200 OK\r\nContent-"]).await, vec![Err(ErrorKind::Reset)]);
+        assert_eq!(exchange_all(vec!["garbage that is no HTTP\r\n\r\n"]).await, vec![Err(ErrorKind::Other)]);
         assert_eq!(
             exchange_all(vec!["HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcdXX"]).await,
-            vec![Err("body")]
+            vec![Err(ErrorKind::Body)]
         );
     }
 

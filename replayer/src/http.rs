@@ -22,7 +22,7 @@ use tokio::time::Sleep;
 use tower_service::Service as _;
 
 use crate::answer::{Answer, Keep};
-use crate::errors::kind_of;
+use crate::errors::{ErrorKind, kind_of};
 use crate::h1::{self, IDLE_CHECK, Plain, Unsendable};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,7 @@ impl TlsConn {
         now: Instant,
         req: Request<Full<Bytes>>,
         mut keep: Option<(&Keep, &mut Answer)>,
-    ) -> Result<u16, &'static str> {
+    ) -> Result<u16, ErrorKind> {
         let TlsConn { sender, connection, ended, last_used } = self;
         *last_used = now;
         drive(connection, ended, sender.ready()).await?.map_err(|e| kind_of(&e, false))?;
@@ -116,7 +116,7 @@ impl TlsConn {
         // at most `max_body` of it (what an answer keeps), whatever its size.
         let mut body = resp.into_body();
         while let Some(frame) = drive(connection, ended, body.frame()).await? {
-            let frame = frame.map_err(|_| "body")?;
+            let frame = frame.map_err(|_| ErrorKind::Body)?;
             if let (Some((keep, answer)), Some(data)) = (keep.as_mut(), frame.data_ref()) {
                 answer.take_body(keep, data);
             }
@@ -148,7 +148,7 @@ async fn drive<T>(
     connection: &mut http1::Connection<Io, Full<Bytes>>,
     done: &mut bool,
     fut: impl std::future::Future<Output = T>,
-) -> Result<T, &'static str> {
+) -> Result<T, ErrorKind> {
     tokio::pin!(fut);
     let ended = if *done {
         Ok(())
@@ -165,7 +165,7 @@ async fn drive<T>(
     match fut.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(out) => Ok(out),
         std::task::Poll::Pending => Err(match ended {
-            Ok(()) => "reset",
+            Ok(()) => ErrorKind::Reset,
             Err(e) => kind_of(&e, false),
         }),
     }
@@ -234,7 +234,7 @@ impl Target {
         rec: &RecordView<'_>,
         sent: Instant,
         cut: &AtomicBool,
-    ) -> (Option<u16>, Option<&'static str>) {
+    ) -> Result<u16, ErrorKind> {
         self.exchange_keeping(link, rec, sent, cut, None).await
     }
 
@@ -247,7 +247,7 @@ impl Target {
         sent: Instant,
         cut: &AtomicBool,
         mut keep: Option<(&Keep, &mut Answer)>,
-    ) -> (Option<u16>, Option<&'static str>) {
+    ) -> Result<u16, ErrorKind> {
         if let Some((_, answer)) = &mut keep {
             answer.clear();
         }
@@ -289,7 +289,7 @@ impl Target {
                 },
                 (Some(Conn::Tls(c)), Some(req)) => Box::pin(c.send(sent, *req, keep)).await,
                 // invariant: the connection was opened just above, of the target's kind.
-                _ => Err("other"),
+                _ => Err(ErrorKind::Other),
             }
         };
         let outcome = {
@@ -297,22 +297,16 @@ impl Target {
             std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
                 Poll::Ready(done) => Poll::Ready(Some(done)),
                 // The job was stopped and its grace for requests in flight is over.
-                Poll::Pending if cut.load(Relaxed) => Poll::Ready(Some(Err("cancelled"))),
+                Poll::Pending if cut.load(Relaxed) => Poll::Ready(Some(Err(ErrorKind::Cancelled))),
                 Poll::Pending => timer.as_mut().poll(cx).map(|()| None),
             })
             .await
         };
-        match outcome {
-            Some(Ok(status)) => (Some(status), None),
-            Some(Err(kind)) => {
-                *conn = None;
-                (None, Some(kind))
-            }
-            None => {
-                *conn = None;
-                (None, Some("timeout"))
-            }
+        let answer = outcome.unwrap_or(Err(ErrorKind::Timeout));
+        if answer.is_err() {
+            *conn = None;
         }
+        answer
     }
 
     /// Opens the link's connection ahead of its first request; on failure the first request
@@ -324,7 +318,7 @@ impl Target {
     }
 
     /// Opens a connection to the target.
-    async fn connect(&self) -> Result<Conn, &'static str> {
+    async fn connect(&self) -> Result<Conn, ErrorKind> {
         if self.plain {
             return Plain::connect(&self.authority).await.map(Conn::Plain).map_err(|e| kind_of(&e, true));
         }
@@ -375,7 +369,7 @@ const UNSENDABLE_LOG_MAX: u32 = 5;
 
 /// A record that cannot be written as a request counts as an error of kind `other`; the
 /// first few say which record and why, so an error count in the report has its reason.
-fn unsendable(rec: &RecordView<'_>, why: &Unsendable) -> (Option<u16>, Option<&'static str>) {
+fn unsendable(rec: &RecordView<'_>, why: &Unsendable) -> Result<u16, ErrorKind> {
     if UNSENDABLE_LOGGED.fetch_add(1, Relaxed) < UNSENDABLE_LOG_MAX {
         tracing::warn!(
             method = %String::from_utf8_lossy(rec.method).escape_debug(),
@@ -385,7 +379,7 @@ fn unsendable(rec: &RecordView<'_>, why: &Unsendable) -> (Option<u16>, Option<&'
              filter it in the recording (only the first {UNSENDABLE_LOG_MAX} are logged)"
         );
     }
-    (None, Some("other"))
+    Err(ErrorKind::Other)
 }
 
 #[cfg(test)]
@@ -460,7 +454,7 @@ mod tests {
         }
         server.abort();
         let kinds: Vec<_> = outcomes.iter().map(|(o, _)| *o).collect();
-        assert_eq!(kinds, [(Some(200), None), (Some(200), None), (None, Some("timeout")), (Some(200), None)]);
+        assert_eq!(kinds, [Ok(200), Ok(200), Err(ErrorKind::Timeout), Ok(200)]);
         let waited = outcomes[2].1;
         assert!(waited >= Duration::from_millis(300), "timed out early, after {waited:?}");
         assert_eq!(connections.load(Relaxed), 2, "a new connection after the timeout, none before");

@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use reprise_proto::compare::{EndpointCompare, Seen};
 use reprise_proto::pb;
-use reprise_proto::stats::{Dist as _, EndpointStats, MAX_MICROS, OrderWait, Outcome, TotalStats};
+use reprise_proto::stats::{Dist as _, EndpointStats, ErrorKind, MAX_MICROS, OrderWait, Outcome, TotalStats};
 
 /// Endpoint ids above this count as "other" (0): the dispatcher never sends more (its cap is
 /// at most 100,000), and a peer that did could not make this vector grow without bound.
@@ -47,22 +47,21 @@ const BATCH: usize = 64;
 const NO_STATUS: u16 = u16::MAX;
 
 impl Waiting {
-    fn new(endpoint: u32, o: &Outcome<'_>) -> Self {
+    fn new(endpoint: u32, o: &Outcome) -> Self {
         // Stats::record clamps values to MAX_MICROS (60 s), which fits a u32.
         let us = |v: u64| v.min(MAX_MICROS) as u32;
         Self {
             endpoint,
-            status: o.status.unwrap_or(NO_STATUS),
+            status: o.status().unwrap_or(NO_STATUS),
             latency: us(o.latency_us),
             service: us(o.service_us),
             lag: us(o.lag_us),
         }
     }
 
-    fn outcome(&self) -> Outcome<'static> {
+    fn outcome(&self) -> Outcome {
         Outcome {
-            status: Some(self.status).filter(|&s| s != NO_STATUS),
-            error: None,
+            answer: Ok(Some(self.status).filter(|&s| s != NO_STATUS)),
             latency_us: u64::from(self.latency),
             service_us: u64::from(self.service),
             lag_us: u64::from(self.lag),
@@ -163,7 +162,7 @@ pub struct Recorder {
 impl Recorder {
     /// Records one finished request of endpoint `endpoint` (and its raw row, when given);
     /// returns how many completions are not yet acknowledged.
-    pub fn record(&self, endpoint: u32, outcome: &Outcome<'_>, raw: Option<RawTimes>) -> u64 {
+    pub fn record(&self, endpoint: u32, outcome: &Outcome, raw: Option<RawTimes>) -> u64 {
         let id = if endpoint > MAX_ID { 0 } else { endpoint };
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.delta.len() <= id as usize {
@@ -171,8 +170,8 @@ impl Recorder {
             // statistics is a few empty vectors.
             inner.delta.resize_with(id as usize + 1, EndpointStats::default);
         }
-        if outcome.error.is_some() {
-            // An error kind is a string: recorded now, after what waits.
+        if outcome.answer.is_err() {
+            // An error kind is counted by name: recorded now, after what waits.
             inner.fold();
             let inner = &mut *inner;
             inner.delta[id as usize].record(outcome);
@@ -189,9 +188,9 @@ impl Recorder {
                     due_unix_us: t.due_unix_us,
                     sent_unix_us: t.sent_unix_us,
                     latency_us: outcome.latency_us,
-                    status: outcome.status.map_or(0, u32::from),
+                    status: outcome.status().map_or(0, u32::from),
                     endpoint: id,
-                    error: outcome.error.unwrap_or_default().to_owned(),
+                    error: outcome.error().map_or("", ErrorKind::as_str).to_owned(),
                 };
                 inner.raw.push(row);
             } else {
@@ -318,8 +317,8 @@ mod tests {
     use super::*;
     use reprise_proto::stats::Dist;
 
-    fn ok() -> Outcome<'static> {
-        Outcome { status: Some(200), error: None, latency_us: 10, service_us: 5, lag_us: 1 }
+    fn ok() -> Outcome {
+        Outcome { answer: Ok(Some(200)), latency_us: 10, service_us: 5, lag_us: 1 }
     }
 
     #[test]
@@ -351,13 +350,15 @@ mod tests {
         let mut taken = Vec::new();
         for i in 0..1_000u64 {
             let endpoint = (i * i % 4) as u32;
+            let status = match i % 11 {
+                0 => None,
+                1 => Some(503),
+                _ => Some(200 + (i % 3) as u16),
+            };
+            let error =
+                (i % 13 == 0).then_some(if i % 2 == 0 { ErrorKind::Timeout } else { ErrorKind::Reset });
             let o = Outcome {
-                status: match i % 11 {
-                    0 => None,
-                    1 => Some(503),
-                    _ => Some(200 + (i % 3) as u16),
-                },
-                error: (i % 13 == 0).then_some(if i % 2 == 0 { "timeout" } else { "reset" }),
+                answer: error.map_or(Ok(status), Err),
                 latency_us: 1 + i * 977 % 70_000_000,
                 service_us: i * 31,
                 lag_us: i % 300,

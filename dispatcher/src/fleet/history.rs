@@ -104,13 +104,7 @@ mod tests {
     fn delta(n: u64) -> TotalStats {
         let mut s = TotalStats::default();
         for i in 0..n {
-            s.record(&Outcome {
-                status: Some(200),
-                error: None,
-                latency_us: 1000 + i,
-                service_us: 1,
-                lag_us: 1,
-            });
+            s.record(&Outcome { answer: Ok(Some(200)), latency_us: 1000 + i, service_us: 1, lag_us: 1 });
         }
         s
     }

@@ -359,7 +359,7 @@ mod tests {
     fn stats(id: &str, session: u64, completed: u64, in_endpoints: u64, in_total: u64) -> pb::StatsReport {
         use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
         let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
-        let ok = Outcome { status: Some(200), error: None, latency_us: 5, service_us: 4, lag_us: 1 };
+        let ok = Outcome { answer: Ok(Some(200)), latency_us: 5, service_us: 4, lag_us: 1 };
         (0..in_endpoints).for_each(|_| e.record(&ok));
         (0..in_total).for_each(|_| t.record(&ok));
         let mut r = ack(id, session, completed);

@@ -195,21 +195,15 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
-    use reprise_proto::stats::Outcome;
+    use reprise_proto::stats::{ErrorKind, Outcome};
 
     use super::*;
 
     #[test]
     fn an_interval_becomes_tagged_lines() {
         let mut s = EndpointStats::default();
-        s.record(&Outcome { status: Some(200), error: None, latency_us: 2000, service_us: 1000, lag_us: 1 });
-        s.record(&Outcome {
-            status: None,
-            error: Some("timeout"),
-            latency_us: 5000,
-            service_us: 4000,
-            lag_us: 1,
-        });
+        s.record(&Outcome { answer: Ok(Some(200)), latency_us: 2000, service_us: 1000, lag_us: 1 });
+        s.record(&Outcome { answer: Err(ErrorKind::Timeout), latency_us: 5000, service_us: 4000, lag_us: 1 });
         let (body, points) = lines("my job", "r1", &[("GET /a,b".into(), s)], 1700000000000);
         assert_eq!(points, 5);
         assert!(body.contains("reprise_requests,job=my\\ job,endpoint=GET\\ /a\\,b,replayer=r1 count=2i,ok=1i,failed=1i 1700000000000\n"), "{body}");

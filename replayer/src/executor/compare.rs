@@ -107,7 +107,7 @@ impl Compare {
                     primary.exchange_keeping(p_link, rec, sent, cut, Some((keep, p))),
                     secondary.exchange_keeping(s_link, rec, sent, cut, Some((keep, s))),
                 );
-                if outcome.0.is_none() || base.0.is_none() || other.0.is_none() {
+                if outcome.is_err() || base.is_err() || other.is_err() {
                     return (outcome, None);
                 }
                 (outcome, live(p, c, s, keep, &self.ignore, differing, noise))
@@ -123,7 +123,7 @@ impl Compare {
                     }
                 };
                 let outcome = candidate.exchange_keeping(link, rec, sent, cut, Some((keep, c))).await;
-                if outcome.0.is_none() {
+                if outcome.is_err() {
                     return (outcome, None);
                 }
                 p.take_recorded(keep, &expected);

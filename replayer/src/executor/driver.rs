@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use reprise_proto::batch::Received;
+use reprise_proto::stats::ErrorKind;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -306,10 +307,10 @@ impl Executor {
             // (the versions must match): it counts as an error, the job goes on.
             (Err(e), _, _) => {
                 tracing::warn!(error = %e, "a record could not be decoded");
-                (None, Some("other"))
+                Err(ErrorKind::Other)
             }
         };
-        self.complete(rec, due, sent, result, wait);
+        self.complete(rec, due, sent, result.map(Some), wait);
     }
 }
 

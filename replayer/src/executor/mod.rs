@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use reprise_proto::batch::Received;
 use reprise_proto::pb;
-use reprise_proto::stats::Outcome;
+use reprise_proto::stats::{ErrorKind, Outcome};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +38,8 @@ use crate::stats::{RawTimes, Recorder};
 use timekeeper::instant_of;
 
 /// What came of an exchange: the response's status, or the error kind.
-type Exchanged = (Option<u16>, Option<&'static str>);
+/// How an exchange with the target ended: the answer's status, or why none came.
+type Exchanged = Result<u16, ErrorKind>;
 
 /// Chunks of due records between the timekeeping thread and the driver.
 const CHUNKS_IN_FLIGHT: usize = 64;
@@ -181,7 +182,7 @@ impl Executor {
                     _ => *taken.insert(Instant::now()),
                 };
                 n += 1;
-                self.complete(&due.0, due.1, at, (None, None), None);
+                self.complete(&due.0, due.1, at, Ok(None), None);
             }
         }
     }
@@ -194,7 +195,7 @@ impl Executor {
         rec: &Received,
         due: Instant,
         sent: Instant,
-        (status, error): Exchanged,
+        answer: Result<Option<u16>, ErrorKind>,
         wait: Option<Wait>,
     ) {
         let planned = due;
@@ -202,8 +203,7 @@ impl Executor {
         let end = if self.dry_run { sent } else { Instant::now() };
         let us = |d: Duration| d.as_micros() as u64;
         let outcome = Outcome {
-            status,
-            error,
+            answer,
             latency_us: us(end.saturating_duration_since(due)),
             service_us: us(end - sent),
             lag_us: us(sent.saturating_duration_since(due)),
