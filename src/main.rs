@@ -212,12 +212,14 @@ fn main() -> ExitCode {
                 let creds = reprise_replayer::Credentials { tls_ca, tls_cert, tls_key, token };
                 let allow = reprise_replayer::Allowlist::new(allow_target);
                 let health = reprise_replayer::Health::new(&id, &dispatcher);
-                // Served until the process ends: probes must answer while it drains.
+                // Served until the replayer has drained: probes must answer while it leaves.
+                let mut probes = None;
                 if let Some(addr) = http {
                     match run::serve_health(&addr, &health).await {
-                        Ok(bound) => {
-                            println!("listening http={bound}");
+                        Ok(server) => {
+                            println!("listening http={}", server.addr);
                             let _ = std::io::Write::flush(&mut std::io::stdout());
+                            probes = Some(server);
                         }
                         Err(code) => return code,
                     }
@@ -232,7 +234,11 @@ fn main() -> ExitCode {
                     health,
                     drain_timeout,
                 };
-                match reprise_replayer::run(opts, &creds, cancel).await {
+                let result = reprise_replayer::run(opts, &creds, cancel).await;
+                if let Some(server) = probes {
+                    server.shutdown().await;
+                }
+                match result {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -289,7 +295,7 @@ fn job_target(url: &str) -> Result<String, String> {
 
 /// `--target` of a replayer: an http(s) base URL (it has no built-in echo target).
 fn replayer_target(url: &str) -> Result<String, String> {
-    reprise_replayer::http::base_url(url).map(|_| url.to_owned()).map_err(|_| {
+    reprise_replayer::base_url(url).map(|_| url.to_owned()).map_err(|_| {
         "must be an http:// or https:// base URL with a host, e.g. \"http://127.0.0.1:8080\"".to_owned()
     })
 }

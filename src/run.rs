@@ -17,8 +17,9 @@ use reprise_dispatcher::{
     Report, Token, progress_line,
 };
 use reprise_proto::pb;
-use reprise_replayer::{Events, Reports, Status, Upstream};
+use reprise_replayer::{Events, Reports, Upstream, UpstreamError};
 use tokio::task::JoinSet;
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG, EXIT_STOPPED, EXIT_THRESHOLDS};
@@ -178,14 +179,15 @@ struct Local(InProcess);
 impl Upstream for Local {
     type Reports = Local;
 
-    async fn subscribe(&self, reg: pb::Registration) -> Result<(Events, Local), Status> {
-        Ok((self.0.subscribe(reg)?, self.clone()))
+    async fn subscribe(&self, reg: pb::Registration) -> Result<(Events, Local), UpstreamError> {
+        let events = self.0.subscribe(reg)?.map(|e| e.map_err(UpstreamError::from));
+        Ok((Box::pin(events), self.clone()))
     }
 }
 
 impl Reports for Local {
-    async fn report(&self, report: pb::StatsReport) -> Result<(), Status> {
-        self.0.report(report).await
+    async fn report(&self, report: pb::StatsReport) -> Result<(), UpstreamError> {
+        Ok(self.0.report(report).await?)
     }
 }
 
@@ -296,17 +298,17 @@ fn access(insecure: bool) -> Result<Access, ExitCode> {
     Ok(Access { replayer_token: token(REPLAYER_TOKEN_VAR)?, admin_token: token(ADMIN_TOKEN_VAR)?, insecure })
 }
 
-/// Serves a replayer's `/healthz`, `/readyz` and `/metrics` on `addr` (`--http`).
+/// Serves a replayer's `/healthz`, `/readyz` and `/metrics` on `addr` (`--http`), until the
+/// caller shuts the server down.
 pub async fn serve_health(
     addr: &str,
     health: &std::sync::Arc<reprise_replayer::Health>,
-) -> Result<std::net::SocketAddr, ExitCode> {
+) -> Result<reprise_replayer::HealthServer, ExitCode> {
     let addr = addr.parse::<ListenAddr>().map_err(|e| {
         eprintln!("error: --http: {e}");
         ExitCode::from(EXIT_CONFIG)
     })?;
-    let forever = CancellationToken::new();
-    reprise_replayer::health::serve(addr.0, std::sync::Arc::clone(health), forever)
+    reprise_replayer::serve_health(addr.0, std::sync::Arc::clone(health))
         .await
         .map_err(|e| cannot_run(format!("--http: cannot listen on {}: {e}", addr.0)))
 }

@@ -18,14 +18,13 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
 
 use crate::allow::Allowlist;
 use crate::executor::Executor;
 use crate::grpc::{Credentials, Grpc, SetupError};
 use crate::health::Health;
 use crate::reporter::Reporter;
-use crate::upstream::{Reports, Upstream};
+use crate::upstream::{Reports, Upstream, UpstreamError};
 
 /// Batches buffered between the stream and the executor (credits bound them further).
 const BATCH_CAPACITY: usize = 256;
@@ -94,27 +93,20 @@ pub async fn run_on<U: Upstream>(
         }
         while abandoned.try_join_next().is_some() {}
         match connect_and_serve(upstream, &opts, &cancel, &mut abandoned).await {
-            Ok(true) if opts.once => break Ok(()),
-            Ok(_) => backoff = BACKOFF_MIN,
+            Ended::JobDone if opts.once => break Ok(()),
+            Ended::JobDone | Ended::Closed => backoff = BACKOFF_MIN,
             // A refusal that trying again will not change: a wrong build, id or token.
-            Err(e)
-                if matches!(
-                    e.code(),
-                    Code::FailedPrecondition | Code::InvalidArgument | Code::Unauthenticated
-                ) =>
-            {
-                break Err(ReplayerError::Refused(e.message().to_owned()));
+            Ended::Upstream(UpstreamError::Refused(why)) => break Err(ReplayerError::Refused(why)),
+            Ended::Upstream(UpstreamError::Unavailable(why)) => {
+                tracing::info!(replayer = %opts.id, error = %why, retry_in = ?backoff, "dispatcher not reachable")
             }
             // We refused the job: with --once that is the end; otherwise look again later
             // (the backoff keeps growing), in case the dispatcher's next job is one we take.
-            Err(e) if e.code() == Code::PermissionDenied => {
+            Ended::JobRefused(why) => {
                 if opts.once {
-                    break Err(ReplayerError::JobRefused(e.message().to_owned()));
+                    break Err(ReplayerError::JobRefused(why));
                 }
-                tracing::warn!(replayer = %opts.id, reason = %e.message(), retry_in = ?backoff, "refused the job");
-            }
-            Err(e) => {
-                tracing::info!(replayer = %opts.id, error = %e.message(), retry_in = ?backoff, "dispatcher not reachable")
+                tracing::warn!(replayer = %opts.id, reason = %why, retry_in = ?backoff, "refused the job");
             }
         }
         tokio::select! {
@@ -127,7 +119,21 @@ pub async fn run_on<U: Upstream>(
     result
 }
 
-/// One subscription. Returns Ok(true) when a job ended, Ok(false) when the stream closed.
+/// How one subscription ended.
+#[derive(Debug)]
+enum Ended {
+    /// A job ran to its end (finished, or stopped by the dispatcher).
+    JobDone,
+    /// The stream closed or broke off, or this replayer left: subscribe again unless
+    /// cancelled.
+    Closed,
+    /// This replayer refused the job: no target, or one outside `--allow-target`.
+    JobRefused(String),
+    /// The dispatcher did not take the subscription.
+    Upstream(UpstreamError),
+}
+
+/// One subscription, until a job ends, the stream closes or either side refuses.
 ///
 /// Cancelled (SIGTERM) during a job, the replayer leaves without losing anything: it tells
 /// the dispatcher, which hands it no more records and ends its stream with JobEnd
@@ -139,13 +145,16 @@ async fn connect_and_serve<U: Upstream>(
     opts: &ReplayerOptions,
     cancel: &CancellationToken,
     abandoned: &mut JoinSet<()>,
-) -> Result<bool, Status> {
+) -> Ended {
     let reg = pb::Registration {
         replayer_id: opts.id.clone(),
         version: reprise_proto::VERSION.to_owned(),
         target: opts.target.as_deref().and_then(|t| crate::http::base_url(t).ok()).unwrap_or_default(),
     };
-    let (mut stream, reports) = upstream.subscribe(reg).await?;
+    let (mut stream, reports) = match upstream.subscribe(reg).await {
+        Ok(subscribed) => subscribed,
+        Err(e) => return Ended::Upstream(e),
+    };
     let _connected = opts.health.connected();
     tracing::info!(replayer = %opts.id, dispatcher = %opts.dispatcher, "subscribed");
     let mut session: Option<Session<U::Reports>> = None;
@@ -155,7 +164,7 @@ async fn connect_and_serve<U: Upstream>(
         let msg = tokio::select! {
             m = stream.next() => m,
             () = cancel.cancelled(), if leaving.is_none() => {
-                let Some(s) = &session else { return Ok(false) };
+                let Some(s) = &session else { return Ended::Closed };
                 opts.health.leaving();
                 let deadline = Instant::now() + opts.drain_timeout;
                 if s.reporter.leave(&s.exec).await {
@@ -164,12 +173,12 @@ async fn connect_and_serve<U: Upstream>(
                     continue;
                 }
                 if let Some(s) = session.take() { s.finish(Finish::Stop).await; }
-                return Ok(false);
+                return Ended::Closed;
             }
             () = sleep_until(leaving.unwrap_or_else(Instant::now)), if leaving.is_some() => {
                 tracing::warn!(replayer = %opts.id, "drain timeout before the dispatcher released this replayer; cancelling what it holds");
                 if let Some(s) = session.take() { s.finish(Finish::Stop).await; }
-                return Ok(false);
+                return Ended::Closed;
             }
         };
         let event = match msg {
@@ -178,7 +187,7 @@ async fn connect_and_serve<U: Upstream>(
                 if let Some(s) = session.take() {
                     s.abandon(abandoned);
                 }
-                return Ok(false);
+                return Ended::Closed;
             }
         };
         match event {
@@ -187,9 +196,12 @@ async fn connect_and_serve<U: Upstream>(
                     old.abandon(abandoned);
                 }
                 if leaving.is_some() {
-                    return Ok(false);
+                    return Ended::Closed;
                 }
-                session = Some(accept(cfg, opts, &reports).await?);
+                match accept(cfg, opts, &reports).await {
+                    Ok(s) => session = Some(s),
+                    Err(why) => return Ended::JobRefused(why),
+                }
             }
             Some(Event::Batch(b)) => match reprise_proto::batch::split(b) {
                 Ok(records) => {
@@ -205,7 +217,7 @@ async fn connect_and_serve<U: Upstream>(
                     if let Some(s) = session.take() {
                         s.abandon(abandoned);
                     }
-                    return Ok(false);
+                    return Ended::Closed;
                 }
             },
             Some(Event::End(end)) => {
@@ -219,17 +231,17 @@ async fn connect_and_serve<U: Upstream>(
                 }
                 if leaving.is_some() {
                     tracing::info!(replayer = %opts.id, reason = %end.reason, "left the job");
-                    return Ok(false);
+                    return Ended::Closed;
                 }
                 tracing::info!(replayer = %opts.id, reason = %end.reason, "job ended");
-                return Ok(true);
+                return Ended::JobDone;
             }
             None => {}
         }
     }
 }
 
-/// Takes a job, or refuses it (PermissionDenied) before sending anything, telling the
+/// Takes a job, or refuses it (the reason as the error) before sending anything, telling the
 /// dispatcher why: no target (the job has none and neither has this replayer), a target
 /// outside `--allow-target`, or one that cannot be used. The replayer's own target, when it
 /// has one, replaces the job's before any of that is checked. A job taken is acknowledged at
@@ -238,7 +250,7 @@ async fn accept<R: Reports>(
     mut cfg: pb::JobConfig,
     opts: &ReplayerOptions,
     reports: &R,
-) -> Result<Session<R>, Status> {
+) -> Result<Session<R>, String> {
     if let Some(own) = &opts.target {
         cfg.target.clone_from(own);
     }
@@ -272,9 +284,9 @@ async fn accept<R: Reports>(
                 ..Default::default()
             };
             if let Err(e) = reports.report(refusal).await {
-                tracing::warn!(replayer = %opts.id, error = %e.message(), "the dispatcher did not take the refusal");
+                tracing::warn!(replayer = %opts.id, error = %e, "the dispatcher did not take the refusal");
             }
-            Err(Status::permission_denied(why))
+            Err(why)
         }
     }
 }

@@ -129,6 +129,7 @@ impl<'a> Body<'a> {
 /// however many elements of a list differ under it, leaving out what `ignore` covers.
 /// Bodies that are not both JSON are one field, `body`, compared by length and a hash of
 /// their bytes.
+#[cfg(test)]
 pub fn bodies(left: &[u8], right: &[u8], ignore: &[FieldPattern], out: &mut Vec<Difference>) {
     diff_bodies(&Body::of(left), &Body::of(right), ignore, out);
 }

@@ -11,11 +11,12 @@ use reprise_proto::pb;
 use reprise_proto::pb::dispatcher_client::DispatcherClient;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_stream::StreamExt as _;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
-use crate::upstream::{Events, Reports, Upstream};
+use crate::upstream::{Events, Reports, Upstream, UpstreamError};
 
 const STREAM_WINDOW: u32 = 8 << 20;
 const MAX_MESSAGE: usize = 64 << 20;
@@ -149,19 +150,34 @@ fn request<T>(msg: T, token: &Option<MetadataValue<Ascii>>) -> Request<T> {
 impl Upstream for Grpc {
     type Reports = GrpcReports;
 
-    async fn subscribe(&self, reg: pb::Registration) -> Result<(Events, GrpcReports), Status> {
-        let channel = self.endpoint.connect().await.map_err(|e| Status::unavailable(chain(&e)))?;
+    async fn subscribe(&self, reg: pb::Registration) -> Result<(Events, GrpcReports), UpstreamError> {
+        let channel = self.endpoint.connect().await.map_err(|e| UpstreamError::Unavailable(chain(&e)))?;
         let mut client = DispatcherClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let events = client.subscribe(request(reg, &self.token)).await?.into_inner();
+        let events = events.map(|e| e.map_err(UpstreamError::from));
         Ok((Box::pin(events), GrpcReports { client, token: self.token.clone() }))
     }
 }
 
 impl Reports for GrpcReports {
-    async fn report(&self, report: pb::StatsReport) -> Result<(), Status> {
-        self.client.clone().report(request(report, &self.token)).await.map(|_| ())
+    async fn report(&self, report: pb::StatsReport) -> Result<(), UpstreamError> {
+        self.client.clone().report(request(report, &self.token)).await.map(|_| ()).map_err(Into::into)
+    }
+}
+
+/// What a dispatcher's status code means to a replayer: a wrong build or id
+/// (`FailedPrecondition`, `InvalidArgument`; also a report for a subscription let go) or
+/// token (`Unauthenticated`) is a refusal for good; anything else may pass on a retry.
+impl From<Status> for UpstreamError {
+    fn from(s: Status) -> Self {
+        match s.code() {
+            Code::FailedPrecondition | Code::InvalidArgument | Code::Unauthenticated => {
+                UpstreamError::Refused(s.message().to_owned())
+            }
+            _ => UpstreamError::Unavailable(s.message().to_owned()),
+        }
     }
 }
 

@@ -23,7 +23,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::Executor;
@@ -244,23 +247,48 @@ fn respond(health: &Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     resp
 }
 
-/// Binds `addr` and serves `health` until `cancel`; returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
-    health: Arc<Health>,
-    cancel: CancellationToken,
-) -> std::io::Result<SocketAddr> {
+/// The `--http` server: [`serve`] starts it, [`HealthServer::shutdown`] stops it and waits
+/// for it, connections included. It is meant to outlive the replayer's drain: probes must
+/// answer while it leaves.
+#[derive(Debug)]
+pub struct HealthServer {
+    /// Where it listens (port 0 resolved).
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// How long connections open at shutdown (a scraper's keep-alive) may finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+impl HealthServer {
+    /// Stops accepting, lets the connections open finish within a grace, then cuts them;
+    /// returns once the server's tasks have all ended.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the health server's task failed");
+        }
+    }
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` of `health` on `addr`.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<HealthServer> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    tokio::spawn(async move {
+    let stop = CancellationToken::new();
+    let cancel = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut conns = JoinSet::new();
         loop {
             let conn = tokio::select! {
                 c = listener.accept() => c,
-                () = cancel.cancelled() => return,
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                () = cancel.cancelled() => break,
             };
             let Ok((stream, _)) = conn else { continue };
             let health = Arc::clone(&health);
-            tokio::spawn(async move {
+            conns.spawn(async move {
                 let service = service_fn(move |req| {
                     let resp = respond(&health, &req);
                     async move { Ok::<_, Infallible>(resp) }
@@ -268,6 +296,10 @@ pub async fn serve(
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
+        drop(listener);
+        let _ =
+            tokio::time::timeout(SHUTDOWN_GRACE, async { while conns.join_next().await.is_some() {} }).await;
+        conns.shutdown().await;
     });
-    Ok(bound)
+    Ok(HealthServer { addr: bound, stop, task })
 }

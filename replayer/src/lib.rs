@@ -2,38 +2,44 @@
 //! due instant, measuring latency from that instant and from the send.
 //!
 //! # Layout
-//! [`client`] subscribes, reconnects and reports, to an [`Upstream`]: a dispatcher over gRPC
-//! (`grpc`: TLS and the replayer token) or in the same process; [`executor`] waits for each record's
-//! instant and hands it to one of its connections, all driven by one task ([`slots`]);
-//! [`http`] holds the target and sends on one keep-alive HTTP/1.1 connection per link ([`h1`]
-//! for plain HTTP, hyper and rustls for https); [`stats`] keeps the interval deltas;
-//! [`errors`] classifies failures into a bounded set of kinds; [`answer`] keeps what response
-//! comparison needs of an answer and [`compare`] says where two answers differ (in progress).
+//! `client` subscribes, reconnects and reports, to an [`Upstream`]: a dispatcher over gRPC
+//! (`grpc`: TLS and the replayer token) or in the same process; `executor` waits for each
+//! record's instant and hands it to one of its connections, all driven by one task
+//! (`slots`); `http` holds the target and sends on one keep-alive HTTP/1.1 connection per
+//! link (`h1` for plain HTTP, hyper and rustls for https; `request` writes a record as a
+//! request); `stats` keeps the interval deltas; `errors` names failures ([`ErrorKind`]) and
+//! logs their causes; `answer` keeps what response comparison needs of an answer and
+//! `compare` says where two answers differ; `allow` is `--allow-target`; `health` serves
+//! `--http`.
+//!
+//! The modules are the crate's own; what the binary uses is re-exported here: running a
+//! replayer ([`run`] over gRPC, [`run_on`] against any [`Upstream`]), its options and
+//! errors, the allow-list, the probes' server, and the check of a target URL.
 
-pub mod allow;
-pub mod answer;
-pub mod client;
-pub mod compare;
-pub mod errors;
-pub mod executor;
+mod allow;
+mod answer;
+mod client;
+mod compare;
+mod errors;
+mod executor;
 mod grpc;
-pub mod h1;
-pub mod health;
-pub mod http;
+mod h1;
+mod health;
+mod http;
 mod reporter;
-pub mod request;
-pub mod slots;
-pub mod stats;
+mod request;
+mod slots;
+mod stats;
 mod tls;
 mod upstream;
 
 pub use allow::{AllowError, AllowedTarget, Allowlist};
 pub use client::{DRAIN_TIMEOUT, ReplayerError, ReplayerOptions, run, run_on};
+pub use errors::ErrorKind;
 pub use grpc::{Credentials, SetupError};
-pub use health::Health;
-/// The error an [`Upstream`] answers with (tonic's, over gRPC or not).
-pub use tonic::Status;
-pub use upstream::{Events, Reports, Upstream};
+pub use health::{Health, HealthServer, serve as serve_health};
+pub use http::base_url;
+pub use upstream::{Events, Reports, Upstream, UpstreamError};
 
 /// Records for the unit tests: GETs of the given paths, each due at once, with its endpoint.
 #[cfg(test)]

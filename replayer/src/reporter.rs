@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use reprise_proto::pb;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
 
 use crate::executor::Executor;
 use crate::health::Health;
-use crate::upstream::Reports;
+use crate::upstream::{Reports, UpstreamError};
 
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Shortest gap between two ack-only reports.
@@ -55,9 +54,9 @@ impl<R: Reports> Reporter<R> {
         for attempt in 0..3u32 {
             match self.to.report(report.clone()).await {
                 Ok(()) => return true,
-                Err(e) if e.code() == Code::FailedPrecondition => return false,
+                Err(UpstreamError::Refused(_)) => return false,
                 Err(e) => {
-                    tracing::warn!(replayer = %self.id, attempt, error = %e.message(), "telling the dispatcher this replayer leaves failed; retrying");
+                    tracing::warn!(replayer = %self.id, attempt, error = %e, "telling the dispatcher this replayer leaves failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
                 }
             }
@@ -69,7 +68,7 @@ impl<R: Reports> Reporter<R> {
     pub(crate) async fn ack(&self, exec: &Executor) {
         let report = self.ack_report(exec);
         if let Err(e) = self.to.report(report).await {
-            tracing::debug!(replayer = %self.id, error = %e.message(), "ack failed; the next report carries it");
+            tracing::debug!(replayer = %self.id, error = %e, "ack failed; the next report carries it");
         }
     }
 
@@ -127,9 +126,9 @@ impl<R: Reports> Reporter<R> {
         for attempt in 0..5u32 {
             match self.to.report(report.clone()).await {
                 Ok(_) => return,
-                Err(e) if e.code() == Code::FailedPrecondition => return,
+                Err(UpstreamError::Refused(_)) => return,
                 Err(e) => {
-                    tracing::warn!(replayer = %self.id, seq, attempt, error = %e.message(), "report failed; retrying");
+                    tracing::warn!(replayer = %self.id, seq, attempt, error = %e, "report failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
             }
