@@ -14,7 +14,7 @@ use std::time::Duration;
 use reprise_dispatcher::config::{JobConfig, ListenAddr, Needs};
 use reprise_dispatcher::{
     ADMIN_TOKEN_VAR, Access, DropReason, InProcess, Job, JobError, JobOptions, JobState, REPLAYER_TOKEN_VAR,
-    Report, Token, progress_line,
+    Report, Snapshot, Token, progress_line,
 };
 use reprise_proto::pb;
 use reprise_replayer::{Events, Reports, Upstream, UpstreamError};
@@ -202,7 +202,9 @@ fn finish(
         Ok(Err(e)) => cannot_run(e),
         Err(e) => cannot_run(format!("the job task failed: {e}")),
     };
-    let report = Report::of(job);
+    // One snapshot for every file written: the table, JSON, HTML and CSV agree.
+    let snapshot = Snapshot::of(job, true);
+    let report = Report::from_snapshot(&snapshot);
     if std::io::stderr().is_terminal() {
         eprintln!();
     }
@@ -242,7 +244,7 @@ fn finish(
         return cannot_run(format!("cannot write {}: {e}", path.display()));
     }
     if let Some(prefix) = &outputs.csv
-        && let Err(e) = reprise_dispatcher::write_csv(job, &report, prefix)
+        && let Err(e) = reprise_dispatcher::write_csv(&snapshot, &report, prefix)
     {
         return cannot_run(format!("cannot write CSV files {}_*.csv: {e}", prefix.display()));
     }

@@ -51,7 +51,7 @@ pub use control::JobState;
 pub use job::{Job, JobError, JobOptions};
 pub use results::csv::write as write_csv;
 pub use results::html::render as render_html;
-pub use results::{Report, progress_line};
+pub use results::{Report, Snapshot, progress_line};
 pub use server::{
     ADMIN_TOKEN_VAR, Access, EventStream, InProcess, REPLAYER_TOKEN_VAR, Running, ServeError, TlsError,
     Token, TokenError, start,

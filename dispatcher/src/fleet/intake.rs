@@ -61,16 +61,21 @@ impl JobStats {
     /// Requests compared and, of them, differing (`[compare]`): of endpoint `name`, or of
     /// all traffic for "*". `None` when nothing of it was compared.
     pub fn compared(&self, name: &str) -> Option<(u64, u64)> {
-        let counts = |c: &EndpointCompare| {
-            let s = c.summary();
-            (s.compared, s.differing)
-        };
-        if name == "*" {
-            let all = self.compare.values().map(counts).fold((0, 0), |(n, d), (a, b)| (n + a, d + b));
-            return (all.0 > 0).then_some(all);
-        }
-        self.compare.get(name).map(counts)
+        compared(&self.compare, name)
     }
+}
+
+/// Requests compared and differing in `compare`: of endpoint `name`, or of all for "*".
+pub(super) fn compared(compare: &BTreeMap<Arc<str>, EndpointCompare>, name: &str) -> Option<(u64, u64)> {
+    let counts = |c: &EndpointCompare| {
+        let s = c.summary();
+        (s.compared, s.differing)
+    };
+    if name == "*" {
+        let all = compare.values().map(counts).fold((0, 0), |(n, d), (a, b)| (n + a, d + b));
+        return (all.0 > 0).then_some(all);
+    }
+    compare.get(name).map(counts)
 }
 
 impl Fleet {

@@ -32,7 +32,10 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-use crate::accounting::{Accounting, DropReason};
+use reprise_proto::compare::EndpointCompare;
+use reprise_proto::stats::{EndpointStats, OrderWait, TotalStats};
+
+use crate::accounting::{Accounting, Counts, DropReason};
 use crate::endpoints::EndpointNames;
 use crate::routing::{HashStrategy, Picker};
 use crate::sinks::Sinks;
@@ -317,15 +320,77 @@ impl Fleet {
 
     /// Every replayer of this job: those connected, then those that left (with their figures).
     pub fn members(&self) -> Vec<MemberStatus> {
-        let now = Instant::now();
         let stats = self.lock_stats();
         let inner = self.lock();
+        self.members_of(&stats, &inner, Instant::now())
+    }
+
+    fn members_of(&self, stats: &JobStats, inner: &Inner, now: Instant) -> Vec<MemberStatus> {
         let running = inner.job.is_some() && inner.ended.is_none();
         let live = inner
             .members
             .iter()
             .map(|(id, m)| m.status(id, now, running, self.window, stats.per_replayer.get(id)));
         live.chain(inner.departed.iter().cloned()).collect()
+    }
+
+    /// The fleet's results at one instant, read under the statistics lock taken once (the
+    /// membership lock inside it, in that order): the merged statistics, the members and the
+    /// books agree with each other, as no report can be merged halfway through. The
+    /// per-second history is copied only when `history` asks for it.
+    pub fn snapshot(&self, history: bool) -> FleetSnapshot {
+        let now = Instant::now();
+        let mut stats = self.lock_stats();
+        let counts = self.accounting.counts();
+        let history = if history { stats.history.rows() } else { Vec::new() };
+        let (members, in_flight) = {
+            let inner = self.lock();
+            let in_flight = inner.members.values().map(|m| m.dispatched - m.acked).sum();
+            (self.members_of(&stats, &inner, now), in_flight)
+        };
+        FleetSnapshot {
+            endpoints: stats.endpoints.clone(),
+            total: stats.total.clone(),
+            reports: stats.reports,
+            lost_reports: stats.lost_reports,
+            duplicate_reports: stats.duplicate_reports,
+            history,
+            order_wait: stats.order_wait.clone(),
+            compare: stats.compare.clone(),
+            members,
+            in_flight,
+            counts,
+        }
+    }
+}
+
+/// What [`Fleet::snapshot`] reads: everything the results render of the fleet.
+#[derive(Debug)]
+pub struct FleetSnapshot {
+    /// By endpoint name: at most `[stats] max_endpoints` and "other".
+    pub endpoints: BTreeMap<Arc<str>, EndpointStats>,
+    pub total: TotalStats,
+    /// Statistics reports merged, lost and repeated.
+    pub reports: u64,
+    pub lost_reports: u64,
+    pub duplicate_reports: u64,
+    /// All endpoints together, second by second (empty unless asked for).
+    pub history: Vec<Row>,
+    pub order_wait: OrderWait,
+    pub compare: BTreeMap<Arc<str>, EndpointCompare>,
+    /// Connected replayers, then those that left.
+    pub members: Vec<MemberStatus>,
+    /// Records dispatched and not yet acknowledged.
+    pub in_flight: u64,
+    /// The job's books.
+    pub counts: Counts,
+}
+
+impl FleetSnapshot {
+    /// Requests compared and, of them, differing: of endpoint `name`, or of all traffic
+    /// for "*" (see [`JobStats::compared`]).
+    pub fn compared(&self, name: &str) -> Option<(u64, u64)> {
+        intake::compared(&self.compare, name)
     }
 }
 
@@ -526,5 +591,33 @@ mod tests {
             assert_eq!(st.total.count(), 2);
             assert_eq!(st.endpoints.get("other").map(|e| e.count()), Some(2), "id 0 is other");
         });
+    }
+
+    /// A snapshot holds the statistics, the members and the books of one instant: what a
+    /// report merged is in all three, and what came after it in none.
+    #[test]
+    fn a_snapshot_is_one_instant_of_statistics_members_and_books() {
+        let (f, acc) = fleet(100);
+        let (s, _rx) = join(&f, "r");
+        for _ in 0..5 {
+            f.reserve(None);
+        }
+        acc.scheduled(5);
+        f.receive(&stats("r", s, 2, 2, 2)).expect("two of five done");
+        let snap = f.snapshot(false);
+        assert_eq!(snap.total.count(), 2);
+        assert_eq!(snap.endpoints.get("other").map(|e| e.count()), Some(2));
+        assert_eq!(snap.in_flight, 3, "five dispatched, two acknowledged");
+        assert_eq!(snap.members.len(), 1);
+        assert_eq!(snap.counts.scheduled, 5);
+        assert!(snap.history.is_empty(), "the history only when asked for");
+        let later = {
+            let mut r = stats("r", s, 5, 3, 3);
+            r.seq = 2;
+            r
+        };
+        f.receive(&later).expect("the rest");
+        assert_eq!(snap.total.count(), 2, "a snapshot does not change after it was taken");
+        assert_eq!(f.snapshot(true).total.count(), 5);
     }
 }

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use reprise_proto::stats::{Dist, Stats};
 
-use super::Report;
-use crate::job::Job;
+use super::{Report, Snapshot};
 
 const QUANTILES: [f64; 11] = [0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0];
 
@@ -48,21 +47,19 @@ fn stats_row<H: Dist>(out: &mut String, kind: &str, name: &str, s: &Stats<H>, se
     out.push('\n');
 }
 
-/// Writes both files; returns their paths.
-pub fn write(job: &Job, report: &Report, prefix: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+/// Writes both files of `snap` (and of `report`, made of it); returns their paths.
+pub fn write(snap: &Snapshot<'_>, report: &Report, prefix: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
     let mut stats = String::from(
         "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,Min Response Time,\
          Max Response Time,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%\n",
     );
     let secs = report.duration_s;
-    job.fleet().with_stats(|s| {
-        for (name, st) in &s.endpoints {
-            let (kind, path) = name.split_once(' ').unwrap_or(("", name));
-            stats_row(&mut stats, kind, path, st, secs);
-        }
-        stats_row(&mut stats, "", "Aggregated", &s.total, secs);
-    });
-    let start = job.started_unix();
+    for (name, st) in &snap.fleet.endpoints {
+        let (kind, path) = name.split_once(' ').unwrap_or(("", name));
+        stats_row(&mut stats, kind, path, st, secs);
+    }
+    stats_row(&mut stats, "", "Aggregated", &snap.fleet.total, secs);
+    let start = snap.started_unix;
     let mut history = String::from(
         "Timestamp,Type,Name,Requests/s,Failures/s,50%,90%,99%,100%,Total Request Count,Total Failure Count\n",
     );

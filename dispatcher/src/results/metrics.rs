@@ -1,5 +1,6 @@
 //! GET /metrics: the job's merged results in Prometheus' text exposition format, rendered
-//! from the same merged histograms and counters as the report (a snapshot each scrape).
+//! from one [`Snapshot`] per scrape (the same merged histograms and counters as the
+//! report, all read at one instant).
 //!
 //! - `reprise_latency_seconds` and `reprise_service_seconds`: histograms per endpoint
 //!   (from the due instant / from the send), cumulative buckets read off the HdrHistograms;
@@ -21,11 +22,13 @@ use std::fmt::Write as _;
 
 use reprise_proto::stats::Dist;
 
-use crate::accounting::DropReason;
+use reprise_proto::stats::OrderWait;
+
+use super::Snapshot;
+use crate::accounting::{Counts, DropReason};
 use crate::control::JobState;
 use crate::fetchers::progress::SourceStatus;
 use crate::fleet::{MemberStatus, STATES};
-use crate::job::Job;
 
 /// Bucket bounds, seconds.
 const BUCKETS: [f64; 14] =
@@ -53,10 +56,11 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// The exposition text for one scrape.
-pub fn render(job: &Job) -> String {
+pub fn render(snap: &Snapshot<'_>) -> String {
     let mut out = String::with_capacity(16 << 10);
-    let j = format!("job_id=\"{}\"", esc(job.id()));
-    job.fleet().with_stats(|s| {
+    let j = format!("job_id=\"{}\"", esc(&snap.job));
+    {
+        let s = &snap.fleet;
         header(
             &mut out,
             "reprise_latency_seconds",
@@ -121,15 +125,14 @@ pub fn render(job: &Job) -> String {
                 );
             }
         }
-    });
-    accounting(&mut out, job, &j);
-    refusals(&mut out, job, &j);
-    gauges(&mut out, job, &j);
+    }
+    accounting(&mut out, &snap.fleet.counts, &j);
+    refusals(&mut out, snap, &j);
+    gauges(&mut out, snap, &j);
     out
 }
 
-fn accounting(out: &mut String, job: &Job, j: &str) {
-    let c = job.accounting().counts();
+fn accounting(out: &mut String, c: &Counts, j: &str) {
     for (name, help, v) in [
         ("reprise_input_records_total", "Records taken from the recording.", c.input),
         ("reprise_scheduled_total", "Copies scheduled (rate applied).", c.scheduled),
@@ -189,32 +192,32 @@ fn accounting(out: &mut String, job: &Job, j: &str) {
 /// A counter's value for each shaping rule, by the rule's name.
 type RuleValues<'a> = Vec<(&'a String, u64)>;
 
-fn refusals(out: &mut String, job: &Job, j: &str) {
+fn refusals(out: &mut String, snap: &Snapshot<'_>, j: &str) {
     header(
         out,
         "reprise_refused_total",
         "counter",
         "Callers refused: missing or wrong token, failed TLS handshake.",
     );
-    for (reason, n) in job.refusals().snapshot() {
+    for (reason, n) in &snap.refused {
         let _ = writeln!(out, "reprise_refused_total{{{j},reason=\"{reason}\"}} {n}");
     }
 }
 
-fn gauges(out: &mut String, job: &Job, j: &str) {
-    let members = job.fleet().members();
+fn gauges(out: &mut String, snap: &Snapshot<'_>, j: &str) {
+    let members = &snap.fleet.members;
     let connected = members.iter().filter(|m| m.connected()).count();
     header(out, "reprise_replayers_connected", "gauge", "Replayers subscribed now.");
     let _ = writeln!(out, "reprise_replayers_connected{{{j}}} {connected}");
-    replayers(out, j, &members);
+    replayers(out, j, members);
     header(
         out,
         "reprise_in_flight_records",
         "gauge",
         "Records dispatched and not yet acknowledged (credits in use).",
     );
-    let _ = writeln!(out, "reprise_in_flight_records{{{j}}} {}", job.fleet().in_flight());
-    let lag = job.fleet().with_stats(|s| s.total.lag.clone());
+    let _ = writeln!(out, "reprise_in_flight_records{{{j}}} {}", snap.fleet.in_flight);
+    let lag = &snap.fleet.total.lag;
     header(
         out,
         "reprise_schedule_lag_seconds",
@@ -225,36 +228,36 @@ fn gauges(out: &mut String, job: &Job, j: &str) {
         let v = lag.value_at_quantile(q) as f64 / 1e6;
         let _ = writeln!(out, "reprise_schedule_lag_seconds{{{j},quantile=\"{q}\"}} {v}");
     }
-    if job.config().proxy.ordered {
-        order_wait(out, job, j);
+    if snap.config.proxy.ordered {
+        order_wait(out, &snap.fleet.order_wait, j);
     }
-    if job.config().compare.is_some() {
-        compare(out, job, j);
+    if snap.config.compare.is_some() {
+        compare(out, snap, j);
     }
     header(out, "reprise_job_running", "gauge", "1 while the job runs (or is paused), else 0.");
-    let running = matches!(job.state(), JobState::Running | JobState::Paused | JobState::Draining);
+    let running = matches!(snap.state, JobState::Running | JobState::Paused | JobState::Draining);
     let _ = writeln!(out, "reprise_job_running{{{j}}} {}", u8::from(running));
     header(out, "reprise_job_elapsed_seconds", "gauge", "Seconds since the job started.");
-    let _ = writeln!(out, "reprise_job_elapsed_seconds{{{j}}} {}", job.elapsed().as_secs_f64());
+    let _ = writeln!(out, "reprise_job_elapsed_seconds{{{j}}} {}", snap.elapsed.as_secs_f64());
     header(out, "reprise_job_recorded_seconds", "gauge", "Recorded time replayed so far (job progress).");
-    let _ = writeln!(out, "reprise_job_recorded_seconds{{{j}}} {}", job.progress().as_secs_f64());
-    source(out, j, &job.source());
+    let _ = writeln!(out, "reprise_job_recorded_seconds{{{j}}} {}", snap.progress.as_secs_f64());
+    source(out, j, &snap.source);
 }
 
 /// Response comparison (`[compare]`), per endpoint: requests compared by outcome, and not
 /// compared. The outcome is decided with the noise known so far, so a request counted as
 /// differing can turn out the same once a field is found noisy: those are gauges. Endpoints
 /// are capped by `[stats] max_endpoints`, so the label set is bounded.
-fn compare(out: &mut String, job: &Job, j: &str) {
-    let rows: Vec<(String, u64, u64, u64)> = job.fleet().with_stats(|s| {
-        s.compare
-            .iter()
-            .map(|(name, c)| {
-                let sum = c.summary();
-                (name.to_string(), sum.compared, sum.differing, sum.uncompared)
-            })
-            .collect()
-    });
+fn compare(out: &mut String, snap: &Snapshot<'_>, j: &str) {
+    let rows: Vec<(String, u64, u64, u64)> = snap
+        .fleet
+        .compare
+        .iter()
+        .map(|(name, c)| {
+            let sum = c.summary();
+            (name.to_string(), sum.compared, sum.differing, sum.uncompared)
+        })
+        .collect();
     header(
         out,
         "reprise_compare_requests",
@@ -286,8 +289,7 @@ fn compare(out: &mut String, job: &Job, j: &str) {
 }
 
 /// An ordered job's waits for sessions: a summary over the job, and the timeouts.
-fn order_wait(out: &mut String, job: &Job, j: &str) {
-    let w = job.fleet().with_stats(|s| s.order_wait.clone());
+fn order_wait(out: &mut String, w: &OrderWait, j: &str) {
     header(
         out,
         "reprise_order_wait_seconds",

@@ -2,17 +2,18 @@
 //! counts and latency percentiles (read off the merged HdrHistograms, never averaged
 //! percentiles), per replayer figures; serialized for --report-json and GET /status, rendered
 //! as the terminal table. Its other renderings sit beside it: [`csv`] (Locust-style files),
-//! [`html`] (one self-contained page) and [`metrics`] (the Prometheus page, rendered from the
-//! merged statistics on each scrape). [`compare`] and `order_wait` are the report's parts
-//! for response comparison and for sessions in order.
+//! [`html`] (one self-contained page) and [`metrics`] (the Prometheus page). All of them
+//! render one [`Snapshot`], taken once ([`snapshot`]). [`compare`] and `order_wait` are the
+//! report's parts for response comparison and for sessions in order.
 //!
-//! A new report format goes here, as a file that renders a [`Report`].
+//! A new report format goes here, as a file that renders a [`Snapshot`] or a [`Report`].
 
 pub mod compare;
 pub mod csv;
 pub mod html;
 pub mod metrics;
 mod order_wait;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +31,7 @@ use crate::job::Job;
 use crate::sinks::SinkCounts;
 use crate::thresholds::Verdict;
 pub use order_wait::OrderWaitReport;
+pub use snapshot::Snapshot;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -200,36 +202,35 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 impl Report {
+    /// The report of the job now (a snapshot taken for it).
     pub fn of(job: &Job) -> Report {
-        let secs = job.elapsed().as_secs_f64();
-        let counts = job.accounting().counts();
-        let gate = &job.config().gate;
-        let ordered = job.config().proxy.ordered;
-        let baseline = job.config().compare.as_ref().map(|c| c.baseline);
-        let (endpoints, total, reports, verdicts, history, order_wait, compare) =
-            job.fleet().with_stats(|s| {
-                let eps: Vec<EndpointReport> =
-                    s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
-                let reports = StatsReportCounts {
-                    received: s.reports,
-                    lost: s.lost_reports,
-                    duplicate: s.duplicate_reports,
-                };
-                let verdicts = gate.judge(&s.total, |e| s.endpoints.get(e), |e| s.compared(e), secs);
-                let order_wait = ordered.then(|| OrderWaitReport::of(&s.order_wait));
-                let compare = baseline.map(|b| compare::CompareReport::of(b, &s.compare));
-                (eps, endpoint("*", &s.total, secs), reports, verdicts, s.history.rows(), order_wait, compare)
-            });
+        Report::from_snapshot(&Snapshot::of(job, true))
+    }
+
+    /// The report a snapshot holds.
+    pub fn from_snapshot(snap: &Snapshot<'_>) -> Report {
+        let secs = snap.elapsed.as_secs_f64();
+        let s = &snap.fleet;
+        let counts = s.counts.clone();
+        let endpoints: Vec<EndpointReport> =
+            s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
+        let total = endpoint("*", &s.total, secs);
+        let reports =
+            StatsReportCounts { received: s.reports, lost: s.lost_reports, duplicate: s.duplicate_reports };
+        let verdicts = snap.config.gate.judge(&s.total, |e| s.endpoints.get(e), |e| s.compared(e), secs);
+        let order_wait = snap.config.proxy.ordered.then(|| OrderWaitReport::of(&s.order_wait));
+        let compare =
+            snap.config.compare.as_ref().map(|c| compare::CompareReport::of(c.baseline, &s.compare));
         let dropped_total = counts.dropped_total();
         // Every identity of the books (accounting.rs), the input's included.
         let balanced = counts.input == counts.in_range + counts.out_of_range
             && counts.scheduled == total.requests + dropped_total
             && total.requests == total.ok + total.failed;
         Report {
-            job: job.id().to_owned(),
-            state: job.state(),
-            settings: job.control(),
-            started_unix_us: (job.started_unix() * 1e6) as u64,
+            job: snap.job.clone(),
+            state: snap.state,
+            settings: snap.settings,
+            started_unix_us: (snap.started_unix * 1e6) as u64,
             duration_s: secs,
             totals: Totals {
                 sent: total.requests,
@@ -239,16 +240,16 @@ impl Report {
                 balanced,
                 counts,
             },
-            source: job.source(),
+            source: snap.source.clone(),
             total,
             endpoints,
-            replayers: job.fleet().members(),
+            replayers: s.members.clone(),
             reports,
-            history,
-            thresholds_passed: verdicts.iter().all(|v| v.pass) && job.aborted_by().is_none(),
-            aborted_by: job.aborted_by(),
-            sinks: job.sinks().counts(),
-            refused: job.refusals().snapshot(),
+            history: s.history.clone(),
+            thresholds_passed: verdicts.iter().all(|v| v.pass) && snap.aborted_by.is_none(),
+            aborted_by: snap.aborted_by.clone(),
+            sinks: snap.sinks.clone(),
+            refused: snap.refused.clone(),
             thresholds: verdicts,
             peak_rss_bytes: peak_rss_bytes(),
             runtime_threads: tokio::runtime::Handle::try_current().ok().map(|h| h.metrics().num_workers()),

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::config::Speed;
 use crate::job::Job;
-use crate::results::{Report, metrics};
+use crate::results::{Report, Snapshot, metrics};
 
 pub(super) fn router(job: Arc<Job>) -> Router {
     Router::new()
@@ -53,7 +53,10 @@ async fn shutdown(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {
 async fn metrics(
     State(job): State<Arc<Job>>,
 ) -> ([(axum::http::header::HeaderName, &'static str); 1], String) {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics::render(&job))
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics::render(&Snapshot::of(&job, false)),
+    )
 }
 
 async fn start(State(job): State<Arc<Job>>) -> (StatusCode, Json<Value>) {
