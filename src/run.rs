@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use reprise_dispatcher::config::{JobConfig, ListenAddr, Needs};
+use reprise_dispatcher::JobPlan;
+use reprise_dispatcher::config::{ListenAddr, Needs};
 use reprise_dispatcher::{
     ADMIN_TOKEN_VAR, Access, DropReason, InProcess, Job, JobError, JobOptions, JobState, REPLAYER_TOKEN_VAR,
     Report, Snapshot, Token, progress_line,
@@ -26,21 +27,17 @@ use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG, EXIT_STOPPED, EXIT_THRESHOLDS};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// Loads a job file for a command that `needs` more of it, and reads its substitution
-/// tables; Havok keys reprise does not use are printed once each as warnings.
-fn load(path: &Path, needs: Needs) -> Result<JobConfig, ExitCode> {
-    let cfg = JobConfig::load(path, needs).map_err(|e| {
+/// Compiles a job file for a command that `needs` more of it; its warnings (Havok keys
+/// reprise does not use, a job without a target) are printed once each.
+fn load(path: &Path, needs: Needs) -> Result<JobPlan, ExitCode> {
+    let (plan, warnings) = reprise_dispatcher::compile(path, needs).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
     })?;
-    for w in &cfg.warnings {
+    for w in &warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
-    if let Err(e) = reprise_dispatcher::check_shaping(&cfg) {
-        eprintln!("error: {}: {e}", path.display());
-        return Err(ExitCode::from(EXIT_CONFIG));
-    }
-    Ok(cfg)
+    Ok(plan)
 }
 
 fn cannot_run(msg: impl std::fmt::Display) -> ExitCode {
@@ -109,13 +106,15 @@ pub async fn local(
     target: Option<String>,
     cancel: CancellationToken,
 ) -> ExitCode {
-    let cfg = match load(path, Needs { target: target.is_none() }) {
-        Ok(c) => c,
+    let mut plan = match load(path, Needs { target: target.is_none() }) {
+        Ok(p) => p,
         Err(code) => return code,
     };
-    let replayers = replayers.unwrap_or(cfg.job.replayers).max(1);
+    let replayers = replayers.unwrap_or(plan.config.job.replayers).max(1);
     // invariant: without --target, load refused a job file without [job] target.
-    let Some(target) = target.or_else(|| cfg.job.target.clone()) else { unreachable!("checked by load") };
+    let Some(target) = target.or_else(|| plan.config.job.target.clone()) else {
+        unreachable!("checked by load")
+    };
     let target = match resolve_target(&target, &cancel).await {
         Ok(t) => t,
         Err(code) => return code,
@@ -123,14 +122,13 @@ pub async fn local(
     if !dry_run && let Err(e) = probe(&target).await {
         return cannot_run(e);
     }
-    let mut cfg = cfg;
-    cfg.job.min_replayers = replayers;
+    plan.config.job.min_replayers = replayers;
     let loopback = ([127, 0, 0, 1], 0).into();
     let opts = JobOptions { target: Some(target), dry_run };
     // Loopback only, and its replayers in this process: no token or TLS to ask for.
     let access = Access::default();
     // Its replayers are in this process: no gRPC port to open.
-    let mut running = match reprise_dispatcher::start(cfg, opts, None, loopback, access, &cancel).await {
+    let mut running = match reprise_dispatcher::start(plan, opts, None, loopback, access, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };
@@ -326,17 +324,17 @@ fn addr(flag: Option<String>, default: ListenAddr, name: &str) -> Result<std::ne
 }
 
 pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken) -> ExitCode {
-    let cfg = match load(path, Needs::default()) {
-        Ok(c) => c,
+    let plan = match load(path, Needs::default()) {
+        Ok(p) => p,
         Err(code) => return code,
     };
-    let (grpc, http) =
-        match (addr(args.grpc, cfg.service.grpc, "grpc"), addr(args.http, cfg.service.http, "http")) {
-            (Ok(g), Ok(h)) => (g, h),
-            (Err(code), _) | (_, Err(code)) => return code,
-        };
+    let service = &plan.config.service;
+    let (grpc, http) = match (addr(args.grpc, service.grpc, "grpc"), addr(args.http, service.http, "http")) {
+        (Ok(g), Ok(h)) => (g, h),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
     // Without a target (Havok's files have none), each replayer sends to its own --target.
-    let target = match args.target.or_else(|| cfg.job.target.clone()) {
+    let target = match args.target.or_else(|| plan.config.job.target.clone()) {
         Some(t) => match resolve_target(&t, &cancel).await {
             Ok(t) => Some(t),
             Err(code) => return code,
@@ -348,7 +346,7 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
         Err(code) => return code,
     };
     let opts = JobOptions { target, dry_run: false };
-    let mut running = match reprise_dispatcher::start(cfg, opts, Some(grpc), http, access, &cancel).await {
+    let mut running = match reprise_dispatcher::start(plan, opts, Some(grpc), http, access, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };

@@ -15,7 +15,8 @@
 //!    results: InfluxDB, raw rows).
 //! 4. `fleet`: the replayers, their credits and their merged statistics.
 //! 5. `dispatch`: the loop from the merge to the fleet, through a narrow context.
-//! 6. `job`: runs the whole and owns its tasks.
+//! 6. `plan`: a job file compiled into what a job runs (its config and compiled shaping);
+//!    `job`: runs the whole and owns its tasks.
 //! 7. `results`: the report and its renderings (table, JSON, CSV, HTML, Prometheus).
 //! 8. `server`: the gRPC service and the admin API around a job.
 //!
@@ -35,6 +36,7 @@ mod fetchers;
 mod fleet;
 pub mod fuzz;
 mod job;
+pub mod plan;
 mod record;
 mod redact;
 mod refusals;
@@ -49,6 +51,7 @@ mod timewheel;
 pub use accounting::DropReason;
 pub use control::JobState;
 pub use job::{Job, JobError, JobOptions};
+pub use plan::{JobPlan, compile};
 pub use results::csv::write as write_csv;
 pub use results::html::render as render_html;
 pub use results::{Report, Snapshot, progress_line};
@@ -56,4 +59,4 @@ pub use server::{
     ADMIN_TOKEN_VAR, Access, EventStream, InProcess, REPLAYER_TOKEN_VAR, Running, ServeError, TlsError,
     Token, TokenError, start,
 };
-pub use shaping::{ShapingError, check as check_shaping};
+pub use shaping::ShapingError;

@@ -27,9 +27,10 @@ use crate::control::{Control, ControlError, JobState};
 use crate::fetchers::FetchError;
 use crate::fetchers::progress::{SourceProgress, SourceStatus};
 use crate::fleet::Fleet;
+use crate::plan::JobPlan;
 use crate::redact::Redactor;
 use crate::refusals::Refusals;
-use crate::shaping::{Shaping, ShapingError};
+use crate::shaping::Shaping;
 use crate::sinks::{SinkError, Sinks};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +39,6 @@ pub enum JobError {
     Fetch(#[from] FetchError),
     #[error("the job was cancelled before it started")]
     NotStarted,
-    #[error(transparent)]
-    Shaping(#[from] ShapingError),
     #[error(transparent)]
     Sink(#[from] SinkError),
 }
@@ -97,12 +96,12 @@ struct Times {
 impl Job {
     /// A job waiting for its replayers; `shutdown` stops it (and, before it starts, cancels it).
     /// Starts the sinks at once, so an unusable one is an error before anything runs.
-    pub fn new(cfg: JobConfig, opts: JobOptions, shutdown: &CancellationToken) -> Result<Arc<Job>, JobError> {
+    pub fn new(plan: JobPlan, opts: JobOptions, shutdown: &CancellationToken) -> Result<Arc<Job>, JobError> {
+        let JobPlan { config: cfg, shaping } = plan;
         let control = Control { speed: cfg.job.pace(), rate: cfg.job.rate, paused: false };
         let tasks = TaskTracker::new();
         let sinks_stop = CancellationToken::new();
         let fields = &cfg.analyzer.fields;
-        let shaping = Arc::new(Shaping::new(&cfg)?);
         let (secret_headers, secret_queries) = Shaping::secrets(&cfg);
         let headers: Vec<String> =
             cfg.analyzer.secret_headers.iter().cloned().chain(secret_headers).collect();

@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-use crate::config::JobConfig;
 use crate::job::{Job, JobError, JobOptions};
+use crate::plan::JobPlan;
 use crate::refusals::Refusal;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
 /// `[service.tls]` puts both ports behind TLS. `shutdown` stops the job (see [`Job::run`]);
 /// the servers stop with [`Running::shutdown`].
 pub async fn start(
-    cfg: JobConfig,
+    plan: JobPlan,
     opts: JobOptions,
     grpc: Option<SocketAddr>,
     http: SocketAddr,
@@ -102,20 +102,20 @@ pub async fn start(
     shutdown: &CancellationToken,
 ) -> Result<Running, ServeError> {
     access.check_exposure(grpc, http)?;
-    let tls = cfg.service.tls.as_ref().map(tls::ServerTls::load).transpose()?;
+    let tls = plan.config.service.tls.as_ref().map(tls::ServerTls::load).transpose()?;
     if tls.is_none() && !(grpc.is_none_or(|g| g.ip().is_loopback()) && http.ip().is_loopback()) {
         tracing::warn!(
             "serving beyond loopback without [service.tls]: recorded requests and tokens cross the network in plain text (fine behind a mesh that encrypts, not otherwise)"
         );
     }
-    let metrics_auth = cfg.service.metrics_auth;
+    let metrics_auth = plan.config.service.metrics_auth;
     let grpc_listener = match grpc {
         Some(addr) => Some((bind("gRPC", addr).await?, addr)),
         None => None,
     };
     let http_listener = bind("admin HTTP", http).await?;
     let http = local(&http_listener, http);
-    let job = Job::new(cfg, opts, shutdown)?;
+    let job = Job::new(plan, opts, shutdown)?;
     let stop_servers = CancellationToken::new();
 
     let mut servers = Vec::with_capacity(2);

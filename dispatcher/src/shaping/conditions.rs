@@ -1,6 +1,7 @@
 //! Conditions on a record, compiled once: a `[[filter]]` rule's, and a `[[rewrite]]` rule's
 //! `when`. Checked cheapest first (method, then the patterns).
 
+use super::ShapingError;
 use super::matcher::Matcher;
 use crate::config::Conditions;
 use crate::record::{Record, query_value};
@@ -16,16 +17,17 @@ pub struct When {
     query_value: Option<Matcher>,
 }
 
-/// A regex the job file gave. Validation refused a job whose regexes do not compile, so a
-/// failure here is a job changed underneath: the rule is left out, with an error in the log.
-pub fn compile(rule: &str, pattern: Option<&String>) -> Result<Option<Matcher>, ()> {
-    match pattern.map(|p| Matcher::new(p)) {
+/// A regex the job file gave at `key`: compiled here, once, and a job whose regex does not
+/// compile is refused (never run with the rule left out).
+pub fn compile(key: &str, pattern: Option<&String>) -> Result<Option<Matcher>, ShapingError> {
+    match pattern.map(|p| (p, Matcher::new(p))) {
         None => Ok(None),
-        Some(Ok(r)) => Ok(Some(r)),
-        Some(Err(e)) => {
-            tracing::error!(rule, error = %e, "shaping rule left out: a regex does not compile");
-            Err(())
-        }
+        Some((_, Ok(r))) => Ok(Some(r)),
+        Some((p, Err(e))) => Err(ShapingError {
+            key: key.to_owned(),
+            value: format!("{p:?}"),
+            why: format!("not a regex: {e}"),
+        }),
     }
 }
 
@@ -52,15 +54,16 @@ impl<'a> Target<'a> {
 }
 
 impl When {
-    pub fn new(c: &Conditions, rule: &str) -> Result<When, ()> {
+    /// The conditions at `key` (`filter[0]`, `rewrite[2].when`), their regexes compiled.
+    pub fn new(c: &Conditions, key: &str) -> Result<When, ShapingError> {
         Ok(When {
             methods: c.method.as_ref().map(|m| m.list()).unwrap_or_default(),
-            path: compile(rule, c.path.as_ref())?,
-            host: compile(rule, c.host.as_ref())?,
+            path: compile(&format!("{key}.path"), c.path.as_ref())?,
+            host: compile(&format!("{key}.host"), c.host.as_ref())?,
             header: c.header.clone(),
-            header_value: compile(rule, c.header_value.as_ref())?,
+            header_value: compile(&format!("{key}.header_value"), c.header_value.as_ref())?,
             query: c.query.clone(),
-            query_value: compile(rule, c.query_value.as_ref())?,
+            query_value: compile(&format!("{key}.query_value"), c.query_value.as_ref())?,
         })
     }
 

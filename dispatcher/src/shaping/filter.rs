@@ -1,6 +1,7 @@
 //! `[[filter]]`: the first rule whose conditions all hold decides whether a record is
 //! replayed.
 
+use super::ShapingError;
 use super::conditions::{Target, When};
 use crate::config::{FilterAction, FilterRule};
 use crate::record::Record;
@@ -18,16 +19,16 @@ pub struct Filters {
 }
 
 impl Filters {
-    pub fn new(rules: &[FilterRule]) -> Filters {
+    pub fn new(rules: &[FilterRule]) -> Result<Filters, ShapingError> {
         let rules = rules
             .iter()
             .enumerate()
-            .filter_map(|(i, rule)| {
-                let when = When::new(&rule.conditions(), &rule.label(i)).ok()?;
-                Some((i, Filter { deny: rule.action == Some(FilterAction::Deny), when }))
+            .map(|(i, rule)| {
+                let when = When::new(&rule.conditions(), &format!("filter[{i}]"))?;
+                Ok((i, Filter { deny: rule.action == Some(FilterAction::Deny), when }))
             })
-            .collect();
-        Filters { rules }
+            .collect::<Result<_, ShapingError>>()?;
+        Ok(Filters { rules })
     }
 
     /// The index of the deny rule that leaves `r` out, if the first rule that matches it
@@ -95,7 +96,8 @@ mod tests {
                 r.query_value = Some("^yes$".into());
             }),
             rule(Deny, |r| r.method = Some(Methods::One("DELETE".into()))),
-        ]);
+        ])
+        .expect("compiles");
         let cases = [
             (record("POST", "/payments/1?x=1", None, &[]), Some(1)),
             (record("GET", "/payments/1", None, &[]), None),
@@ -120,7 +122,8 @@ mod tests {
         let filters = Filters::new(&[
             rule(FilterAction::Allow, |r| r.path = Some("^/api/".into())),
             rule(FilterAction::Deny, |_| {}),
-        ]);
+        ])
+        .expect("compiles");
         assert_eq!(filters.denied_by(&record("GET", "/api/x", None, &[])), None);
         assert_eq!(filters.denied_by(&record("GET", "/other", None, &[])), Some(1), "an allowlist");
     }

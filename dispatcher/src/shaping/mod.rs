@@ -36,8 +36,8 @@ use filter::Filters;
 use rewrite::{Draft, Rewrite};
 use substitute::Substitute;
 
-/// A shaping rule that cannot be used: its table is missing or malformed. Names the key and
-/// the file, and never a value of the table.
+/// A shaping rule that cannot be used: its table is missing or malformed, or a regex of it
+/// does not compile. Names the key and the file or pattern, and never a value of a table.
 #[derive(Debug, thiserror::Error)]
 #[error("{key} = {value}: {why}")]
 pub struct ShapingError {
@@ -46,18 +46,12 @@ pub struct ShapingError {
     pub why: String,
 }
 
-/// Reads the job's substitution tables as the job will: `reprise validate` and the loading
-/// of a job file refuse a bad one before anything runs.
-pub fn check(cfg: &JobConfig) -> Result<(), ShapingError> {
-    Shaping::new(cfg).map(drop)
-}
-
 /// A job's shaping rules, compiled (and their tables read) once.
 #[derive(Debug, Default)]
 pub struct Shaping {
     filters: Filters,
     substitutes: Vec<Substitute>,
-    /// By their index in `[[rewrite]]` (a rule whose regex does not compile is left out).
+    /// By their index in `[[rewrite]]`.
     rewrites: Vec<(usize, Rewrite)>,
     /// Some rewrite sets the Host.
     sets_host: bool,
@@ -77,10 +71,10 @@ impl Shaping {
             .rewrite
             .iter()
             .enumerate()
-            .filter_map(|(i, rule)| Rewrite::new(rule, rule.label(i)).map(|r| (i, r)))
-            .collect();
+            .map(|(i, rule)| Rewrite::new(rule, rule.label(i), i).map(|r| (i, r)))
+            .collect::<Result<_, _>>()?;
         Ok(Shaping {
-            filters: Filters::new(&cfg.filter),
+            filters: Filters::new(&cfg.filter)?,
             substitutes,
             sets_host: cfg.rewrite.iter().any(|r| r.set_host.is_some()),
             rewrites,

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use bytes::Bytes;
 use regex::CaptureLocations;
 
+use super::ShapingError;
 use super::conditions::{Target, When, path_only};
 use super::json::{self, Op};
 use super::path::PathRule;
@@ -105,28 +106,39 @@ pub struct Outcome {
 }
 
 impl Rewrite {
-    /// `None` (logged) when a regex does not compile: validation refused such a job, so the
-    /// job was changed underneath.
-    pub fn new(rule: &RewriteRule, label: String) -> Option<Rewrite> {
+    /// The rule at `[[rewrite]]` index `index`, compiled; an error when a regex does not
+    /// compile or the path rule lacks a side, so a broken rule refuses the job instead of
+    /// being left out.
+    pub fn new(rule: &RewriteRule, label: String, index: usize) -> Result<Rewrite, ShapingError> {
+        let key = format!("rewrite[{index}]");
         let when = match &rule.when {
-            Some(c) => Some(When::new(c, &label).ok()?),
+            Some(c) => Some(When::new(c, &format!("{key}.when"))?),
             None => None,
         };
         let path = match &rule.path {
-            Some(p) => match PathRule::new(p.from.as_deref()?, p.to.as_deref()?) {
-                Ok(rule) => Some(rule),
-                Err(e) => {
-                    tracing::error!(rule = label, error = %e, "rewrite left out: path.from does not compile");
-                    return None;
-                }
-            },
+            Some(p) => {
+                let (Some(from), Some(to)) = (p.from.as_deref(), p.to.as_deref()) else {
+                    let why = "needs both `from` and `to`: { from = \"^/v1/(.*)$\", to = \"/v2/$1\" }";
+                    return Err(ShapingError {
+                        key: format!("{key}.path"),
+                        value: String::new(),
+                        why: why.into(),
+                    });
+                };
+                let compiled = PathRule::new(from, to).map_err(|e| ShapingError {
+                    key: format!("{key}.path.from"),
+                    value: format!("{from:?}"),
+                    why: format!("not a regex: {e}"),
+                })?;
+                Some(compiled)
+            }
             None => None,
         };
         let json_set = rule.set_json.iter().map(|(ptr, v)| {
             // invariant: a TOML value serializes as json (a date arrives as its text).
             (json::tokens(ptr), Op::Set(serde_json::to_string(v).unwrap_or_else(|_| "null".into())))
         });
-        Some(Rewrite {
+        Ok(Rewrite {
             skip_on_failure: rule.on_failure == OnFailure::Skip,
             when,
             path,
