@@ -303,7 +303,7 @@ async fn an_unusable_certificate_file_is_named_with_what_is_wrong() {
 }
 
 /// A subscribed replayer turned hostile, over the real gRPC port: a report forged for
-/// another replayer (its session guessed), one for another job, a flood of acks and a 17 MiB
+/// another replayer (its subscription guessed), one for another job, a flood of acks and a 17 MiB
 /// message are refused, each counted under its reason, and the job of the honest replayer
 /// goes on with its books balanced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,24 +328,24 @@ async fn forged_flooding_and_oversized_reports_are_refused_and_counted() {
         Some(pb::DispatcherEvent { event: Some(pb::dispatcher_event::Event::Job(cfg)) }) => cfg,
         other => panic!("the job's configuration first: {other:?}"),
     };
-    let own = |session: u64, job_id: &str| pb::StatsReport {
+    let own = |subscription: u64, job_id: &str| pb::StatsReport {
         replayer_id: "intruder".into(),
         job_id: job_id.into(),
-        session,
+        subscription,
         ..Default::default()
     };
     let code = |r: Result<tonic::Response<pb::ReportReturn>, tonic::Status>| match r {
         Ok(_) => "Ok".to_owned(),
         Err(e) => format!("{:?}", e.code()),
     };
-    // Another replayer's reports, its session guessed: sessions are not 1, 2, 3 ….
+    // Another replayer's reports, its subscription guessed: subscriptions are not 1, 2, 3 ….
     for guess in 1..=3 {
         let mut forged = own(guess, &cfg.job_id);
         forged.replayer_id = "honest".into();
         assert_eq!(code(client.report(forged).await), "FailedPrecondition");
     }
-    assert_eq!(code(client.report(own(cfg.session, "another-job")).await), "FailedPrecondition");
-    let mut huge = own(cfg.session, &cfg.job_id);
+    assert_eq!(code(client.report(own(cfg.subscription, "another-job")).await), "FailedPrecondition");
+    let mut huge = own(cfg.subscription, &cfg.job_id);
     huge.refusal = "x".repeat(17 << 20);
     assert_eq!(code(client.report(huge).await), "OutOfRange");
     // A flood: 16 senders at once on one HTTP/2 connection, far past 1,000 reports a second
@@ -353,7 +353,7 @@ async fn forged_flooding_and_oversized_reports_are_refused_and_counted() {
     // each stops at its first refusal or after 5,000.
     let mut senders = tokio::task::JoinSet::new();
     for _ in 0..16 {
-        let (mut c, r) = (client.clone(), own(cfg.session, &cfg.job_id));
+        let (mut c, r) = (client.clone(), own(cfg.subscription, &cfg.job_id));
         senders.spawn(async move {
             for _ in 0..5000 {
                 if c.report(r.clone()).await.is_err() {

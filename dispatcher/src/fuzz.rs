@@ -91,17 +91,17 @@ pub fn report(data: &[u8]) {
     let Ok(mut report) = pb::StatsReport::decode(data) else { return };
     let fleet = Fleet::new(HashStrategy::RoundRobin, 64, Arc::new(Accounting::default()), Sinks::default());
     let (tx, _rx) = tokio::sync::mpsc::channel(4);
-    let Ok(session) = fleet.join("fuzz", None, tx) else { return };
+    let Ok(subscription) = fleet.join("fuzz", None, tx) else { return };
     for _ in 0..8 {
         let _ = fleet.reserve(None);
     }
     report.replayer_id = "fuzz".into();
-    report.session = session;
+    report.subscription = subscription;
     report.job_id.clear();
     let _ = fleet.receive(&report);
     // Response comparison's counts are judged (noise decided) when read.
     let _ = fleet.with_stats(|s| s.compared("*"));
-    fleet.leave("fuzz", session, "fuzz");
+    fleet.leave("fuzz", subscription, "fuzz");
 }
 
 /// A batch of records as a replayer receives it: split, and every record read.
@@ -223,13 +223,13 @@ mod seeds {
             headers: &headers,
             body: &Bytes::from_static(b"{}"),
             host: b"h",
-            session: 0,
+            order_key: 0,
             expected: &[],
         };
         rec.write_to(&mut encoded);
-        // The second of an ordered job, in a session, carrying a recorded answer.
+        // The second of an ordered job, with an order key, carrying a recorded answer.
         let expected = Answers::new(&["etag"], 16).encode(200, &headers, b"{\"a\":1}");
-        reprise_proto::batch::RecordRef { session: 42, expected: &expected, ..rec }.write_to(&mut encoded);
+        reprise_proto::batch::RecordRef { order_key: 42, expected: &expected, ..rec }.write_to(&mut encoded);
         let batch = pb::RecordBatch { encoded: encoded.freeze(), count: 2 };
         let how = "run REPRISE_WRITE_FUZZ_SEEDS=1 cargo test -p reprise-dispatcher generated_fuzz_seeds";
         for (path, message) in [("report/stats", report), ("report/ack", ack)] {

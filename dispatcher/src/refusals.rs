@@ -15,8 +15,8 @@ pub enum Refusal {
     AdminToken,
     /// A TLS handshake on either port failed (or timed out).
     TlsHandshake,
-    /// A report for a session or job that is not the sender's live one: a retry that came
-    /// after its replayer subscribed again, or a forgery (sessions are unguessable).
+    /// A report for a subscription or job that is not the sender's live one: a retry that came
+    /// after its replayer subscribed again, or a forgery (subscription ids are unguessable).
     ForeignReport,
     /// Reports past a replayer's budget (a flood).
     ReportFlood,

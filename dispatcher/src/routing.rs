@@ -32,10 +32,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The session a keyed record belongs to in an ordered job (`[proxy] ordered`): its key's
+/// The order key of a keyed record in an ordered job (`[proxy] ordered`): its key's
 /// FNV-1a hash, never 0 (which marks a record without one). Two keys of one hash share a
-/// session at a replayer: their requests wait for each other, which keeps both in order.
-pub fn session_of(key: &str) -> u64 {
+/// order key at a replayer: their requests wait for each other, which keeps both in order.
+pub fn order_key_of(key: &str) -> u64 {
     fnv1a(key.as_bytes()).max(1)
 }
 

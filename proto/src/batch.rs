@@ -4,13 +4,13 @@
 //! the replayer it goes to: no `pb::Record` is built per record, and no second pass over
 //! nested messages is needed for their lengths. A replayer decodes the records as slices of
 //! the message it received (no copy, no allocation per field), and only when it sends it:
-//! on arrival only the due offset, the endpoint and the session are read ([`Received`]), so
+//! on arrival only the due offset, the endpoint and the order key are read ([`Received`]), so
 //! a record waiting for its instant is 56 bytes in the queues, and a dry run never decodes
 //! the rest.
 //!
 //! Each record is a `pb::Record` as prost reads it, preceded by its length, with one
 //! difference in form from what prost writes: the due offset and the endpoint come first and
-//! are always there (even when 0), then the session when the record has one (ordered jobs),
+//! are always there (even when 0), then the order key when the record has one (ordered jobs),
 //! so a replayer reads them from the record's first bytes without walking the rest. A record
 //! in any other field order is read too, by walking it.
 
@@ -34,8 +34,8 @@ pub struct RecordRef<'a, N, V> {
     pub headers: &'a [(N, V)],
     pub body: &'a [u8],
     pub host: &'a [u8],
-    /// The record's session in an ordered job (a hash of its key); 0 for none, left out.
-    pub session: u64,
+    /// The record's order key in an ordered job (a hash of its key); 0 for none, left out.
+    pub order_key: u64,
     /// The recorded answer, an encoded `pb::Expected` ([`crate::expected`]); empty for
     /// none, left out.
     pub expected: &'a [u8],
@@ -86,7 +86,7 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
             + bytes_len(self.body)
             + bytes_len(self.host)
             + varint_len(u64::from(self.endpoint))
-            + if self.session == 0 { 0 } else { varint_len(self.session) }
+            + if self.order_key == 0 { 0 } else { varint_len(self.order_key) }
             + bytes_len(self.expected)
     }
 
@@ -102,8 +102,8 @@ impl<N: AsRef<[u8]>, V: AsRef<[u8]>> RecordRef<'_, N, V> {
         encode_varint(len as u64, out);
         put_varint(1, self.due_offset_ns as u64, out);
         put_varint(7, u64::from(self.endpoint), out);
-        if self.session != 0 {
-            put_varint(8, self.session, out);
+        if self.order_key != 0 {
+            put_varint(8, self.order_key, out);
         }
         put_bytes(2, self.method, out);
         put_bytes(3, self.path, out);
@@ -138,8 +138,8 @@ pub enum BatchError {
 pub struct Received {
     pub due_offset_ns: i64,
     pub endpoint: u32,
-    /// Its session in an ordered job; 0 for none.
-    pub session: u64,
+    /// Its order key in an ordered job; 0 for none.
+    pub order_key: u64,
     encoded: Bytes,
 }
 
@@ -332,44 +332,44 @@ pub fn split(batch: pb::RecordBatch) -> Result<Vec<Received>, BatchError> {
             return Err(BatchError::Truncated);
         }
         let encoded = rest.split_to(len as usize);
-        let (due_offset_ns, endpoint, session) = head(&encoded)?;
-        records.push(Received { due_offset_ns, endpoint, session, encoded });
+        let (due_offset_ns, endpoint, order_key) = head(&encoded)?;
+        records.push(Received { due_offset_ns, endpoint, order_key, encoded });
     }
     Ok(records)
 }
 
-/// The due offset, endpoint and session of one record: from its first fields as
-/// [`RecordRef::write_to`] puts them (the session only when it is not 0), else by walking
+/// The due offset, endpoint and order key of one record: from its first fields as
+/// [`RecordRef::write_to`] puts them (the order key only when it is not 0), else by walking
 /// every field.
 fn head(record: &[u8]) -> Result<(i64, u32, u64), BatchError> {
     let mut first = record;
     if let (Ok((1, WireType::Varint)), Ok(due)) = (decode_key(&mut first), decode_varint(&mut first))
         && let (Ok((7, WireType::Varint)), Ok(endpoint)) = (decode_key(&mut first), decode_varint(&mut first))
     {
-        // A session, if any, comes next (as the due offset and endpoint, one written in
+        // A order key, if any, comes next (as the due offset and endpoint, one written in
         // this order is trusted not to repeat later: only this writer puts them first).
         let mut third = first;
-        let session = match (decode_key(&mut third), decode_varint(&mut third)) {
-            (Ok((8, WireType::Varint)), Ok(session)) => session,
+        let order_key = match (decode_key(&mut third), decode_varint(&mut third)) {
+            (Ok((8, WireType::Varint)), Ok(order_key)) => order_key,
             _ => 0,
         };
-        return Ok((due as i64, endpoint as u32, session));
+        return Ok((due as i64, endpoint as u32, order_key));
     }
     walk(record)
 }
 
 /// The head's fields read by walking the whole record (the last of a repeated one counts).
 fn walk(mut record: &[u8]) -> Result<(i64, u32, u64), BatchError> {
-    let (mut due, mut endpoint, mut session) = (0, 0, 0);
+    let (mut due, mut endpoint, mut order_key) = (0, 0, 0);
     while record.has_remaining() {
         match decode_key(&mut record)? {
             (1, WireType::Varint) => due = decode_varint(&mut record)? as i64,
             (7, WireType::Varint) => endpoint = decode_varint(&mut record)? as u32,
-            (8, WireType::Varint) => session = decode_varint(&mut record)?,
+            (8, WireType::Varint) => order_key = decode_varint(&mut record)?,
             (tag, wire_type) => skip_field(wire_type, tag, &mut record, DecodeContext::default())?,
         }
     }
-    Ok((due, endpoint, session))
+    Ok((due, endpoint, order_key))
 }
 
 /// The records of a batch, in order, decoded whole.
@@ -390,9 +390,9 @@ mod tests {
         sample_of(due, endpoint, 0, body)
     }
 
-    fn sample_of(due: i64, endpoint: u32, session: u64, body: &'static [u8]) -> pb::Record {
+    fn sample_of(due: i64, endpoint: u32, order_key: u64, body: &'static [u8]) -> pb::Record {
         pb::Record {
-            session,
+            order_key,
             due_offset_ns: due,
             method: Bytes::from_static(b"POST"),
             path: Bytes::from_static("/users/4711/caf\u{e9}?x=1".as_bytes()),
@@ -427,15 +427,15 @@ mod tests {
             headers: &headers,
             body: &r.body,
             host: &r.host,
-            session: r.session,
+            order_key: r.order_key,
             expected: &expected,
         }
         .write_to(out);
     }
 
     /// What is written decodes back to the same records (defaults, negative offsets, long
-    /// fields and sessions included), with the due offset, endpoint and session first;
-    /// records as prost itself writes them (endpoint and session last, zeros left out) split
+    /// fields and order keys included), with the due offset, endpoint and order key first;
+    /// records as prost itself writes them (endpoint and order key last, zeros left out) split
     /// the same way.
     #[test]
     fn records_are_read_back_and_their_heads_come_first() {
@@ -460,8 +460,8 @@ mod tests {
             decode_varint(&mut mine).expect("due");
             assert_eq!(decode_key(&mut mine).expect("key"), (7, WireType::Varint), "then the endpoint");
             decode_varint(&mut mine).expect("endpoint");
-            if r.session != 0 {
-                assert_eq!(decode_key(&mut mine).expect("key"), (8, WireType::Varint), "then the session");
+            if r.order_key != 0 {
+                assert_eq!(decode_key(&mut mine).expect("key"), (8, WireType::Varint), "then the order_key");
             }
             r.encode_length_delimited(&mut by_prost).expect("prost writes");
         }
@@ -478,7 +478,7 @@ mod tests {
             let batch = pb::RecordBatch { encoded, count: records.len() as u32 };
             let received = split(batch.clone()).expect("splits");
             let got: Vec<(i64, u32, u64)> =
-                received.iter().map(|r| (r.due_offset_ns, r.endpoint, r.session)).collect();
+                received.iter().map(|r| (r.due_offset_ns, r.endpoint, r.order_key)).collect();
             assert_eq!(got, heads);
             for (r, got) in received.iter().zip(&records) {
                 assert_eq!(as_view(r).as_ref(), Ok(got), "the view reads what prost reads");
@@ -493,7 +493,7 @@ mod tests {
         Ok(pb::Record {
             due_offset_ns: r.due_offset_ns,
             endpoint: r.endpoint,
-            session: r.session,
+            order_key: r.order_key,
             method: v.share(v.method),
             path: v.share(v.path),
             headers: v
@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn the_view_accepts_and_reads_what_prost_does() {
         let mut out = BytesMut::new();
-        write(&pb::Record { session: 99, ..answered(1_500_000) }, &mut out);
+        write(&pb::Record { order_key: 99, ..answered(1_500_000) }, &mut out);
         let mut framed = &out[..];
         decode_varint(&mut framed).expect("its length");
         let whole = framed.to_vec(); // without its length

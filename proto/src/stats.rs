@@ -356,7 +356,7 @@ impl TotalStats {
     }
 }
 
-/// How long records of an ordered job (`[proxy] ordered`) waited for their session's
+/// How long records of an ordered job (`[proxy] ordered`) waited for their order key's
 /// previous response: only records that waited count. Kept apart from [`Stats`]: the wait is
 /// the price of the order the user asked for, not the target's latency nor the schedule's
 /// error (both count from the instant a record was let go).

@@ -84,7 +84,7 @@ pub async fn run_on<U: Upstream>(
     cancel: CancellationToken,
 ) -> Result<(), ReplayerError> {
     let mut backoff = BACKOFF_MIN;
-    // Sessions whose dispatcher went away finish their requests in flight here, without
+    // Runs whose dispatcher went away finish their requests in flight here, without
     // holding up the next subscription; `run` returns once they have.
     let mut abandoned = JoinSet::new();
     let result = loop {
@@ -157,14 +157,14 @@ async fn connect_and_serve<U: Upstream>(
     };
     let _connected = opts.health.connected();
     tracing::info!(replayer = %opts.id, dispatcher = %opts.dispatcher, "subscribed");
-    let mut session: Option<Session<U::Reports>> = None;
+    let mut run: Option<Run<U::Reports>> = None;
     // Set once leaving: when what it holds must have been sent.
     let mut leaving: Option<Instant> = None;
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
             () = cancel.cancelled(), if leaving.is_none() => {
-                let Some(s) = &session else { return Ended::Closed };
+                let Some(s) = &run else { return Ended::Closed };
                 opts.health.leaving();
                 let deadline = Instant::now() + opts.drain_timeout;
                 if s.reporter.leave(&s.exec).await {
@@ -172,19 +172,19 @@ async fn connect_and_serve<U: Upstream>(
                     leaving = Some(deadline);
                     continue;
                 }
-                if let Some(s) = session.take() { s.finish(Finish::Stop).await; }
+                if let Some(s) = run.take() { s.finish(Finish::Stop).await; }
                 return Ended::Closed;
             }
             () = sleep_until(leaving.unwrap_or_else(Instant::now)), if leaving.is_some() => {
                 tracing::warn!(replayer = %opts.id, "drain timeout before the dispatcher released this replayer; cancelling what it holds");
-                if let Some(s) = session.take() { s.finish(Finish::Stop).await; }
+                if let Some(s) = run.take() { s.finish(Finish::Stop).await; }
                 return Ended::Closed;
             }
         };
         let event = match msg {
             Some(Ok(ev)) => ev.event,
             None | Some(Err(_)) => {
-                if let Some(s) = session.take() {
+                if let Some(s) = run.take() {
                     s.abandon(abandoned);
                 }
                 return Ended::Closed;
@@ -192,29 +192,29 @@ async fn connect_and_serve<U: Upstream>(
         };
         match event {
             Some(Event::Job(cfg)) => {
-                if let Some(old) = session.take() {
+                if let Some(old) = run.take() {
                     old.abandon(abandoned);
                 }
                 if leaving.is_some() {
                     return Ended::Closed;
                 }
                 match accept(cfg, opts, &reports).await {
-                    Ok(s) => session = Some(s),
+                    Ok(s) => run = Some(s),
                     Err(why) => return Ended::JobRefused(why),
                 }
             }
             Some(Event::Batch(b)) => match reprise_proto::batch::split(b) {
                 Ok(records) => {
-                    if let Some(s) = &session {
+                    if let Some(s) = &run {
                         let _ = s.batches.send(records).await;
                     }
                 }
                 // Only a dispatcher of another build could send this (the versions match):
-                // like a broken stream, the session ends and the dispatcher counts what it
+                // like a broken stream, the run ends and the dispatcher counts what it
                 // held as lost.
                 Err(e) => {
                     tracing::error!(replayer = %opts.id, error = %e, "a batch of records could not be read");
-                    if let Some(s) = session.take() {
+                    if let Some(s) = run.take() {
                         s.abandon(abandoned);
                     }
                     return Ended::Closed;
@@ -226,7 +226,7 @@ async fn connect_and_serve<U: Upstream>(
                     (_, Some(deadline)) => Finish::Drain(deadline),
                     _ => Finish::Complete,
                 };
-                if let Some(s) = session.take() {
+                if let Some(s) = run.take() {
                     s.finish(how).await;
                 }
                 if leaving.is_some() {
@@ -250,7 +250,7 @@ async fn accept<R: Reports>(
     mut cfg: pb::JobConfig,
     opts: &ReplayerOptions,
     reports: &R,
-) -> Result<Session<R>, String> {
+) -> Result<Run<R>, String> {
     if let Some(own) = &opts.target {
         cfg.target.clone_from(own);
     }
@@ -264,14 +264,14 @@ async fn accept<R: Reports>(
                 baselines.try_for_each(|t| opts.allow.check(t).map_err(|e| format!("[compare] {e}")))
             })
             .and_then(|()| {
-                Session::start(cfg.clone(), opts, reports.clone())
+                Run::start(cfg.clone(), opts, reports.clone())
                     .map_err(|e| format!("target {}: {e}", cfg.target))
             })
     };
     match checked {
-        Ok(session) => {
-            session.reporter.ack(&session.exec).await;
-            Ok(session)
+        Ok(run) => {
+            run.reporter.ack(&run.exec).await;
+            Ok(run)
         }
         Err(why) => {
             opts.health.refused_job();
@@ -279,7 +279,7 @@ async fn accept<R: Reports>(
             let refusal = pb::StatsReport {
                 replayer_id: opts.id.clone(),
                 job_id: cfg.job_id.clone(),
-                session: cfg.session,
+                subscription: cfg.subscription,
                 refusal: why.clone(),
                 ..Default::default()
             };
@@ -295,7 +295,7 @@ async fn accept<R: Reports>(
 pub const NO_TARGET: &str = "the job has no target and this replayer was given none: start it with \
      --target URL (or REPRISE_TARGET), or set [job] target";
 
-/// How a session ends.
+/// How a run ends.
 #[derive(Clone, Copy, Debug)]
 enum Finish {
     /// Every record received is sent at its instant.
@@ -307,7 +307,7 @@ enum Finish {
 }
 
 /// One job at this replayer: the executor and its reporter.
-struct Session<R: Reports> {
+struct Run<R: Reports> {
     batches: mpsc::Sender<Vec<Received>>,
     stop: CancellationToken,
     executor: tokio::task::JoinHandle<()>,
@@ -318,7 +318,7 @@ struct Session<R: Reports> {
     health: Arc<Health>,
 }
 
-impl<R: Reports> Session<R> {
+impl<R: Reports> Run<R> {
     fn start(cfg: pb::JobConfig, opts: &ReplayerOptions, to: R) -> Result<Self, crate::http::TargetError> {
         let exec = Executor::new(cfg, opts.dry_run)?;
         let (tx, rx) = mpsc::channel(BATCH_CAPACITY);
@@ -328,7 +328,7 @@ impl<R: Reports> Session<R> {
         let reporter = Reporter::new(to, opts.id.clone(), Arc::clone(&opts.health));
         let done = CancellationToken::new();
         let reporting = tokio::spawn(reporter.clone().every_second(Arc::clone(&exec), done.clone()));
-        Ok(Session {
+        Ok(Run {
             batches: tx,
             stop,
             executor,

@@ -344,7 +344,7 @@ mod tests {
             headers,
             body,
             host: b"",
-            session: 0,
+            order_key: 0,
             expected: &[],
         };
         rec.write_to(&mut encoded);

@@ -59,7 +59,7 @@ pub(crate) fn gets<'a>(
             headers: &no_headers,
             body: b"",
             host: b"",
-            session: 0,
+            order_key: 0,
             expected: &[],
         };
         rec.write_to(&mut encoded);

@@ -1,4 +1,4 @@
-//! A session's reports to its dispatcher: statistics every second (the heartbeat), acks
+//! A subscription's reports to its dispatcher: statistics every second (the heartbeat), acks
 //! whenever completions pile up, the leaving notice. A statistics report that fails is
 //! retried with the same sequence number, which the dispatcher merges once.
 
@@ -16,7 +16,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// Shortest gap between two ack-only reports.
 const ACK_GAP: Duration = Duration::from_millis(5);
 
-/// Sends a session's reports: statistics every second, acks when they pile up.
+/// Sends a subscription's reports: statistics every second, acks when they pile up.
 #[derive(Clone)]
 pub(crate) struct Reporter<R> {
     to: R,
@@ -82,7 +82,7 @@ impl<R: Reports> Reporter<R> {
             total: None,
             pending: exec.pending(),
             cancelled_total: 0,
-            session: exec.config().session,
+            subscription: exec.config().subscription,
             raw: Vec::new(),
             raw_dropped: 0,
             refusal: String::new(),
@@ -115,7 +115,7 @@ impl<R: Reports> Reporter<R> {
             total: Some(delta.total),
             pending: exec.pending(),
             cancelled_total: delta.cancelled_total,
-            session: exec.config().session,
+            subscription: exec.config().subscription,
             raw: delta.raw,
             raw_dropped: delta.raw_dropped,
             refusal: String::new(),

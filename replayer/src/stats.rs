@@ -76,7 +76,7 @@ struct Inner {
     /// Outcomes not yet in `delta` and `total`, in arrival order (at most [`BATCH`]).
     log: Vec<Waiting>,
     total: TotalStats,
-    /// Waits for a session's previous request (ordered jobs), apart from the requests' own.
+    /// Waits for the previous request of the same order key (ordered jobs), apart from the requests' own.
     order_wait: OrderWait,
     /// Response comparison's counts of this interval, by endpoint id.
     compare: BTreeMap<u32, EndpointCompare>,
@@ -127,7 +127,7 @@ pub struct Delta {
     pub cancelled_total: u64,
     pub raw: Vec<pb::RawResult>,
     pub raw_dropped: u64,
-    /// Waits of an ordered job's records for their session, when some waited.
+    /// Waits of an ordered job's records for their order key, when some waited.
     pub order_wait: Option<pb::OrderWait>,
     /// Response comparison's counts, per endpoint compared.
     pub compare: Vec<pb::CompareDelta>,
@@ -202,7 +202,7 @@ impl Recorder {
         inner.unreported
     }
 
-    /// A record of an ordered job waited `waited_us` for its session's previous request
+    /// A record of an ordered job waited `waited_us` for its order key's previous request
     /// (let go by the order timeout if `timed_out`).
     pub fn record_wait(&self, waited_us: u64, timed_out: bool) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());

@@ -51,7 +51,7 @@ pub struct DispatchContext<'a> {
     /// How long a batch may wait for room in a replayer's stream before that replayer is
     /// taken for gone (the heartbeat timeout).
     pub send_timeout: Duration,
-    /// Records carry their key's session (`[proxy] ordered`).
+    /// Records carry their order key (`[proxy] ordered`).
     pub ordered: bool,
 }
 
@@ -70,7 +70,7 @@ const CREDIT_WAIT: Duration = Duration::from_millis(20);
 
 struct Pending {
     id: String,
-    session: u64,
+    subscription: u64,
     tx: EventTx,
     /// The records, written as they will go out ([`reprise_proto::batch`]).
     encoded: BytesMut,
@@ -86,7 +86,7 @@ enum Pushed {
     Elsewhere,
 }
 
-/// Batches being filled, one per replayer session.
+/// Batches being filled, one per replayer subscription.
 #[derive(Default)]
 struct Batches {
     pending: HashMap<u64, Pending>,
@@ -101,19 +101,19 @@ impl Batches {
     /// Writes a record into its replayer's batch. A record for a replayer that left in the
     /// meantime is counted lost (its credit was counted with it); one for a replayer that is
     /// leaving gets its credit back and goes elsewhere.
-    fn push(&mut self, ctx: &DispatchContext<'_>, session: u64, record: &WireRecord<'_>) -> Pushed {
-        let p = match self.pending.entry(session) {
+    fn push(&mut self, ctx: &DispatchContext<'_>, subscription: u64, record: &WireRecord<'_>) -> Pushed {
+        let p = match self.pending.entry(subscription) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => match ctx.fleet.sender(session) {
+            std::collections::hash_map::Entry::Vacant(e) => match ctx.fleet.sender(subscription) {
                 Sender::Open { id, tx } => e.insert(Pending {
                     id,
-                    session,
+                    subscription,
                     tx,
                     encoded: BytesMut::with_capacity((self.hint + self.hint / 4).max(4096)),
                     count: 0,
                 }),
                 Sender::Closed { id } => {
-                    ctx.fleet.unreserve(&id, session, 1);
+                    ctx.fleet.unreserve(&id, subscription, 1);
                     return Pushed::Elsewhere;
                 }
                 Sender::Gone => return Pushed::Added,
@@ -128,8 +128,8 @@ impl Batches {
         }
     }
 
-    async fn flush_one(&mut self, ctx: &DispatchContext<'_>, session: u64) {
-        let Some(p) = self.pending.remove(&session) else {
+    async fn flush_one(&mut self, ctx: &DispatchContext<'_>, subscription: u64) {
+        let Some(p) = self.pending.remove(&subscription) else {
             return;
         };
         self.hint = p.encoded.len();
@@ -147,7 +147,7 @@ impl Batches {
     fn discard(&mut self, ctx: &DispatchContext<'_>) {
         for (_, p) in self.pending.drain() {
             let n = u64::from(p.count);
-            ctx.fleet.unreserve(&p.id, p.session, n);
+            ctx.fleet.unreserve(&p.id, p.subscription, n);
             ctx.accounting.dropped(DropReason::Stopped, n);
         }
     }
@@ -160,7 +160,7 @@ async fn send(ctx: &DispatchContext<'_>, p: Pending) {
     match p.tx.send_timeout(event, ctx.send_timeout).await {
         Ok(()) => ctx.accounting.dispatched(n),
         // Its reserved records count as lost in flight when it is removed.
-        Err(_) => ctx.fleet.leave(&p.id, p.session, "stream stalled or closed"),
+        Err(_) => ctx.fleet.leave(&p.id, p.subscription, "stream stalled or closed"),
     }
 }
 
@@ -169,7 +169,7 @@ type WireRecord<'a> = RecordRef<'a, Text, Bytes>;
 
 fn to_wire(r: &Record, offset: Duration, endpoint: u32, ordered: bool) -> WireRecord<'_> {
     RecordRef {
-        session: if ordered { r.key.as_deref().map_or(0, crate::routing::session_of) } else { 0 },
+        order_key: if ordered { r.key.as_deref().map_or(0, crate::routing::order_key_of) } else { 0 },
         due_offset_ns: offset.as_nanos() as i64,
         endpoint,
         method: r.method.as_bytes(),
@@ -334,9 +334,9 @@ async fn place(
     let mut waiter = None;
     loop {
         match ctx.fleet.reserve(key) {
-            Reserve::Member { session } => match batches.push(ctx, session, record) {
+            Reserve::Member { subscription } => match batches.push(ctx, subscription, record) {
                 Pushed::Added => return,
-                Pushed::Full => return batches.flush_one(ctx, session).await,
+                Pushed::Full => return batches.flush_one(ctx, subscription).await,
                 Pushed::Elsewhere => {}
             },
             Reserve::Empty => {
@@ -386,7 +386,7 @@ mod tests {
         state: watch::Sender<JobState>,
         progress: AtomicI64,
         next_release: AtomicU64,
-        session: u64,
+        subscription: u64,
     }
 
     impl Harness {
@@ -395,8 +395,8 @@ mod tests {
             let fleet =
                 Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&accounting), Sinks::default());
             let (tx, rx) = mpsc::channel(1024);
-            let session = fleet.join("r1", None, tx).expect("join");
-            let accept = pb::StatsReport { replayer_id: "r1".into(), session, ..Default::default() };
+            let subscription = fleet.join("r1", None, tx).expect("join");
+            let accept = pb::StatsReport { replayer_id: "r1".into(), subscription, ..Default::default() };
             fleet.receive(&accept).expect("the replayer accepts the job");
             let control = watch::channel(Control { speed, rate: 1.0, paused: false }).0;
             let state = watch::channel(JobState::Running).0;
@@ -407,7 +407,7 @@ mod tests {
                 state,
                 progress: AtomicI64::new(0),
                 next_release: AtomicU64::new(0),
-                session,
+                subscription,
             };
             (h, rx)
         }
@@ -430,7 +430,7 @@ mod tests {
         fn ack(&self, n: u64) {
             let r = pb::StatsReport {
                 replayer_id: "r1".into(),
-                session: self.session,
+                subscription: self.subscription,
                 completed_total: n,
                 ..Default::default()
             };

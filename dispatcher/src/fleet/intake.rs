@@ -1,5 +1,5 @@
 //! What replayers send back (the Report RPC's `StatsReport`): acks give credits back;
-//! statistics are merged once each (sequence numbers per session) into the job's merged
+//! statistics are merged once each (sequence numbers per subscription) into the job's merged
 //! statistics, with only the statistics lock held.
 
 use std::collections::BTreeMap;
@@ -18,11 +18,11 @@ use crate::sinks::Interval;
 /// Why a replayer's statistics were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
-    #[error("replayer `{replayer}` session {session} is not subscribed here; subscribe again")]
-    NotSubscribed { replayer: String, session: u64 },
-    /// A live replayer's id with another session, or another job: not the sender's own.
+    #[error("replayer `{replayer}` subscription {subscription} is not subscribed here; subscribe again")]
+    NotSubscribed { replayer: String, subscription: u64 },
+    /// A live replayer's id with another subscription, or another job: not the sender's own.
     #[error(
-        "replayer `{replayer}`: this report is for a session or job that is not its live one; subscribe again"
+        "replayer `{replayer}`: this report is for a subscription or job that is not its live one; subscribe again"
     )]
     Foreign { replayer: String },
     #[error("replayer `{replayer}` sent more than {per_second} reports a second; slow down")]
@@ -43,7 +43,7 @@ pub struct JobStats {
     pub endpoints: BTreeMap<Arc<str>, EndpointStats>,
     /// All endpoints together, at full resolution.
     pub total: TotalStats,
-    /// Statistics reports merged, lost (a gap in a session's sequence) and repeated.
+    /// Statistics reports merged, lost (a gap in a subscription's sequence) and repeated.
     pub reports: u64,
     pub lost_reports: u64,
     pub duplicate_reports: u64,
@@ -51,7 +51,7 @@ pub struct JobStats {
     pub history: History,
     /// All endpoints together, per replayer (for its schedule error).
     pub per_replayer: BTreeMap<String, TotalStats>,
-    /// How long records of an ordered job waited for their session (`[proxy] ordered`).
+    /// How long records of an ordered job waited for their subscription (`[proxy] ordered`).
     pub order_wait: OrderWait,
     /// Response comparison (`[compare]`), by endpoint name.
     pub compare: BTreeMap<Arc<str>, EndpointCompare>,
@@ -84,7 +84,7 @@ impl Fleet {
     /// records count as accounted, so the job cannot end (and close its sinks) between the two.
     pub fn receive(&self, r: &pb::StatsReport) -> Result<(), IntakeError> {
         if !r.refusal.is_empty() {
-            self.refused(&r.replayer_id, r.session, &format!("refused the job: {}", r.refusal));
+            self.refused(&r.replayer_id, r.subscription, &format!("refused the job: {}", r.refusal));
             return Ok(());
         }
         let mut decoded = Vec::with_capacity(r.endpoints.len());
@@ -112,10 +112,10 @@ impl Fleet {
             let Some(m) = inner.members.get_mut(&r.replayer_id) else {
                 return Err(IntakeError::NotSubscribed {
                     replayer: r.replayer_id.clone(),
-                    session: r.session,
+                    subscription: r.subscription,
                 });
             };
-            if m.session != r.session || foreign_job {
+            if m.subscription != r.subscription || foreign_job {
                 return Err(IntakeError::Foreign { replayer: r.replayer_id.clone() });
             }
             let now = Instant::now();

@@ -22,7 +22,7 @@ pub(super) const MISSING_AFTER: Duration = Duration::from_millis(1500);
 pub struct IdInUse(pub String);
 
 impl Fleet {
-    /// Adds a replayer. Returns its session; it receives the job configuration now if the
+    /// Adds a replayer. Returns its subscription; it receives the job configuration now if the
     /// job has started. An id belongs to its live subscription until that one leaves (its
     /// stream closes, or it misses its heartbeats): a second process with the same id, by
     /// mistake or not, cannot take its place and its records.
@@ -31,16 +31,16 @@ impl Fleet {
         if inner.members.contains_key(id) {
             return Err(IdInUse(id.to_owned()));
         }
-        let session = inner.sessions.next();
+        let subscription = inner.subscriptions.next();
         if let Some(job) = &inner.job {
             // invariant: the channel is new and empty, so try_send has room for both.
-            let _ = tx.try_send(config_event(job, session));
+            let _ = tx.try_send(config_event(job, subscription));
             if let Some(reason) = &inner.ended {
                 let _ = tx.try_send(end_event(reason));
             }
         }
         let member = Member {
-            session,
+            subscription,
             own_target,
             active: false,
             missing: 0,
@@ -58,18 +58,18 @@ impl Fleet {
         };
         inner.members.insert(id.to_owned(), member);
         Self::rebuild(&mut inner);
-        tracing::info!(replayer = id, session, members = inner.members.len(), "replayer joined");
+        tracing::info!(replayer = id, subscription, members = inner.members.len(), "replayer joined");
         drop(inner);
         self.changed.notify_waiters();
-        Ok(session)
+        Ok(subscription)
     }
 
-    /// Removes a replayer if `session` is still its live one.
-    pub fn leave(&self, id: &str, session: u64, why: &str) {
+    /// Removes a replayer if `subscription` is still its live one.
+    pub fn leave(&self, id: &str, subscription: u64, why: &str) {
         let stats = self.lock_stats();
         let mut inner = self.lock();
-        if inner.members.get(id).is_some_and(|m| m.session == session) {
-            self.remove(&mut inner, &stats, id, session, why);
+        if inner.members.get(id).is_some_and(|m| m.subscription == subscription) {
+            self.remove(&mut inner, &stats, id, subscription, why);
             drop(inner);
             self.changed.notify_waiters();
         }
@@ -89,25 +89,25 @@ impl Fleet {
         m.tx = None;
         tracing::info!(
             replayer = id,
-            session = m.session,
+            subscription = m.subscription,
             holds = m.dispatched - m.accounted.min(m.dispatched),
             "replayer leaving: its keys go to the others; it sends what it holds"
         );
         Self::rebuild(inner);
     }
 
-    /// Whether the member with this session is leaving (its stream then ends "released").
-    pub fn is_leaving(&self, id: &str, session: u64) -> bool {
-        self.lock().members.get(id).is_some_and(|m| m.session == session && m.leaving)
+    /// Whether the member with this subscription is leaving (its stream then ends "released").
+    pub fn is_leaving(&self, id: &str, subscription: u64) -> bool {
+        self.lock().members.get(id).is_some_and(|m| m.subscription == subscription && m.leaving)
     }
 
     /// A replayer refused the job: it leaves, and the report says why.
-    pub fn refused(&self, id: &str, session: u64, why: &str) {
+    pub fn refused(&self, id: &str, subscription: u64, why: &str) {
         let stats = self.lock_stats();
         let mut inner = self.lock();
-        if inner.members.get(id).is_some_and(|m| m.session == session) {
-            tracing::warn!(replayer = id, session, reason = why, "replayer refused the job");
-            self.remove(&mut inner, &stats, id, session, why);
+        if inner.members.get(id).is_some_and(|m| m.subscription == subscription) {
+            tracing::warn!(replayer = id, subscription, reason = why, "replayer refused the job");
+            self.remove(&mut inner, &stats, id, subscription, why);
             if let Some(last) = inner.departed.iter_mut().rev().find(|d| d.id == id) {
                 last.state = "refused";
             }
@@ -116,15 +116,21 @@ impl Fleet {
         }
     }
 
-    pub(super) fn remove(&self, inner: &mut Inner, stats: &JobStats, id: &str, session: u64, why: &str) {
+    pub(super) fn remove(&self, inner: &mut Inner, stats: &JobStats, id: &str, subscription: u64, why: &str) {
         if let Some(m) = inner.members.remove(id) {
             let lost = m.dispatched.saturating_sub(m.accounted);
             self.accounting.dropped(DropReason::LostInFlight, lost);
             Self::rebuild(inner);
             if lost > 0 {
-                tracing::warn!(replayer = id, session, lost_in_flight = lost, reason = why, "replayer left");
+                tracing::warn!(
+                    replayer = id,
+                    subscription,
+                    lost_in_flight = lost,
+                    reason = why,
+                    "replayer left"
+                );
             } else {
-                tracing::info!(replayer = id, session, reason = why, "replayer left");
+                tracing::info!(replayer = id, subscription, reason = why, "replayer left");
             }
             let mut status = m.status(id, Instant::now(), false, self.window, stats.per_replayer.get(id));
             status.state = "left";
@@ -179,10 +185,10 @@ impl Fleet {
             .members
             .iter()
             .filter(|(_, m)| now - m.last_report > timeout)
-            .map(|(id, m)| (id.clone(), m.session))
+            .map(|(id, m)| (id.clone(), m.subscription))
             .collect();
-        for (id, session) in silent {
-            self.leave(&id, session, "missed heartbeats");
+        for (id, subscription) in silent {
+            self.leave(&id, subscription, "missed heartbeats");
         }
     }
 }

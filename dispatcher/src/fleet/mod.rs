@@ -3,7 +3,7 @@
 //! not yet acknowledged. Acks (cheap, frequent) give credits back; statistics (once a second)
 //! account for records: a record is *accounted* once its outcome has been merged (or it was
 //! cancelled). A replayer is handed records only once it has accepted the job (its first
-//! report of the session); one that refuses it (its `--allow-target` list does not admit
+//! report of the subscription); one that refuses it (its `--allow-target` list does not admit
 //! the target) leaves holding nothing. When a replayer leaves (its stream closes, or it is silent longer than the
 //! heartbeat timeout) what it held unaccounted is counted `lost_in_flight` and its keys move
 //! to the others. Joining, accepting, going missing and leaving are in `membership`; what replayers send back is merged in [`intake`]; the merged statistics
@@ -45,10 +45,10 @@ pub type EventTx = mpsc::Sender<pb::DispatcherEvent>;
 
 #[derive(Debug)]
 struct Member {
-    session: u64,
+    subscription: u64,
     /// Its own target (`reprise replayer --target`), which it sends to instead of the job's.
     own_target: Option<String>,
-    /// It accepted the job (a report of this session came) and is not missing: only then is
+    /// It accepted the job (a report of this subscription came) and is not missing: only then is
     /// it in the picker.
     active: bool,
     /// Times it went missing (silent past `MISSING_AFTER`): its records went to the others
@@ -78,15 +78,15 @@ struct Member {
 /// at most every 5 ms (200 a second), so this only stops a flood.
 pub(super) const REPORTS_PER_SECOND: f64 = 1000.0;
 
-/// Session ids: unguessable (a keyed hash of a counter), so a replayer cannot report as
-/// another whose id it knows; never 0 (the wire's "no session").
+/// Subscription ids: unguessable (a keyed hash of a counter), so a replayer cannot report as
+/// another whose id it knows; never 0 (the wire's "no subscription").
 #[derive(Debug, Default)]
-struct Sessions {
+struct Subscriptions {
     count: u64,
     keys: std::hash::RandomState,
 }
 
-impl Sessions {
+impl Subscriptions {
     fn next(&mut self) -> u64 {
         use std::hash::BuildHasher as _;
         loop {
@@ -106,7 +106,7 @@ const MAX_DEPARTED: usize = 1024;
 struct Inner {
     members: BTreeMap<String, Member>,
     picker: Picker,
-    sessions: Sessions,
+    subscriptions: Subscriptions,
     job: Option<pb::JobConfig>,
     /// Set once no more records will be dispatched.
     ended: Option<String>,
@@ -116,8 +116,8 @@ struct Inner {
 /// Where a record goes.
 #[derive(Debug)]
 pub enum Reserve {
-    /// A credit was taken at the member with this session.
-    Member { session: u64 },
+    /// A credit was taken at the member with this subscription.
+    Member { subscription: u64 },
     /// The chosen member (or, without affinity, every member) has no credit left.
     Full,
     /// No replayer is connected.
@@ -164,7 +164,7 @@ impl Fleet {
         let inner = Inner {
             members: BTreeMap::new(),
             picker: Picker::new(strategy),
-            sessions: Sessions::default(),
+            subscriptions: Subscriptions::default(),
             job: None,
             ended: None,
             departed: Vec::new(),
@@ -220,7 +220,7 @@ impl Fleet {
             // Silence counts from here: before the job, replayers have nothing to report.
             m.last_report = now;
             if let Some(tx) = &m.tx {
-                let _ = tx.try_send(config_event(&job, m.session));
+                let _ = tx.try_send(config_event(&job, m.subscription));
             }
         }
         inner.job = Some(job);
@@ -245,16 +245,16 @@ impl Fleet {
             };
             if m.dispatched - m.acked < self.window {
                 m.dispatched += 1;
-                return Reserve::Member { session: m.session };
+                return Reserve::Member { subscription: m.subscription };
             }
         }
         Reserve::Full
     }
 
-    /// The stream of the member with this session.
-    pub fn sender(&self, session: u64) -> Sender {
+    /// The stream of the member with this subscription.
+    pub fn sender(&self, subscription: u64) -> Sender {
         let inner = self.lock();
-        match inner.members.iter().find(|(_, m)| m.session == session) {
+        match inner.members.iter().find(|(_, m)| m.subscription == subscription) {
             Some((id, m)) => match &m.tx {
                 Some(tx) => Sender::Open { id: id.clone(), tx: tx.clone() },
                 None => Sender::Closed { id: id.clone() },
@@ -265,8 +265,8 @@ impl Fleet {
 
     /// Gives back credits taken for records that were never sent (job stopped, or the
     /// replayer leaving before they were).
-    pub fn unreserve(&self, id: &str, session: u64, n: u64) {
-        if let Some(m) = self.lock().members.get_mut(id).filter(|m| m.session == session) {
+    pub fn unreserve(&self, id: &str, subscription: u64, n: u64) {
+        if let Some(m) = self.lock().members.get_mut(id).filter(|m| m.subscription == subscription) {
             m.dispatched -= n.min(m.dispatched);
         }
     }
@@ -400,9 +400,9 @@ fn end_event(reason: &str) -> pb::DispatcherEvent {
     }
 }
 
-fn config_event(job: &pb::JobConfig, session: u64) -> pb::DispatcherEvent {
+fn config_event(job: &pb::JobConfig, subscription: u64) -> pb::DispatcherEvent {
     let mut job = job.clone();
-    job.session = session;
+    job.subscription = subscription;
     pb::DispatcherEvent { event: Some(pb::dispatcher_event::Event::Job(job)) }
 }
 
@@ -415,19 +415,30 @@ mod tests {
         (Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&acc), Sinks::default()), acc)
     }
 
-    fn ack(id: &str, session: u64, completed: u64) -> pb::StatsReport {
-        pb::StatsReport { replayer_id: id.into(), session, completed_total: completed, ..Default::default() }
+    fn ack(id: &str, subscription: u64, completed: u64) -> pb::StatsReport {
+        pb::StatsReport {
+            replayer_id: id.into(),
+            subscription,
+            completed_total: completed,
+            ..Default::default()
+        }
     }
 
     /// A first statistics report (seq 1) of `completed` records: `in_endpoints` 200s in
     /// endpoint 0's statistics, `in_total` in the total (equal, for a consistent report).
-    fn stats(id: &str, session: u64, completed: u64, in_endpoints: u64, in_total: u64) -> pb::StatsReport {
+    fn stats(
+        id: &str,
+        subscription: u64,
+        completed: u64,
+        in_endpoints: u64,
+        in_total: u64,
+    ) -> pb::StatsReport {
         use reprise_proto::stats::{EndpointStats, Outcome, TotalStats};
         let (mut e, mut t) = (EndpointStats::default(), TotalStats::default());
         let ok = Outcome { answer: Ok(Some(200)), latency_us: 5, service_us: 4, lag_us: 1 };
         (0..in_endpoints).for_each(|_| e.record(&ok));
         (0..in_total).for_each(|_| t.record(&ok));
-        let mut r = ack(id, session, completed);
+        let mut r = ack(id, subscription, completed);
         r.seq = 1;
         r.endpoints = vec![e.to_wire(0)];
         r.total = Some(t.to_wire());
@@ -454,7 +465,7 @@ mod tests {
         assert_eq!((m[0].state, m[0].left.as_deref()), ("refused", Some("target outside --allow-target")));
         assert_eq!(acc.counts().dropped.get(&DropReason::LostInFlight).copied().unwrap_or(0), 0);
         let (s2, _rx2) = join(&f, "new");
-        assert!(matches!(f.reserve(None), Reserve::Member { session } if session == s2));
+        assert!(matches!(f.reserve(None), Reserve::Member { subscription } if subscription == s2));
         assert_eq!(f.members().len(), 2, "the live one and its one earlier refusal");
     }
 
@@ -466,7 +477,7 @@ mod tests {
         let err = f.join("r1", None, tx).expect_err("the id is taken");
         assert!(err.to_string().contains("--id"), "{err}");
         assert!(
-            matches!(f.reserve(None), Reserve::Member { session } if session == s),
+            matches!(f.reserve(None), Reserve::Member { subscription } if subscription == s),
             "the first keeps its place"
         );
         f.leave("r1", s, "test");
@@ -484,14 +495,14 @@ mod tests {
         tokio::time::advance(Duration::from_millis(600)).await;
         f.reap(Duration::from_secs(10));
         let to_a = (0..10)
-            .filter(|_| matches!(f.reserve(None), Reserve::Member { session } if session == a))
+            .filter(|_| matches!(f.reserve(None), Reserve::Member { subscription } if subscription == a))
             .count();
         assert_eq!(to_a, 10, "b is missing: everything goes to a");
         let rows = f.members();
         assert_eq!((rows[1].id.as_str(), rows[1].state, rows[1].missing), ("b", "missing", 1));
         f.receive(&ack("b", b, 0)).expect("b answers");
         let to_b = (0..10)
-            .filter(|_| matches!(f.reserve(None), Reserve::Member { session } if session == b))
+            .filter(|_| matches!(f.reserve(None), Reserve::Member { subscription } if subscription == b))
             .count();
         assert_eq!(to_b, 5, "b takes its share again");
     }
@@ -504,7 +515,7 @@ mod tests {
         let (b, _rb) = join(&f, "b");
         let key = (0..64)
             .map(|i| format!("user-{i}"))
-            .find(|k| matches!(f.reserve(Some(k)), Reserve::Member { session } if session == a));
+            .find(|k| matches!(f.reserve(Some(k)), Reserve::Member { subscription } if subscription == a));
         let key = key.expect("some key belongs to a");
         let mut leave = ack("a", a, 0);
         leave.leaving = true;
@@ -513,7 +524,7 @@ mod tests {
         assert!(matches!(f.sender(a), Sender::Closed { .. }), "its stream takes no more batches");
         for _ in 0..10 {
             assert!(
-                matches!(f.reserve(Some(&key)), Reserve::Member { session } if session == b),
+                matches!(f.reserve(Some(&key)), Reserve::Member { subscription } if subscription == b),
                 "a's keys went to b at once"
             );
         }
@@ -533,7 +544,7 @@ mod tests {
         let (f, _) = fleet(16);
         let (s, _rx) = join(&f, "slow");
         for _ in 0..16 {
-            assert!(matches!(f.reserve(None), Reserve::Member { session } if session == s));
+            assert!(matches!(f.reserve(None), Reserve::Member { subscription } if subscription == s));
         }
         assert!(matches!(f.reserve(None), Reserve::Full), "17th record must wait");
         f.receive(&ack("slow", s, 10)).expect("ack");
@@ -548,15 +559,17 @@ mod tests {
         let (_, _r1) = join(&f, "a");
         let (_, _r2) = join(&f, "b");
         let owner = match f.reserve(Some("user-1")) {
-            Reserve::Member { session } => session,
+            Reserve::Member { subscription } => subscription,
             other => panic!("{other:?}"),
         };
         for _ in 0..15 {
-            assert!(matches!(f.reserve(Some("user-1")), Reserve::Member { session } if session == owner));
+            assert!(
+                matches!(f.reserve(Some("user-1")), Reserve::Member { subscription } if subscription == owner)
+            );
         }
         assert!(matches!(f.reserve(Some("user-1")), Reserve::Full), "the key's replayer is full");
         assert!(
-            matches!(f.reserve(None), Reserve::Member { session } if session != owner),
+            matches!(f.reserve(None), Reserve::Member { subscription } if subscription != owner),
             "no key: the other"
         );
     }
@@ -574,7 +587,7 @@ mod tests {
         assert!(matches!(f.reserve(None), Reserve::Empty));
         let left = f.members();
         assert_eq!((left[0].state, left[0].lost_in_flight), ("left", 30));
-        assert!(f.receive(&ack("gone", s, 30)).is_err(), "a departed session's report is refused");
+        assert!(f.receive(&ack("gone", s, 30)).is_err(), "a departed subscription's report is refused");
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl Job {
             start_unix_ns,
             credit_window: self.cfg.proxy.credit_window,
             dry_run: self.opts.dry_run,
-            session: 0,
+            subscription: 0,
             raw_results: self.fleet.sinks().wants_rows(),
             ordered: self.cfg.proxy.ordered,
             order_timeout_ms: self.cfg.proxy.order_timeout.0.as_millis() as u64,

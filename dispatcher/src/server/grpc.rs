@@ -50,7 +50,7 @@ struct MemberStream {
     events: ReceiverStream<pb::DispatcherEvent>,
     job: Arc<Job>,
     id: String,
-    session: u64,
+    subscription: u64,
     released: bool,
 }
 
@@ -63,7 +63,7 @@ impl Stream for MemberStream {
         }
         match std::task::ready!(Pin::new(&mut self.events).poll_next(cx)) {
             Some(event) => Poll::Ready(Some(Ok(event))),
-            None if self.job.fleet().is_leaving(&self.id, self.session) => {
+            None if self.job.fleet().is_leaving(&self.id, self.subscription) => {
                 self.released = true;
                 let end = pb::JobEnd { reason: RELEASED.to_owned() };
                 Poll::Ready(Some(Ok(pb::DispatcherEvent {
@@ -80,7 +80,7 @@ pub const RELEASED: &str = "released";
 
 impl Drop for MemberStream {
     fn drop(&mut self) {
-        self.job.fleet().leave(&self.id, self.session, "stream closed");
+        self.job.fleet().leave(&self.id, self.subscription, "stream closed");
     }
 }
 
@@ -172,7 +172,7 @@ impl Service {
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
         let own = Some(reg.target).filter(|t| !t.is_empty());
         // Retried by the replayer: the id frees itself when its holder leaves.
-        let session = self
+        let subscription = self
             .job
             .fleet()
             .join(&reg.replayer_id, own, tx)
@@ -181,7 +181,7 @@ impl Service {
             events: ReceiverStream::new(rx),
             job: Arc::clone(&self.job),
             id: reg.replayer_id,
-            session,
+            subscription,
             released: false,
         };
         self.job.replayer_joined();

@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::compare::Sides;
-use super::order::{Released, Sessions, Ticket};
+use super::order::{OrderKeys, Released, Ticket};
 use super::{Due, Executor, Wait};
 use crate::http::Link;
 use crate::slots::Slots;
@@ -36,11 +36,11 @@ const LOOKAHEAD: usize = 4;
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Due>,
-    /// Records of sessions let go by the order timeout: taken before `waiting` (they are
-    /// due already, and their session is reserved for them).
+    /// Records of order keys let go by the order timeout: taken before `waiting` (they are
+    /// due already, and their order key is reserved for them).
     released: VecDeque<Released>,
-    /// Sessions in order (`ordered` jobs): which have a request in flight, and what waits.
-    sessions: Option<Sessions>,
+    /// Keys in order (`ordered` jobs): which have a request in flight, and what waits.
+    order_keys: Option<OrderKeys>,
     /// Connections waiting for a record, last idle last (taken first: at low rates few stay
     /// warm). An entry whose flag is down is stale: that connection took a record since.
     idle: Vec<usize>,
@@ -63,25 +63,25 @@ impl Queue {
     }
 
     /// The next record to send: one let go by an order timeout, else the first waiting one
-    /// whose session (if it has one) is idle; a record of a busy session is put behind it.
+    /// whose order key (if it has one) is idle; a record of a busy order key is put behind it.
     fn next(&mut self) -> Option<Next> {
         if let Some(r) = self.released.pop_front() {
             return Some(Next::released(r));
         }
         loop {
             let due = self.waiting.pop_front()?;
-            let Some(sessions) = self.sessions.as_mut().filter(|_| due.0.session != 0) else {
+            let Some(order_keys) = self.order_keys.as_mut().filter(|_| due.0.order_key != 0) else {
                 return Some(Next { due, ticket: None, wait: None });
             };
-            if let Some((ticket, due)) = sessions.take(due, Instant::now()) {
+            if let Some((ticket, due)) = order_keys.take(due, Instant::now()) {
                 return Some(Next { due, ticket: Some(ticket), wait: None });
             }
         }
     }
 }
 
-/// A record a connection sends next, with its session's ticket and how long it waited for
-/// its session, if it did.
+/// A record a connection sends next, with its order key's ticket and how long it waited for
+/// its order key, if it did.
 struct Next {
     due: Due,
     ticket: Option<Ticket>,
@@ -110,12 +110,12 @@ impl Executor {
         cancel: &CancellationToken,
     ) {
         let limit = self.cfg.concurrency.max(1) as usize;
-        let sessions = self
+        let order_keys = self
             .cfg
             .ordered
-            .then(|| Sessions::new(std::time::Duration::from_millis(self.cfg.order_timeout_ms.max(1))));
+            .then(|| OrderKeys::new(std::time::Duration::from_millis(self.cfg.order_timeout_ms.max(1))));
         let queue =
-            Arc::new(Mutex::new(Queue { idle_flags: vec![false; limit], sessions, ..Queue::default() }));
+            Arc::new(Mutex::new(Queue { idle_flags: vec![false; limit], order_keys, ..Queue::default() }));
         let mut slots = Slots::with_capacity(limit);
         // A few connections open before the first instant; more while records wait.
         for _ in 0..limit.min(WARM_LINKS) {
@@ -123,11 +123,11 @@ impl Executor {
         }
         let mut open = true;
         // A stop wakes the driver: once the chunks have ended, nothing else might (a request
-        // in flight that is never answered, records waiting for their session).
+        // in flight that is never answered, records waiting for their order key).
         let mut cancelled = std::pin::pin!(cancel.cancelled());
         // Started when the job is stopped: at its end, requests still in flight are cut.
         let mut cut_at: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        // The next order timeout of a session with records waiting (ordered jobs).
+        // The next order timeout of a order key with records waiting (ordered jobs).
         let mut order_at: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         std::future::poll_fn(|cx| {
             loop {
@@ -157,7 +157,7 @@ impl Executor {
                         }
                     }
                     if self.stopped.load(Relaxed) {
-                        let held = q.sessions.as_mut().map_or(0, Sessions::clear);
+                        let held = q.order_keys.as_mut().map_or(0, OrderKeys::clear);
                         self.recorder.cancel((q.ready() + held) as u64);
                         q.waiting.clear();
                         q.released.clear();
@@ -221,8 +221,8 @@ impl Executor {
     }
 
     /// One connection, for the whole job: opens, then sends waiting records one after
-    /// another, until the queue is closed and empty. After a request of a session, it sends
-    /// the next record that session holds, if any, before anything else.
+    /// another, until the queue is closed and empty. After a request of a order key, it sends
+    /// the next record that order key holds, if any, before anything else.
     async fn serve(self: Arc<Self>, queue: Arc<Mutex<Queue>>, index: usize) {
         let mut link = Link::default();
         let mut sides = self.compare.as_ref().map(|_| Box::<Sides>::default());
@@ -273,7 +273,7 @@ impl Executor {
             }
             if let Some(ticket) = ticket {
                 let mut q = lock(&queue);
-                own = q.sessions.as_mut().and_then(|s| s.done(ticket, Instant::now())).map(Next::released);
+                own = q.order_keys.as_mut().and_then(|s| s.done(ticket, Instant::now())).map(Next::released);
             }
         }
     }
@@ -314,14 +314,14 @@ impl Executor {
     }
 }
 
-/// Lets go the records whose session's request has been in flight for the order timeout,
+/// Lets go the records whose order key's request has been in flight for the order timeout,
 /// and keeps `timer` set for the next such instant; true if some were let go (or the timer
 /// fired: the driver looks again).
 fn order_timeouts(q: &mut Queue, timer: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
-    let Some(at) = q.sessions.as_mut().and_then(Sessions::next_deadline) else { return false };
+    let Some(at) = q.order_keys.as_mut().and_then(OrderKeys::next_deadline) else { return false };
     let now = Instant::now();
     if at <= now {
-        let went = q.sessions.as_mut().map(|s| s.expire(now)).unwrap_or_default();
+        let went = q.order_keys.as_mut().map(|s| s.expire(now)).unwrap_or_default();
         q.released.extend(went);
         return true;
     }

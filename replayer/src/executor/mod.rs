@@ -50,7 +50,7 @@ const DRY_CLOCK_EVERY: u32 = 32;
 /// A record due at an instant, on its way to a connection.
 type Due = (Received, Instant);
 
-/// How long a record of an ordered job waited for its session's previous request
+/// How long a record of an ordered job waited for its order key's previous request
 /// (`order.rs`), and whether the order timeout let it go.
 #[derive(Clone, Copy, Debug)]
 struct Wait {
@@ -188,7 +188,7 @@ impl Executor {
     }
 
     /// Records how a record went: sent at `sent` (for a dry run: taken at `sent`, and done).
-    /// A record that waited for its session counts from the instant it was let go: its due
+    /// A record that waited for its order key counts from the instant it was let go: its due
     /// instant plus the wait, which is recorded apart ([`Recorder::record_wait`]).
     fn complete(
         &self,
@@ -253,11 +253,11 @@ mod tests {
         Executor::new(cfg, false).expect("a plain target")
     }
 
-    /// A job stopped while records wait for their session: those are counted cancelled, the
+    /// A job stopped while records wait for their order key: those are counted cancelled, the
     /// one in flight is cut, every record is done with, and the target saw only the first
-    /// (the others never left their session's queue).
+    /// (the others never left their key's queue).
     #[tokio::test]
-    async fn a_stop_counts_records_waiting_for_their_session() {
+    async fn a_stop_counts_records_waiting_for_their_order_key() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let arrived = Arc::new(AtomicUsize::new(0));
@@ -283,7 +283,7 @@ mod tests {
         let exec = starting_now_with(addr, 4, ordered);
         let mut records = crate::gets((0..5).map(|_| ("/s", 1)));
         for r in &mut records {
-            r.session = 7;
+            r.order_key = 7;
         }
         let (tx, rx) = mpsc::channel(1);
         tx.send(records).await.expect("room");
@@ -403,7 +403,7 @@ mod tests {
             headers: &headers,
             body: b"",
             host: b"",
-            session: 0,
+            order_key: 0,
             expected: &[],
         };
         good.write_to(&mut encoded);

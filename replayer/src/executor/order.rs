@@ -1,15 +1,15 @@
-//! Sessions in order (`[proxy] ordered`): a record whose session has a request in flight
+//! Keys in order (`[proxy] ordered`): a record whose order key has a request in flight
 //! waits until that request has been answered, or has been in flight for the order timeout.
 //!
-//! The dispatcher routes a key's records to one replayer and marks each with its session (a
-//! hash of the key). Here, a connection that takes a record of a busy session puts it behind
-//! that session's request in flight instead of sending it, and takes the next record. The
-//! connection whose request ends sends the session's next record itself, at once: no other
-//! record of that session can start in between. Each request in flight holds a *ticket*; a
-//! request's end lets the next record go only if its ticket is still the session's (after a
+//! The dispatcher routes a key's records to one replayer and marks each with its order key (a
+//! hash of the key). Here, a connection that takes a record of a busy order key puts it behind
+//! that order key's request in flight instead of sending it, and takes the next record. The
+//! connection whose request ends sends the order key's next record itself, at once: no other
+//! record of that order key can start in between. Each request in flight holds a *ticket*; a
+//! request's end lets the next record go only if its ticket is still the order key's (after a
 //! timeout it is not: the next one went already).
 //!
-//! Timeouts are kept only for sessions with records waiting, in a heap by deadline: the
+//! Timeouts are kept only for order keys with records waiting, in a heap by deadline: the
 //! driver sleeps to the first and lets those records go into the queue of due records.
 //! Memory is bounded by the records a replayer holds at all (the dispatcher's credits).
 
@@ -22,10 +22,10 @@ use tokio::time::Instant;
 
 use super::Due;
 
-/// The session of a record taken for sending, and its place in it.
+/// The order key of a record taken for sending, and its place in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Ticket {
-    pub session: u64,
+    pub order_key: u64,
     pub number: u64,
 }
 
@@ -38,7 +38,7 @@ pub(super) struct Released {
     pub timed_out: bool,
 }
 
-/// A session with a request in flight (or let go and not yet sent).
+/// A order key with a request in flight (or let go and not yet sent).
 #[derive(Debug)]
 struct Busy {
     /// The ticket of its request in flight.
@@ -50,72 +50,72 @@ struct Busy {
 }
 
 #[derive(Debug)]
-pub(super) struct Sessions {
+pub(super) struct OrderKeys {
     timeout: Duration,
     busy: HashMap<u64, Busy>,
-    /// (deadline, session, ticket) of sessions with records waiting; an entry whose ticket
-    /// is no longer its session's is stale and skipped.
+    /// (deadline, order key, ticket) of order keys with records waiting; an entry whose ticket
+    /// is no longer its order key's is stale and skipped.
     deadlines: BinaryHeap<Reverse<(Instant, u64, u64)>>,
     next_number: u64,
-    /// Records waiting, over all sessions.
+    /// Records waiting, over all order keys.
     held: usize,
 }
 
-impl Sessions {
+impl OrderKeys {
     pub fn new(timeout: Duration) -> Self {
         Self { timeout, busy: HashMap::default(), deadlines: BinaryHeap::new(), next_number: 0, held: 0 }
     }
 
-    /// Records waiting for their session.
+    /// Records waiting for their order key.
     #[cfg(test)]
     pub fn held(&self) -> usize {
         self.held
     }
 
-    fn ticket(&mut self, session: u64) -> Ticket {
+    fn ticket(&mut self, order_key: u64) -> Ticket {
         self.next_number += 1;
-        Ticket { session, number: self.next_number }
+        Ticket { order_key, number: self.next_number }
     }
 
-    /// A record a connection took: back with its ticket if it may be sent now (its session
-    /// is then busy until [`Sessions::done`]), or `None` if it waits behind its session's
+    /// A record a connection took: back with its ticket if it may be sent now (its order key
+    /// is then busy until [`OrderKeys::done`]), or `None` if it waits behind its order key's
     /// request.
     pub fn take(&mut self, due: Due, now: Instant) -> Option<(Ticket, Due)> {
-        let session = due.0.session;
-        if let Some(busy) = self.busy.get_mut(&session) {
+        let order_key = due.0.order_key;
+        if let Some(busy) = self.busy.get_mut(&order_key) {
             if busy.waiting.is_empty() {
-                self.deadlines.push(Reverse((busy.since + self.timeout, session, busy.number)));
+                self.deadlines.push(Reverse((busy.since + self.timeout, order_key, busy.number)));
             }
             busy.waiting.push_back((due, now));
             self.held += 1;
             return None;
         }
-        let ticket = self.ticket(session);
-        self.busy.insert(session, Busy { number: ticket.number, since: now, waiting: VecDeque::new() });
+        let ticket = self.ticket(order_key);
+        self.busy.insert(order_key, Busy { number: ticket.number, since: now, waiting: VecDeque::new() });
         Some((ticket, due))
     }
 
-    /// The request holding `ticket` ended: its session's next record, let go now (to be sent
-    /// at once by the caller), if that ticket still held the session.
+    /// The request holding `ticket` ended: its order key's next record, let go now (to be sent
+    /// at once by the caller), if that ticket still held the order key.
     pub fn done(&mut self, ticket: Ticket, now: Instant) -> Option<Released> {
-        let busy = self.busy.get_mut(&ticket.session).filter(|b| b.number == ticket.number)?;
+        let busy = self.busy.get_mut(&ticket.order_key).filter(|b| b.number == ticket.number)?;
         if busy.waiting.is_empty() {
-            self.busy.remove(&ticket.session);
+            self.busy.remove(&ticket.order_key);
             return None;
         }
-        Some(self.let_go(ticket.session, now, false))
+        Some(self.let_go(ticket.order_key, now, false))
     }
 
-    /// Lets the first record waiting in `session` go; the session stays busy with it.
-    fn let_go(&mut self, session: u64, now: Instant, timed_out: bool) -> Released {
-        let ticket = self.ticket(session);
-        // Callers checked that the session is busy and has a record waiting.
-        let busy = self.busy.get_mut(&session).expect("a busy session");
+    /// Lets the first record waiting in `order_key` go; the order key stays busy with it.
+    fn let_go(&mut self, order_key: u64, now: Instant, timed_out: bool) -> Released {
+        let ticket = self.ticket(order_key);
+        // Callers checked that the order key is busy and has a record waiting.
+        let busy = self.busy.get_mut(&order_key).expect("a busy order_key");
         let (due, since) = busy.waiting.pop_front().expect("a waiting record");
         busy.number = ticket.number;
         busy.since = now;
         if !busy.waiting.is_empty() {
-            self.deadlines.push(Reverse((now + self.timeout, session, ticket.number)));
+            self.deadlines.push(Reverse((now + self.timeout, order_key, ticket.number)));
         }
         self.held -= 1;
         Released { due, ticket, waited: now.saturating_duration_since(since), timed_out }
@@ -123,8 +123,8 @@ impl Sessions {
 
     /// When the next order timeout falls, if a record waits for one.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, session, number))) = self.deadlines.peek().copied() {
-            if self.is_current(session, number) {
+        while let Some(Reverse((at, order_key, number))) = self.deadlines.peek().copied() {
+            if self.is_current(order_key, number) {
                 return Some(at);
             }
             self.deadlines.pop();
@@ -132,21 +132,21 @@ impl Sessions {
         None
     }
 
-    fn is_current(&self, session: u64, number: u64) -> bool {
-        self.busy.get(&session).is_some_and(|b| b.number == number && !b.waiting.is_empty())
+    fn is_current(&self, order_key: u64, number: u64) -> bool {
+        self.busy.get(&order_key).is_some_and(|b| b.number == number && !b.waiting.is_empty())
     }
 
-    /// Lets go the next record of each session whose request has been in flight for the
+    /// Lets go the next record of each order key whose request has been in flight for the
     /// order timeout by `now`.
     pub fn expire(&mut self, now: Instant) -> Vec<Released> {
         let mut out = Vec::new();
-        while let Some(Reverse((at, session, number))) = self.deadlines.peek().copied() {
+        while let Some(Reverse((at, order_key, number))) = self.deadlines.peek().copied() {
             if at > now {
                 break;
             }
             self.deadlines.pop();
-            if self.is_current(session, number) {
-                out.push(self.let_go(session, now, true));
+            if self.is_current(order_key, number) {
+                out.push(self.let_go(order_key, now, true));
             }
         }
         out
@@ -166,22 +166,22 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    fn due(session: u64, path: &str) -> Due {
+    fn due(order_key: u64, path: &str) -> Due {
         let mut rec = crate::gets([(path, 1)]).remove(0);
-        rec.session = session;
+        rec.order_key = order_key;
         (rec, Instant::now())
     }
 
-    /// A busy session's records wait in order; each end lets exactly the next go, after the
-    /// time it waited; other sessions and records without one are never held.
+    /// A busy order key's records wait in order; each end lets exactly the next go, after the
+    /// time it waited; other order keys and records without one are never held.
     #[test]
-    fn a_session_sends_one_request_at_a_time_in_order() {
+    fn an_order_key_sends_one_request_at_a_time_in_order() {
         let t0 = Instant::now();
-        let mut s = Sessions::new(Duration::from_secs(5));
-        let (first, _) = s.take(due(7, "/a"), t0).expect("an idle session sends");
+        let mut s = OrderKeys::new(Duration::from_secs(5));
+        let (first, _) = s.take(due(7, "/a"), t0).expect("an idle order_key sends");
         assert!(s.take(due(7, "/b"), t0).is_none());
         assert!(s.take(due(7, "/c"), t0 + Duration::from_millis(1)).is_none());
-        let (other, _) = s.take(due(8, "/x"), t0).expect("another session is not held");
+        let (other, _) = s.take(due(8, "/x"), t0).expect("another order_key is not held");
         assert_eq!(s.held(), 2);
         let b = s.done(first, t0 + Duration::from_millis(30)).expect("b goes");
         assert_eq!(
@@ -196,17 +196,20 @@ mod tests {
         assert!(s.done(d.ticket, t0 + Duration::from_millis(70)).is_none());
         assert!(s.done(other, t0).is_none());
         assert_eq!(s.held(), 0);
-        assert!(s.take(due(7, "/e"), t0 + Duration::from_millis(80)).is_some(), "the session is idle again");
+        assert!(
+            s.take(due(7, "/e"), t0 + Duration::from_millis(80)).is_some(),
+            "the order_key is idle again"
+        );
         assert_eq!(s.next_deadline(), None, "nothing waits");
     }
 
-    /// A request in flight for the order timeout lets its session's next record go; when it
+    /// A request in flight for the order timeout lets its order key's next record go; when it
     /// ends later it lets nothing go (the next one is that record's to let go).
     #[test]
     fn the_order_timeout_lets_the_next_record_go() {
         let t0 = Instant::now();
         let timeout = Duration::from_millis(200);
-        let mut s = Sessions::new(timeout);
+        let mut s = OrderKeys::new(timeout);
         let (slow, _) = s.take(due(3, "/slow"), t0).expect("sends");
         assert!(s.take(due(3, "/next"), t0 + Duration::from_millis(10)).is_none());
         assert!(s.take(due(3, "/last"), t0 + Duration::from_millis(20)).is_none());
