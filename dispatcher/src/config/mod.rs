@@ -41,7 +41,7 @@ pub use shaping::{
     Conditions, FilterAction, FilterRule, Methods, OnFailure, PathRewrite, RewriteRule, SubstituteOn,
     SubstituteRule, Unmapped,
 };
-pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings};
+pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings, Source};
 pub use validate::{NO_JOB_TARGET, Problem, check_target};
 pub use values::{Instant, ListenAddr, Millis, Speed};
 
@@ -210,6 +210,35 @@ pub struct FetcherConfig {
     pub s3: Option<S3Config>,
     /// Havok's SLS section: its region and download knobs are defaults for `[fetcher.s3]`.
     pub sls: Option<HavokSls>,
+}
+
+impl FetcherConfig {
+    /// The source this section names, with what its fetcher needs; a problem when its table
+    /// is missing (the rules refused such a file already: this is their one place of use).
+    pub fn source(&self) -> Result<Source, Problem> {
+        let missing = |kind: &str| {
+            Problem::new(
+                &format!("fetcher.{kind}"),
+                "",
+                &format!("missing: fetcher.type = \"{kind}\" reads [fetcher.{kind}]"),
+            )
+        };
+        match self.kind {
+            FetcherKind::File => {
+                let file = self.file.as_ref().ok_or_else(|| missing("file"))?;
+                Ok(Source::File { path: file.path.clone() })
+            }
+            FetcherKind::Kafka | FetcherKind::KafkaSinglePartition => Ok(Source::Kafka {
+                config: self.kafka.clone().ok_or_else(|| missing("kafka"))?,
+                single_partition: self.kind == FetcherKind::KafkaSinglePartition,
+            }),
+            FetcherKind::S3 | FetcherKind::Sls => {
+                let s3 = self.s3.as_ref().ok_or_else(|| missing("s3"))?;
+                let pattern = s3.pattern.clone().ok_or_else(|| missing("s3"))?;
+                Ok(Source::S3 { settings: s3.settings(self.sls.as_ref()), pattern })
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

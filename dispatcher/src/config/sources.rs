@@ -192,3 +192,16 @@ impl S3Config {
         }
     }
 }
+
+/// Where a job reads its recording from, compiled from `[fetcher]` ([`super::FetcherConfig::source`]):
+/// one variant a source, holding exactly what its fetcher needs, so no fetcher looks for a
+/// section that might be missing.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A file or a glob of files (`[fetcher.file] path`, relative paths resolved).
+    File { path: String },
+    /// A Kafka topic; `single_partition` is Havok's `kafka-single-partition` (partition 0).
+    Kafka { config: KafkaConfig, single_partition: bool },
+    /// Objects of an S3-compatible store (also Havok's `sls`), with their key pattern parsed.
+    S3 { settings: S3Settings, pattern: super::KeyPattern },
+}

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::accounting::Accounting;
 use crate::analyzers::{Analyzer, Plausible};
-use crate::config::{FetcherKind, JobConfig};
+use crate::config::{Range, Source};
 use crate::record::Record;
 use crate::shaping::Shaping;
 use merge::{Chunk, Stream};
@@ -79,29 +79,21 @@ pub enum FetchError {
     Kafka { brokers: String, topic: String, reason: String },
     #[error("object store (bucket {bucket:?}): {reason}")]
     S3 { bucket: String, reason: String },
-    #[error("fetcher.type = {kind:?} needs [fetcher.{kind}]; validate the job file (reprise validate)")]
-    NotConfigured { kind: &'static str },
     #[error(
         "fetcher.type = {kind:?}: this build of reprise has no {kind} support (built without the `{kind}` feature)"
     )]
     NotBuilt { kind: &'static str },
 }
 
-/// Starts the configured fetcher; returns one ordered stream per source part.
-pub async fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<Stream>, FetchError> {
-    let range = cfg.job.range();
-    match cfg.fetcher.kind {
-        FetcherKind::File => {
-            let path = cfg.fetcher.file.as_ref().map(|f| f.path.as_str()).unwrap_or_default();
-            file::start(path, ctx)
-        }
+/// Starts the fetcher of `source`; returns one ordered stream per source part.
+pub async fn build(source: &Source, range: Range, ctx: &SourceContext) -> Result<Vec<Stream>, FetchError> {
+    match source {
+        Source::File { path } => file::start(path, ctx),
         #[cfg(not(feature = "kafka"))]
-        FetcherKind::Kafka | FetcherKind::KafkaSinglePartition => Err(FetchError::NotBuilt { kind: "kafka" }),
+        Source::Kafka { .. } => Err(FetchError::NotBuilt { kind: "kafka" }),
         #[cfg(feature = "kafka")]
-        FetcherKind::Kafka | FetcherKind::KafkaSinglePartition => {
-            let k = cfg.fetcher.kafka.clone().unwrap_or_default();
-            let single = cfg.fetcher.kind == FetcherKind::KafkaSinglePartition;
-            let ctx = ctx.clone();
+        Source::Kafka { config, single_partition } => {
+            let (k, single, ctx) = (config.clone(), *single_partition, ctx.clone());
             tokio::task::spawn_blocking(move || kafka::start(&k, single, range, &ctx)).await.unwrap_or_else(
                 |e| {
                     Err(FetchError::Kafka {
@@ -113,18 +105,9 @@ pub async fn build(cfg: &JobConfig, ctx: &SourceContext) -> Result<Vec<Stream>, 
             )
         }
         #[cfg(not(feature = "s3"))]
-        FetcherKind::S3 | FetcherKind::Sls => Err(FetchError::NotBuilt { kind: "s3" }),
+        Source::S3 { .. } => Err(FetchError::NotBuilt { kind: "s3" }),
         #[cfg(feature = "s3")]
-        FetcherKind::S3 | FetcherKind::Sls => {
-            // Both are set once the job file has been validated.
-            let (s3, pattern) = cfg
-                .fetcher
-                .s3
-                .as_ref()
-                .and_then(|s3| Some((s3, s3.pattern.clone()?)))
-                .ok_or(FetchError::NotConfigured { kind: "s3" })?;
-            s3::start(s3.settings(cfg.fetcher.sls.as_ref()), pattern, range, ctx).await
-        }
+        Source::S3 { settings, pattern } => s3::start(settings.clone(), pattern.clone(), range, ctx).await,
     }
 }
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::accounting::Accounting;
-use crate::config::{JobConfig, Speed};
+use crate::config::{JobConfig, Source, Speed};
 use crate::control::{Control, ControlError, JobState};
 use crate::fetchers::FetchError;
 use crate::fetchers::progress::{SourceProgress, SourceStatus};
@@ -59,6 +59,8 @@ pub struct Job {
     accounting: Arc<Accounting>,
     /// The `[[filter]]`, `[[substitute]]` and `[[rewrite]]` rules, tables read.
     shaping: Arc<Shaping>,
+    /// Where the recording is read from.
+    recording: Source,
     /// How far the fetcher has read its source.
     source: Arc<SourceProgress>,
     fleet: Fleet,
@@ -97,7 +99,7 @@ impl Job {
     /// A job waiting for its replayers; `shutdown` stops it (and, before it starts, cancels it).
     /// Starts the sinks at once, so an unusable one is an error before anything runs.
     pub fn new(plan: JobPlan, opts: JobOptions, shutdown: &CancellationToken) -> Result<Arc<Job>, JobError> {
-        let JobPlan { config: cfg, shaping } = plan;
+        let JobPlan { config: cfg, source: recording, shaping } = plan;
         let control = Control { speed: cfg.job.pace(), rate: cfg.job.rate, paused: false };
         let tasks = TaskTracker::new();
         let sinks_stop = CancellationToken::new();
@@ -115,6 +117,7 @@ impl Job {
             opts,
             accounting,
             shaping,
+            recording,
             source: Arc::default(),
             fleet,
             state: watch::channel(JobState::Waiting).0,

@@ -192,8 +192,8 @@ impl Job {
     /// a while to answer, and the clock must not start before (records due meanwhile would
     /// go out in a burst).
     async fn open_input(&self, ctx: &SourceContext) -> Result<merge::Merger, JobError> {
-        let streams = fetchers::build(&self.cfg, ctx).await?;
         let range = self.cfg.job.range();
+        let streams = fetchers::build(&self.recording, range, ctx).await?;
         let opts = merge::MergeOptions { window_ns: range.window_ns, begin: range.begin, end: range.end };
         let mut input = merge::Merger::new(streams, opts, Arc::clone(&self.accounting));
         tokio::select! {
