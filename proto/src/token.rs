@@ -1,6 +1,8 @@
-//! HTTP tokens (RFC 9110 `tchar`: methods, header names), by table. One rule for both
-//! sides of the wire: the dispatcher refuses a record whose method or header name is not a
-//! token (counted malformed), and a replayer writes only tokens.
+//! HTTP tokens (RFC 9110 `tchar`: methods, header names) and the bytes a request target
+//! holds, by table. One rule for both sides of the wire: the dispatcher refuses a record
+//! whose method or header name is not a token (counted malformed), and a replayer writes
+//! only tokens; the dispatcher's access-log reader and a replayer's request writer
+//! percent-encode the same bytes of a path.
 
 /// A table of the bytes that are ASCII letters or digits, or one of `more`.
 pub const fn alphanumeric_and(more: &[u8]) -> [bool; 256] {
@@ -20,6 +22,16 @@ pub const fn alphanumeric_and(more: &[u8]) -> [bool; 256] {
 
 /// Bytes of an HTTP token (RFC 9110 `tchar`).
 pub const TOKEN_BYTE: [bool; 256] = alphanumeric_and(b"!#$%&'*+-.^_`|~");
+
+/// Bytes a request target holds as they are: unreserved and reserved characters and '%'
+/// (RFC 3986); anything else is percent-encoded.
+pub const URI_BYTE: [bool; 256] = alphanumeric_and(b"-._~:/?#[]@!$&'()*+,;=%");
+
+/// Appends `b` percent-encoded: `%HH`.
+pub fn push_percent_encoded(out: &mut Vec<u8>, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+}
 
 /// An HTTP token (methods, header names): by table, as every header of every request is
 /// checked (searching the punctuation for each byte was a tenth of writing a head).

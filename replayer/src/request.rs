@@ -7,7 +7,7 @@
 //! NUL) are left out, never repaired into something else.
 
 use reprise_proto::batch::RecordView;
-use reprise_proto::token::{alphanumeric_and, is_token};
+use reprise_proto::token::{URI_BYTE, is_token, push_percent_encoded};
 
 /// Headers that belong to one connection, not to the request; never replayed.
 const HOP_BY_HOP: [&str; 9] = [
@@ -85,12 +85,6 @@ pub fn write_head(
     Ok(())
 }
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
-/// Bytes a request target holds as they are: unreserved and reserved characters and '%'
-/// (RFC 3986); anything else is percent-encoded.
-const URI_BYTE: [bool; 256] = alphanumeric_and(b"-._~:/?#[]@!$&'()*+,;=%");
-
 /// Appends part of a request target. Logs hold paths a URI may not (`?q=<x>`, spaces, raw
 /// UTF-8): the bytes a URI may not hold are percent-encoded, the rest (existing escapes too)
 /// go out as recorded. HTTP and HTTPS targets get the same bytes (but for a `#fragment`,
@@ -104,7 +98,7 @@ pub fn push_target(out: &mut Vec<u8>, part: &[u8]) {
         if URI_BYTE[usize::from(b)] {
             out.push(b);
         } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            push_percent_encoded(out, b);
         }
     }
 }

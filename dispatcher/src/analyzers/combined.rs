@@ -15,6 +15,7 @@ use bytes::Bytes;
 use super::{KeySource, Parsed, is_method, with_key};
 use crate::accounting::Malformed;
 use crate::record::{Record, Text, split_url};
+use reprise_proto::token::{URI_BYTE, push_percent_encoded};
 
 #[derive(Clone, Debug)]
 pub struct Combined {
@@ -46,7 +47,7 @@ fn parse_line(line: &str) -> Result<Record, Malformed> {
         .ok_or(Malformed::BadTime)?;
     let mut quoted = Quoted(&line[close + 1..]);
     let request = quoted.next().ok_or(Malformed::NoRequest)?;
-    let request = decode(request, Decoded::Uri);
+    let request = decode_target(request);
     let mut parts = request.split(' ');
     let (method, target) = (parts.next().unwrap_or_default(), parts.next().ok_or(Malformed::BadRequest)?);
     if !is_method(method) {
@@ -128,12 +129,12 @@ fn decode_into(v: &str, into: Decoded) -> Vec<u8> {
     while i < bytes.len() {
         let decoded = if bytes[i] == b'\\' { escape(&bytes[i + 1..]) } else { None };
         match decoded {
+            Some((b, taken)) if into == Decoded::Uri && !URI_BYTE[usize::from(b)] => {
+                push_percent_encoded(&mut out, b);
+                i += 1 + taken;
+            }
             Some((b, taken)) => {
-                if into == Decoded::Uri && !is_uri_byte(b) {
-                    out.extend_from_slice(format!("%{b:02X}").as_bytes());
-                } else {
-                    out.push(b);
-                }
+                out.push(b);
                 i += 1 + taken;
             }
             None => {
@@ -147,23 +148,18 @@ fn decode_into(v: &str, into: Decoded) -> Vec<u8> {
 
 /// A request line with its escapes undone; it stays text, since what is not a URI byte is
 /// percent-encoded. Borrowed when there is no backslash.
-fn decode(v: &str, into: Decoded) -> std::borrow::Cow<'_, str> {
+fn decode_target(v: &str) -> std::borrow::Cow<'_, str> {
     if !v.contains('\\') {
         return v.into();
     }
-    // invariant: for `Uri`, every byte past ASCII is percent-encoded, and the rest is the
-    // line's own UTF-8.
-    let text = String::from_utf8(decode_into(v, into));
+    // invariant: every byte past ASCII is percent-encoded, and the rest is the line's own
+    // UTF-8.
+    let text = String::from_utf8(decode_into(v, Decoded::Uri));
     text.unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()).into()
 }
 
 fn decode_bytes(v: &str) -> Vec<u8> {
     if v.contains('\\') { decode_into(v, Decoded::Bytes) } else { v.as_bytes().to_vec() }
-}
-
-/// Bytes a request target holds as they are (RFC 3986's unreserved and reserved, and `%`).
-fn is_uri_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=%".contains(&b)
 }
 
 #[cfg(test)]
