@@ -59,4 +59,3 @@ pub use server::{
     ADMIN_TOKEN_VAR, Access, EventStream, InProcess, REPLAYER_TOKEN_VAR, Running, ServeError, TlsError,
     Token, TokenError, start,
 };
-pub use shaping::ShapingError;

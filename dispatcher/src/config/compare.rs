@@ -9,7 +9,6 @@ use serde::{Deserialize, Deserializer};
 
 use super::validate::{Problem, check_target};
 use super::{Format, JobConfig};
-use crate::thresholds::Aggregation;
 use reprise_proto::compare::MAX_BODY_LIMIT;
 use reprise_proto::fields::FieldPattern;
 
@@ -108,16 +107,7 @@ impl CompareConfig {
 
 impl JobConfig {
     pub(super) fn validate_compare(&self, p: &mut Vec<Problem>) {
-        let Some(c) = &self.compare else {
-            for t in self.gate.thresholds.iter().filter(|t| t.expr.aggregation == Aggregation::DiffRate) {
-                p.push(Problem::new(
-                    &format!("thresholds.{:?}", t.endpoint),
-                    format!("{:?}", t.text),
-                    "diff_rate needs a [compare] section (a baseline to compare answers with)",
-                ));
-            }
-            return;
-        };
+        let Some(c) = &self.compare else { return };
         if c.baseline == Baseline::Recorded {
             self.validate_recorded(p);
         }
@@ -231,9 +221,6 @@ mod tests {
         assert!(p.iter().any(|p| p.to_string().contains("cannot pair GoReplay requests")), "{p:?}");
         assert!(JobConfig::parse(&kafka.replace("format = \"gor\"", "format = \"json\"")).is_ok());
         assert!(problems("max_body = \"1 lightyear\"").contains("is not a size"));
-        let text = "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x\"\n[thresholds]\n\"*\" = [\"diff_rate < 1%\"]\n";
-        let p = JobConfig::parse(text).expect_err("no [compare]");
-        assert!(p.iter().any(|p| p.to_string().contains("diff_rate needs a [compare] section")), "{p:?}");
     }
 
     #[test]

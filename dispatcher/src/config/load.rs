@@ -31,31 +31,39 @@ pub struct Needs {
 /// The problem of a job without the target its command needs.
 const NEEDS_TARGET: &str = "missing: `reprise run` needs a target; set [job] target = \"http://host:port\", or pass --target URL (or REPRISE_TARGET)";
 
+/// A job file read and checked: its config whenever the text could be typed (also when
+/// its rules have problems, so the compile step can add the problems only it finds), and
+/// every problem found.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Option<JobConfig>,
+    pub problems: Vec<Problem>,
+    /// Allowed but worth a word (Havok keys reprise has no use for, a job without a target).
+    pub warnings: Vec<Problem>,
+}
+
 impl JobConfig {
-    /// Reads, parses and validates a job file for a command that `needs` more of it.
-    pub fn load(path: &Path, needs: Needs) -> Result<JobConfig, ConfigError> {
+    /// Reads and checks a job file for a command that `needs` more of it; an error only
+    /// when the file cannot be read.
+    pub fn read(path: &Path, needs: Needs) -> Result<Checked, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let invalid = |problems| ConfigError::Invalid { path: path.display().to_string(), problems };
-        let mut cfg = match Self::parse(&text) {
-            Ok(cfg) if needs.target && cfg.job.target.is_none() => {
-                return Err(invalid(vec![Problem::new("job.target", "", NEEDS_TARGET)]));
-            }
-            Ok(cfg) => cfg,
-            Err(mut problems) => {
-                let has_target = toml::from_str::<toml::Table>(&text)
-                    .is_ok_and(|t| t.get("job").and_then(|j| j.get("target")).is_some());
-                if needs.target && !has_target && !problems.iter().any(|p| p.key == "job.target") {
-                    problems.push(Problem::new("job.target", "", NEEDS_TARGET));
-                }
-                return Err(invalid(problems));
-            }
+        let mut checked = Self::check(&text);
+        let has_target = match &checked.config {
+            Some(cfg) => cfg.job.target.is_some(),
+            None => toml::from_str::<toml::Table>(&text)
+                .is_ok_and(|t| t.get("job").and_then(|j| j.get("target")).is_some()),
         };
-        if cfg.job.id.is_none() {
-            cfg.job.id = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        if needs.target && !has_target && !checked.problems.iter().any(|p| p.key == "job.target") {
+            checked.problems.push(Problem::new("job.target", "", NEEDS_TARGET));
         }
-        cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        Ok(cfg)
+        if let Some(cfg) = &mut checked.config {
+            if cfg.job.id.is_none() {
+                cfg.job.id = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            }
+            cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        }
+        Ok(checked)
     }
 
     /// Relative paths (recording, raw results, substitution tables) are relative to the job file, so a job runs
@@ -87,14 +95,27 @@ impl JobConfig {
         }
     }
 
-    /// Parses and validates job-file text; `Err` lists every problem found.
+    /// Parses and checks job-file text; `Err` lists every problem found.
+    pub fn parse(text: &str) -> Result<JobConfig, Vec<Problem>> {
+        match Self::check(text) {
+            Checked { config: Some(cfg), problems, .. } if problems.is_empty() => Ok(cfg),
+            Checked { problems, .. } => Err(problems),
+        }
+    }
+
+    /// Parses and checks job-file text, every problem listed.
     ///
     /// serde stops at the first value of a wrong type. To list them all, each one found is
     /// noted with its key path (`serde_path_to_error`), taken out of the parsed table (its
     /// default then applies) and the table read again, up to 100 times. The
     /// rules checked afterwards skip the keys taken out: their problem is already listed.
-    pub fn parse(text: &str) -> Result<JobConfig, Vec<Problem>> {
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| vec![Problem::syntax(&e)])?;
+    pub fn check(text: &str) -> Checked {
+        let mut table: toml::Table = match toml::from_str(text) {
+            Ok(table) => table,
+            Err(e) => {
+                return Checked { config: None, problems: vec![Problem::syntax(&e)], warnings: Vec::new() };
+            }
+        };
         let mut type_errors: Vec<Problem> = Vec::new();
         loop {
             let (mut problems, mut warnings) = (Vec::new(), Vec::new());
@@ -109,15 +130,12 @@ impl JobConfig {
                 }
             });
             match parsed {
-                Ok(mut cfg) => {
+                Ok(cfg) => {
                     warnings.extend(cfg.advise());
-                    cfg.warnings = warnings;
-                    let erased: Vec<&str> = type_errors.iter().map(|p| p.key.as_str()).collect();
-                    let rules =
-                        cfg.validate().into_iter().filter(|p| !erased.iter().any(|k| covers(k, &p.key)));
+                    let rules = cfg.validate().into_iter().filter(|p| !covered(&type_errors, &p.key));
                     problems.extend(rules);
                     type_errors.extend(problems);
-                    return if type_errors.is_empty() { Ok(cfg) } else { Err(type_errors) };
+                    return Checked { config: Some(cfg), problems: type_errors, warnings };
                 }
                 Err(e) => {
                     let path = track.path();
@@ -131,7 +149,7 @@ impl JobConfig {
                     }
                     if type_errors.len() >= MAX_TYPE_ERRORS || !erase(&mut table, &segments) {
                         type_errors.extend(problems);
-                        return Err(type_errors);
+                        return Checked { config: None, problems: type_errors, warnings };
                     }
                 }
             }
@@ -163,6 +181,12 @@ fn key_path(segments: &[&Segment]) -> String {
 /// Whether a problem at `key` lies at or under the erased `erased`.
 fn covers(erased: &str, key: &str) -> bool {
     key.strip_prefix(erased).is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// Whether `key` lies at or under the key of a problem in `listed`: that problem already
+/// says what is wrong there.
+pub(crate) fn covered(listed: &[Problem], key: &str) -> bool {
+    listed.iter().any(|p| covers(&p.key, key))
 }
 
 /// The part of `segments` that leads through tables and arrays.
@@ -220,17 +244,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("empty.toml");
         std::fs::write(&path, "").expect("write");
-        let keys = |needs| match JobConfig::load(&path, needs) {
-            Err(ConfigError::Invalid { problems, .. }) => {
-                problems.into_iter().map(|p| p.key).collect::<Vec<_>>()
-            }
-            other => panic!("{other:?}"),
+        let keys = |needs| {
+            let checked = JobConfig::read(&path, needs).expect("readable");
+            checked.problems.into_iter().map(|p| p.key).collect::<Vec<_>>()
         };
         let both = keys(Needs { target: true });
         assert!(both.contains(&"job.target".to_owned()) && both.len() >= 2, "{both:?}");
         assert!(!keys(Needs::default()).contains(&"job.target".to_owned()));
         std::fs::write(&path, "[fetcher.file]\npath = \"r.jsonl\"\n").expect("write");
         assert_eq!(keys(Needs { target: true }), vec!["job.target"], "alone when it is the only one");
-        assert!(JobConfig::load(&path, Needs::default()).is_ok());
+        assert!(keys(Needs::default()).is_empty());
     }
 }

@@ -26,12 +26,11 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::thresholds::Gate;
-
 pub use crate::routing::HashStrategy;
 pub use compare::{Baseline, ByteSize, CompareConfig};
 pub use keys::KeyPattern;
-pub use load::{ConfigError, Needs};
+pub(crate) use load::covered;
+pub use load::{Checked, ConfigError, Needs};
 pub use results::{
     ABORT_ON_FAIL, EndpointRule, IdKind, InfluxConfig, RawConfig, SinksConfig, StatsConfig, Templates,
     ThresholdEntry,
@@ -42,6 +41,7 @@ pub use shaping::{
     SubstituteRule, Unmapped,
 };
 pub use sources::{Brokers, HavokSls, KafkaConfig, KafkaTimestamp, S3Config, S3Settings, Source};
+pub(crate) use validate::not_a_regex;
 pub use validate::{NO_JOB_TARGET, Problem, check_target};
 pub use values::{Instant, ListenAddr, Millis, Speed};
 
@@ -68,13 +68,6 @@ pub struct JobConfig {
     /// CI gate: endpoint name ("*" for all traffic) → expressions; `abort_on_fail = true`
     /// stops the job at the first failure. See `thresholds`.
     pub thresholds: BTreeMap<String, ThresholdEntry>,
-    /// `thresholds`, parsed once by [`JobConfig::validate`] (which refuses a file where any
-    /// expression does not parse).
-    #[serde(skip)]
-    pub gate: Gate,
-    /// Havok keys reprise has no use for, each with why (see `config::havok`); not errors.
-    #[serde(skip)]
-    pub warnings: Vec<Problem>,
 }
 
 /// `[job]`: what to replay against, how fast, and which part of the recording.
@@ -213,8 +206,9 @@ pub struct FetcherConfig {
 }
 
 impl FetcherConfig {
-    /// The source this section names, with what its fetcher needs; a problem when its table
-    /// is missing (the rules refused such a file already: this is their one place of use).
+    /// The source this section names, with what its fetcher needs and its S3 key pattern
+    /// parsed (here, once); a problem when the pattern does not parse, or when its section
+    /// is missing (the file's checks name that too; the compile step lists it once).
     pub fn source(&self) -> Result<Source, Problem> {
         let missing = |kind: &str| {
             Problem::new(
@@ -234,8 +228,12 @@ impl FetcherConfig {
             }),
             FetcherKind::S3 | FetcherKind::Sls => {
                 let s3 = self.s3.as_ref().ok_or_else(|| missing("s3"))?;
-                let pattern = s3.pattern.clone().ok_or_else(|| missing("s3"))?;
-                Ok(Source::S3 { settings: s3.settings(self.sls.as_ref()), pattern })
+                let settings = s3.settings(self.sls.as_ref());
+                let pattern = KeyPattern::parse(&settings.pattern).map_err(|e| {
+                    let key = if s3.key.is_some() { "fetcher.s3.key" } else { "fetcher.s3.prefix" };
+                    Problem::new(key, format!("{:?}", settings.pattern), &e.to_string())
+                })?;
+                Ok(Source::S3 { settings, pattern })
             }
         }
     }

@@ -132,9 +132,6 @@ pub struct S3Config {
     pub pre_download: Option<u32>,
     /// Attempts per object after the first, with backoff, on transient errors. Default 3.
     pub retries: Option<u32>,
-    /// `prefix` + `key`, parsed by [`super::JobConfig::validate`].
-    #[serde(skip)]
-    pub pattern: Option<super::KeyPattern>,
 }
 
 /// Havok's `[fetcher.sls]`. Only the download knobs and region are used (as defaults for

@@ -4,7 +4,6 @@
 use std::fmt;
 
 use super::{JobConfig, Speed};
-use crate::thresholds::{self, Gate, Threshold};
 
 /// The warning for a job without `[job] target` (as Havok's files are: there each replayer
 /// decided where to send).
@@ -33,7 +32,7 @@ impl fmt::Display for Problem {
 }
 
 impl Problem {
-    pub(super) fn new(key: &str, value: impl fmt::Display, rule: &str) -> Self {
+    pub(crate) fn new(key: &str, value: impl fmt::Display, rule: &str) -> Self {
         Self { key: key.into(), value: value.to_string(), rule: rule.into() }
     }
 
@@ -120,9 +119,9 @@ impl JobConfig {
     }
 
     /// Checks every rule the types cannot express; returns all problems found. What needs
-    /// parsing (threshold expressions, the S3 key pattern) is parsed here once and kept in
-    /// the config ([`JobConfig::gate`], `S3Config::pattern`).
-    pub fn validate(&mut self) -> Vec<Problem> {
+    /// compiling (regexes, threshold expressions, the S3 key pattern) and reading (tables)
+    /// is left to the compile step ([`crate::plan::compile`]), which makes each once.
+    pub fn validate(&self) -> Vec<Problem> {
         let mut p = Vec::new();
         let job = &self.job;
         if !(job.rate.is_finite() && job.rate > 0.0 && job.rate <= 1000.0) {
@@ -203,7 +202,6 @@ impl JobConfig {
         self.validate_fetcher(&mut p);
         self.validate_analyzer(&mut p);
         self.validate_runtime(&mut p);
-        self.validate_thresholds(&mut p);
         self.validate_stats(&mut p);
         self.validate_shaping(&mut p);
         self.validate_reporters(&mut p);
@@ -245,13 +243,9 @@ impl JobConfig {
 
     fn validate_stats(&self, p: &mut Vec<Problem>) {
         for (i, rule) in self.stats.endpoints.iter().enumerate() {
-            check_regex(p, &format!("stats.endpoints[{i}].pattern"), &rule.pattern);
             if rule.name.trim().is_empty() {
                 p.push(Problem::new(&format!("stats.endpoints[{i}].name"), "\"\"", "must name the endpoint"));
             }
-        }
-        for (i, pattern) in self.stats.id_patterns.iter().enumerate() {
-            check_regex(p, &format!("stats.id_patterns[{i}]"), pattern);
         }
         if self.stats.max_endpoints == 0 || self.stats.max_endpoints > 100_000 {
             p.push(Problem::new(
@@ -260,38 +254,6 @@ impl JobConfig {
                 "must be between 1 and 100000",
             ));
         }
-    }
-
-    fn validate_thresholds(&mut self, p: &mut Vec<Problem>) {
-        use super::{ABORT_ON_FAIL, ThresholdEntry};
-        let mut gate = Gate::default();
-        for (endpoint, entry) in &self.thresholds {
-            let key = format!("thresholds.{endpoint:?}");
-            match (endpoint.as_str(), entry) {
-                (ABORT_ON_FAIL, ThresholdEntry::Flag(on)) => gate.abort_on_fail = *on,
-                (ABORT_ON_FAIL, ThresholdEntry::Rules(_)) => {
-                    p.push(Problem::new(&key, "[…]", "must be true or false"));
-                }
-                (_, ThresholdEntry::Flag(b)) => p.push(Problem::new(
-                    &key,
-                    b,
-                    "must be a list of expressions, e.g. [\"p99 < 300ms\", \"error_rate < 1%\"]",
-                )),
-                (_, ThresholdEntry::Rules(rules)) => {
-                    for text in rules {
-                        match thresholds::parse(text) {
-                            Ok(expr) => gate.thresholds.push(Threshold {
-                                endpoint: endpoint.clone(),
-                                text: text.clone(),
-                                expr,
-                            }),
-                            Err(e) => p.push(Problem::new(&key, format!("{text:?}"), &e.to_string())),
-                        }
-                    }
-                }
-            }
-        }
-        self.gate = gate;
     }
 
     fn validate_analyzer(&self, p: &mut Vec<Problem>) {
@@ -345,11 +307,12 @@ mod http_uri {
 }
 
 /// A problem at `key` when `pattern` is not a regex, with the regex crate's reason.
-pub(super) fn check_regex(p: &mut Vec<Problem>, key: &str, pattern: &str) {
-    if let Err(e) = regex::Regex::new(pattern) {
-        let rule = format!("is not a regex: {}", e.to_string().lines().last().unwrap_or_default());
-        p.push(Problem::new(key, format!("{pattern:?}"), &rule));
-    }
+/// The problem of a regex at `key` that does not compile, with the last line of the regex
+/// crate's message (the one that says why; the lines above draw the pattern again).
+pub(crate) fn not_a_regex(key: &str, pattern: &str, e: &regex::Error) -> Problem {
+    let text = e.to_string();
+    let why = text.lines().last().unwrap_or_default().trim_start_matches("error: ");
+    Problem::new(key, format!("{pattern:?}"), &format!("is not a regex: {why}"))
 }
 
 #[cfg(test)]
@@ -477,11 +440,12 @@ mod tests {
     /// target that is there must still be a usable one.
     #[test]
     fn a_job_without_a_target_is_valid_with_a_warning_naming_the_rule() {
-        let cfg = JobConfig::parse("[job]\n[fetcher.file]\npath = \"x.jsonl\"\n").expect("valid");
-        assert_eq!(cfg.job.target, None);
-        let w: Vec<String> = cfg.warnings.iter().map(ToString::to_string).collect();
+        let checked = JobConfig::check("[job]\n[fetcher.file]\npath = \"x.jsonl\"\n");
+        assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+        assert_eq!(checked.config.expect("valid").job.target, None);
+        let w: Vec<String> = checked.warnings.iter().map(ToString::to_string).collect();
         assert_eq!(w, [format!("job.target: {NO_JOB_TARGET}")]);
-        assert!(JobConfig::parse(MINIMAL).expect("valid").warnings.is_empty());
+        assert!(JobConfig::check(MINIMAL).warnings.is_empty());
         let ps = problems("[job]\ntarget = \"staging:8080\"\n[fetcher.file]\npath = \"x.jsonl\"\n");
         assert_eq!(ps.len(), 1, "{ps:?}");
         assert!(
@@ -516,41 +480,7 @@ mod tests {
     }
 
     #[test]
-    fn thresholds_are_checked_and_each_bad_expression_named() {
-        let ok = format!(
-            "{MINIMAL}[thresholds]\n\"*\" = [\"p99 < 300ms\", \"error_rate < 1%\"]\n\"GET /a\" = [\"p95<100\"]\nabort_on_fail = true\n"
-        );
-        let cfg = JobConfig::parse(&ok).expect("valid thresholds");
-        assert_eq!(cfg.gate.thresholds.len(), 3);
-        assert!(cfg.gate.abort_on_fail);
-        assert_eq!(cfg.gate.thresholds[2].endpoint, "GET /a");
-        assert_eq!(cfg.gate.thresholds[2].expr.value, 100.0, "parsed once, at load");
-        let bad =
-            format!("{MINIMAL}[thresholds]\n\"*\" = [\"p99 < 3h\", \"speed > 1\"]\n\"GET /a\" = true\n");
-        let ps = problems(&bad);
-        assert_eq!(ps.len(), 3, "{ps:?}");
-        assert!(ps.iter().any(|p| p.value == "\"p99 < 3h\"" && p.rule.contains("unit `h`")), "{ps:?}");
-        assert!(ps.iter().any(|p| p.value == "\"speed > 1\"" && p.key == "thresholds.\"*\""), "{ps:?}");
-        assert!(
-            ps.iter().any(|p| p.key == "thresholds.\"GET /a\"" && p.rule.contains("list of expressions"))
-        );
-    }
-
-    #[test]
-    fn endpoint_rules_must_be_regexes() {
-        let bad = format!(
-            "{MINIMAL}[stats]\nendpoints = [{{ pattern = \"^/users/[0-9+$\", name = \"GET /users/{{id}}\" }}]\n"
-        );
-        let ps = problems(&bad);
-        assert_eq!(ps[0].key, "stats.endpoints[0].pattern", "{ps:?}");
-        assert!(ps[0].rule.contains("not a regex"), "{}", ps[0]);
-    }
-
-    #[test]
-    fn id_patterns_must_be_regexes_and_templates_a_flag_or_kinds() {
-        let ps = problems(&format!("{MINIMAL}[stats]\nid_patterns = [\"usr_[0-9\"]\n"));
-        assert_eq!((ps[0].key.as_str(), ps[0].value.as_str()), ("stats.id_patterns[0]", "\"usr_[0-9\""));
-        assert!(ps[0].rule.contains("not a regex"), "{}", ps[0]);
+    fn templates_are_a_flag_or_kinds() {
         let ps = problems(&format!("{MINIMAL}[stats]\ntemplates = [\"number\", \"ulid\"]\n"));
         assert_eq!(ps[0].key, "stats.templates", "{ps:?}");
         assert!(ps[0].rule.contains("\"number\", \"uuid\", \"hex\", \"base64\""), "{}", ps[0]);
@@ -582,7 +512,8 @@ mod tests {
         }
         let text = "[job]\ntarget = \"http://t\"\n[fetcher]\ntype = \"sls\"\n[fetcher.s3]\nendpoint = \"ftp://x\"\nkey = \"{dd}/*\"\nconcurrency = 0\n";
         let keys: Vec<String> = JobConfig::parse(text).expect_err("bad").into_iter().map(|p| p.key).collect();
-        for key in ["fetcher.s3.bucket", "fetcher.s3.endpoint", "fetcher.s3.key", "fetcher.s3.concurrency"] {
+        // The key pattern ({dd} without {MM}) is parsed by the compile step: `plan` tests it.
+        for key in ["fetcher.s3.bucket", "fetcher.s3.endpoint", "fetcher.s3.concurrency"] {
             assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
         }
         let text = "[job]\ntarget = \"http://t\"\n[fetcher]\ntype = \"sls\"\n";

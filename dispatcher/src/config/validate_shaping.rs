@@ -1,13 +1,15 @@
 //! Checks of the sections that shape traffic (`[[filter]]`, `[[substitute]]`,
-//! `[[rewrite]]`): every regex compiles, every rule says what it does, names are unique
-//! within a section, a value condition has the name it is on, and what a rewrite writes is
-//! a header, a query parameter or a JSON pointer that can be sent.
+//! `[[rewrite]]`): every rule says what it does, names are unique within a section, a value
+//! condition has the name it is on, and what a rewrite writes is a header, a query
+//! parameter or a JSON pointer that can be sent. Regexes, path replacements and tables are
+//! left to the compile step (`shaping::Shaping::new`, called by `plan::compile`), which
+//! makes each once and lists those that cannot be made with these problems.
 
 use std::collections::BTreeSet;
 
 use super::JobConfig;
 use super::shaping::{Conditions, RewriteRule, SubstituteRule, Unmapped};
-use super::validate::{Problem, check_regex};
+use super::validate::Problem;
 
 /// Headers a replayer writes itself (from the body, the connection and the target): a rule
 /// cannot set them.
@@ -62,16 +64,6 @@ fn unique(p: &mut Vec<Problem>, names: &mut BTreeSet<String>, prefix: &str, labe
 /// A filter's conditions, or a rewrite's `when` (`prefix` is where they are written).
 fn check_conditions(p: &mut Vec<Problem>, prefix: &str, c: &Conditions) {
     let key = |field: &str| format!("{prefix}.{field}");
-    for (field, pattern) in [
-        ("path", &c.path),
-        ("host", &c.host),
-        ("header_value", &c.header_value),
-        ("query_value", &c.query_value),
-    ] {
-        if let Some(pattern) = pattern {
-            check_regex(p, &key(field), pattern);
-        }
-    }
     if c.header_value.is_some() && c.header.is_none() {
         p.push(Problem::new(&key("header_value"), "", "needs header = \"Name\" to say which header"));
     }
@@ -110,9 +102,6 @@ fn check_substitute(p: &mut Vec<Problem>, prefix: &str, s: &SubstituteRule) {
             format!("{c:?}"),
             "must be a cookie name (no `=`, `;`, `,`, quotes or spaces)",
         ));
-    }
-    if let Some(pattern) = &s.pattern {
-        check_regex(p, &key("pattern"), pattern);
     }
     match s.table.as_deref() {
         None | Some("") => p.push(Problem::new(
@@ -168,24 +157,6 @@ fn check_rewrite(p: &mut Vec<Problem>, prefix: &str, r: &RewriteRule) {
             "changes nothing: give path, set_host, set_headers, remove_headers, rename_headers, set_query, \
              remove_query, set_json or remove_json",
         ));
-    }
-    if let Some(path) = &r.path {
-        match (&path.from, &path.to) {
-            (Some(from), Some(to)) => {
-                check_regex(p, &key("path.from"), from);
-                if let Ok(re) = regex::Regex::new(from)
-                    && let Err(why) = check_replacement(&re, to)
-                {
-                    p.push(Problem::new(&key("path.to"), format!("{to:?}"), &why));
-                }
-            }
-            _ => p.push(Problem::new(
-                &key("path"),
-                "",
-                "needs from (a regex) and to (the new path, $1 for a capture group): \
-                 path = { from = \"^/v1/(.*)\", to = \"/v2/$1\" }",
-            )),
-        }
     }
     if let Some(h) = &r.set_host
         && (h.is_empty() || h.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'/'))
@@ -293,59 +264,6 @@ fn check_pointer(p: &mut Vec<Problem>, key: &str, ptr: &str) {
     }
 }
 
-/// Every group a replacement names (`$1`, `${1}`, `$name`, `${name}`; `$$` is a dollar)
-/// exists in `re`. The regex crate reads `$1a` as a group named `1a` and inserts nothing
-/// for a group that does not exist: a typo would silently cut the path.
-pub(crate) fn check_replacement(re: &regex::Regex, to: &str) -> Result<(), String> {
-    let bytes = to.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'$' {
-            i += 1;
-            continue;
-        }
-        i += 1;
-        let name = match bytes.get(i) {
-            Some(b'$') => {
-                i += 1;
-                continue;
-            }
-            Some(b'{') => {
-                let Some(end) = to[i..].find('}') else {
-                    return Err("has a `${` without its `}`".into());
-                };
-                let name = &to[i + 1..i + end];
-                i += end + 1;
-                name
-            }
-            _ => {
-                let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                &to[start..i]
-            }
-        };
-        if name.is_empty() {
-            return Err(
-                "has a `$` that names no group: write $1 or ${name} for a group, $$ for a dollar".into()
-            );
-        }
-        let exists = match name.parse::<usize>() {
-            Ok(n) => n < re.captures_len(),
-            Err(_) => re.capture_names().flatten().any(|n| n == name),
-        };
-        if !exists {
-            return Err(format!(
-                "names group `{name}`, which path.from does not have (it has {} numbered); write ${{1}}x when a \
-                 letter or digit follows the group, $$ for a dollar",
-                re.captures_len() - 1
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::JobConfig;
@@ -380,8 +298,6 @@ name = "nothing"
 when = { header_value = "x" }
 "#,
         );
-        assert!(has(&ps, "rewrite[0].path.to = \"/v2/$1a\"", "names group `1a`"), "{ps:#?}");
-        assert!(has(&ps, "rewrite[1].path:", "needs from (a regex) and to"), "{ps:#?}");
         assert!(
             has(&ps, "rewrite[2].set_headers = \"Content-Length\"", "written by the replayer"),
             "{ps:#?}"
@@ -423,7 +339,6 @@ table = "t.json"
         assert!(has(&ps, "substitute[0].table = \"t.txt\"", "must end in .csv"), "{ps:#?}");
         assert!(has(&ps, "substitute[1].table:", "is required"), "{ps:#?}");
         assert!(has(&ps, "substitute[1].default:", "is required with unmapped = \"default\""), "{ps:#?}");
-        assert!(has(&ps, "substitute[1].pattern", "is not a regex"), "{ps:#?}");
         assert!(has(&ps, "substitute[2].default:", "is used only with"), "{ps:#?}");
         assert!(has(&ps, "substitute[3].name = \"x\"", "names must be unique"), "{ps:#?}");
         assert!(has(&ps, "substitute[3].header = \"Host\"", "set_host"), "{ps:#?}");

@@ -1,11 +1,12 @@
-//! Checks of the job file's recording sources (`[fetcher.*]`); what needs parsing (the S3
-//! key pattern) is parsed here once and kept in the config.
+//! Checks of the job file's recording sources (`[fetcher.*]`). What needs parsing (the S3
+//! key pattern) is left to the compile step, which parses it once into the plan's
+//! [`super::Source`] ([`super::FetcherConfig::source`]).
 
 use super::validate::Problem;
-use super::{FetcherKind, JobConfig, KafkaConfig, KeyPattern, S3Config, S3Settings};
+use super::{FetcherKind, JobConfig, KafkaConfig, S3Settings};
 
 impl JobConfig {
-    pub(super) fn validate_fetcher(&mut self, p: &mut Vec<Problem>) {
+    pub(super) fn validate_fetcher(&self, p: &mut Vec<Problem>) {
         let kind = self.fetcher.kind.as_str();
         match self.fetcher.kind {
             FetcherKind::File => match &self.fetcher.file {
@@ -31,7 +32,7 @@ impl JobConfig {
                 )),
                 Some(k) => self.validate_kafka(k, p),
             },
-            FetcherKind::S3 | FetcherKind::Sls => match &mut self.fetcher.s3 {
+            FetcherKind::S3 | FetcherKind::Sls => match &self.fetcher.s3 {
                 None => p.push(Problem::new(
                     "fetcher.s3",
                     "",
@@ -40,10 +41,7 @@ impl JobConfig {
                          (SLS logs are read where SLS ships them, an OSS bucket)"
                     ),
                 )),
-                Some(s3) => {
-                    let settings = s3.settings(self.fetcher.sls.as_ref());
-                    validate_s3(&settings, s3, p);
-                }
+                Some(s3) => validate_s3(&s3.settings(self.fetcher.sls.as_ref()), p),
             },
         }
     }
@@ -124,8 +122,8 @@ impl JobConfig {
     }
 }
 
-/// Checks `[fetcher.s3]` and keeps its parsed key pattern in `raw.pattern`.
-fn validate_s3(s: &S3Settings, raw: &mut S3Config, p: &mut Vec<Problem>) {
+/// Checks `[fetcher.s3]`, its key pattern aside.
+fn validate_s3(s: &S3Settings, p: &mut Vec<Problem>) {
     if s.bucket.trim().is_empty() {
         p.push(Problem::new("fetcher.s3.bucket", "\"\"", "must name the bucket holding the recording"));
     }
@@ -137,13 +135,6 @@ fn validate_s3(s: &S3Settings, raw: &mut S3Config, p: &mut Vec<Problem>) {
             format!("{e:?}"),
             "must be a URL such as \"https://oss-cn-hangzhou.aliyuncs.com\" or \"http://127.0.0.1:9000\"; leave it out for AWS",
         ));
-    }
-    match KeyPattern::parse(&s.pattern) {
-        Ok(pattern) => raw.pattern = Some(pattern),
-        Err(e) => {
-            let key = if raw.key.is_some() { "fetcher.s3.key" } else { "fetcher.s3.prefix" };
-            p.push(Problem::new(key, format!("{:?}", s.pattern), &e.to_string()));
-        }
     }
     if !(1..=256).contains(&s.concurrency) {
         p.push(Problem::new("fetcher.s3.concurrency", s.concurrency, "must be between 1 and 256"));

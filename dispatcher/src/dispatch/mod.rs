@@ -371,7 +371,7 @@ mod tests {
     use tokio::time::sleep;
 
     use super::*;
-    use crate::config::{Speed, StatsConfig};
+    use crate::config::Speed;
     use crate::fetchers::merge::{MergeOptions, Stream};
     use crate::routing::HashStrategy;
     use crate::sinks::Sinks;
@@ -504,7 +504,7 @@ mod tests {
             }
         };
         // A loop that never ends (a credit never given back) fails the test, not hangs it.
-        let mut endpoints = EndpointTable::new(&StatsConfig::default(), Arc::default());
+        let mut endpoints = EndpointTable::new(Arc::default(), Arc::default());
         let (mut wheel, mut pass) = (wheel, Pass::default());
         let (stopped, ()) = timeout(Duration::from_secs(3600), async {
             tokio::join!(run(&ctx, &mut input, &mut wheel, &mut endpoints, stop, &mut pass), read)

@@ -10,7 +10,7 @@
 
 use regex::RegexSet;
 
-use crate::config::{IdKind, StatsConfig};
+use crate::config::{IdKind, Problem, StatsConfig, not_a_regex};
 
 /// What an id segment reads as in an endpoint's name.
 pub const PLACEHOLDER: &str = "{id}";
@@ -27,19 +27,19 @@ pub struct IdShapes {
 
 impl IdShapes {
     /// The shapes `[stats]` asks for; `None` when it asks for none. A pattern that does not
-    /// compile (validation refuses it, so only a job changed underneath) is left out with an
-    /// error in the log.
-    pub fn new(cfg: &StatsConfig) -> Option<IdShapes> {
+    /// compile is a problem in `found` (which refuses the job).
+    pub fn new(cfg: &StatsConfig, found: &mut Vec<Problem>) -> Option<IdShapes> {
         let t = &cfg.templates;
         let patterns: Vec<String> = cfg
             .id_patterns
             .iter()
-            .filter(|p| {
+            .enumerate()
+            .filter(|(i, p)| {
                 regex::Regex::new(p)
-                    .map_err(|e| tracing::error!(pattern = %p, error = %e, "id pattern skipped"))
+                    .map_err(|e| found.push(not_a_regex(&format!("stats.id_patterns[{i}]"), p, &e)))
                     .is_ok()
             })
-            .map(|p| format!("^(?:{p})$"))
+            .map(|(_, p)| format!("^(?:{p})$"))
             .collect();
         let shapes = IdShapes {
             number: t.has(IdKind::Number),
@@ -109,11 +109,15 @@ mod tests {
     use crate::config::Templates;
 
     fn shapes(templates: Templates, extra: &[&str]) -> Option<IdShapes> {
-        IdShapes::new(&StatsConfig {
+        let mut found = Vec::new();
+        let cfg = StatsConfig {
             templates,
             id_patterns: extra.iter().map(|p| (*p).to_owned()).collect(),
             ..StatsConfig::default()
-        })
+        };
+        let shapes = IdShapes::new(&cfg, &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        shapes
     }
 
     #[test]

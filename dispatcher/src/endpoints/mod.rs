@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use foldhash::HashMap;
 
-use crate::config::StatsConfig;
+use crate::config::{Problem, StatsConfig, not_a_regex};
 use ids::IdShapes;
 
 /// The name of id 0: requests of endpoints past the cap.
@@ -97,11 +97,44 @@ impl EndpointNames {
 type PathIds = HashMap<Box<[u8]>, u32>;
 
 /// The dispatch loop's half: finds or hands out the id of each record's endpoint.
+/// How `[stats]` groups requests into endpoints, compiled once by the compile step
+/// (`plan::compile`): its rules' regexes, the id shapes and the cap.
 #[derive(Debug)]
-pub struct EndpointTable {
+pub struct Grouping {
     rules: Vec<Rule>,
     ids: Option<IdShapes>,
     cap: usize,
+}
+
+impl Grouping {
+    /// `[stats]` compiled; each regex that does not compile is a problem in `found`.
+    pub fn new(cfg: &StatsConfig, found: &mut Vec<Problem>) -> Grouping {
+        let rules = cfg
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                Rule::new(&r.pattern, &r.name)
+                    .map_err(|e| {
+                        found.push(not_a_regex(&format!("stats.endpoints[{i}].pattern"), &r.pattern, &e))
+                    })
+                    .ok()
+            })
+            .collect();
+        Grouping { rules, ids: IdShapes::new(cfg, found), cap: cfg.max_endpoints.max(1) as usize }
+    }
+}
+
+impl Default for Grouping {
+    /// `[stats]`'s defaults: ids of every shape, no rules.
+    fn default() -> Grouping {
+        Grouping::new(&StatsConfig::default(), &mut Vec::new())
+    }
+}
+
+#[derive(Debug)]
+pub struct EndpointTable {
+    grouping: Arc<Grouping>,
     kept: usize,
     /// method → path (without query) → id. Without rules or ids these are exactly the kept
     /// endpoints; with them, a bounded memo of the names they gave.
@@ -113,28 +146,8 @@ pub struct EndpointTable {
 }
 
 impl EndpointTable {
-    /// Rules were checked when the job file was loaded; one that no longer compiles is
-    /// skipped with an error in the log rather than ending the job.
-    pub fn new(cfg: &StatsConfig, names: Arc<EndpointNames>) -> Self {
-        let rules = cfg
-            .endpoints
-            .iter()
-            .filter_map(|r| {
-                Rule::new(&r.pattern, &r.name)
-                    .map_err(|e| tracing::error!(pattern = %r.pattern, error = %e, "endpoint rule skipped"))
-                    .ok()
-            })
-            .collect();
-        Self {
-            rules,
-            ids: IdShapes::new(cfg),
-            cap: cfg.max_endpoints.max(1) as usize,
-            kept: 0,
-            memo: HashMap::default(),
-            memo_len: 0,
-            by_name: HashMap::default(),
-            names,
-        }
+    pub fn new(grouping: Arc<Grouping>, names: Arc<EndpointNames>) -> Self {
+        Self { grouping, kept: 0, memo: HashMap::default(), memo_len: 0, by_name: HashMap::default(), names }
     }
 
     /// The id of the endpoint of a `method` request to `path` (the query is ignored). Both
@@ -148,8 +161,9 @@ impl EndpointTable {
         }
         // Without rules or ids the memo is the table: a miss past the cap is "other" and
         // costs no allocation (nor a look at the text).
-        let plain = self.rules.is_empty() && self.ids.is_none();
-        if plain && self.kept >= self.cap {
+        let Grouping { rules, ids, cap } = &*self.grouping;
+        let plain = rules.is_empty() && ids.is_none();
+        if plain && self.kept >= *cap {
             return 0;
         }
         let (method, path) = (String::from_utf8_lossy(method), String::from_utf8_lossy(path));
@@ -159,13 +173,13 @@ impl EndpointTable {
             self.remember(method, path, id);
             return id;
         }
-        let name = self.rules.iter().find_map(|r| r.name_for(method, path)).unwrap_or_else(|| {
-            let templated = self.ids.as_ref().and_then(|ids| ids.template(path));
+        let name = rules.iter().find_map(|r| r.name_for(method, path)).unwrap_or_else(|| {
+            let templated = ids.as_ref().and_then(|ids| ids.template(path));
             format!("{method} {}", templated.as_deref().unwrap_or(path))
         });
         let id = match self.by_name.get(&name) {
             Some(&id) => id,
-            None if self.kept < self.cap => {
+            None if self.kept < *cap => {
                 let id = self.keep(name.clone());
                 self.by_name.insert(name, id);
                 id
@@ -202,6 +216,13 @@ mod tests {
     use super::*;
     use crate::config::EndpointRule;
 
+    fn grouping(cfg: &StatsConfig) -> Arc<Grouping> {
+        let mut found = Vec::new();
+        let grouping = Grouping::new(cfg, &mut found);
+        assert!(found.is_empty(), "{found:?}");
+        Arc::new(grouping)
+    }
+
     fn table(max: u32, rules: &[(&str, &str)]) -> (EndpointTable, Arc<EndpointNames>) {
         let cfg = StatsConfig {
             endpoints: rules
@@ -213,7 +234,7 @@ mod tests {
             id_patterns: vec![],
         };
         let names = Arc::new(EndpointNames::default());
-        (EndpointTable::new(&cfg, Arc::clone(&names)), names)
+        (EndpointTable::new(grouping(&cfg), Arc::clone(&names)), names)
     }
 
     fn named<'a>(t: &mut EndpointTable, names: &EndpointNames, reqs: &[(&'a str, &'a str)]) -> Vec<String> {
@@ -272,7 +293,7 @@ mod tests {
             ..StatsConfig::default()
         };
         let names = Arc::new(EndpointNames::default());
-        let mut t = EndpointTable::new(&cfg, Arc::clone(&names));
+        let mut t = EndpointTable::new(grouping(&cfg), Arc::clone(&names));
         let reqs: Vec<(String, String)> = (0..50)
             .flat_map(|i| {
                 [("GET".to_owned(), format!("/users/{i}?x")), ("GET".into(), format!("/admin/{i}"))]

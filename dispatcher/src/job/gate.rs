@@ -14,7 +14,7 @@ const EVERY: Duration = Duration::from_secs(1);
 
 /// Judges the thresholds every second until one fails (and stops the job) or `stop`.
 pub(super) async fn watch(job: Arc<Job>, stop: CancellationToken) {
-    let gate = &job.config().gate;
+    let gate = job.gate();
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::accounting::Accounting;
 use crate::config::{JobConfig, Source, Speed};
 use crate::control::{Control, ControlError, JobState};
+use crate::endpoints::Grouping;
 use crate::fetchers::FetchError;
 use crate::fetchers::progress::{SourceProgress, SourceStatus};
 use crate::fleet::Fleet;
@@ -32,6 +33,7 @@ use crate::redact::Redactor;
 use crate::refusals::Refusals;
 use crate::shaping::Shaping;
 use crate::sinks::{SinkError, Sinks};
+use crate::thresholds::Gate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -55,6 +57,10 @@ pub struct JobOptions {
 #[derive(Debug)]
 pub struct Job {
     cfg: JobConfig,
+    /// `[thresholds]`, parsed.
+    gate: Gate,
+    /// `[stats]`: how requests group into endpoints.
+    grouping: Arc<Grouping>,
     opts: JobOptions,
     accounting: Arc<Accounting>,
     /// The `[[filter]]`, `[[substitute]]` and `[[rewrite]]` rules, tables read.
@@ -99,7 +105,7 @@ impl Job {
     /// A job waiting for its replayers; `shutdown` stops it (and, before it starts, cancels it).
     /// Starts the sinks at once, so an unusable one is an error before anything runs.
     pub fn new(plan: JobPlan, opts: JobOptions, shutdown: &CancellationToken) -> Result<Arc<Job>, JobError> {
-        let JobPlan { config: cfg, source: recording, shaping } = plan;
+        let JobPlan { config: cfg, source: recording, gate, grouping, shaping } = plan;
         let control = Control { speed: cfg.job.pace(), rate: cfg.job.rate, paused: false };
         let tasks = TaskTracker::new();
         let sinks_stop = CancellationToken::new();
@@ -114,6 +120,8 @@ impl Job {
         let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), sinks);
         Ok(Arc::new(Job {
             cfg,
+            gate,
+            grouping,
             opts,
             accounting,
             shaping,
@@ -138,6 +146,9 @@ impl Job {
 
     pub fn config(&self) -> &JobConfig {
         &self.cfg
+    }
+    pub fn gate(&self) -> &Gate {
+        &self.gate
     }
     pub fn fleet(&self) -> &Fleet {
         &self.fleet

@@ -63,7 +63,7 @@ impl Job {
         // The reaper and the gate watch while records go out and while the job drains.
         let watchers = CancellationToken::new();
         self.tasks.spawn(reap(Arc::clone(self), watchers.clone()));
-        if self.cfg.gate.abort_on_fail {
+        if self.gate.abort_on_fail {
             self.tasks.spawn(super::gate::watch(Arc::clone(self), watchers.clone()));
         }
         let mut wheel = TimeWheel::new(
@@ -74,7 +74,8 @@ impl Job {
             self.cfg.job.seed,
         )
         .with_max_gap(self.cfg.job.max_gap.map(|g| g.0));
-        let mut endpoints = EndpointTable::new(&self.cfg.stats, Arc::clone(self.fleet.endpoint_names()));
+        let mut endpoints =
+            EndpointTable::new(Arc::clone(&self.grouping), Arc::clone(self.fleet.endpoint_names()));
         if !self.cfg.job.stages.is_empty() {
             self.tasks.spawn(super::stages::drive(Arc::clone(self), start, watchers.clone()));
         }

@@ -217,7 +217,7 @@ impl Report {
         let total = endpoint("*", &s.total, secs);
         let reports =
             StatsReportCounts { received: s.reports, lost: s.lost_reports, duplicate: s.duplicate_reports };
-        let verdicts = snap.config.gate.judge(&s.total, |e| s.endpoints.get(e), |e| s.compared(e), secs);
+        let verdicts = snap.gate.judge(&s.total, |e| s.endpoints.get(e), |e| s.compared(e), secs);
         let order_wait = snap.config.proxy.ordered.then(|| OrderWaitReport::of(&s.order_wait));
         let compare =
             snap.config.compare.as_ref().map(|c| compare::CompareReport::of(c.baseline, &s.compare));

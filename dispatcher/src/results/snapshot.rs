@@ -14,6 +14,7 @@ use crate::fetchers::progress::SourceStatus;
 use crate::fleet::FleetSnapshot;
 use crate::job::Job;
 use crate::sinks::SinkCounts;
+use crate::thresholds::Gate;
 
 /// A job's results at one instant.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Snapshot<'a> {
     /// The job's configuration, which says what the results hold (the gate, `[compare]`,
     /// `ordered`).
     pub config: &'a JobConfig,
+    /// `[thresholds]`, parsed.
+    pub gate: &'a Gate,
     pub job: String,
     pub fleet: FleetSnapshot,
     pub state: JobState,
@@ -42,6 +45,7 @@ impl<'a> Snapshot<'a> {
         let fleet = job.fleet().snapshot(history);
         Snapshot {
             config: job.config(),
+            gate: job.gate(),
             job: job.id().to_owned(),
             fleet,
             state: job.state(),

@@ -1,9 +1,8 @@
 //! Conditions on a record, compiled once: a `[[filter]]` rule's, and a `[[rewrite]]` rule's
 //! `when`. Checked cheapest first (method, then the patterns).
 
-use super::ShapingError;
 use super::matcher::Matcher;
-use crate::config::Conditions;
+use crate::config::{Conditions, Problem, not_a_regex};
 use crate::record::{Record, query_value};
 
 #[derive(Debug, Default)]
@@ -17,18 +16,12 @@ pub struct When {
     query_value: Option<Matcher>,
 }
 
-/// A regex the job file gave at `key`: compiled here, once, and a job whose regex does not
-/// compile is refused (never run with the rule left out).
-pub fn compile(key: &str, pattern: Option<&String>) -> Result<Option<Matcher>, ShapingError> {
-    match pattern.map(|p| (p, Matcher::new(p))) {
-        None => Ok(None),
-        Some((_, Ok(r))) => Ok(Some(r)),
-        Some((p, Err(e))) => Err(ShapingError {
-            key: key.to_owned(),
-            value: format!("{p:?}"),
-            why: format!("not a regex: {e}"),
-        }),
-    }
+/// A regex the job file gave at `key`: compiled here, once (the job file's checks leave
+/// regexes to this step). One that does not compile is a problem in `found`, which refuses
+/// the job: a rule is never run with a condition left out.
+pub fn compile(key: &str, pattern: Option<&String>, found: &mut Vec<Problem>) -> Option<Matcher> {
+    let pattern = pattern?;
+    Matcher::new(pattern).map_err(|e| found.push(not_a_regex(key, pattern, &e))).ok()
 }
 
 /// The path of an origin-form request target, without its query.
@@ -54,17 +47,18 @@ impl<'a> Target<'a> {
 }
 
 impl When {
-    /// The conditions at `key` (`filter[0]`, `rewrite[2].when`), their regexes compiled.
-    pub fn new(c: &Conditions, key: &str) -> Result<When, ShapingError> {
-        Ok(When {
+    /// The conditions at `key` (`filter[0]`, `rewrite[2].when`), their regexes compiled;
+    /// each one that does not compile is a problem in `found`.
+    pub fn new(c: &Conditions, key: &str, found: &mut Vec<Problem>) -> When {
+        When {
             methods: c.method.as_ref().map(|m| m.list()).unwrap_or_default(),
-            path: compile(&format!("{key}.path"), c.path.as_ref())?,
-            host: compile(&format!("{key}.host"), c.host.as_ref())?,
+            path: compile(&format!("{key}.path"), c.path.as_ref(), found),
+            host: compile(&format!("{key}.host"), c.host.as_ref(), found),
             header: c.header.clone(),
-            header_value: compile(&format!("{key}.header_value"), c.header_value.as_ref())?,
+            header_value: compile(&format!("{key}.header_value"), c.header_value.as_ref(), found),
             query: c.query.clone(),
-            query_value: compile(&format!("{key}.query_value"), c.query_value.as_ref())?,
-        })
+            query_value: compile(&format!("{key}.query_value"), c.query_value.as_ref(), found),
+        }
     }
 
     /// Whether every condition holds for `r`, whose path (and query) is `target` now: the

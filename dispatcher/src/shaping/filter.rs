@@ -1,9 +1,8 @@
 //! `[[filter]]`: the first rule whose conditions all hold decides whether a record is
 //! replayed.
 
-use super::ShapingError;
 use super::conditions::{Target, When};
-use crate::config::{FilterAction, FilterRule};
+use crate::config::{FilterAction, FilterRule, Problem};
 use crate::record::Record;
 
 #[derive(Debug)]
@@ -19,16 +18,17 @@ pub struct Filters {
 }
 
 impl Filters {
-    pub fn new(rules: &[FilterRule]) -> Result<Filters, ShapingError> {
+    /// The rules compiled; a regex that does not compile is a problem in `found`.
+    pub fn new(rules: &[FilterRule], found: &mut Vec<Problem>) -> Filters {
         let rules = rules
             .iter()
             .enumerate()
             .map(|(i, rule)| {
-                let when = When::new(&rule.conditions(), &format!("filter[{i}]"))?;
-                Ok((i, Filter { deny: rule.action == Some(FilterAction::Deny), when }))
+                let when = When::new(&rule.conditions(), &format!("filter[{i}]"), found);
+                (i, Filter { deny: rule.action == Some(FilterAction::Deny), when })
             })
-            .collect::<Result<_, ShapingError>>()?;
-        Ok(Filters { rules })
+            .collect();
+        Filters { rules }
     }
 
     /// The index of the deny rule that leaves `r` out, if the first rule that matches it
@@ -79,25 +79,29 @@ mod tests {
     #[test]
     fn the_first_rule_that_matches_decides() {
         use FilterAction::{Allow, Deny};
-        let filters = Filters::new(&[
-            rule(Allow, |r| r.header = Some("X-Replay-Anyway".into())),
-            rule(Deny, |r| {
-                r.method = Some(Methods::Many(vec!["post".into(), "PUT".into()]));
-                r.path = Some("^/payments/".into());
-            }),
-            rule(Deny, |r| r.path = Some("^/health$".into())),
-            rule(Deny, |r| r.host = Some("^admin\\.".into())),
-            rule(Deny, |r| {
-                r.header = Some("x-debug".into());
-                r.header_value = Some("^(1|true)$".into());
-            }),
-            rule(Deny, |r| {
-                r.query = Some("dryrun".into());
-                r.query_value = Some("^yes$".into());
-            }),
-            rule(Deny, |r| r.method = Some(Methods::One("DELETE".into()))),
-        ])
-        .expect("compiles");
+        let mut found = Vec::new();
+        let filters = Filters::new(
+            &[
+                rule(Allow, |r| r.header = Some("X-Replay-Anyway".into())),
+                rule(Deny, |r| {
+                    r.method = Some(Methods::Many(vec!["post".into(), "PUT".into()]));
+                    r.path = Some("^/payments/".into());
+                }),
+                rule(Deny, |r| r.path = Some("^/health$".into())),
+                rule(Deny, |r| r.host = Some("^admin\\.".into())),
+                rule(Deny, |r| {
+                    r.header = Some("x-debug".into());
+                    r.header_value = Some("^(1|true)$".into());
+                }),
+                rule(Deny, |r| {
+                    r.query = Some("dryrun".into());
+                    r.query_value = Some("^yes$".into());
+                }),
+                rule(Deny, |r| r.method = Some(Methods::One("DELETE".into()))),
+            ],
+            &mut found,
+        );
+        assert!(found.is_empty(), "{found:?}");
         let cases = [
             (record("POST", "/payments/1?x=1", None, &[]), Some(1)),
             (record("GET", "/payments/1", None, &[]), None),
@@ -119,11 +123,15 @@ mod tests {
 
     #[test]
     fn a_rule_without_conditions_matches_everything() {
-        let filters = Filters::new(&[
-            rule(FilterAction::Allow, |r| r.path = Some("^/api/".into())),
-            rule(FilterAction::Deny, |_| {}),
-        ])
-        .expect("compiles");
+        let mut found = Vec::new();
+        let filters = Filters::new(
+            &[
+                rule(FilterAction::Allow, |r| r.path = Some("^/api/".into())),
+                rule(FilterAction::Deny, |_| {}),
+            ],
+            &mut found,
+        );
+        assert!(found.is_empty(), "{found:?}");
         assert_eq!(filters.denied_by(&record("GET", "/api/x", None, &[])), None);
         assert_eq!(filters.denied_by(&record("GET", "/other", None, &[])), Some(1), "an allowlist");
     }

@@ -30,21 +30,11 @@ mod tests;
 use std::cell::RefCell;
 
 use crate::accounting::{Accounting, RuleNames};
-use crate::config::{JobConfig, OnFailure, SubstituteOn, Unmapped};
+use crate::config::{JobConfig, OnFailure, Problem, SubstituteOn, Unmapped};
 use crate::record::Record;
 use filter::Filters;
 use rewrite::{Draft, Rewrite};
 use substitute::Substitute;
-
-/// A shaping rule that cannot be used: its table is missing or malformed, or a regex of it
-/// does not compile. Names the key and the file or pattern, and never a value of a table.
-#[derive(Debug, thiserror::Error)]
-#[error("{key} = {value}: {why}")]
-pub struct ShapingError {
-    pub key: String,
-    pub value: String,
-    pub why: String,
-}
 
 /// A job's shaping rules, compiled (and their tables read) once.
 #[derive(Debug, Default)]
@@ -60,21 +50,31 @@ pub struct Shaping {
 }
 
 impl Shaping {
-    pub fn new(cfg: &JobConfig) -> Result<Shaping, ShapingError> {
+    /// The rules of `cfg` compiled and their tables read: the only place a shaping regex is
+    /// compiled (the job file's checks leave them to this step). Every rule that cannot be
+    /// used (a regex that does not compile, a table missing or malformed, a path
+    /// replacement naming a group its regex lacks) is a problem with its key, all of them
+    /// at once.
+    pub fn new(cfg: &JobConfig) -> Result<Shaping, Vec<Problem>> {
+        let mut found = Vec::new();
         let substitutes = cfg
             .substitute
             .iter()
             .enumerate()
-            .map(|(i, rule)| Substitute::load(rule, i))
-            .collect::<Result<_, _>>()?;
-        let rewrites: Vec<(usize, Rewrite)> = cfg
+            .filter_map(|(i, rule)| Substitute::load(rule, i, &mut found))
+            .collect();
+        let rewrites = cfg
             .rewrite
             .iter()
             .enumerate()
-            .map(|(i, rule)| Rewrite::new(rule, rule.label(i), i).map(|r| (i, r)))
-            .collect::<Result<_, _>>()?;
+            .filter_map(|(i, rule)| Rewrite::new(rule, rule.label(i), i, &mut found).map(|r| (i, r)))
+            .collect();
+        let filters = Filters::new(&cfg.filter, &mut found);
+        if !found.is_empty() {
+            return Err(found);
+        }
         Ok(Shaping {
-            filters: Filters::new(&cfg.filter)?,
+            filters,
             substitutes,
             sets_host: cfg.rewrite.iter().any(|r| r.set_host.is_some()),
             rewrites,

@@ -19,9 +19,9 @@ pub struct PathRule {
 }
 
 impl PathRule {
-    pub fn new(from: &str, to: &str) -> Result<PathRule, regex::Error> {
-        let re = Regex::new(from)?;
-        let to = template(&re, to);
+    pub fn new(from: &str, to: &str) -> Result<PathRule, PathError> {
+        let re = Regex::new(from).map_err(PathError::From)?;
+        let to = template(&re, to).map_err(PathError::To)?;
         Ok(PathRule { prefix: literal_prefix(from), re, to })
     }
 
@@ -89,10 +89,20 @@ enum Part {
     Group(usize),
 }
 
+/// Why a path rule cannot be used: the side of it at fault.
+#[derive(Debug)]
+pub enum PathError {
+    /// `from` is not a regex.
+    From(regex::Error),
+    /// `to` names a group `from` lacks, or has a `$` that names none.
+    To(String),
+}
+
 /// `to` as pieces, group names resolved against `re` (`$1`, `${1}`, `$name`, `${name}`;
-/// `$$` is a dollar). Validation refused a group `re` lacks; one here inserts nothing, as
-/// the regex crate's own expansion does.
-fn template(re: &Regex, to: &str) -> Vec<Part> {
+/// `$$` is a dollar). Every group it names must exist in `re`: the regex crate reads `$1a`
+/// as a group named `1a` and inserts nothing for a group that does not exist, so a typo
+/// would silently cut the path; here it refuses the rule.
+fn template(re: &Regex, to: &str) -> Result<Vec<Part>, String> {
     let mut parts = Vec::new();
     let mut text = String::new();
     let mut rest = to;
@@ -104,35 +114,36 @@ fn template(re: &Regex, to: &str) -> Vec<Part> {
             rest = r;
             continue;
         } else if let Some(r) = rest.strip_prefix('{') {
-            match r.find('}') {
-                Some(end) => (&r[..end], &r[end + 1..]),
-                None => {
-                    text.push('$');
-                    continue;
-                }
-            }
+            let end = r.find('}').ok_or("has a `${` without its `}`")?;
+            (&r[..end], &r[end + 1..])
         } else {
             let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
             (&rest[..end], &rest[end..])
         };
         if name.is_empty() {
-            text.push('$');
-            continue;
+            return Err(
+                "has a `$` that names no group: write $1 or ${name} for a group, $$ for a dollar".into()
+            );
         }
         let index = name.parse::<usize>().ok().or_else(|| re.capture_names().position(|n| n == Some(name)));
-        if let Some(i) = index.filter(|&i| i < re.captures_len()) {
-            if !text.is_empty() {
-                parts.push(Part::Text(std::mem::take(&mut text)));
-            }
-            parts.push(Part::Group(i));
+        let Some(i) = index.filter(|&i| i < re.captures_len()) else {
+            return Err(format!(
+                "names group `{name}`, which path.from does not have (it has {} numbered); write ${{1}}x when a \
+                 letter or digit follows the group, $$ for a dollar",
+                re.captures_len() - 1
+            ));
+        };
+        if !text.is_empty() {
+            parts.push(Part::Text(std::mem::take(&mut text)));
         }
+        parts.push(Part::Group(i));
         rest = after;
     }
     text.push_str(rest);
     if !text.is_empty() {
         parts.push(Part::Text(text));
     }
-    parts
+    Ok(parts)
 }
 
 #[cfg(test)]
@@ -177,7 +188,7 @@ mod tests {
     #[test]
     fn a_template_reads_groups_by_number_and_name() {
         let re = Regex::new("^/v1/(?P<kind>\\w+)/(\\d+)(.*)$").expect("regex");
-        let t = template(&re, "/v2/${kind}s/$2/$$x${3}y$");
+        let t = template(&re, "/v2/${kind}s/$2/$$x${3}y$$").expect("valid");
         assert_eq!(
             t,
             vec![
@@ -190,7 +201,11 @@ mod tests {
                 Part::Text("y$".into()),
             ]
         );
-        assert_eq!(template(&re, "/plain"), vec![Part::Text("/plain".into())]);
-        assert_eq!(template(&re, "/a/$9/b"), vec![Part::Text("/a//b".into())], "a group it lacks: nothing");
+        assert_eq!(template(&re, "/plain"), Ok(vec![Part::Text("/plain".into())]));
+        let refused = |to: &str| template(&re, to).expect_err(to);
+        assert!(refused("/a/$9/b").contains("names group `9`"), "a group it lacks would insert nothing");
+        assert!(refused("/a/$1a").contains("names group `1a`"));
+        assert!(refused("/a/${kind").contains("without its `}`"));
+        assert!(refused("/a/$-").contains("names no group"));
     }
 }

@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use bytes::Bytes;
 use regex::CaptureLocations;
 
-use super::ShapingError;
 use super::conditions::{Target, When, path_only};
 use super::json::{self, Op};
-use super::path::PathRule;
-use crate::config::{OnFailure, RewriteRule};
+use super::path::{PathError, PathRule};
+use crate::config::{OnFailure, Problem, RewriteRule, not_a_regex};
 use crate::record::{Record, Text, pair_name, pairs};
 
 /// Failures logged per rule (with the record's method and path, never its headers or
@@ -106,39 +105,37 @@ pub struct Outcome {
 }
 
 impl Rewrite {
-    /// The rule at `[[rewrite]]` index `index`, compiled; an error when a regex does not
-    /// compile or the path rule lacks a side, so a broken rule refuses the job instead of
-    /// being left out.
-    pub fn new(rule: &RewriteRule, label: String, index: usize) -> Result<Rewrite, ShapingError> {
+    /// The rule at `[[rewrite]]` index `index`, compiled; `None` when a part of it cannot
+    /// be (a regex that does not compile, a path rule without a side or naming a group its
+    /// regex lacks), each such part a problem in `found`, so a broken rule refuses the job
+    /// instead of being left out.
+    pub fn new(rule: &RewriteRule, label: String, index: usize, found: &mut Vec<Problem>) -> Option<Rewrite> {
         let key = format!("rewrite[{index}]");
-        let when = match &rule.when {
-            Some(c) => Some(When::new(c, &format!("{key}.when"))?),
-            None => None,
-        };
-        let path = match &rule.path {
-            Some(p) => {
-                let (Some(from), Some(to)) = (p.from.as_deref(), p.to.as_deref()) else {
-                    let why = "needs both `from` and `to`: { from = \"^/v1/(.*)$\", to = \"/v2/$1\" }";
-                    return Err(ShapingError {
-                        key: format!("{key}.path"),
-                        value: String::new(),
-                        why: why.into(),
-                    });
-                };
-                let compiled = PathRule::new(from, to).map_err(|e| ShapingError {
-                    key: format!("{key}.path.from"),
-                    value: format!("{from:?}"),
-                    why: format!("not a regex: {e}"),
-                })?;
-                Some(compiled)
-            }
-            None => None,
-        };
+        let before = found.len();
+        let when = rule.when.as_ref().map(|c| When::new(c, &format!("{key}.when"), found));
+        let path = rule.path.as_ref().and_then(|p| {
+            let (Some(from), Some(to)) = (p.from.as_deref(), p.to.as_deref()) else {
+                let why = "needs from (a regex) and to (the new path, $1 for a capture group): \
+                           path = { from = \"^/v1/(.*)\", to = \"/v2/$1\" }";
+                found.push(Problem::new(&format!("{key}.path"), "", why));
+                return None;
+            };
+            let problem = match PathRule::new(from, to) {
+                Ok(compiled) => return Some(compiled),
+                Err(PathError::From(e)) => not_a_regex(&format!("{key}.path.from"), from, &e),
+                Err(PathError::To(why)) => Problem::new(&format!("{key}.path.to"), format!("{to:?}"), &why),
+            };
+            found.push(problem);
+            None
+        });
+        if found.len() > before {
+            return None;
+        }
         let json_set = rule.set_json.iter().map(|(ptr, v)| {
             // invariant: a TOML value serializes as json (a date arrives as its text).
             (json::tokens(ptr), Op::Set(serde_json::to_string(v).unwrap_or_else(|_| "null".into())))
         });
-        Ok(Rewrite {
+        Some(Rewrite {
             skip_on_failure: rule.on_failure == OnFailure::Skip,
             when,
             path,

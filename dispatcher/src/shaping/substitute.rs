@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use regex::bytes::Regex;
 
-use super::ShapingError;
 use crate::accounting::Accounting;
-use crate::config::{SubstituteOn, SubstituteRule, Unmapped};
+use crate::config::{Problem, SubstituteOn, SubstituteRule, Unmapped, not_a_regex};
 use crate::record::{Record, Text};
 
 #[derive(Debug)]
@@ -33,29 +32,27 @@ enum Mapped {
 }
 
 impl Substitute {
-    /// The rule with its table read.
-    pub fn load(rule: &SubstituteRule, index: usize) -> Result<Substitute, ShapingError> {
+    /// The rule with its pattern compiled and its table read; `None` when either cannot
+    /// be, each a problem in `found` naming the key and the file or pattern, never a value
+    /// of a table.
+    pub fn load(rule: &SubstituteRule, index: usize, found: &mut Vec<Problem>) -> Option<Substitute> {
         let key = format!("substitute[{index}]");
-        let (on, name) = rule.subject().ok_or_else(|| ShapingError {
-            key: key.clone(),
-            value: String::new(),
-            why: "needs exactly one of header, cookie or query".into(),
-        })?;
-        let pattern = match &rule.pattern {
-            Some(p) => Some(Regex::new(p).map_err(|e| ShapingError {
-                key: format!("{key}.pattern"),
-                value: format!("{p:?}"),
-                why: format!("is not a regex: {e}"),
-            })?),
-            None => None,
-        };
+        let subject = rule.subject();
+        if subject.is_none() {
+            found.push(Problem::new(&key, "", "needs exactly one of header, cookie or query"));
+        }
+        let pattern = rule.pattern.as_ref().and_then(|p| {
+            Regex::new(p).map_err(|e| found.push(not_a_regex(&format!("{key}.pattern"), p, &e))).ok()
+        });
         let path = rule.table.clone().unwrap_or_default();
-        let table = read_table(&path).map_err(|why| ShapingError {
-            key: format!("{key}.table"),
-            value: format!("{path:?}"),
-            why,
-        })?;
-        Ok(Substitute {
+        let table = read_table(&path)
+            .map_err(|why| found.push(Problem::new(&format!("{key}.table"), format!("{path:?}"), &why)))
+            .ok();
+        let ((on, name), table) = (subject?, table?);
+        if rule.pattern.is_some() && pattern.is_none() {
+            return None;
+        }
+        Some(Substitute {
             on,
             name: name.to_owned(),
             pattern,

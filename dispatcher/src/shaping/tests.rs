@@ -225,7 +225,9 @@ fn a_bad_table_names_its_line_and_never_a_value() {
             t.display()
         ))
         .expect("valid");
-        let e = Shaping::new(&cfg).expect_err("a bad table").to_string();
+        let e = Shaping::new(&cfg).expect_err("a bad table");
+        assert_eq!(e.len(), 1, "{e:?}");
+        let e = e[0].to_string();
         assert!(e.starts_with("substitute[0].table = ") && e.contains(want), "{e}");
         assert!(
             !e.contains("secret-prod-value") && !e.contains("12345") && !e.contains("v2"),
@@ -236,5 +238,6 @@ fn a_bad_table_names_its_line_and_never_a_value() {
         "[job]\ntarget = \"http://127.0.0.1:1\"\n[fetcher.file]\npath = \"x\"\n[[substitute]]\nheader = \"X-Key\"\ntable = \"/nonexistent/t.csv\"\n",
     )
     .expect("valid");
-    assert!(Shaping::new(&cfg).expect_err("missing").to_string().contains("cannot be read"));
+    let e = Shaping::new(&cfg).expect_err("missing");
+    assert!(e.len() == 1 && e[0].to_string().contains("cannot be read"), "{e:?}");
 }
