@@ -17,8 +17,9 @@ use reprise_dispatcher::{
     ADMIN_TOKEN_VAR, Access, DropReason, InProcess, Job, JobError, JobOptions, JobState, REPLAYER_TOKEN_VAR,
     Report, Snapshot, Token, progress_line,
 };
+use reprise_proto::Events;
 use reprise_proto::pb;
-use reprise_replayer::{Events, Reports, Upstream, UpstreamError};
+use reprise_replayer::{Reports, Upstream, UpstreamError};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
@@ -177,7 +178,10 @@ struct Local(InProcess);
 impl Upstream for Local {
     type Reports = Local;
 
-    async fn subscribe(&self, reg: pb::Registration) -> Result<(Events, Local), UpstreamError> {
+    async fn subscribe(
+        &self,
+        reg: pb::Registration,
+    ) -> Result<(Events<UpstreamError>, Local), UpstreamError> {
         let events = self.0.subscribe(reg)?.map(|e| e.map_err(UpstreamError::from));
         Ok((Box::pin(events), self.clone()))
     }

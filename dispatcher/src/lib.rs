@@ -56,6 +56,6 @@ pub use results::csv::write as write_csv;
 pub use results::html::render as render_html;
 pub use results::{Report, Snapshot, progress_line};
 pub use server::{
-    ADMIN_TOKEN_VAR, Access, EventStream, InProcess, REPLAYER_TOKEN_VAR, Running, ServeError, TlsError,
-    Token, TokenError, start,
+    ADMIN_TOKEN_VAR, Access, InProcess, REPLAYER_TOKEN_VAR, Running, ServeError, TlsError, Token, TokenError,
+    start,
 };

@@ -31,5 +31,12 @@ pub mod pb {
     tonic::include_proto!("reprise.v1");
 }
 
+/// What a dispatcher sends one subscribed replayer: the job, its batches, its end. Each item
+/// is an event or the error `E` of the transport it came over: tonic's `Status` where the
+/// dispatcher serves it, the replayer's `UpstreamError` where a replayer reads it. The
+/// stream ends when the dispatcher lets the replayer go; dropping it leaves the fleet.
+pub type Events<E> =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::DispatcherEvent, E>> + Send>>;
+
 /// The build version a replayer registers with; the dispatcher refuses any other.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -16,7 +16,8 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
-use crate::upstream::{Events, Reports, Upstream, UpstreamError};
+use crate::upstream::{Reports, Upstream, UpstreamError};
+use reprise_proto::Events;
 
 const STREAM_WINDOW: u32 = 8 << 20;
 const MAX_MESSAGE: usize = 64 << 20;
@@ -150,7 +151,10 @@ fn request<T>(msg: T, token: &Option<MetadataValue<Ascii>>) -> Request<T> {
 impl Upstream for Grpc {
     type Reports = GrpcReports;
 
-    async fn subscribe(&self, reg: pb::Registration) -> Result<(Events, GrpcReports), UpstreamError> {
+    async fn subscribe(
+        &self,
+        reg: pb::Registration,
+    ) -> Result<(Events<UpstreamError>, GrpcReports), UpstreamError> {
         let channel = self.endpoint.connect().await.map_err(|e| UpstreamError::Unavailable(chain(&e)))?;
         let mut client = DispatcherClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)

@@ -39,7 +39,7 @@ pub use errors::ErrorKind;
 pub use grpc::{Credentials, SetupError};
 pub use health::{Health, HealthServer, serve as serve_health};
 pub use http::base_url;
-pub use upstream::{Events, Reports, Upstream, UpstreamError};
+pub use upstream::{Reports, Upstream, UpstreamError};
 
 /// Records for the unit tests: GETs of the given paths, each due at once, with its endpoint.
 #[cfg(test)]

@@ -4,14 +4,8 @@
 //! they arise, so the replayer's loop decides on what happened, not on codes.
 
 use std::future::Future;
-use std::pin::Pin;
 
-use reprise_proto::pb;
-use tokio_stream::Stream;
-
-/// What a dispatcher sends a subscribed replayer: the job, its batches, its end. The stream
-/// ends (or fails) when the dispatcher lets the replayer go; dropping it leaves the fleet.
-pub type Events = Pin<Box<dyn Stream<Item = Result<pb::DispatcherEvent, UpstreamError>> + Send>>;
+use reprise_proto::{Events, pb};
 
 /// Why the dispatcher did not take a subscription or a report.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -32,7 +26,7 @@ pub trait Upstream: Send + Sync + 'static {
     fn subscribe(
         &self,
         reg: pb::Registration,
-    ) -> impl Future<Output = Result<(Events, Self::Reports), UpstreamError>> + Send;
+    ) -> impl Future<Output = Result<(Events<UpstreamError>, Self::Reports), UpstreamError>> + Send;
 }
 
 /// Where a subscribed replayer's statistics and acks go.

@@ -12,8 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use reprise_proto::pb;
 use reprise_proto::pb::dispatcher_server::Dispatcher;
+use reprise_proto::{Events, pb};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -124,9 +124,6 @@ impl Service {
     }
 }
 
-/// The events of one subscribed replayer; dropping it leaves the fleet.
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<pb::DispatcherEvent, Status>> + Send>>;
-
 /// The replayers' service for replayers in the same process: the same subscribe and report as
 /// over gRPC, called directly.
 #[derive(Clone)]
@@ -139,7 +136,7 @@ impl InProcess {
         Self { svc: Service { job, token: None } }
     }
 
-    pub fn subscribe(&self, reg: pb::Registration) -> Result<EventStream, Status> {
+    pub fn subscribe(&self, reg: pb::Registration) -> Result<Events<Status>, Status> {
         self.svc.join(reg)
     }
 
@@ -151,7 +148,7 @@ impl InProcess {
 impl Service {
     /// Registers a replayer (refused if its build differs, its id is unusable or the job is
     /// over); its events flow until the stream is dropped.
-    fn join(&self, reg: pb::Registration) -> Result<EventStream, Status> {
+    fn join(&self, reg: pb::Registration) -> Result<Events<Status>, Status> {
         if reg.version != reprise_proto::VERSION {
             tracing::warn!(replayer = %reg.replayer_id, version = %reg.version, "refused: version mismatch");
             return Err(Status::failed_precondition(format!(
@@ -217,9 +214,9 @@ impl Service {
 
 #[tonic::async_trait]
 impl Dispatcher for Service {
-    type SubscribeStream = EventStream;
+    type SubscribeStream = Events<Status>;
 
-    async fn subscribe(&self, req: Request<pb::Registration>) -> Result<Response<EventStream>, Status> {
+    async fn subscribe(&self, req: Request<pb::Registration>) -> Result<Response<Events<Status>>, Status> {
         self.authorize(&req, "Subscribe")?;
         self.join(req.into_inner()).map(Response::new)
     }

@@ -11,7 +11,7 @@ mod grpc;
 mod tls;
 
 pub use auth::{ADMIN_TOKEN_VAR, Access, Exposed, REPLAYER_TOKEN_VAR, Token, TokenError};
-pub use grpc::{EventStream, InProcess};
+pub use grpc::InProcess;
 pub use tls::TlsError;
 
 use std::net::SocketAddr;
