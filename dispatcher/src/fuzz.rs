@@ -15,7 +15,6 @@ use crate::config::{AnalyzerConfig, Format, JobConfig};
 use crate::fleet::Fleet;
 use crate::routing::HashStrategy;
 use crate::shaping::{Shaping, json};
-use crate::sinks::Sinks;
 
 /// Rewrites of every kind, applied to each record the analyzers make of an input.
 const REWRITES: &str = r#"
@@ -89,7 +88,7 @@ pub fn threshold(data: &[u8]) {
 /// whose member it is (so its histograms are inflated, checked and merged).
 pub fn report(data: &[u8]) {
     let Ok(mut report) = pb::StatsReport::decode(data) else { return };
-    let fleet = Fleet::new(HashStrategy::RoundRobin, 64, Arc::new(Accounting::default()), Sinks::default());
+    let fleet = Fleet::new(HashStrategy::RoundRobin, 64, Arc::new(Accounting::default()), Arc::default());
     let (tx, _rx) = tokio::sync::mpsc::channel(4);
     let Ok(subscription) = fleet.join("fuzz", None, tx) else { return };
     for _ in 0..8 {
@@ -98,9 +97,9 @@ pub fn report(data: &[u8]) {
     report.replayer_id = "fuzz".into();
     report.subscription = subscription;
     report.job_id.clear();
-    let _ = fleet.receive(&report);
+    let _ = fleet.intake().receive(&fleet, &report, |_| {});
     // Response comparison's counts are judged (noise decided) when read.
-    let _ = fleet.with_stats(|s| s.compared("*"));
+    let _ = fleet.intake().with_stats(|s| s.compared("*"));
     fleet.leave("fuzz", subscription, "fuzz");
 }
 

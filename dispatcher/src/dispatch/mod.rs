@@ -374,7 +374,6 @@ mod tests {
     use crate::config::Speed;
     use crate::fetchers::merge::{MergeOptions, Stream};
     use crate::routing::HashStrategy;
-    use crate::sinks::Sinks;
 
     const MS: i64 = 1_000_000;
 
@@ -392,12 +391,11 @@ mod tests {
     impl Harness {
         fn new(window: u32, speed: Speed) -> (Harness, mpsc::Receiver<pb::DispatcherEvent>) {
             let accounting = Arc::new(Accounting::default());
-            let fleet =
-                Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&accounting), Sinks::default());
+            let fleet = Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&accounting), Arc::default());
             let (tx, rx) = mpsc::channel(1024);
             let subscription = fleet.join("r1", None, tx).expect("join");
             let accept = pb::StatsReport { replayer_id: "r1".into(), subscription, ..Default::default() };
-            fleet.receive(&accept).expect("the replayer accepts the job");
+            fleet.intake().receive(&fleet, &accept, |_| {}).expect("the replayer accepts the job");
             let control = watch::channel(Control { speed, rate: 1.0, paused: false }).0;
             let state = watch::channel(JobState::Running).0;
             let h = Harness {
@@ -434,7 +432,7 @@ mod tests {
                 completed_total: n,
                 ..Default::default()
             };
-            self.fleet.receive(&r).expect("r1 is subscribed");
+            self.fleet.intake().receive(&self.fleet, &r, |_| {}).expect("r1 is subscribed");
         }
     }
 

@@ -1,9 +1,12 @@
-//! What replayers send back (the Report RPC's `StatsReport`): acks give credits back;
-//! statistics are merged once each (sequence numbers per subscription) into the job's merged
-//! statistics, with only the statistics lock held.
+//! What replayers send back (the Report RPC's `StatsReport`), and the job's statistics made
+//! of it. Acks give credits back at the fleet; statistics are merged once each (sequence
+//! numbers per subscription) into the [`Intake`]'s [`JobStats`] (endpoints, totals,
+//! per-replayer, comparison, the per-second history), with only the statistics lock held;
+//! each merged interval is offered to the job's sinks before its records count as
+//! accounted at the fleet.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use reprise_proto::compare::EndpointCompare;
 use reprise_proto::pb;
@@ -13,6 +16,7 @@ use tokio::time::Instant;
 use super::history::History;
 use super::{Fleet, REPORTS_PER_SECOND};
 use crate::accounting::DropReason;
+use crate::endpoints::EndpointNames;
 use crate::sinks::Interval;
 
 /// Why a replayer's statistics were refused.
@@ -78,24 +82,36 @@ pub(super) fn compared(compare: &BTreeMap<Arc<str>, EndpointCompare>, name: &str
     compare.get(name).map(counts)
 }
 
-impl Fleet {
-    /// Takes one replayer's report: an ack, or an ack with statistics. A repeated sequence
-    /// number is counted and merged once. The merged interval goes to the sinks before its
-    /// records count as accounted, so the job cannot end (and close its sinks) between the two.
-    pub fn receive(&self, r: &pb::StatsReport) -> Result<(), IntakeError> {
-        if !r.refusal.is_empty() {
-            self.refused(&r.replayer_id, r.subscription, &format!("refused the job: {}", r.refusal));
-            return Ok(());
-        }
-        let mut decoded = Vec::with_capacity(r.endpoints.len());
+/// The job's statistics as replayers report them, and the names of the endpoint ids they
+/// come keyed by. Its lock is the statistics lock: merging a report holds it for
+/// milliseconds, so the fleet's (taken per record) is never held meanwhile. The fleet takes
+/// it before its own to remove a member, so a report being merged is never also counted
+/// lost.
+#[derive(Debug, Default)]
+pub struct Intake {
+    stats: Mutex<JobStats>,
+    /// Endpoint names by id, as the dispatch loop hands them out.
+    names: Arc<EndpointNames>,
+}
+
+/// A report's statistics, decoded and checked before anything of it is taken.
+struct Decoded {
+    endpoints: Vec<(u32, EndpointStats)>,
+    total: TotalStats,
+    order_wait: Option<OrderWait>,
+}
+
+impl Decoded {
+    /// Refuses a report whose endpoints and total disagree: accounting counts the
+    /// endpoints' requests, and the two views of the job must not differ.
+    fn of(r: &pb::StatsReport) -> Result<Decoded, IntakeError> {
+        let mut endpoints = Vec::with_capacity(r.endpoints.len());
         for e in &r.endpoints {
-            decoded.push((e.endpoint, EndpointStats::from_wire(e)?));
+            endpoints.push((e.endpoint, EndpointStats::from_wire(e)?));
         }
         let total = r.total.as_ref().map(TotalStats::from_wire).transpose()?.unwrap_or_default();
         let order_wait = r.order_wait.as_ref().map(OrderWait::from_wire).transpose()?;
-        // Accounting counts the endpoints' requests; a total that disagrees would make the
-        // two views of the job differ, so such a report is refused whole.
-        let count: u64 = decoded.iter().map(|(_, d)| d.count()).sum();
+        let count: u64 = endpoints.iter().map(|(_, d)| d.count()).sum();
         if count != total.count() {
             return Err(IntakeError::Inconsistent {
                 replayer: r.replayer_id.clone(),
@@ -103,111 +119,166 @@ impl Fleet {
                 total: total.count(),
             });
         }
-        // Acks (seq 0) take only the membership lock: they never wait for a merge.
-        let mut stats = if r.seq == 0 { None } else { Some(self.lock_stats()) };
-        {
-            let mut inner = self.lock();
-            let foreign_job =
-                inner.job.as_ref().is_some_and(|j| !r.job_id.is_empty() && r.job_id != j.job_id);
-            let Some(m) = inner.members.get_mut(&r.replayer_id) else {
-                return Err(IntakeError::NotSubscribed {
-                    replayer: r.replayer_id.clone(),
-                    subscription: r.subscription,
-                });
-            };
-            if m.subscription != r.subscription || foreign_job {
-                return Err(IntakeError::Foreign { replayer: r.replayer_id.clone() });
-            }
-            let now = Instant::now();
-            let refill = (now - m.last_report).as_secs_f64() * REPORTS_PER_SECOND;
-            m.report_budget = (m.report_budget + refill).min(REPORTS_PER_SECOND);
-            if m.report_budget < 1.0 {
-                return Err(IntakeError::Flood {
-                    replayer: r.replayer_id.clone(),
-                    per_second: REPORTS_PER_SECOND,
-                });
-            }
-            m.report_budget -= 1.0;
-            m.last_report = now;
-            m.acked = m.acked.max(r.completed_total.min(m.dispatched));
-            m.pending = r.pending;
-            let last_seq = m.last_seq;
-            if stats.is_some() {
-                m.last_seq = m.last_seq.max(r.seq);
-            }
-            if r.leaving {
-                Self::start_leaving(&mut inner, &r.replayer_id);
-            } else if let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| !m.active && !m.leaving)
-            {
-                // Its first report accepts the job; a later one after silence is its return.
-                m.active = true;
-                if m.missing > 0 {
-                    tracing::info!(replayer = %r.replayer_id, "replayer answers again: it takes records again");
-                }
-                Self::rebuild(&mut inner);
-            }
-            let Some(stats) = stats.as_mut() else {
-                drop(inner);
-                self.changed.notify_waiters();
-                return Ok(());
-            };
-            if r.seq <= last_seq {
-                stats.duplicate_reports += 1;
-                return Ok(());
-            }
-            stats.lost_reports += r.seq - last_seq - 1;
-            stats.reports += 1;
-        }
-        // The slow part, with only `stats` held: a member cannot be removed meanwhile.
-        let Some(mut stats) = stats else { return Ok(()) };
-        let decoded: Vec<(Arc<str>, EndpointStats)> = {
-            let names = self.endpoint_names();
-            decoded.into_iter().map(|(id, delta)| (names.name(id), delta)).collect()
-        };
-        for (name, delta) in &decoded {
-            match stats.endpoints.get_mut(name) {
-                Some(merged) => merged.merge(delta),
-                None => _ = stats.endpoints.insert(Arc::clone(name), delta.clone()),
-            }
-        }
-        stats.total.merge(&total);
-        stats.history.add(&total);
-        stats.per_replayer.entry(r.replayer_id.clone()).or_default().merge(&total);
-        if let Some(wait) = &order_wait {
-            stats.order_wait.merge(wait);
-        }
-        if !r.compare.is_empty() {
-            let names = self.endpoint_names();
-            for w in &r.compare {
-                let delta = EndpointCompare::from_wire(w);
-                stats.compare.entry(names.name(w.endpoint)).or_default().merge(&delta);
-            }
-        }
-        let names = if r.raw.is_empty() { Vec::new() } else { self.endpoint_names().snapshot() };
-        self.sinks.publish(&Interval {
-            replayer: &r.replayer_id,
-            deltas: &decoded,
-            rows: &r.raw,
-            names: &names,
-            rows_dropped: r.raw_dropped,
-        });
-        {
-            let mut inner = self.lock();
-            if let Some(m) = inner.members.get_mut(&r.replayer_id) {
-                let cancelled = r.cancelled_total.saturating_sub(m.cancelled);
-                m.cancelled = r.cancelled_total;
-                m.sent += count;
-                m.accounted += count + cancelled;
-                self.accounting.dropped(DropReason::Stopped, cancelled);
-            }
-        }
-        drop(stats);
-        self.changed.notify_waiters();
-        Ok(())
+        Ok(Decoded { endpoints, total, order_wait })
+    }
+}
+
+impl Intake {
+    /// The statistics, locked.
+    pub fn lock(&self) -> MutexGuard<'_, JobStats> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` on the merged statistics.
     pub fn with_stats<T>(&self, f: impl FnOnce(&mut JobStats) -> T) -> T {
-        f(&mut self.lock_stats())
+        f(&mut self.lock())
+    }
+
+    /// The names of the endpoint ids statistics come back with.
+    pub fn endpoint_names(&self) -> &Arc<EndpointNames> {
+        &self.names
+    }
+
+    /// Takes one replayer's report for `fleet`: an ack, or an ack with statistics. A
+    /// repeated sequence number is counted and merged once. `publish` is handed the merged
+    /// interval (for the job's sinks) before its records count as accounted, so the job
+    /// cannot end (and close its sinks) between the two.
+    pub fn receive(
+        &self,
+        fleet: &Fleet,
+        r: &pb::StatsReport,
+        publish: impl FnOnce(&Interval<'_>),
+    ) -> Result<(), IntakeError> {
+        if !r.refusal.is_empty() {
+            fleet.refused(&r.replayer_id, r.subscription, &format!("refused the job: {}", r.refusal));
+            return Ok(());
+        }
+        let decoded = Decoded::of(r)?;
+        // Acks (seq 0) take only the membership lock: they never wait for a merge.
+        let Some(mut stats) = (r.seq != 0).then(|| self.lock()) else {
+            fleet.admit(r, None)?;
+            return Ok(());
+        };
+        if !fleet.admit(r, Some(&mut stats))? {
+            return Ok(());
+        }
+        // The slow part, with only `stats` held: a member cannot be removed meanwhile.
+        let deltas = stats.merge(&r.replayer_id, decoded, r, &self.names);
+        let names = if r.raw.is_empty() { Vec::new() } else { self.names.snapshot() };
+        publish(&Interval {
+            replayer: &r.replayer_id,
+            deltas: &deltas,
+            rows: &r.raw,
+            names: &names,
+            rows_dropped: r.raw_dropped,
+        });
+        let count = deltas.iter().map(|(_, d)| d.count()).sum();
+        fleet.account(&r.replayer_id, count, r.cancelled_total);
+        drop(stats);
+        fleet.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+impl JobStats {
+    /// Merges one replayer's decoded statistics; returns its deltas by endpoint name.
+    fn merge(
+        &mut self,
+        replayer: &str,
+        d: Decoded,
+        r: &pb::StatsReport,
+        names: &EndpointNames,
+    ) -> Vec<(Arc<str>, EndpointStats)> {
+        let deltas: Vec<(Arc<str>, EndpointStats)> =
+            d.endpoints.into_iter().map(|(id, delta)| (names.name(id), delta)).collect();
+        for (name, delta) in &deltas {
+            match self.endpoints.get_mut(name) {
+                Some(merged) => merged.merge(delta),
+                None => _ = self.endpoints.insert(Arc::clone(name), delta.clone()),
+            }
+        }
+        self.total.merge(&d.total);
+        self.history.add(&d.total);
+        self.per_replayer.entry(replayer.to_owned()).or_default().merge(&d.total);
+        if let Some(wait) = &d.order_wait {
+            self.order_wait.merge(wait);
+        }
+        for w in &r.compare {
+            let delta = EndpointCompare::from_wire(w);
+            self.compare.entry(names.name(w.endpoint)).or_default().merge(&delta);
+        }
+        deltas
+    }
+}
+
+impl Fleet {
+    /// The membership half of taking a report: the sender must be the live subscription
+    /// of a member and within its report budget; its acks give credits back, its first
+    /// report accepts the job, `leaving` starts its departure. With `stats` (a report with
+    /// statistics, the statistics lock held): whether they are new and to be merged, the
+    /// sequence counted (a repeat, a gap).
+    fn admit(&self, r: &pb::StatsReport, stats: Option<&mut JobStats>) -> Result<bool, IntakeError> {
+        let mut inner = self.lock();
+        let foreign_job = inner.job.as_ref().is_some_and(|j| !r.job_id.is_empty() && r.job_id != j.job_id);
+        let Some(m) = inner.members.get_mut(&r.replayer_id) else {
+            return Err(IntakeError::NotSubscribed {
+                replayer: r.replayer_id.clone(),
+                subscription: r.subscription,
+            });
+        };
+        if m.subscription != r.subscription || foreign_job {
+            return Err(IntakeError::Foreign { replayer: r.replayer_id.clone() });
+        }
+        let now = Instant::now();
+        let refill = (now - m.last_report).as_secs_f64() * REPORTS_PER_SECOND;
+        m.report_budget = (m.report_budget + refill).min(REPORTS_PER_SECOND);
+        if m.report_budget < 1.0 {
+            return Err(IntakeError::Flood {
+                replayer: r.replayer_id.clone(),
+                per_second: REPORTS_PER_SECOND,
+            });
+        }
+        m.report_budget -= 1.0;
+        m.last_report = now;
+        m.acked = m.acked.max(r.completed_total.min(m.dispatched));
+        m.pending = r.pending;
+        let last_seq = m.last_seq;
+        if stats.is_some() {
+            m.last_seq = m.last_seq.max(r.seq);
+        }
+        if r.leaving {
+            Self::start_leaving(&mut inner, &r.replayer_id);
+        } else if let Some(m) = inner.members.get_mut(&r.replayer_id).filter(|m| !m.active && !m.leaving) {
+            // Its first report accepts the job; a later one after silence is its return.
+            m.active = true;
+            if m.missing > 0 {
+                tracing::info!(replayer = %r.replayer_id, "replayer answers again: it takes records again");
+            }
+            Self::rebuild(&mut inner);
+        }
+        let Some(stats) = stats else {
+            drop(inner);
+            self.changed.notify_waiters();
+            return Ok(false);
+        };
+        if r.seq <= last_seq {
+            stats.duplicate_reports += 1;
+            return Ok(false);
+        }
+        stats.lost_reports += r.seq - last_seq - 1;
+        stats.reports += 1;
+        Ok(true)
+    }
+
+    /// The records of a merged report count as accounted: `count` with an outcome, and those
+    /// cancelled since its last report (`cancelled_total` so far).
+    fn account(&self, id: &str, count: u64, cancelled_total: u64) {
+        if let Some(m) = self.lock().members.get_mut(id) {
+            let cancelled = cancelled_total.saturating_sub(m.cancelled);
+            m.cancelled = cancelled_total;
+            m.sent += count;
+            m.accounted += count + cancelled;
+            self.accounting.dropped(DropReason::Stopped, cancelled);
+        }
     }
 }

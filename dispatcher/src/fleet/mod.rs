@@ -6,8 +6,13 @@
 //! report of the subscription); one that refuses it (its `--allow-target` list does not admit
 //! the target) leaves holding nothing. When a replayer leaves (its stream closes, or it is silent longer than the
 //! heartbeat timeout) what it held unaccounted is counted `lost_in_flight` and its keys move
-//! to the others. Joining, accepting, going missing and leaving are in `membership`; what replayers send back is merged in [`intake`]; the merged statistics
-//! keep a per-second [`history`].
+//! to the others. Joining, accepting, going missing and leaving are in `membership`.
+//!
+//! What replayers send back is taken by the [`Intake`] (`intake`): the job's statistics,
+//! their per-second `history` and the endpoint names, under a lock of their own. The fleet
+//! holds the intake it reports to, to read a member's figures and to take the statistics
+//! lock before removing a member. Sinks are the job's: the intake hands each merged
+//! interval to the caller.
 //!
 //! The fleet knows no transport: a member is an id and a bounded sender of events; the gRPC
 //! service turns the receiving end into the replayer's stream.
@@ -18,7 +23,7 @@ mod membership;
 mod status;
 
 pub use history::Row;
-pub use intake::{IntakeError, JobStats};
+pub use intake::{Intake, IntakeError, JobStats};
 
 use membership::MISSING_AFTER;
 pub use status::{MemberStatus, STATES};
@@ -36,9 +41,7 @@ use reprise_proto::compare::EndpointCompare;
 use reprise_proto::stats::{EndpointStats, OrderWait, TotalStats};
 
 use crate::accounting::{Accounting, Counts, DropReason};
-use crate::endpoints::EndpointNames;
 use crate::routing::{HashStrategy, Picker};
-use crate::sinks::Sinks;
 
 /// The sending end of a member's event stream.
 pub type EventTx = mpsc::Sender<pb::DispatcherEvent>;
@@ -140,27 +143,29 @@ pub enum Sender {
     Gone,
 }
 
-/// Two locks: `inner` (membership, credits; taken per record by the dispatch loop) and
-/// `stats` (merged histograms; merging a report takes milliseconds). A report merges with
-/// only `stats` held, so the dispatch loop never waits on a merge. Lock order: `stats` before
-/// `inner`; removing a member takes both, so a report merged meanwhile is never also counted
-/// lost.
+/// Two locks: `inner` (membership, credits; taken per record by the dispatch loop) and the
+/// intake's statistics lock (merged histograms; merging a report takes milliseconds). A
+/// report merges with only the statistics held, so the dispatch loop never waits on a
+/// merge. Lock order: statistics before `inner`; removing a member takes both, so a report
+/// merged meanwhile is never also counted lost.
 #[derive(Debug)]
 pub struct Fleet {
     inner: Mutex<Inner>,
-    stats: Mutex<JobStats>,
-    /// Live sinks each merged interval is offered to.
-    sinks: Sinks,
+    /// Where members' reports are merged.
+    intake: Arc<Intake>,
     window: u64,
     accounting: Arc<Accounting>,
     /// Signalled when credits come back or membership changes.
     changed: Notify,
-    /// Endpoint names by id, as the dispatch loop hands them out.
-    names: Arc<EndpointNames>,
 }
 
 impl Fleet {
-    pub fn new(strategy: HashStrategy, window: u32, accounting: Arc<Accounting>, sinks: Sinks) -> Self {
+    pub fn new(
+        strategy: HashStrategy,
+        window: u32,
+        accounting: Arc<Accounting>,
+        intake: Arc<Intake>,
+    ) -> Self {
         let inner = Inner {
             members: BTreeMap::new(),
             picker: Picker::new(strategy),
@@ -171,18 +176,16 @@ impl Fleet {
         };
         Self {
             inner: Mutex::new(inner),
-            stats: Mutex::default(),
-            sinks,
+            intake,
             window: u64::from(window),
             accounting,
             changed: Notify::new(),
-            names: Arc::default(),
         }
     }
 
-    /// The names of the endpoint ids statistics come back with.
-    pub fn endpoint_names(&self) -> &Arc<EndpointNames> {
-        &self.names
+    /// Where members' reports are merged.
+    pub fn intake(&self) -> &Arc<Intake> {
+        &self.intake
     }
 
     /// Resolves at the next change of credits or membership. Enable it (or poll it once)
@@ -195,12 +198,8 @@ impl Fleet {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn sinks(&self) -> &Sinks {
-        &self.sinks
-    }
-
     fn lock_stats(&self) -> MutexGuard<'_, JobStats> {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+        self.intake.lock()
     }
 
     pub fn len(&self) -> usize {
@@ -410,9 +409,14 @@ fn config_event(job: &pb::JobConfig, subscription: u64) -> pb::DispatcherEvent {
 mod tests {
     use super::*;
 
+    /// Takes a report as the job does, with no sinks.
+    fn take(f: &Fleet, r: &pb::StatsReport) -> Result<(), IntakeError> {
+        f.intake().receive(f, r, |_| {})
+    }
+
     fn fleet(window: u32) -> (Fleet, Arc<Accounting>) {
         let acc = Arc::new(Accounting::default());
-        (Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&acc), Sinks::default()), acc)
+        (Fleet::new(HashStrategy::RoundRobin, window, Arc::clone(&acc), Arc::default()), acc)
     }
 
     fn ack(id: &str, subscription: u64, completed: u64) -> pb::StatsReport {
@@ -449,7 +453,7 @@ mod tests {
     fn join(f: &Fleet, id: &str) -> (u64, mpsc::Receiver<pb::DispatcherEvent>) {
         let (tx, rx) = mpsc::channel(1);
         let s = f.join(id, None, tx).expect("join");
-        f.receive(&ack(id, s, 0)).expect("accept");
+        take(f, &ack(id, s, 0)).expect("accept");
         (s, rx)
     }
 
@@ -491,7 +495,7 @@ mod tests {
         let (a, _ra) = join(&f, "a");
         let (b, _rb) = join(&f, "b");
         tokio::time::advance(Duration::from_millis(1000)).await;
-        f.receive(&ack("a", a, 0)).expect("a reports");
+        take(&f, &ack("a", a, 0)).expect("a reports");
         tokio::time::advance(Duration::from_millis(600)).await;
         f.reap(Duration::from_secs(10));
         let to_a = (0..10)
@@ -500,7 +504,7 @@ mod tests {
         assert_eq!(to_a, 10, "b is missing: everything goes to a");
         let rows = f.members();
         assert_eq!((rows[1].id.as_str(), rows[1].state, rows[1].missing), ("b", "missing", 1));
-        f.receive(&ack("b", b, 0)).expect("b answers");
+        take(&f, &ack("b", b, 0)).expect("b answers");
         let to_b = (0..10)
             .filter(|_| matches!(f.reserve(None), Reserve::Member { subscription } if subscription == b))
             .count();
@@ -510,7 +514,7 @@ mod tests {
     #[test]
     fn a_leaving_replayer_takes_no_more_records_and_loses_nothing_once_it_reports_them() {
         let acc = Arc::new(Accounting::default());
-        let f = Fleet::new(HashStrategy::Consistent, 100, Arc::clone(&acc), Sinks::default());
+        let f = Fleet::new(HashStrategy::Consistent, 100, Arc::clone(&acc), Arc::default());
         let (a, _ra) = join(&f, "a");
         let (b, _rb) = join(&f, "b");
         let key = (0..64)
@@ -519,7 +523,7 @@ mod tests {
         let key = key.expect("some key belongs to a");
         let mut leave = ack("a", a, 0);
         leave.leaving = true;
-        f.receive(&leave).expect("a asks to leave");
+        take(&f, &leave).expect("a asks to leave");
         assert!(f.is_leaving("a", a));
         assert!(matches!(f.sender(a), Sender::Closed { .. }), "its stream takes no more batches");
         for _ in 0..10 {
@@ -528,10 +532,10 @@ mod tests {
                 "a's keys went to b at once"
             );
         }
-        f.receive(&ack("a", a, 0)).expect("a keeps reporting while it drains");
+        take(&f, &ack("a", a, 0)).expect("a keeps reporting while it drains");
         assert_eq!(f.members()[0].state, "leaving", "a later report does not take it back");
         // It sends the one record it held and reports it, then closes its stream.
-        f.receive(&stats("a", a, 1, 1, 1)).expect("its last statistics");
+        take(&f, &stats("a", a, 1, 1, 1)).expect("its last statistics");
         f.leave("a", a, "stream closed");
         assert_eq!(acc.counts().dropped.get(&DropReason::LostInFlight).copied().unwrap_or(0), 0);
         let row = f.members().into_iter().find(|m| m.id == "a").expect("a's row");
@@ -547,7 +551,7 @@ mod tests {
             assert!(matches!(f.reserve(None), Reserve::Member { subscription } if subscription == s));
         }
         assert!(matches!(f.reserve(None), Reserve::Full), "17th record must wait");
-        f.receive(&ack("slow", s, 10)).expect("ack");
+        take(&f, &ack("slow", s, 10)).expect("ack");
         let more = (0..20).filter(|_| matches!(f.reserve(None), Reserve::Member { .. })).count();
         assert_eq!(more, 10, "an ack of 10 gives back exactly 10 credits");
     }
@@ -555,7 +559,7 @@ mod tests {
     #[test]
     fn round_robin_skips_a_full_replayer_but_a_key_waits_for_its_own() {
         let acc = Arc::new(Accounting::default());
-        let f = Fleet::new(HashStrategy::Consistent, 16, acc, Sinks::default());
+        let f = Fleet::new(HashStrategy::Consistent, 16, acc, Arc::default());
         let (_, _r1) = join(&f, "a");
         let (_, _r2) = join(&f, "b");
         let owner = match f.reserve(Some("user-1")) {
@@ -581,13 +585,13 @@ mod tests {
         for _ in 0..30 {
             f.reserve(None);
         }
-        f.receive(&ack("gone", s, 30)).expect("ack only: credits back, nothing accounted");
+        take(&f, &ack("gone", s, 30)).expect("ack only: credits back, nothing accounted");
         f.leave("gone", s, "test");
         assert_eq!(acc.counts().dropped.get(&DropReason::LostInFlight), Some(&30));
         assert!(matches!(f.reserve(None), Reserve::Empty));
         let left = f.members();
         assert_eq!((left[0].state, left[0].lost_in_flight), ("left", 30));
-        assert!(f.receive(&ack("gone", s, 30)).is_err(), "a departed subscription's report is refused");
+        assert!(take(&f, &ack("gone", s, 30)).is_err(), "a departed subscription's report is refused");
     }
 
     #[test]
@@ -597,10 +601,10 @@ mod tests {
         for _ in 0..2 {
             f.reserve(None);
         }
-        let err = f.receive(&stats("r", s, 2, 2, 1)).expect_err("2 requests per endpoint, 1 in the total");
+        let err = take(&f, &stats("r", s, 2, 2, 1)).expect_err("2 requests per endpoint, 1 in the total");
         assert!(err.to_string().contains("count 2 requests but whose total counts 1"), "{err}");
-        f.receive(&stats("r", s, 2, 2, 2)).expect("consistent");
-        f.with_stats(|st| {
+        take(&f, &stats("r", s, 2, 2, 2)).expect("consistent");
+        f.intake().with_stats(|st| {
             assert_eq!(st.total.count(), 2);
             assert_eq!(st.endpoints.get("other").map(|e| e.count()), Some(2), "id 0 is other");
         });
@@ -616,7 +620,7 @@ mod tests {
             f.reserve(None);
         }
         acc.scheduled(5);
-        f.receive(&stats("r", s, 2, 2, 2)).expect("two of five done");
+        take(&f, &stats("r", s, 2, 2, 2)).expect("two of five done");
         let snap = f.snapshot(false);
         assert_eq!(snap.total.count(), 2);
         assert_eq!(snap.endpoints.get("other").map(|e| e.count()), Some(2));
@@ -629,7 +633,7 @@ mod tests {
             r.seq = 2;
             r
         };
-        f.receive(&later).expect("the rest");
+        take(&f, &later).expect("the rest");
         assert_eq!(snap.total.count(), 2, "a snapshot does not change after it was taken");
         assert_eq!(f.snapshot(true).total.count(), 5);
     }

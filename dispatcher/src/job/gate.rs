@@ -22,7 +22,7 @@ pub(super) async fn watch(job: Arc<Job>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         let seconds = job.elapsed().as_secs_f64();
-        let failed = job.fleet().with_stats(|s| {
+        let failed = job.intake().with_stats(|s| {
             if s.total.count() < MIN_REQUESTS {
                 return None;
             }

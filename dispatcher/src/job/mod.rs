@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use reprise_proto::pb;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,7 @@ use crate::control::{Control, ControlError, JobState};
 use crate::endpoints::Grouping;
 use crate::fetchers::FetchError;
 use crate::fetchers::progress::{SourceProgress, SourceStatus};
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, Intake, IntakeError};
 use crate::plan::JobPlan;
 use crate::redact::Redactor;
 use crate::refusals::Refusals;
@@ -70,6 +71,8 @@ pub struct Job {
     /// How far the fetcher has read its source.
     source: Arc<SourceProgress>,
     fleet: Fleet,
+    /// Live sinks each merged interval of statistics is offered to.
+    sinks: Sinks,
     state: watch::Sender<JobState>,
     control: watch::Sender<Control>,
     /// Cancelled when the job may start (enough replayers, or POST /job/start).
@@ -117,7 +120,8 @@ impl Job {
             .with_queries(&secret_queries);
         let accounting = Arc::new(Accounting::new(redactor, Shaping::rule_names(&cfg)));
         let sinks = Sinks::start(&cfg.reporter, cfg.job.id.as_deref().unwrap_or("job"), &tasks, &sinks_stop)?;
-        let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), sinks);
+        let fleet =
+            Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), Arc::default());
         Ok(Arc::new(Job {
             cfg,
             gate,
@@ -128,6 +132,7 @@ impl Job {
             recording,
             source: Arc::default(),
             fleet,
+            sinks,
             state: watch::channel(JobState::Waiting).0,
             control: watch::channel(control).0,
             start: CancellationToken::new(),
@@ -223,7 +228,18 @@ impl Job {
     }
 
     pub fn sinks(&self) -> &Sinks {
-        self.fleet.sinks()
+        &self.sinks
+    }
+
+    /// The job's statistics as its replayers report them.
+    pub fn intake(&self) -> &Intake {
+        self.fleet.intake()
+    }
+
+    /// Takes one replayer's report (see [`Intake::receive`]); each merged interval goes to
+    /// the job's sinks.
+    pub fn receive(&self, report: &pb::StatsReport) -> Result<(), IntakeError> {
+        self.intake().receive(&self.fleet, report, |interval| self.sinks.publish(interval))
     }
 
     /// How long until the next record is released, while the dispatch loop waits for it.

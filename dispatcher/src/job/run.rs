@@ -75,7 +75,7 @@ impl Job {
         )
         .with_max_gap(self.cfg.job.max_gap.map(|g| g.0));
         let mut endpoints =
-            EndpointTable::new(Arc::clone(&self.grouping), Arc::clone(self.fleet.endpoint_names()));
+            EndpointTable::new(Arc::clone(&self.grouping), Arc::clone(self.intake().endpoint_names()));
         if !self.cfg.job.stages.is_empty() {
             self.tasks.spawn(super::stages::drive(Arc::clone(self), start, watchers.clone()));
         }
@@ -127,7 +127,7 @@ impl Job {
         self.drain(stopped).await;
         watchers.cancel();
         self.fleet.close_books();
-        self.fleet.sinks().flush(SINK_FLUSH).await;
+        self.sinks.flush(SINK_FLUSH).await;
         self.times.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Instant::now());
         self.state.send_replace(if stopped { JobState::Stopped } else { JobState::Finished });
         tracing::info!(job = self.id(), stopped, "job ended");
@@ -175,7 +175,7 @@ impl Job {
             credit_window: self.cfg.proxy.credit_window,
             dry_run: self.opts.dry_run,
             subscription: 0,
-            raw_results: self.fleet.sinks().wants_rows(),
+            raw_results: self.sinks.wants_rows(),
             ordered: self.cfg.proxy.ordered,
             order_timeout_ms: self.cfg.proxy.order_timeout.0.as_millis() as u64,
             compare: self.cfg.compare.as_ref().map(|c| pb::CompareSettings {

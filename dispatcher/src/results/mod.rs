@@ -171,7 +171,7 @@ fn endpoint<H: Dist>(name: &str, s: &Stats<H>, secs: f64) -> EndpointReport {
 pub fn progress_line(job: &Job) -> String {
     let secs = job.elapsed().as_secs_f64();
     let counts = job.accounting().counts();
-    let (sent, failed) = job.fleet().with_stats(|s| (s.total.count(), s.total.failed));
+    let (sent, failed) = job.intake().with_stats(|s| (s.total.count(), s.total.failed));
     let mut line = format!(
         "[{secs:>6.1}s] sent {sent}/{} scheduled, {:.0} req/s, errors {failed}, dropped {}, in flight {}",
         counts.scheduled,

@@ -189,11 +189,11 @@ impl Service {
     async fn take(&self, report: pb::StatsReport) -> Result<(), Status> {
         let taken = if report.endpoints.is_empty() {
             // Acks (frequent, cheap) are taken in place.
-            self.job.fleet().receive(&report)
+            self.job.receive(&report)
         } else {
             // Inflating and merging histograms is CPU work: off the runtime's workers.
             let job = Arc::clone(&self.job);
-            tokio::task::spawn_blocking(move || job.fleet().receive(&report))
+            tokio::task::spawn_blocking(move || job.receive(&report))
                 .await
                 .map_err(|e| Status::internal(format!("merging the report failed: {e}")))?
         };
