@@ -88,53 +88,7 @@ enum Command {
     /// Receive records from a dispatcher and fire them at the target.
     ///
     /// With REPRISE_REPLAYER_TOKEN set, every call carries it (the dispatcher's must match).
-    Replayer {
-        /// e.g. http://127.0.0.1:9090, or https://dispatcher:9090 for TLS.
-        #[arg(long, env = "REPRISE_DISPATCHER")]
-        dispatcher: String,
-        /// CA certificate (PEM) the dispatcher's certificate must chain to (default: the web's roots).
-        #[arg(long, env = "REPRISE_TLS_CA", value_name = "PEM")]
-        tls_ca: Option<PathBuf>,
-        /// This replayer's certificate (PEM), for a dispatcher that verifies clients (mTLS).
-        #[arg(long, env = "REPRISE_TLS_CERT", value_name = "PEM", requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The key of --tls-cert (PEM).
-        #[arg(long, env = "REPRISE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// A target this replayer may send to: HOST, HOST:PORT, *.DOMAIN (any subdomain) or
-        /// `[IPv6]:PORT`; repeatable. A job aimed elsewhere is refused before anything is sent.
-        /// Without it, any target.
-        #[arg(
-            long = "allow-target",
-            env = "REPRISE_ALLOW_TARGETS",
-            value_delimiter = ',',
-            value_name = "HOST[:PORT]"
-        )]
-        allow_target: Vec<reprise_replayer::AllowedTarget>,
-        /// Send to this base URL instead of the job's target (one dispatcher can drive a
-        /// staging fleet and a canary fleet); needed for a job without one. --allow-target
-        /// applies to it too.
-        #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = replayer_target)]
-        target: Option<String>,
-        /// Serve /healthz, /readyz and /metrics on this address (e.g. `:8081`, or
-        /// 127.0.0.1:0 for a free port; prints `listening http=ADDR` once bound).
-        #[arg(long, env = "REPRISE_REPLAYER_HTTP", value_name = "ADDR")]
-        http: Option<String>,
-        /// Name of this replayer (default: host name and process id).
-        #[arg(long)]
-        id: Option<String>,
-        #[arg(long)]
-        dry_run: bool,
-        /// Exit after one job.
-        #[arg(long)]
-        once: bool,
-        /// On SIGTERM or SIGINT during a job, how long this replayer may take to send the
-        /// records it holds at their instants (the dispatcher hands it no more and moves its
-        /// keys to the others) before what is left unsent is cancelled. A second signal
-        /// exits at once.
-        #[arg(long, env = "REPRISE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-        drain_timeout: std::time::Duration,
-    },
+    Replayer(ReplayerArgs),
     /// Check a job file; lists every problem and exits 2 if there is any.
     Validate { job: PathBuf },
     /// A local HTTP target answering 200 with the request body (for tries and benchmarks).
@@ -154,6 +108,56 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 0, requires = "json")]
         json_differ: u64,
     },
+}
+
+/// `reprise replayer`'s flags.
+#[derive(clap::Args)]
+struct ReplayerArgs {
+    /// e.g. http://127.0.0.1:9090, or https://dispatcher:9090 for TLS.
+    #[arg(long, env = "REPRISE_DISPATCHER")]
+    dispatcher: String,
+    /// CA certificate (PEM) the dispatcher's certificate must chain to (default: the web's roots).
+    #[arg(long, env = "REPRISE_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// This replayer's certificate (PEM), for a dispatcher that verifies clients (mTLS).
+    #[arg(long, env = "REPRISE_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "REPRISE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A target this replayer may send to: HOST, HOST:PORT, *.DOMAIN (any subdomain) or
+    /// `[IPv6]:PORT`; repeatable. A job aimed elsewhere is refused before anything is sent.
+    /// Without it, any target.
+    #[arg(
+        long = "allow-target",
+        env = "REPRISE_ALLOW_TARGETS",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    allow_target: Vec<reprise_replayer::AllowedTarget>,
+    /// Send to this base URL instead of the job's target (one dispatcher can drive a
+    /// staging fleet and a canary fleet); needed for a job without one. --allow-target
+    /// applies to it too.
+    #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = replayer_target)]
+    target: Option<String>,
+    /// Serve /healthz, /readyz and /metrics on this address (e.g. `:8081`, or
+    /// 127.0.0.1:0 for a free port; prints `listening http=ADDR` once bound).
+    #[arg(long, env = "REPRISE_REPLAYER_HTTP", value_name = "ADDR")]
+    http: Option<String>,
+    /// Name of this replayer (default: host name and process id).
+    #[arg(long)]
+    id: Option<String>,
+    #[arg(long)]
+    dry_run: bool,
+    /// Exit after one job.
+    #[arg(long)]
+    once: bool,
+    /// On SIGTERM or SIGINT during a job, how long this replayer may take to send the
+    /// records it holds at their instants (the dispatcher hands it no more and moves its
+    /// keys to the others) before what is left unsent is cancelled. A second signal
+    /// exits at once.
+    #[arg(long, env = "REPRISE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: std::time::Duration,
 }
 
 fn main() -> ExitCode {
@@ -191,61 +195,7 @@ fn main() -> ExitCode {
                 let args = run::DaemonArgs { grpc, http, serve_forever, insecure, target, outputs };
                 run::dispatcher(&config, args, cancel).await
             }
-            Command::Replayer {
-                dispatcher,
-                tls_ca,
-                tls_cert,
-                tls_key,
-                allow_target,
-                target,
-                http,
-                id,
-                dry_run,
-                once,
-                drain_timeout,
-            } => {
-                let id = id.unwrap_or_else(default_id);
-                let token = match run::env_secret(reprise_dispatcher::REPLAYER_TOKEN_VAR) {
-                    Ok(t) => t,
-                    Err(code) => return code,
-                };
-                let creds = reprise_replayer::Credentials { tls_ca, tls_cert, tls_key, token };
-                let allow = reprise_replayer::Allowlist::new(allow_target);
-                let health = reprise_replayer::Health::new(&id, &dispatcher);
-                // Served until the replayer has drained: probes must answer while it leaves.
-                let mut probes = None;
-                if let Some(addr) = http {
-                    match run::serve_health(&addr, &health).await {
-                        Ok(server) => {
-                            println!("listening http={}", server.addr);
-                            let _ = std::io::Write::flush(&mut std::io::stdout());
-                            probes = Some(server);
-                        }
-                        Err(code) => return code,
-                    }
-                }
-                let opts = reprise_replayer::ReplayerOptions {
-                    dispatcher,
-                    id,
-                    dry_run,
-                    once,
-                    allow,
-                    target,
-                    health,
-                    drain_timeout,
-                };
-                let result = reprise_replayer::run(opts, &creds, cancel).await;
-                if let Some(server) = probes {
-                    server.shutdown().await;
-                }
-                match result {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::from(EXIT_CANNOT_RUN)
-                    }
-                }
-            }
+            Command::Replayer(args) => replayer(args, cancel).await,
             Command::Validate { job } => run::validate(&job),
             Command::EchoServer { listen, log_arrivals, json, json_differ } => {
                 let answers = match json {
@@ -256,6 +206,56 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `reprise replayer`: subscribes to a dispatcher and replays what it is sent, serving its
+/// probes (with `--http`) until it has drained.
+async fn replayer(args: ReplayerArgs, cancel: CancellationToken) -> ExitCode {
+    let id = args.id.unwrap_or_else(default_id);
+    let token = match run::env_secret(reprise_dispatcher::REPLAYER_TOKEN_VAR) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let creds = reprise_replayer::Credentials {
+        tls_ca: args.tls_ca,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        token,
+    };
+    let health = reprise_replayer::Health::new(&id, &args.dispatcher);
+    // Served until the replayer has drained: probes must answer while it leaves.
+    let mut probes = None;
+    if let Some(addr) = args.http {
+        match run::serve_health(&addr, &health).await {
+            Ok(server) => {
+                println!("listening http={}", server.addr);
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                probes = Some(server);
+            }
+            Err(code) => return code,
+        }
+    }
+    let opts = reprise_replayer::ReplayerOptions {
+        dispatcher: args.dispatcher,
+        id,
+        dry_run: args.dry_run,
+        once: args.once,
+        allow: reprise_replayer::Allowlist::new(args.allow_target),
+        target: args.target,
+        health,
+        drain_timeout: args.drain_timeout,
+    };
+    let result = reprise_replayer::run(opts, &creds, cancel).await;
+    if let Some(server) = probes {
+        server.shutdown().await;
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CANNOT_RUN)
+        }
+    }
 }
 
 async fn echo_server(

@@ -123,6 +123,21 @@ impl JobConfig {
     /// is left to the compile step ([`crate::plan::compile`]), which makes each once.
     pub fn validate(&self) -> Vec<Problem> {
         let mut p = Vec::new();
+        self.validate_pace(&mut p);
+        self.validate_stages(&mut p);
+        self.validate_job(&mut p);
+        self.validate_fetcher(&mut p);
+        self.validate_analyzer(&mut p);
+        self.validate_runtime(&mut p);
+        self.validate_stats(&mut p);
+        self.validate_shaping(&mut p);
+        self.validate_reporters(&mut p);
+        self.validate_compare(&mut p);
+        p
+    }
+
+    /// How fast and how much: rate, speed or qps (one of the two), gaps, duration, loop.
+    fn validate_pace(&self, p: &mut Vec<Problem>) {
         let job = &self.job;
         if !(job.rate.is_finite() && job.rate > 0.0 && job.rate <= 1000.0) {
             p.push(Problem::new("job.rate", job.rate, "must be a number > 0 and ≤ 1000 (copies per record)"));
@@ -175,7 +190,11 @@ impl JobConfig {
                 "a followed topic never ends, so it cannot loop; set duration alone to end the job after a time",
             ));
         }
-        self.validate_stages(&mut p);
+    }
+
+    /// The rest of `[job]`: the time range, the target and the replayers.
+    fn validate_job(&self, p: &mut Vec<Problem>) {
+        let job = &self.job;
         if let (Some(b), Some(e)) = (job.begin, job.end)
             && b > e
         {
@@ -199,14 +218,6 @@ impl JobConfig {
                 "must be at most 10 minutes",
             ));
         }
-        self.validate_fetcher(&mut p);
-        self.validate_analyzer(&mut p);
-        self.validate_runtime(&mut p);
-        self.validate_stats(&mut p);
-        self.validate_shaping(&mut p);
-        self.validate_reporters(&mut p);
-        self.validate_compare(&mut p);
-        p
     }
 
     fn validate_reporters(&self, p: &mut Vec<Problem>) {
