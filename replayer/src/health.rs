@@ -135,69 +135,86 @@ impl Health {
             all.completed += completed;
             all.cancelled += cancelled;
             held = exec.pending();
-            links = exec.links();
+            links = u64::try_from(exec.links()).unwrap_or(u64::MAX);
         }
-        let (last, sum_us, count) = *self.lag.lock().unwrap_or_else(|p| p.into_inner());
-        let flag = |b: bool| u8::from(b);
+        let flag = |b: bool| u64::from(b);
+        let series: [(&str, &str, &str, u64); 10] = [
+            (
+                "reprise_replayer_connected",
+                "gauge",
+                "1 while subscribed to a dispatcher (holding a job or waiting for one).",
+                flag(self.connected.load(Relaxed)),
+            ),
+            ("reprise_replayer_job_running", "gauge", "1 while it holds a job.", flag(job.is_some())),
+            (
+                "reprise_replayer_leaving",
+                "gauge",
+                "1 once asked to leave (SIGTERM).",
+                flag(self.leaving.load(Relaxed)),
+            ),
+            (
+                "reprise_replayer_records_received_total",
+                "counter",
+                "Records received from the dispatcher.",
+                all.received,
+            ),
+            (
+                "reprise_replayer_requests_sent_total",
+                "counter",
+                "Requests sent to the target (answered, failed or cut at a stop).",
+                all.completed - all.cancelled,
+            ),
+            (
+                "reprise_replayer_records_cancelled_total",
+                "counter",
+                "Records cancelled unsent (the job was stopped, or the drain timed out).",
+                all.cancelled,
+            ),
+            (
+                "reprise_replayer_records_held",
+                "gauge",
+                "Records received and not yet done with: waiting for their instant or in flight.",
+                held,
+            ),
+            (
+                "reprise_replayer_connections",
+                "gauge",
+                "Connections to the target the running job has opened (each keeps one alive).",
+                links,
+            ),
+            (
+                "reprise_replayer_jobs_total",
+                "counter",
+                "Jobs finished or abandoned.",
+                self.jobs_done.load(Relaxed),
+            ),
+            (
+                "reprise_replayer_jobs_refused_total",
+                "counter",
+                "Jobs refused (target outside --allow-target, unusable, or none).",
+                self.jobs_refused.load(Relaxed),
+            ),
+        ];
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: &dyn std::fmt::Display| {
+        for (name, kind, help, value) in series {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        };
-        metric(
-            "reprise_replayer_connected",
-            "gauge",
-            "1 while subscribed to a dispatcher (holding a job or waiting for one).",
-            &flag(self.connected.load(Relaxed)),
+        }
+        self.schedule_lag(&mut out);
+        let _ = writeln!(
+            out,
+            "# HELP reprise_replayer_info This replayer.\n# TYPE reprise_replayer_info gauge\n\
+             reprise_replayer_info{{id=\"{}\",dispatcher=\"{}\",version=\"{}\"}} 1",
+            label(&self.id),
+            label(&self.dispatcher),
+            reprise_proto::VERSION
         );
-        metric("reprise_replayer_job_running", "gauge", "1 while it holds a job.", &flag(job.is_some()));
-        metric(
-            "reprise_replayer_leaving",
-            "gauge",
-            "1 once asked to leave (SIGTERM).",
-            &flag(self.leaving.load(Relaxed)),
-        );
-        metric(
-            "reprise_replayer_records_received_total",
-            "counter",
-            "Records received from the dispatcher.",
-            &all.received,
-        );
-        metric(
-            "reprise_replayer_requests_sent_total",
-            "counter",
-            "Requests sent to the target (answered, failed or cut at a stop).",
-            &(all.completed - all.cancelled),
-        );
-        metric(
-            "reprise_replayer_records_cancelled_total",
-            "counter",
-            "Records cancelled unsent (the job was stopped, or the drain timed out).",
-            &all.cancelled,
-        );
-        metric(
-            "reprise_replayer_records_held",
-            "gauge",
-            "Records received and not yet done with: waiting for their instant or in flight.",
-            &held,
-        );
-        metric(
-            "reprise_replayer_connections",
-            "gauge",
-            "Connections to the target the running job has opened (each keeps one alive).",
-            &links,
-        );
-        metric(
-            "reprise_replayer_jobs_total",
-            "counter",
-            "Jobs finished or abandoned.",
-            &self.jobs_done.load(Relaxed),
-        );
-        metric(
-            "reprise_replayer_jobs_refused_total",
-            "counter",
-            "Jobs refused (target outside --allow-target, unusable, or none).",
-            &self.jobs_refused.load(Relaxed),
-        );
+        out
+    }
+
+    /// The schedule lag of the last second as a summary: p50, p99 and max, with the sum and
+    /// count of the job so far.
+    fn schedule_lag(&self, out: &mut String) {
+        let (last, sum_us, count) = *self.lag.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
             out,
             "# HELP reprise_replayer_schedule_lag_seconds Due instant to send; quantiles of the last second.\n\
@@ -209,15 +226,6 @@ impl Health {
         }
         let _ = writeln!(out, "reprise_replayer_schedule_lag_seconds_sum {}", sum_us / 1e6);
         let _ = writeln!(out, "reprise_replayer_schedule_lag_seconds_count {count}");
-        let _ = writeln!(
-            out,
-            "# HELP reprise_replayer_info This replayer.\n# TYPE reprise_replayer_info gauge\n\
-             reprise_replayer_info{{id=\"{}\",dispatcher=\"{}\",version=\"{}\"}} 1",
-            label(&self.id),
-            label(&self.dispatcher),
-            reprise_proto::VERSION
-        );
-        out
     }
 }
 
