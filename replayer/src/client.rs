@@ -157,55 +157,90 @@ async fn connect_and_serve<U: Upstream>(
     };
     let _connected = opts.health.connected();
     tracing::info!(replayer = %opts.id, dispatcher = %opts.dispatcher, "subscribed");
-    let mut run: Option<Run<U::Reports>> = None;
-    // Set once leaving: when what it holds must have been sent.
-    let mut leaving: Option<Instant> = None;
+    let mut serving = Serving::<U> { opts, reports, abandoned, run: None, leaving: None };
     loop {
         let msg = tokio::select! {
             m = stream.next() => m,
-            () = cancel.cancelled(), if leaving.is_none() => {
-                let Some(s) = &run else { return Ended::Closed };
-                opts.health.leaving();
-                let deadline = Instant::now() + opts.drain_timeout;
-                if s.reporter.leave(&s.exec).await {
-                    tracing::info!(replayer = %opts.id, drain_timeout = ?opts.drain_timeout, "leaving: sending what this replayer holds");
-                    leaving = Some(deadline);
-                    continue;
-                }
-                if let Some(s) = run.take() { s.finish(Finish::Stop).await; }
-                return Ended::Closed;
-            }
-            () = sleep_until(leaving.unwrap_or_else(Instant::now)), if leaving.is_some() => {
+            () = cancel.cancelled(), if serving.leaving.is_none() => match serving.leave().await {
+                Some(ended) => return ended,
+                None => continue,
+            },
+            () = sleep_until(serving.leaving.unwrap_or_else(Instant::now)), if serving.leaving.is_some() => {
                 tracing::warn!(replayer = %opts.id, "drain timeout before the dispatcher released this replayer; cancelling what it holds");
-                if let Some(s) = run.take() { s.finish(Finish::Stop).await; }
-                return Ended::Closed;
+                return serving.stop().await;
             }
         };
-        let event = match msg {
-            Some(Ok(ev)) => ev.event,
-            None | Some(Err(_)) => {
-                if let Some(s) = run.take() {
-                    s.abandon(abandoned);
-                }
-                return Ended::Closed;
-            }
+        let ended = match msg {
+            Some(Ok(ev)) => serving.take(ev.event).await,
+            None | Some(Err(_)) => Some(serving.abandon()),
         };
+        if let Some(ended) = ended {
+            return ended;
+        }
+    }
+}
+
+/// A subscription being served: the run of the job it holds, and whether it is leaving.
+struct Serving<'a, U: Upstream> {
+    opts: &'a ReplayerOptions,
+    reports: U::Reports,
+    /// Runs given up on (their stream broke) finish here, off the loop.
+    abandoned: &'a mut JoinSet<()>,
+    run: Option<Run<U::Reports>>,
+    /// Set once leaving: when what it holds must have been sent.
+    leaving: Option<Instant>,
+}
+
+impl<U: Upstream> Serving<'_, U> {
+    /// Asked to leave (a signal): with a job, it tells the dispatcher and drains what it
+    /// holds (`None`: go on serving until released); without one, or when the dispatcher
+    /// cannot be told, it stops.
+    async fn leave(&mut self) -> Option<Ended> {
+        let Some(s) = &self.run else { return Some(Ended::Closed) };
+        self.opts.health.leaving();
+        let deadline = Instant::now() + self.opts.drain_timeout;
+        if s.reporter.leave(&s.exec).await {
+            tracing::info!(replayer = %self.opts.id, drain_timeout = ?self.opts.drain_timeout, "leaving: sending what this replayer holds");
+            self.leaving = Some(deadline);
+            return None;
+        }
+        Some(self.stop().await)
+    }
+
+    /// Cancels what the run holds and ends the subscription.
+    async fn stop(&mut self) -> Ended {
+        if let Some(s) = self.run.take() {
+            s.finish(Finish::Stop).await;
+        }
+        Ended::Closed
+    }
+
+    /// The stream broke: the run is given up (the dispatcher counts what it held as lost).
+    fn abandon(&mut self) -> Ended {
+        if let Some(s) = self.run.take() {
+            s.abandon(self.abandoned);
+        }
+        Ended::Closed
+    }
+
+    /// Takes one event from the dispatcher; `Some` when the subscription ends with it.
+    async fn take(&mut self, event: Option<Event>) -> Option<Ended> {
         match event {
             Some(Event::Job(cfg)) => {
-                if let Some(old) = run.take() {
-                    old.abandon(abandoned);
+                if let Some(old) = self.run.take() {
+                    old.abandon(self.abandoned);
                 }
-                if leaving.is_some() {
-                    return Ended::Closed;
+                if self.leaving.is_some() {
+                    return Some(Ended::Closed);
                 }
-                match accept(cfg, opts, &reports).await {
-                    Ok(s) => run = Some(s),
-                    Err(why) => return Ended::JobRefused(why),
+                match accept(cfg, self.opts, &self.reports).await {
+                    Ok(s) => self.run = Some(s),
+                    Err(why) => return Some(Ended::JobRefused(why)),
                 }
             }
             Some(Event::Batch(b)) => match reprise_proto::batch::split(b) {
                 Ok(records) => {
-                    if let Some(s) = &run {
+                    if let Some(s) = &self.run {
                         let _ = s.batches.send(records).await;
                     }
                 }
@@ -213,31 +248,33 @@ async fn connect_and_serve<U: Upstream>(
                 // like a broken stream, the run ends and the dispatcher counts what it
                 // held as lost.
                 Err(e) => {
-                    tracing::error!(replayer = %opts.id, error = %e, "a batch of records could not be read");
-                    if let Some(s) = run.take() {
-                        s.abandon(abandoned);
-                    }
-                    return Ended::Closed;
+                    tracing::error!(replayer = %self.opts.id, error = %e, "a batch of records could not be read");
+                    return Some(self.abandon());
                 }
             },
-            Some(Event::End(end)) => {
-                let how = match (end.reason.as_str(), leaving) {
-                    ("stopped", _) => Finish::Stop,
-                    (_, Some(deadline)) => Finish::Drain(deadline),
-                    _ => Finish::Complete,
-                };
-                if let Some(s) = run.take() {
-                    s.finish(how).await;
-                }
-                if leaving.is_some() {
-                    tracing::info!(replayer = %opts.id, reason = %end.reason, "left the job");
-                    return Ended::Closed;
-                }
-                tracing::info!(replayer = %opts.id, reason = %end.reason, "job ended");
-                return Ended::JobDone;
-            }
+            Some(Event::End(end)) => return Some(self.end(&end.reason).await),
             None => {}
         }
+        None
+    }
+
+    /// The job ended (or this replayer was released while leaving): the run finishes as
+    /// the reason says.
+    async fn end(&mut self, reason: &str) -> Ended {
+        let how = match (reason, self.leaving) {
+            ("stopped", _) => Finish::Stop,
+            (_, Some(deadline)) => Finish::Drain(deadline),
+            _ => Finish::Complete,
+        };
+        if let Some(s) = self.run.take() {
+            s.finish(how).await;
+        }
+        if self.leaving.is_some() {
+            tracing::info!(replayer = %self.opts.id, reason, "left the job");
+            return Ended::Closed;
+        }
+        tracing::info!(replayer = %self.opts.id, reason, "job ended");
+        Ended::JobDone
     }
 }
 
