@@ -51,76 +51,9 @@ impl Job {
             tasks: self.tasks.clone(),
         };
         let mut input = self.open_input(&ctx).await?;
-        let delay = if self.cfg.job.speed == Speed::Max { Duration::ZERO } else { START_DELAY };
-        let start = Instant::now() + delay;
-        let wall = SystemTime::now() + delay;
-        let start_unix_ns = wall.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default();
-        self.times.lock().unwrap_or_else(|p| p.into_inner()).started = Some((start, wall));
-        self.fleet.start(self.wire_config(start_unix_ns));
-        self.state.send_replace(JobState::Running);
-        tracing::info!(job = self.id(), replayers = self.fleet.len(), "job started");
-
-        // The reaper and the gate watch while records go out and while the job drains.
-        let watchers = CancellationToken::new();
-        self.tasks.spawn(reap(Arc::clone(self), watchers.clone()));
-        if self.gate.abort_on_fail {
-            self.tasks.spawn(super::gate::watch(Arc::clone(self), watchers.clone()));
-        }
-        let mut wheel = TimeWheel::new(
-            self.cfg.job.pace(),
-            start,
-            self.cfg.job.begin.map(|b| b.0),
-            self.cfg.job.rate,
-            self.cfg.job.seed,
-        )
-        .with_max_gap(self.cfg.job.max_gap.map(|g| g.0));
-        let mut endpoints =
-            EndpointTable::new(Arc::clone(&self.grouping), Arc::clone(self.intake().endpoint_names()));
-        if !self.cfg.job.stages.is_empty() {
-            self.tasks.spawn(super::stages::drive(Arc::clone(self), start, watchers.clone()));
-        }
-        let deadline = self.cfg.job.length().map(|d| start + d);
-        let mut pass = Pass { deadline, ..Pass::default() };
-        let stopped = loop {
-            let ctx_d = self.dispatch_context();
-            let stopped =
-                dispatch::run(&ctx_d, &mut input, &mut wheel, &mut endpoints, &self.stop, &mut pass).await;
-            if self.cfg.job.loops() {
-                self.accounting.pass_done();
-            }
-            if stopped || pass.timed_out || !self.cfg.job.loops() {
-                break stopped;
-            }
-            let Some(length) = pass.length() else {
-                tracing::warn!(
-                    job = self.id(),
-                    "a pass over the recording had no record to replay: no more passes"
-                );
-                break false;
-            };
-            let first = pass.first;
-            pass.next(length);
-            // A next pass that would start at or past the job's duration is not read at all.
-            if let (Some(deadline), Some(first)) = (pass.deadline, first)
-                && wheel.due(first.saturating_add(pass.shift), Instant::now()) >= deadline
-            {
-                break false;
-            }
-            input = match self.open_input(&ctx).await {
-                Ok(input) => input,
-                Err(e) => {
-                    // The source could be read once and no more (deleted, unreachable): the
-                    // job ends with what it replayed, and says why.
-                    tracing::error!(job = self.id(), error = %e, "the recording could not be read again: no more passes");
-                    break false;
-                }
-            };
-            tracing::info!(
-                job = self.id(),
-                pass = self.accounting.counts().passes.len() + 1,
-                "the recording replays again"
-            );
-        };
+        let start = self.begin();
+        let watchers = self.watch(start);
+        let stopped = self.replay(&ctx, &mut input, start).await;
         ctx.cancel.cancel();
         drop(input);
         self.state.send_replace(JobState::Draining);
@@ -132,6 +65,91 @@ impl Job {
         self.state.send_replace(if stopped { JobState::Stopped } else { JobState::Finished });
         tracing::info!(job = self.id(), stopped, "job ended");
         Ok(())
+    }
+
+    /// Starts the job at the fleet: its first instant (a moment away, so replayers have the
+    /// configuration before it, unless it runs at speed "max"), sent to every replayer.
+    fn begin(&self) -> Instant {
+        let delay = if self.cfg.job.speed == Speed::Max { Duration::ZERO } else { START_DELAY };
+        let start = Instant::now() + delay;
+        let wall = SystemTime::now() + delay;
+        let start_unix_ns = wall.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default();
+        self.times.lock().unwrap_or_else(|p| p.into_inner()).started = Some((start, wall));
+        self.fleet.start(self.wire_config(start_unix_ns));
+        self.state.send_replace(JobState::Running);
+        tracing::info!(job = self.id(), replayers = self.fleet.len(), "job started");
+        start
+    }
+
+    /// The tasks that watch while records go out and while the job drains (the reaper, the
+    /// gate with `abort_on_fail`, the stages' ramp); cancel the token to end them.
+    fn watch(self: &Arc<Self>, start: Instant) -> CancellationToken {
+        let watchers = CancellationToken::new();
+        self.tasks.spawn(reap(Arc::clone(self), watchers.clone()));
+        if self.gate.abort_on_fail {
+            self.tasks.spawn(super::gate::watch(Arc::clone(self), watchers.clone()));
+        }
+        if !self.cfg.job.stages.is_empty() {
+            self.tasks.spawn(super::stages::drive(Arc::clone(self), start, watchers.clone()));
+        }
+        watchers
+    }
+
+    /// Replays the recording from `input`, pass after pass when the job loops (each pass
+    /// reading the source again into `input`); whether the job was stopped.
+    async fn replay(&self, ctx: &SourceContext, input: &mut merge::Merger, start: Instant) -> bool {
+        let mut wheel = TimeWheel::new(
+            self.cfg.job.pace(),
+            start,
+            self.cfg.job.begin.map(|b| b.0),
+            self.cfg.job.rate,
+            self.cfg.job.seed,
+        )
+        .with_max_gap(self.cfg.job.max_gap.map(|g| g.0));
+        let mut endpoints =
+            EndpointTable::new(Arc::clone(&self.grouping), Arc::clone(self.intake().endpoint_names()));
+        let deadline = self.cfg.job.length().map(|d| start + d);
+        let mut pass = Pass { deadline, ..Pass::default() };
+        loop {
+            let ctx_d = self.dispatch_context();
+            let stopped =
+                dispatch::run(&ctx_d, input, &mut wheel, &mut endpoints, &self.stop, &mut pass).await;
+            if self.cfg.job.loops() {
+                self.accounting.pass_done();
+            }
+            if stopped || pass.timed_out || !self.cfg.job.loops() {
+                return stopped;
+            }
+            let Some(length) = pass.length() else {
+                tracing::warn!(
+                    job = self.id(),
+                    "a pass over the recording had no record to replay: no more passes"
+                );
+                return false;
+            };
+            let first = pass.first;
+            pass.next(length);
+            // A next pass that would start at or past the job's duration is not read at all.
+            if let (Some(deadline), Some(first)) = (pass.deadline, first)
+                && wheel.due(first.saturating_add(pass.shift), Instant::now()) >= deadline
+            {
+                return false;
+            }
+            *input = match self.open_input(ctx).await {
+                Ok(input) => input,
+                Err(e) => {
+                    // The source could be read once and no more (deleted, unreachable): the
+                    // job ends with what it replayed, and says why.
+                    tracing::error!(job = self.id(), error = %e, "the recording could not be read again: no more passes");
+                    return false;
+                }
+            };
+            tracing::info!(
+                job = self.id(),
+                pass = self.accounting.counts().passes.len() + 1,
+                "the recording replays again"
+            );
+        }
     }
 
     /// Ends the sinks' writers and waits for every task the job started.
