@@ -88,10 +88,14 @@ async fn a_rate_change_applies_to_the_records_after_it() {
     assert_eq!(code, 200, "{body}");
     assert!(wait_exit(dispatcher.guard).await.success());
     let got = target.requests();
-    let last = |i: usize| got.iter().filter(|c| c.path == format!("/c/{i}")).count();
-    assert_eq!(last(0), 1, "records before the change once");
-    assert_eq!(last(39), 2, "records after the change twice");
-    assert!(got.len() > 60, "{}", got.len());
+    let copies: Vec<usize> =
+        (0..40).map(|i| got.iter().filter(|c| c.path == format!("/c/{i}")).count()).collect();
+    // Records released before the change go once, every one after it twice: a suffix,
+    // wherever the change landed (not a count that depends on how fast this machine is).
+    let changed_at = copies.iter().position(|&n| n == 2).expect("records after the change");
+    assert!(changed_at >= 10, "the 10 records seen before the change went once: {copies:?}");
+    assert!(copies[..changed_at].iter().all(|&n| n == 1), "{copies:?}");
+    assert!(copies[changed_at..].iter().all(|&n| n == 2), "{copies:?}");
 }
 
 /// Records 40 ms apart (25 a second); `{"qps": 100}` mid-job makes the rest 10 ms apart.
