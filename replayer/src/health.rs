@@ -126,6 +126,24 @@ impl Health {
 
     /// The Prometheus text of `/metrics`.
     pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        for (name, kind, help, value) in self.series() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        self.schedule_lag(&mut out);
+        let _ = writeln!(
+            out,
+            "# HELP reprise_replayer_info This replayer.\n# TYPE reprise_replayer_info gauge\n\
+             reprise_replayer_info{{id=\"{}\",dispatcher=\"{}\",version=\"{}\"}} 1",
+            label(&self.id),
+            label(&self.dispatcher),
+            reprise_proto::VERSION
+        );
+        out
+    }
+
+    /// The counters and gauges: name, type, help and value.
+    fn series(&self) -> [(&'static str, &'static str, &'static str, u64); 10] {
         let job = self.job.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut all = *self.done.lock().unwrap_or_else(|p| p.into_inner());
         let (mut held, mut links) = (0, 0);
@@ -138,7 +156,7 @@ impl Health {
             links = u64::try_from(exec.links()).unwrap_or(u64::MAX);
         }
         let flag = |b: bool| u64::from(b);
-        let series: [(&str, &str, &str, u64); 10] = [
+        [
             (
                 "reprise_replayer_connected",
                 "gauge",
@@ -194,21 +212,7 @@ impl Health {
                 "Jobs refused (target outside --allow-target, unusable, or none).",
                 self.jobs_refused.load(Relaxed),
             ),
-        ];
-        let mut out = String::new();
-        for (name, kind, help, value) in series {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        }
-        self.schedule_lag(&mut out);
-        let _ = writeln!(
-            out,
-            "# HELP reprise_replayer_info This replayer.\n# TYPE reprise_replayer_info gauge\n\
-             reprise_replayer_info{{id=\"{}\",dispatcher=\"{}\",version=\"{}\"}} 1",
-            label(&self.id),
-            label(&self.dispatcher),
-            reprise_proto::VERSION
-        );
-        out
+        ]
     }
 
     /// The schedule lag of the last second as a summary: p50, p99 and max, with the sum and

@@ -284,6 +284,35 @@ impl Report {
 
     /// The per-endpoint table and the accounting line.
     pub fn table(&self) -> String {
+        let mut out = self.endpoint_rows();
+        if let Some(other) = self.endpoints.iter().find(|e| e.endpoint == OTHER) {
+            let _ = writeln!(
+                out,
+                "{} requests of endpoints past [stats] max_endpoints count as \"other\"; group paths with ids \
+                 with [stats] endpoints rules or id_patterns, or raise max_endpoints",
+                other.requests
+            );
+        }
+        let lag = &self.total.schedule_lag_ms;
+        let _ = writeln!(
+            out,
+            "duration {:.2}s, {:.1} req/s, schedule lag p50 {:.2} ms p99 {:.2} ms",
+            self.duration_s, self.total.rps, lag.p50, lag.p99
+        );
+        if let Some(w) = &self.order_wait {
+            let _ = writeln!(out, "{}", w.line(self.totals.sent));
+        }
+        if let Some(c) = &self.compare {
+            out.push_str(&c.lines());
+        }
+        let _ = writeln!(out, "{}", self.accounting_line());
+        self.source_lines(&mut out);
+        self.thresholds_table(out)
+    }
+
+    /// The busiest endpoints and the total, a row each, with a diff rate column under
+    /// `[compare]`.
+    fn endpoint_rows(&self) -> String {
         let mut out = String::new();
         let width = self.endpoints.iter().map(|e| e.endpoint.len()).max().unwrap_or(8).clamp(8, 60);
         // With [compare], a last column: the share of the endpoint's compared answers that
@@ -328,30 +357,15 @@ impl Report {
                 self.endpoints.len() - TABLE_ROWS
             );
         }
-        if let Some(other) = self.endpoints.iter().find(|e| e.endpoint == OTHER) {
-            let _ = writeln!(
-                out,
-                "{} requests of endpoints past [stats] max_endpoints count as \"other\"; group paths with ids \
-                 with [stats] endpoints rules or id_patterns, or raise max_endpoints",
-                other.requests
-            );
-        }
-        let lag = &self.total.schedule_lag_ms;
-        let _ = writeln!(
-            out,
-            "duration {:.2}s, {:.1} req/s, schedule lag p50 {:.2} ms p99 {:.2} ms",
-            self.duration_s, self.total.rps, lag.p50, lag.p99
-        );
-        if let Some(w) = &self.order_wait {
-            let _ = writeln!(out, "{}", w.line(self.totals.sent));
-        }
-        if let Some(c) = &self.compare {
-            out.push_str(&c.lines());
-        }
-        let _ = writeln!(out, "{}", self.accounting_line());
+        out
+    }
+
+    /// How far the source was read, and the parts that could not be; nothing for a source
+    /// that reports no progress.
+    fn source_lines(&self, out: &mut String) {
         let src = &self.source;
         if src.kind.is_empty() {
-            return self.thresholds_table(out);
+            return;
         }
         let _ = write!(
             out,
@@ -365,7 +379,6 @@ impl Report {
         for f in &src.failed {
             let _ = writeln!(out, "  not read: {}: {}", f.part, f.reason);
         }
-        self.thresholds_table(out)
     }
 
     fn thresholds_table(&self, mut out: String) -> String {
