@@ -2,8 +2,8 @@
 //! checked ([`crate::config`]: every rule the types cannot express); then what needs making
 //! is made, each thing once and only here: the source ([`Source`], its S3 key pattern
 //! parsed), the CI gate (threshold expressions parsed), the endpoint grouping of `[stats]`
-//! (its regexes compiled, [`Grouping`]) and the shaping rules (regexes compiled,
-//! substitution tables read, [`Shaping`]). The problems of both steps are listed
+//! (its regexes compiled, [`Grouping`]), the shaping rules (regexes compiled,
+//! substitution tables read, [`Shaping`]) and the target's TLS files (read, [`TargetTls`]). The problems of both steps are listed
 //! together, each once, so a user sees every problem of a file at once.
 //!
 //! `reprise validate` compiles and discards; `reprise run` and `reprise dispatcher` hand
@@ -32,6 +32,57 @@ pub struct JobPlan {
     pub grouping: Arc<Grouping>,
     /// `[[filter]]`, `[[substitute]]` and `[[rewrite]]`, compiled, tables read.
     pub shaping: Arc<Shaping>,
+    /// `[replayer] target_ca`, `client_cert` and `client_key`, read.
+    pub target_tls: TargetTls,
+}
+
+/// The PEM files replayers need for the target's TLS, read by the dispatcher and sent with
+/// the job (a replayer elsewhere has no copy of the job's files); empty where not set.
+#[derive(Clone, Debug, Default)]
+pub struct TargetTls {
+    pub ca: bytes::Bytes,
+    pub client_cert: bytes::Bytes,
+    pub client_key: bytes::Bytes,
+}
+
+impl TargetTls {
+    /// Reads the files `[replayer]` names; one that cannot be read, or holds no PEM
+    /// certificate (or key) is a problem in `found`.
+    fn read(cfg: &crate::config::ReplayerConfig, found: &mut Vec<Problem>) -> TargetTls {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let mut read = |key: &str, path: &Option<std::path::PathBuf>, certs: bool| {
+            let Some(path) = path else { return bytes::Bytes::new() };
+            let shown = path.display();
+            let pem = match std::fs::read(path) {
+                Ok(pem) => pem,
+                Err(e) => {
+                    found.push(Problem::new(key, shown, &format!("cannot be read: {e}")));
+                    return bytes::Bytes::new();
+                }
+            };
+            let fine = if certs {
+                let all: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+                all.is_ok_and(|c| !c.is_empty())
+            } else {
+                PrivateKeyDer::from_pem_slice(&pem).is_ok()
+            };
+            if !fine {
+                let what = if certs {
+                    "PEM certificates (-----BEGIN CERTIFICATE-----)"
+                } else {
+                    "a PEM private key"
+                };
+                found.push(Problem::new(key, shown, &format!("must hold {what}")));
+            }
+            bytes::Bytes::from(pem)
+        };
+        TargetTls {
+            ca: read("replayer.target_ca", &cfg.target_ca, true),
+            client_cert: read("replayer.client_cert", &cfg.client_cert, true),
+            client_key: read("replayer.client_key", &cfg.client_key, false),
+        }
+    }
 }
 
 /// Compiles the job file at `path` for a command that `needs` more of it: the plan and the
@@ -44,11 +95,12 @@ pub fn compile(path: &Path, needs: Needs) -> Result<(JobPlan, Vec<Problem>), Con
         let gate = gate(&config, &mut found);
         let grouping = Arc::new(Grouping::new(&config.stats, &mut found));
         let shaping = Shaping::new(&config).map_err(|ps| found.extend(ps)).ok();
+        let target_tls = TargetTls::read(&config.replayer, &mut found);
         // A problem the file's checks named already (a rule without its table, a missing
         // section) is not listed again.
         found.retain(|p| !covered(&problems, &p.key));
         problems.extend(found);
-        Some(JobPlan { config, source: source?, gate, grouping, shaping: Arc::new(shaping?) })
+        Some(JobPlan { config, source: source?, gate, grouping, shaping: Arc::new(shaping?), target_tls })
     });
     match plan {
         Some(plan) if problems.is_empty() => Ok((plan, warnings)),

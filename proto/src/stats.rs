@@ -114,8 +114,9 @@ pub type EndpointStats = Stats<Sparse>;
 /// All endpoints together: full-resolution histograms.
 pub type TotalStats = Stats<Hdr>;
 
-/// How a request failed without an answer: the names of `errors` in the report, the
-/// metrics and the raw rows, listed here once for replayers and the dispatcher.
+/// How a request failed: no answer came, or (gRPC) the answer's `grpc-status` was not OK.
+/// The names of `errors` in the report, the metrics and the raw rows, listed here once for
+/// replayers and the dispatcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ErrorKind {
     /// No connection could be opened (refused, unreachable, DNS).
@@ -132,10 +133,53 @@ pub enum ErrorKind {
     Cancelled,
     /// Anything else: an answer that is not HTTP, a record that cannot be sent.
     Other,
+    /// HTTP/2: the server sent GOAWAY before answering this stream.
+    GoAway,
+    /// HTTP/2: the server reset this stream (RST_STREAM) with an error.
+    StreamReset,
+    /// HTTP/2: the server refused the stream unprocessed (REFUSED_STREAM).
+    RefusedStream,
+    /// gRPC: the answer's body is not length-prefixed messages (a wrong length prefix, a
+    /// message cut short).
+    GrpcFraming,
+    /// gRPC: the answer ended without a `grpc-status`.
+    GrpcNoStatus,
+    /// gRPC status 1, CANCELLED.
+    GrpcCancelled,
+    /// gRPC status 2, UNKNOWN.
+    GrpcUnknown,
+    /// gRPC status 3, INVALID_ARGUMENT.
+    GrpcInvalidArgument,
+    /// gRPC status 4, DEADLINE_EXCEEDED.
+    GrpcDeadlineExceeded,
+    /// gRPC status 5, NOT_FOUND.
+    GrpcNotFound,
+    /// gRPC status 6, ALREADY_EXISTS.
+    GrpcAlreadyExists,
+    /// gRPC status 7, PERMISSION_DENIED.
+    GrpcPermissionDenied,
+    /// gRPC status 8, RESOURCE_EXHAUSTED.
+    GrpcResourceExhausted,
+    /// gRPC status 9, FAILED_PRECONDITION.
+    GrpcFailedPrecondition,
+    /// gRPC status 10, ABORTED.
+    GrpcAborted,
+    /// gRPC status 11, OUT_OF_RANGE.
+    GrpcOutOfRange,
+    /// gRPC status 12, UNIMPLEMENTED.
+    GrpcUnimplemented,
+    /// gRPC status 13, INTERNAL.
+    GrpcInternal,
+    /// gRPC status 14, UNAVAILABLE.
+    GrpcUnavailable,
+    /// gRPC status 15, DATA_LOSS.
+    GrpcDataLoss,
+    /// gRPC status 16, UNAUTHENTICATED.
+    GrpcUnauthenticated,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 28] = [
         ErrorKind::Connect,
         ErrorKind::Tls,
         ErrorKind::Timeout,
@@ -143,7 +187,55 @@ impl ErrorKind {
         ErrorKind::Body,
         ErrorKind::Cancelled,
         ErrorKind::Other,
+        ErrorKind::GoAway,
+        ErrorKind::StreamReset,
+        ErrorKind::RefusedStream,
+        ErrorKind::GrpcFraming,
+        ErrorKind::GrpcNoStatus,
+        ErrorKind::GrpcCancelled,
+        ErrorKind::GrpcUnknown,
+        ErrorKind::GrpcInvalidArgument,
+        ErrorKind::GrpcDeadlineExceeded,
+        ErrorKind::GrpcNotFound,
+        ErrorKind::GrpcAlreadyExists,
+        ErrorKind::GrpcPermissionDenied,
+        ErrorKind::GrpcResourceExhausted,
+        ErrorKind::GrpcFailedPrecondition,
+        ErrorKind::GrpcAborted,
+        ErrorKind::GrpcOutOfRange,
+        ErrorKind::GrpcUnimplemented,
+        ErrorKind::GrpcInternal,
+        ErrorKind::GrpcUnavailable,
+        ErrorKind::GrpcDataLoss,
+        ErrorKind::GrpcUnauthenticated,
     ];
+
+    /// The kind of a gRPC status code other than 0 (OK); codes past 16 are UNKNOWN, as the
+    /// gRPC spec says a client is to read them.
+    pub fn of_grpc_status(code: u32) -> ErrorKind {
+        const CODES: [ErrorKind; 16] = [
+            ErrorKind::GrpcCancelled,
+            ErrorKind::GrpcUnknown,
+            ErrorKind::GrpcInvalidArgument,
+            ErrorKind::GrpcDeadlineExceeded,
+            ErrorKind::GrpcNotFound,
+            ErrorKind::GrpcAlreadyExists,
+            ErrorKind::GrpcPermissionDenied,
+            ErrorKind::GrpcResourceExhausted,
+            ErrorKind::GrpcFailedPrecondition,
+            ErrorKind::GrpcAborted,
+            ErrorKind::GrpcOutOfRange,
+            ErrorKind::GrpcUnimplemented,
+            ErrorKind::GrpcInternal,
+            ErrorKind::GrpcUnavailable,
+            ErrorKind::GrpcDataLoss,
+            ErrorKind::GrpcUnauthenticated,
+        ];
+        match code {
+            1..=16 => CODES[code as usize - 1],
+            _ => ErrorKind::GrpcUnknown,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -154,6 +246,27 @@ impl ErrorKind {
             ErrorKind::Body => "body",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Other => "other",
+            ErrorKind::GoAway => "goaway",
+            ErrorKind::StreamReset => "stream_reset",
+            ErrorKind::RefusedStream => "refused_stream",
+            ErrorKind::GrpcFraming => "grpc_framing",
+            ErrorKind::GrpcNoStatus => "grpc_no_status",
+            ErrorKind::GrpcCancelled => "grpc_cancelled",
+            ErrorKind::GrpcUnknown => "grpc_unknown",
+            ErrorKind::GrpcInvalidArgument => "grpc_invalid_argument",
+            ErrorKind::GrpcDeadlineExceeded => "grpc_deadline_exceeded",
+            ErrorKind::GrpcNotFound => "grpc_not_found",
+            ErrorKind::GrpcAlreadyExists => "grpc_already_exists",
+            ErrorKind::GrpcPermissionDenied => "grpc_permission_denied",
+            ErrorKind::GrpcResourceExhausted => "grpc_resource_exhausted",
+            ErrorKind::GrpcFailedPrecondition => "grpc_failed_precondition",
+            ErrorKind::GrpcAborted => "grpc_aborted",
+            ErrorKind::GrpcOutOfRange => "grpc_out_of_range",
+            ErrorKind::GrpcUnimplemented => "grpc_unimplemented",
+            ErrorKind::GrpcInternal => "grpc_internal",
+            ErrorKind::GrpcUnavailable => "grpc_unavailable",
+            ErrorKind::GrpcDataLoss => "grpc_data_loss",
+            ErrorKind::GrpcUnauthenticated => "grpc_unauthenticated",
         }
     }
 }

@@ -14,7 +14,7 @@ pub use reprise_proto::stats::ErrorKind;
 type Dyn = dyn StdError + 'static;
 
 /// Calls `f` on `e` and on everything it wraps: its sources, and the errors inside
-/// `io::Error`s (which hyper-rustls nests two deep around a rustls error).
+/// `io::Error`s (which TLS streams nest around a rustls error).
 fn any_in_chain(e: &Dyn, f: &mut impl FnMut(&Dyn) -> bool) -> bool {
     if f(e) {
         return true;
@@ -71,7 +71,7 @@ fn classify(e: &(dyn StdError + Send + Sync + 'static), connecting: bool) -> Err
         return ErrorKind::Connect;
     }
     let reset = any_in_chain(e, &mut |s| {
-        let io_reset = s.downcast_ref::<io::Error>().is_some_and(|io| {
+        s.downcast_ref::<io::Error>().is_some_and(|io| {
             matches!(
                 io.kind(),
                 io::ErrorKind::ConnectionReset
@@ -79,11 +79,7 @@ fn classify(e: &(dyn StdError + Send + Sync + 'static), connecting: bool) -> Err
                     | io::ErrorKind::ConnectionAborted
                     | io::ErrorKind::UnexpectedEof
             )
-        });
-        let hyper_closed = s
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(|h| h.is_incomplete_message() || h.is_closed() || h.is_canceled());
-        io_reset || hyper_closed
+        })
     });
     if reset { ErrorKind::Reset } else { ErrorKind::Other }
 }

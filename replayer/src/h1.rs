@@ -1,11 +1,12 @@
-//! Plain HTTP/1.1 on a keep-alive connection its executor future owns and drives itself.
+//! HTTP/1.1 on a keep-alive connection its executor future owns and drives itself, over any
+//! byte stream: a TCP connection, or TLS over one (HTTPS takes the same path).
 //!
 //! The request head is written straight from the record into a buffer the link reuses and
 //! goes out with the body in one vectored write; the response head is parsed with `httparse`
 //! and its body skipped by its framing (length, chunked, or to the end of the connection).
 //! Per request there is no header map, no request object, no task and no channel: against a
-//! local nginx this cut the replayer's user-space time per request (see docs/design.md, "Decisions that look odd"). HTTPS
-//! stays on hyper ([`crate::http`]), where HTTP/2 will also need it.
+//! local nginx this cut the replayer's user-space time per request (see docs/design.md,
+//! "Decisions that look odd"). HTTP/2 is [`crate::h2`]'s.
 //!
 //! The request head is written by [`crate::request`] (its fidelity rules are there).
 
@@ -13,7 +14,7 @@ use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::answer::{Answer, Keep};
@@ -34,9 +35,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// matter, connections are never idle this long).
 pub const IDLE_CHECK: Duration = Duration::from_millis(50);
 
-/// One connection to the target.
-pub struct Plain {
-    stream: TcpStream,
+/// One connection to the target, over the byte stream `S`.
+pub struct H1<S> {
+    stream: S,
     /// Bytes read and not yet consumed.
     inbuf: BytesMut,
     last_used: Instant,
@@ -54,23 +55,33 @@ enum Body {
     ToEof,
 }
 
-impl Plain {
-    /// Opens a connection to `authority` (host:port).
-    pub async fn connect(authority: &str) -> std::io::Result<Plain> {
-        let stream = TcpStream::connect(authority).await?;
-        stream.set_nodelay(true)?;
-        Ok(Plain {
-            stream,
-            inbuf: BytesMut::with_capacity(READ_CHUNK),
-            last_used: Instant::now(),
-            ended: false,
-        })
+/// Opens a TCP connection to `authority` (host:port), without Nagle's delay.
+pub async fn connect_tcp(authority: &str) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(authority).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+impl H1<TcpStream> {
+    /// Opens a plain connection to `authority` (host:port).
+    #[cfg(test)]
+    pub async fn connect(authority: &str) -> std::io::Result<Self> {
+        Ok(H1::new(connect_tcp(authority).await?))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> H1<S> {
+    /// HTTP/1.1 on an open stream.
+    pub fn new(stream: S) -> Self {
+        H1 { stream, inbuf: BytesMut::with_capacity(READ_CHUNK), last_used: Instant::now(), ended: false }
     }
 
     /// Whether the connection can take another request. One that sat idle is checked with a
-    /// non-blocking read, so a target that closed it meanwhile (idle timeout) is noticed before
-    /// a request is written into a dead socket; a busy one is not (that read would cost a
-    /// syscall per request).
+    /// read that does not wait, so a target that closed it meanwhile (idle timeout) is
+    /// noticed before a request is written into a dead socket; a busy one is not (that read
+    /// would cost a syscall per request). Over TLS the read takes what the server sent
+    /// meanwhile that is not data (session tickets) and waits for the rest, as a plain
+    /// socket with nothing to read does.
     /// `now` is the time of asking (read once per request by the caller).
     pub fn usable(&mut self, now: Instant) -> bool {
         if self.ended {
@@ -80,38 +91,17 @@ impl Plain {
             return true;
         }
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        let mut buf = ReadBuf::new(&mut probe);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        // Pending: open, and nothing to read. End, error, or bytes nobody asked for: not usable.
+        std::pin::Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf).is_pending()
     }
 
     /// Sends a request (its head already written by [`write_head`]) and reads the whole
-    /// response. Returns its status, or the error kind (after which the connection is not to
-    /// be used again). `now` is the time of sending.
+    /// response, keeping what `keep` asks of the answer in its [`Answer`] (response
+    /// comparison). Returns its status, or the error kind (after which the connection is not
+    /// to be used again). `now` is the time of sending.
     pub async fn exchange(
-        &mut self,
-        now: Instant,
-        head: &[u8],
-        body: &[u8],
-        head_request: bool,
-    ) -> Result<u16, ErrorKind> {
-        self.exchange_into(now, head, body, head_request, None).await
-    }
-
-    /// [`Plain::exchange`], keeping what `keep` asks of the answer in `answer` (response
-    /// comparison).
-    pub async fn exchange_keeping(
-        &mut self,
-        now: Instant,
-        head: &[u8],
-        body: &[u8],
-        head_request: bool,
-        keep: &Keep,
-        answer: &mut Answer,
-    ) -> Result<u16, ErrorKind> {
-        answer.clear();
-        self.exchange_into(now, head, body, head_request, Some((keep, answer))).await
-    }
-
-    async fn exchange_into(
         &mut self,
         now: Instant,
         head: &[u8],
@@ -502,10 +492,11 @@ mod tests {
 
     async fn exchange_all(answers: Vec<&'static str>) -> Vec<Result<(u16, bool), ErrorKind>> {
         let n = answers.len();
-        let mut conn = Plain::connect(&scripted(answers).await).await.expect("connect");
+        let mut conn = H1::connect(&scripted(answers).await).await.expect("connect");
         let mut out = Vec::new();
         for _ in 0..n {
-            let r = conn.exchange(Instant::now(), b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false).await;
+            let r =
+                conn.exchange(Instant::now(), b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false, None).await;
             let failed = r.is_err();
             out.push(r.map(|s| (s, conn.ended)));
             if failed {
@@ -543,19 +534,18 @@ mod tests {
             "HTTP/1.1 100 Continue\r\nETag: interim\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\nETag: e4\r\n\r\n",
             "HTTP/1.1 200 OK\r\n\r\nuntil the end",
         ];
-        let mut conn = Plain::connect(&scripted(answers).await).await.expect("connect");
+        let mut conn = H1::connect(&scripted(answers).await).await.expect("connect");
         let keep = Keep { headers: vec!["etag".into()], max_body: 8 };
         let mut got = Vec::new();
         for _ in 0..5 {
             let mut a = Answer::default();
             let status = conn
-                .exchange_keeping(
+                .exchange(
                     Instant::now(),
                     b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
                     b"",
                     false,
-                    &keep,
-                    &mut a,
+                    Some((&keep, &mut a)),
                 )
                 .await;
             assert_eq!(status, Ok(a.status));
@@ -596,11 +586,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_not_reused() {
-        let mut conn = Plain::connect(&scripted(vec!["HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await)
+        let mut conn = H1::connect(&scripted(vec!["HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await)
             .await
             .expect("connect");
         assert_eq!(
-            conn.exchange(Instant::now(), b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false).await,
+            conn.exchange(Instant::now(), b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", b"", false, None).await,
             Ok(200)
         );
         assert!(conn.usable(Instant::now()));

@@ -1,34 +1,41 @@
-//! The target, and a connection's link to it. Each of the executor's connection futures owns
-//! one keep-alive connection (opened on first use, again after an error), so requests need no
-//! shared pool: no lock, no hash lookup, no task per request (as oha does it). Plain HTTP goes through
-//! [`crate::h1`] (heads written straight from the record); HTTPS through hyper.
+//! The target, and a connection's link to it: one connection layer over plain HTTP/1.1,
+//! HTTP/1.1 over TLS and HTTP/2, chosen per target and record ([`Protocol`]).
+//!
+//! HTTP/1.1, plain or over TLS, goes through [`crate::h1`] (heads written straight from the
+//! record) on a keep-alive connection each of the executor's connection futures owns (opened
+//! on first use, again after an error), so requests need no shared pool: no lock, no hash
+//! lookup, no task per request (as oha does it). HTTP/2 goes through [`crate::h2`], whose
+//! connections the links share. Timeouts, a stop's cut, response comparison and `max_body`
+//! are the same for all three: they live here, around the exchange.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use std::future::Future as _;
 use std::pin::Pin;
 use std::task::Poll;
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_proto::batch::RecordView;
 use reprise_proto::pb;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
-use tower_service::Service as _;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::answer::{Answer, Keep};
 use crate::errors::{ErrorKind, kind_of};
-use crate::h1::{self, IDLE_CHECK, Plain, Unsendable};
+use crate::h1::{self, H1, Unsendable};
+use crate::h2::{H2, Pool};
+use crate::tls::{ALPN_H1, ALPN_H2, TlsSettingsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
     #[error("target `{0}` is not an http(s) base URL with a host")]
     BadTarget(String),
+    #[error(transparent)]
+    Tls(#[from] TlsSettingsError),
 }
 
 /// Checks a target base URL as [`Target::new`] takes it (http or https, a host, no query)
@@ -45,13 +52,27 @@ pub fn base_url(url: &str) -> Result<String, TargetError> {
     Ok(format!("{scheme}://{}{port}{}", authority.host(), uri.path().trim_end_matches('/')))
 }
 
-type Io = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+/// Which HTTP a record goes over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    H1,
+    H2,
+    /// `auto` on an https target before ALPN has settled: offer both, h2 first.
+    Negotiate,
+}
 
-/// A connection's side of the target: the connection, the buffer it writes request heads
-/// in, and its timer.
+/// What ALPN settled on for an `auto` https target (the first connection decides for the
+/// rest: a server offers the same protocols to each).
+const UNSETTLED: u8 = 0;
+const SETTLED_H1: u8 = 1;
+const SETTLED_H2: u8 = 2;
+
+/// A connection's side of the target: its own HTTP/1.1 connection, its handle on a shared
+/// HTTP/2 one, the buffer it writes request heads in, and its timer.
 #[derive(Default)]
 pub struct Link {
-    conn: Option<Conn>,
+    h1: Option<H1Conn>,
+    h2: Option<H2>,
     head: Vec<u8>,
     /// Each exchange's deadline. One timer per link, moved to each new deadline: a later
     /// deadline is a single atomic update in tokio (the entry stays in the timer wheel and is
@@ -60,131 +81,61 @@ pub struct Link {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-enum Conn {
-    Plain(Plain),
-    Tls(Box<TlsConn>),
+/// An HTTP/1.1 connection, plain or over TLS.
+enum H1Conn {
+    Plain(H1<TcpStream>),
+    Tls(Box<H1<TlsStream<TcpStream>>>),
 }
 
-impl Conn {
+impl H1Conn {
     fn usable(&mut self, now: Instant) -> bool {
         match self {
-            Conn::Plain(c) => c.usable(now),
-            Conn::Tls(c) => c.usable(now),
+            H1Conn::Plain(c) => c.usable(now),
+            H1Conn::Tls(c) => c.usable(now),
         }
     }
-}
 
-/// One HTTPS connection, driven by the future that owns it: that future polls the connection
-/// while it waits for its response, instead of a spawned task doing the I/O and handing
-/// results across tasks (two wake-ups fewer per request).
-struct TlsConn {
-    sender: SendRequest<Full<Bytes>>,
-    connection: http1::Connection<Io, Full<Bytes>>,
-    /// The connection future has completed (e.g. after `Connection: close`).
-    ended: bool,
-    last_used: Instant,
-}
-
-impl TlsConn {
-    /// Sends `req` and reads the whole answer, keeping what `keep` asks of it.
-    async fn send(
+    async fn exchange(
         &mut self,
         now: Instant,
-        req: Request<Full<Bytes>>,
-        mut keep: Option<(&Keep, &mut Answer)>,
+        head: &[u8],
+        body: &[u8],
+        head_request: bool,
+        keep: Option<(&Keep, &mut Answer)>,
     ) -> Result<u16, ErrorKind> {
-        let TlsConn { sender, connection, ended, last_used } = self;
-        *last_used = now;
-        drive(connection, ended, sender.ready()).await?.map_err(|e| kind_of(&e, false))?;
-        let resp =
-            drive(connection, ended, sender.send_request(req)).await?.map_err(|e| kind_of(&e, false))?;
-        let status = resp.status().as_u16();
-        // A response that closes its connection: the next request opens a new one.
-        let closes = resp.version() == http::Version::HTTP_10
-            || resp
-                .headers()
-                .get(http::header::CONNECTION)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        if let Some((keep, answer)) = keep.as_mut() {
-            answer.clear();
-            answer.status = status;
-            let pairs: Vec<(&str, &[u8])> =
-                resp.headers().iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
-            answer.take_headers(keep, pairs.iter().copied());
+        match self {
+            H1Conn::Plain(c) => c.exchange(now, head, body, head_request, keep).await,
+            H1Conn::Tls(c) => c.exchange(now, head, body, head_request, keep).await,
         }
-        // The body is read frame by frame and let go, as `h1` reads it: a connection holds
-        // at most `max_body` of it (what an answer keeps), whatever its size.
-        let mut body = resp.into_body();
-        while let Some(frame) = drive(connection, ended, body.frame()).await? {
-            let frame = frame.map_err(|_| ErrorKind::Body)?;
-            if let (Some((keep, answer)), Some(data)) = (keep.as_mut(), frame.data_ref()) {
-                answer.take_body(keep, data);
-            }
-        }
-        *ended |= closes;
-        Ok(status)
-    }
-
-    /// Whether the connection can take another request. One that sat idle is polled once, so
-    /// a target that closed it meanwhile (idle timeout) is noticed before a request is written
-    /// into a dead socket; a busy one is not (that poll would cost a syscall per request).
-    fn usable(&mut self, now: Instant) -> bool {
-        if self.ended || self.sender.is_closed() {
-            return false;
-        }
-        if now.saturating_duration_since(self.last_used) < IDLE_CHECK {
-            return true;
-        }
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        !std::pin::Pin::new(&mut self.connection).poll(&mut cx).is_ready()
     }
 }
 
-/// Runs `fut` to its end while driving the connection's I/O. The connection may end in the
-/// same poll that completes `fut`, or before a later step of the same exchange (a response
-/// with `Connection: close`: head, then body), so once it has ended `fut` is looked at once
-/// more before that counts as an error.
-async fn drive<T>(
-    connection: &mut http1::Connection<Io, Full<Bytes>>,
-    done: &mut bool,
-    fut: impl std::future::Future<Output = T>,
-) -> Result<T, ErrorKind> {
-    tokio::pin!(fut);
-    let ended = if *done {
-        Ok(())
-    } else {
-        tokio::select! {
-            biased;
-            out = &mut fut => return Ok(out),
-            ended = connection => ended,
-        }
-    };
-    *done = true;
-    // What the connection delivered before it ended is there to take.
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(out) => Ok(out),
-        std::task::Poll::Pending => Err(match ended {
-            Ok(()) => ErrorKind::Reset,
-            Err(e) => kind_of(&e, false),
-        }),
-    }
+/// The TLS clients of an https target, by the protocols they offer.
+struct Tls {
+    h1: TlsConnector,
+    h2: TlsConnector,
+    both: TlsConnector,
+    /// SNI and the name the certificate must carry: the target's host.
+    name: ServerName<'static>,
 }
 
 /// Where requests go, and how connections to it are made.
-#[derive(Clone, Debug)]
 pub struct Target {
-    /// scheme://authority, what the HTTPS connector dials.
-    origin: Uri,
-    /// The target's authority (host:port), what plain connections dial.
+    /// The target's authority (host:port), what connections dial.
     authority: String,
-    /// Plain HTTP (through [`crate::h1`]) rather than HTTPS (through hyper).
-    plain: bool,
+    /// `scheme://`, what HTTP/2 requests' URIs start with.
+    scheme: &'static str,
+    /// For https targets.
+    tls: Option<Tls>,
     /// The Host header for requests (the target's authority).
     host: HeaderValue,
     /// Path prefix of the target URL, without a trailing '/'.
     prefix: String,
-    connector: HttpsConnector<HttpConnector>,
+    http: pb::HttpVersion,
+    /// The HTTP/2 connections the links share.
+    h2: Pool,
+    /// What ALPN settled on (`auto`, https).
+    settled: AtomicU8,
     timeout: Duration,
     preserve_host: bool,
 }
@@ -194,32 +145,51 @@ impl Target {
         let bad = || TargetError::BadTarget(cfg.target.clone());
         let uri: Uri = cfg.target.parse().map_err(|_| bad())?;
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { return Err(bad()) };
-        if !matches!(scheme, "http" | "https") {
+        if !matches!(scheme, "http" | "https") || authority.host().is_empty() {
             return Err(bad());
         }
-        let origin: Uri = format!("{scheme}://{authority}").parse().map_err(|_| bad())?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
-        let port = authority.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
-        let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(crate::tls::client_config(cfg.insecure_tls))
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let https = scheme == "https";
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let connector = |alpn: &[&[u8]]| crate::tls::client_config(cfg, alpn).map(TlsConnector::from);
+            Some(Tls {
+                h1: connector(&[ALPN_H1])?,
+                h2: connector(&[ALPN_H2])?,
+                both: connector(&[ALPN_H2, ALPN_H1])?,
+                name: crate::tls::server_name(authority.host()).ok_or_else(bad)?,
+            })
+        } else {
+            None
+        };
         Ok(Target {
-            origin,
             authority: format!("{}:{port}", authority.host()),
-            plain: scheme == "http",
+            scheme: if https { "https://" } else { "http://" },
+            tls,
             host,
             prefix: uri.path().trim_end_matches('/').to_owned(),
-            connector,
-            timeout,
+            http: cfg.http(),
+            h2: Pool::new(cfg.concurrency, cfg.max_streams),
+            settled: AtomicU8::new(UNSETTLED),
+            timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
             preserve_host: cfg.preserve_host,
         })
+    }
+
+    /// Which HTTP `rec` goes over: as the job says, or with `auto`, HTTP/2 for gRPC calls
+    /// and otherwise HTTP/1.1 on http:// and what ALPN settles on https://.
+    fn protocol(&self, rec: &RecordView<'_>) -> Protocol {
+        match self.http {
+            pb::HttpVersion::Http11 => Protocol::H1,
+            pb::HttpVersion::Http2 => Protocol::H2,
+            pb::HttpVersion::HttpAuto if crate::rpc::is_grpc(rec) => Protocol::H2,
+            pb::HttpVersion::HttpAuto if self.tls.is_none() => Protocol::H1,
+            pb::HttpVersion::HttpAuto => match self.settled.load(Relaxed) {
+                SETTLED_H1 => Protocol::H1,
+                SETTLED_H2 => Protocol::H2,
+                _ => Protocol::Negotiate,
+            },
+        }
     }
 
     /// Sends a record on the link's connection (opening one if there is none or it closed)
@@ -251,23 +221,11 @@ impl Target {
         if let Some((_, answer)) = &mut keep {
             answer.clear();
         }
-        let request = if self.plain {
-            let host = match (self.preserve_host, rec.host.is_empty()) {
-                (true, false) => rec.host,
-                _ => self.host.as_bytes(),
-            };
-            h1::write_head(&mut link.head, rec, &self.prefix, host).map(|()| None)
-        } else {
-            self.request(rec).map(|r| Some(Box::new(r)))
-        };
-        let request = match request {
-            Ok(r) => r,
-            Err(why) => return unsendable(rec, &why),
-        };
-        // The connect and TLS futures (and the TLS request) are boxed: inline they made this
-        // future 2,960 bytes, written on every request, though a plain connection that stays
-        // open never uses them.
-        let Link { conn, head, timer } = link;
+        let protocol = self.protocol(rec);
+        // The connect and TLS futures are boxed: inline they made this future thousands of
+        // bytes, written on every request, though a connection that stays open never uses
+        // them.
+        let Link { h1, h2, head, timer } = link;
         let deadline = (sent + self.timeout).into();
         let timer = match timer {
             Some(t) => {
@@ -277,19 +235,24 @@ impl Target {
             None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
         };
         let send = async {
-            if !conn.as_mut().is_some_and(|c| c.usable(sent)) {
-                *conn = Some(Box::pin(self.connect()).await?);
-            }
-            match (conn.as_mut(), request) {
-                (Some(Conn::Plain(c)), None) => match keep {
-                    None => c.exchange(sent, head, rec.body, rec.method == b"HEAD").await,
-                    Some((keep, answer)) => {
-                        c.exchange_keeping(sent, head, rec.body, rec.method == b"HEAD", keep, answer).await
+            match protocol {
+                Protocol::H1 => self.send_h1(h1, head, rec, sent, keep).await,
+                Protocol::H2 => Box::pin(self.send_h2(h2, rec, keep)).await,
+                Protocol::Negotiate => {
+                    if h1.as_mut().is_some_and(|c| c.usable(sent)) {
+                        return self.send_h1(h1, head, rec, sent, keep).await;
                     }
-                },
-                (Some(Conn::Tls(c)), Some(req)) => Box::pin(c.send(sent, *req, keep)).await,
-                // invariant: the connection was opened just above, of the target's kind.
-                _ => Err(ErrorKind::Other),
+                    if h2.as_ref().is_none_or(|c| !c.usable()) {
+                        match Box::pin(self.negotiate()).await? {
+                            Opened::H1(c) => *h1 = Some(c),
+                            Opened::H2(c) => *h2 = Some(c),
+                        }
+                    }
+                    match h2 {
+                        Some(_) => Box::pin(self.send_h2(h2, rec, keep)).await,
+                        None => self.send_h1(h1, head, rec, sent, keep).await,
+                    }
+                }
             }
         };
         let outcome = {
@@ -304,45 +267,161 @@ impl Target {
         };
         let answer = outcome.unwrap_or(Err(ErrorKind::Timeout));
         if answer.is_err() {
-            *conn = None;
+            // An HTTP/1.1 connection is out of step after a failed exchange; a shared HTTP/2
+            // one is given up only when it is gone (a stream's failure is the stream's).
+            if protocol != Protocol::H2 {
+                *h1 = None;
+            }
+            if h2.as_ref().is_some_and(|c| !c.usable()) {
+                *h2 = None;
+            }
         }
         answer
     }
 
+    /// An HTTP/1.1 exchange on the link's own connection.
+    async fn send_h1(
+        &self,
+        conn: &mut Option<H1Conn>,
+        head: &mut Vec<u8>,
+        rec: &RecordView<'_>,
+        sent: Instant,
+        keep: Option<(&Keep, &mut Answer)>,
+    ) -> Result<u16, ErrorKind> {
+        let host = match (self.preserve_host, rec.host.is_empty()) {
+            (true, false) => rec.host,
+            _ => self.host.as_bytes(),
+        };
+        if let Err(why) = h1::write_head(head, rec, &self.prefix, host) {
+            return unsendable(rec, &why);
+        }
+        if !conn.as_mut().is_some_and(|c| c.usable(sent)) {
+            *conn = Some(Box::pin(self.connect_h1()).await?);
+        }
+        // invariant: set just above when it was not there.
+        let Some(conn) = conn.as_mut() else { return Err(ErrorKind::Other) };
+        conn.exchange(sent, head, rec.body, rec.method == b"HEAD", keep).await
+    }
+
+    /// An HTTP/2 exchange, on a stream of the link's shared connection.
+    async fn send_h2(
+        &self,
+        conn: &mut Option<H2>,
+        rec: &RecordView<'_>,
+        keep: Option<(&Keep, &mut Answer)>,
+    ) -> Result<u16, ErrorKind> {
+        let grpc = crate::rpc::is_grpc(rec);
+        let req = match self.h2_request(rec, grpc) {
+            Ok(r) => r,
+            Err(why) => return unsendable(rec, &why),
+        };
+        let conn = match conn {
+            Some(c) if c.usable() => c,
+            _ => conn.insert(self.h2.take(|| self.connect_h2()).await?),
+        };
+        conn.exchange(req, rec.share(rec.body), grpc, keep).await
+    }
+
     /// Opens the link's connection ahead of its first request; on failure the first request
-    /// tries again (and counts the error).
+    /// tries again (and counts the error). With `auto`, what a record that is not a gRPC
+    /// call would take.
     pub async fn open(&self, link: &mut Link) {
-        if let Ok(Ok(conn)) = tokio::time::timeout(self.timeout, self.connect()).await {
-            link.conn = Some(conn);
+        let open = async {
+            match self.http {
+                pb::HttpVersion::Http2 => link.h2 = Some(self.h2.take(|| self.connect_h2()).await?),
+                pb::HttpVersion::HttpAuto if self.tls.is_some() => {
+                    if self.settled.load(Relaxed) == SETTLED_H2 {
+                        link.h2 = Some(self.h2.take(|| self.connect_h2()).await?);
+                    } else {
+                        match self.negotiate().await? {
+                            Opened::H1(c) => link.h1 = Some(c),
+                            Opened::H2(c) => link.h2 = Some(c),
+                        }
+                    }
+                }
+                _ => link.h1 = Some(self.connect_h1().await?),
+            }
+            Ok::<(), ErrorKind>(())
+        };
+        let _ = tokio::time::timeout(self.timeout, open).await;
+    }
+
+    /// A TCP connection to the target.
+    async fn tcp(&self) -> Result<TcpStream, ErrorKind> {
+        h1::connect_tcp(&self.authority).await.map_err(|e| kind_of(&e, true))
+    }
+
+    /// TLS over a new TCP connection, offering what `connector` offers.
+    async fn tls(&self, tls: &Tls, connector: &TlsConnector) -> Result<TlsStream<TcpStream>, ErrorKind> {
+        let tcp = self.tcp().await?;
+        connector.connect(tls.name.clone(), tcp).await.map_err(|e| kind_of(&e, true))
+    }
+
+    /// Opens an HTTP/1.1 connection: plain, or TLS offering http/1.1 alone.
+    async fn connect_h1(&self) -> Result<H1Conn, ErrorKind> {
+        match &self.tls {
+            None => Ok(H1Conn::Plain(H1::new(self.tcp().await?))),
+            Some(tls) => Ok(H1Conn::Tls(Box::new(H1::new(self.tls(tls, &tls.h1).await?)))),
         }
     }
 
-    /// Opens a connection to the target.
-    async fn connect(&self) -> Result<Conn, ErrorKind> {
-        if self.plain {
-            return Plain::connect(&self.authority).await.map(Conn::Plain).map_err(|e| kind_of(&e, true));
+    /// Opens an HTTP/2 connection: h2c with prior knowledge, or TLS offering h2 alone.
+    async fn connect_h2(&self) -> Result<H2, ErrorKind> {
+        let Some(tls) = &self.tls else { return H2::handshake(self.tcp().await?).await };
+        let stream = self.tls(tls, &tls.h2).await?;
+        if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+            if TLS_NO_H2_LOGGED.fetch_add(1, Relaxed) < 1 {
+                tracing::warn!(
+                    target = %self.authority,
+                    "the target does not speak HTTP/2 over TLS (ALPN did not settle on h2); \
+                     requests that need it count as errors of kind `tls`. Set \
+                     `[replayer] http = \"1.1\"` or \"auto\" for this target"
+                );
+            }
+            return Err(ErrorKind::Tls);
         }
-        let io =
-            self.connector.clone().call(self.origin.clone()).await.map_err(|e| kind_of(e.as_ref(), true))?;
-        let (sender, connection) = http1::handshake(io).await.map_err(|e| kind_of(&e, true))?;
-        Ok(Conn::Tls(Box::new(TlsConn { sender, connection, ended: false, last_used: Instant::now() })))
+        H2::handshake(stream).await
     }
 
-    /// The record as a request to the target: its method, path, query, headers and body;
-    /// the target's host (or the recorded one with `preserve_host`).
-    fn request(&self, rec: &RecordView<'_>) -> Result<Request<Full<Bytes>>, Unsendable> {
-        let mut target = Vec::with_capacity(self.prefix.len() + rec.path.len());
+    /// Opens a TLS connection offering h2 and http/1.1, and takes what ALPN settles on for
+    /// the links after it: an HTTP/2 connection goes to the shared pool.
+    async fn negotiate(&self) -> Result<Opened, ErrorKind> {
+        let Some(tls) = &self.tls else { return self.connect_h1().await.map(Opened::H1) };
+        let stream = self.tls(tls, &tls.both).await?;
+        if stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+            let h2 = H2::handshake(stream).await?;
+            self.settled.store(SETTLED_H2, Relaxed);
+            self.h2.offer(&h2);
+            Ok(Opened::H2(h2))
+        } else {
+            self.settled.store(SETTLED_H1, Relaxed);
+            Ok(Opened::H1(H1Conn::Tls(Box::new(H1::new(stream)))))
+        }
+    }
+
+    /// The record as an HTTP/2 request: its method, the target's scheme and authority (or
+    /// the recorded host with `preserve_host`), the prefix and recorded path, its headers
+    /// but pseudo-headers and those of one connection; `te: trailers` for a gRPC call.
+    fn h2_request(&self, rec: &RecordView<'_>, grpc: bool) -> Result<Request<()>, Unsendable> {
+        let host = match (self.preserve_host, rec.host.is_empty()) {
+            (true, false) => rec.host,
+            _ => self.host.as_bytes(),
+        };
+        let mut target =
+            Vec::with_capacity(self.scheme.len() + host.len() + self.prefix.len() + rec.path.len());
+        target.extend_from_slice(self.scheme.as_bytes());
+        target.extend_from_slice(host);
         h1::push_target(&mut target, self.prefix.as_bytes());
         h1::push_target(&mut target, rec.path);
         let uri = Uri::try_from(target).map_err(|_| Unsendable::Path)?;
-        let mut req = Request::builder()
-            .method(rec.method)
-            .uri(uri)
-            .body(Full::new(rec.share(rec.body)))
-            .map_err(|_| Unsendable::Method)?;
+        if uri.authority().is_none_or(|a| a.as_str().as_bytes() != host) {
+            return Err(Unsendable::Host);
+        }
+        let mut req =
+            Request::builder().method(rec.method).uri(uri).body(()).map_err(|_| Unsendable::Method)?;
         let headers = req.headers_mut();
         for (name, value) in rec.headers() {
-            if h1::is_hop_by_hop(name) {
+            if name.starts_with(b":") || h1::is_hop_by_hop(name) {
                 continue;
             }
             if let (Ok(n), Ok(v)) =
@@ -353,14 +432,21 @@ impl Target {
                 headers.try_append(n, v).map_err(|_| Unsendable::Headers)?;
             }
         }
-        let host = match (self.preserve_host, rec.host.is_empty()) {
-            (true, false) => HeaderValue::from_bytes(rec.host).map_err(|_| Unsendable::Host)?,
-            _ => self.host.clone(),
-        };
-        headers.insert(http::header::HOST, host);
+        if grpc {
+            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
         Ok(req)
     }
 }
+
+/// A connection ALPN settled.
+enum Opened {
+    H1(H1Conn),
+    H2(H2),
+}
+
+/// Times the target was found not to speak h2 over TLS (logged once per process).
+static TLS_NO_H2_LOGGED: AtomicU32 = AtomicU32::new(0);
 
 /// Records that could not be written as a request, logged so far.
 static UNSENDABLE_LOGGED: AtomicU32 = AtomicU32::new(0);
@@ -478,10 +564,10 @@ mod tests {
     fn plain_targets_dial_host_and_port_and_keep_their_path_prefix() {
         let target = |url: &str| Target::new(&pb::JobConfig { target: url.into(), ..Default::default() });
         let t = target("http://[::1]:8080/base/").expect("valid");
-        assert_eq!((t.authority.as_str(), t.prefix.as_str(), t.plain), ("[::1]:8080", "/base", true));
+        assert_eq!((t.authority.as_str(), t.prefix.as_str(), t.tls.is_none()), ("[::1]:8080", "/base", true));
         let t = target("http://example.test").expect("valid");
         assert_eq!((t.authority.as_str(), t.host.to_str().ok()), ("example.test:80", Some("example.test")));
-        assert!(!target("https://example.test").expect("valid").plain);
+        assert!(target("https://example.test").expect("valid").tls.is_some());
         assert!(target("ftp://example.test").is_err());
     }
 }

@@ -66,8 +66,8 @@ impl JobConfig {
         Ok(checked)
     }
 
-    /// Relative paths (recording, raw results, substitution tables) are relative to the job file, so a job runs
-    /// from anywhere.
+    /// Relative paths (recording, raw results, substitution tables, certificates) are relative
+    /// to the job file, so a job runs from anywhere.
     fn resolve_paths(&mut self, base: &Path) {
         if let Some(f) = &mut self.fetcher.file
             && !f.path.is_empty()
@@ -84,6 +84,12 @@ impl JobConfig {
         for table in self.substitute.iter_mut().filter_map(|s| s.table.as_mut()) {
             if !table.is_empty() && Path::new(table.as_str()).is_relative() {
                 *table = base.join(&*table).to_string_lossy().into_owned();
+            }
+        }
+        let r = &mut self.replayer;
+        for p in [&mut r.target_ca, &mut r.client_cert, &mut r.client_key].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
             }
         }
         if let Some(tls) = &mut self.service.tls {

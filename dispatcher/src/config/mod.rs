@@ -23,6 +23,7 @@ mod validate_sources;
 pub mod values;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -397,6 +398,16 @@ pub struct ReplayerConfig {
     pub preserve_host: bool,
     /// Accept any TLS certificate (self-signed staging targets).
     pub insecure_tls: bool,
+    /// Which HTTP to speak to the target.
+    pub http: HttpMode,
+    /// HTTP/2 streams in flight per connection at most.
+    pub max_streams: u32,
+    /// PEM file of the CAs an https target's certificate is checked against, in place of
+    /// the web PKI roots.
+    pub target_ca: Option<PathBuf>,
+    /// PEM files of the certificate chain and key shown to a target that asks (mTLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for ReplayerConfig {
@@ -406,8 +417,28 @@ impl Default for ReplayerConfig {
             timeout: Millis(std::time::Duration::from_secs(10)),
             preserve_host: false,
             insecure_tls: false,
+            http: HttpMode::Auto,
+            max_streams: 100,
+            target_ca: None,
+            client_cert: None,
+            client_key: None,
         }
     }
+}
+
+/// `[replayer] http`: which HTTP replayers speak to the target.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub enum HttpMode {
+    /// gRPC calls over HTTP/2; other records over HTTP/1.1 on http://, and on https:// as
+    /// ALPN settles (h2 preferred).
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "1.1")]
+    Http11,
+    /// h2 over TLS on https://, h2c with prior knowledge on http://.
+    #[serde(rename = "2")]
+    Http2,
 }
 
 /// `[analyzer] earliest`'s default: 2000-01-01T00:00:00Z, Unix ns.

@@ -33,7 +33,31 @@ impl JobConfig {
         if self.replayer.timeout.0.is_zero() {
             p.push(Problem::new("replayer.timeout", "0", "must be longer than zero"));
         }
+        self.validate_tls(p);
         self.validate_order(p);
+    }
+
+    /// `[replayer]`'s HTTP/2 and TLS settings (the files are read when the plan is made).
+    fn validate_tls(&self, p: &mut Vec<Problem>) {
+        let r = &self.replayer;
+        if !(1..=1 << 20).contains(&r.max_streams) {
+            p.push(Problem::new("replayer.max_streams", r.max_streams, "must be from 1 to 1048576"));
+        }
+        if r.insecure_tls && r.target_ca.is_some() {
+            p.push(Problem::new(
+                "replayer.target_ca",
+                r.target_ca.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                "trusts some CAs, but insecure_tls trusts any certificate: keep one of the two",
+            ));
+        }
+        if r.client_cert.is_some() != r.client_key.is_some() {
+            let (key, missing) = if r.client_cert.is_some() {
+                ("replayer.client_cert", "client_key")
+            } else {
+                ("replayer.client_key", "client_cert")
+            };
+            p.push(Problem::new(key, "…", &format!("needs {missing} too (a certificate and its key)")));
+        }
     }
 
     /// `[proxy] ordered` orders each key's requests at the one replayer the key goes to.

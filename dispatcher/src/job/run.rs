@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Job, JobError};
 use crate::analyzers::{Analyzer, Plausible};
-use crate::config::Speed;
+use crate::config::{HttpMode, Speed};
 use crate::control::JobState;
 use crate::dispatch::Pass;
 use crate::dispatch::{self, DispatchContext};
@@ -204,6 +204,15 @@ impl Job {
                 max_body: c.max_body.0,
                 recorded: c.baseline == crate::config::Baseline::Recorded,
             }),
+            http: match r.http {
+                HttpMode::Auto => pb::HttpVersion::HttpAuto,
+                HttpMode::Http11 => pb::HttpVersion::Http11,
+                HttpMode::Http2 => pb::HttpVersion::Http2,
+            } as i32,
+            max_streams: r.max_streams,
+            target_ca: self.target_tls.ca.clone(),
+            client_cert: self.target_tls.client_cert.clone(),
+            client_key: self.target_tls.client_key.clone(),
         }
     }
 
