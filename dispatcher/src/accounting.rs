@@ -77,6 +77,11 @@ pub enum Malformed {
     BadUrl,
     BadBody,
     BadResponse,
+    // HAR entries: one that is not an entry (no request object, broken JSON), one without a
+    // usable `startedDateTime`, and the whole file when it has no `log.entries`.
+    HarEntry,
+    HarTime,
+    HarNoEntries,
     // GoReplay units.
     GorTruncated,
     GorMeta,
@@ -99,7 +104,7 @@ pub enum Malformed {
 }
 
 impl Malformed {
-    pub const ALL: [Malformed; 30] = [
+    pub const ALL: [Malformed; 33] = [
         Malformed::TooLong,
         Malformed::ImplausibleTime,
         Malformed::TooManyHeaders,
@@ -114,6 +119,9 @@ impl Malformed {
         Malformed::BadUrl,
         Malformed::BadBody,
         Malformed::BadResponse,
+        Malformed::HarEntry,
+        Malformed::HarTime,
+        Malformed::HarNoEntries,
         Malformed::GorTruncated,
         Malformed::GorMeta,
         Malformed::HttpHead,
@@ -140,6 +148,9 @@ impl Malformed {
             Malformed::HeadersTooLarge => "headers_too_large",
             Malformed::BadHeaders => "bad_headers",
             Malformed::JsonSyntax => "json_syntax",
+            Malformed::HarEntry => "har_entry",
+            Malformed::HarTime => "har_time",
+            Malformed::HarNoEntries => "har_no_entries",
             Malformed::MissingTs => "missing_ts",
             Malformed::BadTs => "bad_ts",
             Malformed::MissingMethod => "missing_method",

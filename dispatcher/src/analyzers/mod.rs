@@ -5,6 +5,7 @@
 mod answers;
 mod combined;
 mod gor;
+mod har;
 mod json;
 mod times;
 
@@ -17,6 +18,7 @@ use crate::accounting::{Malformed, Skipped};
 pub use answers::Answers;
 pub use combined::Combined;
 pub use gor::{GOR_SEPARATOR, Gor};
+pub use har::Har;
 pub use json::Json;
 pub use times::Plausible;
 
@@ -57,6 +59,8 @@ pub enum Framing {
     Lines,
     /// Units end with GoReplay's separator line.
     Gor,
+    /// Units are the elements of a HAR's `log.entries` array.
+    HarEntries,
 }
 
 /// Where the hash key of a record comes from.
@@ -96,6 +100,7 @@ pub enum Analyzer {
     Json(Json),
     Gor(Gor),
     Combined(Combined),
+    Har(Har),
 }
 
 impl Analyzer {
@@ -105,6 +110,7 @@ impl Analyzer {
             Format::Json => Analyzer::Json(Json::new(cfg.fields.clone(), cfg.timestamp_unit, key)),
             Format::Gor => Analyzer::Gor(Gor::new(key)),
             Format::Combined => Analyzer::Combined(Combined::new(key)),
+            Format::Har => Analyzer::Har(Har::new(key)),
         }
     }
 
@@ -114,11 +120,13 @@ impl Analyzer {
         Self::build(&cfg.analyzer).with_answers(Answers::of(cfg))
     }
 
-    /// Reads the recording's answers too (GoReplay type 2 units, json `response` objects).
+    /// Reads the recording's answers too (GoReplay type 2 units, json and HAR `response`
+    /// objects).
     pub fn with_answers(self, answers: Option<Answers>) -> Self {
         match self {
             Analyzer::Json(a) => Analyzer::Json(a.with_answers(answers)),
             Analyzer::Gor(a) => Analyzer::Gor(a.with_answers(answers)),
+            Analyzer::Har(a) => Analyzer::Har(a.with_answers(answers)),
             other => other,
         }
     }
@@ -126,6 +134,7 @@ impl Analyzer {
     pub fn framing(&self) -> Framing {
         match self {
             Analyzer::Gor(_) => Framing::Gor,
+            Analyzer::Har(_) => Framing::HarEntries,
             Analyzer::Json(_) | Analyzer::Combined(_) => Framing::Lines,
         }
     }
@@ -136,6 +145,7 @@ impl Analyzer {
             Analyzer::Json(a) => a.parse(unit),
             Analyzer::Gor(a) => a.parse(unit),
             Analyzer::Combined(a) => a.parse(unit),
+            Analyzer::Har(a) => a.parse(unit),
         };
         match parsed {
             Parsed::Record(r) => sendable(r),

@@ -172,7 +172,7 @@ impl JobConfig {
                 "\"recorded\"",
                 "cannot pair GoReplay requests with their answers from Kafka: each comes in a message of its own, possibly in another partition (use json records with a `response` object, or a .gor file)",
             )),
-            Format::Gor | Format::Json => {}
+            Format::Gor | Format::Json | Format::Har => {}
         }
     }
 }

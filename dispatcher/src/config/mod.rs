@@ -313,6 +313,8 @@ pub enum Format {
     Json,
     Gor,
     Combined,
+    /// HAR 1.2 (`log.entries[]`), as browsers and mitmproxy write it.
+    Har,
 }
 
 /// Field names of the json format.

@@ -5,6 +5,7 @@
 //! reports how far it has read in [`progress::SourceProgress`].
 
 pub mod file;
+mod har_entries;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod merge;

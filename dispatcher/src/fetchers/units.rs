@@ -1,4 +1,5 @@
-//! Cuts a byte stream into units: lines, or GoReplay records ending at the separator line.
+//! Cuts a byte stream into units: lines, GoReplay records ending at the separator line, or
+//! the entries of a HAR ([`super::har_entries`]).
 //! A unit longer than [`MAX_UNIT`] is skipped whole (counted) and reading goes on after it;
 //! memory stays bounded by that limit whatever the file size.
 //!
@@ -10,6 +11,7 @@ use std::io::{self, BufRead};
 
 use bytes::{Bytes, BytesMut};
 
+use super::har_entries::Entries;
 use super::pairing::Pairing;
 use crate::accounting::{Malformed, Skipped};
 use crate::analyzers::{Framing, GOR_SEPARATOR, Parsed};
@@ -66,7 +68,7 @@ fn read_line(r: &mut (impl BufRead + ?Sized), buf: &mut impl LineBuf) -> io::Res
 }
 
 /// What a line is read into: the unit's block, or a line of a GoReplay unit.
-trait LineBuf {
+pub(super) trait LineBuf {
     fn clear(&mut self);
     fn len(&self) -> usize;
     fn extend_from_slice(&mut self, part: &[u8]);
@@ -112,15 +114,26 @@ impl LineBuf for BytesMut {
     }
 }
 
+/// What cutting a stream into units keeps from one unit to the next.
+#[derive(Default)]
+pub struct Cutter {
+    /// A line of a GoReplay unit.
+    line: Vec<u8>,
+    /// Where a HAR's scan is.
+    har: Entries,
+}
+
 /// Reads the next unit of the given framing into `buf`.
 pub fn read_unit(
     r: &mut (impl BufRead + ?Sized),
     framing: Framing,
     buf: &mut BytesMut,
-    line: &mut Vec<u8>,
+    cutter: &mut Cutter,
 ) -> io::Result<Unit> {
+    let line = &mut cutter.line;
     match framing {
         Framing::Lines => read_line(r, buf),
+        Framing::HarEntries => cutter.har.next(r, buf),
         Framing::Gor => {
             buf.clear();
             let mut too_long = false;
@@ -269,7 +282,7 @@ fn read_paired(
     parsed: &mut impl FnMut(Record) -> bool,
 ) -> io::Result<ReadEnd> {
     let framing = ctx.analyzer.framing();
-    let (mut buf, mut line) = (BytesMut::new(), Vec::new());
+    let (mut buf, mut cutter) = (BytesMut::new(), Cutter::default());
     let resume = *at;
     let mut n = 0u64;
     let mut latest = ctx.times.latest();
@@ -281,7 +294,7 @@ fn read_paired(
             }
             latest = ctx.times.latest();
         }
-        let unit = read_unit(reader, framing, &mut buf, &mut line)?;
+        let unit = read_unit(reader, framing, &mut buf, &mut cutter)?;
         // The unit leaves the block; the block's free part takes the next one.
         let bytes: Bytes = buf.split().freeze();
         n += 1;
@@ -290,6 +303,11 @@ fn read_paired(
         }
         *at = n;
         match unit {
+            Unit::Eof if framing == Framing::HarEntries && !cutter.har.found => {
+                let why = "no log.entries array: not a HAR file (HAR 1.2 holds {\"log\": {\"entries\": [...]}})";
+                ctx.accounting.malformed(Malformed::HarNoEntries, why, b"", source, n);
+                return Ok(ReadEnd::End);
+            }
             Unit::Eof => return Ok(ReadEnd::End),
             Unit::TooLong => {
                 ctx.accounting.malformed(Malformed::TooLong, "unit longer than 16 MiB", b"", source, n)
@@ -348,7 +366,7 @@ mod tests {
 
     fn units(input: &[u8], framing: Framing) -> Vec<Result<Vec<u8>, Unit>> {
         let mut r = io::BufReader::with_capacity(7, input);
-        let (mut buf, mut line, mut out) = (BytesMut::new(), Vec::new(), Vec::new());
+        let (mut buf, mut line, mut out) = (BytesMut::new(), Cutter::default(), Vec::new());
         loop {
             match read_unit(&mut r, framing, &mut buf, &mut line).expect("reads") {
                 Unit::Ready => out.push(Ok(buf.split().to_vec())),
@@ -375,7 +393,7 @@ mod tests {
             input.push(b'\n');
         }
         let mut r = io::BufReader::with_capacity(4096, input.as_slice());
-        let (mut buf, mut scratch) = (BytesMut::new(), Vec::new());
+        let (mut buf, mut scratch) = (BytesMut::new(), Cutter::default());
         let mut units = Vec::new();
         while read_unit(&mut r, Framing::Lines, &mut buf, &mut scratch).expect("reads") == Unit::Ready {
             units.push(buf.split().freeze());

@@ -5,7 +5,9 @@
 //! with query or an absolute URL; `body` is UTF-8 text, `body_base64` any bytes. When the
 //! job compares against recorded answers, a `response` object holds the answer:
 //! `{"status":200,"headers":{…},"body":"…"}` (or `body_base64`), headers and bodies read as
-//! the request's.
+//! the request's. HTTP/2 pseudo-headers are not headers: `:authority` is read as `host`, the
+//! others are left out. A `version` field (`"HTTP/2"`) may be there; which HTTP a record
+//! is replayed over is `[replayer] http`'s to choose.
 
 mod scan;
 
@@ -222,6 +224,16 @@ fn headers(r: &mut Reader<'_>, unit: &Bytes) -> Result<Result<Vec<(Text, Bytes)>
     let mut members = 0;
     while let Some(name) = r.member(members)? {
         members += 1;
+        // HTTP/2 pseudo-headers are the request line's, not headers; `:authority` is the
+        // Host an HTTP/2 request carries.
+        let name = match name.strip_prefix(':') {
+            Some(pseudo) if pseudo.eq_ignore_ascii_case("authority") => Cow::Borrowed("host"),
+            Some(_) => {
+                r.skip(0)?;
+                continue;
+            }
+            None => name,
+        };
         if !is_header_name(&name) && wrong.is_none() {
             wrong = Some(format!("`{name}` is not a header name"));
         }
@@ -373,6 +385,16 @@ mod tests {
         assert_eq!(r.headers.len(), 3);
         assert_eq!(r.headers[2], (Text::from("Cookie"), Bytes::from("b")));
         assert_eq!(r.body, Bytes::from("hi"));
+    }
+
+    #[test]
+    fn http2_pseudo_headers_are_left_out_and_the_authority_is_the_host() {
+        let r = record(
+            r#"{"ts":1,"version":"HTTP/2","method":"GET","url":"/a","headers":{":method":"GET",":authority":"api:8443","accept":"*/*"}}"#,
+        );
+        let names: Vec<&str> = r.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["host", "accept"]);
+        assert_eq!(r.host.as_deref(), Some("api:8443"));
     }
 
     /// Fields without escapes are slices of the line, not copies; an escaped one is its own.
