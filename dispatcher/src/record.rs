@@ -175,6 +175,17 @@ impl Record {
     pub fn query_param(&self, name: &str) -> Option<&str> {
         query_param(&self.path, name)
     }
+
+    /// A gRPC call: a POST whose `content-type` is `application/grpc` or a subtype of it.
+    pub fn is_grpc(&self) -> bool {
+        self.method.as_bytes() == b"POST"
+            && self.header("content-type").is_some_and(|v| {
+                let v = v.trim_ascii();
+                v.len() >= 16
+                    && v[..16].eq_ignore_ascii_case(b"application/grpc")
+                    && matches!(v.get(16), None | Some(b'+' | b';'))
+            })
+    }
 }
 
 /// First value of the query parameter `name` of an origin-form target (not percent-decoded).

@@ -300,7 +300,9 @@ pub async fn run(
             wheel.released(record.ts, due, copies);
             ctx.progress.store(record.ts - *pass.origin.get_or_insert(record.ts), Relaxed);
         }
-        let endpoint = endpoints.id(&record.method, &record.path);
+        // A gRPC call's endpoint is its method's path, `/package.Service/Method` (all are POSTs).
+        let method = if record.is_grpc() { "" } else { record.method.as_str() };
+        let endpoint = endpoints.id(method, &record.path);
         let wire = to_wire(&record, due.saturating_duration_since(wheel.start()), endpoint, ctx.ordered);
         for _ in 0..copies {
             place(ctx, &mut batches, &wire, record.key.as_deref(), stop).await;

@@ -56,7 +56,10 @@ impl Rule {
         if self.method.as_deref().is_some_and(|m| m != method) || !self.pattern.is_match(path) {
             return None;
         }
-        Some(if self.method.is_some() { self.name.clone() } else { format!("{method} {}", self.name) })
+        Some(match (&self.method, method) {
+            (Some(_), _) | (None, "") => self.name.clone(),
+            (None, _) => format!("{method} {}", self.name),
+        })
     }
 }
 
@@ -150,7 +153,8 @@ impl EndpointTable {
         Self { grouping, kept: 0, memo: HashMap::default(), memo_len: 0, by_name: HashMap::default(), names }
     }
 
-    /// The id of the endpoint of a `method` request to `path` (the query is ignored). Both
+    /// The id of the endpoint of a `method` request to `path` (the query is ignored); an
+    /// empty method (a gRPC call) names the endpoint by its path alone. Both
     /// are looked up as bytes: a record's text is UTF-8 already, and checking it again on
     /// every lookup was 1.6 % of the dispatcher; only a first sighting reads it as text.
     pub fn id(&mut self, method: impl AsRef<[u8]>, path: impl AsRef<[u8]>) -> u32 {
@@ -169,13 +173,14 @@ impl EndpointTable {
         let (method, path) = (String::from_utf8_lossy(method), String::from_utf8_lossy(path));
         let (method, path) = (method.as_ref(), path.as_ref());
         if plain {
-            let id = self.keep(format!("{method} {path}"));
+            let id = self.keep(if method.is_empty() { path.to_owned() } else { format!("{method} {path}") });
             self.remember(method, path, id);
             return id;
         }
         let name = rules.iter().find_map(|r| r.name_for(method, path)).unwrap_or_else(|| {
             let templated = ids.as_ref().and_then(|ids| ids.template(path));
-            format!("{method} {}", templated.as_deref().unwrap_or(path))
+            let path = templated.as_deref().unwrap_or(path);
+            if method.is_empty() { path.to_owned() } else { format!("{method} {path}") }
         });
         let id = match self.by_name.get(&name) {
             Some(&id) => id,
