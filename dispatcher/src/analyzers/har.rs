@@ -57,8 +57,9 @@ impl Har {
             return Err((Malformed::HarEntry, "an entry without a `request` object".into()));
         };
         let ts = match entry.get("startedDateTime") {
-            Some(Value::String(s)) => parse_rfc3339_ns(s)
-                .ok_or_else(|| (Malformed::HarTime, format!("startedDateTime {s:?} is not an RFC 3339 time")))?,
+            Some(Value::String(s)) => parse_rfc3339_ns(s).ok_or_else(|| {
+                (Malformed::HarTime, format!("startedDateTime {s:?} is not an RFC 3339 time"))
+            })?,
             _ => return Err((Malformed::HarTime, "no startedDateTime string".into())),
         };
         let method = match request.get("method") {
@@ -72,9 +73,10 @@ impl Har {
             },
             other => return Err((Malformed::BadUrl, format!("request.url is {}", shown(other)))),
         };
-        let (headers, authority) =
-            headers(request.get("headers")).map_err(|why| (Malformed::BadHeaders, format!("request.{why}")))?;
-        let body = body(request.get("postData")).map_err(|why| (Malformed::BadBody, format!("request.postData{why}")))?;
+        let (headers, authority) = headers(request.get("headers"))
+            .map_err(|why| (Malformed::BadHeaders, format!("request.{why}")))?;
+        let body = body(request.get("postData"))
+            .map_err(|why| (Malformed::BadBody, format!("request.postData{why}")))?;
         let host = host.or(authority).or_else(|| {
             let (_, v) = headers.iter().find(|(n, _)| n.is("host"))?;
             std::str::from_utf8(v).ok().map(Text::from)
@@ -100,9 +102,12 @@ fn shown(v: Option<&Value>) -> &'static str {
     }
 }
 
+/// Headers as a record holds them, and the `:authority` pseudo-header's value.
+type Headers = (Vec<(Text, Bytes)>, Option<Text>);
+
 /// A `headers` list of `{name, value}`: the headers, and the `:authority` pseudo-header's
 /// value (the other pseudo-headers are the request line's, kept elsewhere).
-fn headers(list: Option<&Value>) -> Result<(Vec<(Text, Bytes)>, Option<Text>), String> {
+fn headers(list: Option<&Value>) -> Result<Headers, String> {
     let Some(list) = list.filter(|v| !v.is_null()) else { return Ok((Vec::new(), None)) };
     let Some(list) = list.as_array() else { return Err(format!("headers is {}", shown(Some(list)))) };
     let mut out = Vec::with_capacity(list.len());
@@ -217,7 +222,10 @@ mod tests {
             r#"{{{at},"request":{{"method":"POST","url":"/a","postData":{{"text":"%%%","encoding":"base64"}}}}}}"#
         );
         assert_eq!(reason(&bad64).0, "bad_body");
-        assert_eq!(reason(&format!(r#"{{{at},{ok_request},"response":{{"status":"x"}}}}"#)).0, "bad_response");
+        assert_eq!(
+            reason(&format!(r#"{{{at},{ok_request},"response":{{"status":"x"}}}}"#)).0,
+            "bad_response"
+        );
         let unanswered = format!(r#"{{{at},{ok_request},"response":{{"status":0,"headers":[]}}}}"#);
         assert!(matches!(parse(&unanswered, true), Parsed::Record(r) if r.expected.is_none()));
     }

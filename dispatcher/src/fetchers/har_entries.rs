@@ -240,7 +240,7 @@ mod tests {
             "pages": [{"entries": [1]}],
             "entries" : [ {"a": "}]\"{", "b": [1, {"c": 2}]}, 7, "s,]", {} ,[true] ],
             "comment": "entries"}, "entries": [{"not": "this"}]}"#;
-        let want = vec![r#"{"a": "}]\"{", "b": [1, {"c": 2}]}"#, "7", r#""s,]""#, "{}", "[true]"];
+        let want = [r#"{"a": "}]\"{", "b": [1, {"c": 2}]}"#, "7", r#""s,]""#, "{}", "[true]"];
         for piece in [1, 2, 3, 7, 64, 4096] {
             assert_eq!(cut(doc, piece), (want.iter().map(|s| s.to_string()).collect(), true), "{piece}");
         }

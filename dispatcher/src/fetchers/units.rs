@@ -304,7 +304,8 @@ fn read_paired(
         *at = n;
         match unit {
             Unit::Eof if framing == Framing::HarEntries && !cutter.har.found => {
-                let why = "no log.entries array: not a HAR file (HAR 1.2 holds {\"log\": {\"entries\": [...]}})";
+                let why =
+                    "no log.entries array: not a HAR file (HAR 1.2 holds {\"log\": {\"entries\": [...]}})";
                 ctx.accounting.malformed(Malformed::HarNoEntries, why, b"", source, n);
                 return Ok(ReadEnd::End);
             }
