@@ -14,7 +14,10 @@
 //!
 //! Failures are kinds of their own: GOAWAY (`goaway`), a reset stream (`stream_reset`), a
 //! refused one (`refused_stream`); a connection that failed, or that the server is closing,
-//! is given up by every link and the next request opens a new one.
+//! is given up by every link and the next request opens a new one. A request that never
+//! left because its connection was closing goes once more on a new connection (a server's
+//! GOAWAY between two requests is no failure of the second); a stream the server refused
+//! after it was sent counts under its kind, as the server's answer to it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -72,14 +75,16 @@ impl H2 {
 
     /// Sends `req` with `body` on a new stream and reads the whole answer, keeping what
     /// `keep` asks of it (headers and trailers alike). Returns the HTTP status, or for a gRPC
-    /// call (`grpc`) the kind its `grpc-status` names when that is not 0.
+    /// call (`grpc`) the kind its `grpc-status` names when that is not 0. A request the
+    /// connection could not take (it was closing, or had closed) is [`Sent::Not`]: it never
+    /// reached the server, and may go on another connection.
     pub async fn exchange(
         &self,
         req: http::Request<()>,
         body: Bytes,
         grpc: bool,
         mut keep: Option<(&Keep, &mut Answer)>,
-    ) -> Result<u16, ErrorKind> {
+    ) -> Result<u16, Sent> {
         let fail = |e: h2::Error| {
             let kind = kind_of_h2(&e);
             if matches!(kind, ErrorKind::GoAway | ErrorKind::Reset | ErrorKind::Other) {
@@ -87,8 +92,10 @@ impl H2 {
             }
             kind
         };
-        let mut send = self.send.clone().ready().await.map_err(fail)?;
-        let (response, mut stream) = send.send_request(req, body.is_empty()).map_err(fail)?;
+        let unsent = |e: h2::Error| Sent::Not(fail(e));
+        let mut send = self.send.clone().ready().await.map_err(unsent)?;
+        let (response, mut stream) = send.send_request(req, body.is_empty()).map_err(unsent)?;
+        let fail = |e| Sent::Failed(fail(e));
         if !body.is_empty() {
             stream.send_data(body, true).map_err(fail)?;
         }
@@ -122,10 +129,27 @@ impl H2 {
         }
         let code = trailers.as_ref().and_then(grpc_status).or(head_status);
         match code {
-            None => Err(ErrorKind::GrpcNoStatus),
-            Some(_) if !frames.whole() => Err(ErrorKind::GrpcFraming),
+            None => Err(Sent::Failed(ErrorKind::GrpcNoStatus)),
+            Some(_) if !frames.whole() => Err(Sent::Failed(ErrorKind::GrpcFraming)),
             Some(0) => Ok(status),
-            Some(code) => Err(ErrorKind::of_grpc_status(code)),
+            Some(code) => Err(Sent::Failed(ErrorKind::of_grpc_status(code))),
+        }
+    }
+}
+
+/// How an exchange that got no answer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The request never left: the connection was closing or closed.
+    Not(ErrorKind),
+    /// The stream was opened and then failed (a GOAWAY that did not cover it, a reset, …).
+    Failed(ErrorKind),
+}
+
+impl Sent {
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            Sent::Not(k) | Sent::Failed(k) => k,
         }
     }
 }

@@ -27,7 +27,7 @@ use tokio_rustls::client::TlsStream;
 use crate::answer::{Answer, Keep};
 use crate::errors::{ErrorKind, kind_of};
 use crate::h1::{self, H1, Unsendable};
-use crate::h2::{H2, Pool};
+use crate::h2::{H2, Pool, Sent};
 use crate::tls::{ALPN_H1, ALPN_H2, TlsSettingsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -303,23 +303,36 @@ impl Target {
         conn.exchange(sent, head, rec.body, rec.method == b"HEAD", keep).await
     }
 
-    /// An HTTP/2 exchange, on a stream of the link's shared connection.
+    /// An HTTP/2 exchange, on a stream of the link's shared connection; once more on a new
+    /// connection when the first was closing and the request never left.
     async fn send_h2(
         &self,
         conn: &mut Option<H2>,
         rec: &RecordView<'_>,
-        keep: Option<(&Keep, &mut Answer)>,
+        mut keep: Option<(&Keep, &mut Answer)>,
     ) -> Result<u16, ErrorKind> {
         let grpc = crate::rpc::is_grpc(rec);
-        let req = match self.h2_request(rec, grpc) {
-            Ok(r) => r,
-            Err(why) => return unsendable(rec, &why),
-        };
-        let conn = match conn {
-            Some(c) if c.usable() => c,
-            _ => conn.insert(self.h2.take(|| self.connect_h2()).await?),
-        };
-        conn.exchange(req, rec.share(rec.body), grpc, keep).await
+        let mut retried = false;
+        loop {
+            let req = match self.h2_request(rec, grpc) {
+                Ok(r) => r,
+                Err(why) => return unsendable(rec, &why),
+            };
+            if !conn.as_ref().is_some_and(H2::usable) {
+                *conn = Some(self.h2.take(|| self.connect_h2()).await?);
+            }
+            // invariant: set just above when it was not there.
+            let Some(h2) = conn.as_ref() else { return Err(ErrorKind::Other) };
+            let keep = keep.as_mut().map(|(k, a)| (*k, &mut **a));
+            match h2.exchange(req, rec.share(rec.body), grpc, keep).await {
+                Ok(status) => return Ok(status),
+                Err(Sent::Not(_)) if !retried => {
+                    retried = true;
+                    *conn = None;
+                }
+                Err(failed) => return Err(failed.kind()),
+            }
+        }
     }
 
     /// Opens the link's connection ahead of its first request; on failure the first request
