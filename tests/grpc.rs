@@ -3,7 +3,9 @@
 //! bidirectional calls from json records whose bodies are the recorded length-prefixed
 //! messages. The server receives exactly the recorded messages, byte for byte and in order
 //! within each call; each `grpc-status` is counted exactly under its method's path; the
-//! gate judges a gRPC endpoint as any other.
+//! gate judges a gRPC endpoint as any other. Compared live against a build whose answers
+//! changed one field, that field is found, named by number without a schema and by name
+//! with a protoset compiled by protoc.
 
 mod common;
 
@@ -15,9 +17,14 @@ use common::*;
 
 /// The grpcio server, logging what each call received to `log`; its address.
 fn grpc_server(log: &std::path::Path) -> (Guard, String) {
+    grpc_build(log, "v1")
+}
+
+/// [`grpc_server`] of a build: "v1", or "v2" whose Get answers another stock.
+fn grpc_build(log: &std::path::Path, build: &str) -> (Guard, String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/grpc_items.py");
     let mut child = Command::new("python3")
-        .args([script, "0", log.to_str().expect("path")])
+        .args([script, "0", log.to_str().expect("path"), build])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -112,6 +119,64 @@ async fn recorded_calls_reach_a_grpc_server_exactly_and_each_status_is_counted()
         assert_eq!(endpoint(name)["ok"].as_u64(), Some(1), "{name}");
     }
     assert_eq!(report["thresholds_passed"], true, "{:#}", report["thresholds"]);
+}
+
+/// Live comparison of gRPC answers: the candidate (v2) answers Get with stock 8 where the
+/// primary and secondary (v1) say 7. Calls that end NOT_FOUND are errors and not compared;
+/// the other six Get calls differ in that one field, named `$.2` without a schema and
+/// `$.stock` with the protoset; List's answers are the same on every side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_field_of_grpc_answers_is_found_with_and_without_a_protoset() {
+    let dir = temp_dir("grpc-compare");
+    let log = dir.join("calls.log");
+    let (_p, primary) = grpc_build(&log, "v1");
+    let (_s, secondary) = grpc_build(&log, "v1");
+    let (_c, candidate) = grpc_build(&log, "v2");
+    let mut lines: Vec<String> = (0..10)
+        .map(|i| {
+            let m = if i % 3 == 0 { format!("nf{i}") } else { format!("id{i}") };
+            call(i, "Get", &[m.as_bytes()])
+        })
+        .collect();
+    lines.push(call(20, "List", &[&[3]]));
+    let rec = dir.join("calls.jsonl");
+    std::fs::write(&rec, lines.join("\n")).expect("recording");
+
+    let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers");
+    let protoset = dir.join("items.protoset");
+    let protoc = Command::new(protoc_bin_vendored::protoc_bin_path().expect("protoc"))
+        .args(["--include_imports", "-I", proto_dir, "--descriptor_set_out"])
+        .arg(&protoset)
+        .arg(format!("{proto_dir}/items.proto"))
+        .output()
+        .expect("protoc");
+    assert!(protoc.status.success(), "{}", String::from_utf8_lossy(&protoc.stderr));
+
+    for (schema, field) in [(None, "$.2"), (Some(&protoset), "$.stock")] {
+        let protoset = schema.map(|p| format!("protoset = \"{}\"\n", p.display())).unwrap_or_default();
+        let extra = format!(
+            "[replayer]\ntimeout = \"5s\"\n[compare]\nprimary = \"{primary}\"\nsecondary = \"{secondary}\"\n{protoset}"
+        );
+        let report = run_job(&write_job(&dir, &candidate, &rec, "speed = \"max\"", &extra), &dir, &[]).await;
+        let cmp = &report["compare"];
+        assert_eq!((cmp["compared"].as_u64(), cmp["differing"].as_u64()), (Some(7), Some(6)), "{cmp:#}");
+        let fields: Vec<(String, String, u64)> = cmp["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .flat_map(|e| {
+                e["fields"].as_array().expect("fields").iter().map(move |f| {
+                    let name = e["endpoint"].as_str().unwrap_or_default().to_owned();
+                    (
+                        name,
+                        f["field"].as_str().expect("field").to_owned(),
+                        f["differing"].as_u64().expect("n"),
+                    )
+                })
+            })
+            .collect();
+        assert_eq!(fields, [("/test.Items/Get".to_owned(), field.to_owned(), 6)], "{cmp:#}");
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

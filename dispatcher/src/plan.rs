@@ -3,7 +3,7 @@
 //! is made, each thing once and only here: the source ([`Source`], its S3 key pattern
 //! parsed), the CI gate (threshold expressions parsed), the endpoint grouping of `[stats]`
 //! (its regexes compiled, [`Grouping`]), the shaping rules (regexes compiled,
-//! substitution tables read, [`Shaping`]) and the target's TLS files (read, [`TargetTls`]). The problems of both steps are listed
+//! substitution tables read, [`Shaping`]) and the files replayers need (read, [`ReplayerFiles`]). The problems of both steps are listed
 //! together, each once, so a user sees every problem of a file at once.
 //!
 //! `reprise validate` compiles and discards; `reprise run` and `reprise dispatcher` hand
@@ -32,56 +32,77 @@ pub struct JobPlan {
     pub grouping: Arc<Grouping>,
     /// `[[filter]]`, `[[substitute]]` and `[[rewrite]]`, compiled, tables read.
     pub shaping: Arc<Shaping>,
-    /// `[replayer] target_ca`, `client_cert` and `client_key`, read.
-    pub target_tls: TargetTls,
+    /// `[replayer] target_ca`, `client_cert`, `client_key` and `[compare] protoset`, read.
+    pub files: ReplayerFiles,
 }
 
-/// The PEM files replayers need for the target's TLS, read by the dispatcher and sent with
-/// the job (a replayer elsewhere has no copy of the job's files); empty where not set.
+/// The files a job's replayers need, read by the dispatcher and sent with the job (a
+/// replayer elsewhere has no copy of the job's files): the target's CAs and client
+/// certificate (PEM), and the protoset gRPC answers are read by. Empty where not set.
 #[derive(Clone, Debug, Default)]
-pub struct TargetTls {
+pub struct ReplayerFiles {
     pub ca: bytes::Bytes,
     pub client_cert: bytes::Bytes,
     pub client_key: bytes::Bytes,
+    pub protoset: bytes::Bytes,
 }
 
-impl TargetTls {
-    /// Reads the files `[replayer]` names; one that cannot be read, or holds no PEM
-    /// certificate (or key) is a problem in `found`.
-    fn read(cfg: &crate::config::ReplayerConfig, found: &mut Vec<Problem>) -> TargetTls {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let mut read = |key: &str, path: &Option<std::path::PathBuf>, certs: bool| {
+/// What a file must hold.
+#[derive(Clone, Copy)]
+enum Holds {
+    Certificates,
+    Key,
+    Protoset,
+}
+
+impl ReplayerFiles {
+    /// Reads the files `[replayer]` and `[compare]` name; one that cannot be read, or does
+    /// not hold what it should, is a problem in `found`.
+    fn read(cfg: &JobConfig, found: &mut Vec<Problem>) -> ReplayerFiles {
+        let mut read = |key: &str, path: Option<&std::path::PathBuf>, holds: Holds| {
             let Some(path) = path else { return bytes::Bytes::new() };
             let shown = path.display();
-            let pem = match std::fs::read(path) {
-                Ok(pem) => pem,
+            match std::fs::read(path) {
+                Ok(content) => {
+                    if let Some(what) = wrong(&content, holds) {
+                        found.push(Problem::new(key, shown, &format!("must hold {what}")));
+                    }
+                    bytes::Bytes::from(content)
+                }
                 Err(e) => {
                     found.push(Problem::new(key, shown, &format!("cannot be read: {e}")));
-                    return bytes::Bytes::new();
+                    bytes::Bytes::new()
                 }
-            };
-            let fine = if certs {
-                let all: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
-                all.is_ok_and(|c| !c.is_empty())
-            } else {
-                PrivateKeyDer::from_pem_slice(&pem).is_ok()
-            };
-            if !fine {
-                let what = if certs {
-                    "PEM certificates (-----BEGIN CERTIFICATE-----)"
-                } else {
-                    "a PEM private key"
-                };
-                found.push(Problem::new(key, shown, &format!("must hold {what}")));
             }
-            bytes::Bytes::from(pem)
         };
-        TargetTls {
-            ca: read("replayer.target_ca", &cfg.target_ca, true),
-            client_cert: read("replayer.client_cert", &cfg.client_cert, true),
-            client_key: read("replayer.client_key", &cfg.client_key, false),
+        let r = &cfg.replayer;
+        let protoset = cfg.compare.as_ref().and_then(|c| c.protoset.as_ref());
+        ReplayerFiles {
+            ca: read("replayer.target_ca", r.target_ca.as_ref(), Holds::Certificates),
+            client_cert: read("replayer.client_cert", r.client_cert.as_ref(), Holds::Certificates),
+            client_key: read("replayer.client_key", r.client_key.as_ref(), Holds::Key),
+            protoset: read("compare.protoset", protoset, Holds::Protoset),
         }
+    }
+}
+
+/// What `content` should hold and does not, if so.
+fn wrong(content: &[u8], holds: Holds) -> Option<String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    match holds {
+        Holds::Certificates => {
+            let all: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(content).collect();
+            (!all.is_ok_and(|c| !c.is_empty()))
+                .then(|| "PEM certificates (-----BEGIN CERTIFICATE-----)".to_owned())
+        }
+        Holds::Key => PrivateKeyDer::from_pem_slice(content).is_err().then(|| "a PEM private key".to_owned()),
+        Holds::Protoset => prost_reflect::DescriptorPool::decode(content).err().map(|e| {
+            format!(
+                "a descriptor set, as `protoc --include_imports --descriptor_set_out=FILE` or \
+                 `buf build -o FILE` write it ({e})"
+            )
+        }),
     }
 }
 
@@ -95,12 +116,12 @@ pub fn compile(path: &Path, needs: Needs) -> Result<(JobPlan, Vec<Problem>), Con
         let gate = gate(&config, &mut found);
         let grouping = Arc::new(Grouping::new(&config.stats, &mut found));
         let shaping = Shaping::new(&config).map_err(|ps| found.extend(ps)).ok();
-        let target_tls = TargetTls::read(&config.replayer, &mut found);
+        let files = ReplayerFiles::read(&config, &mut found);
         // A problem the file's checks named already (a rule without its table, a missing
         // section) is not listed again.
         found.retain(|p| !covered(&problems, &p.key));
         problems.extend(found);
-        Some(JobPlan { config, source: source?, gate, grouping, shaping: Arc::new(shaping?), target_tls })
+        Some(JobPlan { config, source: source?, gate, grouping, shaping: Arc::new(shaping?), files })
     });
     match plan {
         Some(plan) if problems.is_empty() => Ok((plan, warnings)),

@@ -5,7 +5,8 @@
 //! - `status`: the status code.
 //! - `header:NAME`: a header, by its name in lower case.
 //! - `body`: a body that is not JSON, compared by length and content hash.
-//! - `$`, `$.a.b`, `$.items[*].price`, `$['odd key']`: a field of a JSON body. Array indexes
+//! - `$`, `$.a.b`, `$.items[*].price`, `$['odd key']`: a field of a JSON body, or of a gRPC
+//!   answer's messages read as JSON (`$.1.3[*].2`, fields by number). Array indexes
 //!   are normalised to `[*]`, so the elements of a list count under one name, and a pattern
 //!   written with an index (`$.items[0].id`) means every element.
 //!
@@ -127,8 +128,10 @@ impl JsonPath {
 }
 
 fn push_key(out: &mut String, key: &str) {
+    // Keys of digits alone are plain too: a protobuf field read without its schema is named
+    // by its number (`$.1.3[*].2`); an index is always written `[*]`.
     let plain = !key.is_empty()
-        && !key.starts_with(|c: char| c.is_ascii_digit())
+        && (!key.starts_with(|c: char| c.is_ascii_digit()) || key.bytes().all(|b| b.is_ascii_digit()))
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if plain {
         out.push('.');
@@ -193,6 +196,18 @@ mod tests {
 
     fn normal(text: &str) -> String {
         FieldPattern::parse(text).unwrap_or_else(|e| panic!("{text}: {e}")).0
+    }
+
+    #[test]
+    fn protobuf_field_numbers_are_plain_keys() {
+        let p = FieldPattern::parse("$.1.3[0].2").expect("a path");
+        assert_eq!(p.as_str(), "$.1.3[*].2");
+        let mut path = JsonPath::root();
+        path.key("1");
+        path.element();
+        path.key("2x");
+        assert_eq!(path.as_str(), "$.1[*]['2x']");
+        assert!(p.covers("$.1.3[*].2.7"));
     }
 
     #[test]

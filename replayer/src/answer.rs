@@ -27,11 +27,20 @@ pub struct Answer {
     /// The whole body's length and hash.
     pub length: u64,
     hash: u64,
+    /// A gRPC answer's `grpc-status` (trailer, or header of a trailers-only answer).
+    pub grpc_status: Option<u32>,
 }
 
 impl Default for Answer {
     fn default() -> Self {
-        Answer { status: 0, headers: Vec::new(), body: Vec::new(), length: 0, hash: fnv_start() }
+        Answer {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+            length: 0,
+            hash: fnv_start(),
+            grpc_status: None,
+        }
     }
 }
 
@@ -42,6 +51,7 @@ impl Answer {
         self.body.clear();
         self.length = 0;
         self.hash = fnv_start();
+        self.grpc_status = None;
     }
 
     /// Takes the status and the kept headers from a response head (the bytes of a whole
@@ -101,6 +111,11 @@ impl Answer {
         self.body.extend_from_slice(&e.body[..e.body.len().min(keep.max_body)]);
         self.length = e.length;
         self.hash = e.hash;
+        self.grpc_status = e
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(b"grpc-status"))
+            .and_then(|h| std::str::from_utf8(&h.value).ok()?.trim().parse().ok());
     }
 
     /// FNV-1a of the whole body.

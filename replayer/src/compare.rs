@@ -1,5 +1,6 @@
 //! Response comparison (`[compare]`, issue 13), the part that says where two responses
-//! differ: field by field for JSON bodies, by length and content hash for others. Field
+//! differ: field by field for JSON bodies and for gRPC answers (their messages read as JSON,
+//! [`crate::protobuf`], and their `grpc-status`), by length and content hash for others. Field
 //! names are [`reprise_proto::fields`]'s, so the dispatcher's reports and the job's
 //! `ignore` patterns speak of the same fields.
 //!
@@ -13,6 +14,19 @@ use serde_json::Value;
 use reprise_proto::expected::{digest, fnv_start, fnv1a};
 
 use crate::answer::{Answer, Keep};
+
+/// How the bodies of a request's answers are read.
+#[derive(Debug, Clone, Default)]
+pub enum Reading {
+    /// As JSON, when they are.
+    #[default]
+    Json,
+    /// As gRPC messages: by the output type of the call's method, or by field number.
+    Grpc(Option<prost_reflect::MessageDescriptor>),
+}
+
+/// The field a gRPC answer's status is compared as.
+pub const GRPC_STATUS: &str = "header:grpc-status";
 
 /// One field that differs, with an example of each side (`None`: the field is missing
 /// there).
@@ -40,27 +54,30 @@ pub fn answers(
     left: &Answer,
     right: &Answer,
     keep: &Keep,
+    how: &Reading,
     ignore: &[FieldPattern],
     out: &mut Vec<Difference>,
 ) -> bool {
-    answers_against(left, None, right, keep, ignore, out)
+    answers_against(left, None, right, keep, how, ignore, out)
 }
 
 /// The live comparison: where the candidate `c` differs from the primary `p` into
 /// `differing`, where the secondary `s` does into `noise` ([`answers`] twice, the primary's
 /// body parsed once for both). Returns whether a body was longer than `max_body`.
+#[allow(clippy::too_many_arguments)] // the three answers, and how to read them
 pub fn live(
     p: &Answer,
     c: &Answer,
     s: &Answer,
     keep: &Keep,
+    how: &Reading,
     ignore: &[FieldPattern],
     differing: &mut Vec<Difference>,
     noise: &mut Vec<Difference>,
 ) -> bool {
-    let base = (!p.over_max_body(keep)).then(|| Body::of(&p.body));
-    let over = answers_against(p, base.as_ref(), c, keep, ignore, differing);
-    answers_against(p, base.as_ref(), s, keep, ignore, noise) | over
+    let base = (!p.over_max_body(keep)).then(|| Body::of(&p.body, how));
+    let over = answers_against(p, base.as_ref(), c, keep, how, ignore, differing);
+    answers_against(p, base.as_ref(), s, keep, how, ignore, noise) | over
 }
 
 /// [`answers`], with `left`'s body already parsed when `parsed` is given.
@@ -69,6 +86,7 @@ fn answers_against(
     parsed: Option<&Body<'_>>,
     right: &Answer,
     keep: &Keep,
+    how: &Reading,
     ignore: &[FieldPattern],
     out: &mut Vec<Difference>,
 ) -> bool {
@@ -78,6 +96,19 @@ fn answers_against(
             field: "status".into(),
             left: Some(left.status.to_string()),
             right: Some(right.status.to_string()),
+        });
+    }
+    // A gRPC answer's status is its trailer's, compared when both sides have one (a
+    // recording that kept no trailers cannot say) and the job does not list it itself.
+    if let (Some(l), Some(r)) = (left.grpc_status, right.grpc_status)
+        && l != r
+        && kept(GRPC_STATUS)
+        && !keep.headers.iter().any(|h| h == "grpc-status")
+    {
+        out.push(Difference {
+            field: GRPC_STATUS.into(),
+            left: Some(l.to_string()),
+            right: Some(r.to_string()),
         });
     }
     for name in &keep.headers {
@@ -104,24 +135,29 @@ fn answers_against(
         let left = match parsed {
             Some(body) => body,
             None => {
-                own = Body::of(&left.body);
+                own = Body::of(&left.body, how);
                 &own
             }
         };
-        diff_bodies(left, &Body::of(&right.body), ignore, out);
+        diff_bodies(left, &Body::of(&right.body, how), ignore, out);
     }
     over
 }
 
-/// A body with its JSON parse (`None`: not JSON), made once however many diffs read it.
+/// A body with its JSON parse (`None`: not JSON, or not gRPC messages that decode), made
+/// once however many diffs read it.
 struct Body<'a> {
     bytes: &'a [u8],
     json: Option<Value>,
 }
 
 impl<'a> Body<'a> {
-    fn of(bytes: &'a [u8]) -> Self {
-        Body { bytes, json: serde_json::from_slice(bytes).ok() }
+    fn of(bytes: &'a [u8], how: &Reading) -> Self {
+        let json = match how {
+            Reading::Json => serde_json::from_slice(bytes).ok(),
+            Reading::Grpc(schema) => crate::protobuf::grpc_body(bytes, schema.as_ref()),
+        };
+        Body { bytes, json }
     }
 }
 
@@ -131,7 +167,7 @@ impl<'a> Body<'a> {
 /// their bytes.
 #[cfg(test)]
 pub fn bodies(left: &[u8], right: &[u8], ignore: &[FieldPattern], out: &mut Vec<Difference>) {
-    diff_bodies(&Body::of(left), &Body::of(right), ignore, out);
+    diff_bodies(&Body::of(left, &Reading::Json), &Body::of(right, &Reading::Json), ignore, out);
 }
 
 fn diff_bodies(left: &Body<'_>, right: &Body<'_>, ignore: &[FieldPattern], out: &mut Vec<Difference>) {
@@ -290,7 +326,7 @@ mod tests {
         let (l, r) = (answer(200, "a", r#"{"x":1,"t":5}"#), answer(500, "b", r#"{"x":2,"t":6}"#));
         let mut out = Vec::new();
         let ignore = [FieldPattern::parse("$.t").expect("pattern")];
-        assert!(!answers(&l, &r, &keep, &ignore, &mut out));
+        assert!(!answers(&l, &r, &keep, &Reading::Json, &ignore, &mut out));
         let got: Vec<_> =
             out.iter().map(|d| (d.field.as_str(), d.left.as_deref(), d.right.as_deref())).collect();
         assert_eq!(
@@ -306,10 +342,10 @@ mod tests {
         let long = "y".repeat(100);
         let (l, r) = (answer(200, "a", &long), answer(200, "a", &format!("{long}z")));
         out.clear();
-        assert!(answers(&l, &r, &keep, &[], &mut out));
+        assert!(answers(&l, &r, &keep, &Reading::Json, &[], &mut out));
         assert_eq!(out.iter().map(|d| d.field.as_str()).collect::<Vec<_>>(), ["body"]);
         out.clear();
-        assert!(answers(&l, &answer(200, "a", &long), &keep, &[], &mut out));
+        assert!(answers(&l, &answer(200, "a", &long), &keep, &Reading::Json, &[], &mut out));
         assert_eq!(out, vec![]);
     }
 
@@ -330,8 +366,9 @@ mod tests {
                 for s in bodies {
                     let (p, c, s) = (answer(200, p), answer(201, c), answer(200, s));
                     let (mut d1, mut n1, mut d2, mut n2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-                    let over = answers(&p, &c, &keep, &[], &mut d1) | answers(&p, &s, &keep, &[], &mut n1);
-                    assert_eq!(live(&p, &c, &s, &keep, &[], &mut d2, &mut n2), over);
+                    let over = answers(&p, &c, &keep, &Reading::Json, &[], &mut d1)
+                        | answers(&p, &s, &keep, &Reading::Json, &[], &mut n1);
+                    assert_eq!(live(&p, &c, &s, &keep, &Reading::Json, &[], &mut d2, &mut n2), over);
                     assert_eq!((d1, n1), (d2, n2));
                 }
             }

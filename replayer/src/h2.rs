@@ -128,6 +128,9 @@ impl H2 {
             return Ok(status);
         }
         let code = trailers.as_ref().and_then(grpc_status).or(head_status);
+        if let Some((_, answer)) = keep.as_mut() {
+            answer.grpc_status = code;
+        }
         match code {
             None => Err(Sent::Failed(ErrorKind::GrpcNoStatus)),
             Some(_) if !frames.whole() => Err(Sent::Failed(ErrorKind::GrpcFraming)),

@@ -36,6 +36,8 @@ pub enum TargetError {
     BadTarget(String),
     #[error(transparent)]
     Tls(#[from] TlsSettingsError),
+    #[error("[compare] protoset is not a descriptor set: {0}")]
+    Protoset(String),
 }
 
 /// Checks a target base URL as [`Target::new`] takes it (http or https, a host, no query)

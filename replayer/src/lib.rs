@@ -27,6 +27,7 @@ mod h1;
 mod h2;
 mod health;
 mod http;
+mod protobuf;
 mod reporter;
 mod request;
 mod rpc;

@@ -2,8 +2,9 @@
 server-streaming, a client-streaming and a bidirectional method. Messages are bytes as they
 came (no schema): each method logs what it received, in hex, one call per line, to the file
 named by the second argument, so a test can check that the server got exactly the recorded
-messages. Usage: grpc_items.py PORT LOG (PORT 0: any free port). Prints the port once
-serving."""
+messages. Get answers an Item (tests/servers/items.proto) whose stock is 7, or 8 from the
+"v2" build (a known change for response comparison).
+Usage: grpc_items.py PORT LOG [v2] (PORT 0: any free port). Prints the port once serving."""
 
 import sys
 from concurrent import futures
@@ -11,6 +12,7 @@ from concurrent import futures
 import grpc
 
 log = open(sys.argv[2], "a", buffering=1)
+stock = 8 if sys.argv[3:] == ["v2"] else 7
 
 
 def get(request, context):
@@ -18,9 +20,9 @@ def get(request, context):
     # A known share of calls answer NOT_FOUND: those whose message starts with "nf".
     if request.startswith(b"nf"):
         context.abort(grpc.StatusCode.NOT_FOUND, "no such item")
-    # A field 1 (string) "item:" + the request, in protobuf's wire format; "v2" changes it.
-    body = b"item:" + request
-    return b"\x0a" + bytes([len(body)]) + body + b"\x10\x07"
+    # An Item in protobuf's wire format: name (1) "item:" + the request, stock (2).
+    name = b"item:" + request
+    return b"\x0a" + bytes([len(name)]) + name + b"\x10" + bytes([stock])
 
 
 def list_items(request, context):

@@ -28,9 +28,15 @@ impl Answers {
         Some(Answers::new(&headers, max_body))
     }
 
-    /// Compares `headers` (any case) and bodies up to `max_body`.
+    /// Compares `headers` (any case) and bodies up to `max_body`; a gRPC answer's
+    /// `grpc-status` is kept too, listed or not (replayers compare it when both sides have
+    /// one).
     pub fn new(headers: &[&str], max_body: usize) -> Answers {
-        Answers { headers: headers.iter().map(|h| h.to_ascii_lowercase()).collect(), max_body }
+        let mut headers: Vec<String> = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
+        if !headers.iter().any(|h| h == "grpc-status") {
+            headers.push("grpc-status".into());
+        }
+        Answers { headers, max_body }
     }
 
     /// A recorded answer, encoded as a record carries it.

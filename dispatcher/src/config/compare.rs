@@ -35,6 +35,8 @@ pub struct CompareConfig {
     pub ignore: Vec<String>,
     /// Body bytes compared; a longer body is compared by its length and a hash.
     pub max_body: ByteSize,
+    /// A descriptor set naming the fields of gRPC answers (`protoc --descriptor_set_out`).
+    pub protoset: Option<std::path::PathBuf>,
 }
 
 impl Default for CompareConfig {
@@ -46,6 +48,7 @@ impl Default for CompareConfig {
             headers: Vec::new(),
             ignore: Vec::new(),
             max_body: ByteSize(1 << 20),
+            protoset: None,
         }
     }
 }

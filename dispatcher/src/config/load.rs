@@ -87,7 +87,10 @@ impl JobConfig {
             }
         }
         let r = &mut self.replayer;
-        for p in [&mut r.target_ca, &mut r.client_cert, &mut r.client_key].into_iter().flatten() {
+        let protoset = self.compare.as_mut().and_then(|c| c.protoset.as_mut());
+        for p in
+            [&mut r.target_ca, &mut r.client_cert, &mut r.client_key].into_iter().flatten().chain(protoset)
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

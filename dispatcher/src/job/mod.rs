@@ -29,7 +29,7 @@ use crate::endpoints::Grouping;
 use crate::fetchers::FetchError;
 use crate::fetchers::progress::{SourceProgress, SourceStatus};
 use crate::fleet::{Fleet, Intake, IntakeError};
-use crate::plan::{JobPlan, TargetTls};
+use crate::plan::{JobPlan, ReplayerFiles};
 use crate::redact::Redactor;
 use crate::refusals::Refusals;
 use crate::shaping::Shaping;
@@ -68,8 +68,8 @@ pub struct Job {
     shaping: Arc<Shaping>,
     /// Where the recording is read from.
     recording: Source,
-    /// The target's TLS files, for the replayers.
-    target_tls: TargetTls,
+    /// The files the replayers need (TLS to the target, a protoset).
+    files: ReplayerFiles,
     /// How far the fetcher has read its source.
     source: Arc<SourceProgress>,
     fleet: Fleet,
@@ -110,7 +110,7 @@ impl Job {
     /// A job waiting for its replayers; `shutdown` stops it (and, before it starts, cancels it).
     /// Starts the sinks at once, so an unusable one is an error before anything runs.
     pub fn new(plan: JobPlan, opts: JobOptions, shutdown: &CancellationToken) -> Result<Arc<Job>, JobError> {
-        let JobPlan { config: cfg, source: recording, gate, grouping, shaping, target_tls } = plan;
+        let JobPlan { config: cfg, source: recording, gate, grouping, shaping, files } = plan;
         let control = Control { speed: cfg.job.pace(), rate: cfg.job.rate, paused: false };
         let tasks = TaskTracker::new();
         let sinks_stop = CancellationToken::new();
@@ -132,7 +132,7 @@ impl Job {
             accounting,
             shaping,
             recording,
-            target_tls,
+            files,
             source: Arc::default(),
             fleet,
             sinks,

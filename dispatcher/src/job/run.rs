@@ -203,6 +203,7 @@ impl Job {
                 ignore: c.ignore_patterns(),
                 max_body: c.max_body.0,
                 recorded: c.baseline == crate::config::Baseline::Recorded,
+                protoset: self.files.protoset.clone(),
             }),
             http: match r.http {
                 HttpMode::Auto => pb::HttpVersion::HttpAuto,
@@ -210,9 +211,9 @@ impl Job {
                 HttpMode::Http2 => pb::HttpVersion::Http2,
             } as i32,
             max_streams: r.max_streams,
-            target_ca: self.target_tls.ca.clone(),
-            client_cert: self.target_tls.client_cert.clone(),
-            client_key: self.target_tls.client_key.clone(),
+            target_ca: self.files.ca.clone(),
+            client_cert: self.files.client_cert.clone(),
+            client_key: self.files.client_key.clone(),
         }
     }
 

@@ -17,14 +17,17 @@ use reprise_proto::pb;
 
 use super::Exchanged;
 use crate::answer::{Answer, Keep};
-use crate::compare::{Difference, answers, live};
+use crate::compare::{Difference, Reading, answers, live};
 use crate::http::{Link, Target, TargetError};
+use crate::protobuf::Schemas;
 
 /// A job's comparison settings, with the baselines' targets.
 pub(super) struct Compare {
     baseline: Baseline,
     keep: Keep,
     ignore: Vec<FieldPattern>,
+    /// How gRPC answers' messages are read.
+    schemas: Schemas,
 }
 
 /// What the candidate's answers are compared to.
@@ -67,7 +70,9 @@ impl Compare {
                 secondary: Box::new(target(&c.secondary)?),
             }
         };
+        let schemas = Schemas::new(&c.protoset).map_err(|e| TargetError::Protoset(e.to_string()))?;
         Ok(Some(Compare {
+            schemas,
             baseline,
             keep: Keep {
                 headers: c.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -98,6 +103,11 @@ impl Compare {
     ) -> (Exchanged, Option<Found<'s>>) {
         let Sides { primary: p_link, secondary: s_link, answers: [c, p, s], differing, noise } = sides;
         let keep = &self.keep;
+        let how = if crate::rpc::is_grpc(rec) {
+            Reading::Grpc(self.schemas.output_of(rec.path))
+        } else {
+            Reading::Json
+        };
         differing.clear();
         noise.clear();
         let (outcome, over) = match &self.baseline {
@@ -110,7 +120,7 @@ impl Compare {
                 if outcome.is_err() || base.is_err() || other.is_err() {
                     return (outcome, None);
                 }
-                (outcome, live(p, c, s, keep, &self.ignore, differing, noise))
+                (outcome, live(p, c, s, keep, &how, &self.ignore, differing, noise))
             }
             Baseline::Recorded => {
                 let expected = match rec.expected() {
@@ -127,7 +137,7 @@ impl Compare {
                     return (outcome, None);
                 }
                 p.take_recorded(keep, &expected);
-                (outcome, answers(p, c, keep, &self.ignore, differing))
+                (outcome, answers(p, c, keep, &how, &self.ignore, differing))
             }
         };
         let found = Found {
@@ -240,6 +250,7 @@ mod tests {
                 ignore: vec![],
                 max_body: 1 << 20,
                 recorded: false,
+                protoset: Default::default(),
             }),
             ..Default::default()
         };
