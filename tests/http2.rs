@@ -155,3 +155,40 @@ async fn unusable_tls_files_are_refused_with_what_is_wrong() {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
 }
+
+/// A target behind mTLS (nghttpd `--verify-client` ends the handshake of a client without a
+/// certificate): with `client_cert` and `client_key` every request is answered, without
+/// them every one is a tls error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_asks_for_a_client_certificate_gets_the_jobs() {
+    let dir = temp_dir("mtls");
+    let rec = site(&dir);
+    let www = dir.join("www");
+    let ca = pki::Authority::new("mesh CA");
+    let (cert, key) = ca.sign(&dir, "target", &["127.0.0.1"]);
+    let (client_cert, client_key) = ca.sign(&dir, "replayer", &["replayer.mesh"]);
+    let ca_file = ca.write(&dir, "mesh-ca");
+    let port = free_port();
+    let args = [
+        "-V",
+        "-d",
+        www.to_str().expect("path"),
+        &port.to_string(),
+        key.to_str().expect("path"),
+        cert.to_str().expect("path"),
+    ];
+    let _server = serve("nghttpd", "nghttp2-server", &args, port);
+    let url = format!("https://127.0.0.1:{port}");
+    let trust = format!("[replayer]\ntarget_ca = \"{}\"\ntimeout = \"5s\"\n", ca_file.display());
+    let with_cert = format!(
+        "{trust}client_cert = \"{}\"\nclient_key = \"{}\"\n",
+        client_cert.display(),
+        client_key.display()
+    );
+    let (status, errors) =
+        outcomes(&run_job(&write_job(&dir, &url, &rec, "speed = \"max\"", &with_cert), &dir, &[]).await);
+    assert_eq!(status, serde_json::json!({"200": 4, "404": 2}), "with a certificate: {errors}");
+    let (status, errors) =
+        outcomes(&run_job(&write_job(&dir, &url, &rec, "speed = \"max\"", &trust), &dir, &[]).await);
+    assert_eq!((status, errors), (serde_json::json!({}), serde_json::json!({"tls": 6})));
+}

@@ -37,6 +37,14 @@ pub fn kind_of(e: &(dyn StdError + Send + Sync + 'static), connecting: bool) -> 
     kind
 }
 
+/// An error whose kind the caller knows, logged as [`kind_of`] logs.
+pub fn known(kind: ErrorKind, e: &(dyn StdError + Send + Sync + 'static)) -> ErrorKind {
+    if first_this_second(kind) {
+        tracing::warn!(kind = kind.as_str(), error = %Chain(e), "request failed (the first of its kind this second; the rest are counted)");
+    }
+    kind
+}
+
 /// The seconds (Unix) in which each kind was last logged.
 static LOGGED: [AtomicU64; ErrorKind::ALL.len()] = [const { AtomicU64::new(0) }; ErrorKind::ALL.len()];
 

@@ -27,7 +27,7 @@ use h2::client::SendRequest;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::answer::{Answer, Keep};
-use crate::errors::{ErrorKind, kind_of};
+use crate::errors::{ErrorKind, kind_of, known};
 use crate::rpc::Frames;
 
 /// Streams per connection when the job does not say (`[replayer] max_streams`).
@@ -177,6 +177,9 @@ fn kind_of_h2(e: &h2::Error) -> ErrorKind {
         ErrorKind::StreamReset
     } else {
         match e.get_io() {
+            // h2 keeps an I/O error's kind and text, not the error: a TLS alert (a client
+            // certificate refused after the handshake, in TLS 1.3) is known by its text.
+            Some(io) if io.to_string().contains("alert") => known(ErrorKind::Tls, io),
             Some(io) => kind_of(io, false),
             None => kind_of(e, false),
         }
