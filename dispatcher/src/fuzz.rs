@@ -51,7 +51,7 @@ fn shaping() -> Option<&'static (Shaping, Accounting)> {
 pub fn analyzers(data: &[u8]) {
     let unit = Bytes::copy_from_slice(data);
     let shaping = shaping();
-    for format in [Format::Json, Format::Gor, Format::Combined] {
+    for format in [Format::Json, Format::Gor, Format::Combined, Format::Har] {
         for key in [None, Some("header:X-User"), Some("query:u"), Some("json:user")] {
             let cfg =
                 AnalyzerConfig { format, hash_field: key.map(str::to_owned), ..AnalyzerConfig::default() };
@@ -67,6 +67,21 @@ pub fn analyzers(data: &[u8]) {
         for op in [json::Op::Remove, json::Op::Set("[1]".into())] {
             let _ = json::edit(data, &json::tokens(pointer), &op);
         }
+    }
+}
+
+/// A HAR file: cut into its entries as a file source cuts it, each entry parsed (with its
+/// recorded answer).
+pub fn har_file(data: &[u8]) {
+    let cfg = AnalyzerConfig { format: Format::Har, ..AnalyzerConfig::default() };
+    let har = Analyzer::build(&cfg).with_answers(Some(Answers::new(&["etag"], 16)));
+    let mut entries = crate::fetchers::HarEntries::default();
+    let mut reader = std::io::BufReader::with_capacity(64, data);
+    let mut buf = bytes::BytesMut::new();
+    while let Ok(crate::fetchers::Unit::Ready | crate::fetchers::Unit::TooLong) =
+        entries.next(&mut reader, &mut buf)
+    {
+        let _ = har.parse(&buf.split().freeze());
     }
 }
 
@@ -119,8 +134,9 @@ pub fn batch(data: &[u8]) {
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("analyzers", analyzers),
+    ("har_file", har_file),
     ("job_file", job_file),
     ("threshold", threshold),
     ("report", report),

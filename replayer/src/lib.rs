@@ -22,6 +22,7 @@ mod client;
 mod compare;
 mod errors;
 mod executor;
+pub mod fuzz;
 mod grpc;
 mod h1;
 mod h2;
