@@ -179,6 +179,57 @@ async fn a_changed_field_of_grpc_answers_is_found_with_and_without_a_protoset() 
     }
 }
 
+/// Server streams are read to their end and their messages counted: a replayer daemon's
+/// `/metrics` has every message of the answers (3 + 5 + 0 from List, 1 from the Get that
+/// was found, none from the one that was not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_of_a_server_stream_is_read_and_counted() {
+    let dir = temp_dir("grpc-stream");
+    let (_server, url) = grpc_server(&dir.join("calls.log"));
+    let lines = [
+        call(0, "List", &[&[3]]),
+        call(1, "List", &[&[5]]),
+        call(2, "List", &[&[0]]),
+        call(3, "Get", &[b"id"]),
+        call(4, "Get", &[b"nf"]),
+    ];
+    let rec = dir.join("calls.jsonl");
+    std::fs::write(&rec, lines.join("\n")).expect("recording");
+    let job = write_job(&dir, &url, &rec, "speed = \"max\"", "[replayer]\ntimeout = \"5s\"\n");
+    let report = dir.join("report.json");
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let (_replayer, line) = spawn_daemon(&[
+        "replayer",
+        "--dispatcher",
+        &dispatcher.grpc_url,
+        "--id",
+        "r",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let metrics = field(&line, "http");
+    let sample = |text: &str, name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+    };
+    let mut last = String::new();
+    let done = wait_until_async(
+        || {
+            let metrics = metrics.clone();
+            async move {
+                sample(&http("GET", &metrics, "/metrics").await.1, "reprise_replayer_jobs_total") == Some(1)
+            }
+        },
+        std::time::Duration::from_secs(30),
+    )
+    .await;
+    if done {
+        last = http("GET", &metrics, "/metrics").await.1;
+    }
+    assert!(done, "the job ended at the replayer");
+    assert_eq!(sample(&last, "reprise_replayer_grpc_messages_received_total"), Some(9), "{last}");
+    assert_eq!(sample(&last, "reprise_replayer_requests_sent_total"), Some(5), "{last}");
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

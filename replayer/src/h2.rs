@@ -127,6 +127,7 @@ impl H2 {
         if !grpc {
             return Ok(status);
         }
+        crate::rpc::count_received(&frames);
         let code = trailers.as_ref().and_then(grpc_status).or(head_status);
         if let Some((_, answer)) = keep.as_mut() {
             answer.grpc_status = code;

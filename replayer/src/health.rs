@@ -143,7 +143,7 @@ impl Health {
     }
 
     /// The counters and gauges: name, type, help and value.
-    fn series(&self) -> [(&'static str, &'static str, &'static str, u64); 10] {
+    fn series(&self) -> [(&'static str, &'static str, &'static str, u64); 11] {
         let job = self.job.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut all = *self.done.lock().unwrap_or_else(|p| p.into_inner());
         let (mut held, mut links) = (0, 0);
@@ -211,6 +211,12 @@ impl Health {
                 "counter",
                 "Jobs refused (target outside --allow-target, unusable, or none).",
                 self.jobs_refused.load(Relaxed),
+            ),
+            (
+                "reprise_replayer_grpc_messages_received_total",
+                "counter",
+                "Whole messages in the answers to gRPC calls (a server stream's every one).",
+                crate::rpc::messages_received(),
             ),
         ]
     }

@@ -1,9 +1,25 @@
 //! gRPC as the replayer sees it: a call is a record whose `content-type` is
 //! `application/grpc…`, its body the recorded length-prefixed messages, sent as they are (no
 //! schema is needed to replay one). An answer's messages are counted as they stream past
-//! ([`Frames`]), and one that is not whole messages is an error of its own.
+//! ([`Frames`]; the replayer's `/metrics` has their total), and one that is not whole
+//! messages is an error of its own.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use reprise_proto::batch::RecordView;
+
+/// Whole messages read in answers to gRPC calls, by this process.
+static RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts the messages of an answer read to its end.
+pub fn count_received(frames: &Frames) {
+    RECEIVED.fetch_add(frames.messages, Relaxed);
+}
+
+/// Whole messages read in answers to gRPC calls so far (the replayer's `/metrics`).
+pub fn messages_received() -> u64 {
+    RECEIVED.load(Relaxed)
+}
 
 /// Whether a record is a gRPC call: its `content-type` is `application/grpc` or a subtype
 /// of it (`application/grpc+proto`, `application/grpc-web` is not gRPC over HTTP/2).
