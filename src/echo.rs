@@ -2,7 +2,8 @@
 //! request 200 with the request's body, so the quickstart and the benchmarks need nothing
 //! else running. With `--log-arrivals FILE` it writes a line per request as its head arrives
 //! (`Unix µs<TAB>METHOD<TAB>path`): what `scripts/bench` reads the schedule error at the
-//! target from.
+//! target from. It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one port, so a
+//! job with `[replayer] http = "2"` can try it too.
 //!
 //! With `--json SEED` it answers like an API instead ([`Answers::Json`]), for response
 //! comparison (`[compare]`) to have something real to compare: a JSON document made from
@@ -21,10 +22,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -153,10 +154,9 @@ pub async fn start(
                         }
                     }
                 });
-                let _ = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder.http1().keep_alive(true);
+                let _ = builder.serve_connection(TokioIo::new(stream), service).await;
             });
         }
     });

@@ -192,3 +192,14 @@ async fn a_target_that_asks_for_a_client_certificate_gets_the_jobs() {
         outcomes(&run_job(&write_job(&dir, &url, &rec, "speed = \"max\"", &trust), &dir, &[]).await);
     assert_eq!((status, errors), (serde_json::json!({}), serde_json::json!({"tls": 6})));
 }
+
+/// The built-in echo target speaks h2c too, so a job can try `http = "2"` with nothing else
+/// running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builtin_echo_target_answers_over_http2() {
+    let dir = temp_dir("echo-h2");
+    let rec = site(&dir);
+    let job = write_job(&dir, "builtin:echo", &rec, "speed = \"max\"", "[replayer]\nhttp = \"2\"\n");
+    let (status, errors) = outcomes(&run_job(&job, &dir, &[]).await);
+    assert_eq!((status, errors), (serde_json::json!({"200": 6}), serde_json::json!({})));
+}
