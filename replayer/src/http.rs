@@ -575,6 +575,51 @@ mod tests {
         assert_eq!(target("/users/1?x=a+b&y=%2F#f"), "/users/1?x=a+b&y=%2F#f");
     }
 
+    /// An HTTP/2 request carries the target's authority (or the recorded host with
+    /// `preserve_host`), the prefix and recorded path, the recorded headers in lower case
+    /// but pseudo-headers and those of one connection, and `te: trailers` for gRPC.
+    #[test]
+    fn http2_requests_leave_out_pseudo_and_connection_headers() {
+        use bytes::BytesMut;
+        use reprise_proto::batch::{RecordRef, split};
+        let headers: [(&[u8], &[u8]); 5] = [
+            (b":authority", b"prod"),
+            (b"Content-Type", b"application/grpc"),
+            (b"Connection", b"keep-alive"),
+            (b"TE", b"trailers"),
+            (b"X-Tenant", b"a"),
+        ];
+        let mut encoded = BytesMut::new();
+        RecordRef {
+            due_offset_ns: 0,
+            endpoint: 1,
+            method: b"POST",
+            path: b"/shop.Items/Get",
+            headers: &headers,
+            body: b"",
+            host: b"prod:443",
+            order_key: 0,
+            expected: &[],
+        }
+        .write_to(&mut encoded);
+        let batch = pb::RecordBatch { encoded: encoded.freeze(), count: 1 };
+        let received = split(batch).expect("a record").remove(0);
+        let rec = received.view().expect("view");
+        let cfg = |preserve_host| pb::JobConfig {
+            target: "http://staging:8080/api".into(),
+            preserve_host,
+            ..Default::default()
+        };
+        let req = Target::new(&cfg(false)).expect("target").h2_request(&rec, true).expect("request");
+        assert_eq!(req.uri().to_string(), "http://staging:8080/api/shop.Items/Get");
+        let names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["content-type", "x-tenant", "te"]);
+        assert_eq!(req.headers()["te"], "trailers");
+        let req = Target::new(&cfg(true)).expect("target").h2_request(&rec, false).expect("request");
+        assert_eq!(req.uri().authority().map(|a| a.as_str()), Some("prod:443"));
+        assert!(!req.headers().contains_key("te"), "only gRPC calls ask for trailers");
+    }
+
     #[test]
     fn plain_targets_dial_host_and_port_and_keep_their_path_prefix() {
         let target = |url: &str| Target::new(&pb::JobConfig { target: url.into(), ..Default::default() });
