@@ -21,17 +21,20 @@ pub fn messages_received() -> u64 {
     RECEIVED.load(Relaxed)
 }
 
-/// Whether a record is a gRPC call: its `content-type` is `application/grpc` or a subtype
-/// of it (`application/grpc+proto`, `application/grpc-web` is not gRPC over HTTP/2).
+/// Whether a record is a gRPC call: a POST whose `content-type` is `application/grpc` or a
+/// subtype of it (`application/grpc+proto`; `application/grpc-web` is not gRPC over HTTP/2).
+/// Asked of every record under `http = "auto"`: other methods are known without a look at
+/// the headers.
 pub fn is_grpc(rec: &RecordView<'_>) -> bool {
-    rec.headers().any(|(name, value)| {
-        name.eq_ignore_ascii_case(b"content-type") && {
-            let v = value.trim_ascii();
-            v.len() >= 16
-                && v[..16].eq_ignore_ascii_case(b"application/grpc")
-                && matches!(v.get(16), None | Some(b'+' | b';'))
-        }
-    })
+    rec.method == b"POST"
+        && rec.headers().any(|(name, value)| {
+            name.eq_ignore_ascii_case(b"content-type") && {
+                let v = value.trim_ascii();
+                v.len() >= 16
+                    && v[..16].eq_ignore_ascii_case(b"application/grpc")
+                    && matches!(v.get(16), None | Some(b'+' | b';'))
+            }
+        })
 }
 
 /// A stream of gRPC messages read piece by piece: each is a flag byte, a 4-byte big-endian
