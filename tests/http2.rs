@@ -158,7 +158,9 @@ async fn unusable_tls_files_are_refused_with_what_is_wrong() {
 
 /// A target behind mTLS (nghttpd `--verify-client` ends the handshake of a client without a
 /// certificate): with `client_cert` and `client_key` every request is answered, without
-/// them every one is a tls error.
+/// them every one fails: a tls error, or (TLS 1.3 refuses the certificate after the
+/// client's side of the handshake is done) a reset when the server's close overtakes its
+/// alert on a loaded machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_asks_for_a_client_certificate_gets_the_jobs() {
     let dir = temp_dir("mtls");
@@ -190,7 +192,11 @@ async fn a_target_that_asks_for_a_client_certificate_gets_the_jobs() {
     assert_eq!(status, serde_json::json!({"200": 4, "404": 2}), "with a certificate: {errors}");
     let (status, errors) =
         outcomes(&run_job(&write_job(&dir, &url, &rec, "speed = \"max\"", &trust), &dir, &[]).await);
-    assert_eq!((status, errors), (serde_json::json!({}), serde_json::json!({"tls": 6})));
+    assert_eq!(status, serde_json::json!({}), "{errors}");
+    let errors = errors.as_object().expect("errors").clone();
+    let count = |k: &str| errors.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    assert_eq!(count("tls") + count("reset"), 6, "{errors:?}");
+    assert!(count("tls") >= 1 && errors.keys().all(|k| k == "tls" || k == "reset"), "{errors:?}");
 }
 
 /// The built-in echo target speaks h2c too, so a job can try `http = "2"` with nothing else
