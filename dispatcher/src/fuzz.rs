@@ -78,8 +78,8 @@ pub fn har_file(data: &[u8]) {
     let mut entries = crate::fetchers::HarEntries::default();
     let mut reader = std::io::BufReader::with_capacity(64, data);
     let mut buf = bytes::BytesMut::new();
-    while let Ok(crate::fetchers::Unit::Ready | crate::fetchers::Unit::TooLong) =
-        entries.next(&mut reader, &mut buf)
+    while let Ok(crate::fetchers::HarCut::Entry | crate::fetchers::HarCut::TooLong) =
+        entries.next(&mut reader, &mut buf, 1 << 20)
     {
         let _ = har.parse(&buf.split().freeze());
     }

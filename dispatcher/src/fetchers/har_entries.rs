@@ -12,7 +12,19 @@ use std::io::{self, BufRead};
 
 use bytes::BytesMut;
 
-use super::units::{LineBuf, MAX_UNIT, Unit};
+/// What [`Entries::next`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// An entry is in the buffer (or the part of one a file that ends inside it holds).
+    Entry,
+    /// An entry longer than the limit was skipped.
+    TooLong,
+    /// The file ended.
+    End,
+}
+
+/// Grow the buffer by at least this much (the entries of a block share it).
+const BLOCK: usize = 64 << 10;
 
 /// Where the scan is in the document.
 #[derive(Debug, Default)]
@@ -31,7 +43,7 @@ pub struct Entries {
     named: Option<Name>,
     /// The entry being cut.
     entry: Option<Entry>,
-    /// The entry under way is past `MAX_UNIT`: skipped to its end.
+    /// The entry under way is past the limit: skipped to its end.
     too_long: bool,
     /// `log.entries` was found (a file without it is no HAR).
     pub found: bool,
@@ -74,8 +86,13 @@ struct Step {
 }
 
 impl Entries {
-    /// Reads the next entry into `buf`.
-    pub fn next(&mut self, r: &mut (impl BufRead + ?Sized), buf: &mut BytesMut) -> io::Result<Unit> {
+    /// Reads the next entry into `buf` (cleared first); one longer than `max` is skipped.
+    pub fn next(
+        &mut self,
+        r: &mut (impl BufRead + ?Sized),
+        buf: &mut BytesMut,
+        max: usize,
+    ) -> io::Result<Cut> {
         buf.clear();
         loop {
             let chunk = r.fill_buf()?;
@@ -84,9 +101,9 @@ impl Entries {
                 // the analyzer to refuse.
                 let cut = self.entry.take().is_some();
                 return Ok(match (cut, std::mem::take(&mut self.too_long)) {
-                    (true, true) => Unit::TooLong,
-                    (true, false) => Unit::Ready,
-                    (false, _) => Unit::Eof,
+                    (true, true) => Cut::TooLong,
+                    (true, false) => Cut::Entry,
+                    (false, _) => Cut::End,
                 });
             }
             let within = self.entry.is_some();
@@ -95,16 +112,20 @@ impl Entries {
                 && !self.too_long
             {
                 let part = &chunk[from..step.used];
-                if buf.len() + part.len() > MAX_UNIT {
+                if buf.len() + part.len() > max {
                     self.too_long = true;
                     buf.clear();
                 } else {
-                    LineBuf::extend_from_slice(buf, part);
+                    if buf.capacity() - buf.len() < part.len() {
+                        // A new block (what was split off stays with its records).
+                        buf.reserve(part.len().max(BLOCK));
+                    }
+                    buf.extend_from_slice(part);
                 }
             }
             r.consume(step.used);
             if step.done {
-                return Ok(if std::mem::take(&mut self.too_long) { Unit::TooLong } else { Unit::Ready });
+                return Ok(if std::mem::take(&mut self.too_long) { Cut::TooLong } else { Cut::Entry });
             }
         }
     }
@@ -226,10 +247,10 @@ mod tests {
         let mut entries = Entries::default();
         let (mut buf, mut out) = (BytesMut::new(), Vec::new());
         loop {
-            match entries.next(&mut r, &mut buf).expect("reads") {
-                Unit::Eof => return (out, entries.found),
-                Unit::TooLong => out.push("<too long>".into()),
-                Unit::Ready => out.push(String::from_utf8(buf.to_vec()).expect("utf-8")),
+            match entries.next(&mut r, &mut buf, 1 << 20).expect("reads") {
+                Cut::End => return (out, entries.found),
+                Cut::TooLong => out.push("<too long>".into()),
+                Cut::Entry => out.push(String::from_utf8(buf.to_vec()).expect("utf-8")),
             }
         }
     }

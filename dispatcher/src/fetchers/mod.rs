@@ -28,10 +28,9 @@ use crate::analyzers::{Analyzer, Plausible};
 use crate::config::{Range, Source};
 use crate::record::Record;
 use crate::shaping::Shaping;
-pub(crate) use har_entries::Entries as HarEntries;
+pub(crate) use har_entries::{Cut as HarCut, Entries as HarEntries};
 use merge::{Chunk, Stream};
 use progress::SourceProgress;
-pub(crate) use units::Unit;
 
 /// Chunks of records buffered per stream between a fetcher and the merge.
 pub const STREAM_CAPACITY: usize = 8;

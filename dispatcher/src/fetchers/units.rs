@@ -11,7 +11,7 @@ use std::io::{self, BufRead};
 
 use bytes::{Bytes, BytesMut};
 
-use super::har_entries::Entries;
+use super::har_entries::{Cut, Entries};
 use super::pairing::Pairing;
 use crate::accounting::{Malformed, Skipped};
 use crate::analyzers::{Framing, GOR_SEPARATOR, Parsed};
@@ -68,7 +68,7 @@ fn read_line(r: &mut (impl BufRead + ?Sized), buf: &mut impl LineBuf) -> io::Res
 }
 
 /// What a line is read into: the unit's block, or a line of a GoReplay unit.
-pub(super) trait LineBuf {
+trait LineBuf {
     fn clear(&mut self);
     fn len(&self) -> usize;
     fn extend_from_slice(&mut self, part: &[u8]);
@@ -133,7 +133,11 @@ pub fn read_unit(
     let line = &mut cutter.line;
     match framing {
         Framing::Lines => read_line(r, buf),
-        Framing::HarEntries => cutter.har.next(r, buf),
+        Framing::HarEntries => Ok(match cutter.har.next(r, buf, MAX_UNIT)? {
+            Cut::Entry => Unit::Ready,
+            Cut::TooLong => Unit::TooLong,
+            Cut::End => Unit::Eof,
+        }),
         Framing::Gor => {
             buf.clear();
             let mut too_long = false;
