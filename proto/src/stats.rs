@@ -213,26 +213,10 @@ impl ErrorKind {
     /// The kind of a gRPC status code other than 0 (OK); codes past 16 are UNKNOWN, as the
     /// gRPC spec says a client is to read them.
     pub fn of_grpc_status(code: u32) -> ErrorKind {
-        const CODES: [ErrorKind; 16] = [
-            ErrorKind::GrpcCancelled,
-            ErrorKind::GrpcUnknown,
-            ErrorKind::GrpcInvalidArgument,
-            ErrorKind::GrpcDeadlineExceeded,
-            ErrorKind::GrpcNotFound,
-            ErrorKind::GrpcAlreadyExists,
-            ErrorKind::GrpcPermissionDenied,
-            ErrorKind::GrpcResourceExhausted,
-            ErrorKind::GrpcFailedPrecondition,
-            ErrorKind::GrpcAborted,
-            ErrorKind::GrpcOutOfRange,
-            ErrorKind::GrpcUnimplemented,
-            ErrorKind::GrpcInternal,
-            ErrorKind::GrpcUnavailable,
-            ErrorKind::GrpcDataLoss,
-            ErrorKind::GrpcUnauthenticated,
-        ];
+        // The gRPC kinds are listed last in `ALL`, in code order from CANCELLED (1).
+        const CANCELLED_AT: usize = ErrorKind::GrpcCancelled as usize;
         match code {
-            1..=16 => CODES[code as usize - 1],
+            1..=16 => ErrorKind::ALL[CANCELLED_AT + code as usize - 1],
             _ => ErrorKind::GrpcUnknown,
         }
     }
@@ -526,6 +510,19 @@ mod tests {
         let names: std::collections::BTreeSet<&str> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), ErrorKind::ALL.len());
         assert_eq!(ErrorKind::Cancelled.to_string(), "cancelled");
+        assert!(ErrorKind::ALL.iter().enumerate().all(|(i, k)| *k as usize == i), "ALL is in order");
+        let kinds: Vec<&str> = [1, 5, 14, 16, 17, 0].map(|c| ErrorKind::of_grpc_status(c).as_str()).to_vec();
+        assert_eq!(
+            kinds,
+            [
+                "grpc_cancelled",
+                "grpc_not_found",
+                "grpc_unavailable",
+                "grpc_unauthenticated",
+                "grpc_unknown",
+                "grpc_unknown"
+            ]
+        );
     }
 
     fn outcome(status: Option<u16>, error: Option<ErrorKind>, us: u64) -> Outcome {

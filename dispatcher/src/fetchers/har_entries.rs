@@ -134,107 +134,150 @@ impl Entries {
     fn scan(&mut self, chunk: &[u8]) -> Step {
         let mut began = None;
         for (i, &b) in chunk.iter().enumerate() {
-            let done = |used| Step { used, began, done: true };
-            if self.string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.string = false;
-                    if let Some(key) = self.key.take() {
-                        self.last_key = Some(key);
-                    }
-                    if self.entry == Some(Entry::Str) {
-                        self.entry = None;
-                        return done(i + 1);
-                    }
-                    continue;
-                }
-                if let Some(key) = self.key.as_mut().filter(|k| k.len() < 16) {
-                    key.push(b);
-                }
-                continue;
-            }
-            match self.entry {
-                Some(Entry::Word) if matches!(b, b',' | b']') || b.is_ascii_whitespace() => {
-                    self.entry = None;
-                    return done(i);
-                }
-                Some(Entry::Word) => continue,
-                Some(Entry::Nested(depth)) => {
-                    match b {
-                        b'"' => self.string = true,
-                        b'{' | b'[' => self.entry = Some(Entry::Nested(depth + 1)),
-                        b'}' | b']' if depth == 1 => {
-                            self.entry = None;
-                            return done(i + 1);
-                        }
-                        b'}' | b']' => self.entry = Some(Entry::Nested(depth - 1)),
-                        _ => {}
-                    }
-                    continue;
-                }
-                Some(Entry::Str) | None => {}
-            }
-            let top = self.stack.last().copied();
-            let at_entries = top == Some(Frame::Entries);
-            match b {
-                _ if b.is_ascii_whitespace() => {}
-                b'"' if at_entries => {
-                    self.string = true;
-                    self.entry = Some(Entry::Str);
-                    began = Some(i);
-                }
-                b'"' => {
-                    self.string = true;
-                    if self.expect_key && matches!(top, Some(Frame::Root | Frame::Log)) {
-                        self.key = Some(Vec::new());
-                    }
-                    self.expect_key = false;
-                }
-                b'{' | b'[' if at_entries => {
-                    self.entry = Some(Entry::Nested(1));
-                    began = Some(i);
-                }
-                b'{' | b'[' => {
-                    let frame = match (top, self.named, b) {
-                        (None, _, b'{') => Frame::Root,
-                        (Some(Frame::Root), Some(Name::Log), b'{') => Frame::Log,
-                        (Some(Frame::Log), Some(Name::Entries), b'[') => {
-                            self.found = true;
-                            Frame::Entries
-                        }
-                        _ => Frame::Other,
-                    };
-                    self.stack.push(frame);
-                    self.expect_key = b == b'{';
-                    self.named = None;
-                }
-                b'}' | b']' => {
-                    self.stack.pop();
-                    self.expect_key = false;
-                }
-                b':' => {
-                    self.named = Some(match self.last_key.take().as_deref() {
-                        Some(b"log") => Name::Log,
-                        Some(b"entries") => Name::Entries,
-                        _ => Name::Other,
-                    });
-                }
-                b',' => {
-                    self.named = None;
-                    self.expect_key = true;
-                }
-                _ if at_entries => {
-                    self.entry = Some(Entry::Word);
-                    began = Some(i);
-                }
-                _ => {}
+            let did = if self.string {
+                self.string_byte(b)
+            } else if matches!(self.entry, Some(Entry::Nested(_) | Entry::Word)) {
+                self.entry_byte(b)
+            } else {
+                self.outer_byte(b)
+            };
+            match did {
+                Byte::Goes => {}
+                Byte::Begins => began = Some(i),
+                Byte::EndsBefore => return Step { used: i, began, done: true },
+                Byte::EndsWith => return Step { used: i + 1, began, done: true },
             }
         }
         Step { used: chunk.len(), began, done: false }
     }
+
+    /// A byte inside a string: its end (which ends an entry that is a string), an escape,
+    /// or part of a key being read.
+    fn string_byte(&mut self, b: u8) -> Byte {
+        if self.escaped {
+            self.escaped = false;
+        } else if b == b'\\' {
+            self.escaped = true;
+        } else if b == b'"' {
+            self.string = false;
+            if let Some(key) = self.key.take() {
+                self.last_key = Some(key);
+            }
+            if self.entry == Some(Entry::Str) {
+                self.entry = None;
+                return Byte::EndsWith;
+            }
+            return Byte::Goes;
+        }
+        if let Some(key) = self.key.as_mut().filter(|k| k.len() < 16) {
+            key.push(b);
+        }
+        Byte::Goes
+    }
+
+    /// A byte of an entry that is an object, an array or a bare word, outside its strings.
+    fn entry_byte(&mut self, b: u8) -> Byte {
+        match (self.entry, b) {
+            (Some(Entry::Word), b',' | b']') => self.end(Byte::EndsBefore),
+            (Some(Entry::Word), _) if b.is_ascii_whitespace() => self.end(Byte::EndsBefore),
+            (Some(Entry::Nested(_)), b'"') => {
+                self.string = true;
+                Byte::Goes
+            }
+            (Some(Entry::Nested(depth)), b'{' | b'[') => {
+                self.entry = Some(Entry::Nested(depth + 1));
+                Byte::Goes
+            }
+            (Some(Entry::Nested(1)), b'}' | b']') => self.end(Byte::EndsWith),
+            (Some(Entry::Nested(depth)), b'}' | b']') => {
+                self.entry = Some(Entry::Nested(depth - 1));
+                Byte::Goes
+            }
+            _ => Byte::Goes,
+        }
+    }
+
+    fn end(&mut self, how: Byte) -> Byte {
+        self.entry = None;
+        how
+    }
+
+    /// A byte between entries: the document's structure around `log.entries`, or the start
+    /// of an entry.
+    fn outer_byte(&mut self, b: u8) -> Byte {
+        let top = self.stack.last().copied();
+        let at_entries = top == Some(Frame::Entries);
+        match b {
+            _ if b.is_ascii_whitespace() => {}
+            b'"' if at_entries => {
+                self.string = true;
+                self.entry = Some(Entry::Str);
+                return Byte::Begins;
+            }
+            b'"' => {
+                self.string = true;
+                if self.expect_key && matches!(top, Some(Frame::Root | Frame::Log)) {
+                    self.key = Some(Vec::new());
+                }
+                self.expect_key = false;
+            }
+            b'{' | b'[' if at_entries => {
+                self.entry = Some(Entry::Nested(1));
+                return Byte::Begins;
+            }
+            b'{' | b'[' => self.open(top, b),
+            b'}' | b']' => {
+                self.stack.pop();
+                self.expect_key = false;
+            }
+            b':' => {
+                self.named = Some(match self.last_key.take().as_deref() {
+                    Some(b"log") => Name::Log,
+                    Some(b"entries") => Name::Entries,
+                    _ => Name::Other,
+                });
+            }
+            b',' => {
+                self.named = None;
+                self.expect_key = true;
+            }
+            _ if at_entries => {
+                self.entry = Some(Entry::Word);
+                return Byte::Begins;
+            }
+            _ => {}
+        }
+        Byte::Goes
+    }
+
+    /// A container opens outside the entries: the document, `log`, `log.entries`, or
+    /// another.
+    fn open(&mut self, top: Option<Frame>, b: u8) {
+        let frame = match (top, self.named, b) {
+            (None, _, b'{') => Frame::Root,
+            (Some(Frame::Root), Some(Name::Log), b'{') => Frame::Log,
+            (Some(Frame::Log), Some(Name::Entries), b'[') => {
+                self.found = true;
+                Frame::Entries
+            }
+            _ => Frame::Other,
+        };
+        self.stack.push(frame);
+        self.expect_key = b == b'{';
+        self.named = None;
+    }
+}
+
+/// What one byte did to the entry under way.
+#[derive(Clone, Copy)]
+enum Byte {
+    Goes,
+    /// An entry begins at it.
+    Begins,
+    /// The entry ended just before it (a bare word, at the byte after it).
+    EndsBefore,
+    /// The entry ends with it.
+    EndsWith,
 }
 
 #[cfg(test)]
