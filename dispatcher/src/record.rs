@@ -179,12 +179,7 @@ impl Record {
     /// A gRPC call: a POST whose `content-type` is `application/grpc` or a subtype of it.
     pub fn is_grpc(&self) -> bool {
         self.method.as_bytes() == b"POST"
-            && self.header("content-type").is_some_and(|v| {
-                let v = v.trim_ascii();
-                v.len() >= 16
-                    && v[..16].eq_ignore_ascii_case(b"application/grpc")
-                    && matches!(v.get(16), None | Some(b'+' | b';'))
-            })
+            && self.header("content-type").is_some_and(|v| reprise_proto::token::is_grpc_content_type(v))
     }
 }
 

@@ -38,3 +38,31 @@ pub fn push_percent_encoded(out: &mut Vec<u8>, b: u8) {
 pub fn is_token(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|&b| TOKEN_BYTE[usize::from(b)])
 }
+
+/// A `content-type` of a gRPC call: `application/grpc` or a subtype of it
+/// (`application/grpc+proto`; `application/grpc-web` is not gRPC over HTTP/2). One rule for
+/// the dispatcher (which names a call's endpoint by its path) and a replayer (which sends it
+/// over HTTP/2).
+pub fn is_grpc_content_type(value: &[u8]) -> bool {
+    let v = value.trim_ascii();
+    v.len() >= 16
+        && v[..16].eq_ignore_ascii_case(b"application/grpc")
+        && matches!(v.get(16), None | Some(b'+' | b';'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grpc_content_types_and_their_subtypes_are_grpc() {
+        for (v, grpc) in [
+            (&b"application/grpc"[..], true),
+            (b" Application/GRPC+proto ", true),
+            (b"application/grpc;charset=x", true),
+            (b"application/grpc-web", false),
+            (b"application/json", false),
+            (b"application/grp", false),
+        ] {
+            assert_eq!(super::is_grpc_content_type(v), grpc, "{}", String::from_utf8_lossy(v));
+        }
+    }
+}

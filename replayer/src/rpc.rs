@@ -21,19 +21,14 @@ pub fn messages_received() -> u64 {
     RECEIVED.load(Relaxed)
 }
 
-/// Whether a record is a gRPC call: a POST whose `content-type` is `application/grpc` or a
-/// subtype of it (`application/grpc+proto`; `application/grpc-web` is not gRPC over HTTP/2).
+/// Whether a record is a gRPC call: a POST whose `content-type` is gRPC's
+/// ([`reprise_proto::token::is_grpc_content_type`]).
 /// Asked of every record under `http = "auto"`: other methods are known without a look at
 /// the headers.
 pub fn is_grpc(rec: &RecordView<'_>) -> bool {
     rec.method == b"POST"
         && rec.headers().any(|(name, value)| {
-            name.eq_ignore_ascii_case(b"content-type") && {
-                let v = value.trim_ascii();
-                v.len() >= 16
-                    && v[..16].eq_ignore_ascii_case(b"application/grpc")
-                    && matches!(v.get(16), None | Some(b'+' | b';'))
-            }
+            name.eq_ignore_ascii_case(b"content-type") && reprise_proto::token::is_grpc_content_type(value)
         })
 }
 
