@@ -149,3 +149,83 @@ async fn a_truncated_frame_fails_the_requests_and_the_job_ends() {
         "{errors:?}"
     );
 }
+
+/// What a strict server received: each request's path, body and the length of its big
+/// header.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>, usize)>>>;
+
+/// A server that allows two streams at a time and 1,000-byte windows: requests with 40 KB
+/// bodies and 20 KB of headers (more than one frame: CONTINUATION) arrive whole, byte for
+/// byte, with no stream over the limit (none is refused) and each answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_two_streams_and_small_windows_gets_every_byte() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let received: Received = Default::default();
+    let got = std::sync::Arc::clone(&received);
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let got = std::sync::Arc::clone(&got);
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::Builder::new()
+                    .max_concurrent_streams(2)
+                    .initial_window_size(1_000)
+                    .handshake::<_, Bytes>(tcp)
+                    .await
+                else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let got = std::sync::Arc::clone(&got);
+                    tokio::spawn(async move {
+                        let path = req.uri().path().to_owned();
+                        let big = req.headers().get("x-big").map_or(0, |v| v.len());
+                        let mut body = req.into_body();
+                        let mut bytes = Vec::new();
+                        while let Some(Ok(chunk)) = body.data().await {
+                            let _ = body.flow_control().release_capacity(chunk.len());
+                            bytes.extend_from_slice(&chunk);
+                        }
+                        got.lock().expect("lock").push((path, bytes, big));
+                        let head = http::Response::builder().status(200).body(()).expect("response");
+                        let _ = respond.send_response(head, true);
+                    });
+                }
+            });
+        }
+    });
+    let dir = temp_dir("h2-strict");
+    let big = "b".repeat(20_000);
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            let body = format!("{i:05}").repeat(8_000);
+            format!(
+                r#"{{"ts":{},"method":"POST","url":"/u/{i}","headers":{{"x-big":"{big}"}},"body":"{body}"}}"#,
+                T0 + i
+            )
+        })
+        .collect();
+    let rec = dir.join("posts.jsonl");
+    std::fs::write(&rec, lines.join("\n")).expect("recording");
+    let job = write_job(
+        &dir,
+        &format!("http://{addr}"),
+        &rec,
+        "speed = \"max\"",
+        "[replayer]\nhttp = \"2\"\ntimeout = \"10s\"\nconcurrency = 6\nmax_streams = 6\n",
+    );
+    let report = run_job(&job, &dir, &[]).await;
+    server.abort();
+    balanced(&report, 12);
+    assert_eq!(report["total"]["status"], serde_json::json!({"200": 12}), "{:#}", report["total"]);
+    let mut got = received.lock().expect("lock").clone();
+    got.sort();
+    let want: Vec<(String, Vec<u8>, usize)> =
+        (0..12).map(|i| (format!("/u/{i}"), format!("{i:05}").repeat(8_000).into_bytes(), 20_000)).collect();
+    let mut want = want;
+    want.sort();
+    assert_eq!(got.len(), 12);
+    for (g, w) in got.iter().zip(&want) {
+        assert!(g == w, "{} got {} body bytes, header {}", w.0, g.1.len(), g.2);
+    }
+}

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use crate::answer::{Answer, Keep};
 use crate::errors::{ErrorKind, kind_of};
-pub use crate::request::{Unsendable, is_hop_by_hop, push_target, write_head};
+pub use crate::request::{Unsendable, write_head};
 
 /// A response head longer than this is refused (nginx's default limit for request heads is
 /// 8 KiB; 64 KiB leaves room for large cookies).

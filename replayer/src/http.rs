@@ -15,7 +15,7 @@ use std::future::Future as _;
 use std::pin::Pin;
 use std::task::Poll;
 
-use http::{HeaderName, HeaderValue, Request, Uri};
+use http::{HeaderValue, Uri};
 use reprise_proto::batch::RecordView;
 use reprise_proto::pb;
 use rustls::pki_types::ServerName;
@@ -27,8 +27,9 @@ use tokio_rustls::client::TlsStream;
 use crate::answer::{Answer, Keep};
 use crate::errors::{ErrorKind, kind_of};
 use crate::h1::{self, H1, Unsendable};
-use crate::h2::{H2, Pool, Sent};
+use crate::h2::{H2, Head, Io, Pool, Sent};
 use crate::tls::{ALPN_H1, ALPN_H2, TlsSettingsError};
+use reprise_proto::token::is_token;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -125,8 +126,6 @@ struct Tls {
 pub struct Target {
     /// The target's authority (host:port), what connections dial.
     authority: String,
-    /// `scheme://`, what HTTP/2 requests' URIs start with.
-    scheme: &'static str,
     /// For https targets.
     tls: Option<Tls>,
     /// The Host header for requests (the target's authority).
@@ -166,7 +165,6 @@ impl Target {
         };
         Ok(Target {
             authority: format!("{}:{port}", authority.host()),
-            scheme: if https { "https://" } else { "http://" },
             tls,
             host,
             prefix: uri.path().trim_end_matches('/').to_owned(),
@@ -239,7 +237,7 @@ impl Target {
         let send = async {
             match protocol {
                 Protocol::H1 => self.send_h1(h1, head, rec, sent, keep).await,
-                Protocol::H2 => Box::pin(self.send_h2(h2, rec, keep)).await,
+                Protocol::H2 => self.send_h2(h2, rec, keep).await,
                 Protocol::Negotiate => {
                     if h1.as_mut().is_some_and(|c| c.usable(sent)) {
                         return self.send_h1(h1, head, rec, sent, keep).await;
@@ -251,7 +249,7 @@ impl Target {
                         }
                     }
                     match h2 {
-                        Some(_) => Box::pin(self.send_h2(h2, rec, keep)).await,
+                        Some(_) => self.send_h2(h2, rec, keep).await,
                         None => self.send_h1(h1, head, rec, sent, keep).await,
                     }
                 }
@@ -314,19 +312,19 @@ impl Target {
         mut keep: Option<(&Keep, &mut Answer)>,
     ) -> Result<u16, ErrorKind> {
         let grpc = crate::rpc::is_grpc(rec);
+        let head = match self.h2_head(rec, grpc) {
+            Ok(head) => head,
+            Err(why) => return unsendable(rec, &why),
+        };
         let mut retried = false;
         loop {
-            let req = match self.h2_request(rec, grpc) {
-                Ok(r) => r,
-                Err(why) => return unsendable(rec, &why),
-            };
             if !conn.as_ref().is_some_and(H2::usable) {
-                *conn = Some(self.h2.take(|| self.connect_h2()).await?);
+                *conn = Some(Box::pin(self.h2.take(|| self.connect_h2())).await?);
             }
             // invariant: set just above when it was not there.
             let Some(h2) = conn.as_ref() else { return Err(ErrorKind::Other) };
             let keep = keep.as_mut().map(|(k, a)| (*k, &mut **a));
-            match h2.exchange(req, rec.share(rec.body), grpc, keep).await {
+            match h2.exchange(&head, rec.share(rec.body), keep).await {
                 Ok(status) => return Ok(status),
                 Err(Sent::Not(_)) if !retried => {
                     retried = true;
@@ -382,7 +380,7 @@ impl Target {
 
     /// Opens an HTTP/2 connection: h2c with prior knowledge, or TLS offering h2 alone.
     async fn connect_h2(&self) -> Result<H2, ErrorKind> {
-        let Some(tls) = &self.tls else { return H2::handshake(self.tcp().await?).await };
+        let Some(tls) = &self.tls else { return H2::handshake(Io::Plain(self.tcp().await?)).await };
         let stream = self.tls(tls, &tls.h2).await?;
         if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
             if TLS_NO_H2_LOGGED.fetch_add(1, Relaxed) < 1 {
@@ -395,7 +393,7 @@ impl Target {
             }
             return Err(ErrorKind::Tls);
         }
-        H2::handshake(stream).await
+        H2::handshake(Io::Tls(Box::new(stream))).await
     }
 
     /// Opens a TLS connection offering h2 and http/1.1, and takes what ALPN settles on for
@@ -404,7 +402,7 @@ impl Target {
         let Some(tls) = &self.tls else { return self.connect_h1().await.map(Opened::H1) };
         let stream = self.tls(tls, &tls.both).await?;
         if stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
-            let h2 = H2::handshake(stream).await?;
+            let h2 = H2::handshake(Io::Tls(Box::new(stream))).await?;
             self.settled.store(SETTLED_H2, Relaxed);
             self.h2.offer(&h2);
             Ok(Opened::H2(h2))
@@ -414,44 +412,39 @@ impl Target {
         }
     }
 
-    /// The record as an HTTP/2 request: its method, the target's scheme and authority (or
-    /// the recorded host with `preserve_host`), the prefix and recorded path, its headers
-    /// but pseudo-headers and those of one connection; `te: trailers` for a gRPC call.
-    fn h2_request(&self, rec: &RecordView<'_>, grpc: bool) -> Result<Request<()>, Unsendable> {
-        let host = match (self.preserve_host, rec.host.is_empty()) {
+    /// The record as an HTTP/2 request head: its method, the target's scheme and authority
+    /// (or the recorded host with `preserve_host`), the prefix and recorded path (without a
+    /// `#fragment`), its headers; `te: trailers` for a gRPC call.
+    fn h2_head<'a, 'r>(&'a self, rec: &'a RecordView<'r>, grpc: bool) -> Result<Head<'a, 'r>, Unsendable> {
+        let authority = match (self.preserve_host, rec.host.is_empty()) {
             (true, false) => rec.host,
             _ => self.host.as_bytes(),
         };
-        let mut target =
-            Vec::with_capacity(self.scheme.len() + host.len() + self.prefix.len() + rec.path.len());
-        target.extend_from_slice(self.scheme.as_bytes());
-        target.extend_from_slice(host);
-        h1::push_target(&mut target, self.prefix.as_bytes());
-        h1::push_target(&mut target, rec.path);
-        let uri = Uri::try_from(target).map_err(|_| Unsendable::Path)?;
-        if uri.authority().is_none_or(|a| a.as_str().as_bytes() != host) {
+        if !is_token(rec.method) {
+            return Err(Unsendable::Method);
+        }
+        if authority.is_empty() || !authority.iter().all(|&b| is_authority_byte(b)) {
             return Err(Unsendable::Host);
         }
-        let mut req =
-            Request::builder().method(rec.method).uri(uri).body(()).map_err(|_| Unsendable::Method)?;
-        let headers = req.headers_mut();
-        for (name, value) in rec.headers() {
-            if name.starts_with(b":") || h1::is_hop_by_hop(name) {
-                continue;
-            }
-            if let (Ok(n), Ok(v)) =
-                (HeaderName::from_bytes(name), HeaderValue::from_maybe_shared(rec.share(value)))
-            {
-                // `append` panics past the map's capacity (32,768); the dispatcher caps
-                // headers far below, and a record that still overflows is not sent.
-                headers.try_append(n, v).map_err(|_| Unsendable::Headers)?;
-            }
+        let path = rec.path.split(|&b| b == b'#').next().unwrap_or_default();
+        if self.prefix.is_empty() && !(path.is_empty() || path.starts_with(b"/") || path == b"*") {
+            return Err(Unsendable::Path);
         }
-        if grpc {
-            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
-        }
-        Ok(req)
+        Ok(Head {
+            method: rec.method,
+            https: self.tls.is_some(),
+            authority,
+            prefix: self.prefix.as_bytes(),
+            path,
+            rec,
+            grpc,
+        })
     }
+}
+
+/// A byte an authority (host and port) may hold.
+fn is_authority_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b)
 }
 
 /// A connection ALPN settled.
@@ -490,6 +483,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::hpack;
 
     #[test]
     fn a_base_url_is_shown_without_user_info_and_bad_ones_are_refused() {
@@ -565,7 +559,7 @@ mod tests {
     fn paths_a_uri_refuses_are_percent_encoded() {
         let target = |path: &str| {
             let mut out = Vec::new();
-            h1::push_target(&mut out, path.as_bytes());
+            crate::request::push_target(&mut out, path.as_bytes());
             String::from_utf8(out).expect("ascii")
         };
         assert_eq!(target("/s?q=<x> y"), "/s?q=%3Cx%3E%20y");
@@ -610,14 +604,33 @@ mod tests {
             preserve_host,
             ..Default::default()
         };
-        let req = Target::new(&cfg(false)).expect("target").h2_request(&rec, true).expect("request");
-        assert_eq!(req.uri().to_string(), "http://staging:8080/api/shop.Items/Get");
-        let names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
-        assert_eq!(names, ["content-type", "x-tenant", "te"]);
-        assert_eq!(req.headers()["te"], "trailers");
-        let req = Target::new(&cfg(true)).expect("target").h2_request(&rec, false).expect("request");
-        assert_eq!(req.uri().authority().map(|a| a.as_str()), Some("prod:443"));
-        assert!(!req.headers().contains_key("te"), "only gRPC calls ask for trailers");
+        let fields = |preserve_host, grpc| {
+            let target = Target::new(&cfg(preserve_host)).expect("target");
+            let head = target.h2_head(&rec, grpc).expect("head");
+            let block = crate::h2::tests::encoded(&head);
+            let mut got = Vec::new();
+            hpack::Decoder::default()
+                .decode(&block, |n, v| {
+                    got.push(format!("{}: {}", String::from_utf8_lossy(n), String::from_utf8_lossy(v)))
+                })
+                .expect("decodes");
+            got
+        };
+        assert_eq!(
+            fields(false, true),
+            [
+                ":method: POST",
+                ":scheme: http",
+                ":authority: staging:8080",
+                ":path: /api/shop.Items/Get",
+                "content-type: application/grpc",
+                "x-tenant: a",
+                "te: trailers",
+            ]
+        );
+        let preserved = fields(true, false);
+        assert_eq!(preserved[2], ":authority: prod:443");
+        assert!(!preserved.iter().any(|f| f.starts_with("te:")), "only gRPC calls ask for trailers");
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod grpc;
 mod h1;
 mod h2;
 mod health;
+mod hpack;
 mod http;
 mod protobuf;
 mod reporter;

@@ -26,8 +26,14 @@ const HOP_BY_HOP: [&str; 9] = [
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
 }
+/// Whether a recorded header is replayed: a name that is a token (not a pseudo-header, not
+/// one of one connection) and a value that can be written as it is.
+pub fn is_replayed(name: &[u8], value: &[u8]) -> bool {
+    is_token(name) && is_value(value) && !is_hop_by_hop(name)
+}
+
 /// A header value that can be written as it is (no CR, LF or NUL).
-fn is_value(v: &[u8]) -> bool {
+pub fn is_value(v: &[u8]) -> bool {
     !v.iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
 }
 
@@ -40,8 +46,6 @@ pub enum Unsendable {
     Host,
     #[error("the path does not make a request target")]
     Path,
-    #[error("more headers than a request can carry")]
-    Headers,
 }
 
 /// Writes the request head for `rec` into `out` (cleared first): request line with `prefix`
@@ -66,7 +70,7 @@ pub fn write_head(
     push_target(out, rec.path);
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in rec.headers() {
-        if !is_token(name) || !is_value(value) || is_hop_by_hop(name) {
+        if !is_replayed(name, value) {
             continue;
         }
         for part in [name, b": ", value, b"\r\n"] {
