@@ -949,7 +949,7 @@ impl H2 {
 
     /// Sends a request (`head`) with `body` on a new stream and
     /// reads the whole answer, keeping what `keep` asks of it (headers and trailers alike).
-    /// Returns the HTTP status, or for a gRPC call (`grpc`) the kind its `grpc-status` names
+    /// Returns the HTTP status, or for a gRPC call (`head.grpc`) the kind its `grpc-status` names
     /// when that is not 0. A request the connection could not take, or that its GOAWAY left
     /// unprocessed, is [`Sent::Not`]: it may go on another connection.
     pub async fn exchange(
@@ -958,7 +958,6 @@ impl H2 {
         body: Bytes,
         mut keep: Option<(&Keep, &mut Answer)>,
     ) -> Result<u16, Sent> {
-        let grpc = head.grpc;
         let mut ex = Exchange { conn: &self.conn, id: 0, waker: None, done: false, unflushed: false };
         let stream = std::future::poll_fn(|cx| {
             let mut guard = lock(&self.conn);
@@ -970,72 +969,104 @@ impl H2 {
             }
             c.drive(cx);
             if ex.id == 0 {
-                if let Some(kind) = c.closed() {
-                    ex.done = true;
-                    c.hand_off(cx.waker());
-                    return Poll::Ready(Err(Sent::Not(kind)));
-                }
-                if c.streams.len() >= c.max_streams {
-                    if !c.waiting.iter().any(|w| w.will_wake(cx.waker())) {
-                        c.waiting.push_back(cx.waker().clone());
-                    }
-                    return Poll::Pending;
-                }
-                ex.id = c.open(head, body.clone(), keep.is_some(), cx.waker());
-                // The links woken with this one queue their frames before these go out: the
-                // last of them to come back writes them all at once.
-                ex.unflushed = true;
-                c.unflushed += 1;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+                return ex.open(c, cx, head, &body, keep.is_some());
             }
-            let Some(s) = c.streams.get_mut(&ex.id) else {
-                // invariant: only this exchange takes its stream off.
-                ex.done = true;
-                c.hand_off(cx.waker());
-                return Poll::Ready(Err(Sent::Failed(ErrorKind::Other)));
-            };
-            if let Some((keep, answer)) = keep.as_mut() {
-                while let Some(chunk) = s.data.pop_front() {
-                    answer.take_body(keep, &chunk);
-                }
-            }
-            if s.failed.is_none() && !s.ended {
-                if !s.waker.will_wake(cx.waker()) {
-                    s.waker = cx.waker().clone();
-                }
-                return Poll::Pending;
-            }
-            ex.done = true;
-            match c.close(ex.id, cx.waker()) {
-                Some(s) => Poll::Ready(Ok(s)),
-                None => Poll::Ready(Err(Sent::Failed(ErrorKind::Other))),
-            }
+            ex.answer(c, cx, keep.as_mut().map(|(k, a)| (*k, &mut **a)))
         })
         .await?;
-        if let Some((keep, answer)) = keep.as_mut() {
-            answer.status = stream.status;
-            for list in [&stream.head, &stream.trailers] {
-                answer.take_headers(keep, list.iter().map(|(n, v)| (n.as_str(), &v[..])));
+        outcome(stream, head.grpc, keep)
+    }
+}
+
+impl Exchange<'_> {
+    /// Opens the exchange's stream, unless the connection takes no more (the request may
+    /// go elsewhere) or the server's limit is reached (it waits for a stream to end).
+    fn open(
+        &mut self,
+        c: &mut Conn,
+        cx: &mut Context<'_>,
+        head: &Head<'_, '_>,
+        body: &Bytes,
+        keep: bool,
+    ) -> Poll<Result<Stream, Sent>> {
+        if let Some(kind) = c.closed() {
+            self.done = true;
+            c.hand_off(cx.waker());
+            return Poll::Ready(Err(Sent::Not(kind)));
+        }
+        if c.streams.len() >= c.max_streams {
+            if !c.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                c.waiting.push_back(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        self.id = c.open(head, body.clone(), keep, cx.waker());
+        // The links woken with this one queue their frames before these go out: the last of
+        // them to come back writes them all at once.
+        self.unflushed = true;
+        c.unflushed += 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Takes what came for the stream (the kept body as it comes); the stream once it has
+    /// ended or failed.
+    fn answer(
+        &mut self,
+        c: &mut Conn,
+        cx: &mut Context<'_>,
+        keep: Option<(&Keep, &mut Answer)>,
+    ) -> Poll<Result<Stream, Sent>> {
+        let Some(s) = c.streams.get_mut(&self.id) else {
+            // invariant: only this exchange takes its stream off.
+            self.done = true;
+            c.hand_off(cx.waker());
+            return Poll::Ready(Err(Sent::Failed(ErrorKind::Other)));
+        };
+        if let Some((keep, answer)) = keep {
+            while let Some(chunk) = s.data.pop_front() {
+                answer.take_body(keep, &chunk);
             }
         }
-        if let Some(failed) = stream.failed {
-            return Err(failed);
+        if s.failed.is_none() && !s.ended {
+            if !s.waker.will_wake(cx.waker()) {
+                s.waker = cx.waker().clone();
+            }
+            return Poll::Pending;
         }
-        if !grpc {
-            return Ok(stream.status);
+        self.done = true;
+        match c.close(self.id, cx.waker()) {
+            Some(s) => Poll::Ready(Ok(s)),
+            None => Poll::Ready(Err(Sent::Failed(ErrorKind::Other))),
         }
-        crate::rpc::count_received(&stream.frames);
-        let code = stream.grpc_trailer.or(stream.grpc_head);
-        if let Some((_, answer)) = keep.as_mut() {
-            answer.grpc_status = code;
+    }
+}
+
+/// What an ended stream comes to: the HTTP status, or for a gRPC call the kind its
+/// `grpc-status` names when that is not 0; what `keep` asks is taken from it first.
+fn outcome(stream: Stream, grpc: bool, mut keep: Option<(&Keep, &mut Answer)>) -> Result<u16, Sent> {
+    if let Some((keep, answer)) = keep.as_mut() {
+        answer.status = stream.status;
+        for list in [&stream.head, &stream.trailers] {
+            answer.take_headers(keep, list.iter().map(|(n, v)| (n.as_str(), &v[..])));
         }
-        match code {
-            None => Err(Sent::Failed(ErrorKind::GrpcNoStatus)),
-            Some(_) if !stream.frames.whole() => Err(Sent::Failed(ErrorKind::GrpcFraming)),
-            Some(0) => Ok(stream.status),
-            Some(code) => Err(Sent::Failed(ErrorKind::of_grpc_status(code))),
-        }
+    }
+    if let Some(failed) = stream.failed {
+        return Err(failed);
+    }
+    if !grpc {
+        return Ok(stream.status);
+    }
+    crate::rpc::count_received(&stream.frames);
+    let code = stream.grpc_trailer.or(stream.grpc_head);
+    if let Some((_, answer)) = keep.as_mut() {
+        answer.grpc_status = code;
+    }
+    match code {
+        None => Err(Sent::Failed(ErrorKind::GrpcNoStatus)),
+        Some(_) if !stream.frames.whole() => Err(Sent::Failed(ErrorKind::GrpcFraming)),
+        Some(0) => Ok(stream.status),
+        Some(code) => Err(Sent::Failed(ErrorKind::of_grpc_status(code))),
     }
 }
 
