@@ -195,6 +195,13 @@ struct Stream {
     unacked: u32,
 }
 
+impl Stream {
+    /// The server ended it or it failed: its link has yet to take it.
+    fn done(&self) -> bool {
+        self.ended || self.failed.is_some()
+    }
+}
+
 /// A header block that continues in CONTINUATION frames.
 struct Continued {
     id: u32,
@@ -213,7 +220,8 @@ struct Conn<T = Io> {
     decoder: hpack::Decoder,
     /// The header block being written.
     block: Vec<u8>,
-    streams: HashMap<u32, Stream>,
+    /// By stream id. Ids are this side's, so a fast hash without a random key is safe.
+    streams: HashMap<u32, Stream, foldhash::fast::FixedState>,
     next_id: u32,
     /// The server's settings.
     max_streams: usize,
@@ -293,7 +301,7 @@ impl<T: Transport> Conn<T> {
             encoder: hpack::Encoder::default(),
             decoder: hpack::Decoder::default(),
             block: Vec::new(),
-            streams: HashMap::new(),
+            streams: HashMap::default(),
             next_id: 1,
             max_streams: usize::MAX,
             initial_window: DEFAULT_WINDOW,
@@ -326,7 +334,7 @@ impl<T: Transport> Conn<T> {
     /// asked for (acknowledgements, windows given back). Writes wait while links that just
     /// opened streams have yet to come back (see `unflushed`).
     fn drive(&mut self, cx: &mut Context<'_>) {
-        if self.unflushed == 0 {
+        if self.may_flush() {
             self.flush(cx);
         }
         // The link the socket wakes reads for all; the others need not look.
@@ -358,9 +366,18 @@ impl<T: Transport> Conn<T> {
                 }
             }
         }
-        if self.unflushed == 0 {
+        if self.may_flush() {
             self.flush(cx);
         }
+    }
+
+    /// Whether the queued frames go out now. Not while links that just opened streams have
+    /// yet to come back, nor while streams that ended wait for their links: those open the
+    /// next streams, and all go out in one write. (Writing when only the first of the woken
+    /// links came back sent a batch as one request and then the rest: twice the writes for
+    /// the target to read.)
+    fn may_flush(&self) -> bool {
+        self.unflushed == 0 && (self.written == self.wbuf.len() || !self.streams.values().any(Stream::done))
     }
 
     /// Writes the queued frames as far as the socket takes them. A write that fails (the
@@ -747,6 +764,9 @@ impl<T: Transport> Conn<T> {
     /// may open in its place.
     fn close(&mut self, id: u32, waker: &Waker) -> Option<Stream> {
         let s = self.streams.remove(&id)?;
+        if self.may_flush() {
+            self.flush(&mut Context::from_waker(waker));
+        }
         if let Some(w) = self.waiting.pop_front() {
             w.wake();
         }
@@ -844,6 +864,12 @@ fn quiet_waker() -> Waker {
     Waker::from(Arc::new(Quiet))
 }
 
+/// Takes the streams that are done off the connection, as their links would.
+fn take_done(conn: &mut Conn<Feed<'_>>, waker: &Waker) -> Vec<(u32, Stream)> {
+    let done: Vec<u32> = conn.streams.iter().filter(|(_, s)| s.done()).map(|(id, _)| *id).collect();
+    done.into_iter().filter_map(|id| Some((id, conn.close(id, waker)?))).collect()
+}
+
 /// A hostile target's bytes, as the answer to three streams (1: plain, 3: gRPC, 5: kept for
 /// comparison, with a body to send): read in pieces of every size, they must neither panic
 /// nor hang, whatever they hold ([`crate::fuzz::h2_answer`]).
@@ -856,9 +882,11 @@ pub(crate) fn answer_to_streams(data: &[u8]) {
             conn.add_stream(id, Bytes::from_static(&[7; 100_000]), grpc, keep, waker);
         }
         conn.next_id = 7;
-        // Each drive reads at least one piece, and the feed ends: this loop ends.
+        // Each drive reads at least one piece, and the feed ends: this loop ends. A stream
+        // is taken once done, as its link takes it.
         while conn.failed.is_none() {
             conn.drive(&mut cx);
+            take_done(&mut conn, waker);
         }
         for id in [1, 3, 5] {
             conn.close(id, waker);
@@ -1183,11 +1211,14 @@ pub(crate) mod tests {
             for (id, grpc, keep) in [(1, false, false), (3, true, false), (5, false, true)] {
                 conn.add_stream(id, Bytes::from(vec![7; 30_000]), grpc, keep, waker);
             }
+            // Each stream is taken once done, as its link takes it.
+            let mut taken = HashMap::new();
             while conn.failed.is_none() {
                 conn.drive(&mut cx);
+                taken.extend(take_done(&mut conn, waker));
             }
             assert_eq!(conn.failed, Some(ErrorKind::Reset), "the feed's end closes the connection");
-            let s = |id| &conn.streams[&id];
+            let s = |id| &taken[&id];
             assert_eq!((s(1).status, s(1).ended, s(1).failed), (200, true, None), "pieces of {size}");
             assert_eq!((s(3).grpc_trailer, s(3).frames.messages, s(3).frames.whole()), (Some(0), 1, true));
             let kept: Vec<u8> = s(5).data.iter().flat_map(|b| b.to_vec()).collect();
@@ -1198,7 +1229,7 @@ pub(crate) mod tests {
             assert!(written.windows(17).any(|w| w == frame(PING, ACK, 0, b"12345678")), "PING answered");
             assert!(written.windows(9).any(|w| w == frame(SETTINGS, ACK, 0, b"")), "SETTINGS acknowledged");
             // The bodies went as far as the connection's window (65,535) allowed, no further.
-            let data_sent: usize = conn.streams.values().map(|s| 30_000 - s.body.len()).sum();
+            let data_sent: usize = taken.values().map(|s| 30_000 - s.body.len()).sum();
             assert_eq!(data_sent, 65_535, "pieces of {size}");
         }
     }

@@ -146,7 +146,10 @@ impl Target {
         let bad = || TargetError::BadTarget(cfg.target.clone());
         let uri: Uri = cfg.target.parse().map_err(|_| bad())?;
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { return Err(bad()) };
-        if !matches!(scheme, "http" | "https") || authority.host().is_empty() {
+        if !matches!(scheme, "http" | "https")
+            || authority.host().is_empty()
+            || !is_authority(authority.as_str().as_bytes())
+        {
             return Err(bad());
         }
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
@@ -416,15 +419,14 @@ impl Target {
     /// (or the recorded host with `preserve_host`), the prefix and recorded path (without a
     /// `#fragment`), its headers; `te: trailers` for a gRPC call.
     fn h2_head<'a, 'r>(&'a self, rec: &'a RecordView<'r>, grpc: bool) -> Result<Head<'a, 'r>, Unsendable> {
+        // The target's own authority was checked when the target was made.
         let authority = match (self.preserve_host, rec.host.is_empty()) {
-            (true, false) => rec.host,
+            (true, false) if is_authority(rec.host) => rec.host,
+            (true, false) => return Err(Unsendable::Host),
             _ => self.host.as_bytes(),
         };
         if !is_token(rec.method) {
             return Err(Unsendable::Method);
-        }
-        if authority.is_empty() || !authority.iter().all(|&b| is_authority_byte(b)) {
-            return Err(Unsendable::Host);
         }
         let path = rec.path.split(|&b| b == b'#').next().unwrap_or_default();
         if self.prefix.is_empty() && !(path.is_empty() || path.starts_with(b"/") || path == b"*") {
@@ -442,9 +444,12 @@ impl Target {
     }
 }
 
-/// A byte an authority (host and port) may hold.
-fn is_authority_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b)
+/// Bytes an authority (host and port) may hold.
+const AUTHORITY_BYTE: [bool; 256] = reprise_proto::token::alphanumeric_and(b"-._~!$&'()*+,;=:[]%");
+
+/// An authority (host and port) that can go in `:authority` as it is.
+fn is_authority(a: &[u8]) -> bool {
+    !a.is_empty() && a.iter().all(|&b| AUTHORITY_BYTE[usize::from(b)])
 }
 
 /// A connection ALPN settled.
