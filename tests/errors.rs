@@ -223,6 +223,32 @@ async fn slow_responses_count_as_timeouts_and_statuses_are_kept() {
     assert!(r["duration_s"].as_f64().expect("duration") < 2.5, "the timeout cut the slow request short");
 }
 
+/// A connection's timer is moved only when it fires: still set for the first request's
+/// deadline, it fires while the second is in flight, and the second gets its whole timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_gets_its_whole_timeout_after_an_earlier_one_on_its_connection() {
+    let target = Capture::start().await;
+    let dir = temp_dir("timer");
+    let rec = dir.join("r.jsonl");
+    let lines = [
+        format!(r#"{{"ts":{T0},"method":"GET","url":"/first"}}"#),
+        // Sent 200 ms after the first, answered 250 ms later: past the first's deadline
+        // (300 ms after it was sent), inside its own.
+        format!(r#"{{"ts":{},"method":"GET","url":"/second","headers":{{"X-Delay-Ms":"250"}}}}"#, T0 + 200),
+    ];
+    std::fs::write(&rec, lines.join("\n")).expect("write");
+    let job = write_job(
+        &dir,
+        &target.url(),
+        &rec,
+        "speed = 1",
+        "[replayer]\nconcurrency = 1\ntimeout = \"300ms\"\n",
+    );
+    let r = run_job(&job, &dir, &[]).await;
+    assert_eq!(target.requests().len(), 2);
+    assert_eq!(r["totals"]["ok"], 2, "{}", r["total"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_the_target_closes_are_reopened_without_failures() {
     let target = Capture::start().await;
