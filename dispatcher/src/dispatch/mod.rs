@@ -307,6 +307,10 @@ pub async fn run(
         for _ in 0..copies {
             place(ctx, &mut batches, &wire, record.key.as_deref(), stop).await;
         }
+        // A record is a unit of tokio's cooperative budget: at speed "max" nothing else here
+        // waits, and the loop would keep its thread until the replayers' credits ran out,
+        // while the connections sharing the thread (`reprise run`) stood still.
+        tokio::task::consume_budget().await;
     };
     if stopped {
         batches.discard(ctx);
