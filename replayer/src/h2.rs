@@ -9,7 +9,8 @@
 //! frame to its stream and wakes that stream's link. There is no connection task; a link
 //! that finishes while the socket would wake it passes that on to another. Requests are
 //! encoded from the record straight into HPACK ([`crate::hpack`]); a link's frames wait
-//! until the links woken with it have queued theirs, so one write carries them all.
+//! until the links whose answers came with its own have queued theirs, so one write
+//! carries a batch, as one read brought the answers.
 //!
 //! What the protocol asks of a client, and what is left out:
 //! - SETTINGS are read before the first stream (the server's limit on concurrent streams
@@ -334,7 +335,7 @@ impl<T: Transport> Conn<T> {
     /// asked for (acknowledgements, windows given back). Writes wait while links that just
     /// opened streams have yet to come back (see `unflushed`).
     fn drive(&mut self, cx: &mut Context<'_>) {
-        if self.may_flush() {
+        if self.unflushed == 0 {
             self.flush(cx);
         }
         // The link the socket wakes reads for all; the others need not look.
@@ -366,18 +367,9 @@ impl<T: Transport> Conn<T> {
                 }
             }
         }
-        if self.may_flush() {
+        if self.unflushed == 0 {
             self.flush(cx);
         }
-    }
-
-    /// Whether the queued frames go out now. Not while links that just opened streams have
-    /// yet to come back, nor while streams that ended wait for their links: those open the
-    /// next streams, and all go out in one write. (Writing when only the first of the woken
-    /// links came back sent a batch as one request and then the rest: twice the writes for
-    /// the target to read.)
-    fn may_flush(&self) -> bool {
-        self.unflushed == 0 && (self.written == self.wbuf.len() || !self.streams.values().any(Stream::done))
     }
 
     /// Writes the queued frames as far as the socket takes them. A write that fails (the
@@ -764,9 +756,6 @@ impl<T: Transport> Conn<T> {
     /// may open in its place.
     fn close(&mut self, id: u32, waker: &Waker) -> Option<Stream> {
         let s = self.streams.remove(&id)?;
-        if self.may_flush() {
-            self.flush(&mut Context::from_waker(waker));
-        }
         if let Some(w) = self.waiting.pop_front() {
             w.wake();
         }

@@ -6,7 +6,14 @@
 //! many connections) on tokio: no task per connection and no allocation per request (a
 //! `FuturesUnordered` holds one future per *request*, allocated and moved on each push;
 //! measured in this file's git history).
+//!
+//! A future that wakes itself while it is polled yields: it is polled again once the slots
+//! that others woke meanwhile have had their turn. An HTTP/2 link that queued its request
+//! wakes itself to write it once the links woken by the same read have queued theirs, so
+//! one write carries the batch (polled again at once, the first of them wrote its request
+//! alone: twice the writes for the server to read).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +28,29 @@ type Slot = Pin<Box<dyn Future<Output = ()> + Send>>;
 struct Woken {
     /// Bit `i % 64` of word `i / 64`: slot `i` was woken since the driver last looked.
     bits: Vec<AtomicU64>,
+    /// Slots that woke themselves while polled: set in `bits` once no other slot is woken.
+    later: Vec<AtomicU64>,
     driver: AtomicWaker,
+}
+
+impl Woken {
+    /// Moves the slots that yielded into `bits`; whether there were any.
+    fn take_later(&self) -> bool {
+        let mut any = false;
+        for (bits, later) in self.bits.iter().zip(&self.later) {
+            let yielded = later.swap(0, Ordering::Relaxed);
+            if yielded != 0 {
+                bits.fetch_or(yielded, Ordering::AcqRel);
+                any = true;
+            }
+        }
+        any
+    }
+}
+
+thread_local! {
+    /// The slot this thread is polling: its `Woken` (by address) and index.
+    static POLLING: Cell<(usize, usize)> = const { Cell::new((0, usize::MAX)) };
 }
 
 /// Slot `index`'s waker: marks it and wakes the driver.
@@ -36,7 +65,14 @@ impl Wake for SlotWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.bits[self.index / 64].fetch_or(1 << (self.index % 64), Ordering::AcqRel);
+        let (word, bit) = (self.index / 64, 1 << (self.index % 64));
+        // Woken from its own poll (on the driver's thread, so the driver sees it before it
+        // returns): it yields.
+        if POLLING.with(Cell::get) == (Arc::as_ptr(&self.woken) as usize, self.index) {
+            self.woken.later[word].fetch_or(bit, Ordering::Relaxed);
+            return;
+        }
+        self.woken.bits[word].fetch_or(bit, Ordering::AcqRel);
         self.woken.driver.wake();
     }
 }
@@ -55,6 +91,7 @@ impl Slots {
         let capacity = capacity.max(1);
         let woken = Arc::new(Woken {
             bits: (0..capacity.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            later: (0..capacity.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             driver: AtomicWaker::new(),
         });
         let wakers = (0..capacity)
@@ -116,6 +153,7 @@ impl Slots {
                     polled = true;
                     budget = budget.saturating_sub(1);
                     let mut slot_cx = Context::from_waker(&self.wakers[index]);
+                    let _polling = Polling::set(Arc::as_ptr(&self.woken) as usize, index);
                     if slot.as_mut().poll(&mut slot_cx).is_ready() {
                         self.slots[index] = None;
                         self.live -= 1;
@@ -125,16 +163,34 @@ impl Slots {
             if self.live == 0 {
                 return Poll::Ready(());
             }
-            if !polled {
+            // Those that yielded go once no other slot is woken.
+            if !polled && !self.woken.take_later() {
                 return Poll::Pending;
             }
             if budget == 0 {
+                self.woken.take_later();
                 if self.woken.bits.iter().any(|w| w.load(Ordering::Acquire) != 0) {
                     cx.waker().wake_by_ref();
                 }
                 return Poll::Pending;
             }
         }
+    }
+}
+
+/// Marks a slot as being polled on this thread, until dropped.
+struct Polling;
+
+impl Polling {
+    fn set(woken: usize, index: usize) -> Polling {
+        POLLING.with(|p| p.set((woken, index)));
+        Polling
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        POLLING.with(|p| p.set((0, usize::MAX)));
     }
 }
 
@@ -172,5 +228,37 @@ mod tests {
         std::future::poll_fn(|cx| slots.poll(cx)).await;
         assert_eq!(slots.live(), 0);
         assert_eq!(slots.add(|i| async move { assert!(i < 70) }), Some(0));
+    }
+
+    /// A slot that wakes itself while polled is polled again after a slot it woke, though
+    /// its own index comes first.
+    #[tokio::test]
+    async fn a_slot_that_wakes_itself_goes_after_the_slots_woken_meanwhile() {
+        let mut slots = Slots::with_capacity(2);
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let first_log = Arc::clone(&log);
+        let mut polls = 0;
+        slots.add(move |_| {
+            std::future::poll_fn(move |cx| {
+                polls += 1;
+                first_log.lock().expect("log").push(format!("first {polls}"));
+                match polls {
+                    // The second slot, polled once meanwhile, waits for this.
+                    2 => tx.send(()).expect("open"),
+                    3 => return Poll::Ready(()),
+                    _ => {}
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            })
+        });
+        let second_log = Arc::clone(&log);
+        slots.add(move |_| async move {
+            let _ = rx.recv().await;
+            second_log.lock().expect("log").push("second".to_owned());
+        });
+        std::future::poll_fn(|cx| slots.poll(cx)).await;
+        assert_eq!(*log.lock().expect("log"), ["first 1", "first 2", "second", "first 3"]);
     }
 }
