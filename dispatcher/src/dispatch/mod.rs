@@ -244,20 +244,8 @@ pub async fn run(
         if stop.is_cancelled() {
             break true;
         }
-        let next = {
-            let mut pull = std::pin::pin!(input.next());
-            match std::future::poll_fn(|cx| Poll::Ready(pull.as_mut().poll(cx))).await {
-                Poll::Ready(o) => o,
-                Poll::Pending => {
-                    // The source is quiet (live input, a slow download): what is batched
-                    // must not wait for its next record.
-                    batches.flush_all(ctx).await;
-                    tokio::select! {
-                        o = pull => o,
-                        () = stop.cancelled() => break true,
-                    }
-                }
-            }
+        let Some(next) = next_record(ctx, input, &mut batches, stop).await else {
+            break true;
         };
         let Some(Ordered { mut record, late }) = next else {
             break false;
@@ -314,19 +302,43 @@ pub async fn run(
     };
     if stopped {
         batches.discard(ctx);
-        // Read from the source and in range, never scheduled: dropped as stopped, copies and
-        // all, so every identity of the books holds for a stopped job.
-        for _ in input.take_held() {
-            acc.in_range();
-            let copies = u64::from(wheel.copies(pass.index));
-            pass.index += 1;
-            acc.scheduled(copies);
-            acc.dropped(DropReason::Stopped, copies);
-        }
+        drop_held(acc, input, wheel, pass);
     } else {
         batches.flush_all(ctx).await;
     }
     stopped
+}
+
+/// The source's next record (`None` inside: its end), or `None` if the job is stopped while
+/// waiting for it. When the source is quiet (live input, a slow download), what is batched
+/// goes first: it must not wait for the next record.
+async fn next_record(
+    ctx: &DispatchContext<'_>,
+    input: &mut Merger,
+    batches: &mut Batches,
+    stop: &CancellationToken,
+) -> Option<Option<Ordered>> {
+    let mut pull = std::pin::pin!(input.next());
+    if let Poll::Ready(next) = std::future::poll_fn(|cx| Poll::Ready(pull.as_mut().poll(cx))).await {
+        return Some(next);
+    }
+    batches.flush_all(ctx).await;
+    tokio::select! {
+        next = pull => Some(next),
+        () = stop.cancelled() => None,
+    }
+}
+
+/// A stopped job's records read from the source and in range, never scheduled: dropped as
+/// stopped, copies and all, so every identity of the books holds.
+fn drop_held(acc: &Accounting, input: &mut Merger, wheel: &TimeWheel, pass: &mut Pass) {
+    for _ in input.take_held() {
+        acc.in_range();
+        let copies = u64::from(wheel.copies(pass.index));
+        pass.index += 1;
+        acc.scheduled(copies);
+        acc.dropped(DropReason::Stopped, copies);
+    }
 }
 
 /// Reserves a credit for one copy and adds it to its replayer's batch.
