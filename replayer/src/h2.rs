@@ -196,13 +196,6 @@ struct Stream {
     unacked: u32,
 }
 
-impl Stream {
-    /// The server ended it or it failed: its link has yet to take it.
-    fn done(&self) -> bool {
-        self.ended || self.failed.is_some()
-    }
-}
-
 /// A header block that continues in CONTINUATION frames.
 struct Continued {
     id: u32,
@@ -853,12 +846,6 @@ fn quiet_waker() -> Waker {
     Waker::from(Arc::new(Quiet))
 }
 
-/// Takes the streams that are done off the connection, as their links would.
-fn take_done(conn: &mut Conn<Feed<'_>>, waker: &Waker) -> Vec<(u32, Stream)> {
-    let done: Vec<u32> = conn.streams.iter().filter(|(_, s)| s.done()).map(|(id, _)| *id).collect();
-    done.into_iter().filter_map(|id| Some((id, conn.close(id, waker)?))).collect()
-}
-
 /// A hostile target's bytes, as the answer to three streams (1: plain, 3: gRPC, 5: kept for
 /// comparison, with a body to send): read in pieces of every size, they must neither panic
 /// nor hang, whatever they hold ([`crate::fuzz::h2_answer`]).
@@ -871,11 +858,9 @@ pub(crate) fn answer_to_streams(data: &[u8]) {
             conn.add_stream(id, Bytes::from_static(&[7; 100_000]), grpc, keep, waker);
         }
         conn.next_id = 7;
-        // Each drive reads at least one piece, and the feed ends: this loop ends. A stream
-        // is taken once done, as its link takes it.
+        // Each drive reads at least one piece, and the feed ends: this loop ends.
         while conn.failed.is_none() {
             conn.drive(&mut cx);
-            take_done(&mut conn, waker);
         }
         for id in [1, 3, 5] {
             conn.close(id, waker);
@@ -1200,14 +1185,11 @@ pub(crate) mod tests {
             for (id, grpc, keep) in [(1, false, false), (3, true, false), (5, false, true)] {
                 conn.add_stream(id, Bytes::from(vec![7; 30_000]), grpc, keep, waker);
             }
-            // Each stream is taken once done, as its link takes it.
-            let mut taken = HashMap::new();
             while conn.failed.is_none() {
                 conn.drive(&mut cx);
-                taken.extend(take_done(&mut conn, waker));
             }
             assert_eq!(conn.failed, Some(ErrorKind::Reset), "the feed's end closes the connection");
-            let s = |id| &taken[&id];
+            let s = |id| &conn.streams[&id];
             assert_eq!((s(1).status, s(1).ended, s(1).failed), (200, true, None), "pieces of {size}");
             assert_eq!((s(3).grpc_trailer, s(3).frames.messages, s(3).frames.whole()), (Some(0), 1, true));
             let kept: Vec<u8> = s(5).data.iter().flat_map(|b| b.to_vec()).collect();
@@ -1218,7 +1200,7 @@ pub(crate) mod tests {
             assert!(written.windows(17).any(|w| w == frame(PING, ACK, 0, b"12345678")), "PING answered");
             assert!(written.windows(9).any(|w| w == frame(SETTINGS, ACK, 0, b"")), "SETTINGS acknowledged");
             // The bodies went as far as the connection's window (65,535) allowed, no further.
-            let data_sent: usize = taken.values().map(|s| 30_000 - s.body.len()).sum();
+            let data_sent: usize = conn.streams.values().map(|s| 30_000 - s.body.len()).sum();
             assert_eq!(data_sent, 65_535, "pieces of {size}");
         }
     }

@@ -140,6 +140,8 @@ pub struct Target {
     settled: AtomicU8,
     timeout: Duration,
     preserve_host: bool,
+    /// The target's authority can go in `:authority` as it is (checked once, here).
+    h2_authority: bool,
 }
 
 impl Target {
@@ -147,10 +149,7 @@ impl Target {
         let bad = || TargetError::BadTarget(cfg.target.clone());
         let uri: Uri = cfg.target.parse().map_err(|_| bad())?;
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else { return Err(bad()) };
-        if !matches!(scheme, "http" | "https")
-            || authority.host().is_empty()
-            || !is_authority(authority.as_str().as_bytes())
-        {
+        if !matches!(scheme, "http" | "https") || authority.host().is_empty() {
             return Err(bad());
         }
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
@@ -177,6 +176,7 @@ impl Target {
             settled: AtomicU8::new(UNSETTLED),
             timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
             preserve_host: cfg.preserve_host,
+            h2_authority: is_authority(authority.as_str().as_bytes()),
         })
     }
 
@@ -429,11 +429,10 @@ impl Target {
     /// (or the recorded host with `preserve_host`), the prefix and recorded path (without a
     /// `#fragment`), its headers; `te: trailers` for a gRPC call.
     fn h2_head<'a, 'r>(&'a self, rec: &'a RecordView<'r>, grpc: bool) -> Result<Head<'a, 'r>, Unsendable> {
-        // The target's own authority was checked when the target was made.
         let authority = match (self.preserve_host, rec.host.is_empty()) {
             (true, false) if is_authority(rec.host) => rec.host,
-            (true, false) => return Err(Unsendable::Host),
-            _ => self.host.as_bytes(),
+            (false, _) | (true, true) if self.h2_authority => self.host.as_bytes(),
+            _ => return Err(Unsendable::Host),
         };
         if !is_token(rec.method) {
             return Err(Unsendable::Method);
