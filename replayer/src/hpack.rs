@@ -275,15 +275,16 @@ impl Encoder {
         let mut lower = std::mem::take(&mut self.lower);
         lower.clear();
         lower.extend(name.iter().map(u8::to_ascii_lowercase));
-        let name_index = match lower.as_slice() {
-            b":authority" => AUTHORITY,
-            b":method" => METHOD,
-            other => static_name(other),
-        };
         let hash = self.hasher.hash_one((&lower[..], value));
         if let Some(at) = self.position(hash, &lower, value) {
             push_int(out, 0x80, 7, 62 + at);
         } else {
+            // Looked up only for a field the table does not hold: most of a request's are.
+            let name_index = match lower.as_slice() {
+                b":authority" => AUTHORITY,
+                b":method" => METHOD,
+                other => static_name(other),
+            };
             let size = lower.len() + value.len() + 32;
             let slot = (hash % SEEN as u64) as usize;
             let index = self.seen[slot] == hash && size <= self.max_size * 3 / 4;
