@@ -37,9 +37,11 @@ const EXIT_THRESHOLDS: u8 = 99;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Worker threads for the dispatch loop and the replayers' connections (default: one per
-    /// core). When the target runs on the same small machine, fewer leave it cores, as
-    /// wrk's `-t` does.
+    /// Worker threads that the dispatch loop and the replayers' connections share. Without
+    /// it, `run` gives each replayer a thread of its own and the dispatcher a runtime at a
+    /// lower priority (one worker per core); the daemons use one worker per core. When the
+    /// target runs on the same small machine, one shared thread can leave it more of the
+    /// machine, as wrk's `-t1` does.
     #[arg(long, global = true, env = "REPRISE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 }
@@ -177,6 +179,14 @@ fn main() -> ExitCode {
     if let Some(n) = cli.threads {
         builder.worker_threads(usize::from(n));
     }
+    let layout = match cli.threads {
+        Some(_) => run::Layout::Shared,
+        None => run::Layout::OwnThreads,
+    };
+    if matches!(cli.command, Command::Run { .. }) && layout == run::Layout::OwnThreads {
+        // This runtime is then the dispatcher's alone (see run::Layout).
+        builder.on_thread_start(run::lower_priority);
+    }
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -189,7 +199,7 @@ fn main() -> ExitCode {
         spawn_signal_handler(cancel.clone());
         match cli.command {
             Command::Run { job, replayers, outputs, dry_run, target } => {
-                run::local(&job, replayers, &outputs, dry_run, target, cancel).await
+                run::local(&job, replayers, &outputs, dry_run, target, layout, cancel).await
             }
             Command::Dispatcher { config, grpc, http, serve_forever, insecure, target, outputs } => {
                 let args = run::DaemonArgs { grpc, http, serve_forever, insecure, target, outputs };

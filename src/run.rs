@@ -99,12 +99,45 @@ pub struct Outputs {
     pub html: Option<PathBuf>,
 }
 
+/// Where `run`'s replayers run, beside the dispatcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Each replayer on a thread of its own, and the process's runtime, the dispatcher's
+    /// (reading, parsing, dispatching), at a lower priority ([`lower_priority`]). A
+    /// replayer's connections are driven by one task anyway (one core at most); on a thread
+    /// of its own it is never queued behind the dispatch loop, and a target on the same
+    /// machine wakes two replayer threads, not one, so the kernel spreads them as it does
+    /// two load-generator processes. The dispatcher works ahead of the instants (a batch
+    /// reaches a replayer a lead ahead; at speed "max" as far as credits allow): its work
+    /// can wait for a free core, a request's instant cannot.
+    OwnThreads,
+    /// Replayers as tasks on the process's runtime (`--threads N` workers), beside the
+    /// dispatcher: with one thread, every connection on one core, as wrk's `-t1`.
+    Shared,
+}
+
+/// How much less CPU the dispatcher's threads get than the replayers' when both want it
+/// (nice 10: about a tenth of a core beside a busy replayer thread).
+const DISPATCHER_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority (Linux, where nice is per thread; elsewhere it
+/// would be the whole process's, replayers included, so nothing is done). Each thread of
+/// the dispatcher's runtime calls it as it starts; the replayers' threads are spawned by
+/// the main thread, whose priority they inherit.
+pub fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, DISPATCHER_NICE) {
+        tracing::debug!(error = %e, "cannot lower the dispatcher's priority");
+    }
+}
+
 pub async fn local(
     path: &Path,
     replayers: Option<u32>,
     outputs: &Outputs,
     dry_run: bool,
     target: Option<String>,
+    layout: Layout,
     cancel: CancellationToken,
 ) -> ExitCode {
     let mut plan = match load(path, Needs { target: target.is_none() }) {
@@ -148,17 +181,18 @@ pub async fn local(
             target: None,
             drain_timeout: reprise_replayer::DRAIN_TIMEOUT,
         };
-        let cancel = stop_replayers.clone();
+        let stop = stop_replayers.clone();
         let dispatcher = Local(running.in_process());
-        // The local replayers are tasks on this process's runtime, beside the dispatcher,
-        // not threads of their own: tokio runs them on as many of its workers as their load
-        // needs, which leaves a core to a target on the same machine (docs/design.md,
-        // "In-process replayers"). Their timekeeping still has a thread each.
-        fleet.spawn(async move {
-            if let Err(e) = reprise_replayer::run_on(&dispatcher, opts, cancel).await {
+        let replayer = async move {
+            if let Err(e) = reprise_replayer::run_on(&dispatcher, opts, stop).await {
                 eprintln!("error: replayer: {e}");
             }
-        });
+        };
+        if let Err(e) = start_replayer(&mut fleet, i, layout, replayer) {
+            // The job cannot have all its replayers: it is stopped as by a signal (exit 4).
+            eprintln!("error: cannot start replayer local-{i}: {e}");
+            cancel.cancel();
+        }
     }
     let result = tokio::select! {
         r = &mut running.done => r,
@@ -169,6 +203,37 @@ pub async fn local(
     while fleet.join_next().await.is_some() {}
     running.shutdown().await;
     code
+}
+
+/// Starts replayer `i` as `layout` says; `fleet` ends when it has.
+fn start_replayer(
+    fleet: &mut JoinSet<()>,
+    i: u32,
+    layout: Layout,
+    replayer: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    match layout {
+        Layout::Shared => {
+            fleet.spawn(replayer);
+        }
+        Layout::OwnThreads => {
+            // Its own runtime: its tasks (connections, reports, the timekeeping thread's
+            // pool) stay on its thread, spawned here by the main thread at its priority.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .thread_name(format!("replayer-{i}"))
+                .enable_all()
+                .build()?;
+            let thread = std::thread::Builder::new()
+                .name(format!("replayer-{i}"))
+                .spawn(move || runtime.block_on(replayer))?;
+            fleet.spawn_blocking(move || {
+                if thread.join().is_err() {
+                    eprintln!("error: replayer local-{i} panicked");
+                }
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The dispatcher of this process, as its replayers see it.

@@ -46,6 +46,78 @@ fn id_of(c: &Captured) -> usize {
     std::str::from_utf8(c.header("x-id").expect("x-id")).expect("utf8").parse().expect("number")
 }
 
+/// The threads of process `pid` as (name, nice), from /proc.
+#[cfg(target_os = "linux")]
+fn threads_of(pid: u32) -> Vec<(String, i64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    tasks
+        .filter_map(|t| {
+            let t = t.ok()?.path();
+            let name = std::fs::read_to_string(t.join("comm")).ok()?.trim().to_owned();
+            let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+            // After the name's closing parenthesis come fields 3 onwards; nice is field 19.
+            let nice = stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok()?;
+            Some((name, nice))
+        })
+        .collect()
+}
+
+/// By default each replayer of `run` has a thread of its own at the process's priority and
+/// the dispatcher's threads a lower one; `--threads` puts everything on shared workers.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_gives_each_replayer_a_thread_and_the_dispatcher_a_lower_priority() {
+    let target = Capture::start().await;
+    let dir = temp_dir("layout");
+    // 20 records over 1.9 s of recorded time at speed 1: long enough to look at the threads.
+    let rec = recording(&dir, 20, |i| i as i64 * 100);
+    let job = write_job(&dir, &target.url(), &rec, "", "");
+    for (extra, own) in [(&[][..], true), (&["--threads", "1"][..], false)] {
+        let before = target.requests().len();
+        let report = dir.join("layout.json");
+        let mut run = Guard(
+            std::process::Command::new(BIN)
+                .args(["run", job.to_str().expect("path"), "--replayers", "2"])
+                .args(["--report-json", report.to_str().expect("path")])
+                .args(extra)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn reprise run"),
+        );
+        // Once requests arrive, both replayers run (the job starts with both).
+        let started = std::time::Instant::now();
+        while target.requests().len() == before && started.elapsed() < std::time::Duration::from_secs(10) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let threads = threads_of(run.0.id());
+        let status = tokio::task::spawn_blocking(move || run.0.wait()).await.expect("join").expect("wait");
+        assert!(status.success(), "reprise run {extra:?} failed");
+        assert_eq!(target.requests().len() - before, 20, "every record sent ({extra:?})");
+        let replayers: Vec<&(String, i64)> =
+            threads.iter().filter(|(n, _)| n.starts_with("replayer-")).collect();
+        if own {
+            for name in ["replayer-1", "replayer-2"] {
+                assert!(replayers.iter().any(|(n, _)| n == name), "{name} has a thread: {threads:?}");
+            }
+            assert!(
+                replayers.iter().all(|(_, nice)| *nice == 0),
+                "replayers at the usual priority: {threads:?}"
+            );
+            assert!(
+                threads.iter().any(|(n, nice)| n == "tokio-rt-worker" && *nice == 10),
+                "the dispatcher's workers at nice 10: {threads:?}"
+            );
+        } else {
+            assert!(replayers.is_empty(), "--threads: replayers share the workers: {threads:?}");
+            assert!(
+                threads.iter().all(|(_, nice)| *nice == 0),
+                "--threads: no priority lowered: {threads:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_arrives_rate_times_with_identical_bytes() {
     let target = Capture::start().await;

@@ -69,7 +69,8 @@ pub struct Report {
     /// Peak resident memory of this process (VmHWM), when the platform tells it.
     pub peak_rss_bytes: Option<u64>,
     /// Worker threads of this process's runtime (`reprise --threads`), where the dispatch
-    /// loop and in-process replayers run; what a figure was measured with.
+    /// loop runs, and with `--threads` the in-process replayers too; what a figure was
+    /// measured with.
     pub runtime_threads: Option<usize>,
     /// Sessions in order (`[proxy] ordered`): what requests waited for their session.
     #[serde(skip_serializing_if = "Option::is_none")]
