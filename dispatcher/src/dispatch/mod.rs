@@ -263,11 +263,7 @@ pub async fn run(
             break false;
         }
         acc.in_range();
-        if !late {
-            pass.first.get_or_insert(recorded);
-            pass.last = Some(recorded);
-        }
-        pass.records += 1;
+        pass.count(recorded, late);
         live.apply(ctx, wheel);
         let copies = wheel.copies(pass.index);
         pass.index += 1;
@@ -288,13 +284,8 @@ pub async fn run(
             wheel.released(record.ts, due, copies);
             ctx.progress.store(record.ts - *pass.origin.get_or_insert(record.ts), Relaxed);
         }
-        // A gRPC call's endpoint is its method's path, `/package.Service/Method` (all are POSTs).
-        let method = if record.is_grpc() { "" } else { record.method.as_str() };
-        let endpoint = endpoints.id(method, &record.path);
-        let wire = to_wire(&record, due.saturating_duration_since(wheel.start()), endpoint, ctx.ordered);
-        for _ in 0..copies {
-            place(ctx, &mut batches, &wire, record.key.as_deref(), stop).await;
-        }
+        let offset = due.saturating_duration_since(wheel.start());
+        place_copies(ctx, &mut batches, endpoints, (&record, offset, copies), stop).await;
         // A record is a unit of tokio's cooperative budget: at speed "max" nothing else here
         // waits, and the loop would keep its thread until the replayers' credits ran out,
         // while the connections sharing the thread (`reprise run`) stood still.
@@ -307,6 +298,24 @@ pub async fn run(
         batches.flush_all(ctx).await;
     }
     stopped
+}
+
+/// Writes `copies` of a released record, due `offset` after the wheel's start, into the
+/// batches of the replayers routing picks.
+async fn place_copies(
+    ctx: &DispatchContext<'_>,
+    batches: &mut Batches,
+    endpoints: &mut EndpointTable,
+    (record, offset, copies): (&Record, Duration, u32),
+    stop: &CancellationToken,
+) {
+    // A gRPC call's endpoint is its method's path, `/package.Service/Method` (all are POSTs).
+    let method = if record.is_grpc() { "" } else { record.method.as_str() };
+    let endpoint = endpoints.id(method, &record.path);
+    let wire = to_wire(record, offset, endpoint, ctx.ordered);
+    for _ in 0..copies {
+        place(ctx, batches, &wire, record.key.as_deref(), stop).await;
+    }
 }
 
 /// The source's next record (`None` inside: its end), or `None` if the job is stopped while

@@ -26,6 +26,16 @@ pub struct Pass {
 }
 
 impl Pass {
+    /// Counts an in-range record handed to the wheel (`recorded`: its time before the
+    /// shift); a late one does not move the pass's span.
+    pub fn count(&mut self, recorded: i64, late: bool) {
+        if !late {
+            self.first.get_or_insert(recorded);
+            self.last = Some(recorded);
+        }
+        self.records += 1;
+    }
+
     /// How much later the next pass starts than this one: the pass's span plus its mean
     /// gap between records (so the seam looks like the rest), at least 1 ms; `None` when
     /// the pass had no record.
