@@ -93,6 +93,9 @@ enum Command {
     Replayer(ReplayerArgs),
     /// Check a job file; lists every problem and exits 2 if there is any.
     Validate { job: PathBuf },
+    /// Put two JSON reports side by side per endpoint; exits 99 when a --max-… limit is
+    /// crossed (the candidate against the last release's run, as a CI gate).
+    Diff(DiffArgs),
     /// A local HTTP target answering 200 with the request body (for tries and benchmarks).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -110,6 +113,73 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 0, requires = "json")]
         json_differ: u64,
     },
+}
+
+/// `reprise diff`'s flags.
+#[derive(clap::Args)]
+struct DiffArgs {
+    /// The run to compare against (e.g. the last release's report).
+    base: PathBuf,
+    /// The run under test.
+    candidate: PathBuf,
+    /// Fail when an endpoint's p99 rose by more than this, per cent of the base's (`10%`).
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    max_p99_increase: Option<f64>,
+    /// Fail when an endpoint's p50 rose by more than this, per cent of the base's.
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    max_p50_increase: Option<f64>,
+    /// Fail when an endpoint's error rate rose by more than this many percentage points
+    /// (`0.5%`: from 1 % to 1.6 % fails).
+    #[arg(long, value_name = "PERCENT", value_parser = percent)]
+    max_error_rate_increase: Option<f64>,
+    /// Endpoints with fewer requests in either run are shown but not judged (the total
+    /// always is).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    min_requests: u64,
+    /// Print the comparison as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `10%` or `10`: a non-negative per cent.
+fn percent(s: &str) -> Result<f64, String> {
+    let n = s.trim().trim_end_matches('%').trim();
+    match n.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a per cent: give e.g. 10% or 2.5")),
+    }
+}
+
+fn diff(args: &DiffArgs) -> ExitCode {
+    use reprise_dispatcher::{DiffLimits, ReportFile, RunDiff};
+    let load = |p: &std::path::Path| {
+        ReportFile::load(p).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })
+    };
+    let (base, candidate) = match (load(&args.base), load(&args.candidate)) {
+        (Ok(b), Ok(c)) => (b, c),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let limits = DiffLimits {
+        p99_increase_pct: args.max_p99_increase,
+        p50_increase_pct: args.max_p50_increase,
+        error_rate_increase_pp: args.max_error_rate_increase,
+        min_requests: args.min_requests,
+    };
+    let name = |p: &std::path::Path, r: &ReportFile| format!("{} (job {})", p.display(), r.job);
+    let names = (name(&args.base, &base), name(&args.candidate, &candidate));
+    let d = RunDiff::of(&base, &candidate, (&names.0, &names.1), limits);
+    if args.json {
+        match serde_json::to_string_pretty(&d) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+    } else {
+        print!("{}", d.table());
+    }
+    if d.passed { ExitCode::SUCCESS } else { ExitCode::from(EXIT_THRESHOLDS) }
 }
 
 /// `reprise replayer`'s flags.
@@ -168,7 +238,7 @@ fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Run { .. } | Command::Validate { .. });
+    let quiet = matches!(cli.command, Command::Run { .. } | Command::Validate { .. } | Command::Diff(_));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" }));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -207,6 +277,7 @@ fn main() -> ExitCode {
             }
             Command::Replayer(args) => replayer(args, cancel).await,
             Command::Validate { job } => run::validate(&job),
+            Command::Diff(args) => diff(&args),
             Command::EchoServer { listen, log_arrivals, json, json_differ } => {
                 let answers = match json {
                     Some(seed) => echo::Answers::Json { seed, differ: json_differ },

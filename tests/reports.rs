@@ -264,3 +264,65 @@ async fn the_table_shows_the_busiest_endpoints_and_explains_other() {
     // /hot and 39 user paths are kept; the other 21 user paths are past the cap.
     assert!(table.contains("21 requests of endpoints past [stats] max_endpoints"), "{table}");
 }
+
+/// A recording of GETs of /fast and /slow, the latter answered after `slow_ms`.
+fn fast_and_slow(dir: &std::path::Path, name: &str, slow_ms: u64) -> std::path::PathBuf {
+    let lines: Vec<String> = (0..120)
+        .map(|i| {
+            let (url, delay) = if i % 2 == 0 { ("/fast", 0) } else { ("/slow", slow_ms) };
+            format!(
+                r#"{{"ts":{},"method":"GET","url":"{url}","headers":{{"X-Delay-Ms":"{delay}"}}}}"#,
+                T0 + i
+            )
+        })
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, lines.join("\n")).expect("write");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_flags_a_p99_increase_and_exits_99() {
+    let target = Capture::start().await;
+    let dir = temp_dir("diff");
+    let mut reports = Vec::new();
+    for (name, slow_ms) in [("base", 0), ("candidate", 40)] {
+        let recording = fast_and_slow(&dir, &format!("{name}.jsonl"), slow_ms);
+        let job =
+            write_job(&dir, &target.url(), &recording, &format!("id = \"{name}\"\nspeed = \"max\""), "");
+        let report = dir.join(format!("{name}.json"));
+        run_job(&job, &dir, &[]).await;
+        std::fs::rename(dir.join("report.json"), &report).expect("rename");
+        reports.push(report.to_str().expect("path").to_owned());
+    }
+    let diff = |extra: &[&str]| {
+        let mut a = args(&["diff", &reports[0], &reports[1]]);
+        a.extend(args(extra));
+        reprise(a)
+    };
+
+    let out = diff(&["--max-p99-increase", "10%", "--min-requests", "20"]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(99), "{table}{}", String::from_utf8_lossy(&out.stderr));
+    let slow = table.lines().find(|l| l.starts_with("FAIL GET /slow")).expect("/slow is flagged");
+    assert!(slow.contains("p99 rose") && slow.contains("(limit 10%)"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("GET /slow") && l.ends_with('!')), "{table}");
+
+    let out = diff(&["--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "no limit given, nothing fails");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let row =
+        json["rows"].as_array().expect("rows").iter().find(|r| r["endpoint"] == "GET /slow").expect("row");
+    assert_eq!(row["base"]["requests"], 60);
+    assert!(row["candidate"]["p99_ms"].as_f64().expect("p99") >= 40.0, "{row}");
+    assert!(row["p99_change_pct"].as_f64().expect("change") > 100.0, "{row}");
+
+    let same = reprise(args(&["diff", &reports[0], &reports[0], "--max-p99-increase", "0%"])).await;
+    assert_eq!(same.status.code(), Some(0), "a run against itself changes nothing");
+
+    std::fs::write(dir.join("bad.json"), "{\"job\": 1}").expect("write");
+    let bad = reprise(args(&["diff", &reports[0], dir.join("bad.json").to_str().expect("p")])).await;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.json is not a reprise JSON report") && err.contains("--report-json"), "{err}");
+}

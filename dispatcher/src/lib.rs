@@ -53,6 +53,7 @@ pub use control::JobState;
 pub use job::{Job, JobError, JobOptions};
 pub use plan::{JobPlan, compile};
 pub use results::csv::write as write_csv;
+pub use results::diff::{DiffError, Limits as DiffLimits, ReportFile, RunDiff};
 pub use results::html::render as render_html;
 pub use results::{Report, Snapshot, progress_line};
 pub use server::{

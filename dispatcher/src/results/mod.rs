@@ -2,7 +2,8 @@
 //! counts and latency percentiles (read off the merged HdrHistograms, never averaged
 //! percentiles), per replayer figures; serialized for --report-json and GET /status, rendered
 //! as the terminal table. Its other renderings sit beside it: [`csv`] (Locust-style files),
-//! [`html`] (one self-contained page) and [`metrics`] (the Prometheus page). All of them
+//! [`html`] (one self-contained page) and [`metrics`] (the Prometheus page); [`diff`] puts two
+//! reports side by side. All of them
 //! render one [`Snapshot`], taken once ([`snapshot`]). [`compare`] and `order_wait` are the
 //! report's parts for response comparison and for sessions in order.
 //!
@@ -10,6 +11,7 @@
 
 pub mod compare;
 pub mod csv;
+pub mod diff;
 pub mod html;
 pub mod metrics;
 mod order_wait;
