@@ -166,7 +166,7 @@ pub async fn local(
         Ok(r) => r,
         Err(e) => return cannot_run(e),
     };
-    eprintln!("reprise: replaying {} — live status at http://{}/status", path.display(), running.http);
+    eprintln!("reprise: replaying {} — live page at http://{}/", path.display(), running.http);
     let stop_replayers = CancellationToken::new();
     let mut fleet = JoinSet::new();
     for i in 1..=replayers {

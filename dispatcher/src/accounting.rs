@@ -250,6 +250,19 @@ pub struct Accounting {
     pass_ends: Mutex<Vec<u64>>,
     /// Takes secrets out of the samples of malformed input.
     redactor: Redactor,
+    /// The samples logged (the first few of each reason), for the live page.
+    samples: Mutex<Vec<InputSample>>,
+}
+
+/// A malformed unit as logged: where, why, and its start with secrets redacted.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InputSample {
+    pub reason: &'static str,
+    pub source: String,
+    /// The unit's number in its source, 1-based (the line number for line formats).
+    pub unit: u64,
+    pub detail: String,
+    pub sample: String,
 }
 
 /// The names of a job's shaping rules, in the order of their sections, for their counts.
@@ -384,7 +397,20 @@ impl Accounting {
             let sample = self.redactor.sample(unit, 160);
             let reason = reason.as_str();
             tracing::warn!(reason, source, unit = at, detail, sample = %sample.escape_debug(), "malformed input skipped");
+            let kept = InputSample {
+                reason,
+                source: source.to_owned(),
+                unit: at,
+                detail: detail.to_owned(),
+                sample,
+            };
+            self.samples.lock().unwrap_or_else(|p| p.into_inner()).push(kept);
         }
+    }
+
+    /// The malformed units logged so far (at most five of each reason), secrets redacted.
+    pub fn input_samples(&self) -> Vec<InputSample> {
+        self.samples.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn skipped(&self, reason: Skipped) {

@@ -19,8 +19,11 @@ pub struct Row {
     /// Latency from the due instant, ms.
     pub p50_ms: f64,
     pub p90_ms: f64,
+    pub p95_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Schedule lag (due instant to send), p99, ms.
+    pub lag_p99_ms: f64,
 }
 
 impl Row {
@@ -33,8 +36,10 @@ impl Row {
             failed: s.failed,
             p50_ms: ms(0.5),
             p90_ms: ms(0.9),
+            p95_ms: ms(0.95),
             p99_ms: ms(0.99),
             max_ms: s.latency.max() as f64 / 1000.0,
+            lag_p99_ms: s.lag.value_at_quantile(0.99) as f64 / 1000.0,
         }
     }
 }
@@ -91,6 +96,16 @@ impl History {
         }
         rows
     }
+
+    /// The closed seconds after `after` (all of them for `None`), the last `most` at most:
+    /// what a live page has not been sent yet.
+    pub fn closed_since(&mut self, after: Option<u64>, most: usize) -> Vec<Row> {
+        self.roll();
+        let first = after.map_or(0, |a| a + 1);
+        let skip = self.rows.iter().take_while(|r| r.second < first).count();
+        let new = self.rows.len() - skip;
+        self.rows.iter().skip(skip + new.saturating_sub(most)).cloned().collect()
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +137,10 @@ mod tests {
         let counts: Vec<(u64, u64)> = rows.iter().map(|r| (r.second, r.requests)).collect();
         assert_eq!(counts, vec![(0, 5), (1, 0), (2, 4)]);
         assert!((rows[0].p50_ms - 1.0).abs() < 0.01);
+        let seconds = |rows: Vec<Row>| rows.iter().map(|r| r.second).collect::<Vec<_>>();
+        assert_eq!(seconds(h.closed_since(None, 10)), [0, 1], "the current second is not closed");
+        assert_eq!(seconds(h.closed_since(Some(0), 10)), [1]);
+        assert_eq!(seconds(h.closed_since(None, 1)), [1], "the latest when there are more");
+        assert!(h.closed_since(Some(1), 10).is_empty());
     }
 }

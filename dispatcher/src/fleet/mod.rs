@@ -333,6 +333,12 @@ impl Fleet {
         live.chain(inner.departed.iter().cloned()).collect()
     }
 
+    /// Closed seconds of the history after `after`, the last `most` at most (a live page's
+    /// charts; see [`history::History::closed_since`]).
+    pub fn history_since(&self, after: Option<u64>, most: usize) -> Vec<Row> {
+        self.lock_stats().history.closed_since(after, most)
+    }
+
     /// The fleet's results at one instant, read under the statistics lock taken once (the
     /// membership lock inside it, in that order): the merged statistics, the members and the
     /// books agree with each other, as no report can be merged halfway through. The

@@ -98,6 +98,38 @@ pub struct Job {
     next_release_ms: AtomicU64,
     /// Callers the servers turned away.
     refusals: Refusals,
+    /// Live pages following the job.
+    pages: Pages,
+}
+
+/// Live pages (`GET /events`) open now, and those dropped for not reading.
+#[derive(Debug, Default)]
+pub struct Pages {
+    open: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// What [`Pages`] counts, for the reports.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct PageCounts {
+    pub open: u64,
+    pub dropped: u64,
+}
+
+impl Pages {
+    pub fn opened(&self) {
+        self.open.fetch_add(1, Relaxed);
+    }
+    pub fn closed(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+    /// A page that stopped reading was dropped (it is closed too).
+    pub fn dropped(&self) {
+        self.dropped.fetch_add(1, Relaxed);
+    }
+    pub fn counts(&self) -> PageCounts {
+        PageCounts { open: self.open.load(Relaxed), dropped: self.dropped.load(Relaxed) }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -149,6 +181,7 @@ impl Job {
             progress_ns: AtomicI64::new(0),
             next_release_ms: AtomicU64::new(0),
             refusals: Refusals::default(),
+            pages: Pages::default(),
         }))
     }
 
@@ -166,6 +199,9 @@ impl Job {
     }
     pub fn refusals(&self) -> &Refusals {
         &self.refusals
+    }
+    pub fn pages(&self) -> &Pages {
+        &self.pages
     }
     pub fn source(&self) -> SourceStatus {
         self.source.status()

@@ -275,8 +275,10 @@ mod tests {
                 failed: 0,
                 p50_ms: 1.0,
                 p90_ms: 2.0,
+                p95_ms: 2.5,
                 p99_ms: 3.0,
                 max_ms: 4.0,
+                lag_p99_ms: 0.1,
             })
             .collect();
         let svg = chart(

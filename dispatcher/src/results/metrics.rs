@@ -202,6 +202,15 @@ fn refusals(out: &mut String, snap: &Snapshot<'_>, j: &str) {
     for (reason, n) in &snap.refused {
         let _ = writeln!(out, "reprise_refused_total{{{j},reason=\"{reason}\"}} {n}");
     }
+    header(out, "reprise_live_pages", "gauge", "Live pages following the job (GET /events).");
+    let _ = writeln!(out, "reprise_live_pages{{{j}}} {}", snap.pages.open);
+    header(
+        out,
+        "reprise_live_pages_dropped_total",
+        "counter",
+        "Live pages dropped because they stopped reading their events.",
+    );
+    let _ = writeln!(out, "reprise_live_pages_dropped_total{{{j}}} {}", snap.pages.dropped);
 }
 
 fn gauges(out: &mut String, snap: &Snapshot<'_>, j: &str) {

@@ -13,6 +13,7 @@ pub mod compare;
 pub mod csv;
 pub mod diff;
 pub mod html;
+pub mod live;
 pub mod metrics;
 mod order_wait;
 pub mod snapshot;
@@ -29,7 +30,7 @@ use crate::control::{Control, JobState};
 use crate::endpoints::OTHER;
 use crate::fetchers::progress::SourceStatus;
 use crate::fleet::{MemberStatus, Row};
-use crate::job::Job;
+use crate::job::{Job, PageCounts};
 use crate::sinks::SinkCounts;
 use crate::thresholds::Verdict;
 pub use order_wait::OrderWaitReport;
@@ -65,6 +66,8 @@ pub struct Report {
     pub sinks: Vec<SinkCounts>,
     /// Callers refused by reason: a missing or wrong token, a failed TLS handshake.
     pub refused: BTreeMap<&'static str, u64>,
+    /// Live pages open (`GET /events`), and those dropped for not reading their events.
+    pub live_pages: PageCounts,
     /// The threshold that stopped the job early (`abort_on_fail`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aborted_by: Option<String>,
@@ -253,6 +256,7 @@ impl Report {
             aborted_by: snap.aborted_by.clone(),
             sinks: snap.sinks.clone(),
             refused: snap.refused.clone(),
+            live_pages: snap.pages,
             thresholds: verdicts,
             peak_rss_bytes: peak_rss_bytes(),
             runtime_threads: tokio::runtime::Handle::try_current().ok().map(|h| h.metrics().num_workers()),
@@ -263,16 +267,27 @@ impl Report {
 
     /// The accounting line: both identities with their figures.
     pub fn accounting_line(&self) -> String {
+        self.accounting_line_as(false)
+    }
+
+    /// The accounting line of a job that may still run (`open`): records scheduled but
+    /// not answered yet are named as under way, not as a fault of the books.
+    pub fn accounting_line_as(&self, open: bool) -> String {
         let t = &self.totals;
         let dropped: Vec<String> =
             t.counts.dropped.iter().map(|(k, v)| format!("{} {v}", k.as_str())).collect();
         let dropped = if dropped.is_empty() { String::new() } else { format!(" ({})", dropped.join(", ")) };
+        let under_way = t.counts.scheduled.saturating_sub(t.sent + t.dropped_total);
+        let verdict = match (t.balanced, open) {
+            (true, _) => "[balanced]".to_owned(),
+            (false, true) => format!("+ under way {under_way}"),
+            (false, false) => "[UNBALANCED]".to_owned(),
+        };
         format!(
-            "accounting: scheduled {} = sent {} + dropped {}{dropped} {}; sent {} = ok {} + failed {}; input {} = in range {} + out of range {} (late {}, malformed {}, skipped {})",
+            "accounting: scheduled {} = sent {} + dropped {}{dropped} {verdict}; sent {} = ok {} + failed {}; input {} = in range {} + out of range {} (late {}, malformed {}, skipped {})",
             t.counts.scheduled,
             t.sent,
             t.dropped_total,
-            if t.balanced { "[balanced]" } else { "[UNBALANCED]" },
             t.sent,
             t.ok,
             t.failed,

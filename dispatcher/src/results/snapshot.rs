@@ -12,7 +12,7 @@ use crate::config::JobConfig;
 use crate::control::{Control, JobState};
 use crate::fetchers::progress::SourceStatus;
 use crate::fleet::FleetSnapshot;
-use crate::job::Job;
+use crate::job::{Job, PageCounts};
 use crate::sinks::SinkCounts;
 use crate::thresholds::Gate;
 
@@ -37,6 +37,8 @@ pub struct Snapshot<'a> {
     pub sinks: Vec<SinkCounts>,
     pub refused: BTreeMap<&'static str, u64>,
     pub aborted_by: Option<String>,
+    /// Live pages open and dropped.
+    pub pages: PageCounts,
 }
 
 impl<'a> Snapshot<'a> {
@@ -57,6 +59,7 @@ impl<'a> Snapshot<'a> {
             sinks: job.sinks().counts(),
             refused: job.refusals().snapshot(),
             aborted_by: job.aborted_by(),
+            pages: job.pages().counts(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Who may talk to the dispatcher. Replayers present the replayer token on Subscribe and
 //! Report (gRPC metadata `authorization: Bearer …`); admin clients present the admin token
-//! (`Authorization: Bearer …`) on every endpoint but `/healthz`, and `/metrics` unless
-//! `[service] metrics_auth` asks for it. A missing or wrong token is refused (gRPC
+//! (`Authorization: Bearer …`, or the live page's cookie, [`COOKIE`]) on every endpoint but
+//! `/healthz`, the live page's own files and its login, and `/metrics` unless `[service]
+//! metrics_auth` asks for it. A missing or wrong token is refused (gRPC
 //! UNAUTHENTICATED, HTTP 401) and counted ([`crate::refusals`]); tokens are compared in
 //! constant time and never printed.
 //!
@@ -67,10 +68,35 @@ impl Token {
         bool::from(presented.ct_eq(&self.0))
     }
 
+    /// Whether a `Cookie` header among `headers` holds this token as the live page keeps it
+    /// ([`COOKIE`], hex-encoded), compared as [`Token::admits`] does.
+    pub fn admits_cookie(&self, headers: &HeaderMap) -> bool {
+        let mut presented = None;
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for pair in value.split(';') {
+                if let Some(hex) = pair.trim().strip_prefix(COOKIE).and_then(|r| r.strip_prefix('=')) {
+                    presented = unhex(hex);
+                }
+            }
+        }
+        presented.is_some_and(|p| bool::from(p.as_slice().ct_eq(&self.0)))
+    }
+
     /// The header value a client sends: `Bearer <token>`.
     pub fn bearer_value(&self) -> Vec<u8> {
         [b"Bearer ".as_slice(), &self.0].concat()
     }
+}
+
+/// The cookie in which the live page keeps the admin token (`HttpOnly`, `SameSite=Strict`).
+pub const COOKIE: &str = "reprise_admin";
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// The token of a `Bearer` credential (scheme case-insensitive, RFC 7235).
@@ -155,11 +181,18 @@ pub(super) async fn admin_gate(State(gate): State<AdminGate>, req: Request, next
     }
     let Some(token) = &gate.token else { return next.run(req).await };
     let open = match req.uri().path() {
-        "/healthz" => true,
+        // The page and its assets hold no data; /session and /login check the token themselves.
+        "/healthz" | "/" | "/live.js" | "/live.css" | "/favicon.ico" | "/session" | "/login" | "/logout" => {
+            true
+        }
         "/metrics" => !gate.metrics_auth,
         _ => false,
     };
-    if open || token.admits(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())) {
+    let headers = req.headers();
+    if open
+        || token.admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+        || token.admits_cookie(headers)
+    {
         return next.run(req).await;
     }
     gate.job.refusals().count(Refusal::AdminToken);
@@ -239,6 +272,21 @@ mod tests {
         assert!(!t.admits(Some(b"s3cret-token")));
         assert!(!t.admits(None));
         assert_eq!(t.bearer_value(), b"Bearer s3cret-token");
+        let cookies = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::COOKIE, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let hex = super::super::live::hex(b"s3cret-token");
+        let good: &'static str = Box::leak(format!("a=1; {COOKIE}={hex}; b=2").into_boxed_str());
+        assert!(t.admits_cookie(&cookies(&[good])));
+        assert!(t.admits_cookie(&cookies(&["x=y", good])), "in any Cookie header");
+        assert!(!t.admits_cookie(&cookies(&["reprise_admin=s3cret-token"])), "hex only");
+        assert!(!t.admits_cookie(&cookies(&["reprise_admin=7"])));
+        assert!(!t.admits_cookie(&cookies(&["reprise_admin_x=00"])));
+        assert!(!t.admits_cookie(&HeaderMap::new()));
     }
 
     #[test]

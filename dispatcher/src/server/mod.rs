@@ -1,5 +1,5 @@
-//! The dispatcher's outside: binds the gRPC ([`grpc`]) and admin HTTP ([`admin`]) listeners
-//! and runs a job behind them — what both `reprise dispatcher` and `reprise run` start.
+//! The dispatcher's outside: binds the gRPC ([`grpc`]) and admin HTTP ([`admin`], with the
+//! live page, [`live`]) listeners and runs a job behind them — what both `reprise dispatcher` and `reprise run` start.
 //! `run`'s replayers call the same service in place ([`Running::in_process`]), so `run`
 //! opens no gRPC port: only the admin API, which its progress line points to.
 //! [`Running::shutdown`] stops both servers and returns once they (and their connections)
@@ -8,6 +8,7 @@
 mod admin;
 mod auth;
 mod grpc;
+mod live;
 mod tls;
 
 pub use auth::{ADMIN_TOKEN_VAR, Access, Exposed, REPLAYER_TOKEN_VAR, Token, TokenError};
@@ -135,9 +136,12 @@ pub async fn start(
         });
         bound
     });
+    let live =
+        live::Live::new(Arc::clone(&job), access.admin_token.clone(), stop_servers.clone(), tls.is_some());
     let gate = auth::AdminGate { job: Arc::clone(&job), token: access.admin_token, metrics_auth };
-    let app =
-        admin::router(Arc::clone(&job)).layer(axum::middleware::from_fn_with_state(gate, auth::admin_gate));
+    let app = admin::router(Arc::clone(&job))
+        .merge(live::router(Arc::new(live)))
+        .layer(axum::middleware::from_fn_with_state(gate, auth::admin_gate));
     let stop = stop_servers.clone().cancelled_owned();
     servers.push(match &tls {
         None => tokio::spawn(serve_admin(http_listener, app, stop)),
