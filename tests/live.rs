@@ -93,7 +93,11 @@ async fn the_page_follows_and_steers_a_replay() {
     assert!(n("phone_width") <= 390, "nothing wider than a phone: {seen}");
     assert_eq!(seen["stopped"], "stopped", "stop ends the job");
     assert!(strings(&seen["dialogs"]).iter().any(|m| m.starts_with("Stop the job?")), "stop asks first");
-    assert_eq!(strings(&seen["hosts"]), std::slice::from_ref(&d.admin), "the page talks to the dispatcher only");
+    assert_eq!(
+        strings(&seen["hosts"]),
+        std::slice::from_ref(&d.admin),
+        "the page talks to the dispatcher only"
+    );
     assert!(seen["errors"].as_array().expect("errors").is_empty(), "no script error: {seen}");
     let (_, status) = http("GET", &d.admin, "/status").await;
     let status: serde_json::Value = serde_json::from_str(&status).expect("status");
@@ -138,7 +142,11 @@ async fn with_a_token_the_page_signs_in_and_other_sites_cannot_steer() {
     for (route, code) in attacks {
         assert_eq!(code, 403, "a form of another site posting to {route}");
     }
-    assert_eq!(strings(&seen["hosts"]), std::slice::from_ref(&admin), "the page talks to the dispatcher only");
+    assert_eq!(
+        strings(&seen["hosts"]),
+        std::slice::from_ref(&admin),
+        "the page talks to the dispatcher only"
+    );
     let auth = format!("Authorization: Bearer {token}\r\n");
     let mut conn = tokio::net::TcpStream::connect(&admin).await.expect("connect");
     let (_, status) = exchange(&mut conn, &request("GET", &admin, "/status", "", &auth)).await;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use reprise_proto::stats::EndpointStats;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -119,15 +120,12 @@ impl Frame {
         let snap = Snapshot::of(job, false);
         let in_flight = snap.fleet.in_flight;
         let progress_s = snap.progress.as_secs_f64();
-        let report = Report::from_snapshot(&snap);
+        let errors = errors_by_kind(&snap.fleet.total.errors, &snap.fleet.endpoints);
+        let report = Report::of_busiest(&snap, ENDPOINTS_SHOWN);
         let diff_rate = |name: &str| report.compare.as_ref().and_then(|c| c.diff_rate_of(name));
         let mut busiest: Vec<&EndpointReport> = report.endpoints.iter().collect();
         busiest.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.endpoint.cmp(&b.endpoint)));
-        let endpoints = busiest
-            .iter()
-            .take(ENDPOINTS_SHOWN)
-            .map(|e| LiveEndpoint::of(e, diff_rate(&e.endpoint)))
-            .collect();
+        let endpoints = busiest.iter().map(|e| LiveEndpoint::of(e, diff_rate(&e.endpoint))).collect();
         Frame {
             job: report.job.clone(),
             state: report.state,
@@ -141,8 +139,8 @@ impl Frame {
             source: report.source.clone(),
             total: LiveEndpoint::of(&report.total, diff_rate("*")),
             endpoints,
-            endpoint_count: report.endpoints.len(),
-            errors: errors_by_kind(&report),
+            endpoint_count: snap.fleet.endpoints.len(),
+            errors,
             input_samples: job.accounting().input_samples(),
             replayers: report.replayers.clone(),
             thresholds: report.thresholds.clone(),
@@ -160,20 +158,20 @@ impl Frame {
 }
 
 /// Each error kind of all traffic with the endpoints it hit most.
-fn errors_by_kind(report: &Report) -> Vec<ErrorKind> {
-    let mut kinds: Vec<ErrorKind> = report
-        .total
-        .errors
+fn errors_by_kind(
+    total: &BTreeMap<String, u64>,
+    endpoints: &BTreeMap<Arc<str>, EndpointStats>,
+) -> Vec<ErrorKind> {
+    let mut kinds: Vec<ErrorKind> = total
         .iter()
         .map(|(kind, &count)| {
-            let mut endpoints: Vec<(String, u64)> = report
-                .endpoints
+            let mut hit: Vec<(String, u64)> = endpoints
                 .iter()
-                .filter_map(|e| e.errors.get(kind).map(|&n| (e.endpoint.clone(), n)))
+                .filter_map(|(name, e)| e.errors.get(kind).map(|&n| (name.to_string(), n)))
                 .collect();
-            endpoints.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            endpoints.truncate(ENDPOINTS_PER_ERROR);
-            ErrorKind { kind: kind.clone(), count, endpoints }
+            hit.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            hit.truncate(ENDPOINTS_PER_ERROR);
+            ErrorKind { kind: kind.clone(), count, endpoints: hit }
         })
         .collect();
     kinds.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
@@ -199,9 +197,24 @@ impl FrameCache {
         {
             return Arc::clone(json);
         }
+        let started = (Instant::now(), thread_cpu());
         let json: Arc<str> =
             serde_json::to_string(&Frame::of(job)).unwrap_or_else(|_| "{}".to_owned()).into();
+        // What a page costs the dispatcher (scripts/bench (p) reads it): the CPU of this
+        // thread, which made the frame without yielding, and the time it took.
+        tracing::debug!(
+            cpu_us = thread_cpu().saturating_sub(started.1).as_micros() as u64,
+            took_us = started.0.elapsed().as_micros() as u64,
+            bytes = json.len(),
+            "live frame made"
+        );
         *last = Some((Instant::now(), Arc::clone(&json)));
         json
     }
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec.max(0) as u64, t.tv_nsec.clamp(0, 999_999_999) as u32)
 }
