@@ -63,10 +63,26 @@ enum Command {
         #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = job_target)]
         target: Option<String>,
     },
-    /// Serve a job to replayer daemons over gRPC, with an admin HTTP API.
+    /// Serve a job to replayer daemons over gRPC, with an admin HTTP API; without --config,
+    /// take jobs one after another (POST /jobs) on a standing fleet.
     Dispatcher {
+        /// The one job to run. Without it, the dispatcher waits for jobs submitted with
+        /// POST /jobs and runs them one after another.
         #[arg(long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Without --config: where each finished job's report.json and report.html are kept.
+        #[arg(
+            long,
+            env = "REPRISE_JOBS_DIR",
+            value_name = "DIR",
+            default_value = "reprise-jobs",
+            conflicts_with = "config"
+        )]
+        jobs_dir: PathBuf,
+        /// Without --config: how many finished jobs' reports are kept (the oldest go first).
+        #[arg(long, env = "REPRISE_KEEP_JOBS", value_name = "N", default_value_t = 20, conflicts_with = "config",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        keep_jobs: u32,
         /// gRPC listen address (default: service.grpc in the job file).
         #[arg(long)]
         grpc: Option<String>,
@@ -271,9 +287,25 @@ fn main() -> ExitCode {
             Command::Run { job, replayers, outputs, dry_run, target } => {
                 run::local(&job, replayers, &outputs, dry_run, target, layout, cancel).await
             }
-            Command::Dispatcher { config, grpc, http, serve_forever, insecure, target, outputs } => {
+            Command::Dispatcher {
+                config,
+                jobs_dir,
+                keep_jobs,
+                grpc,
+                http,
+                serve_forever,
+                insecure,
+                target,
+                outputs,
+            } => {
                 let args = run::DaemonArgs { grpc, http, serve_forever, insecure, target, outputs };
-                run::dispatcher(&config, args, cancel).await
+                match config {
+                    Some(config) => run::dispatcher(&config, args, cancel).await,
+                    None => {
+                        let keep = reprise_dispatcher::Keep { dir: jobs_dir, last: keep_jobs as usize };
+                        run::standing(args, keep, cancel).await
+                    }
+                }
             }
             Command::Replayer(args) => replayer(args, cancel).await,
             Command::Validate { job } => run::validate(&job),

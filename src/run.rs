@@ -158,7 +158,7 @@ pub async fn local(
     }
     plan.config.job.min_replayers = replayers;
     let loopback = ([127, 0, 0, 1], 0).into();
-    let opts = JobOptions { target: Some(target), dry_run };
+    let opts = JobOptions::new(Some(target), dry_run);
     // Loopback only, and its replayers in this process: no token or TLS to ask for.
     let access = Access::default();
     // Its replayers are in this process: no gRPC port to open.
@@ -414,7 +414,7 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
         Ok(a) => a,
         Err(code) => return code,
     };
-    let opts = JobOptions { target, dry_run: false };
+    let opts = JobOptions::new(target, false);
     let mut running = match reprise_dispatcher::start(plan, opts, Some(grpc), http, access, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),
@@ -433,4 +433,53 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
     let code = finish(&running.job, &args.outputs, result);
     running.shutdown().await;
     code
+}
+
+/// `reprise dispatcher` without `--config`: takes jobs (POST /jobs) and runs them one after
+/// another until SIGTERM or POST /shutdown. Its ports are `--grpc` and `--http` (default
+/// `:9090` and `:8080`, as a job file's `[service]`).
+pub async fn standing(
+    args: DaemonArgs,
+    keep: reprise_dispatcher::Keep,
+    cancel: CancellationToken,
+) -> ExitCode {
+    if args.serve_forever
+        || args.outputs.json.is_some()
+        || args.outputs.html.is_some()
+        || args.outputs.csv.is_some()
+    {
+        eprintln!(
+            "error: --serve-forever and --report-* go with --config; a dispatcher taking jobs serves until stopped and keeps each job's reports in --jobs-dir"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let service = reprise_dispatcher::config::ServiceConfig::default();
+    let (grpc, http) = match (addr(args.grpc, service.grpc, "grpc"), addr(args.http, service.http, "http")) {
+        (Ok(g), Ok(h)) => (g, h),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let target = match args.target {
+        Some(t) => match resolve_target(&t, &cancel).await {
+            Ok(t) => Some(t),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let access = match access(args.insecure) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let mut standing = match reprise_dispatcher::standing(keep, target, grpc, http, access, &cancel).await {
+        Ok(s) => s,
+        Err(e) => return cannot_run(e),
+    };
+    println!("listening grpc={} http={}", standing.grpc, standing.http);
+    let _ = std::io::stdout().flush();
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = standing.station.exit_requested() => cancel.cancel(),
+    }
+    let _ = (&mut standing.done).await;
+    standing.shutdown().await;
+    ExitCode::SUCCESS
 }

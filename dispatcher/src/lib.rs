@@ -57,6 +57,6 @@ pub use results::diff::{DiffError, Limits as DiffLimits, ReportFile, RunDiff};
 pub use results::html::render as render_html;
 pub use results::{Report, Snapshot, progress_line};
 pub use server::{
-    ADMIN_TOKEN_VAR, Access, InProcess, REPLAYER_TOKEN_VAR, Running, ServeError, TlsError, Token, TokenError,
-    start,
+    ADMIN_TOKEN_VAR, Access, InProcess, Keep, REPLAYER_TOKEN_VAR, Running, ServeError, Standing, Station,
+    TlsError, Token, TokenError, standing, start,
 };

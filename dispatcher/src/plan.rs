@@ -109,7 +109,23 @@ fn wrong(content: &[u8], holds: Holds) -> Option<String> {
 /// Compiles the job file at `path` for a command that `needs` more of it: the plan and the
 /// warnings (Havok keys reprise has no use for, a job without a target), or every problem.
 pub fn compile(path: &Path, needs: Needs) -> Result<(JobPlan, Vec<Problem>), ConfigError> {
-    let Checked { config, mut problems, warnings } = JobConfig::read(path, needs)?;
+    compile_checked(JobConfig::read(path, needs)?, &path.display().to_string())
+}
+
+/// Compiles job-file text as [`compile`] compiles a file (a job submitted to a standing
+/// dispatcher): relative paths are relative to `base`; `name` is the job's id when it sets
+/// none.
+pub fn compile_text(
+    text: &str,
+    base: &Path,
+    name: &str,
+    needs: Needs,
+) -> Result<(JobPlan, Vec<Problem>), ConfigError> {
+    compile_checked(JobConfig::read_text(text, base, name, needs), name)
+}
+
+fn compile_checked(checked: Checked, label: &str) -> Result<(JobPlan, Vec<Problem>), ConfigError> {
+    let Checked { config, mut problems, warnings } = checked;
     let plan = config.and_then(|config| {
         let mut found = Vec::new();
         let source = config.fetcher.source().map_err(|p| found.push(p)).ok();
@@ -125,7 +141,7 @@ pub fn compile(path: &Path, needs: Needs) -> Result<(JobPlan, Vec<Problem>), Con
     });
     match plan {
         Some(plan) if problems.is_empty() => Ok((plan, warnings)),
-        _ => Err(ConfigError::Invalid { path: path.display().to_string(), problems }),
+        _ => Err(ConfigError::Invalid { path: label.to_owned(), problems }),
     }
 }
 

@@ -48,10 +48,17 @@ impl JobConfig {
     pub fn read(path: &Path, needs: Needs) -> Result<Checked, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        let mut checked = Self::check(&text);
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Self::read_text(&text, path.parent().unwrap_or(Path::new(".")), &name, needs))
+    }
+
+    /// Checks job-file text as [`JobConfig::read`] checks a file: relative paths in it are
+    /// relative to `base`, and a job without `[job] id` is called `name`.
+    pub fn read_text(text: &str, base: &Path, name: &str, needs: Needs) -> Checked {
+        let mut checked = Self::check(text);
         let has_target = match &checked.config {
             Some(cfg) => cfg.job.target.is_some(),
-            None => toml::from_str::<toml::Table>(&text)
+            None => toml::from_str::<toml::Table>(text)
                 .is_ok_and(|t| t.get("job").and_then(|j| j.get("target")).is_some()),
         };
         if needs.target && !has_target && !checked.problems.iter().any(|p| p.key == "job.target") {
@@ -59,11 +66,11 @@ impl JobConfig {
         }
         if let Some(cfg) = &mut checked.config {
             if cfg.job.id.is_none() {
-                cfg.job.id = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+                cfg.job.id = Some(name.to_owned());
             }
-            cfg.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+            cfg.resolve_paths(base);
         }
-        Ok(checked)
+        checked
     }
 
     /// Relative paths (recording, raw results, substitution tables, certificates) are relative

@@ -11,7 +11,7 @@ pub const NO_JOB_TARGET: &str = "not set: each replayer sends to its own --targe
      without refuses the job; `reprise run` and `reprise dispatcher` take --target too";
 
 /// One problem in a job file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     /// Dotted key path, e.g. `job.speed`; empty when the file itself cannot be parsed.
     pub key: String,

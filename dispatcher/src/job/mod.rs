@@ -53,6 +53,21 @@ pub struct JobOptions {
     pub target: Option<String>,
     /// Replayers do everything but the HTTP call.
     pub dry_run: bool,
+    /// What the dispatcher counts across its jobs (its servers count into them).
+    pub(crate) counters: Counters,
+}
+
+impl JobOptions {
+    pub fn new(target: Option<String>, dry_run: bool) -> JobOptions {
+        JobOptions { target, dry_run, counters: Counters::default() }
+    }
+}
+
+/// Counts that outlive a job: callers refused and live pages, counted by the servers.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counters {
+    pub refusals: Arc<Refusals>,
+    pub pages: Arc<Pages>,
 }
 
 #[derive(Debug)]
@@ -96,10 +111,10 @@ pub struct Job {
     progress_ns: AtomicI64,
     /// When the dispatch loop releases next while it waits (see `DispatchContext`).
     next_release_ms: AtomicU64,
-    /// Callers the servers turned away.
-    refusals: Refusals,
-    /// Live pages following the job.
-    pages: Pages,
+    /// Callers the servers turned away (the dispatcher's, shared by its jobs).
+    refusals: Arc<Refusals>,
+    /// Live pages following the dispatcher (shared by its jobs).
+    pages: Arc<Pages>,
 }
 
 /// Live pages (`GET /events`) open now, and those dropped for not reading.
@@ -160,7 +175,6 @@ impl Job {
             cfg,
             gate,
             grouping,
-            opts,
             accounting,
             shaping,
             recording,
@@ -180,8 +194,9 @@ impl Job {
             aborted_by: Mutex::default(),
             progress_ns: AtomicI64::new(0),
             next_release_ms: AtomicU64::new(0),
-            refusals: Refusals::default(),
-            pages: Pages::default(),
+            refusals: Arc::clone(&opts.counters.refusals),
+            pages: Arc::clone(&opts.counters.pages),
+            opts,
         }))
     }
 

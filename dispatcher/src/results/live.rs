@@ -185,15 +185,17 @@ const FRAME_TTL: Duration = Duration::from_millis(900);
 /// The last frame made, as JSON, shared by every open page.
 #[derive(Debug, Default)]
 pub struct FrameCache {
-    last: Mutex<Option<(Instant, Arc<str>)>>,
+    /// When it was made, of which job (a standing dispatcher runs one after another).
+    last: Mutex<Option<(Instant, String, Arc<str>)>>,
 }
 
 impl FrameCache {
     /// The job's frame as JSON, made now unless one younger than `FRAME_TTL` exists.
     pub fn get(&self, job: &Job) -> Arc<str> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, json)) = &*last
+        if let Some((at, of, json)) = &*last
             && at.elapsed() < FRAME_TTL
+            && *of == job.id()
         {
             return Arc::clone(json);
         }
@@ -208,7 +210,7 @@ impl FrameCache {
             bytes = json.len(),
             "live frame made"
         );
-        *last = Some((Instant::now(), Arc::clone(&json)));
+        *last = Some((Instant::now(), job.id().to_owned(), Arc::clone(&json)));
         json
     }
 }

@@ -25,8 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq as _;
 
-use crate::job::Job;
-use crate::refusals::Refusal;
+use crate::refusals::{Refusal, Refusals};
 
 /// A shared secret: compared in constant time, never printed (`Debug` shows `<redacted>`).
 #[derive(Clone)]
@@ -165,14 +164,14 @@ impl Access {
 /// The admin API's gate (an axum middleware over the whole router).
 #[derive(Clone)]
 pub(super) struct AdminGate {
-    pub job: Arc<Job>,
+    pub refusals: Arc<Refusals>,
     pub token: Option<Token>,
     pub metrics_auth: bool,
 }
 
 pub(super) async fn admin_gate(State(gate): State<AdminGate>, req: Request, next: Next) -> Response {
     if changes_state(req.method()) && is_cross_site(req.headers()) {
-        gate.job.refusals().count(Refusal::CrossSite);
+        gate.refusals.count(Refusal::CrossSite);
         tracing::warn!(path = %req.uri().path(), "admin request refused: sent by a page of another site");
         let body = axum::Json(serde_json::json!({
             "error": "a page of another site may not change the job: send this request from the same origin as the admin API, or from a client that is not a browser (curl, a script)"
@@ -195,7 +194,7 @@ pub(super) async fn admin_gate(State(gate): State<AdminGate>, req: Request, next
     {
         return next.run(req).await;
     }
-    gate.job.refusals().count(Refusal::AdminToken);
+    gate.refusals.count(Refusal::AdminToken);
     tracing::warn!(path = %req.uri().path(), "admin request refused: missing or wrong admin token");
     let body = axum::Json(serde_json::json!({
         "error": format!("this endpoint needs `Authorization: Bearer <token>` with the dispatcher's {ADMIN_TOKEN_VAR}")

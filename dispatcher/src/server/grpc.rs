@@ -19,6 +19,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::station::Station;
 use crate::fleet::IntakeError;
 use crate::job::Job;
 use crate::refusals::Refusal;
@@ -95,7 +96,7 @@ const MAX_TARGET_LEN: usize = 2048;
 
 #[derive(Clone)]
 pub(super) struct Service {
-    job: Arc<Job>,
+    station: Arc<Station>,
     /// Required on both RPCs over gRPC when set (not of replayers in this process).
     token: Option<Token>,
 }
@@ -103,8 +104,8 @@ pub(super) struct Service {
 pub(super) type DispatcherServer = pb::dispatcher_server::DispatcherServer<Service>;
 
 impl Service {
-    pub fn server(job: Arc<Job>, token: Option<Token>) -> DispatcherServer {
-        DispatcherServer::new(Service { job, token })
+    pub fn server(station: Arc<Station>, token: Option<Token>) -> DispatcherServer {
+        DispatcherServer::new(Service { station, token })
             .max_decoding_message_size(MAX_REPORT_BYTES)
             .max_encoding_message_size(64 << 20)
     }
@@ -115,7 +116,7 @@ impl Service {
         if token.admits(req.metadata().get("authorization").map(|v| v.as_bytes())) {
             return Ok(());
         }
-        self.job.refusals().count(Refusal::ReplayerToken);
+        self.station.counters().refusals.count(Refusal::ReplayerToken);
         let peer = req.remote_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string());
         tracing::warn!(rpc, %peer, "refused: missing or wrong replayer token");
         Err(Status::unauthenticated(format!(
@@ -132,8 +133,8 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    pub(super) fn new(job: Arc<Job>) -> Self {
-        Self { svc: Service { job, token: None } }
+    pub(super) fn new(station: Arc<Station>) -> Self {
+        Self { svc: Service { station, token: None } }
     }
 
     pub fn subscribe(&self, reg: pb::Registration) -> Result<Events<Status>, Status> {
@@ -163,36 +164,40 @@ impl Service {
         if reg.target.len() > MAX_TARGET_LEN {
             return Err(Status::invalid_argument(format!("target must be at most {MAX_TARGET_LEN} bytes")));
         }
-        if self.job.is_over() {
-            return Err(Status::unavailable("the job is over; this dispatcher takes no more replayers"));
-        }
+        let job = match self.station.subscription() {
+            Ok(job) => job,
+            Err(Some(lobby)) => return Ok(Box::pin(Lobby(Box::pin(lobby.cancelled_owned())))),
+            Err(None) => {
+                return Err(Status::unavailable("the job is over; this dispatcher takes no more replayers"));
+            }
+        };
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
         let own = Some(reg.target).filter(|t| !t.is_empty());
         // Retried by the replayer: the id frees itself when its holder leaves.
-        let subscription = self
-            .job
-            .fleet()
-            .join(&reg.replayer_id, own, tx)
-            .map_err(|e| Status::already_exists(e.to_string()))?;
+        let subscription =
+            job.fleet().join(&reg.replayer_id, own, tx).map_err(|e| Status::already_exists(e.to_string()))?;
         let stream = MemberStream {
             events: ReceiverStream::new(rx),
-            job: Arc::clone(&self.job),
+            job: Arc::clone(&job),
             id: reg.replayer_id,
             subscription,
             released: false,
         };
-        self.job.replayer_joined();
+        job.replayer_joined();
         Ok(Box::pin(stream))
     }
 
     /// Merges a report into the fleet; a foreign one or one of a flood is counted refused.
     async fn take(&self, report: pb::StatsReport) -> Result<(), Status> {
+        let Some(job) = self.station.current() else {
+            return Err(Status::failed_precondition("no job has run on this dispatcher yet"));
+        };
         let taken = if report.endpoints.is_empty() {
             // Acks (frequent, cheap) are taken in place.
-            self.job.receive(&report)
+            job.receive(&report)
         } else {
             // Inflating and merging histograms is CPU work: off the runtime's workers.
-            let job = Arc::clone(&self.job);
+            let job = Arc::clone(&job);
             tokio::task::spawn_blocking(move || job.receive(&report))
                 .await
                 .map_err(|e| Status::internal(format!("merging the report failed: {e}")))?
@@ -204,11 +209,23 @@ impl Service {
                 _ => None,
             };
             if let Some(why) = why {
-                self.job.refusals().count(why);
+                job.refusals().count(why);
                 tracing::warn!(error = %e, "report refused");
             }
         }
         Ok(taken?)
+    }
+}
+
+/// A subscription while no job runs (a standing dispatcher's lobby): carries nothing, and
+/// ends when a job starts, so that its replayer subscribes again, into the job.
+struct Lobby(Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>);
+
+impl Stream for Lobby {
+    type Item = Result<pb::DispatcherEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        std::future::Future::poll(self.0.as_mut(), cx).map(|()| None)
     }
 }
 

@@ -31,6 +31,7 @@ use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{COOKIE, Token};
+use super::station::Station;
 use crate::job::Job;
 use crate::refusals::Refusal;
 use crate::results::live::FrameCache;
@@ -53,7 +54,7 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; c
                       img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub(super) struct Live {
-    pub job: Arc<Job>,
+    pub station: Arc<Station>,
     pub token: Option<Token>,
     /// The servers' stop: every feed ends with it.
     pub stop: CancellationToken,
@@ -63,8 +64,8 @@ pub(super) struct Live {
 }
 
 impl Live {
-    pub fn new(job: Arc<Job>, token: Option<Token>, stop: CancellationToken, tls: bool) -> Live {
-        Live { job, token, stop, tls, frames: FrameCache::default() }
+    pub fn new(station: Arc<Station>, token: Option<Token>, stop: CancellationToken, tls: bool) -> Live {
+        Live { station, token, stop, tls, frames: FrameCache::default() }
     }
 }
 
@@ -94,7 +95,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 async fn events(State(live): State<Arc<Live>>) -> impl IntoResponse {
     let (tx, rx) = mpsc::channel(PAGE_BUFFER);
-    live.job.pages().opened();
+    live.station.counters().pages.opened();
     tokio::spawn(feed(Arc::clone(&live), tx));
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, Infallible>);
     ([(header::CACHE_CONTROL, "no-store")], Sse::new(stream))
@@ -103,6 +104,7 @@ async fn events(State(live): State<Arc<Live>>) -> impl IntoResponse {
 /// Sends a page its events until it goes away, stalls or the servers stop.
 async fn feed(live: Arc<Live>, tx: mpsc::Sender<Event>) {
     let mut last_row: Option<u64> = None;
+    let mut following: Option<Arc<Job>> = None;
     let mut stalled = 0;
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -112,9 +114,18 @@ async fn feed(live: Arc<Live>, tx: mpsc::Sender<Event>) {
             () = live.stop.cancelled() => break,
             () = tx.closed() => break,
         }
-        let frame = live.frames.get(&live.job);
+        let Some(job) = live.station.current() else {
+            // Before a standing dispatcher's first job.
+            let _ = tx.try_send(Event::default().data(r#"{"frame":null,"rows":[]}"#));
+            continue;
+        };
+        if !following.as_ref().is_some_and(|f| Arc::ptr_eq(f, &job)) {
+            // Another job began: its seconds start again.
+            (following, last_row) = (Some(Arc::clone(&job)), None);
+        }
+        let frame = live.frames.get(&job);
         let most = if last_row.is_none() { ROWS_AT_OPEN } else { usize::MAX };
-        let rows = live.job.fleet().history_since(last_row, most);
+        let rows = job.fleet().history_since(last_row, most);
         let rows_json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
         let event = Event::default().data(format!("{{\"frame\":{frame},\"rows\":{rows_json}}}"));
         match tx.try_send(event) {
@@ -125,7 +136,7 @@ async fn feed(live: Arc<Live>, tx: mpsc::Sender<Event>) {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 stalled += 1;
                 if stalled >= STALL_LIMIT {
-                    live.job.pages().dropped();
+                    live.station.counters().pages.dropped();
                     tracing::warn!(
                         seconds = STALL_LIMIT,
                         "dropped a live page that stopped reading its events"
@@ -136,7 +147,7 @@ async fn feed(live: Arc<Live>, tx: mpsc::Sender<Event>) {
             Err(mpsc::error::TrySendError::Closed(_)) => break,
         }
     }
-    live.job.pages().closed();
+    live.station.counters().pages.closed();
 }
 
 /// Whether the page may follow the job: `signed_in` is false when a token is needed and
@@ -146,7 +157,8 @@ async fn session(State(live): State<Arc<Live>>, headers: HeaderMap) -> Json<serd
     let signed_in = live.token.as_ref().is_none_or(|t| {
         t.admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) || t.admits_cookie(&headers)
     });
-    Json(json!({ "token_required": live.token.is_some(), "signed_in": signed_in }))
+    let standing = live.station.is_standing();
+    Json(json!({ "token_required": live.token.is_some(), "signed_in": signed_in, "standing": standing }))
 }
 
 #[derive(Deserialize)]
@@ -160,7 +172,7 @@ async fn login(State(live): State<Arc<Live>>, Json(login): Json<Login>) -> Respo
     };
     let presented = format!("Bearer {}", login.token);
     if !token.admits(Some(presented.as_bytes())) {
-        live.job.refusals().count(Refusal::AdminToken);
+        live.station.counters().refusals.count(Refusal::AdminToken);
         tracing::warn!("live page login refused: wrong admin token");
         let body = json!({"error": "wrong token: give the dispatcher's REPRISE_ADMIN_TOKEN"});
         return (StatusCode::UNAUTHORIZED, Json(body)).into_response();

@@ -26,8 +26,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::TlsConfig;
-use crate::job::Job;
 use crate::refusals::Refusal;
+use crate::refusals::Refusals;
 
 /// A peer has this long to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,10 +125,10 @@ pub(super) struct TlsIncoming {
 }
 
 impl TlsIncoming {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>, job: Arc<Job>) -> Self {
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>, refusals: Arc<Refusals>) -> Self {
         let local = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let (tx, ready) = mpsc::channel(READY_CAPACITY);
-        let task = tokio::spawn(accept(listener, TlsAcceptor::from(config), tx, job));
+        let task = tokio::spawn(accept(listener, TlsAcceptor::from(config), tx, refusals));
         TlsIncoming { ready, local, _accepting: AbortOnDropHandle::new(task) }
     }
 
@@ -165,7 +165,7 @@ async fn accept(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-    job: Arc<Job>,
+    refusals: Arc<Refusals>,
 ) {
     let mut handshakes = JoinSet::new();
     loop {
@@ -191,11 +191,11 @@ async fn accept(
                         }
                     }
                     Ok(Err(e)) => {
-                        job.refusals().count(Refusal::TlsHandshake);
+                        refusals.count(Refusal::TlsHandshake);
                         tracing::warn!(%peer, error = %e, "TLS handshake failed");
                     }
                     Err(_) => {
-                        job.refusals().count(Refusal::TlsHandshake);
+                        refusals.count(Refusal::TlsHandshake);
                         tracing::warn!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
                     }
                 }

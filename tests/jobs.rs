@@ -1,0 +1,130 @@
+//! Job after job on a standing fleet: `reprise dispatcher` without `--config` takes job files
+//! with POST /jobs, runs them one after another on the same replayer daemons, lists them at
+//! GET /jobs and keeps each finished job's reports.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// A job file replaying `n` GETs of `/{prefix}/i`, 5 ms apart, from `dir/{prefix}.jsonl`.
+fn job_text(dir: &std::path::Path, target: &str, prefix: &str, n: usize) -> String {
+    let lines: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/{prefix}/{i}"}}"#, T0 + i * 5)).collect();
+    let recording = dir.join(format!("{prefix}.jsonl"));
+    std::fs::write(&recording, lines.join("\n")).expect("write");
+    format!(
+        "[job]\nid = \"{prefix}\"\ntarget = \"{target}\"\nmin_replayers = 2\n[fetcher.file]\npath = \"{}\"\n[stats]\ntemplates = false\n",
+        recording.display()
+    )
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+async fn jobs(admin: &str) -> Vec<serde_json::Value> {
+    let (code, body) = http("GET", admin, "/jobs").await;
+    assert_eq!(code, 200, "{body}");
+    json(&body)["jobs"].as_array().expect("jobs").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_one_after_another_on_the_same_replayers() {
+    let target = Capture::start().await;
+    let dir = temp_dir("jobs");
+    let jobs_dir = dir.join("kept");
+    let (_d, line) = spawn_daemon(&[
+        "dispatcher",
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--jobs-dir",
+        jobs_dir.to_str().expect("p"),
+        "--keep-jobs",
+        "2",
+    ]);
+    let (grpc, admin) = (format!("http://{}", field(&line, "grpc")), field(&line, "http"));
+    let mut replayers = [spawn_replayer(&grpc, "r1"), spawn_replayer(&grpc, "r2")];
+    let (_, status) = http("GET", &admin, "/status").await;
+    assert_eq!(json(&status)["state"], "idle", "no job yet");
+    assert!(jobs(&admin).await.is_empty());
+
+    let bad = "[job]\nspeed = -1\nreplayers = \"two\"\n[fetcher.file]\npath = \"\"\n[nonsense]\n";
+    let (code, body) = http_json("POST", &admin, "/jobs", bad).await;
+    assert_eq!(code, 422, "{body}");
+    let problems = json(&body)["problems"].as_array().expect("problems").clone();
+    let keys: Vec<&str> = problems.iter().map(|p| p["key"].as_str().expect("key")).collect();
+    for key in ["job.speed", "job.replayers", "nonsense"] {
+        assert!(keys.iter().any(|k| k.starts_with(key)), "{key} is listed: {body}");
+    }
+
+    let mut ids = Vec::new();
+    for prefix in ["a", "b", "c"] {
+        let (code, body) =
+            http_json("POST", &admin, "/jobs", &job_text(&dir, &target.url(), prefix, 40)).await;
+        assert_eq!(code, 201, "{body}");
+        let entry = json(&body);
+        assert_eq!(entry["name"], prefix);
+        ids.push(entry["id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids, ["1", "2", "3"]);
+    let done = wait_until_async(
+        || async { jobs(&admin).await.iter().filter(|j| j["state"] == "finished").count() == 3 },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(done, "three jobs finish: {:?}", jobs(&admin).await);
+
+    // One after another: every request of a job reached the target before the next job's.
+    let order: Vec<String> = target.requests().iter().map(|c| c.path[1..2].to_owned()).collect();
+    assert_eq!(order.len(), 120, "every request once");
+    let firsts: Vec<usize> =
+        ["a", "b", "c"].iter().map(|p| order.iter().position(|o| o == p).expect("sent")).collect();
+    let lasts: Vec<usize> =
+        ["a", "b", "c"].iter().map(|p| order.iter().rposition(|o| o == p).expect("sent")).collect();
+    assert!(lasts[0] < firsts[1] && lasts[1] < firsts[2], "jobs ran in turn: {order:?}");
+    for r in &mut replayers {
+        assert!(r.0.try_wait().expect("wait").is_none(), "the replayers were not restarted");
+    }
+
+    let listed = jobs(&admin).await;
+    let names: Vec<&str> = listed.iter().map(|j| j["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["c", "b", "a"], "the newest first");
+    assert!(listed[2]["report_json"].is_null(), "only the last two keep their reports: {:?}", listed[2]);
+    assert!(!jobs_dir.join("1").exists(), "the oldest report's files are removed");
+    let (code, _) = http("GET", &admin, "/jobs/1/report.json").await;
+    assert_eq!(code, 404);
+    for (entry, prefix) in listed[..2].iter().zip(["c", "b"]) {
+        assert_eq!(entry["sent"], 40, "{entry}");
+        let (code, body) = http("GET", &admin, entry["report_json"].as_str().expect("link")).await;
+        assert_eq!(code, 200, "{body}");
+        let report = json(&body);
+        assert_eq!(report["job"], prefix);
+        assert_eq!(report["totals"]["sent"], 40);
+        assert_eq!(report["totals"]["balanced"], true);
+        let replayer_ids: Vec<&str> = report["replayers"]
+            .as_array()
+            .expect("replayers")
+            .iter()
+            .map(|r| r["id"].as_str().expect("id"))
+            .collect();
+        assert!(replayer_ids.contains(&"r1") && replayer_ids.contains(&"r2"), "{replayer_ids:?}");
+        let (code, html) = http("GET", &admin, entry["report_html"].as_str().expect("link")).await;
+        assert!(code == 200 && html.contains("<svg"), "the HTML report: {code}");
+    }
+    let (code, _) = http("POST", &admin, "/shutdown").await;
+    assert_eq!(code, 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_with_one_job_takes_no_other() {
+    let dir = temp_dir("jobs-one");
+    let job = write_job(&dir, "http://127.0.0.1:9", &gets_every(&dir, 5, 5), "", "");
+    let d = serve_dispatcher(&job);
+    let (code, body) = http_json("POST", &d.admin, "/jobs", "[job]\n").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("without --config"), "{body}");
+}
