@@ -15,7 +15,12 @@ struct Group(std::process::Child);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.0.id())]).status();
+        // A syscall, not the kill command: Debian's reads `kill -KILL -12345` as a signal to
+        // process group -1, every process there is.
+        let pid = i32::try_from(self.0.id()).ok().and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
         let _ = self.0.wait();
     }
 }
@@ -153,4 +158,77 @@ async fn with_a_token_the_page_signs_in_and_other_sites_cannot_steer() {
     assert!(status.contains("\"state\":\"waiting\""), "nothing was started or stopped: {status}");
     assert!(status.contains("\"cross_site\":8"), "each attack counted: {status}");
     assert!(status.contains("\"admin_token\":1"), "the wrong token counted: {status}");
+}
+
+/// A job file replaying `n` GETs of `/{prefix}/i`, 5 ms apart, on two replayers.
+fn job_text(dir: &std::path::Path, target: &str, prefix: &str, n: usize) -> String {
+    let lines: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/{prefix}/{i}"}}"#, T0 + i * 5)).collect();
+    let recording = dir.join(format!("{prefix}.jsonl"));
+    std::fs::write(&recording, lines.join("\n")).expect("write");
+    format!(
+        "[job]\nid = \"{prefix}\"\ntarget = \"{target}\"\nmin_replayers = 2\n[fetcher.file]\npath = \"{}\"\n",
+        recording.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_of_a_standing_dispatcher_lists_compares_and_submits_runs() {
+    let target = Capture::start().await;
+    let dir = temp_dir("live-runs");
+    let kept = dir.join("kept");
+    let (_d, line) = spawn_daemon(&[
+        "dispatcher",
+        "--grpc",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--jobs-dir",
+        kept.to_str().expect("p"),
+    ]);
+    let (grpc, admin) = (format!("http://{}", field(&line, "grpc")), field(&line, "http"));
+    let _replayers = [spawn_replayer(&grpc, "r1"), spawn_replayer(&grpc, "r2")];
+    for prefix in ["base", "cand"] {
+        let (code, body) =
+            http_json("POST", &admin, "/jobs", &job_text(&dir, &target.url(), prefix, 30)).await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let finished = wait_until_async(
+        || async { http("GET", &admin, "/jobs").await.1.matches("\"state\":\"finished\"").count() == 2 },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(finished, "{}", http("GET", &admin, "/jobs").await.1);
+    let third = dir.join("third.toml");
+    std::fs::write(&third, job_text(&dir, &target.url(), "third", 10)).expect("write");
+    let seen =
+        drive(&["runs", &admin, dir.join("profile").to_str().expect("p"), third.to_str().expect("p")]).await;
+
+    let runs = strings(&seen["runs"]);
+    assert!(runs[0].starts_with("2cand") && runs[1].starts_with("1base"), "the newest first: {runs:?}");
+    assert_eq!(
+        strings(&seen["links"]),
+        ["/jobs/2/report.json", "/jobs/2/report.html", "/jobs/1/report.json", "/jobs/1/report.html"]
+    );
+    assert_eq!(seen["link_status"], serde_json::json!([200, 200, 200, 200]), "the report links work");
+    let diff = strings(&seen["diff"]);
+    assert!(diff.iter().any(|r| r.starts_with("all endpoints30 → 30")), "side by side: {diff:?}");
+    assert!(diff.iter().any(|r| r.starts_with("GET /cand/{id}")), "{diff:?}");
+    let bad = strings(&seen["bad"]);
+    assert!(
+        bad.iter().any(|p| p.starts_with("job.speed")) && bad.iter().any(|p| p.starts_with("nonsense")),
+        "{bad:?}"
+    );
+    assert!(seen["good"].as_str().expect("good").contains("Queued as run 3 (third)"), "{seen}");
+    assert_eq!(
+        strings(&seen["hosts"]),
+        std::slice::from_ref(&admin),
+        "the page talks to the dispatcher only"
+    );
+    let ran = wait_until_async(
+        || async { http("GET", &admin, "/jobs").await.1.matches("\"state\":\"finished\"").count() == 3 },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(ran, "the job submitted from the page ran");
 }

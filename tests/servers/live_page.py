@@ -2,6 +2,7 @@
 
     live_page.py steer ADMIN PROFILE_DIR SHOT_DIR
     live_page.py secure ADMIN PROFILE_DIR TOKEN
+    live_page.py runs ADMIN PROFILE_DIR JOB_FILE
 
 Prints one JSON object of what it saw; tests/live.rs judges it. Every wait is bounded.
 """
@@ -183,8 +184,39 @@ def secure(admin, profile, token):
     print(json.dumps(out))
 
 
+def runs(admin, profile, job_file):
+    """A standing dispatcher's runs: browse, compare two, submit a bad and a good job file."""
+    base = f"http://{admin}"
+    out = {"hosts": set()}
+    with sync_playwright() as p:
+        ctx = browser(p, profile, viewport={"width": 1280, "height": 900})
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.on("request", lambda r: out["hosts"].add(r.url.split("/")[2]))
+        page.goto(base + "/")
+        expect(page.locator("#runs")).to_be_visible()
+        expect(page.locator("#jobs tbody tr")).to_have_count(2)
+        out["runs"] = page.locator("#jobs tbody tr").all_text_contents()
+        out["links"] = page.eval_on_selector_all("#jobs a", "as => as.map(a => a.getAttribute('href'))")
+        out["link_status"] = [page.request.get(base + href).status for href in out["links"]]
+        page.check("input[name=base][value='1']")
+        page.check("input[name=candidate][value='2']")
+        page.click("#compare")
+        expect(page.locator("#diff tr")).not_to_have_count(0)
+        out["diff"] = page.locator("#diff tr").all_text_contents()
+        page.fill("#job-file", "[job]\nspeed = -1\n[nonsense]\n")
+        page.click("#submit-button")
+        expect(page.locator("#submit-out")).to_contain_text("Not queued")
+        out["bad"] = page.locator("#submit-out li").all_text_contents()
+        page.fill("#job-file", open(job_file).read())
+        page.click("#submit-button")
+        expect(page.locator("#submit-out")).to_contain_text("Queued as run")
+        out["good"] = page.text_content("#submit-out")
+        expect(page.locator("#jobs tbody tr")).to_have_count(3)
+        page.screenshot(path=job_file + ".png", full_page=True)
+        ctx.close()
+    out["hosts"] = sorted(out["hosts"])
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "steer":
-        steer(*sys.argv[2:5])
-    else:
-        secure(*sys.argv[2:5])
+    {"steer": steer, "secure": secure, "runs": runs}[sys.argv[1]](*sys.argv[2:5])

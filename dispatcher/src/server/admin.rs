@@ -9,7 +9,8 @@
 //!
 //! A standing dispatcher ([`super::station`]) also takes `POST /jobs` (a job file; 201 with
 //! its entry, or 422 with every problem), lists them at `GET /jobs` and serves a finished
-//! job's kept reports at `GET /jobs/{id}/report.json` and `.html`. The job routes act on
+//! job's kept reports at `GET /jobs/{id}/report.json` and `.html`, two of them side by side
+//! at `GET /jobs/{base}/diff/{candidate}`. The job routes act on
 //! the job running now (or the last one); before the first, they answer 409.
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use super::station::{Refused, Station};
 use crate::config::Speed;
 use crate::job::Job;
+use crate::results::diff::{Limits as DiffLimits, ReportFile, RunDiff};
 use crate::results::{Report, Snapshot, metrics};
 
 pub(super) fn router(station: Arc<Station>) -> Router {
@@ -44,15 +46,24 @@ pub(super) fn router(station: Arc<Station>) -> Router {
         .route("/job/resume", post(resume))
         .route("/jobs", get(jobs).post(submit))
         .route("/jobs/{id}/{file}", get(kept_report))
+        .route("/jobs/{base}/diff/{candidate}", get(diff))
         .with_state(station)
 }
 
+/// An answer that is an error: its status and what to do about it, as `{"error": …}`.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
 /// The job now, or 409 before the first.
-#[allow(clippy::result_large_err)]
-fn current(station: &Station) -> Result<Arc<Job>, Response> {
+fn current(station: &Station) -> Result<Arc<Job>, Failure> {
     station.current().ok_or_else(|| {
         let error = "no job has run on this dispatcher yet: submit one with POST /jobs";
-        (StatusCode::CONFLICT, Json(json!({ "error": error }))).into_response()
+        Failure(StatusCode::CONFLICT, error.to_owned())
     })
 }
 
@@ -66,7 +77,7 @@ async fn status(State(station): State<Arc<Station>>) -> Response {
 async fn report_html(State(station): State<Arc<Station>>) -> Response {
     match current(&station) {
         Ok(job) => axum::response::Html(crate::results::html::render(&Report::of(&job))).into_response(),
-        Err(r) => r,
+        Err(f) => f.into_response(),
     }
 }
 
@@ -87,7 +98,7 @@ async fn metrics(State(station): State<Arc<Station>>) -> Response {
 async fn start(State(station): State<Arc<Station>>) -> Response {
     let job = match current(&station) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(f) => return f.into_response(),
     };
     if job.is_over() {
         return (StatusCode::CONFLICT, Json(json!({"error": "the job is over"}))).into_response();
@@ -109,7 +120,7 @@ struct ConfigChange {
 async fn config(State(station): State<Arc<Station>>, Json(change): Json<ConfigChange>) -> Response {
     let job = match current(&station) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(f) => return f.into_response(),
     };
     if job.is_over() {
         return (StatusCode::CONFLICT, Json(json!({"error": "the job is over"}))).into_response();
@@ -138,7 +149,7 @@ async fn resume(State(station): State<Arc<Station>>) -> Response {
 fn paused(station: &Station, paused: bool) -> Response {
     let job = match current(station) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(f) => return f.into_response(),
     };
     if job.is_over() {
         return (StatusCode::CONFLICT, Json(json!({"error": "the job is over"}))).into_response();
@@ -149,7 +160,7 @@ fn paused(station: &Station, paused: bool) -> Response {
 async fn stop(State(station): State<Arc<Station>>) -> Response {
     let job = match current(&station) {
         Ok(j) => j,
-        Err(r) => return r,
+        Err(f) => return f.into_response(),
     };
     job.request_stop();
     (StatusCode::ACCEPTED, Json(json!({"state": job.state()}))).into_response()
@@ -202,5 +213,30 @@ async fn kept_report(
             let error = format!("cannot read {}: {e}", path.display());
             (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "error": error }))).into_response()
         }
+    }
+}
+
+/// GET /jobs/{base}/diff/{candidate}: two kept reports side by side per endpoint, as
+/// `reprise diff` puts them (no limits: the page shows, the command gates).
+async fn diff(
+    State(station): State<Arc<Station>>,
+    Path((base, candidate)): Path<(String, String)>,
+) -> Response {
+    let load = |id: &str| {
+        let path = station.report_file(id, "report.json").ok_or_else(|| {
+            Failure(
+                StatusCode::NOT_FOUND,
+                format!("no kept report for job {id:?}: GET /jobs lists those kept"),
+            )
+        })?;
+        ReportFile::load(&path).map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    };
+    match (load(&base), load(&candidate)) {
+        (Ok(b), Ok(c)) => {
+            let names = (format!("job {base} ({})", b.job), format!("job {candidate} ({})", c.job));
+            let limits = DiffLimits { min_requests: 1, ..DiffLimits::default() };
+            Json(RunDiff::of(&b, &c, (&names.0, &names.1), limits)).into_response()
+        }
+        (Err(f), _) | (_, Err(f)) => f.into_response(),
     }
 }

@@ -10,6 +10,7 @@ let rows = [];
 let frame = null;
 let sort = { key: "requests", up: false };
 let events = null;
+let jobsTimer = null;
 
 const fmt = (n, digits = 0) =>
   n == null || Number.isNaN(n) ? "–" : Number(n).toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -37,6 +38,11 @@ async function start() {
   }
   const s = await r.json();
   if (!s.signed_in) return showLogin();
+  if (s.standing) {
+    $("runs").hidden = false;
+    refreshJobs();
+    if (!jobsTimer) jobsTimer = setInterval(refreshJobs, 2000);
+  }
   $("logout-holder")?.remove();
   if (s.token_required) addLogout();
   connect();
@@ -86,9 +92,17 @@ function connect() {
     const last = rows.length ? rows[rows.length - 1].second : -1;
     for (const r of data.rows) if (r.second > last) rows.push(r);
     if (rows.length > ROWS_KEPT) rows = rows.slice(rows.length - ROWS_KEPT);
-    frame = data.frame;
     $("login").hidden = true;
     $("room").hidden = false;
+    if (!data.frame) {
+      // A standing dispatcher before its first job.
+      $("state").textContent = "idle";
+      $("state").className = "badge waiting";
+      $("progress").textContent = "No job yet: submit one below, or with POST /jobs.";
+      return;
+    }
+    if (frame && frame.job !== data.frame.job) rows = data.rows.slice();
+    frame = data.frame;
     render();
   };
   events.onerror = () => {
@@ -281,6 +295,98 @@ function chart(svg, series) {
   if (!top) cap.append((top = el("span", null, "top muted")));
   top.textContent = ` · top ${max >= 100 ? fmt(max) : fmt(max, 2)}, last ${rows.length} s`;
 }
+
+async function refreshJobs() {
+  const r = await fetch("/jobs").catch(() => null);
+  if (!r || !r.ok) return;
+  const { jobs } = await r.json();
+  const body = document.querySelector("#jobs tbody");
+  const picked = (name) => document.querySelector(`input[name=${name}]:checked`)?.value;
+  const base = picked("base"), candidate = picked("candidate");
+  body.replaceChildren(
+    ...jobs.map((j) => {
+      const tr = row([
+        [j.id],
+        [j.name],
+        [j.error ? `${j.state}: ${j.error}` : j.state],
+        [fmt(j.sent), "num"],
+        [fmt(j.failed), "num"],
+        [j.thresholds_passed == null ? "" : j.thresholds_passed ? "passed" : "FAILED", j.thresholds_passed === false ? "fail" : ""],
+      ]);
+      const links = el("td");
+      for (const [text, href] of [["JSON", j.report_json], ["HTML", j.report_html]]) {
+        if (!href) continue;
+        const a = el("a", text);
+        a.href = href;
+        links.append(a, document.createTextNode(" "));
+      }
+      tr.append(links);
+      for (const name of ["base", "candidate"]) {
+        const td = el("td");
+        if (j.report_json) {
+          const radio = el("input");
+          radio.type = "radio";
+          radio.name = name;
+          radio.value = j.id;
+          radio.checked = (name === "base" ? base : candidate) === j.id;
+          radio.setAttribute("aria-label", `${name}: run ${j.id}`);
+          td.append(radio);
+        }
+        tr.append(td);
+      }
+      return tr;
+    }),
+  );
+}
+
+$("compare").addEventListener("click", async () => {
+  const picked = (name) => document.querySelector(`input[name=${name}]:checked`)?.value;
+  const base = picked("base"), candidate = picked("candidate");
+  const out = $("diff-out");
+  if (!base || !candidate) return out.replaceChildren(el("p", "Pick a base run and a candidate run.", "error"));
+  const r = await fetch(`/jobs/${encodeURIComponent(base)}/diff/${encodeURIComponent(candidate)}`).catch(() => null);
+  if (!r || !r.ok) return out.replaceChildren(el("p", `Cannot compare: ${r ? r.status : "no answer"}`, "error"));
+  const d = await r.json();
+  const table = el("table");
+  table.id = "diff";
+  const head = el("tr");
+  for (const h of ["endpoint", "requests", "error %", "p50 ms", "p99 ms", "diff %"]) head.append(el("th", h));
+  table.append(head);
+  const pair = (r, f) => `${r.base ? f(r.base) : "–"} → ${r.candidate ? f(r.candidate) : "–"}`;
+  const change = (c) => (c == null ? "" : ` (${c >= 0 ? "+" : ""}${fmt(c, 1)}%)`);
+  const dir = (c) => (c == null || Math.abs(c) < 5 ? "num" : c > 0 ? "num up" : "num down");
+  for (const r of d.rows) {
+    table.append(
+      row([
+        [r.endpoint === "*" ? "all endpoints" : r.endpoint, "name"],
+        [pair(r, (s) => fmt(s.requests)), "num"],
+        [pair(r, (s) => fmt(s.error_rate_pct, 2)), "num"],
+        [pair(r, (s) => ms(s.p50_ms)) + change(r.p50_change_pct), dir(r.p50_change_pct)],
+        [pair(r, (s) => ms(s.p99_ms)) + change(r.p99_change_pct), dir(r.p99_change_pct)],
+        [r.diff_rate_pct == null ? "–" : fmt(r.diff_rate_pct, 2), "num"],
+      ]),
+    );
+  }
+  out.replaceChildren(el("p", `${d.base} → ${d.candidate}`, "muted"), table);
+});
+
+$("submit").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const out = $("submit-out");
+  const r = await fetch("/jobs", { method: "POST", headers: { "content-type": "text/plain" }, body: $("job-file").value }).catch(() => null);
+  if (!r) return out.replaceChildren(el("p", "The dispatcher did not answer.", "error"));
+  const body = await r.json().catch(() => ({}));
+  if (r.status === 201) {
+    out.replaceChildren(el("p", `Queued as run ${body.id} (${body.name}).`));
+    refreshJobs();
+  } else if (r.status === 422) {
+    const ul = el("ul", null, "error");
+    for (const p of body.problems || []) ul.append(el("li", `${p.key || "file"}: ${p.value ? p.value + ": " : ""}${p.rule}`));
+    out.replaceChildren(el("p", `Not queued: ${(body.problems || []).length} problem(s).`, "error"), ul);
+  } else {
+    out.replaceChildren(el("p", body.error || `Not queued: ${r.status}`, "error"));
+  }
+});
 
 async function post(path, body) {
   $("control-error").textContent = "";
