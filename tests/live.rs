@@ -231,4 +231,9 @@ async fn the_page_of_a_standing_dispatcher_lists_compares_and_submits_runs() {
     )
     .await;
     assert!(ran, "the job submitted from the page ran");
+    let shot = std::fs::read(dir.join("third.toml.png")).expect("screenshot of the runs");
+    assert!(shot.starts_with(b"\x89PNG"));
+    if let Ok(keep) = std::env::var("REPRISE_KEEP_SCREENSHOT") {
+        std::fs::write(std::path::Path::new(&keep).join("live-runs.png"), shot).expect("keep the screenshot");
+    }
 }
