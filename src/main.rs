@@ -83,6 +83,10 @@ enum Command {
         #[arg(long, env = "REPRISE_KEEP_JOBS", value_name = "N", default_value_t = 20, conflicts_with = "config",
               value_parser = clap::value_parser!(u32).range(1..))]
         keep_jobs: u32,
+        /// Without --config: a TOML file whose `[service]` table (TLS, metrics_auth, the
+        /// ports) the dispatcher serves with; a job file will do.
+        #[arg(long, env = "REPRISE_SERVICE", value_name = "FILE", conflicts_with = "config")]
+        service: Option<PathBuf>,
         /// gRPC listen address (default: service.grpc in the job file).
         #[arg(long)]
         grpc: Option<String>,
@@ -291,6 +295,7 @@ fn main() -> ExitCode {
                 config,
                 jobs_dir,
                 keep_jobs,
+                service,
                 grpc,
                 http,
                 serve_forever,
@@ -303,7 +308,7 @@ fn main() -> ExitCode {
                     Some(config) => run::dispatcher(&config, args, cancel).await,
                     None => {
                         let keep = reprise_dispatcher::Keep { dir: jobs_dir, last: keep_jobs as usize };
-                        run::standing(args, keep, cancel).await
+                        run::standing(args, keep, service.as_deref(), cancel).await
                     }
                 }
             }

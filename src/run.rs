@@ -436,11 +436,12 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
 }
 
 /// `reprise dispatcher` without `--config`: takes jobs (POST /jobs) and runs them one after
-/// another until SIGTERM or POST /shutdown. Its ports are `--grpc` and `--http` (default
-/// `:9090` and `:8080`, as a job file's `[service]`).
+/// another until SIGTERM or POST /shutdown. Its ports are `--grpc` and `--http`, else those
+/// of `--service FILE`'s `[service]` (default `:9090` and `:8080`), with its TLS.
 pub async fn standing(
     args: DaemonArgs,
     keep: reprise_dispatcher::Keep,
+    service: Option<&Path>,
     cancel: CancellationToken,
 ) -> ExitCode {
     if args.serve_forever
@@ -453,7 +454,14 @@ pub async fn standing(
         );
         return ExitCode::from(EXIT_CONFIG);
     }
-    let service = reprise_dispatcher::config::ServiceConfig::default();
+    let service = match service.map(reprise_dispatcher::config::ServiceConfig::read) {
+        None => reprise_dispatcher::config::ServiceConfig::default(),
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            eprintln!("error: --service: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let (grpc, http) = match (addr(args.grpc, service.grpc, "grpc"), addr(args.http, service.http, "http")) {
         (Ok(g), Ok(h)) => (g, h),
         (Err(code), _) | (_, Err(code)) => return code,
@@ -469,10 +477,11 @@ pub async fn standing(
         Ok(a) => a,
         Err(code) => return code,
     };
-    let mut standing = match reprise_dispatcher::standing(keep, target, grpc, http, access, &cancel).await {
-        Ok(s) => s,
-        Err(e) => return cannot_run(e),
-    };
+    let mut standing =
+        match reprise_dispatcher::standing(keep, target, &service, (grpc, http), access, &cancel).await {
+            Ok(s) => s,
+            Err(e) => return cannot_run(e),
+        };
     println!("listening grpc={} http={}", standing.grpc, standing.http);
     let _ = std::io::stdout().flush();
     tokio::select! {

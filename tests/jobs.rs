@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::pki;
 use common::*;
 
 /// A job file replaying `n` GETs of `/{prefix}/i`, 5 ms apart, from `dir/{prefix}.jsonl`.
@@ -127,4 +128,70 @@ async fn a_dispatcher_with_one_job_takes_no_other() {
     let (code, body) = http_json("POST", &d.admin, "/jobs", "[job]\n").await;
     assert_eq!(code, 409, "{body}");
     assert!(body.contains("without --config"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standing_dispatcher_serves_tls_and_tokens_from_its_service_file() {
+    let target = Capture::start().await;
+    let dir = temp_dir("jobs-tls");
+    let ca = pki::Authority::new("reprise-jobs-ca");
+    let ca_file = ca.write(&dir, "ca");
+    let (cert, key) = ca.sign(&dir, "dispatcher", &["localhost"]);
+    let service = dir.join("service.toml");
+    std::fs::write(
+        &service,
+        format!(
+            "[service]\nmetrics_auth = true\n[service.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("write");
+    let tokens =
+        [("REPRISE_ADMIN_TOKEN", "admin-token-5f2c7a"), ("REPRISE_REPLAYER_TOKEN", "replayer-token-9b41d0")];
+    let (_d, line) = spawn_daemon_env(
+        &[
+            "dispatcher",
+            "--service",
+            service.to_str().expect("p"),
+            "--grpc",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--jobs-dir",
+            dir.join("kept").to_str().expect("p"),
+        ],
+        &tokens,
+    );
+    let (grpc, admin) = (field(&line, "grpc"), field(&line, "http"));
+    let grpc_url = format!("https://localhost:{}", grpc.rsplit(':').next().expect("port"));
+    let _replayers: Vec<Guard> = ["r1", "r2"]
+        .iter()
+        .map(|id| {
+            let a =
+                ["replayer", "--dispatcher", &grpc_url, "--id", id, "--tls-ca", ca_file.to_str().expect("p")];
+            let mut child = std::process::Command::new(BIN);
+            child.args(a).env("RUST_LOG", "warn").envs(tokens[1..].iter().copied());
+            Guard(child.spawn().expect("replayer"))
+        })
+        .collect();
+    let (code, _) = pki::https("GET", &admin, "localhost", "/metrics", &ca_file, "wrong").await;
+    assert_eq!(code, 401, "metrics_auth of the service file");
+    let job = job_text(&dir, &target.url(), "secure", 20);
+    let (code, body) = pki::https_body("POST", &admin, "localhost", "/jobs", &ca_file, "wrong", &job).await;
+    assert_eq!(code, 401, "submitting needs the admin token: {body}");
+    let (code, body) =
+        pki::https_body("POST", &admin, "localhost", "/jobs", &ca_file, tokens[0].1, &job).await;
+    assert_eq!(code, 201, "{body}");
+    let mut finished = false;
+    for _ in 0..300 {
+        let (_, body) = pki::https("GET", &admin, "localhost", "/jobs", &ca_file, tokens[0].1).await;
+        if body.contains("\"state\":\"finished\"") {
+            finished = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(finished, "the job ran on replayers connected over TLS with the replayer token");
+    assert_eq!(target.requests().len(), 20);
 }

@@ -60,6 +60,19 @@ pub async fn https(
     ca: &Path,
     token: &str,
 ) -> (u16, String) {
+    https_body(method, addr, name, path, ca, token, "").await
+}
+
+/// [`https`] with a request body.
+pub async fn https_body(
+    method: &str,
+    addr: &str,
+    name: &str,
+    path: &str,
+    ca: &Path,
+    token: &str,
+    body: &str,
+) -> (u16, String) {
     use rustls::pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
@@ -76,5 +89,5 @@ pub async fn https(
     let mut tls =
         tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server, tcp).await.expect("handshake");
     let auth = format!("Authorization: Bearer {token}\r\n");
-    exchange(&mut tls, &request(method, addr, path, "", &auth)).await
+    exchange(&mut tls, &request(method, addr, path, body, &auth)).await
 }

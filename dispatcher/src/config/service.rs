@@ -46,3 +46,27 @@ pub struct TlsConfig {
     /// When set, a replayer must present a certificate signed by one of these.
     pub client_ca: Option<PathBuf>,
 }
+
+impl ServiceConfig {
+    /// The `[service]` table of a TOML file (a job file, or a file of that table alone; other
+    /// tables are not read), its TLS paths relative to the file: how a standing dispatcher,
+    /// which has no job file of its own, is told its ports and TLS (`--service FILE`).
+    pub fn read(path: &std::path::Path) -> Result<ServiceConfig, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let service = table.remove("service").unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+        let mut cfg: ServiceConfig = service
+            .try_into()
+            .map_err(|e| format!("{}: [service]: {e}; docs/job-file.md lists its keys", path.display()))?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        if let Some(tls) = &mut cfg.tls {
+            for p in [&mut tls.cert, &mut tls.key].into_iter().chain(tls.client_ca.as_mut()) {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        Ok(cfg)
+    }
+}

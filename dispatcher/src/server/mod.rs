@@ -158,21 +158,23 @@ pub async fn start(
 }
 
 /// Binds the listeners of a standing dispatcher, which takes jobs with `POST /jobs` and
-/// keeps their reports as `keep` says; `target` (`--target`) replaces each job's.
+/// keeps their reports as `keep` says; `target` (`--target`) replaces each job's; `service`
+/// (`--service FILE`) puts its ports behind TLS and says whether `/metrics` needs the token.
 pub async fn standing(
     keep: Keep,
     target: Option<String>,
-    grpc: SocketAddr,
-    http: SocketAddr,
+    service: &crate::config::ServiceConfig,
+    (grpc, http): (SocketAddr, SocketAddr),
     access: Access,
     shutdown: &CancellationToken,
 ) -> Result<Standing, ServeError> {
     access.check_exposure(Some(grpc), http)?;
+    let tls = service.tls.as_ref().map(tls::ServerTls::load).transpose()?;
     let dir = keep.dir.clone();
     let station = Station::standing(keep, target, shutdown)
         .map_err(|source| ServeError::JobsDir { dir: dir.display().to_string(), source })?;
     let listeners = Listeners::bind(Some(grpc), http).await?;
-    let (grpc_bound, http, servers) = listeners.serve(&station, access, None, false);
+    let (grpc_bound, http, servers) = listeners.serve(&station, access, tls.as_ref(), service.metrics_auth);
     let done = tokio::spawn(Arc::clone(&station).run_queue());
     Ok(Standing { grpc: grpc_bound.unwrap_or(grpc), http, station, done, servers })
 }
