@@ -392,28 +392,42 @@ fn addr(flag: Option<String>, default: ListenAddr, name: &str) -> Result<std::ne
     }
 }
 
+/// What a dispatcher daemon serves with: its ports (the flags over `[service]`), the
+/// target of its jobs resolved, and the tokens callers must present.
+struct Serving {
+    grpc: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    target: Option<String>,
+    access: Access,
+}
+
+async fn serving(
+    args: &DaemonArgs,
+    service: &reprise_dispatcher::config::ServiceConfig,
+    target: Option<String>,
+    cancel: &CancellationToken,
+) -> Result<Serving, ExitCode> {
+    let grpc = addr(args.grpc.clone(), service.grpc, "grpc")?;
+    let http = addr(args.http.clone(), service.http, "http")?;
+    let target = match target {
+        Some(t) => Some(resolve_target(&t, cancel).await?),
+        None => None,
+    };
+    Ok(Serving { grpc, http, target, access: access(args.insecure)? })
+}
+
 pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken) -> ExitCode {
     let plan = match load(path, Needs::default()) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let service = &plan.config.service;
-    let (grpc, http) = match (addr(args.grpc, service.grpc, "grpc"), addr(args.http, service.http, "http")) {
-        (Ok(g), Ok(h)) => (g, h),
-        (Err(code), _) | (_, Err(code)) => return code,
-    };
     // Without a target (Havok's files have none), each replayer sends to its own --target.
-    let target = match args.target.or_else(|| plan.config.job.target.clone()) {
-        Some(t) => match resolve_target(&t, &cancel).await {
-            Ok(t) => Some(t),
+    let target = args.target.clone().or_else(|| plan.config.job.target.clone());
+    let Serving { grpc, http, target, access } =
+        match serving(&args, &plan.config.service, target, &cancel).await {
+            Ok(s) => s,
             Err(code) => return code,
-        },
-        None => None,
-    };
-    let access = match access(args.insecure) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+        };
     let opts = JobOptions::new(target, false);
     let mut running = match reprise_dispatcher::start(plan, opts, Some(grpc), http, access, &cancel).await {
         Ok(r) => r,
@@ -462,21 +476,11 @@ pub async fn standing(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let (grpc, http) = match (addr(args.grpc, service.grpc, "grpc"), addr(args.http, service.http, "http")) {
-        (Ok(g), Ok(h)) => (g, h),
-        (Err(code), _) | (_, Err(code)) => return code,
-    };
-    let target = match args.target {
-        Some(t) => match resolve_target(&t, &cancel).await {
-            Ok(t) => Some(t),
+    let Serving { grpc, http, target, access } =
+        match serving(&args, &service, args.target.clone(), &cancel).await {
+            Ok(s) => s,
             Err(code) => return code,
-        },
-        None => None,
-    };
-    let access = match access(args.insecure) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+        };
     let mut standing =
         match reprise_dispatcher::standing(keep, target, &service, (grpc, http), access, &cancel).await {
             Ok(s) => s,

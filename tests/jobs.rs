@@ -9,18 +9,6 @@ use std::time::Duration;
 use common::pki;
 use common::*;
 
-/// A job file replaying `n` GETs of `/{prefix}/i`, 5 ms apart, from `dir/{prefix}.jsonl`.
-fn job_text(dir: &std::path::Path, target: &str, prefix: &str, n: usize) -> String {
-    let lines: Vec<String> =
-        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/{prefix}/{i}"}}"#, T0 + i * 5)).collect();
-    let recording = dir.join(format!("{prefix}.jsonl"));
-    std::fs::write(&recording, lines.join("\n")).expect("write");
-    format!(
-        "[job]\nid = \"{prefix}\"\ntarget = \"{target}\"\nmin_replayers = 2\n[fetcher.file]\npath = \"{}\"\n[stats]\ntemplates = false\n",
-        recording.display()
-    )
-}
-
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -36,18 +24,7 @@ async fn jobs_run_one_after_another_on_the_same_replayers() {
     let target = Capture::start().await;
     let dir = temp_dir("jobs");
     let jobs_dir = dir.join("kept");
-    let (_d, line) = spawn_daemon(&[
-        "dispatcher",
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--jobs-dir",
-        jobs_dir.to_str().expect("p"),
-        "--keep-jobs",
-        "2",
-    ]);
-    let (grpc, admin) = (format!("http://{}", field(&line, "grpc")), field(&line, "http"));
+    let (_d, grpc, admin) = standing_dispatcher(&jobs_dir, &["--keep-jobs", "2"]);
     let mut replayers = [spawn_replayer(&grpc, "r1"), spawn_replayer(&grpc, "r2")];
     let (_, status) = http("GET", &admin, "/status").await;
     assert_eq!(json(&status)["state"], "idle", "no job yet");

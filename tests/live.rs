@@ -160,33 +160,12 @@ async fn with_a_token_the_page_signs_in_and_other_sites_cannot_steer() {
     assert!(status.contains("\"admin_token\":1"), "the wrong token counted: {status}");
 }
 
-/// A job file replaying `n` GETs of `/{prefix}/i`, 5 ms apart, on two replayers.
-fn job_text(dir: &std::path::Path, target: &str, prefix: &str, n: usize) -> String {
-    let lines: Vec<String> =
-        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/{prefix}/{i}"}}"#, T0 + i * 5)).collect();
-    let recording = dir.join(format!("{prefix}.jsonl"));
-    std::fs::write(&recording, lines.join("\n")).expect("write");
-    format!(
-        "[job]\nid = \"{prefix}\"\ntarget = \"{target}\"\nmin_replayers = 2\n[fetcher.file]\npath = \"{}\"\n",
-        recording.display()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_of_a_standing_dispatcher_lists_compares_and_submits_runs() {
     let target = Capture::start().await;
     let dir = temp_dir("live-runs");
     let kept = dir.join("kept");
-    let (_d, line) = spawn_daemon(&[
-        "dispatcher",
-        "--grpc",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--jobs-dir",
-        kept.to_str().expect("p"),
-    ]);
-    let (grpc, admin) = (format!("http://{}", field(&line, "grpc")), field(&line, "http"));
+    let (_d, grpc, admin) = standing_dispatcher(&kept, &[]);
     let _replayers = [spawn_replayer(&grpc, "r1"), spawn_replayer(&grpc, "r2")];
     for prefix in ["base", "cand"] {
         let (code, body) =

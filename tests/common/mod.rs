@@ -321,3 +321,27 @@ fn dispatcher_with(job: &Path, grpc: &str, extra: &[&str]) -> Daemon {
     let (guard, line) = spawn_daemon(&a);
     Daemon { guard, grpc_url: format!("http://{}", field(&line, "grpc")), admin: field(&line, "http") }
 }
+
+/// A job file's text replaying `n` GETs of `/{prefix}/0` …, 5 ms apart, from
+/// `dir/{prefix}.jsonl`, once two replayers have subscribed (for a standing dispatcher).
+pub fn job_text(dir: &Path, target: &str, prefix: &str, n: usize) -> String {
+    let lines: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"ts":{},"method":"GET","url":"/{prefix}/{i}"}}"#, T0 + i * 5)).collect();
+    let recording = dir.join(format!("{prefix}.jsonl"));
+    std::fs::write(&recording, lines.join("\n")).expect("write");
+    format!(
+        "[job]\nid = \"{prefix}\"\ntarget = \"{target}\"\nmin_replayers = 2\n[fetcher.file]\npath = \"{}\"\n",
+        recording.display()
+    )
+}
+
+/// `reprise dispatcher` without `--config` (taking jobs) on free loopback ports, keeping the
+/// jobs' reports in `jobs_dir`, with `extra` flags: the guard, the gRPC URL and the admin
+/// address.
+pub fn standing_dispatcher(jobs_dir: &Path, extra: &[&str]) -> (Guard, String, String) {
+    let mut a = vec!["dispatcher", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--jobs-dir"];
+    a.push(jobs_dir.to_str().expect("path"));
+    a.extend_from_slice(extra);
+    let (guard, line) = spawn_daemon(&a);
+    (guard, format!("http://{}", field(&line, "grpc")), field(&line, "http"))
+}
