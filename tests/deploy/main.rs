@@ -234,18 +234,15 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
         .iter()
         .map(|a| pod.local(a.as_str().expect("arg")))
         .collect();
-    let config =
-        args.iter().position(|a| a == "--config").map(|i| PathBuf::from(&args[i + 1])).expect("--config");
+    let service_file =
+        args.iter().position(|a| a == "--service").map(|i| PathBuf::from(&args[i + 1])).expect("--service");
     assert_eq!(
-        std::fs::read_to_string(&config).expect("the job file"),
+        std::fs::read_to_string(&service_file).expect("the job file"),
         job_text,
-        "the ConfigMap's job file is the one loaded"
+        "the ConfigMap's job file gives the dispatcher its [service]"
     );
-    let report = args
-        .iter()
-        .position(|a| a == "--report-json")
-        .map(|i| PathBuf::from(&args[i + 1]))
-        .expect("--report-json");
+    let kept =
+        args.iter().position(|a| a == "--jobs-dir").map(|i| PathBuf::from(&args[i + 1])).expect("--jobs-dir");
     args.extend([
         "--grpc".to_owned(),
         format!("127.0.0.1:{}", container_ports[&9090]),
@@ -313,7 +310,10 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
         }
     }
 
-    // The job runs to its end (the fleet's dispatcher keeps serving: --serve-forever).
+    // The standing dispatcher takes the ConfigMap's job file, and runs it to its end.
+    let (code, body) =
+        pki::https_body("POST", &admin, "localhost", "/jobs", &ca_file, admin_token, &job_text).await;
+    assert_eq!(code, 201, "{body}");
     let mut status = Value::Null;
     for _ in 0..300 {
         status = serde_json::from_str(&get("/status").await.1).expect("status");
@@ -333,13 +333,20 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
         (Some(1), Some(size))
     );
     assert_eq!(status["replayers"].as_array().map(Vec::len), Some(replicas as usize));
-    let (code, html) = get("/report.html").await;
+    let mut kept_html = (0, String::new());
+    for _ in 0..50 {
+        kept_html = get("/jobs/1/report.html").await;
+        if kept_html.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, html) = kept_html;
     assert!(code == 200 && html.starts_with("<!doctype html>"), "{code}: {}", &html[..html.len().min(200)]);
 
-    // POST /shutdown lets it go, with the job's code, its report written where the
-    // manifest says.
+    // POST /shutdown lets it go; the job's reports stay where the manifest keeps them.
     let (code, _) = pki::https("POST", &admin, "localhost", "/shutdown", &ca_file, admin_token).await;
     assert_eq!(code, 202);
     assert!(wait_exit(dispatcher).await.success());
-    assert_eq!(read_json(&report)["totals"]["sent"], RECORDS);
+    assert_eq!(read_json(&kept.join("1").join("report.json"))["totals"]["sent"], RECORDS);
 }
