@@ -116,7 +116,7 @@ def steer(admin, profile, shots):
     print(json.dumps(out))
 
 
-ROUTES = ["/job/start", "/job/stop", "/job/config", "/job/pause", "/job/resume", "/shutdown", "/login", "/logout"]
+ROUTES = ["/job/start", "/job/stop", "/job/config", "/job/pause", "/job/resume", "/shutdown", "/login", "/logout", "/jobs"]
 
 
 class Attacker(BaseHTTPRequestHandler):

@@ -12,7 +12,7 @@
 //! holds a dispatcher's exit.
 //!
 //! The page is plain HTML, CSS and JavaScript without a framework: it draws its charts as
-//! SVG and its tables from the frame, about 20 KB in all.
+//! SVG and its tables from the frame, about 27 KB in all.
 
 use std::convert::Infallible;
 use std::sync::Arc;
