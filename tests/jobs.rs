@@ -171,4 +171,51 @@ async fn a_standing_dispatcher_serves_tls_and_tokens_from_its_service_file() {
     }
     assert!(finished, "the job ran on replayers connected over TLS with the replayer token");
     assert_eq!(target.requests().len(), 20);
+
+    // deploy/ci/submit.sh, the CI gate on a standing fleet, against this dispatcher.
+    let gate = Gate { dir: &dir, admin: &admin, ca: &ca_file, token: tokens[0].1 };
+    let (ran, out) = gate.submit(&job_text(&dir, &target.url(), "gate", 20), "gate").await;
+    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    assert_eq!(ran.status.code(), Some(0), "{said}");
+    assert_eq!(read_json(&out.join("report.json"))["totals"]["sent"], 20, "{said}");
+    assert!(std::fs::read_to_string(out.join("report.html")).expect("html").contains("<svg"));
+    let failing = job_text(&dir, &target.url(), "strict", 20) + "[thresholds]\n\"*\" = [\"p99 < 1us\"]\n";
+    let (ran, out) = gate.submit(&failing, "strict").await;
+    assert_eq!(ran.status.code(), Some(99), "{}", String::from_utf8_lossy(&ran.stderr));
+    assert!(out.join("report.json").exists(), "the reports of a failed gate are copied too");
+    let (ran, _) = gate.submit("[job]\nspeed = 0\n", "bad").await;
+    let err = String::from_utf8_lossy(&ran.stderr);
+    assert_eq!(ran.status.code(), Some(2), "{err}");
+    assert!(err.contains("job.speed"), "every problem is printed: {err}");
+}
+
+/// deploy/ci/submit.sh against a standing dispatcher served over TLS.
+struct Gate<'a> {
+    dir: &'a std::path::Path,
+    admin: &'a str,
+    ca: &'a std::path::Path,
+    token: &'a str,
+}
+
+impl Gate<'_> {
+    /// Submits `job` (written to DIR/NAME.toml), its reports copied to DIR/NAME: how the
+    /// script ended, and that directory.
+    async fn submit(&self, job: &str, name: &str) -> (std::process::Output, std::path::PathBuf) {
+        let file = self.dir.join(format!("{name}.toml"));
+        std::fs::write(&file, job).expect("write");
+        let out = self.dir.join(name);
+        let port = self.admin.rsplit(':').next().expect("port");
+        let mut command =
+            std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/ci/submit.sh"));
+        command
+            .arg(&file)
+            .arg(&out)
+            .env("REPRISE_ADMIN_URL", format!("https://localhost:{port}"))
+            .env("REPRISE_CA", self.ca)
+            .env("REPRISE_ADMIN_TOKEN", self.token)
+            .env("REPRISE_TIMEOUT", "60");
+        let ran =
+            tokio::task::spawn_blocking(move || command.output().expect("submit.sh")).await.expect("join");
+        (ran, out)
+    }
 }
