@@ -30,19 +30,38 @@ fn any_in_chain(e: &Dyn, f: &mut impl FnMut(&Dyn) -> bool) -> bool {
 /// Classifies an error from opening a connection (`connecting`) or from an exchange on one,
 /// and logs it if it is the first of its kind this second.
 pub fn kind_of(e: &(dyn StdError + Send + Sync + 'static), connecting: bool) -> ErrorKind {
-    let kind = classify(e, connecting);
+    known(classify(e, connecting), e)
+}
+
+/// An error whose kind the caller knows, logged as [`kind_of`] logs, and kept as the kind's
+/// sample for the next report ([`take_samples`]).
+pub fn known(kind: ErrorKind, e: &(dyn StdError + Send + Sync + 'static)) -> ErrorKind {
     if first_this_second(kind) {
-        tracing::warn!(kind = kind.as_str(), error = %Chain(e), "request failed (the first of its kind this second; the rest are counted)");
+        let message = Chain(e).to_string();
+        tracing::warn!(kind = kind.as_str(), error = %message, "request failed (the first of its kind this second; the rest are counted)");
+        let mut samples = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
+        samples[kind as usize] = Some(message.chars().take(SAMPLE_CHARS).collect());
     }
     kind
 }
 
-/// An error whose kind the caller knows, logged as [`kind_of`] logs.
-pub fn known(kind: ErrorKind, e: &(dyn StdError + Send + Sync + 'static)) -> ErrorKind {
-    if first_this_second(kind) {
-        tracing::warn!(kind = kind.as_str(), error = %Chain(e), "request failed (the first of its kind this second; the rest are counted)");
-    }
-    kind
+/// The longest sample message sent.
+const SAMPLE_CHARS: usize = 300;
+
+/// The last sample of each kind not yet reported (one per kind: bounded).
+static SAMPLES: std::sync::Mutex<[Option<String>; ErrorKind::ALL.len()]> =
+    std::sync::Mutex::new([const { None }; ErrorKind::ALL.len()]);
+
+/// The samples logged since the last call, one per kind, for a statistics report.
+pub fn take_samples() -> Vec<reprise_proto::pb::ErrorSample> {
+    let mut samples = SAMPLES.lock().unwrap_or_else(|p| p.into_inner());
+    ErrorKind::ALL
+        .iter()
+        .filter_map(|&kind| {
+            let message = samples[kind as usize].take()?;
+            Some(reprise_proto::pb::ErrorSample { kind: kind.as_str().to_owned(), message })
+        })
+        .collect()
 }
 
 /// The seconds (Unix) in which each kind was last logged.

@@ -89,6 +89,7 @@ impl<R: Reports> Reporter<R> {
             leaving: false,
             order_wait: None,
             compare: Vec::new(),
+            error_samples: Vec::new(),
         }
     }
 
@@ -122,6 +123,7 @@ impl<R: Reports> Reporter<R> {
             leaving: false,
             order_wait: delta.order_wait,
             compare: delta.compare,
+            error_samples: crate::errors::take_samples(),
         };
         for attempt in 0..5u32 {
             match self.to.report(report.clone()).await {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use reprise_proto::compare::EndpointCompare;
 use reprise_proto::pb;
-use reprise_proto::stats::{DecodeError, EndpointStats, OrderWait, TotalStats};
+use reprise_proto::stats::{DecodeError, EndpointStats, ErrorKind, OrderWait, TotalStats};
 use tokio::time::Instant;
 
 use super::history::History;
@@ -59,7 +59,20 @@ pub struct JobStats {
     pub order_wait: OrderWait,
     /// Response comparison (`[compare]`), by endpoint name.
     pub compare: BTreeMap<Arc<str>, EndpointCompare>,
+    /// The latest failure of each error kind a replayer sent a sample of, by kind.
+    pub error_samples: BTreeMap<String, ErrorSample>,
 }
+
+/// A failure's cause as a replayer logged it (`connect: Connection refused (os error 111)`),
+/// and which replayer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ErrorSample {
+    pub message: String,
+    pub replayer: String,
+}
+
+/// The longest sample message kept.
+const SAMPLE_CHARS: usize = 300;
 
 impl JobStats {
     /// Requests compared and, of them, differing (`[compare]`): of endpoint `name`, or of
@@ -189,6 +202,12 @@ impl JobStats {
         r: &pb::StatsReport,
         names: &EndpointNames,
     ) -> Vec<(Arc<str>, EndpointStats)> {
+        // Only kinds a replayer can count are kept: the map stays as small as that set.
+        for sample in r.error_samples.iter().filter(|s| ErrorKind::ALL.iter().any(|k| k.as_str() == s.kind)) {
+            let message = sample.message.chars().take(SAMPLE_CHARS).collect();
+            self.error_samples
+                .insert(sample.kind.clone(), ErrorSample { message, replayer: replayer.to_owned() });
+        }
         let deltas: Vec<(Arc<str>, EndpointStats)> =
             d.endpoints.into_iter().map(|(id, delta)| (names.name(id), delta)).collect();
         for (name, delta) in &deltas {

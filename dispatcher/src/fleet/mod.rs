@@ -23,7 +23,7 @@ mod membership;
 mod status;
 
 pub use history::Row;
-pub use intake::{Intake, IntakeError, JobStats};
+pub use intake::{ErrorSample, Intake, IntakeError, JobStats};
 
 use membership::MISSING_AFTER;
 pub use status::{MemberStatus, STATES};
@@ -362,6 +362,7 @@ impl Fleet {
             history,
             order_wait: stats.order_wait.clone(),
             compare: stats.compare.clone(),
+            error_samples: stats.error_samples.clone(),
             members,
             in_flight,
             counts,
@@ -383,6 +384,8 @@ pub struct FleetSnapshot {
     pub history: Vec<Row>,
     pub order_wait: OrderWait,
     pub compare: BTreeMap<Arc<str>, EndpointCompare>,
+    /// The latest sample of each error kind, by kind.
+    pub error_samples: BTreeMap<String, ErrorSample>,
     /// Connected replayers, then those that left.
     pub members: Vec<MemberStatus>,
     /// Records dispatched and not yet acknowledged.

@@ -1,6 +1,7 @@
 //! What the live page shows each second ([`Frame`]): the report of a snapshot (no
 //! history) cut to what a screen holds — the busiest endpoints with p50/p95/p99 read off
-//! their merged histograms, errors by kind with the endpoints they hit most, the malformed
+//! their merged histograms, errors by kind with the endpoints they hit most and the latest
+//! cause a replayer logged, the malformed
 //! input logged (secrets redacted), the fleet, the accounting and the source. The per-second
 //! rows for the charts travel beside it ([`crate::fleet::Fleet::history_since`]), each sent
 //! once to each page.
@@ -19,7 +20,7 @@ use super::{EndpointReport, Report, Snapshot, Totals};
 use crate::accounting::InputSample;
 use crate::control::{Control, JobState};
 use crate::fetchers::progress::SourceStatus;
-use crate::fleet::MemberStatus;
+use crate::fleet::{ErrorSample, MemberStatus};
 use crate::job::Job;
 use crate::thresholds::Verdict;
 
@@ -86,6 +87,9 @@ pub struct ErrorKind {
     pub count: u64,
     /// Where it happened most: (endpoint, count).
     pub endpoints: Vec<(String, u64)>,
+    /// The latest cause a replayer logged for it, as the network stack words it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<ErrorSample>,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,7 +124,8 @@ impl Frame {
         let snap = Snapshot::of(job, false);
         let in_flight = snap.fleet.in_flight;
         let progress_s = snap.progress.as_secs_f64();
-        let errors = errors_by_kind(&snap.fleet.total.errors, &snap.fleet.endpoints);
+        let errors =
+            errors_by_kind(&snap.fleet.total.errors, &snap.fleet.endpoints, &snap.fleet.error_samples);
         let report = Report::of_busiest(&snap, ENDPOINTS_SHOWN);
         let diff_rate = |name: &str| report.compare.as_ref().and_then(|c| c.diff_rate_of(name));
         let mut busiest: Vec<&EndpointReport> = report.endpoints.iter().collect();
@@ -161,6 +166,7 @@ impl Frame {
 fn errors_by_kind(
     total: &BTreeMap<String, u64>,
     endpoints: &BTreeMap<Arc<str>, EndpointStats>,
+    samples: &BTreeMap<String, ErrorSample>,
 ) -> Vec<ErrorKind> {
     let mut kinds: Vec<ErrorKind> = total
         .iter()
@@ -171,7 +177,7 @@ fn errors_by_kind(
                 .collect();
             hit.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             hit.truncate(ENDPOINTS_PER_ERROR);
-            ErrorKind { kind: kind.clone(), count, endpoints: hit }
+            ErrorKind { kind: kind.clone(), count, endpoints: hit, sample: samples.get(kind).cloned() }
         })
         .collect();
     kinds.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));

@@ -212,7 +212,9 @@ function renderErrors(f) {
     const ul = el("ul");
     for (const e of f.errors) {
       const where = e.endpoints.map(([name, n]) => `${name} (${fmt(n)})`).join(", ");
-      ul.append(el("li", `${e.kind}: ${fmt(e.count)}, most on ${where}`));
+      const li = el("li", `${e.kind}: ${fmt(e.count)}, most on ${where}`);
+      if (e.sample) li.append(el("div", `latest: ${e.sample.message} (${e.sample.replayer})`, "mono"));
+      ul.append(li);
     }
     parts.push(ul);
   }
