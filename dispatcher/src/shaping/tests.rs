@@ -229,8 +229,10 @@ fn a_bad_table_names_its_line_and_never_a_value() {
         assert_eq!(e.len(), 1, "{e:?}");
         let e = e[0].to_string();
         assert!(e.starts_with("substitute[0].table = ") && e.contains(want), "{e}");
+        // The table's random file name may hold "v2" by chance: only the rest is searched.
+        let rest = e.replace(&t.display().to_string(), "");
         assert!(
-            !e.contains("secret-prod-value") && !e.contains("12345") && !e.contains("v2"),
+            !rest.contains("secret-prod-value") && !rest.contains("12345") && !rest.contains("v2"),
             "no value: {e}"
         );
     }
