@@ -128,9 +128,8 @@ impl Frame {
             errors_by_kind(&snap.fleet.total.errors, &snap.fleet.endpoints, &snap.fleet.error_samples);
         let report = Report::of_busiest(&snap, ENDPOINTS_SHOWN);
         let diff_rate = |name: &str| report.compare.as_ref().and_then(|c| c.diff_rate_of(name));
-        let mut busiest: Vec<&EndpointReport> = report.endpoints.iter().collect();
-        busiest.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.endpoint.cmp(&b.endpoint)));
-        let endpoints = busiest.iter().map(|e| LiveEndpoint::of(e, diff_rate(&e.endpoint))).collect();
+        let endpoints =
+            report.endpoints.iter().map(|e| LiveEndpoint::of(e, diff_rate(&e.endpoint))).collect();
         Frame {
             job: report.job.clone(),
             state: report.state,

@@ -213,25 +213,27 @@ impl Report {
         Report::from_snapshot(&Snapshot::of(job, true))
     }
 
-    /// The report a snapshot holds.
+    /// The report a snapshot holds, every endpoint by name.
     pub fn from_snapshot(snap: &Snapshot<'_>) -> Report {
-        Report::of_busiest(snap, usize::MAX)
+        let secs = snap.elapsed.as_secs_f64();
+        let endpoints = snap.fleet.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
+        Report::with_endpoints(snap, endpoints)
     }
 
     /// The report a snapshot holds with its `most` busiest endpoints only, the busiest first
-    /// (a live page's: percentiles are read for those alone). With `usize::MAX`, every
-    /// endpoint, by name.
+    /// (a live page's: percentiles are read for those alone).
     pub fn of_busiest(snap: &Snapshot<'_>, most: usize) -> Report {
+        let secs = snap.elapsed.as_secs_f64();
+        let mut busiest: Vec<_> = snap.fleet.endpoints.iter().collect();
+        busiest.sort_by(|a, b| b.1.count().cmp(&a.1.count()).then_with(|| a.0.cmp(b.0)));
+        let endpoints = busiest.iter().take(most).map(|(name, st)| endpoint(name, st, secs)).collect();
+        Report::with_endpoints(snap, endpoints)
+    }
+
+    fn with_endpoints(snap: &Snapshot<'_>, endpoints: Vec<EndpointReport>) -> Report {
         let secs = snap.elapsed.as_secs_f64();
         let s = &snap.fleet;
         let counts = s.counts.clone();
-        let endpoints: Vec<EndpointReport> = if most >= s.endpoints.len() {
-            s.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect()
-        } else {
-            let mut busiest: Vec<_> = s.endpoints.iter().collect();
-            busiest.sort_by(|a, b| b.1.count().cmp(&a.1.count()).then_with(|| a.0.cmp(b.0)));
-            busiest.iter().take(most).map(|(name, st)| endpoint(name, st, secs)).collect()
-        };
         let total = endpoint("*", &s.total, secs);
         let reports =
             StatsReportCounts { received: s.reports, lost: s.lost_reports, duplicate: s.duplicate_reports };
