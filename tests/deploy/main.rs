@@ -267,7 +267,52 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     }
 
     // The replayers, as many as the Deployment's replicas, each with its own ports.
-    let deployment = find("Deployment", "reprise-replayer");
+    let (_replayers, replicas) = start_replayers(&find("Deployment", "reprise-replayer"), &cluster).await;
+
+    // The standing dispatcher takes the ConfigMap's job file, and runs it to its end.
+    let (code, body) =
+        pki::https_body("POST", &admin, "localhost", "/jobs", &ca_file, admin_token, &job_text).await;
+    assert_eq!(code, 201, "{body}");
+    let mut status = Value::Null;
+    for _ in 0..300 {
+        status = serde_json::from_str(&get("/status").await.1).expect("status");
+        if status["state"] == "finished" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status["state"], "finished", "{status}");
+    let t = &status["totals"];
+    assert_eq!(t["sent"], RECORDS, "{t}");
+    assert_eq!(t["balanced"], true, "{t}");
+    assert_eq!(target.requests().len(), RECORDS);
+    assert_eq!(status["source"]["kind"], "s3", "{}", status["source"]);
+    assert_eq!(
+        (status["source"]["parts_done"].as_u64(), status["source"]["bytes"].as_u64()),
+        (Some(1), Some(size))
+    );
+    assert_eq!(status["replayers"].as_array().map(Vec::len), Some(replicas as usize));
+    let mut kept_html = (0, String::new());
+    for _ in 0..50 {
+        kept_html = get("/jobs/1/report.html").await;
+        if kept_html.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, html) = kept_html;
+    assert!(code == 200 && html.starts_with("<!doctype html>"), "{code}: {}", &html[..html.len().min(200)]);
+
+    // POST /shutdown lets it go; the job's reports stay where the manifest keeps them.
+    let (code, _) = pki::https("POST", &admin, "localhost", "/shutdown", &ca_file, admin_token).await;
+    assert_eq!(code, 202);
+    assert!(wait_exit(dispatcher).await.success());
+    assert_eq!(read_json(&kept.join("1").join("report.json"))["totals"]["sent"], RECORDS);
+}
+
+/// Runs the replayer Deployment's pods as local processes, each on ports of its own, and
+/// waits until every probe in the manifest answers 200: the processes and the replica count.
+async fn start_replayers(deployment: &Value, cluster: &Cluster) -> (Vec<Guard>, u64) {
     let replicas = deployment["spec"]["replicas"].as_u64().expect("replicas");
     let spec = &deployment["spec"]["template"]["spec"];
     let container = &spec["containers"][0];
@@ -309,44 +354,5 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
             assert_eq!(code, 200, "replayer {probe} {p}");
         }
     }
-
-    // The standing dispatcher takes the ConfigMap's job file, and runs it to its end.
-    let (code, body) =
-        pki::https_body("POST", &admin, "localhost", "/jobs", &ca_file, admin_token, &job_text).await;
-    assert_eq!(code, 201, "{body}");
-    let mut status = Value::Null;
-    for _ in 0..300 {
-        status = serde_json::from_str(&get("/status").await.1).expect("status");
-        if status["state"] == "finished" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status["state"], "finished", "{status}");
-    let t = &status["totals"];
-    assert_eq!(t["sent"], RECORDS, "{t}");
-    assert_eq!(t["balanced"], true, "{t}");
-    assert_eq!(target.requests().len(), RECORDS);
-    assert_eq!(status["source"]["kind"], "s3", "{}", status["source"]);
-    assert_eq!(
-        (status["source"]["parts_done"].as_u64(), status["source"]["bytes"].as_u64()),
-        (Some(1), Some(size))
-    );
-    assert_eq!(status["replayers"].as_array().map(Vec::len), Some(replicas as usize));
-    let mut kept_html = (0, String::new());
-    for _ in 0..50 {
-        kept_html = get("/jobs/1/report.html").await;
-        if kept_html.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (code, html) = kept_html;
-    assert!(code == 200 && html.starts_with("<!doctype html>"), "{code}: {}", &html[..html.len().min(200)]);
-
-    // POST /shutdown lets it go; the job's reports stay where the manifest keeps them.
-    let (code, _) = pki::https("POST", &admin, "localhost", "/shutdown", &ca_file, admin_token).await;
-    assert_eq!(code, 202);
-    assert!(wait_exit(dispatcher).await.success());
-    assert_eq!(read_json(&kept.join("1").join("report.json"))["totals"]["sent"], RECORDS);
+    (replayers.into_iter().map(|(guard, _)| guard).collect(), replicas)
 }
