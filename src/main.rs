@@ -5,6 +5,7 @@
 //! 99 a threshold failed; 130 a second signal ended the process at once.
 
 mod echo;
+mod merge;
 mod run;
 
 use std::net::SocketAddr;
@@ -62,6 +63,8 @@ enum Command {
         /// Replay against this base URL instead of `[job] target` (e.g. a candidate build).
         #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = job_target)]
         target: Option<String>,
+        #[command(flatten)]
+        shard: run::ShardArgs,
     },
     /// Serve a job to replayer daemons over gRPC, with an admin HTTP API; without --config,
     /// take jobs one after another (POST /jobs) on a standing fleet.
@@ -106,6 +109,8 @@ enum Command {
         target: Option<String>,
         #[command(flatten)]
         outputs: run::Outputs,
+        #[command(flatten)]
+        shard: run::ShardArgs,
     },
     /// Receive records from a dispatcher and fire them at the target.
     ///
@@ -116,6 +121,9 @@ enum Command {
     /// Put two JSON reports side by side per endpoint; exits 99 when a --max-… limit is
     /// crossed (the candidate against the last release's run, as a CI gate).
     Diff(DiffArgs),
+    /// Merge JSON reports of separate runs (shards run on their own) into one, exactly:
+    /// counts added and histograms merged, the thresholds judged on the merge (exit 99).
+    Merge(merge::MergeArgs),
     /// A local HTTP target answering 200 with the request body (for tries and benchmarks).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -258,7 +266,10 @@ fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Run { .. } | Command::Validate { .. } | Command::Diff(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Run { .. } | Command::Validate { .. } | Command::Diff(_) | Command::Merge(_)
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" }));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -288,8 +299,9 @@ fn main() -> ExitCode {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         match cli.command {
-            Command::Run { job, replayers, outputs, dry_run, target } => {
-                run::local(&job, replayers, &outputs, dry_run, target, layout, cancel).await
+            Command::Run { job, replayers, outputs, dry_run, target, shard } => {
+                let flags = run::JobFlags { dry_run, target, shard };
+                run::local(&job, replayers, &outputs, flags, layout, cancel).await
             }
             Command::Dispatcher {
                 config,
@@ -302,10 +314,17 @@ fn main() -> ExitCode {
                 insecure,
                 target,
                 outputs,
+                shard,
             } => {
-                let args = run::DaemonArgs { grpc, http, serve_forever, insecure, target, outputs };
+                let args = run::DaemonArgs { shard, grpc, http, serve_forever, insecure, target, outputs };
                 match config {
                     Some(config) => run::dispatcher(&config, args, cancel).await,
+                    None if args.shard.shard().is_ok_and(|s| !s.is_whole()) => {
+                        eprintln!(
+                            "error: --shard needs --config: a standing dispatcher's jobs are each read whole"
+                        );
+                        ExitCode::from(EXIT_CONFIG)
+                    }
                     None => {
                         let keep = reprise_dispatcher::Keep { dir: jobs_dir, last: keep_jobs as usize };
                         run::standing(args, keep, service.as_deref(), cancel).await
@@ -315,6 +334,7 @@ fn main() -> ExitCode {
             Command::Replayer(args) => replayer(args, cancel).await,
             Command::Validate { job } => run::validate(&job),
             Command::Diff(args) => diff(&args),
+            Command::Merge(args) => merge::merge(&args),
             Command::EchoServer { listen, log_arrivals, json, json_differ } => {
                 let answers = match json {
                     Some(seed) => echo::Answers::Json { seed, differ: json_differ },

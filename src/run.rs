@@ -15,7 +15,7 @@ use reprise_dispatcher::JobPlan;
 use reprise_dispatcher::config::{ListenAddr, Needs};
 use reprise_dispatcher::{
     ADMIN_TOKEN_VAR, Access, DropReason, InProcess, Job, JobError, JobOptions, JobState, REPLAYER_TOKEN_VAR,
-    Report, Snapshot, Token, progress_line,
+    Report, Shard, Snapshot, Token, progress_line,
 };
 use reprise_proto::Events;
 use reprise_proto::pb;
@@ -39,6 +39,11 @@ fn load(path: &Path, needs: Needs) -> Result<JobPlan, ExitCode> {
         eprintln!("warning: {}: {w}", path.display());
     }
     Ok(plan)
+}
+
+fn config_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn cannot_run(msg: impl std::fmt::Display) -> ExitCode {
@@ -99,6 +104,44 @@ pub struct Outputs {
     pub html: Option<PathBuf>,
 }
 
+/// What `run` changes of the job: the target, a dry run, a shard.
+pub struct JobFlags {
+    pub dry_run: bool,
+    pub target: Option<String>,
+    pub shard: ShardArgs,
+}
+
+/// Which share of the recording a dispatcher reads (see the dispatcher's `shard` module).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ShardArgs {
+    /// Read only this share of the recording: shard INDEX of COUNT (`0/3`, `1/3`, `2/3`).
+    /// Each record is read by exactly one shard; `reprise merge` makes one report of the
+    /// shards' JSON reports.
+    #[arg(long, env = "REPRISE_SHARD", value_name = "INDEX/COUNT")]
+    pub shard: Option<Shard>,
+    /// This many shards, the index taken from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+    #[arg(long, value_name = "COUNT", conflicts_with = "shard")]
+    pub shards: Option<u32>,
+    #[arg(long, env = "JOB_COMPLETION_INDEX", hide = true)]
+    pub completion_index: Option<u32>,
+}
+
+impl ShardArgs {
+    /// The shard the flags name; the whole source without any.
+    pub fn shard(&self) -> Result<Shard, String> {
+        match (self.shard, self.shards, self.completion_index) {
+            (Some(s), _, _) => Ok(s),
+            (None, Some(n), Some(i)) => {
+                Shard::new(i, n).map_err(|e| format!("--shards {n} with JOB_COMPLETION_INDEX={i}: {e}"))
+            }
+            (None, Some(n), None) => Err(format!(
+                "--shards {n} takes this shard's index from JOB_COMPLETION_INDEX (set by a Kubernetes Indexed Job), which is not set; give --shard INDEX/{n} instead"
+            )),
+            (None, None, _) => Ok(Shard::WHOLE),
+        }
+    }
+}
+
 /// Where `run`'s replayers run, beside the dispatcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -135,11 +178,15 @@ pub async fn local(
     path: &Path,
     replayers: Option<u32>,
     outputs: &Outputs,
-    dry_run: bool,
-    target: Option<String>,
+    flags: JobFlags,
     layout: Layout,
     cancel: CancellationToken,
 ) -> ExitCode {
+    let JobFlags { dry_run, target, shard } = flags;
+    let shard = match shard.shard() {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
     let mut plan = match load(path, Needs { target: target.is_none() }) {
         Ok(p) => p,
         Err(code) => return code,
@@ -158,7 +205,8 @@ pub async fn local(
     }
     plan.config.job.min_replayers = replayers;
     let loopback = ([127, 0, 0, 1], 0).into();
-    let opts = JobOptions::new(Some(target), dry_run);
+    let mut opts = JobOptions::new(Some(target), dry_run);
+    opts.shard = shard;
     // Loopback only, and its replayers in this process: no token or TLS to ask for.
     let access = Access::default();
     // Its replayers are in this process: no gRPC port to open.
@@ -281,6 +329,13 @@ fn finish(
         cannot_run(format!(
             "{no_replayer} records found no replayer (all replayers were lost); see the report"
         ))
+    } else if code == ExitCode::SUCCESS && !report.thresholds_passed && report.shard.is_some() {
+        // A shard's figures are its share's: `count` and `rps` are a fraction of the job's,
+        // a percentile one shard's. The merge of every shard's report is judged instead.
+        eprintln!(
+            "reprise: thresholds are not judged on one shard's share; `reprise merge` of every shard's JSON report judges them"
+        );
+        code
     } else if code == ExitCode::SUCCESS && !report.thresholds_passed {
         let mut failed: Vec<String> =
             report.thresholds.iter().filter(|v| !v.pass).map(|v| v.to_string()).collect();
@@ -297,18 +352,8 @@ fn finish(
     };
     print!("{}", report.table());
     let _ = std::io::stdout().flush();
-    if let Some(path) = &outputs.json {
-        let written = serde_json::to_vec_pretty(&report)
-            .map_err(|e| e.to_string())
-            .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
-        if let Err(e) = written {
-            return cannot_run(format!("cannot write {}: {e}", path.display()));
-        }
-    }
-    if let Some(path) = &outputs.html
-        && let Err(e) = std::fs::write(path, reprise_dispatcher::render_html(&report))
-    {
-        return cannot_run(format!("cannot write {}: {e}", path.display()));
+    if let Err(e) = write_report(&report, outputs.json.as_deref(), outputs.html.as_deref()) {
+        return cannot_run(e);
     }
     if let Some(prefix) = &outputs.csv
         && let Err(e) = reprise_dispatcher::write_csv(&snapshot, &report, prefix)
@@ -316,6 +361,22 @@ fn finish(
         return cannot_run(format!("cannot write CSV files {}_*.csv: {e}", prefix.display()));
     }
     code
+}
+
+/// Writes the report as JSON to `json` and as a page to `html`, where given; the error
+/// names the file.
+pub fn write_report(report: &Report, json: Option<&Path>, html: Option<&Path>) -> Result<(), String> {
+    if let Some(path) = json {
+        serde_json::to_vec_pretty(report)
+            .map_err(|e| e.to_string())
+            .and_then(|text| std::fs::write(path, text).map_err(|e| e.to_string()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = html {
+        std::fs::write(path, reprise_dispatcher::render_html(report))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// One line a second on stderr: sent/scheduled, rate, errors, in flight. Never returns.
@@ -335,6 +396,7 @@ async fn progress(job: &Job) -> ! {
 }
 
 pub struct DaemonArgs {
+    pub shard: ShardArgs,
     pub grpc: Option<String>,
     pub http: Option<String>,
     pub serve_forever: bool,
@@ -428,7 +490,11 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
             Ok(s) => s,
             Err(code) => return code,
         };
-    let opts = JobOptions::new(target, false);
+    let mut opts = JobOptions::new(target, false);
+    opts.shard = match args.shard.shard() {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
     let mut running = match reprise_dispatcher::start(plan, opts, Some(grpc), http, access, &cancel).await {
         Ok(r) => r,
         Err(e) => return cannot_run(e),

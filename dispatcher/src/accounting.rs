@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::redact::Redactor;
 
@@ -27,7 +27,7 @@ use crate::redact::Redactor;
 const SAMPLES_PER_REASON: u64 = 5;
 
 /// Why a scheduled copy was not sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// Later than the reorder window, with `late = "drop"`.
@@ -57,7 +57,7 @@ impl DropReason {
 /// Why a unit of the recording was not understood: the names of `malformed` in the report,
 /// the metrics and the logs. Every name lives here, so a new one is a variant, never a
 /// string typed at the place it happens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Malformed {
     // Any format: a unit past the line limit, a time outside `[analyzer] earliest/max_ahead`,
@@ -180,7 +180,7 @@ impl Malformed {
 }
 
 /// Why a unit that was understood is not replayed: the names of `skipped`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Skipped {
     /// A GoReplay response (type 2 paired with its request, or type 3).
@@ -296,7 +296,7 @@ impl RuleCounter {
 }
 
 /// What a `[[substitute]]` rule did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubstituteCount {
     /// Values replaced by the table's.
     pub replaced: u64,
@@ -306,7 +306,7 @@ pub struct SubstituteCount {
 }
 
 /// What a `[[rewrite]]` rule did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RewriteCount {
     /// Records it changed.
     pub applied: u64,
@@ -316,7 +316,7 @@ pub struct RewriteCount {
 }
 
 /// A consistent-enough copy of the counters for reports.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Records taken from the source (parsed, merged in time order).
     pub input: u64,
@@ -346,7 +346,7 @@ pub struct Counts {
     pub dropped: BTreeMap<DropReason, u64>,
     /// Records taken from the source in each pass over the recording, for a job that loops
     /// (`loop`, `duration`); empty otherwise.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub passes: Vec<u64>,
 }
 
@@ -537,6 +537,46 @@ impl Accounting {
 }
 
 impl Counts {
+    /// Adds the books of another part of the job (a shard, a separate run): every count is
+    /// a sum, so the identities that hold for each part hold for the whole.
+    pub fn add(&mut self, other: &Counts) {
+        fn add_map<K: Ord + Clone, V: Default>(
+            to: &mut BTreeMap<K, V>,
+            from: &BTreeMap<K, V>,
+            add: fn(&mut V, &V),
+        ) {
+            for (k, v) in from {
+                add(to.entry(k.clone()).or_default(), v);
+            }
+        }
+        let sum = |a: &mut u64, b: &u64| *a += b;
+        self.input += other.input;
+        self.in_range += other.in_range;
+        self.bytes += other.bytes;
+        self.out_of_range += other.out_of_range;
+        self.late += other.late;
+        self.scheduled += other.scheduled;
+        self.dispatched += other.dispatched;
+        add_map(&mut self.malformed, &other.malformed, sum);
+        add_map(&mut self.skipped, &other.skipped, sum);
+        add_map(&mut self.filtered, &other.filtered, sum);
+        add_map(&mut self.dropped, &other.dropped, sum);
+        add_map(&mut self.substitutes, &other.substitutes, |a, b| {
+            a.replaced += b.replaced;
+            a.unmapped += b.unmapped;
+        });
+        add_map(&mut self.rewrites, &other.rewrites, |a, b| {
+            a.applied += b.applied;
+            a.failed += b.failed;
+        });
+        if self.passes.len() < other.passes.len() {
+            self.passes.resize(other.passes.len(), 0);
+        }
+        for (a, b) in self.passes.iter_mut().zip(&other.passes) {
+            *a += b;
+        }
+    }
+
     pub fn dropped_total(&self) -> u64 {
         self.dropped.values().sum()
     }

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::config::Speed;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for `min_replayers` or POST /job/start.
@@ -52,6 +52,31 @@ impl Serialize for Control {
         out.serialize_field("rate", &self.rate)?;
         out.serialize_field("paused", &self.paused)?;
         out.end()
+    }
+}
+
+/// Read back from a report (`reprise merge`): the form [`Control`]'s `Serialize` writes.
+impl<'de> serde::Deserialize<'de> for Control {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Written {
+            speed: serde_json::Value,
+            qps: Option<f64>,
+            rate: f64,
+            paused: bool,
+        }
+        let w = Written::deserialize(d)?;
+        let speed = match (&w.speed, w.qps) {
+            (serde_json::Value::String(s), _) if s == "max" => Speed::Max,
+            (serde_json::Value::Number(n), _) => Speed::Factor(n.as_f64().unwrap_or(1.0)),
+            (serde_json::Value::Null, Some(q)) => Speed::Qps(q),
+            (other, _) => {
+                return Err(serde::de::Error::custom(format!(
+                    "speed {other}: neither a number, \"max\" nor null beside a qps"
+                )));
+            }
+        };
+        Ok(Control { speed, rate: w.rate, paused: w.paused })
     }
 }
 

@@ -6,7 +6,8 @@
 //! "Layers of the dispatcher"):
 //! 1. Leaves: `record` (a parsed request), `accounting` (every record counted),
 //!    `refusals` (callers turned away), `redact` (secrets out of printed samples),
-//!    `routing` (which replayer gets a record), `thresholds` (the CI gate: parse and judge).
+//!    `routing` (which replayer gets a record), `thresholds` (the CI gate: parse and judge),
+//!    `known` (names read back from report files), `shard` (which records a shard reads).
 //! 2. [`config`]: the job file, typed and parsed once at load (thresholds and key patterns
 //!    included); `control` (the job's state and live settings).
 //! 3. The pipeline's parts: `analyzers` (bytes → records), `fetchers` (sources → ordered
@@ -36,6 +37,7 @@ mod fetchers;
 mod fleet;
 pub mod fuzz;
 mod job;
+mod known;
 pub mod plan;
 mod record;
 mod redact;
@@ -44,6 +46,7 @@ mod results;
 mod routing;
 mod server;
 mod shaping;
+mod shard;
 mod sinks;
 mod thresholds;
 mod timewheel;
@@ -55,8 +58,10 @@ pub use plan::{JobPlan, compile};
 pub use results::csv::write as write_csv;
 pub use results::diff::{DiffError, Limits as DiffLimits, ReportFile, RunDiff};
 pub use results::html::render as render_html;
+pub use results::merge::{MergeError, RunFile, merge as merge_reports};
 pub use results::{Report, Snapshot, progress_line};
 pub use server::{
     ADMIN_TOKEN_VAR, Access, InProcess, Keep, REPLAYER_TOKEN_VAR, Running, ServeError, Standing, Station,
     TlsError, Token, TokenError, standing, start,
 };
+pub use shard::Shard;

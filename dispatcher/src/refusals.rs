@@ -38,6 +38,12 @@ impl Refusal {
         Refusal::CrossSite,
     ];
 
+    /// The name this build gives the reason written as `name` (a report read back), or
+    /// "unknown".
+    pub fn name_of(name: &str) -> &'static str {
+        Refusal::ALL.iter().map(|r| r.as_str()).find(|n| *n == name).unwrap_or("unknown")
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::ReplayerToken => "replayer_token",

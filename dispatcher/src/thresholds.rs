@@ -217,6 +217,19 @@ pub struct Threshold {
     pub expr: Expr,
 }
 
+impl Threshold {
+    /// A threshold given on a command line: `EXPR` for all traffic, or `ENDPOINT: EXPR`
+    /// (an expression holds no colon, so the last one ends the endpoint's name).
+    pub fn from_flag(text: &str) -> Result<Threshold, ParseError> {
+        let (endpoint, expression) = match text.rsplit_once(':') {
+            Some((endpoint, expression)) => (endpoint.trim(), expression.trim()),
+            None => ("*", text.trim()),
+        };
+        let expr = parse(expression)?;
+        Ok(Threshold { endpoint: endpoint.to_owned(), text: expression.to_owned(), expr })
+    }
+}
+
 /// The job's CI gate: its thresholds, and whether the first failure stops the job.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Gate {

@@ -55,12 +55,20 @@ pub async fn kafka() -> Kafka {
 }
 
 impl Kafka {
+    /// A topic of 3 partitions named after `name` and this test process.
     pub async fn topic(&self, name: &str) -> String {
+        self.topic_of(name, 3).await
+    }
+
+    pub async fn topic_of(&self, name: &str, partitions: i32) -> String {
         let name = format!("{name}-{}", std::process::id());
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &self.brokers).create().expect("admin");
         let made = admin
-            .create_topics(&[NewTopic::new(&name, 3, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .create_topics(
+                &[NewTopic::new(&name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
             .await
             .expect("create topic");
         assert!(made.iter().all(Result::is_ok), "{made:?}");

@@ -79,7 +79,16 @@ pub fn start(
         client_config(k).map_err(&err)?.create().map_err(|e| err(format!("cannot create a client: {e}")))?;
     let watermarks = Arc::new(watermarks);
     let timeout = k.connect_timeout.0;
-    let ids = partitions(&consumer, k, single, timeout).map_err(&err)?;
+    let mut ids = partitions(&consumer, k, single, timeout).map_err(&err)?;
+    // A shard reads I of every N partitions when there are enough of them, else its records
+    // of every partition (crate::shard).
+    let mut ctx = ctx.clone();
+    if ids.len() >= ctx.shard.count() as usize {
+        ids.sort_unstable();
+        ids = ctx.shard.of_sorted(ids);
+        ctx.shard = crate::shard::Shard::WHOLE;
+    }
+    let ctx = &ctx;
     let starts = start_offsets(&consumer, k, range, &ids, timeout).map_err(&err)?;
     let mut plan = TopicPartitionList::new();
     let mut parts = Vec::with_capacity(ids.len());

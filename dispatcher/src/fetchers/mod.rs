@@ -28,6 +28,7 @@ use crate::analyzers::{Analyzer, Plausible};
 use crate::config::{Range, Source};
 use crate::record::Record;
 use crate::shaping::Shaping;
+use crate::shard::Shard;
 pub(crate) use har_entries::{Cut as HarCut, Entries as HarEntries};
 use merge::{Chunk, Stream};
 use progress::SourceProgress;
@@ -51,6 +52,9 @@ pub struct SourceContext {
     pub shaping: Arc<Shaping>,
     /// The job's tasks: every reader a fetcher starts runs here, so the job's end waits for it.
     pub tasks: TaskTracker,
+    /// The records of the parts read that are this dispatcher's (`--shard`); a fetcher that
+    /// splits its parts between shards instead reads its parts whole ([`Shard::WHOLE`]).
+    pub shard: Shard,
 }
 
 impl SourceContext {
@@ -64,6 +68,7 @@ impl SourceContext {
             times: Plausible::any(),
             shaping: Arc::default(),
             tasks: TaskTracker::new(),
+            shard: Shard::WHOLE,
         }
     }
 }

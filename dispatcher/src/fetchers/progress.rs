@@ -8,7 +8,7 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Failed parts named in full; past this many only the count grows.
 const NAMED_FAILURES: usize = 100;
@@ -29,19 +29,21 @@ pub struct SourceProgress {
 }
 
 /// A part of the source that could not be read (or only partly).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailedPart {
     pub part: String,
     pub reason: String,
 }
 
 /// A copy for reports.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SourceStatus {
     /// file, kafka or s3.
-    pub kind: &'static str,
+    #[serde(deserialize_with = "kind")]
+    pub kind: crate::known::Name,
     /// What a part is: file, partition or object.
-    pub unit: &'static str,
+    #[serde(deserialize_with = "unit")]
+    pub unit: crate::known::Name,
     pub parts: u64,
     pub parts_done: u64,
     pub parts_failed: u64,
@@ -52,6 +54,34 @@ pub struct SourceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag_s: Option<f64>,
     pub failed: Vec<FailedPart>,
+}
+
+fn kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    crate::known::name(&["", "file", "kafka", "s3"], d)
+}
+
+fn unit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    crate::known::name(&["", "file", "partition", "object"], d)
+}
+
+impl SourceStatus {
+    /// Adds another part of the job's source (a shard's, a separate run's): parts, bytes and
+    /// records are sums; failed parts are all named; the lag is the largest.
+    pub fn add(&mut self, other: &SourceStatus) {
+        if self.kind.is_empty() {
+            (self.kind, self.unit) = (other.kind, other.unit);
+        }
+        self.parts += other.parts;
+        self.parts_done += other.parts_done;
+        self.parts_failed += other.parts_failed;
+        self.bytes += other.bytes;
+        self.records += other.records;
+        self.lag_s = match (self.lag_s, other.lag_s) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.failed.extend(other.failed.iter().cloned());
+    }
 }
 
 impl SourceProgress {

@@ -49,13 +49,24 @@ pub async fn start(
 ) -> Result<Vec<Stream>, FetchError> {
     let err = |reason: String| FetchError::S3 { bucket: s3.bucket.clone(), reason };
     let client = client(&s3).await;
-    let objects = list(&client, &s3, &pattern, range).await.map_err(&err)?;
+    let mut objects = list(&client, &s3, &pattern, range).await.map_err(&err)?;
     if objects.is_empty() {
         return Err(err(format!(
             "no object matches {:?} within the job's time range; check fetcher.s3.prefix and fetcher.s3.key",
             s3.pattern
         )));
     }
+    // A shard reads its objects whole when there are more objects than shards, else its
+    // records of every object (crate::shard).
+    let mut ctx = ctx.clone();
+    if objects.len() > ctx.shard.count() as usize {
+        let mut keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+        keys.sort_unstable();
+        let mine: std::collections::HashSet<String> = ctx.shard.of_sorted(keys).into_iter().collect();
+        objects.retain(|o| mine.contains(&o.key));
+        ctx.shard = crate::shard::Shard::WHOLE;
+    }
+    let ctx = &ctx;
     if !pattern.has_time() && objects.len() > s3.concurrency as usize * 16 {
         tracing::warn!(
             objects = objects.len(),

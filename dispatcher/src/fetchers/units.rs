@@ -314,11 +314,16 @@ fn read_paired(
                 return Ok(ReadEnd::End);
             }
             Unit::Eof => return Ok(ReadEnd::End),
+            // Another shard's unit: read past it, counted there (see crate::shard).
+            Unit::TooLong if !ctx.shard.takes_unit(n) => {}
             Unit::TooLong => {
                 ctx.accounting.malformed(Malformed::TooLong, "unit longer than 16 MiB", b"", source, n)
             }
             Unit::Ready if bytes.iter().all(u8::is_ascii_whitespace) => {}
             Unit::Ready => match ctx.analyzer.parse(&bytes) {
+                Parsed::Record(r) | Parsed::Request { record: r, .. }
+                    if !ctx.shard.takes_record(r.key.as_deref(), n) => {}
+                Parsed::Skipped(_) | Parsed::Malformed { .. } if !ctx.shard.takes_unit(n) => {}
                 Parsed::Record(r) => match ctx.times.check(r.ts, latest) {
                     Ok(()) => {
                         ctx.accounting.unit_bytes(bytes.len() as u64);
@@ -347,13 +352,17 @@ fn read_paired(
                     }
                 },
                 Parsed::Answer { id, expected } => {
-                    ctx.accounting.unit_bytes(bytes.len() as u64);
                     let paired = pairing.answer(&id, expected);
-                    ctx.accounting.skipped(if paired {
-                        Skipped::GorResponse
-                    } else {
-                        Skipped::GorResponseUnpaired
-                    });
+                    // Of a shard, an answer without its request here answers another
+                    // shard's request: that shard counts it.
+                    if paired || ctx.shard.is_whole() {
+                        ctx.accounting.unit_bytes(bytes.len() as u64);
+                        ctx.accounting.skipped(if paired {
+                            Skipped::GorResponse
+                        } else {
+                            Skipped::GorResponseUnpaired
+                        });
+                    }
                 }
             },
         }

@@ -5,11 +5,11 @@
 //! holes.
 
 use reprise_proto::stats::{Dist, TotalStats};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// One second of traffic.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     /// Seconds since the job started (the row covers [second, second + 1)).
     pub second: u64,

@@ -1,7 +1,7 @@
 //! What `/status` and the report show of a replayer.
 
 use reprise_proto::stats::{Dist, TotalStats};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{MISSING_AFTER, Member};
@@ -10,7 +10,7 @@ use super::{MISSING_AFTER, Member};
 pub const STATES: [&str; 7] = ["ready", "joining", "running", "leaving", "missing", "left", "refused"];
 
 /// What /status and the report show of a replayer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub id: String,
     /// "ready" (subscribed, no job running), "joining" (sent the job, has not accepted it
@@ -18,7 +18,8 @@ pub struct MemberStatus {
     /// holds), "missing" (no report for over 1.5 s; removed at the heartbeat
     /// timeout), "left" with the reason in `left`, or "refused" (it refused the job, with why
     /// in `left`).
-    pub state: &'static str,
+    #[serde(deserialize_with = "state")]
+    pub state: crate::known::Name,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub left: Option<String>,
     /// Its own target (`reprise replayer --target`), which it sends to instead of the job's.
@@ -42,6 +43,10 @@ pub struct MemberStatus {
     pub lag_p50_ms: f64,
     pub lag_p99_ms: f64,
     pub last_report_ms_ago: u64,
+}
+
+fn state<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    crate::known::name(&STATES, d)
 }
 
 impl MemberStatus {

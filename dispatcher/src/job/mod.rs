@@ -33,6 +33,7 @@ use crate::plan::{JobPlan, ReplayerFiles};
 use crate::redact::Redactor;
 use crate::refusals::Refusals;
 use crate::shaping::Shaping;
+use crate::shard::Shard;
 use crate::sinks::{SinkError, Sinks};
 use crate::thresholds::Gate;
 
@@ -53,13 +54,15 @@ pub struct JobOptions {
     pub target: Option<String>,
     /// Replayers do everything but the HTTP call.
     pub dry_run: bool,
+    /// The share of the source this dispatcher reads (`--shard I/N`).
+    pub shard: Shard,
     /// What the dispatcher counts across its jobs (its servers count into them).
     pub(crate) counters: Counters,
 }
 
 impl JobOptions {
     pub fn new(target: Option<String>, dry_run: bool) -> JobOptions {
-        JobOptions { target, dry_run, counters: Counters::default() }
+        JobOptions { target, dry_run, shard: Shard::WHOLE, counters: Counters::default() }
     }
 }
 
@@ -125,7 +128,7 @@ pub struct Pages {
 }
 
 /// What [`Pages`] counts, for the reports.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct PageCounts {
     pub open: u64,
     pub dropped: u64,
@@ -203,6 +206,11 @@ impl Job {
     pub fn config(&self) -> &JobConfig {
         &self.cfg
     }
+    /// The share of the source this job reads (`--shard`).
+    pub fn shard(&self) -> Shard {
+        self.opts.shard
+    }
+
     pub fn gate(&self) -> &Gate {
         &self.gate
     }

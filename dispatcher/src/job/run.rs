@@ -49,6 +49,7 @@ impl Job {
             times: Plausible::new(&self.cfg.analyzer),
             shaping: Arc::clone(&self.shaping),
             tasks: self.tasks.clone(),
+            shard: self.opts.shard,
         };
         let mut input = self.open_input(&ctx).await?;
         let start = self.begin();

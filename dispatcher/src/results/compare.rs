@@ -47,6 +47,9 @@ pub struct CompareEndpoint {
     /// Fields found noisy (they differ between primary and secondary about as often as
     /// between primary and candidate): not counted.
     pub noisy: Vec<CompareField>,
+    /// Everything compared of the endpoint, encoded (the wire's `CompareDelta`), so that
+    /// `reprise merge` judges noise and diff rates on the merged counts.
+    pub encoded: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -92,6 +95,7 @@ impl CompareReport {
                     uncompared: s.uncompared,
                     fields: s.fields.iter().filter(|f| !f.noisy).take(FIELDS_SHOWN).map(field).collect(),
                     noisy: s.fields.iter().filter(|f| f.noisy).take(FIELDS_SHOWN).map(field).collect(),
+                    encoded: super::encoded(&c.to_wire(0)),
                 }
             })
             .collect();

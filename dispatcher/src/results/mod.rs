@@ -14,6 +14,7 @@ pub mod csv;
 pub mod diff;
 pub mod html;
 pub mod live;
+pub mod merge;
 pub mod metrics;
 mod order_wait;
 pub mod snapshot;
@@ -39,6 +40,12 @@ pub use snapshot::Snapshot;
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub job: String,
+    /// The share of the source this dispatcher read (`--shard I/N`), when not the whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// The reports a merge was made of (`reprise merge`), as given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
     pub state: JobState,
     /// Speed, rate and pause as they are now.
     pub settings: Control,
@@ -98,7 +105,7 @@ pub struct Totals {
     pub balanced: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct StatsReportCounts {
     pub received: u64,
     pub lost: u64,
@@ -122,6 +129,20 @@ pub struct EndpointReport {
     /// Responses by class: "1xx" … "5xx".
     pub status_class: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
+    /// The counts and histograms themselves, encoded (see [`encoded`]): an endpoint's as
+    /// the wire's `EndpointDelta`, the total's as its `TotalDelta`. Reports read later
+    /// merge exactly from these (`reprise merge`), never from the percentiles above. Only
+    /// in whole reports (not a live page's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoded: Option<String>,
+}
+
+/// A wire message as a report carries it: base64 of its protobuf encoding. Statistics
+/// travel the same way from replayers, so a report file merges with the same decoders
+/// (and the same checks) as a report from a replayer.
+pub(crate) fn encoded(msg: &impl prost::Message) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(msg.encode_to_vec())
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -169,6 +190,7 @@ fn endpoint<H: Dist>(name: &str, s: &Stats<H>, secs: f64) -> EndpointReport {
         status: s.status.iter().collect(),
         status_class: s.status_classes().into_iter().collect(),
         errors: s.errors.clone(),
+        encoded: None,
     }
 }
 
@@ -216,8 +238,18 @@ impl Report {
     /// The report a snapshot holds, every endpoint by name.
     pub fn from_snapshot(snap: &Snapshot<'_>) -> Report {
         let secs = snap.elapsed.as_secs_f64();
-        let endpoints = snap.fleet.endpoints.iter().map(|(name, st)| endpoint(name, st, secs)).collect();
-        Report::with_endpoints(snap, endpoints)
+        let endpoints = snap
+            .fleet
+            .endpoints
+            .iter()
+            .map(|(name, st)| EndpointReport {
+                encoded: Some(encoded(&st.to_wire(0))),
+                ..endpoint(name, st, secs)
+            })
+            .collect();
+        let mut report = Report::with_endpoints(snap, endpoints);
+        report.total.encoded = Some(encoded(&snap.fleet.total.to_wire()));
+        report
     }
 
     /// The report a snapshot holds with its `most` busiest endpoints only, the busiest first
@@ -248,6 +280,8 @@ impl Report {
             && total.requests == total.ok + total.failed;
         Report {
             job: snap.job.clone(),
+            shard: (!snap.shard.is_whole()).then(|| snap.shard.to_string()),
+            merged_from: Vec::new(),
             state: snap.state,
             settings: snap.settings,
             started_unix_us: (snap.started_unix * 1e6) as u64,
@@ -338,6 +372,20 @@ impl Report {
             out.push_str(&c.lines());
         }
         let _ = writeln!(out, "{}", self.accounting_line());
+        if let Some(shard) = &self.shard {
+            let _ = writeln!(
+                out,
+                "shard {shard}: these figures are this shard's share of the recording; `reprise merge` makes one report of every shard's JSON report"
+            );
+        }
+        if !self.merged_from.is_empty() {
+            let _ = writeln!(
+                out,
+                "merged from {} reports: {}",
+                self.merged_from.len(),
+                self.merged_from.join(", ")
+            );
+        }
         self.source_lines(&mut out);
         self.thresholds_table(out)
     }

@@ -16,11 +16,18 @@ pub struct OrderWaitReport {
     pub timed_out: u64,
     /// How long those that waited waited.
     pub wait_ms: Percentiles,
+    /// The wait's histogram, encoded (the wire's `OrderWait`), for `reprise merge`.
+    pub encoded: String,
 }
 
 impl OrderWaitReport {
     pub(super) fn of(w: &OrderWait) -> Self {
-        Self { requests: w.count(), timed_out: w.timed_out, wait_ms: Percentiles::of(&w.waited) }
+        Self {
+            requests: w.count(),
+            timed_out: w.timed_out,
+            wait_ms: Percentiles::of(&w.waited),
+            encoded: super::encoded(&w.to_wire()),
+        }
     }
 
     /// The terminal's line.

@@ -13,6 +13,7 @@ use crate::control::{Control, JobState};
 use crate::fetchers::progress::SourceStatus;
 use crate::fleet::FleetSnapshot;
 use crate::job::{Job, PageCounts};
+use crate::shard::Shard;
 use crate::sinks::SinkCounts;
 use crate::thresholds::Gate;
 
@@ -39,6 +40,8 @@ pub struct Snapshot<'a> {
     pub aborted_by: Option<String>,
     /// Live pages open and dropped.
     pub pages: PageCounts,
+    /// The share of the source this dispatcher read (`--shard`).
+    pub shard: Shard,
 }
 
 impl<'a> Snapshot<'a> {
@@ -60,6 +63,7 @@ impl<'a> Snapshot<'a> {
             refused: job.refusals().snapshot(),
             aborted_by: job.aborted_by(),
             pages: job.pages().counts(),
+            shard: job.shard(),
         }
     }
 }

@@ -114,11 +114,16 @@ impl Ledger {
 }
 
 /// Points a sink delivered and dropped.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct SinkCounts {
-    pub name: &'static str,
+    #[serde(deserialize_with = "sink_name")]
+    pub name: crate::known::Name,
     pub written: u64,
     pub dropped: u64,
+}
+
+fn sink_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    crate::known::name(&["influxdb", "raw"], d)
 }
 
 /// The job's sinks.

@@ -1,0 +1,311 @@
+//! Shards (`--shard I/N`) and `reprise merge`, through the real binary against a real HTTP
+//! target: shards of one recording replay every record exactly once between them (split by
+//! key inside one file, by name over a glob, by partition over a Kafka topic), and their
+//! JSON reports merge into the report a single dispatcher writes of the whole recording:
+//! the same counts and histogram totals, percentiles read off the merged histograms, the
+//! thresholds judged on the merge.
+//!
+//! The Kafka broker is Tansu (see tests/kafka.rs); one message per produce request, as
+//! Tansu's end offsets count only a batch's first message.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use common::kafka::kafka;
+use common::*;
+
+const USERS: usize = 23;
+
+/// `n` requests of `USERS` users (header X-User), each path naming its user and its place
+/// in the recording, across `files` files (record i in file i % files).
+fn recording(dir: &Path, n: usize, files: usize) -> Vec<PathBuf> {
+    let mut lines = vec![Vec::new(); files];
+    for i in 0..n {
+        let user = i * 7 % USERS;
+        let (method, body) = if i % 4 == 0 { ("POST", r#","body":"{\"n\":1}""#) } else { ("GET", "") };
+        lines[i % files].push(format!(
+            r#"{{"ts":{},"method":"{method}","url":"/u/{user}/{i}","headers":{{"X-User":"u{user}"}}{body}}}"#,
+            T0 + i
+        ));
+    }
+    (0..files)
+        .map(|f| {
+            let path = dir.join(format!("r{f}.jsonl"));
+            std::fs::write(&path, lines[f].join("\n")).expect("write");
+            path
+        })
+        .collect()
+}
+
+/// A job replaying `path` (a file or a glob) to `target` at full speed, each user on one
+/// replayer of two and in recorded order, every path its own endpoint.
+fn job(dir: &Path, target: &str, path: &str, name: &str) -> PathBuf {
+    let text = format!(
+        "[job]\ntarget = \"{target}\"\nspeed = \"max\"\nreplayers = 2\n[fetcher.file]\npath = \"{path}\"\n\
+         [analyzer]\nhash_field = \"header:X-User\"\n[proxy]\nhash = \"fnv\"\nordered = true\n\
+         [stats]\ntemplates = false\n[thresholds]\n\"*\" = [\"count > 10\"]\n"
+    );
+    let job = dir.join(name);
+    std::fs::write(&job, text).expect("write job");
+    job
+}
+
+/// Runs shard `i` of `n` of `job`, all at once, each `reprise run` a process of its own;
+/// their JSON reports' paths.
+async fn run_shards(job: &Path, dir: &Path, n: u32) -> Vec<PathBuf> {
+    let runs: Vec<_> = (0..n)
+        .map(|i| {
+            let report = dir.join(format!("shard{i}.json"));
+            let (job, shard) = (job.to_str().expect("path"), format!("{i}/{n}"));
+            let a = args(&["run", job, "--shard", &shard, "--report-json", report.to_str().expect("path")]);
+            tokio::spawn(async move {
+                let out = reprise(a).await;
+                assert!(out.status.success(), "shard {shard}: {}", String::from_utf8_lossy(&out.stderr));
+                report
+            })
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for run in runs {
+        reports.push(run.await.expect("shard"));
+    }
+    reports
+}
+
+/// `reprise merge REPORTS… EXTRA…`: its exit code, stdout and stderr.
+async fn merge(reports: &[PathBuf], extra: &[&str]) -> (Option<i32>, String, String) {
+    let mut a = args(&["merge"]);
+    a.extend(reports.iter().map(|p| p.to_str().expect("path").to_owned()));
+    a.extend(args(extra));
+    let out = reprise(a).await;
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Each endpoint's requests and status counts.
+fn endpoints(report: &serde_json::Value) -> BTreeMap<String, (u64, String)> {
+    report["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| {
+            let name = e["endpoint"].as_str().expect("name").to_owned();
+            (name, (e["requests"].as_u64().expect("requests"), e["status"].to_string()))
+        })
+        .collect()
+}
+
+/// What a merged report must share with the single run of the same recording: the books,
+/// each endpoint's counts, and the totals' histogram counts.
+fn assert_same_books(merged: &serde_json::Value, whole: &serde_json::Value) {
+    for key in ["input", "in_range", "scheduled", "dispatched", "sent", "ok", "failed", "bytes"] {
+        assert_eq!(merged["totals"][key], whole["totals"][key], "totals.{key}");
+    }
+    assert_eq!(merged["totals"]["balanced"], true);
+    assert_eq!(endpoints(merged), endpoints(whole), "each endpoint's requests and statuses");
+    assert_eq!(merged["total"]["requests"], whole["total"]["requests"]);
+}
+
+/// Paths the target received, each with how many times.
+fn received(target: &Capture) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for r in target.requests() {
+        *seen.entry(r.path.clone()).or_default() += 1;
+    }
+    seen
+}
+
+/// The recorded place of each request (the path's last part), per user, in arrival order.
+fn arrivals_by_user(target: &Capture) -> BTreeMap<String, Vec<usize>> {
+    let mut by_user: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut requests = target.requests();
+    requests.sort_by_key(|r| r.at);
+    for r in requests {
+        let parts: Vec<&str> = r.path.split('/').collect();
+        by_user.entry(parts[2].to_owned()).or_default().push(parts[3].parse().expect("place"));
+    }
+    by_user
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_of_one_file_split_by_key_replay_each_record_once_and_merge_to_the_whole() {
+    const N: usize = 240;
+    let dir = temp_dir("shards-key");
+    let path = recording(&dir, N, 1).remove(0);
+    let (whole_target, shards_target) = (Capture::start().await, Capture::start().await);
+    let whole_job = job(&dir, &whole_target.url(), path.to_str().expect("path"), "whole.toml");
+    let whole = run_job(&whole_job, &dir, &[]).await;
+    let shards_job = job(&dir, &shards_target.url(), path.to_str().expect("path"), "shards.toml");
+    let reports = run_shards(&shards_job, &dir, 3).await;
+
+    let seen = received(&shards_target);
+    assert_eq!(seen.len(), N, "every record reached the target");
+    assert!(seen.values().all(|&n| n == 1), "none twice: {seen:?}");
+    assert_eq!(seen, received(&whole_target), "the shards sent what one dispatcher sent");
+    // Each user on one shard, and in recorded order there.
+    let shards: Vec<serde_json::Value> = reports.iter().map(|p| read_json(p)).collect();
+    let users_of = |r: &serde_json::Value| -> BTreeSet<String> {
+        endpoints(r).keys().map(|e| e.split('/').nth(2).expect("user").to_owned()).collect()
+    };
+    let mut all_users = BTreeSet::new();
+    for (i, s) in shards.iter().enumerate() {
+        assert_eq!(s["shard"], format!("{i}/3"), "the report names its shard");
+        let users = users_of(s);
+        assert!(!users.is_empty(), "shard {i} replayed some users");
+        assert!(all_users.is_disjoint(&users), "a user on two shards: {users:?}");
+        all_users.extend(users);
+    }
+    assert_eq!(all_users.len(), USERS);
+    for (user, places) in arrivals_by_user(&shards_target) {
+        assert!(places.windows(2).all(|w| w[0] < w[1]), "user {user} out of order: {places:?}");
+    }
+
+    let merged_path = dir.join("merged.json");
+    let (code, table, err) = merge(&reports, &["--report-json", merged_path.to_str().expect("path")]).await;
+    assert_eq!(code, Some(0), "{table}{err}");
+    assert!(table.contains("merged from 3 reports"), "{table}");
+    let merged = read_json(&merged_path);
+    assert_same_books(&merged, &whole);
+    assert_eq!(merged["thresholds"][0]["expression"], "count > 10", "the runs' thresholds judged again");
+    assert_eq!(merged["thresholds"][0]["measured"], N as f64);
+    // A merge of merges is the same merge: the merged report carries its histograms too.
+    let (code, _, err) = merge(
+        std::slice::from_ref(&merged_path),
+        &["--report-json", dir.join("again.json").to_str().expect("p")],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let again = read_json(&dir.join("again.json"));
+    assert_eq!(again["total"]["latency_ms"], merged["total"]["latency_ms"]);
+    assert_eq!(again["total"]["service_ms"], merged["total"]["service_ms"]);
+    assert_eq!(endpoints(&again), endpoints(&merged));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_of_a_glob_of_four_files_read_each_file_once() {
+    const N: usize = 200;
+    let dir = temp_dir("shards-glob");
+    recording(&dir, N, 4);
+    let glob = dir.join("r*.jsonl");
+    let (whole_target, shards_target) = (Capture::start().await, Capture::start().await);
+    let whole =
+        run_job(&job(&dir, &whole_target.url(), glob.to_str().expect("p"), "whole.toml"), &dir, &[]).await;
+    let reports =
+        run_shards(&job(&dir, &shards_target.url(), glob.to_str().expect("p"), "s.toml"), &dir, 3).await;
+
+    let seen = received(&shards_target);
+    assert_eq!((seen.len(), seen.values().all(|&n| n == 1)), (N, true), "each record once");
+    let parts: Vec<u64> =
+        reports.iter().map(|p| read_json(p)["source"]["parts"].as_u64().expect("parts")).collect();
+    assert_eq!(parts.iter().sum::<u64>(), 4, "each file read by one shard: {parts:?}");
+    let merged_path = dir.join("merged.json");
+    let (code, table, err) = merge(&reports, &["--report-json", merged_path.to_str().expect("p")]).await;
+    assert_eq!(code, Some(0), "{table}{err}");
+    let merged = read_json(&merged_path);
+    assert_same_books(&merged, &whole);
+    assert_eq!(merged["source"]["parts_done"], 4);
+}
+
+/// Two runs, one of fast answers and one of slow ones: the merge's percentiles are those of
+/// all requests together (read off the merged histograms), not an average of the runs'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_reads_percentiles_off_the_merged_histograms_and_judges_thresholds_on_them() {
+    const SLOW_MS: u64 = 40;
+    let target = Capture::start().await;
+    let dir = temp_dir("merge");
+    let mut reports = Vec::new();
+    for (name, delay) in [("fast", 0), ("slow", SLOW_MS)] {
+        let lines: Vec<String> = (0..50)
+            .map(|i| {
+                format!(
+                    r#"{{"ts":{},"method":"GET","url":"/x","headers":{{"X-Delay-Ms":"{delay}"}}}}"#,
+                    T0 + i
+                )
+            })
+            .collect();
+        let rec = dir.join(format!("{name}.jsonl"));
+        std::fs::write(&rec, lines.join("\n")).expect("write");
+        let job = write_job(
+            &dir,
+            &target.url(),
+            &rec,
+            "speed = \"max\"\nreplayers = 1",
+            "[replayer]\nconcurrency = 50\n",
+        );
+        run_job(&job, &dir, &[]).await;
+        let report = dir.join(format!("{name}.json"));
+        std::fs::rename(dir.join("report.json"), &report).expect("rename");
+        reports.push(report);
+    }
+    let fast = read_json(&reports[0]);
+    let slow = read_json(&reports[1]);
+    let merged_path = dir.join("merged.json");
+    let (code, table, err) = merge(&reports, &["--report-json", merged_path.to_str().expect("p")]).await;
+    assert_eq!(code, Some(0), "{table}{err}");
+    let m = read_json(&merged_path);
+    let ms = |r: &serde_json::Value, q: &str| r["total"]["latency_ms"][q].as_f64().expect("ms");
+    assert_eq!(m["total"]["requests"], 100);
+    assert!(ms(&m, "p90") >= SLOW_MS as f64, "p90 of all is a slow answer: {}", ms(&m, "p90"));
+    assert!(ms(&m, "p50") < SLOW_MS as f64, "p50 of all is a fast answer: {}", ms(&m, "p50"));
+    assert_eq!(ms(&m, "max"), ms(&slow, "max"));
+    assert_eq!(ms(&m, "min"), ms(&fast, "min"));
+
+    let limit = format!("p90 < {}ms", SLOW_MS);
+    let (code, _, err) = merge(&reports, &["--threshold", &limit]).await;
+    assert_eq!(code, Some(99), "p90 of the merge crosses {limit}: {err}");
+    let (code, _, err) = merge(&reports[..1], &["--threshold", &limit]).await;
+    assert_eq!(code, Some(0), "the fast run alone passes: {err}");
+    let (code, _, err) = merge(&reports, &["--threshold", "GET /x: p99 <"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--threshold \"GET /x: p99 <\""), "{err}");
+
+    // A report without its histograms (a live page's, an older version's) is named.
+    let mut bare = fast.clone();
+    bare["total"].as_object_mut().expect("total").remove("encoded");
+    std::fs::write(dir.join("bare.json"), bare.to_string()).expect("write");
+    let (code, _, err) = merge(&[dir.join("bare.json")], &[]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("bare.json: the total carries no encoded statistics"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_of_a_topic_of_six_partitions_read_two_partitions_each() {
+    const N: usize = 90;
+    let kafka = kafka().await;
+    let topic = kafka.topic_of("shards", 6).await;
+    for i in 0..N {
+        let user = i * 7 % USERS;
+        let line = format!(
+            r#"{{"ts":{},"method":"GET","url":"/u/{user}/{i}","headers":{{"X-User":"u{user}"}}}}"#,
+            T0 + i
+        );
+        kafka.send(&topic, (i % 6) as i32, (T0 + i) as i64, &line).await;
+    }
+    let (whole_dir, shards_dir) = (temp_dir("shards-kafka-whole"), temp_dir("shards-kafka"));
+    let (whole_target, shards_target) = (Capture::start().await, Capture::start().await);
+    let job_of = |dir: &Path, target: &Capture| {
+        kafka.job(
+            dir,
+            &target.url(),
+            "speed = \"max\"\nreplayers = 2",
+            &format!("topic = \"{topic}\"\n[stats]\ntemplates = false"),
+        )
+    };
+    let whole = run_job(&job_of(&whole_dir, &whole_target), &whole_dir, &[]).await;
+    let reports = run_shards(&job_of(&shards_dir, &shards_target), &shards_dir, 3).await;
+
+    let seen = received(&shards_target);
+    assert_eq!((seen.len(), seen.values().all(|&n| n == 1)), (N, true), "each record once: {seen:?}");
+    for r in &reports {
+        assert_eq!(read_json(r)["source"]["parts"], 2, "two partitions a shard");
+    }
+    let merged_path = shards_dir.join("merged.json");
+    let (code, table, err) = merge(&reports, &["--report-json", merged_path.to_str().expect("p")]).await;
+    assert_eq!(code, Some(0), "{table}{err}");
+    assert_same_books(&read_json(&merged_path), &whole);
+}
