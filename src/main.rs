@@ -111,6 +111,13 @@ enum Command {
         outputs: run::Outputs,
         #[command(flatten)]
         shard: run::ShardArgs,
+        /// For shards 1 and up (`--shard I/N`): shard 0's gRPC address. The shards start
+        /// together at the instant shard 0 announces once all have joined.
+        #[arg(long, env = "REPRISE_COORDINATOR", value_name = "URL")]
+        coordinator: Option<String>,
+        /// Shard 0 refuses to start the job when a shard's clock is further off its own.
+        #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = humantime::parse_duration)]
+        max_clock_offset: std::time::Duration,
     },
     /// Receive records from a dispatcher and fire them at the target.
     ///
@@ -315,8 +322,20 @@ fn main() -> ExitCode {
                 target,
                 outputs,
                 shard,
+                coordinator,
+                max_clock_offset,
             } => {
-                let args = run::DaemonArgs { shard, grpc, http, serve_forever, insecure, target, outputs };
+                let args = run::DaemonArgs {
+                    shard,
+                    coordinator,
+                    max_clock_offset,
+                    grpc,
+                    http,
+                    serve_forever,
+                    insecure,
+                    target,
+                    outputs,
+                };
                 match config {
                     Some(config) => run::dispatcher(&config, args, cancel).await,
                     None if args.shard.shard().is_ok_and(|s| !s.is_whole()) => {

@@ -14,8 +14,8 @@ use std::time::Duration;
 use reprise_dispatcher::JobPlan;
 use reprise_dispatcher::config::{ListenAddr, Needs};
 use reprise_dispatcher::{
-    ADMIN_TOKEN_VAR, Access, DropReason, InProcess, Job, JobError, JobOptions, JobState, REPLAYER_TOKEN_VAR,
-    Report, Shard, Snapshot, Token, progress_line,
+    ADMIN_TOKEN_VAR, Access, DropReason, GrpcCoordinator, InProcess, Job, JobError, JobOptions, JobState,
+    REPLAYER_TOKEN_VAR, Report, Shard, Sharing, Snapshot, Token, progress_line,
 };
 use reprise_proto::Events;
 use reprise_proto::pb;
@@ -329,14 +329,12 @@ fn finish(
         cannot_run(format!(
             "{no_replayer} records found no replayer (all replayers were lost); see the report"
         ))
-    } else if code == ExitCode::SUCCESS && !report.thresholds_passed && report.shard.is_some() {
-        // A shard's figures are its share's: `count` and `rps` are a fraction of the job's,
-        // a percentile one shard's. The merge of every shard's report is judged instead.
-        eprintln!(
-            "reprise: thresholds are not judged on one shard's share; `reprise merge` of every shard's JSON report judges them"
-        );
-        code
-    } else if code == ExitCode::SUCCESS && !report.thresholds_passed {
+    } else if let Some(lost) = report.shards.iter().find(|s| s.state == "lost") {
+        cannot_run(format!(
+            "shard {} was lost before its end; the report covers what the others replayed",
+            lost.shard
+        ))
+    } else if code == ExitCode::SUCCESS && !report.thresholds_passed && report.shard.is_none() {
         let mut failed: Vec<String> =
             report.thresholds.iter().filter(|v| !v.pass).map(|v| v.to_string()).collect();
         if let Some(why) = &report.aborted_by {
@@ -397,6 +395,10 @@ async fn progress(job: &Job) -> ! {
 
 pub struct DaemonArgs {
     pub shard: ShardArgs,
+    /// Shard 0's gRPC address, for the other shards.
+    pub coordinator: Option<String>,
+    /// Shard 0 refuses a shard whose clock is further off than this.
+    pub max_clock_offset: Duration,
     pub grpc: Option<String>,
     pub http: Option<String>,
     pub serve_forever: bool,
@@ -491,7 +493,7 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
             Err(code) => return code,
         };
     let mut opts = JobOptions::new(target, false);
-    opts.shard = match args.shard.shard() {
+    (opts.shard, opts.sharing) = match sharing(&args) {
         Ok(s) => s,
         Err(e) => return config_error(e),
     };
@@ -513,6 +515,30 @@ pub async fn dispatcher(path: &Path, args: DaemonArgs, cancel: CancellationToken
     let code = finish(&running.job, &args.outputs, result);
     running.shutdown().await;
     code
+}
+
+/// The shard a dispatcher is and its part in the common start: shard 0 of several
+/// coordinates, the others join `--coordinator`.
+fn sharing(args: &DaemonArgs) -> Result<(Shard, Sharing), String> {
+    let shard = args.shard.shard()?;
+    let sharing = match (shard.is_whole(), shard.index(), &args.coordinator) {
+        (true, _, None) => Sharing::Alone,
+        (true, _, Some(_)) => return Err("--coordinator is for a shard (--shard I/N with I > 0)".into()),
+        (false, 0, None) => Sharing::Coordinate(args.max_clock_offset),
+        (false, 0, Some(_)) => {
+            return Err("shard 0 is the coordinator: give --coordinator to the other shards only".into());
+        }
+        (false, _, None) => {
+            return Err(format!(
+                "shard {shard} needs --coordinator URL (REPRISE_COORDINATOR): shard 0's gRPC address, e.g. http://shard-0:9090"
+            ));
+        }
+        (false, _, Some(url)) => {
+            let token = std::env::var(REPLAYER_TOKEN_VAR).ok();
+            Sharing::Join(std::sync::Arc::new(GrpcCoordinator::new(url, token.as_deref())?))
+        }
+    };
+    Ok((shard, sharing))
 }
 
 /// `reprise dispatcher` without `--config`: takes jobs (POST /jobs) and runs them one after

@@ -12,6 +12,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::kafka::kafka;
 use common::*;
@@ -27,7 +28,7 @@ fn recording(dir: &Path, n: usize, files: usize) -> Vec<PathBuf> {
         let (method, body) = if i % 4 == 0 { ("POST", r#","body":"{\"n\":1}""#) } else { ("GET", "") };
         lines[i % files].push(format!(
             r#"{{"ts":{},"method":"{method}","url":"/u/{user}/{i}","headers":{{"X-User":"u{user}"}}{body}}}"#,
-            T0 + i
+            T0 + 2 * i
         ));
     }
     (0..files)
@@ -39,11 +40,13 @@ fn recording(dir: &Path, n: usize, files: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A job replaying `path` (a file or a glob) to `target` at full speed, each user on one
-/// replayer of two and in recorded order, every path its own endpoint.
+/// A job replaying `path` (a file or a glob) to `target` as recorded, each user on one
+/// replayer of two and in recorded order, every path its own endpoint. (At speed "max" the
+/// first records could go out while one replayer has not yet accepted the job, and a user's
+/// first requests then go to the other: order holds within one replayer.)
 fn job(dir: &Path, target: &str, path: &str, name: &str) -> PathBuf {
     let text = format!(
-        "[job]\ntarget = \"{target}\"\nspeed = \"max\"\nreplayers = 2\n[fetcher.file]\npath = \"{path}\"\n\
+        "[job]\ntarget = \"{target}\"\nreplayers = 2\n[fetcher.file]\npath = \"{path}\"\n\
          [analyzer]\nhash_field = \"header:X-User\"\n[proxy]\nhash = \"fnv\"\nordered = true\n\
          [stats]\ntemplates = false\n[thresholds]\n\"*\" = [\"count > 10\"]\n"
     );
@@ -308,4 +311,160 @@ async fn three_shards_of_a_topic_of_six_partitions_read_two_partitions_each() {
     let (code, table, err) = merge(&reports, &["--report-json", merged_path.to_str().expect("p")]).await;
     assert_eq!(code, Some(0), "{table}{err}");
     assert_same_books(&read_json(&merged_path), &whole);
+}
+
+/// Three dispatchers of one job, shard 0 coordinating, each with two replayer daemons:
+/// (dispatcher, its replayers, its directory).
+struct Sharded {
+    shards: Vec<(Daemon, Vec<Guard>, TestDir)>,
+}
+
+impl Sharded {
+    /// Starts shard 0, then the others joining it; `n` records 10 ms apart, keyed by user,
+    /// each shard writing raw rows and its report in its own directory.
+    fn start(target: &Capture, n: usize) -> Sharded {
+        let recording = temp_dir("sharded-rec");
+        let path = recording.join("r.jsonl");
+        let lines: Vec<String> = (0..n)
+            .map(|i| {
+                let user = i * 7 % USERS;
+                format!(
+                    r#"{{"ts":{},"method":"GET","url":"/u/{user}/{i}","headers":{{"X-User":"u{user}"}}}}"#,
+                    T0 + i * 10
+                )
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n")).expect("write");
+        let mut shards = Vec::new();
+        let mut coordinator = String::new();
+        for i in 0..3 {
+            let dir = temp_dir(&format!("sharded-{i}"));
+            // Each shard its own copy of the recording: the split must not need a shared file.
+            let own = dir.join("r.jsonl");
+            std::fs::copy(&path, &own).expect("copy");
+            let text = format!(
+                "[job]\nid = \"sharded\"\ntarget = \"{}\"\nmin_replayers = 2\n[fetcher.file]\npath = \"{}\"\n\
+                 [analyzer]\nhash_field = \"header:X-User\"\n{}",
+                target.url(),
+                own.display(),
+                raw_sink(&dir)
+            );
+            let job = dir.join("job.toml");
+            std::fs::write(&job, text).expect("job");
+            let report = dir.join("report.json");
+            let shard = format!("{i}/3");
+            let coordinator_url = format!("http://{coordinator}");
+            let mut extra = vec!["--shard", &shard, "--report-json", report.to_str().expect("p")];
+            if i > 0 {
+                extra.extend(["--coordinator", &coordinator_url]);
+            }
+            let d = dispatcher_with(&job, "127.0.0.1:0", &extra);
+            if i == 0 {
+                coordinator = d.grpc_url.trim_start_matches("http://").to_owned();
+            }
+            let replayers = (0..2).map(|r| spawn_replayer(&d.grpc_url, &format!("s{i}-r{r}"))).collect();
+            shards.push((d, replayers, dir));
+        }
+        Sharded { shards }
+    }
+
+    fn dir(&self, i: usize) -> &Path {
+        &self.shards[i].2
+    }
+
+    /// Waits for shard `i`'s dispatcher to exit; its exit code.
+    async fn exit(&mut self, i: usize) -> Option<i32> {
+        let guard = std::mem::replace(
+            &mut self.shards[i].0.guard,
+            Guard(std::process::Command::new("true").spawn().expect("true")),
+        );
+        wait_exit(guard).await.code()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinated_shards_start_together_follow_one_schedule_and_merge_to_one_report() {
+    const N: usize = 90;
+    let target = Capture::start().await;
+    let mut sharded = Sharded::start(&target, N);
+    for i in 0..3 {
+        assert_eq!(sharded.exit(i).await, Some(0), "shard {i}/3 ran");
+    }
+    let seen = received(&target);
+    assert_eq!((seen.len(), seen.values().all(|&n| n == 1)), (N, true), "each record once: {seen:?}");
+    // One schedule: a record recorded at T0 + 10 ms × i is due at start + 10 ms × i,
+    // whichever shard released it (raw sink due instants, µs).
+    let mut starts = Vec::new();
+    for i in 0..3 {
+        let rows = raw_endpoints_by_due(sharded.dir(i));
+        let dues = raw_dues(sharded.dir(i));
+        assert!(!rows.is_empty(), "shard {i} released some records");
+        for (due, endpoint) in dues.iter().zip(&rows) {
+            let place: i64 = endpoint.rsplit('/').next().expect("place").parse().expect("number");
+            starts.push(due - place * 10_000);
+        }
+    }
+    let (first, last) = (starts.iter().min().expect("dues"), starts.iter().max().expect("dues"));
+    assert!(
+        last - first <= 1_000,
+        "every shard's dues follow one start within 1 ms: spread {} µs",
+        last - first
+    );
+
+    let reports: Vec<PathBuf> = (0..3).map(|i| sharded.dir(i).join("report.json")).collect();
+    let coordinator = read_json(&reports[0]);
+    let shards = coordinator["shards"].as_array().expect("the coordinator lists its shards");
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    for s in shards {
+        assert_eq!(s["state"], "finished", "{s}");
+        assert!(s["clock_offset_ms"].as_f64().expect("offset").abs() < 5.0, "{s}");
+    }
+    let merged = sharded.dir(0).join("merged.json");
+    let (code, table, err) = merge(&reports, &["--report-json", merged.to_str().expect("p")]).await;
+    assert_eq!(code, Some(0), "{table}{err}");
+    let merged = read_json(&merged);
+    assert_eq!(
+        (merged["totals"]["input"].as_u64(), merged["totals"]["sent"].as_u64()),
+        (Some(N as u64), Some(N as u64))
+    );
+    assert_eq!(merged["totals"]["balanced"], true);
+}
+
+/// A shard killed mid-job is named lost in the coordinator's report (exit 3); a stop of the
+/// coordinator's job reaches the shard left (exit 4, stopped by the coordinator); a shard
+/// whose coordinator is gone stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_shard_is_named_a_stop_reaches_every_shard_and_no_shard_outlives_its_coordinator() {
+    let target = Capture::start().await;
+    // 3,000 records 10 ms apart: 30 s, far longer than the test.
+    let mut sharded = Sharded::start(&target, 3_000);
+    assert!(wait_until(|| target.requests().len() > 30, Duration::from_secs(20)).await, "the job runs");
+    sharded.shards[2].0.guard.0.kill().expect("kill shard 2");
+    let (status, _) = http("POST", &sharded.shards[0].0.admin.clone(), "/job/stop").await;
+    assert_eq!(status, 202);
+    assert_eq!(sharded.exit(1).await, Some(4), "shard 1 stopped with the coordinator's job");
+    assert_eq!(sharded.exit(0).await, Some(3), "the coordinator names the lost shard");
+    let coordinator = read_json(&sharded.dir(0).join("report.json"));
+    let lost: Vec<&serde_json::Value> =
+        coordinator["shards"].as_array().expect("shards").iter().filter(|s| s["state"] == "lost").collect();
+    assert_eq!(lost.len(), 1, "{}", coordinator["shards"]);
+    assert_eq!(lost[0]["shard"], "2/3");
+    let shard1 = read_json(&sharded.dir(1).join("report.json"));
+    assert_eq!(shard1["state"], "stopped");
+    assert!(
+        shard1["aborted_by"].as_str().expect("why").contains("the coordinator"),
+        "{}",
+        shard1["aborted_by"]
+    );
+
+    // A coordinator that is gone stops its shards.
+    let mut again = Sharded::start(&target, 3_000);
+    let before = target.requests().len();
+    assert!(wait_until(|| target.requests().len() > before + 30, Duration::from_secs(20)).await, "it runs");
+    again.shards[0].0.guard.0.kill().expect("kill the coordinator");
+    for i in 1..3 {
+        assert_eq!(again.exit(i).await, Some(4), "shard {i} stops without its coordinator");
+        let report = read_json(&again.dir(i).join("report.json"));
+        assert!(report["aborted_by"].as_str().expect("why").contains("gone"), "{}", report["aborted_by"]);
+    }
 }

@@ -314,7 +314,7 @@ pub fn serve_dispatcher(job: &Path) -> Daemon {
 }
 
 /// `reprise dispatcher` for `job` on `grpc`, its admin API on a free port, with `extra`.
-fn dispatcher_with(job: &Path, grpc: &str, extra: &[&str]) -> Daemon {
+pub fn dispatcher_with(job: &Path, grpc: &str, extra: &[&str]) -> Daemon {
     let mut a =
         vec!["dispatcher", "--config", job.to_str().expect("path"), "--grpc", grpc, "--http", "127.0.0.1:0"];
     a.extend_from_slice(extra);

@@ -221,6 +221,11 @@ impl Merger {
         }
     }
 
+    /// The recorded time of the first record, once [`Merger::prime`]d (none: no record).
+    pub fn first_ts(&self) -> Option<i64> {
+        self.primed.as_ref().map(|o| o.record.ts)
+    }
+
     /// The next record in time order (or a late one), or `None` at the end of the input.
     pub async fn next(&mut self) -> Option<Ordered> {
         match self.primed.take() {

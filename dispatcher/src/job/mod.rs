@@ -10,6 +10,7 @@
 
 mod gate;
 mod run;
+pub mod shards;
 mod stages;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -36,6 +37,7 @@ use crate::shaping::Shaping;
 use crate::shard::Shard;
 use crate::sinks::{SinkError, Sinks};
 use crate::thresholds::Gate;
+use shards::Coordinator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -45,6 +47,21 @@ pub enum JobError {
     NotStarted,
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The shards could not agree on a start (a shard refused, the coordinator unreachable).
+    #[error("{0}")]
+    Shards(String),
+}
+
+/// How a sharded job's dispatcher takes part in the common start (see [`shards`]).
+#[derive(Clone, Debug, Default)]
+pub enum Sharing {
+    /// Alone: its own start (one dispatcher, or a shard run on its own).
+    #[default]
+    Alone,
+    /// Shard 0: the others join it; a clock further off than this is refused.
+    Coordinate(Duration),
+    /// Another shard: joins the coordinator through this link.
+    Join(Arc<dyn Coordinator>),
 }
 
 /// Settings of one run that are not in the job file.
@@ -56,13 +73,21 @@ pub struct JobOptions {
     pub dry_run: bool,
     /// The share of the source this dispatcher reads (`--shard I/N`).
     pub shard: Shard,
+    /// Its part in a sharded job's common start.
+    pub sharing: Sharing,
     /// What the dispatcher counts across its jobs (its servers count into them).
     pub(crate) counters: Counters,
 }
 
 impl JobOptions {
     pub fn new(target: Option<String>, dry_run: bool) -> JobOptions {
-        JobOptions { target, dry_run, shard: Shard::WHOLE, counters: Counters::default() }
+        JobOptions {
+            target,
+            dry_run,
+            shard: Shard::WHOLE,
+            sharing: Sharing::Alone,
+            counters: Counters::default(),
+        }
     }
 }
 
@@ -118,6 +143,8 @@ pub struct Job {
     refusals: Arc<Refusals>,
     /// Live pages following the dispatcher (shared by its jobs).
     pages: Arc<Pages>,
+    /// The coordinator's view of the other shards (shard 0 of a sharded job).
+    board: Option<shards::Board>,
 }
 
 /// Live pages (`GET /events`) open now, and those dropped for not reading.
@@ -199,6 +226,10 @@ impl Job {
             next_release_ms: AtomicU64::new(0),
             refusals: Arc::clone(&opts.counters.refusals),
             pages: Arc::clone(&opts.counters.pages),
+            board: match opts.sharing {
+                Sharing::Coordinate(max_offset) => Some(shards::Board::new(opts.shard, max_offset)),
+                _ => None,
+            },
             opts,
         }))
     }
@@ -209,6 +240,11 @@ impl Job {
     /// The share of the source this job reads (`--shard`).
     pub fn shard(&self) -> Shard {
         self.opts.shard
+    }
+
+    /// The other shards, when this job coordinates a sharded job.
+    pub fn board(&self) -> Option<&shards::Board> {
+        self.board.as_ref()
     }
 
     pub fn gate(&self) -> &Gate {

@@ -7,7 +7,7 @@ use reprise_proto::pb;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Job, JobError};
+use super::{Job, JobError, Sharing};
 use crate::analyzers::{Analyzer, Plausible};
 use crate::config::{HttpMode, Speed};
 use crate::control::JobState;
@@ -52,15 +52,36 @@ impl Job {
             shard: self.opts.shard,
         };
         let mut input = self.open_input(&ctx).await?;
-        let start = self.begin();
+        let (at, origin) = match self.agree_start(input.first_ts()).await {
+            Ok(agreed) => agreed,
+            Err(e) => {
+                self.request_stop();
+                self.state.send_replace(JobState::Stopped);
+                return Err(e);
+            }
+        };
+        let start = self.begin(at);
         let watchers = self.watch(start);
-        let stopped = self.replay(&ctx, &mut input, start).await;
+        let stopped = self.replay(&ctx, &mut input, start, origin).await;
         ctx.cancel.cancel();
         drop(input);
         self.state.send_replace(JobState::Draining);
         self.drain(stopped).await;
         watchers.cancel();
         self.fleet.close_books();
+        if let Some(board) = &self.board {
+            board.wait_ended(&self.stop, self.cfg.proxy.drain_timeout.0).await;
+        }
+        if let Sharing::Join(link) = &self.opts.sharing {
+            let state = if stopped { "stopped" } else { "finished" };
+            let shard = self.opts.shard;
+            link.ended(pb::ShardEnded {
+                job_id: self.id().to_owned(),
+                index: shard.index(),
+                state: state.into(),
+            })
+            .await;
+        }
         self.sinks.flush(SINK_FLUSH).await;
         self.times.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Instant::now());
         self.state.send_replace(if stopped { JobState::Stopped } else { JobState::Finished });
@@ -68,10 +89,66 @@ impl Job {
         Ok(())
     }
 
+    /// The start a sharded job's shards agree on (see [`super::shards`]): the instant, by
+    /// this machine's clock, and the recorded time it stands for; none for a job alone. A
+    /// shard told to stop by its coordinator, or losing it, stops.
+    async fn agree_start(
+        self: &Arc<Self>,
+        first: Option<i64>,
+    ) -> Result<(Option<SystemTime>, Option<i64>), JobError> {
+        let begin = self.cfg.job.begin.map(|b| b.0);
+        if let Some(board) = &self.board {
+            let (at, origin) = board.agree(first, begin, &self.stop).await.map_err(JobError::Shards)?;
+            let job = Arc::clone(self);
+            self.tasks.spawn(async move {
+                job.stop.cancelled().await;
+                if let Some(board) = &job.board {
+                    board.stop_all("the coordinator's job was stopped");
+                }
+            });
+            return Ok((Some(at), origin));
+        }
+        let Sharing::Join(link) = &self.opts.sharing else { return Ok((None, None)) };
+        let shard = self.opts.shard;
+        let join = pb::ShardJoin {
+            job_id: self.id().to_owned(),
+            index: shard.index(),
+            count: shard.count(),
+            version: reprise_proto::VERSION.to_owned(),
+            first_ns: first,
+            clock_offset_us: 0,
+            rtt_us: 0,
+        };
+        let joined = tokio::select! {
+            joined = link.join(join) => joined.map_err(JobError::Shards)?,
+            () = self.stop.cancelled() => return Err(JobError::Shards("stopped while waiting for the coordinator".into())),
+        };
+        let job = Arc::clone(self);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                why = joined.stop => {
+                    tracing::warn!(job = job.id(), %why, "the coordinator stops this shard");
+                    *job.aborted_by.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                    job.request_stop();
+                }
+                () = job.stop.cancelled() => {}
+            }
+        });
+        // The coordinator's clock is `offset` ahead of this one's.
+        let start_ns = joined.start.start_unix_ns - joined.offset_us * 1000;
+        let at = UNIX_EPOCH + Duration::from_nanos(start_ns.max(0) as u64);
+        Ok((Some(at), Some(joined.start.origin_ns)))
+    }
+
     /// Starts the job at the fleet: its first instant (a moment away, so replayers have the
-    /// configuration before it, unless it runs at speed "max"), sent to every replayer.
-    fn begin(&self) -> Instant {
-        let delay = if self.cfg.job.speed == Speed::Max { Duration::ZERO } else { START_DELAY };
+    /// configuration before it, unless it runs at speed "max"; `at` for a sharded job's common
+    /// start), sent to every replayer.
+    fn begin(&self, at: Option<SystemTime>) -> Instant {
+        let delay = match at {
+            Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+            None if self.cfg.job.speed == Speed::Max => Duration::ZERO,
+            None => START_DELAY,
+        };
         let start = Instant::now() + delay;
         let wall = SystemTime::now() + delay;
         let start_unix_ns = wall.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default();
@@ -98,11 +175,19 @@ impl Job {
 
     /// Replays the recording from `input`, pass after pass when the job loops (each pass
     /// reading the source again into `input`); whether the job was stopped.
-    async fn replay(&self, ctx: &SourceContext, input: &mut merge::Merger, start: Instant) -> bool {
+    /// `origin` is the recorded time due at `start` (a sharded job's; else `[job] begin`, or
+    /// the first record).
+    async fn replay(
+        &self,
+        ctx: &SourceContext,
+        input: &mut merge::Merger,
+        start: Instant,
+        origin: Option<i64>,
+    ) -> bool {
         let mut wheel = TimeWheel::new(
             self.cfg.job.pace(),
             start,
-            self.cfg.job.begin.map(|b| b.0),
+            origin.or(self.cfg.job.begin.map(|b| b.0)),
             self.cfg.job.rate,
             self.cfg.job.seed,
         )

@@ -291,6 +291,7 @@ pub fn merge(runs: &[(PathBuf, RunFile)], thresholds: &[String]) -> Result<Repor
             .find_map(|(p, r)| r.aborted_by.as_ref().map(|why| format!("{}: {why}", p.display()))),
         pages,
         shard: crate::shard::Shard::WHOLE,
+        shards: Vec::new(),
     };
     let mut report = Report::from_snapshot(&snap);
     report.peak_rss_bytes = runs.iter().filter_map(|(_, r)| r.peak_rss_bytes).max();

@@ -46,6 +46,9 @@ pub struct Report {
     /// The reports a merge was made of (`reprise merge`), as given.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    /// The coordinator's report of a sharded job: the other shards, their state and clock.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<crate::job::shards::ShardStatus>,
     pub state: JobState,
     /// Speed, rate and pause as they are now.
     pub settings: Control,
@@ -282,6 +285,7 @@ impl Report {
             job: snap.job.clone(),
             shard: (!snap.shard.is_whole()).then(|| snap.shard.to_string()),
             merged_from: Vec::new(),
+            shards: snap.shards.clone(),
             state: snap.state,
             settings: snap.settings,
             started_unix_us: (snap.started_unix * 1e6) as u64,

@@ -12,6 +12,7 @@ use crate::config::JobConfig;
 use crate::control::{Control, JobState};
 use crate::fetchers::progress::SourceStatus;
 use crate::fleet::FleetSnapshot;
+use crate::job::shards::ShardStatus;
 use crate::job::{Job, PageCounts};
 use crate::shard::Shard;
 use crate::sinks::SinkCounts;
@@ -42,6 +43,8 @@ pub struct Snapshot<'a> {
     pub pages: PageCounts,
     /// The share of the source this dispatcher read (`--shard`).
     pub shard: Shard,
+    /// The other shards, as the coordinator of a sharded job sees them.
+    pub shards: Vec<ShardStatus>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -64,6 +67,7 @@ impl<'a> Snapshot<'a> {
             aborted_by: job.aborted_by(),
             pages: job.pages().counts(),
             shard: job.shard(),
+            shards: job.board().map(|b| b.statuses()).unwrap_or_default(),
         }
     }
 }

@@ -229,9 +229,89 @@ impl Stream for Lobby {
     }
 }
 
+/// A shard's event stream at its coordinator: when the shard goes away, tonic drops it, and
+/// the drop marks the shard lost unless it said its job ended.
+struct ShardStream {
+    events: ReceiverStream<pb::ShardEvent>,
+    job: Arc<Job>,
+    index: u32,
+}
+
+impl Stream for ShardStream {
+    type Item = Result<pb::ShardEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.events).poll_next(cx).map(|e| e.map(Ok))
+    }
+}
+
+impl Drop for ShardStream {
+    fn drop(&mut self) {
+        if let Some(board) = self.job.board() {
+            board.gone(self.index);
+        }
+    }
+}
+
+impl Service {
+    /// The coordinator's job a shard's call is for.
+    fn coordinating(&self, job_id: &str) -> Result<Arc<Job>, Status> {
+        let job = self.station.current().filter(|j| j.board().is_some()).ok_or_else(|| {
+            Status::failed_precondition(
+                "this dispatcher coordinates no sharded job: give shard 0's gRPC address",
+            )
+        })?;
+        if job.id() != job_id {
+            return Err(Status::failed_precondition(format!(
+                "the coordinator runs job {:?}, not {job_id:?}: give every shard the same job file",
+                job.id()
+            )));
+        }
+        Ok(job)
+    }
+}
+
 #[tonic::async_trait]
 impl Dispatcher for Service {
     type SubscribeStream = Events<Status>;
+    type JoinShardStream = Pin<Box<dyn Stream<Item = Result<pb::ShardEvent, Status>> + Send>>;
+
+    async fn join_shard(
+        &self,
+        req: Request<pb::ShardJoin>,
+    ) -> Result<Response<Self::JoinShardStream>, Status> {
+        self.authorize(&req, "JoinShard")?;
+        let join = req.into_inner();
+        if join.version != reprise_proto::VERSION {
+            return Err(Status::failed_precondition(format!(
+                "shard version {} does not match the coordinator's {}; run the same reprise build on every shard",
+                join.version,
+                reprise_proto::VERSION
+            )));
+        }
+        let job = self.coordinating(&join.job_id)?;
+        let board = job.board().ok_or_else(|| Status::internal("no board"))?;
+        let events = board.join(&join).map_err(Status::failed_precondition)?;
+        let stream =
+            ShardStream { events: ReceiverStream::new(events), job: Arc::clone(&job), index: join.index };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn shard_end(&self, req: Request<pb::ShardEnded>) -> Result<Response<pb::ShardReturn>, Status> {
+        self.authorize(&req, "ShardEnd")?;
+        let ended = req.into_inner();
+        let job = self.coordinating(&ended.job_id)?;
+        if let Some(board) = job.board() {
+            board.ended(&ended);
+        }
+        Ok(Response::new(pb::ShardReturn {}))
+    }
+
+    async fn clock(&self, req: Request<pb::ClockProbe>) -> Result<Response<pb::ClockReading>, Status> {
+        self.authorize(&req, "Clock")?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ok(Response::new(pb::ClockReading { unix_ns: now.as_nanos() as i64 }))
+    }
 
     async fn subscribe(&self, req: Request<pb::Registration>) -> Result<Response<Events<Status>>, Status> {
         self.authorize(&req, "Subscribe")?;

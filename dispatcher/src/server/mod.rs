@@ -9,11 +9,13 @@ mod admin;
 mod auth;
 mod grpc;
 mod live;
+mod shard_link;
 mod station;
 mod tls;
 
 pub use auth::{ADMIN_TOKEN_VAR, Access, Exposed, REPLAYER_TOKEN_VAR, Token, TokenError};
 pub use grpc::InProcess;
+pub use shard_link::GrpcCoordinator;
 pub use station::{Keep, Station};
 pub use tls::TlsError;
 

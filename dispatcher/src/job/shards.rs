@@ -1,0 +1,273 @@
+//! The common start of a sharded job's dispatchers (`reprise dispatcher --shard I/N`).
+//! Shard 0 coordinates: the others join it once their source is open and their own
+//! `min_replayers` are in ([`Coordinator`], over gRPC in `server::shard_link`), each with the
+//! recorded time of its first record and its clock's offset from the coordinator's. When
+//! every shard has joined, the coordinator ([`Board`]) announces one origin (`[job] begin`,
+//! or the earliest first record of all shards) and one start instant a little ahead, and
+//! every shard schedules a record recorded at `t` for `start + (t − origin) / speed`.
+//!
+//! A shard whose clock is further off than the bound (`--max-clock-offset`) is refused, and
+//! the job does not start. A stop of the coordinator's job reaches every shard; a coordinator
+//! that is gone stops every shard (no replay goes on unwatched); a shard that is gone before
+//! it said it ended is named lost in the coordinator's report.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reprise_proto::pb;
+use serde::Serialize;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::shard::Shard;
+
+/// How far ahead of the moment the last shard joined the common start is: enough for the
+/// announcement to reach every shard and their replayers to have the job.
+pub const START_LEAD: Duration = Duration::from_millis(500);
+
+/// The default bound on a shard's clock offset from the coordinator's.
+pub const MAX_CLOCK_OFFSET: Duration = Duration::from_millis(5);
+
+/// A future the link resolves.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A shard's way to its coordinator (gRPC, in `server::shard_link`).
+pub trait Coordinator: Send + Sync + std::fmt::Debug {
+    /// Measures the clock offset, joins, and resolves once the coordinator announces the
+    /// start: the start and the offset it was measured with (the coordinator's clock minus
+    /// this one's), and what resolves with why when the coordinator stops the job or is gone.
+    fn join(&self, join: pb::ShardJoin) -> Pending<'_, Result<Joined, String>>;
+    /// Tells the coordinator this shard's job has ended.
+    fn ended(&self, ended: pb::ShardEnded) -> Pending<'_, ()>;
+}
+
+/// What joining gave.
+pub struct Joined {
+    pub start: pb::ShardStart,
+    pub offset_us: i64,
+    /// Resolves with why the shard must stop (the coordinator stopped the job, or is gone).
+    pub stop: Pending<'static, String>,
+}
+
+/// What the report shows of a shard (the coordinator's report).
+#[derive(Clone, Debug, Serialize)]
+pub struct ShardStatus {
+    pub shard: String,
+    /// "joined", "running", "finished", "stopped", "lost" or "refused".
+    pub state: &'static str,
+    /// The coordinator's clock minus the shard's, ms, and the round trip it was read over.
+    pub clock_offset_ms: f64,
+    pub rtt_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// The coordinator's view of its shards.
+#[derive(Debug)]
+pub struct Board {
+    shard: Shard,
+    max_offset: Duration,
+    inner: Mutex<Inner>,
+    changed: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    shards: BTreeMap<u32, Entry>,
+    /// The start announced (every shard joining later is refused).
+    start: Option<pb::ShardStart>,
+    /// Why the job cannot start (a shard refused).
+    refused: Option<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    first_ns: Option<i64>,
+    offset_us: i64,
+    rtt_us: u64,
+    state: &'static str,
+    why: Option<String>,
+    events: mpsc::Sender<pb::ShardEvent>,
+}
+
+impl Board {
+    pub fn new(shard: Shard, max_offset: Duration) -> Board {
+        Board { shard, max_offset, inner: Mutex::default(), changed: Notify::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a shard's join; the events it is to receive, or why it is refused (a refusal
+    /// of its clock also keeps the job from starting).
+    pub fn join(&self, join: &pb::ShardJoin) -> Result<mpsc::Receiver<pb::ShardEvent>, String> {
+        let name = format!("shard {}/{}", join.index, join.count);
+        if join.count != self.shard.count() || join.index == 0 || join.index >= join.count {
+            return Err(format!("{name} does not belong to this job of {} shards", self.shard.count()));
+        }
+        let mut inner = self.lock();
+        if inner.start.is_some() {
+            return Err(format!("{name} joined after the job started"));
+        }
+        if inner.shards.get(&join.index).is_some_and(|e| e.state == "joined") {
+            return Err(format!("{name} has already joined"));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let offset = Duration::from_micros(join.clock_offset_us.unsigned_abs());
+        let mut entry = Entry {
+            first_ns: join.first_ns,
+            offset_us: join.clock_offset_us,
+            rtt_us: join.rtt_us,
+            state: "joined",
+            why: None,
+            events: tx,
+        };
+        if offset > self.max_offset {
+            let why = format!(
+                "{name}'s clock is {:.1} ms off the coordinator's (bound {} ms): synchronize the machines' clocks (NTP, chrony) or raise --max-clock-offset",
+                join.clock_offset_us as f64 / 1000.0,
+                self.max_offset.as_millis()
+            );
+            entry.state = "refused";
+            entry.why = Some(why.clone());
+            inner.refused = Some(why.clone());
+            inner.shards.insert(join.index, entry);
+            drop(inner);
+            self.changed.notify_waiters();
+            return Err(why);
+        }
+        inner.shards.insert(join.index, entry);
+        drop(inner);
+        self.changed.notify_waiters();
+        tracing::info!(shard = %name, offset_us = join.clock_offset_us, rtt_us = join.rtt_us, "shard joined");
+        Ok(rx)
+    }
+
+    /// Waits for every shard, then announces the start: origin `begin`, or the earliest
+    /// first record of all shards (`own_first` is the coordinator's). The start instant, by
+    /// this machine's clock, and the origin; `None` for the origin when no shard has a record.
+    pub async fn agree(
+        &self,
+        own_first: Option<i64>,
+        begin: Option<i64>,
+        stop: &CancellationToken,
+    ) -> Result<(SystemTime, Option<i64>), String> {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let inner = self.lock();
+                if let Some(why) = &inner.refused {
+                    return Err(why.clone());
+                }
+                let joined = inner.shards.values().filter(|e| e.state == "joined").count();
+                if joined + 1 == self.shard.count() as usize {
+                    break;
+                }
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = stop.cancelled() => return Err("stopped while waiting for the shards to join".into()),
+            }
+        }
+        let mut inner = self.lock();
+        let firsts = inner.shards.values().filter_map(|e| e.first_ns).chain(own_first);
+        let origin = begin.or_else(|| firsts.min());
+        let wall = SystemTime::now() + START_LEAD;
+        let start_unix_ns = wall.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default();
+        let start = pb::ShardStart { start_unix_ns, origin_ns: origin.unwrap_or_default() };
+        inner.start = Some(start);
+        for e in inner.shards.values_mut() {
+            e.state = "running";
+            let event = pb::ShardEvent { event: Some(pb::shard_event::Event::Start(start)) };
+            // A full or closed channel: the shard is gone, and its stream's end says so.
+            let _ = e.events.try_send(event);
+        }
+        tracing::info!(
+            shards = self.shard.count(),
+            start_unix_ns,
+            origin_ns = start.origin_ns,
+            "shards start"
+        );
+        Ok((wall, origin))
+    }
+
+    /// Tells every shard still running to stop.
+    pub fn stop_all(&self, why: &str) {
+        for e in self.lock().shards.values().filter(|e| e.state == "running" || e.state == "joined") {
+            let event = pb::ShardEvent {
+                event: Some(pb::shard_event::Event::Stop(pb::ShardStop { reason: why.to_owned() })),
+            };
+            let _ = e.events.try_send(event);
+        }
+    }
+
+    /// A shard said its job ended.
+    pub fn ended(&self, ended: &pb::ShardEnded) {
+        if let Some(e) = self.lock().shards.get_mut(&ended.index) {
+            e.state = if ended.state == "stopped" { "stopped" } else { "finished" };
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// A shard's stream closed: lost, unless it said it ended (or was refused).
+    pub fn gone(&self, index: u32) {
+        if let Some(e) = self.lock().shards.get_mut(&index)
+            && matches!(e.state, "joined" | "running")
+        {
+            e.state = "lost";
+            e.why = Some("its stream closed before it said its job ended".into());
+            tracing::warn!(shard = index, "shard lost");
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until no shard runs any more (or `stop`, then for at most `grace` more).
+    pub async fn wait_ended(&self, stop: &CancellationToken, grace: Duration) {
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !self.lock().shards.values().any(|e| matches!(e.state, "joined" | "running")) {
+                return;
+            }
+            if stop.is_cancelled() && deadline.is_none() {
+                deadline = Some(tokio::time::Instant::now() + grace);
+            }
+            let wait = deadline.map_or(Duration::from_millis(200), |d| {
+                d.saturating_duration_since(tokio::time::Instant::now())
+            });
+            if wait.is_zero() {
+                return;
+            }
+            let _ = tokio::time::timeout(wait.min(Duration::from_millis(200)), changed).await;
+        }
+    }
+
+    /// Every shard but the coordinator, for the report.
+    pub fn statuses(&self) -> Vec<ShardStatus> {
+        let count = self.shard.count();
+        self.lock()
+            .shards
+            .iter()
+            .map(|(i, e)| ShardStatus {
+                shard: format!("{i}/{count}"),
+                state: e.state,
+                clock_offset_ms: e.offset_us as f64 / 1000.0,
+                rtt_ms: e.rtt_us as f64 / 1000.0,
+                why: e.why.clone(),
+            })
+            .collect()
+    }
+
+    /// The shards lost, named.
+    pub fn lost(&self) -> Vec<String> {
+        self.statuses().into_iter().filter(|s| s.state == "lost").map(|s| s.shard).collect()
+    }
+}

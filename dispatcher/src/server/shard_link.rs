@@ -1,0 +1,155 @@
+//! A shard's link to its coordinator over gRPC (the [`Coordinator`] of `job::shards`):
+//! the same service replayers call, with the replayer token. It connects (retrying while
+//! the coordinator is not up yet), reads the coordinator's clock a few times and keeps the
+//! reading of the shortest round trip (its offset is then off by at most half that trip),
+//! joins, and waits for the start.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reprise_proto::pb;
+use reprise_proto::pb::dispatcher_client::DispatcherClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Code, Request};
+
+use crate::job::shards::{Coordinator, Joined, Pending};
+
+/// Clock readings per join; the one of the shortest round trip counts.
+const CLOCK_PROBES: usize = 8;
+/// Between two tries to reach a coordinator that is not up yet.
+const RETRY: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub struct GrpcCoordinator {
+    endpoint: Endpoint,
+    token: Option<MetadataValue<Ascii>>,
+    /// The connection joined over, for saying the job ended.
+    client: Mutex<Option<DispatcherClient<Channel>>>,
+}
+
+impl GrpcCoordinator {
+    /// A link to the coordinator at `url` (shard 0's gRPC address), calling with `token`.
+    pub fn new(url: &str, token: Option<&str>) -> Result<GrpcCoordinator, String> {
+        let bad = || {
+            format!("--coordinator {url:?}: not a URL; give shard 0's gRPC address, e.g. http://shard-0:9090")
+        };
+        let mut endpoint =
+            Endpoint::from_shared(url.to_owned()).map_err(|_| bad())?.connect_timeout(Duration::from_secs(2));
+        if endpoint.uri().host().is_none() {
+            return Err(bad());
+        }
+        if endpoint.uri().scheme_str() == Some("https") {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                .map_err(|e| format!("--coordinator {url}: {e}"))?;
+        }
+        let token = match token {
+            None => None,
+            Some(t) => {
+                let mut v = MetadataValue::try_from(format!("Bearer {t}"))
+                    .map_err(|_| "the replayer token holds characters a header cannot carry".to_owned())?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(GrpcCoordinator { endpoint, token, client: Mutex::new(None) })
+    }
+
+    fn request<T>(&self, msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        if let Some(t) = &self.token {
+            req.metadata_mut().insert("authorization", t.clone());
+        }
+        req
+    }
+
+    /// Connects, retrying while the coordinator is not up yet.
+    async fn connect(&self) -> DispatcherClient<Channel> {
+        loop {
+            match self.endpoint.connect().await {
+                Ok(channel) => return DispatcherClient::new(channel),
+                Err(e) => {
+                    tracing::info!(coordinator = %self.endpoint.uri(), error = %e, "waiting for the coordinator");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// The coordinator's clock minus this one's, µs, and the round trip, µs: the reading of
+    /// the shortest round trip of a few.
+    async fn clock(&self, client: &mut DispatcherClient<Channel>) -> Result<(i64, u64), String> {
+        let mut best: Option<(i64, u64)> = None;
+        for _ in 0..CLOCK_PROBES {
+            let sent = now_ns();
+            let reading = client.clock(self.request(pb::ClockProbe {})).await.map_err(|s| refused(&s))?;
+            let back = now_ns();
+            let rtt_ns = (back - sent).max(0);
+            let offset_ns = reading.into_inner().unix_ns - (sent + rtt_ns / 2);
+            if best.is_none_or(|(_, rtt)| (rtt_ns as u64 / 1000) < rtt) {
+                best = Some((offset_ns / 1000, rtt_ns as u64 / 1000));
+            }
+        }
+        best.ok_or_else(|| "no clock reading".to_owned())
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
+}
+
+fn refused(s: &tonic::Status) -> String {
+    match s.code() {
+        Code::Unauthenticated => format!("the coordinator refused this shard: {}", s.message()),
+        _ => format!("the coordinator: {}", s.message()),
+    }
+}
+
+impl Coordinator for GrpcCoordinator {
+    fn join(&self, mut join: pb::ShardJoin) -> Pending<'_, Result<Joined, String>> {
+        Box::pin(async move {
+            let mut client = self.connect().await;
+            let (offset_us, rtt_us) = self.clock(&mut client).await?;
+            (join.clock_offset_us, join.rtt_us) = (offset_us, rtt_us);
+            let mut events =
+                client.join_shard(self.request(join)).await.map_err(|s| refused(&s))?.into_inner();
+            *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(client);
+            let start = match events.message().await {
+                Ok(Some(pb::ShardEvent { event: Some(pb::shard_event::Event::Start(start)) })) => start,
+                Ok(Some(pb::ShardEvent { event: Some(pb::shard_event::Event::Stop(stop)) })) => {
+                    return Err(format!(
+                        "the coordinator stopped the job before it started: {}",
+                        stop.reason
+                    ));
+                }
+                Ok(_) => return Err("the coordinator closed its stream before the start".into()),
+                Err(s) => return Err(format!("the coordinator is gone: {}", s.message())),
+            };
+            let stop = Box::pin(async move {
+                loop {
+                    match events.message().await {
+                        Ok(Some(pb::ShardEvent { event: Some(pb::shard_event::Event::Stop(stop)) })) => {
+                            return format!("the coordinator: {}", stop.reason);
+                        }
+                        Ok(Some(_)) => {}
+                        Ok(None) => return "the coordinator closed its stream: it is gone".to_owned(),
+                        Err(s) => return format!("the coordinator is gone: {}", s.message()),
+                    }
+                }
+            });
+            Ok(Joined { start, offset_us, stop })
+        })
+    }
+
+    fn ended(&self, ended: pb::ShardEnded) -> Pending<'_, ()> {
+        Box::pin(async move {
+            let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(mut client) = client
+                && let Err(e) = client.shard_end(self.request(ended)).await
+            {
+                tracing::warn!(error = %e.message(), "could not tell the coordinator this shard ended");
+            }
+        })
+    }
+}
