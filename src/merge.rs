@@ -38,7 +38,7 @@ pub fn merge(args: &MergeArgs) -> ExitCode {
             }
         }
     }
-    let report = match reprise_dispatcher::merge_reports(&runs, &args.thresholds) {
+    let report = match reprise_dispatcher::merge_reports(runs, &args.thresholds) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -344,7 +344,7 @@ impl Sharded {
             std::fs::copy(&path, &own).expect("copy");
             let text = format!(
                 "[job]\nid = \"sharded\"\ntarget = \"{}\"\nmin_replayers = 2\n[fetcher.file]\npath = \"{}\"\n\
-                 [analyzer]\nhash_field = \"header:X-User\"\n{}",
+                 [analyzer]\nhash_field = \"header:X-User\"\n[thresholds]\n\"*\" = [\"count >= {n}\"]\n{}",
                 target.url(),
                 own.display(),
                 raw_sink(&dir)
@@ -411,6 +411,7 @@ async fn coordinated_shards_start_together_follow_one_schedule_and_merge_to_one_
         last - first
     );
 
+    // The coordinator's report is the whole job's: its shards' results merged into its own.
     let reports: Vec<PathBuf> = (0..3).map(|i| sharded.dir(i).join("report.json")).collect();
     let coordinator = read_json(&reports[0]);
     let shards = coordinator["shards"].as_array().expect("the coordinator lists its shards");
@@ -419,15 +420,29 @@ async fn coordinated_shards_start_together_follow_one_schedule_and_merge_to_one_
         assert_eq!(s["state"], "finished", "{s}");
         assert!(s["clock_offset_ms"].as_f64().expect("offset").abs() < 5.0, "{s}");
     }
-    let merged = sharded.dir(0).join("merged.json");
-    let (code, table, err) = merge(&reports, &["--report-json", merged.to_str().expect("p")]).await;
-    assert_eq!(code, Some(0), "{table}{err}");
-    let merged = read_json(&merged);
-    assert_eq!(
-        (merged["totals"]["input"].as_u64(), merged["totals"]["sent"].as_u64()),
-        (Some(N as u64), Some(N as u64))
-    );
-    assert_eq!(merged["totals"]["balanced"], true);
+    assert_eq!(coordinator["shard"], serde_json::Value::Null, "not one shard's share");
+    assert_eq!(coordinator["totals"]["input"], N as u64);
+    assert_eq!(coordinator["totals"]["sent"], N as u64);
+    assert_eq!(coordinator["total"]["requests"], N as u64, "the merged histogram holds every request");
+    assert_eq!(coordinator["totals"]["balanced"], true);
+    // Judged once, on the whole job: each shard alone sent fewer than N.
+    assert_eq!(coordinator["thresholds"][0]["measured"], N as f64);
+    assert_eq!(coordinator["thresholds_passed"], true);
+    let ids: BTreeSet<&str> = coordinator["replayers"]
+        .as_array()
+        .expect("replayers")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids.len(), 6, "every shard's replayers: {ids:?}");
+    // The shards' own reports are their shares: merged, shards 1 and 2 are part of the job,
+    // and the job's threshold fails on them.
+    let shares = sharded.dir(0).join("shares.json");
+    let (code, table, err) = merge(&reports[1..], &["--report-json", shares.to_str().expect("p")]).await;
+    assert_eq!(code, Some(99), "{table}{err}");
+    let shares = read_json(&shares);
+    let sent = |r: &serde_json::Value| r["totals"]["sent"].as_u64().expect("sent");
+    assert!(sent(&shares) < N as u64 && sent(&shares) > 0, "shards 1 and 2 sent part of the job");
 }
 
 /// A shard killed mid-job is named lost in the coordinator's report (exit 3); a stop of the
@@ -439,6 +454,13 @@ async fn a_lost_shard_is_named_a_stop_reaches_every_shard_and_no_shard_outlives_
     // 3,000 records 10 ms apart: 30 s, far longer than the test.
     let mut sharded = Sharded::start(&target, 3_000);
     assert!(wait_until(|| target.requests().len() > 30, Duration::from_secs(20)).await, "the job runs");
+    // Once the coordinator has shard 2's results (its replayers in the coordinator's /status).
+    let admin = sharded.shards[0].0.admin.clone();
+    let has_results = || async { http("GET", &admin, "/status").await.1.contains("s2-r0") };
+    assert!(
+        wait_until_async(has_results, Duration::from_secs(20)).await,
+        "shard 2's results reach the coordinator"
+    );
     sharded.shards[2].0.guard.0.kill().expect("kill shard 2");
     let (status, _) = http("POST", &sharded.shards[0].0.admin.clone(), "/job/stop").await;
     assert_eq!(status, 202);
@@ -449,6 +471,9 @@ async fn a_lost_shard_is_named_a_stop_reaches_every_shard_and_no_shard_outlives_
         coordinator["shards"].as_array().expect("shards").iter().filter(|s| s["state"] == "lost").collect();
     assert_eq!(lost.len(), 1, "{}", coordinator["shards"]);
     assert_eq!(lost[0]["shard"], "2/3");
+    // What the lost shard had scheduled and not reported done is counted, and named.
+    assert_eq!(coordinator["totals"]["balanced"], true, "{}", coordinator["totals"]);
+    assert!(coordinator["totals"]["dropped"]["shard_lost"].as_u64().is_some(), "{}", coordinator["totals"]);
     let shard1 = read_json(&sharded.dir(1).join("report.json"));
     assert_eq!(shard1["state"], "stopped");
     assert!(

@@ -38,11 +38,19 @@ pub enum DropReason {
     LostInFlight,
     /// The job was stopped before it was sent.
     Stopped,
+    /// Scheduled by a shard of a sharded job that was lost before its end: what it had not
+    /// reported sent or dropped by its last report.
+    ShardLost,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] =
-        [DropReason::Late, DropReason::NoReplayer, DropReason::LostInFlight, DropReason::Stopped];
+    pub const ALL: [DropReason; 5] = [
+        DropReason::Late,
+        DropReason::NoReplayer,
+        DropReason::LostInFlight,
+        DropReason::Stopped,
+        DropReason::ShardLost,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,6 +58,7 @@ impl DropReason {
             DropReason::NoReplayer => "no_replayer",
             DropReason::LostInFlight => "lost_in_flight",
             DropReason::Stopped => "stopped",
+            DropReason::ShardLost => "shard_lost",
         }
     }
 }

@@ -53,13 +53,14 @@ mod timewheel;
 
 pub use accounting::DropReason;
 pub use control::JobState;
+pub use job::parts::{MergeError, RunFile};
 pub use job::shards::MAX_CLOCK_OFFSET;
 pub use job::{Job, JobError, JobOptions, Sharing};
 pub use plan::{JobPlan, compile};
 pub use results::csv::write as write_csv;
 pub use results::diff::{DiffError, Limits as DiffLimits, ReportFile, RunDiff};
 pub use results::html::render as render_html;
-pub use results::merge::{MergeError, RunFile, merge as merge_reports};
+pub use results::merge::merge as merge_reports;
 pub use results::{Report, Snapshot, progress_line};
 pub use server::{
     ADMIN_TOKEN_VAR, Access, GrpcCoordinator, InProcess, Keep, REPLAYER_TOKEN_VAR, Running, ServeError,

@@ -370,8 +370,16 @@ impl Fleet {
     }
 }
 
+/// Statistics reports from replayers: merged, lost, repeated.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct StatsReportCounts {
+    pub received: u64,
+    pub lost: u64,
+    pub duplicate: u64,
+}
+
 /// What [`Fleet::snapshot`] reads: everything the results render of the fleet.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct FleetSnapshot {
     /// By endpoint name: at most `[stats] max_endpoints` and "other".
     pub endpoints: BTreeMap<Arc<str>, EndpointStats>,

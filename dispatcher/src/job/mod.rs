@@ -9,6 +9,7 @@
 //! without a task in between.
 
 mod gate;
+pub mod parts;
 mod run;
 pub mod shards;
 mod stages;
@@ -240,6 +241,14 @@ impl Job {
     /// The share of the source this job reads (`--shard`).
     pub fn shard(&self) -> Shard {
         self.opts.shard
+    }
+
+    /// The link to the coordinator, when this job is a shard that joins one.
+    pub fn coordinator(&self) -> Option<&Arc<dyn Coordinator>> {
+        match &self.opts.sharing {
+            Sharing::Join(link) => Some(link),
+            _ => None,
+        }
     }
 
     /// The other shards, when this job coordinates a sharded job.

@@ -72,16 +72,6 @@ impl Job {
         if let Some(board) = &self.board {
             board.wait_ended(&self.stop, self.cfg.proxy.drain_timeout.0).await;
         }
-        if let Sharing::Join(link) = &self.opts.sharing {
-            let state = if stopped { "stopped" } else { "finished" };
-            let shard = self.opts.shard;
-            link.ended(pb::ShardEnded {
-                job_id: self.id().to_owned(),
-                index: shard.index(),
-                state: state.into(),
-            })
-            .await;
-        }
         self.sinks.flush(SINK_FLUSH).await;
         self.times.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(Instant::now());
         self.state.send_replace(if stopped { JobState::Stopped } else { JobState::Finished });

@@ -6,15 +6,23 @@
 //! or the earliest first record of all shards) and one start instant a little ahead, and
 //! every shard schedules a record recorded at `t` for `start + (t − origin) / speed`.
 //!
+//! Every second each shard sends its results so far (its report, statistics encoded
+//! within), and its last ones at its end; the coordinator keeps each shard's latest as a
+//! [`Part`] and adds them to its own on every snapshot (`results::merge::absorb`), so its
+//! live page, `/status`, `/metrics`, thresholds and report are the whole job's. Sending the
+//! whole so far rather than deltas costs more bytes (bounded by `[stats] max_endpoints`),
+//! and a lost or repeated message changes nothing.
+//!
 //! A shard whose clock is further off than the bound (`--max-clock-offset`) is refused, and
 //! the job does not start. A stop of the coordinator's job reaches every shard; a coordinator
 //! that is gone stops every shard (no replay goes on unwatched); a shard that is gone before
-//! it said it ended is named lost in the coordinator's report.
+//! its last results is named lost in the coordinator's report, and what it had scheduled and
+//! not reported done counts as dropped `shard_lost`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reprise_proto::pb;
@@ -22,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::parts::Part;
 use crate::shard::Shard;
 
 /// How far ahead of the moment the last shard joined the common start is: enough for the
@@ -40,8 +49,8 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
     /// start: the start and the offset it was measured with (the coordinator's clock minus
     /// this one's), and what resolves with why when the coordinator stops the job or is gone.
     fn join(&self, join: pb::ShardJoin) -> Pending<'_, Result<Joined, String>>;
-    /// Tells the coordinator this shard's job has ended.
-    fn ended(&self, ended: pb::ShardEnded) -> Pending<'_, ()>;
+    /// Sends this shard's results so far (the last ones when `results.last`).
+    fn report(&self, results: pb::ShardResults) -> Pending<'_, Result<(), String>>;
 }
 
 /// What joining gave.
@@ -91,6 +100,8 @@ struct Entry {
     state: &'static str,
     why: Option<String>,
     events: mpsc::Sender<pb::ShardEvent>,
+    /// Its latest results.
+    results: Option<Arc<Part>>,
 }
 
 impl Board {
@@ -125,6 +136,7 @@ impl Board {
             state: "joined",
             why: None,
             events: tx,
+            results: None,
         };
         if offset > self.max_offset {
             let why = format!(
@@ -207,15 +219,38 @@ impl Board {
         }
     }
 
-    /// A shard said its job ended.
-    pub fn ended(&self, ended: &pb::ShardEnded) {
-        if let Some(e) = self.lock().shards.get_mut(&ended.index) {
-            e.state = if ended.state == "stopped" { "stopped" } else { "finished" };
+    /// Takes a shard's results (its latest replace what it sent before); its last ones
+    /// end it, finished or stopped as they say.
+    pub fn results(&self, index: u32, part: Part, last: bool) -> Result<(), String> {
+        let mut inner = self.lock();
+        let Some(e) = inner.shards.get_mut(&index) else {
+            return Err(format!("shard {index} has not joined"));
+        };
+        if last {
+            e.state =
+                if part.run.state == crate::control::JobState::Stopped { "stopped" } else { "finished" };
         }
-        self.changed.notify_waiters();
+        e.results = Some(Arc::new(part));
+        drop(inner);
+        if last {
+            self.changed.notify_waiters();
+        }
+        Ok(())
     }
 
-    /// A shard's stream closed: lost, unless it said it ended (or was refused).
+    /// Each shard's latest results, and whether the shard was lost.
+    pub fn parts(&self) -> Vec<(String, Arc<Part>, bool)> {
+        let count = self.shard.count();
+        self.lock()
+            .shards
+            .iter()
+            .filter_map(|(i, e)| {
+                e.results.as_ref().map(|p| (format!("shard {i}/{count}"), Arc::clone(p), e.state == "lost"))
+            })
+            .collect()
+    }
+
+    /// A shard's stream closed: lost, unless it sent its last results (or was refused).
     pub fn gone(&self, index: u32) {
         if let Some(e) = self.lock().shards.get_mut(&index)
             && matches!(e.state, "joined" | "running")

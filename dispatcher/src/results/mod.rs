@@ -30,7 +30,7 @@ use crate::accounting::Counts;
 use crate::control::{Control, JobState};
 use crate::endpoints::OTHER;
 use crate::fetchers::progress::SourceStatus;
-use crate::fleet::{MemberStatus, Row};
+use crate::fleet::{MemberStatus, Row, StatsReportCounts};
 use crate::job::{Job, PageCounts};
 use crate::sinks::SinkCounts;
 use crate::thresholds::Verdict;
@@ -106,13 +106,6 @@ pub struct Totals {
     /// `input = in_range + out_of_range`, `scheduled = sent + dropped_total` and
     /// `sent = ok + failed` all hold.
     pub balanced: bool,
-}
-
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
-pub struct StatsReportCounts {
-    pub received: u64,
-    pub lost: u64,
-    pub duplicate: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -48,8 +48,25 @@ pub struct Snapshot<'a> {
 }
 
 impl<'a> Snapshot<'a> {
-    /// Takes the snapshot; the per-second history is copied only when `history` asks.
+    /// Takes the snapshot; the per-second history is copied only when `history` asks. The
+    /// coordinator of a sharded job adds its shards' latest results: its snapshot is the
+    /// whole job's.
     pub fn of(job: &'a Job, history: bool) -> Snapshot<'a> {
+        let mut snap = Snapshot::of_own(job, history);
+        if let Some(board) = job.board() {
+            for (label, part, lost) in board.parts() {
+                super::merge::absorb(&mut snap, &part, lost, &label);
+            }
+            if !history {
+                snap.fleet.history.clear();
+            }
+            // The whole job's, no longer one shard's share.
+            snap.shard = Shard::WHOLE;
+        }
+        snap
+    }
+
+    fn of_own(job: &'a Job, history: bool) -> Snapshot<'a> {
         let fleet = job.fleet().snapshot(history);
         Snapshot {
             config: job.config(),

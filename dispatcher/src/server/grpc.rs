@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 use super::station::Station;
 use crate::fleet::IntakeError;
 use crate::job::Job;
+use crate::job::parts::Part;
 use crate::refusals::Refusal;
 
 use super::auth::{REPLAYER_TOKEN_VAR, Token};
@@ -297,12 +298,25 @@ impl Dispatcher for Service {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn shard_end(&self, req: Request<pb::ShardEnded>) -> Result<Response<pb::ShardReturn>, Status> {
-        self.authorize(&req, "ShardEnd")?;
-        let ended = req.into_inner();
-        let job = self.coordinating(&ended.job_id)?;
+    async fn shard_report(
+        &self,
+        req: Request<pb::ShardResults>,
+    ) -> Result<Response<pb::ShardReturn>, Status> {
+        self.authorize(&req, "ShardReport")?;
+        let results = req.into_inner();
+        let job = self.coordinating(&results.job_id)?;
+        // Decoding a report's histograms is CPU work: off the runtime's workers.
+        let part = tokio::task::spawn_blocking(move || {
+            let label = std::path::PathBuf::from(format!("the results of shard {}", results.index));
+            let run = serde_json::from_slice(&results.report_json)
+                .map_err(|e| Status::invalid_argument(format!("{}: {e}", label.display())))?;
+            let part = Part::of(&label, run).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            Ok::<_, Status>((results.index, part, results.last))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("decoding the results failed: {e}")))??;
         if let Some(board) = job.board() {
-            board.ended(&ended);
+            board.results(part.0, part.1, part.2).map_err(Status::failed_precondition)?;
         }
         Ok(Response::new(pb::ShardReturn {}))
     }

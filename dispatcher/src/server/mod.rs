@@ -155,7 +155,19 @@ pub async fn start(
     let station = Station::one(Arc::clone(&job), counters, shutdown);
     let (grpc, http, servers) = listeners.serve(&station, access, tls.as_ref(), metrics_auth);
     let runner = Arc::clone(&job);
-    let done = tokio::spawn(async move { runner.run().await });
+    let done = match job.coordinator() {
+        None => tokio::spawn(async move { runner.run().await }),
+        Some(link) => {
+            let link = Arc::clone(link);
+            tokio::spawn(async move {
+                let sending = tokio::spawn(shard_link::send_results(Arc::clone(&runner), Arc::clone(&link)));
+                let result = runner.run().await;
+                sending.abort();
+                shard_link::send_last(&runner, link.as_ref()).await;
+                result
+            })
+        }
+    };
     Ok(Running { grpc, http, job, done, station, servers })
 }
 

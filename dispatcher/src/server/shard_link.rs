@@ -13,7 +13,57 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request};
 
+use crate::control::JobState;
+use crate::job::Job;
 use crate::job::shards::{Coordinator, Joined, Pending};
+use crate::results::Report;
+
+/// How often a shard sends its results so far.
+const RESULTS_EVERY: Duration = Duration::from_secs(1);
+/// Tries to send a shard's last results.
+const LAST_TRIES: usize = 5;
+
+/// Sends `job`'s results to its coordinator every second once it runs, until aborted.
+pub(super) async fn send_results(job: std::sync::Arc<Job>, link: std::sync::Arc<dyn Coordinator>) {
+    let mut tick = tokio::time::interval(RESULTS_EVERY);
+    loop {
+        tick.tick().await;
+        if job.state() == JobState::Waiting {
+            continue;
+        }
+        if let Err(e) = link.report(results(&job, false)).await {
+            tracing::debug!(error = %e, "results not sent to the coordinator");
+        }
+    }
+}
+
+/// Sends `job`'s last results once it has ended, trying a few times.
+pub(super) async fn send_last(job: &Job, link: &dyn Coordinator) {
+    if job.started_unix() == 0.0 {
+        // Never started (the shards did not agree): nothing to send.
+        return;
+    }
+    for attempt in 1..=LAST_TRIES {
+        match link.report(results(job, true)).await {
+            Ok(()) => return,
+            Err(e) if attempt == LAST_TRIES => {
+                tracing::error!(error = %e, "the last results could not reach the coordinator: it counts this shard lost");
+            }
+            Err(_) => tokio::time::sleep(RETRY).await,
+        }
+    }
+}
+
+fn results(job: &Job, last: bool) -> pb::ShardResults {
+    let report = Report::of(job);
+    let shard = job.shard();
+    pb::ShardResults {
+        job_id: job.id().to_owned(),
+        index: shard.index(),
+        report_json: serde_json::to_vec(&report).unwrap_or_default().into(),
+        last,
+    }
+}
 
 /// Clock readings per join; the one of the shortest round trip counts.
 const CLOCK_PROBES: usize = 8;
@@ -24,8 +74,11 @@ const RETRY: Duration = Duration::from_millis(500);
 pub struct GrpcCoordinator {
     endpoint: Endpoint,
     token: Option<MetadataValue<Ascii>>,
-    /// The connection joined over, for saying the job ended.
+    /// The connection joined over, for sending results.
     client: Mutex<Option<DispatcherClient<Channel>>>,
+    /// Closes the event stream once the last results are in: the coordinator counts a
+    /// shard whose stream closes before that lost.
+    close: tokio_util::sync::CancellationToken,
 }
 
 impl GrpcCoordinator {
@@ -53,7 +106,7 @@ impl GrpcCoordinator {
                 Some(v)
             }
         };
-        Ok(GrpcCoordinator { endpoint, token, client: Mutex::new(None) })
+        Ok(GrpcCoordinator { endpoint, token, client: Mutex::new(None), close: Default::default() })
     }
 
     fn request<T>(&self, msg: T) -> Request<T> {
@@ -126,30 +179,53 @@ impl Coordinator for GrpcCoordinator {
                 Ok(_) => return Err("the coordinator closed its stream before the start".into()),
                 Err(s) => return Err(format!("the coordinator is gone: {}", s.message())),
             };
-            let stop = Box::pin(async move {
-                loop {
-                    match events.message().await {
-                        Ok(Some(pb::ShardEvent { event: Some(pb::shard_event::Event::Stop(stop)) })) => {
-                            return format!("the coordinator: {}", stop.reason);
+            // The stream stays open past the job's end, until the last results are in.
+            let (tell, told) = tokio::sync::oneshot::channel();
+            let close = self.close.clone();
+            tokio::spawn(async move {
+                let why = async {
+                    loop {
+                        // (`events` stays held after a stop: the last results follow it.)
+                        match events.message().await {
+                            Ok(Some(pb::ShardEvent { event: Some(pb::shard_event::Event::Stop(stop)) })) => {
+                                return format!("the coordinator: {}", stop.reason);
+                            }
+                            Ok(Some(_)) => {}
+                            Ok(None) => return "the coordinator closed its stream: it is gone".to_owned(),
+                            Err(s) => return format!("the coordinator is gone: {}", s.message()),
                         }
-                        Ok(Some(_)) => {}
-                        Ok(None) => return "the coordinator closed its stream: it is gone".to_owned(),
-                        Err(s) => return format!("the coordinator is gone: {}", s.message()),
                     }
+                };
+                tokio::select! {
+                    why = why => {
+                        let _ = tell.send(why);
+                        close.cancelled().await;
+                    }
+                    () = close.cancelled() => {}
+                }
+                drop(events);
+            });
+            let stop = Box::pin(async move {
+                match told.await {
+                    Ok(why) => why,
+                    // Closed after the last results: nothing stops the job any more.
+                    Err(_) => std::future::pending().await,
                 }
             });
             Ok(Joined { start, offset_us, stop })
         })
     }
 
-    fn ended(&self, ended: pb::ShardEnded) -> Pending<'_, ()> {
+    fn report(&self, results: pb::ShardResults) -> Pending<'_, Result<(), String>> {
         Box::pin(async move {
             let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(mut client) = client
-                && let Err(e) = client.shard_end(self.request(ended)).await
-            {
-                tracing::warn!(error = %e.message(), "could not tell the coordinator this shard ended");
+            let Some(mut client) = client else { return Err("not joined".into()) };
+            let last = results.last;
+            client.shard_report(self.request(results)).await.map_err(|s| refused(&s))?;
+            if last {
+                self.close.cancel();
             }
+            Ok(())
         })
     }
 }
