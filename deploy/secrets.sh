@@ -33,6 +33,8 @@ else
   openssl req "${ec[@]}" -keyout "$dir/tls.key" -out "$dir/tls.csr" -subj /CN=reprise-dispatcher 2> /dev/null
   names="DNS:reprise-dispatcher,DNS:reprise-dispatcher.$ns,DNS:reprise-dispatcher.$ns.svc"
   names+=",DNS:reprise-dispatcher.$ns.svc.cluster.local,DNS:localhost,IP:127.0.0.1"
+  # The shards of overlays/sharded: reprise-dispatcher-I.reprise-shards.
+  names+=",DNS:*.reprise-shards,DNS:*.reprise-shards.$ns.svc,DNS:*.reprise-shards.$ns.svc.cluster.local"
   openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
     -out "$dir/tls.crt" -days 825 \
     -extfile <(printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$names") 2> /dev/null

@@ -115,6 +115,10 @@ enum Command {
         /// together at the instant shard 0 announces once all have joined.
         #[arg(long, env = "REPRISE_COORDINATOR", value_name = "URL")]
         coordinator: Option<String>,
+        /// The CA certificate (PEM) an https:// coordinator's certificate chains to
+        /// (default: the web's roots).
+        #[arg(long, env = "REPRISE_COORDINATOR_CA", value_name = "PEM", requires = "coordinator")]
+        coordinator_ca: Option<PathBuf>,
         /// Shard 0 refuses to start the job when a shard's clock is further off its own.
         #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = humantime::parse_duration)]
         max_clock_offset: std::time::Duration,
@@ -323,11 +327,13 @@ fn main() -> ExitCode {
                 outputs,
                 shard,
                 coordinator,
+                coordinator_ca,
                 max_clock_offset,
             } => {
                 let args = run::DaemonArgs {
                     shard,
                     coordinator,
+                    coordinator_ca,
                     max_clock_offset,
                     grpc,
                     http,

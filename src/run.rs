@@ -397,6 +397,8 @@ pub struct DaemonArgs {
     pub shard: ShardArgs,
     /// Shard 0's gRPC address, for the other shards.
     pub coordinator: Option<String>,
+    /// The CA its certificate chains to.
+    pub coordinator_ca: Option<PathBuf>,
     /// Shard 0 refuses a shard whose clock is further off than this.
     pub max_clock_offset: Duration,
     pub grpc: Option<String>,
@@ -524,10 +526,9 @@ fn sharing(args: &DaemonArgs) -> Result<(Shard, Sharing), String> {
     let sharing = match (shard.is_whole(), shard.index(), &args.coordinator) {
         (true, _, None) => Sharing::Alone,
         (true, _, Some(_)) => return Err("--coordinator is for a shard (--shard I/N with I > 0)".into()),
-        (false, 0, None) => Sharing::Coordinate(args.max_clock_offset),
-        (false, 0, Some(_)) => {
-            return Err("shard 0 is the coordinator: give --coordinator to the other shards only".into());
-        }
+        // Shard 0 is the coordinator; it may be given --coordinator too, as the pods of a
+        // Kubernetes Indexed Job all are.
+        (false, 0, _) => Sharing::Coordinate(args.max_clock_offset),
         (false, _, None) => {
             return Err(format!(
                 "shard {shard} needs --coordinator URL (REPRISE_COORDINATOR): shard 0's gRPC address, e.g. http://shard-0:9090"
@@ -535,7 +536,8 @@ fn sharing(args: &DaemonArgs) -> Result<(Shard, Sharing), String> {
         }
         (false, _, Some(url)) => {
             let token = std::env::var(REPLAYER_TOKEN_VAR).ok();
-            Sharing::Join(std::sync::Arc::new(GrpcCoordinator::new(url, token.as_deref())?))
+            let ca = args.coordinator_ca.as_deref();
+            Sharing::Join(std::sync::Arc::new(GrpcCoordinator::new(url, token.as_deref(), ca)?))
         }
     };
     Ok((shard, sharing))

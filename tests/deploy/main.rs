@@ -94,6 +94,16 @@ fn every_overlay_renders_and_each_object_validates_strictly() {
             .as_slice(),
         ),
         ("overlays/ci", ["Job/reprise-dispatcher", "Job/reprise-replayer"].as_slice()),
+        (
+            "overlays/sharded",
+            [
+                "Job/reprise-dispatcher",
+                "Service/reprise-shards",
+                "Job/reprise-replayer-0",
+                "Job/reprise-replayer-2",
+            ]
+            .as_slice(),
+        ),
         ("base", ["Deployment/reprise-dispatcher", "Deployment/reprise-replayer"].as_slice()),
     ] {
         let yaml = render(overlay);
@@ -109,10 +119,42 @@ fn every_overlay_renders_and_each_object_validates_strictly() {
             assert!(!found.iter().any(|k| k.starts_with("Deployment/")), "the Jobs replace the Deployments");
         }
     }
+    sharded_wiring(&objects(&render("overlays/sharded")));
     // Strict: a misspelt field is refused, not ignored.
     let typo = render("overlays/fleet").replacen("readOnlyRootFilesystem:", "readOnlyRootFilesytem:", 1);
     let (ok, said) = validate(&typo, &dir);
     assert!(!ok, "a misspelt field passed: {said}");
+}
+
+/// The sharded overlay's names agree: as many shard pods as `--shards`, the coordinator's
+/// host is shard 0's pod name under the headless Service its pods are a subdomain of, each
+/// replayer Job reaches its own shard, and the admin Service is the coordinator's.
+fn sharded_wiring(objs: &[Value]) {
+    let find =
+        |kind: &str, n: &str| objs.iter().find(|o| o["kind"] == kind && name(o) == n).expect(n).clone();
+    let job = find("Job", "reprise-dispatcher");
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    let args: Vec<&str> = spec["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let after = |flag: &str| args[args.iter().position(|a| *a == flag).expect(flag) + 1];
+    let shards: u64 = after("--shards").parse().expect("a count");
+    assert_eq!((spec["completions"].as_u64(), spec["parallelism"].as_u64()), (Some(shards), Some(shards)));
+    let headless = find("Service", "reprise-shards");
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert_eq!(spec["template"]["spec"]["subdomain"], "reprise-shards");
+    assert_eq!(after("--coordinator"), "https://reprise-dispatcher-0.reprise-shards:9090");
+    for i in 0..shards {
+        let replayers = find("Job", &format!("reprise-replayer-{i}"));
+        let args = replayers["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        assert!(args.contains(&format!("https://reprise-dispatcher-{i}.reprise-shards:9090")), "{args}");
+    }
+    let admin = find("Service", "reprise-dispatcher");
+    assert_eq!(admin["spec"]["selector"]["batch.kubernetes.io/job-completion-index"], "0");
 }
 
 /// The suite's S3 server (or this binary's own) with the recording the job file names.

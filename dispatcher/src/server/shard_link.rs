@@ -82,8 +82,13 @@ pub struct GrpcCoordinator {
 }
 
 impl GrpcCoordinator {
-    /// A link to the coordinator at `url` (shard 0's gRPC address), calling with `token`.
-    pub fn new(url: &str, token: Option<&str>) -> Result<GrpcCoordinator, String> {
+    /// A link to the coordinator at `url` (shard 0's gRPC address), calling with `token`;
+    /// over `https://` its certificate must chain to `ca` (PEM), or to the web's roots.
+    pub fn new(
+        url: &str,
+        token: Option<&str>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<GrpcCoordinator, String> {
         let bad = || {
             format!("--coordinator {url:?}: not a URL; give shard 0's gRPC address, e.g. http://shard-0:9090")
         };
@@ -93,9 +98,17 @@ impl GrpcCoordinator {
             return Err(bad());
         }
         if endpoint.uri().scheme_str() == Some("https") {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_webpki_roots())
-                .map_err(|e| format!("--coordinator {url}: {e}"))?;
+            let tls = match ca {
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .map_err(|e| format!("--coordinator-ca {}: cannot read it: {e}", path.display()))?;
+                    ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                }
+                None => ClientTlsConfig::new().with_webpki_roots(),
+            };
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("--coordinator {url}: {e}"))?;
+        } else if ca.is_some() {
+            return Err(format!("--coordinator-ca needs an https:// coordinator URL, not {url}"));
         }
         let token = match token {
             None => None,
