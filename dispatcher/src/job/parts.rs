@@ -83,8 +83,9 @@ pub struct EncodedCompare {
     pub encoded: String,
 }
 
+/// A report file that cannot be read (`reprise merge`, `reprise diff`).
 #[derive(Debug, thiserror::Error)]
-pub enum MergeError {
+pub enum ReportFileError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error(
@@ -92,6 +93,19 @@ pub enum MergeError {
         path.display()
     )]
     Parse { path: PathBuf, source: serde_json::Error },
+}
+
+/// Reads the JSON report at `path` as `T` (the parts of it a reader needs).
+pub fn read_report<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ReportFileError> {
+    let text =
+        std::fs::read(path).map_err(|source| ReportFileError::Read { path: path.to_owned(), source })?;
+    serde_json::from_slice(&text).map_err(|source| ReportFileError::Parse { path: path.to_owned(), source })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error(transparent)]
+    File(#[from] ReportFileError),
     #[error(
         "{}: {part} carries no encoded statistics (a report of an older reprise, or a live page's); \
          merge reports written by --report-json of this version",
@@ -108,9 +122,7 @@ pub enum MergeError {
 
 impl RunFile {
     pub fn load(path: &Path) -> Result<RunFile, MergeError> {
-        let text =
-            std::fs::read(path).map_err(|source| MergeError::Read { path: path.to_owned(), source })?;
-        serde_json::from_slice(&text).map_err(|source| MergeError::Parse { path: path.to_owned(), source })
+        Ok(read_report(path)?)
     }
 
     /// The thresholds the runs were judged by, as the gate of a merge that names none.

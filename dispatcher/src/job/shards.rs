@@ -306,3 +306,83 @@ impl Board {
         self.statuses().into_iter().filter(|s| s.state == "lost").map(|s| s.shard).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(index: u32, first_ns: Option<i64>, offset_us: i64) -> pb::ShardJoin {
+        pb::ShardJoin {
+            job_id: "j".into(),
+            index,
+            count: 3,
+            version: String::new(),
+            first_ns,
+            clock_offset_us: offset_us,
+            rtt_us: 100,
+        }
+    }
+
+    fn board() -> Board {
+        Board::new(Shard::new(0, 3).expect("shard"), MAX_CLOCK_OFFSET)
+    }
+
+    #[tokio::test]
+    async fn the_start_waits_for_every_shard_and_its_origin_is_the_earliest_first_record() {
+        let b = board();
+        let stop = CancellationToken::new();
+        let mut one = b.join(&join(1, Some(2_000), 40)).expect("joins");
+        assert!(b.join(&join(1, Some(2_000), 40)).is_err(), "twice");
+        assert!(b.join(&join(3, None, 0)).is_err(), "not of this job");
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), b.agree(Some(5_000), None, &stop)).await;
+        assert!(waiting.is_err(), "shard 2 has not joined");
+        let mut two = b.join(&join(2, Some(1_000), -30)).expect("joins");
+        let (at, origin) = b.agree(Some(5_000), None, &stop).await.expect("agreed");
+        assert_eq!(origin, Some(1_000));
+        assert!(at > SystemTime::now(), "a little ahead");
+        for rx in [&mut one, &mut two] {
+            let Some(pb::ShardEvent { event: Some(pb::shard_event::Event::Start(s)) }) = rx.recv().await
+            else {
+                panic!("no start")
+            };
+            assert_eq!(s.origin_ns, 1_000);
+        }
+        assert!(b.join(&join(2, None, 0)).is_err(), "too late");
+        let begin = board();
+        let _one = begin.join(&join(1, Some(2_000), 0)).expect("joins");
+        let _two = begin.join(&join(2, Some(1_000), 0)).expect("joins");
+        let (_, origin) = begin.agree(None, Some(500), &stop).await.expect("agreed");
+        assert_eq!(origin, Some(500), "[job] begin wins");
+    }
+
+    #[tokio::test]
+    async fn a_clock_too_far_off_keeps_the_job_from_starting() {
+        let b = board();
+        let why = b.join(&join(1, Some(1), 12_300)).expect_err("refused");
+        assert!(
+            why.contains("shard 1/3's clock is 12.3 ms off") && why.contains("--max-clock-offset"),
+            "{why}"
+        );
+        let _two = b.join(&join(2, Some(1), 0)).expect("joins");
+        let agreed = b.agree(None, None, &CancellationToken::new()).await;
+        assert_eq!(agreed.expect_err("no start"), why);
+        assert_eq!(b.statuses()[0].state, "refused");
+    }
+
+    #[tokio::test]
+    async fn a_shard_gone_before_its_last_results_is_lost_and_a_stop_reaches_the_others() {
+        let b = board();
+        let _one = b.join(&join(1, Some(1), 0)).expect("joins");
+        let mut two = b.join(&join(2, Some(1), 0)).expect("joins");
+        b.agree(None, None, &CancellationToken::new()).await.expect("agreed");
+        b.gone(1);
+        assert_eq!(b.lost(), ["1/3"]);
+        b.stop_all("stopped");
+        let _start = two.recv().await;
+        let Some(pb::ShardEvent { event: Some(pb::shard_event::Event::Stop(s)) }) = two.recv().await else {
+            panic!("no stop")
+        };
+        assert_eq!(s.reason, "stopped");
+    }
+}

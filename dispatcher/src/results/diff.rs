@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,21 +52,12 @@ pub struct CompareEndpointFigures {
     pub diff_rate: f64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DiffError {
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error(
-        "{} is not a reprise JSON report ({source}); give files written by --report-json or GET /jobs/ID/report.json",
-        path.display()
-    )]
-    Parse { path: PathBuf, source: serde_json::Error },
-}
+/// A report that cannot be read.
+pub type DiffError = crate::job::parts::ReportFileError;
 
 impl ReportFile {
     pub fn load(path: &Path) -> Result<ReportFile, DiffError> {
-        let text = std::fs::read(path).map_err(|source| DiffError::Read { path: path.to_owned(), source })?;
-        serde_json::from_slice(&text).map_err(|source| DiffError::Parse { path: path.to_owned(), source })
+        crate::job::parts::read_report(path)
     }
 }
 
