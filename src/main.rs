@@ -90,38 +90,8 @@ enum Command {
         /// ports) the dispatcher serves with; a job file will do.
         #[arg(long, env = "REPRISE_SERVICE", value_name = "FILE", conflicts_with = "config")]
         service: Option<PathBuf>,
-        /// gRPC listen address (default: service.grpc in the job file).
-        #[arg(long)]
-        grpc: Option<String>,
-        /// Admin HTTP listen address (default: service.http in the job file).
-        #[arg(long)]
-        http: Option<String>,
-        /// Keep serving after the job has ended.
-        #[arg(long)]
-        serve_forever: bool,
-        /// Serve beyond loopback without REPRISE_REPLAYER_TOKEN or REPRISE_ADMIN_TOKEN, on
-        /// purpose: anyone who reaches the ports can then receive the recorded requests or
-        /// steer the job.
-        #[arg(long)]
-        insecure: bool,
-        /// The job's target instead of `[job] target`; a replayer's own --target still wins.
-        #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = job_target)]
-        target: Option<String>,
         #[command(flatten)]
-        outputs: run::Outputs,
-        #[command(flatten)]
-        shard: run::ShardArgs,
-        /// For shards 1 and up (`--shard I/N`): shard 0's gRPC address. The shards start
-        /// together at the instant shard 0 announces once all have joined.
-        #[arg(long, env = "REPRISE_COORDINATOR", value_name = "URL")]
-        coordinator: Option<String>,
-        /// The CA certificate (PEM) an https:// coordinator's certificate chains to
-        /// (default: the web's roots).
-        #[arg(long, env = "REPRISE_COORDINATOR_CA", value_name = "PEM", requires = "coordinator")]
-        coordinator_ca: Option<PathBuf>,
-        /// Shard 0 refuses to start the job when a shard's clock is further off its own.
-        #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = humantime::parse_duration)]
-        max_clock_offset: std::time::Duration,
+        daemon: run::DaemonArgs,
     },
     /// Receive records from a dispatcher and fire them at the target.
     ///
@@ -314,48 +284,19 @@ fn main() -> ExitCode {
                 let flags = run::JobFlags { dry_run, target, shard };
                 run::local(&job, replayers, &outputs, flags, layout, cancel).await
             }
-            Command::Dispatcher {
-                config,
-                jobs_dir,
-                keep_jobs,
-                service,
-                grpc,
-                http,
-                serve_forever,
-                insecure,
-                target,
-                outputs,
-                shard,
-                coordinator,
-                coordinator_ca,
-                max_clock_offset,
-            } => {
-                let args = run::DaemonArgs {
-                    shard,
-                    coordinator,
-                    coordinator_ca,
-                    max_clock_offset,
-                    grpc,
-                    http,
-                    serve_forever,
-                    insecure,
-                    target,
-                    outputs,
-                };
-                match config {
-                    Some(config) => run::dispatcher(&config, args, cancel).await,
-                    None if args.shard.shard().is_ok_and(|s| !s.is_whole()) => {
-                        eprintln!(
-                            "error: --shard needs --config: a standing dispatcher's jobs are each read whole"
-                        );
-                        ExitCode::from(EXIT_CONFIG)
-                    }
-                    None => {
-                        let keep = reprise_dispatcher::Keep { dir: jobs_dir, last: keep_jobs as usize };
-                        run::standing(args, keep, service.as_deref(), cancel).await
-                    }
+            Command::Dispatcher { config, jobs_dir, keep_jobs, service, daemon: args } => match config {
+                Some(config) => run::dispatcher(&config, args, cancel).await,
+                None if args.shard.shard().is_ok_and(|s| !s.is_whole()) => {
+                    eprintln!(
+                        "error: --shard needs --config: a standing dispatcher's jobs are each read whole"
+                    );
+                    ExitCode::from(EXIT_CONFIG)
                 }
-            }
+                None => {
+                    let keep = reprise_dispatcher::Keep { dir: jobs_dir, last: keep_jobs as usize };
+                    run::standing(args, keep, service.as_deref(), cancel).await
+                }
+            },
             Command::Replayer(args) => replayer(args, cancel).await,
             Command::Validate { job } => run::validate(&job),
             Command::Diff(args) => diff(&args),

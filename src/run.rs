@@ -393,21 +393,41 @@ async fn progress(job: &Job) -> ! {
     }
 }
 
+/// What `reprise dispatcher` is given besides its job (`--config`) or its job queue.
+#[derive(clap::Args)]
 pub struct DaemonArgs {
-    pub shard: ShardArgs,
-    /// Shard 0's gRPC address, for the other shards.
-    pub coordinator: Option<String>,
-    /// The CA its certificate chains to.
-    pub coordinator_ca: Option<PathBuf>,
-    /// Shard 0 refuses a shard whose clock is further off than this.
-    pub max_clock_offset: Duration,
+    /// gRPC listen address (default: service.grpc in the job file).
+    #[arg(long)]
     pub grpc: Option<String>,
+    /// Admin HTTP listen address (default: service.http in the job file).
+    #[arg(long)]
     pub http: Option<String>,
+    /// Keep serving after the job has ended.
+    #[arg(long)]
     pub serve_forever: bool,
+    /// Serve beyond loopback without REPRISE_REPLAYER_TOKEN or REPRISE_ADMIN_TOKEN, on
+    /// purpose: anyone who reaches the ports can then receive the recorded requests or
+    /// steer the job.
+    #[arg(long)]
     pub insecure: bool,
-    /// Replaces `[job] target`.
+    /// The job's target instead of `[job] target`; a replayer's own --target still wins.
+    #[arg(long, env = "REPRISE_TARGET", value_name = "URL", value_parser = crate::job_target)]
     pub target: Option<String>,
+    #[command(flatten)]
     pub outputs: Outputs,
+    #[command(flatten)]
+    pub shard: ShardArgs,
+    /// For shards 1 and up (`--shard I/N`): shard 0's gRPC address. The shards start
+    /// together at the instant shard 0 announces once all have joined.
+    #[arg(long, env = "REPRISE_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// The CA certificate (PEM) an https:// coordinator's certificate chains to
+    /// (default: the web's roots).
+    #[arg(long, env = "REPRISE_COORDINATOR_CA", value_name = "PEM", requires = "coordinator")]
+    pub coordinator_ca: Option<PathBuf>,
+    /// Shard 0 refuses to start the job when a shard's clock is further off its own.
+    #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub max_clock_offset: std::time::Duration,
 }
 
 /// A secret from the environment: `None` when unset; an error when set but unusable.
