@@ -76,6 +76,13 @@ impl Shard {
         self.is_whole() || unit % u64::from(self.count) == u64::from(self.index)
     }
 
+    /// What this shard reads of a source of `parts` (sorted): its own parts whole, I of every
+    /// N, when there are `enough` of them; else every part, split by record with the shard
+    /// returned (the whole source's records split by part need no split inside a part).
+    pub fn parts<T>(self, parts: Vec<T>, enough: bool) -> (Vec<T>, Shard) {
+        if enough { (self.of_sorted(parts), Shard::WHOLE) } else { (parts, self) }
+    }
+
     /// The parts of `all` (sorted) this shard reads whole: I of every N.
     pub fn of_sorted<T>(self, all: Vec<T>) -> Vec<T> {
         all.into_iter().skip(self.index as usize).step_by(self.count as usize).collect()

@@ -15,18 +15,16 @@ use super::merge::{Chunk, Stream};
 use super::units::{ReadEnd, parse_stream};
 use super::{Chunker, FetchError, STREAM_CAPACITY, SourceContext, decompressed};
 use crate::accounting::Malformed;
-use crate::shard::Shard;
 
 /// Expands `pattern` and starts one reader per file, in name order. A shard (`--shard`)
 /// reads its files whole when there are more files than shards, else its records of every
 /// file (see [`crate::shard`]).
 pub fn start(pattern: &str, ctx: &SourceContext) -> Result<Vec<Stream>, FetchError> {
-    let mut files = expand(pattern)?;
+    let files = expand(pattern)?;
     let mut ctx = ctx.clone();
-    if files.len() > ctx.shard.count() as usize {
-        files = ctx.shard.of_sorted(files);
-        ctx.shard = Shard::WHOLE;
-    }
+    let enough = files.len() > ctx.shard.count() as usize;
+    let (files, shard) = ctx.shard.parts(files, enough);
+    ctx.shard = shard;
     ctx.progress.describe("file", "file", false);
     ctx.progress.parts(files.len() as u64);
     let mut streams = Vec::with_capacity(files.len());

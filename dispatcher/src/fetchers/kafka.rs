@@ -80,14 +80,12 @@ pub fn start(
     let watermarks = Arc::new(watermarks);
     let timeout = k.connect_timeout.0;
     let mut ids = partitions(&consumer, k, single, timeout).map_err(&err)?;
-    // A shard reads I of every N partitions when there are enough of them, else its records
-    // of every partition (crate::shard).
+    ids.sort_unstable();
+    // A shard's partitions, or its records of every partition (crate::shard).
     let mut ctx = ctx.clone();
-    if ids.len() >= ctx.shard.count() as usize {
-        ids.sort_unstable();
-        ids = ctx.shard.of_sorted(ids);
-        ctx.shard = crate::shard::Shard::WHOLE;
-    }
+    let enough = ids.len() >= ctx.shard.count() as usize;
+    let (ids, shard) = ctx.shard.parts(ids, enough);
+    ctx.shard = shard;
     let ctx = &ctx;
     let starts = start_offsets(&consumer, k, range, &ids, timeout).map_err(&err)?;
     let mut plan = TopicPartitionList::new();

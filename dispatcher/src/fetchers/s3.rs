@@ -59,13 +59,14 @@ pub async fn start(
     // A shard reads its objects whole when there are more objects than shards, else its
     // records of every object (crate::shard).
     let mut ctx = ctx.clone();
-    if objects.len() > ctx.shard.count() as usize {
-        let mut keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
-        keys.sort_unstable();
-        let mine: std::collections::HashSet<String> = ctx.shard.of_sorted(keys).into_iter().collect();
+    let mut keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+    keys.sort_unstable();
+    let (mine, shard) = ctx.shard.parts(keys, objects.len() > ctx.shard.count() as usize);
+    if shard.is_whole() && !ctx.shard.is_whole() {
+        let mine: std::collections::HashSet<String> = mine.into_iter().collect();
         objects.retain(|o| mine.contains(&o.key));
-        ctx.shard = crate::shard::Shard::WHOLE;
     }
+    ctx.shard = shard;
     let ctx = &ctx;
     if !pattern.has_time() && objects.len() > s3.concurrency as usize * 16 {
         tracing::warn!(

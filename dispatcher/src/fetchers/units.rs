@@ -351,19 +351,7 @@ fn read_paired(
                         ctx.accounting.malformed(Malformed::ImplausibleTime, &detail, &bytes, source, n)
                     }
                 },
-                Parsed::Answer { id, expected } => {
-                    let paired = pairing.answer(&id, expected);
-                    // Of a shard, an answer without its request here answers another
-                    // shard's request: that shard counts it.
-                    if paired || ctx.shard.is_whole() {
-                        ctx.accounting.unit_bytes(bytes.len() as u64);
-                        ctx.accounting.skipped(if paired {
-                            Skipped::GorResponse
-                        } else {
-                            Skipped::GorResponseUnpaired
-                        });
-                    }
-                }
+                Parsed::Answer { id, expected } => answer(ctx, pairing, &id, expected, bytes.len()),
             },
         }
         while let Some(r) = pairing.next(false) {
@@ -371,6 +359,16 @@ fn read_paired(
                 return Ok(ReadEnd::Stopped);
             }
         }
+    }
+}
+
+/// A GoReplay answer: paired with its request, counted skipped. Of a shard, an answer
+/// without its request here answers another shard's request: that shard counts it.
+fn answer(ctx: &super::SourceContext, pairing: &mut Pairing, id: &[u8], expected: Box<Bytes>, len: usize) {
+    let paired = pairing.answer(id, expected);
+    if paired || ctx.shard.is_whole() {
+        ctx.accounting.unit_bytes(len as u64);
+        ctx.accounting.skipped(if paired { Skipped::GorResponse } else { Skipped::GorResponseUnpaired });
     }
 }
 
