@@ -3,7 +3,8 @@
 //! each test starts its own). A recording is produced across 3 partitions with interleaved
 //! timestamps; the replay through the real binary must merge them in time order, honour
 //! begin and end, and finish by itself; follow mode must pick up messages produced during
-//! the replay; a broker that is down is a clear error with exit code 3.
+//! the replay; a broker that is down is a clear error with exit code 3; dispatchers in one
+//! consumer group share the partitions, and one that leaves loses nothing it committed.
 //!
 //! Tansu answers a timestamp lookup with the earliest offset, so these tests prove that the
 //! begin filter holds on its own, whatever the broker answers.
@@ -182,4 +183,129 @@ async fn a_broker_that_is_down_is_a_clear_error_with_exit_code_3() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("cannot reach the brokers"), "{err}");
+}
+
+/// A member of the group: a dispatcher in follow mode with one replayer, replaying to a
+/// target of its own, so the test sees which member replayed what.
+const PARTITIONS: i32 = 4;
+
+struct Member {
+    dispatcher: Daemon,
+    _replayer: Guard,
+    target: Capture,
+    report: std::path::PathBuf,
+    _dir: TestDir,
+}
+
+async fn member(kafka: &common::kafka::Kafka, topic: &str, name: &str) -> Member {
+    let target = Capture::start().await;
+    let dir = temp_dir(name);
+    // Heartbeats every 200 ms: a member learns of a rebalance within a fraction of a second.
+    let job = kafka.job(
+        &dir,
+        &target.url(),
+        "reorder_window = \"100ms\"",
+        &format!(
+            "topic = \"{topic}\"\nfollow = true\ngroup_id = \"{topic}-group\"\n[fetcher.kafka.properties]\n\"heartbeat.interval.ms\" = 200\n"
+        ),
+    );
+    let report = dir.join("report.json");
+    let dispatcher = start_dispatcher(&job, "127.0.0.1:0", Some(&report));
+    let replayer = spawn_replayer(&dispatcher.grpc_url, name);
+    Member { dispatcher, _replayer: replayer, target, report, _dir: dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_moves_partitions_between_dispatchers_and_a_leaver_loses_nothing_it_committed() {
+    let kafka = kafka().await;
+    let topic = kafka.topic_of("group", PARTITIONS).await;
+    let mut n = 0usize;
+    // One message per partition, recorded `ahead_ms` after now; the records' numbers.
+    async fn produce(
+        kafka: &common::kafka::Kafka,
+        topic: &str,
+        n: &mut usize,
+        ahead_ms: i64,
+    ) -> std::ops::Range<usize> {
+        let first = *n;
+        for p in 0..PARTITIONS {
+            let ts = now_ms() + ahead_ms;
+            kafka.send(topic, p, ts, &line(ts, *n)).await;
+            *n += 1;
+        }
+        first..*n
+    }
+
+    // A alone owns every partition.
+    let a = member(&kafka, &topic, "group-a").await;
+    let before = produce(&kafka, &topic, &mut n, 0).await;
+    assert!(
+        wait_until(|| a.target.requests().len() >= before.len(), Duration::from_secs(30)).await,
+        "A replays the backlog: {:?}",
+        paths(&a.target)
+    );
+
+    // B joins: some partitions move to it, while traffic flows.
+    let b = member(&kafka, &topic, "group-b").await;
+    let mut moved = false;
+    for _ in 0..100 {
+        produce(&kafka, &topic, &mut n, 0).await;
+        if wait_until(|| !b.target.requests().is_empty(), Duration::from_millis(300)).await {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "no partition moved to the member that joined");
+    let total = n;
+    assert!(
+        wait_until(
+            || a.target.requests().len() + b.target.requests().len() >= total,
+            Duration::from_secs(30)
+        )
+        .await,
+        "every message of the join replayed: A {:?}, B {:?}",
+        paths(&a.target),
+        paths(&b.target)
+    );
+
+    // Records 3 s ahead of now: each member reads them and holds them for their instant.
+    // A leaves meanwhile: what it held was not sent, so not committed, and B, taking its
+    // partitions from A's last commit, replays them.
+    let held = produce(&kafka, &topic, &mut n, 3_000).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, _) = http("POST", &a.dispatcher.admin, "/job/stop").await;
+    assert_eq!(code, 202);
+    assert_eq!(wait_exit(a.dispatcher.guard).await.code(), Some(4), "a stopped job exits 4");
+    let after = produce(&kafka, &topic, &mut n, 0).await;
+    let want: Vec<String> = (0..n).map(|i| format!("/k/{i}")).collect();
+    let replayed = || {
+        let mut all: Vec<String> = paths(&a.target).into_iter().chain(paths(&b.target)).collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let mut sorted_want = want.clone();
+    sorted_want.sort();
+    assert!(
+        wait_until(|| replayed() == sorted_want, Duration::from_secs(30)).await,
+        "every message replayed at least once; missing: {:?}",
+        sorted_want.iter().filter(|p| !replayed().contains(p)).collect::<Vec<_>>()
+    );
+    let at_b = paths(&b.target);
+    for i in held.chain(after) {
+        assert!(at_b.contains(&format!("/k/{i}")), "/k/{i}: B has every partition once A has left");
+    }
+    let a_report = read_json(&a.report);
+    assert!(
+        a_report["totals"]["dropped"]["stopped"].as_u64().is_some_and(|s| s >= 1),
+        "A held records when it left: {}",
+        a_report["totals"]
+    );
+    // What A sent before B joined was committed: B never replays it.
+    for i in before {
+        assert!(!at_b.contains(&format!("/k/{i}")), "/k/{i} was sent and committed by A");
+    }
+    let (code, _) = http("POST", &b.dispatcher.admin, "/job/stop").await;
+    assert_eq!(code, 202);
+    assert_eq!(wait_exit(b.dispatcher.guard).await.code(), Some(4));
 }

@@ -527,6 +527,14 @@ mod tests {
         for key in ["fetcher.s3.bucket", "fetcher.s3.endpoint", "fetcher.s3.concurrency"] {
             assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
         }
+        // In follow mode a consumer group chooses the partitions and where each starts.
+        let text = "[job]\ntarget = \"http://t\"\n[fetcher]\ntype = \"kafka\"\n[fetcher.kafka]\nbrokers = \"b:9092\"\ntopic = \"t\"\nfollow = true\ngroup_id = \"g\"\npartitions = [1]\noffset = 3\n";
+        let problems = JobConfig::parse(text).expect_err("a group with partitions and offset");
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["fetcher.kafka.partitions", "fetcher.kafka.offset"], "{problems:?}");
+        assert!(problems[0].rule.contains("remove group_id"), "{problems:?}");
+        let grouped = text.replace("partitions = [1]\noffset = 3\n", "");
+        assert!(JobConfig::parse(&grouped).is_ok(), "a group in follow mode alone is fine");
         let text = "[job]\ntarget = \"http://t\"\n[fetcher]\ntype = \"sls\"\n";
         let problems = JobConfig::parse(text).expect_err("no s3 section");
         assert!(problems[0].rule.contains("OSS"), "{problems:?}");

@@ -24,6 +24,7 @@ use crate::config::LatePolicy;
 use crate::control::{Control, JobState};
 use crate::endpoints::EndpointTable;
 use crate::fetchers::merge::{Merger, Ordered};
+use crate::fetchers::progress::SourceProgress;
 use crate::fleet::{EventTx, Fleet, Reserve, Sender};
 use crate::record::{Record, Text};
 use crate::timewheel::TimeWheel;
@@ -45,6 +46,8 @@ pub struct DispatchContext<'a> {
     pub state: &'a watch::Sender<JobState>,
     /// Recorded time released so far, ns since the first record (the job's progress).
     pub progress: &'a AtomicI64,
+    /// Told the recorded time through which every record has gone out (Kafka commits).
+    pub source: &'a SourceProgress,
     /// While the loop waits for the wheel: when it releases next, ms after the wheel's start
     /// plus one; 0 otherwise (the progress line says when a far-off record is due).
     pub next_release: &'a AtomicU64,
@@ -95,6 +98,9 @@ struct Batches {
     /// a slot's few records) it follows them down by an eighth per batch, so one quiet
     /// moment at speed "max" does not make the next full batches grow.
     hint: usize,
+    /// Newest recorded time (Unix ns, before a pass's shift) of the records placed: once
+    /// every batch has gone out, everything recorded up to it has.
+    placed_ts: i64,
 }
 
 impl Batches {
@@ -141,6 +147,7 @@ impl Batches {
             self.hint = p.encoded.len().max(self.hint - self.hint / 8);
             send(ctx, p).await;
         }
+        ctx.source.sent(self.placed_ts);
     }
 
     /// The job was stopped: what was reserved but not sent is given back and counted.
@@ -286,6 +293,7 @@ pub async fn run(
         }
         let offset = due.saturating_duration_since(wheel.start());
         place_copies(ctx, &mut batches, endpoints, (&record, offset, copies), stop).await;
+        batches.placed_ts = batches.placed_ts.max(recorded);
         // A record is a unit of tokio's cooperative budget: at speed "max" nothing else here
         // waits, and the loop would keep its thread until the replayers' credits ran out,
         // while the connections sharing the thread (`reprise run`) stood still.
@@ -411,6 +419,7 @@ mod tests {
         control: watch::Sender<Control>,
         state: watch::Sender<JobState>,
         progress: AtomicI64,
+        source: SourceProgress,
         next_release: AtomicU64,
         subscription: u64,
     }
@@ -431,6 +440,7 @@ mod tests {
                 control,
                 state,
                 progress: AtomicI64::new(0),
+                source: SourceProgress::default(),
                 next_release: AtomicU64::new(0),
                 subscription,
             };
@@ -445,6 +455,7 @@ mod tests {
                 late: LatePolicy::Send,
                 state: &self.state,
                 progress: &self.progress,
+                source: &self.source,
                 next_release: &self.next_release,
                 send_timeout: Duration::from_secs(3),
                 ordered: false,
@@ -560,6 +571,7 @@ mod tests {
         let c = h.accounting.counts();
         assert_eq!((c.scheduled, c.dispatched), (5, 5));
         assert_eq!(h.progress.load(Relaxed), 5000 * MS, "progress is the recorded time released");
+        assert_eq!(h.source.sent_through(), 5000 * MS, "and all of it went out");
     }
 
     #[tokio::test(start_paused = true)]
@@ -665,5 +677,6 @@ mod tests {
         let c = h.accounting.counts();
         assert_eq!(c.dispatched, 1);
         assert_eq!(c.dropped.get(&DropReason::Stopped), Some(&1), "the record waiting for its slot");
+        assert_eq!(h.source.sent_through(), 0, "what went out is /a's time, not /b's");
     }
 }

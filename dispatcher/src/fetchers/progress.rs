@@ -25,6 +25,10 @@ pub struct SourceProgress {
     follow: AtomicBool,
     /// Newest record time seen, Unix ns (0 = none yet).
     newest_ns: AtomicI64,
+    /// Recorded time through which every record taken from the source has gone out to a
+    /// replayer (or been accounted for otherwise), Unix ns: a consumer group commits offsets
+    /// up to here, never past what is still inside the dispatcher.
+    sent_ns: AtomicI64,
     failures: Mutex<Vec<FailedPart>>,
 }
 
@@ -116,6 +120,16 @@ impl SourceProgress {
     pub fn records(&self, n: u64, newest_ns: i64) {
         self.records.fetch_add(n, Relaxed);
         self.newest_ns.fetch_max(newest_ns, Relaxed);
+    }
+
+    /// The dispatch loop has sent everything recorded up to `ts` (Unix ns).
+    pub fn sent(&self, ts: i64) {
+        self.sent_ns.fetch_max(ts, Relaxed);
+    }
+
+    /// Recorded time up to which every record released has gone out (0 = none yet).
+    pub fn sent_through(&self) -> i64 {
+        self.sent_ns.load(Relaxed)
     }
 
     pub fn status(&self) -> SourceStatus {

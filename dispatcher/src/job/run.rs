@@ -250,6 +250,7 @@ impl Job {
             late: self.cfg.job.late,
             state: &self.state,
             progress: &self.progress_ns,
+            source: &self.source,
             next_release: &self.next_release_ms,
             send_timeout: self.cfg.proxy.heartbeat_timeout.0,
             ordered: self.cfg.proxy.ordered,

@@ -10,15 +10,20 @@
 //! `follow = true` it keeps tailing instead, and tells the merge when it has caught up so an
 //! idle partition does not hold the others back.
 //!
+//! With `group_id` and `follow`, the dispatcher is a member of the consumer group and reads
+//! the partitions the group gives it ([`group`]); otherwise it assigns its partitions itself
+//! (a shard's share of them with `--shard`). Offsets are committed only with `group_id`,
+//! and only for messages whose records have gone out.
+//!
 //! A message's value is what the analyzer parses: one record, or several lines (or GoReplay
-//! units). Offsets are committed only when `group_id` is set.
+//! units).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, DefaultConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -29,16 +34,21 @@ use super::{Chunker, FetchError, STREAM_CAPACITY, SourceContext};
 use crate::accounting::Malformed;
 use crate::config::{KafkaConfig, KafkaTimestamp, Range};
 use crate::record::Record;
+use crate::shard::Shard;
+
+mod group;
+use group::{Commits, Owners};
 
 /// How long a partition thread waits for a message before it hands over what it holds and
 /// checks for a stop.
 const POLL: Duration = Duration::from_millis(100);
 
-type Queue = rdkafka::consumer::base_consumer::PartitionQueue<DefaultConsumerContext>;
+type Queue = rdkafka::consumer::base_consumer::PartitionQueue<Owners>;
 
-/// The consumer (for its local position) and the client that asks for watermarks.
+/// The consumer (for its local position, the partitions it owns and the offsets it stores)
+/// and the client that asks for watermarks.
 struct Clients {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<Owners>>,
     watermarks: Arc<BaseConsumer>,
 }
 
@@ -56,6 +66,10 @@ struct Partition {
     timestamp: KafkaTimestamp,
     /// Past this record time (end + window) the partition is done.
     stop_after_ns: Option<i64>,
+    /// Its place among the partitions read ([`Owners::owner`]).
+    index: usize,
+    /// Offsets are stored as records go out (`group_id` is set).
+    commits: bool,
 }
 
 /// Connects, plans every partition, and starts one reader thread per partition. Blocking:
@@ -68,30 +82,40 @@ pub fn start(
 ) -> Result<Vec<Stream>, FetchError> {
     let err =
         |reason: String| FetchError::Kafka { brokers: k.brokers.joined(), topic: k.topic.clone(), reason };
-    let consumer: BaseConsumer = client_config(k)
-        .map_err(&err)?
-        .create()
-        .map_err(|e| err(format!("cannot create a consumer: {e}")))?;
-    let consumer = Arc::new(consumer);
-    // Watermarks are asked on a connection of their own: on the consumer's, a request waits
-    // behind the fetch the broker holds open until data comes.
+    // Metadata, start offsets and watermarks are asked on a connection of its own: on the
+    // consumer's, a request waits behind the fetch the broker holds open until data comes.
     let watermarks: BaseConsumer =
         client_config(k).map_err(&err)?.create().map_err(|e| err(format!("cannot create a client: {e}")))?;
     let watermarks = Arc::new(watermarks);
     let timeout = k.connect_timeout.0;
-    let mut ids = partitions(&consumer, k, single, timeout).map_err(&err)?;
+    let mut ids = partitions(&watermarks, k, single, timeout).map_err(&err)?;
     ids.sort_unstable();
-    // A shard's partitions, or its records of every partition (crate::shard).
+    let grouped = k.follow && k.group_id.is_some();
     let mut ctx = ctx.clone();
-    let enough = ids.len() >= ctx.shard.count() as usize;
-    let (ids, shard) = ctx.shard.parts(ids, enough);
-    ctx.shard = shard;
+    if grouped {
+        // The group shares the partitions out, between shards too.
+        ctx.shard = Shard::WHOLE;
+    } else {
+        // A shard's partitions, or its records of every partition (crate::shard).
+        let enough = ids.len() >= ctx.shard.count() as usize;
+        let (mine, shard) = ctx.shard.parts(ids, enough);
+        (ids, ctx.shard) = (mine, shard);
+    }
     let ctx = &ctx;
-    let starts = start_offsets(&consumer, k, range, &ids, timeout).map_err(&err)?;
+    let consumer: BaseConsumer<Owners> = client_config(k)
+        .map_err(&err)?
+        .create_with_context(Owners::new(&ids, !grouped))
+        .map_err(|e| err(format!("cannot create a consumer: {e}")))?;
+    let consumer = Arc::new(consumer);
+    let starts = if grouped {
+        vec![Offset::Stored; ids.len()]
+    } else {
+        start_offsets(&watermarks, k, range, &ids, timeout).map_err(&err)?
+    };
     let mut plan = TopicPartitionList::new();
     let mut parts = Vec::with_capacity(ids.len());
-    for (&id, &offset) in ids.iter().zip(&starts) {
-        let (low, high) = consumer
+    for (index, (&id, &offset)) in ids.iter().zip(&starts).enumerate() {
+        let (low, high) = watermarks
             .fetch_watermarks(&k.topic, id, timeout)
             .map_err(|e| err(format!("cannot read the offsets of partition {id}: {e}")))?;
         plan.add_partition_offset(&k.topic, id, offset).map_err(|e| err(e.to_string()))?;
@@ -105,11 +129,15 @@ pub fn start(
                 follow: k.follow,
                 timestamp: k.timestamp,
                 stop_after_ns: range.end.map(|e| e.saturating_add(range.window_ns)),
+                index,
+                commits: k.group_id.is_some(),
             },
             empty,
         ));
     }
-    consumer.assign(&plan).map_err(|e| err(format!("cannot assign the partitions: {e}")))?;
+    if !grouped {
+        consumer.assign(&plan).map_err(|e| err(format!("cannot assign the partitions: {e}")))?;
+    }
     ctx.progress.describe("kafka", "partition", k.follow);
     ctx.progress.parts(parts.len() as u64);
     let live = Arc::new(AtomicUsize::new(0));
@@ -132,13 +160,34 @@ pub fn start(
             live.fetch_sub(1, Ordering::SeqCst);
         });
     }
-    let (cancel, live) = (ctx.cancel.clone(), live);
+    if grouped {
+        // Subscribed only once every partition has its queue: no message reaches the main queue.
+        consumer
+            .subscribe(&[&k.topic])
+            .map_err(|e| err(format!("cannot join group {:?}: {e}", k.group_id)))?;
+    }
+    let (cancel, live, commits) = (ctx.cancel.clone(), live, k.group_id.is_some());
     // librdkafka serves its events (errors, rebalances, statistics) only while the main queue
     // is polled, even though messages go to the partition queues.
     ctx.tasks.spawn_blocking(move || {
         while !cancel.is_cancelled() && live.load(Ordering::SeqCst) > 0 {
-            if let Some(Err(e)) = consumer.poll(POLL) {
-                tracing::warn!(error = %e, "kafka consumer error");
+            match consumer.poll(POLL) {
+                Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
+                // Every partition read has a queue of its own; validation keeps the group to them.
+                Some(Ok(m)) => {
+                    tracing::error!(partition = m.partition(), "kafka: a message of a partition not read")
+                }
+                None => {}
+            }
+        }
+        if commits {
+            // The readers store their last offsets as they end; then one commit, and the
+            // consumer leaves the group as it is dropped.
+            while live.load(Ordering::SeqCst) > 0 {
+                consumer.poll(POLL);
+            }
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "kafka: no last commit");
             }
         }
     });
@@ -179,6 +228,13 @@ fn client_config(k: &KafkaConfig) -> Result<ClientConfig, String> {
             c.set(key, v);
         }
     }
+    if k.group_id.is_some() {
+        // Offsets are stored by hand as records go out (see `group`), and committed often.
+        c.set("enable.auto.offset.store", "false").set("auto.commit.interval.ms", "1000");
+        if k.follow {
+            c.set("partition.assignment.strategy", "cooperative-sticky");
+        }
+    }
     for (key, value) in &k.properties {
         let text = match value {
             toml::Value::String(s) => s.clone(),
@@ -191,7 +247,7 @@ fn client_config(k: &KafkaConfig) -> Result<ClientConfig, String> {
 
 /// The partitions to read: all of the topic's, those listed, or 0 for Havok's single-partition type.
 fn partitions(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
     k: &KafkaConfig,
     single: bool,
     timeout: Duration,
@@ -259,7 +315,8 @@ fn start_offsets(
 }
 
 /// Reads one partition into `tx` until it is done (see the module docs), the job stops, or
-/// the merge is gone.
+/// the merge is gone; with `group_id`, stores the offsets of what went out as it goes and
+/// once more at its end.
 fn read_partition(
     clients: &Clients,
     queue: &Queue,
@@ -267,22 +324,48 @@ fn read_partition(
     ctx: &SourceContext,
     tx: &mpsc::Sender<Chunk>,
 ) {
+    let mut commits = Commits::default();
+    let done = read_messages(clients, queue, part, ctx, tx, &mut commits);
+    if part.commits {
+        commits.store(&clients.consumer, &part.topic, part.id, &ctx.progress);
+    }
+    if done {
+        ctx.progress.part_done();
+    }
+}
+
+/// The reading loop of [`read_partition`]; true when the partition was read to its end.
+fn read_messages(
+    clients: &Clients,
+    queue: &Queue,
+    part: &Partition,
+    ctx: &SourceContext,
+    tx: &mpsc::Sender<Chunk>,
+    commits: &mut Commits,
+) -> bool {
     let mut out = Chunker::new(tx, &ctx.progress);
     let mut next_offset = None;
     let mut caught_up = false;
+    let mut round = 0;
     while !ctx.cancel.is_cancelled() {
+        let owner = clients.consumer.context().owner(part.index);
+        if owner != round {
+            // Assigned again (or taken away): the position is the consumer's from here.
+            (round, next_offset) = (owner, None);
+        }
         match queue.poll(POLL) {
             None => {
                 if !out.flush() {
-                    return;
+                    return false;
                 }
                 let at = next_offset.or_else(|| position(&clients.consumer, part));
                 if !part.follow && at.is_some_and(|n| n >= part.end_offset) {
                     break;
                 }
-                if part.follow && !caught_up && is_caught_up(&clients.watermarks, part, at) {
+                // A partition this member does not own has nothing for it: idle.
+                if part.follow && !caught_up && (round == 0 || is_caught_up(&clients.watermarks, part, at)) {
                     if !out.idle() {
-                        return;
+                        return false;
                     }
                     caught_up = true;
                 }
@@ -294,23 +377,27 @@ fn read_partition(
                 let payload = msg.payload().unwrap_or_default();
                 ctx.progress.bytes(payload.len() as u64);
                 let kafka_ts = msg.timestamp().to_millis().map(|ms| ms.saturating_mul(1_000_000));
-                let (past_end, open) = take_message(payload, kafka_ts, msg.offset(), part, ctx, &mut out);
-                if !open {
-                    return;
+                let taken = take_message(payload, kafka_ts, msg.offset(), part, ctx, &mut out);
+                if !taken.open {
+                    return false;
                 }
-                if past_end || (!part.follow && msg.offset() + 1 >= part.end_offset) {
+                if part.commits {
+                    commits.read(round, msg.offset(), taken.newest);
+                }
+                if taken.past_end || (!part.follow && msg.offset() + 1 >= part.end_offset) {
                     break;
                 }
             }
         }
+        if part.commits {
+            commits.store(&clients.consumer, &part.topic, part.id, &ctx.progress);
+        }
     }
-    if !ctx.cancel.is_cancelled() && out.flush() {
-        ctx.progress.part_done();
-    }
+    !ctx.cancel.is_cancelled() && out.flush()
 }
 
 /// The consumer's local fetch position in this partition, once it has one.
-fn position(consumer: &BaseConsumer, part: &Partition) -> Option<i64> {
+fn position(consumer: &BaseConsumer<Owners>, part: &Partition) -> Option<i64> {
     let positions = consumer.position().ok()?;
     match positions.find_partition(&part.topic, part.id)?.offset() {
         Offset::Offset(n) => Some(n),
@@ -327,7 +414,17 @@ fn is_caught_up(client: &BaseConsumer, part: &Partition, at: Option<i64>) -> boo
     }
 }
 
-/// Parses a message's value into `out`; returns (a record passed the end, the merge is still there).
+/// What became of a message.
+struct Taken {
+    /// A record passed the end of the job.
+    past_end: bool,
+    /// The merge is still there.
+    open: bool,
+    /// The newest time of the records handed over (`i64::MIN`: none).
+    newest: i64,
+}
+
+/// Parses a message's value into `out`.
 fn take_message(
     payload: &[u8],
     kafka_ts: Option<i64>,
@@ -335,7 +432,8 @@ fn take_message(
     part: &Partition,
     ctx: &SourceContext,
     out: &mut Chunker<'_>,
-) -> (bool, bool) {
+) -> Taken {
+    let mut taken = Taken { past_end: false, open: true, newest: i64::MIN };
     let source = format!("kafka {}/{}@{offset}", part.topic, part.id);
     if part.timestamp == KafkaTimestamp::Kafka && kafka_ts.is_none() {
         ctx.accounting.malformed(
@@ -345,9 +443,8 @@ fn take_message(
             &source,
             1,
         );
-        return (false, true);
+        return taken;
     }
-    let (mut past_end, mut open) = (false, true);
     let mut at = 0;
     let mut reader = payload;
     // A slice never fails to read.
@@ -355,11 +452,12 @@ fn take_message(
         if part.timestamp == KafkaTimestamp::Kafka {
             record.ts = kafka_ts.unwrap_or(record.ts);
         }
-        past_end |= part.stop_after_ns.is_some_and(|stop| record.ts > stop);
-        open = out.push(record);
-        open
+        taken.past_end |= part.stop_after_ns.is_some_and(|stop| record.ts > stop);
+        taken.newest = taken.newest.max(record.ts);
+        taken.open = out.push(record);
+        taken.open
     });
-    (past_end, open)
+    taken
 }
 
 #[cfg(test)]
