@@ -6,15 +6,18 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+/// Objects by name, each a map of keys to values (Secrets, ConfigMaps).
+pub type Named = HashMap<String, HashMap<String, String>>;
+
 /// Where the containers of the rendered manifests find what the cluster would give them;
 /// cloned per pod, whose mounts it then maps.
 #[derive(Clone)]
 pub struct Cluster {
     pub root: PathBuf,
     /// Secret name → key → value.
-    pub secrets: HashMap<String, HashMap<String, String>>,
+    pub secrets: Named,
     /// ConfigMap name (as the pods name it, with its hash) → key → value.
-    pub configmaps: HashMap<String, HashMap<String, String>>,
+    pub configmaps: Named,
     /// Text in args and env replaced by its local counterpart: a Service's `name:port`, the
     /// target's `host:port`, volume mount paths.
     pub names: Vec<(String, String)>,

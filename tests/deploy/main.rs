@@ -5,7 +5,9 @@
 //! `deploy/secrets.sh` makes them), its volumes as directories, the Service's name and ports
 //! and the target's host mapped to loopback ports. A replay from the job file of the
 //! ConfigMap (its recording in a real S3 server, moto) must run to its end through them,
-//! and every probe path in the manifests must answer 200.
+//! and every probe path in the manifests must answer 200. The sharded overlay's pods run the
+//! same way: three shards of the Indexed Job (each with its JOB_COMPLETION_INDEX) and two
+//! replayers per shard replay the recording once between them, and shard 0 reports it whole.
 //! No cluster is involved: what a kubelet does beyond this (scheduling, the network
 //! policies, the security context) is proven only by the schema.
 
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use cluster::Cluster;
+use cluster::{Cluster, Named};
 use common::pki::{self, Authority};
 use common::s3::{S3, s3};
 use common::*;
@@ -192,6 +194,34 @@ fn probe_port(container: &Value, port: &Value, ports: &HashMap<u64, u16>) -> u16
     ports[&number]
 }
 
+/// The Secrets, as deploy/secrets.sh makes them (the server certificate for the names the
+/// pods reach a dispatcher by, here all `localhost`), and the rendered ConfigMaps: name →
+/// key → value.
+fn secrets_and_maps(objs: &[Value], ca: &Authority, admin_token: &str, s3: &str) -> (Named, Named) {
+    let (cert, key) =
+        ca.sign_pem(&["reprise-dispatcher", "reprise-dispatcher.default.svc", "localhost", "127.0.0.1"]);
+    let secrets: Named = [
+        ("reprise-tokens", vec![("replayer-token", "replayer-3a5f0b"), ("admin-token", admin_token)]),
+        ("reprise-tls", vec![("tls.crt", cert.as_str()), ("tls.key", key.as_str()), ("ca.crt", &ca.pem())]),
+        ("reprise-s3", vec![("access-key-id", "test"), ("secret-access-key", "test"), ("endpoint", s3)]),
+    ]
+    .into_iter()
+    .map(|(n, kv)| (n.to_owned(), kv.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()))
+    .collect();
+    let configmaps = objs
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .map(|o| {
+            let data = o["data"].as_object().expect("data").iter();
+            (
+                name(o).to_owned(),
+                data.map(|(k, v)| (k.clone(), v.as_str().expect("text").to_owned())).collect(),
+            )
+        })
+        .collect();
+    (secrets, configmaps)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     const RECORDS: usize = 40;
@@ -207,34 +237,9 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     };
     let dir = temp_dir("deploy-wiring");
 
-    // The Secrets, as deploy/secrets.sh makes them.
     let ca = Authority::new("reprise-ca-test");
-    let (cert, key) =
-        ca.sign_pem(&["reprise-dispatcher", "reprise-dispatcher.default.svc", "localhost", "127.0.0.1"]);
     let admin_token = "admin-7d1e9c";
-    let secrets: HashMap<String, HashMap<String, String>> = [
-        ("reprise-tokens", vec![("replayer-token", "replayer-3a5f0b"), ("admin-token", admin_token)]),
-        ("reprise-tls", vec![("tls.crt", cert.as_str()), ("tls.key", key.as_str()), ("ca.crt", &ca.pem())]),
-        (
-            "reprise-s3",
-            vec![("access-key-id", "test"), ("secret-access-key", "test"), ("endpoint", s3.as_str())],
-        ),
-    ]
-    .into_iter()
-    .map(|(n, kv)| (n.to_owned(), kv.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()))
-    .collect();
-    let configmaps = objs
-        .iter()
-        .filter(|o| o["kind"] == "ConfigMap")
-        .map(|o| {
-            let data = o["data"].as_object().expect("data").iter();
-            (
-                name(o).to_owned(),
-                data.map(|(k, v)| (k.clone(), v.as_str().expect("text").to_owned())).collect(),
-            )
-        })
-        .collect::<HashMap<String, HashMap<String, String>>>();
-
+    let (secrets, configmaps) = secrets_and_maps(&objs, &ca, admin_token, &s3);
     // The Service's name and ports map to loopback ports; so does the target's host.
     let service = find("Service", "reprise-dispatcher");
     let mut container_ports: HashMap<u64, u16> = HashMap::new();
@@ -352,11 +357,13 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     assert_eq!(read_json(&kept.join("1").join("report.json"))["totals"]["sent"], RECORDS);
 }
 
-/// Runs the replayer Deployment's pods as local processes, each on ports of its own, and
-/// waits until every probe in the manifest answers 200: the processes and the replica count.
+/// Runs the pods of a replayer Deployment (its replicas) or Job (its parallelism) as local
+/// processes, each on ports of its own, and waits until every probe in the manifest answers
+/// 200: the processes and their count.
 async fn start_replayers(deployment: &Value, cluster: &Cluster) -> (Vec<Guard>, u64) {
-    let replicas = deployment["spec"]["replicas"].as_u64().expect("replicas");
-    let spec = &deployment["spec"]["template"]["spec"];
+    let spec = &deployment["spec"];
+    let replicas = spec["replicas"].as_u64().or(spec["parallelism"].as_u64()).expect("replicas");
+    let spec = &spec["template"]["spec"];
     let container = &spec["containers"][0];
     let mut replayers = Vec::new();
     for i in 0..replicas {
@@ -380,8 +387,11 @@ async fn start_replayers(deployment: &Value, cluster: &Cluster) -> (Vec<Guard>, 
         assert_eq!(field(&line, "http"), format!("127.0.0.1:{local}"));
         replayers.push((guard, HashMap::from([(own_port, local)])));
     }
+    let probes = ["livenessProbe", "readinessProbe"].into_iter().filter(|p| !container[*p].is_null());
+    let probes: Vec<&str> = probes.collect();
+    assert!(!probes.is_empty(), "a replayer without a probe");
     for (_, ports) in &replayers {
-        for probe in ["livenessProbe", "readinessProbe"] {
+        for &probe in &probes {
             let p = &container[probe]["httpGet"];
             let addr = format!("127.0.0.1:{}", probe_port(container, &p["port"], ports));
             let path = p["path"].as_str().expect("path").to_owned();
@@ -397,4 +407,93 @@ async fn start_replayers(deployment: &Value, cluster: &Cluster) -> (Vec<Guard>, 
         }
     }
     (replayers.into_iter().map(|(guard, _)| guard).collect(), replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sharded_manifests_run_one_replay_on_three_shards_as_local_processes() {
+    const RECORDS: usize = 40;
+    let target = Capture::start().await;
+    let (server, _) = s3_with_recording(RECORDS).await;
+    let objs = objects(&render("overlays/sharded"));
+    let find = |kind: &str, n: &str| {
+        objs.iter()
+            .find(|o| o["kind"] == kind && name(o) == n)
+            .unwrap_or_else(|| panic!("no {kind}/{n}"))
+            .clone()
+    };
+    let dir = temp_dir("deploy-sharded");
+    let ca = Authority::new("reprise-ca-test");
+    let (secrets, configmaps) = secrets_and_maps(&objs, &ca, "admin-5c2a7e", &server.endpoint);
+
+    // Each shard's pod name (reprise-dispatcher-I.reprise-shards) maps to its own ports.
+    let job = find("Job", "reprise-dispatcher");
+    let shards = job["spec"]["completions"].as_u64().expect("completions");
+    assert_eq!(job["spec"]["parallelism"].as_u64(), Some(shards), "every shard runs at once");
+    let ports: Vec<(u16, u16)> = (0..shards).map(|_| (free_port(), free_port())).collect();
+    let mut names: Vec<(String, String)> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (grpc, _))| {
+            (format!("reprise-dispatcher-{i}.reprise-shards:9090"), format!("localhost:{grpc}"))
+        })
+        .collect();
+    let targets = configmaps.iter().find(|(n, _)| n.starts_with("reprise-target-")).expect("target map").1;
+    names.push((targets["allow-targets"].clone(), target.addr.to_string()));
+    let cluster = Cluster { root: dir.to_path_buf(), secrets, configmaps, names };
+
+    // The Indexed Job's pods: the same args, each with its JOB_COMPLETION_INDEX.
+    let spec = &job["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let mut pods = Vec::new();
+    for (i, (grpc, admin)) in ports.iter().enumerate() {
+        let mut pod = cluster.clone();
+        pod.mount(&format!("dispatcher-{i}"), spec, container);
+        let mut args: Vec<String> = container["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| pod.local(a.as_str().expect("arg")))
+            .collect();
+        let report = args.iter().position(|a| a == "--report-json").map(|i| PathBuf::from(&args[i + 1]));
+        args.extend([
+            "--grpc".into(),
+            format!("127.0.0.1:{grpc}"),
+            "--http".into(),
+            format!("127.0.0.1:{admin}"),
+        ]);
+        let mut env = pod.env(container);
+        env.push(("JOB_COMPLETION_INDEX".into(), i.to_string()));
+        let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (guard, _) = spawn_daemon_env(&arg_refs, &env_refs);
+        pods.push((guard, report.expect("--report-json")));
+    }
+
+    // Each shard's replayer Job: its pods reach their own shard.
+    let mut replayers = Vec::new();
+    for i in 0..shards {
+        let (guards, n) = start_replayers(&find("Job", &format!("reprise-replayer-{i}")), &cluster).await;
+        assert_eq!(n, 2, "the job file's min_replayers per shard");
+        replayers.push(guards);
+    }
+
+    // Every shard ends by itself; shard 0's report is the whole job's.
+    let mut reports = Vec::new();
+    for (i, (guard, report)) in pods.into_iter().enumerate() {
+        let status = wait_exit(guard).await;
+        assert!(status.success(), "shard {i} exits 0: {status:?}");
+        reports.push(read_json(&report));
+    }
+    let mut got: Vec<String> = target.requests().iter().map(|c| c.path.clone()).collect();
+    got.sort();
+    let mut want: Vec<String> = (0..RECORDS).map(|i| format!("/deploy/{i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "every record once, whichever shard read it");
+    let whole = &reports[0];
+    assert_eq!(whole["totals"]["sent"], RECORDS, "{}", whole["totals"]);
+    let joined = whole["shards"].as_array().expect("the shards that joined");
+    assert_eq!(joined.len() as u64, shards - 1, "{joined:?}");
+    assert!(joined.iter().all(|s| s["state"] == "finished"), "{joined:?}");
+    let own: u64 = reports[1..].iter().map(|r| r["totals"]["sent"].as_u64().unwrap_or_default()).sum();
+    assert!(own > 0 && own < RECORDS as u64, "shards 1 and 2 replayed their share: {own}");
 }
