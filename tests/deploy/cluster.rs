@@ -28,6 +28,12 @@ impl Cluster {
         self.names.iter().fold(text.to_owned(), |t, (from, to)| t.replace(from, to))
     }
 
+    /// A container's args, with the names this pod sees replaced by their local counterparts.
+    pub fn args(&self, container: &Value) -> Vec<String> {
+        let args = container["args"].as_array().expect("args").iter();
+        args.map(|a| self.local(a.as_str().expect("arg"))).collect()
+    }
+
     /// A pod's volumes as directories; adds their mount paths to `names`.
     pub fn mount(&mut self, pod: &str, spec: &Value, container: &Value) {
         for m in container["volumeMounts"].as_array().into_iter().flatten() {

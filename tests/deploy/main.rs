@@ -194,6 +194,11 @@ fn probe_port(container: &Value, port: &Value, ports: &HashMap<u64, u16>) -> u16
     ports[&number]
 }
 
+/// The rendered object of that kind and name.
+fn object(objs: &[Value], kind: &str, n: &str) -> Value {
+    objs.iter().find(|o| o["kind"] == kind && name(o) == n).unwrap_or_else(|| panic!("no {kind}/{n}")).clone()
+}
+
 /// The Secrets, as deploy/secrets.sh makes them (the server certificate for the names the
 /// pods reach a dispatcher by, here all `localhost`), and the rendered ConfigMaps: name →
 /// key → value.
@@ -229,12 +234,7 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     let (server, size) = s3_with_recording(RECORDS).await;
     let s3 = server.endpoint.clone();
     let objs = objects(&render("overlays/fleet"));
-    let find = |kind: &str, n: &str| {
-        objs.iter()
-            .find(|o| o["kind"] == kind && name(o) == n)
-            .unwrap_or_else(|| panic!("no {kind}/{n}"))
-            .clone()
-    };
+    let find = |kind: &str, n: &str| object(&objs, kind, n);
     let dir = temp_dir("deploy-wiring");
 
     let ca = Authority::new("reprise-ca-test");
@@ -275,12 +275,7 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
             service["spec"]["ports"].as_array().expect("ports").iter().find(|p| p["targetPort"] == named);
         assert_eq!(svc.and_then(|p| p["port"].as_u64()), Some(port), "the Service exposes {named}");
     }
-    let mut args: Vec<String> = container["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| pod.local(a.as_str().expect("arg")))
-        .collect();
+    let mut args = pod.args(container);
     let service_file =
         args.iter().position(|a| a == "--service").map(|i| PathBuf::from(&args[i + 1])).expect("--service");
     assert_eq!(
@@ -415,12 +410,7 @@ async fn the_sharded_manifests_run_one_replay_on_three_shards_as_local_processes
     let target = Capture::start().await;
     let (server, _) = s3_with_recording(RECORDS).await;
     let objs = objects(&render("overlays/sharded"));
-    let find = |kind: &str, n: &str| {
-        objs.iter()
-            .find(|o| o["kind"] == kind && name(o) == n)
-            .unwrap_or_else(|| panic!("no {kind}/{n}"))
-            .clone()
-    };
+    let find = |kind: &str, n: &str| object(&objs, kind, n);
     let dir = temp_dir("deploy-sharded");
     let ca = Authority::new("reprise-ca-test");
     let (secrets, configmaps) = secrets_and_maps(&objs, &ca, "admin-5c2a7e", &server.endpoint);
@@ -448,12 +438,7 @@ async fn the_sharded_manifests_run_one_replay_on_three_shards_as_local_processes
     for (i, (grpc, admin)) in ports.iter().enumerate() {
         let mut pod = cluster.clone();
         pod.mount(&format!("dispatcher-{i}"), spec, container);
-        let mut args: Vec<String> = container["args"]
-            .as_array()
-            .expect("args")
-            .iter()
-            .map(|a| pod.local(a.as_str().expect("arg")))
-            .collect();
+        let mut args = pod.args(container);
         let report = args.iter().position(|a| a == "--report-json").map(|i| PathBuf::from(&args[i + 1]));
         args.extend([
             "--grpc".into(),
