@@ -73,30 +73,7 @@ impl JobConfig {
                 ));
             }
         }
-        if k.follow && k.group_id.is_some() {
-            // The group shares out every partition of the topic and starts each at its commit.
-            let group = "with follow = true and group_id, the consumer group assigns the partitions and each starts at the group's committed offset";
-            if let Some(parts) = &k.partitions {
-                p.push(Problem::new(
-                    "fetcher.kafka.partitions",
-                    format!("{parts:?}"),
-                    &format!("{group}: leave partitions out, or remove group_id to read these partitions"),
-                ));
-            } else if self.fetcher.kind == FetcherKind::KafkaSinglePartition {
-                p.push(Problem::new(
-                    "fetcher.type",
-                    "\"kafka-single-partition\"",
-                    &format!("{group}: use fetcher.type = \"kafka\", or remove group_id"),
-                ));
-            }
-            if let Some(o) = k.offset {
-                p.push(Problem::new(
-                    "fetcher.kafka.offset",
-                    o,
-                    &format!("{group}: leave offset out, or remove group_id to start from an offset"),
-                ));
-            }
-        }
+        self.validate_group(k, p);
         if let Some(o) = k.offset
             && o < -2
         {
@@ -142,6 +119,35 @@ impl JobConfig {
                     "must be a string, number or boolean (a librdkafka property value)",
                 ));
             }
+        }
+    }
+
+    /// In follow mode a consumer group shares out every partition of the topic and starts
+    /// each at its commit: partitions and offsets the job file chooses cannot hold.
+    fn validate_group(&self, k: &KafkaConfig, p: &mut Vec<Problem>) {
+        if !(k.follow && k.group_id.is_some()) {
+            return;
+        }
+        let group = "with follow = true and group_id, the consumer group assigns the partitions and each starts at the group's committed offset";
+        if let Some(parts) = &k.partitions {
+            p.push(Problem::new(
+                "fetcher.kafka.partitions",
+                format!("{parts:?}"),
+                &format!("{group}: leave partitions out, or remove group_id to read these partitions"),
+            ));
+        } else if self.fetcher.kind == FetcherKind::KafkaSinglePartition {
+            p.push(Problem::new(
+                "fetcher.type",
+                "\"kafka-single-partition\"",
+                &format!("{group}: use fetcher.type = \"kafka\", or remove group_id"),
+            ));
+        }
+        if let Some(o) = k.offset {
+            p.push(Problem::new(
+                "fetcher.kafka.offset",
+                o,
+                &format!("{group}: leave offset out, or remove group_id to start from an offset"),
+            ));
         }
     }
 }

@@ -27,6 +27,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::merge::{Chunk, Stream};
 use super::units::parse_units;
@@ -166,32 +167,39 @@ pub fn start(
             .subscribe(&[&k.topic])
             .map_err(|e| err(format!("cannot join group {:?}: {e}", k.group_id)))?;
     }
-    let (cancel, live, commits) = (ctx.cancel.clone(), live, k.group_id.is_some());
-    // librdkafka serves its events (errors, rebalances, statistics) only while the main queue
-    // is polled, even though messages go to the partition queues.
-    ctx.tasks.spawn_blocking(move || {
-        while !cancel.is_cancelled() && live.load(Ordering::SeqCst) > 0 {
-            match consumer.poll(POLL) {
-                Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
-                // Every partition read has a queue of its own; validation keeps the group to them.
-                Some(Ok(m)) => {
-                    tracing::error!(partition = m.partition(), "kafka: a message of a partition not read")
-                }
-                None => {}
-            }
-        }
-        if commits {
-            // The readers store their last offsets as they end; then one commit, and the
-            // consumer leaves the group as it is dropped.
-            while live.load(Ordering::SeqCst) > 0 {
-                consumer.poll(POLL);
-            }
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                tracing::debug!(error = %e, "kafka: no last commit");
-            }
-        }
-    });
+    let (cancel, commits) = (ctx.cancel.clone(), k.group_id.is_some());
+    ctx.tasks.spawn_blocking(move || serve_events(&consumer, &live, &cancel, commits));
     Ok(streams)
+}
+
+/// Polls the consumer's main queue while readers run: librdkafka serves its events (errors,
+/// rebalances, statistics) only there, even though messages go to the partition queues.
+/// With `commits`, waits for the readers' last stored offsets and commits them once; the
+/// consumer leaves its group as it is dropped.
+fn serve_events(
+    consumer: &BaseConsumer<Owners>,
+    live: &AtomicUsize,
+    cancel: &CancellationToken,
+    commits: bool,
+) {
+    while !cancel.is_cancelled() && live.load(Ordering::SeqCst) > 0 {
+        match consumer.poll(POLL) {
+            Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
+            // Every partition read has a queue of its own; validation keeps the group to them.
+            Some(Ok(m)) => {
+                tracing::error!(partition = m.partition(), "kafka: a message of a partition not read")
+            }
+            None => {}
+        }
+    }
+    if commits {
+        while live.load(Ordering::SeqCst) > 0 {
+            consumer.poll(POLL);
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "kafka: no last commit");
+        }
+    }
 }
 
 fn client_config(k: &KafkaConfig) -> Result<ClientConfig, String> {
