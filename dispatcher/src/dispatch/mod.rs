@@ -318,7 +318,7 @@ async fn place_copies(
     stop: &CancellationToken,
 ) {
     // A gRPC call's endpoint is its method's path, `/package.Service/Method` (all are POSTs).
-    let method = if record.is_grpc() { "" } else { record.method.as_str() };
+    let method = if record.is_grpc() { &b""[..] } else { record.method.as_bytes() };
     let endpoint = endpoints.id(method, &record.path);
     let wire = to_wire(record, offset, endpoint, ctx.ordered);
     for _ in 0..copies {

@@ -8,7 +8,7 @@
 //! or a long base64-like run with digits and letters mixed. `v2`, `orders`, `2fa`,
 //! `deadbeef` and `order-summary-2024` stay as they are.
 
-use regex::RegexSet;
+use regex::bytes::RegexSet;
 
 use crate::config::{IdKind, Problem, StatsConfig, not_a_regex};
 
@@ -52,8 +52,10 @@ impl IdShapes {
             .then_some(shapes)
     }
 
-    /// Whether one path segment is an id.
-    pub fn is_id(&self, seg: &str) -> bool {
+    /// Whether one path segment is an id. Segments are read as bytes: the shapes are ASCII,
+    /// and a record's path is UTF-8 already (checking it again per record cost more than
+    /// the shapes).
+    pub fn is_id(&self, seg: &[u8]) -> bool {
         !seg.is_empty()
             && ((self.number && is_number(seg))
                 || (self.uuid && is_uuid(seg))
@@ -62,42 +64,60 @@ impl IdShapes {
                 || self.extra.as_ref().is_some_and(|x| x.is_match(seg)))
     }
 
-    /// `path` (without its query) with each id segment replaced by [`PLACEHOLDER`], or
-    /// `None` when it has no id.
-    pub fn template(&self, path: &str) -> Option<String> {
-        if !path.split('/').any(|s| self.is_id(s)) {
-            return None;
+    /// Appends `path` (without its query) to `out` with each id segment replaced by
+    /// [`PLACEHOLDER`]; whether it had an id. One pass, no allocation of its own: the
+    /// dispatch loop names every record's endpoint, and on a recording whose paths are all
+    /// distinct no memo of earlier paths ever hits.
+    pub fn template_into(&self, path: &[u8], out: &mut Vec<u8>) -> bool {
+        let mut any = false;
+        for (i, seg) in path.split(|&b| b == b'/').enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            if self.is_id(seg) {
+                out.extend_from_slice(PLACEHOLDER.as_bytes());
+                any = true;
+            } else {
+                out.extend_from_slice(seg);
+            }
         }
-        let segs: Vec<&str> = path.split('/').map(|s| if self.is_id(s) { PLACEHOLDER } else { s }).collect();
-        Some(segs.join("/"))
+        any
+    }
+
+    /// `path` with its ids as [`PLACEHOLDER`], or `None` when it has no id.
+    #[cfg(test)]
+    fn template(&self, path: &str) -> Option<String> {
+        let mut out = Vec::new();
+        self.template_into(path.as_bytes(), &mut out)
+            .then(|| String::from_utf8(out).expect("UTF-8 in, UTF-8 out"))
     }
 }
 
-fn is_number(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit())
+fn is_number(s: &[u8]) -> bool {
+    s.iter().all(u8::is_ascii_digit)
 }
 
-fn is_uuid(s: &str) -> bool {
+fn is_uuid(s: &[u8]) -> bool {
     s.len() == 36
-        && s.bytes().enumerate().all(|(i, b)| match i {
+        && s.iter().enumerate().all(|(i, &b)| match i {
             8 | 13 | 18 | 23 => b == b'-',
             _ => b.is_ascii_hexdigit(),
         })
 }
 
-fn is_hex(s: &str) -> bool {
+fn is_hex(s: &[u8]) -> bool {
     s.len() >= 8
-        && s.bytes().all(|b| b.is_ascii_hexdigit())
-        && s.bytes().any(|b| b.is_ascii_digit())
-        && s.bytes().any(|b| b.is_ascii_alphabetic())
+        && s.iter().all(u8::is_ascii_hexdigit)
+        && s.iter().any(u8::is_ascii_digit)
+        && s.iter().any(u8::is_ascii_alphabetic)
 }
 
-fn is_base64_id(s: &str) -> bool {
-    let body = s.trim_end_matches('=');
-    if body.len() < 16 || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+fn is_base64_id(s: &[u8]) -> bool {
+    let body = &s[..s.iter().rposition(|&b| b != b'=').map_or(0, |i| i + 1)];
+    if body.len() < 16 || !body.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return false;
     }
-    let has = |f: fn(&u8) -> bool| body.bytes().any(|b| f(&b));
+    let has = |f: fn(&u8) -> bool| body.iter().any(f);
     let mixed_case = has(u8::is_ascii_uppercase) && has(u8::is_ascii_lowercase);
     let separated = has(|b| *b == b'-' || *b == b'_');
     has(u8::is_ascii_digit) && has(u8::is_ascii_alphabetic) && (!separated || mixed_case)
