@@ -12,6 +12,7 @@
 mod scan;
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -218,7 +219,36 @@ fn headers(r: &mut Reader<'_>, unit: &Bytes) -> Result<Result<Vec<(Text, Bytes)>
             return Ok(Err(format!("headers are {}, not an object", v.describe())));
         }
     }
-    let mut out = Vec::with_capacity(4);
+    GATHERED.with_borrow_mut(|out| {
+        let gathered = gather(r, unit, out).map(|wrong| {
+            wrong.map_or_else(
+                || {
+                    // Moved out; `out` keeps its capacity for the next record.
+                    let mut headers = Vec::with_capacity(out.len());
+                    headers.append(out);
+                    Ok(headers)
+                },
+                Err,
+            )
+        });
+        out.clear();
+        gathered
+    })
+}
+
+thread_local! {
+    /// Each reader thread's list a record's headers are gathered in, then moved out at their
+    /// exact count: a vector grown from empty to production's 10-11 headers took three
+    /// allocations and two copies, 8 % of the dispatcher's CPU on bench (a).
+    static GATHERED: RefCell<Vec<(Text, Bytes)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The members of a headers object, into `out`; what is wrong with them, if anything.
+fn gather(
+    r: &mut Reader<'_>,
+    unit: &Bytes,
+    out: &mut Vec<(Text, Bytes)>,
+) -> Result<Option<String>, SyntaxError> {
     let mut wrong = None;
     r.object()?;
     let mut members = 0;
@@ -259,7 +289,7 @@ fn headers(r: &mut Reader<'_>, unit: &Bytes) -> Result<Result<Vec<(Text, Bytes)>
             }
         }
     }
-    Ok(wrong.map_or(Ok(out), Err))
+    Ok(wrong)
 }
 
 /// Reads a `response` value: an object of `status`, `headers`, `body`, `body_base64`
