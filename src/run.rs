@@ -14,8 +14,8 @@ use std::time::Duration;
 use reprise_dispatcher::JobPlan;
 use reprise_dispatcher::config::{ListenAddr, Needs};
 use reprise_dispatcher::{
-    ADMIN_TOKEN_VAR, Access, DropReason, GrpcCoordinator, InProcess, Job, JobError, JobOptions, JobState,
-    REPLAYER_TOKEN_VAR, Report, Shard, Sharing, Snapshot, Token, progress_line,
+    ADMIN_TOKEN_VAR, Access, CoordinatorTls, DropReason, GrpcCoordinator, InProcess, Job, JobError,
+    JobOptions, JobState, REPLAYER_TOKEN_VAR, Report, Shard, Sharing, Snapshot, Token, progress_line,
 };
 use reprise_proto::Events;
 use reprise_proto::pb;
@@ -425,6 +425,13 @@ pub struct DaemonArgs {
     /// (default: the web's roots).
     #[arg(long, env = "REPRISE_COORDINATOR_CA", value_name = "PEM", requires = "coordinator")]
     pub coordinator_ca: Option<PathBuf>,
+    /// This shard's client certificate (PEM) for a coordinator whose `[tls] client_ca`
+    /// asks callers for one, as it asks replayers.
+    #[arg(long, env = "REPRISE_COORDINATOR_CERT", value_name = "PEM", requires_all = ["coordinator", "coordinator_key"])]
+    pub coordinator_cert: Option<PathBuf>,
+    /// The key of --coordinator-cert (PEM).
+    #[arg(long, env = "REPRISE_COORDINATOR_KEY", value_name = "PEM", requires = "coordinator_cert")]
+    pub coordinator_key: Option<PathBuf>,
     /// Shard 0 refuses to start the job when a shard's clock is further off its own.
     #[arg(long, value_name = "DURATION", default_value = "5ms", value_parser = humantime::parse_duration)]
     pub max_clock_offset: std::time::Duration,
@@ -556,8 +563,11 @@ fn sharing(args: &DaemonArgs) -> Result<(Shard, Sharing), String> {
         }
         (false, _, Some(url)) => {
             let token = std::env::var(REPLAYER_TOKEN_VAR).ok();
-            let ca = args.coordinator_ca.as_deref();
-            Sharing::Join(std::sync::Arc::new(GrpcCoordinator::new(url, token.as_deref(), ca)?))
+            let tls = CoordinatorTls {
+                ca: args.coordinator_ca.as_deref(),
+                identity: args.coordinator_cert.as_deref().zip(args.coordinator_key.as_deref()),
+            };
+            Sharing::Join(std::sync::Arc::new(GrpcCoordinator::new(url, token.as_deref(), tls)?))
         }
     };
     Ok((shard, sharing))

@@ -376,3 +376,107 @@ async fn forged_flooding_and_oversized_reports_are_refused_and_counted() {
     let honest = honest.expect("honest row");
     assert_eq!(honest["lost_in_flight"], 0, "{honest}");
 }
+
+/// A coordinator whose `client_ca` asks callers for a certificate admits a shard that shows
+/// one of that CA (`--coordinator-cert`), as it admits replayers. A shard without one is
+/// refused and ends saying so: it does not wait for a coordinator that will never take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_joins_a_coordinator_that_asks_for_certificates_with_its_own() {
+    let target = Capture::start().await;
+    let dir = temp_dir("trust-shard-mtls");
+    let ca = Authority::new("reprise test CA");
+    let (cert, key) = ca.sign(&dir, "dispatcher", &["127.0.0.1", "localhost"]);
+    let (shard_cert, shard_key) = ca.sign(&dir, "shard-1", &["shard-1"]);
+    let (replayer_cert, replayer_key) = ca.sign(&dir, "replayer", &["replayer-0"]);
+    let ca_pem = ca.write(&dir, "ca");
+    let path = |p: &Path| p.to_str().expect("path").to_owned();
+    let tls = format!(
+        "[service.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        cert.display(),
+        key.display(),
+        ca_pem.display()
+    );
+    let (dir0, dir1) = (dir.join("0"), dir.join("1"));
+    for d in [&dir0, &dir1] {
+        std::fs::create_dir(d).expect("dir");
+    }
+    let job0 = write_job(&dir0, &target.url(), &recording(&dir0, 20), "", &tls);
+    let job1 = write_job(&dir1, &target.url(), &recording(&dir1, 20), "", "");
+    let report = dir0.join("report.json");
+    let tokens = [("REPRISE_REPLAYER_TOKEN", REPLAYER_TOKEN), ("REPRISE_ADMIN_TOKEN", ADMIN_TOKEN)];
+    let shard = |job: &Path, i: &str, extra: &[&str]| {
+        let mut a = vec!["dispatcher", "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--shard", i];
+        a.extend(["--config", job.to_str().expect("path")]);
+        a.extend_from_slice(extra);
+        a.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let (coordinator, line) = spawn_daemon_env(
+        &shard(&job0, "0/2", &["--report-json", &path(&report)])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        &tokens,
+    );
+    let url = format!("https://{}", field(&line, "grpc"));
+    let joining = ["--coordinator", &url, "--coordinator-ca", &path(&ca_pem)];
+
+    // Without a certificate, and trusting another CA than the coordinator's: once its
+    // replayer is there it joins, is refused, and ends saying what to check (it must not
+    // wait on: a refused handshake is refused again on every try).
+    let stranger = Authority::new("another CA").write(&dir, "stranger");
+    let strangers = ["--coordinator", &url, "--coordinator-ca", &path(&stranger)];
+    for (args, hint) in [(&joining, "--coordinator-cert"), (&strangers, "--coordinator-ca")] {
+        let said = refused_shard(&shard(&job1, "1/2", args), &tokens).await;
+        assert!(said.contains(hint), "the error says what to check ({hint}): {said}");
+    }
+
+    // With one of the CA's certificates: joins, and the job runs on both shards.
+    let (c, k) = (path(&shard_cert), path(&shard_key));
+    let with_cert: Vec<&str> =
+        joining.iter().copied().chain(["--coordinator-cert", &c, "--coordinator-key", &k]).collect();
+    let (shard1, line1) = spawn_daemon_env(
+        &shard(&job1, "1/2", &with_cert).iter().map(String::as_str).collect::<Vec<_>>(),
+        &tokens,
+    );
+    let (rc, rk) = (path(&replayer_cert), path(&replayer_key));
+    let replayers = [
+        spawn_replayer_tls(&url, "r0", &["--tls-ca", &path(&ca_pem), "--tls-cert", &rc, "--tls-key", &rk]),
+        spawn_replayer_tls(&format!("http://{}", field(&line1, "grpc")), "r1", &[]),
+    ];
+    assert!(wait_exit(shard1).await.success(), "shard 1 ran its share");
+    assert!(wait_exit(coordinator).await.success(), "the coordinator ran the job");
+    for r in replayers {
+        assert!(wait_exit(r).await.success());
+    }
+    assert_eq!(target.requests().len(), 20, "each record once, from one shard or the other");
+    let r = read_json(&report);
+    assert_eq!(r["totals"]["sent"], 20, "{}", r["totals"]);
+    let shards = r["shards"].as_array().expect("the coordinator lists its shards");
+    assert_eq!(shards.len(), 1, "{shards:?}");
+    assert_eq!(shards[0]["state"], "finished", "{}", shards[0]);
+}
+
+/// Runs a shard with `args` and a replayer of its own until the shard ends (within a
+/// minute), which must be a failure: what it printed on stderr.
+async fn refused_shard(args: &[String], env: &[(&str, &str)]) -> String {
+    let mut shard = tokio::process::Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the shard");
+    let mut stdout = tokio::io::BufReader::new(shard.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut first).await.expect("listening line");
+    let _replayer = spawn_replayer_tls(&format!("http://{}", field(&first, "grpc")), "r-refused", &[]);
+    let out = tokio::time::timeout(Duration::from_secs(60), shard.wait_with_output())
+        .await
+        .expect("a refused shard ends")
+        .expect("run the shard");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}");
+    said
+}

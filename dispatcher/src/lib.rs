@@ -63,7 +63,7 @@ pub use results::html::render as render_html;
 pub use results::merge::merge as merge_reports;
 pub use results::{Report, Snapshot, progress_line};
 pub use server::{
-    ADMIN_TOKEN_VAR, Access, GrpcCoordinator, InProcess, Keep, REPLAYER_TOKEN_VAR, Running, ServeError,
-    Standing, Station, TlsError, Token, TokenError, standing, start,
+    ADMIN_TOKEN_VAR, Access, CoordinatorTls, GrpcCoordinator, InProcess, Keep, REPLAYER_TOKEN_VAR, Running,
+    ServeError, Standing, Station, TlsError, Token, TokenError, standing, start,
 };
 pub use shard::Shard;

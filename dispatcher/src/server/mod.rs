@@ -15,7 +15,7 @@ mod tls;
 
 pub use auth::{ADMIN_TOKEN_VAR, Access, Exposed, REPLAYER_TOKEN_VAR, Token, TokenError};
 pub use grpc::InProcess;
-pub use shard_link::GrpcCoordinator;
+pub use shard_link::{CoordinatorTls, GrpcCoordinator};
 pub use station::{Keep, Station};
 pub use tls::TlsError;
 

@@ -4,13 +4,14 @@
 //! reading of the shortest round trip (its offset is then off by at most half that trip),
 //! joins, and waits for the start.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reprise_proto::pb;
 use reprise_proto::pb::dispatcher_client::DispatcherClient;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request};
 
 use crate::control::JobState;
@@ -81,14 +82,37 @@ pub struct GrpcCoordinator {
     close: tokio_util::sync::CancellationToken,
 }
 
+/// How a shard proves and checks identities on its link to an `https://` coordinator.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CoordinatorTls<'a> {
+    /// The CA (PEM) the coordinator's certificate chains to; `None`: the web's roots.
+    pub ca: Option<&'a Path>,
+    /// This shard's certificate and key (PEM), for a coordinator that asks callers for one
+    /// (`[tls] client_ca`).
+    pub identity: Option<(&'a Path, &'a Path)>,
+}
+
+fn client_tls(tls: CoordinatorTls<'_>) -> Result<ClientTlsConfig, String> {
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| format!("{flag} {}: cannot read it: {e}", path.display()))
+    };
+    let mut config = match tls.ca {
+        Some(ca) => {
+            ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read("--coordinator-ca", ca)?))
+        }
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    if let Some((cert, key)) = tls.identity {
+        let identity = Identity::from_pem(read("--coordinator-cert", cert)?, read("--coordinator-key", key)?);
+        config = config.identity(identity);
+    }
+    Ok(config)
+}
+
 impl GrpcCoordinator {
-    /// A link to the coordinator at `url` (shard 0's gRPC address), calling with `token`;
-    /// over `https://` its certificate must chain to `ca` (PEM), or to the web's roots.
-    pub fn new(
-        url: &str,
-        token: Option<&str>,
-        ca: Option<&std::path::Path>,
-    ) -> Result<GrpcCoordinator, String> {
+    /// A link to the coordinator at `url` (shard 0's gRPC address), calling with `token`,
+    /// over `https://` with `tls`.
+    pub fn new(url: &str, token: Option<&str>, tls: CoordinatorTls<'_>) -> Result<GrpcCoordinator, String> {
         let bad = || {
             format!("--coordinator {url:?}: not a URL; give shard 0's gRPC address, e.g. http://shard-0:9090")
         };
@@ -98,17 +122,12 @@ impl GrpcCoordinator {
             return Err(bad());
         }
         if endpoint.uri().scheme_str() == Some("https") {
-            let tls = match ca {
-                Some(path) => {
-                    let pem = std::fs::read(path)
-                        .map_err(|e| format!("--coordinator-ca {}: cannot read it: {e}", path.display()))?;
-                    ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem))
-                }
-                None => ClientTlsConfig::new().with_webpki_roots(),
-            };
-            endpoint = endpoint.tls_config(tls).map_err(|e| format!("--coordinator {url}: {e}"))?;
-        } else if ca.is_some() {
-            return Err(format!("--coordinator-ca needs an https:// coordinator URL, not {url}"));
+            endpoint =
+                endpoint.tls_config(client_tls(tls)?).map_err(|e| format!("--coordinator {url}: {e}"))?;
+        } else if tls.ca.is_some() || tls.identity.is_some() {
+            return Err(format!(
+                "--coordinator-ca and --coordinator-cert need an https:// coordinator URL, not {url}"
+            ));
         }
         let token = match token {
             None => None,
@@ -122,6 +141,11 @@ impl GrpcCoordinator {
         Ok(GrpcCoordinator { endpoint, token, client: Mutex::new(None), close: Default::default() })
     }
 
+    /// Whether the link is over TLS.
+    fn tls(&self) -> bool {
+        self.endpoint.uri().scheme_str() == Some("https")
+    }
+
     fn request<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
         if let Some(t) = &self.token {
@@ -130,13 +154,23 @@ impl GrpcCoordinator {
         req
     }
 
-    /// Connects, retrying while the coordinator is not up yet.
-    async fn connect(&self) -> DispatcherClient<Channel> {
+    /// Connects, retrying while the coordinator is not up yet. A failed TLS handshake ends
+    /// the wait: a certificate refused (the coordinator's, or this shard's missing one) is
+    /// refused again on every try.
+    async fn connect(&self) -> Result<DispatcherClient<Channel>, String> {
         loop {
             match self.endpoint.connect().await {
-                Ok(channel) => return DispatcherClient::new(channel),
+                Ok(channel) => return Ok(DispatcherClient::new(channel)),
+                Err(e) if tls_failed(&e) => {
+                    return Err(format!(
+                        "the coordinator at {} refused TLS with this shard: {}; check --coordinator-ca, \
+                         and give --coordinator-cert and --coordinator-key when its [tls] client_ca asks callers for a certificate",
+                        self.endpoint.uri(),
+                        chain(&e)
+                    ));
+                }
                 Err(e) => {
-                    tracing::info!(coordinator = %self.endpoint.uri(), error = %e, "waiting for the coordinator");
+                    tracing::info!(coordinator = %self.endpoint.uri(), error = %chain(&e), "waiting for the coordinator");
                     tokio::time::sleep(RETRY).await;
                 }
             }
@@ -149,7 +183,8 @@ impl GrpcCoordinator {
         let mut best: Option<(i64, u64)> = None;
         for _ in 0..CLOCK_PROBES {
             let sent = now_ns();
-            let reading = client.clock(self.request(pb::ClockProbe {})).await.map_err(|s| refused(&s))?;
+            let reading =
+                client.clock(self.request(pb::ClockProbe {})).await.map_err(|s| refused(&s, self.tls()))?;
             let back = now_ns();
             let rtt_ns = (back - sent).max(0);
             let offset_ns = reading.into_inner().unix_ns - (sent + rtt_ns / 2);
@@ -161,13 +196,51 @@ impl GrpcCoordinator {
     }
 }
 
+/// Whether a connect failed in the TLS handshake: rustls' errors reach tonic as I/O errors
+/// of kind `InvalidData`, anywhere in the chain.
+fn tls_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        let io = e.downcast_ref::<std::io::Error>();
+        if e.is::<rustls::Error>()
+            || io.is_some_and(|io| {
+                io.kind() == std::io::ErrorKind::InvalidData
+                    || io.get_ref().is_some_and(|i| i.is::<rustls::Error>())
+            })
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// An error and its causes, as one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
+
 fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or_default()
 }
 
-fn refused(s: &tonic::Status) -> String {
+fn refused(s: &tonic::Status, tls: bool) -> String {
     match s.code() {
         Code::Unauthenticated => format!("the coordinator refused this shard: {}", s.message()),
+        // A coordinator that asks callers for a certificate closes the connection of a shard
+        // without one after the handshake: the call fails with the transport.
+        Code::Unavailable | Code::Unknown | Code::Cancelled if tls => format!(
+            "the coordinator closed the connection: {}; when its [tls] client_ca asks callers for a \
+             certificate, give this shard --coordinator-cert and --coordinator-key",
+            s.message()
+        ),
         _ => format!("the coordinator: {}", s.message()),
     }
 }
@@ -175,11 +248,14 @@ fn refused(s: &tonic::Status) -> String {
 impl Coordinator for GrpcCoordinator {
     fn join(&self, mut join: pb::ShardJoin) -> Pending<'_, Result<Joined, String>> {
         Box::pin(async move {
-            let mut client = self.connect().await;
+            let mut client = self.connect().await?;
             let (offset_us, rtt_us) = self.clock(&mut client).await?;
             (join.clock_offset_us, join.rtt_us) = (offset_us, rtt_us);
-            let mut events =
-                client.join_shard(self.request(join)).await.map_err(|s| refused(&s))?.into_inner();
+            let mut events = client
+                .join_shard(self.request(join))
+                .await
+                .map_err(|s| refused(&s, self.tls()))?
+                .into_inner();
             *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(client);
             let start = match events.message().await {
                 Ok(Some(pb::ShardEvent { event: Some(pb::shard_event::Event::Start(start)) })) => start,
@@ -234,7 +310,7 @@ impl Coordinator for GrpcCoordinator {
             let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let Some(mut client) = client else { return Err("not joined".into()) };
             let last = results.last;
-            client.shard_report(self.request(results)).await.map_err(|s| refused(&s))?;
+            client.shard_report(self.request(results)).await.map_err(|s| refused(&s, self.tls()))?;
             if last {
                 self.close.cancel();
             }
