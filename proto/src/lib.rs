@@ -13,6 +13,7 @@
 //!   `header:NAME`, `body`, JSON paths with `[*]` for indexes) and its `ignore` patterns.
 //! - [`hint`]: a cache prefetch hint, for the replayer's hot paths.
 //! - [`token`]: what an HTTP token is, for the dispatcher's checks and the replayer's writer.
+//! - [`error_chain`]: an error with its causes on one line, for both sides' gRPC clients.
 //! - [`stats`]: statistics (counters and those histograms) as the replayer records them and
 //!   the dispatcher merges them, with their wire form.
 
@@ -37,6 +38,19 @@ pub mod pb {
 /// stream ends when the dispatcher lets the replayer go; dropping it leaves the fleet.
 pub type Events<E> =
     std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::DispatcherEvent, E>> + Send>>;
+
+/// An error with its causes ("transport error: … : invalid peer certificate: UnknownIssuer"),
+/// so a TLS failure says why.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
 
 /// The build version a replayer registers with; the dispatcher refuses any other.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

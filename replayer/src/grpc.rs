@@ -155,7 +155,11 @@ impl Upstream for Grpc {
         &self,
         reg: pb::Registration,
     ) -> Result<(Events<UpstreamError>, GrpcReports), UpstreamError> {
-        let channel = self.endpoint.connect().await.map_err(|e| UpstreamError::Unavailable(chain(&e)))?;
+        let channel = self
+            .endpoint
+            .connect()
+            .await
+            .map_err(|e| UpstreamError::Unavailable(reprise_proto::error_chain(&e)))?;
         let mut client = DispatcherClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
@@ -183,17 +187,4 @@ impl From<Status> for UpstreamError {
             _ => UpstreamError::Unavailable(s.message().to_owned()),
         }
     }
-}
-
-/// An error with its causes ("transport error: … : invalid peer certificate: UnknownIssuer"),
-/// so a TLS failure says why.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -166,11 +166,11 @@ impl GrpcCoordinator {
                         "the coordinator at {} refused TLS with this shard: {}; check --coordinator-ca, \
                          and give --coordinator-cert and --coordinator-key when its [tls] client_ca asks callers for a certificate",
                         self.endpoint.uri(),
-                        chain(&e)
+                        reprise_proto::error_chain(&e)
                     ));
                 }
                 Err(e) => {
-                    tracing::info!(coordinator = %self.endpoint.uri(), error = %chain(&e), "waiting for the coordinator");
+                    tracing::info!(coordinator = %self.endpoint.uri(), error = %reprise_proto::error_chain(&e), "waiting for the coordinator");
                     tokio::time::sleep(RETRY).await;
                 }
             }
@@ -213,18 +213,6 @@ fn tls_failed(e: &(dyn std::error::Error + 'static)) -> bool {
         cause = e.source();
     }
     false
-}
-
-/// An error and its causes, as one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        line.push_str(": ");
-        line.push_str(&c.to_string());
-        cause = c.source();
-    }
-    line
 }
 
 fn now_ns() -> i64 {
