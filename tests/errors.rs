@@ -325,30 +325,6 @@ async fn implausible_times_are_malformed_and_a_quiet_stretch_says_when_it_ends()
     assert!(stderr.contains("next record due in"), "the quiet stretch is explained: {stderr}");
 }
 
-/// The first `data:` line of the live page's event stream, as JSON.
-async fn first_event(admin: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut conn = tokio::net::TcpStream::connect(admin).await.expect("connect");
-    let req = format!("GET /events HTTP/1.1\r\nHost: {admin}\r\nAccept: text/event-stream\r\n\r\n");
-    conn.write_all(req.as_bytes()).await.expect("write");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 8192];
-    let read = async {
-        loop {
-            let n = conn.read(&mut buf).await.expect("read");
-            assert!(n > 0, "the stream ended before an event");
-            seen.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&seen);
-            if let Some(line) =
-                text.split("data: ").nth(1).and_then(|rest| rest.split_once('\n')).map(|(l, _)| l)
-            {
-                return serde_json::from_str(line.trim_end()).expect("an event is JSON");
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(10), read).await.expect("an event within 10 s")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_page_shows_why_requests_failed() {
     let dir = temp_dir("error-samples");

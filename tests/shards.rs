@@ -493,3 +493,52 @@ async fn a_lost_shard_is_named_a_stop_reaches_every_shard_and_no_shard_outlives_
         assert!(report["aborted_by"].as_str().expect("why").contains("gone"), "{}", report["aborted_by"]);
     }
 }
+
+/// The coordinator's live page charts the whole job: its shards' seconds are added to its
+/// own rows, so the rows' requests add up to every record, not to shard 0's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinators_live_charts_count_every_shards_requests() {
+    const N: usize = 60;
+    let target = Capture::start().await;
+    let dir = temp_dir("sharded-live");
+    let path = recording(&dir, N, 1).remove(0);
+    let mut daemons = Vec::new();
+    let mut coordinator = String::new();
+    for i in 0..2 {
+        let job = dir.join(format!("job{i}.toml"));
+        let text = format!(
+            "[job]\nid = \"live\"\ntarget = \"{}\"\n[fetcher.file]\npath = \"{}\"\n",
+            target.url(),
+            path.display()
+        );
+        std::fs::write(&job, text).expect("write job");
+        let shard = format!("{i}/2");
+        let url = format!("http://{coordinator}");
+        let mut extra = vec!["--shard", &shard];
+        extra.push(if i == 0 { "--serve-forever" } else { "--coordinator" });
+        if i > 0 {
+            extra.push(&url);
+        }
+        let d = dispatcher_with(&job, "127.0.0.1:0", &extra);
+        if i == 0 {
+            coordinator = d.grpc_url.trim_start_matches("http://").to_owned();
+        }
+        let replayer = spawn_replayer(&d.grpc_url, &format!("s{i}"));
+        daemons.push((d, replayer));
+    }
+    let admin = daemons[0].0.admin.clone();
+    let finished = wait_until_async(
+        || async { http("GET", &admin, "/status").await.1.contains("\"state\":\"finished\"") },
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(finished, "the job ends");
+    assert_eq!(target.requests().len(), N);
+    // A page opened now gets every closed second; the shards' are in two seconds after.
+    let charted = || async {
+        let rows = first_event(&admin).await["rows"].as_array().cloned().unwrap_or_default();
+        rows.iter().map(|r| r["requests"].as_u64().expect("requests")).sum::<u64>()
+    };
+    let all = wait_until_async(|| async { charted().await == N as u64 }, Duration::from_secs(20)).await;
+    assert!(all, "the charts count {} of {N} requests", charted().await);
+}

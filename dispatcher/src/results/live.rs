@@ -3,8 +3,8 @@
 //! their merged histograms, errors by kind with the endpoints they hit most and the latest
 //! cause a replayer logged, the malformed
 //! input logged (secrets redacted), the fleet, the accounting and the source. The per-second
-//! rows for the charts travel beside it ([`crate::fleet::Fleet::history_since`]), each sent
-//! once to each page.
+//! rows for the charts travel beside it ([`super::merge::live_rows`]: a coordinator's with
+//! its shards' seconds added), each sent once to each page.
 //!
 //! A frame is made once a second at most, however many pages are open ([`FrameCache`]).
 

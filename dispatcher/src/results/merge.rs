@@ -83,6 +83,33 @@ pub(crate) fn absorb(snap: &mut Snapshot<'_>, part: &Part, lost: bool, label: &s
     }
 }
 
+/// Seconds a coordinator holds its rows back for a live page: a shard sends its results once
+/// a second, so its row for a second is in within two.
+const SHARD_ROWS_DUE: u64 = 2;
+
+/// A live page's chart rows: the job's closed seconds after `after`, the last `most` at
+/// most. The coordinator of a sharded job adds its shards' seconds to its own, and sends a
+/// second only once the shards' rows for it are in (each row goes to a page once).
+pub fn live_rows(job: &crate::job::Job, after: Option<u64>, most: usize) -> Vec<Row> {
+    let Some(board) = job.board() else {
+        return job.fleet().history_since(after, most);
+    };
+    let mut rows = job.fleet().history_since(after, usize::MAX);
+    let Some(closed) = rows.last().map(|r| r.second) else {
+        return rows;
+    };
+    let started = job.started_unix();
+    for (_, part, _) in board.parts() {
+        let shift = (part.run.started_unix_us as f64 / 1e6 - started).round() as i64;
+        let newer = |r: &&Row| after.is_none_or(|a| r.second as i64 + shift > a as i64);
+        let theirs: Vec<Row> = part.run.history.iter().filter(newer).cloned().collect();
+        add_seconds(&mut rows, &theirs, shift);
+    }
+    rows.retain(|r| r.second + SHARD_ROWS_DUE <= closed);
+    let skip = rows.len().saturating_sub(most);
+    rows.split_off(skip)
+}
+
 /// Adds `rows` (seconds of a run that started `shift` seconds after `mine`'s) to `mine`:
 /// counts summed, percentiles the largest (see the module's doc).
 fn add_seconds(mine: &mut Vec<Row>, rows: &[Row], shift: i64) {

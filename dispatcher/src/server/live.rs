@@ -125,7 +125,7 @@ async fn feed(live: Arc<Live>, tx: mpsc::Sender<Event>) {
         }
         let frame = live.frames.get(&job);
         let most = if last_row.is_none() { ROWS_AT_OPEN } else { usize::MAX };
-        let rows = job.fleet().history_since(last_row, most);
+        let rows = crate::results::merge::live_rows(&job, last_row, most);
         let rows_json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned());
         let event = Event::default().data(format!("{{\"frame\":{frame},\"rows\":{rows_json}}}"));
         match tx.try_send(event) {
