@@ -113,29 +113,7 @@ pub fn start(
     } else {
         start_offsets(&watermarks, k, range, &ids, timeout).map_err(&err)?
     };
-    let mut plan = TopicPartitionList::new();
-    let mut parts = Vec::with_capacity(ids.len());
-    for (index, (&id, &offset)) in ids.iter().zip(&starts).enumerate() {
-        let (low, high) = watermarks
-            .fetch_watermarks(&k.topic, id, timeout)
-            .map_err(|e| err(format!("cannot read the offsets of partition {id}: {e}")))?;
-        plan.add_partition_offset(&k.topic, id, offset).map_err(|e| err(e.to_string()))?;
-        let empty = !k.follow
-            && (high <= low || offset == Offset::End || matches!(offset, Offset::Offset(o) if o >= high));
-        parts.push((
-            Partition {
-                topic: k.topic.clone(),
-                id,
-                end_offset: high,
-                follow: k.follow,
-                timestamp: k.timestamp,
-                stop_after_ns: range.end.map(|e| e.saturating_add(range.window_ns)),
-                index,
-                commits: k.group_id.is_some(),
-            },
-            empty,
-        ));
-    }
+    let (plan, parts) = plan(&watermarks, k, range, &ids, &starts).map_err(&err)?;
     if !grouped {
         consumer.assign(&plan).map_err(|e| err(format!("cannot assign the partitions: {e}")))?;
     }
@@ -170,6 +148,42 @@ pub fn start(
     let (cancel, commits) = (ctx.cancel.clone(), k.group_id.is_some());
     ctx.tasks.spawn_blocking(move || serve_events(&consumer, &live, &cancel, commits));
     Ok(streams)
+}
+
+/// What the consumer reads of each partition, from where: the offsets to assign, and each
+/// partition's reader settings with whether it has nothing to read (a bounded replay of an
+/// empty partition, or one started at its end).
+fn plan(
+    watermarks: &BaseConsumer,
+    k: &KafkaConfig,
+    range: Range,
+    ids: &[i32],
+    starts: &[Offset],
+) -> Result<(TopicPartitionList, Vec<(Partition, bool)>), String> {
+    let mut plan = TopicPartitionList::new();
+    let mut parts = Vec::with_capacity(ids.len());
+    for (index, (&id, &offset)) in ids.iter().zip(starts).enumerate() {
+        let (low, high) = watermarks
+            .fetch_watermarks(&k.topic, id, k.connect_timeout.0)
+            .map_err(|e| format!("cannot read the offsets of partition {id}: {e}"))?;
+        plan.add_partition_offset(&k.topic, id, offset).map_err(|e| e.to_string())?;
+        let empty = !k.follow
+            && (high <= low || offset == Offset::End || matches!(offset, Offset::Offset(o) if o >= high));
+        parts.push((
+            Partition {
+                topic: k.topic.clone(),
+                id,
+                end_offset: high,
+                follow: k.follow,
+                timestamp: k.timestamp,
+                stop_after_ns: range.end.map(|e| e.saturating_add(range.window_ns)),
+                index,
+                commits: k.group_id.is_some(),
+            },
+            empty,
+        ));
+    }
+    Ok((plan, parts))
 }
 
 /// Polls the consumer's main queue while readers run: librdkafka serves its events (errors,
