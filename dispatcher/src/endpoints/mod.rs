@@ -140,7 +140,7 @@ pub struct EndpointTable {
     grouping: Arc<Grouping>,
     kept: usize,
     /// method → path (without query) → id. Without rules or ids these are exactly the kept
-    /// endpoints; with them, a bounded memo of the names they gave.
+    /// endpoints; with rules, a bounded memo of the names they gave; with ids alone, unused.
     memo: HashMap<Box<[u8]>, PathIds>,
     memo_len: usize,
     /// Names given by rules or ids → id.
