@@ -6,6 +6,7 @@
 
 mod echo;
 mod merge;
+mod record;
 mod run;
 
 use std::net::SocketAddr;
@@ -105,6 +106,9 @@ enum Command {
     /// Merge JSON reports of separate runs (shards run on their own) into one, exactly:
     /// counts added and histograms merged, the thresholds judged on the merge (exit 99).
     Merge(merge::MergeArgs),
+    /// A capture proxy: forwards every exchange to --upstream unchanged (HTTP/1.1, HTTP/2,
+    /// gRPC) and writes each one, with its answer, as a json record a job can replay.
+    Record(Box<record::RecordArgs>),
     /// A local HTTP target answering 200 with the request body (for tries and benchmarks).
     EchoServer {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -301,6 +305,7 @@ fn main() -> ExitCode {
             Command::Validate { job } => run::validate(&job),
             Command::Diff(args) => diff(&args),
             Command::Merge(args) => merge::merge(&args),
+            Command::Record(args) => record::record(*args, cancel).await,
             Command::EchoServer { listen, log_arrivals, json, json_differ } => {
                 let answers = match json {
                     Some(seed) => echo::Answers::Json { seed, differ: json_differ },

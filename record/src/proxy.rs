@@ -1,0 +1,271 @@
+//! The reverse proxy: accepts HTTP/1.1 and HTTP/2 (h2c by prior knowledge, h2 by ALPN over
+//! TLS), forwards each request to the upstream in the same HTTP version, and streams the
+//! answer back as it comes. gRPC is HTTP/2 with trailers, and passes as any other stream.
+//!
+//! hyper serves and calls: a reverse proxy is what it is made for, and it already guards
+//! against what hostile clients send (head size and read time limits, HTTP/2 flow control
+//! and stream limits). The proxy counts what it refuses, by reason.
+//!
+//! What passes is not changed: the method, path, headers (HTTP/1.1 names in their case),
+//! body and trailers go up as they came, the status, headers, body and trailers come back
+//! as they were sent. Only connection headers (`Connection`, `Keep-Alive`,
+//! `Transfer-Encoding`, …), which belong to one hop, are each side's own; no `Date` is
+//! added. HTTP/2 keeps the client's `:authority`: the proxy dials the upstream whatever
+//! the URL names.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Recorder;
+use crate::counters::Refusal;
+use crate::exchange::{Captured, Exchange};
+use crate::tee::{Pending, Side, Tee};
+
+/// How long a client may take to send a request's head (slowloris is refused after it).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head over HTTP/1.1, and header list over HTTP/2.
+const MAX_HEAD: usize = 64 * 1024;
+/// How long the upstream may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// On shutdown, how long open exchanges may take to finish.
+const DRAIN: Duration = Duration::from_secs(10);
+
+type Answer = Response<BoxBody<Bytes, hyper::Error>>;
+
+/// Where requests go, and the clients that take them there.
+pub struct Upstream {
+    /// `http://host:port`, as given.
+    base: Uri,
+    h1: Client<Dial, Tee>,
+    h2: Client<Dial, Tee>,
+}
+
+impl Upstream {
+    /// A plain HTTP upstream (`http://HOST:PORT`).
+    pub fn new(base: Uri) -> Upstream {
+        let authority = base.authority().map_or_else(String::new, |a| {
+            if a.port().is_some() { a.to_string() } else { format!("{}:80", a.host()) }
+        });
+        let dial = Dial(Arc::from(authority));
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new()).pool_timer(TokioTimer::new());
+        b.http1_preserve_header_case(true).set_host(false);
+        let h1 = b.build(dial.clone());
+        let h2 = b.http2_only(true).build(dial);
+        Upstream { base, h1, h2 }
+    }
+
+    /// The URI a request goes up with: over HTTP/2 the client's own (its `:authority`
+    /// kept), over HTTP/1.1 the path on the upstream's base (the `Host` header is kept).
+    fn uri(&self, incoming: &Uri, version: Version) -> Uri {
+        if version == Version::HTTP_2 && incoming.authority().is_some() {
+            return incoming.clone();
+        }
+        let mut parts = self.base.clone().into_parts();
+        parts.path_and_query = incoming.path_and_query().cloned();
+        Uri::from_parts(parts).unwrap_or_else(|_| self.base.clone())
+    }
+}
+
+/// The upstream's connector: dials one address, whatever the request's URL says.
+#[derive(Clone, Debug)]
+struct Dial(Arc<str>);
+
+impl tower_service::Service<Uri> for Dial {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let addr = Arc::clone(&self.0);
+        Box::pin(async move {
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*addr))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// What a connection's requests share.
+struct Shared {
+    upstream: Upstream,
+    recorder: Arc<Recorder>,
+}
+
+/// The listener's settings.
+pub struct Listen {
+    pub listener: TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub max_connections: usize,
+}
+
+/// Serves clients until `cancel`, then lets open exchanges finish (up to [`DRAIN`]).
+pub async fn serve(listen: Listen, upstream: Upstream, recorder: Arc<Recorder>, cancel: CancellationToken) {
+    let counters = Arc::clone(&recorder.counters);
+    let shared = Arc::new(Shared { upstream, recorder });
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .max_buf_size(MAX_HEAD.max(8192))
+        .preserve_header_case(true)
+        .auto_date_header(false);
+    server.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD as u32).auto_date_header(false);
+    let server = Arc::new(server);
+    let slots = Arc::new(Semaphore::new(listen.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listen.listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            counters.refuse(Refusal::TooManyConnections);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (server, shared, counters, tls) = (Arc::clone(&server), Arc::clone(&shared), Arc::clone(&counters), listen.tls.clone());
+        let watcher = graceful.watcher();
+        tracker.spawn(async move {
+            counters.connections.fetch_add(1, Relaxed);
+            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+            let served = match tls {
+                None => watcher.watch(server.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => watcher.watch(server.serve_connection(TokioIo::new(s), service).into_owned()).await,
+                    Err(_) => {
+                        counters.refuse(Refusal::Tls);
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(e) = served
+                && let Some(r) = Refusal::of(&*e)
+            {
+                counters.refuse(r);
+            }
+            counters.connections.fetch_sub(1, Relaxed);
+            drop(slot);
+        });
+    }
+    drop(listen.listener);
+    tracker.close();
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("exchanges still open after {DRAIN:?}: closing them");
+    }
+    tracker.wait().await;
+}
+
+/// Forwards one request, recording it if it is sampled.
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Infallible> {
+    let recorder = &shared.recorder;
+    recorder.counters.exchanges.fetch_add(1, Relaxed);
+    let (mut parts, body) = req.into_parts();
+    let pending = recorder.sample.keeps(&parts.headers).then(|| Pending::new(head(&parts), Arc::clone(recorder)));
+    if pending.is_none() {
+        recorder.counters.sampled_out.fetch_add(1, Relaxed);
+    }
+    let version = parts.version;
+    parts.uri = shared.upstream.uri(&parts.uri, version);
+    strip_hop_headers(&mut parts.headers, version == Version::HTTP_2);
+    let client = match version {
+        Version::HTTP_2 => &shared.upstream.h2,
+        _ => &shared.upstream.h1,
+    };
+    let up = Request::from_parts(parts, Tee::new(body, Side::Request, pending.clone()));
+    match client.request(up).await {
+        Ok(answer) => {
+            let (mut parts, body) = answer.into_parts();
+            if let Some(p) = &pending {
+                p.answered(parts.status.as_u16(), &parts.headers);
+            }
+            strip_hop_headers(&mut parts.headers, version == Version::HTTP_2);
+            parts.version = version;
+            Ok(Response::from_parts(parts, Tee::new(body, Side::Answer, pending).boxed()))
+        }
+        Err(e) => {
+            recorder.counters.upstream_errors.fetch_add(1, Relaxed);
+            let why = format!("the upstream did not answer: {}", reprise_proto::error_chain(&e));
+            tracing::warn!(error = %why, "upstream error");
+            if let Some(p) = &pending {
+                p.failed(why.clone());
+            }
+            let mut bad = Response::new(Full::new(Bytes::from(format!("reprise record: {why}\n"))).map_err(|n| match n {}).boxed());
+            *bad.status_mut() = StatusCode::BAD_GATEWAY;
+            Ok(bad)
+        }
+    }
+}
+
+/// The recorded request, from its head (its body is copied as it streams).
+fn head(parts: &http::request::Parts) -> Exchange {
+    let mut headers = parts.headers.clone();
+    if parts.version == Version::HTTP_2
+        && !headers.contains_key(header::HOST)
+        && let Some(a) = parts.uri.authority().and_then(|a| a.as_str().parse().ok())
+    {
+        headers.insert(header::HOST, a);
+    }
+    Exchange {
+        at: SystemTime::now(),
+        method: parts.method.clone(),
+        url: parts.uri.path_and_query().map_or_else(|| "/".to_owned(), ToString::to_string),
+        version: parts.version,
+        headers,
+        body: Captured::new(),
+        ..Exchange::default()
+    }
+}
+
+/// Headers of one hop, which each side of the proxy sets for itself (RFC 9110 7.6.1).
+fn strip_hop_headers(headers: &mut HeaderMap, http2: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
+        headers.remove(name);
+    }
+    // HTTP/2 allows `te: trailers` only, which gRPC needs.
+    if !http2 || headers.get(header::TE).is_some_and(|v| v != "trailers") {
+        headers.remove(header::TE);
+    }
+}

@@ -1,0 +1,162 @@
+//! `reprise record`: its flags, checked into [`reprise_record::RecordOptions`], and the
+//! lines it prints (`listening addr=…` once bound, a summary of what was recorded at exit).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use reprise_dispatcher::config::{ByteSize, ListenAddr};
+use reprise_record::{DropReason, FileSink, RecordOptions, Redact, Sample};
+use tokio_util::sync::CancellationToken;
+
+use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG};
+
+/// `reprise record`'s flags.
+#[derive(clap::Args)]
+pub struct RecordArgs {
+    /// Where clients connect: `:8080`, `127.0.0.1:0` (a free port; prints `listening addr=`).
+    #[arg(long, env = "REPRISE_RECORD_LISTEN", value_name = "ADDR")]
+    listen: ListenAddr,
+    /// The service every request is forwarded to: `http://HOST:PORT`.
+    #[arg(long, env = "REPRISE_RECORD_UPSTREAM", value_name = "URL", value_parser = upstream)]
+    upstream: http::Uri,
+    /// The json recording. With --rotate-size or --rotate-every, the pattern of its files'
+    /// names: `capture.jsonl` gives `capture-20261205T200102Z-000001.jsonl`, …
+    #[arg(long, env = "REPRISE_RECORD_OUT", value_name = "PATH")]
+    out: PathBuf,
+    /// Start a new file once this many bytes (of json) are written: `100MB`, `1GiB`.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    rotate_size: Option<ByteSize>,
+    /// Start a new file after this long: `1h`, `10m`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    rotate_every: Option<Duration>,
+    /// Write gzip (`.gz` is added to rotated files' names).
+    #[arg(long)]
+    gzip: bool,
+    /// Keep each body up to this size; a longer one keeps its length and hash.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = size)]
+    max_body: ByteSize,
+    /// Hold at most this much waiting for the file; past it, exchanges are dropped and
+    /// counted (`reprise_record_dropped_total{reason="queue_full"}`).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = size)]
+    queue: ByteSize,
+    /// Record this share of exchanges, from 0.0001 to 1.
+    #[arg(long, value_name = "RATE", default_value_t = 1.0, value_parser = rate)]
+    sample: f64,
+    /// Draw the sample by this header's value, so a session is recorded whole or not at all.
+    #[arg(long, value_name = "HEADER", value_parser = reprise_record::header_name)]
+    sample_key: Option<http::HeaderName>,
+    /// Record this header's values as a keyed hash (key: REPRISE_REDACT_KEY); repeatable.
+    #[arg(long, value_name = "HEADER", value_delimiter = ',', value_parser = reprise_record::header_name)]
+    redact: Vec<http::HeaderName>,
+    /// Serve h2 and HTTP/1.1 over TLS with this certificate (PEM).
+    #[arg(long, env = "REPRISE_RECORD_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, env = "REPRISE_RECORD_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Client connections open at once; more are closed and counted.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Serve /healthz, /readyz and /metrics here (prints `listening http=ADDR`).
+    #[arg(long, env = "REPRISE_RECORD_HTTP", value_name = "ADDR")]
+    http: Option<ListenAddr>,
+}
+
+fn upstream(s: &str) -> Result<http::Uri, String> {
+    let uri: http::Uri = s.parse().map_err(|e| format!("{e}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) if uri.path() == "/" || uri.path().is_empty() => Ok(uri),
+        (Some("http"), Some(_)) => Err("give the service's base URL without a path, e.g. http://127.0.0.1:8080".into()),
+        (Some("https"), _) => Err(
+            "an https upstream is not supported: put reprise record beside the service, in front of its plain HTTP port"
+                .into(),
+        ),
+        _ => Err("must be http://HOST:PORT, e.g. http://127.0.0.1:8080".into()),
+    }
+}
+
+fn size(s: &str) -> Result<ByteSize, String> {
+    ByteSize::parse(s).filter(|b| b.0 > 0).ok_or_else(|| format!("{s:?} is not a size: write e.g. 1MiB, 64MB or 65536"))
+}
+
+fn rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0001..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a share from 0.0001 to 1 (0.1 records one exchange in ten)")),
+    }
+}
+
+impl RecordArgs {
+    fn options(self) -> Result<RecordOptions, String> {
+        let redact = match self.redact.is_empty() {
+            true => None,
+            false => {
+                let key = std::env::var(reprise_record::REDACT_KEY_VAR).unwrap_or_default();
+                if key.len() < 16 {
+                    return Err(format!(
+                        "--redact needs a secret key of 16 characters or more in {}, the same on every proxy whose \
+                         recordings are replayed together (e.g. `openssl rand -hex 32`)",
+                        reprise_record::REDACT_KEY_VAR
+                    ));
+                }
+                Some(Redact::new(self.redact, key.as_bytes()))
+            }
+        };
+        Ok(RecordOptions {
+            listen: self.listen.0,
+            upstream: self.upstream,
+            sink: FileSink {
+                path: self.out,
+                rotate_bytes: self.rotate_size.map(|b| b.0),
+                rotate_every: self.rotate_every,
+                gzip: self.gzip,
+            },
+            max_body: usize::try_from(self.max_body.0).unwrap_or(usize::MAX),
+            queue_bytes: self.queue.0,
+            sample: Sample::new(self.sample, self.sample_key),
+            redact,
+            tls: self.tls_cert.zip(self.tls_key),
+            max_connections: self.max_connections.max(1),
+            probes: self.http.map(|a| a.0),
+        })
+    }
+}
+
+/// Runs the proxy until a signal; prints what it recorded and dropped.
+pub async fn record(args: RecordArgs, cancel: CancellationToken) -> ExitCode {
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let bound = |b: reprise_record::Bound| {
+        println!("listening addr={}", b.proxy);
+        if let Some(p) = b.probes {
+            println!("listening http={p}");
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    };
+    match reprise_record::run(opts, cancel, bound).await {
+        Ok(c) => {
+            let dropped: Vec<String> =
+                DropReason::ALL.iter().map(|r| format!("{}={}", r.as_str(), c.dropped(*r))).collect();
+            eprintln!(
+                "recorded {} of {} exchanges ({} sampled out, {} upstream errors); dropped: {}",
+                c.recorded.load(Relaxed),
+                c.exchanges.load(Relaxed),
+                c.sampled_out.load(Relaxed),
+                c.upstream_errors.load(Relaxed),
+                dropped.join(" ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CANNOT_RUN)
+        }
+    }
+}
