@@ -56,10 +56,14 @@ pub struct RecordArgs {
     /// The key of --tls-cert (PEM).
     #[arg(long, env = "REPRISE_RECORD_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How long a client may take to send a request's head; slower ones (slowloris) are
+    /// closed and counted.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
     /// Client connections open at once; more are closed and counted.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
-    /// Serve /healthz, /readyz and /metrics here (prints `listening http=ADDR`).
+    /// Serve /healthz, /readyz and /metrics here (the `listening` line then has `http=ADDR`).
     #[arg(long, env = "REPRISE_RECORD_HTTP", value_name = "ADDR")]
     http: Option<ListenAddr>,
 }
@@ -78,7 +82,9 @@ fn upstream(s: &str) -> Result<http::Uri, String> {
 }
 
 fn size(s: &str) -> Result<ByteSize, String> {
-    ByteSize::parse(s).filter(|b| b.0 > 0).ok_or_else(|| format!("{s:?} is not a size: write e.g. 1MiB, 64MB or 65536"))
+    ByteSize::parse(s)
+        .filter(|b| b.0 > 0)
+        .ok_or_else(|| format!("{s:?} is not a size: write e.g. 1MiB, 64MB or 65536"))
 }
 
 fn rate(s: &str) -> Result<f64, String> {
@@ -119,6 +125,7 @@ impl RecordArgs {
             redact,
             tls: self.tls_cert.zip(self.tls_key),
             max_connections: self.max_connections.max(1),
+            header_timeout: self.header_timeout,
             probes: self.http.map(|a| a.0),
         })
     }
@@ -134,9 +141,9 @@ pub async fn record(args: RecordArgs, cancel: CancellationToken) -> ExitCode {
         }
     };
     let bound = |b: reprise_record::Bound| {
-        println!("listening addr={}", b.proxy);
-        if let Some(p) = b.probes {
-            println!("listening http={p}");
+        match b.probes {
+            Some(p) => println!("listening addr={} http={p}", b.proxy),
+            None => println!("listening addr={}", b.proxy),
         }
         let _ = std::io::Write::flush(&mut std::io::stdout());
     };

@@ -7,8 +7,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -29,25 +28,6 @@ fn site(dir: &Path) -> std::path::PathBuf {
     let rec = dir.join("r.jsonl");
     std::fs::write(&rec, lines.join("\n")).expect("recording");
     rec
-}
-
-/// Runs `program` (a Debian package's server) until dropped; returns once it accepts
-/// connections on `port`.
-fn serve(program: &str, package: &str, args: &[&str], port: u16) -> Guard {
-    let child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program} ({e}): install Debian's {package}, as scripts/test does"));
-    let guard = Guard(child);
-    let until = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "{program} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    guard
 }
 
 /// The report's status counts and error counts.

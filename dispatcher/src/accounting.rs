@@ -202,15 +202,19 @@ pub enum Skipped {
     Unmapped,
     /// A `[[rewrite]]` that could not be applied, with `on_failure = "skip"`.
     RewriteFailed,
+    /// A request whose body the capture kept only in part (`reprise record --max-body`):
+    /// it cannot be sent as it was.
+    BodyCut,
 }
 
 impl Skipped {
-    pub const ALL: [Skipped; 5] = [
+    pub const ALL: [Skipped; 6] = [
         Skipped::GorResponse,
         Skipped::GorResponseUnpaired,
         Skipped::Filtered,
         Skipped::Unmapped,
         Skipped::RewriteFailed,
+        Skipped::BodyCut,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -220,6 +224,7 @@ impl Skipped {
             Skipped::Filtered => "filtered",
             Skipped::Unmapped => "unmapped",
             Skipped::RewriteFailed => "rewrite_failed",
+            Skipped::BodyCut => "body_cut",
         }
     }
 }

@@ -45,8 +45,13 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 5] =
-        [Refusal::HeaderTimeout, Refusal::TooLarge, Refusal::Malformed, Refusal::Tls, Refusal::TooManyConnections];
+    pub const ALL: [Refusal; 5] = [
+        Refusal::HeaderTimeout,
+        Refusal::TooLarge,
+        Refusal::Malformed,
+        Refusal::Tls,
+        Refusal::TooManyConnections,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -121,7 +126,12 @@ impl Counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
         one("reprise_record_exchanges_total", "counter", "Exchanges proxied.", self.exchanges.load(Relaxed));
-        one("reprise_record_recorded_total", "counter", "Exchanges written to the sink.", self.recorded.load(Relaxed));
+        one(
+            "reprise_record_recorded_total",
+            "counter",
+            "Exchanges written to the sink.",
+            self.recorded.load(Relaxed),
+        );
         one(
             "reprise_record_sampled_out_total",
             "counter",
@@ -134,27 +144,39 @@ impl Counters {
             "Requests the upstream did not answer (the client got 502).",
             self.upstream_errors.load(Relaxed),
         );
-        one("reprise_record_written_bytes_total", "counter", "Bytes written to the sink.", self.written_bytes.load(Relaxed));
+        one(
+            "reprise_record_written_bytes_total",
+            "counter",
+            "Bytes written to the sink.",
+            self.written_bytes.load(Relaxed),
+        );
         one(
             "reprise_record_queue_bytes",
             "gauge",
             "Bytes of exchanges waiting for the sink.",
             self.queued_bytes.load(Relaxed),
         );
-        one("reprise_record_connections", "gauge", "Client connections open.", self.connections.load(Relaxed));
+        one(
+            "reprise_record_connections",
+            "gauge",
+            "Client connections open.",
+            self.connections.load(Relaxed),
+        );
         let _ = writeln!(
             s,
             "# HELP reprise_record_dropped_total Exchanges not recorded, by reason.\n# TYPE reprise_record_dropped_total counter"
         );
         for r in DropReason::ALL {
-            let _ = writeln!(s, "reprise_record_dropped_total{{reason=\"{}\"}} {}", r.as_str(), self.dropped(r));
+            let _ =
+                writeln!(s, "reprise_record_dropped_total{{reason=\"{}\"}} {}", r.as_str(), self.dropped(r));
         }
         let _ = writeln!(
             s,
             "# HELP reprise_record_refused_total Client connections closed unserved, by reason.\n# TYPE reprise_record_refused_total counter"
         );
         for r in Refusal::ALL {
-            let _ = writeln!(s, "reprise_record_refused_total{{reason=\"{}\"}} {}", r.as_str(), self.refused(r));
+            let _ =
+                writeln!(s, "reprise_record_refused_total{{reason=\"{}\"}} {}", r.as_str(), self.refused(r));
         }
         s
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use bytes::BytesMut;
 use http::{HeaderMap, Method, Version};
-use reprise_proto::expected::{fnv1a, fnv_start};
+use reprise_proto::expected::{fnv_start, fnv1a};
 
 /// A body as it streamed past: its first `max_body` bytes, its whole length and hash.
 #[derive(Debug)]
@@ -101,13 +101,15 @@ impl Exchange {
     /// Bytes this exchange holds, roughly: what the sink queue's bound counts.
     pub fn held(&self) -> usize {
         let headers = |h: &HeaderMap| h.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
-        let answer = self.answer.as_ref().map_or(0, |a| a.body.held() + headers(&a.headers) + headers(&a.trailers));
+        let answer =
+            self.answer.as_ref().map_or(0, |a| a.body.held() + headers(&a.headers) + headers(&a.trailers));
         256 + self.url.len() + headers(&self.headers) + self.body.held() + answer
     }
 
     /// Appends this exchange as one json line (with its `\n`).
     pub fn write_line(&self, out: &mut Vec<u8>) {
-        let ts = chrono::DateTime::<chrono::Utc>::from(self.at).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let ts = chrono::DateTime::<chrono::Utc>::from(self.at)
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         out.extend_from_slice(b"{\"ts\":\"");
         out.extend_from_slice(ts.as_bytes());
         out.extend_from_slice(b"\",\"method\":");
@@ -179,7 +181,8 @@ fn headers(out: &mut Vec<u8>, map: &HeaderMap) {
         string(out, name.as_str());
         out.push(b':');
         let values: Vec<_> = map.get_all(name).iter().collect();
-        let one = |out: &mut Vec<u8>, v: &http::HeaderValue| string(out, &String::from_utf8_lossy(v.as_bytes()));
+        let one =
+            |out: &mut Vec<u8>, v: &http::HeaderValue| string(out, &String::from_utf8_lossy(v.as_bytes()));
         match values.as_slice() {
             [v] => one(out, v),
             many => {

@@ -52,6 +52,8 @@ pub struct RecordOptions {
     /// Serve h2 and HTTP/1.1 over TLS with this certificate and key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_connections: usize,
+    /// How long a client may take to send a request's head.
+    pub header_timeout: std::time::Duration,
     /// Serve `/healthz`, `/readyz` and `/metrics` here.
     pub probes: Option<SocketAddr>,
 }
@@ -94,8 +96,9 @@ pub async fn run(
 ) -> Result<Arc<Counters>, RecordError> {
     let tls = opts.tls.as_ref().map(|(cert, key)| acceptor(cert, key)).transpose()?;
     let counters = Arc::new(Counters::default());
-    let listener =
-        TcpListener::bind(opts.listen).await.map_err(|source| RecordError::Listen { addr: opts.listen, source })?;
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| RecordError::Listen { addr: opts.listen, source })?;
     let proxy = listener.local_addr().map_err(|source| RecordError::Listen { addr: opts.listen, source })?;
     let probes = match opts.probes {
         Some(addr) => Some(
@@ -115,13 +118,25 @@ pub async fn run(
         counters: Arc::clone(&counters),
     });
     bound(Bound { proxy, probes: probes.as_ref().map(|p| p.addr) });
-    let listen = proxy::Listen { listener, tls, max_connections: opts.max_connections };
+    let listen = proxy::Listen {
+        listener,
+        tls,
+        max_connections: opts.max_connections,
+        header_timeout: opts.header_timeout,
+    };
     proxy::serve(listen, proxy::Upstream::new(opts.upstream), recorder, cancel).await;
     // The recorder's last holders were the connections: the queue closes with it, and
     // the writer ends after the last line.
     // An upstream that never reads a request body could hold its exchange: do not wait
     // for ever.
-    let finished = tokio::task::spawn_blocking(move || writer.finish());
+    // A stalled file could hold the writer too: it is waited for on a thread of its own,
+    // which a process that exits leaves behind (a runtime's blocking task would hold the
+    // exit).
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        writer.finish();
+        let _ = done.send(());
+    });
     if tokio::time::timeout(std::time::Duration::from_secs(5), finished).await.is_err() {
         tracing::warn!("the recording's last exchanges did not finish in 5 s: exiting without them");
     }
@@ -133,7 +148,9 @@ pub async fn run(
 
 /// A TLS acceptor offering h2 and HTTP/1.1 by ALPN.
 fn acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, RecordError> {
-    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| RecordError::Tls(format!("{}: {e}", what.display()));
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| {
+        RecordError::Tls(format!("{}: {e}", what.display()))
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| bad(cert, &e))?
         .collect::<Result<_, _>>()

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use reprise_proto::expected::{fnv1a, fnv_start};
+use reprise_proto::expected::{fnv_start, fnv1a};
 
 /// The environment variable that holds redaction's key.
 pub const REDACT_KEY_VAR: &str = "REPRISE_REDACT_KEY";

@@ -32,7 +32,11 @@ impl Probes {
     }
 }
 
-pub async fn start(addr: SocketAddr, counters: Arc<Counters>, cancel: CancellationToken) -> std::io::Result<Probes> {
+pub async fn start(
+    addr: SocketAddr,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+) -> std::io::Result<Probes> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let tracker = TaskTracker::new();
@@ -46,7 +50,8 @@ pub async fn start(addr: SocketAddr, counters: Arc<Counters>, cancel: Cancellati
             let (counters, stop) = (Arc::clone(&counters), stop.clone());
             conns.spawn(async move {
                 let service = hyper::service::service_fn(move |req| answer(Arc::clone(&counters), req));
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
                     _ = conn => {}
                     _ = stop.cancelled() => {}
@@ -57,7 +62,10 @@ pub async fn start(addr: SocketAddr, counters: Arc<Counters>, cancel: Cancellati
     Ok(Probes { addr, cancel, tracker })
 }
 
-async fn answer(counters: Arc<Counters>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    counters: Arc<Counters>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = match req.uri().path() {
         "/healthz" | "/readyz" => (StatusCode::OK, "ok\n".to_owned()),
         "/metrics" => (StatusCode::OK, counters.render()),

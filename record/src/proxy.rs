@@ -38,8 +38,6 @@ use crate::counters::Refusal;
 use crate::exchange::{Captured, Exchange};
 use crate::tee::{Pending, Side, Tee};
 
-/// How long a client may take to send a request's head (slowloris is refused after it).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head over HTTP/1.1, and header list over HTTP/2.
 const MAX_HEAD: usize = 64 * 1024;
 /// How long the upstream may take to accept a connection.
@@ -120,6 +118,8 @@ pub struct Listen {
     pub listener: TcpListener,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub max_connections: usize,
+    /// How long a client may take to send a request's head (slowloris is refused after it).
+    pub header_timeout: Duration,
 }
 
 /// Serves clients until `cancel`, then lets open exchanges finish (up to [`DRAIN`]).
@@ -130,7 +130,7 @@ pub async fn serve(listen: Listen, upstream: Upstream, recorder: Arc<Recorder>, 
     server
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
+        .header_read_timeout(listen.header_timeout)
         .max_buf_size(MAX_HEAD.max(8192))
         .preserve_header_case(true)
         .auto_date_header(false);
@@ -156,15 +156,20 @@ pub async fn serve(listen: Listen, upstream: Upstream, recorder: Arc<Recorder>, 
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (server, shared, counters, tls) = (Arc::clone(&server), Arc::clone(&shared), Arc::clone(&counters), listen.tls.clone());
+        let (server, shared, counters, tls) =
+            (Arc::clone(&server), Arc::clone(&shared), Arc::clone(&counters), listen.tls.clone());
         let watcher = graceful.watcher();
         tracker.spawn(async move {
             counters.connections.fetch_add(1, Relaxed);
             let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
             let served = match tls {
-                None => watcher.watch(server.serve_connection(TokioIo::new(stream), service).into_owned()).await,
+                None => {
+                    watcher.watch(server.serve_connection(TokioIo::new(stream), service).into_owned()).await
+                }
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => watcher.watch(server.serve_connection(TokioIo::new(s), service).into_owned()).await,
+                    Ok(s) => {
+                        watcher.watch(server.serve_connection(TokioIo::new(s), service).into_owned()).await
+                    }
                     Err(_) => {
                         counters.refuse(Refusal::Tls);
                         Ok(())
@@ -193,7 +198,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
     let recorder = &shared.recorder;
     recorder.counters.exchanges.fetch_add(1, Relaxed);
     let (mut parts, body) = req.into_parts();
-    let pending = recorder.sample.keeps(&parts.headers).then(|| Pending::new(head(&parts), Arc::clone(recorder)));
+    let pending =
+        recorder.sample.keeps(&parts.headers).then(|| Pending::new(head(&parts), Arc::clone(recorder)));
     if pending.is_none() {
         recorder.counters.sampled_out.fetch_add(1, Relaxed);
     }
@@ -222,7 +228,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
             if let Some(p) = &pending {
                 p.failed(why.clone());
             }
-            let mut bad = Response::new(Full::new(Bytes::from(format!("reprise record: {why}\n"))).map_err(|n| match n {}).boxed());
+            let mut bad = Response::new(
+                Full::new(Bytes::from(format!("reprise record: {why}\n"))).map_err(|n| match n {}).boxed(),
+            );
             *bad.status_mut() = StatusCode::BAD_GATEWAY;
             Ok(bad)
         }
@@ -250,6 +258,7 @@ fn head(parts: &http::request::Parts) -> Exchange {
 }
 
 /// Headers of one hop, which each side of the proxy sets for itself (RFC 9110 7.6.1).
+/// The others keep their order (`HeaderMap::remove` would move the last one into the gap).
 fn strip_hop_headers(headers: &mut HeaderMap, http2: bool) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -258,14 +267,26 @@ fn strip_hop_headers(headers: &mut HeaderMap, http2: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    for name in listed {
-        headers.remove(name);
+    let hop = |name: &HeaderName, value: &http::HeaderValue| {
+        HOP_HEADERS.contains(&name.as_str())
+            || listed.contains(name)
+            // HTTP/2 allows `te: trailers` only, which gRPC needs.
+            || (name == header::TE && (!http2 || value != "trailers"))
+    };
+    if !headers.iter().any(|(n, v)| hop(n, v)) {
+        return;
     }
-    for name in ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"] {
-        headers.remove(name);
-    }
-    // HTTP/2 allows `te: trailers` only, which gRPC needs.
-    if !http2 || headers.get(header::TE).is_some_and(|v| v != "trailers") {
-        headers.remove(header::TE);
+    let mut name = None;
+    for (n, value) in std::mem::take(headers) {
+        // invariant: the first value of each name comes with it.
+        name = n.or(name);
+        if let Some(n) = &name
+            && !hop(n, &value)
+        {
+            headers.append(n.clone(), value);
+        }
     }
 }
+
+const HOP_HEADERS: [&str; 5] =
+    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];

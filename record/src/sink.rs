@@ -82,7 +82,9 @@ impl Queue {
             self.counters.count_drop(DropReason::QueueFull, 1);
             return;
         }
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send((e, size as usize)) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send((e, size as usize))
+        {
             self.counters.queued_bytes.fetch_sub(size, Relaxed);
             self.counters.count_drop(DropReason::QueueFull, 1);
         }
@@ -106,7 +108,8 @@ pub fn start(sink: FileSink, bound: u64, counters: Arc<Counters>) -> std::io::Re
     out.open()?;
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_SLOTS);
     let queue = Queue { tx, bound, counters: Arc::clone(&counters) };
-    let thread = std::thread::Builder::new().name("record-writer".into()).spawn(move || write(rx, out, &counters))?;
+    let thread =
+        std::thread::Builder::new().name("record-writer".into()).spawn(move || write(rx, out, &counters))?;
     Ok((queue, Writer(thread)))
 }
 
@@ -298,8 +301,19 @@ mod tests {
         assert!(names.iter().all(|n| n.starts_with("capture-") && n.ends_with(".jsonl")), "{names:?}");
         let urls: Vec<String> = names
             .iter()
-            .flat_map(|n| std::fs::read_to_string(dir.path().join(n)).expect("a file").lines().map(str::to_owned).collect::<Vec<_>>())
-            .map(|l| serde_json::from_str::<serde_json::Value>(&l).expect("json")["url"].as_str().expect("a url").to_owned())
+            .flat_map(|n| {
+                std::fs::read_to_string(dir.path().join(n))
+                    .expect("a file")
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(&l).expect("json")["url"]
+                    .as_str()
+                    .expect("a url")
+                    .to_owned()
+            })
             .collect();
         assert_eq!(urls, (0..2000).map(|i| format!("/item/{i}")).collect::<Vec<_>>());
         assert_eq!(counters.recorded.load(Relaxed), 2000);

@@ -72,7 +72,7 @@ impl Pending {
         });
     }
 
-    fn body<'a>(s: &'a mut State, side: Side) -> Option<&'a mut Captured> {
+    fn body(s: &mut State, side: Side) -> Option<&mut Captured> {
         match side {
             Side::Request => Some(&mut s.exchange.body),
             Side::Answer => s.exchange.answer.as_mut().map(|a| &mut a.body),
@@ -85,10 +85,11 @@ impl Pending {
     }
 
     fn trailers(&self, side: Side, t: &HeaderMap) {
-        self.with(|s| match (side, s.exchange.answer.as_mut()) {
-            (Side::Answer, Some(a)) => a.trailers = t.clone(),
-            // Request trailers are rare and the json format has no place for them.
-            _ => {}
+        // Request trailers are rare and the json format has no place for them.
+        self.with(|s| {
+            if let (Side::Answer, Some(a)) = (side, s.exchange.answer.as_mut()) {
+                a.trailers = t.clone();
+            }
         });
     }
 
@@ -138,7 +139,10 @@ impl Body for Tee {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

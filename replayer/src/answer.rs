@@ -95,9 +95,11 @@ impl Answer {
         self.body.extend_from_slice(&part[..room.min(part.len())]);
     }
 
-    /// The body was longer than `max_body`: only its length and hash can be compared.
+    /// Only part of the body is held: it was longer than `max_body`, or a recorded answer
+    /// that the capture cut (`reprise record --max-body`). Only its length and hash can be
+    /// compared.
     pub fn over_max_body(&self, keep: &Keep) -> bool {
-        self.length > keep.max_body as u64
+        self.length > keep.max_body as u64 || self.length > self.body.len() as u64
     }
 
     /// Takes a recorded answer (the recorded baseline): its kept headers, its body as the

@@ -369,3 +369,22 @@ pub async fn first_event(admin: &str) -> serde_json::Value {
     };
     tokio::time::timeout(std::time::Duration::from_secs(10), read).await.expect("an event within 10 s")
 }
+
+/// Runs `program` (a Debian package's server) until dropped; returns once it accepts
+/// connections on `port`.
+pub fn serve(program: &str, package: &str, args: &[&str], port: u16) -> Guard {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} ({e}): install Debian's {package}, as scripts/test does"));
+    let guard = Guard(child);
+    let until = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "{program} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    guard
+}

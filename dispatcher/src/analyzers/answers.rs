@@ -41,7 +41,22 @@ impl Answers {
 
     /// A recorded answer, encoded as a record carries it.
     pub fn encode(&self, status: u16, headers: &[(Text, Bytes)], body: &[u8]) -> Box<Bytes> {
-        let e = reprise_proto::expected::expected(status, headers, body, &self.headers, self.max_body);
+        self.encode_cut(status, headers, body, None)
+    }
+
+    /// A recorded answer whose body the recording kept only in part: `whole` is the whole
+    /// body's length and FNV-1a, as `reprise record` writes them.
+    pub fn encode_cut(
+        &self,
+        status: u16,
+        headers: &[(Text, Bytes)],
+        body: &[u8],
+        whole: Option<(u64, u64)>,
+    ) -> Box<Bytes> {
+        let mut e = reprise_proto::expected::expected(status, headers, body, &self.headers, self.max_body);
+        if let Some((length, hash)) = whole {
+            (e.length, e.hash) = (length, hash);
+        }
         Box::new(Bytes::from(e.encode_to_vec()))
     }
 }

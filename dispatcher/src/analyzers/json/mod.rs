@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::answers::Answers;
 use super::{KeySource, Parsed, is_method, is_token, with_key};
-use crate::accounting::Malformed;
+use crate::accounting::{Malformed, Skipped};
 use crate::config::values::parse_rfc3339_ns;
 use crate::config::{JsonFields, TimeUnit};
 use crate::record::{Record, Text, split_url};
@@ -49,6 +49,8 @@ struct Raw<'a> {
     headers: Option<Result<Vec<(Text, Bytes)>, String>>,
     body: Option<Val<'a>>,
     body_base64: Option<Val<'a>>,
+    /// The whole body's length, when the recording kept only part of it.
+    body_length: Option<Val<'a>>,
     /// The hash key's text: a string's content, a number's or boolean's JSON text.
     key: Option<Cow<'a, str>>,
     /// The recorded answer (`None` inside: null, none recorded), or why it is not one.
@@ -60,8 +62,13 @@ struct Raw<'a> {
 struct Response<'a> {
     status: Option<Val<'a>>,
     headers: Option<Result<Vec<(Text, Bytes)>, String>>,
+    /// HTTP/2 trailers (a gRPC call's `grpc-status`), compared as headers.
+    trailers: Option<Result<Vec<(Text, Bytes)>, String>>,
     body: Option<Val<'a>>,
     body_base64: Option<Val<'a>>,
+    /// A body cut at `reprise record --max-body`: the whole one's length and FNV-1a (hex).
+    body_length: Option<Val<'a>>,
+    body_fnv1a: Option<Val<'a>>,
 }
 
 /// Why a line is malformed (kept small: the Ok side is a whole record).
@@ -92,7 +99,9 @@ impl Json {
             Ok(raw) => raw,
             Err(e) => return Parsed::malformed(Malformed::JsonSyntax, e.to_string()),
         };
+        let whole = raw.body_length.as_ref().and_then(Val::as_u64);
         match self.record(line, raw) {
+            Ok(r) if whole.is_some_and(|n| n > r.body.len() as u64) => Parsed::Skipped(Skipped::BodyCut),
             Ok(r) => Parsed::Record(with_key(r, self.key.as_ref())),
             Err(bad) => Parsed::malformed(bad.reason, bad.detail),
         }
@@ -122,6 +131,8 @@ impl Json {
                 &mut raw.body
             } else if k == n.body_base64 {
                 &mut raw.body_base64
+            } else if k == "body_length" {
+                &mut raw.body_length
             } else if k == n.headers {
                 raw.headers = Some(headers(r, unit)?);
                 continue;
@@ -316,8 +327,14 @@ fn response<'a>(
             "status" => &mut out.status,
             "body" => &mut out.body,
             "body_base64" => &mut out.body_base64,
+            "body_length" => &mut out.body_length,
+            "body_fnv1a" => &mut out.body_fnv1a,
             "headers" => {
                 out.headers = Some(headers(r, unit)?);
+                continue;
+            }
+            "trailers" => {
+                out.trailers = Some(headers(r, unit)?);
                 continue;
             }
             _ => {
@@ -347,13 +364,30 @@ fn expected(
     let status = status
         .filter(|s| (100..=599).contains(s))
         .ok_or_else(|| bad("`status` must be a number from 100 to 599".to_owned()))?;
-    let headers = match r.headers {
+    let mut headers = match r.headers {
         None => Vec::new(),
         Some(Err(why)) => return Err(bad(why)),
         Some(Ok(pairs)) => pairs,
     };
+    match r.trailers {
+        None => {}
+        Some(Err(why)) => return Err(bad(format!("trailers: {why}"))),
+        Some(Ok(mut pairs)) => headers.append(&mut pairs),
+    }
     let body = body(unit, r.body, r.body_base64).map_err(|b| bad(b.detail))?;
-    Ok(Some(answers.encode(status, &headers, &body)))
+    let whole = match (r.body_length, r.body_fnv1a) {
+        (None, None) => None,
+        (Some(length), Some(Val::Str(hash))) => match (length.as_u64(), u64::from_str_radix(&hash, 16)) {
+            (Some(length), Ok(hash)) if length >= body.len() as u64 => Some((length, hash)),
+            _ => {
+                return Err(bad(
+                    "`body_length` must be the whole body's length and `body_fnv1a` its hash in hex".into(),
+                ));
+            }
+        },
+        _ => return Err(bad("`body_length` and `body_fnv1a` go together (a body cut at --max-body)".into())),
+    };
+    Ok(Some(answers.encode_cut(status, &headers, &body, whole)))
 }
 
 fn body(unit: &Bytes, text: Option<Val<'_>>, base64: Option<Val<'_>>) -> Result<Bytes, Bad> {
@@ -577,5 +611,33 @@ mod tests {
                 other => panic!("{bad}: {other:?}"),
             }
         }
+    }
+
+    /// What `reprise record` writes: an answer's trailers are compared as its headers (a
+    /// gRPC call's `grpc-status`), a body cut at its `--max-body` compares by the whole
+    /// one's length and hash, and a request whose own body was cut is skipped, not sent
+    /// short.
+    #[test]
+    fn a_captured_answer_keeps_its_trailers_and_a_cut_body_its_length_and_hash() {
+        let answering = json(None).with_answers(Some(Answers::new(&[], 4)));
+        let parse = |line: &str| answering.parse(&Bytes::copy_from_slice(line.as_bytes()));
+        let line = r#"{"ts":1,"method":"POST","url":"/a","response":{"status":200,"headers":{"content-type":"application/grpc"},"trailers":{"grpc-status":"5"},"body":"abcd","body_length":10,"body_fnv1a":"00000000000000ff"}}"#;
+        let Parsed::Record(r) = parse(line) else { panic!("{:?}", parse(line)) };
+        let e = <reprise_proto::pb::Expected as prost::Message>::decode(&r.expected.expect("an answer")[..])
+            .expect("decodes");
+        assert_eq!((&e.body[..], e.length, e.hash), (&b"abcd"[..], 10, 0xff));
+        assert_eq!(e.headers.len(), 1, "grpc-status, from the trailers");
+        assert_eq!(&e.headers[0].value[..], b"5");
+        let cut = r#"{"ts":1,"method":"POST","url":"/a","body":"abcd","body_length":10}"#;
+        assert!(matches!(parse(cut), Parsed::Skipped(Skipped::BodyCut)), "{:?}", parse(cut));
+        let whole = r#"{"ts":1,"method":"POST","url":"/a","body":"abcd","body_length":4}"#;
+        assert!(matches!(parse(whole), Parsed::Record(_)));
+        let lone =
+            r#"{"ts":1,"method":"GET","url":"/a","response":{"status":200,"body":"ab","body_length":10}}"#;
+        assert!(
+            matches!(parse(lone), Parsed::Malformed { reason: Malformed::BadResponse, .. }),
+            "{:?}",
+            parse(lone)
+        );
     }
 }

@@ -54,6 +54,15 @@ impl<'a> Val<'a> {
         matches!(self, Val::Null)
     }
 
+    /// A whole number from 0 up.
+    pub(super) fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Val::Int(i) => u64::try_from(i).ok(),
+            Val::Uint(u) => Some(u),
+            _ => None,
+        }
+    }
+
     pub(super) fn into_str(self) -> Option<Cow<'a, str>> {
         match self {
             Val::Str(s) => Some(s),

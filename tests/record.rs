@@ -1,0 +1,400 @@
+//! `reprise record`, the capture proxy, through the real binary over loopback: curl and
+//! h2load send traffic through it to real servers (Debian's h2o, over HTTP/1.1 and h2c, and
+//! the in-test capture target). What the clients get must be byte for byte what the
+//! upstream sent; the recording must hold every exchange and replay as the requests that
+//! were sent; its answers must serve as a comparison's baseline; a sink that stalls or
+//! fails must cost recordings, counted, never answers; and hostile clients are refused and
+//! counted while others are served.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+
+/// A running `reprise record`, its proxy and probe addresses.
+struct Recording {
+    guard: Guard,
+    addr: String,
+    http: String,
+}
+
+fn record(upstream: &str, out: &Path, extra: &[&str]) -> Recording {
+    let out = out.to_str().expect("path");
+    let mut a = vec![
+        "record",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        upstream,
+        "--out",
+        out,
+        "--http",
+        "127.0.0.1:0",
+    ];
+    a.extend_from_slice(extra);
+    let (guard, line) = spawn_daemon(&a);
+    Recording { guard, addr: field(&line, "addr"), http: field(&line, "http") }
+}
+
+impl Recording {
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A value of the proxy's `/metrics` (the whole series name, labels included).
+    async fn metric(&self, series: &str) -> u64 {
+        let (_, text) = http("GET", &self.http, "/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+    }
+
+    /// Waits until `series` reaches `n` (the writer flushes every 200 ms).
+    async fn wait_for(&self, series: &str, n: u64) {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while self.metric(series).await < n {
+            assert!(
+                std::time::Instant::now() < until,
+                "{series} stayed at {}, not {n}",
+                self.metric(series).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the proxy as a signal does, and waits for it to exit cleanly.
+    async fn stop(self) {
+        let pid = self.guard.0.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+        let status = wait_exit(self.guard).await;
+        assert!(status.success(), "reprise record exited with {status}");
+    }
+}
+
+/// Runs a client to its end, off the async threads.
+async fn client(program: &'static str, args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(program)
+            .args(&args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program} ({e}): install it as scripts/test does"))
+    })
+    .await
+    .expect("join")
+}
+
+/// What a client got: the status line and headers (all but `date`, which the upstream
+/// sets per answer, and `connection`, each hop's own) and the body's bytes.
+async fn fetch(url: &str, http: &str, dir: &Path) -> (Vec<String>, Vec<u8>) {
+    let (head, body) = (dir.join("head"), dir.join("body"));
+    let a = args(&["-s", http, "-D", head.to_str().expect("path"), "-o", body.to_str().expect("path"), url]);
+    let out = client("curl", a).await;
+    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+    let head = std::fs::read_to_string(head).expect("head");
+    let lines = head
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            !(l.is_empty() || l.starts_with("date:") || l.starts_with("connection:"))
+        })
+        .map(str::to_owned)
+        .collect();
+    (lines, std::fs::read(body).expect("body"))
+}
+
+/// h2o serving `www` over HTTP/1.1 and h2c on `port`.
+fn h2o(dir: &Path, www: &Path, port: u16) -> Guard {
+    let conf = dir.join(format!("h2o-{port}.conf"));
+    let text = format!(
+        "listen:\n  port: {port}\n  host: 127.0.0.1\nhosts:\n  default:\n    paths:\n      /:\n        file.dir: {}\naccess-log: /dev/null\nerror-log: {}\n",
+        www.display(),
+        dir.join(format!("error-{port}.log")).display()
+    );
+    std::fs::write(&conf, text).expect("conf");
+    serve("h2o", "h2o", &["-c", conf.to_str().expect("path")], port)
+}
+
+/// Bytes that compress badly and are not UTF-8.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("the recording")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// curl over HTTP/1.1 and h2c and h2load over h2c, through the proxy to h2o: each answer
+/// (status, headers, body) is what h2o gives directly; the recording holds every exchange,
+/// and a body over --max-body keeps its head, its whole length and its hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_pass_unchanged_and_every_exchange_is_recorded() {
+    let dir = temp_dir("record-pass");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    let blob = noise(200_000);
+    std::fs::write(www.join("blob.bin"), &blob).expect("blob");
+    std::fs::write(www.join("text.txt"), "a line of text\n".repeat(50)).expect("text");
+    std::fs::write(www.join("page.json"), r#"{"id":7,"price":10}"#).expect("json");
+    let port = free_port();
+    let _h2o = h2o(&dir, &www, port);
+    let upstream = format!("http://127.0.0.1:{port}");
+    let out = dir.join("capture.jsonl");
+    let proxy = record(&upstream, &out, &["--max-body", "64KiB"]);
+
+    let paths = ["/text.txt", "/blob.bin", "/page.json", "/missing"];
+    for http in ["--http1.1", "--http2-prior-knowledge"] {
+        for p in paths {
+            let direct = fetch(&format!("{upstream}{p}"), http, &dir).await;
+            let proxied = fetch(&format!("{}{p}", proxy.url()), http, &dir).await;
+            assert_eq!(proxied.0, direct.0, "{http} {p}: headers");
+            assert!(proxied.1 == direct.1, "{http} {p}: the body differs");
+        }
+    }
+    let load =
+        client("h2load", args(&["-n", "100", "-c", "2", "-m", "4", &format!("{}/text.txt", proxy.url())]))
+            .await;
+    let said = String::from_utf8_lossy(&load.stdout);
+    assert!(said.contains("100 succeeded, 0 failed"), "{said}");
+    proxy.wait_for("reprise_record_recorded_total", 108).await;
+    assert_eq!(proxy.metric("reprise_record_exchanges_total").await, 108);
+    proxy.stop().await;
+
+    let recorded = lines(&out);
+    assert_eq!(recorded.len(), 108);
+    let version = |v: &str| recorded.iter().filter(|r| r["version"] == v).count();
+    assert_eq!((version("HTTP/1.1"), version("HTTP/2")), (4, 104));
+    let blobs: Vec<_> = recorded.iter().filter(|r| r["url"] == "/blob.bin").collect();
+    assert_eq!(blobs.len(), 2);
+    for r in blobs {
+        let answer = &r["response"];
+        assert_eq!(answer["status"], 200);
+        assert_eq!(answer["body_length"], 200_000);
+        assert_eq!(answer["body_fnv1a"], format!("{:016x}", fnv1a(&blob)));
+        let head = base64::engine::general_purpose::STANDARD
+            .decode(answer["body_base64"].as_str().expect("base64"))
+            .expect("decodes");
+        assert!(head == blob[..64 * 1024], "the first 64 KiB are kept");
+    }
+    let json = recorded.iter().find(|r| r["url"] == "/page.json").expect("page.json");
+    assert_eq!(json["response"]["body"], r#"{"id":7,"price":10}"#);
+    assert_eq!(json["method"], "GET");
+    assert!(json["headers"]["user-agent"].as_str().is_some_and(|u| u.starts_with("curl/")), "{json}");
+    let missing = recorded.iter().find(|r| r["url"] == "/missing").expect("missing");
+    assert_eq!(missing["response"]["status"], 404);
+}
+
+/// Requests of every kind (a query, cookies, a bearer token, a JSON body, a binary body,
+/// a DELETE) recorded on their way to one target replay to another as the same requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_replays_as_the_requests_that_were_sent() {
+    let dir = temp_dir("record-replay");
+    let (first, second) = (Capture::start().await, Capture::start().await);
+    let out = dir.join("capture.jsonl");
+    let proxy = record(&first.url(), &out, &[]);
+    let binary: Vec<u8> = (0..=255).collect();
+    let bin = dir.join("bin");
+    std::fs::write(&bin, &binary).expect("bin");
+    let url = |p: &str| format!("{}{p}", proxy.url());
+    let sent = [
+        args(&[
+            "-H",
+            "Cookie: session=abc; theme=dark",
+            "-H",
+            "Authorization: Bearer tok123",
+            "-H",
+            "User-Agent: shop-app/2.1",
+            "-H",
+            "X-Trace-Id: 4bf92f35",
+            &url("/search?q=a%20b&x=1"),
+        ]),
+        args(&[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"sku":"A-1","qty":2}"#,
+            &url("/cart"),
+        ]),
+        args(&["-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+            .into_iter()
+            .chain([format!("@{}", bin.display()), url("/blob")])
+            .collect(),
+        args(&["-X", "DELETE", &url("/item/7")]),
+    ];
+    for a in sent {
+        let mut a = a;
+        a.extend(args(&["-s", "-o", "/dev/null", "--http1.1"]));
+        assert!(client("curl", a).await.status.success());
+    }
+    proxy.wait_for("reprise_record_recorded_total", 4).await;
+    proxy.stop().await;
+
+    let job = write_job(&dir, &second.url(), &out, "speed = \"max\"", "");
+    let report = run_job(&job, &dir, &[]).await;
+    assert_eq!(report["total"]["status"], serde_json::json!({"200": 4}), "{}", report["totals"]);
+    let shown = |c: &Captured| {
+        let kept = ["cookie", "authorization", "user-agent", "x-trace-id", "content-type"];
+        let mut headers: Vec<(String, Vec<u8>)> = c
+            .headers
+            .iter()
+            .filter(|(n, _)| kept.contains(&n.to_ascii_lowercase().as_str()))
+            .cloned()
+            .collect();
+        headers.sort();
+        (c.method.clone(), c.path.clone(), headers, c.body.clone())
+    };
+    let mut original: Vec<_> = first.requests().iter().map(shown).collect();
+    let mut replayed: Vec<_> = second.requests().iter().map(shown).collect();
+    original.sort();
+    replayed.sort();
+    assert_eq!(original.len(), 4);
+    assert_eq!(replayed, original);
+    assert!(original.iter().any(|r| r.3 == binary), "the binary body went through");
+}
+
+/// The recorded answers are the baseline of a comparison: against a candidate that
+/// changed one price, exactly that answer differs, in that field; the cut binary body
+/// compares by its length and hash, and is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_answers_flag_exactly_a_known_change_in_a_candidate() {
+    let dir = temp_dir("record-baseline");
+    let (v1, v2) = (dir.join("v1"), dir.join("v2"));
+    for (www, changed) in [(&v1, 10), (&v2, 11)] {
+        std::fs::create_dir_all(www.join("p")).expect("www");
+        for i in 1..=5 {
+            let price = if i == 3 { changed } else { 10 };
+            std::fs::write(www.join(format!("p/{i}")), format!(r#"{{"id":{i},"price":{price}}}"#))
+                .expect("json");
+        }
+        std::fs::write(www.join("blob"), noise(100_000)).expect("blob");
+    }
+    let (p1, p2) = (free_port(), free_port());
+    let (_h1, _h2) = (h2o(&dir, &v1, p1), h2o(&dir, &v2, p2));
+    let out = dir.join("capture.jsonl");
+    let proxy = record(&format!("http://127.0.0.1:{p1}"), &out, &["--max-body", "16KiB"]);
+    for p in ["/p/1", "/p/2", "/p/3", "/p/4", "/p/5", "/blob"] {
+        let got = client("curl", args(&["-s", "-o", "/dev/null", &format!("{}{p}", proxy.url())])).await;
+        assert!(got.status.success());
+    }
+    proxy.wait_for("reprise_record_recorded_total", 6).await;
+    proxy.stop().await;
+
+    let compare = "[compare]\nbaseline = \"recorded\"\nheaders = [\"content-type\"]\n";
+    let job = write_job(&dir, &format!("http://127.0.0.1:{p2}"), &out, "speed = \"max\"", compare);
+    let report = run_job(&job, &dir, &[]).await;
+    let cmp = &report["compare"];
+    assert_eq!((cmp["compared"].as_u64(), cmp["differing"].as_u64()), (Some(6), Some(1)), "{cmp:#}");
+    let differing: Vec<_> = cmp["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter(|e| e["differing"].as_u64() > Some(0))
+        .flat_map(|e| e["fields"].as_array().expect("fields").iter().map(|f| f["field"].clone()))
+        .collect();
+    assert_eq!(differing, [serde_json::json!("$.price")], "{cmp:#}");
+    assert!(cmp["over_max_body"].as_u64() >= Some(1), "the cut body compared by hash: {cmp:#}");
+}
+
+/// A sink that stalls (a pipe nobody reads) fills the queue to its bound: exchanges are
+/// dropped and counted as `queue_full` while every client gets its answer. A sink that
+/// fails (`/dev/full`) drops and counts each as `write_failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_or_failing_sink_drops_and_counts_and_clients_are_answered() {
+    let dir = temp_dir("record-stall");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("page"), noise(4096)).expect("page");
+    let port = free_port();
+    let _h2o = h2o(&dir, &www, port);
+    let upstream = format!("http://127.0.0.1:{port}");
+
+    let fifo = dir.join("stalled");
+    assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    // Held open for reading (so the proxy can open it) and never read.
+    let _held = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).expect("the fifo");
+    let proxy = record(&upstream, &fifo, &["--queue", "256KiB"]);
+    let load =
+        client("h2load", args(&["-n", "2000", "-c", "4", "-m", "8", &format!("{}/page", proxy.url())])).await;
+    let said = String::from_utf8_lossy(&load.stdout);
+    assert!(said.contains("2000 succeeded, 0 failed"), "{said}");
+    let dropped = proxy.metric("reprise_record_dropped_total{reason=\"queue_full\"}").await;
+    let queued = proxy.metric("reprise_record_queue_bytes").await;
+    assert!(dropped >= 1000, "most of 9 MB cannot pass a stalled pipe: {dropped} dropped");
+    assert!(queued <= 256 * 1024, "the queue holds at most its bound: {queued}");
+    assert_eq!(proxy.metric("reprise_record_exchanges_total").await, 2000);
+    proxy.stop().await;
+
+    let proxy = record(&upstream, Path::new("/dev/full"), &[]);
+    for _ in 0..20 {
+        let (head, body) = fetch(&format!("{}/page", proxy.url()), "--http1.1", &dir).await;
+        assert_eq!((head[0].as_str(), body.len()), ("HTTP/1.1 200 OK", 4096));
+    }
+    proxy.wait_for("reprise_record_dropped_total{reason=\"write_failed\"}", 20).await;
+    assert_eq!(proxy.metric("reprise_record_recorded_total").await, 0);
+    proxy.stop().await;
+}
+
+/// A client that sends its head too slowly, one whose head is too large, and one that
+/// sends broken HTTP/2 frames are each refused and counted; a well-behaved client is
+/// answered meanwhile, and only its exchanges are recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_are_refused_and_counted_and_others_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = temp_dir("record-hostile");
+    let target = Capture::start().await;
+    let out = dir.join("capture.jsonl");
+    let proxy = record(&target.url(), &out, &["--header-timeout", "1s"]);
+
+    // Slowloris: half a head, then nothing. The proxy closes the connection.
+    let mut slow = tokio::net::TcpStream::connect(&proxy.addr).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n").await.expect("write");
+    // Oversized: a 100 KB header.
+    let mut big = tokio::net::TcpStream::connect(&proxy.addr).await.expect("connect");
+    let head = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000));
+    let _ = big.write_all(head.as_bytes()).await;
+    // Broken HTTP/2: the preface, then a DATA frame on stream 0 (a protocol error).
+    let mut broken = tokio::net::TcpStream::connect(&proxy.addr).await.expect("connect");
+    broken.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("write");
+    broken.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("settings");
+    broken.write_all(&[0, 0, 2, 0, 0, 0, 0, 0, 0, b'h', b'i']).await.expect("data");
+
+    let served = client(
+        "curl",
+        args(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/ok", proxy.url())]),
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&served.stdout), "200");
+    for (name, mut stream) in [("slow", slow), ("big", big), ("broken", broken)] {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "{name}: the proxy keeps the connection open");
+    }
+    for reason in ["header_timeout", "too_large", "malformed"] {
+        proxy.wait_for(&format!("reprise_record_refused_total{{reason=\"{reason}\"}}"), 1).await;
+    }
+    proxy.wait_for("reprise_record_recorded_total", 1).await;
+    assert_eq!(proxy.metric("reprise_record_exchanges_total").await, 1);
+    proxy.stop().await;
+    assert_eq!(target.requests().len(), 1, "only the well-behaved request went up");
+    assert_eq!(lines(&out).len(), 1);
+}
