@@ -398,3 +398,97 @@ async fn hostile_clients_are_refused_and_counted_and_others_served() {
     assert_eq!(target.requests().len(), 1, "only the well-behaved request went up");
     assert_eq!(lines(&out).len(), 1);
 }
+
+/// The gRPC client's lines, run against `addr` (HOST:PORT).
+async fn grpc_calls(addr: &str) -> Vec<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/grpc_client.py");
+    let out = client("python3", args(&[script, addr])).await;
+    assert!(out.status.success(), "grpc_client.py: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+/// gRPC calls of every kind (unary, an error, server-, client- and bidirectional
+/// streaming) pass through the proxy as they do without it; the recording holds each call
+/// with its messages and `grpc-status`, replays to the server as the same messages, and as
+/// a baseline finds the one field a new build changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_pass_through_and_their_recording_replays_and_compares() {
+    let dir = temp_dir("record-grpc");
+    let (log1, log2) = (dir.join("v1.log"), dir.join("v2.log"));
+    let (_v1, url) = grpc_build(&log1, "v1");
+    let out = dir.join("capture.jsonl");
+    let proxy = record(&url, &out, &[]);
+    let direct = grpc_calls(url.trim_start_matches("http://")).await;
+    let proxied = grpc_calls(&proxy.addr).await;
+    assert_eq!(direct.len(), 5);
+    assert!(direct.iter().any(|l| l.contains("NOT_FOUND")), "{direct:?}");
+    assert_eq!(proxied, direct);
+    proxy.wait_for("reprise_record_recorded_total", 5).await;
+    proxy.stop().await;
+
+    let recorded = lines(&out);
+    assert_eq!(recorded.len(), 5);
+    for r in &recorded {
+        assert_eq!((r["version"].as_str(), r["method"].as_str()), (Some("HTTP/2"), Some("POST")), "{r}");
+        assert!(
+            r["headers"]["content-type"].as_str().is_some_and(|c| c.starts_with("application/grpc")),
+            "{r}"
+        );
+        let a = &r["response"];
+        let status = a["trailers"]["grpc-status"].as_str().or(a["headers"]["grpc-status"].as_str());
+        let want = if r["body_base64"].as_str() == Some("AAAAAANuZjI=") { "5" } else { "0" };
+        assert_eq!(status, Some(want), "{r}");
+    }
+
+    let (_v2, candidate) = grpc_build(&log2, "v2");
+    let compare = "[replayer]\nhttp = \"2\"\n[compare]\nbaseline = \"recorded\"\n";
+    let job = write_job(&dir, &candidate, &out, "speed = \"max\"", compare);
+    let report = run_job(&job, &dir, &[]).await;
+    let cmp = &report["compare"];
+    // The NOT_FOUND call failed, as recorded: a failed call is counted, not compared.
+    let counts = ["compared", "differing", "uncompared"].map(|k| cmp[k].as_u64());
+    assert_eq!(counts, [Some(4), Some(1), Some(1)], "{cmp:#}");
+    let mut sent: Vec<String> =
+        std::fs::read_to_string(&log1).expect("v1 log").lines().map(str::to_owned).collect();
+    let mut replayed: Vec<String> =
+        std::fs::read_to_string(&log2).expect("v2 log").lines().map(str::to_owned).collect();
+    sent.sort();
+    replayed.sort();
+    // The v1 server saw each call twice: once directly, once through the proxy.
+    sent.dedup();
+    assert_eq!(replayed, sent);
+}
+
+/// Over TLS with the user's certificate the proxy speaks h2 or HTTP/1.1 as ALPN chose,
+/// to a plain upstream, and records which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_get_h2_or_http1_and_are_recorded() {
+    let dir = temp_dir("record-tls");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    std::fs::write(www.join("page.json"), r#"{"id":1}"#).expect("page");
+    let port = free_port();
+    let _h2o = h2o(&dir, &www, port);
+    let ca = pki::Authority::new("shop CA");
+    let (cert, key) = ca.sign(&dir, "shop", &["localhost", "127.0.0.1"]);
+    let ca_file = ca.write(&dir, "ca");
+    let out = dir.join("capture.jsonl");
+    let tls = ["--tls-cert", cert.to_str().expect("path"), "--tls-key", key.to_str().expect("path")];
+    let proxy = record(&format!("http://127.0.0.1:{port}"), &out, &tls);
+    let url = format!("https://{}/page.json", proxy.addr);
+    for http in ["--http2", "--http1.1"] {
+        let a =
+            args(&["-s", http, "--cacert", ca_file.to_str().expect("path"), "-w", " %{http_version}", &url]);
+        let got = client("curl", a).await;
+        let want = if http == "--http2" { r#"{"id":1} 2"# } else { r#"{"id":1} 1.1"# };
+        assert_eq!(String::from_utf8_lossy(&got.stdout), want, "{http}");
+    }
+    let plain =
+        client("curl", args(&["-s", "-o", "/dev/null", &format!("http://{}/page.json", proxy.addr)])).await;
+    assert!(!plain.status.success() || plain.stdout.is_empty(), "plain HTTP is not served on a TLS port");
+    proxy.wait_for("reprise_record_recorded_total", 2).await;
+    proxy.wait_for("reprise_record_refused_total{reason=\"tls\"}", 1).await;
+    proxy.stop().await;
+    let versions: Vec<_> = lines(&out).iter().map(|r| r["version"].as_str().map(str::to_owned)).collect();
+    assert_eq!(versions, [Some("HTTP/2".to_owned()), Some("HTTP/1.1".to_owned())]);
+}

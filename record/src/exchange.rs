@@ -120,7 +120,7 @@ impl Exchange {
         string(out, version(self.version));
         out.extend_from_slice(b",\"headers\":");
         headers(out, &self.headers);
-        body(out, &self.body);
+        body(out, &self.body, binary(&self.headers));
         out.extend_from_slice(b",\"response\":");
         match &self.answer {
             None => out.extend_from_slice(b"null"),
@@ -131,7 +131,7 @@ impl Exchange {
                     out.extend_from_slice(b",\"trailers\":");
                     headers(out, &a.trailers);
                 }
-                body(out, &a.body);
+                body(out, &a.body, binary(&a.headers));
                 out.push(b'}');
             }
         }
@@ -200,16 +200,27 @@ fn headers(out: &mut Vec<u8>, map: &HeaderMap) {
     out.push(b'}');
 }
 
-/// `,"body":…` or `,"body_base64":…` (nothing for an empty body), and the whole length
-/// and hash of a body that was cut.
-fn body(out: &mut Vec<u8>, b: &Captured) {
+/// Whether a body of this content type is bytes even where they happen to be UTF-8 (gRPC's
+/// length-prefixed messages, protobuf): written as base64, as a reader of the json expects.
+fn binary(headers: &HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| {
+        let t = t.to_ascii_lowercase();
+        t.starts_with("application/grpc")
+            || t.starts_with("application/octet-stream")
+            || t.contains("protobuf")
+    })
+}
+
+/// `,"body":…` (UTF-8 text) or `,"body_base64":…` (nothing for an empty body), and the
+/// whole length and hash of a body that was cut.
+fn body(out: &mut Vec<u8>, b: &Captured, binary: bool) {
     if !b.kept.is_empty() {
-        match std::str::from_utf8(&b.kept) {
-            Ok(text) => {
+        match std::str::from_utf8(&b.kept).ok().filter(|_| !binary) {
+            Some(text) => {
                 out.extend_from_slice(b",\"body\":");
                 string(out, text);
             }
-            Err(_) => {
+            None => {
                 out.extend_from_slice(b",\"body_base64\":\"");
                 out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&b.kept).as_bytes());
                 out.push(b'"');

@@ -388,3 +388,28 @@ pub fn serve(program: &str, package: &str, args: &[&str], port: u16) -> Guard {
     }
     guard
 }
+
+/// The grpcio server, logging what each call received to `log`; its address.
+pub fn grpc_server(log: &std::path::Path) -> (Guard, String) {
+    grpc_build(log, "v1")
+}
+
+/// [`grpc_server`] of a build: "v1", or "v2" whose Get answers another stock.
+pub fn grpc_build(log: &std::path::Path, build: &str) -> (Guard, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/servers/grpc_items.py");
+    let mut child = Command::new("python3")
+        .args([script, "0", log.to_str().expect("path"), build])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    let guard = Guard(child);
+    BufReader::new(stdout).read_line(&mut line).expect("listening line");
+    let port = line.strip_prefix("listening ").map(str::trim).unwrap_or_else(|| {
+        panic!("the gRPC server did not start ({line:?}): `pip install grpcio`, as scripts/test does")
+    });
+    (guard, format!("http://127.0.0.1:{port}"))
+}
