@@ -13,6 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -168,7 +169,13 @@ impl Output {
         } else {
             (self.sink.path.clone(), None)
         };
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| in_file(&path, e))?;
+        // Owner only: a recording holds production's cookies and tokens.
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| in_file(&path, e))?;
         let open = match self.sink.gzip {
             true => Open::Gzip(GzEncoder::new(file, flate2::Compression::fast())),
             false => Open::Plain(file),
@@ -299,6 +306,12 @@ mod tests {
         names.sort();
         assert!(names.len() > 1, "rotated: {names:?}");
         assert!(names.iter().all(|n| n.starts_with("capture-") && n.ends_with(".jsonl")), "{names:?}");
+        for n in &names {
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(dir.path().join(n)).expect("a file").permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o600, "{n}: production's secrets are the owner's only");
+        }
         let urls: Vec<String> = names
             .iter()
             .flat_map(|n| {
