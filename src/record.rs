@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use reprise_dispatcher::config::{ByteSize, ListenAddr};
-use reprise_record::{DropReason, FileSink, RecordOptions, Redact, Sample};
+use reprise_record::{DropReason, FileSink, KafkaSink, RecordOptions, Redact, Sample, Sink};
 use tokio_util::sync::CancellationToken;
 
 use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG};
@@ -23,17 +23,35 @@ pub struct RecordArgs {
     upstream: http::Uri,
     /// The json recording. With --rotate-size or --rotate-every, the pattern of its files'
     /// names: `capture.jsonl` gives `capture-20261205T200102Z-000001.jsonl`, …
-    #[arg(long, env = "REPRISE_RECORD_OUT", value_name = "PATH")]
-    out: PathBuf,
+    #[arg(
+        long,
+        env = "REPRISE_RECORD_OUT",
+        value_name = "PATH",
+        required_unless_present = "kafka_topic",
+        conflicts_with = "kafka_topic"
+    )]
+    out: Option<PathBuf>,
     /// Start a new file once this many bytes (of json) are written: `100MB`, `1GiB`.
-    #[arg(long, value_name = "SIZE", value_parser = size)]
+    #[arg(long, value_name = "SIZE", value_parser = size, requires = "out")]
     rotate_size: Option<ByteSize>,
     /// Start a new file after this long: `1h`, `10m`.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "out")]
     rotate_every: Option<Duration>,
     /// Write gzip (`.gz` is added to rotated files' names).
-    #[arg(long)]
+    #[arg(long, requires = "out")]
     gzip: bool,
+    /// Send each exchange to this Kafka topic instead of a file, one message each.
+    #[arg(long, env = "REPRISE_RECORD_KAFKA_TOPIC", value_name = "TOPIC", requires = "kafka_brokers")]
+    kafka_topic: Option<String>,
+    /// The brokers of --kafka-topic: `HOST:PORT[,HOST:PORT…]`.
+    #[arg(long, env = "REPRISE_RECORD_KAFKA_BROKERS", value_name = "HOSTS", requires = "kafka_topic")]
+    kafka_brokers: Option<String>,
+    /// Key each message by this header's value, so a session stays in one partition.
+    #[arg(long, value_name = "HEADER", value_parser = reprise_record::header_name, requires = "kafka_topic")]
+    kafka_key: Option<http::HeaderName>,
+    /// A librdkafka property of the producer (`security.protocol=ssl`); repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = property, requires = "kafka_topic")]
+    kafka_property: Vec<(String, String)>,
     /// Keep each body up to this size; a longer one keeps its length and hash.
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = size)]
     max_body: ByteSize,
@@ -81,6 +99,13 @@ fn upstream(s: &str) -> Result<http::Uri, String> {
     }
 }
 
+fn property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE, e.g. security.protocol=ssl")),
+    }
+}
+
 fn size(s: &str) -> Result<ByteSize, String> {
     ByteSize::parse(s)
         .filter(|b| b.0 > 0)
@@ -95,7 +120,26 @@ fn rate(s: &str) -> Result<f64, String> {
 }
 
 impl RecordArgs {
-    fn options(self) -> Result<RecordOptions, String> {
+    /// A file, or (clap requires one of them) a Kafka topic.
+    fn sink(&mut self) -> Sink {
+        match (self.out.take(), self.kafka_topic.take()) {
+            (None, Some(topic)) => Sink::Kafka(KafkaSink {
+                brokers: self.kafka_brokers.take().unwrap_or_default(),
+                topic,
+                key: self.kafka_key.take(),
+                properties: std::mem::take(&mut self.kafka_property),
+            }),
+            (path, _) => Sink::File(FileSink {
+                path: path.unwrap_or_default(),
+                rotate_bytes: self.rotate_size.map(|b| b.0),
+                rotate_every: self.rotate_every,
+                gzip: self.gzip,
+            }),
+        }
+    }
+
+    fn options(mut self) -> Result<RecordOptions, String> {
+        let sink = self.sink();
         let redact = match self.redact.is_empty() {
             true => None,
             false => {
@@ -113,12 +157,7 @@ impl RecordArgs {
         Ok(RecordOptions {
             listen: self.listen.0,
             upstream: self.upstream,
-            sink: FileSink {
-                path: self.out,
-                rotate_bytes: self.rotate_size.map(|b| b.0),
-                rotate_every: self.rotate_every,
-                gzip: self.gzip,
-            },
+            sink,
             max_body: usize::try_from(self.max_body.0).unwrap_or(usize::MAX),
             queue_bytes: self.queue.0,
             sample: Sample::new(self.sample, self.sample_key),

@@ -23,18 +23,14 @@ struct Recording {
 }
 
 fn record(upstream: &str, out: &Path, extra: &[&str]) -> Recording {
-    let out = out.to_str().expect("path");
-    let mut a = vec![
-        "record",
-        "--listen",
-        "127.0.0.1:0",
-        "--upstream",
-        upstream,
-        "--out",
-        out,
-        "--http",
-        "127.0.0.1:0",
-    ];
+    let mut a = vec!["--out", out.to_str().expect("path")];
+    a.extend_from_slice(extra);
+    record_with(upstream, &a)
+}
+
+/// `reprise record` with its sink (and anything else) in `extra`.
+fn record_with(upstream: &str, extra: &[&str]) -> Recording {
+    let mut a = vec!["record", "--listen", "127.0.0.1:0", "--upstream", upstream, "--http", "127.0.0.1:0"];
     a.extend_from_slice(extra);
     let (guard, line) = spawn_daemon(&a);
     Recording { guard, addr: field(&line, "addr"), http: field(&line, "http") }
@@ -491,4 +487,87 @@ async fn tls_clients_get_h2_or_http1_and_are_recorded() {
     proxy.stop().await;
     let versions: Vec<_> = lines(&out).iter().map(|r| r["version"].as_str().map(str::to_owned)).collect();
     assert_eq!(versions, [Some("HTTP/2".to_owned()), Some("HTTP/1.1".to_owned())]);
+}
+
+/// Every message of `topic` (3 partitions) from its start, once `n` have come (or 30 s):
+/// (partition, key, value).
+async fn consume(brokers: &str, topic: &str, n: usize) -> Vec<(i32, String, serde_json::Value)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::Message as _;
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "record-test")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut list = rdkafka::TopicPartitionList::new();
+        for p in 0..3 {
+            list.add_partition_offset(&topic, p, rdkafka::Offset::Beginning).expect("partition");
+        }
+        consumer.assign(&list).expect("assign");
+        let mut got = Vec::new();
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        while got.len() < n && std::time::Instant::now() < until {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                let value = serde_json::from_slice(m.payload().unwrap_or_default()).expect("a json record");
+                got.push((m.partition(), key, value));
+            }
+        }
+        got
+    })
+    .await
+    .expect("join")
+}
+
+/// With Kafka as the sink each exchange is one message, its json record keyed by the
+/// chosen header, so a session's exchanges share a partition; a broker that does not
+/// answer costs recordings, dropped and counted, never answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_sink_gets_each_exchange_keyed_and_a_dead_broker_costs_only_recordings() {
+    let k = kafka::kafka().await;
+    let topic = k.topic("record").await;
+    let target = Capture::start().await;
+    let sink =
+        ["--kafka-brokers", k.brokers.as_str(), "--kafka-topic", topic.as_str(), "--kafka-key", "x-session"];
+    let proxy = record_with(&target.url(), &sink);
+    for i in 0..30 {
+        let session = format!("X-Session: s{}", i % 3);
+        let url = format!("{}/item/{i}", proxy.url());
+        assert!(
+            client("curl", args(&["-s", "-o", "/dev/null", "-H", &session, &url])).await.status.success()
+        );
+    }
+    proxy.wait_for("reprise_record_recorded_total", 30).await;
+    proxy.stop().await;
+    let got = consume(&k.brokers, &topic, 30).await;
+    assert_eq!(got.len(), 30);
+    let mut urls: Vec<String> =
+        got.iter().map(|(_, _, v)| v["url"].as_str().expect("url").to_owned()).collect();
+    urls.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("/item/{i}")).collect();
+    want.sort();
+    assert_eq!(urls, want);
+    for (partition, key, value) in &got {
+        assert_eq!(value["headers"]["x-session"].as_str(), Some(key.as_str()), "keyed by the header");
+        let mut same = got.iter().filter(|(_, k, _)| k == key).map(|(p, _, _)| *p);
+        assert!(same.all(|p| p == *partition), "session {key} in one partition");
+    }
+
+    let dead = format!("127.0.0.1:{}", free_port());
+    let sink = ["--kafka-brokers", dead.as_str(), "--kafka-topic", "nowhere", "--queue", "64KiB"];
+    let proxy = record_with(&target.url(), &sink);
+    let body = "x".repeat(1024);
+    for i in 0..200 {
+        let url = format!("{}/dead/{i}", proxy.url());
+        let got =
+            client("curl", args(&["-s", "-o", "/dev/null", "-w", "%{http_code}", "-d", &body, &url])).await;
+        assert_eq!(String::from_utf8_lossy(&got.stdout), "200", "request {i}");
+    }
+    let full = proxy.metric("reprise_record_dropped_total{reason=\"queue_full\"}").await;
+    assert!(full >= 100, "64 KiB of 1 KiB bodies waiting for no broker: {full} dropped");
+    assert_eq!(proxy.metric("reprise_record_recorded_total").await, 0);
+    proxy.stop().await;
 }

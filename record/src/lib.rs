@@ -8,7 +8,7 @@
 //!   its bodies have ended.
 //! - [`exchange`]: an exchange and its json line.
 //! - [`privacy`]: sampling and redaction, at capture time.
-//! - [`sink`]: the queue bounded in bytes, and the file writer.
+//! - [`sink`]: the queue bounded in bytes, and its writer to a file or a Kafka topic.
 //! - [`counters`]: what is counted, and `/metrics`; [`probes`] serves it.
 //!
 //! The proxy never waits for the recording: an exchange the sink cannot take is dropped
@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use counters::{Counters, DropReason, Refusal};
 pub use privacy::{REDACT_KEY_VAR, Redact, Sample};
-pub use sink::FileSink;
+pub use sink::{FileSink, KafkaSink, Sink};
 
 /// What a recording proxy is told (`reprise record`'s flags, checked).
 #[derive(Debug)]
@@ -42,7 +42,7 @@ pub struct RecordOptions {
     pub listen: SocketAddr,
     /// `http://HOST:PORT`.
     pub upstream: Uri,
-    pub sink: FileSink,
+    pub sink: Sink,
     /// Bodies are kept up to this many bytes each.
     pub max_body: usize,
     /// The sink's queue holds at most this many bytes.
@@ -65,7 +65,7 @@ pub enum RecordError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("--http {addr}: cannot listen: {source}")]
     Probes { addr: SocketAddr, source: std::io::Error },
-    #[error("--out: cannot open the recording: {0} (check that its folder exists and is writable)")]
+    #[error("cannot open the recording: {0} (check that --out's folder exists and is writable)")]
     Sink(std::io::Error),
     #[error("--tls-cert/--tls-key: {0}")]
     Tls(String),

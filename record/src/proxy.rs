@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::Recorder;
 use crate::counters::Refusal;
-use crate::exchange::{Captured, Exchange};
+use crate::exchange::{self, Captured, Exchange};
 use crate::tee::{Pending, Side, Tee};
 
 /// The largest request head over HTTP/1.1, and header list over HTTP/2.
@@ -239,7 +239,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
 
 /// The recorded request, from its head (its body is copied as it streams).
 fn head(parts: &http::request::Parts) -> Exchange {
-    let mut headers = parts.headers.clone();
+    let mut headers = exchange::owned(&parts.headers);
     if parts.version == Version::HTTP_2
         && !headers.contains_key(header::HOST)
         && let Some(a) = parts.uri.authority().and_then(|a| a.as_str().parse().ok())

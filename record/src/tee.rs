@@ -57,7 +57,7 @@ impl Pending {
         self.with(|s| {
             s.exchange.answer = Some(Answer {
                 status,
-                headers: headers.clone(),
+                headers: crate::exchange::owned(headers),
                 body: Captured::new(),
                 trailers: HeaderMap::new(),
             });
@@ -88,7 +88,7 @@ impl Pending {
         // Request trailers are rare and the json format has no place for them.
         self.with(|s| {
             if let (Side::Answer, Some(a)) = (side, s.exchange.answer.as_mut()) {
-                a.trailers = t.clone();
+                a.trailers = crate::exchange::owned(t);
             }
         });
     }
