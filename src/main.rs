@@ -305,7 +305,7 @@ fn main() -> ExitCode {
             Command::Validate { job } => run::validate(&job),
             Command::Diff(args) => diff(&args),
             Command::Merge(args) => merge::merge(&args),
-            Command::Record(args) => record::record(*args, cancel).await,
+            Command::Record(args) => record::record(*args, cli.threads, cancel).await,
             Command::EchoServer { listen, log_arrivals, json, json_differ } => {
                 let answers = match json {
                     Some(seed) => echo::Answers::Json { seed, differ: json_differ },

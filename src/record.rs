@@ -138,7 +138,7 @@ impl RecordArgs {
         }
     }
 
-    fn options(mut self) -> Result<RecordOptions, String> {
+    fn options(mut self, threads: usize) -> Result<RecordOptions, String> {
         let sink = self.sink();
         let redact = match self.redact.is_empty() {
             true => None,
@@ -164,15 +164,20 @@ impl RecordArgs {
             redact,
             tls: self.tls_cert.zip(self.tls_key),
             max_connections: self.max_connections.max(1),
+            threads,
             header_timeout: self.header_timeout,
             probes: self.http.map(|a| a.0),
         })
     }
 }
 
-/// Runs the proxy until a signal; prints what it recorded and dropped.
-pub async fn record(args: RecordArgs, cancel: CancellationToken) -> ExitCode {
-    let opts = match args.options() {
+/// Runs the proxy until a signal, on `threads` threads (default: one per core); prints
+/// what it recorded and dropped.
+pub async fn record(args: RecordArgs, threads: Option<u16>, cancel: CancellationToken) -> ExitCode {
+    let threads = threads
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+    let opts = match args.options(threads) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");

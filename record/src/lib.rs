@@ -29,7 +29,6 @@ use std::sync::Arc;
 use http::{HeaderName, Uri};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use counters::{Counters, DropReason, Refusal};
@@ -52,6 +51,8 @@ pub struct RecordOptions {
     /// Serve h2 and HTTP/1.1 over TLS with this certificate and key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_connections: usize,
+    /// Threads that serve clients, each with its own connections.
+    pub threads: usize,
     /// How long a client may take to send a request's head.
     pub header_timeout: std::time::Duration,
     /// Serve `/healthz`, `/readyz` and `/metrics` here.
@@ -96,10 +97,9 @@ pub async fn run(
 ) -> Result<Arc<Counters>, RecordError> {
     let tls = opts.tls.as_ref().map(|(cert, key)| acceptor(cert, key)).transpose()?;
     let counters = Arc::new(Counters::default());
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| RecordError::Listen { addr: opts.listen, source })?;
-    let proxy = listener.local_addr().map_err(|source| RecordError::Listen { addr: opts.listen, source })?;
+    let listen_error = |source| RecordError::Listen { addr: opts.listen, source };
+    let listener = proxy::listener(opts.listen).map_err(listen_error)?;
+    let proxy = listener.local_addr().map_err(listen_error)?;
     let probes = match opts.probes {
         Some(addr) => Some(
             probes::start(addr, Arc::clone(&counters), cancel.child_token())
@@ -119,19 +119,19 @@ pub async fn run(
     });
     bound(Bound { proxy, probes: probes.as_ref().map(|p| p.addr) });
     let listen = proxy::Listen {
-        listener,
         tls,
-        max_connections: opts.max_connections,
+        slots: Arc::new(tokio::sync::Semaphore::new(opts.max_connections)),
         header_timeout: opts.header_timeout,
     };
-    proxy::serve(listen, proxy::Upstream::new(opts.upstream), recorder, cancel).await;
+    let served = proxy::serve_threads(listener, opts.threads, listen, opts.upstream, recorder, cancel).await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the proxy's threads could not all serve");
+    }
     // The recorder's last holders were the connections: the queue closes with it, and
-    // the writer ends after the last line.
-    // An upstream that never reads a request body could hold its exchange: do not wait
-    // for ever.
-    // A stalled file could hold the writer too: it is waited for on a thread of its own,
-    // which a process that exits leaves behind (a runtime's blocking task would hold the
-    // exit).
+    // the writer ends after the last line. An upstream that never reads a request body
+    // could hold its exchange, and a stalled file the writer: it is waited for on a thread
+    // of its own, which a process that exits leaves behind (a runtime's blocking task
+    // would hold the exit), and not for ever.
     let (done, finished) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         writer.finish();
