@@ -43,7 +43,8 @@ struct Cli {
     /// it, `run` gives each replayer a thread of its own and the dispatcher a runtime at a
     /// lower priority (one worker per core); the daemons use one worker per core. When the
     /// target runs on the same small machine, one shared thread can leave it more of the
-    /// machine, as wrk's `-t1` does.
+    /// machine, as wrk's `-t1` does. For `record`, the threads that serve clients (default:
+    /// one per core).
     #[arg(long, global = true, env = "REPRISE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use reprise_dispatcher::CaptureFilters;
 use reprise_dispatcher::config::{ByteSize, ListenAddr};
 use reprise_record::{DropReason, FileSink, KafkaSink, RecordOptions, Redact, Sample, Sink};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +66,10 @@ pub struct RecordArgs {
     /// Draw the sample by this header's value, so a session is recorded whole or not at all.
     #[arg(long, value_name = "HEADER", value_parser = reprise_record::header_name)]
     sample_key: Option<http::HeaderName>,
+    /// Leave out of the recording what this file's `[[filter]]` rules deny (a job file's
+    /// syntax; a job file will do). What is left out is forwarded all the same.
+    #[arg(long, env = "REPRISE_RECORD_FILTER", value_name = "FILE")]
+    filter: Option<PathBuf>,
     /// Record this header's values as a keyed hash (key: REPRISE_REDACT_KEY); repeatable.
     #[arg(long, value_name = "HEADER", value_delimiter = ',', value_parser = reprise_record::header_name)]
     redact: Vec<http::HeaderName>,
@@ -154,7 +159,15 @@ impl RecordArgs {
                 Some(Redact::new(self.redact, key.as_bytes()))
             }
         };
+        let filter = match &self.filter {
+            None => None,
+            Some(path) => {
+                let rules = CaptureFilters::load(path).map_err(|e| format!("--filter: {e}"))?;
+                Some(Box::new(JobFilters(rules)) as Box<dyn reprise_record::HeadFilter>)
+            }
+        };
         Ok(RecordOptions {
+            filter,
             listen: self.listen.0,
             upstream: self.upstream,
             sink,
@@ -168,6 +181,24 @@ impl RecordArgs {
             header_timeout: self.header_timeout,
             probes: self.http.map(|a| a.0),
         })
+    }
+}
+
+/// A job file's `[[filter]]` rules, judged on a request's head.
+#[derive(Debug)]
+struct JobFilters(CaptureFilters);
+
+impl reprise_record::HeadFilter for JobFilters {
+    fn names(&self) -> Vec<String> {
+        self.0.names().to_vec()
+    }
+
+    fn denies(&self, head: &http::request::Parts) -> Option<usize> {
+        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let host = head.headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
+        let host = host.or_else(|| head.uri.authority().map(|a| a.as_str()));
+        let headers = head.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+        self.0.denies(head.method.as_str(), target, host, headers)
     }
 }
 
@@ -196,9 +227,10 @@ pub async fn record(args: RecordArgs, threads: Option<u16>, cancel: Cancellation
             let dropped: Vec<String> =
                 DropReason::ALL.iter().map(|r| format!("{}={}", r.as_str(), c.dropped(*r))).collect();
             eprintln!(
-                "recorded {} of {} exchanges ({} sampled out, {} upstream errors); dropped: {}",
+                "recorded {} of {} exchanges ({} filtered, {} sampled out, {} upstream errors); dropped: {}",
                 c.recorded.load(Relaxed),
                 c.exchanges.load(Relaxed),
+                c.filtered(),
                 c.sampled_out.load(Relaxed),
                 c.upstream_errors.load(Relaxed),
                 dropped.join(" ")

@@ -30,9 +30,14 @@ fn record(upstream: &str, out: &Path, extra: &[&str]) -> Recording {
 
 /// `reprise record` with its sink (and anything else) in `extra`.
 fn record_with(upstream: &str, extra: &[&str]) -> Recording {
+    record_env(upstream, extra, &[])
+}
+
+/// [`record_with`] with environment variables.
+fn record_env(upstream: &str, extra: &[&str], env: &[(&str, &str)]) -> Recording {
     let mut a = vec!["record", "--listen", "127.0.0.1:0", "--upstream", upstream, "--http", "127.0.0.1:0"];
     a.extend_from_slice(extra);
-    let (guard, line) = spawn_daemon(&a);
+    let (guard, line) = spawn_daemon_env(&a, env);
     Recording { guard, addr: field(&line, "addr"), http: field(&line, "http") }
 }
 
@@ -570,4 +575,80 @@ async fn a_kafka_sink_gets_each_exchange_keyed_and_a_dead_broker_costs_only_reco
     assert!(full >= 100, "64 KiB of 1 KiB bodies waiting for no broker: {full} dropped");
     assert_eq!(proxy.metric("reprise_record_recorded_total").await, 0);
     proxy.stop().await;
+}
+
+/// What is kept is chosen at capture time: a job file's `[[filter]]` rule leaves health
+/// checks out, `--sample` keyed by a session header records whole sessions or none, and
+/// `--redact` records each token as a keyed hash, the same token as the same hash. What
+/// is forwarded is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_sampling_and_redaction_choose_what_is_kept() {
+    let dir = temp_dir("record-privacy");
+    let target = Capture::start().await;
+    let rules = dir.join("job.toml");
+    let job = "[job]\ntarget = \"http://x\"\n[[filter]]\nname = \"health\"\naction = \"deny\"\npath = \"^/health\"\n";
+    std::fs::write(&rules, job).expect("rules");
+    let out = dir.join("capture.jsonl");
+    let flags = [
+        "--out",
+        out.to_str().expect("path"),
+        "--filter",
+        rules.to_str().expect("path"),
+        "--sample",
+        "0.5",
+        "--sample-key",
+        "x-session",
+        "--redact",
+        "authorization",
+    ];
+    let proxy = record_env(&target.url(), &flags, &[("REPRISE_REDACT_KEY", "a key of sixteen+ chars")]);
+    for i in 0..120 {
+        let session = format!("X-Session: s{}", i % 40);
+        let token = format!("Authorization: Bearer tok{}", i % 5);
+        let url = format!("{}/cart/{i}", proxy.url());
+        assert!(
+            client("curl", args(&["-s", "-o", "/dev/null", "-H", &session, "-H", &token, &url]))
+                .await
+                .status
+                .success()
+        );
+    }
+    for i in 0..10 {
+        let url = format!("{}/health/{i}", proxy.url());
+        assert!(client("curl", args(&["-s", "-o", "/dev/null", &url])).await.status.success());
+    }
+    assert_eq!(proxy.metric("reprise_record_filtered_total{rule=\"health\"}").await, 10);
+    let sampled_out = proxy.metric("reprise_record_sampled_out_total").await;
+    proxy.wait_for("reprise_record_recorded_total", 120 - sampled_out).await;
+    proxy.stop().await;
+
+    let recorded = lines(&out);
+    assert_eq!(recorded.len() as u64, 120 - sampled_out);
+    assert!((30..=90).contains(&recorded.len()), "about half of 40 sessions: {} exchanges", recorded.len());
+    let mut per_session = std::collections::BTreeMap::<String, usize>::new();
+    let mut hashes = std::collections::BTreeMap::<usize, String>::new();
+    for r in &recorded {
+        let url = r["url"].as_str().expect("url");
+        assert!(url.starts_with("/cart/"), "health checks are filtered: {url}");
+        *per_session.entry(r["headers"]["x-session"].as_str().expect("session").to_owned()).or_default() += 1;
+        let i: usize = url["/cart/".len()..].parse().expect("index");
+        let hash = r["headers"]["authorization"].as_str().expect("authorization").to_owned();
+        assert!(hash.starts_with("redacted:") && !hash.contains("tok"), "{hash}");
+        assert_eq!(
+            hashes.entry(i % 5).or_insert_with(|| hash.clone()),
+            &hash,
+            "token {} hashes alike",
+            i % 5
+        );
+    }
+    assert!(per_session.values().all(|n| *n == 3), "whole sessions only: {per_session:?}");
+    let distinct: std::collections::BTreeSet<_> = hashes.values().collect();
+    assert_eq!(distinct.len(), hashes.len(), "different tokens, different hashes");
+    let sent = target.requests();
+    assert_eq!(sent.len(), 130, "everything is forwarded");
+    assert!(
+        sent.iter()
+            .filter(|r| r.path.starts_with("/cart/"))
+            .all(|r| { r.header("authorization").is_some_and(|v| v.starts_with(b"Bearer tok")) })
+    );
 }

@@ -66,4 +66,5 @@ pub use server::{
     ADMIN_TOKEN_VAR, Access, CoordinatorTls, GrpcCoordinator, InProcess, Keep, REPLAYER_TOKEN_VAR, Running,
     ServeError, Standing, Station, TlsError, Token, TokenError, standing, start,
 };
+pub use shaping::CaptureFilters;
 pub use shard::Shard;

@@ -100,9 +100,29 @@ pub struct Counters {
     pub connections: AtomicU64,
     dropped: [AtomicU64; 3],
     refused: [AtomicU64; 5],
+    /// Exchanges each `--filter` rule left out, by its name.
+    filtered: Box<[(String, AtomicU64)]>,
 }
 
 impl Counters {
+    /// Counters for a proxy with these `--filter` rules.
+    pub fn with_rules(names: Vec<String>) -> Counters {
+        let filtered = names.into_iter().map(|n| (n, AtomicU64::new(0))).collect();
+        Counters { filtered, ..Counters::default() }
+    }
+
+    /// The rule at `index` left an exchange out.
+    pub fn count_filtered(&self, index: usize) {
+        if let Some((_, n)) = self.filtered.get(index) {
+            n.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Exchanges the `--filter` rules left out, all rules together.
+    pub fn filtered(&self) -> u64 {
+        self.filtered.iter().map(|(_, n)| n.load(Relaxed)).sum()
+    }
+
     pub fn count_drop(&self, reason: DropReason, n: u64) {
         self.dropped[reason as usize].fetch_add(n, Relaxed);
     }
@@ -177,6 +197,16 @@ impl Counters {
         for r in Refusal::ALL {
             let _ =
                 writeln!(s, "reprise_record_refused_total{{reason=\"{}\"}} {}", r.as_str(), self.refused(r));
+        }
+        if !self.filtered.is_empty() {
+            let _ = writeln!(
+                s,
+                "# HELP reprise_record_filtered_total Exchanges proxied and not recorded, by --filter rule.\n# TYPE reprise_record_filtered_total counter"
+            );
+            for (rule, n) in &self.filtered {
+                let rule = rule.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(s, "reprise_record_filtered_total{{rule=\"{rule}\"}} {}", n.load(Relaxed));
+            }
         }
         s
     }

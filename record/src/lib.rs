@@ -35,6 +35,15 @@ pub use counters::{Counters, DropReason, Refusal};
 pub use privacy::{REDACT_KEY_VAR, Redact, Sample};
 pub use sink::{FileSink, KafkaSink, Sink};
 
+/// Leaves exchanges out of the recording by their request's head (`--filter`: the
+/// `[[filter]]` rules of a job file). What is left out is forwarded all the same.
+pub trait HeadFilter: Send + Sync + std::fmt::Debug {
+    /// The rules' names, by index (`reprise_record_filtered_total{rule}`).
+    fn names(&self) -> Vec<String>;
+    /// The index of the rule that leaves this request out, if one does.
+    fn denies(&self, head: &http::request::Parts) -> Option<usize>;
+}
+
 /// What a recording proxy is told (`reprise record`'s flags, checked).
 #[derive(Debug)]
 pub struct RecordOptions {
@@ -48,6 +57,7 @@ pub struct RecordOptions {
     pub queue_bytes: u64,
     pub sample: Sample,
     pub redact: Option<Redact>,
+    pub filter: Option<Box<dyn HeadFilter>>,
     /// Serve h2 and HTTP/1.1 over TLS with this certificate and key (PEM).
     pub tls: Option<(PathBuf, PathBuf)>,
     pub max_connections: usize,
@@ -75,6 +85,7 @@ pub enum RecordError {
 /// What the proxy's connections share to record with.
 pub(crate) struct Recorder {
     pub queue: sink::Queue,
+    pub filter: Option<Box<dyn HeadFilter>>,
     pub sample: Sample,
     pub redact: Option<Redact>,
     pub max_body: usize,
@@ -96,7 +107,8 @@ pub async fn run(
     bound: impl FnOnce(Bound),
 ) -> Result<Arc<Counters>, RecordError> {
     let tls = opts.tls.as_ref().map(|(cert, key)| acceptor(cert, key)).transpose()?;
-    let counters = Arc::new(Counters::default());
+    let rules = opts.filter.as_ref().map(|f| f.names()).unwrap_or_default();
+    let counters = Arc::new(Counters::with_rules(rules));
     let listen_error = |source| RecordError::Listen { addr: opts.listen, source };
     let listener = proxy::listener(opts.listen).map_err(listen_error)?;
     let proxy = listener.local_addr().map_err(listen_error)?;
@@ -112,6 +124,7 @@ pub async fn run(
         sink::start(opts.sink, opts.queue_bytes, Arc::clone(&counters)).map_err(RecordError::Sink)?;
     let recorder = Arc::new(Recorder {
         queue,
+        filter: opts.filter,
         sample: opts.sample,
         redact: opts.redact,
         max_body: opts.max_body,

@@ -258,11 +258,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
     let recorder = &shared.recorder;
     recorder.counters.exchanges.fetch_add(1, Relaxed);
     let (mut parts, body) = req.into_parts();
-    let pending =
-        recorder.sample.keeps(&parts.headers).then(|| Pending::new(head(&parts), Arc::clone(recorder)));
-    if pending.is_none() {
-        recorder.counters.sampled_out.fetch_add(1, Relaxed);
-    }
+    let kept = match recorder.filter.as_ref().and_then(|f| f.denies(&parts)) {
+        Some(rule) => {
+            recorder.counters.count_filtered(rule);
+            false
+        }
+        None if !recorder.sample.keeps(&parts.headers) => {
+            recorder.counters.sampled_out.fetch_add(1, Relaxed);
+            false
+        }
+        None => true,
+    };
+    let pending = kept.then(|| Pending::new(head(&parts), Arc::clone(recorder)));
     let version = parts.version;
     parts.uri = shared.upstream.uri(&parts.uri, version);
     strip_hop_headers(&mut parts.headers, version == Version::HTTP_2);

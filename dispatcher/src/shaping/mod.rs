@@ -16,6 +16,7 @@
 //! clears the host of every record no rule gave one (unless the job itself preserves hosts):
 //! those still go out with the target's.
 
+mod capture;
 mod conditions;
 mod filter;
 pub(crate) mod json;
@@ -32,6 +33,7 @@ use std::cell::RefCell;
 use crate::accounting::{Accounting, RuleNames};
 use crate::config::{JobConfig, OnFailure, Problem, SubstituteOn, Unmapped};
 use crate::record::Record;
+pub use capture::CaptureFilters;
 use filter::Filters;
 use rewrite::{Draft, Rewrite};
 use substitute::Substitute;
