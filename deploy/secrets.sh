@@ -4,6 +4,8 @@
 #   reprise-tokens  replayer-token, admin-token: 32 random bytes each, hex
 #   reprise-tls     tls.crt, tls.key: the dispatcher's certificate for its Service's names,
 #                   signed by a CA made here (ca.crt), which replayers check it against
+#   reprise-redact  redact-key: 32 random bytes, hex: the key of the capture sidecar's
+#                   redaction (components/capture); the same for every pod that captures
 # Existing Secrets are kept (rotate: delete them and run this again, then restart the pods).
 # The recording's store, when it needs credentials, is a Secret of your own:
 #   kubectl create secret generic reprise-s3 --from-literal=access-key-id=… \
@@ -20,6 +22,12 @@ else
   k create secret generic reprise-tokens \
     --from-literal=replayer-token="$(openssl rand -hex 32)" \
     --from-literal=admin-token="$(openssl rand -hex 32)"
+fi
+
+if k get secret reprise-redact > /dev/null 2>&1; then
+  echo "secret/reprise-redact exists in $ns; kept"
+else
+  k create secret generic reprise-redact --from-literal=redact-key="$(openssl rand -hex 32)"
 fi
 
 if k get secret reprise-tls > /dev/null 2>&1; then

@@ -107,6 +107,7 @@ fn every_overlay_renders_and_each_object_validates_strictly() {
             .as_slice(),
         ),
         ("base", ["Deployment/reprise-dispatcher", "Deployment/reprise-replayer"].as_slice()),
+        ("overlays/shadow", ["Deployment/reprise-dispatcher", "Deployment/reprise-replayer"].as_slice()),
     ] {
         let yaml = render(overlay);
         let (ok, said) = validate(&yaml, &dir);
@@ -122,6 +123,10 @@ fn every_overlay_renders_and_each_object_validates_strictly() {
         }
     }
     sharded_wiring(&objects(&render("overlays/sharded")));
+    let capture = render("overlays/capture");
+    let (ok, said) = validate(&capture, &dir);
+    assert!(ok, "overlays/capture is not valid for Kubernetes {KUBERNETES}:\n{said}");
+    assert_eq!(kinds(&objects(&capture)), ["Deployment/shop", "Service/shop"]);
     // Strict: a misspelt field is refused, not ignored.
     let typo = render("overlays/fleet").replacen("readOnlyRootFilesystem:", "readOnlyRootFilesytem:", 1);
     let (ok, said) = validate(&typo, &dir);
@@ -481,4 +486,144 @@ async fn the_sharded_manifests_run_one_replay_on_three_shards_as_local_processes
     assert!(joined.iter().all(|s| s["state"] == "finished"), "{joined:?}");
     let own: u64 = reports[1..].iter().map(|r| r["totals"]["sent"].as_u64().unwrap_or_default()).sum();
     assert!(own > 0 && own < RECORDS as u64, "shards 1 and 2 replayed their share: {own}");
+}
+
+/// The value after `flag` in a container's args.
+fn arg_after<'a>(args: &'a [String], flag: &str) -> &'a str {
+    let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+    &args[i + 1]
+}
+
+/// The capture recipe as local processes: the sidecar of overlays/capture (its args and
+/// env as rendered, the Kafka brokers and the app's port mapped to loopback) fronts the
+/// app and sends each exchange to the suite's Kafka; the standing shadow of
+/// overlays/shadow (its job file as rendered, the brokers mapped) follows the topic and
+/// replays and compares each exchange against a candidate until stopped. The wiring holds:
+/// the Service sends to the sidecar's port, the sidecar to the app's, the shadow reads the
+/// sidecar's topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_sidecar_feeds_a_standing_shadow_as_local_processes() {
+    const REQUESTS: usize = 12;
+    let dir = temp_dir("deploy-capture");
+    let (app, candidate) = (Capture::start().await, Capture::start().await);
+    let k = kafka::kafka().await;
+    let objs = objects(&render("overlays/capture"));
+    let deployment = object(&objs, "Deployment", "shop");
+    let spec = &deployment["spec"]["template"]["spec"];
+    let (shop, sidecar) = (&spec["containers"][0], &spec["containers"][1]);
+    assert_eq!(sidecar["name"], "reprise-record");
+    let port = |c: &Value, n: &str| {
+        c["ports"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == n))
+            .and_then(|p| p["containerPort"].as_u64())
+    };
+    let service = object(&objs, "Service", "shop");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "capture", "the Service sends to the sidecar");
+
+    let rendered =
+        Cluster { root: dir.to_path_buf(), secrets: Named::new(), configmaps: Named::new(), names: vec![] };
+    let args = rendered.args(sidecar);
+    assert_eq!(arg_after(&args, "--listen"), format!(":{}", port(sidecar, "capture").expect("capture")));
+    assert_eq!(
+        arg_after(&args, "--http"),
+        format!(":{}", port(sidecar, "record-http").expect("record-http"))
+    );
+    let app_port = port(shop, "http").expect("the app's port");
+    assert_eq!(
+        arg_after(&args, "--upstream"),
+        format!("http://127.0.0.1:{app_port}"),
+        "the sidecar fronts the app"
+    );
+    let brokers = arg_after(&args, "--kafka-brokers").to_owned();
+    let topic = arg_after(&args, "--kafka-topic").to_owned();
+    let own_topic = k.topic(&topic).await;
+
+    let shadow = objects(&render("overlays/shadow"));
+    let job_map = shadow
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && name(o).starts_with("reprise-job-"))
+        .expect("the shadow's job");
+    let job_text = job_map["data"]["job.toml"].as_str().expect("job.toml");
+    let job: toml::Table = toml::from_str(job_text).expect("job.toml");
+    assert_eq!(
+        job["fetcher"]["kafka"]["topic"].as_str(),
+        Some(topic.as_str()),
+        "the shadow reads the captures"
+    );
+    assert_eq!(job["fetcher"]["kafka"]["brokers"].as_str(), Some(brokers.as_str()));
+
+    let (listen, probes) = (free_port(), free_port());
+    let names = vec![
+        (brokers.clone(), k.brokers.clone()),
+        (format!("\"{topic}\""), format!("\"{own_topic}\"")),
+        (":8079".to_owned(), format!("127.0.0.1:{listen}")),
+        (":9102".to_owned(), format!("127.0.0.1:{probes}")),
+        (format!("http://127.0.0.1:{app_port}"), app.url()),
+    ];
+    let secrets =
+        Named::from([("reprise-redact".to_owned(), [("redact-key".to_owned(), "9f".repeat(16))].into())]);
+    let cluster = Cluster { root: dir.to_path_buf(), secrets, configmaps: Named::new(), names };
+    let mut args = cluster.args(sidecar);
+    let at = args.iter().position(|a| *a == topic).expect("the topic");
+    args[at] = own_topic.clone();
+    let env = cluster.env(sidecar);
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (record, _) = spawn_daemon_env(&arg_refs, &env_refs);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let path = sidecar[probe]["httpGet"]["path"].as_str().expect("path");
+        assert_eq!(http("GET", &format!("127.0.0.1:{probes}"), path).await.0, 200, "{probe} {path}");
+    }
+    let addr = format!("127.0.0.1:{listen}");
+    for i in 0..REQUESTS {
+        let headers = format!("Cookie: session=s{}\r\nAuthorization: Bearer t{i}\r\n", i % 3);
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+        let (status, _) =
+            exchange(&mut stream, &request("GET", &addr, &format!("/shop/{i}"), "", &headers)).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(app.requests().len(), REQUESTS, "the app got every request");
+
+    let job_file = dir.join("shadow.toml");
+    // Its [service] ports are the pod's; here any free ones.
+    let local = cluster
+        .local(job_text)
+        .replace("\":8080\"", "\"127.0.0.1:0\"")
+        .replace("\":9090\"", "\"127.0.0.1:0\"");
+    std::fs::write(&job_file, local).expect("the shadow's job");
+    let report = dir.join("report.json");
+    let run = [
+        "run",
+        job_file.to_str().expect("path"),
+        "--replayers",
+        "2",
+        "--target",
+        &candidate.url(),
+        "--report-json",
+        report.to_str().expect("path"),
+    ];
+    let shadow = Guard(
+        std::process::Command::new(BIN).args(run).env("RUST_LOG", "warn").spawn().expect("reprise run"),
+    );
+    let replayed = wait_until(|| candidate.requests().len() >= REQUESTS, Duration::from_secs(60)).await;
+    assert!(replayed, "the shadow replayed {} of {REQUESTS}", candidate.requests().len());
+    drop(record);
+    let pid = shadow.0.id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    let status = wait_exit(shadow).await;
+    assert_eq!(status.code(), Some(4), "a followed topic runs until stopped");
+    let report = read_json(&report);
+    let cmp = &report["compare"];
+    assert_eq!(
+        (cmp["compared"].as_u64(), cmp["differing"].as_u64()),
+        (Some(REQUESTS as u64), Some(0)),
+        "{cmp:#}"
+    );
+    let auth: Vec<_> =
+        candidate.requests().iter().filter_map(|r| r.header("authorization").map(<[u8]>::to_vec)).collect();
+    assert!(
+        auth.iter().all(|a| a.starts_with(b"redacted:")),
+        "the shadow sends what was recorded: tokens redacted"
+    );
 }
