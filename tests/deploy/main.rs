@@ -494,19 +494,17 @@ fn arg_after<'a>(args: &'a [String], flag: &str) -> &'a str {
     &args[i + 1]
 }
 
-/// The capture recipe as local processes: the sidecar of overlays/capture (its args and
-/// env as rendered, the Kafka brokers and the app's port mapped to loopback) fronts the
-/// app and sends each exchange to the suite's Kafka; the standing shadow of
-/// overlays/shadow (its job file as rendered, the brokers mapped) follows the topic and
-/// replays and compares each exchange against a candidate until stopped. The wiring holds:
-/// the Service sends to the sidecar's port, the sidecar to the app's, the shadow reads the
-/// sidecar's topic.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_capture_sidecar_feeds_a_standing_shadow_as_local_processes() {
-    const REQUESTS: usize = 12;
-    let dir = temp_dir("deploy-capture");
-    let (app, candidate) = (Capture::start().await, Capture::start().await);
-    let k = kafka::kafka().await;
+/// What the capture overlay's sidecar says of the app it fronts, checked against the
+/// manifests: the Service sends to the sidecar's `capture` port, the sidecar listens there,
+/// serves its probes on `record-http` and forwards to the app's port.
+struct Sidecar {
+    container: Value,
+    app_port: u64,
+    brokers: String,
+    topic: String,
+}
+
+fn sidecar_wiring(dir: &Path) -> Sidecar {
     let objs = objects(&render("overlays/capture"));
     let deployment = object(&objs, "Deployment", "shop");
     let spec = &deployment["spec"]["template"]["spec"];
@@ -520,7 +518,6 @@ async fn the_capture_sidecar_feeds_a_standing_shadow_as_local_processes() {
     };
     let service = object(&objs, "Service", "shop");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "capture", "the Service sends to the sidecar");
-
     let rendered =
         Cluster { root: dir.to_path_buf(), secrets: Named::new(), configmaps: Named::new(), names: vec![] };
     let args = rendered.args(sidecar);
@@ -535,27 +532,70 @@ async fn the_capture_sidecar_feeds_a_standing_shadow_as_local_processes() {
         format!("http://127.0.0.1:{app_port}"),
         "the sidecar fronts the app"
     );
-    let brokers = arg_after(&args, "--kafka-brokers").to_owned();
-    let topic = arg_after(&args, "--kafka-topic").to_owned();
-    let own_topic = k.topic(&topic).await;
+    Sidecar {
+        container: sidecar.clone(),
+        app_port,
+        brokers: arg_after(&args, "--kafka-brokers").to_owned(),
+        topic: arg_after(&args, "--kafka-topic").to_owned(),
+    }
+}
 
+/// The shadow overlay's job file, as rendered; it must read the sidecar's topic.
+fn shadow_job(sidecar: &Sidecar) -> String {
     let shadow = objects(&render("overlays/shadow"));
     let job_map = shadow
         .iter()
         .find(|o| o["kind"] == "ConfigMap" && name(o).starts_with("reprise-job-"))
         .expect("the shadow's job");
-    let job_text = job_map["data"]["job.toml"].as_str().expect("job.toml");
-    let job: toml::Table = toml::from_str(job_text).expect("job.toml");
+    let job_text = job_map["data"]["job.toml"].as_str().expect("job.toml").to_owned();
+    let job: toml::Table = toml::from_str(&job_text).expect("job.toml");
     assert_eq!(
         job["fetcher"]["kafka"]["topic"].as_str(),
-        Some(topic.as_str()),
+        Some(sidecar.topic.as_str()),
         "the shadow reads the captures"
     );
-    assert_eq!(job["fetcher"]["kafka"]["brokers"].as_str(), Some(brokers.as_str()));
+    assert_eq!(job["fetcher"]["kafka"]["brokers"].as_str(), Some(sidecar.brokers.as_str()));
+    job_text
+}
+
+/// The sidecar as a local process, its args and env as rendered with `cluster`'s names and
+/// `topic` for the rendered one; its probes must answer.
+async fn start_sidecar(sidecar: &Sidecar, cluster: &Cluster, topic: &str, probes: u16) -> Guard {
+    let mut args = cluster.args(&sidecar.container);
+    let at = args.iter().position(|a| *a == sidecar.topic).expect("the topic");
+    args[at] = topic.to_owned();
+    let env = cluster.env(&sidecar.container);
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (record, _) = spawn_daemon_env(&arg_refs, &env_refs);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let path = sidecar.container[probe]["httpGet"]["path"].as_str().expect("path");
+        assert_eq!(http("GET", &format!("127.0.0.1:{probes}"), path).await.0, 200, "{probe} {path}");
+    }
+    record
+}
+
+/// The capture recipe as local processes: the sidecar of overlays/capture (its args and
+/// env as rendered, the Kafka brokers and the app's port mapped to loopback) fronts the
+/// app and sends each exchange to the suite's Kafka; the standing shadow of
+/// overlays/shadow (its job file as rendered, the brokers mapped) follows the topic and
+/// replays and compares each exchange against a candidate until stopped. The wiring holds:
+/// the Service sends to the sidecar's port, the sidecar to the app's, the shadow reads the
+/// sidecar's topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capture_sidecar_feeds_a_standing_shadow_as_local_processes() {
+    const REQUESTS: usize = 12;
+    let dir = temp_dir("deploy-capture");
+    let (app, candidate) = (Capture::start().await, Capture::start().await);
+    let k = kafka::kafka().await;
+    let sidecar = sidecar_wiring(&dir);
+    let job_text = shadow_job(&sidecar);
+    let own_topic = k.topic(&sidecar.topic).await;
 
     let (listen, probes) = (free_port(), free_port());
+    let (topic, app_port) = (&sidecar.topic, sidecar.app_port);
     let names = vec![
-        (brokers.clone(), k.brokers.clone()),
+        (sidecar.brokers.clone(), k.brokers.clone()),
         (format!("\"{topic}\""), format!("\"{own_topic}\"")),
         (":8079".to_owned(), format!("127.0.0.1:{listen}")),
         (":9102".to_owned(), format!("127.0.0.1:{probes}")),
@@ -564,17 +604,7 @@ async fn the_capture_sidecar_feeds_a_standing_shadow_as_local_processes() {
     let secrets =
         Named::from([("reprise-redact".to_owned(), [("redact-key".to_owned(), "9f".repeat(16))].into())]);
     let cluster = Cluster { root: dir.to_path_buf(), secrets, configmaps: Named::new(), names };
-    let mut args = cluster.args(sidecar);
-    let at = args.iter().position(|a| *a == topic).expect("the topic");
-    args[at] = own_topic.clone();
-    let env = cluster.env(sidecar);
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (record, _) = spawn_daemon_env(&arg_refs, &env_refs);
-    for probe in ["livenessProbe", "readinessProbe"] {
-        let path = sidecar[probe]["httpGet"]["path"].as_str().expect("path");
-        assert_eq!(http("GET", &format!("127.0.0.1:{probes}"), path).await.0, 200, "{probe} {path}");
-    }
+    let record = start_sidecar(&sidecar, &cluster, &own_topic, probes).await;
     let addr = format!("127.0.0.1:{listen}");
     for i in 0..REQUESTS {
         let headers = format!("Cookie: session=s{}\r\nAuthorization: Bearer t{i}\r\n", i % 3);
@@ -588,7 +618,7 @@ async fn the_capture_sidecar_feeds_a_standing_shadow_as_local_processes() {
     let job_file = dir.join("shadow.toml");
     // Its [service] ports are the pod's; here any free ones.
     let local = cluster
-        .local(job_text)
+        .local(&job_text)
         .replace("\":8080\"", "\"127.0.0.1:0\"")
         .replace("\":9090\"", "\"127.0.0.1:0\"");
     std::fs::write(&job_file, local).expect("the shadow's job");
