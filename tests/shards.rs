@@ -404,17 +404,23 @@ async fn coordinated_shards_start_together_follow_one_schedule_and_merge_to_one_
             starts.push(due - place * 10_000);
         }
     }
+    // The clocks here are one clock: a shard's measured offset is the error of its reading
+    // (at most half a round trip, which a loaded machine stretches), and shifts its start by
+    // as much.
+    let reports: Vec<PathBuf> = (0..3).map(|i| sharded.dir(i).join("report.json")).collect();
+    let coordinator = read_json(&reports[0]);
+    let shards = coordinator["shards"].as_array().expect("the coordinator lists its shards");
+    let offsets: Vec<i64> =
+        shards.iter().map(|s| (s["clock_offset_ms"].as_f64().expect("ms") * 1000.0) as i64).collect();
+    let misread = offsets.iter().chain([&0]).max().expect("0") - offsets.iter().chain([&0]).min().expect("0");
     let (first, last) = (starts.iter().min().expect("dues"), starts.iter().max().expect("dues"));
     assert!(
-        last - first <= 1_000,
-        "every shard's dues follow one start within 1 ms: spread {} µs",
+        last - first <= 1_000 + misread,
+        "every shard's dues follow one start within 1 ms and the clocks' misreading ({misread} µs): spread {} µs",
         last - first
     );
 
     // The coordinator's report is the whole job's: its shards' results merged into its own.
-    let reports: Vec<PathBuf> = (0..3).map(|i| sharded.dir(i).join("report.json")).collect();
-    let coordinator = read_json(&reports[0]);
-    let shards = coordinator["shards"].as_array().expect("the coordinator lists its shards");
     assert_eq!(shards.len(), 2, "{shards:?}");
     for s in shards {
         assert_eq!(s["state"], "finished", "{s}");
