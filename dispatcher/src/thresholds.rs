@@ -6,6 +6,8 @@
 //! - aggregations: `min`, `max`, `avg`, `med`, `pN` or `p(N)` (any percentile, `p99.9`),
 //!   over the latency from the due instant; `error_rate`; `rps`; `count`; `diff_rate` (the
 //!   share of compared requests whose answer differed from the baseline, `[compare]`);
+//!   `window_diff_rate` (the same over the last window closed, `[compare] window`: what a
+//!   job that runs until stopped, a standing shadow, is judged on while it runs);
 //! - operators: `<`, `<=`, `>`, `>=`, `==`, `!=`;
 //! - values: latencies in `us`, `ms` (the default) or `s`; `error_rate` as `1%` or `0.01`;
 //!   `rps` and `count` as plain numbers.
@@ -27,6 +29,15 @@ pub enum Aggregation {
     Count,
     /// Requests whose answer differed from the baseline, of those compared (`[compare]`).
     DiffRate,
+    /// The same over the last window closed (`[compare] window`).
+    WindowDiffRate,
+}
+
+/// What `diff_rate` is measured over: the whole job so far, or the last window closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    Job,
+    Window,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +81,7 @@ impl Aggregation {
             "med" | "median" => Aggregation::Percentile(50.0),
             "error_rate" => Aggregation::ErrorRate,
             "diff_rate" => Aggregation::DiffRate,
+            "window_diff_rate" => Aggregation::WindowDiffRate,
             "rps" => Aggregation::Rps,
             "count" => Aggregation::Count,
             p => {
@@ -84,6 +96,10 @@ impl Aggregation {
         })
     }
 
+    fn is_rate(self) -> bool {
+        matches!(self, Aggregation::ErrorRate | Aggregation::DiffRate | Aggregation::WindowDiffRate)
+    }
+
     fn is_latency(self) -> bool {
         matches!(self, Aggregation::Min | Aggregation::Max | Aggregation::Avg | Aggregation::Percentile(_))
     }
@@ -91,7 +107,7 @@ impl Aggregation {
     /// The unit measured values are shown in.
     pub fn unit(self) -> &'static str {
         match self {
-            Aggregation::ErrorRate | Aggregation::DiffRate => "%",
+            Aggregation::ErrorRate | Aggregation::DiffRate | Aggregation::WindowDiffRate => "%",
             Aggregation::Rps => "req/s",
             Aggregation::Count => "",
             _ => "ms",
@@ -122,7 +138,7 @@ fn parse_text(text: &str) -> Result<Expr, String> {
             .ok_or_else(|| format!("`{rest}` is not a comparison; {HOW}"))?;
     let agg = agg.trim();
     let aggregation = Aggregation::parse(agg).ok_or_else(|| {
-        format!("`{agg}` is not an aggregation: use min, max, avg, med, pN or p(N) with 0 < N ≤ 100, error_rate, rps, count or diff_rate")
+        format!("`{agg}` is not an aggregation: use min, max, avg, med, pN or p(N) with 0 < N ≤ 100, error_rate, rps, count, diff_rate or window_diff_rate")
     })?;
     let split = value.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(value.len());
     let (number, unit) = value.split_at(split);
@@ -132,12 +148,12 @@ fn parse_text(text: &str) -> Result<Expr, String> {
         (a, "ms" | "") if a.is_latency() => number,
         (a, "s") if a.is_latency() => number * 1000.0,
         (a, "us" | "µs") if a.is_latency() => number / 1000.0,
-        (Aggregation::ErrorRate | Aggregation::DiffRate, "%") => number / 100.0,
-        (Aggregation::ErrorRate | Aggregation::DiffRate, "") if number <= 1.0 => number,
+        (a, "%") if a.is_rate() => number / 100.0,
+        (a, "") if a.is_rate() && number <= 1.0 => number,
         (Aggregation::Rps | Aggregation::Count, "") => number,
         (a, u) => {
             let allowed = match a {
-                Aggregation::ErrorRate | Aggregation::DiffRate => "% (or a fraction ≤ 1 without unit)",
+                a if a.is_rate() => "% (or a fraction ≤ 1 without unit)",
                 Aggregation::Rps | Aggregation::Count => "no unit",
                 _ => "us, ms or s",
             };
@@ -172,15 +188,21 @@ impl fmt::Display for Verdict {
 
 impl Expr {
     /// The measured value (in the expression's unit) and whether it holds. No requests: fails.
-    /// `diff_rate` is judged on `compared` (requests compared, of them differing) instead.
+    /// `diff_rate` is judged on `compared(span)` (requests compared, of them differing)
+    /// instead.
     pub fn evaluate<H: Dist>(
         &self,
         stats: Option<&Stats<H>>,
-        compared: Option<(u64, u64)>,
+        compared: impl Fn(Span) -> Option<(u64, u64)>,
         seconds: f64,
     ) -> (Option<f64>, bool) {
-        if self.aggregation == Aggregation::DiffRate {
-            let Some((n, differing)) = compared.filter(|(n, _)| *n > 0) else { return (None, false) };
+        let span = match self.aggregation {
+            Aggregation::DiffRate => Some(Span::Job),
+            Aggregation::WindowDiffRate => Some(Span::Window),
+            _ => None,
+        };
+        if let Some(span) = span {
+            let Some((n, differing)) = compared(span).filter(|(n, _)| *n > 0) else { return (None, false) };
             let rate = differing as f64 / n as f64;
             return (Some(rate * 100.0), self.op.holds(rate, self.value));
         }
@@ -194,7 +216,7 @@ impl Expr {
             Aggregation::ErrorRate => s.failed as f64 / s.count() as f64,
             Aggregation::Rps => s.count() as f64 / seconds.max(f64::MIN_POSITIVE),
             Aggregation::Count => s.count() as f64,
-            Aggregation::DiffRate => 0.0,
+            Aggregation::DiffRate | Aggregation::WindowDiffRate => 0.0,
         };
         let shown = if self.aggregation == Aggregation::ErrorRate { measured * 100.0 } else { measured };
         (Some(shown), self.op.holds(measured, self.value))
@@ -245,16 +267,16 @@ impl Gate {
         &self,
         total: &TotalStats,
         endpoint: impl Fn(&str) -> Option<&'a EndpointStats>,
-        compared: impl Fn(&str) -> Option<(u64, u64)>,
+        compared: impl Fn(&str, Span) -> Option<(u64, u64)>,
         seconds: f64,
     ) -> Vec<Verdict> {
         self.thresholds
             .iter()
             .map(|t| {
                 let (measured, pass) = if t.endpoint == "*" {
-                    t.expr.evaluate(Some(total), compared("*"), seconds)
+                    t.expr.evaluate(Some(total), |span| compared("*", span), seconds)
                 } else {
-                    t.expr.evaluate(endpoint(&t.endpoint), compared(&t.endpoint), seconds)
+                    t.expr.evaluate(endpoint(&t.endpoint), |span| compared(&t.endpoint, span), seconds)
                 };
                 Verdict {
                     endpoint: t.endpoint.clone(),
@@ -319,7 +341,7 @@ mod tests {
     #[test]
     fn thresholds_are_evaluated_on_the_histograms() {
         let s: EndpointStats = stats(&[10, 20, 30, 40, 1000], 1);
-        let check = |t: &str| parse(t).expect(t).evaluate(Some(&s), None, 2.0);
+        let check = |t: &str| parse(t).expect(t).evaluate(Some(&s), |_| None, 2.0);
         assert!(check("p50 < 31ms").1);
         assert!(!check("p99 < 900ms").1);
         assert_eq!(check("error_rate < 25%"), (Some(20.0), true));
@@ -328,7 +350,7 @@ mod tests {
         let (max, pass) = check("max < 2s");
         assert!(pass && (max.expect("max") - 1000.0).abs() < 1.0);
         assert_eq!(
-            parse("p99 < 1s").expect("ok").evaluate::<Sparse>(None, None, 1.0),
+            parse("p99 < 1s").expect("ok").evaluate::<Sparse>(None, |_| None, 1.0),
             (None, false),
             "no requests fails"
         );
@@ -350,6 +372,8 @@ mod tests {
                 threshold("GET /fast", "p99 < 50ms"),
                 threshold("GET /slow", "error_rate < 10%"),
                 threshold("GET /gone", "p99 < 1s"),
+                threshold("*", "diff_rate < 10%"),
+                threshold("*", "window_diff_rate < 10%"),
             ],
             abort_on_fail: false,
         };
@@ -358,9 +382,16 @@ mod tests {
             "GET /slow" => Some(&slow),
             _ => None,
         };
-        let verdicts = gate.judge(&total, lookup, |_| None, 1.0);
+        // Over the job 5 of 100 answers differed; in the last window, 5 of 10.
+        let compared = |e: &str, span| match (e, span) {
+            ("*", Span::Job) => Some((100, 5)),
+            ("*", Span::Window) => Some((10, 5)),
+            _ => None,
+        };
+        let verdicts = gate.judge(&total, lookup, compared, 1.0);
         let passed: Vec<bool> = verdicts.iter().map(|v| v.pass).collect();
-        assert_eq!(passed, [true, true, false, false]);
+        assert_eq!(passed, [true, true, false, false, true, false]);
+        assert_eq!(verdicts[5].measured, Some(50.0), "the window's rate");
         assert_eq!(verdicts[2].measured, Some(50.0), "one of two failed: 50 %");
         assert_eq!(verdicts[3].measured, None, "an endpoint without requests fails");
         assert_eq!(verdicts[0].unit, "");

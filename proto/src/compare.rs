@@ -227,6 +227,21 @@ impl EndpointCompare {
         }
     }
 
+    /// Requests of these counts (a window of them) that differ, with noise decided on
+    /// `job`'s counts (the same endpoint's over a whole job) instead of their own: a field
+    /// is noise when it is noisy over the job.
+    pub fn differing_with_noise_of(&self, job: &EndpointCompare) -> u64 {
+        let noisy: Vec<bool> = self
+            .names
+            .iter()
+            .map(|n| job.names.iter().position(|m| m == n).is_some_and(|i| job.counts[i].is_noisy()))
+            .collect();
+        self.signatures
+            .iter()
+            .filter(|(s, _)| s.iter().any(|&id| !noisy[id as usize]))
+            .fold(self.judged_differing, |sum, (_, n)| sum.saturating_add(*n))
+    }
+
     pub fn reset(&mut self) {
         *self = EndpointCompare::default();
     }
@@ -330,6 +345,26 @@ mod tests {
 
     /// The test issue 13 names, in small: primary and secondary answer with a random id and
     /// timestamp, the candidate also changes `$.price` in 1 request of 10.
+    /// A part of a job (a window of it) is judged with the job's noise: `$.ts` noisy over
+    /// the job is noise in a window where the baselines happened to agree on it, and
+    /// `$.price`, noise in the window alone, is not over the job.
+    #[test]
+    fn a_part_is_judged_with_the_noise_of_the_whole() {
+        let mut job = EndpointCompare::default();
+        for _ in 0..10 {
+            job.record(&[seen("$.ts"), seen("$.price")], &["$.ts"], false);
+        }
+        let mut part = EndpointCompare::default();
+        part.record(&[seen("$.ts")], &[], false);
+        part.record(&[seen("$.price")], &["$.price"], false);
+        part.record(&[], &[], false);
+        assert_eq!(part.summary().differing, 1, "on its own noise: the ts request differs");
+        assert_eq!(part.differing_with_noise_of(&job), 0, "ts is noise, price was noise in it");
+        job.record(&[seen("$.price")], &[], false);
+        part.record(&[seen("$.price")], &[], false);
+        assert_eq!(part.differing_with_noise_of(&job), 1);
+    }
+
     #[test]
     fn random_fields_are_noise_and_a_real_change_is_counted() {
         let mut e = EndpointCompare::default();

@@ -3,6 +3,7 @@
 //! helpers to write jobs and recordings.
 #![allow(dead_code)]
 
+pub mod browser;
 mod capture;
 pub mod kafka;
 pub mod pki;

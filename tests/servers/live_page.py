@@ -3,8 +3,10 @@
     live_page.py steer ADMIN PROFILE_DIR SHOT_DIR
     live_page.py secure ADMIN PROFILE_DIR TOKEN
     live_page.py runs ADMIN PROFILE_DIR JOB_FILE
+    live_page.py compare ADMIN PROFILE_DIR
 
-Prints one JSON object of what it saw; tests/live.rs judges it. Every wait is bounded.
+Prints one JSON object of what it saw; tests/live.rs (tests/record.rs for compare) judges
+it. Every wait is bounded.
 """
 
 import json
@@ -218,5 +220,29 @@ def runs(admin, profile, job_file):
     print(json.dumps(out))
 
 
+def compare(admin, profile):
+    """A comparing job's page: the diff rates of the job and of the last window, the chart
+    of the windows, and the endpoints' window column."""
+    out = {"errors": []}
+    with sync_playwright() as p:
+        ctx = browser(p, profile, viewport={"width": 1280, "height": 900})
+        page = ctx.pages[0] if ctx.pages else ctx.new_page()
+        page.on("pageerror", lambda e: out["errors"].append(str(e)))
+        page.goto(f"http://{admin}/")
+        expect(page.locator("#diff-figure")).to_be_visible()
+        expect(page.locator("#chart-diff polyline")).not_to_have_count(0)
+        out["job"] = page.text_content("#diff")
+        out["window"] = page.text_content("#window-diff")
+        out["window_label"] = page.text_content("#window-diff-label")
+        out["caption"] = page.text_content("#diff-figure figcaption")
+        out["points"] = page.eval_on_selector_all(
+            "#chart-diff polyline", "ps => ps.map(p => p.getAttribute('points'))"
+        )
+        out["rows"] = page.locator("#endpoints tbody tr").all_text_contents()
+        ctx.close()
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
-    {"steer": steer, "secure": secure, "runs": runs}[sys.argv[1]](*sys.argv[2:5])
+    modes = {"steer": steer, "secure": secure, "runs": runs, "compare": compare}
+    modes[sys.argv[1]](*sys.argv[2:5])

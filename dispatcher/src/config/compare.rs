@@ -8,7 +8,7 @@
 use serde::{Deserialize, Deserializer};
 
 use super::validate::{Problem, check_target};
-use super::{Format, JobConfig};
+use super::{Format, JobConfig, Millis};
 use reprise_proto::compare::MAX_BODY_LIMIT;
 use reprise_proto::fields::FieldPattern;
 
@@ -37,6 +37,9 @@ pub struct CompareConfig {
     pub max_body: ByteSize,
     /// A descriptor set naming the fields of gRPC answers (`protoc --descriptor_set_out`).
     pub protoset: Option<std::path::PathBuf>,
+    /// Diff rates are also counted window by window, this long (`window_diff_rate`, the
+    /// live page's chart, `reprise_compare_window_requests`).
+    pub window: Millis,
 }
 
 impl Default for CompareConfig {
@@ -49,6 +52,7 @@ impl Default for CompareConfig {
             ignore: Vec::new(),
             max_body: ByteSize(1 << 20),
             protoset: None,
+            window: Millis(std::time::Duration::from_secs(60)),
         }
     }
 }
@@ -151,11 +155,23 @@ impl JobConfig {
                 p.push(Problem::new(&format!("compare.ignore[{i}]"), format!("{pattern:?}"), &e.to_string()));
             }
         }
+        Self::validate_window(c.window.0, p);
         if c.max_body.0 == 0 || c.max_body.0 > MAX_BODY_LIMIT {
             p.push(Problem::new(
                 "compare.max_body",
                 c.max_body.0,
                 "must be between 1 byte and 64MiB (\"1MiB\": longer bodies are compared by length and hash)",
+            ));
+        }
+    }
+
+    /// Windows of whole seconds, from a second to an hour.
+    fn validate_window(w: std::time::Duration, p: &mut Vec<Problem>) {
+        if w.subsec_nanos() != 0 || w.as_secs() == 0 || w.as_secs() > 3600 {
+            p.push(Problem::new(
+                "compare.window",
+                format!("{w:?}"),
+                "must be whole seconds from 1s to 1h (\"1m\": diff rates are also counted minute by minute)",
             ));
         }
     }
@@ -224,6 +240,11 @@ mod tests {
         assert!(p.iter().any(|p| p.to_string().contains("cannot pair GoReplay requests")), "{p:?}");
         assert!(JobConfig::parse(&kafka.replace("format = \"gor\"", "format = \"json\"")).is_ok());
         assert!(problems("max_body = \"1 lightyear\"").contains("is not a size"));
+        assert_eq!(problems("baseline = \"recorded\"\nwindow = \"10s\""), "");
+        for bad in ["0s", "1500ms", "2h"] {
+            let p = problems(&format!("baseline = \"recorded\"\nwindow = \"{bad}\""));
+            assert!(p.contains("compare.window") && p.contains("whole seconds"), "{bad}: {p}");
+        }
     }
 
     #[test]

@@ -14,10 +14,12 @@ use reprise_proto::stats::{DecodeError, EndpointStats, ErrorKind, OrderWait, Tot
 use tokio::time::Instant;
 
 use super::history::History;
+use super::windows::Windows;
 use super::{Fleet, REPORTS_PER_SECOND};
 use crate::accounting::DropReason;
 use crate::endpoints::EndpointNames;
 use crate::sinks::Interval;
+use crate::thresholds::Span;
 
 /// Why a replayer's statistics were refused.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,8 @@ pub struct JobStats {
     pub order_wait: OrderWait,
     /// Response comparison (`[compare]`), by endpoint name.
     pub compare: BTreeMap<Arc<str>, EndpointCompare>,
+    /// The same, window by window (`[compare] window`).
+    pub windows: Windows,
     /// The latest failure of each error kind a replayer sent a sample of, by kind.
     pub error_samples: BTreeMap<String, ErrorSample>,
 }
@@ -79,6 +83,20 @@ impl JobStats {
     /// all traffic for "*". `None` when nothing of it was compared.
     pub fn compared(&self, name: &str) -> Option<(u64, u64)> {
         compared(&self.compare, name)
+    }
+
+    /// The same over the whole job or over the last window closed (see
+    /// [`JobStats::roll_windows`]).
+    pub fn compared_in(&self, name: &str, span: Span) -> Option<(u64, u64)> {
+        match span {
+            Span::Job => self.compared(name),
+            Span::Window => self.windows.last().and_then(|w| w.compared(name)),
+        }
+    }
+
+    /// Closes the comparison windows that have passed.
+    pub fn roll_windows(&mut self) {
+        self.windows.roll(&self.compare);
     }
 }
 
@@ -137,6 +155,12 @@ impl Decoded {
 }
 
 impl Intake {
+    /// An intake whose comparison windows are `length` long (`[compare] window`).
+    pub fn with_compare_window(length: std::time::Duration) -> Intake {
+        let stats = JobStats { windows: Windows::new(length), ..JobStats::default() };
+        Intake { stats: Mutex::new(stats), names: Arc::default() }
+    }
+
     /// The statistics, locked.
     pub fn lock(&self) -> MutexGuard<'_, JobStats> {
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
@@ -222,9 +246,14 @@ impl JobStats {
         if let Some(wait) = &d.order_wait {
             self.order_wait.merge(wait);
         }
+        if !r.compare.is_empty() {
+            self.windows.roll(&self.compare);
+        }
         for w in &r.compare {
             let delta = EndpointCompare::from_wire(w);
-            self.compare.entry(names.name(w.endpoint)).or_default().merge(&delta);
+            let name = names.name(w.endpoint);
+            self.windows.add(&name, &delta);
+            self.compare.entry(name).or_default().merge(&delta);
         }
         deltas
     }

@@ -21,12 +21,14 @@ mod history;
 mod intake;
 mod membership;
 mod status;
+mod windows;
 
 pub use history::Row;
 pub use intake::{ErrorSample, Intake, IntakeError, JobStats};
 
 use membership::MISSING_AFTER;
 pub use status::{MemberStatus, STATES};
+pub use windows::{ENDPOINT_WINDOWS, Window};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,6 +40,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use reprise_proto::compare::EndpointCompare;
+
+use crate::thresholds::Span;
 use reprise_proto::stats::{EndpointStats, OrderWait, TotalStats};
 
 use crate::accounting::{Accounting, Counts, DropReason};
@@ -212,7 +216,11 @@ impl Fleet {
 
     /// Starts the job: every member, and every later one, gets `job` before any record.
     pub fn start(&self, job: pb::JobConfig) {
-        self.lock_stats().history.start(Instant::now());
+        {
+            let mut stats = self.lock_stats();
+            stats.history.start(Instant::now());
+            stats.windows.start(Instant::now());
+        }
         let mut inner = self.lock();
         let now = Instant::now();
         for m in inner.members.values_mut() {
@@ -347,7 +355,11 @@ impl Fleet {
         let now = Instant::now();
         let mut stats = self.lock_stats();
         let counts = self.accounting.counts();
-        let history = if history { stats.history.rows() } else { Vec::new() };
+        let history_rows = if history { stats.history.rows() } else { Vec::new() };
+        stats.roll_windows();
+        let windows = stats.windows.recent(if history { usize::MAX } else { ENDPOINT_WINDOWS });
+        let window = stats.windows.last().cloned();
+        let window_length = stats.windows.length();
         let (members, in_flight) = {
             let inner = self.lock();
             let in_flight = inner.members.values().map(|m| m.dispatched - m.acked).sum();
@@ -359,9 +371,12 @@ impl Fleet {
             reports: stats.reports,
             lost_reports: stats.lost_reports,
             duplicate_reports: stats.duplicate_reports,
-            history,
+            history: history_rows,
             order_wait: stats.order_wait.clone(),
             compare: stats.compare.clone(),
+            window_length,
+            window,
+            windows,
             error_samples: stats.error_samples.clone(),
             members,
             in_flight,
@@ -392,6 +407,11 @@ pub struct FleetSnapshot {
     pub history: Vec<Row>,
     pub order_wait: OrderWait,
     pub compare: BTreeMap<Arc<str>, EndpointCompare>,
+    /// `[compare] window`, the last window closed (with its endpoints), and the closed
+    /// windows (all with the history, else the last [`ENDPOINT_WINDOWS`]).
+    pub window_length: Duration,
+    pub window: Option<Window>,
+    pub windows: Vec<Window>,
     /// The latest sample of each error kind, by kind.
     pub error_samples: BTreeMap<String, ErrorSample>,
     /// Connected replayers, then those that left.
@@ -407,6 +427,14 @@ impl FleetSnapshot {
     /// for "*" (see [`JobStats::compared`]).
     pub fn compared(&self, name: &str) -> Option<(u64, u64)> {
         intake::compared(&self.compare, name)
+    }
+
+    /// The same over the whole job or over the last window closed (`[compare] window`).
+    pub fn compared_in(&self, name: &str, span: Span) -> Option<(u64, u64)> {
+        match span {
+            Span::Job => self.compared(name),
+            Span::Window => self.window.as_ref().and_then(|w| w.compared(name)),
+        }
     }
 }
 

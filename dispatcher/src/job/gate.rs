@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Job;
 use super::parts::Part;
 use crate::fleet::{FleetSnapshot, JobStats};
-use crate::thresholds::{Gate, Verdict};
+use crate::thresholds::{Gate, Span, Verdict};
 
 /// Requests merged before a threshold is judged mid-job: fewer say little.
 const MIN_REQUESTS: u64 = 100;
@@ -30,11 +30,24 @@ pub(super) async fn watch(job: Arc<Job>, stop: CancellationToken) {
         let parts: Vec<Arc<Part>> =
             job.board().map(|b| b.parts().into_iter().map(|(_, p, _)| p).collect()).unwrap_or_default();
         let failed = job.intake().with_stats(|s| {
+            s.roll_windows();
             if parts.is_empty() {
-                return first_failure(gate, &s.total, |e| s.endpoints.get(e), |e| s.compared(e), seconds);
+                return first_failure(
+                    gate,
+                    &s.total,
+                    |e| s.endpoints.get(e),
+                    |e, span| s.compared_in(e, span),
+                    seconds,
+                );
             }
             let all = whole(s, &parts);
-            first_failure(gate, &all.total, |e| all.endpoints.get(e), |e| all.compared(e), seconds)
+            first_failure(
+                gate,
+                &all.total,
+                |e| all.endpoints.get(e),
+                |e, span| all.compared_in(e, span),
+                seconds,
+            )
         });
         if let Some(verdict) = failed {
             tracing::warn!(threshold = %verdict, "threshold failed: stopping the job (abort_on_fail)");
@@ -49,7 +62,7 @@ fn first_failure<'a>(
     gate: &Gate,
     total: &TotalStats,
     endpoint: impl Fn(&str) -> Option<&'a reprise_proto::stats::EndpointStats>,
-    compared: impl Fn(&str) -> Option<(u64, u64)>,
+    compared: impl Fn(&str, Span) -> Option<(u64, u64)>,
     seconds: f64,
 ) -> Option<Verdict> {
     if total.count() < MIN_REQUESTS {
@@ -69,6 +82,8 @@ fn whole(own: &JobStats, parts: &[Arc<Part>]) -> FleetSnapshot {
         total: own.total.clone(),
         endpoints: own.endpoints.clone(),
         compare: own.compare.clone(),
+        // The coordinator's own windows: its shards report their totals, not windows.
+        window: own.windows.last().cloned(),
         ..FleetSnapshot::default()
     };
     for part in parts {

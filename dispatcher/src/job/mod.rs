@@ -200,8 +200,9 @@ impl Job {
             .with_queries(&secret_queries);
         let accounting = Arc::new(Accounting::new(redactor, Shaping::rule_names(&cfg)));
         let sinks = Sinks::start(&cfg.reporter, cfg.job.id.as_deref().unwrap_or("job"), &tasks, &sinks_stop)?;
-        let fleet =
-            Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), Arc::default());
+        let window = cfg.compare.as_ref().map_or(Duration::from_secs(60), |c| c.window.0);
+        let intake = Arc::new(Intake::with_compare_window(window));
+        let fleet = Fleet::new(cfg.proxy.hash, cfg.proxy.credit_window, Arc::clone(&accounting), intake);
         Ok(Arc::new(Job {
             cfg,
             gate,

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use reprise_proto::compare::EndpointCompare;
 
 use crate::config::Baseline;
+use crate::fleet::Window;
 use serde::Serialize;
 
 /// Fields listed per endpoint in the reports, most often differing first.
@@ -32,6 +33,12 @@ pub struct CompareReport {
     pub uncompared: u64,
     /// Every endpoint compared, the highest diff rate first.
     pub endpoints: Vec<CompareEndpoint>,
+    /// `[compare] window`, s, and each window closed (all traffic), oldest first: when the
+    /// candidate started or stopped differing. Absent in a merged report.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<Window>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -114,6 +121,8 @@ impl CompareReport {
             over_max_body: endpoints.iter().map(|e| e.over_max_body).sum(),
             uncompared: endpoints.iter().map(|e| e.uncompared).sum(),
             endpoints,
+            windows: Vec::new(),
+            window_s: None,
         }
     }
 

@@ -20,9 +20,9 @@ use super::{EndpointReport, Report, Snapshot, Totals};
 use crate::accounting::InputSample;
 use crate::control::{Control, JobState};
 use crate::fetchers::progress::SourceStatus;
-use crate::fleet::{ErrorSample, MemberStatus};
+use crate::fleet::{ErrorSample, MemberStatus, Window};
 use crate::job::Job;
-use crate::thresholds::Verdict;
+use crate::thresholds::{Span, Verdict};
 
 /// Endpoint rows a frame carries at most, the busiest; the reports list them all.
 const ENDPOINTS_SHOWN: usize = 200;
@@ -76,9 +76,12 @@ pub struct LiveEndpoint {
     pub lag_p99_ms: f64,
     /// Responses by class ("2xx" …).
     pub status_class: BTreeMap<String, u64>,
-    /// Under `[compare]`: the share of its compared answers that differed.
+    /// Under `[compare]`: the share of its compared answers that differed, over the job
+    /// and over the last window closed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_diff_rate: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,10 +101,14 @@ pub struct CompareTotal {
     pub compared: u64,
     pub differing: u64,
     pub diff_rate: f64,
+    /// `[compare] window`, s, and the last windows closed (all traffic), oldest first: the
+    /// chart of what the candidate answers over time.
+    pub window_s: u64,
+    pub windows: Vec<Window>,
 }
 
 impl LiveEndpoint {
-    fn of(e: &EndpointReport, diff_rate: Option<f64>) -> LiveEndpoint {
+    fn of(e: &EndpointReport, diff_rate: Option<f64>, window_diff_rate: Option<f64>) -> LiveEndpoint {
         let l = &e.latency_ms;
         LiveEndpoint {
             endpoint: e.endpoint.clone(),
@@ -115,6 +122,7 @@ impl LiveEndpoint {
             lag_p99_ms: e.schedule_lag_ms.p99,
             status_class: e.status_class.clone(),
             diff_rate,
+            window_diff_rate,
         }
     }
 }
@@ -128,8 +136,14 @@ impl Frame {
             errors_by_kind(&snap.fleet.total.errors, &snap.fleet.endpoints, &snap.fleet.error_samples);
         let report = Report::of_busiest(&snap, ENDPOINTS_SHOWN);
         let diff_rate = |name: &str| report.compare.as_ref().and_then(|c| c.diff_rate_of(name));
-        let endpoints =
-            report.endpoints.iter().map(|e| LiveEndpoint::of(e, diff_rate(&e.endpoint))).collect();
+        let window = |name: &str| {
+            snap.fleet.compared_in(name, Span::Window).map(|(n, differing)| differing as f64 / n as f64)
+        };
+        let endpoints = report
+            .endpoints
+            .iter()
+            .map(|e| LiveEndpoint::of(e, diff_rate(&e.endpoint), window(&e.endpoint)))
+            .collect();
         Frame {
             job: report.job.clone(),
             state: report.state,
@@ -141,7 +155,7 @@ impl Frame {
             accounting: report.accounting_line_as(!report.state.is_over()),
             totals: report.totals.clone(),
             source: report.source.clone(),
-            total: LiveEndpoint::of(&report.total, diff_rate("*")),
+            total: LiveEndpoint::of(&report.total, diff_rate("*"), window("*")),
             endpoints,
             endpoint_count: snap.fleet.endpoints.len(),
             errors,
@@ -155,6 +169,8 @@ impl Frame {
                 compared: c.compared,
                 differing: c.differing,
                 diff_rate: c.diff_rate,
+                window_s: snap.fleet.window_length.as_secs(),
+                windows: snap.fleet.windows.clone(),
             }),
             refused: report.refused.clone(),
         }

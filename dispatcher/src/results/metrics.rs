@@ -10,7 +10,11 @@
 //! - gauges: replayers connected, records in flight (credits used), schedule error quantiles,
 //!   job state, elapsed time and progress (recorded time replayed so far);
 //! - per replayer (`reprise_fleet_*`): the count by state, and for each connected one its
-//!   schedule error, records in flight and requests sent, as the dispatcher sees them.
+//!   schedule error, records in flight and requests sent, as the dispatcher sees them;
+//! - `[compare]`: requests compared by endpoint and outcome over the job, and over the last
+//!   window closed with its diff rates (`reprise_compare_window_*`);
+//! - the gate as an alert: each threshold's verdict on the results so far
+//!   (`reprise_threshold_passing`) and what it measures.
 //!
 //! Label cardinality is bounded by `[stats] max_endpoints`, the replayers connected now and
 //! the fixed sets of classes, kinds, reasons and states. Reasons and states are written with
@@ -29,6 +33,7 @@ use crate::accounting::{Counts, DropReason};
 use crate::control::JobState;
 use crate::fetchers::progress::SourceStatus;
 use crate::fleet::{MemberStatus, STATES};
+use crate::thresholds::Verdict;
 
 /// Bucket bounds, seconds.
 const BUCKETS: [f64; 14] =
@@ -242,6 +247,10 @@ fn gauges(out: &mut String, snap: &Snapshot<'_>, j: &str) {
     }
     if snap.config.compare.is_some() {
         compare(out, snap, j);
+        compare_window(out, snap, j);
+    }
+    if !snap.gate.thresholds.is_empty() {
+        thresholds(out, snap, j);
     }
     header(out, "reprise_job_running", "gauge", "1 while the job runs (or is paused), else 0.");
     let running = matches!(snap.state, JobState::Running | JobState::Paused | JobState::Draining);
@@ -294,6 +303,85 @@ fn compare(out: &mut String, snap: &Snapshot<'_>, j: &str) {
     for (name, _, _, uncompared) in &rows {
         let _ =
             writeln!(out, "reprise_compare_uncompared_total{{{j},endpoint=\"{}\"}} {uncompared}", esc(name));
+    }
+}
+
+/// The last window closed (`[compare] window`): its requests compared by endpoint and
+/// outcome, and its diff rates (`endpoint="*"` for all traffic), judged with the job's noise.
+/// An endpoint not compared in it has no series: what the candidate answers now, where the
+/// job's gauges above hold everything since the start.
+fn compare_window(out: &mut String, snap: &Snapshot<'_>, j: &str) {
+    header(
+        out,
+        "reprise_compare_window_seconds",
+        "gauge",
+        "The length of a comparison window ([compare] window).",
+    );
+    let _ = writeln!(out, "reprise_compare_window_seconds{{{j}}} {}", snap.fleet.window_length.as_secs());
+    header(
+        out,
+        "reprise_compare_window_requests",
+        "gauge",
+        "Requests compared in the last window closed, by endpoint and outcome (same, differing).",
+    );
+    let Some(w) = &snap.fleet.window else { return };
+    for (name, c) in &w.endpoints {
+        let e = esc(name);
+        let same = c.compared - c.differing;
+        let _ =
+            writeln!(out, "reprise_compare_window_requests{{{j},endpoint=\"{e}\",outcome=\"same\"}} {same}");
+        let _ = writeln!(
+            out,
+            "reprise_compare_window_requests{{{j},endpoint=\"{e}\",outcome=\"differing\"}} {}",
+            c.differing
+        );
+    }
+    header(
+        out,
+        "reprise_compare_window_diff_rate",
+        "gauge",
+        "The share of the last window's compared requests that differed, by endpoint (\"*\": all traffic).",
+    );
+    let all = std::iter::once(("*", &w.total)).chain(w.endpoints.iter().map(|(n, c)| (&**n, c)));
+    for (name, c) in all {
+        if let Some(rate) = c.diff_rate() {
+            let _ =
+                writeln!(out, "reprise_compare_window_diff_rate{{{j},endpoint=\"{}\"}} {rate}", esc(name));
+        }
+    }
+}
+
+/// The gate as an alert: each threshold judged on the results so far (`window_diff_rate`
+/// on the last window closed), 1 while it holds.
+fn thresholds(out: &mut String, snap: &Snapshot<'_>, j: &str) {
+    let s = &snap.fleet;
+    let verdicts = snap.gate.judge(
+        &s.total,
+        |e| s.endpoints.get(e),
+        |e, span| s.compared_in(e, span),
+        snap.elapsed.as_secs_f64(),
+    );
+    header(
+        out,
+        "reprise_threshold_passing",
+        "gauge",
+        "1 while a threshold holds on the results so far (window_diff_rate: on the last window closed), else 0.",
+    );
+    let labels =
+        |v: &Verdict| format!("{j},endpoint=\"{}\",expression=\"{}\"", esc(&v.endpoint), esc(&v.expression));
+    for v in &verdicts {
+        let _ = writeln!(out, "reprise_threshold_passing{{{}}} {}", labels(v), u8::from(v.pass));
+    }
+    header(
+        out,
+        "reprise_threshold_measured",
+        "gauge",
+        "What a threshold measures, in its unit (ms, %, req/s); absent while there is nothing to measure.",
+    );
+    for v in &verdicts {
+        if let Some(m) = v.measured {
+            let _ = writeln!(out, "reprise_threshold_measured{{{}}} {m}", labels(v));
+        }
     }
 }
 

@@ -265,10 +265,14 @@ impl Report {
         let total = endpoint("*", &s.total, secs);
         let reports =
             StatsReportCounts { received: s.reports, lost: s.lost_reports, duplicate: s.duplicate_reports };
-        let verdicts = snap.gate.judge(&s.total, |e| s.endpoints.get(e), |e| s.compared(e), secs);
+        let verdicts =
+            snap.gate.judge(&s.total, |e| s.endpoints.get(e), |e, span| s.compared_in(e, span), secs);
         let order_wait = snap.config.proxy.ordered.then(|| OrderWaitReport::of(&s.order_wait));
-        let compare =
-            snap.config.compare.as_ref().map(|c| compare::CompareReport::of(c.baseline, &s.compare));
+        let compare = snap.config.compare.as_ref().map(|c| compare::CompareReport {
+            windows: s.windows.clone(),
+            window_s: (!s.window_length.is_zero()).then_some(s.window_length.as_secs()),
+            ..compare::CompareReport::of(c.baseline, &s.compare)
+        });
         let dropped_total = counts.dropped_total();
         // Every identity of the books (accounting.rs), the input's included.
         let balanced = counts.input == counts.in_range + counts.out_of_range

@@ -127,6 +127,7 @@ function render() {
   $("rps").textContent = rows.length ? fmt(rows[rows.length - 1].requests) : "0";
   $("p99").textContent = ms(f.total.requests ? f.total.p99_ms : null);
   $("diff").textContent = f.compare ? pct(f.compare.diff_rate) : "–";
+  $("window-diff").textContent = pct(f.total.window_diff_rate);
   const pace = f.elapsed_s > 0 ? ` (${fmt(f.progress_s / f.elapsed_s, 2)}× recorded time)` : "";
   $("progress").textContent = `${fmt(f.progress_s, 1)} s of the recording replayed in ${fmt(f.elapsed_s, 1)} s${pace}`;
   $("settings").textContent = settingsText(f.settings);
@@ -155,6 +156,14 @@ function render() {
     ["p99", when("p99_ms")],
     ["lag", when("lag_p99_ms")],
   ]);
+  $("diff-figure").hidden = !f.compare;
+  if (f.compare) {
+    $("window-length").textContent = `${fmt(f.compare.window_s)} s`;
+    $("window-diff-label").textContent = `diff rate (last ${fmt(f.compare.window_s)} s)`;
+    // A window without comparisons breaks the line: no answer is not agreement.
+    const rate = (w) => (w.total.compared ? (100 * w.total.differing) / w.total.compared : null);
+    chart($("chart-diff"), [["bad", rate]], f.compare.windows, `${f.compare.windows.length} windows`);
+  }
 }
 
 const over = (f) => f.state === "finished" || f.state === "stopped";
@@ -200,6 +209,7 @@ function endpointRow(e) {
     [ms(e.p99_ms), "num"],
     [ms(e.lag_p99_ms), "num"],
     [pct(e.diff_rate), "num"],
+    [pct(e.window_diff_rate), "num"],
   ]);
   if (e.failed > 0) tr.className = "bad";
   return tr;
@@ -262,13 +272,13 @@ function renderThresholds(f) {
   box.replaceChildren(ul);
 }
 
-/// Lines over the kept seconds, scaled to the highest value (shown in the caption). A
-/// series whose value is null for a second (latency of a second without requests) breaks
-/// its line there instead of drawing a zero.
-function chart(svg, series) {
+/// Lines over the kept seconds (or other `data` rows), scaled to the highest value (shown in
+/// the caption). A series whose value is null for a row (latency of a second without
+/// requests) breaks its line there instead of drawing a zero.
+function chart(svg, series, data = rows, span = `${rows.length} s`) {
   const W = 600, H = 160;
-  const max = Math.max(1e-9, ...rows.flatMap((r) => series.map(([, f]) => f(r) || 0)));
-  const n = Math.max(rows.length - 1, 1);
+  const max = Math.max(1e-9, ...data.flatMap((r) => series.map(([, f]) => f(r) || 0)));
+  const n = Math.max(data.length - 1, 1);
   const ns = "http://www.w3.org/2000/svg";
   const axis = document.createElementNS(ns, "line");
   for (const [k, v] of Object.entries({ x1: 0, y1: H - 0.5, x2: W, y2: H - 0.5, class: "axis" })) axis.setAttribute(k, v);
@@ -284,7 +294,7 @@ function chart(svg, series) {
       }
       points = [];
     };
-    rows.forEach((r, i) => {
+    data.forEach((r, i) => {
       const v = f(r);
       if (v == null) return flush();
       points.push(`${((i * W) / n).toFixed(1)},${(H - (v * (H - 4)) / max).toFixed(1)}`);
@@ -295,7 +305,7 @@ function chart(svg, series) {
   const cap = svg.previousElementSibling;
   let top = cap.querySelector(".top");
   if (!top) cap.append((top = el("span", null, "top muted")));
-  top.textContent = ` · top ${max >= 100 ? fmt(max) : fmt(max, 2)}, last ${rows.length} s`;
+  top.textContent = ` · top ${max >= 100 ? fmt(max) : fmt(max, 2)}, last ${span}`;
 }
 
 async function refreshJobs() {
