@@ -25,6 +25,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -49,13 +50,25 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 type Answer = Response<BoxBody<Bytes, hyper::Error>>;
 
-/// Where requests go, and the clients that take them there.
+/// Where requests go, and how they get there: over HTTP/2 a shared client (one upstream
+/// connection carries many streams); over HTTP/1.1 each client connection's own upstream
+/// connection ([`Link`]), as a connection takes one request at a time on both sides.
 pub struct Upstream {
     /// `http://host:port`, as given.
     base: Uri,
-    h1: Client<Dial, Tee>,
+    dial: Dial,
+    h1: hyper::client::conn::http1::Builder,
     h2: Client<Dial, Tee>,
 }
+
+/// A client connection's upstream connection (HTTP/1.1), dialled at its first request and
+/// again when the upstream has closed it. Pairing them costs no pool: no lock shared by
+/// every connection, no task handing each request over; a pool's sharing of idle
+/// connections is worth little when each client connection already holds one open.
+#[derive(Default)]
+pub struct Link(std::sync::Mutex<Option<SendRequest<Tee>>>);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Upstream {
     /// A plain HTTP upstream (`http://HOST:PORT`).
@@ -66,21 +79,65 @@ impl Upstream {
         let dial = Dial(Arc::from(authority));
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new()).pool_timer(TokioTimer::new());
-        b.http1_preserve_header_case(true).set_host(false);
-        let h1 = b.build(dial.clone());
-        let h2 = b.http2_only(true).build(dial);
-        Upstream { base, h1, h2 }
+        b.set_host(false).http2_only(true);
+        let h2 = b.build(dial.clone());
+        let mut h1 = hyper::client::conn::http1::Builder::new();
+        h1.preserve_header_case(true);
+        Upstream { base, dial, h1, h2 }
     }
 
     /// The URI a request goes up with: over HTTP/2 the client's own (its `:authority`
-    /// kept), over HTTP/1.1 the path on the upstream's base (the `Host` header is kept).
+    /// kept) or the path on the upstream's base; over HTTP/1.1 the path alone (origin
+    /// form; the `Host` header is kept).
     fn uri(&self, incoming: &Uri, version: Version) -> Uri {
-        if version == Version::HTTP_2 && incoming.authority().is_some() {
+        let path = incoming.path_and_query().cloned();
+        if version != Version::HTTP_2 {
+            return path.map_or_else(|| Uri::from_static("/"), Uri::from);
+        }
+        if incoming.authority().is_some() {
             return incoming.clone();
         }
         let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = incoming.path_and_query().cloned();
+        parts.path_and_query = path;
         Uri::from_parts(parts).unwrap_or_else(|_| self.base.clone())
+    }
+
+    /// Sends an HTTP/1.1 request on `link`'s connection. One the upstream closed (its
+    /// keep-alive ended) takes no request; the request goes on a new one then, as it was
+    /// not sent.
+    async fn send_h1(&self, link: &Link, req: Request<Tee>) -> Result<Response<Incoming>, BoxError> {
+        let held = link.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let mut sender = match held {
+            Some(s) if !s.is_closed() => s,
+            _ => self.connect_h1().await?,
+        };
+        if sender.ready().await.is_err() {
+            sender = self.connect_h1().await?;
+        }
+        let answer = match sender.try_send_request(req).await {
+            Ok(answer) => answer,
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    sender = self.connect_h1().await?;
+                    sender.send_request(req).await?
+                }
+                None => return Err(e.into_error().into()),
+            },
+        };
+        *link.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        Ok(answer)
+    }
+
+    /// A new HTTP/1.1 connection to the upstream, driven by a task of its own.
+    async fn connect_h1(&self) -> Result<SendRequest<Tee>, BoxError> {
+        let io = tower_service::Service::call(&mut self.dial.clone(), Uri::from_static("/")).await?;
+        let (sender, conn) = self.h1.handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
     }
 }
 
@@ -221,7 +278,9 @@ async fn serve(
         let watcher = graceful.watcher();
         tracker.spawn(async move {
             counters.connections.fetch_add(1, Relaxed);
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&shared), req));
+            let link = Arc::new(Link::default());
+            let service =
+                hyper::service::service_fn(move |req| handle(Arc::clone(&shared), Arc::clone(&link), req));
             let served = match tls {
                 None => {
                     watcher.watch(server.serve_connection(TokioIo::new(stream), service).into_owned()).await
@@ -254,7 +313,7 @@ async fn serve(
 }
 
 /// Forwards one request, recording it if it is sampled.
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, Infallible> {
+async fn handle(shared: Arc<Shared>, link: Arc<Link>, req: Request<Incoming>) -> Result<Answer, Infallible> {
     let recorder = &shared.recorder;
     recorder.counters.exchanges.fetch_add(1, Relaxed);
     let (mut parts, body) = req.into_parts();
@@ -273,12 +332,12 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
     let version = parts.version;
     parts.uri = shared.upstream.uri(&parts.uri, version);
     strip_hop_headers(&mut parts.headers, version == Version::HTTP_2);
-    let client = match version {
-        Version::HTTP_2 => &shared.upstream.h2,
-        _ => &shared.upstream.h1,
-    };
     let up = Request::from_parts(parts, Tee::new(body, Side::Request, pending.clone()));
-    match client.request(up).await {
+    let answer = match version {
+        Version::HTTP_2 => shared.upstream.h2.request(up).await.map_err(BoxError::from),
+        _ => shared.upstream.send_h1(&link, up).await,
+    };
+    match answer {
         Ok(answer) => {
             let (mut parts, body) = answer.into_parts();
             if let Some(p) = &pending {
@@ -290,7 +349,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Answer, I
         }
         Err(e) => {
             recorder.counters.upstream_errors.fetch_add(1, Relaxed);
-            let why = format!("the upstream did not answer: {}", reprise_proto::error_chain(&e));
+            let why = format!("the upstream did not answer: {}", reprise_proto::error_chain(&*e));
             tracing::warn!(error = %why, "upstream error");
             if let Some(p) = &pending {
                 p.failed(why.clone());
