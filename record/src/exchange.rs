@@ -189,29 +189,32 @@ fn string(out: &mut Vec<u8>, s: &str) {
 /// value that is not UTF-8 (rare, and not sendable from json) is kept with its bytes
 /// replaced by U+FFFD.
 fn headers(out: &mut Vec<u8>, map: &HeaderMap) {
+    let one = |out: &mut Vec<u8>, v: &http::HeaderValue| match std::str::from_utf8(v.as_bytes()) {
+        Ok(text) => string(out, text),
+        Err(_) => string(out, &String::from_utf8_lossy(v.as_bytes())),
+    };
     out.push(b'{');
-    for (i, name) in map.keys().enumerate() {
-        if i > 0 {
+    // A name's values come one after the other: one pass, no lookup by name.
+    let mut entries = map.iter().peekable();
+    let mut first = true;
+    while let Some((name, value)) = entries.next() {
+        if !first {
             out.push(b',');
         }
+        first = false;
         string(out, name.as_str());
         out.push(b':');
-        let values: Vec<_> = map.get_all(name).iter().collect();
-        let one =
-            |out: &mut Vec<u8>, v: &http::HeaderValue| string(out, &String::from_utf8_lossy(v.as_bytes()));
-        match values.as_slice() {
-            [v] => one(out, v),
-            many => {
-                out.push(b'[');
-                for (j, v) in many.iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
-                    }
-                    one(out, v);
-                }
-                out.push(b']');
-            }
+        if entries.peek().is_none_or(|(next, _)| *next != name) {
+            one(out, value);
+            continue;
         }
+        out.push(b'[');
+        one(out, value);
+        while let Some((_, v)) = entries.next_if(|(next, _)| *next == name) {
+            out.push(b',');
+            one(out, v);
+        }
+        out.push(b']');
     }
     out.push(b'}');
 }
