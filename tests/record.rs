@@ -810,3 +810,32 @@ async fn a_standing_shadow_shows_when_its_candidate_starts_to_differ() {
     let reported = rates(&report["compare"]["windows"]);
     assert!(reported.len() >= charted.len(), "the report holds every window: {reported:?}");
 }
+
+/// Over HTTP/1.1 a client connection keeps its own upstream connection; when the upstream
+/// closes it (after an answer, or idle as keep-alive timeouts do), the client's next
+/// request on the same connection goes up on a new one: every answer arrives, every
+/// exchange is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_closes_its_connections_costs_no_answer() {
+    let target = Capture::start_with(Some(Duration::from_millis(100))).await;
+    let dir = temp_dir("record-reconnect");
+    let out = dir.join("capture.jsonl");
+    let proxy = record(&target.url(), &out, &[]);
+    let script = "import http.client, sys, time\n\
+                  c = http.client.HTTPConnection(sys.argv[1])\n\
+                  seen = []\n\
+                  for path, headers, pause in [('/a', {'x-close': '1'}, 0), ('/b', {}, 0.4), ('/c', {}, 0)]:\n\
+                  \x20   c.request('GET', path, headers=headers)\n\
+                  \x20   r = c.getresponse(); r.read(); seen.append(str(r.status))\n\
+                  \x20   sock = c.sock; time.sleep(pause)\n\
+                  print(' '.join(seen), 'one connection' if c.sock is sock else 'reconnected')\n";
+    let got = client("python3", args(&["-c", script, &proxy.addr])).await;
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert_eq!(text.trim(), "200 200 200 one connection", "{}", String::from_utf8_lossy(&got.stderr));
+    let paths: Vec<String> = target.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/a", "/b", "/c"]);
+    proxy.wait_for("reprise_record_recorded_total", 3).await;
+    proxy.stop().await;
+    assert_eq!(lines(&out).len(), 3);
+    assert!(lines(&out).iter().all(|l| l["response"]["status"] == 200));
+}
