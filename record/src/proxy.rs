@@ -15,18 +15,15 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
@@ -50,23 +47,27 @@ const DRAIN: Duration = Duration::from_secs(10);
 
 type Answer = Response<BoxBody<Bytes, hyper::Error>>;
 
-/// Where requests go, and how they get there: over HTTP/2 a shared client (one upstream
-/// connection carries many streams); over HTTP/1.1 each client connection's own upstream
-/// connection ([`Link`]), as a connection takes one request at a time on both sides.
+/// Where requests go, and how they get there: each client connection over its own upstream
+/// connection ([`Link`]), in the client's HTTP version.
 pub struct Upstream {
     /// `http://host:port`, as given.
     base: Uri,
     dial: Dial,
-    h1: hyper::client::conn::http1::Builder,
-    h2: Client<Dial, Tee>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
 }
 
-/// A client connection's upstream connection (HTTP/1.1), dialled at its first request and
-/// again when the upstream has closed it. Pairing them costs no pool: no lock shared by
-/// every connection, no task handing each request over; a pool's sharing of idle
-/// connections is worth little when each client connection already holds one open.
+/// A client connection's upstream connection, dialled at its first request and again when
+/// the upstream has closed it. Pairing them costs no pool: no lock shared by every
+/// connection, no task handing each request over; a pool's sharing of idle connections is
+/// worth little when each client connection already holds one open. Over HTTP/1.1 a
+/// connection takes one request at a time on both sides; over HTTP/2 the upstream
+/// connection carries the client's concurrent streams.
 #[derive(Default)]
-pub struct Link(std::sync::Mutex<Option<SendRequest<Tee>>>);
+pub struct Link {
+    h1: std::sync::Mutex<Option<http1::SendRequest<Tee>>>,
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<Tee>>>,
+}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -77,12 +78,10 @@ impl Upstream {
             if a.port().is_some() { a.to_string() } else { format!("{}:80", a.host()) }
         });
         let dial = Dial(Arc::from(authority));
-        let mut b = Client::builder(TokioExecutor::new());
-        b.timer(TokioTimer::new()).pool_timer(TokioTimer::new());
-        b.set_host(false).http2_only(true);
-        let h2 = b.build(dial.clone());
-        let mut h1 = hyper::client::conn::http1::Builder::new();
+        let mut h1 = http1::Builder::new();
         h1.preserve_header_case(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new());
         Upstream { base, dial, h1, h2 }
     }
 
@@ -106,7 +105,7 @@ impl Upstream {
     /// keep-alive ended) takes no request; the request goes on a new one then, as it was
     /// not sent.
     async fn send_h1(&self, link: &Link, req: Request<Tee>) -> Result<Response<Incoming>, BoxError> {
-        let held = link.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let held = link.h1.lock().unwrap_or_else(|p| p.into_inner()).take();
         let mut sender = match held {
             Some(s) if !s.is_closed() => s,
             _ => self.connect_h1().await?,
@@ -124,46 +123,64 @@ impl Upstream {
                 None => return Err(e.into_error().into()),
             },
         };
-        *link.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
+        *link.h1.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
         Ok(answer)
     }
 
+    /// Sends an HTTP/2 request on `link`'s connection, dialled when it has none open; a
+    /// request the connection refused before sending goes on a new one.
+    async fn send_h2(&self, link: &Link, req: Request<Tee>) -> Result<Response<Incoming>, BoxError> {
+        let mut sender = self.h2_sender(link, false).await?;
+        match sender.try_send_request(req).await {
+            Ok(answer) => Ok(answer),
+            Err(mut e) => match e.take_message() {
+                Some(req) => Ok(self.h2_sender(link, true).await?.send_request(req).await?),
+                None => Err(e.into_error().into()),
+            },
+        }
+    }
+
+    /// `link`'s HTTP/2 connection, a new one when it has none open or `fresh` asks.
+    async fn h2_sender(&self, link: &Link, fresh: bool) -> Result<http2::SendRequest<Tee>, BoxError> {
+        let mut held = link.h2.lock().await;
+        if let Some(s) = held.as_ref().filter(|s| !fresh && !s.is_closed()) {
+            return Ok(s.clone());
+        }
+        let (sender, conn) = self.h2.handshake(self.dial.connect().await?).await?;
+        drive(conn);
+        *held = Some(sender.clone());
+        Ok(sender)
+    }
+
     /// A new HTTP/1.1 connection to the upstream, driven by a task of its own.
-    async fn connect_h1(&self) -> Result<SendRequest<Tee>, BoxError> {
-        let io = tower_service::Service::call(&mut self.dial.clone(), Uri::from_static("/")).await?;
-        let (sender, conn) = self.h1.handshake(io).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
+    async fn connect_h1(&self) -> Result<http1::SendRequest<Tee>, BoxError> {
+        let (sender, conn) = self.h1.handshake(self.dial.connect().await?).await?;
+        drive(conn);
         Ok(sender)
     }
 }
 
-/// The upstream's connector: dials one address, whatever the request's URL says.
+/// The upstream's address, dialled for each client connection.
 #[derive(Clone, Debug)]
 struct Dial(Arc<str>);
 
-impl tower_service::Service<Uri> for Dial {
-    type Response = TokioIo<TcpStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
+impl Dial {
+    async fn connect(&self) -> std::io::Result<TokioIo<TcpStream>> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*self.0))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        Ok(TokioIo::new(stream))
     }
+}
 
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let addr = Arc::clone(&self.0);
-        Box::pin(async move {
-            let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*addr))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-            stream.set_nodelay(true)?;
-            Ok(TokioIo::new(stream))
-        })
-    }
+/// Drives an upstream connection until it ends.
+fn drive<F: Future<Output = hyper::Result<()>> + Send + 'static>(conn: F) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
 }
 
 /// What a connection's requests share.
@@ -334,7 +351,7 @@ async fn handle(shared: Arc<Shared>, link: Arc<Link>, req: Request<Incoming>) ->
     strip_hop_headers(&mut parts.headers, version == Version::HTTP_2);
     let up = Request::from_parts(parts, Tee::new(body, Side::Request, pending.clone()));
     let answer = match version {
-        Version::HTTP_2 => shared.upstream.h2.request(up).await.map_err(BoxError::from),
+        Version::HTTP_2 => shared.upstream.send_h2(&link, up).await,
         _ => shared.upstream.send_h1(&link, up).await,
     };
     match answer {
