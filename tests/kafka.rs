@@ -270,10 +270,13 @@ async fn a_consumer_group_moves_partitions_between_dispatchers_and_a_leaver_lose
         paths(&b.target)
     );
 
-    // Records 3 s ahead of now: each member reads them and holds them for their instant.
+    // Records 10 s ahead of now: each member reads them and holds them for their instant.
+    // Far ahead: a member's schedule is anchored at its job's start, which can come before
+    // the first record's time, so records fall due that much early (once seconds, on a
+    // loaded CI machine).
     // A leaves meanwhile: what it held was not sent, so not committed, and B, taking its
     // partitions from A's last commit, replays them.
-    let held = produce(&kafka, &topic, &mut n, 3_000).await;
+    let held = produce(&kafka, &topic, &mut n, 10_000).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (code, _) = http("POST", &a.dispatcher.admin, "/job/stop").await;
     assert_eq!(code, 202);
