@@ -271,9 +271,8 @@ async fn a_consumer_group_moves_partitions_between_dispatchers_and_a_leaver_lose
     );
 
     // Records 10 s ahead of now: each member reads them and holds them for their instant.
-    // Far ahead: a member's schedule is anchored at its job's start, which can come before
-    // the first record's time, so records fall due that much early (once seconds, on a
-    // loaded CI machine).
+    // Far ahead: each record's time is taken before its send is awaited, and on a loaded
+    // CI machine the four sends to the broker took long enough for 3 s to pass first.
     // A leaves meanwhile: what it held was not sent, so not committed, and B, taking its
     // partitions from A's last commit, replays them.
     let held = produce(&kafka, &topic, &mut n, 10_000).await;
