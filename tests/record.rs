@@ -677,6 +677,90 @@ fn gauge(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Four JSON answers under `www/p/`, each with this price.
+fn prices(www: &Path, price: u32) {
+    std::fs::create_dir_all(www.join("p")).expect("www");
+    for i in 1..=4 {
+        std::fs::write(www.join(format!("p/{i}.json")), format!(r#"{{"id":{i},"price":{price}}}"#))
+            .expect("json");
+    }
+}
+
+/// The shadow's job file: follow `topic`, replay to the candidate, compare with the
+/// recorded answers in 2 s windows, gate on the last window's diff rate.
+fn shadow_job(dir: &Path, candidate: u16, brokers: &str, topic: &str) -> std::path::PathBuf {
+    let job = format!(
+        "[job]\nid = \"shadow\"\ntarget = \"http://127.0.0.1:{candidate}\"\nreplayers = 2\n\
+         [fetcher]\ntype = \"kafka\"\n[fetcher.kafka]\nbrokers = \"{brokers}\"\ntopic = \"{topic}\"\ngroup_id = \"shadow\"\nfollow = true\n\
+         [compare]\nbaseline = \"recorded\"\nwindow = \"2s\"\n\
+         [thresholds]\n\"*\" = [\"window_diff_rate < 10%\"]\n"
+    );
+    let path = dir.join("shadow.toml");
+    std::fs::write(&path, job).expect("job");
+    path
+}
+
+/// Production traffic through the proxy at `addr`, GETs of the four answers, 20 a second,
+/// until cancelled.
+fn steady_traffic(addr: String) -> (tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sending = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            for i in 0..2_000 {
+                let path = format!("/p/{}.json", i % 4 + 1);
+                if let Ok(mut s) = tokio::net::TcpStream::connect(&addr).await {
+                    exchange(&mut s, &request("GET", &addr, &path, "", "")).await;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
+    });
+    (sending, stop)
+}
+
+/// Each window's diff rate (`None` where nothing was compared), oldest first.
+fn window_rates(windows: &serde_json::Value) -> Vec<Option<f64>> {
+    let w = windows.as_array().expect("windows");
+    w.iter()
+        .map(|w| {
+            let (n, d) = (w["total"]["compared"].as_u64()?, w["total"]["differing"].as_u64()?);
+            (n > 0).then(|| d as f64 / n as f64)
+        })
+        .collect()
+}
+
+/// The live page's frame once it shows the last window differing whole (a frame is up to
+/// a second old: the window it shows may be the one before), or the last frame seen.
+async fn frame_of_a_differing_window(admin: &str) -> serde_json::Value {
+    let mut frame = first_event(admin).await["frame"].clone();
+    for _ in 0..20 {
+        if frame["total"]["window_diff_rate"] == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        frame = first_event(admin).await["frame"].clone();
+    }
+    frame
+}
+
+/// The page in Chromium shows the last window differing whole, the job's rate diluted,
+/// every endpoint's window column, and a line of windows.
+async fn the_page_shows_a_differing_window(admin: &str, profile: &Path) {
+    let page = common::browser::drive(&["compare", admin, profile.to_str().expect("path")]).await;
+    assert_eq!(page["errors"], serde_json::json!([]), "{page:#}");
+    assert_eq!(page["window"], "100.00%", "the last window differs whole: {page:#}");
+    assert_eq!(page["window_label"], "diff rate (last 2 s)");
+    let job_rate: f64 = page["job"].as_str().and_then(|t| t.trim_end_matches('%').parse().ok()).expect("%");
+    assert!(job_rate > 0.0 && job_rate < 100.0, "the job's rate, diluted: {page:#}");
+    let rows = page["rows"].as_array().expect("rows");
+    assert!(rows.iter().all(|r| r.as_str().is_some_and(|r| r.ends_with("100.00%"))), "{page:#}");
+    assert!(page["points"][0].as_str().is_some_and(|p| p.contains(' ')), "a line of windows: {page:#}");
+}
+
 /// The standing shadow (the recipe of docs/capture.md): `reprise record` sends each exchange
 /// to Kafka, and a job following the topic replays it against a candidate and compares the
 /// answer with the recorded one, window by window (2 s here, a minute by default). While
@@ -689,15 +773,8 @@ fn gauge(text: &str, series: &str) -> Option<f64> {
 async fn a_standing_shadow_shows_when_its_candidate_starts_to_differ() {
     let dir = temp_dir("record-shadow");
     let (prod, cand) = (dir.join("prod"), dir.join("cand"));
-    let price = |www: &Path, p: u32| {
-        std::fs::create_dir_all(www.join("p")).expect("www");
-        for i in 1..=4 {
-            std::fs::write(www.join(format!("p/{i}.json")), format!(r#"{{"id":{i},"price":{p}}}"#))
-                .expect("json");
-        }
-    };
-    price(&prod, 10);
-    price(&cand, 10);
+    prices(&prod, 10);
+    prices(&cand, 10);
     let (up, candidate) = (free_port(), free_port());
     let _prod = h2o(&dir, &prod, up);
     let port = candidate.to_string();
@@ -708,37 +785,12 @@ async fn a_standing_shadow_shows_when_its_candidate_starts_to_differ() {
     let topic = k.topic("shadow").await;
     let sink = ["--kafka-brokers", k.brokers.as_str(), "--kafka-topic", topic.as_str()];
     let proxy = record_with(&format!("http://127.0.0.1:{up}"), &sink);
-
-    let job = format!(
-        "[job]\nid = \"shadow\"\ntarget = \"http://127.0.0.1:{candidate}\"\nreplayers = 2\n\
-         [fetcher]\ntype = \"kafka\"\n[fetcher.kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup_id = \"shadow\"\nfollow = true\n\
-         [compare]\nbaseline = \"recorded\"\nwindow = \"2s\"\n\
-         [thresholds]\n\"*\" = [\"window_diff_rate < 10%\"]\n",
-        k.brokers
-    );
-    let job_file = dir.join("shadow.toml");
-    std::fs::write(&job_file, job).expect("job");
+    let job_file = shadow_job(&dir, candidate, &k.brokers, &topic);
     let report = dir.join("report.json");
     let run = ["run", job_file.to_str().expect("path"), "--report-json", report.to_str().expect("path")];
     let (shadow, admin) = running(&run);
+    let (sending, stop) = steady_traffic(proxy.addr.clone());
 
-    // Production traffic through the proxy, 20 requests a second, until the test ends.
-    let (traffic, stop) = (proxy.addr.clone(), tokio_util::sync::CancellationToken::new());
-    let sending = tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            for i in 0..2_000 {
-                let path = format!("/p/{}.json", i % 4 + 1);
-                if let Ok(mut s) = tokio::net::TcpStream::connect(&traffic).await {
-                    exchange(&mut s, &request("GET", &traffic, &path, "", "")).await;
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
-                }
-            }
-        }
-    });
     let gate = "{job_id=\"shadow\",endpoint=\"*\",expression=\"window_diff_rate < 10%\"}";
     let metrics = || async { http("GET", &admin, "/metrics").await.1 };
     let window = "reprise_compare_window_diff_rate{job_id=\"shadow\",endpoint=\"*\"}";
@@ -753,7 +805,7 @@ async fn a_standing_shadow_shows_when_its_candidate_starts_to_differ() {
     .await;
     assert!(agreeing, "a window compared, none differing, the gate passing:\n{}", metrics().await);
 
-    price(&cand, 11);
+    prices(&cand, 11);
     let differing =
         wait_until_async(|| async { gauge(&metrics().await, window) == Some(1.0) }, Duration::from_secs(60))
             .await;
@@ -763,38 +815,12 @@ async fn a_standing_shadow_shows_when_its_candidate_starts_to_differ() {
     assert_eq!(gauge(&m, &format!("reprise_threshold_measured{gate}")), Some(100.0));
     let same = "reprise_compare_requests{job_id=\"shadow\",endpoint=\"GET /p/1.json\",outcome=\"same\"}";
     assert!(gauge(&m, same) > Some(0.0), "the job's counts keep the agreeing past:\n{m}");
-    // A page's frame is up to a second old: the window it shows may be the one before.
-    let mut frame = first_event(&admin).await["frame"].clone();
-    for _ in 0..20 {
-        if frame["total"]["window_diff_rate"] == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        frame = first_event(&admin).await["frame"].clone();
-    }
+    let frame = frame_of_a_differing_window(&admin).await;
     assert_eq!(frame["total"]["window_diff_rate"], 1.0, "the page shows the window: {frame:#}");
     assert!(frame["total"]["diff_rate"].as_f64() < Some(1.0), "the job's rate is diluted: {frame:#}");
     assert_eq!(frame["compare"]["window_s"], 2);
-    let profile = dir.join("profile");
-    let page = common::browser::drive(&["compare", &admin, profile.to_str().expect("path")]).await;
-    assert_eq!(page["errors"], serde_json::json!([]), "{page:#}");
-    assert_eq!(page["window"], "100.00%", "the last window differs whole: {page:#}");
-    assert_eq!(page["window_label"], "diff rate (last 2 s)");
-    let job_rate: f64 = page["job"].as_str().and_then(|t| t.trim_end_matches('%').parse().ok()).expect("%");
-    assert!(job_rate > 0.0 && job_rate < 100.0, "the job's rate, diluted: {page:#}");
-    let rows = page["rows"].as_array().expect("rows");
-    assert!(rows.iter().all(|r| r.as_str().is_some_and(|r| r.ends_with("100.00%"))), "{page:#}");
-    assert!(page["points"][0].as_str().is_some_and(|p| p.contains(' ')), "a line of windows: {page:#}");
-    let rates = |windows: &serde_json::Value| -> Vec<Option<f64>> {
-        let w = windows.as_array().expect("windows");
-        w.iter()
-            .map(|w| {
-                let (n, d) = (w["total"]["compared"].as_u64()?, w["total"]["differing"].as_u64()?);
-                (n > 0).then(|| d as f64 / n as f64)
-            })
-            .collect()
-    };
-    let charted = rates(&frame["compare"]["windows"]);
+    the_page_shows_a_differing_window(&admin, &dir.join("profile")).await;
+    let charted = window_rates(&frame["compare"]["windows"]);
     let first_zero = charted.iter().position(|r| *r == Some(0.0));
     let first_all = charted.iter().position(|r| *r == Some(1.0));
     assert!(first_zero < first_all && first_zero.is_some(), "agreement, then a rise: {charted:?}");
@@ -807,7 +833,7 @@ async fn a_standing_shadow_shows_when_its_candidate_starts_to_differ() {
     let status = wait_exit(shadow).await;
     let report = read_json(&report);
     assert_eq!(status.code(), Some(99), "stopped with its gate failing on the last window");
-    let reported = rates(&report["compare"]["windows"]);
+    let reported = window_rates(&report["compare"]["windows"]);
     assert!(reported.len() >= charted.len(), "the report holds every window: {reported:?}");
 }
 
