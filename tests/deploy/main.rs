@@ -270,16 +270,7 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     let job_cm =
         spec["volumes"].as_array().expect("volumes").iter().find_map(|v| v["configMap"]["name"].as_str());
     let job_text = cluster.configmaps[job_cm.expect("the job's ConfigMap")]["job.toml"].clone();
-    let job: toml::Table = toml::from_str(&job_text).expect("job.toml");
-    for (key, named) in [("grpc", "grpc"), ("http", "admin")] {
-        let listen = job["service"][key].as_str().expect("listen address");
-        let declared = container["ports"].as_array().expect("ports").iter().find(|p| p["name"] == named);
-        let port = declared.and_then(|p| p["containerPort"].as_u64()).expect("container port");
-        assert_eq!(listen, format!(":{port}"), "[service] {key} is the container's port {named}");
-        let svc =
-            service["spec"]["ports"].as_array().expect("ports").iter().find(|p| p["targetPort"] == named);
-        assert_eq!(svc.and_then(|p| p["port"].as_u64()), Some(port), "the Service exposes {named}");
-    }
+    the_job_listens_where_the_service_sends(&job_text, container, &service);
     let mut args = pod.args(container);
     let service_file =
         args.iter().position(|a| a == "--service").map(|i| PathBuf::from(&args[i + 1])).expect("--service");
@@ -320,14 +311,11 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     let (code, body) =
         pki::https_body("POST", &admin, "localhost", "/jobs", &ca_file, admin_token, &job_text).await;
     assert_eq!(code, 201, "{body}");
-    let mut status = Value::Null;
-    for _ in 0..300 {
-        status = serde_json::from_str(&get("/status").await.1).expect("status");
-        if status["state"] == "finished" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let status = poll(
+        || async { serde_json::from_str::<Value>(&get("/status").await.1).expect("status") },
+        |s| s["state"] == "finished",
+    )
+    .await;
     assert_eq!(status["state"], "finished", "{status}");
     let t = &status["totals"];
     assert_eq!(t["sent"], RECORDS, "{t}");
@@ -339,15 +327,7 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
         (Some(1), Some(size))
     );
     assert_eq!(status["replayers"].as_array().map(Vec::len), Some(replicas as usize));
-    let mut kept_html = (0, String::new());
-    for _ in 0..50 {
-        kept_html = get("/jobs/1/report.html").await;
-        if kept_html.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (code, html) = kept_html;
+    let (code, html) = poll(|| get("/jobs/1/report.html"), |(code, _)| *code == 200).await;
     assert!(code == 200 && html.starts_with("<!doctype html>"), "{code}: {}", &html[..html.len().min(200)]);
 
     // POST /shutdown lets it go; the job's reports stay where the manifest keeps them.
@@ -355,6 +335,37 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     assert_eq!(code, 202);
     assert!(wait_exit(dispatcher).await.success());
     assert_eq!(read_json(&kept.join("1").join("report.json"))["totals"]["sent"], RECORDS);
+}
+
+/// The dispatcher's job file listens on the container's ports, the ones its Service sends to.
+fn the_job_listens_where_the_service_sends(job_text: &str, container: &Value, service: &Value) {
+    let job: toml::Table = toml::from_str(job_text).expect("job.toml");
+    for (key, named) in [("grpc", "grpc"), ("http", "admin")] {
+        let listen = job["service"][key].as_str().expect("listen address");
+        let declared = container["ports"].as_array().expect("ports").iter().find(|p| p["name"] == named);
+        let port = declared.and_then(|p| p["containerPort"].as_u64()).expect("container port");
+        assert_eq!(listen, format!(":{port}"), "[service] {key} is the container's port {named}");
+        let svc =
+            service["spec"]["ports"].as_array().expect("ports").iter().find(|p| p["targetPort"] == named);
+        assert_eq!(svc.and_then(|p| p["port"].as_u64()), Some(port), "the Service exposes {named}");
+    }
+}
+
+/// `read` every 100 ms, for 30 s at most, until `done` holds; the last value read.
+async fn poll<T, F, Fut>(mut read: F, done: impl Fn(&T) -> bool) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut value = read().await;
+    for _ in 0..300 {
+        if done(&value) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        value = read().await;
+    }
+    value
 }
 
 /// Runs the pods of a replayer Deployment (its replicas) or Job (its parallelism) as local
