@@ -69,8 +69,7 @@ impl Recording {
 
     /// Stops the proxy as a signal does, and waits for it to exit cleanly.
     async fn stop(self) {
-        let pid = self.guard.0.id().to_string();
-        Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+        interrupt(&self.guard);
         let status = wait_exit(self.guard).await;
         assert!(status.success(), "reprise record exited with {status}");
     }
@@ -828,8 +827,7 @@ async fn a_standing_shadow_shows_when_its_candidate_starts_to_differ() {
     stop.cancel();
     sending.await.expect("traffic");
     proxy.stop().await;
-    let pid = shadow.0.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    interrupt(&shadow);
     let status = wait_exit(shadow).await;
     let report = read_json(&report);
     assert_eq!(status.code(), Some(99), "stopped with its gate failing on the last window");

@@ -274,6 +274,12 @@ pub async fn exchange(
     (status, body)
 }
 
+/// Sends SIGINT to a child, as Ctrl-C or a stop does.
+pub fn interrupt(guard: &Guard) {
+    let pid = i32::try_from(guard.0.id()).ok().and_then(rustix::process::Pid::from_raw).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+}
+
 /// Waits for a daemon to exit, off the async threads.
 pub async fn wait_exit(mut guard: Guard) -> std::process::ExitStatus {
     tokio::task::spawn_blocking(move || guard.0.wait().expect("wait")).await.expect("join")

@@ -650,8 +650,7 @@ async fn the_capture_sidecar_feeds_a_standing_shadow_as_local_processes() {
     let replayed = wait_until(|| candidate.requests().len() >= REQUESTS, Duration::from_secs(60)).await;
     assert!(replayed, "the shadow replayed {} of {REQUESTS}", candidate.requests().len());
     drop(record);
-    let pid = shadow.0.id().to_string();
-    Command::new("kill").args(["-INT", &pid]).status().expect("kill");
+    interrupt(&shadow);
     let status = wait_exit(shadow).await;
     assert_eq!(status.code(), Some(4), "a followed topic runs until stopped");
     let report = read_json(&report);
