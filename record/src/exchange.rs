@@ -11,44 +11,43 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use bytes::BytesMut;
-use http::{HeaderMap, Method, Version};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, Version};
 use reprise_proto::expected::{fnv_start, fnv1a};
 
-/// Headers copied out of what the connection read: a value hyper parsed is a slice of the
-/// connection's read buffer, and a clone of it would keep that whole buffer alive for as
-/// long as the exchange waits in the sink's queue (measured: 13 KB an exchange instead of
-/// its 2 KB, with a stalled sink).
-pub fn owned(map: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(map.len());
-    for (name, value) in map {
-        let mut copy = http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(value.as_bytes()))
-            .unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        out.append(name.clone(), copy);
-    }
-    out
-}
+use crate::privacy::Redact;
 
 /// A body as it streamed past: its first `max_body` bytes, its whole length and hash.
 #[derive(Debug)]
 pub struct Captured {
     kept: BytesMut,
     length: u64,
-    hash: u64,
+    /// The whole body's FNV-1a so far, once it is longer than `max_body`: only a body that
+    /// is cut needs one, so hashing starts at its first byte past `max_body` (hashing every
+    /// body took 2 % of the proxy's CPU).
+    hash: Option<u64>,
 }
 
 impl Captured {
     pub fn new() -> Self {
-        Captured { kept: BytesMut::new(), length: 0, hash: fnv_start() }
+        Captured { kept: BytesMut::new(), length: 0, hash: None }
     }
 
     /// Takes the next piece of the body, keeping what fits under `max_body`.
     pub fn add(&mut self, part: &[u8], max_body: usize) {
         let room = max_body.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&part[..room.min(part.len())]);
+        let (kept, rest) = part.split_at(room.min(part.len()));
+        self.kept.extend_from_slice(kept);
         self.length += part.len() as u64;
-        self.hash = fnv1a(self.hash, part);
+        if !rest.is_empty() {
+            let hash = self.hash.unwrap_or_else(|| fnv1a(fnv_start(), &self.kept));
+            self.hash = Some(fnv1a(hash, rest));
+        }
+    }
+
+    /// The whole body's FNV-1a.
+    fn hash(&self) -> u64 {
+        self.hash.unwrap_or_else(|| fnv1a(fnv_start(), &self.kept))
     }
 
     /// Bytes held (what the queue's bound counts).
@@ -67,44 +66,75 @@ impl Default for Captured {
     }
 }
 
-/// What the upstream answered.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Captured,
-    /// HTTP/2 trailers (a gRPC call's `grpc-status`), empty when there were none.
-    pub trailers: HeaderMap,
+/// What is kept of headers as they are captured: a redacted header's value is its keyed
+/// hash, and the sink's key header (`--kafka-key`) is kept aside, redacted as recorded.
+#[derive(Clone, Copy, Default)]
+pub struct Keep<'a> {
+    pub redact: Option<&'a Redact>,
+    pub key: Option<&'a HeaderName>,
 }
 
-/// A request and what became of it.
+/// What the upstream answered.
+#[derive(Debug, Default)]
+pub struct Answer {
+    /// `"status":…,"headers":{…}`: the head, written as json as it arrived.
+    head: Vec<u8>,
+    /// Whether the body is bytes whatever it holds ([`binary`]).
+    binary: bool,
+    pub body: Captured,
+    /// HTTP/2 trailers (a gRPC call's `grpc-status`) as a json object; empty when there
+    /// were none.
+    trailers: Vec<u8>,
+}
+
+impl Answer {
+    /// An answer's head, as it arrived.
+    pub fn new(status: u16, headers: &HeaderMap, keep: Keep<'_>) -> Answer {
+        let mut head = Vec::with_capacity(64 + headers.len() * 48);
+        let _ = write!(Bytesink(&mut head), "\"status\":{status},\"headers\":");
+        write_headers(&mut head, headers, None, keep.redact);
+        Answer { head, binary: binary(headers), body: Captured::new(), trailers: Vec::new() }
+    }
+
+    /// The answer's trailers arrived.
+    pub fn trailers(&mut self, trailers: &HeaderMap) {
+        self.trailers.clear();
+        if !trailers.is_empty() {
+            write_headers(&mut self.trailers, trailers, None, None);
+        }
+    }
+}
+
+/// A request and what became of it. Heads are written as json when they arrive, from
+/// the maps hyper parsed: copying a map out (a value hyper parsed is a slice of the
+/// connection's read buffer, which a clone would keep alive while the exchange waits in
+/// the sink's queue) and writing it later cost twice as much.
 #[derive(Debug)]
 pub struct Exchange {
     /// When the request's head arrived.
-    pub at: SystemTime,
+    at: SystemTime,
     /// From the request's arrival to the end of its answer.
     pub took: Duration,
-    pub method: Method,
-    /// Path and query, as sent.
-    pub url: String,
-    pub version: Version,
-    /// The request's headers; `host` holds HTTP/2's `:authority`.
-    pub headers: HeaderMap,
+    /// `"method":…,"url":…,"version":…,"headers":{…}`: the request's head as json.
+    head: Vec<u8>,
+    binary: bool,
+    /// The value of the sink's key header, if the request has one.
+    pub key: Option<Bytes>,
     pub body: Captured,
     pub answer: Option<Answer>,
     /// Why there is no answer (the upstream could not be reached, or broke off).
     pub error: Option<String>,
 }
 
+/// An empty exchange, what is left where one was taken out.
 impl Default for Exchange {
     fn default() -> Self {
         Exchange {
             at: SystemTime::UNIX_EPOCH,
             took: Duration::ZERO,
-            method: Method::GET,
-            url: String::new(),
-            version: Version::HTTP_11,
-            headers: HeaderMap::new(),
+            head: Vec::new(),
+            binary: false,
+            key: None,
             body: Captured::new(),
             answer: None,
             error: None,
@@ -113,13 +143,46 @@ impl Default for Exchange {
 }
 
 impl Exchange {
+    /// A request whose head arrived `at`; HTTP/2's `:authority` is recorded as `host`.
+    pub fn new(at: SystemTime, parts: &http::request::Parts, keep: Keep<'_>) -> Exchange {
+        let headers = &parts.headers;
+        let mut head = Vec::with_capacity(128 + headers.len() * 48);
+        head.extend_from_slice(b"\"method\":");
+        string(&mut head, parts.method.as_str());
+        head.extend_from_slice(b",\"url\":");
+        string(&mut head, parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+        head.extend_from_slice(b",\"version\":");
+        string(&mut head, version(parts.version));
+        head.extend_from_slice(b",\"headers\":");
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        let host = (parts.version == Version::HTTP_2 && !headers.contains_key(http::header::HOST))
+            .then_some(authority)
+            .flatten();
+        write_headers(&mut head, headers, host, keep.redact);
+        let key = keep.key.and_then(|k| {
+            let v = headers.get(k)?.as_bytes();
+            Some(
+                keep.redact
+                    .and_then(|r| r.value(k, v))
+                    .map_or_else(|| Bytes::copy_from_slice(v), Bytes::from),
+            )
+        });
+        Exchange {
+            at,
+            took: Duration::ZERO,
+            head,
+            binary: binary(headers),
+            key,
+            body: Captured::new(),
+            answer: None,
+            error: None,
+        }
+    }
+
     /// Bytes this exchange holds, roughly: what the sink queue's bound counts.
     pub fn held(&self) -> usize {
-        // A header costs its bytes and about 64 more: its entry, its name, its value's Bytes.
-        let headers = |h: &HeaderMap| h.iter().map(|(n, v)| n.as_str().len() + v.len() + 64).sum::<usize>();
-        let answer =
-            self.answer.as_ref().map_or(0, |a| a.body.held() + headers(&a.headers) + headers(&a.trailers));
-        256 + self.url.len() + headers(&self.headers) + self.body.held() + answer
+        let answer = self.answer.as_ref().map_or(0, |a| a.head.len() + a.body.held() + a.trailers.len());
+        256 + self.head.len() + self.body.held() + answer
     }
 
     /// Appends this exchange as one json line (with its `\n`).
@@ -128,26 +191,20 @@ impl Exchange {
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         out.extend_from_slice(b"{\"ts\":\"");
         out.extend_from_slice(ts.as_bytes());
-        out.extend_from_slice(b"\",\"method\":");
-        string(out, self.method.as_str());
-        out.extend_from_slice(b",\"url\":");
-        string(out, &self.url);
-        out.extend_from_slice(b",\"version\":");
-        string(out, version(self.version));
-        out.extend_from_slice(b",\"headers\":");
-        headers(out, &self.headers);
-        body(out, &self.body, binary(&self.headers));
+        out.extend_from_slice(b"\",");
+        out.extend_from_slice(&self.head);
+        body(out, &self.body, self.binary);
         out.extend_from_slice(b",\"response\":");
         match &self.answer {
             None => out.extend_from_slice(b"null"),
             Some(a) => {
-                let _ = write!(Bytesink(out), "{{\"status\":{},\"headers\":", a.status);
-                headers(out, &a.headers);
+                out.push(b'{');
+                out.extend_from_slice(&a.head);
                 if !a.trailers.is_empty() {
                     out.extend_from_slice(b",\"trailers\":");
-                    headers(out, &a.trailers);
+                    out.extend_from_slice(&a.trailers);
                 }
-                body(out, &a.body, binary(&a.headers));
+                body(out, &a.body, a.binary);
                 out.push(b'}');
             }
         }
@@ -180,18 +237,37 @@ fn version(v: Version) -> &'static str {
     }
 }
 
-/// A JSON string. invariant: serde_json writes a `&str` into a Vec without failing.
+/// A JSON string. Most strings (header values, JSON bodies) need no escape: they are found
+/// so a chunk at a time, which the compiler vectorises, and copied whole.
 fn string(out: &mut Vec<u8>, s: &str) {
-    let _ = serde_json::to_writer(&mut *out, s);
+    let plain = s
+        .as_bytes()
+        .chunks(32)
+        .all(|c| c.iter().fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\')));
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // invariant: serde_json writes a `&str` into a Vec without failing.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
-/// Headers as an object; a name that repeats holds an array of its values, in order. A
-/// value that is not UTF-8 (rare, and not sendable from json) is kept with its bytes
-/// replaced by U+FFFD.
-fn headers(out: &mut Vec<u8>, map: &HeaderMap) {
-    let one = |out: &mut Vec<u8>, v: &http::HeaderValue| match std::str::from_utf8(v.as_bytes()) {
-        Ok(text) => string(out, text),
-        Err(_) => string(out, &String::from_utf8_lossy(v.as_bytes())),
+/// Headers as an object; a name that repeats holds an array of its values, in order, and
+/// `host` (HTTP/2's `:authority`) comes last when given. A redacted value is its keyed
+/// hash. A value that is not UTF-8 (rare, and not sendable from json) is kept with its
+/// bytes replaced by U+FFFD.
+fn write_headers(out: &mut Vec<u8>, map: &HeaderMap, host: Option<&str>, redact: Option<&Redact>) {
+    let one = |out: &mut Vec<u8>, name: &HeaderName, v: &http::HeaderValue| {
+        if let Some(hash) = redact.and_then(|r| r.value(name, v.as_bytes())) {
+            return string(out, &hash);
+        }
+        match std::str::from_utf8(v.as_bytes()) {
+            Ok(text) => string(out, text),
+            Err(_) => string(out, &String::from_utf8_lossy(v.as_bytes())),
+        }
     };
     out.push(b'{');
     // A name's values come one after the other: one pass, no lookup by name.
@@ -205,16 +281,23 @@ fn headers(out: &mut Vec<u8>, map: &HeaderMap) {
         string(out, name.as_str());
         out.push(b':');
         if entries.peek().is_none_or(|(next, _)| *next != name) {
-            one(out, value);
+            one(out, name, value);
             continue;
         }
         out.push(b'[');
-        one(out, value);
+        one(out, name, value);
         while let Some((_, v)) = entries.next_if(|(next, _)| *next == name) {
             out.push(b',');
-            one(out, v);
+            one(out, name, v);
         }
         out.push(b']');
+    }
+    if let Some(host) = host {
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"host\":");
+        string(out, host);
     }
     out.push(b'}');
 }
@@ -247,37 +330,34 @@ fn body(out: &mut Vec<u8>, b: &Captured, binary: bool) {
         }
     }
     if b.is_cut() {
-        let _ = write!(Bytesink(out), ",\"body_length\":{},\"body_fnv1a\":\"{:016x}\"", b.length, b.hash);
+        let _ = write!(Bytesink(out), ",\"body_length\":{},\"body_fnv1a\":\"{:016x}\"", b.length, b.hash());
     }
-}
-
-/// A body held whole, as the tests and a trailers-only answer have it.
-pub fn captured(bytes: &[u8], max_body: usize) -> Captured {
-    let mut c = Captured::new();
-    c.add(bytes, max_body);
-    c
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn exchange() -> Exchange {
-        let mut headers = HeaderMap::new();
-        headers.append("host", "shop".parse().expect("a value"));
-        headers.append("cookie", "a=1".parse().expect("a value"));
-        headers.append("cookie", "b=\"2\"".parse().expect("a value"));
-        Exchange {
-            at: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
-            took: Duration::from_micros(1500),
-            method: Method::POST,
-            url: "/cart?x=1".into(),
-            version: Version::HTTP_11,
-            headers,
-            body: captured(b"{}", 100),
-            answer: None,
-            error: Some("upstream: refused".into()),
+    fn request(version: Version, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut r = http::Request::builder().method("POST").uri(uri).version(version);
+        for (n, v) in headers {
+            r = r.header(*n, *v);
         }
+        r.body(()).expect("a request").into_parts().0
+    }
+
+    fn exchange() -> Exchange {
+        let parts = request(
+            Version::HTTP_11,
+            "/cart?x=1",
+            &[("host", "shop"), ("cookie", "a=1"), ("cookie", "b=\"2\"\t"), ("x-user", "u7")],
+        );
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        let mut e = Exchange::new(at, &parts, Keep::default());
+        e.took = Duration::from_micros(1500);
+        e.body.add(b"{\"note\":\"line\\nbreak\"}", 100);
+        e.error = Some("upstream: refused".into());
+        e
     }
 
     fn line(e: &Exchange) -> serde_json::Value {
@@ -289,7 +369,7 @@ mod tests {
     }
 
     /// The line is the json format: time, method, url, repeated headers as an array in
-    /// their order, the body as text, no answer as null.
+    /// their order, the body as text (escaped where it must be), no answer as null.
     #[test]
     fn an_exchange_is_a_json_record() {
         let v = line(&exchange());
@@ -298,11 +378,35 @@ mod tests {
         assert_eq!(v["url"], "/cart?x=1");
         assert_eq!(v["version"], "HTTP/1.1");
         assert_eq!(v["headers"]["host"], "shop");
-        assert_eq!(v["headers"]["cookie"], serde_json::json!(["a=1", "b=\"2\""]));
-        assert_eq!(v["body"], "{}");
+        assert_eq!(v["headers"]["cookie"], serde_json::json!(["a=1", "b=\"2\"\t"]));
+        assert_eq!(v["headers"]["x-user"], "u7");
+        assert_eq!(v["body"], "{\"note\":\"line\\nbreak\"}");
         assert_eq!(v["response"], serde_json::Value::Null);
         assert_eq!(v["error"], "upstream: refused");
         assert_eq!(v["took_us"], 1500);
+    }
+
+    /// Redacted headers are their keyed hash in the request and the answer, and the sink's
+    /// key is taken as recorded; HTTP/2's `:authority` is recorded as `host`.
+    #[test]
+    fn heads_are_redacted_as_captured_and_http2_keeps_its_authority_as_host() {
+        let redact = Redact::new(vec![HeaderName::from_static("x-user")], b"k");
+        let key = HeaderName::from_static("x-user");
+        let keep = Keep { redact: Some(&redact), key: Some(&key) };
+        let parts = request(Version::HTTP_2, "http://shop:8080/cart", &[("x-user", "u7"), ("accept", "*/*")]);
+        let mut e = Exchange::new(SystemTime::now(), &parts, keep);
+        let mut answer = HeaderMap::new();
+        answer.append("x-user", "u7".parse().expect("a value"));
+        e.answer = Some(Answer::new(200, &answer, keep));
+        let v = line(&e);
+        let hash = redact.value(&key, b"u7").expect("redacted");
+        assert_eq!(v["headers"]["x-user"], hash.as_str());
+        assert_eq!(v["response"]["headers"]["x-user"], hash.as_str());
+        assert_eq!(e.key.as_deref(), Some(hash.as_bytes()));
+        assert_eq!(v["headers"]["host"], "shop:8080");
+        assert_eq!(v["headers"]["accept"], "*/*");
+        assert_eq!(v["url"], "/cart");
+        assert_eq!(v["version"], "HTTP/2");
     }
 
     /// Bytes that are not UTF-8 go as base64; a body over max_body keeps its head, and its
@@ -312,17 +416,27 @@ mod tests {
         let mut e = exchange();
         let mut trailers = HeaderMap::new();
         trailers.append("grpc-status", "0".parse().expect("a value"));
-        let mut body = Captured::new();
-        body.add(b"\x00\x01\xff", 4);
-        body.add(b"\x02\x03", 4);
-        e.answer = Some(Answer { status: 200, headers: HeaderMap::new(), body, trailers });
+        let mut answer = Answer::new(200, &HeaderMap::new(), Keep::default());
+        answer.body.add(b"\x00\x01\xff", 4);
+        answer.body.add(b"\x02\x03", 4);
+        answer.body.add(b"\x04", 4);
+        answer.trailers(&trailers);
+        e.answer = Some(answer);
         let v = line(&e);
         let r = &v["response"];
         assert_eq!(r["status"], 200);
         assert_eq!(r["body_base64"], "AAH/Ag==");
-        assert_eq!(r["body_length"], 5);
-        assert_eq!(r["body_fnv1a"], format!("{:016x}", fnv1a(fnv_start(), b"\x00\x01\xff\x02\x03")));
+        assert_eq!(r["body_length"], 6);
+        assert_eq!(r["body_fnv1a"], format!("{:016x}", fnv1a(fnv_start(), b"\x00\x01\xff\x02\x03\x04")));
         assert_eq!(r["trailers"]["grpc-status"], "0");
         assert!(v.get("body_length").is_none(), "the request's body was whole");
+    }
+
+    /// A body cut at its first piece hashes the same as one cut later.
+    #[test]
+    fn a_body_cut_at_once_hashes_whole() {
+        let mut c = Captured::new();
+        c.add(b"0123456789", 4);
+        assert_eq!((c.held(), c.length, c.hash()), (4, 10, fnv1a(fnv_start(), b"0123456789")));
     }
 }

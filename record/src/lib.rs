@@ -88,8 +88,17 @@ pub(crate) struct Recorder {
     pub filter: Option<Box<dyn HeadFilter>>,
     pub sample: Sample,
     pub redact: Option<Redact>,
+    /// The sink's key header (`--kafka-key`), taken as each request is captured.
+    pub key: Option<HeaderName>,
     pub max_body: usize,
     pub counters: Arc<Counters>,
+}
+
+impl Recorder {
+    /// What is kept of headers as they are captured.
+    pub fn keep(&self) -> exchange::Keep<'_> {
+        exchange::Keep { redact: self.redact.as_ref(), key: self.key.as_ref() }
+    }
 }
 
 /// The addresses a started proxy is bound to.
@@ -120,6 +129,10 @@ pub async fn run(
         ),
         None => None,
     };
+    let key = match &opts.sink {
+        Sink::Kafka(k) => k.key.clone(),
+        Sink::File(_) => None,
+    };
     let (queue, writer) =
         sink::start(opts.sink, opts.queue_bytes, Arc::clone(&counters)).map_err(RecordError::Sink)?;
     let recorder = Arc::new(Recorder {
@@ -127,6 +140,7 @@ pub async fn run(
         filter: opts.filter,
         sample: opts.sample,
         redact: opts.redact,
+        key,
         max_body: opts.max_body,
         counters: Arc::clone(&counters),
     });

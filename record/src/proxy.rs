@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::Recorder;
 use crate::counters::Refusal;
-use crate::exchange::{self, Captured, Exchange};
+use crate::exchange::Exchange;
 use crate::tee::{Pending, Side, Tee};
 
 /// The largest request head over HTTP/1.1, and header list over HTTP/2.
@@ -345,7 +345,9 @@ async fn handle(shared: Arc<Shared>, link: Arc<Link>, req: Request<Incoming>) ->
         }
         None => true,
     };
-    let pending = kept.then(|| Pending::new(head(&parts), Arc::clone(recorder)));
+    let pending = kept.then(|| {
+        Pending::new(Exchange::new(SystemTime::now(), &parts, recorder.keep()), Arc::clone(recorder))
+    });
     let version = parts.version;
     parts.uri = shared.upstream.uri(&parts.uri, version);
     strip_hop_headers(&mut parts.headers, version == Version::HTTP_2);
@@ -377,26 +379,6 @@ async fn handle(shared: Arc<Shared>, link: Arc<Link>, req: Request<Incoming>) ->
             *bad.status_mut() = StatusCode::BAD_GATEWAY;
             Ok(bad)
         }
-    }
-}
-
-/// The recorded request, from its head (its body is copied as it streams).
-fn head(parts: &http::request::Parts) -> Exchange {
-    let mut headers = exchange::owned(&parts.headers);
-    if parts.version == Version::HTTP_2
-        && !headers.contains_key(header::HOST)
-        && let Some(a) = parts.uri.authority().and_then(|a| a.as_str().parse().ok())
-    {
-        headers.insert(header::HOST, a);
-    }
-    Exchange {
-        at: SystemTime::now(),
-        method: parts.method.clone(),
-        url: parts.uri.path_and_query().map_or_else(|| "/".to_owned(), ToString::to_string),
-        version: parts.version,
-        headers,
-        body: Captured::new(),
-        ..Exchange::default()
     }
 }
 

@@ -54,14 +54,8 @@ impl Pending {
 
     /// The answer's head arrived.
     pub fn answered(&self, status: u16, headers: &HeaderMap) {
-        self.with(|s| {
-            s.exchange.answer = Some(Answer {
-                status,
-                headers: crate::exchange::owned(headers),
-                body: Captured::new(),
-                trailers: HeaderMap::new(),
-            });
-        });
+        let answer = Answer::new(status, headers, self.recorder.keep());
+        self.with(|s| s.exchange.answer = Some(answer));
     }
 
     /// No answer came: the client got a 502 with `why`.
@@ -88,7 +82,7 @@ impl Pending {
         // Request trailers are rare and the json format has no place for them.
         self.with(|s| {
             if let (Side::Answer, Some(a)) = (side, s.exchange.answer.as_mut()) {
-                a.trailers = crate::exchange::owned(t);
+                a.trailers(t);
             }
         });
     }
@@ -110,12 +104,6 @@ impl Drop for Pending {
         }
         let mut e = std::mem::take(&mut state.exchange);
         e.took = self.started.elapsed();
-        if let Some(r) = &self.recorder.redact {
-            r.apply(&mut e.headers);
-            if let Some(a) = &mut e.answer {
-                r.apply(&mut a.headers);
-            }
-        }
         self.recorder.queue.offer(e);
     }
 }

@@ -13,7 +13,6 @@ use flate2::write::GzEncoder;
 
 use super::{Destination, WARN_EVERY};
 use crate::counters::{Counters, DropReason};
-use crate::exchange::Exchange;
 
 /// Lines are gathered up to this many bytes before a write.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -181,7 +180,7 @@ impl Output {
 }
 
 impl Destination for Output {
-    fn put(&mut self, _: &Exchange, line: &[u8], counters: &Counters) {
+    fn put(&mut self, _: Option<&[u8]>, line: &[u8], counters: &Counters) {
         self.chunk.extend_from_slice(line);
         self.lines += 1;
         if self.chunk.len() >= CHUNK_BYTES {

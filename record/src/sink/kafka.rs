@@ -22,7 +22,6 @@ use rdkafka::producer::{
 
 use super::{Destination, WARN_EVERY};
 use crate::counters::{Counters, DropReason};
-use crate::exchange::Exchange;
 
 /// How long a message may wait for its broker before it is dropped (`write_failed`).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,7 +65,6 @@ impl ProducerContext for Delivered {
 pub(super) struct Producer {
     producer: BaseProducer<Delivered>,
     topic: String,
-    key: Option<HeaderName>,
     warned: Option<Instant>,
 }
 
@@ -83,16 +81,16 @@ impl Producer {
         let producer = c
             .create_with_context(Delivered { counters })
             .map_err(|e| std::io::Error::other(format!("Kafka producer for {}: {e}", sink.brokers)))?;
-        Ok(Producer { producer, topic: sink.topic, key: sink.key, warned: None })
+        Ok(Producer { producer, topic: sink.topic, warned: None })
     }
 }
 
 impl Destination for Producer {
-    fn put(&mut self, e: &Exchange, line: &[u8], counters: &Counters) {
+    fn put(&mut self, key: Option<&[u8]>, line: &[u8], counters: &Counters) {
         let value = line.strip_suffix(b"\n").unwrap_or(line);
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(value);
-        if let Some(key) = self.key.as_ref().and_then(|k| e.headers.get(k)) {
-            record = record.key(key.as_bytes());
+        if let Some(key) = key {
+            record = record.key(key);
         }
         if let Err((err, _)) = self.producer.send(record) {
             match err {

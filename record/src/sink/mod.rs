@@ -46,8 +46,8 @@ pub enum Sink {
 /// What the writer thread puts lines into. Each line ends up recorded or dropped and
 /// counted (`write_failed`) by the destination, which knows when it is written.
 trait Destination: Send {
-    /// One exchange, as its json line (with its `\n`).
-    fn put(&mut self, e: &Exchange, line: &[u8], counters: &Counters);
+    /// One exchange, as its json line (with its `\n`), and its key (`--kafka-key`).
+    fn put(&mut self, key: Option<&[u8]>, line: &[u8], counters: &Counters);
     /// Called at least every [`FLUSH_EVERY`]: write out what is held.
     fn flush(&mut self, counters: &Counters);
     /// The queue has closed: write out what is held, and close.
@@ -117,7 +117,7 @@ fn write(rx: Receiver<(Box<Exchange>, usize)>, mut dest: Box<dyn Destination>, c
                     counters.queued_bytes.fetch_sub(size as u64, Relaxed);
                     line.clear();
                     e.write_line(&mut line);
-                    dest.put(&e, &line, counters);
+                    dest.put(e.key.as_deref(), &line, counters);
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -137,21 +137,12 @@ fn write(rx: Receiver<(Box<Exchange>, usize)>, mut dest: Box<dyn Destination>, c
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exchange::{Exchange, captured};
+    use crate::exchange::{Exchange, Keep};
     use std::time::SystemTime;
 
     fn exchange(url: &str) -> Exchange {
-        Exchange {
-            at: SystemTime::now(),
-            took: Duration::ZERO,
-            method: http::Method::GET,
-            url: url.into(),
-            version: http::Version::HTTP_11,
-            headers: http::HeaderMap::new(),
-            body: captured(b"", 0),
-            answer: None,
-            error: None,
-        }
+        let parts = http::Request::get(url).body(()).expect("a request").into_parts().0;
+        Exchange::new(SystemTime::now(), &parts, Keep::default())
     }
 
     /// Rotation by size closes each file under its complete name; every exchange is in
