@@ -385,6 +385,17 @@ async fn handle(shared: Arc<Shared>, link: Arc<Link>, req: Request<Incoming>) ->
 /// Headers of one hop, which each side of the proxy sets for itself (RFC 9110 7.6.1).
 /// The others keep their order (`HeaderMap::remove` would move the last one into the gap).
 fn strip_hop_headers(headers: &mut HeaderMap, http2: bool) {
+    // HTTP/2 allows `te: trailers` only, which gRPC needs.
+    let hop = |name: &HeaderName, value: &http::HeaderValue| match name.as_str() {
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" => true,
+        "te" => !http2 || value != "trailers",
+        _ => false,
+    };
+    // Most requests have none: one pass over the names as hyper parsed them. The names
+    // `Connection` lists matter only when it is there, and it is one of them.
+    if !headers.iter().any(|(n, v)| hop(n, v)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -392,26 +403,16 @@ fn strip_hop_headers(headers: &mut HeaderMap, http2: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
         .collect();
-    let hop = |name: &HeaderName, value: &http::HeaderValue| {
-        HOP_HEADERS.contains(&name.as_str())
-            || listed.contains(name)
-            // HTTP/2 allows `te: trailers` only, which gRPC needs.
-            || (name == header::TE && (!http2 || value != "trailers"))
-    };
-    if !headers.iter().any(|(n, v)| hop(n, v)) {
-        return;
-    }
+    let all = std::mem::replace(headers, HeaderMap::with_capacity(headers.len()));
     let mut name = None;
-    for (n, value) in std::mem::take(headers) {
+    for (n, value) in all {
         // invariant: the first value of each name comes with it.
         name = n.or(name);
         if let Some(n) = &name
             && !hop(n, &value)
+            && !listed.contains(n)
         {
             headers.append(n.clone(), value);
         }
     }
 }
-
-const HOP_HEADERS: [&str; 5] =
-    ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"];
