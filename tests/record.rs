@@ -863,3 +863,48 @@ async fn an_upstream_that_closes_its_connections_costs_no_answer() {
     assert_eq!(lines(&out).len(), 3);
     assert!(lines(&out).iter().all(|l| l["response"]["status"] == 200));
 }
+
+/// Reads an HTTP/1.1 head (to its blank line, with what came after it in the same read) as
+/// text, giving up after 10 s.
+async fn raw_head(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.expect("a read");
+            assert!(n > 0, "closed before a whole head: {}", String::from_utf8_lossy(&head));
+            head.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("a head within 10 s");
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// HTTP/1.1 header names pass in their case, both ways: a peer that matches names by case
+/// (wrongly, but such peers exist) sees what it would without the proxy. Real servers
+/// normalise names, so both ends here are raw sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_header_names_pass_in_their_case() {
+    use tokio::io::AsyncWriteExt as _;
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let url = format!("http://{}", upstream.local_addr().expect("an address"));
+    let dir = temp_dir("record-case");
+    let proxy = record(&url, &dir.join("capture.jsonl"), &[]);
+    let served = tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.expect("the proxy connects");
+        let head = raw_head(&mut s).await;
+        let answer = b"HTTP/1.1 200 OK\r\nX-Answer-Case: Yes\r\ncontent-LENGTH: 2\r\n\r\nok";
+        s.write_all(answer).await.expect("the answer is written");
+        head
+    });
+    let mut client = tokio::net::TcpStream::connect(&proxy.addr).await.expect("the proxy accepts");
+    let request = b"GET /case HTTP/1.1\r\nHost: shop\r\nX-Mixed-Case: v\r\nACCEPT: */*\r\n\r\n";
+    client.write_all(request).await.expect("the request is written");
+    let answer = raw_head(&mut client).await;
+    let head = served.await.expect("the upstream task");
+    assert!(head.contains("\r\nX-Mixed-Case: v\r\n") && head.contains("\r\nACCEPT: */*\r\n"), "{head}");
+    assert!(answer.contains("\r\nX-Answer-Case: Yes\r\n"), "{answer}");
+    assert!(answer.contains("\r\ncontent-LENGTH: 2\r\n"), "{answer}");
+    proxy.stop().await;
+}
