@@ -833,6 +833,11 @@ async fn a_standing_shadow_shows_when_its_candidate_starts_to_differ() {
     assert_eq!(status.code(), Some(99), "stopped with its gate failing on the last window");
     let reported = window_rates(&report["compare"]["windows"]);
     assert!(reported.len() >= charted.len(), "the report holds every window: {reported:?}");
+    let listed = report["compare"]["windows"].as_array().expect("windows");
+    assert!(
+        listed.iter().rev().skip(1).all(|w| w.get("open").is_none()),
+        "only the last may be open: {listed:?}"
+    );
 }
 
 /// Over HTTP/1.1 a client connection keeps its own upstream connection; when the upstream

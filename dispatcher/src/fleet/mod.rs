@@ -357,7 +357,10 @@ impl Fleet {
         let counts = self.accounting.counts();
         let history_rows = if history { stats.history.rows() } else { Vec::new() };
         stats.roll_windows();
-        let windows = stats.windows.recent(if history { usize::MAX } else { ENDPOINT_WINDOWS });
+        let mut windows = stats.windows.recent(if history { usize::MAX } else { ENDPOINT_WINDOWS });
+        if history {
+            windows.extend(stats.windows.open_window(&stats.compare));
+        }
         let window = stats.windows.last().cloned();
         let window_length = stats.windows.length();
         let (members, in_flight) = {
@@ -408,7 +411,8 @@ pub struct FleetSnapshot {
     pub order_wait: OrderWait,
     pub compare: BTreeMap<Arc<str>, EndpointCompare>,
     /// `[compare] window`, the last window closed (with its endpoints), and the closed
-    /// windows (all with the history, else the last [`ENDPOINT_WINDOWS`]).
+    /// windows (all with the history, and the open one after them; else the last
+    /// [`ENDPOINT_WINDOWS`]).
     pub window_length: Duration,
     pub window: Option<Window>,
     pub windows: Vec<Window>,

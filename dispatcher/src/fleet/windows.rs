@@ -52,6 +52,9 @@ pub struct Window {
     /// [`ENDPOINT_WINDOWS`].
     #[serde(skip)]
     pub endpoints: BTreeMap<Arc<str>, Counts>,
+    /// Still open (the last of a report): it covers [start_s, the report's time).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub open: bool,
 }
 
 impl Window {
@@ -113,22 +116,8 @@ impl Windows {
         let now = self.now_index();
         while self.index < now {
             let open = std::mem::take(&mut self.open);
-            let endpoints: BTreeMap<Arc<str>, Counts> = open
-                .into_iter()
-                .map(|(name, c)| {
-                    let differing = match job.get(&name) {
-                        Some(noise) => c.differing_with_noise_of(noise),
-                        None => c.summary().differing,
-                    };
-                    (name, Counts { compared: c.compared, differing })
-                })
-                .collect();
-            let total = endpoints.values().fold(Counts::default(), |t, c| Counts {
-                compared: t.compared + c.compared,
-                differing: t.differing + c.differing,
-            });
-            let start_s = self.index * self.length.as_secs();
-            self.closed.push_back(Window { start_s, total, endpoints });
+            let window = self.judged(&open, job, false);
+            self.closed.push_back(window);
             if self.closed.len() > ENDPOINT_WINDOWS {
                 let old = self.closed.len() - ENDPOINT_WINDOWS - 1;
                 self.closed[old].endpoints = BTreeMap::new();
@@ -138,6 +127,40 @@ impl Windows {
             }
             self.index += 1;
         }
+    }
+
+    /// The open window, if anything was compared in it, judged as [`Windows::roll`] judges
+    /// one that closes: a job's report ends with it, so that the last part of a finite job
+    /// is in the report too.
+    pub fn open_window(&self, job: &BTreeMap<Arc<str>, EndpointCompare>) -> Option<Window> {
+        let window = self.judged(&self.open, job, true);
+        (window.total.compared > 0).then_some(window)
+    }
+
+    /// The open window's counts as a window, each endpoint's differing requests judged
+    /// with `job`'s noise.
+    fn judged(
+        &self,
+        open: &BTreeMap<Arc<str>, EndpointCompare>,
+        job: &BTreeMap<Arc<str>, EndpointCompare>,
+        still_open: bool,
+    ) -> Window {
+        let endpoints: BTreeMap<Arc<str>, Counts> = open
+            .iter()
+            .map(|(name, c)| {
+                let differing = match job.get(name) {
+                    Some(noise) => c.differing_with_noise_of(noise),
+                    None => c.summary().differing,
+                };
+                (Arc::clone(name), Counts { compared: c.compared, differing })
+            })
+            .collect();
+        let total = endpoints.values().fold(Counts::default(), |t, c| Counts {
+            compared: t.compared + c.compared,
+            differing: t.differing + c.differing,
+        });
+        let start_s = self.index * self.length.as_secs();
+        Window { start_s, total, endpoints, open: still_open }
     }
 
     /// Adds an endpoint's comparison delta to the open window (after [`Windows::roll`]).
@@ -156,7 +179,7 @@ impl Windows {
         self.closed
             .iter()
             .skip(skip)
-            .map(|w| Window { start_s: w.start_s, total: w.total, endpoints: BTreeMap::new() })
+            .map(|w| Window { start_s: w.start_s, total: w.total, endpoints: BTreeMap::new(), open: false })
             .collect()
     }
 }
@@ -217,6 +240,13 @@ mod tests {
         assert_eq!(w.last().expect("closed").total.diff_rate(), None);
         let second = &w.closed[1];
         assert_eq!(second.endpoints[&e].diff_rate(), Some(0.6));
+        // What the open window has so far: nothing, then a report's worth, judged alike (the
+        // request differing on `$.id` alone is noise).
+        assert!(w.open_window(&job).is_none(), "nothing compared in the open window");
+        report(&mut w, &mut job, compared(1, &[("$.id", 1), ("$.price", 1)], &[]));
+        let open = w.open_window(&job).expect("an open window with a comparison");
+        assert_eq!((open.start_s, open.total, open.open), (6, Counts { compared: 3, differing: 1 }, true));
+        assert_eq!(w.recent(10).len(), 3, "still open: not among the closed");
     }
 
     #[tokio::test(start_paused = true)]
