@@ -244,22 +244,9 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
 
     let ca = Authority::new("reprise-ca-test");
     let admin_token = "admin-7d1e9c";
-    let (secrets, configmaps) = secrets_and_maps(&objs, &ca, admin_token, &s3);
-    // The Service's name and ports map to loopback ports; so does the target's host.
     let service = find("Service", "reprise-dispatcher");
-    let mut container_ports: HashMap<u64, u16> = HashMap::new();
-    let mut names = Vec::new();
-    for p in service["spec"]["ports"].as_array().expect("ports") {
-        let local = free_port();
-        let port = p["port"].as_u64().expect("port");
-        container_ports.insert(port, local);
-        names.push((format!("reprise-dispatcher:{port}"), format!("localhost:{local}")));
-    }
-    let targets = configmaps.iter().find(|(n, _)| n.starts_with("reprise-target-")).expect("target map").1;
-    let allowed = targets["allow-targets"].clone();
-    assert!(targets["target"].contains(&allowed), "the target is inside the allowlist: {targets:?}");
-    names.push((allowed, target.addr.to_string()));
-    let cluster = Cluster { root: dir.to_path_buf(), secrets, configmaps, names };
+    let (cluster, container_ports) =
+        loopback_cluster(&objs, &service, &ca, admin_token, &s3, &dir, &target.addr.to_string());
 
     // The dispatcher: its job file's listen ports must be the container's and the Service's.
     let deployment = find("Deployment", "reprise-dispatcher");
@@ -272,15 +259,13 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     let job_text = cluster.configmaps[job_cm.expect("the job's ConfigMap")]["job.toml"].clone();
     the_job_listens_where_the_service_sends(&job_text, container, &service);
     let mut args = pod.args(container);
-    let service_file =
-        args.iter().position(|a| a == "--service").map(|i| PathBuf::from(&args[i + 1])).expect("--service");
+    let service_file = PathBuf::from(arg_after(&args, "--service"));
     assert_eq!(
         std::fs::read_to_string(&service_file).expect("the job file"),
         job_text,
         "the ConfigMap's job file gives the dispatcher its [service]"
     );
-    let kept =
-        args.iter().position(|a| a == "--jobs-dir").map(|i| PathBuf::from(&args[i + 1])).expect("--jobs-dir");
+    let kept = PathBuf::from(arg_after(&args, "--jobs-dir"));
     args.extend([
         "--grpc".to_owned(),
         format!("127.0.0.1:{}", container_ports[&9090]),
@@ -335,6 +320,34 @@ async fn the_fleet_manifests_run_a_replay_to_its_end_as_local_processes() {
     assert_eq!(code, 202);
     assert!(wait_exit(dispatcher).await.success());
     assert_eq!(read_json(&kept.join("1").join("report.json"))["totals"]["sent"], RECORDS);
+}
+
+/// The fleet's cluster as local processes see it: its Secrets and ConfigMaps, the
+/// dispatcher Service's name and ports mapped to loopback ports (returned by port), and the
+/// target's host to `target`.
+fn loopback_cluster(
+    objs: &[Value],
+    service: &Value,
+    ca: &Authority,
+    admin_token: &str,
+    s3: &str,
+    dir: &Path,
+    target: &str,
+) -> (Cluster, HashMap<u64, u16>) {
+    let (secrets, configmaps) = secrets_and_maps(objs, ca, admin_token, s3);
+    let mut container_ports: HashMap<u64, u16> = HashMap::new();
+    let mut names = Vec::new();
+    for p in service["spec"]["ports"].as_array().expect("ports") {
+        let local = free_port();
+        let port = p["port"].as_u64().expect("port");
+        container_ports.insert(port, local);
+        names.push((format!("reprise-dispatcher:{port}"), format!("localhost:{local}")));
+    }
+    let targets = configmaps.iter().find(|(n, _)| n.starts_with("reprise-target-")).expect("target map").1;
+    let allowed = targets["allow-targets"].clone();
+    assert!(targets["target"].contains(&allowed), "the target is inside the allowlist: {targets:?}");
+    names.push((allowed, target.to_owned()));
+    (Cluster { root: dir.to_path_buf(), secrets, configmaps, names }, container_ports)
 }
 
 /// The dispatcher's job file listens on the container's ports, the ones its Service sends to.
