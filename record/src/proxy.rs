@@ -401,7 +401,10 @@ fn strip_hop_headers(headers: &mut HeaderMap, http2: bool) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        // The usual options, which name no header (or one stripped all the same).
+        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     let all = std::mem::replace(headers, HeaderMap::with_capacity(headers.len()));
     let mut name = None;
