@@ -913,3 +913,66 @@ async fn http1_header_names_pass_in_their_case() {
     assert!(answer.contains("\r\ncontent-LENGTH: 2\r\n"), "{answer}");
     proxy.stop().await;
 }
+
+/// HTTP/1.1 answers come back byte for byte whatever ends their body: chunks (with an
+/// extension and trailers), a HEAD's answer with a length and no body, an informational
+/// answer before the final one, and a body that ends when the upstream closes (then the
+/// client's connection closes after it, saying so). Requests sent at once (pipelined) go
+/// up one by one on one connection, and each exchange is recorded with its body's data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_answers_pass_as_sent_whatever_ends_their_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let url = format!("http://{}", upstream.local_addr().expect("an address"));
+    let dir = temp_dir("record-framing");
+    let out = dir.join("capture.jsonl");
+    let proxy = record(&url, &out, &[]);
+    let answers: [&[u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nX-Kind: close\r\n\r\nuntil close",
+    ];
+    let served = tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.expect("the proxy connects");
+        let mut heads = Vec::new();
+        for answer in answers {
+            heads.push(raw_head(&mut s).await);
+            s.write_all(answer).await.expect("the answer is written");
+        }
+        heads
+    });
+    let mut client = tokio::net::TcpStream::connect(&proxy.addr).await.expect("the proxy accepts");
+    let requests = "GET /chunked HTTP/1.1\r\nHost: x\r\n\r\nHEAD /head HTTP/1.1\r\nHost: x\r\n\r\n\
+                    GET /early HTTP/1.1\r\nHost: x\r\n\r\nGET /close HTTP/1.1\r\nHost: x\r\n\r\n";
+    client.write_all(requests.as_bytes()).await.expect("the requests are written");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut got))
+        .await
+        .expect("the proxy closes the connection after the last answer")
+        .expect("a read");
+    let mut expected = answers[..3].concat();
+    expected.extend_from_slice(b"HTTP/1.1 200 OK\r\nX-Kind: close\r\nconnection: close\r\n\r\nuntil close");
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&expected));
+    let heads = served.await.expect("the upstream task");
+    let targets: Vec<&str> = heads.iter().map(|h| h.split(' ').nth(1).unwrap_or("")).collect();
+    assert_eq!(targets, ["/chunked", "/head", "/early", "/close"]);
+    proxy.wait_for("reprise_record_recorded_total", 4).await;
+    proxy.stop().await;
+    let lines = lines(&out);
+    let seen: Vec<(&str, &serde_json::Value, &serde_json::Value)> = lines
+        .iter()
+        .map(|l| (l["url"].as_str().unwrap_or(""), &l["response"]["status"], &l["response"]["body"]))
+        .collect();
+    let null = serde_json::Value::Null;
+    assert_eq!(
+        seen,
+        [
+            ("/chunked", &serde_json::json!(200), &serde_json::json!("hello world")),
+            ("/head", &serde_json::json!(200), &null),
+            ("/early", &serde_json::json!(200), &serde_json::json!("ok")),
+            ("/close", &serde_json::json!(200), &serde_json::json!("until close")),
+        ]
+    );
+    assert_eq!(lines[0]["response"]["trailers"]["x-sum"], "11");
+}

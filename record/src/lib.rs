@@ -3,7 +3,8 @@
 //! a json record with its answer, the recording a replay reads.
 //!
 //! # Layout
-//! - [`proxy`]: the listener and the forwarding (HTTP/1.1, h2c, h2 over TLS, gRPC).
+//! - [`proxy`]: the listener and the forwarding (HTTP/1.1, h2c, h2 over TLS, gRPC); [`h1`]:
+//!   HTTP/1.1's common exchanges, forwarded as bytes.
 //! - [`tee`]: bodies copied as they stream through; an exchange is recorded once both
 //!   its bodies have ended.
 //! - [`exchange`]: an exchange and its json line.
@@ -16,6 +17,7 @@
 
 pub mod counters;
 pub mod exchange;
+mod h1;
 pub mod privacy;
 mod probes;
 mod proxy;

@@ -2,9 +2,11 @@
 //! TLS), forwards each request to the upstream in the same HTTP version, and streams the
 //! answer back as it comes. gRPC is HTTP/2 with trailers, and passes as any other stream.
 //!
-//! hyper serves and calls: a reverse proxy is what it is made for, and it already guards
-//! against what hostile clients send (head size and read time limits, HTTP/2 flow control
-//! and stream limits). The proxy counts what it refuses, by reason.
+//! HTTP/1.1's usual exchanges are forwarded as bytes by [`crate::h1`], which hands a
+//! connection to hyper at the first request it does not take; hyper serves the rest and
+//! HTTP/2, and calls the upstream for them. It already guards against what hostile
+//! clients send (head size and read time limits, HTTP/2 flow control and stream limits).
+//! The proxy counts what it refuses, by reason.
 //!
 //! What passes is not changed: the method, path, headers (HTTP/1.1 names in their case),
 //! body and trailers go up as they came, the status, headers, body and trailers come back
@@ -152,6 +154,11 @@ impl Upstream {
         Ok(sender)
     }
 
+    /// A new TCP connection to the upstream, for [`crate::h1`] to write to as it is.
+    pub async fn dial_tcp(&self) -> std::io::Result<TcpStream> {
+        Ok(self.dial.connect().await?.into_inner())
+    }
+
     /// A new HTTP/1.1 connection to the upstream, driven by a task of its own.
     async fn connect_h1(&self) -> Result<http1::SendRequest<Tee>, BoxError> {
         let (sender, conn) = self.h1.handshake(self.dial.connect().await?).await?;
@@ -184,9 +191,9 @@ fn drive<F: Future<Output = hyper::Result<()>> + Send + 'static>(conn: F) {
 }
 
 /// What a connection's requests share.
-struct Shared {
-    upstream: Upstream,
-    recorder: Arc<Recorder>,
+pub struct Shared {
+    pub upstream: Upstream,
+    pub recorder: Arc<Recorder>,
 }
 
 /// How the proxy listens, on each of its threads.
@@ -273,6 +280,8 @@ async fn serve(
     let slots = listen.slots;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let tracker = TaskTracker::new();
+    // Cancelled when open exchanges took longer than [`DRAIN`] to finish.
+    let force = CancellationToken::new();
     loop {
         let (stream, _peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -290,27 +299,35 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (server, shared, counters, tls) =
-            (Arc::clone(&server), Arc::clone(&shared), Arc::clone(&counters), listen.tls.clone());
-        let watcher = graceful.watcher();
+        let (counters, tls) = (Arc::clone(&counters), listen.tls.clone());
+        let client = Client {
+            server: Arc::clone(&server),
+            shared: Arc::clone(&shared),
+            watcher: graceful.watcher(),
+            header_timeout: listen.header_timeout,
+            cancel: cancel.clone(),
+        };
+        let force = force.clone();
         tracker.spawn(async move {
             counters.connections.fetch_add(1, Relaxed);
-            let link = Arc::new(Link::default());
-            let service =
-                hyper::service::service_fn(move |req| handle(Arc::clone(&shared), Arc::clone(&link), req));
-            let served = match tls {
-                None => {
-                    watcher.watch(server.serve_connection(TokioIo::new(stream), service).into_owned()).await
+            let served = async {
+                match tls {
+                    None => client.serve(stream, true).await,
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(s) => {
+                            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                            client.serve(s, !h2).await
+                        }
+                        Err(_) => {
+                            counters.refuse(Refusal::Tls);
+                            Ok(())
+                        }
+                    },
                 }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => {
-                        watcher.watch(server.serve_connection(TokioIo::new(s), service).into_owned()).await
-                    }
-                    Err(_) => {
-                        counters.refuse(Refusal::Tls);
-                        Ok(())
-                    }
-                },
+            };
+            let served = tokio::select! {
+                served = served => served,
+                _ = force.cancelled() => Ok(()),
             };
             if let Err(e) = served
                 && let Some(r) = Refusal::of(&*e)
@@ -323,10 +340,51 @@ async fn serve(
     }
     drop(listener);
     tracker.close();
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    let drained = async {
+        graceful.shutdown().await;
+        tracker.wait().await;
+    };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
         tracing::warn!("exchanges still open after {DRAIN:?}: closing them");
+        force.cancel();
+        tracker.wait().await;
     }
-    tracker.wait().await;
+}
+
+/// What serves one client connection.
+struct Client {
+    server: Arc<auto::Builder<TokioExecutor>>,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_timeout: Duration,
+    /// The proxy is stopping: [`crate::h1`] closes between exchanges.
+    cancel: CancellationToken,
+}
+
+impl Client {
+    /// Serves HTTP/1.1 by [`crate::h1`] when `h1` (until a request it hands to hyper),
+    /// and the rest, or HTTP/2, by hyper.
+    async fn serve<IO>(self, mut io: IO, h1: bool) -> Result<(), BoxError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let read = if h1 {
+            match crate::h1::serve(&mut io, &self.shared, self.header_timeout, &self.cancel).await {
+                crate::h1::Served::Closed => {
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+                    return Ok(());
+                }
+                crate::h1::Served::Handoff(read) => read,
+            }
+        } else {
+            Bytes::new()
+        };
+        let (shared, link) = (self.shared, Arc::new(Link::default()));
+        let service =
+            hyper::service::service_fn(move |req| handle(Arc::clone(&shared), Arc::clone(&link), req));
+        let io = TokioIo::new(crate::h1::Rewind::new(read, io));
+        self.watcher.watch(self.server.serve_connection(io, service).into_owned()).await
+    }
 }
 
 /// Forwards one request, recording it if it is sampled.

@@ -73,12 +73,12 @@ impl Pending {
         }
     }
 
-    fn data(&self, side: Side, part: &[u8]) {
+    pub fn data(&self, side: Side, part: &[u8]) {
         let max = self.recorder.max_body;
         self.with(|s| Self::body(s, side).map(|b| b.add(part, max)));
     }
 
-    fn trailers(&self, side: Side, t: &HeaderMap) {
+    pub fn trailers(&self, side: Side, t: &HeaderMap) {
         // Request trailers are rare and the json format has no place for them.
         self.with(|s| {
             if let (Side::Answer, Some(a)) = (side, s.exchange.answer.as_mut()) {
@@ -87,7 +87,7 @@ impl Pending {
         });
     }
 
-    fn ended(&self, side: Side, whole: bool) {
+    pub fn ended(&self, side: Side, whole: bool) {
         self.with(|s| match side {
             Side::Request => s.request_whole = whole,
             Side::Answer => s.answer_whole = whole,
