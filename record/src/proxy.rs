@@ -380,8 +380,11 @@ impl Client {
             Bytes::new()
         };
         let (shared, link) = (self.shared, Arc::new(Link::default()));
-        let service =
-            hyper::service::service_fn(move |req| handle(Arc::clone(&shared), Arc::clone(&link), req));
+        // Boxed: over HTTP/2 each stream's future is a task of its own, which tokio copies
+        // whole as it spawns and ends it, and this one is about 3 KiB.
+        let service = hyper::service::service_fn(move |req| {
+            Box::pin(handle(Arc::clone(&shared), Arc::clone(&link), req))
+        });
         let io = TokioIo::new(crate::h1::Rewind::new(read, io));
         self.watcher.watch(self.server.serve_connection(io, service).into_owned()).await
     }
