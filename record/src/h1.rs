@@ -29,9 +29,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::Recorder;
 use crate::counters::Refusal;
+use crate::dial::Dial;
 use crate::exchange::Exchange;
-use crate::proxy::Shared;
 use crate::tee::{Pending, Side};
 
 /// The largest request head (as hyper takes over HTTP/1.1), and answer head.
@@ -67,7 +68,8 @@ struct Head {
 /// a request this path does not take.
 pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
     client: &mut C,
-    shared: &Shared,
+    recorder: &Arc<Recorder>,
+    dial: &Dial,
     header_timeout: Duration,
     cancel: &CancellationToken,
 ) -> Served {
@@ -80,7 +82,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
             Ok(None) => return Served::Closed,
             Err(Refused::Handoff) => return Served::Handoff(buf.freeze()),
             Err(Refused::Counted(r)) => {
-                shared.recorder.counters.refuse(r);
+                recorder.counters.refuse(r);
                 return Served::Closed;
             }
         };
@@ -92,7 +94,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
                 _ => return Served::Closed,
             }
         }
-        let keep_open = exchange(client, &mut buf, &mut up, head, shared).await;
+        let keep_open = exchange(client, &mut buf, &mut up, head, recorder, dial).await;
         if !keep_open {
             return Served::Closed;
         }
@@ -305,9 +307,9 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
     buf: &mut BytesMut,
     up: &mut Option<Upstream>,
     head: Head,
-    shared: &Shared,
+    recorder: &Arc<Recorder>,
+    dial: &Dial,
 ) -> bool {
-    let recorder = &shared.recorder;
     recorder.counters.exchanges.fetch_add(1, Relaxed);
     let kept = match recorder.filter.as_ref().and_then(|f| f.denies(&head.parts)) {
         Some(rule) => {
@@ -337,7 +339,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
     // ended) before it took the request: then the request goes again on a new one.
     for _ in 0..2 {
         let reused = up.is_some();
-        answered = match send(up, &request, shared).await {
+        answered = match send(up, &request, dial).await {
             Ok(()) => answer(client, up, head.head_method, head.close, pending.as_deref()).await,
             Err(e) => Err(e),
         };
@@ -355,7 +357,7 @@ async fn exchange<C: AsyncRead + AsyncWrite + Unpin>(
             return false;
         }
     };
-    bad_gateway(client, up, why, head.close, shared, pending.as_deref()).await
+    bad_gateway(client, up, why, head.close, recorder, pending.as_deref()).await
 }
 
 /// Answers the client with a 502 saying `why`; whether its connection stays open.
@@ -364,13 +366,13 @@ async fn bad_gateway<C: AsyncWrite + Unpin>(
     up: &mut Option<Upstream>,
     why: String,
     close: bool,
-    shared: &Shared,
+    recorder: &Recorder,
     pending: Option<&Pending>,
 ) -> bool {
     {
         {
             *up = None;
-            shared.recorder.counters.upstream_errors.fetch_add(1, Relaxed);
+            recorder.counters.upstream_errors.fetch_add(1, Relaxed);
             let why = format!("the upstream did not answer: {why}");
             tracing::warn!(error = %why, "upstream error");
             if let Some(p) = pending {
@@ -398,12 +400,12 @@ enum Failed {
 
 /// Writes the request on `up`'s connection, or on a new one: once more when the one held
 /// was closed by the upstream (its keep-alive ended) before it took the request.
-async fn send(up: &mut Option<Upstream>, request: &[u8], shared: &Shared) -> Result<(), Failed> {
+async fn send(up: &mut Option<Upstream>, request: &[u8], dial: &Dial) -> Result<(), Failed> {
     let upstream_error = |e: &dyn std::error::Error| Failed::Upstream(reprise_proto::error_chain(e));
     if let Some(u) = up.as_mut() {
         return u.stream.write_all(request).await.map_err(|_| Failed::Closed);
     }
-    let stream = shared.upstream.dial_tcp().await.map_err(|e| upstream_error(&e))?;
+    let stream = dial.connect().await.map_err(|e| upstream_error(&e))?;
     let u = up.insert(Upstream { stream, buf: BytesMut::with_capacity(8192) });
     u.stream.write_all(request).await.map_err(|e| upstream_error(&e))
 }

@@ -4,7 +4,7 @@
 //!
 //! # Layout
 //! - [`proxy`]: the listener and the forwarding (HTTP/1.1, h2c, h2 over TLS, gRPC); [`h1`]:
-//!   HTTP/1.1's common exchanges, forwarded as bytes.
+//!   HTTP/1.1's common exchanges, forwarded as bytes; [`dial`]: connections to the upstream.
 //! - [`tee`]: bodies copied as they stream through; an exchange is recorded once both
 //!   its bodies have ended.
 //! - [`exchange`]: an exchange and its json line.
@@ -16,6 +16,7 @@
 //! and counted by reason, and the client has its answer all the same.
 
 pub mod counters;
+mod dial;
 pub mod exchange;
 mod h1;
 pub mod privacy;

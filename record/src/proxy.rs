@@ -30,20 +30,19 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Recorder;
 use crate::counters::Refusal;
+use crate::dial::Dial;
 use crate::exchange::Exchange;
 use crate::tee::{Pending, Side, Tee};
 
 /// The largest request head over HTTP/1.1, and header list over HTTP/2.
 const MAX_HEAD: usize = 64 * 1024;
-/// How long the upstream may take to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// On shutdown, how long open exchanges may take to finish.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -54,7 +53,7 @@ type Answer = Response<BoxBody<Bytes, hyper::Error>>;
 pub struct Upstream {
     /// `http://host:port`, as given.
     base: Uri,
-    dial: Dial,
+    pub dial: Dial,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
@@ -148,36 +147,17 @@ impl Upstream {
         if let Some(s) = held.as_ref().filter(|s| !fresh && !s.is_closed()) {
             return Ok(s.clone());
         }
-        let (sender, conn) = self.h2.handshake(self.dial.connect().await?).await?;
+        let (sender, conn) = self.h2.handshake(TokioIo::new(self.dial.connect().await?)).await?;
         drive(conn);
         *held = Some(sender.clone());
         Ok(sender)
     }
 
-    /// A new TCP connection to the upstream, for [`crate::h1`] to write to as it is.
-    pub async fn dial_tcp(&self) -> std::io::Result<TcpStream> {
-        Ok(self.dial.connect().await?.into_inner())
-    }
-
     /// A new HTTP/1.1 connection to the upstream, driven by a task of its own.
     async fn connect_h1(&self) -> Result<http1::SendRequest<Tee>, BoxError> {
-        let (sender, conn) = self.h1.handshake(self.dial.connect().await?).await?;
+        let (sender, conn) = self.h1.handshake(TokioIo::new(self.dial.connect().await?)).await?;
         drive(conn);
         Ok(sender)
-    }
-}
-
-/// The upstream's address, dialled for each client connection.
-#[derive(Clone, Debug)]
-struct Dial(Arc<str>);
-
-impl Dial {
-    async fn connect(&self) -> std::io::Result<TokioIo<TcpStream>> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&*self.0))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
-        Ok(TokioIo::new(stream))
     }
 }
 
@@ -369,7 +349,16 @@ impl Client {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let read = if h1 {
-            match crate::h1::serve(&mut io, &self.shared, self.header_timeout, &self.cancel).await {
+            let shared = &self.shared;
+            match crate::h1::serve(
+                &mut io,
+                &shared.recorder,
+                &shared.upstream.dial,
+                self.header_timeout,
+                &self.cancel,
+            )
+            .await
+            {
                 crate::h1::Served::Closed => {
                     let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
                     return Ok(());
