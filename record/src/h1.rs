@@ -255,17 +255,20 @@ fn without_hop_headers(
         return buf[..len].to_vec();
     }
     // httparse's names and values are slices of `buf`: where they start says where
-    // their line is.
-    let at = |s: &[u8]| s.as_ptr() as usize - buf.as_ptr() as usize;
+    // their line is (checked all the same: a slice from elsewhere ends the head there).
+    let head = &buf[..len];
+    let at = |s: &[u8]| (s.as_ptr() as usize).checked_sub(head.as_ptr() as usize).filter(|&at| at <= len);
     let start_line = match headers.first() {
-        Some(h) => at(h.name.as_bytes()),
-        None => buf[..len].iter().position(|&b| b == b'\n').map_or(len, |n| n + 1),
+        Some(h) => at(h.name.as_bytes()).unwrap_or(len),
+        None => head.iter().position(|&b| b == b'\n').map_or(len, |n| n + 1),
     };
     let mut out = Vec::with_capacity(len + added.len());
-    out.extend_from_slice(&buf[..start_line]);
+    out.extend_from_slice(&head[..start_line]);
     for h in headers.iter().filter(|h| !hop.is(h.name)) {
-        let (start, end) = (at(h.name.as_bytes()), at(h.value) + h.value.len());
-        out.extend_from_slice(&buf[start..end]);
+        let line = at(h.name.as_bytes())
+            .zip(at(h.value))
+            .and_then(|(start, value)| head.get(start..value + h.value.len()));
+        out.extend_from_slice(line.unwrap_or_default());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(added);
@@ -599,7 +602,7 @@ async fn chunks<C: AsyncWrite + Unpin>(
             return trailers(client, u, out, pending).await;
         }
         // The data, then its CRLF.
-        let mut left = size + 2;
+        let mut left = size.checked_add(2).ok_or_else(|| bad("a chunk size past 2^64"))?;
         while left > 0 {
             if u.buf.is_empty() {
                 more(client, u, out).await?;
@@ -808,6 +811,73 @@ mod tests {
                 "{out:?}"
             );
             assert_eq!(res.headers.last().map(|h| h.name), Some("connection"), "{out:?}");
+        }
+    }
+
+    /// Heads changed at random, byte by byte, neither panic nor come out longer than
+    /// they went in (but for the added line).
+    #[test]
+    fn any_head_is_read_without_a_panic() {
+        let seeds = [
+            "POST /p?q=1 HTTP/1.1\r\nHost: shop\r\nConnection: X-A, close\r\nX-A: 1\r\nX-E:\r\nContent-Length: 3\r\n\r\nabc",
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-B\r\nX-B: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ];
+        let mut seed = 11u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize
+        };
+        for round in 0..20_000 {
+            let mut bytes = seeds[round % 2].as_bytes().to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = next() % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = b"\r\n: ,\x00\t\x7fa"[next() % 9],
+                    1 => drop(bytes.remove(at)),
+                    _ => bytes.insert(at, b"\r\n:, "[next() % 5]),
+                }
+            }
+            let _ = parse_request(&bytes);
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut headers);
+            if let Ok(httparse::Status::Complete(len)) = res.parse(&bytes) {
+                let map = header_map(res.headers).unwrap_or_default();
+                let out =
+                    without_hop_headers(&bytes, len, res.headers, &Hop::of(&map), b"connection: close\r\n");
+                assert!(out.len() <= len + 2 * res.headers.len() + 21, "{bytes:?}");
+            }
+        }
+    }
+
+    /// A chunked body passes as it came, however its pieces arrive; chunk sizes that are
+    /// not hexadecimal, or past 2^64, end it with an error, not a panic.
+    #[tokio::test]
+    async fn chunked_bodies_pass_as_they_came_and_bad_ones_end() {
+        let body: &[u8] = b"5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n";
+        for (sent, whole) in [
+            (body, true),
+            (b"zz\r\nhello\r\n0\r\n\r\n", false),
+            (b"ffffffffffffffff\r\nx", false),
+            (b"5\r\nhel", false),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+            let mut far =
+                TcpStream::connect(listener.local_addr().expect("an address")).await.expect("connect");
+            let (near, _) = listener.accept().await.expect("accept");
+            let writer = tokio::spawn(async move {
+                for piece in sent.chunks(3) {
+                    far.write_all(piece).await.expect("write");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            });
+            let mut u = Upstream { stream: near, buf: BytesMut::new() };
+            let (mut client, mut out) = (Vec::new(), Vec::new());
+            let relayed = relay(&mut client, &mut u, Framing::Chunked, &mut out, None).await;
+            writer.await.expect("the writer");
+            assert_eq!(relayed.is_ok(), whole, "{sent:?}");
+            if whole {
+                assert_eq!(client, body);
+            }
         }
     }
 
