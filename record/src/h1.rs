@@ -87,7 +87,7 @@ pub async fn serve<C: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         first = false;
-        // The body, whole: a larger one (or one not yet read) goes to hyper.
+        // The body, read whole (a larger one went to hyper with its head).
         while buf.len() < head.len + head.body {
             match read_more(client, &mut buf).await {
                 Ok(true) => {}
