@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -247,16 +247,7 @@ async fn serve(
 ) {
     let counters = Arc::clone(&recorder.counters);
     let shared = Arc::new(Shared { upstream, recorder });
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    server
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(listen.header_timeout)
-        .max_buf_size(MAX_HEAD.max(8192))
-        .preserve_header_case(true)
-        .auto_date_header(false);
-    server.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD as u32).auto_date_header(false);
-    let server = Arc::new(server);
+    let server = Arc::new(hyper_server(listen.header_timeout));
     let slots = listen.slots;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let tracker = TaskTracker::new();
@@ -279,7 +270,6 @@ async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (counters, tls) = (Arc::clone(&counters), listen.tls.clone());
         let client = Client {
             server: Arc::clone(&server),
             shared: Arc::clone(&shared),
@@ -287,26 +277,11 @@ async fn serve(
             header_timeout: listen.header_timeout,
             cancel: cancel.clone(),
         };
-        let force = force.clone();
+        let (counters, tls, force) = (Arc::clone(&counters), listen.tls.clone(), force.clone());
         tracker.spawn(async move {
             counters.connections.fetch_add(1, Relaxed);
-            let served = async {
-                match tls {
-                    None => client.serve(stream, true).await,
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => {
-                            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                            client.serve(s, !h2).await
-                        }
-                        Err(_) => {
-                            counters.refuse(Refusal::Tls);
-                            Ok(())
-                        }
-                    },
-                }
-            };
             let served = tokio::select! {
-                served = served => served,
+                served = client.accept(stream, tls, &counters) => served,
                 _ = force.cancelled() => Ok(()),
             };
             if let Err(e) = served
@@ -331,6 +306,21 @@ async fn serve(
     }
 }
 
+/// hyper's server for what [`crate::h1`] hands over, and for HTTP/2: heads up to
+/// [`MAX_HEAD`], nothing added to answers.
+fn hyper_server(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEAD.max(8192))
+        .preserve_header_case(true)
+        .auto_date_header(false);
+    server.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEAD as u32).auto_date_header(false);
+    server
+}
+
 /// What serves one client connection.
 struct Client {
     server: Arc<auto::Builder<TokioExecutor>>,
@@ -342,6 +332,28 @@ struct Client {
 }
 
 impl Client {
+    /// Serves a client connection, over TLS when `tls` (h2 or HTTP/1.1 as ALPN chose).
+    async fn accept(
+        self,
+        stream: TcpStream,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        counters: &crate::Counters,
+    ) -> Result<(), BoxError> {
+        let Some(acceptor) = tls else {
+            return self.serve(stream, true).await;
+        };
+        match acceptor.accept(stream).await {
+            Ok(s) => {
+                let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+                self.serve(s, !h2).await
+            }
+            Err(_) => {
+                counters.refuse(Refusal::Tls);
+                Ok(())
+            }
+        }
+    }
+
     /// Serves HTTP/1.1 by [`crate::h1`] when `h1` (until a request it hands to hyper),
     /// and the rest, or HTTP/2, by hyper.
     async fn serve<IO>(self, mut io: IO, h1: bool) -> Result<(), BoxError>
