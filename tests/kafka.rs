@@ -217,6 +217,20 @@ async fn member(kafka: &common::kafka::Kafka, topic: &str, name: &str) -> Member
     Member { dispatcher, _replayer: replayer, target, report, _dir: dir }
 }
 
+/// Whether the dispatcher at `admin` holds records it scheduled and has not dispatched yet.
+async fn holds_records(admin: &str) -> bool {
+    let (_, metrics) = http("GET", admin, "/metrics").await;
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    counter("reprise_scheduled_total") > counter("reprise_dispatched_total")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_group_moves_partitions_between_dispatchers_and_a_leaver_loses_nothing_it_committed() {
     let kafka = kafka().await;
@@ -273,10 +287,15 @@ async fn a_consumer_group_moves_partitions_between_dispatchers_and_a_leaver_lose
     // Records 10 s ahead of now: each member reads them and holds them for their instant.
     // Far ahead: each record's time is taken before its send is awaited, and on a loaded
     // CI machine the four sends to the broker took long enough for 3 s to pass first.
-    // A leaves meanwhile: what it held was not sent, so not committed, and B, taking its
-    // partitions from A's last commit, replays them.
+    // A leaves once its metrics show it holds some (scheduled, not dispatched): what it
+    // held was not sent, so not committed, and B, taking its partitions from A's last
+    // commit, replays them.
+    assert!(!holds_records(&a.dispatcher.admin).await, "A sent all it read before");
     let held = produce(&kafka, &topic, &mut n, 10_000).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        wait_until_async(|| holds_records(&a.dispatcher.admin), Duration::from_secs(8)).await,
+        "A read none of the records held for later"
+    );
     let (code, _) = http("POST", &a.dispatcher.admin, "/job/stop").await;
     assert_eq!(code, 202);
     assert_eq!(wait_exit(a.dispatcher.guard).await.code(), Some(4), "a stopped job exits 4");
