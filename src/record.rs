@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reprise_dispatcher::CaptureFilters;
 use reprise_dispatcher::config::{ByteSize, ListenAddr};
-use reprise_record::{DropReason, FileSink, KafkaSink, RecordOptions, Redact, Sample, Sink};
+use reprise_record::{DropReason, FileSink, KafkaSink, RecordOptions, Redact, Sample, Sink, UpstreamHttp};
 use tokio_util::sync::CancellationToken;
 
 use crate::{EXIT_CANNOT_RUN, EXIT_CONFIG};
@@ -22,6 +22,10 @@ pub struct RecordArgs {
     /// The service every request is forwarded to: `http://HOST:PORT`.
     #[arg(long, env = "REPRISE_RECORD_UPSTREAM", value_name = "URL", value_parser = upstream)]
     upstream: http::Uri,
+    /// The HTTP version requests go up in: `same` as the client's, `1.1` for a service
+    /// that knows no HTTP/2 (gRPC then fails), `2` for one that speaks h2c only.
+    #[arg(long, env = "REPRISE_RECORD_UPSTREAM_HTTP", value_name = "VERSION", default_value = "same", value_parser = upstream_http)]
+    upstream_http: UpstreamHttp,
     /// The json recording. With --rotate-size or --rotate-every, the pattern of its files'
     /// names: `capture.jsonl` gives `capture-20261205T200102Z-000001.jsonl`, …
     #[arg(
@@ -104,6 +108,15 @@ fn upstream(s: &str) -> Result<http::Uri, String> {
     }
 }
 
+fn upstream_http(s: &str) -> Result<UpstreamHttp, String> {
+    match s {
+        "same" => Ok(UpstreamHttp::Same),
+        "1.1" => Ok(UpstreamHttp::Http1),
+        "2" => Ok(UpstreamHttp::Http2),
+        _ => Err(format!("{s:?} is not an HTTP version: write same, 1.1 or 2")),
+    }
+}
+
 fn property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
@@ -170,6 +183,7 @@ impl RecordArgs {
             filter,
             listen: self.listen.0,
             upstream: self.upstream,
+            upstream_http: self.upstream_http,
             sink,
             max_body: usize::try_from(self.max_body.0).unwrap_or(usize::MAX),
             queue_bytes: self.queue.0,

@@ -14,33 +14,18 @@ use common::*;
 
 /// Debian's nginx with two servers: the release (every answer `{"path":…,"version":1}`)
 /// and a candidate that answers `/c` with version 2. Their ports.
-async fn nginx(dir: &std::path::Path) -> (Guard, u16, u16) {
+fn nginx_builds(dir: &std::path::Path) -> (Guard, u16, u16) {
     let (release, candidate) = (free_port(), free_port());
-    let d = dir.display();
-    let temp: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
-        .iter()
-        .map(|t| format!("{t}_temp_path {d}/{t};\n"))
-        .collect();
     let answer =
         |v: u8| format!("default_type application/json; return 200 '{{\"path\":\"$uri\",\"version\":{v}}}';");
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 64; }}\nhttp {{\n{temp}access_log off;\n\
+    let http = format!(
+        "access_log off;\n\
          server {{ listen 127.0.0.1:{release}; location / {{ {v1} }} }}\n\
-         server {{ listen 127.0.0.1:{candidate}; location = /c {{ {v2} }} location / {{ {v1} }} }}\n}}\n",
+         server {{ listen 127.0.0.1:{candidate}; location = /c {{ {v2} }} location / {{ {v1} }} }}",
         v1 = answer(1),
         v2 = answer(2),
     );
-    std::fs::write(dir.join("nginx.conf"), conf).expect("nginx.conf");
-    let child = Command::new("/usr/sbin/nginx")
-        .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
-        .spawn()
-        .expect("nginx: scripts/test installs Debian's nginx");
-    let guard = Guard(child);
-    for port in [release, candidate] {
-        listening(port, "nginx").await;
-    }
-    (guard, release, candidate)
+    (nginx(dir, &http, &[release, candidate]), release, candidate)
 }
 
 async fn listening(port: u16, what: &str) {
@@ -100,7 +85,7 @@ async fn capture(dir: &std::path::Path, upstream: u16, har: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_har_from_mitmproxy_replays_what_was_captured_and_compares_its_answers() {
     let dir = temp_dir("har");
-    let (_nginx, release, candidate) = nginx(&dir).await;
+    let (_nginx, release, candidate) = nginx_builds(&dir);
     let har = dir.join("capture.har");
     capture(&dir, release, &har).await;
 

@@ -869,6 +869,58 @@ async fn an_upstream_that_closes_its_connections_costs_no_answer() {
     assert!(lines(&out).iter().all(|l| l["response"]["status"] == 200));
 }
 
+/// `--upstream-http` sets the version requests go up in, whatever the client speaks: 1.1
+/// for a service that knows no HTTP/2 (a client's concurrent streams each on an upstream
+/// connection of its own at a time), 2 for one that speaks h2c only. An HTTP/2 upstream
+/// that ends its connections every 10 requests (a GOAWAY, as nginx's `keepalive_requests`),
+/// with 4 streams in flight, costs no answer: what it refused unprocessed goes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_is_spoken_to_in_the_version_chosen() {
+    let dir = temp_dir("record-upstream-http");
+    let (h1, h2) = (free_port(), free_port());
+    // Each answer says the version it came in and its path.
+    let http = format!(
+        "access_log off;\nkeepalive_requests 10;\n\
+         server {{ listen 127.0.0.1:{h1}; listen 127.0.0.1:{h2} http2; \
+         location / {{ return 200 \"$server_protocol $request_uri\\n\"; }} }}"
+    );
+    let _nginx = nginx(&dir, &http, &[h1, h2]);
+    let upstream = format!("http://127.0.0.1:{h1}");
+    let wrong =
+        ["record", "--listen", "127.0.0.1:0", "--upstream", &upstream, "--out", "x", "--upstream-http", "3"];
+    let wrong = reprise(args(&wrong)).await;
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(wrong.status.code() == Some(2) && said.contains("write same, 1.1 or 2"), "{said}");
+    // (--upstream-http, upstream port, the client's version as curl and h2load choose it,
+    // as recorded, and as the upstream saw it)
+    let cases = [
+        ("1.1", h1, ["--http2-prior-knowledge", "-m4"], "HTTP/2", "HTTP/1.1"),
+        ("2", h2, ["--http1.1", "--h1"], "HTTP/1.1", "HTTP/2.0"),
+        ("same", h2, ["--http2-prior-knowledge", "-m4"], "HTTP/2", "HTTP/2.0"),
+    ];
+    for (choice, port, [curl_flag, h2load_flag], recorded, seen) in cases {
+        let out = dir.join(format!("capture-{choice}.jsonl"));
+        let proxy = record(&format!("http://127.0.0.1:{port}"), &out, &["--upstream-http", choice]);
+        let url = format!("{}/v/{choice}", proxy.url());
+        let load = client("h2load", args(&["-n", "40", "-c", "1", h2load_flag, &url])).await;
+        let said = String::from_utf8_lossy(&load.stdout);
+        assert!(said.contains("40 succeeded, 0 failed") && said.contains("40 2xx"), "{choice}: {said}");
+        let got = client("curl", args(&["-s", curl_flag, &url])).await;
+        assert_eq!(String::from_utf8_lossy(&got.stdout), format!("{seen} /v/{choice}\n"), "{choice}");
+        proxy.wait_for("reprise_record_recorded_total", 41).await;
+        proxy.stop().await;
+        let lines = lines(&out);
+        assert_eq!(lines.len(), 41, "{choice}");
+        for l in &lines {
+            assert_eq!(
+                (l["version"].as_str(), l["response"]["status"].as_u64()),
+                (Some(recorded), Some(200)),
+                "{l}"
+            );
+        }
+    }
+}
+
 /// Reads an HTTP/1.1 head (to its blank line, with what came after it in the same read) as
 /// text, giving up after 10 s.
 async fn raw_head(s: &mut tokio::net::TcpStream) -> String {

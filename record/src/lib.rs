@@ -19,6 +19,7 @@ pub mod counters;
 mod dial;
 pub mod exchange;
 mod h1;
+mod h2up;
 pub mod privacy;
 mod probes;
 mod proxy;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use counters::{Counters, DropReason, Refusal};
 pub use privacy::{REDACT_KEY_VAR, Redact, Sample};
+pub use proxy::UpstreamHttp;
 pub use sink::{FileSink, KafkaSink, Sink};
 
 /// Leaves exchanges out of the recording by their request's head (`--filter`: the
@@ -53,6 +55,8 @@ pub struct RecordOptions {
     pub listen: SocketAddr,
     /// `http://HOST:PORT`.
     pub upstream: Uri,
+    /// The HTTP version requests go up in.
+    pub upstream_http: proxy::UpstreamHttp,
     pub sink: Sink,
     /// Bodies are kept up to this many bytes each.
     pub max_body: usize,
@@ -153,7 +157,15 @@ pub async fn run(
         slots: Arc::new(tokio::sync::Semaphore::new(opts.max_connections)),
         header_timeout: opts.header_timeout,
     };
-    let served = proxy::serve_threads(listener, opts.threads, listen, opts.upstream, recorder, cancel).await;
+    let served = proxy::serve_threads(
+        listener,
+        opts.threads,
+        listen,
+        (opts.upstream, opts.upstream_http),
+        recorder,
+        cancel,
+    )
+    .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "the proxy's threads could not all serve");
     }

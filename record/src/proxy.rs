@@ -1,12 +1,13 @@
 //! The reverse proxy: accepts HTTP/1.1 and HTTP/2 (h2c by prior knowledge, h2 by ALPN over
-//! TLS), forwards each request to the upstream in the same HTTP version, and streams the
-//! answer back as it comes. gRPC is HTTP/2 with trailers, and passes as any other stream.
+//! TLS), forwards each request to the upstream in the same HTTP version (or the one
+//! `--upstream-http` names), and streams the answer back as it comes. gRPC is HTTP/2 with
+//! trailers, and passes as any other stream.
 //!
 //! HTTP/1.1's usual exchanges are forwarded as bytes by [`crate::h1`], which hands a
 //! connection to hyper at the first request it does not take; hyper serves the rest and
-//! HTTP/2, and calls the upstream for them. It already guards against what hostile
-//! clients send (head size and read time limits, HTTP/2 flow control and stream limits).
-//! The proxy counts what it refuses, by reason.
+//! HTTP/2. It already guards against what hostile clients send (head size and read time
+//! limits, HTTP/2 flow control and stream limits). The proxy counts what it refuses, by
+//! reason. Requests go up over HTTP/2 by [`crate::h2up`], over HTTP/1.1 by hyper's client.
 //!
 //! What passes is not changed: the method, path, headers (HTTP/1.1 names in their case),
 //! body and trailers go up as they came, the status, headers, body and trailers come back
@@ -19,13 +20,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
@@ -43,20 +45,55 @@ use crate::tee::{Pending, Side, Tee};
 
 /// The largest request head over HTTP/1.1, and header list over HTTP/2.
 const MAX_HEAD: usize = 64 * 1024;
+/// How many times a request without a body goes up over HTTP/2 while the upstream refuses
+/// it unprocessed.
+const H2_TRIES: usize = 4;
 /// On shutdown, how long open exchanges may take to finish.
 const DRAIN: Duration = Duration::from_secs(10);
 
-type Answer = Response<BoxBody<Bytes, hyper::Error>>;
+type Answer = Response<BoxBody<Bytes, BoxError>>;
+
+/// The HTTP version requests go up in (`--upstream-http`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamHttp {
+    /// The client's own.
+    #[default]
+    Same,
+    /// HTTP/1.1 whatever the client speaks: the service behind knows no HTTP/2.
+    Http1,
+    /// HTTP/2 (h2c) whatever the client speaks.
+    Http2,
+}
+
+impl UpstreamHttp {
+    /// The version a request that came in `client`'s goes up in.
+    pub fn of(self, client: Version) -> Version {
+        match self {
+            UpstreamHttp::Same if client == Version::HTTP_2 => Version::HTTP_2,
+            UpstreamHttp::Same | UpstreamHttp::Http1 => Version::HTTP_11,
+            UpstreamHttp::Http2 => Version::HTTP_2,
+        }
+    }
+}
 
 /// Where requests go, and how they get there: each client connection over its own upstream
-/// connection ([`Link`]), in the client's HTTP version.
+/// connection ([`Link`]) in the client's HTTP version, or, when HTTP/2's streams go up
+/// over HTTP/1.1, over connections a thread's clients share ([`Upstream::idle`]).
 pub struct Upstream {
     /// `http://host:port`, as given.
     base: Uri,
     pub dial: Dial,
+    pub http: UpstreamHttp,
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
+    /// HTTP/1.1 connections HTTP/2 streams went up on, each taken by one request at a
+    /// time. A stream takes one that is ready, else dials another: a client's streams are
+    /// as concurrent upstream as they were on its connection.
+    idle: std::sync::Mutex<Vec<http1::SendRequest<Tee>>>,
 }
+
+/// The most HTTP/1.1 connections [`Upstream::idle`] keeps, on each thread; a connection
+/// past them closes once its exchange is done.
+const MAX_POOLED: usize = 1024;
 
 /// A client connection's upstream connection, dialled at its first request and again when
 /// the upstream has closed it. Pairing them costs no pool: no lock shared by every
@@ -67,39 +104,83 @@ pub struct Upstream {
 #[derive(Default)]
 pub struct Link {
     h1: std::sync::Mutex<Option<http1::SendRequest<Tee>>>,
-    h2: tokio::sync::Mutex<Option<http2::SendRequest<Tee>>>,
+    h2: tokio::sync::Mutex<Option<h2::client::SendRequest<Bytes>>>,
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::h2up::{self, BoxError};
 
 impl Upstream {
     /// A plain HTTP upstream (`http://HOST:PORT`).
-    pub fn new(base: Uri) -> Upstream {
+    pub fn new(base: Uri, http: UpstreamHttp) -> Upstream {
         let authority = base.authority().map_or_else(String::new, |a| {
             if a.port().is_some() { a.to_string() } else { format!("{}:80", a.host()) }
         });
         let dial = Dial(Arc::from(authority));
         let mut h1 = http1::Builder::new();
         h1.preserve_header_case(true);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new());
-        Upstream { base, dial, h1, h2 }
+        Upstream { base, dial, http, h1, idle: std::sync::Mutex::default() }
     }
 
-    /// The URI a request goes up with: over HTTP/2 the client's own (its `:authority`
-    /// kept) or the path on the upstream's base; over HTTP/1.1 the path alone (origin
-    /// form; the `Host` header is kept).
-    fn uri(&self, incoming: &Uri, version: Version) -> Uri {
-        let path = incoming.path_and_query().cloned();
+    /// Makes a request's head one to send in `version`. Over HTTP/2 the URI is the
+    /// client's own (its `:authority` kept), or the path with the client's `Host` as its
+    /// authority (the upstream's when it sent none); over HTTP/1.1 the path alone (origin
+    /// form), with the client's `:authority` as `Host` when it came over HTTP/2.
+    fn convert(&self, head: &mut http::request::Parts, version: Version) {
+        let path = head.uri.path_and_query().cloned();
         if version != Version::HTTP_2 {
-            return path.map_or_else(|| Uri::from_static("/"), Uri::from);
+            if let Some(authority) = head.uri.authority()
+                && !head.headers.contains_key(header::HOST)
+                && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+            {
+                head.headers.insert(header::HOST, host);
+            }
+            head.uri = path.map_or_else(|| Uri::from_static("/"), Uri::from);
+        } else if head.uri.authority().is_none() {
+            let mut parts = self.base.clone().into_parts();
+            if let Some(host) = head.headers.remove(header::HOST)
+                && let Ok(authority) = http::uri::Authority::try_from(host.as_bytes())
+            {
+                parts.authority = Some(authority);
+            }
+            parts.path_and_query = path;
+            head.uri = Uri::from_parts(parts).unwrap_or_else(|_| self.base.clone());
         }
-        if incoming.authority().is_some() {
-            return incoming.clone();
+        // HTTP/1.0 and 1.1 go up as they came.
+        if (head.version == Version::HTTP_2) != (version == Version::HTTP_2) {
+            head.version = version;
         }
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = path;
-        Uri::from_parts(parts).unwrap_or_else(|_| self.base.clone())
+    }
+
+    /// Sends an HTTP/2 stream's request over HTTP/1.1, on a connection of
+    /// [`Upstream::idle`] that is ready or on a new one.
+    async fn send_h1_pooled(&self, req: Request<Tee>) -> Result<Response<Incoming>, BoxError> {
+        let mut sender = match self.take_ready() {
+            Some(s) => s,
+            None => self.connect_h1().await?,
+        };
+        let answer = match sender.try_send_request(req).await {
+            Ok(answer) => answer,
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    sender = self.connect_h1().await?;
+                    sender.send_request(req).await?
+                }
+                None => return Err(e.into_error().into()),
+            },
+        };
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_POOLED {
+            idle.push(sender);
+        }
+        Ok(answer)
+    }
+
+    /// A pooled connection ready for a request; those the upstream closed are let go.
+    fn take_ready(&self) -> Option<http1::SendRequest<Tee>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|s| !s.is_closed());
+        let ready = idle.iter().rposition(http1::SendRequest::is_ready)?;
+        Some(idle.swap_remove(ready))
     }
 
     /// Sends an HTTP/1.1 request on `link`'s connection. One the upstream closed (its
@@ -128,29 +209,51 @@ impl Upstream {
         Ok(answer)
     }
 
-    /// Sends an HTTP/2 request on `link`'s connection, dialled when it has none open; a
-    /// request the connection refused before sending goes on a new one.
-    async fn send_h2(&self, link: &Link, req: Request<Tee>) -> Result<Response<Incoming>, BoxError> {
-        let mut sender = self.h2_sender(link, false).await?;
-        match sender.try_send_request(req).await {
-            Ok(answer) => Ok(answer),
-            Err(mut e) => match e.take_message() {
-                Some(req) => Ok(self.h2_sender(link, true).await?.send_request(req).await?),
-                None => Err(e.into_error().into()),
-            },
+    /// Sends an HTTP/2 request on `link`'s connection, dialled when it has none open or
+    /// the one it had closed (the upstream went away) before the request was sent. A
+    /// request without a body that the upstream refused unprocessed ([`h2up::refused`])
+    /// goes again on a new connection, up to [`H2_TRIES`] times in all (a new connection
+    /// may take fewer streams than are waiting); one with a body has sent it, and is
+    /// answered 502.
+    async fn send_h2(&self, link: &Link, req: Request<Tee>) -> Result<Response<h2up::Answer>, BoxError> {
+        let (head, body) = req.into_parts();
+        let head = Request::from_parts(head, ());
+        let again = hyper::body::Body::is_end_stream(&body).then(|| h2up::copy(&head));
+        let mut answer = h2up::send(&mut self.h2_ready(link).await?, head, body).await;
+        if let Some(head) = again {
+            for _ in 1..H2_TRIES {
+                match answer {
+                    Err(e) if h2up::refused(&e) => {
+                        let empty = http_body_util::Empty::<Bytes>::new();
+                        answer = h2up::send(&mut self.h2_ready(link).await?, h2up::copy(&head), empty).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        answer
+    }
+
+    /// `link`'s HTTP/2 connection once it may open a stream (the upstream's limit of
+    /// streams at once allowing).
+    async fn h2_ready(&self, link: &Link) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
+        match self.h2_sender(link).await?.ready().await {
+            Ok(sender) => Ok(sender),
+            Err(_) => Ok(self.h2_sender(link).await?.ready().await?),
         }
     }
 
-    /// `link`'s HTTP/2 connection, a new one when it has none open or `fresh` asks.
-    async fn h2_sender(&self, link: &Link, fresh: bool) -> Result<http2::SendRequest<Tee>, BoxError> {
+    /// `link`'s HTTP/2 connection, a new one when it has none open.
+    async fn h2_sender(&self, link: &Link) -> Result<h2::client::SendRequest<Bytes>, BoxError> {
         let mut held = link.h2.lock().await;
-        if let Some(s) = held.as_ref().filter(|s| !fresh && !s.is_closed()) {
-            return Ok(s.clone());
+        // Polled without a waker: whether it failed (it closed), not whether it is ready.
+        let open = held.as_mut().is_some_and(|s| {
+            !matches!(s.poll_ready(&mut Context::from_waker(Waker::noop())), Poll::Ready(Err(_)))
+        });
+        if !open {
+            *held = Some(h2up::handshake(self.dial.connect().await?, MAX_HEAD as u32).await?);
         }
-        let (sender, conn) = self.h2.handshake(TokioIo::new(self.dial.connect().await?)).await?;
-        drive(conn);
-        *held = Some(sender.clone());
-        Ok(sender)
+        Ok(held.clone().expect("a connection held"))
     }
 
     /// A new HTTP/1.1 connection to the upstream, driven by a task of its own.
@@ -205,7 +308,7 @@ pub async fn serve_threads(
     first: TcpListener,
     threads: usize,
     listen: Listen,
-    base: Uri,
+    (base, http): (Uri, UpstreamHttp),
     recorder: Arc<Recorder>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
@@ -224,7 +327,7 @@ pub async fn serve_threads(
                     Some(l) => TcpListener::from_std(l)?,
                     None => listener(addr)?,
                 };
-                serve(listener, listen, Upstream::new(base), recorder, cancel).await;
+                serve(listener, listen, Upstream::new(base, http), recorder, cancel).await;
                 Ok(())
             });
             let _ = tx.send(served);
@@ -360,7 +463,7 @@ impl Client {
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let read = if h1 {
+        let read = if h1 && self.shared.upstream.http != UpstreamHttp::Http2 {
             let shared = &self.shared;
             match crate::h1::serve(
                 &mut io,
@@ -410,24 +513,18 @@ async fn handle(shared: Arc<Shared>, link: Arc<Link>, req: Request<Incoming>) ->
     let pending = kept.then(|| {
         Pending::new(Exchange::new(SystemTime::now(), &parts, recorder.keep()), Arc::clone(recorder))
     });
-    let version = parts.version;
-    parts.uri = shared.upstream.uri(&parts.uri, version);
-    strip_hop_headers(&mut parts.headers, version == Version::HTTP_2);
+    let upstream = &shared.upstream;
+    let (version, up_version) = (parts.version, upstream.http.of(parts.version));
+    upstream.convert(&mut parts, up_version);
+    strip_hop_headers(&mut parts.headers, up_version == Version::HTTP_2);
     let up = Request::from_parts(parts, Tee::new(body, Side::Request, pending.clone()));
-    let answer = match version {
-        Version::HTTP_2 => shared.upstream.send_h2(&link, up).await,
-        _ => shared.upstream.send_h1(&link, up).await,
+    let passed = match (version, up_version) {
+        (_, Version::HTTP_2) => upstream.send_h2(&link, up).await.map(|a| pass(a, &pending, version)),
+        (Version::HTTP_2, _) => upstream.send_h1_pooled(up).await.map(|a| pass(a, &pending, version)),
+        _ => upstream.send_h1(&link, up).await.map(|a| pass(a, &pending, version)),
     };
-    match answer {
-        Ok(answer) => {
-            let (mut parts, body) = answer.into_parts();
-            if let Some(p) = &pending {
-                p.answered(parts.status.as_u16(), &parts.headers);
-            }
-            strip_hop_headers(&mut parts.headers, version == Version::HTTP_2);
-            parts.version = version;
-            Ok(Response::from_parts(parts, Tee::new(body, Side::Answer, pending).boxed()))
-        }
+    match passed {
+        Ok(answer) => Ok(answer),
         Err(e) => {
             recorder.counters.upstream_errors.fetch_add(1, Relaxed);
             let why = format!("the upstream did not answer: {}", reprise_proto::error_chain(&*e));
@@ -442,6 +539,22 @@ async fn handle(shared: Arc<Shared>, link: Arc<Link>, req: Request<Incoming>) ->
             Ok(bad)
         }
     }
+}
+
+/// The upstream's answer as it goes back to a client speaking `version`, its head recorded
+/// in `pending` and its body copied there as it passes.
+fn pass<B>(answer: Response<B>, pending: &Option<Arc<Pending>>, version: Version) -> Answer
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = answer.into_parts();
+    if let Some(p) = pending {
+        p.answered(parts.status.as_u16(), &parts.headers);
+    }
+    strip_hop_headers(&mut parts.headers, version == Version::HTTP_2);
+    parts.version = version;
+    Response::from_parts(parts, Tee::new(body, Side::Answer, pending.clone()).map_err(Into::into).boxed())
 }
 
 /// Headers of one hop, which each side of the proxy sets for itself (RFC 9110 7.6.1).

@@ -109,28 +109,28 @@ impl Drop for Pending {
 }
 
 /// A body passed through frame by frame, copied into `pending` when the exchange is
-/// recorded.
-pub struct Tee {
-    inner: Incoming,
+/// recorded: a client's request or an answer hyper or [`crate::h2up`] took.
+pub struct Tee<B: Body = Incoming> {
+    inner: B,
     pending: Option<Arc<Pending>>,
     side: Side,
     ended: bool,
 }
 
-impl Tee {
-    pub fn new(inner: Incoming, side: Side, pending: Option<Arc<Pending>>) -> Tee {
+impl<B: Body> Tee<B> {
+    pub fn new(inner: B, side: Side, pending: Option<Arc<Pending>>) -> Tee<B> {
         Tee { inner, pending, side, ended: false }
     }
 }
 
-impl Body for Tee {
+impl<B: Body<Data = Bytes> + Unpin> Body for Tee<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -157,7 +157,7 @@ impl Body for Tee {
     }
 }
 
-impl Drop for Tee {
+impl<B: Body> Drop for Tee<B> {
     fn drop(&mut self) {
         if let Some(p) = &self.pending {
             p.ended(self.side, self.ended || self.inner.is_end_stream());

@@ -396,6 +396,37 @@ pub fn serve(program: &str, package: &str, args: &[&str], port: u16) -> Guard {
     guard
 }
 
+/// Debian's nginx in `dir` (its config, logs and temporary files), one worker, with `http`
+/// inside its `http {}` block; returns once it listens on each of `ports`. Killed when the
+/// guard drops.
+pub fn nginx(dir: &Path, http: &str, ports: &[u16]) -> Guard {
+    let d = dir.display();
+    let temp: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .iter()
+        .map(|t| format!("{t}_temp_path {d}/{t};\n"))
+        .collect();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 256; }}\nhttp {{\n{temp}{http}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).expect("write nginx.conf");
+    let child = Command::new("/usr/sbin/nginx")
+        .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("nginx: scripts/test installs Debian's nginx (apt-get install nginx)");
+    let guard = Guard(child);
+    let until = Instant::now() + Duration::from_secs(30);
+    for &port in ports {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            assert!(Instant::now() < until, "nginx did not listen on {port}: {log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    guard
+}
+
 /// The grpcio server, logging what each call received to `log`; its address.
 pub fn grpc_server(log: &std::path::Path) -> (Guard, String) {
     grpc_build(log, "v1")
