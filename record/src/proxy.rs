@@ -154,20 +154,11 @@ impl Upstream {
     /// Sends an HTTP/2 stream's request over HTTP/1.1, on a connection of
     /// [`Upstream::idle`] that is ready or on a new one.
     async fn send_h1_pooled(&self, req: Request<Tee>) -> Result<Response<Incoming>, BoxError> {
-        let mut sender = match self.take_ready() {
+        let sender = match self.take_ready() {
             Some(s) => s,
             None => self.connect_h1().await?,
         };
-        let answer = match sender.try_send_request(req).await {
-            Ok(answer) => answer,
-            Err(mut e) => match e.take_message() {
-                Some(req) => {
-                    sender = self.connect_h1().await?;
-                    sender.send_request(req).await?
-                }
-                None => return Err(e.into_error().into()),
-            },
-        };
+        let (sender, answer) = self.send_h1_on(sender, req).await?;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_POOLED {
             idle.push(sender);
@@ -195,18 +186,29 @@ impl Upstream {
         if sender.ready().await.is_err() {
             sender = self.connect_h1().await?;
         }
-        let answer = match sender.try_send_request(req).await {
-            Ok(answer) => answer,
-            Err(mut e) => match e.take_message() {
-                Some(req) => {
-                    sender = self.connect_h1().await?;
-                    sender.send_request(req).await?
-                }
-                None => return Err(e.into_error().into()),
-            },
-        };
+        let (sender, answer) = self.send_h1_on(sender, req).await?;
         *link.h1.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
         Ok(answer)
+    }
+
+    /// Sends `req` on `sender`'s connection, or on a new one when that one had closed and
+    /// handed the request back unsent; returns the connection it went on.
+    async fn send_h1_on(
+        &self,
+        mut sender: http1::SendRequest<Tee>,
+        req: Request<Tee>,
+    ) -> Result<(http1::SendRequest<Tee>, Response<Incoming>), BoxError> {
+        match sender.try_send_request(req).await {
+            Ok(answer) => Ok((sender, answer)),
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    let mut sender = self.connect_h1().await?;
+                    let answer = sender.send_request(req).await?;
+                    Ok((sender, answer))
+                }
+                None => Err(e.into_error().into()),
+            },
+        }
     }
 
     /// Sends an HTTP/2 request on `link`'s connection, dialled when it has none open or
