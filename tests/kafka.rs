@@ -231,26 +231,55 @@ async fn holds_records(admin: &str) -> bool {
     counter("reprise_scheduled_total") > counter("reprise_dispatched_total")
 }
 
+/// One message per partition, recorded `ahead_ms` after now, numbered from `n` on; the
+/// records' numbers.
+async fn produce(
+    kafka: &common::kafka::Kafka,
+    topic: &str,
+    n: &mut usize,
+    ahead_ms: i64,
+) -> std::ops::Range<usize> {
+    let first = *n;
+    for p in 0..PARTITIONS {
+        let ts = now_ms() + ahead_ms;
+        kafka.send(topic, p, ts, &line(ts, *n)).await;
+        *n += 1;
+    }
+    first..*n
+}
+
+/// B joins `a`'s group while traffic flows, until a partition has moved to it and every
+/// message so far was replayed by one of them.
+async fn join(kafka: &common::kafka::Kafka, topic: &str, n: &mut usize, a: &Member) -> Member {
+    let b = member(kafka, topic, "group-b").await;
+    let mut moved = false;
+    for _ in 0..100 {
+        produce(kafka, topic, n, 0).await;
+        if wait_until(|| !b.target.requests().is_empty(), Duration::from_millis(300)).await {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "no partition moved to the member that joined");
+    let total = *n;
+    assert!(
+        wait_until(
+            || a.target.requests().len() + b.target.requests().len() >= total,
+            Duration::from_secs(30)
+        )
+        .await,
+        "every message of the join replayed: A {:?}, B {:?}",
+        paths(&a.target),
+        paths(&b.target)
+    );
+    b
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_group_moves_partitions_between_dispatchers_and_a_leaver_loses_nothing_it_committed() {
     let kafka = kafka().await;
     let topic = kafka.topic_of("group", PARTITIONS).await;
     let mut n = 0usize;
-    // One message per partition, recorded `ahead_ms` after now; the records' numbers.
-    async fn produce(
-        kafka: &common::kafka::Kafka,
-        topic: &str,
-        n: &mut usize,
-        ahead_ms: i64,
-    ) -> std::ops::Range<usize> {
-        let first = *n;
-        for p in 0..PARTITIONS {
-            let ts = now_ms() + ahead_ms;
-            kafka.send(topic, p, ts, &line(ts, *n)).await;
-            *n += 1;
-        }
-        first..*n
-    }
 
     // A alone owns every partition.
     let a = member(&kafka, &topic, "group-a").await;
@@ -262,27 +291,7 @@ async fn a_consumer_group_moves_partitions_between_dispatchers_and_a_leaver_lose
     );
 
     // B joins: some partitions move to it, while traffic flows.
-    let b = member(&kafka, &topic, "group-b").await;
-    let mut moved = false;
-    for _ in 0..100 {
-        produce(&kafka, &topic, &mut n, 0).await;
-        if wait_until(|| !b.target.requests().is_empty(), Duration::from_millis(300)).await {
-            moved = true;
-            break;
-        }
-    }
-    assert!(moved, "no partition moved to the member that joined");
-    let total = n;
-    assert!(
-        wait_until(
-            || a.target.requests().len() + b.target.requests().len() >= total,
-            Duration::from_secs(30)
-        )
-        .await,
-        "every message of the join replayed: A {:?}, B {:?}",
-        paths(&a.target),
-        paths(&b.target)
-    );
+    let b = join(&kafka, &topic, &mut n, &a).await;
 
     // Records 10 s ahead of now: each member reads them and holds them for their instant.
     // Far ahead: each record's time is taken before its send is awaited, and on a loaded
